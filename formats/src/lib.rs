@@ -9,3 +9,4 @@ pub mod error;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
 pub use error::{Error, Result};
+pub mod paddle;
