@@ -11,6 +11,7 @@
 //! is used, so a lying header gives an error, never a huge allocation.
 
 use std::io::{self, Write};
+use std::ops::Range;
 use std::path::Path;
 
 use super::protobuf::{self, Value};
@@ -87,6 +88,8 @@ struct Reader<'a> {
     file: &'a Path,
     data: &'a [u8],
     pos: usize,
+    /// Offset of `data` in the file, so errors give file offsets.
+    base: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -95,7 +98,7 @@ impl<'a> Reader<'a> {
         if n > left {
             return Err(Error::at(
                 self.file,
-                format!("byte {}", self.pos),
+                format!("byte {}", self.base + self.pos),
                 format!("{what} needs {n} bytes but only {left} are left (truncated file?)"),
             ));
         }
@@ -117,21 +120,27 @@ impl<'a> Reader<'a> {
     }
 
     fn error(&self, at: usize, message: impl Into<String>) -> Error {
-        Error::at(self.file, format!("byte {at}"), message)
+        Error::at(self.file, format!("byte {}", self.base + at), message)
     }
 }
 
-/// Reads one record starting at `offset` of `storage`; returns the tensor (its
-/// bytes borrow `storage`, no copy) and the number of bytes the record used.
-/// `file` only names the source in errors.
-pub fn read_tensor(file: &Path, storage: &Storage, offset: usize) -> Result<(RawTensor, usize)> {
-    let data = storage.as_slice();
+/// Reads one record from the start of `within` (a byte range of `storage`,
+/// which the record may not pass); returns the tensor (its bytes borrow
+/// `storage`, no copy) and the number of bytes the record used. `file` only
+/// names the source in errors.
+pub fn read_tensor(
+    file: &Path,
+    storage: &Storage,
+    within: Range<usize>,
+) -> Result<(RawTensor, usize)> {
+    let data = &storage.as_slice()[within.clone()];
     let mut r = Reader {
         file,
         data,
-        pos: offset.min(data.len()),
+        pos: 0,
+        base: within.start,
     };
-    let start = r.pos;
+    let start = 0;
     let version = r.u32("LoDTensor version")?;
     if version != 0 {
         return Err(r.error(start, format!("LoDTensor version {version}, expected 0")));
@@ -191,7 +200,8 @@ pub fn read_tensor(file: &Path, storage: &Storage, offset: usize) -> Result<(Raw
                 ),
             )
         })?;
-    let bytes = Bytes::slice_of(storage, r.pos..r.pos + size);
+    let begin = within.start + r.pos;
+    let bytes = Bytes::slice_of(storage, begin..begin + size);
     r.pos += size;
     let tensor = RawTensor {
         dtype,
@@ -204,8 +214,8 @@ pub fn read_tensor(file: &Path, storage: &Storage, offset: usize) -> Result<(Raw
 
 /// Reads a buffer that must hold exactly one record.
 pub fn read_single(file: &Path, storage: &Storage) -> Result<RawTensor> {
-    let (tensor, used) = read_tensor(file, storage, 0)?;
     let len = storage.as_slice().len();
+    let (tensor, used) = read_tensor(file, storage, 0..len)?;
     if used != len {
         return Err(Error::at(
             file,
