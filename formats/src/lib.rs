@@ -6,7 +6,10 @@ pub mod atomic;
 pub mod checkpoint;
 pub mod dataset;
 pub mod error;
+pub mod load;
+pub mod paddle;
+pub mod safetensors_io;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
 pub use error::{Error, Result};
-pub mod paddle;
+pub use load::{load_checkpoint, save_checkpoint, Format};
