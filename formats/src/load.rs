@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{Checkpoint, Storage};
 use crate::error::{Error, Result};
-use crate::paddle::{archive, combined, dir, program_desc, tensor_file};
+use crate::paddle::{archive, combined, dir, pickle, program_desc, tensor_file};
 use crate::safetensors_io;
 
 /// Output formats of [`save_checkpoint`].
@@ -15,6 +15,8 @@ pub enum Format {
     Dir,
     /// A model-zoo `.tar` of such a directory (gzipped for `.tar.gz`/`.tgz`).
     Tar,
+    /// A `.pdparams`/`.pdopt` pickle (protocol 4).
+    Pdparams,
     /// A safetensors file.
     Safetensors,
     /// Combined params in sorted-name order: `X.pdiparams` with `X.pdmodel`
@@ -30,6 +32,8 @@ impl Format {
         let ext = |e: &str| name.ends_with(e);
         if ext(".tar") || ext(".tar.gz") || ext(".tgz") {
             Format::Tar
+        } else if ext(".pdparams") || ext(".pdopt") {
+            Format::Pdparams
         } else if ext(".safetensors") {
             Format::Safetensors
         } else if ext(".pdiparams") || name == "__params__" {
@@ -44,6 +48,7 @@ impl Format {
         Some(match name {
             "dir" => Format::Dir,
             "tar" => Format::Tar,
+            "pdparams" => Format::Pdparams,
             "safetensors" => Format::Safetensors,
             "params" | "combined" => Format::Combined,
             _ => return None,
@@ -55,6 +60,8 @@ impl Format {
 /// - a directory of per-variable files, or one holding `__params__` +
 ///   `__model__` or `X.pdiparams` + `X.pdmodel` (combined params);
 /// - a `.tar`, `.tar.gz` or `.tgz` model-zoo archive;
+/// - a `.pdparams`/`.pdopt` pickle (also found as `PATH.pdparams` when `PATH`
+///   itself does not exist, as PaddleDetection's `load_params` does);
 /// - a safetensors file;
 /// - `__params__`/`*.pdiparams` (names from the program beside it), or the
 ///   program file itself;
@@ -70,6 +77,12 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
         };
     }
     if !path.exists() {
+        let mut beside = path.as_os_str().to_owned();
+        beside.push(".pdparams");
+        let beside = PathBuf::from(beside);
+        if beside.is_file() {
+            return pickle::read_pickle(&beside);
+        }
         return Err(Error::new(path, "no such file or directory"));
     }
     let name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -88,7 +101,9 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
     // Otherwise the content decides, whatever the name says.
     let storage = Storage::map_file(path)?;
     let head = storage.as_slice();
-    if archive::is_gzip(head) || head.get(257..262) == Some(b"ustar") {
+    if head.first() == Some(&0x80) {
+        pickle::read_pickle_from(path, &storage)
+    } else if archive::is_gzip(head) || head.get(257..262) == Some(b"ustar") {
         archive::read_archive(path)
     } else if looks_like_safetensors(head) {
         safetensors_io::read_safetensors(path)
@@ -160,6 +175,7 @@ pub fn save_checkpoint(checkpoint: &Checkpoint, path: &Path, format: Format) -> 
     match format {
         Format::Dir => dir::write_dir(checkpoint, path),
         Format::Tar => archive::write_archive(checkpoint, path),
+        Format::Pdparams => pickle::write_pickle(checkpoint, path),
         Format::Safetensors => safetensors_io::write_safetensors(checkpoint, path),
         Format::Combined => write_combined_with_program(checkpoint, path),
     }
@@ -220,6 +236,7 @@ mod tests {
             "d",
             "m.tar",
             "m.tgz",
+            "m.pdparams",
             "m.safetensors",
             "m.pdiparams",
             "inf",
@@ -243,6 +260,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["conv.w"]
         );
+        same_tensors(&sample(), &load_checkpoint(&tmp.path().join("m")).unwrap());
         let program = tmp.path().join("m.pdmodel");
         same_tensors(&sample(), &load_checkpoint(&program).unwrap());
     }
