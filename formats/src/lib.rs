@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod checkpoint;
 pub mod dataset;
 pub mod error;
+pub mod plot;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
 pub use error::{Error, Result};
