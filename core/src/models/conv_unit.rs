@@ -4,6 +4,8 @@
 //! here is a list of these units plus the wiring between them; the parameter
 //! list, the initialisation and the weight decay overrides all come from it.
 
+use super::init::{init_param, Rng};
+use super::param::Param;
 use crate::params::ParamSpec;
 
 /// How a unit's parameter names are formed from its prefix `P`.
@@ -164,6 +166,78 @@ impl ConvUnitSpec {
                 }
             })
             .collect()
+    }
+}
+
+/// A conv unit at run time: its description and its parameters.
+#[derive(Debug, Clone)]
+pub struct ConvUnit {
+    pub spec: ConvUnitSpec,
+    pub weight: Param,
+    /// Only units without batch norm (`yolo_output`) have a bias.
+    pub bias: Option<Param>,
+    pub bn: Option<BnParams>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BnParams {
+    pub scale: Param,
+    pub offset: Param,
+    pub mean: Param,
+    pub variance: Param,
+}
+
+impl ConvUnit {
+    /// Builds the unit with Paddle's initial values.
+    pub fn new(spec: ConvUnitSpec, rng: &mut Rng) -> Self {
+        let mut params = spec.params().into_iter().map(|declared| {
+            let mut p = Param::new(declared);
+            init_param(&spec, p.role, &mut p.value, rng);
+            p
+        });
+        let mut take = || params.next().expect("roles() lists every parameter");
+        let weight = take();
+        let (bias, bn) = if spec.batch_norm {
+            let bn = BnParams {
+                scale: take(),
+                offset: take(),
+                mean: take(),
+                variance: take(),
+            };
+            (None, Some(bn))
+        } else {
+            (Some(take()), None)
+        };
+        ConvUnit {
+            spec,
+            weight,
+            bias,
+            bn,
+        }
+    }
+
+    /// Parameters in model order (the order of `ConvUnitSpec::params`).
+    pub fn params(&self) -> Vec<&Param> {
+        let mut out = vec![&self.weight];
+        out.extend(self.bias.as_ref());
+        if let Some(bn) = &self.bn {
+            out.extend([&bn.scale, &bn.offset, &bn.mean, &bn.variance]);
+        }
+        out
+    }
+
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        let mut out = vec![&mut self.weight];
+        out.extend(self.bias.as_mut());
+        if let Some(bn) = &mut self.bn {
+            out.extend([
+                &mut bn.scale,
+                &mut bn.offset,
+                &mut bn.mean,
+                &mut bn.variance,
+            ]);
+        }
+        out
     }
 }
 

@@ -5,8 +5,10 @@
 
 pub mod conv_unit;
 pub mod darknet53;
+pub mod init;
 pub mod mobilenet_v1;
+pub mod param;
 pub mod yolov3;
 pub mod yolov3_head;
 
-pub use yolov3::{Backbone, Yolov3Spec};
+pub use yolov3::{Backbone, SetParamError, Yolov3, Yolov3Spec};

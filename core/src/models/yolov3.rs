@@ -3,11 +3,14 @@
 //! description everything else is derived from: the parameter list the
 //! loading rules read, the model that trains, and the checkpoints it writes.
 
-use super::conv_unit::{ConvUnitSpec, UnitParam};
+use super::conv_unit::{ConvUnit, ConvUnitSpec, ParamRole, UnitParam};
 use super::darknet53::DarkNet53Spec;
+use super::init::Rng;
 use super::mobilenet_v1::MobileNetV1Spec;
+use super::param::Param;
 use super::yolov3_head::Yolov3HeadSpec;
 use crate::params::ParamSpec;
+use pulsefocus_formats::{Checkpoint, RawTensor};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Backbone {
@@ -143,6 +146,95 @@ impl Yolov3Spec {
     }
 }
 
+/// Why a value could not be set on a model parameter.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SetParamError {
+    #[error("the model has no parameter named {0}")]
+    Unknown(String),
+    #[error("parameter {name} has {expected} values, got {got}")]
+    Length {
+        name: String,
+        expected: usize,
+        got: usize,
+    },
+}
+
+/// A YOLOv3 model at run time: the spec and every conv unit with its
+/// parameters, backbone units first, in model order.
+#[derive(Debug, Clone)]
+pub struct Yolov3 {
+    pub spec: Yolov3Spec,
+    pub units: Vec<ConvUnit>,
+}
+
+impl Yolov3 {
+    /// Builds the model with PaddleDetection's initial values drawn from `seed`.
+    pub fn new(spec: Yolov3Spec, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let units = spec
+            .units()
+            .into_iter()
+            .map(|u| ConvUnit::new(u, &mut rng))
+            .collect();
+        Yolov3 { spec, units }
+    }
+
+    /// Every parameter in model order (the order of `Yolov3Spec::param_specs`).
+    pub fn params(&self) -> impl Iterator<Item = &Param> {
+        self.units.iter().flat_map(|u| u.params())
+    }
+
+    pub fn params_mut(&mut self) -> impl Iterator<Item = &mut Param> {
+        self.units.iter_mut().flat_map(|u| u.params_mut())
+    }
+
+    pub fn param(&self, name: &str) -> Option<&Param> {
+        self.params().find(|p| p.name == name)
+    }
+
+    /// Overwrites one parameter's values (row-major, as in the checkpoint).
+    pub fn set_param(&mut self, name: &str, values: &[f32]) -> Result<(), SetParamError> {
+        let param = self
+            .params_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| SetParamError::Unknown(name.to_string()))?;
+        if param.value.len() != values.len() {
+            return Err(SetParamError::Length {
+                name: name.to_string(),
+                expected: param.value.len(),
+                got: values.len(),
+            });
+        }
+        param.value.copy_from_slice(values);
+        Ok(())
+    }
+
+    /// Every parameter as f32 under its legacy name, in model order, so a
+    /// snapshot loads back into PaddleDetection.
+    pub fn to_checkpoint(&self) -> Checkpoint {
+        let mut checkpoint = Checkpoint::new();
+        for p in self.params() {
+            checkpoint.insert(
+                p.name.clone(),
+                RawTensor::from_f32(p.shape.clone(), &p.value),
+            );
+        }
+        checkpoint
+    }
+
+    /// Freezes the backbone's units and/or every BN scale and offset (Paddle's
+    /// `freeze_norm`); frozen parameters get no gradient and no update.
+    pub fn set_frozen(&mut self, freeze_backbone: bool, freeze_norm: bool) {
+        let backbone_units = self.spec.backbone_unit_count();
+        for (i, unit) in self.units.iter_mut().enumerate() {
+            for p in unit.params_mut() {
+                let is_norm = matches!(p.role, ParamRole::BnScale | ParamRole::BnOffset);
+                p.frozen = (freeze_backbone && i < backbone_units) || (freeze_norm && is_norm);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +324,74 @@ mod tests {
         let small_values: usize = small.iter().map(|p| p.numel()).sum();
         let full_values: usize = full.iter().map(|p| p.numel()).sum();
         assert!(small_values * 10 < full_values);
+    }
+
+    #[test]
+    fn runtime_params_follow_the_spec_and_round_trip_through_a_checkpoint() {
+        let spec = Yolov3Spec::small(3);
+        let mut model = Yolov3::new(spec.clone(), 7);
+        let names: Vec<_> = model
+            .params()
+            .map(|p| (p.name.clone(), p.shape.clone()))
+            .collect();
+        let declared: Vec<_> = spec
+            .param_specs()
+            .into_iter()
+            .map(|p| (p.name, p.shape))
+            .collect();
+        assert_eq!(names, declared);
+        assert!(model
+            .param("conv1_bn_variance")
+            .unwrap()
+            .value
+            .iter()
+            .all(|&v| v == 1.0));
+        assert!(model
+            .param("conv1_weights")
+            .unwrap()
+            .value
+            .iter()
+            .any(|&v| v != 0.0));
+
+        let bias = vec![0.5; 3 * 8];
+        model.set_param("yolo_output.1.conv.bias", &bias).unwrap();
+        assert_eq!(
+            model.set_param("yolo_output.1.conv.bias", &[1.0]),
+            Err(SetParamError::Length {
+                name: "yolo_output.1.conv.bias".into(),
+                expected: 24,
+                got: 1
+            })
+        );
+        assert!(matches!(
+            model.set_param("nope", &[]),
+            Err(SetParamError::Unknown(_))
+        ));
+
+        let checkpoint = model.to_checkpoint();
+        assert_eq!(checkpoint.len(), 241);
+        let mut other = Yolov3::new(spec, 8);
+        for (name, tensor) in checkpoint.iter() {
+            other.set_param(name, &tensor.to_f32_vec()).unwrap();
+        }
+        for (a, b) in model.params().zip(other.params()) {
+            assert_eq!(a.value, b.value, "{}", a.name);
+        }
+    }
+
+    #[test]
+    fn freezing_marks_backbone_and_norm() {
+        let mut model = Yolov3::new(Yolov3Spec::small(2), 0);
+        model.set_frozen(true, false);
+        assert!(model.param("conv6_sep_weights").unwrap().frozen);
+        assert!(!model.param("yolo_block.0.0.0.conv.weights").unwrap().frozen);
+        model.set_frozen(false, true);
+        assert!(!model.param("conv6_sep_weights").unwrap().frozen);
+        assert!(model.param("yolo_block.0.0.0.bn.scale").unwrap().frozen);
+        assert!(!model
+            .param("yolo_block.0.0.0.bn.mean")
+            .unwrap()
+            .is_trained());
     }
 
     #[test]
