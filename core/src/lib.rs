@@ -4,6 +4,7 @@
 //! Knows nothing of the command line.
 
 pub mod models;
+pub mod loading;
 pub mod params;
 
 pub use params::ParamSpec;
