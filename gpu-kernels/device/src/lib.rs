@@ -33,8 +33,11 @@ mod grid;
 pub mod math;
 pub use grid::grid_stride;
 
+pub mod batch_norm;
+pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod reduce;
 pub mod sgd;
 pub mod tile;
 
