@@ -4,6 +4,7 @@
 
 pub mod atomic;
 pub mod checkpoint;
+pub mod coco;
 pub mod dataset;
 pub mod error;
 pub mod plot;
