@@ -4,8 +4,10 @@
 
 pub mod atomic;
 pub mod checkpoint;
+pub mod coco;
 pub mod dataset;
 pub mod error;
+pub mod plot;
 pub mod load;
 pub mod paddle;
 pub mod safetensors_io;
