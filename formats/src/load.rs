@@ -98,15 +98,22 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
     if name.ends_with(".pdmodel") {
         return read_combined_with_program(&path.with_extension("pdiparams"), path);
     }
-    // Otherwise the content decides, whatever the name says.
+    if name.ends_with(".safetensors") {
+        return safetensors_io::read_safetensors(path);
+    }
+    if name.ends_with(".pdparams") || name.ends_with(".pdopt") {
+        return pickle::read_pickle(path);
+    }
+    // Otherwise the content decides. safetensors is tried before pickle: its
+    // header length may start with the pickle PROTO byte 0x80.
     let storage = Storage::map_file(path)?;
     let head = storage.as_slice();
-    if head.first() == Some(&0x80) {
+    if looks_like_safetensors(head) {
+        safetensors_io::read_safetensors(path)
+    } else if head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1]) {
         pickle::read_pickle_from(path, &storage)
     } else if archive::is_gzip(head) || head.get(257..262) == Some(b"ustar") {
         archive::read_archive(path)
-    } else if looks_like_safetensors(head) {
-        safetensors_io::read_safetensors(path)
     } else {
         let tensor = tensor_file::read_single(path, &storage).map_err(|e| Error {
             message: format!("not a recognised checkpoint ({})", e.message),
@@ -214,6 +221,40 @@ fn write_combined_with_program(checkpoint: &Checkpoint, path: &Path) -> Result<(
 mod tests {
     use super::*;
     use crate::checkpoint::RawTensor;
+    use crate::paddle::tensor_file::tests::arb_tensor;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Every format, every dtype, 0-d and zero-size shapes: what is written
+        /// reads back identical (LoD only where the format stores it).
+        #[test]
+        fn write_read_is_identity_for_every_format(
+            tensors in proptest::collection::vec(arb_tensor(), 1..5),
+        ) {
+            let mut c = Checkpoint::new();
+            for (i, t) in tensors.into_iter().enumerate() {
+                c.insert(format!("layer_{i}.w_0"), t);
+            }
+            let tmp = tempfile::tempdir().unwrap();
+            for name in ["d", "m.tar", "m.tgz", "m.pdparams", "m.safetensors", "m.pdiparams"] {
+                let path = tmp.path().join(name);
+                let format = Format::from_path(&path);
+                save_checkpoint(&c, &path, format).unwrap();
+                let back = load_checkpoint(&path).unwrap();
+                let keeps_lod = !matches!(format, Format::Pdparams | Format::Safetensors);
+                prop_assert_eq!(back.len(), c.len());
+                for (n, t) in c.iter() {
+                    let b = back.get(n).unwrap();
+                    prop_assert_eq!((b.dtype, &b.shape, &b.bytes), (t.dtype, &t.shape, &t.bytes));
+                    if keeps_lod {
+                        prop_assert_eq!(&b.lod, &t.lod);
+                    }
+                }
+            }
+        }
+    }
 
     fn sample() -> Checkpoint {
         let mut c = Checkpoint::new();
@@ -252,6 +293,18 @@ mod tests {
             save_checkpoint(&sample(), &path, format).unwrap();
             same_tensors(&sample(), &load_checkpoint(&path).unwrap());
         }
+        // Content detection without the extensions.
+        for (name, renamed) in [
+            ("m.safetensors", "st"),
+            ("m.pdparams", "pk"),
+            ("m.tgz", "gz"),
+        ] {
+            std::fs::rename(tmp.path().join(name), tmp.path().join(renamed)).unwrap();
+            same_tensors(
+                &sample(),
+                &load_checkpoint(&tmp.path().join(renamed)).unwrap(),
+            );
+        }
         let single = tmp.path().join("d/conv.w");
         assert_eq!(
             load_checkpoint(&single)
@@ -260,6 +313,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["conv.w"]
         );
+        std::fs::rename(tmp.path().join("pk"), tmp.path().join("m.pdparams")).unwrap();
         same_tensors(&sample(), &load_checkpoint(&tmp.path().join("m")).unwrap());
         let program = tmp.path().join("m.pdmodel");
         same_tensors(&sample(), &load_checkpoint(&program).unwrap());
