@@ -13,7 +13,6 @@
 //! Non-tensor values (`LR_Scheduler`, `StructuredToParameterName@@`, ...) go to
 //! the checkpoint's metadata as JSON so that the file can be written back.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::Path;
@@ -91,23 +90,29 @@ fn numpy_code(dtype: DType) -> &'static str {
     }
 }
 
+/// A decoded value. Containers, dtypes and arrays live in the machine's arenas
+/// and values refer to them by index: a pickle shares and mutates objects
+/// through its memo, and indices give that without reference counting, and
+/// free them without recursion however deeply a hostile file nests them.
 #[derive(Debug, Clone)]
 enum Value {
     None,
     Bool(bool),
     Int(i64),
     Float(f64),
-    Str(String),
+    /// Shared so that a memo entry fetched many times is never copied.
+    Str(Rc<str>),
     /// BINBYTES, or a Python 2 `str` (BINSTRING), which reads as latin-1 text
     /// where text is expected.
     Bytes(Bytes),
-    Tuple(Rc<Vec<Value>>),
-    List(Rc<RefCell<Vec<Value>>>),
-    Dict(Rc<RefCell<Vec<(Value, Value)>>>),
+    Tuple(usize),
+    List(usize),
+    /// Items stored flat: key, value, key, value, ...
+    Dict(usize),
     Global(Global),
-    Dtype(Rc<NpDtype>),
-    /// An ndarray; `None` between `_reconstruct` and its BUILD.
-    Array(Rc<RefCell<Option<RawTensor>>>),
+    Dtype(usize),
+    /// An ndarray; `None` in its arena slot between `_reconstruct` and BUILD.
+    Array(usize),
 }
 
 impl Value {
@@ -130,7 +135,7 @@ impl Value {
 
     fn text(&self) -> Option<String> {
         match self {
-            Value::Str(s) => Some(s.clone()),
+            Value::Str(s) => Some(s.to_string()),
             Value::Bytes(b) => Some(b.as_slice().iter().map(|&c| c as char).collect()),
             _ => None,
         }
@@ -147,7 +152,6 @@ impl Value {
 
 /// The pickle machine's state over one file.
 struct Machine<'a> {
-    file: &'a Path,
     storage: &'a Storage,
     data: &'a [u8],
     pos: usize,
@@ -156,11 +160,30 @@ struct Machine<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u64, Value>,
+    /// Items of every tuple, list and dict.
+    containers: Vec<Vec<Value>>,
+    dtypes: Vec<NpDtype>,
+    arrays: Vec<Option<RawTensor>>,
 }
 
 type Step<T> = std::result::Result<T, String>;
 
 impl<'a> Machine<'a> {
+    fn new(storage: &'a Storage) -> Self {
+        Machine {
+            storage,
+            data: storage.as_slice(),
+            pos: 0,
+            op_pos: 0,
+            stack: Vec::new(),
+            marks: Vec::new(),
+            memo: HashMap::new(),
+            containers: Vec::new(),
+            dtypes: Vec::new(),
+            arrays: Vec::new(),
+        }
+    }
+
     fn take(&mut self, n: u64) -> Step<&'a [u8]> {
         let left = (self.data.len() - self.pos) as u64;
         if n > left {
@@ -188,9 +211,10 @@ impl<'a> Machine<'a> {
         Ok(Bytes::slice_of(self.storage, start..self.pos))
     }
 
-    fn string(&mut self, n: u64) -> Step<String> {
+    fn string(&mut self, n: u64) -> Step<Rc<str>> {
         let bytes = self.take(n)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| "string is not UTF-8".to_string())
+        let text = std::str::from_utf8(bytes).map_err(|_| "string is not UTF-8".to_string())?;
+        Ok(Rc::from(text))
     }
 
     fn line(&mut self) -> Step<String> {
@@ -212,9 +236,9 @@ impl<'a> Machine<'a> {
         Ok(self.stack.pop().expect("checked length"))
     }
 
-    fn top(&mut self) -> Step<&mut Value> {
+    fn top(&self) -> Step<&Value> {
         self.stack
-            .last_mut()
+            .last()
             .ok_or_else(|| "stack underflow".to_string())
     }
 
@@ -231,31 +255,40 @@ impl<'a> Machine<'a> {
     }
 
     fn memo_put(&mut self, index: u64) -> Step<()> {
-        let value = self.stack.last().cloned().ok_or("stack underflow")?;
+        let value = self.top()?.clone();
         self.memo.insert(index, value);
         Ok(())
+    }
+
+    /// Stores a new container and returns the value naming it.
+    fn container(&mut self, kind: fn(usize) -> Value, items: Vec<Value>) -> Value {
+        self.containers.push(items);
+        kind(self.containers.len() - 1)
+    }
+
+    fn items(&self, value: &Value, what: &str) -> Step<&[Value]> {
+        match value {
+            Value::Tuple(i) | Value::List(i) | Value::Dict(i) => Ok(&self.containers[*i]),
+            other => Err(format!("{what} must be a tuple, got {}", other.kind())),
+        }
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Step<()> {
         if !items.len().is_multiple_of(2) {
             return Err("odd number of items for a dict".into());
         }
-        let Value::Dict(dict) = self.top()? else {
+        let Value::Dict(dict) = *self.top()? else {
             return Err("SETITEM(S) on something that is not a dict".into());
         };
-        let mut dict = dict.borrow_mut();
-        let mut items = items.into_iter();
-        while let (Some(k), Some(v)) = (items.next(), items.next()) {
-            dict.push((k, v));
-        }
+        self.containers[dict].extend(items);
         Ok(())
     }
 
     fn append(&mut self, items: Vec<Value>) -> Step<()> {
-        let Value::List(list) = self.top()? else {
+        let Value::List(list) = *self.top()? else {
             return Err("APPEND(S) on something that is not a list".into());
         };
-        list.borrow_mut().extend(items);
+        self.containers[list].extend(items);
         Ok(())
     }
 
@@ -342,7 +375,10 @@ impl<'a> Machine<'a> {
                     let bytes = self.borrow(n)?;
                     self.stack.push(Value::Bytes(bytes));
                 }
-                b')' => self.stack.push(Value::Tuple(Rc::new(Vec::new()))),
+                b')' => {
+                    let tuple = self.container(Value::Tuple, Vec::new());
+                    self.stack.push(tuple);
+                }
                 0x85..=0x87 => {
                     let n = usize::from(op - 0x84);
                     let mut items = Vec::with_capacity(n);
@@ -350,21 +386,31 @@ impl<'a> Machine<'a> {
                         items.push(self.pop()?);
                     }
                     items.reverse();
-                    self.stack.push(Value::Tuple(Rc::new(items)));
+                    let tuple = self.container(Value::Tuple, items);
+                    self.stack.push(tuple);
                 }
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(Rc::new(items)));
+                    let tuple = self.container(Value::Tuple, items);
+                    self.stack.push(tuple);
                 }
-                b']' => self.stack.push(Value::List(Rc::default())),
+                b']' => {
+                    let list = self.container(Value::List, Vec::new());
+                    self.stack.push(list);
+                }
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::List(Rc::new(RefCell::new(items))));
+                    let list = self.container(Value::List, items);
+                    self.stack.push(list);
                 }
-                b'}' => self.stack.push(Value::Dict(Rc::default())),
+                b'}' => {
+                    let dict = self.container(Value::Dict, Vec::new());
+                    self.stack.push(dict);
+                }
                 b'd' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Dict(Rc::default()));
+                    let dict = self.container(Value::Dict, Vec::new());
+                    self.stack.push(dict);
                     self.set_items(items)?;
                 }
                 b's' => {
@@ -422,13 +468,13 @@ impl<'a> Machine<'a> {
                 b'R' => {
                     let args = self.pop()?;
                     let callable = self.pop()?;
-                    let result = reduce(callable, args)?;
+                    let result = self.reduce(callable, args)?;
                     self.stack.push(result);
                 }
                 b'b' => {
                     let state = self.pop()?;
                     let target = self.top()?.clone();
-                    build(target, state)?;
+                    self.build(target, state)?;
                 }
                 _ => return Err(format!("opcode {op:#04x} is not supported in a checkpoint")),
             }
@@ -444,184 +490,180 @@ impl<'a> Machine<'a> {
         self.stack.push(Value::Global(g));
         Ok(())
     }
-}
 
-fn tuple_items(value: &Value, what: &str) -> Step<Rc<Vec<Value>>> {
-    match value {
-        Value::Tuple(items) => Ok(items.clone()),
-        other => Err(format!("{what} must be a tuple, got {}", other.kind())),
-    }
-}
-
-/// REDUCE: calls one of the allowed globals.
-fn reduce(callable: Value, args: Value) -> Step<Value> {
-    let Value::Global(g) = callable else {
-        return Err(format!("REDUCE on a {}, not a global", callable.kind()));
-    };
-    let args = tuple_items(&args, "REDUCE arguments")?;
-    match g {
-        Global::Reconstruct => match args.first() {
-            Some(Value::Global(Global::NdArray)) => Ok(Value::Array(Rc::default())),
-            _ => Err("_reconstruct of something other than ndarray".into()),
-        },
-        Global::NpDtype => {
-            let code = args
-                .first()
-                .and_then(Value::text)
-                .ok_or("dtype() needs a type code")?;
-            let dtype = dtype_from_numpy(&code);
-            Ok(Value::Dtype(Rc::new(NpDtype { code, dtype })))
-        }
-        Global::CodecsEncode => {
-            let text = args
-                .first()
-                .and_then(Value::text)
-                .ok_or("encode() needs a string")?;
-            let encoding = args.get(1).and_then(Value::text).unwrap_or_default();
-            if !matches!(encoding.as_str(), "latin1" | "latin-1") {
-                return Err(format!("_codecs.encode with encoding {encoding:?}"));
+    /// REDUCE: calls one of the allowed globals.
+    fn reduce(&mut self, callable: Value, args: Value) -> Step<Value> {
+        let Value::Global(g) = callable else {
+            return Err(format!("REDUCE on a {}, not a global", callable.kind()));
+        };
+        let Value::Tuple(args) = args else {
+            return Err(format!("REDUCE arguments are a {}", args.kind()));
+        };
+        let args = self.containers[args].clone();
+        match g {
+            Global::Reconstruct => match args.first() {
+                Some(Value::Global(Global::NdArray)) => {
+                    self.arrays.push(None);
+                    Ok(Value::Array(self.arrays.len() - 1))
+                }
+                _ => Err("_reconstruct of something other than ndarray".into()),
+            },
+            Global::NpDtype => {
+                let code = args
+                    .first()
+                    .and_then(Value::text)
+                    .ok_or("dtype() needs a type code")?;
+                let dtype = dtype_from_numpy(&code);
+                self.dtypes.push(NpDtype { code, dtype });
+                Ok(Value::Dtype(self.dtypes.len() - 1))
             }
-            let bytes = text
-                .chars()
-                .map(|c| u8::try_from(c as u32).map_err(|_| "character outside latin-1"))
-                .collect::<std::result::Result<Vec<u8>, _>>()?;
-            Ok(Value::Bytes(Bytes::from_vec(bytes)))
-        }
-        Global::OrderedDict => Ok(Value::Dict(Rc::default())),
-        Global::Tuple => match args.first() {
-            None => Ok(Value::Tuple(Rc::default())),
-            Some(Value::Tuple(items)) => Ok(Value::Tuple(items.clone())),
-            Some(Value::List(items)) => Ok(Value::Tuple(Rc::new(items.borrow().clone()))),
-            Some(other) => Err(format!("tuple() of a {}", other.kind())),
-        },
-        Global::NpScalar => {
-            let (Some(Value::Dtype(dtype)), Some(Value::Bytes(bytes))) =
-                (args.first(), args.get(1))
-            else {
-                return Err("scalar() needs a dtype and bytes".into());
-            };
-            let dtype = dtype.dtype.clone()?;
-            let tensor = RawTensor::new(dtype, vec![], bytes.clone())?;
-            Ok(match dtype {
-                DType::F64 => Value::Float(f64::from_le_bytes(
-                    bytes.as_slice().try_into().expect("8 bytes"),
-                )),
-                DType::I64 => Value::Int(i64::from_le_bytes(
-                    bytes.as_slice().try_into().expect("8 bytes"),
-                )),
-                d if d.is_float() => Value::Float(tensor.to_f32_vec()[0].into()),
-                DType::Bool => Value::Bool(bytes.as_slice()[0] != 0),
-                _ => Value::Int(tensor.to_f32_vec()[0] as i64),
-            })
-        }
-        Global::NdArray => Err("ndarray called directly".into()),
-    }
-}
-
-/// BUILD: sets the state of an array or a dtype.
-fn build(target: Value, state: Value) -> Step<()> {
-    match target {
-        Value::Dtype(dtype) => {
-            let state = tuple_items(&state, "dtype state")?;
-            let order = state.get(1).and_then(Value::text).unwrap_or_default();
-            let size = dtype.dtype.as_ref().map(|d| d.size()).unwrap_or(1);
-            if order == ">" && size > 1 {
-                return Err(format!(
-                    "big-endian dtype {:?} is not supported",
-                    dtype.code
-                ));
+            Global::CodecsEncode => {
+                let text = args
+                    .first()
+                    .and_then(Value::text)
+                    .ok_or("encode() needs a string")?;
+                let encoding = args.get(1).and_then(Value::text).unwrap_or_default();
+                if !matches!(encoding.as_str(), "latin1" | "latin-1") {
+                    return Err(format!("_codecs.encode with encoding {encoding:?}"));
+                }
+                let bytes = text
+                    .chars()
+                    .map(|c| u8::try_from(c as u32).map_err(|_| "character outside latin-1"))
+                    .collect::<std::result::Result<Vec<u8>, _>>()?;
+                Ok(Value::Bytes(Bytes::from_vec(bytes)))
             }
-            Ok(())
-        }
-        Value::Array(array) => {
-            let state = tuple_items(&state, "ndarray state")?;
-            let [_version, shape, dtype, fortran, data] = state.as_slice() else {
-                return Err(format!(
-                    "ndarray state has {} items, expected 5",
-                    state.len()
-                ));
-            };
-            let shape = tuple_items(shape, "ndarray shape")?
-                .iter()
-                .map(|d| match d.int() {
-                    Some(d) if d >= 0 => Ok(d as usize),
-                    _ => Err(format!("bad dimension {d:?}")),
+            Global::OrderedDict => Ok(self.container(Value::Dict, Vec::new())),
+            Global::Tuple => match args.first() {
+                None => Ok(self.container(Value::Tuple, Vec::new())),
+                Some(Value::Tuple(i) | Value::List(i)) => {
+                    let items = self.containers[*i].clone();
+                    Ok(self.container(Value::Tuple, items))
+                }
+                Some(other) => Err(format!("tuple() of a {}", other.kind())),
+            },
+            Global::NpScalar => {
+                let (Some(Value::Dtype(d)), Some(Value::Bytes(bytes))) =
+                    (args.first(), args.get(1))
+                else {
+                    return Err("scalar() needs a dtype and bytes".into());
+                };
+                let dtype = self.dtypes[*d].dtype.clone()?;
+                let tensor = RawTensor::new(dtype, vec![], bytes.clone())?;
+                let le8 = |b: &Bytes| <[u8; 8]>::try_from(b.as_slice()).expect("8 bytes");
+                Ok(match dtype {
+                    DType::F64 => Value::Float(f64::from_le_bytes(le8(bytes))),
+                    DType::I64 => Value::Int(i64::from_le_bytes(le8(bytes))),
+                    d if d.is_float() => Value::Float(tensor.to_f32_vec()[0].into()),
+                    DType::Bool => Value::Bool(bytes.as_slice()[0] != 0),
+                    _ => Value::Int(tensor.to_f32_vec()[0] as i64),
                 })
-                .collect::<Step<Vec<usize>>>()?;
-            let Value::Dtype(dtype) = dtype else {
-                return Err("ndarray state has no dtype".into());
-            };
-            let dtype = dtype.dtype.clone()?;
-            let data = match data {
-                Value::Bytes(b) => b.clone(),
-                Value::Str(s) => Bytes::from_vec(s.chars().map(|c| c as u8).collect()),
-                other => return Err(format!("ndarray data is a {}", other.kind())),
-            };
-            if fortran.int() == Some(1) && shape.iter().filter(|&&d| d > 1).count() > 1 {
-                return Err("Fortran-ordered arrays are not supported".into());
             }
-            *array.borrow_mut() = Some(RawTensor::new(dtype, shape, data)?);
-            Ok(())
+            Global::NdArray => Err("ndarray called directly".into()),
         }
-        Value::Dict(_) if matches!(state, Value::None) => Ok(()),
-        other => Err(format!("BUILD on a {}", other.kind())),
     }
-}
 
-/// A plain value as JSON, for the checkpoint metadata.
-fn to_json(value: &Value, depth: usize) -> Step<serde_json::Value> {
-    use serde_json::Value as J;
-    if depth > 32 {
-        return Err("values nested too deeply".into());
-    }
-    Ok(match value {
-        Value::None => J::Null,
-        Value::Bool(b) => J::Bool(*b),
-        Value::Int(i) => J::from(*i),
-        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
-        Value::Str(_) | Value::Bytes(_) => J::String(value.text().expect("text")),
-        Value::Tuple(items) => J::Array(
-            items
-                .iter()
-                .map(|v| to_json(v, depth + 1))
-                .collect::<Step<_>>()?,
-        ),
-        Value::List(items) => J::Array(
-            items
-                .borrow()
-                .iter()
-                .map(|v| to_json(v, depth + 1))
-                .collect::<Step<_>>()?,
-        ),
-        Value::Dict(items) => {
-            let mut map = serde_json::Map::new();
-            for (k, v) in items.borrow().iter() {
-                let key = k.text().or_else(|| k.int().map(|i| i.to_string()));
-                let key = key.ok_or_else(|| format!("dict key is a {}", k.kind()))?;
-                map.insert(key, to_json(v, depth + 1)?);
+    /// BUILD: sets the state of an array or a dtype.
+    fn build(&mut self, target: Value, state: Value) -> Step<()> {
+        match target {
+            Value::Dtype(d) => {
+                let state = self.items(&state, "dtype state")?;
+                let order = state.get(1).and_then(Value::text).unwrap_or_default();
+                let dtype = &self.dtypes[d];
+                let size = dtype.dtype.as_ref().map(|d| d.size()).unwrap_or(1);
+                if order == ">" && size > 1 {
+                    return Err(format!(
+                        "big-endian dtype {:?} is not supported",
+                        dtype.code
+                    ));
+                }
+                Ok(())
             }
-            J::Object(map)
+            Value::Array(a) => {
+                let state = self.items(&state, "ndarray state")?;
+                let [_version, shape, dtype, fortran, data] = state else {
+                    return Err(format!(
+                        "ndarray state has {} items, expected 5",
+                        state.len()
+                    ));
+                };
+                let shape = self
+                    .items(shape, "ndarray shape")?
+                    .iter()
+                    .map(|d| match d.int() {
+                        Some(d) if d >= 0 => Ok(d as usize),
+                        _ => Err(format!("bad dimension {d:?}")),
+                    })
+                    .collect::<Step<Vec<usize>>>()?;
+                let Value::Dtype(d) = dtype else {
+                    return Err("ndarray state has no dtype".into());
+                };
+                let dtype = self.dtypes[*d].dtype.clone()?;
+                let data = match data {
+                    Value::Bytes(b) => b.clone(),
+                    Value::Str(s) => Bytes::from_vec(s.chars().map(|c| c as u8).collect()),
+                    other => return Err(format!("ndarray data is a {}", other.kind())),
+                };
+                if fortran.int() == Some(1) && shape.iter().filter(|&&d| d > 1).count() > 1 {
+                    return Err("Fortran-ordered arrays are not supported".into());
+                }
+                self.arrays[a] = Some(RawTensor::new(dtype, shape, data)?);
+                Ok(())
+            }
+            Value::Dict(_) if matches!(state, Value::None) => Ok(()),
+            other => Err(format!("BUILD on a {}", other.kind())),
         }
-        other => {
-            return Err(format!(
-                "a {} inside a non-tensor value is not supported",
-                other.kind()
-            ))
-        }
-    })
-}
+    }
 
-/// The tensor a top-level value holds: an array, or a `.pdopt` `(name, array)`.
-fn as_tensor(value: &Value) -> Step<Option<RawTensor>> {
-    match value {
-        Value::Array(array) => match &*array.borrow() {
-            Some(t) => Ok(Some(t.clone())),
-            None => Err("ndarray without data (no BUILD)".into()),
-        },
-        Value::Tuple(items) if items.len() == 2 && matches!(items[1], Value::Array(_)) => {
-            as_tensor(&items[1])
+    /// A plain value as JSON, for the checkpoint metadata.
+    fn to_json(&self, value: &Value, depth: usize) -> Step<serde_json::Value> {
+        use serde_json::Value as J;
+        if depth > 32 {
+            return Err("values nested too deeply".into());
         }
-        _ => Ok(None),
+        Ok(match value {
+            Value::None => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Int(i) => J::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+            Value::Str(_) | Value::Bytes(_) => J::String(value.text().expect("text")),
+            Value::Tuple(i) | Value::List(i) => J::Array(
+                self.containers[*i]
+                    .iter()
+                    .map(|v| self.to_json(v, depth + 1))
+                    .collect::<Step<_>>()?,
+            ),
+            Value::Dict(i) => {
+                let mut map = serde_json::Map::new();
+                for pair in self.containers[*i].chunks_exact(2) {
+                    let (k, v) = (&pair[0], &pair[1]);
+                    let key = k.text().or_else(|| k.int().map(|i| i.to_string()));
+                    let key = key.ok_or_else(|| format!("dict key is a {}", k.kind()))?;
+                    map.insert(key, self.to_json(v, depth + 1)?);
+                }
+                J::Object(map)
+            }
+            other => {
+                return Err(format!(
+                    "a {} inside a non-tensor value is not supported",
+                    other.kind()
+                ))
+            }
+        })
+    }
+
+    /// The tensor a top-level value holds: an array, or a `.pdopt` `(name, array)`.
+    fn as_tensor(&self, value: &Value) -> Step<Option<RawTensor>> {
+        match value {
+            Value::Array(a) => match &self.arrays[*a] {
+                Some(t) => Ok(Some(t.clone())),
+                None => Err("ndarray without data (no BUILD)".into()),
+            },
+            Value::Tuple(i) => match self.containers[*i].as_slice() {
+                [_, array @ Value::Array(_)] => self.as_tensor(array),
+                _ => Ok(None),
+            },
+            _ => Ok(None),
+        }
     }
 }
 
@@ -633,20 +675,11 @@ pub fn read_pickle(path: &Path) -> Result<Checkpoint> {
 
 /// Decodes a pickle held in `storage`; `path` names it in errors.
 pub fn read_pickle_from(path: &Path, storage: &Storage) -> Result<Checkpoint> {
-    let mut machine = Machine {
-        file: path,
-        storage,
-        data: storage.as_slice(),
-        pos: 0,
-        op_pos: 0,
-        stack: Vec::new(),
-        marks: Vec::new(),
-        memo: HashMap::new(),
-    };
+    let mut machine = Machine::new(storage);
     let root = machine
         .run()
-        .map_err(|m| Error::at(machine.file, format!("byte {}", machine.op_pos), m))?;
-    let Value::Dict(items) = root else {
+        .map_err(|m| Error::at(path, format!("byte {}", machine.op_pos), m))?;
+    let Value::Dict(root) = root else {
         return Err(Error::new(
             path,
             format!("pickle holds a {}, expected a dict", root.kind()),
@@ -655,17 +688,18 @@ pub fn read_pickle_from(path: &Path, storage: &Storage) -> Result<Checkpoint> {
     let mut tensors: Vec<(String, RawTensor)> = Vec::new();
     let mut checkpoint = Checkpoint::new();
     let mut big_params = None;
-    for (key, value) in items.borrow().iter() {
+    for pair in machine.containers[root].chunks_exact(2) {
+        let (key, value) = (&pair[0], &pair[1]);
         let name = key
             .text()
             .ok_or_else(|| Error::new(path, format!("a top-level key is a {}", key.kind())))?;
         let bad = |m: String| Error::at(path, format!("key {name}"), m);
         if name == BIG_PARAM_INFO {
-            big_params = Some(to_json(value, 0).map_err(bad)?);
-        } else if let Some(tensor) = as_tensor(value).map_err(bad)? {
+            big_params = Some(machine.to_json(value, 0).map_err(bad)?);
+        } else if let Some(tensor) = machine.as_tensor(value).map_err(bad)? {
             tensors.push((name, tensor));
         } else {
-            let json = to_json(value, 0).map_err(bad)?;
+            let json = machine.to_json(value, 0).map_err(bad)?;
             checkpoint.metadata.insert(name, json);
         }
     }
@@ -893,6 +927,23 @@ mod tests {
         let p = b"\x80\x02}q\x00X\x01\x00\x00\x00wq\x01c_codecs\nencode\nq\x02X\x03\x00\x00\x00\xc3\xbf\x01q\x03X\x06\x00\x00\x00latin1q\x04\x86q\x05Rq\x06s.";
         let c = decode(p.to_vec()).unwrap();
         assert_eq!(c.metadata["w"], serde_json::json!("\u{ff}\u{1}"));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let mut deep = b"\x80\x04)".to_vec();
+        deep.extend(std::iter::repeat_n(0x85, 1 << 20)); // TUPLE1, a million times
+        deep.push(b'.');
+        let err = decode(deep.clone()).unwrap_err().to_string();
+        assert!(err.contains("holds a tuple"), "{err}");
+        let mut in_dict = b"\x80\x04}\x8c\x01k".to_vec();
+        in_dict.extend_from_slice(&deep[2..deep.len() - 1]);
+        in_dict.extend_from_slice(b"s.");
+        let err = decode(in_dict).unwrap_err().to_string();
+        assert!(
+            err.contains("key k") && err.contains("nested too deeply"),
+            "{err}"
+        );
     }
 
     #[test]
