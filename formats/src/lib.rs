@@ -7,9 +7,9 @@ pub mod checkpoint;
 pub mod coco;
 pub mod dataset;
 pub mod error;
-pub mod plot;
 pub mod load;
 pub mod paddle;
+pub mod plot;
 pub mod safetensors_io;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
