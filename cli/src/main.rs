@@ -16,10 +16,18 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// List the tensors of a checkpoint (name, dtype, shape, elements).
+    Inspect(commands::inspect::Args),
+    /// Convert a checkpoint to another format (dir, tar, pdparams, safetensors, params).
+    ConvertWeights(commands::convert_weights::Args),
+}
 
 fn run(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Inspect(args) => commands::inspect::run(args),
+        Command::ConvertWeights(args) => commands::convert_weights::run(args),
+    }
 }
 
 fn main() {
