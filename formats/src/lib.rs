@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod coco;
 pub mod dataset;
 pub mod error;
+pub mod voc;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
 pub use error::{Error, Result};
