@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod coco;
 pub mod dataset;
 pub mod error;
+pub mod synth;
 pub mod voc;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
