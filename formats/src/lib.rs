@@ -7,8 +7,13 @@ pub mod checkpoint;
 pub mod coco;
 pub mod dataset;
 pub mod error;
+pub mod load;
+pub mod paddle;
+pub mod plot;
+pub mod safetensors_io;
 pub mod synth;
 pub mod voc;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
 pub use error::{Error, Result};
+pub use load::{load_checkpoint, save_checkpoint, Format};
