@@ -16,10 +16,15 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Write a synthetic detection dataset (coloured shapes) in VOC and/or COCO layout.
+    Synth(commands::synth::Args),
+}
 
 fn run(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Synth(args) => commands::synth::run(args),
+    }
 }
 
 fn main() {
