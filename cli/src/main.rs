@@ -19,11 +19,15 @@ struct Cli {
 enum Command {
     /// Write a synthetic detection dataset (coloured shapes) in VOC and/or COCO layout.
     Synth(commands::synth::Args),
+    /// Inspect a dataset the way training reads it.
+    #[command(subcommand)]
+    Dataset(commands::dataset::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Synth(args) => commands::synth::run(args),
+        Command::Dataset(args) => commands::dataset::run(args),
     }
 }
 

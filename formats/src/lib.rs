@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod checkpoint;
 pub mod coco;
 pub mod dataset;
+pub mod dataset_report;
 pub mod error;
 pub mod load;
 pub mod paddle;

@@ -192,7 +192,23 @@ impl VocDataSet {
         }
     }
 
+    /// Reads the dataset the way training does: a broken XML or an unknown
+    /// class name stops it with an error.
     pub fn load(&self) -> Result<Dataset> {
+        self.read(None)
+    }
+
+    /// Reads the dataset the way `dataset check` does: an error in one sample
+    /// is collected into the returned list and the sample skipped, so every
+    /// problem of the dataset is found in one pass. Errors that leave nothing
+    /// to read (label or list file) are still returned as `Err`.
+    pub fn load_collecting_errors(&self) -> Result<(Dataset, Vec<Problem>)> {
+        let mut errors = Vec::new();
+        let dataset = self.read(Some(&mut errors))?;
+        Ok((dataset, errors))
+    }
+
+    fn read(&self, mut errors: Option<&mut Vec<Problem>>) -> Result<Dataset> {
         let class_names = self.class_names()?;
         let class_of: HashMap<&str, u32> = class_names
             .iter()
@@ -223,116 +239,139 @@ impl VocDataSet {
             };
             let image_path = self.dataset_dir.join(image_rel);
             let xml_path = self.dataset_dir.join(xml_rel);
-            if !image_path.exists() {
-                problems.push(Problem {
-                    file: image_path.display().to_string(),
-                    place: format!("{list_name} {line_place}"),
-                    what: "image file not found; sample skipped".into(),
-                });
-                continue;
-            }
-            if !xml_path.is_file() {
-                problems.push(Problem {
-                    file: xml_path.display().to_string(),
-                    place: format!("{list_name} {line_place}"),
-                    what: "annotation XML not found; sample skipped".into(),
-                });
-                continue;
-            }
-            let annotation = parse_annotation(&xml_path, &read_text(&xml_path)?)?;
-            let xml_name = xml_path.display().to_string();
-            if annotation.objects.is_empty() {
-                problems.push(Problem {
-                    file: xml_name,
-                    place: "<annotation>".into(),
-                    what: "no <object>; sample skipped".into(),
-                });
-                continue;
-            }
-            let (w, h) = match annotation.size {
-                Some(size) => size,
-                None => match image::ImageReader::open(&image_path)
-                    .and_then(|r| r.with_guessed_format())
-                {
-                    Ok(reader) => match reader.into_dimensions() {
-                        Ok((w, h)) => (w as f64, h as f64),
-                        Err(e) => {
-                            problems.push(Problem {
-                                file: image_path.display().to_string(),
-                                place: format!("{list_name} {line_place}"),
-                                what: format!("<size> missing in {xml_name} and the image header is unreadable ({e}); sample skipped"),
-                            });
-                            continue;
-                        }
-                    },
-                    Err(e) => return Err(Error::io(&image_path, e)),
-                },
+            let listed_at = format!("{list_name} {line_place}");
+            let missing = if !image_path.exists() {
+                Some((&image_path, "image file not found; sample skipped"))
+            } else if !xml_path.is_file() {
+                Some((&xml_path, "annotation XML not found; sample skipped"))
+            } else {
+                None
             };
-
-            let mut objects = Vec::with_capacity(annotation.objects.len());
-            for (k, obj) in annotation.objects.iter().enumerate() {
-                let Some(&class) = class_of.get(obj.name.as_str()) else {
-                    return Err(Error::at(
-                        &xml_path,
-                        format!("line {}, object {}", obj.line, k + 1),
-                        format!("class name {:?} is not in the label list", obj.name),
-                    ));
-                };
-                let raw = obj.bndbox;
-                let clipped = [
-                    raw[0].max(0.0),
-                    raw[1].max(0.0),
-                    raw[2].min(w - 1.0),
-                    raw[3].min(h - 1.0),
-                ];
-                let place = format!("line {}, object {}", obj.line, k + 1);
-                if !(clipped[2] > clipped[0] && clipped[3] > clipped[1]) {
-                    problems.push(Problem {
-                        file: xml_name.clone(),
-                        place,
-                        what: format!(
-                            "invalid box [xmin {}, ymin {}, xmax {}, ymax {}] in a {w}x{h} image; box skipped",
-                            raw[0], raw[1], raw[2], raw[3]
-                        ),
-                    });
-                    continue;
-                }
-                if clipped != raw {
-                    problems.push(Problem {
-                        file: xml_name.clone(),
-                        place,
-                        what: format!(
-                            "box [{}, {}, {}, {}] clipped to [0, {}] x [0, {}]",
-                            raw[0],
-                            raw[1],
-                            raw[2],
-                            raw[3],
-                            w - 1.0,
-                            h - 1.0
-                        ),
-                    });
-                }
-                objects.push(GroundTruth {
-                    bbox: clipped.map(|v| v as f32),
-                    class,
-                    difficult: obj.difficult,
-                    crowd: false,
+            if let Some((path, what)) = missing {
+                problems.push(Problem {
+                    file: path.display().to_string(),
+                    place: listed_at,
+                    what: what.into(),
                 });
+                continue;
             }
-            records.push(Record {
-                image_path,
-                // Paddle's running count of records, unless the XML has an <id>.
-                id: annotation.id.unwrap_or(records.len() as i64),
-                width: w as u32,
-                height: h as u32,
-                objects,
-            });
+            match self.sample(&class_of, image_path, &xml_path, &listed_at, &mut problems) {
+                Ok(Some(mut record)) => {
+                    // Paddle's running count of records, unless the XML has an <id>.
+                    if record.id < 0 {
+                        record.id = records.len() as i64;
+                    }
+                    records.push(record);
+                }
+                Ok(None) => {}
+                Err(e) => match errors.as_deref_mut() {
+                    Some(errors) => errors.push(Problem::from_error(&e)),
+                    None => return Err(e),
+                },
+            }
         }
         Ok(Dataset {
             class_names,
             records,
             problems,
         })
+    }
+
+    /// One list entry whose files exist. `None` when the XML has no objects;
+    /// the record's id is -1 unless the XML gives one.
+    fn sample(
+        &self,
+        class_of: &HashMap<&str, u32>,
+        image_path: PathBuf,
+        xml_path: &Path,
+        listed_at: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Result<Option<Record>> {
+        let annotation = parse_annotation(xml_path, &read_text(xml_path)?)?;
+        let xml_name = xml_path.display().to_string();
+        if annotation.objects.is_empty() {
+            problems.push(Problem {
+                file: xml_name,
+                place: "<annotation>".into(),
+                what: "no <object>; sample skipped".into(),
+            });
+            return Ok(None);
+        }
+        let (w, h) = match annotation.size {
+            Some(size) => size,
+            None => {
+                let (w, h) = image::ImageReader::open(&image_path)
+                    .and_then(|r| r.with_guessed_format())
+                    .map_err(|e| Error::io(&image_path, e))?
+                    .into_dimensions()
+                    .map_err(|e| {
+                        Error::at(
+                            &image_path,
+                            listed_at,
+                            format!("<size> is missing in {xml_name} and the image header is unreadable: {e}"),
+                        )
+                    })?;
+                (w as f64, h as f64)
+            }
+        };
+
+        let mut objects = Vec::with_capacity(annotation.objects.len());
+        for (k, obj) in annotation.objects.iter().enumerate() {
+            let place = format!("line {}, object {}", obj.line, k + 1);
+            let Some(&class) = class_of.get(obj.name.as_str()) else {
+                return Err(Error::at(
+                    xml_path,
+                    place,
+                    format!("class name {:?} is not in the label list", obj.name),
+                ));
+            };
+            let raw = obj.bndbox;
+            let clipped = [
+                raw[0].max(0.0),
+                raw[1].max(0.0),
+                raw[2].min(w - 1.0),
+                raw[3].min(h - 1.0),
+            ];
+            if !(clipped[2] > clipped[0] && clipped[3] > clipped[1]) {
+                problems.push(Problem {
+                    file: xml_name.clone(),
+                    place,
+                    what: format!(
+                        "invalid box [xmin {}, ymin {}, xmax {}, ymax {}] in a {w}x{h} image; box skipped",
+                        raw[0], raw[1], raw[2], raw[3]
+                    ),
+                });
+                continue;
+            }
+            if clipped != raw {
+                problems.push(Problem {
+                    file: xml_name.clone(),
+                    place,
+                    what: format!(
+                        "box [{}, {}, {}, {}] clipped to [0, {}] x [0, {}]",
+                        raw[0],
+                        raw[1],
+                        raw[2],
+                        raw[3],
+                        w - 1.0,
+                        h - 1.0
+                    ),
+                });
+            }
+            objects.push(GroundTruth {
+                bbox: clipped.map(|v| v as f32),
+                class,
+                difficult: obj.difficult,
+                crowd: false,
+            });
+        }
+        Ok(Some(Record {
+            image_path,
+            id: annotation.id.unwrap_or(-1),
+            width: w as u32,
+            height: h as u32,
+            objects,
+        }))
     }
 }
 
@@ -490,6 +529,29 @@ mod tests {
         let err = config.load().unwrap_err().to_string();
         assert!(err.contains("a.xml (line 8, object 2)"), "{err}");
         assert!(err.contains("\"zebra\""), "{err}");
+    }
+
+    #[test]
+    fn collecting_errors_finds_every_broken_sample() {
+        let good = xml(SIZE, &[("dog", [1.0, 1.0, 5.0, 5.0], None)]);
+        let zebra = xml(SIZE, &[("zebra", [1.0, 1.0, 5.0, 5.0], None)]);
+        let list = "a.jpg a.xml\nb.jpg b.xml\nc.jpg c.xml\n";
+        let files = [
+            ("a.jpg", ""),
+            ("a.xml", "<annotation>"),
+            ("b.jpg", ""),
+            ("b.xml", zebra.as_str()),
+            ("c.jpg", ""),
+            ("c.xml", good.as_str()),
+        ];
+        let (_dir, config) = dataset(list, &files);
+        assert!(config.load().is_err());
+        let (ds, errors) = config.load_collecting_errors().unwrap();
+        assert_eq!(ds.records.len(), 1);
+        assert_eq!(ds.records[0].id, 0);
+        assert_eq!(errors.len(), 2);
+        assert!(errors[0].file.ends_with("a.xml") && errors[0].what.contains("invalid XML"));
+        assert_eq!(errors[1].place, "line 4, object 1");
     }
 
     #[test]
