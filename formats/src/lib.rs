@@ -6,11 +6,14 @@ pub mod atomic;
 pub mod checkpoint;
 pub mod coco;
 pub mod dataset;
+pub mod dataset_report;
 pub mod error;
 pub mod load;
 pub mod paddle;
 pub mod plot;
 pub mod safetensors_io;
+pub mod synth;
+pub mod voc;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
 pub use error::{Error, Result};

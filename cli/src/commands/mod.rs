@@ -1,3 +1,6 @@
 //! One module per subcommand.
 pub mod convert_weights;
 pub mod inspect;
+
+pub mod dataset;
+pub mod synth;
