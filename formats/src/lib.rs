@@ -5,7 +5,9 @@
 pub mod atomic;
 pub mod checkpoint;
 pub mod dataset;
+pub mod draw;
 pub mod error;
+pub mod image;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
 pub use error::{Error, Result};
