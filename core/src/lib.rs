@@ -3,6 +3,7 @@
 //! decoding, NMS, optimizer, metrics and the transfer-learning loading rules.
 //! Knows nothing of the command line.
 
+pub mod data;
 pub mod params;
 
 pub use params::ParamSpec;
