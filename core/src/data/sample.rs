@@ -1,7 +1,9 @@
 //! One training or evaluation sample on its way through the transforms.
 //!
-//! The pixels are kept as decoded (or as mixed/colour-distorted); the
-//! geometric transforms do not copy them but edit a [`View`]: where the
+//! The pixels are kept as decoded (or as mixed); the colour and geometric
+//! transforms do not rewrite them. ColorDistort composes a [`ColorAffine`]
+//! (every distortion is an affine map of RGB), applied as pixels are read;
+//! the geometric transforms edit a [`View`]: where the
 //! picture sits on a larger fill-coloured canvas (RandomExpand), which
 //! window of that canvas is shown (RandomCrop) and whether it is mirrored
 //! (RandomFlip). The resize at the end reads every output pixel through the
@@ -11,6 +13,45 @@
 
 use pulsefocus_formats::dataset::Record;
 use pulsefocus_formats::image::RgbImage;
+
+/// `rgb -> matrix * rgb + offset`, the colour change still to be applied to
+/// the pixels (never to the expand fill, which comes after it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ColorAffine {
+    pub matrix: [[f32; 3]; 3],
+    pub offset: [f32; 3],
+}
+
+impl ColorAffine {
+    pub const IDENTITY: ColorAffine = ColorAffine {
+        matrix: [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+        offset: [0.0; 3],
+    };
+
+    pub fn apply(&self, rgb: [f32; 3]) -> [f32; 3] {
+        self.apply_weighted(rgb, 1.0)
+    }
+
+    /// `matrix * sum + offset * weight`: the map applied to a weighted sum of
+    /// pixels whose weights add up to `weight` (how the resize uses it).
+    pub fn apply_weighted(&self, sum: [f32; 3], weight: f32) -> [f32; 3] {
+        let m = &self.matrix;
+        std::array::from_fn(|c| {
+            m[c][0] * sum[0] + m[c][1] * sum[1] + m[c][2] * sum[2] + self.offset[c] * weight
+        })
+    }
+
+    /// This map followed by `next`.
+    pub fn then(&self, next: &ColorAffine) -> ColorAffine {
+        let (a, b) = (&next.matrix, &self.matrix);
+        ColorAffine {
+            matrix: std::array::from_fn(|i| {
+                std::array::from_fn(|j| (0..3).map(|k| a[i][k] * b[k][j]).sum())
+            }),
+            offset: next.apply(self.offset),
+        }
+    }
+}
 
 /// Where the sample's pixels sit and which part of them it shows.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +108,8 @@ pub struct Sample {
     pub pixels: Vec<f32>,
     pub pixels_w: usize,
     pub pixels_h: usize,
+    /// Colour change to apply to `pixels` when they are read.
+    pub color: ColorAffine,
     pub view: View,
     /// Boxes `[x1, y1, x2, y2]` in the view's pixel coordinates.
     pub boxes: Vec<[f32; 4]>,
@@ -83,6 +126,7 @@ impl Sample {
             pixels: image.data.iter().map(|&v| v as f32).collect(),
             pixels_w: w,
             pixels_h: h,
+            color: ColorAffine::IDENTITY,
             view: View::whole(w, h),
             boxes: record.objects.iter().map(|o| o.bbox).collect(),
             classes: record.objects.iter().map(|o| o.class).collect(),
@@ -125,7 +169,8 @@ impl Sample {
         match (self.source_x(u), self.source_y(v)) {
             (Some(x), Some(y)) => {
                 let i = (y * self.pixels_w + x) * 3;
-                [self.pixels[i], self.pixels[i + 1], self.pixels[i + 2]]
+                self.color
+                    .apply([self.pixels[i], self.pixels[i + 1], self.pixels[i + 2]])
             }
             _ => self.view.fill,
         }
@@ -175,5 +220,23 @@ pub(crate) mod tests {
         let s = gradient_sample(5, 4, &[]);
         assert_eq!(s.at(3, 2), [3.0, 2.0, 7.0]);
         assert!(s.view.is_whole());
+    }
+
+    #[test]
+    fn color_maps_compose_in_order() {
+        let scale = ColorAffine {
+            matrix: [[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]],
+            offset: [0.0; 3],
+        };
+        let shift = ColorAffine {
+            offset: [1.0, 2.0, 3.0],
+            ..ColorAffine::IDENTITY
+        };
+        let px = [10.0, 20.0, 30.0];
+        assert_eq!(scale.then(&shift).apply(px), [21.0, 42.0, 63.0]);
+        assert_eq!(shift.then(&scale).apply(px), [22.0, 44.0, 66.0]);
+        let mut s = gradient_sample(3, 3, &[]);
+        s.color = shift;
+        assert_eq!(s.at(2, 1), [3.0, 3.0, 10.0]);
     }
 }

@@ -8,7 +8,7 @@
 //! PaddleDetection the blend is not rounded to uint8.
 
 use super::super::rng::Rng;
-use super::super::sample::{Sample, View};
+use super::super::sample::{ColorAffine, Sample, View};
 
 pub const ALPHA: f64 = 1.5;
 pub const BETA: f64 = 1.5;
@@ -20,11 +20,14 @@ pub fn random_mixup(sample: &mut Sample, partner: &Sample, rng: &mut Rng) {
 }
 
 /// `sample = factor * sample + (1 - factor) * partner`, boxes concatenated.
-/// Both samples must still be whole (mixup comes before the geometry).
+/// Both samples must be as decoded (mixup comes first).
 pub fn mixup(sample: &mut Sample, partner: &Sample, factor: f32) {
     assert!(
-        sample.view.is_whole() && partner.view.is_whole(),
-        "mixup runs before the geometric transforms"
+        sample.view.is_whole()
+            && partner.view.is_whole()
+            && sample.color == ColorAffine::IDENTITY
+            && partner.color == ColorAffine::IDENTITY,
+        "mixup runs before the colour and geometric transforms"
     );
     let w = sample.pixels_w.max(partner.pixels_w);
     let h = sample.pixels_h.max(partner.pixels_h);
