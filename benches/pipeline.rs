@@ -41,16 +41,20 @@ fn records() -> Vec<Record> {
         .map(|(i, path)| {
             let img = decode_file(&path).unwrap();
             let (w, h) = (img.width as f32, img.height as f32);
-            let objects = [[0.1, 0.1, 0.4, 0.5], [0.5, 0.3, 0.9, 0.9], [0.3, 0.6, 0.45, 0.8]]
-                .iter()
-                .enumerate()
-                .map(|(k, f)| GroundTruth {
-                    bbox: [f[0] * w, f[1] * h, f[2] * w, f[3] * h],
-                    class: k as u32,
-                    difficult: false,
-                    crowd: false,
-                })
-                .collect();
+            let objects = [
+                [0.1, 0.1, 0.4, 0.5],
+                [0.5, 0.3, 0.9, 0.9],
+                [0.3, 0.6, 0.45, 0.8],
+            ]
+            .iter()
+            .enumerate()
+            .map(|(k, f)| GroundTruth {
+                bbox: [f[0] * w, f[1] * h, f[2] * w, f[3] * h],
+                class: k as u32,
+                difficult: false,
+                crowd: false,
+            })
+            .collect();
             Record {
                 image_path: path,
                 id: i as i64,
@@ -111,7 +115,7 @@ fn pipeline(c: &mut Criterion) {
                 let partner = &records[(i + 1) % records.len()];
                 let mut s = Sample::new(&decode_file(&r.image_path).unwrap(), r);
                 let p = Sample::new(&decode_file(&partner.image_path).unwrap(), partner);
-                augment(&mut s, Some(&p), &mut Rng::derive(round, &[i as u64]));
+                augment(&mut s, Some(p), &mut Rng::derive(round, &[i as u64]));
                 batch.put(&s, Interp::Linear, i, [0, 0], &mut scratch);
             }
             round += 1;

@@ -191,7 +191,7 @@ impl Plan {
                 } else {
                     None
                 };
-                augment(&mut sample, partner.as_ref(), &mut rng);
+                augment(&mut sample, partner, &mut rng);
             }
             batch.put(&sample, interp, index, original_size, &mut scratch);
         }

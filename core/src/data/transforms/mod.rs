@@ -19,7 +19,7 @@ use super::sample::Sample;
 
 /// The per-sample training augmentations, in order. `partner` is the second
 /// image for mixup, `None` once mixup is over (or for a one-image dataset).
-pub fn augment(sample: &mut Sample, partner: Option<&Sample>, rng: &mut Rng) {
+pub fn augment(sample: &mut Sample, partner: Option<Sample>, rng: &mut Rng) {
     if let Some(partner) = partner {
         mixup::random_mixup(sample, partner, rng);
     }
@@ -85,7 +85,7 @@ mod tests {
             let mut rng = Rng::new(seed);
             assert_valid(&s, "input");
             if with_partner {
-                mixup::random_mixup(&mut s, &partner, &mut rng);
+                mixup::random_mixup(&mut s, partner, &mut rng);
                 assert_valid(&s, "mixup");
             }
             color_distort::random_color_distort(&mut s, &mut rng);
@@ -107,7 +107,7 @@ mod tests {
             let partner = gradient_sample(30, 40, &[[1.0, 1.0, 9.0, 9.0]]);
             let run = || {
                 let mut s = base.clone();
-                augment(&mut s, Some(&partner), &mut Rng::new(seed));
+                augment(&mut s, Some(partner.clone()), &mut Rng::new(seed));
                 s
             };
             prop_assert_eq!(run(), run());
