@@ -5,6 +5,7 @@
 
 pub mod loading;
 pub mod models;
+pub mod data;
 pub mod params;
 
 pub use params::ParamSpec;

@@ -14,6 +14,8 @@ pub mod plot;
 pub mod safetensors_io;
 pub mod synth;
 pub mod voc;
+pub mod draw;
+pub mod image;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
 pub use error::{Error, Result};
