@@ -3,6 +3,14 @@
 //! decoding, NMS, optimizer, metrics and the transfer-learning loading rules.
 //! Knows nothing of the command line.
 
+pub mod backend;
+pub mod cpu;
+pub mod gradcheck;
+pub mod layers;
 pub mod params;
+pub mod tensor;
 
+pub use backend::Backend;
+pub use cpu::CpuBackend;
 pub use params::ParamSpec;
+pub use tensor::Tensor;
