@@ -3,6 +3,8 @@
 //! decoding, NMS, optimizer, metrics and the transfer-learning loading rules.
 //! Knows nothing of the command line.
 
+pub mod optim;
 pub mod params;
+pub mod yolo;
 
 pub use params::ParamSpec;
