@@ -3,9 +3,13 @@
 //! NMS (`nms`). Each follows Paddle's operator of the same name, so that a model
 //! fine-tuned here behaves as it would in PaddleDetection.
 
+pub mod decode;
 pub mod loss;
+pub mod nms;
 
+pub use decode::{yolo_box, DecodeConfig, DecodedBoxes};
 pub use loss::{yolov3_loss, GroundTruth, Head, LossTerms, YoloLoss};
+pub use nms::{multiclass_nms, Detection, NmsConfig};
 
 /// The YOLOv3 head settings shared by loss and decode.
 #[derive(Debug, Clone, PartialEq)]
