@@ -3,7 +3,9 @@
 //! decoding, NMS, optimizer, metrics and the transfer-learning loading rules.
 //! Knows nothing of the command line.
 
+pub mod loading;
 pub mod metrics;
+pub mod models;
 pub mod optim;
 pub mod params;
 pub mod yolo;
