@@ -5,11 +5,12 @@
 pub mod atomic;
 pub mod checkpoint;
 pub mod coco;
+pub mod coco_results;
 pub mod dataset;
 pub mod error;
-pub mod plot;
 pub mod load;
 pub mod paddle;
+pub mod plot;
 pub mod safetensors_io;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
