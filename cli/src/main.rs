@@ -16,10 +16,15 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Score detections: COCO mAP of a results file against annotations.
+    Eval(commands::eval::Args),
+}
 
 fn run(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Eval(args) => commands::eval::run(args),
+    }
 }
 
 fn main() {
