@@ -26,6 +26,8 @@ enum Command {
     /// Inspect a dataset the way training reads it.
     #[command(subcommand)]
     Dataset(commands::dataset::Args),
+    /// Score detections: COCO mAP of a results file against annotations.
+    Eval(commands::eval::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -34,6 +36,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::ConvertWeights(args) => commands::convert_weights::run(args),
         Command::Synth(args) => commands::synth::run(args),
         Command::Dataset(args) => commands::dataset::run(args),
+        Command::Eval(args) => commands::eval::run(args),
     }
 }
 

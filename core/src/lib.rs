@@ -12,6 +12,9 @@ pub mod gradcheck;
 pub mod layers;
 pub mod params;
 pub mod tensor;
+pub mod metrics;
+pub mod optim;
+pub mod yolo;
 
 pub use backend::Backend;
 pub use cpu::CpuBackend;

@@ -4,3 +4,4 @@ pub mod inspect;
 
 pub mod dataset;
 pub mod synth;
+pub mod eval;
