@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod loading;
+pub mod models;
 pub mod params;
 
 pub use params::ParamSpec;
