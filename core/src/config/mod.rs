@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 
 use pulsefocus_formats::Error;
 
+use crate::models::darknet53::DarkNet53Spec;
+use crate::models::mobilenet_v1::MobileNetV1Spec;
+use crate::models::{Backbone, Yolov3Spec};
 pub use overrides::Override;
 pub use sections::*;
 use tree::Node;
@@ -199,6 +202,25 @@ impl Config {
                 ),
             ));
         }
+        if self.yolov3.backbone == "DarkNet" && self.darknet.depth != 53 {
+            return Err(bad(
+                "DarkNet.depth",
+                format!("{} is not supported (supported: 53)", self.darknet.depth),
+            ));
+        }
+        let scale = self.mobilenet.conv_group_scale;
+        if self.yolov3.backbone == "MobileNet" && !(scale > 0.0 && scale <= 4.0) {
+            return Err(bad(
+                "MobileNet.conv_group_scale",
+                format!("{scale} is outside (0, 4]"),
+            ));
+        }
+        if self.yolov3_head.width < 4 || !self.yolov3_head.width.is_multiple_of(4) {
+            return Err(bad(
+                "YOLOv3Head.width",
+                "must be a positive multiple of 4".into(),
+            ));
+        }
         if self.num_classes == 0 {
             return Err(bad("num_classes", "must be at least 1".into()));
         }
@@ -230,6 +252,28 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The model this config describes (after `check`).
+    pub fn model_spec(&self) -> Yolov3Spec {
+        let backbone = match self.yolov3.backbone.as_str() {
+            "MobileNet" => Backbone::MobileNetV1(MobileNetV1Spec {
+                scale: self.mobilenet.conv_group_scale,
+            }),
+            _ => Backbone::DarkNet53(DarkNet53Spec),
+        };
+        let head = &self.yolov3_head;
+        Yolov3Spec {
+            backbone,
+            head_width: head.width,
+            num_classes: self.num_classes,
+            anchors: head
+                .anchors
+                .iter()
+                .map(|a| [a[0] as f32, a[1] as f32])
+                .collect(),
+            anchor_masks: head.anchor_masks.clone(),
+        }
     }
 
     /// The exclusion patterns with `preset` expanded for this architecture.

@@ -216,7 +216,8 @@ pub struct MobileNet {
     pub norm_type: String,
     /// L2 decay of BN scale/offset.
     pub norm_decay: f32,
-    pub conv_group_scale: usize,
+    /// Width multiplier: every channel count is `int(width * scale)`.
+    pub conv_group_scale: f32,
     pub with_extra_blocks: bool,
 }
 
@@ -225,7 +226,7 @@ impl Default for MobileNet {
         MobileNet {
             norm_type: "sync_bn".into(),
             norm_decay: 0.0,
-            conv_group_scale: 1,
+            conv_group_scale: 1.0,
             with_extra_blocks: false,
         }
     }
@@ -260,6 +261,9 @@ pub struct YOLOv3Head {
     pub label_smooth: bool,
     pub scale_x_y: f32,
     pub norm_decay: f32,
+    /// Channels of level 0's blocks (half at level 1, a quarter at level 2).
+    /// Not a PaddleDetection key: it fixes 512; smaller heads suit small models.
+    pub width: usize,
     pub nms: MultiClassNMS,
 }
 
@@ -285,6 +289,7 @@ impl Default for YOLOv3Head {
             label_smooth: false,
             scale_x_y: 1.0,
             norm_decay: 0.0,
+            width: 512,
             nms: MultiClassNMS::default(),
         }
     }
