@@ -11,6 +11,7 @@ pub mod load;
 pub mod paddle;
 pub mod plot;
 pub mod safetensors_io;
+pub mod weights_source;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
 pub use error::{Error, Result};
