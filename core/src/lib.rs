@@ -3,6 +3,7 @@
 //! decoding, NMS, optimizer, metrics and the transfer-learning loading rules.
 //! Knows nothing of the command line.
 
+pub mod config;
 pub mod loading;
 pub mod models;
 pub mod data;

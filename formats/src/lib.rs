@@ -17,6 +17,7 @@ pub mod synth;
 pub mod voc;
 pub mod draw;
 pub mod image;
+pub mod weights_source;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
 pub use error::{Error, Result};
