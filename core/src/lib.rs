@@ -3,6 +3,8 @@
 //! decoding, NMS, optimizer, metrics and the transfer-learning loading rules.
 //! Knows nothing of the command line.
 
+pub mod loading;
+pub mod models;
 pub mod params;
 
 pub use params::ParamSpec;

@@ -4,8 +4,14 @@
 
 pub mod atomic;
 pub mod checkpoint;
+pub mod coco;
 pub mod dataset;
 pub mod error;
+pub mod load;
+pub mod paddle;
+pub mod plot;
+pub mod safetensors_io;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
 pub use error::{Error, Result};
+pub use load::{load_checkpoint, save_checkpoint, Format};
