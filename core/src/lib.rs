@@ -5,6 +5,14 @@
 
 pub mod loading;
 pub mod models;
+pub mod backend;
+pub mod cpu;
+pub mod gradcheck;
+pub mod layers;
 pub mod params;
+pub mod tensor;
 
+pub use backend::Backend;
+pub use cpu::CpuBackend;
 pub use params::ParamSpec;
+pub use tensor::Tensor;
