@@ -3,14 +3,17 @@
 //! decoding, NMS, optimizer, metrics and the transfer-learning loading rules.
 //! Knows nothing of the command line.
 
-pub mod loading;
-pub mod models;
 pub mod backend;
 pub mod cpu;
 pub mod gradcheck;
 pub mod layers;
+pub mod loading;
+pub mod metrics;
+pub mod models;
+pub mod optim;
 pub mod params;
 pub mod tensor;
+pub mod yolo;
 
 pub use backend::Backend;
 pub use cpu::CpuBackend;

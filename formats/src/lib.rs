@@ -5,6 +5,7 @@
 pub mod atomic;
 pub mod checkpoint;
 pub mod coco;
+pub mod coco_results;
 pub mod dataset;
 pub mod error;
 pub mod load;
