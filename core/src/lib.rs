@@ -13,8 +13,11 @@ pub mod gradcheck;
 pub mod layers;
 pub mod params;
 pub mod tensor;
+pub mod loading;
 pub mod metrics;
 pub mod optim;
+pub mod params;
+pub mod tensor;
 pub mod yolo;
 
 pub use backend::Backend;
