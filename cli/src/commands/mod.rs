@@ -1,7 +1,7 @@
 //! One module per subcommand.
-pub mod convert_weights;
-pub mod inspect;
 
+pub mod convert_weights;
 pub mod dataset;
-pub mod synth;
 pub mod eval;
+pub mod inspect;
+pub mod synth;
