@@ -21,12 +21,22 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Convert a checkpoint to another format (dir, tar, pdparams, safetensors, params).
     ConvertWeights(commands::convert_weights::Args),
+    /// Write a synthetic detection dataset (coloured shapes) in VOC and/or COCO layout.
+    Synth(commands::synth::Args),
+    /// Inspect a dataset the way training reads it.
+    #[command(subcommand)]
+    Dataset(commands::dataset::Args),
+    /// Score detections: COCO mAP of a results file against annotations.
+    Eval(commands::eval::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::ConvertWeights(args) => commands::convert_weights::run(args),
+        Command::Synth(args) => commands::synth::run(args),
+        Command::Dataset(args) => commands::dataset::run(args),
+        Command::Eval(args) => commands::eval::run(args),
     }
 }
 
