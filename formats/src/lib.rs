@@ -14,6 +14,7 @@ pub mod plot;
 pub mod safetensors_io;
 pub mod synth;
 pub mod voc;
+pub mod x2coco;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
 pub use error::{Error, Result};
