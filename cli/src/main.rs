@@ -22,12 +22,15 @@ enum Command {
     /// Inspect a dataset the way training reads it.
     #[command(subcommand)]
     Dataset(commands::dataset::Args),
+    /// Convert VOC, labelme or cityscapes annotations to COCO (tools/x2coco.py).
+    X2coco(commands::x2coco::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Synth(args) => commands::synth::run(args),
         Command::Dataset(args) => commands::dataset::run(args),
+        Command::X2coco(args) => commands::x2coco::run(args),
     }
 }
 

@@ -2,3 +2,4 @@
 
 pub mod dataset;
 pub mod synth;
+pub mod x2coco;
