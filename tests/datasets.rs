@@ -246,3 +246,63 @@ fn broken_coco_dataset_lists_problems_and_malformed_json_names_the_line() {
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(text.contains("train.json (line 2, column"), "{text}");
 }
+
+#[test]
+fn x2coco_voc_output_loads_as_a_coco_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("shapes");
+    synth(&out, &["--format", "voc"]);
+    let o = out.to_str().unwrap();
+    let run = pulsefocus(&[
+        "x2coco",
+        "--dataset_type",
+        "voc",
+        "--voc_anno_dir",
+        o,
+        "--voc-anno-list",
+        &format!("{o}/test.txt"),
+        "--voc_label_list",
+        &format!("{o}/label_list.txt"),
+        "--output_dir",
+        &format!("{o}/annotations"),
+        "--voc_out_name",
+        "test.json",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let coco = pulsefocus(&[
+        "dataset",
+        "check",
+        "--dataset-type",
+        "coco",
+        "--dataset-dir",
+        o,
+        "--image-dir",
+        "JPEGImages",
+        "--anno-path",
+        "annotations/test.json",
+        "--json",
+    ]);
+    let voc = pulsefocus(&[
+        "dataset",
+        "check",
+        "--dataset-type",
+        "voc",
+        "--dataset-dir",
+        o,
+        "--anno-path",
+        "test.txt",
+        "--json",
+    ]);
+    let (coco, voc) = (stdout_json(&coco), stdout_json(&voc));
+    assert_eq!(coco["images"], 6);
+    assert_eq!(coco["boxes"], voc["boxes"]);
+    assert_eq!(coco["per_class"], voc["per_class"]);
+
+    let run = pulsefocus(&["x2coco", "--dataset_type", "voc", "--voc_anno_dir", o]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--voc_anno_list"));
+}

@@ -28,6 +28,8 @@ enum Command {
     Dataset(commands::dataset::Args),
     /// Score detections: COCO mAP of a results file against annotations.
     Eval(commands::eval::Args),
+    /// Convert VOC, labelme or cityscapes annotations to COCO (tools/x2coco.py).
+    X2coco(commands::x2coco::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -37,6 +39,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Synth(args) => commands::synth::run(args),
         Command::Dataset(args) => commands::dataset::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::X2coco(args) => commands::x2coco::run(args),
     }
 }
 

@@ -18,6 +18,7 @@ pub mod safetensors_io;
 pub mod synth;
 pub mod voc;
 pub mod weights_source;
+pub mod x2coco;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
 pub use error::{Error, Result};

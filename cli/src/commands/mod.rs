@@ -5,3 +5,4 @@ pub mod dataset;
 pub mod eval;
 pub mod inspect;
 pub mod synth;
+pub mod x2coco;
