@@ -4,6 +4,8 @@
 //! Knows nothing of the command line.
 
 pub mod data;
+pub mod loading;
+pub mod models;
 pub mod params;
 
 pub use params::ParamSpec;

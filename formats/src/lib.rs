@@ -4,10 +4,16 @@
 
 pub mod atomic;
 pub mod checkpoint;
+pub mod coco;
 pub mod dataset;
 pub mod draw;
 pub mod error;
 pub mod image;
+pub mod load;
+pub mod paddle;
+pub mod plot;
+pub mod safetensors_io;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
 pub use error::{Error, Result};
+pub use load::{load_checkpoint, save_checkpoint, Format};
