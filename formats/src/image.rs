@@ -83,15 +83,16 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<RgbImage> {
         _ => "PNG",
     };
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    // Only the allocation cap goes to the codec; the size rules are checked
+    // below, after the header and before any pixel buffer, with our message.
     let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_PIXELS * 4 * 2);
     reader.limits(limits);
     let bad = |e: image::ImageError| Error::at(path, format!("{codec} data"), e.to_string());
     let decoder = reader.into_decoder().map_err(bad)?;
     let (width, height) = decoder.dimensions();
-    check_size(width, height).map_err(|msg| Error::at(path, format!("{codec} header"), msg))?;
+    check_size(width, height, bytes.len(), format)
+        .map_err(|msg| Error::at(path, format!("{codec} header"), msg))?;
     let decoded = image::DynamicImage::from_decoder(decoder).map_err(bad)?;
     let rgb = decoded.into_rgb8();
     Ok(RgbImage {
@@ -101,13 +102,37 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     })
 }
 
-fn check_size(width: u32, height: u32) -> std::result::Result<(), String> {
-    if width == 0 || height == 0 {
+/// Most pixels one byte of file can hold. PNG: deflate expands at most about
+/// 1032:1 and a 1-bit palette row packs 8 pixels per byte. Baseline JPEG needs
+/// at least 2 bits per 8x8 block, about 170 pixels per byte with 4:2:0
+/// chroma; progressive end-of-band runs go further, so allow 12 times that.
+const PNG_PIXELS_PER_BYTE: u64 = 1032 * 8;
+const JPEG_PIXELS_PER_BYTE: u64 = 2048;
+/// Headers of tiny files may claim this many pixels whatever their length.
+const FREE_PIXELS: u64 = 1 << 20;
+
+fn check_size(
+    width: u32,
+    height: u32,
+    file_len: usize,
+    format: ImageFormat,
+) -> std::result::Result<(), String> {
+    let pixels = width as u64 * height as u64;
+    if pixels == 0 {
         return Err(format!("image is {width}x{height} pixels (empty)"));
     }
-    if width > MAX_SIDE || height > MAX_SIDE || width as u64 * height as u64 > MAX_PIXELS {
+    if width > MAX_SIDE || height > MAX_SIDE || pixels > MAX_PIXELS {
         return Err(format!(
             "image is {width}x{height} pixels, over the limit of {MAX_SIDE} per side and {MAX_PIXELS} in all"
+        ));
+    }
+    let per_byte = match format {
+        ImageFormat::Png => PNG_PIXELS_PER_BYTE,
+        _ => JPEG_PIXELS_PER_BYTE,
+    };
+    if pixels > FREE_PIXELS + per_byte * file_len as u64 {
+        return Err(format!(
+            "header claims {width}x{height} pixels, more than a file of {file_len} bytes can hold"
         ));
     }
     Ok(())
@@ -281,7 +306,58 @@ mod tests {
         let crc = crc32(&bytes[12..29]);
         bytes[29..33].copy_from_slice(&crc.to_be_bytes());
         let err = decode(&bytes, Path::new("huge.png")).unwrap_err();
-        assert!(err.to_string().starts_with("huge.png (PNG"), "{err}");
+        assert!(
+            err.to_string().starts_with("huge.png (PNG header)"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("60000x60000"), "{err}");
+        // Within the absolute limits but far more than 3 kB of PNG can hold.
+        bytes[16..20].copy_from_slice(&5000u32.to_be_bytes());
+        bytes[20..24].copy_from_slice(&5000u32.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        let err = decode(&bytes, Path::new("huge.png")).unwrap_err();
+        assert!(err.to_string().contains("more than a file of"), "{err}");
+    }
+
+    #[test]
+    fn lying_jpeg_header_is_refused_before_allocating() {
+        // Overwrite the frame header (SOF) height and width of the baseline fixture.
+        let mut bytes = std::fs::read(fixture("baseline.jpg")).unwrap();
+        let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        bytes[sof + 5..sof + 7].copy_from_slice(&20000u16.to_be_bytes());
+        bytes[sof + 7..sof + 9].copy_from_slice(&20000u16.to_be_bytes());
+        let err = decode(&bytes, Path::new("huge.jpg")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("huge.jpg (JPEG header)"),
+            "{err}"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+        /// Corrupted files (bytes overwritten anywhere, also in headers and
+        /// Huffman tables) give an error naming the file or a picture, never
+        /// a panic.
+        #[test]
+        fn corrupted_bytes_never_panic(
+            which in 0usize..4,
+            edits in proptest::collection::vec((0.0f64..1.0, proptest::prelude::any::<u8>()), 1..8),
+        ) {
+            let name = ["baseline.jpg", "progressive.jpg", "rgb16.png", "palette8.png"][which];
+            let mut bytes = std::fs::read(fixture(name)).unwrap();
+            for (at, value) in edits {
+                let i = ((at * bytes.len() as f64) as usize).min(bytes.len() - 1);
+                bytes[i] = value;
+            }
+            match decode(&bytes, Path::new(name)) {
+                Ok(img) => proptest::prop_assert_eq!(
+                    img.data.len(),
+                    img.width as usize * img.height as usize * 3
+                ),
+                Err(e) => proptest::prop_assert!(e.to_string().starts_with(name)),
+            }
+        }
     }
 
     /// The PNG chunk checksum, so the forged header above passes its CRC check.

@@ -106,4 +106,16 @@ mod tests {
         assert_eq!(batch.gt_boxes[..4], [0.25, 0.5, 0.5, 1.0]);
         assert_eq!(batch.gt_scores, vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
     }
+
+    #[test]
+    fn single_image_for_inference() {
+        let image = pulsefocus_formats::image::RgbImage::filled(30, 20, [255, 0, 0]);
+        let mut batch = Batch::new(1, 8, 8, 50, 0, 0);
+        let sample = Sample::from_image(&image);
+        batch.put(&sample, Interp::Cubic, 0, [30, 20], &mut Vec::new());
+        let red = (1.0 - 0.485) / 0.229;
+        assert!(batch.images[..64].iter().all(|v| (v - red).abs() < 1e-4));
+        assert!(batch.gt_scores.iter().all(|&s| s == 0.0));
+        assert_eq!(batch.original_sizes, vec![[30, 20]]);
+    }
 }

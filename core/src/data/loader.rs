@@ -1,7 +1,7 @@
 //! Worker threads that turn records into batches, ahead of the trainer.
 //!
-//! Batches are numbered across epochs (`global = epoch_offset * per_epoch +
-//! step`). Worker `k` of `W` builds batches `k, k + W, k + 2W, ...` and sends
+//! Batches are numbered across epochs (`global = epoch * per_epoch + step`).
+//! Worker `k` of `W` builds batches `first + k, first + k + W, ...` and sends
 //! each into its own bounded channel; the consumer reads the channels in
 //! turn, so batches arrive in order and at most `W * (prefetch + 1)` batches
 //! exist at any time, whatever the dataset size. Every random choice comes
@@ -121,7 +121,6 @@ struct Plan {
     /// Indices into `records` of the records this loader uses.
     used: Vec<usize>,
     config: LoaderConfig,
-    first_epoch: u64,
     batches_per_epoch: u64,
 }
 
@@ -148,7 +147,7 @@ impl Plan {
         order: &mut Option<(u64, Vec<usize>)>,
         stop: &AtomicBool,
     ) -> Result<Batch> {
-        let epoch = self.first_epoch + global / self.batches_per_epoch;
+        let epoch = global / self.batches_per_epoch;
         let step = global % self.batches_per_epoch;
         if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
             *order = Some((epoch, self.epoch_order(epoch)));
@@ -203,22 +202,50 @@ pub struct Loader {
     receivers: Vec<Receiver<Result<Batch>>>,
     workers: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    /// Global number of the first batch and of the next one to hand out.
+    first: u64,
     next: u64,
-    /// Number of batches in all (`None`: endless).
+    /// Global number one past the last batch (`None`: endless).
     end: Option<u64>,
     batches_per_epoch: u64,
     failed: bool,
 }
 
 impl Loader {
-    /// Starts the workers. Batches begin at `first_epoch` (so a resumed run
-    /// sees the same batches it would have seen) and go on for `epochs`
-    /// epochs, or forever when `None`.
+    /// Starts the workers for `epochs` epochs from `first_epoch` (forever
+    /// when `None`). Evaluation: `new(records, LoaderConfig::eval(8), 0, Some(1))`.
     pub fn new(
         records: Arc<Vec<Record>>,
         config: LoaderConfig,
         first_epoch: u64,
         epochs: Option<u64>,
+    ) -> Result<Loader> {
+        Loader::start(records, config, |per_epoch| {
+            (
+                first_epoch * per_epoch,
+                epochs.map(|e| (first_epoch + e) * per_epoch),
+            )
+        })
+    }
+
+    /// Endless batches from batch number `first_batch`, counted from the
+    /// first batch of epoch 0: training that resumes at iteration `i` calls
+    /// `from_batch(records, config, i)` and sees exactly the batches an
+    /// uninterrupted run would have.
+    pub fn from_batch(
+        records: Arc<Vec<Record>>,
+        config: LoaderConfig,
+        first_batch: u64,
+    ) -> Result<Loader> {
+        Loader::start(records, config, |_| (first_batch, None))
+    }
+
+    /// `span` maps the number of batches per epoch to the global numbers of
+    /// the first batch and of one past the last.
+    fn start(
+        records: Arc<Vec<Record>>,
+        config: LoaderConfig,
+        span: impl FnOnce(u64) -> (u64, Option<u64>),
     ) -> Result<Loader> {
         let invalid = |msg: String| Error::new("data loader", msg);
         if config.batch_size == 0 {
@@ -252,12 +279,11 @@ impl Loader {
         }
         let workers = config.workers.max(1);
         let prefetch = config.prefetch.max(1);
-        let end = epochs.map(|e| e * batches_per_epoch);
+        let (first, end) = span(batches_per_epoch);
         let plan = Arc::new(Plan {
             records,
             used,
             config,
-            first_epoch,
             batches_per_epoch,
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -270,7 +296,7 @@ impl Loader {
                 .name(format!("loader-{k}"))
                 .spawn(move || {
                     let mut order = None;
-                    let mut global = k as u64;
+                    let mut global = first + k as u64;
                     while !stop.load(Ordering::Relaxed) && end.is_none_or(|e| global < e) {
                         let result = plan.build(global, &mut order, &stop);
                         let failed = result.is_err();
@@ -288,7 +314,8 @@ impl Loader {
             receivers,
             workers: handles,
             stop,
-            next: 0,
+            first,
+            next: first,
             end,
             batches_per_epoch,
             failed: false,
@@ -307,7 +334,7 @@ impl Iterator for Loader {
         if self.failed || self.end.is_some_and(|e| self.next >= e) {
             return None;
         }
-        let k = (self.next % self.receivers.len() as u64) as usize;
+        let k = ((self.next - self.first) % self.receivers.len() as u64) as usize;
         self.next += 1;
         match self.receivers[k].recv() {
             Ok(Ok(batch)) => Some(Ok(batch)),
@@ -483,6 +510,23 @@ mod tests {
         let err = loader.next().unwrap().unwrap_err();
         assert!(err.to_string().contains("1.png"), "{err}");
         assert!(loader.next().is_none());
+    }
+
+    #[test]
+    fn resuming_at_a_batch_continues_the_same_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dataset(dir.path(), 9); // 6 with boxes: 3 batches of 2
+        let whole: Vec<Batch> = Loader::new(records.clone(), small_train(2, 2), 0, Some(2))
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        let resumed: Vec<Batch> = Loader::from_batch(records, small_train(2, 3), 2)
+            .unwrap()
+            .take(4)
+            .map(|b| b.unwrap())
+            .collect();
+        assert_eq!(resumed, whole[2..]);
+        assert_eq!((resumed[1].epoch, resumed[1].step), (1, 0));
     }
 
     #[test]

@@ -119,8 +119,8 @@ pub struct Sample {
 }
 
 impl Sample {
-    /// The decoded image of `record` with its boxes, each with score 1.
-    pub fn new(image: &RgbImage, record: &Record) -> Sample {
+    /// A decoded image with no boxes (what `infer` feeds the network).
+    pub fn from_image(image: &RgbImage) -> Sample {
         let (w, h) = (image.width as usize, image.height as usize);
         Sample {
             pixels: image.data.iter().map(|&v| v as f32).collect(),
@@ -128,9 +128,19 @@ impl Sample {
             pixels_h: h,
             color: ColorAffine::IDENTITY,
             view: View::whole(w, h),
+            boxes: Vec::new(),
+            classes: Vec::new(),
+            scores: Vec::new(),
+        }
+    }
+
+    /// The decoded image of `record` with its boxes, each with score 1.
+    pub fn new(image: &RgbImage, record: &Record) -> Sample {
+        Sample {
             boxes: record.objects.iter().map(|o| o.bbox).collect(),
             classes: record.objects.iter().map(|o| o.class).collect(),
             scores: vec![1.0; record.objects.len()],
+            ..Sample::from_image(image)
         }
     }
 

@@ -37,8 +37,9 @@ pub fn random_crop(sample: &mut Sample, rng: &mut Rng) {
             );
             let crop_h = (h * scale / aspect.sqrt()) as usize;
             let crop_w = (w * scale * aspect.sqrt()) as usize;
-            let crop_y = rng.below((h as usize - crop_h) as u64) as usize;
-            let crop_x = rng.below((w as usize - crop_w) as u64) as usize;
+            // The aspect bounds keep the crop inside; saturate against rounding.
+            let crop_y = rng.below((h as usize).saturating_sub(crop_h) as u64) as usize;
+            let crop_x = rng.below((w as usize).saturating_sub(crop_w) as u64) as usize;
             let window = [crop_x, crop_y, crop_w, crop_h];
             let best = sample
                 .boxes
