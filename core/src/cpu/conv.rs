@@ -16,6 +16,7 @@
 use super::gemm::{sgemm, Operand};
 use crate::backend::Conv2dGeom;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Threads to split the batch over.
 fn workers(g: &Conv2dGeom) -> usize {
@@ -345,6 +346,107 @@ pub fn backward_filter(
 }
 
 // ---- depthwise: direct loops, one plane (image, channel) at a time ----
+//
+// Each kernel tap (ki, kj) touches, for output row `oy`, the input row
+// `oy * stride + ki * dilation - pad`, and within it the columns
+// `ox * stride + kj * dilation - pad`. The loops go row by row and, per tap,
+// over exactly the valid column range, so the inner loop has no bounds test.
+// With stride s the input row is first split into its s phases (every s-th
+// element, starting at 0, 1, ..): each tap then reads one phase contiguously,
+// and the inner loops vectorise for every stride.
+
+/// The output positions `o < out_len` whose input position
+/// `o * stride + offset` lies inside `0..in_len`.
+fn valid_outputs(out_len: usize, in_len: usize, stride: usize, offset: isize) -> Range<usize> {
+    let lo = if offset >= 0 {
+        0
+    } else {
+        (offset.unsigned_abs()).div_ceil(stride)
+    };
+    let last_in = in_len as isize - 1 - offset;
+    let hi = if last_in < 0 {
+        0
+    } else {
+        (last_in as usize / stride + 1).min(out_len)
+    };
+    lo.min(hi)..hi
+}
+
+/// Offset of tap `k` relative to the output position times stride.
+fn tap_offset(k: usize, dilation: usize, pad: usize) -> isize {
+    (k * dilation) as isize - pad as isize
+}
+
+/// A row split into `stride` phases of `phase_len` elements each:
+/// `phases[p * phase_len + j] = row[j * stride + p]`.
+struct PhasedRow {
+    stride: usize,
+    phase_len: usize,
+    phases: Vec<f32>,
+}
+
+impl PhasedRow {
+    fn new(width: usize, stride: usize) -> Self {
+        let phase_len = width.div_ceil(stride);
+        PhasedRow {
+            stride,
+            phase_len,
+            // Stride 1 reads the row in place and needs no copy.
+            phases: vec![0.0; if stride == 1 { 0 } else { stride * phase_len }],
+        }
+    }
+
+    /// The row's elements in phase order: the row itself when the stride is
+    /// 1, else a copy split into phases (strided loops, no divisions).
+    fn view<'a>(&'a mut self, row: &'a [f32]) -> &'a [f32] {
+        if self.stride == 1 {
+            return row;
+        }
+        for p in 0..self.stride.min(row.len()) {
+            let phase = &mut self.phases[p * self.phase_len..(p + 1) * self.phase_len];
+            for (dst, src) in phase.iter_mut().zip(row[p..].iter().step_by(self.stride)) {
+                *dst = *src;
+            }
+        }
+        &self.phases
+    }
+
+    /// `row += phases`, element by element in row order.
+    fn merge_add(&self, row: &mut [f32]) {
+        for p in 0..self.stride.min(row.len()) {
+            let phase = &self.phases[p * self.phase_len..(p + 1) * self.phase_len];
+            for (dst, src) in row[p..].iter_mut().step_by(self.stride).zip(phase) {
+                *dst += *src;
+            }
+        }
+    }
+}
+
+/// Index, in a row of `width` split into `stride` phases, of row element
+/// `o * stride + offset` (for stride 1, simply that element).
+fn index_in_phases(width: usize, stride: usize, o: usize, offset: isize) -> usize {
+    let s = stride as isize;
+    let phase_len = width.div_ceil(stride);
+    (offset.rem_euclid(s) as usize) * phase_len + (o as isize + offset.div_euclid(s)) as usize
+}
+
+/// `sum(a[i] * b[i])` with eight independent accumulators so it vectorises.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (ca, cb) in a8.zip(b8) {
+        for i in 0..8 {
+            lanes[i] += ca[i] * cb[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
 
 fn depthwise_forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     let (h_out, w_out) = (g.h_out(), g.w_out());
@@ -357,25 +459,26 @@ fn depthwise_forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>,
             let c = plane % g.c_out;
             let x_plane = &x[plane * in_plane..(plane + 1) * in_plane];
             let w_c = &w[c * taps..(c + 1) * taps];
-            let b = bias.map_or(0.0, |b| b[c]);
-            for oy in 0..h_out {
-                for ox in 0..w_out {
-                    let mut acc = b;
-                    for ki in 0..g.kernel_h {
-                        let iy = (oy * g.stride_h + ki * g.dilation_h) as isize - g.pad_h as isize;
-                        if iy < 0 || iy >= g.h_in as isize {
+            let mut phased = PhasedRow::new(g.w_in, g.stride_w);
+            y_plane.fill(bias.map_or(0.0, |b| b[c]));
+            for ki in 0..g.kernel_h {
+                let row_off = tap_offset(ki, g.dilation_h, g.pad_h);
+                for oy in valid_outputs(h_out, g.h_in, g.stride_h, row_off) {
+                    let iy = ((oy * g.stride_h) as isize + row_off) as usize;
+                    let x_row = phased.view(&x_plane[iy * g.w_in..(iy + 1) * g.w_in]);
+                    let y_row = &mut y_plane[oy * w_out..(oy + 1) * w_out];
+                    for kj in 0..g.kernel_w {
+                        let wv = w_c[ki * g.kernel_w + kj];
+                        let col_off = tap_offset(kj, g.dilation_w, g.pad_w);
+                        let cols = valid_outputs(w_out, g.w_in, g.stride_w, col_off);
+                        if cols.is_empty() {
                             continue;
                         }
-                        for kj in 0..g.kernel_w {
-                            let ix =
-                                (ox * g.stride_w + kj * g.dilation_w) as isize - g.pad_w as isize;
-                            if ix >= 0 && ix < g.w_in as isize {
-                                acc += w_c[ki * g.kernel_w + kj]
-                                    * x_plane[iy as usize * g.w_in + ix as usize];
-                            }
+                        let first = index_in_phases(g.w_in, g.stride_w, cols.start, col_off);
+                        for (yv, xv) in y_row[cols].iter_mut().zip(&x_row[first..]) {
+                            *yv += wv * xv;
                         }
                     }
-                    y_plane[oy * w_out + ox] = acc;
                 }
             }
         });
@@ -392,23 +495,36 @@ fn depthwise_backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]
             let c = plane % g.c_in;
             let dy_plane = &dy[plane * h_out * w_out..(plane + 1) * h_out * w_out];
             let w_c = &w[c * taps..(c + 1) * taps];
+            let mut phased = PhasedRow::new(g.w_in, g.stride_w);
             dx_plane.fill(0.0);
-            for oy in 0..h_out {
-                for ox in 0..w_out {
-                    let d = dy_plane[oy * w_out + ox];
-                    for ki in 0..g.kernel_h {
-                        let iy = (oy * g.stride_h + ki * g.dilation_h) as isize - g.pad_h as isize;
-                        if iy < 0 || iy >= g.h_in as isize {
+            for ki in 0..g.kernel_h {
+                let row_off = tap_offset(ki, g.dilation_h, g.pad_h);
+                for oy in valid_outputs(h_out, g.h_in, g.stride_h, row_off) {
+                    let iy = ((oy * g.stride_h) as isize + row_off) as usize;
+                    let dy_row = &dy_plane[oy * w_out..(oy + 1) * w_out];
+                    let dx_row = &mut dx_plane[iy * g.w_in..(iy + 1) * g.w_in];
+                    // Stride 1 accumulates straight into the row, else into
+                    // the phases, merged back below.
+                    let target: &mut [f32] = if g.stride_w == 1 {
+                        dx_row
+                    } else {
+                        phased.phases.fill(0.0);
+                        &mut phased.phases
+                    };
+                    for kj in 0..g.kernel_w {
+                        let wv = w_c[ki * g.kernel_w + kj];
+                        let col_off = tap_offset(kj, g.dilation_w, g.pad_w);
+                        let cols = valid_outputs(w_out, g.w_in, g.stride_w, col_off);
+                        if cols.is_empty() {
                             continue;
                         }
-                        for kj in 0..g.kernel_w {
-                            let ix =
-                                (ox * g.stride_w + kj * g.dilation_w) as isize - g.pad_w as isize;
-                            if ix >= 0 && ix < g.w_in as isize {
-                                dx_plane[iy as usize * g.w_in + ix as usize] +=
-                                    w_c[ki * g.kernel_w + kj] * d;
-                            }
+                        let first = index_in_phases(g.w_in, g.stride_w, cols.start, col_off);
+                        for (d, gv) in target[first..].iter_mut().zip(&dy_row[cols]) {
+                            *d += wv * gv;
                         }
+                    }
+                    if g.stride_w != 1 {
+                        phased.merge_add(&mut dx_plane[iy * g.w_in..(iy + 1) * g.w_in]);
                     }
                 }
             }
@@ -423,32 +539,61 @@ fn depthwise_backward_filter(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f3
         .par_chunks_mut(taps)
         .enumerate()
         .for_each(|(c, dw_c)| {
-            dw_c.fill(0.0);
+            // Row dot products in f32, summed over rows and images in f64.
+            let mut acc = vec![0.0f64; taps];
+            let mut phased = PhasedRow::new(g.w_in, g.stride_w);
             for n in 0..g.batch {
                 let plane = n * g.c_in + c;
                 let x_plane = &x[plane * in_plane..(plane + 1) * in_plane];
                 let dy_plane = &dy[plane * h_out * w_out..(plane + 1) * h_out * w_out];
                 for ki in 0..g.kernel_h {
-                    for kj in 0..g.kernel_w {
-                        let mut acc = 0.0;
-                        for oy in 0..h_out {
-                            let iy =
-                                (oy * g.stride_h + ki * g.dilation_h) as isize - g.pad_h as isize;
-                            if iy < 0 || iy >= g.h_in as isize {
+                    let row_off = tap_offset(ki, g.dilation_h, g.pad_h);
+                    for oy in valid_outputs(h_out, g.h_in, g.stride_h, row_off) {
+                        let iy = ((oy * g.stride_h) as isize + row_off) as usize;
+                        let x_row = phased.view(&x_plane[iy * g.w_in..(iy + 1) * g.w_in]);
+                        let dy_row = &dy_plane[oy * w_out..(oy + 1) * w_out];
+                        for kj in 0..g.kernel_w {
+                            let col_off = tap_offset(kj, g.dilation_w, g.pad_w);
+                            let cols = valid_outputs(w_out, g.w_in, g.stride_w, col_off);
+                            if cols.is_empty() {
                                 continue;
                             }
-                            for ox in 0..w_out {
-                                let ix = (ox * g.stride_w + kj * g.dilation_w) as isize
-                                    - g.pad_w as isize;
-                                if ix >= 0 && ix < g.w_in as isize {
-                                    acc += dy_plane[oy * w_out + ox]
-                                        * x_plane[iy as usize * g.w_in + ix as usize];
-                                }
-                            }
+                            let first = index_in_phases(g.w_in, g.stride_w, cols.start, col_off);
+                            let grad = &dy_row[cols];
+                            let partial = dot(grad, &x_row[first..first + grad.len()]);
+                            acc[ki * g.kernel_w + kj] += partial as f64;
                         }
-                        dw_c[ki * g.kernel_w + kj] += acc;
                     }
                 }
             }
+            for (d, a) in dw_c.iter_mut().zip(&acc) {
+                *d = *a as f32;
+            }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_outputs_keeps_taps_inside_the_input() {
+        for (out_len, in_len, stride, offset) in [
+            (5, 5, 1, -1),
+            (5, 5, 1, 1),
+            (3, 6, 2, -1),
+            (4, 8, 2, 2),
+            (2, 1, 1, 3),
+        ] {
+            let r = valid_outputs(out_len, in_len, stride, offset);
+            for o in 0..out_len {
+                let i = (o * stride) as isize + offset;
+                assert_eq!(
+                    r.contains(&o),
+                    i >= 0 && i < in_len as isize,
+                    "{out_len} {in_len} {stride} {offset} o={o}"
+                );
+            }
+        }
+    }
 }
