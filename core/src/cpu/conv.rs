@@ -1,22 +1,28 @@
 //! Convolution on the CPU.
 //!
 //! Three paths, chosen by shape:
-//! - 1x1 stride-1 unpadded: the image *is* the `[c_in, h*w]` matrix, so each
-//!   group is a single GEMM (no copies).
 //! - depthwise (one channel per group): a direct loop per plane; im2col would
 //!   turn it into thousands of tiny GEMMs.
-//! - everything else: im2col into a `[c_in/g * kh * kw, h_out * w_out]`
-//!   matrix, then GEMM with the `[c_out/g, c_in/g * kh * kw]` weights.
+//! - 1x1 stride-1 unpadded on a large map: the image *is* the `[c_in, h*w]`
+//!   matrix, so each group is a single GEMM reading the input in place.
+//! - everything else: im2col into a `[c_in/g * kh * kw, columns]` matrix, then
+//!   GEMM with the `[c_out/g, c_in/g * kh * kw]` weights.
 //!
 //! Images are split into one contiguous run per worker thread; each worker has
-//! its own slice of the workspace (its im2col matrix and, for the filter
-//! gradient, its partial weight gradient, summed at the end). With a single
-//! image the GEMM itself is threaded instead.
+//! its own slice of the workspace. On small maps (YOLO's 10x10 and 20x20
+//! levels) one image gives a GEMM too thin to run at full speed, so a worker
+//! puts the columns of several images side by side into one GEMM and moves the
+//! result between that `[c_out, images * h*w]` staging matrix and NCHW. With a
+//! single image the GEMM itself is threaded instead.
 
 use super::gemm::{sgemm, Operand};
 use crate::backend::Conv2dGeom;
 use rayon::prelude::*;
 use std::ops::Range;
+
+/// Columns a GEMM should have to run near the machine's peak; smaller maps
+/// batch images until they reach it.
+const MIN_GEMM_COLUMNS: usize = 512;
 
 /// Threads to split the batch over.
 fn workers(g: &Conv2dGeom) -> usize {
@@ -36,25 +42,47 @@ fn images_per_worker(g: &Conv2dGeom) -> usize {
     g.batch.div_ceil(workers(g))
 }
 
+/// Images whose columns share one GEMM.
+fn images_per_gemm(g: &Conv2dGeom) -> usize {
+    MIN_GEMM_COLUMNS
+        .div_ceil(g.h_out() * g.w_out())
+        .clamp(1, images_per_worker(g))
+}
+
+/// A 1x1 convolution on a map large enough for one GEMM per image reads its
+/// input (and writes its input gradient) in place, without im2col.
+fn reads_input_in_place(g: &Conv2dGeom) -> bool {
+    g.is_pointwise() && images_per_gemm(g) == 1
+}
+
 /// Rows of the im2col matrix of one group (its GEMM depth).
 fn col_rows(g: &Conv2dGeom) -> usize {
     g.c_in_per_group() * g.kernel_h * g.kernel_w
 }
 
 fn col_len(g: &Conv2dGeom) -> usize {
-    if g.is_pointwise() || g.is_depthwise() {
+    if reads_input_in_place(g) {
         0
     } else {
-        col_rows(g) * g.h_out() * g.w_out()
+        col_rows(g) * images_per_gemm(g) * g.h_out() * g.w_out()
     }
 }
 
-/// Per-worker scratch: the im2col matrix, then a partial weight gradient.
+/// The `[c_out/g, images * h_out*w_out]` staging matrix of batched GEMMs.
+fn stage_len(g: &Conv2dGeom) -> usize {
+    if images_per_gemm(g) > 1 {
+        g.c_out_per_group() * images_per_gemm(g) * g.h_out() * g.w_out()
+    } else {
+        0
+    }
+}
+
+/// Per-worker scratch: im2col matrix, staging matrix, partial weight gradient.
 fn worker_workspace_len(g: &Conv2dGeom) -> usize {
     if g.is_depthwise() {
         0
     } else {
-        col_len(g) + g.weight_len()
+        col_len(g) + stage_len(g) + g.weight_len()
     }
 }
 
@@ -84,9 +112,9 @@ fn check_lengths(g: &Conv2dGeom, x: usize, w: usize, y: usize, workspace: usize)
     );
 }
 
-/// Unrolls one group of one image into `col` (`col_rows x h_out*w_out`);
-/// taps that fall in the padding are zero.
-fn im2col(g: &Conv2dGeom, x_group: &[f32], col: &mut [f32]) {
+/// Unrolls one group of one image into `col` (`col_rows` rows of
+/// `h_out*w_out` values, rows `ld` apart); taps in the padding are zero.
+fn im2col(g: &Conv2dGeom, x_group: &[f32], col: &mut [f32], ld: usize) {
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let plane = g.h_in * g.w_in;
     for c in 0..g.c_in_per_group() {
@@ -94,7 +122,7 @@ fn im2col(g: &Conv2dGeom, x_group: &[f32], col: &mut [f32]) {
         for ki in 0..g.kernel_h {
             for kj in 0..g.kernel_w {
                 let row = (c * g.kernel_h + ki) * g.kernel_w + kj;
-                let col_row = &mut col[row * h_out * w_out..(row + 1) * h_out * w_out];
+                let col_row = &mut col[row * ld..row * ld + h_out * w_out];
                 for oy in 0..h_out {
                     let iy = (oy * g.stride_h + ki * g.dilation_h) as isize - g.pad_h as isize;
                     let out = &mut col_row[oy * w_out..(oy + 1) * w_out];
@@ -119,7 +147,7 @@ fn im2col(g: &Conv2dGeom, x_group: &[f32], col: &mut [f32]) {
 
 /// The adjoint of `im2col`: adds every column entry back onto the input
 /// position it was copied from. `x_group` must be zeroed first.
-fn col2im(g: &Conv2dGeom, col: &[f32], x_group: &mut [f32]) {
+fn col2im(g: &Conv2dGeom, col: &[f32], ld: usize, x_group: &mut [f32]) {
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let plane = g.h_in * g.w_in;
     for c in 0..g.c_in_per_group() {
@@ -127,7 +155,7 @@ fn col2im(g: &Conv2dGeom, col: &[f32], x_group: &mut [f32]) {
         for ki in 0..g.kernel_h {
             for kj in 0..g.kernel_w {
                 let row = (c * g.kernel_h + ki) * g.kernel_w + kj;
-                let col_row = &col[row * h_out * w_out..(row + 1) * h_out * w_out];
+                let col_row = &col[row * ld..row * ld + h_out * w_out];
                 for oy in 0..h_out {
                     let iy = (oy * g.stride_h + ki * g.dilation_h) as isize - g.pad_h as isize;
                     if iy < 0 || iy >= g.h_in as isize {
@@ -146,6 +174,51 @@ fn col2im(g: &Conv2dGeom, col: &[f32], x_group: &mut [f32]) {
     }
 }
 
+/// Where one group of a chunk of images lives in an NCHW buffer: image `i`'s
+/// planes are `buf[plane_range(i)]`.
+struct GroupPlanes {
+    image_len: usize,
+    first: usize,
+    len: usize,
+}
+
+impl GroupPlanes {
+    fn range(&self, image: usize) -> Range<usize> {
+        let start = image * self.image_len + self.first;
+        start..start + self.len
+    }
+}
+
+/// `stage[co][i * plane ..]` = image `i`'s plane `co` (NCHW to staging).
+fn gather(src: &[f32], planes: &GroupPlanes, images: usize, plane: usize, stage: &mut [f32]) {
+    let ld = images * plane;
+    for i in 0..images {
+        for (co, p) in src[planes.range(i)].chunks(plane).enumerate() {
+            stage[co * ld + i * plane..][..plane].copy_from_slice(p);
+        }
+    }
+}
+
+/// The inverse of `gather` (staging to NCHW).
+fn scatter(stage: &[f32], planes: &GroupPlanes, images: usize, plane: usize, dst: &mut [f32]) {
+    let ld = images * plane;
+    for i in 0..images {
+        for (co, p) in dst[planes.range(i)].chunks_mut(plane).enumerate() {
+            p.copy_from_slice(&stage[co * ld + i * plane..][..plane]);
+        }
+    }
+}
+
+/// Slices a worker's workspace into (im2col, staging, partial weight gradient).
+fn split_workspace<'a>(
+    g: &Conv2dGeom,
+    ws: &'a mut [f32],
+) -> (&'a mut [f32], &'a mut [f32], &'a mut [f32]) {
+    let (col, rest) = ws.split_at_mut(col_len(g));
+    let (stage, rest) = rest.split_at_mut(stage_len(g));
+    (col, stage, &mut rest[..g.weight_len()])
+}
+
 pub fn forward(
     g: &Conv2dGeom,
     x: &[f32],
@@ -160,47 +233,87 @@ pub fn forward(
         return;
     }
     let in_image = g.c_in * g.h_in * g.w_in;
-    let out_plane = g.h_out() * g.w_out();
-    let out_image = g.c_out * out_plane;
-    let ipw = images_per_worker(g);
+    let plane = g.h_out() * g.w_out();
+    let out_image = g.c_out * plane;
+    let (ipw, m) = (images_per_worker(g), images_per_gemm(g));
     let threads = gemm_threads(g);
     let k = col_rows(g);
     let (cin_g, cout_g) = (g.c_in_per_group(), g.c_out_per_group());
-    let wws = worker_workspace_len(g);
     y[..g.output_len()]
         .par_chunks_mut(ipw * out_image)
         .zip(x[..g.input_len()].par_chunks(ipw * in_image))
-        .zip(workspace.par_chunks_mut(wws.max(1)))
+        .zip(workspace.par_chunks_mut(worker_workspace_len(g)))
         .for_each(|((y_run, x_run), ws)| {
-            let col = &mut ws[..col_len(g)];
-            for (y_img, x_img) in y_run.chunks_mut(out_image).zip(x_run.chunks(in_image)) {
+            let (col, stage, _) = split_workspace(g, ws);
+            for (y_chunk, x_chunk) in y_run
+                .chunks_mut(m * out_image)
+                .zip(x_run.chunks(m * in_image))
+            {
+                let images = y_chunk.len() / out_image;
+                let ld = images * plane;
                 for grp in 0..g.groups {
-                    let x_group =
-                        &x_img[grp * cin_g * g.h_in * g.w_in..][..cin_g * g.h_in * g.w_in];
-                    let rhs = if g.is_pointwise() {
-                        Operand::new(x_group, out_plane)
-                    } else {
-                        im2col(g, x_group, col);
-                        Operand::new(col, out_plane)
+                    let w_group = Operand::new(&w[grp * cout_g * k..(grp + 1) * cout_g * k], k);
+                    let x_planes = GroupPlanes {
+                        image_len: in_image,
+                        first: grp * cin_g * g.h_in * g.w_in,
+                        len: cin_g * g.h_in * g.w_in,
                     };
-                    let w_group = &w[grp * cout_g * k..(grp + 1) * cout_g * k];
-                    let y_group =
-                        &mut y_img[grp * cout_g * out_plane..(grp + 1) * cout_g * out_plane];
-                    sgemm(
-                        cout_g,
-                        out_plane,
-                        k,
-                        Operand::new(w_group, k),
-                        rhs,
-                        y_group,
-                        out_plane,
-                        false,
-                        threads,
-                    );
+                    let y_planes = GroupPlanes {
+                        image_len: out_image,
+                        first: grp * cout_g * plane,
+                        len: cout_g * plane,
+                    };
+                    if reads_input_in_place(g) {
+                        let rhs = Operand::new(&x_chunk[x_planes.range(0)], plane);
+                        sgemm(
+                            cout_g,
+                            plane,
+                            k,
+                            w_group,
+                            rhs,
+                            &mut y_chunk[y_planes.range(0)],
+                            plane,
+                            false,
+                            threads,
+                        );
+                        continue;
+                    }
+                    for i in 0..images {
+                        im2col(g, &x_chunk[x_planes.range(i)], &mut col[i * plane..], ld);
+                    }
+                    if m == 1 {
+                        let out = &mut y_chunk[y_planes.range(0)];
+                        sgemm(
+                            cout_g,
+                            plane,
+                            k,
+                            w_group,
+                            Operand::new(col, ld),
+                            out,
+                            plane,
+                            false,
+                            threads,
+                        );
+                    } else {
+                        sgemm(
+                            cout_g,
+                            ld,
+                            k,
+                            w_group,
+                            Operand::new(col, ld),
+                            stage,
+                            ld,
+                            false,
+                            threads,
+                        );
+                        scatter(stage, &y_planes, images, plane, y_chunk);
+                    }
                 }
                 if let Some(bias) = bias {
-                    for (plane, b) in y_img.chunks_mut(out_plane).zip(bias) {
-                        plane.iter_mut().for_each(|v| *v += b);
+                    for y_img in y_chunk.chunks_mut(out_image) {
+                        for (p, b) in y_img.chunks_mut(plane).zip(bias) {
+                            p.iter_mut().for_each(|v| *v += b);
+                        }
                     }
                 }
             }
@@ -214,39 +327,63 @@ pub fn backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32], work
         return;
     }
     let in_image = g.c_in * g.h_in * g.w_in;
-    let out_plane = g.h_out() * g.w_out();
-    let out_image = g.c_out * out_plane;
-    let ipw = images_per_worker(g);
+    let plane = g.h_out() * g.w_out();
+    let out_image = g.c_out * plane;
+    let (ipw, m) = (images_per_worker(g), images_per_gemm(g));
     let threads = gemm_threads(g);
     let k = col_rows(g);
     let (cin_g, cout_g) = (g.c_in_per_group(), g.c_out_per_group());
-    let wws = worker_workspace_len(g);
     dx[..g.input_len()]
         .par_chunks_mut(ipw * in_image)
         .zip(dy[..g.output_len()].par_chunks(ipw * out_image))
-        .zip(workspace.par_chunks_mut(wws.max(1)))
+        .zip(workspace.par_chunks_mut(worker_workspace_len(g)))
         .for_each(|((dx_run, dy_run), ws)| {
-            let col = &mut ws[..col_len(g)];
-            for (dx_img, dy_img) in dx_run.chunks_mut(in_image).zip(dy_run.chunks(out_image)) {
+            let (col, stage, _) = split_workspace(g, ws);
+            for (dx_chunk, dy_chunk) in dx_run
+                .chunks_mut(m * in_image)
+                .zip(dy_run.chunks(m * out_image))
+            {
+                let images = dy_chunk.len() / out_image;
+                let ld = images * plane;
                 for grp in 0..g.groups {
-                    let w_group = &w[grp * cout_g * k..(grp + 1) * cout_g * k];
-                    let dy_group =
-                        &dy_img[grp * cout_g * out_plane..(grp + 1) * cout_g * out_plane];
-                    let dx_group =
-                        &mut dx_img[grp * cin_g * g.h_in * g.w_in..][..cin_g * g.h_in * g.w_in];
-                    // [k x out_plane] = w_group^T [k x cout_g] * dy_group [cout_g x out_plane]
-                    let lhs = Operand::transposed(w_group, k);
-                    let rhs = Operand::new(dy_group, out_plane);
-                    if g.is_pointwise() {
+                    // dcol [k x columns] = w_group^T [k x cout_g] * dy [cout_g x columns]
+                    let w_t = Operand::transposed(&w[grp * cout_g * k..(grp + 1) * cout_g * k], k);
+                    let x_planes = GroupPlanes {
+                        image_len: in_image,
+                        first: grp * cin_g * g.h_in * g.w_in,
+                        len: cin_g * g.h_in * g.w_in,
+                    };
+                    let y_planes = GroupPlanes {
+                        image_len: out_image,
+                        first: grp * cout_g * plane,
+                        len: cout_g * plane,
+                    };
+                    if reads_input_in_place(g) {
+                        let rhs = Operand::new(&dy_chunk[y_planes.range(0)], plane);
                         sgemm(
-                            k, out_plane, cout_g, lhs, rhs, dx_group, out_plane, false, threads,
+                            k,
+                            plane,
+                            cout_g,
+                            w_t,
+                            rhs,
+                            &mut dx_chunk[x_planes.range(0)],
+                            plane,
+                            false,
+                            threads,
                         );
+                        continue;
+                    }
+                    let rhs = if m == 1 {
+                        Operand::new(&dy_chunk[y_planes.range(0)], plane)
                     } else {
-                        sgemm(
-                            k, out_plane, cout_g, lhs, rhs, col, out_plane, false, threads,
-                        );
+                        gather(dy_chunk, &y_planes, images, plane, stage);
+                        Operand::new(stage, ld)
+                    };
+                    sgemm(k, ld, cout_g, w_t, rhs, col, ld, false, threads);
+                    for i in 0..images {
+                        let dx_group = &mut dx_chunk[x_planes.range(i)];
                         dx_group.fill(0.0);
-                        col2im(g, col, dx_group);
+                        col2im(g, &col[i * plane..], ld, dx_group);
                     }
                 }
             }
@@ -262,7 +399,7 @@ pub fn backward_filter(
     workspace: &mut [f32],
 ) {
     check_lengths(g, x.len(), dw.len(), dy.len(), workspace.len());
-    let out_plane = g.h_out() * g.w_out();
+    let plane = g.h_out() * g.w_out();
     if let Some(dbias) = dbias {
         assert!(
             dbias.len() >= g.c_out,
@@ -274,8 +411,8 @@ pub fn backward_filter(
             .for_each(|(c, db)| {
                 let mut sum = 0.0f64;
                 for n in 0..g.batch {
-                    let plane = &dy[(n * g.c_out + c) * out_plane..][..out_plane];
-                    sum += plane.iter().map(|&v| v as f64).sum::<f64>();
+                    let p = &dy[(n * g.c_out + c) * plane..][..plane];
+                    sum += p.iter().map(|&v| v as f64).sum::<f64>();
                 }
                 *db = sum as f32;
             });
@@ -285,41 +422,58 @@ pub fn backward_filter(
         return;
     }
     let in_image = g.c_in * g.h_in * g.w_in;
-    let out_image = g.c_out * out_plane;
-    let ipw = images_per_worker(g);
+    let out_image = g.c_out * plane;
+    let (ipw, m) = (images_per_worker(g), images_per_gemm(g));
     let threads = gemm_threads(g);
     let k = col_rows(g);
     let (cin_g, cout_g) = (g.c_in_per_group(), g.c_out_per_group());
     let wws = worker_workspace_len(g);
-    let wlen = g.weight_len();
-    let used = workers(g) * wws;
-    workspace[..used]
+    let runs = g.batch.div_ceil(ipw);
+    workspace[..runs * wws]
         .par_chunks_mut(wws)
         .zip(x[..g.input_len()].par_chunks(ipw * in_image))
         .zip(dy[..g.output_len()].par_chunks(ipw * out_image))
         .for_each(|((ws, x_run), dy_run)| {
-            let (col, partial) = ws.split_at_mut(col_len(g));
+            let (col, stage, partial) = split_workspace(g, ws);
             let mut first = true;
-            for (x_img, dy_img) in x_run.chunks(in_image).zip(dy_run.chunks(out_image)) {
+            for (x_chunk, dy_chunk) in x_run.chunks(m * in_image).zip(dy_run.chunks(m * out_image))
+            {
+                let images = dy_chunk.len() / out_image;
+                let ld = images * plane;
                 for grp in 0..g.groups {
-                    let x_group =
-                        &x_img[grp * cin_g * g.h_in * g.w_in..][..cin_g * g.h_in * g.w_in];
-                    let dy_group =
-                        &dy_img[grp * cout_g * out_plane..(grp + 1) * cout_g * out_plane];
-                    // dw_group [cout_g x k] += dy_group [cout_g x out_plane] * col^T [out_plane x k]
-                    let rhs = if g.is_pointwise() {
-                        Operand::transposed(x_group, out_plane)
-                    } else {
-                        im2col(g, x_group, col);
-                        Operand::transposed(col, out_plane)
-                    };
+                    // dw_group [cout_g x k] += dy [cout_g x columns] * col^T [columns x k]
                     let dw_group = &mut partial[grp * cout_g * k..(grp + 1) * cout_g * k];
+                    let x_planes = GroupPlanes {
+                        image_len: in_image,
+                        first: grp * cin_g * g.h_in * g.w_in,
+                        len: cin_g * g.h_in * g.w_in,
+                    };
+                    let y_planes = GroupPlanes {
+                        image_len: out_image,
+                        first: grp * cout_g * plane,
+                        len: cout_g * plane,
+                    };
+                    if reads_input_in_place(g) {
+                        let lhs = Operand::new(&dy_chunk[y_planes.range(0)], plane);
+                        let rhs = Operand::transposed(&x_chunk[x_planes.range(0)], plane);
+                        sgemm(cout_g, k, plane, lhs, rhs, dw_group, k, !first, threads);
+                        continue;
+                    }
+                    for i in 0..images {
+                        im2col(g, &x_chunk[x_planes.range(i)], &mut col[i * plane..], ld);
+                    }
+                    let lhs = if m == 1 {
+                        Operand::new(&dy_chunk[y_planes.range(0)], plane)
+                    } else {
+                        gather(dy_chunk, &y_planes, images, plane, stage);
+                        Operand::new(stage, ld)
+                    };
                     sgemm(
                         cout_g,
                         k,
-                        out_plane,
-                        Operand::new(dy_group, out_plane),
-                        rhs,
+                        ld,
+                        lhs,
+                        Operand::transposed(col, ld),
                         dw_group,
                         k,
                         !first,
@@ -329,17 +483,16 @@ pub fn backward_filter(
                 first = false;
             }
         });
-    // Sum the workers' partial gradients (the workers that got no image never
-    // exist: `par_chunks` made exactly one run per worker).
-    let runs = g.batch.div_ceil(ipw);
-    let dw = &mut dw[..wlen];
-    dw.par_chunks_mut(4096)
+    // Sum the workers' partial gradients (`par_chunks` made one run per worker).
+    let partial_at = col_len(g) + stage_len(g);
+    dw[..g.weight_len()]
+        .par_chunks_mut(4096)
         .enumerate()
         .for_each(|(chunk, out)| {
             let start = chunk * 4096;
             for (i, o) in out.iter_mut().enumerate() {
                 *o = (0..runs)
-                    .map(|r| workspace[r * wws + col_len(g) + start + i])
+                    .map(|r| workspace[r * wws + partial_at + start + i])
                     .sum();
             }
         });
