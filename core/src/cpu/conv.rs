@@ -1,21 +1,28 @@
 //! Convolution on the CPU.
 //!
 //! Three paths, chosen by shape:
-//! - 1x1 stride-1 unpadded: the image *is* the `[c_in, h*w]` matrix, so each
-//!   group is a single GEMM (no copies).
 //! - depthwise (one channel per group): a direct loop per plane; im2col would
 //!   turn it into thousands of tiny GEMMs.
-//! - everything else: im2col into a `[c_in/g * kh * kw, h_out * w_out]`
-//!   matrix, then GEMM with the `[c_out/g, c_in/g * kh * kw]` weights.
+//! - 1x1 stride-1 unpadded on a large map: the image *is* the `[c_in, h*w]`
+//!   matrix, so each group is a single GEMM reading the input in place.
+//! - everything else: im2col into a `[c_in/g * kh * kw, columns]` matrix, then
+//!   GEMM with the `[c_out/g, c_in/g * kh * kw]` weights.
 //!
 //! Images are split into one contiguous run per worker thread; each worker has
-//! its own slice of the workspace (its im2col matrix and, for the filter
-//! gradient, its partial weight gradient, summed at the end). With a single
-//! image the GEMM itself is threaded instead.
+//! its own slice of the workspace. On small maps (YOLO's 10x10 and 20x20
+//! levels) one image gives a GEMM too thin to run at full speed, so a worker
+//! puts the columns of several images side by side into one GEMM and moves the
+//! result between that `[c_out, images * h*w]` staging matrix and NCHW. With a
+//! single image the GEMM itself is threaded instead.
 
 use super::gemm::{sgemm, Operand};
 use crate::backend::Conv2dGeom;
 use rayon::prelude::*;
+use std::ops::Range;
+
+/// Columns a GEMM should have to run near the machine's peak; smaller maps
+/// batch images until they reach it.
+const MIN_GEMM_COLUMNS: usize = 512;
 
 /// Threads to split the batch over.
 fn workers(g: &Conv2dGeom) -> usize {
@@ -35,25 +42,47 @@ fn images_per_worker(g: &Conv2dGeom) -> usize {
     g.batch.div_ceil(workers(g))
 }
 
+/// Images whose columns share one GEMM.
+fn images_per_gemm(g: &Conv2dGeom) -> usize {
+    MIN_GEMM_COLUMNS
+        .div_ceil(g.h_out() * g.w_out())
+        .clamp(1, images_per_worker(g))
+}
+
+/// A 1x1 convolution on a map large enough for one GEMM per image reads its
+/// input (and writes its input gradient) in place, without im2col.
+fn reads_input_in_place(g: &Conv2dGeom) -> bool {
+    g.is_pointwise() && images_per_gemm(g) == 1
+}
+
 /// Rows of the im2col matrix of one group (its GEMM depth).
 fn col_rows(g: &Conv2dGeom) -> usize {
     g.c_in_per_group() * g.kernel_h * g.kernel_w
 }
 
 fn col_len(g: &Conv2dGeom) -> usize {
-    if g.is_pointwise() || g.is_depthwise() {
+    if reads_input_in_place(g) {
         0
     } else {
-        col_rows(g) * g.h_out() * g.w_out()
+        col_rows(g) * images_per_gemm(g) * g.h_out() * g.w_out()
     }
 }
 
-/// Per-worker scratch: the im2col matrix, then a partial weight gradient.
+/// The `[c_out/g, images * h_out*w_out]` staging matrix of batched GEMMs.
+fn stage_len(g: &Conv2dGeom) -> usize {
+    if images_per_gemm(g) > 1 {
+        g.c_out_per_group() * images_per_gemm(g) * g.h_out() * g.w_out()
+    } else {
+        0
+    }
+}
+
+/// Per-worker scratch: im2col matrix, staging matrix, partial weight gradient.
 fn worker_workspace_len(g: &Conv2dGeom) -> usize {
     if g.is_depthwise() {
         0
     } else {
-        col_len(g) + g.weight_len()
+        col_len(g) + stage_len(g) + g.weight_len()
     }
 }
 
@@ -83,9 +112,9 @@ fn check_lengths(g: &Conv2dGeom, x: usize, w: usize, y: usize, workspace: usize)
     );
 }
 
-/// Unrolls one group of one image into `col` (`col_rows x h_out*w_out`);
-/// taps that fall in the padding are zero.
-fn im2col(g: &Conv2dGeom, x_group: &[f32], col: &mut [f32]) {
+/// Unrolls one group of one image into `col` (`col_rows` rows of
+/// `h_out*w_out` values, rows `ld` apart); taps in the padding are zero.
+fn im2col(g: &Conv2dGeom, x_group: &[f32], col: &mut [f32], ld: usize) {
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let plane = g.h_in * g.w_in;
     for c in 0..g.c_in_per_group() {
@@ -93,7 +122,7 @@ fn im2col(g: &Conv2dGeom, x_group: &[f32], col: &mut [f32]) {
         for ki in 0..g.kernel_h {
             for kj in 0..g.kernel_w {
                 let row = (c * g.kernel_h + ki) * g.kernel_w + kj;
-                let col_row = &mut col[row * h_out * w_out..(row + 1) * h_out * w_out];
+                let col_row = &mut col[row * ld..row * ld + h_out * w_out];
                 for oy in 0..h_out {
                     let iy = (oy * g.stride_h + ki * g.dilation_h) as isize - g.pad_h as isize;
                     let out = &mut col_row[oy * w_out..(oy + 1) * w_out];
@@ -118,7 +147,7 @@ fn im2col(g: &Conv2dGeom, x_group: &[f32], col: &mut [f32]) {
 
 /// The adjoint of `im2col`: adds every column entry back onto the input
 /// position it was copied from. `x_group` must be zeroed first.
-fn col2im(g: &Conv2dGeom, col: &[f32], x_group: &mut [f32]) {
+fn col2im(g: &Conv2dGeom, col: &[f32], ld: usize, x_group: &mut [f32]) {
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let plane = g.h_in * g.w_in;
     for c in 0..g.c_in_per_group() {
@@ -126,7 +155,7 @@ fn col2im(g: &Conv2dGeom, col: &[f32], x_group: &mut [f32]) {
         for ki in 0..g.kernel_h {
             for kj in 0..g.kernel_w {
                 let row = (c * g.kernel_h + ki) * g.kernel_w + kj;
-                let col_row = &col[row * h_out * w_out..(row + 1) * h_out * w_out];
+                let col_row = &col[row * ld..row * ld + h_out * w_out];
                 for oy in 0..h_out {
                     let iy = (oy * g.stride_h + ki * g.dilation_h) as isize - g.pad_h as isize;
                     if iy < 0 || iy >= g.h_in as isize {
@@ -145,6 +174,51 @@ fn col2im(g: &Conv2dGeom, col: &[f32], x_group: &mut [f32]) {
     }
 }
 
+/// Where one group of a chunk of images lives in an NCHW buffer: image `i`'s
+/// planes are `buf[plane_range(i)]`.
+struct GroupPlanes {
+    image_len: usize,
+    first: usize,
+    len: usize,
+}
+
+impl GroupPlanes {
+    fn range(&self, image: usize) -> Range<usize> {
+        let start = image * self.image_len + self.first;
+        start..start + self.len
+    }
+}
+
+/// `stage[co][i * plane ..]` = image `i`'s plane `co` (NCHW to staging).
+fn gather(src: &[f32], planes: &GroupPlanes, images: usize, plane: usize, stage: &mut [f32]) {
+    let ld = images * plane;
+    for i in 0..images {
+        for (co, p) in src[planes.range(i)].chunks(plane).enumerate() {
+            stage[co * ld + i * plane..][..plane].copy_from_slice(p);
+        }
+    }
+}
+
+/// The inverse of `gather` (staging to NCHW).
+fn scatter(stage: &[f32], planes: &GroupPlanes, images: usize, plane: usize, dst: &mut [f32]) {
+    let ld = images * plane;
+    for i in 0..images {
+        for (co, p) in dst[planes.range(i)].chunks_mut(plane).enumerate() {
+            p.copy_from_slice(&stage[co * ld + i * plane..][..plane]);
+        }
+    }
+}
+
+/// Slices a worker's workspace into (im2col, staging, partial weight gradient).
+fn split_workspace<'a>(
+    g: &Conv2dGeom,
+    ws: &'a mut [f32],
+) -> (&'a mut [f32], &'a mut [f32], &'a mut [f32]) {
+    let (col, rest) = ws.split_at_mut(col_len(g));
+    let (stage, rest) = rest.split_at_mut(stage_len(g));
+    (col, stage, &mut rest[..g.weight_len()])
+}
+
 pub fn forward(
     g: &Conv2dGeom,
     x: &[f32],
@@ -159,47 +233,87 @@ pub fn forward(
         return;
     }
     let in_image = g.c_in * g.h_in * g.w_in;
-    let out_plane = g.h_out() * g.w_out();
-    let out_image = g.c_out * out_plane;
-    let ipw = images_per_worker(g);
+    let plane = g.h_out() * g.w_out();
+    let out_image = g.c_out * plane;
+    let (ipw, m) = (images_per_worker(g), images_per_gemm(g));
     let threads = gemm_threads(g);
     let k = col_rows(g);
     let (cin_g, cout_g) = (g.c_in_per_group(), g.c_out_per_group());
-    let wws = worker_workspace_len(g);
     y[..g.output_len()]
         .par_chunks_mut(ipw * out_image)
         .zip(x[..g.input_len()].par_chunks(ipw * in_image))
-        .zip(workspace.par_chunks_mut(wws.max(1)))
+        .zip(workspace.par_chunks_mut(worker_workspace_len(g)))
         .for_each(|((y_run, x_run), ws)| {
-            let col = &mut ws[..col_len(g)];
-            for (y_img, x_img) in y_run.chunks_mut(out_image).zip(x_run.chunks(in_image)) {
+            let (col, stage, _) = split_workspace(g, ws);
+            for (y_chunk, x_chunk) in y_run
+                .chunks_mut(m * out_image)
+                .zip(x_run.chunks(m * in_image))
+            {
+                let images = y_chunk.len() / out_image;
+                let ld = images * plane;
                 for grp in 0..g.groups {
-                    let x_group =
-                        &x_img[grp * cin_g * g.h_in * g.w_in..][..cin_g * g.h_in * g.w_in];
-                    let rhs = if g.is_pointwise() {
-                        Operand::new(x_group, out_plane)
-                    } else {
-                        im2col(g, x_group, col);
-                        Operand::new(col, out_plane)
+                    let w_group = Operand::new(&w[grp * cout_g * k..(grp + 1) * cout_g * k], k);
+                    let x_planes = GroupPlanes {
+                        image_len: in_image,
+                        first: grp * cin_g * g.h_in * g.w_in,
+                        len: cin_g * g.h_in * g.w_in,
                     };
-                    let w_group = &w[grp * cout_g * k..(grp + 1) * cout_g * k];
-                    let y_group =
-                        &mut y_img[grp * cout_g * out_plane..(grp + 1) * cout_g * out_plane];
-                    sgemm(
-                        cout_g,
-                        out_plane,
-                        k,
-                        Operand::new(w_group, k),
-                        rhs,
-                        y_group,
-                        out_plane,
-                        false,
-                        threads,
-                    );
+                    let y_planes = GroupPlanes {
+                        image_len: out_image,
+                        first: grp * cout_g * plane,
+                        len: cout_g * plane,
+                    };
+                    if reads_input_in_place(g) {
+                        let rhs = Operand::new(&x_chunk[x_planes.range(0)], plane);
+                        sgemm(
+                            cout_g,
+                            plane,
+                            k,
+                            w_group,
+                            rhs,
+                            &mut y_chunk[y_planes.range(0)],
+                            plane,
+                            false,
+                            threads,
+                        );
+                        continue;
+                    }
+                    for i in 0..images {
+                        im2col(g, &x_chunk[x_planes.range(i)], &mut col[i * plane..], ld);
+                    }
+                    if m == 1 {
+                        let out = &mut y_chunk[y_planes.range(0)];
+                        sgemm(
+                            cout_g,
+                            plane,
+                            k,
+                            w_group,
+                            Operand::new(col, ld),
+                            out,
+                            plane,
+                            false,
+                            threads,
+                        );
+                    } else {
+                        sgemm(
+                            cout_g,
+                            ld,
+                            k,
+                            w_group,
+                            Operand::new(col, ld),
+                            stage,
+                            ld,
+                            false,
+                            threads,
+                        );
+                        scatter(stage, &y_planes, images, plane, y_chunk);
+                    }
                 }
                 if let Some(bias) = bias {
-                    for (plane, b) in y_img.chunks_mut(out_plane).zip(bias) {
-                        plane.iter_mut().for_each(|v| *v += b);
+                    for y_img in y_chunk.chunks_mut(out_image) {
+                        for (p, b) in y_img.chunks_mut(plane).zip(bias) {
+                            p.iter_mut().for_each(|v| *v += b);
+                        }
                     }
                 }
             }
@@ -213,39 +327,63 @@ pub fn backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32], work
         return;
     }
     let in_image = g.c_in * g.h_in * g.w_in;
-    let out_plane = g.h_out() * g.w_out();
-    let out_image = g.c_out * out_plane;
-    let ipw = images_per_worker(g);
+    let plane = g.h_out() * g.w_out();
+    let out_image = g.c_out * plane;
+    let (ipw, m) = (images_per_worker(g), images_per_gemm(g));
     let threads = gemm_threads(g);
     let k = col_rows(g);
     let (cin_g, cout_g) = (g.c_in_per_group(), g.c_out_per_group());
-    let wws = worker_workspace_len(g);
     dx[..g.input_len()]
         .par_chunks_mut(ipw * in_image)
         .zip(dy[..g.output_len()].par_chunks(ipw * out_image))
-        .zip(workspace.par_chunks_mut(wws.max(1)))
+        .zip(workspace.par_chunks_mut(worker_workspace_len(g)))
         .for_each(|((dx_run, dy_run), ws)| {
-            let col = &mut ws[..col_len(g)];
-            for (dx_img, dy_img) in dx_run.chunks_mut(in_image).zip(dy_run.chunks(out_image)) {
+            let (col, stage, _) = split_workspace(g, ws);
+            for (dx_chunk, dy_chunk) in dx_run
+                .chunks_mut(m * in_image)
+                .zip(dy_run.chunks(m * out_image))
+            {
+                let images = dy_chunk.len() / out_image;
+                let ld = images * plane;
                 for grp in 0..g.groups {
-                    let w_group = &w[grp * cout_g * k..(grp + 1) * cout_g * k];
-                    let dy_group =
-                        &dy_img[grp * cout_g * out_plane..(grp + 1) * cout_g * out_plane];
-                    let dx_group =
-                        &mut dx_img[grp * cin_g * g.h_in * g.w_in..][..cin_g * g.h_in * g.w_in];
-                    // [k x out_plane] = w_group^T [k x cout_g] * dy_group [cout_g x out_plane]
-                    let lhs = Operand::transposed(w_group, k);
-                    let rhs = Operand::new(dy_group, out_plane);
-                    if g.is_pointwise() {
+                    // dcol [k x columns] = w_group^T [k x cout_g] * dy [cout_g x columns]
+                    let w_t = Operand::transposed(&w[grp * cout_g * k..(grp + 1) * cout_g * k], k);
+                    let x_planes = GroupPlanes {
+                        image_len: in_image,
+                        first: grp * cin_g * g.h_in * g.w_in,
+                        len: cin_g * g.h_in * g.w_in,
+                    };
+                    let y_planes = GroupPlanes {
+                        image_len: out_image,
+                        first: grp * cout_g * plane,
+                        len: cout_g * plane,
+                    };
+                    if reads_input_in_place(g) {
+                        let rhs = Operand::new(&dy_chunk[y_planes.range(0)], plane);
                         sgemm(
-                            k, out_plane, cout_g, lhs, rhs, dx_group, out_plane, false, threads,
+                            k,
+                            plane,
+                            cout_g,
+                            w_t,
+                            rhs,
+                            &mut dx_chunk[x_planes.range(0)],
+                            plane,
+                            false,
+                            threads,
                         );
+                        continue;
+                    }
+                    let rhs = if m == 1 {
+                        Operand::new(&dy_chunk[y_planes.range(0)], plane)
                     } else {
-                        sgemm(
-                            k, out_plane, cout_g, lhs, rhs, col, out_plane, false, threads,
-                        );
+                        gather(dy_chunk, &y_planes, images, plane, stage);
+                        Operand::new(stage, ld)
+                    };
+                    sgemm(k, ld, cout_g, w_t, rhs, col, ld, false, threads);
+                    for i in 0..images {
+                        let dx_group = &mut dx_chunk[x_planes.range(i)];
                         dx_group.fill(0.0);
-                        col2im(g, col, dx_group);
+                        col2im(g, &col[i * plane..], ld, dx_group);
                     }
                 }
             }
@@ -261,7 +399,7 @@ pub fn backward_filter(
     workspace: &mut [f32],
 ) {
     check_lengths(g, x.len(), dw.len(), dy.len(), workspace.len());
-    let out_plane = g.h_out() * g.w_out();
+    let plane = g.h_out() * g.w_out();
     if let Some(dbias) = dbias {
         assert!(
             dbias.len() >= g.c_out,
@@ -273,8 +411,8 @@ pub fn backward_filter(
             .for_each(|(c, db)| {
                 let mut sum = 0.0f64;
                 for n in 0..g.batch {
-                    let plane = &dy[(n * g.c_out + c) * out_plane..][..out_plane];
-                    sum += plane.iter().map(|&v| v as f64).sum::<f64>();
+                    let p = &dy[(n * g.c_out + c) * plane..][..plane];
+                    sum += p.iter().map(|&v| v as f64).sum::<f64>();
                 }
                 *db = sum as f32;
             });
@@ -284,41 +422,58 @@ pub fn backward_filter(
         return;
     }
     let in_image = g.c_in * g.h_in * g.w_in;
-    let out_image = g.c_out * out_plane;
-    let ipw = images_per_worker(g);
+    let out_image = g.c_out * plane;
+    let (ipw, m) = (images_per_worker(g), images_per_gemm(g));
     let threads = gemm_threads(g);
     let k = col_rows(g);
     let (cin_g, cout_g) = (g.c_in_per_group(), g.c_out_per_group());
     let wws = worker_workspace_len(g);
-    let wlen = g.weight_len();
-    let used = workers(g) * wws;
-    workspace[..used]
+    let runs = g.batch.div_ceil(ipw);
+    workspace[..runs * wws]
         .par_chunks_mut(wws)
         .zip(x[..g.input_len()].par_chunks(ipw * in_image))
         .zip(dy[..g.output_len()].par_chunks(ipw * out_image))
         .for_each(|((ws, x_run), dy_run)| {
-            let (col, partial) = ws.split_at_mut(col_len(g));
+            let (col, stage, partial) = split_workspace(g, ws);
             let mut first = true;
-            for (x_img, dy_img) in x_run.chunks(in_image).zip(dy_run.chunks(out_image)) {
+            for (x_chunk, dy_chunk) in x_run.chunks(m * in_image).zip(dy_run.chunks(m * out_image))
+            {
+                let images = dy_chunk.len() / out_image;
+                let ld = images * plane;
                 for grp in 0..g.groups {
-                    let x_group =
-                        &x_img[grp * cin_g * g.h_in * g.w_in..][..cin_g * g.h_in * g.w_in];
-                    let dy_group =
-                        &dy_img[grp * cout_g * out_plane..(grp + 1) * cout_g * out_plane];
-                    // dw_group [cout_g x k] += dy_group [cout_g x out_plane] * col^T [out_plane x k]
-                    let rhs = if g.is_pointwise() {
-                        Operand::transposed(x_group, out_plane)
-                    } else {
-                        im2col(g, x_group, col);
-                        Operand::transposed(col, out_plane)
-                    };
+                    // dw_group [cout_g x k] += dy [cout_g x columns] * col^T [columns x k]
                     let dw_group = &mut partial[grp * cout_g * k..(grp + 1) * cout_g * k];
+                    let x_planes = GroupPlanes {
+                        image_len: in_image,
+                        first: grp * cin_g * g.h_in * g.w_in,
+                        len: cin_g * g.h_in * g.w_in,
+                    };
+                    let y_planes = GroupPlanes {
+                        image_len: out_image,
+                        first: grp * cout_g * plane,
+                        len: cout_g * plane,
+                    };
+                    if reads_input_in_place(g) {
+                        let lhs = Operand::new(&dy_chunk[y_planes.range(0)], plane);
+                        let rhs = Operand::transposed(&x_chunk[x_planes.range(0)], plane);
+                        sgemm(cout_g, k, plane, lhs, rhs, dw_group, k, !first, threads);
+                        continue;
+                    }
+                    for i in 0..images {
+                        im2col(g, &x_chunk[x_planes.range(i)], &mut col[i * plane..], ld);
+                    }
+                    let lhs = if m == 1 {
+                        Operand::new(&dy_chunk[y_planes.range(0)], plane)
+                    } else {
+                        gather(dy_chunk, &y_planes, images, plane, stage);
+                        Operand::new(stage, ld)
+                    };
                     sgemm(
                         cout_g,
                         k,
-                        out_plane,
-                        Operand::new(dy_group, out_plane),
-                        rhs,
+                        ld,
+                        lhs,
+                        Operand::transposed(col, ld),
                         dw_group,
                         k,
                         !first,
@@ -328,23 +483,123 @@ pub fn backward_filter(
                 first = false;
             }
         });
-    // Sum the workers' partial gradients (the workers that got no image never
-    // exist: `par_chunks` made exactly one run per worker).
-    let runs = g.batch.div_ceil(ipw);
-    let dw = &mut dw[..wlen];
-    dw.par_chunks_mut(4096)
+    // Sum the workers' partial gradients (`par_chunks` made one run per worker).
+    let partial_at = col_len(g) + stage_len(g);
+    dw[..g.weight_len()]
+        .par_chunks_mut(4096)
         .enumerate()
         .for_each(|(chunk, out)| {
             let start = chunk * 4096;
             for (i, o) in out.iter_mut().enumerate() {
                 *o = (0..runs)
-                    .map(|r| workspace[r * wws + col_len(g) + start + i])
+                    .map(|r| workspace[r * wws + partial_at + start + i])
                     .sum();
             }
         });
 }
 
 // ---- depthwise: direct loops, one plane (image, channel) at a time ----
+//
+// Each kernel tap (ki, kj) touches, for output row `oy`, the input row
+// `oy * stride + ki * dilation - pad`, and within it the columns
+// `ox * stride + kj * dilation - pad`. The loops go row by row and, per tap,
+// over exactly the valid column range, so the inner loop has no bounds test.
+// With stride s the input row is first split into its s phases (every s-th
+// element, starting at 0, 1, ..): each tap then reads one phase contiguously,
+// and the inner loops vectorise for every stride.
+
+/// The output positions `o < out_len` whose input position
+/// `o * stride + offset` lies inside `0..in_len`.
+fn valid_outputs(out_len: usize, in_len: usize, stride: usize, offset: isize) -> Range<usize> {
+    let lo = if offset >= 0 {
+        0
+    } else {
+        (offset.unsigned_abs()).div_ceil(stride)
+    };
+    let last_in = in_len as isize - 1 - offset;
+    let hi = if last_in < 0 {
+        0
+    } else {
+        (last_in as usize / stride + 1).min(out_len)
+    };
+    lo.min(hi)..hi
+}
+
+/// Offset of tap `k` relative to the output position times stride.
+fn tap_offset(k: usize, dilation: usize, pad: usize) -> isize {
+    (k * dilation) as isize - pad as isize
+}
+
+/// A row split into `stride` phases of `phase_len` elements each:
+/// `phases[p * phase_len + j] = row[j * stride + p]`.
+struct PhasedRow {
+    stride: usize,
+    phase_len: usize,
+    phases: Vec<f32>,
+}
+
+impl PhasedRow {
+    fn new(width: usize, stride: usize) -> Self {
+        let phase_len = width.div_ceil(stride);
+        PhasedRow {
+            stride,
+            phase_len,
+            // Stride 1 reads the row in place and needs no copy.
+            phases: vec![0.0; if stride == 1 { 0 } else { stride * phase_len }],
+        }
+    }
+
+    /// The row's elements in phase order: the row itself when the stride is
+    /// 1, else a copy split into phases (strided loops, no divisions).
+    fn view<'a>(&'a mut self, row: &'a [f32]) -> &'a [f32] {
+        if self.stride == 1 {
+            return row;
+        }
+        for p in 0..self.stride.min(row.len()) {
+            let phase = &mut self.phases[p * self.phase_len..(p + 1) * self.phase_len];
+            for (dst, src) in phase.iter_mut().zip(row[p..].iter().step_by(self.stride)) {
+                *dst = *src;
+            }
+        }
+        &self.phases
+    }
+
+    /// `row += phases`, element by element in row order.
+    fn merge_add(&self, row: &mut [f32]) {
+        for p in 0..self.stride.min(row.len()) {
+            let phase = &self.phases[p * self.phase_len..(p + 1) * self.phase_len];
+            for (dst, src) in row[p..].iter_mut().step_by(self.stride).zip(phase) {
+                *dst += *src;
+            }
+        }
+    }
+}
+
+/// Index, in a row of `width` split into `stride` phases, of row element
+/// `o * stride + offset` (for stride 1, simply that element).
+fn index_in_phases(width: usize, stride: usize, o: usize, offset: isize) -> usize {
+    let s = stride as isize;
+    let phase_len = width.div_ceil(stride);
+    (offset.rem_euclid(s) as usize) * phase_len + (o as isize + offset.div_euclid(s)) as usize
+}
+
+/// `sum(a[i] * b[i])` with eight independent accumulators so it vectorises.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (ca, cb) in a8.zip(b8) {
+        for i in 0..8 {
+            lanes[i] += ca[i] * cb[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
 
 fn depthwise_forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
     let (h_out, w_out) = (g.h_out(), g.w_out());
@@ -357,25 +612,26 @@ fn depthwise_forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>,
             let c = plane % g.c_out;
             let x_plane = &x[plane * in_plane..(plane + 1) * in_plane];
             let w_c = &w[c * taps..(c + 1) * taps];
-            let b = bias.map_or(0.0, |b| b[c]);
-            for oy in 0..h_out {
-                for ox in 0..w_out {
-                    let mut acc = b;
-                    for ki in 0..g.kernel_h {
-                        let iy = (oy * g.stride_h + ki * g.dilation_h) as isize - g.pad_h as isize;
-                        if iy < 0 || iy >= g.h_in as isize {
+            let mut phased = PhasedRow::new(g.w_in, g.stride_w);
+            y_plane.fill(bias.map_or(0.0, |b| b[c]));
+            for ki in 0..g.kernel_h {
+                let row_off = tap_offset(ki, g.dilation_h, g.pad_h);
+                for oy in valid_outputs(h_out, g.h_in, g.stride_h, row_off) {
+                    let iy = ((oy * g.stride_h) as isize + row_off) as usize;
+                    let x_row = phased.view(&x_plane[iy * g.w_in..(iy + 1) * g.w_in]);
+                    let y_row = &mut y_plane[oy * w_out..(oy + 1) * w_out];
+                    for kj in 0..g.kernel_w {
+                        let wv = w_c[ki * g.kernel_w + kj];
+                        let col_off = tap_offset(kj, g.dilation_w, g.pad_w);
+                        let cols = valid_outputs(w_out, g.w_in, g.stride_w, col_off);
+                        if cols.is_empty() {
                             continue;
                         }
-                        for kj in 0..g.kernel_w {
-                            let ix =
-                                (ox * g.stride_w + kj * g.dilation_w) as isize - g.pad_w as isize;
-                            if ix >= 0 && ix < g.w_in as isize {
-                                acc += w_c[ki * g.kernel_w + kj]
-                                    * x_plane[iy as usize * g.w_in + ix as usize];
-                            }
+                        let first = index_in_phases(g.w_in, g.stride_w, cols.start, col_off);
+                        for (yv, xv) in y_row[cols].iter_mut().zip(&x_row[first..]) {
+                            *yv += wv * xv;
                         }
                     }
-                    y_plane[oy * w_out + ox] = acc;
                 }
             }
         });
@@ -392,23 +648,36 @@ fn depthwise_backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]
             let c = plane % g.c_in;
             let dy_plane = &dy[plane * h_out * w_out..(plane + 1) * h_out * w_out];
             let w_c = &w[c * taps..(c + 1) * taps];
+            let mut phased = PhasedRow::new(g.w_in, g.stride_w);
             dx_plane.fill(0.0);
-            for oy in 0..h_out {
-                for ox in 0..w_out {
-                    let d = dy_plane[oy * w_out + ox];
-                    for ki in 0..g.kernel_h {
-                        let iy = (oy * g.stride_h + ki * g.dilation_h) as isize - g.pad_h as isize;
-                        if iy < 0 || iy >= g.h_in as isize {
+            for ki in 0..g.kernel_h {
+                let row_off = tap_offset(ki, g.dilation_h, g.pad_h);
+                for oy in valid_outputs(h_out, g.h_in, g.stride_h, row_off) {
+                    let iy = ((oy * g.stride_h) as isize + row_off) as usize;
+                    let dy_row = &dy_plane[oy * w_out..(oy + 1) * w_out];
+                    let dx_row = &mut dx_plane[iy * g.w_in..(iy + 1) * g.w_in];
+                    // Stride 1 accumulates straight into the row, else into
+                    // the phases, merged back below.
+                    let target: &mut [f32] = if g.stride_w == 1 {
+                        dx_row
+                    } else {
+                        phased.phases.fill(0.0);
+                        &mut phased.phases
+                    };
+                    for kj in 0..g.kernel_w {
+                        let wv = w_c[ki * g.kernel_w + kj];
+                        let col_off = tap_offset(kj, g.dilation_w, g.pad_w);
+                        let cols = valid_outputs(w_out, g.w_in, g.stride_w, col_off);
+                        if cols.is_empty() {
                             continue;
                         }
-                        for kj in 0..g.kernel_w {
-                            let ix =
-                                (ox * g.stride_w + kj * g.dilation_w) as isize - g.pad_w as isize;
-                            if ix >= 0 && ix < g.w_in as isize {
-                                dx_plane[iy as usize * g.w_in + ix as usize] +=
-                                    w_c[ki * g.kernel_w + kj] * d;
-                            }
+                        let first = index_in_phases(g.w_in, g.stride_w, cols.start, col_off);
+                        for (d, gv) in target[first..].iter_mut().zip(&dy_row[cols]) {
+                            *d += wv * gv;
                         }
+                    }
+                    if g.stride_w != 1 {
+                        phased.merge_add(&mut dx_plane[iy * g.w_in..(iy + 1) * g.w_in]);
                     }
                 }
             }
@@ -423,32 +692,61 @@ fn depthwise_backward_filter(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f3
         .par_chunks_mut(taps)
         .enumerate()
         .for_each(|(c, dw_c)| {
-            dw_c.fill(0.0);
+            // Row dot products in f32, summed over rows and images in f64.
+            let mut acc = vec![0.0f64; taps];
+            let mut phased = PhasedRow::new(g.w_in, g.stride_w);
             for n in 0..g.batch {
                 let plane = n * g.c_in + c;
                 let x_plane = &x[plane * in_plane..(plane + 1) * in_plane];
                 let dy_plane = &dy[plane * h_out * w_out..(plane + 1) * h_out * w_out];
                 for ki in 0..g.kernel_h {
-                    for kj in 0..g.kernel_w {
-                        let mut acc = 0.0;
-                        for oy in 0..h_out {
-                            let iy =
-                                (oy * g.stride_h + ki * g.dilation_h) as isize - g.pad_h as isize;
-                            if iy < 0 || iy >= g.h_in as isize {
+                    let row_off = tap_offset(ki, g.dilation_h, g.pad_h);
+                    for oy in valid_outputs(h_out, g.h_in, g.stride_h, row_off) {
+                        let iy = ((oy * g.stride_h) as isize + row_off) as usize;
+                        let x_row = phased.view(&x_plane[iy * g.w_in..(iy + 1) * g.w_in]);
+                        let dy_row = &dy_plane[oy * w_out..(oy + 1) * w_out];
+                        for kj in 0..g.kernel_w {
+                            let col_off = tap_offset(kj, g.dilation_w, g.pad_w);
+                            let cols = valid_outputs(w_out, g.w_in, g.stride_w, col_off);
+                            if cols.is_empty() {
                                 continue;
                             }
-                            for ox in 0..w_out {
-                                let ix = (ox * g.stride_w + kj * g.dilation_w) as isize
-                                    - g.pad_w as isize;
-                                if ix >= 0 && ix < g.w_in as isize {
-                                    acc += dy_plane[oy * w_out + ox]
-                                        * x_plane[iy as usize * g.w_in + ix as usize];
-                                }
-                            }
+                            let first = index_in_phases(g.w_in, g.stride_w, cols.start, col_off);
+                            let grad = &dy_row[cols];
+                            let partial = dot(grad, &x_row[first..first + grad.len()]);
+                            acc[ki * g.kernel_w + kj] += partial as f64;
                         }
-                        dw_c[ki * g.kernel_w + kj] += acc;
                     }
                 }
             }
+            for (d, a) in dw_c.iter_mut().zip(&acc) {
+                *d = *a as f32;
+            }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_outputs_keeps_taps_inside_the_input() {
+        for (out_len, in_len, stride, offset) in [
+            (5, 5, 1, -1),
+            (5, 5, 1, 1),
+            (3, 6, 2, -1),
+            (4, 8, 2, 2),
+            (2, 1, 1, 3),
+        ] {
+            let r = valid_outputs(out_len, in_len, stride, offset);
+            for o in 0..out_len {
+                let i = (o * stride) as isize + offset;
+                assert_eq!(
+                    r.contains(&o),
+                    i >= 0 && i < in_len as isize,
+                    "{out_len} {in_len} {stride} {offset} o={o}"
+                );
+            }
+        }
+    }
 }

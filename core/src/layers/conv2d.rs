@@ -336,6 +336,10 @@ mod tests {
         run_geom(&geom(2, 6, 8, 8, 6, 3, 2, 1, 1, 6), true, 4).unwrap();
         run_geom(&geom(1, 4, 6, 6, 6, 3, 1, 1, 1, 2), false, 5).unwrap();
         run_geom(&geom(2, 2, 9, 9, 3, 3, 1, 2, 2, 1), false, 6).unwrap();
+        // Maps of more than 512 outputs take one GEMM per image (1x1 reading
+        // the input in place); smaller ones batch images per GEMM.
+        run_geom(&geom(3, 4, 24, 23, 5, 1, 1, 0, 1, 1), true, 7).unwrap();
+        run_geom(&geom(3, 3, 24, 24, 4, 3, 1, 1, 1, 1), false, 8).unwrap();
     }
 
     proptest! {
