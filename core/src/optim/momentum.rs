@@ -116,6 +116,30 @@ mod tests {
         }
     }
 
+    /// Equal to `paddle.optimizer.Momentum` with `L2Decay(0.01)` (values printed
+    /// by `core/tests/fixtures/yolo/paddle_momentum.py`).
+    #[test]
+    fn matches_paddle_momentum_with_l2_decay() {
+        let mut p = [1.0f32, -2.0, 0.5, 3.0];
+        let mut v = [0.0f32; 4];
+        let grads = [
+            [0.5f32, -0.25, 1.0, 0.0],
+            [-1.0, 0.5, 0.25, 2.0],
+            [0.1, 0.2, -0.3, 0.4],
+        ];
+        let paddle = [
+            [0.949f32, -1.973, 0.39950001, 2.997],
+            [1.002151, -1.996727, 0.28365052, 2.7913029],
+            [1.0389848, -2.0360847, 0.20910232, 2.5633843],
+        ];
+        for (g, expected) in grads.iter().zip(paddle) {
+            momentum_update(&mut p, g, &mut v, 0.1, 0.9, 0.01);
+            for (a, b) in p.iter().zip(expected) {
+                assert!((a - b).abs() < 1e-6, "{p:?} vs paddle {expected:?}");
+            }
+        }
+    }
+
     #[test]
     fn decay_overrides_follow_paddle_detection() {
         let base = 5e-4;

@@ -2,7 +2,8 @@
 //! per-class scores (objectness x class probability), predictions below
 //! `conf_thresh` objectness left as zeros.
 
-use super::sigmoid;
+use super::nms::{multiclass_nms, Detection, NmsConfig};
+use super::{sigmoid, Head, YoloConfig};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodeConfig {
@@ -96,6 +97,51 @@ pub fn yolo_box(
     }
 }
 
+/// PaddleDetection's YOLOv3 prediction: every level decoded with its own
+/// anchors (objectness threshold = the NMS score threshold, boxes clipped),
+/// the levels' boxes concatenated, then multiclass NMS per image. `image_sizes`
+/// are each image's (height, width); boxes come out in those pixels.
+pub fn detect(
+    cfg: &YoloConfig,
+    heads: &[Head],
+    image_sizes: &[[u32; 2]],
+    nms: &NmsConfig,
+) -> Vec<Vec<Detection>> {
+    let classes = cfg.num_classes;
+    let mut boxes: Vec<Vec<[f32; 4]>> = vec![Vec::new(); image_sizes.len()];
+    let mut scores: Vec<Vec<f32>> = vec![Vec::new(); image_sizes.len()];
+    for (level, head) in heads.iter().enumerate() {
+        assert_eq!(head.batch, image_sizes.len(), "one image size per image");
+        let decode = DecodeConfig {
+            anchors: cfg.anchor_masks[level]
+                .iter()
+                .map(|&a| cfg.anchors[a])
+                .collect(),
+            num_classes: classes,
+            conf_thresh: nms.score_threshold,
+            downsample_ratio: cfg.downsample_ratios[level],
+            clip_bbox: true,
+            scale_x_y: cfg.scale_x_y,
+        };
+        let out = yolo_box(&decode, head.data, head.height, head.width, image_sizes);
+        let m = out.boxes_per_image;
+        for i in 0..image_sizes.len() {
+            let image_boxes = &out.boxes[i * m * 4..(i + 1) * m * 4];
+            boxes[i].extend(
+                image_boxes
+                    .chunks_exact(4)
+                    .map(|b| [b[0], b[1], b[2], b[3]]),
+            );
+            scores[i].extend_from_slice(&out.scores[i * m * classes..(i + 1) * m * classes]);
+        }
+    }
+    boxes
+        .iter()
+        .zip(&scores)
+        .map(|(b, s)| multiclass_nms(nms, b, s, classes))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +192,49 @@ mod tests {
             &[[100, 200]],
         );
         assert!(below.boxes.iter().chain(&below.scores).all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn detect_finds_the_one_confident_box() {
+        // Two classes on a 64 px input: levels of 2x2, 4x4, 8x8 cells, all
+        // logits -10 (objectness ~0) except anchor 0 of level 1 at row 1,
+        // column 2, with class 1 confident. Logits 0 for x, y, w, h put the
+        // box centre mid-cell, (2.5 * 16, 1.5 * 16) = (40, 24) in input pixels,
+        // sized as the anchor (30 x 61); the image is 128 x 128: twice that.
+        let cfg = YoloConfig::yolov3(2);
+        let grids = [2usize, 4, 8];
+        let mut data: Vec<Vec<f32>> = grids
+            .iter()
+            .enumerate()
+            .map(|(level, &g)| vec![-10.0; cfg.head_channels(level) * g * g])
+            .collect();
+        let (g, cell) = (4, 4 + 2);
+        for c in 0..4 {
+            data[1][c * g * g + cell] = 0.0;
+        }
+        data[1][4 * g * g + cell] = 10.0;
+        data[1][6 * g * g + cell] = 10.0;
+        let heads: Vec<Head> = data
+            .iter()
+            .zip(grids)
+            .map(|(d, g)| Head {
+                data: d,
+                batch: 1,
+                height: g,
+                width: g,
+            })
+            .collect();
+        let found = detect(&cfg, &heads, &[[128, 128]], &NmsConfig::yolov3());
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].len(), 1, "{:?}", found[0]);
+        let d = found[0][0];
+        assert_eq!(d.class, 1);
+        assert!(d.score > 0.99);
+        let expected = [80.0 - 30.0, 48.0 - 61.0, 80.0 + 30.0, 48.0 + 61.0];
+        let clipped = [expected[0], 0.0, expected[2], expected[3]];
+        for (a, b) in d.bbox.iter().zip(clipped) {
+            assert!((a - b).abs() < 1e-3, "{:?}", d.bbox);
+        }
     }
 
     fn floats(v: &serde_json::Value) -> Vec<f32> {

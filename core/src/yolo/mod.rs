@@ -7,7 +7,7 @@ pub mod decode;
 pub mod loss;
 pub mod nms;
 
-pub use decode::{yolo_box, DecodeConfig, DecodedBoxes};
+pub use decode::{detect, yolo_box, DecodeConfig, DecodedBoxes};
 pub use loss::{yolov3_loss, GroundTruth, Head, LossTerms, YoloLoss};
 pub use nms::{multiclass_nms, Detection, NmsConfig};
 

@@ -61,6 +61,65 @@ pub fn jaccard_overlap(a: &[f32; 4], b: &[f32; 4], normalized: bool) -> f32 {
     inter / (box_area(a, normalized) + box_area(b, normalized) - inter)
 }
 
+/// The boxes kept so far for one class, column by column, so that testing a
+/// candidate against all of them is a branch-free loop the compiler vectorises.
+/// The overlap is computed exactly as `jaccard_overlap`.
+#[derive(Default)]
+struct KeptBoxes {
+    x1: Vec<f32>,
+    y1: Vec<f32>,
+    x2: Vec<f32>,
+    y2: Vec<f32>,
+    area: Vec<f32>,
+}
+
+impl KeptBoxes {
+    fn clear(&mut self) {
+        for column in [
+            &mut self.x1,
+            &mut self.y1,
+            &mut self.x2,
+            &mut self.y2,
+            &mut self.area,
+        ] {
+            column.clear();
+        }
+    }
+
+    fn push(&mut self, b: &[f32; 4], area: f32) {
+        self.x1.push(b[0]);
+        self.y1.push(b[1]);
+        self.x2.push(b[2]);
+        self.y2.push(b[3]);
+        self.area.push(area);
+    }
+
+    /// Whether `b` overlaps any kept box by more than `threshold`, checked in
+    /// blocks of 16 so that a suppressed box stops early.
+    fn overlaps_any(&self, b: &[f32; 4], area: f32, threshold: f32, pixel: f32) -> bool {
+        const BLOCK: usize = 16;
+        let n = self.x1.len();
+        let mut start = 0;
+        while start < n {
+            let end = (start + BLOCK).min(n);
+            let mut hit = false;
+            for k in start..end {
+                let (x1, y1, x2, y2) = (self.x1[k], self.y1[k], self.x2[k], self.y2[k]);
+                let apart = (x1 > b[2]) | (x2 < b[0]) | (y1 > b[3]) | (y2 < b[1]);
+                let inter =
+                    (b[2].min(x2) - b[0].max(x1) + pixel) * (b[3].min(y2) - b[1].max(y1) + pixel);
+                let iou = inter / (area + self.area[k] - inter);
+                hit |= !apart & (iou > threshold);
+            }
+            if hit {
+                return true;
+            }
+            start = end;
+        }
+        false
+    }
+}
+
 /// NMS over one image's `boxes` (`[M, 4]`) and box-major `scores`
 /// (`[M, classes]`, the layout `yolo_box` writes).
 pub fn multiclass_nms(
@@ -74,8 +133,11 @@ pub fn multiclass_nms(
         boxes.len() * classes,
         "scores must be [boxes, classes]"
     );
+    let pixel = if cfg.normalized { 0.0 } else { 1.0 };
+    let areas: Vec<f32> = boxes.iter().map(|b| box_area(b, cfg.normalized)).collect();
     let mut kept_per_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
     let mut candidates: Vec<usize> = Vec::new();
+    let mut kept_boxes = KeptBoxes::default();
     for (class, kept) in kept_per_class.iter_mut().enumerate() {
         if cfg.background_label == Some(class) {
             continue;
@@ -88,11 +150,10 @@ pub fn multiclass_nms(
         if let Some(top_k) = cfg.nms_top_k {
             candidates.truncate(top_k);
         }
+        kept_boxes.clear();
         for &m in &candidates {
-            let overlaps = kept.iter().any(|&k| {
-                jaccard_overlap(&boxes[m], &boxes[k], cfg.normalized) > cfg.nms_threshold
-            });
-            if !overlaps {
+            if !kept_boxes.overlaps_any(&boxes[m], areas[m], cfg.nms_threshold, pixel) {
+                kept_boxes.push(&boxes[m], areas[m]);
                 kept.push(m);
             }
         }
