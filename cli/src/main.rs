@@ -16,10 +16,15 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Dry run: which pretrained parameters would load, and why others would not.
+    Plan(commands::plan::Args),
+}
 
 fn run(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Plan(args) => commands::plan::run(args),
+    }
 }
 
 fn main() {
