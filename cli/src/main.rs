@@ -30,6 +30,8 @@ enum Command {
     Eval(commands::eval::Args),
     /// Convert VOC, labelme or cityscapes annotations to COCO (tools/x2coco.py).
     X2coco(commands::x2coco::Args),
+    /// Dry run: which pretrained parameters would load, and why others would not.
+    Plan(commands::plan::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -40,6 +42,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Dataset(args) => commands::dataset::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::X2coco(args) => commands::x2coco::run(args),
+        Command::Plan(args) => commands::plan::run(args),
     }
 }
 

@@ -270,18 +270,18 @@ impl LoadReport {
     /// Fraction of the model's values (elements, not tensors) that load.
     pub fn loaded_value_fraction(&self) -> f64 {
         let numel = |shape: &[usize]| shape.iter().product::<usize>() as f64;
-        let total: f64 = self.model.iter().map(|p| numel(&p.shape)).sum();
+        // fold from +0.0: an empty float `sum()` is -0.0, shown as "-0.0%".
+        let total = self.model.iter().fold(0.0, |acc, p| acc + numel(&p.shape));
         if total == 0.0 {
             return 0.0;
         }
         let loaded: std::collections::HashSet<&str> =
             self.loaded.iter().map(String::as_str).collect();
-        let loaded_values: f64 = self
+        let loaded_values = self
             .model
             .iter()
             .filter(|p| loaded.contains(p.name.as_str()))
-            .map(|p| numel(&p.shape))
-            .sum();
+            .fold(0.0, |acc, p| acc + numel(&p.shape));
         loaded_values / total
     }
 

@@ -6,3 +6,4 @@ pub mod eval;
 pub mod inspect;
 pub mod synth;
 pub mod x2coco;
+pub mod plan;
