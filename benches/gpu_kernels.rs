@@ -6,6 +6,7 @@
 //!     cargo bench -p pulsefocus-benches --bench gpu_kernels
 //!     python3 benches/gpu_kernels_torch.py --criterion $CARGO_TARGET_DIR/criterion   # cuDNN ratios
 use criterion::{BenchmarkId, Criterion, Throughput};
+use pulsefocus_gpu::plan::Strides;
 use pulsefocus_gpu::{Gpu, NmsOptions, YoloLevel};
 use pulsefocus_gpu_device::conv::ConvGeometry;
 
@@ -93,8 +94,20 @@ fn gemm(c: &mut Criterion, gpu: &Gpu) {
         group.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
         group.bench_function(BenchmarkId::from_parameter(n), |bench| {
             bench.iter(|| {
-                gpu.gemm(n, n, n, 1.0, &a, (n, 1), &b, (n, 1), 0.0, &mut out, n)
-                    .expect("gemm");
+                gpu.gemm(
+                    1,
+                    (n, n, n),
+                    1.0,
+                    &a,
+                    Strides::row_major(n, 0),
+                    &b,
+                    Strides::row_major(n, 0),
+                    0.0,
+                    &mut out,
+                    n,
+                    0,
+                )
+                .expect("gemm");
                 gpu.synchronize().expect("sync");
             })
         });

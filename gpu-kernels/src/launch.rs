@@ -5,7 +5,7 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 use pulsefocus_gpu_device::conv::ConvGeometry;
 use pulsefocus_gpu_device::reduce::REDUCE_THREADS;
 
-use crate::plan::{self, expect_len, index_count, ConvKind, LaunchShape};
+use crate::plan::{self, expect_len, index_count, ConvKind, LaunchShape, Strides};
 use crate::pool::DeviceBuffer;
 use crate::{Gpu, GpuError};
 
@@ -189,42 +189,57 @@ impl Gpu {
         )
     }
 
-    /// `C = alpha A B + beta C` with strided operands (see the device kernel).
+    /// `C_z = alpha A_z B_z + beta C_z` for `z < batch`, strided operands
+    /// (see the device kernel); `C` is row-major with leading dimension `ldc`.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm(
         &self,
-        m: u32,
-        n: u32,
-        k: u32,
+        batch: u32,
+        (m, n, k): (u32, u32, u32),
         alpha: f32,
         a: &DeviceBuffer,
-        a_strides: (u32, u32),
+        sa: Strides,
         b: &DeviceBuffer,
-        b_strides: (u32, u32),
+        sb: Strides,
         beta: f32,
         c: &mut DeviceBuffer,
         ldc: u32,
+        c_batch_stride: u32,
     ) -> Result<(), GpuError> {
-        plan::gemm_operand("A", a.len(), m, k, a_strides.0, a_strides.1)?;
-        plan::gemm_operand("B", b.len(), k, n, b_strides.0, b_strides.1)?;
-        plan::gemm_operand("C", c.len(), m, n, ldc, 1)?;
+        plan::gemm_operand("A", a.len(), batch, m, k, sa)?;
+        plan::gemm_operand("B", b.len(), batch, k, n, sb)?;
+        plan::gemm_operand(
+            "C",
+            c.len(),
+            batch,
+            m,
+            n,
+            Strides {
+                row: ldc,
+                col: 1,
+                batch: c_batch_stride,
+            },
+        )?;
         launch!(
             self,
             "gemm",
-            plan::tiled(m, n, 1),
+            plan::tiled(m, n, batch),
             &m,
             &n,
             &k,
             &alpha,
             a.slice(),
-            &a_strides.0,
-            &a_strides.1,
+            &sa.row,
+            &sa.col,
+            &sa.batch,
             b.slice(),
-            &b_strides.0,
-            &b_strides.1,
+            &sb.row,
+            &sb.col,
+            &sb.batch,
             &beta,
             c.slice_mut(),
-            &ldc
+            &ldc,
+            &c_batch_stride
         )
     }
 
@@ -243,9 +258,27 @@ impl Gpu {
         expect_len(NAME, "weight", weight.len(), lens.weight)?;
         expect_len(NAME, "y", y.len(), lens.y)?;
         let g = geo;
-        let shape = plan::conv_forward_shape(kind, geo);
         match (kind, bias) {
-            (ConvKind::Tiled, Some(bias)) => {
+            (ConvKind::Pointwise, None) => {
+                let (sa, sb) = plan::pointwise_forward_operands(g);
+                let plane = g.h * g.w;
+                self.gemm(
+                    g.batch,
+                    (g.c_out, plane, g.c_in),
+                    1.0,
+                    weight,
+                    sa,
+                    x,
+                    sb,
+                    0.0,
+                    y,
+                    plane,
+                    g.c_out * plane,
+                )
+            }
+            // The GEMM kernel has no bias: a biased 1x1 takes the implicit kernel.
+            (ConvKind::Tiled | ConvKind::Pointwise, Some(bias)) => {
+                let shape = plan::conv_forward_shape(ConvKind::Tiled, geo);
                 expect_len(NAME, "bias", bias.len(), g.c_out as usize)?;
                 launch!(
                     self,
@@ -270,7 +303,7 @@ impl Gpu {
             (ConvKind::Tiled, None) => launch!(
                 self,
                 "conv2d_forward",
-                shape,
+                plan::conv_forward_shape(kind, geo),
                 x.slice(),
                 weight.slice(),
                 &NULL,
@@ -289,7 +322,7 @@ impl Gpu {
             (ConvKind::Depthwise, None) => launch!(
                 self,
                 "depthwise_conv2d_forward",
-                shape,
+                plan::conv_forward_shape(kind, geo),
                 x.slice(),
                 weight.slice(),
                 y.slice_mut(),
@@ -325,6 +358,23 @@ impl Gpu {
         let g = geo;
         let shape = plan::conv_backward_data_shape(kind, geo);
         match kind {
+            ConvKind::Pointwise => {
+                let (sa, sb) = plan::pointwise_backward_data_operands(g);
+                let plane = g.h * g.w;
+                self.gemm(
+                    g.batch,
+                    (g.c_in, plane, g.c_out),
+                    1.0,
+                    weight,
+                    sa,
+                    dy,
+                    sb,
+                    0.0,
+                    dx,
+                    plane,
+                    g.c_in * plane,
+                )
+            }
             ConvKind::Tiled => launch!(
                 self,
                 "conv2d_backward_data",
@@ -378,7 +428,7 @@ impl Gpu {
         let g = geo;
         let shape = plan::conv_backward_filter_shape(kind, geo);
         match kind {
-            ConvKind::Tiled => launch!(
+            ConvKind::Tiled | ConvKind::Pointwise => launch!(
                 self,
                 "conv2d_backward_filter",
                 shape,

@@ -3,6 +3,7 @@
 //! device crate's own tests check against plain references). Without a GPU
 //! these tests print why and pass, unless PULSEFOCUS_REQUIRE_GPU=1 (set by
 //! scripts/gpu-check.sh), where a missing GPU fails them.
+use pulsefocus_gpu::plan::Strides;
 use pulsefocus_gpu::{DeviceBuffer, Gpu, NmsOptions, YoloLevel};
 use pulsefocus_gpu_device as dev;
 use pulsefocus_gpu_device::conv::ConvGeometry;
@@ -126,18 +127,19 @@ fn gemm_on_ragged_shapes() {
     for &(m, n, k) in &[(1, 1, 1), (65, 130, 17), (256, 300, 129)] {
         let (a, b) = (values(m * k, 3), values(k * n, 4));
         let mut cg = gpu.zeros(m * n).unwrap();
+        let (mu, nu, ku) = (m as u32, n as u32, k as u32);
         gpu.gemm(
-            m as u32,
-            n as u32,
-            k as u32,
+            1,
+            (mu, nu, ku),
             1.0,
             &up(&gpu, &a),
-            (k as u32, 1),
+            Strides::row_major(ku, 0),
             &up(&gpu, &b),
-            (n as u32, 1),
+            Strides::row_major(nu, 0),
             0.0,
             &mut cg,
-            n as u32,
+            nu,
+            0,
         )
         .unwrap();
         let (ac, bc, cc) = (
@@ -145,23 +147,26 @@ fn gemm_on_ragged_shapes() {
             DeviceBuf::new(&b),
             DeviceBuf::filled(m * n, 0.0),
         );
-        let (gx, gy) = dev::tile::grid_for(m as u32, n as u32);
+        let (gx, gy) = dev::tile::grid_for(mu, nu);
         launch(Dim3::xy(gx, gy), Dim3::x(dev::tile::THREADS), |c| unsafe {
             dev::gemm::gemm(
                 c,
-                m as u32,
-                n as u32,
-                k as u32,
+                mu,
+                nu,
+                ku,
                 1.0,
                 ac.ptr(),
-                k as u32,
+                ku,
                 1,
+                0,
                 bc.ptr(),
-                n as u32,
+                nu,
                 1,
+                0,
                 0.0,
                 cc.ptr(),
-                n as u32,
+                nu,
+                0,
             )
         });
         assert_close(
@@ -196,7 +201,12 @@ fn conv_cpu(
         dims(plan::conv_backward_filter_shape(kind, geo)),
     );
     match kind {
-        ConvKind::Tiled => {
+        // The implicit kernels are the reference for pointwise too (the GPU runs GEMM).
+        ConvKind::Tiled | ConvKind::Pointwise => {
+            let (f, d) = (
+                dims(plan::conv_forward_shape(ConvKind::Tiled, geo)),
+                dims(plan::conv_backward_data_shape(ConvKind::Tiled, geo)),
+            );
             launch(f.0, f.1, |c| unsafe {
                 dev::conv::conv2d_forward(
                     c,
