@@ -7,7 +7,7 @@
 //!     python3 benches/gpu_kernels_torch.py --criterion $CARGO_TARGET_DIR/criterion   # cuDNN ratios
 use criterion::{BenchmarkId, Criterion, Throughput};
 use pulsefocus_gpu::plan::Strides;
-use pulsefocus_gpu::{Gpu, NmsOptions, YoloLevel};
+use pulsefocus_gpu::{Act, BnShape, Gpu, NmsOptions, YoloLevel};
 use pulsefocus_gpu_device::conv::ConvGeometry;
 
 /// (name, c_in, c_out, k, stride, input size, depthwise), batch 8. The names
@@ -38,8 +38,12 @@ fn geometry(
         c_out,
         k_h: k,
         k_w: k,
-        stride,
-        pad: k / 2,
+        stride_h: stride,
+        stride_w: stride,
+        pad_h: k / 2,
+        pad_w: k / 2,
+        dilation_h: 1,
+        dilation_w: 1,
         groups,
     }
 }
@@ -131,31 +135,40 @@ fn batch_norm(c: &mut Criterion, gpu: &Gpu) {
         let (mut y, mut dx) = (filled(gpu, len, 0.0), filled(gpu, len, 0.0));
         let [mut mean, mut inv_std, mut rm, mut rv, mut dg, mut db] =
             std::array::from_fn(|_| filled(gpu, ch, 1.0));
-        let dims = (BATCH, channels, size * size);
+        let shape = BnShape {
+            batch: BATCH,
+            channels,
+            plane: size * size,
+        };
+        let act = Act::leaky_relu(0.1);
         group.throughput(Throughput::Elements(len as u64));
         group.bench_function(BenchmarkId::new("forward_backward", name), |b| {
             b.iter(|| {
                 gpu.batch_norm_train_forward(
+                    shape,
+                    act,
                     &x,
                     &gamma,
                     &beta,
                     &mut y,
                     (&mut mean, &mut inv_std),
                     (&mut rm, &mut rv),
-                    dims,
                     1e-5,
                     0.9,
                 )
                 .expect("bn");
+                // y stands in for the incoming gradient.
                 gpu.batch_norm_train_backward(
+                    shape,
+                    act,
                     &x,
+                    &y,
                     &y,
                     &gamma,
                     (&mean, &inv_std),
                     &mut dx,
                     &mut dg,
                     &mut db,
-                    dims,
                 )
                 .expect("bn");
                 gpu.synchronize().expect("sync");

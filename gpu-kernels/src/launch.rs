@@ -3,6 +3,7 @@
 //! on the GPU's stream. Nothing waits for the GPU unless it downloads.
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use pulsefocus_gpu_device::conv::ConvGeometry;
+use pulsefocus_gpu_device::elementwise;
 use pulsefocus_gpu_device::reduce::REDUCE_THREADS;
 
 use crate::plan::{self, expect_len, index_count, ConvKind, LaunchShape, Strides};
@@ -34,6 +35,122 @@ macro_rules! launch {
 /// The null device pointer, for optional arguments.
 const NULL: u64 = 0;
 
+/// Every buffer must hold at least `len` elements (buffers may be longer
+/// than the tensor they hold: memory is planned for the largest shape).
+fn at_least(kernel: &'static str, buffers: &[(&str, usize)], len: usize) -> Result<(), GpuError> {
+    for &(arg, got) in buffers {
+        if got < len {
+            return Err(plan::PlanError {
+                kernel,
+                message: format!("{arg} has {got} elements, needs at least {len}"),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// An activation as the kernels take it: one of the device crate's
+/// `elementwise::ACT_*` codes, and the slope of a leaky ReLU.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Act {
+    pub kind: u32,
+    pub slope: f32,
+}
+
+impl Act {
+    pub const IDENTITY: Act = Act {
+        kind: elementwise::ACT_IDENTITY,
+        slope: 0.0,
+    };
+    pub const RELU: Act = Act {
+        kind: elementwise::ACT_RELU,
+        slope: 0.0,
+    };
+    pub const RELU6: Act = Act {
+        kind: elementwise::ACT_RELU6,
+        slope: 0.0,
+    };
+    pub const fn leaky_relu(slope: f32) -> Act {
+        Act {
+            kind: elementwise::ACT_LEAKY_RELU,
+            slope,
+        }
+    }
+}
+
+/// Shape of a batch norm: NCHW with `plane` = H*W.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BnShape {
+    pub batch: u32,
+    pub channels: u32,
+    pub plane: u32,
+}
+
+impl BnShape {
+    pub fn len(&self) -> usize {
+        self.batch as usize * self.channels as usize * self.plane as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn check(
+        &self,
+        kernel: &'static str,
+        tensors: &[(&str, usize)],
+        per_channel: &[(&str, usize)],
+    ) -> Result<(), GpuError> {
+        if self.is_empty() {
+            return Err(plan::PlanError {
+                kernel,
+                message: format!("empty batch norm {self:?}"),
+            }
+            .into());
+        }
+        index_count(kernel, "x", self.len())?;
+        at_least(kernel, tensors, self.len())?;
+        at_least(kernel, per_channel, self.channels as usize)
+    }
+}
+
+/// Shape of a max pool: `planes` = N*C planes of `h x w`, square window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    pub planes: u32,
+    pub h: u32,
+    pub w: u32,
+    pub size: u32,
+    pub stride: u32,
+    pub pad: u32,
+}
+
+impl PoolShape {
+    /// (input, output) element counts, after checking the window fits.
+    fn lens(&self, kernel: &'static str) -> Result<(usize, usize), GpuError> {
+        let p = self;
+        if p.size == 0
+            || p.stride == 0
+            || p.pad >= p.size
+            || p.h + 2 * p.pad < p.size
+            || p.w + 2 * p.pad < p.size
+        {
+            return Err(plan::PlanError {
+                kernel,
+                message: format!("window does not fit: {p:?}"),
+            }
+            .into());
+        }
+        let (ho, wo) = (
+            (p.h + 2 * p.pad - p.size) / p.stride + 1,
+            (p.w + 2 * p.pad - p.size) / p.stride + 1,
+        );
+        Ok((
+            p.planes as usize * (p.h * p.w) as usize,
+            p.planes as usize * (ho * wo) as usize,
+        ))
+    }
+}
+
 impl Gpu {
     /// A zero-filled pooled buffer.
     pub fn zeros(&self, len: usize) -> Result<DeviceBuffer, GpuError> {
@@ -54,44 +171,67 @@ impl Gpu {
         )
     }
 
-    pub fn leaky_relu_forward(
+    /// `y = act(x)` over the first `len` elements.
+    pub fn activation_forward(
         &self,
+        act: Act,
+        len: usize,
         x: &DeviceBuffer,
         y: &mut DeviceBuffer,
-        slope: f32,
     ) -> Result<(), GpuError> {
-        let n = index_count("leaky_relu_forward", "x", x.len())?;
-        expect_len("leaky_relu_forward", "y", y.len(), x.len())?;
+        let n = index_count("activation_forward", "len", len)?;
+        at_least("activation_forward", &[("x", x.len()), ("y", y.len())], len)?;
         launch!(
             self,
-            "leaky_relu_forward",
+            "activation_forward",
             plan::elementwise(n),
             x.slice(),
             y.slice_mut(),
             &n,
-            &slope
+            &act.kind,
+            &act.slope
         )
     }
 
-    pub fn leaky_relu_backward(
+    /// `dx = dy * act'(x)`, from the forward output `y`.
+    pub fn activation_backward(
         &self,
-        x: &DeviceBuffer,
+        act: Act,
+        len: usize,
+        y: &DeviceBuffer,
         dy: &DeviceBuffer,
         dx: &mut DeviceBuffer,
-        slope: f32,
     ) -> Result<(), GpuError> {
-        let n = index_count("leaky_relu_backward", "x", x.len())?;
-        expect_len("leaky_relu_backward", "dy", dy.len(), x.len())?;
-        expect_len("leaky_relu_backward", "dx", dx.len(), x.len())?;
+        let n = index_count("activation_backward", "len", len)?;
+        at_least(
+            "activation_backward",
+            &[("y", y.len()), ("dy", dy.len()), ("dx", dx.len())],
+            len,
+        )?;
         launch!(
             self,
-            "leaky_relu_backward",
+            "activation_backward",
             plan::elementwise(n),
-            x.slice(),
+            y.slice(),
             dy.slice(),
             dx.slice_mut(),
             &n,
-            &slope
+            &act.kind,
+            &act.slope
+        )
+    }
+
+    /// `x *= alpha` over the first `len` elements.
+    pub fn scale(&self, len: usize, alpha: f32, x: &mut DeviceBuffer) -> Result<(), GpuError> {
+        let n = index_count("scale", "len", len)?;
+        at_least("scale", &[("x", x.len())], len)?;
+        launch!(
+            self,
+            "scale",
+            plan::elementwise(n),
+            x.slice_mut(),
+            &n,
+            &alpha
         )
     }
 
@@ -295,8 +435,12 @@ impl Gpu {
                     &g.c_out,
                     &g.k_h,
                     &g.k_w,
-                    &g.stride,
-                    &g.pad,
+                    &g.stride_h,
+                    &g.stride_w,
+                    &g.pad_h,
+                    &g.pad_w,
+                    &g.dilation_h,
+                    &g.dilation_w,
                     &g.groups
                 )
             }
@@ -315,8 +459,12 @@ impl Gpu {
                 &g.c_out,
                 &g.k_h,
                 &g.k_w,
-                &g.stride,
-                &g.pad,
+                &g.stride_h,
+                &g.stride_w,
+                &g.pad_h,
+                &g.pad_w,
+                &g.dilation_h,
+                &g.dilation_w,
                 &g.groups
             ),
             (ConvKind::Depthwise, None) => launch!(
@@ -332,8 +480,12 @@ impl Gpu {
                 &g.w,
                 &g.k_h,
                 &g.k_w,
-                &g.stride,
-                &g.pad
+                &g.stride_h,
+                &g.stride_w,
+                &g.pad_h,
+                &g.pad_w,
+                &g.dilation_h,
+                &g.dilation_w
             ),
             (ConvKind::Depthwise, Some(_)) => Err(plan::PlanError {
                 kernel: "depthwise_conv2d_forward",
@@ -389,8 +541,12 @@ impl Gpu {
                 &g.c_out,
                 &g.k_h,
                 &g.k_w,
-                &g.stride,
-                &g.pad,
+                &g.stride_h,
+                &g.stride_w,
+                &g.pad_h,
+                &g.pad_w,
+                &g.dilation_h,
+                &g.dilation_w,
                 &g.groups
             ),
             ConvKind::Depthwise => launch!(
@@ -406,8 +562,12 @@ impl Gpu {
                 &g.w,
                 &g.k_h,
                 &g.k_w,
-                &g.stride,
-                &g.pad
+                &g.stride_h,
+                &g.stride_w,
+                &g.pad_h,
+                &g.pad_w,
+                &g.dilation_h,
+                &g.dilation_w
             ),
         }
     }
@@ -442,8 +602,12 @@ impl Gpu {
                 &g.c_out,
                 &g.k_h,
                 &g.k_w,
-                &g.stride,
-                &g.pad,
+                &g.stride_h,
+                &g.stride_w,
+                &g.pad_h,
+                &g.pad_w,
+                &g.dilation_h,
+                &g.dilation_w,
                 &g.groups
             ),
             ConvKind::Depthwise => launch!(
@@ -459,8 +623,12 @@ impl Gpu {
                 &g.w,
                 &g.k_h,
                 &g.k_w,
-                &g.stride,
-                &g.pad
+                &g.stride_h,
+                &g.stride_w,
+                &g.pad_h,
+                &g.pad_w,
+                &g.dilation_h,
+                &g.dilation_w
             ),
         }
     }
@@ -492,44 +660,39 @@ impl Gpu {
         )
     }
 
-    /// Training-mode batch norm forward; `saved` = (mean, inv_std) for backward,
-    /// `running` = (mean, var) updated in place.
+    /// Training-mode batch norm + activation forward; `saved` = (mean,
+    /// inv_std) for backward, `running` = (mean, var) updated in place.
     #[allow(clippy::too_many_arguments)]
     pub fn batch_norm_train_forward(
         &self,
+        g: BnShape,
+        act: Act,
         x: &DeviceBuffer,
         gamma: &DeviceBuffer,
         beta: &DeviceBuffer,
         y: &mut DeviceBuffer,
         saved: (&mut DeviceBuffer, &mut DeviceBuffer),
         running: (&mut DeviceBuffer, &mut DeviceBuffer),
-        nchw: (u32, u32, u32),
         epsilon: f32,
         momentum: f32,
     ) -> Result<(), GpuError> {
         const NAME: &str = "batch_norm_train_forward";
-        let (batch, channels, plane) = nchw;
-        let len = index_count(
+        g.check(
             NAME,
-            "x",
-            batch as usize * channels as usize * plane as usize,
+            &[("x", x.len()), ("y", y.len())],
+            &[
+                ("gamma", gamma.len()),
+                ("beta", beta.len()),
+                ("saved mean", saved.0.len()),
+                ("saved inv_std", saved.1.len()),
+                ("running mean", running.0.len()),
+                ("running var", running.1.len()),
+            ],
         )?;
-        expect_len(NAME, "x", x.len(), len as usize)?;
-        expect_len(NAME, "y", y.len(), len as usize)?;
-        for (arg, got) in [
-            ("gamma", gamma.len()),
-            ("beta", beta.len()),
-            ("saved mean", saved.0.len()),
-            ("saved inv_std", saved.1.len()),
-            ("running mean", running.0.len()),
-            ("running var", running.1.len()),
-        ] {
-            expect_len(NAME, arg, got, channels as usize)?;
-        }
         launch!(
             self,
             "batch_norm_train_forward",
-            plan::block_per_item(NAME, channels)?,
+            plan::block_per_item(NAME, g.channels)?,
             x.slice(),
             gamma.slice(),
             beta.slice(),
@@ -538,47 +701,55 @@ impl Gpu {
             saved.1.slice_mut(),
             running.0.slice_mut(),
             running.1.slice_mut(),
-            &batch,
-            &channels,
-            &plane,
+            &g.batch,
+            &g.channels,
+            &g.plane,
             &epsilon,
-            &momentum
+            &momentum,
+            &act.kind,
+            &act.slope
         )
     }
 
-    /// Training-mode batch norm backward: `dx`, and `dgamma`/`dbeta` overwritten.
+    /// Training-mode backward through the activation (its derivative from
+    /// the output `y`): `dx`, and `dgamma`/`dbeta` overwritten.
     #[allow(clippy::too_many_arguments)]
     pub fn batch_norm_train_backward(
         &self,
+        g: BnShape,
+        act: Act,
         x: &DeviceBuffer,
+        y: &DeviceBuffer,
         dy: &DeviceBuffer,
         gamma: &DeviceBuffer,
         saved: (&DeviceBuffer, &DeviceBuffer),
         dx: &mut DeviceBuffer,
         dgamma: &mut DeviceBuffer,
         dbeta: &mut DeviceBuffer,
-        nchw: (u32, u32, u32),
     ) -> Result<(), GpuError> {
         const NAME: &str = "batch_norm_train_backward";
-        let (batch, channels, plane) = nchw;
-        let len = batch as usize * channels as usize * plane as usize;
-        for (arg, got) in [("x", x.len()), ("dy", dy.len()), ("dx", dx.len())] {
-            expect_len(NAME, arg, got, len)?;
-        }
-        for (arg, got) in [
-            ("gamma", gamma.len()),
-            ("saved mean", saved.0.len()),
-            ("saved inv_std", saved.1.len()),
-            ("dgamma", dgamma.len()),
-            ("dbeta", dbeta.len()),
-        ] {
-            expect_len(NAME, arg, got, channels as usize)?;
-        }
+        g.check(
+            NAME,
+            &[
+                ("x", x.len()),
+                ("y", y.len()),
+                ("dy", dy.len()),
+                ("dx", dx.len()),
+            ],
+            &[
+                ("gamma", gamma.len()),
+                ("saved mean", saved.0.len()),
+                ("saved inv_std", saved.1.len()),
+                ("dgamma", dgamma.len()),
+                ("dbeta", dbeta.len()),
+            ],
+        )?;
         launch!(
             self,
             "batch_norm_train_backward",
-            plan::block_per_item(NAME, channels)?,
+            plan::block_per_item(NAME, g.channels)?,
             x.slice(),
+            y.slice(),
             dy.slice(),
             gamma.slice(),
             saved.0.slice(),
@@ -586,40 +757,39 @@ impl Gpu {
             dx.slice_mut(),
             dgamma.slice_mut(),
             dbeta.slice_mut(),
-            &batch,
-            &channels,
-            &plane
+            &g.batch,
+            &g.channels,
+            &g.plane,
+            &act.kind,
+            &act.slope
         )
     }
 
+    /// Evaluation (running statistics) forward with the activation.
     #[allow(clippy::too_many_arguments)]
     pub fn batch_norm_eval_forward(
         &self,
+        g: BnShape,
+        act: Act,
         x: &DeviceBuffer,
         gamma: &DeviceBuffer,
         beta: &DeviceBuffer,
         running: (&DeviceBuffer, &DeviceBuffer),
         y: &mut DeviceBuffer,
-        nchw: (u32, u32, u32),
         epsilon: f32,
     ) -> Result<(), GpuError> {
         const NAME: &str = "batch_norm_eval_forward";
-        let (batch, channels, plane) = nchw;
-        let n = index_count(
+        g.check(
             NAME,
-            "x",
-            batch as usize * channels as usize * plane as usize,
+            &[("x", x.len()), ("y", y.len())],
+            &[
+                ("gamma", gamma.len()),
+                ("beta", beta.len()),
+                ("running mean", running.0.len()),
+                ("running var", running.1.len()),
+            ],
         )?;
-        expect_len(NAME, "x", x.len(), n as usize)?;
-        expect_len(NAME, "y", y.len(), n as usize)?;
-        for (arg, got) in [
-            ("gamma", gamma.len()),
-            ("beta", beta.len()),
-            ("running mean", running.0.len()),
-            ("running var", running.1.len()),
-        ] {
-            expect_len(NAME, arg, got, channels as usize)?;
-        }
+        let n = index_count(NAME, "x", g.len())?;
         launch!(
             self,
             "batch_norm_eval_forward",
@@ -630,10 +800,108 @@ impl Gpu {
             running.0.slice(),
             running.1.slice(),
             y.slice_mut(),
-            &batch,
-            &channels,
-            &plane,
-            &epsilon
+            &g.batch,
+            &g.channels,
+            &g.plane,
+            &epsilon,
+            &act.kind,
+            &act.slope
+        )
+    }
+
+    /// Evaluation (frozen) backward to `x` only.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch_norm_eval_backward(
+        &self,
+        g: BnShape,
+        act: Act,
+        y: &DeviceBuffer,
+        dy: &DeviceBuffer,
+        gamma: &DeviceBuffer,
+        running_var: &DeviceBuffer,
+        dx: &mut DeviceBuffer,
+        epsilon: f32,
+    ) -> Result<(), GpuError> {
+        const NAME: &str = "batch_norm_eval_backward";
+        g.check(
+            NAME,
+            &[("y", y.len()), ("dy", dy.len()), ("dx", dx.len())],
+            &[("gamma", gamma.len()), ("running var", running_var.len())],
+        )?;
+        let n = index_count(NAME, "x", g.len())?;
+        launch!(
+            self,
+            "batch_norm_eval_backward",
+            plan::elementwise(n),
+            y.slice(),
+            dy.slice(),
+            gamma.slice(),
+            running_var.slice(),
+            dx.slice_mut(),
+            &g.batch,
+            &g.channels,
+            &g.plane,
+            &epsilon,
+            &act.kind,
+            &act.slope
+        )
+    }
+
+    /// Max pool forward over `planes` = N*C planes of `h x w`.
+    pub fn max_pool_forward(
+        &self,
+        p: PoolShape,
+        x: &DeviceBuffer,
+        y: &mut DeviceBuffer,
+    ) -> Result<(), GpuError> {
+        let (input, output) = p.lens("max_pool_forward")?;
+        at_least("max_pool_forward", &[("x", x.len())], input)?;
+        at_least("max_pool_forward", &[("y", y.len())], output)?;
+        let n = index_count("max_pool_forward", "y", output)?;
+        launch!(
+            self,
+            "max_pool_forward",
+            plan::elementwise(n),
+            x.slice(),
+            y.slice_mut(),
+            &p.planes,
+            &p.h,
+            &p.w,
+            &p.size,
+            &p.stride,
+            &p.pad
+        )
+    }
+
+    /// Max pool backward: each window's gradient to its first maximum in `x`.
+    pub fn max_pool_backward(
+        &self,
+        p: PoolShape,
+        x: &DeviceBuffer,
+        dy: &DeviceBuffer,
+        dx: &mut DeviceBuffer,
+    ) -> Result<(), GpuError> {
+        let (input, output) = p.lens("max_pool_backward")?;
+        at_least(
+            "max_pool_backward",
+            &[("x", x.len()), ("dx", dx.len())],
+            input,
+        )?;
+        at_least("max_pool_backward", &[("dy", dy.len())], output)?;
+        let n = index_count("max_pool_backward", "x", input)?;
+        launch!(
+            self,
+            "max_pool_backward",
+            plan::elementwise(n),
+            x.slice(),
+            dy.slice(),
+            dx.slice_mut(),
+            &p.planes,
+            &p.h,
+            &p.w,
+            &p.size,
+            &p.stride,
+            &p.pad
         )
     }
 
@@ -751,33 +1019,30 @@ impl Gpu {
         )
     }
 
-    /// The sum of all elements (two launches; waits for the result).
-    pub fn sum(&self, x: &DeviceBuffer) -> Result<f32, GpuError> {
-        let n = index_count("sum_blocks", "x", x.len())?;
+    /// The sum (or, with `square`, the sum of squares) of the first `len`
+    /// elements: per-block partial sums on the device, added in f64 here
+    /// (waits for the result).
+    pub fn sum(&self, len: usize, x: &DeviceBuffer, square: bool) -> Result<f64, GpuError> {
+        let n = index_count("sum_blocks", "len", len)?;
+        at_least("sum_blocks", &[("x", x.len())], len)?;
         let blocks = n.div_ceil(REDUCE_THREADS).clamp(1, 1024);
         let mut partial = self.pool.alloc(blocks as usize).map_err(GpuError::Memory)?;
-        let mut total = self.pool.alloc(1).map_err(GpuError::Memory)?;
-        let shape = |b| LaunchShape {
-            grid: (b, 1, 1),
+        let shape = LaunchShape {
+            grid: (blocks, 1, 1),
             block: (REDUCE_THREADS, 1, 1),
         };
+        let square = square as u32;
         launch!(
             self,
             "sum_blocks",
-            shape(blocks),
+            shape,
             x.slice(),
             &n,
+            &square,
             partial.slice_mut()
         )?;
-        launch!(
-            self,
-            "sum_blocks",
-            shape(1),
-            partial.slice(),
-            &blocks,
-            total.slice_mut()
-        )?;
-        Ok(self.pool.download(&total).map_err(GpuError::Memory)?[0])
+        let partials = self.pool.download(&partial).map_err(GpuError::Memory)?;
+        Ok(partials.iter().map(|&v| v as f64).sum())
     }
 
     /// Per-element sigmoid cross-entropy loss and gradient.

@@ -154,7 +154,7 @@ pub fn gemm_operand(
 pub enum ConvKind {
     /// Implicit GEMM on the tile engine (any groups).
     Tiled,
-    /// 1x1, stride 1, no padding, one group: per image exactly the GEMM
+    /// 1x1, stride 1, no padding, one group (dilation is moot): per image exactly the GEMM
     /// `y_n = W x_n`, so forward and backward-data run the batched `gemm`
     /// kernel (no im2col index arithmetic); backward-filter stays implicit.
     Pointwise,
@@ -174,7 +174,18 @@ pub struct ConvLens {
 pub fn conv(kernel: &'static str, geo: &ConvGeometry) -> Result<(ConvKind, ConvLens), PlanError> {
     let g = geo;
     if [
-        g.batch, g.c_in, g.h, g.w, g.c_out, g.k_h, g.k_w, g.stride, g.groups,
+        g.batch,
+        g.c_in,
+        g.h,
+        g.w,
+        g.c_out,
+        g.k_h,
+        g.k_w,
+        g.stride_h,
+        g.stride_w,
+        g.dilation_h,
+        g.dilation_w,
+        g.groups,
     ]
     .contains(&0)
     {
@@ -189,12 +200,14 @@ pub fn conv(kernel: &'static str, geo: &ConvGeometry) -> Result<(ConvKind, ConvL
             ),
         );
     }
-    if g.h + 2 * g.pad < g.k_h || g.w + 2 * g.pad < g.k_w {
+    if g.h + 2 * g.pad_h <= g.dilation_h * (g.k_h - 1)
+        || g.w + 2 * g.pad_w <= g.dilation_w * (g.k_w - 1)
+    {
         return fail(
             kernel,
             format!(
-                "{}x{} kernel is larger than the padded {}x{} input",
-                g.k_h, g.k_w, g.h, g.w
+                "{}x{} kernel (dilation {}x{}) is larger than the padded {}x{} input",
+                g.k_h, g.k_w, g.dilation_h, g.dilation_w, g.h, g.w
             ),
         );
     }
@@ -206,7 +219,14 @@ pub fn conv(kernel: &'static str, geo: &ConvGeometry) -> Result<(ConvKind, ConvL
     }
     let kind = if g.groups > 1 && g.groups == g.c_in && g.groups == g.c_out {
         ConvKind::Depthwise
-    } else if g.k_h == 1 && g.k_w == 1 && g.stride == 1 && g.pad == 0 && g.groups == 1 {
+    } else if g.k_h == 1
+        && g.k_w == 1
+        && g.stride_h == 1
+        && g.stride_w == 1
+        && g.pad_h == 0
+        && g.pad_w == 0
+        && g.groups == 1
+    {
         ConvKind::Pointwise
     } else {
         ConvKind::Tiled
@@ -346,8 +366,12 @@ mod tests {
             c_out: 4,
             k_h: 3,
             k_w: 3,
-            stride: 1,
-            pad: 0,
+            stride_h: 1,
+            stride_w: 1,
+            pad_h: 0,
+            pad_w: 0,
+            dilation_h: 1,
+            dilation_w: 1,
             groups: 4,
         };
         assert_eq!(
@@ -419,7 +443,7 @@ mod tests {
             let stride = if k == 1 { 1 } else { stride };
             // Depthwise keeps the channel count; the others change it.
             let c_out = if groups > 1 { c } else { c + 1 };
-            let geo = ConvGeometry { batch, c_in: c, h: hw, w: hw, c_out, k_h: k, k_w: k, stride, pad: k / 2, groups };
+            let geo = ConvGeometry { batch, c_in: c, h: hw, w: hw, c_out, k_h: k, k_w: k, stride_h: stride, stride_w: stride, pad_h: k / 2, pad_w: k / 2, dilation_h: 1, dilation_w: 1, groups };
             let (kind, lens) = conv("conv2d_forward", &geo).unwrap();
             let x = DeviceBuf::filled(lens.x, 1.0f32);
             let w = DeviceBuf::filled(lens.weight, 1.0f32);
@@ -428,10 +452,10 @@ mod tests {
             let g = geo;
             match kind {
                 ConvKind::Tiled => launch(grid, block, |ctx| unsafe {
-                    kernels::conv2d_forward(ctx, x.ptr(), w.ptr(), std::ptr::null(), y.ptr(), g.batch, g.c_in, g.h, g.w, g.c_out, g.k_h, g.k_w, g.stride, g.pad, g.groups)
+                    kernels::conv2d_forward(ctx, x.ptr(), w.ptr(), std::ptr::null(), y.ptr(), g.batch, g.c_in, g.h, g.w, g.c_out, g.k_h, g.k_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dilation_h, g.dilation_w, g.groups)
                 }),
                 ConvKind::Depthwise => launch(grid, block, |ctx| unsafe {
-                    kernels::depthwise_conv2d_forward(ctx, x.ptr(), w.ptr(), y.ptr(), g.batch, g.c_in, g.h, g.w, g.k_h, g.k_w, g.stride, g.pad)
+                    kernels::depthwise_conv2d_forward(ctx, x.ptr(), w.ptr(), y.ptr(), g.batch, g.c_in, g.h, g.w, g.k_h, g.k_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dilation_h, g.dilation_w)
                 }),
                 ConvKind::Pointwise => {
                     let (a, b) = pointwise_forward_operands(&g);
@@ -448,7 +472,7 @@ mod tests {
         /// kernels give, forward and backward-data.
         #[test]
         fn pointwise_as_gemm_matches_the_implicit_kernels(batch in 1u32..3, c_in in 1u32..70, c_out in 1u32..70, h in 1u32..9, w in 1u32..9) {
-            let g = ConvGeometry { batch, c_in, h, w, c_out, k_h: 1, k_w: 1, stride: 1, pad: 0, groups: 1 };
+            let g = ConvGeometry { batch, c_in, h, w, c_out, k_h: 1, k_w: 1, stride_h: 1, stride_w: 1, pad_h: 0, pad_w: 0, dilation_h: 1, dilation_w: 1, groups: 1 };
             let (kind, lens) = conv("conv", &g).unwrap();
             prop_assert_eq!(kind, ConvKind::Pointwise);
             let vals = |len: usize, salt: usize| (0..len).map(|i| ((i * 7919 + salt) % 101) as f32 / 50.0 - 1.0).collect::<Vec<_>>();
@@ -468,11 +492,11 @@ mod tests {
             });
             let (grid, block) = dims(conv_forward_shape(ConvKind::Tiled, &g));
             launch(grid, block, |ctx| unsafe {
-                kernels::conv2d_forward(ctx, x.ptr(), wt.ptr(), std::ptr::null(), y_conv.ptr(), batch, c_in, h, w, c_out, 1, 1, 1, 0, 1)
+                kernels::conv2d_forward(ctx, x.ptr(), wt.ptr(), std::ptr::null(), y_conv.ptr(), batch, c_in, h, w, c_out, 1, 1, 1, 1, 0, 0, 1, 1, 1)
             });
             let (grid, block) = dims(conv_backward_data_shape(ConvKind::Tiled, &g));
             launch(grid, block, |ctx| unsafe {
-                kernels::conv2d_backward_data(ctx, dy.ptr(), wt.ptr(), dx_conv.ptr(), batch, c_in, h, w, c_out, 1, 1, 1, 0, 1)
+                kernels::conv2d_backward_data(ctx, dy.ptr(), wt.ptr(), dx_conv.ptr(), batch, c_in, h, w, c_out, 1, 1, 1, 1, 0, 0, 1, 1, 1)
             });
             prop_assert_eq!(y_gemm.to_vec(), y_conv.to_vec());
             prop_assert_eq!(dx_gemm.to_vec(), dx_conv.to_vec());

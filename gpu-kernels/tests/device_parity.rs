@@ -4,7 +4,7 @@
 //! these tests print why and pass, unless PULSEFOCUS_REQUIRE_GPU=1 (set by
 //! scripts/gpu-check.sh), where a missing GPU fails them.
 use pulsefocus_gpu::plan::Strides;
-use pulsefocus_gpu::{DeviceBuffer, Gpu, NmsOptions, YoloLevel};
+use pulsefocus_gpu::{Act, BnShape, DeviceBuffer, Gpu, NmsOptions, YoloLevel};
 use pulsefocus_gpu_device as dev;
 use pulsefocus_gpu_device::conv::ConvGeometry;
 use pulsefocus_gpu_device::emu::{launch, launch_independent, DeviceBuf, Dim3};
@@ -68,9 +68,17 @@ fn elementwise_sgd_and_loss_kernels() {
     let (xc, tc) = (DeviceBuf::new(&x), DeviceBuf::new(&t));
     let mut yg = gpu.pool.alloc(n).unwrap();
     let yc = DeviceBuf::filled(n, 0.0);
-    gpu.leaky_relu_forward(&xg, &mut yg, 0.1).unwrap();
+    gpu.activation_forward(Act::leaky_relu(0.1), n, &xg, &mut yg)
+        .unwrap();
     launch_independent(GRID.0, GRID.1, |c| unsafe {
-        dev::elementwise::leaky_relu_forward(c, xc.ptr(), yc.ptr(), n as u32, 0.1)
+        dev::elementwise::activation_forward(
+            c,
+            xc.ptr(),
+            yc.ptr(),
+            n as u32,
+            dev::elementwise::ACT_LEAKY_RELU,
+            0.1,
+        )
     });
     assert_close("leaky_relu", &down(&gpu, &yg), &yc.to_vec(), 0.0);
 
@@ -114,7 +122,7 @@ fn elementwise_sgd_and_loss_kernels() {
     assert_close("bce loss", &down(&gpu, &lg), &lc.to_vec(), 1e-5);
     assert_close("bce grad", &down(&gpu, &gg), &gc.to_vec(), 1e-5);
     let want: f64 = lc.to_vec().iter().map(|&v| v as f64).sum();
-    let got = gpu.sum(&lg).unwrap() as f64;
+    let got = gpu.sum(n, &lg, false).unwrap();
     assert!(
         (got - want).abs() < 1e-3 * want.abs(),
         "sum {got} vs {want}"
@@ -221,8 +229,12 @@ fn conv_cpu(
                     g.c_out,
                     g.k_h,
                     g.k_w,
-                    g.stride,
-                    g.pad,
+                    g.stride_h,
+                    g.stride_w,
+                    g.pad_h,
+                    g.pad_w,
+                    g.dilation_h,
+                    g.dilation_w,
                     g.groups,
                 )
             });
@@ -239,8 +251,12 @@ fn conv_cpu(
                     g.c_out,
                     g.k_h,
                     g.k_w,
-                    g.stride,
-                    g.pad,
+                    g.stride_h,
+                    g.stride_w,
+                    g.pad_h,
+                    g.pad_w,
+                    g.dilation_h,
+                    g.dilation_w,
                     g.groups,
                 )
             });
@@ -257,8 +273,12 @@ fn conv_cpu(
                     g.c_out,
                     g.k_h,
                     g.k_w,
-                    g.stride,
-                    g.pad,
+                    g.stride_h,
+                    g.stride_w,
+                    g.pad_h,
+                    g.pad_w,
+                    g.dilation_h,
+                    g.dilation_w,
                     g.groups,
                 )
             });
@@ -276,8 +296,12 @@ fn conv_cpu(
                     g.w,
                     g.k_h,
                     g.k_w,
-                    g.stride,
-                    g.pad,
+                    g.stride_h,
+                    g.stride_w,
+                    g.pad_h,
+                    g.pad_w,
+                    g.dilation_h,
+                    g.dilation_w,
                 )
             });
             launch(d.0, d.1, |c| unsafe {
@@ -292,8 +316,12 @@ fn conv_cpu(
                     g.w,
                     g.k_h,
                     g.k_w,
-                    g.stride,
-                    g.pad,
+                    g.stride_h,
+                    g.stride_w,
+                    g.pad_h,
+                    g.pad_w,
+                    g.dilation_h,
+                    g.dilation_w,
                 )
             });
             launch(wshape.0, wshape.1, |c| unsafe {
@@ -308,8 +336,12 @@ fn conv_cpu(
                     g.w,
                     g.k_h,
                     g.k_w,
-                    g.stride,
-                    g.pad,
+                    g.stride_h,
+                    g.stride_w,
+                    g.pad_h,
+                    g.pad_w,
+                    g.dilation_h,
+                    g.dilation_w,
                 )
             });
         }
@@ -329,8 +361,12 @@ fn convolution_passes_tiled_and_depthwise() {
             c_out: 8,
             k_h: 3,
             k_w: 3,
-            stride: 2,
-            pad: 1,
+            stride_h: 2,
+            stride_w: 2,
+            pad_h: 1,
+            pad_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
             groups: 1,
         },
         ConvGeometry {
@@ -341,8 +377,12 @@ fn convolution_passes_tiled_and_depthwise() {
             c_out: 24,
             k_h: 1,
             k_w: 1,
-            stride: 1,
-            pad: 0,
+            stride_h: 1,
+            stride_w: 1,
+            pad_h: 0,
+            pad_w: 0,
+            dilation_h: 1,
+            dilation_w: 1,
             groups: 1,
         },
         ConvGeometry {
@@ -353,8 +393,12 @@ fn convolution_passes_tiled_and_depthwise() {
             c_out: 12,
             k_h: 3,
             k_w: 3,
-            stride: 2,
-            pad: 1,
+            stride_h: 2,
+            stride_w: 2,
+            pad_h: 1,
+            pad_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
             groups: 12,
         },
     ];
@@ -399,14 +443,21 @@ fn batch_norm_train_and_eval() {
         gpu.zeros(c).unwrap(),
         up(&gpu, &vec![1.0; c]),
     );
+    let shape = BnShape {
+        batch,
+        channels,
+        plane,
+    };
+    let act = Act::leaky_relu(0.1);
     gpu.batch_norm_train_forward(
+        shape,
+        act,
         &xg,
         &gg,
         &bg,
         &mut yg,
         (&mut mean, &mut inv_std),
         (&mut rm, &mut rv),
-        (batch, channels, plane),
         1e-5,
         0.9,
     )
@@ -417,14 +468,16 @@ fn batch_norm_train_and_eval() {
         gpu.zeros(c).unwrap(),
     );
     gpu.batch_norm_train_backward(
+        shape,
+        act,
         &xg,
+        &yg,
         &dyg,
         &gg,
         (&mean, &inv_std),
         &mut dxg,
         &mut dgg,
         &mut dbg,
-        (batch, channels, plane),
     )
     .unwrap();
 
@@ -463,12 +516,15 @@ fn batch_norm_train_and_eval() {
             plane,
             1e-5,
             0.9,
+            dev::elementwise::ACT_LEAKY_RELU,
+            0.1,
         )
     });
     launch(Dim3::x(channels), block, |t| unsafe {
         dev::batch_norm::batch_norm_train_backward(
             t,
             xc.ptr(),
+            yc.ptr(),
             dyc.ptr(),
             gc.ptr(),
             mc.ptr(),
@@ -479,6 +535,8 @@ fn batch_norm_train_and_eval() {
             batch,
             channels,
             plane,
+            dev::elementwise::ACT_LEAKY_RELU,
+            0.1,
         )
     });
     assert_close("bn y", &down(&gpu, &yg), &yc.to_vec(), 1e-4);
