@@ -50,7 +50,7 @@ fn geometry(
 
 fn filled(gpu: &Gpu, len: usize, value: f32) -> pulsefocus_gpu::DeviceBuffer {
     let mut buffer = gpu.pool.alloc(len).expect("device memory");
-    gpu.fill(&mut buffer, value).expect("fill");
+    gpu.fill(len, &mut buffer, value).expect("fill");
     buffer
 }
 

@@ -6,7 +6,7 @@ use pulsefocus_gpu_device::conv::ConvGeometry;
 use pulsefocus_gpu_device::elementwise;
 use pulsefocus_gpu_device::reduce::REDUCE_THREADS;
 
-use crate::plan::{self, expect_len, index_count, ConvKind, LaunchShape, Strides};
+use crate::plan::{self, index_count, need_len, ConvKind, LaunchShape, Strides};
 use crate::pool::DeviceBuffer;
 use crate::{Gpu, GpuError};
 
@@ -35,17 +35,10 @@ macro_rules! launch {
 /// The null device pointer, for optional arguments.
 const NULL: u64 = 0;
 
-/// Every buffer must hold at least `len` elements (buffers may be longer
-/// than the tensor they hold: memory is planned for the largest shape).
+/// Every buffer must hold at least `len` elements.
 fn at_least(kernel: &'static str, buffers: &[(&str, usize)], len: usize) -> Result<(), GpuError> {
     for &(arg, got) in buffers {
-        if got < len {
-            return Err(plan::PlanError {
-                kernel,
-                message: format!("{arg} has {got} elements, needs at least {len}"),
-            }
-            .into());
-        }
+        need_len(kernel, arg, got, len)?;
     }
     Ok(())
 }
@@ -155,12 +148,14 @@ impl Gpu {
     /// A zero-filled pooled buffer.
     pub fn zeros(&self, len: usize) -> Result<DeviceBuffer, GpuError> {
         let mut buffer = self.pool.alloc(len).map_err(GpuError::Memory)?;
-        self.fill(&mut buffer, 0.0)?;
+        self.fill(len, &mut buffer, 0.0)?;
         Ok(buffer)
     }
 
-    pub fn fill(&self, x: &mut DeviceBuffer, value: f32) -> Result<(), GpuError> {
-        let n = index_count("fill", "x", x.len())?;
+    /// `x[..len] = value`.
+    pub fn fill(&self, len: usize, x: &mut DeviceBuffer, value: f32) -> Result<(), GpuError> {
+        let n = index_count("fill", "len", len)?;
+        at_least("fill", &[("x", x.len())], len)?;
         launch!(
             self,
             "fill",
@@ -235,9 +230,14 @@ impl Gpu {
         )
     }
 
-    pub fn sigmoid_forward(&self, x: &DeviceBuffer, y: &mut DeviceBuffer) -> Result<(), GpuError> {
-        let n = index_count("sigmoid_forward", "x", x.len())?;
-        expect_len("sigmoid_forward", "y", y.len(), x.len())?;
+    pub fn sigmoid_forward(
+        &self,
+        len: usize,
+        x: &DeviceBuffer,
+        y: &mut DeviceBuffer,
+    ) -> Result<(), GpuError> {
+        let n = index_count("sigmoid_forward", "len", len)?;
+        at_least("sigmoid_forward", &[("x", x.len()), ("y", y.len())], len)?;
         launch!(
             self,
             "sigmoid_forward",
@@ -248,15 +248,20 @@ impl Gpu {
         )
     }
 
+    /// `dx = dy * y * (1 - y)`.
     pub fn sigmoid_backward(
         &self,
+        len: usize,
         y: &DeviceBuffer,
         dy: &DeviceBuffer,
         dx: &mut DeviceBuffer,
     ) -> Result<(), GpuError> {
-        let n = index_count("sigmoid_backward", "y", y.len())?;
-        expect_len("sigmoid_backward", "dy", dy.len(), y.len())?;
-        expect_len("sigmoid_backward", "dx", dx.len(), y.len())?;
+        let n = index_count("sigmoid_backward", "len", len)?;
+        at_least(
+            "sigmoid_backward",
+            &[("y", y.len()), ("dy", dy.len()), ("dx", dx.len())],
+            len,
+        )?;
         launch!(
             self,
             "sigmoid_backward",
@@ -268,15 +273,20 @@ impl Gpu {
         )
     }
 
+    /// `out = a + b`.
     pub fn add(
         &self,
+        len: usize,
         a: &DeviceBuffer,
         b: &DeviceBuffer,
         out: &mut DeviceBuffer,
     ) -> Result<(), GpuError> {
-        let n = index_count("add", "a", a.len())?;
-        expect_len("add", "b", b.len(), a.len())?;
-        expect_len("add", "out", out.len(), a.len())?;
+        let n = index_count("add", "len", len)?;
+        at_least(
+            "add",
+            &[("a", a.len()), ("b", b.len()), ("out", out.len())],
+            len,
+        )?;
         launch!(
             self,
             "add",
@@ -289,9 +299,15 @@ impl Gpu {
     }
 
     /// `y += alpha * x`.
-    pub fn axpy(&self, alpha: f32, x: &DeviceBuffer, y: &mut DeviceBuffer) -> Result<(), GpuError> {
-        let n = index_count("axpy", "x", x.len())?;
-        expect_len("axpy", "y", y.len(), x.len())?;
+    pub fn axpy(
+        &self,
+        len: usize,
+        alpha: f32,
+        x: &DeviceBuffer,
+        y: &mut DeviceBuffer,
+    ) -> Result<(), GpuError> {
+        let n = index_count("axpy", "len", len)?;
+        at_least("axpy", &[("x", x.len()), ("y", y.len())], len)?;
         launch!(
             self,
             "axpy",
@@ -303,8 +319,11 @@ impl Gpu {
         )
     }
 
+    /// Paddle's momentum step with L2 decay on the first `len` parameters.
+    #[allow(clippy::too_many_arguments)]
     pub fn momentum_sgd(
         &self,
+        len: usize,
         param: &mut DeviceBuffer,
         grad: &DeviceBuffer,
         velocity: &mut DeviceBuffer,
@@ -312,9 +331,16 @@ impl Gpu {
         momentum: f32,
         weight_decay: f32,
     ) -> Result<(), GpuError> {
-        let n = index_count("momentum_sgd", "param", param.len())?;
-        expect_len("momentum_sgd", "grad", grad.len(), param.len())?;
-        expect_len("momentum_sgd", "velocity", velocity.len(), param.len())?;
+        let n = index_count("momentum_sgd", "len", len)?;
+        at_least(
+            "momentum_sgd",
+            &[
+                ("param", param.len()),
+                ("grad", grad.len()),
+                ("velocity", velocity.len()),
+            ],
+            len,
+        )?;
         launch!(
             self,
             "momentum_sgd",
@@ -327,6 +353,37 @@ impl Gpu {
             &momentum,
             &weight_decay
         )
+    }
+
+    /// `dst[..src.len()] = src` (host to device).
+    pub fn upload_into(&self, src: &[f32], dst: &mut DeviceBuffer) -> Result<(), GpuError> {
+        need_len("upload", "dst", dst.len(), src.len()).map_err(GpuError::Plan)?;
+        let mut view = dst.slice_mut().slice_mut(0..src.len());
+        self.stream
+            .memcpy_htod(src, &mut view)
+            .map_err(GpuError::Memory)
+    }
+
+    /// `dst = src[..dst.len()]` (device to host; waits for the stream).
+    pub fn download_into(&self, src: &DeviceBuffer, dst: &mut [f32]) -> Result<(), GpuError> {
+        need_len("download", "src", src.len(), dst.len()).map_err(GpuError::Plan)?;
+        self.stream
+            .memcpy_dtoh(&src.slice().slice(0..dst.len()), dst)
+            .map_err(GpuError::Memory)
+    }
+
+    /// `dst[..len] = src[..len]` on the device.
+    pub fn copy(
+        &self,
+        len: usize,
+        src: &DeviceBuffer,
+        dst: &mut DeviceBuffer,
+    ) -> Result<(), GpuError> {
+        at_least("copy", &[("src", src.len()), ("dst", dst.len())], len)?;
+        let mut view = dst.slice_mut().slice_mut(0..len);
+        self.stream
+            .memcpy_dtod(&src.slice().slice(0..len), &mut view)
+            .map_err(GpuError::Memory)
     }
 
     /// `C_z = alpha A_z B_z + beta C_z` for `z < batch`, strided operands
@@ -394,9 +451,9 @@ impl Gpu {
     ) -> Result<(), GpuError> {
         const NAME: &str = "conv2d_forward";
         let (kind, lens) = plan::conv(NAME, geo)?;
-        expect_len(NAME, "x", x.len(), lens.x)?;
-        expect_len(NAME, "weight", weight.len(), lens.weight)?;
-        expect_len(NAME, "y", y.len(), lens.y)?;
+        need_len(NAME, "x", x.len(), lens.x)?;
+        need_len(NAME, "weight", weight.len(), lens.weight)?;
+        need_len(NAME, "y", y.len(), lens.y)?;
         let g = geo;
         match (kind, bias) {
             (ConvKind::Pointwise, None) => {
@@ -419,7 +476,7 @@ impl Gpu {
             // The GEMM kernel has no bias: a biased 1x1 takes the implicit kernel.
             (ConvKind::Tiled | ConvKind::Pointwise, Some(bias)) => {
                 let shape = plan::conv_forward_shape(ConvKind::Tiled, geo);
-                expect_len(NAME, "bias", bias.len(), g.c_out as usize)?;
+                need_len(NAME, "bias", bias.len(), g.c_out as usize)?;
                 launch!(
                     self,
                     "conv2d_forward",
@@ -504,9 +561,9 @@ impl Gpu {
     ) -> Result<(), GpuError> {
         const NAME: &str = "conv2d_backward_data";
         let (kind, lens) = plan::conv(NAME, geo)?;
-        expect_len(NAME, "dy", dy.len(), lens.y)?;
-        expect_len(NAME, "weight", weight.len(), lens.weight)?;
-        expect_len(NAME, "dx", dx.len(), lens.x)?;
+        need_len(NAME, "dy", dy.len(), lens.y)?;
+        need_len(NAME, "weight", weight.len(), lens.weight)?;
+        need_len(NAME, "dx", dx.len(), lens.x)?;
         let g = geo;
         let shape = plan::conv_backward_data_shape(kind, geo);
         match kind {
@@ -582,9 +639,9 @@ impl Gpu {
     ) -> Result<(), GpuError> {
         const NAME: &str = "conv2d_backward_filter";
         let (kind, lens) = plan::conv(NAME, geo)?;
-        expect_len(NAME, "x", x.len(), lens.x)?;
-        expect_len(NAME, "dy", dy.len(), lens.y)?;
-        expect_len(NAME, "dweight", dweight.len(), lens.weight)?;
+        need_len(NAME, "x", x.len(), lens.x)?;
+        need_len(NAME, "dy", dy.len(), lens.y)?;
+        need_len(NAME, "dweight", dweight.len(), lens.weight)?;
         let g = geo;
         let shape = plan::conv_backward_filter_shape(kind, geo);
         match kind {
@@ -641,13 +698,13 @@ impl Gpu {
         nchw: (u32, u32, u32),
     ) -> Result<(), GpuError> {
         let (batch, channels, plane) = nchw;
-        expect_len(
+        need_len(
             "channel_sum",
             "x",
             x.len(),
             (batch * channels * plane) as usize,
         )?;
-        expect_len("channel_sum", "out", out.len(), channels as usize)?;
+        need_len("channel_sum", "out", out.len(), channels as usize)?;
         launch!(
             self,
             "channel_sum",
@@ -915,7 +972,7 @@ impl Gpu {
         factor: u32,
     ) -> Result<(), GpuError> {
         let (h, w) = hw;
-        expect_len(
+        need_len(
             "upsample_nearest_forward",
             "x",
             x.len(),
@@ -926,7 +983,7 @@ impl Gpu {
             "y",
             (planes * h * w) as usize * (factor * factor) as usize,
         )?;
-        expect_len("upsample_nearest_forward", "y", y.len(), n as usize)?;
+        need_len("upsample_nearest_forward", "y", y.len(), n as usize)?;
         launch!(
             self,
             "upsample_nearest_forward",
@@ -950,8 +1007,8 @@ impl Gpu {
     ) -> Result<(), GpuError> {
         let (h, w) = hw;
         let n = index_count("upsample_nearest_backward", "dx", (planes * h * w) as usize)?;
-        expect_len("upsample_nearest_backward", "dx", dx.len(), n as usize)?;
-        expect_len(
+        need_len("upsample_nearest_backward", "dx", dx.len(), n as usize)?;
+        need_len(
             "upsample_nearest_backward",
             "dy",
             dy.len(),
@@ -990,13 +1047,13 @@ impl Gpu {
         if src_first + count > src_channels || dst_first + count > dst_channels {
             return Err(plan::PlanError { kernel: NAME, message: format!("channels {src_first}+{count} of {src_channels} -> {dst_first}+{count} of {dst_channels} out of range") }.into());
         }
-        expect_len(
+        need_len(
             NAME,
             "src",
             src.len(),
             (batch * src_channels * plane) as usize,
         )?;
-        expect_len(
+        need_len(
             NAME,
             "dst",
             dst.len(),
@@ -1061,7 +1118,7 @@ impl Gpu {
             ("loss", loss.len()),
             ("grad", grad.len()),
         ] {
-            expect_len("sigmoid_cross_entropy", arg, got, n as usize)?;
+            need_len("sigmoid_cross_entropy", arg, got, n as usize)?;
         }
         launch!(
             self,
@@ -1092,7 +1149,7 @@ impl Gpu {
             ("loss", loss.len()),
             ("grad", grad.len()),
         ] {
-            expect_len("l1_loss", arg, got, n as usize)?;
+            need_len("l1_loss", arg, got, n as usize)?;
         }
         launch!(
             self,
@@ -1127,15 +1184,15 @@ impl Gpu {
             "boxes",
             l.batch as usize * 3 * l.grid_h as usize * l.grid_w as usize,
         )?;
-        expect_len(
+        need_len(
             NAME,
             "x",
             x.len(),
             cells as usize * (5 + l.classes as usize),
         )?;
-        expect_len(NAME, "image_size", image_size.len(), 2 * l.batch as usize)?;
-        expect_len(NAME, "boxes", boxes.len(), 4 * cells as usize)?;
-        expect_len(
+        need_len(NAME, "image_size", image_size.len(), 2 * l.batch as usize)?;
+        need_len(NAME, "boxes", boxes.len(), 4 * cells as usize)?;
+        need_len(
             NAME,
             "scores",
             scores.len(),
@@ -1186,14 +1243,14 @@ impl Gpu {
             "negative",
             l.batch as usize * 3 * l.grid_h as usize * l.grid_w as usize,
         )?;
-        expect_len(
+        need_len(
             NAME,
             "x",
             x.len(),
             cells as usize * (5 + l.classes as usize),
         )?;
-        expect_len(NAME, "gt", gt.len(), (l.batch * max_boxes * 4) as usize)?;
-        expect_len(NAME, "negative", negative.len(), cells as usize)?;
+        need_len(NAME, "gt", gt.len(), (l.batch * max_boxes * 4) as usize)?;
+        need_len(NAME, "negative", negative.len(), cells as usize)?;
         let a = l.anchors;
         launch!(
             self,
@@ -1232,7 +1289,7 @@ impl Gpu {
     ) -> Result<Vec<u32>, GpuError> {
         let o = options;
         let count = index_count("nms", "scores", scores.len())?;
-        expect_len(
+        need_len(
             "nms",
             "boxes",
             boxes.len(),

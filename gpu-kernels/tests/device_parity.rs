@@ -82,7 +82,7 @@ fn elementwise_sgd_and_loss_kernels() {
     });
     assert_close("leaky_relu", &down(&gpu, &yg), &yc.to_vec(), 0.0);
 
-    gpu.sigmoid_forward(&xg, &mut yg).unwrap();
+    gpu.sigmoid_forward(n, &xg, &mut yg).unwrap();
     launch_independent(GRID.0, GRID.1, |c| unsafe {
         dev::elementwise::sigmoid_forward(c, xc.ptr(), yc.ptr(), n as u32)
     });
@@ -90,7 +90,7 @@ fn elementwise_sgd_and_loss_kernels() {
 
     let (mut pg, mut vg) = (up(&gpu, &x), up(&gpu, &t));
     let (pc, vc) = (DeviceBuf::new(&x), DeviceBuf::new(&t));
-    gpu.momentum_sgd(&mut pg, &tg, &mut vg, 1e-3, 0.9, 5e-4)
+    gpu.momentum_sgd(n, &mut pg, &tg, &mut vg, 1e-3, 0.9, 5e-4)
         .unwrap();
     launch_independent(GRID.0, GRID.1, |c| unsafe {
         dev::sgd::momentum_sgd(c, pc.ptr(), tc.ptr(), vc.ptr(), n as u32, 1e-3, 0.9, 5e-4)
