@@ -6,7 +6,8 @@
 //!     cargo bench -p pulsefocus-benches --bench gpu_kernels
 //!     python3 benches/gpu_kernels_torch.py --criterion $CARGO_TARGET_DIR/criterion   # cuDNN ratios
 use criterion::{BenchmarkId, Criterion, Throughput};
-use pulsefocus_gpu::{Gpu, NmsOptions, YoloLevel};
+use pulsefocus_gpu::plan::Strides;
+use pulsefocus_gpu::{Act, BnShape, Gpu, NmsOptions, YoloLevel};
 use pulsefocus_gpu_device::conv::ConvGeometry;
 
 /// (name, c_in, c_out, k, stride, input size, depthwise), batch 8. The names
@@ -37,15 +38,19 @@ fn geometry(
         c_out,
         k_h: k,
         k_w: k,
-        stride,
-        pad: k / 2,
+        stride_h: stride,
+        stride_w: stride,
+        pad_h: k / 2,
+        pad_w: k / 2,
+        dilation_h: 1,
+        dilation_w: 1,
         groups,
     }
 }
 
 fn filled(gpu: &Gpu, len: usize, value: f32) -> pulsefocus_gpu::DeviceBuffer {
     let mut buffer = gpu.pool.alloc(len).expect("device memory");
-    gpu.fill(&mut buffer, value).expect("fill");
+    gpu.fill(len, &mut buffer, value).expect("fill");
     buffer
 }
 
@@ -93,8 +98,20 @@ fn gemm(c: &mut Criterion, gpu: &Gpu) {
         group.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
         group.bench_function(BenchmarkId::from_parameter(n), |bench| {
             bench.iter(|| {
-                gpu.gemm(n, n, n, 1.0, &a, (n, 1), &b, (n, 1), 0.0, &mut out, n)
-                    .expect("gemm");
+                gpu.gemm(
+                    1,
+                    (n, n, n),
+                    1.0,
+                    &a,
+                    Strides::row_major(n, 0),
+                    &b,
+                    Strides::row_major(n, 0),
+                    0.0,
+                    &mut out,
+                    n,
+                    0,
+                )
+                .expect("gemm");
                 gpu.synchronize().expect("sync");
             })
         });
@@ -118,31 +135,40 @@ fn batch_norm(c: &mut Criterion, gpu: &Gpu) {
         let (mut y, mut dx) = (filled(gpu, len, 0.0), filled(gpu, len, 0.0));
         let [mut mean, mut inv_std, mut rm, mut rv, mut dg, mut db] =
             std::array::from_fn(|_| filled(gpu, ch, 1.0));
-        let dims = (BATCH, channels, size * size);
+        let shape = BnShape {
+            batch: BATCH,
+            channels,
+            plane: size * size,
+        };
+        let act = Act::leaky_relu(0.1);
         group.throughput(Throughput::Elements(len as u64));
         group.bench_function(BenchmarkId::new("forward_backward", name), |b| {
             b.iter(|| {
                 gpu.batch_norm_train_forward(
+                    shape,
+                    act,
                     &x,
                     &gamma,
                     &beta,
                     &mut y,
                     (&mut mean, &mut inv_std),
                     (&mut rm, &mut rv),
-                    dims,
                     1e-5,
                     0.9,
                 )
                 .expect("bn");
+                // y stands in for the incoming gradient.
                 gpu.batch_norm_train_backward(
+                    shape,
+                    act,
                     &x,
+                    &y,
                     &y,
                     &gamma,
                     (&mean, &inv_std),
                     &mut dx,
                     &mut dg,
                     &mut db,
-                    dims,
                 )
                 .expect("bn");
                 gpu.synchronize().expect("sync");

@@ -20,8 +20,9 @@ if ! "$RUSTC_NVPTX" --print target-list | grep -qx nvptx64-nvidia-cuda; then
   exit 1
 fi
 
-# Old PTX must not be mistaken for new: remove the crate's previous output.
-rm -f "$TARGET_DIR"/nvptx64-nvidia-cuda/release/deps/pulsefocus_gpu_device-*.s
+# Always recompile the kernel crate (core stays cached): its .s is written
+# only when rustc runs, and it must be this source's.
+touch gpu-kernels/device/src/lib.rs
 
 # Kernels divide by run-time sizes, and core's division-by-zero panic lives in
 # core, outside the PTX we emit: panic=immediate-abort (applied to core too by
@@ -34,7 +35,8 @@ RUSTC="$RUSTC_NVPTX" RUSTC_BOOTSTRAP=1 CARGO_PROFILE_RELEASE_DEBUG=0 \
   "$CARGO_NVPTX" build --quiet --release --target nvptx64-nvidia-cuda \
   -Zbuild-std=core -p pulsefocus-gpu-device --target-dir "$TARGET_DIR"
 
-asm=$(ls "$TARGET_DIR"/nvptx64-nvidia-cuda/release/deps/pulsefocus_gpu_device-*.s)
+# The newest .s is the one rustc just wrote.
+asm=$(ls -t "$TARGET_DIR"/nvptx64-nvidia-cuda/release/deps/pulsefocus_gpu_device-*.s | head -1)
 if grep -q '^\.extern \.func' "$asm"; then
   echo "build-ptx: the PTX calls functions it does not define:" >&2
   grep '^\.extern \.func' "$asm" >&2

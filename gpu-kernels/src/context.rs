@@ -36,8 +36,9 @@ pub enum GpuError {
 /// Every kernel entry point in the PTX, loaded when the GPU is opened (a
 /// missing one is an error then, not in the middle of training).
 pub const KERNELS: &[&str] = &[
-    "leaky_relu_forward",
-    "leaky_relu_backward",
+    "activation_forward",
+    "activation_backward",
+    "scale",
     "sigmoid_forward",
     "sigmoid_backward",
     "add",
@@ -54,6 +55,7 @@ pub const KERNELS: &[&str] = &[
     "batch_norm_train_forward",
     "batch_norm_train_backward",
     "batch_norm_eval_forward",
+    "batch_norm_eval_backward",
     "max_pool_forward",
     "max_pool_backward",
     "upsample_nearest_forward",

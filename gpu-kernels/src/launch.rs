@@ -3,9 +3,10 @@
 //! on the GPU's stream. Nothing waits for the GPU unless it downloads.
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use pulsefocus_gpu_device::conv::ConvGeometry;
+use pulsefocus_gpu_device::elementwise;
 use pulsefocus_gpu_device::reduce::REDUCE_THREADS;
 
-use crate::plan::{self, expect_len, index_count, ConvKind, LaunchShape};
+use crate::plan::{self, index_count, need_len, ConvKind, LaunchShape, Strides};
 use crate::pool::DeviceBuffer;
 use crate::{Gpu, GpuError};
 
@@ -34,16 +35,127 @@ macro_rules! launch {
 /// The null device pointer, for optional arguments.
 const NULL: u64 = 0;
 
+/// Every buffer must hold at least `len` elements.
+fn at_least(kernel: &'static str, buffers: &[(&str, usize)], len: usize) -> Result<(), GpuError> {
+    for &(arg, got) in buffers {
+        need_len(kernel, arg, got, len)?;
+    }
+    Ok(())
+}
+
+/// An activation as the kernels take it: one of the device crate's
+/// `elementwise::ACT_*` codes, and the slope of a leaky ReLU.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Act {
+    pub kind: u32,
+    pub slope: f32,
+}
+
+impl Act {
+    pub const IDENTITY: Act = Act {
+        kind: elementwise::ACT_IDENTITY,
+        slope: 0.0,
+    };
+    pub const RELU: Act = Act {
+        kind: elementwise::ACT_RELU,
+        slope: 0.0,
+    };
+    pub const RELU6: Act = Act {
+        kind: elementwise::ACT_RELU6,
+        slope: 0.0,
+    };
+    pub const fn leaky_relu(slope: f32) -> Act {
+        Act {
+            kind: elementwise::ACT_LEAKY_RELU,
+            slope,
+        }
+    }
+}
+
+/// Shape of a batch norm: NCHW with `plane` = H*W.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BnShape {
+    pub batch: u32,
+    pub channels: u32,
+    pub plane: u32,
+}
+
+impl BnShape {
+    pub fn len(&self) -> usize {
+        self.batch as usize * self.channels as usize * self.plane as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn check(
+        &self,
+        kernel: &'static str,
+        tensors: &[(&str, usize)],
+        per_channel: &[(&str, usize)],
+    ) -> Result<(), GpuError> {
+        if self.is_empty() {
+            return Err(plan::PlanError {
+                kernel,
+                message: format!("empty batch norm {self:?}"),
+            }
+            .into());
+        }
+        index_count(kernel, "x", self.len())?;
+        at_least(kernel, tensors, self.len())?;
+        at_least(kernel, per_channel, self.channels as usize)
+    }
+}
+
+/// Shape of a max pool: `planes` = N*C planes of `h x w`, square window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolShape {
+    pub planes: u32,
+    pub h: u32,
+    pub w: u32,
+    pub size: u32,
+    pub stride: u32,
+    pub pad: u32,
+}
+
+impl PoolShape {
+    /// (input, output) element counts, after checking the window fits.
+    fn lens(&self, kernel: &'static str) -> Result<(usize, usize), GpuError> {
+        let p = self;
+        if p.size == 0
+            || p.stride == 0
+            || p.pad >= p.size
+            || p.h + 2 * p.pad < p.size
+            || p.w + 2 * p.pad < p.size
+        {
+            return Err(plan::PlanError {
+                kernel,
+                message: format!("window does not fit: {p:?}"),
+            }
+            .into());
+        }
+        let (ho, wo) = (
+            (p.h + 2 * p.pad - p.size) / p.stride + 1,
+            (p.w + 2 * p.pad - p.size) / p.stride + 1,
+        );
+        Ok((
+            p.planes as usize * (p.h * p.w) as usize,
+            p.planes as usize * (ho * wo) as usize,
+        ))
+    }
+}
+
 impl Gpu {
     /// A zero-filled pooled buffer.
     pub fn zeros(&self, len: usize) -> Result<DeviceBuffer, GpuError> {
         let mut buffer = self.pool.alloc(len).map_err(GpuError::Memory)?;
-        self.fill(&mut buffer, 0.0)?;
+        self.fill(len, &mut buffer, 0.0)?;
         Ok(buffer)
     }
 
-    pub fn fill(&self, x: &mut DeviceBuffer, value: f32) -> Result<(), GpuError> {
-        let n = index_count("fill", "x", x.len())?;
+    /// `x[..len] = value`.
+    pub fn fill(&self, len: usize, x: &mut DeviceBuffer, value: f32) -> Result<(), GpuError> {
+        let n = index_count("fill", "len", len)?;
+        at_least("fill", &[("x", x.len())], len)?;
         launch!(
             self,
             "fill",
@@ -54,50 +166,78 @@ impl Gpu {
         )
     }
 
-    pub fn leaky_relu_forward(
+    /// `y = act(x)` over the first `len` elements.
+    pub fn activation_forward(
         &self,
+        act: Act,
+        len: usize,
         x: &DeviceBuffer,
         y: &mut DeviceBuffer,
-        slope: f32,
     ) -> Result<(), GpuError> {
-        let n = index_count("leaky_relu_forward", "x", x.len())?;
-        expect_len("leaky_relu_forward", "y", y.len(), x.len())?;
+        let n = index_count("activation_forward", "len", len)?;
+        at_least("activation_forward", &[("x", x.len()), ("y", y.len())], len)?;
         launch!(
             self,
-            "leaky_relu_forward",
+            "activation_forward",
             plan::elementwise(n),
             x.slice(),
             y.slice_mut(),
             &n,
-            &slope
+            &act.kind,
+            &act.slope
         )
     }
 
-    pub fn leaky_relu_backward(
+    /// `dx = dy * act'(x)`, from the forward output `y`.
+    pub fn activation_backward(
         &self,
-        x: &DeviceBuffer,
+        act: Act,
+        len: usize,
+        y: &DeviceBuffer,
         dy: &DeviceBuffer,
         dx: &mut DeviceBuffer,
-        slope: f32,
     ) -> Result<(), GpuError> {
-        let n = index_count("leaky_relu_backward", "x", x.len())?;
-        expect_len("leaky_relu_backward", "dy", dy.len(), x.len())?;
-        expect_len("leaky_relu_backward", "dx", dx.len(), x.len())?;
+        let n = index_count("activation_backward", "len", len)?;
+        at_least(
+            "activation_backward",
+            &[("y", y.len()), ("dy", dy.len()), ("dx", dx.len())],
+            len,
+        )?;
         launch!(
             self,
-            "leaky_relu_backward",
+            "activation_backward",
             plan::elementwise(n),
-            x.slice(),
+            y.slice(),
             dy.slice(),
             dx.slice_mut(),
             &n,
-            &slope
+            &act.kind,
+            &act.slope
         )
     }
 
-    pub fn sigmoid_forward(&self, x: &DeviceBuffer, y: &mut DeviceBuffer) -> Result<(), GpuError> {
-        let n = index_count("sigmoid_forward", "x", x.len())?;
-        expect_len("sigmoid_forward", "y", y.len(), x.len())?;
+    /// `x *= alpha` over the first `len` elements.
+    pub fn scale(&self, len: usize, alpha: f32, x: &mut DeviceBuffer) -> Result<(), GpuError> {
+        let n = index_count("scale", "len", len)?;
+        at_least("scale", &[("x", x.len())], len)?;
+        launch!(
+            self,
+            "scale",
+            plan::elementwise(n),
+            x.slice_mut(),
+            &n,
+            &alpha
+        )
+    }
+
+    pub fn sigmoid_forward(
+        &self,
+        len: usize,
+        x: &DeviceBuffer,
+        y: &mut DeviceBuffer,
+    ) -> Result<(), GpuError> {
+        let n = index_count("sigmoid_forward", "len", len)?;
+        at_least("sigmoid_forward", &[("x", x.len()), ("y", y.len())], len)?;
         launch!(
             self,
             "sigmoid_forward",
@@ -108,15 +248,20 @@ impl Gpu {
         )
     }
 
+    /// `dx = dy * y * (1 - y)`.
     pub fn sigmoid_backward(
         &self,
+        len: usize,
         y: &DeviceBuffer,
         dy: &DeviceBuffer,
         dx: &mut DeviceBuffer,
     ) -> Result<(), GpuError> {
-        let n = index_count("sigmoid_backward", "y", y.len())?;
-        expect_len("sigmoid_backward", "dy", dy.len(), y.len())?;
-        expect_len("sigmoid_backward", "dx", dx.len(), y.len())?;
+        let n = index_count("sigmoid_backward", "len", len)?;
+        at_least(
+            "sigmoid_backward",
+            &[("y", y.len()), ("dy", dy.len()), ("dx", dx.len())],
+            len,
+        )?;
         launch!(
             self,
             "sigmoid_backward",
@@ -128,15 +273,20 @@ impl Gpu {
         )
     }
 
+    /// `out = a + b`.
     pub fn add(
         &self,
+        len: usize,
         a: &DeviceBuffer,
         b: &DeviceBuffer,
         out: &mut DeviceBuffer,
     ) -> Result<(), GpuError> {
-        let n = index_count("add", "a", a.len())?;
-        expect_len("add", "b", b.len(), a.len())?;
-        expect_len("add", "out", out.len(), a.len())?;
+        let n = index_count("add", "len", len)?;
+        at_least(
+            "add",
+            &[("a", a.len()), ("b", b.len()), ("out", out.len())],
+            len,
+        )?;
         launch!(
             self,
             "add",
@@ -149,9 +299,15 @@ impl Gpu {
     }
 
     /// `y += alpha * x`.
-    pub fn axpy(&self, alpha: f32, x: &DeviceBuffer, y: &mut DeviceBuffer) -> Result<(), GpuError> {
-        let n = index_count("axpy", "x", x.len())?;
-        expect_len("axpy", "y", y.len(), x.len())?;
+    pub fn axpy(
+        &self,
+        len: usize,
+        alpha: f32,
+        x: &DeviceBuffer,
+        y: &mut DeviceBuffer,
+    ) -> Result<(), GpuError> {
+        let n = index_count("axpy", "len", len)?;
+        at_least("axpy", &[("x", x.len()), ("y", y.len())], len)?;
         launch!(
             self,
             "axpy",
@@ -163,8 +319,11 @@ impl Gpu {
         )
     }
 
+    /// Paddle's momentum step with L2 decay on the first `len` parameters.
+    #[allow(clippy::too_many_arguments)]
     pub fn momentum_sgd(
         &self,
+        len: usize,
         param: &mut DeviceBuffer,
         grad: &DeviceBuffer,
         velocity: &mut DeviceBuffer,
@@ -172,9 +331,16 @@ impl Gpu {
         momentum: f32,
         weight_decay: f32,
     ) -> Result<(), GpuError> {
-        let n = index_count("momentum_sgd", "param", param.len())?;
-        expect_len("momentum_sgd", "grad", grad.len(), param.len())?;
-        expect_len("momentum_sgd", "velocity", velocity.len(), param.len())?;
+        let n = index_count("momentum_sgd", "len", len)?;
+        at_least(
+            "momentum_sgd",
+            &[
+                ("param", param.len()),
+                ("grad", grad.len()),
+                ("velocity", velocity.len()),
+            ],
+            len,
+        )?;
         launch!(
             self,
             "momentum_sgd",
@@ -189,42 +355,88 @@ impl Gpu {
         )
     }
 
-    /// `C = alpha A B + beta C` with strided operands (see the device kernel).
+    /// `dst[..src.len()] = src` (host to device).
+    pub fn upload_into(&self, src: &[f32], dst: &mut DeviceBuffer) -> Result<(), GpuError> {
+        need_len("upload", "dst", dst.len(), src.len()).map_err(GpuError::Plan)?;
+        let mut view = dst.slice_mut().slice_mut(0..src.len());
+        self.stream
+            .memcpy_htod(src, &mut view)
+            .map_err(GpuError::Memory)
+    }
+
+    /// `dst = src[..dst.len()]` (device to host; waits for the stream).
+    pub fn download_into(&self, src: &DeviceBuffer, dst: &mut [f32]) -> Result<(), GpuError> {
+        need_len("download", "src", src.len(), dst.len()).map_err(GpuError::Plan)?;
+        self.stream
+            .memcpy_dtoh(&src.slice().slice(0..dst.len()), dst)
+            .map_err(GpuError::Memory)
+    }
+
+    /// `dst[..len] = src[..len]` on the device.
+    pub fn copy(
+        &self,
+        len: usize,
+        src: &DeviceBuffer,
+        dst: &mut DeviceBuffer,
+    ) -> Result<(), GpuError> {
+        at_least("copy", &[("src", src.len()), ("dst", dst.len())], len)?;
+        let mut view = dst.slice_mut().slice_mut(0..len);
+        self.stream
+            .memcpy_dtod(&src.slice().slice(0..len), &mut view)
+            .map_err(GpuError::Memory)
+    }
+
+    /// `C_z = alpha A_z B_z + beta C_z` for `z < batch`, strided operands
+    /// (see the device kernel); `C` is row-major with leading dimension `ldc`.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm(
         &self,
-        m: u32,
-        n: u32,
-        k: u32,
+        batch: u32,
+        (m, n, k): (u32, u32, u32),
         alpha: f32,
         a: &DeviceBuffer,
-        a_strides: (u32, u32),
+        sa: Strides,
         b: &DeviceBuffer,
-        b_strides: (u32, u32),
+        sb: Strides,
         beta: f32,
         c: &mut DeviceBuffer,
         ldc: u32,
+        c_batch_stride: u32,
     ) -> Result<(), GpuError> {
-        plan::gemm_operand("A", a.len(), m, k, a_strides.0, a_strides.1)?;
-        plan::gemm_operand("B", b.len(), k, n, b_strides.0, b_strides.1)?;
-        plan::gemm_operand("C", c.len(), m, n, ldc, 1)?;
+        plan::gemm_operand("A", a.len(), batch, m, k, sa)?;
+        plan::gemm_operand("B", b.len(), batch, k, n, sb)?;
+        plan::gemm_operand(
+            "C",
+            c.len(),
+            batch,
+            m,
+            n,
+            Strides {
+                row: ldc,
+                col: 1,
+                batch: c_batch_stride,
+            },
+        )?;
         launch!(
             self,
             "gemm",
-            plan::tiled(m, n, 1),
+            plan::tiled(m, n, batch),
             &m,
             &n,
             &k,
             &alpha,
             a.slice(),
-            &a_strides.0,
-            &a_strides.1,
+            &sa.row,
+            &sa.col,
+            &sa.batch,
             b.slice(),
-            &b_strides.0,
-            &b_strides.1,
+            &sb.row,
+            &sb.col,
+            &sb.batch,
             &beta,
             c.slice_mut(),
-            &ldc
+            &ldc,
+            &c_batch_stride
         )
     }
 
@@ -239,14 +451,32 @@ impl Gpu {
     ) -> Result<(), GpuError> {
         const NAME: &str = "conv2d_forward";
         let (kind, lens) = plan::conv(NAME, geo)?;
-        expect_len(NAME, "x", x.len(), lens.x)?;
-        expect_len(NAME, "weight", weight.len(), lens.weight)?;
-        expect_len(NAME, "y", y.len(), lens.y)?;
+        need_len(NAME, "x", x.len(), lens.x)?;
+        need_len(NAME, "weight", weight.len(), lens.weight)?;
+        need_len(NAME, "y", y.len(), lens.y)?;
         let g = geo;
-        let shape = plan::conv_forward_shape(kind, geo);
         match (kind, bias) {
-            (ConvKind::Tiled, Some(bias)) => {
-                expect_len(NAME, "bias", bias.len(), g.c_out as usize)?;
+            (ConvKind::Pointwise, None) => {
+                let (sa, sb) = plan::pointwise_forward_operands(g);
+                let plane = g.h * g.w;
+                self.gemm(
+                    g.batch,
+                    (g.c_out, plane, g.c_in),
+                    1.0,
+                    weight,
+                    sa,
+                    x,
+                    sb,
+                    0.0,
+                    y,
+                    plane,
+                    g.c_out * plane,
+                )
+            }
+            // The GEMM kernel has no bias: a biased 1x1 takes the implicit kernel.
+            (ConvKind::Tiled | ConvKind::Pointwise, Some(bias)) => {
+                let shape = plan::conv_forward_shape(ConvKind::Tiled, geo);
+                need_len(NAME, "bias", bias.len(), g.c_out as usize)?;
                 launch!(
                     self,
                     "conv2d_forward",
@@ -262,15 +492,19 @@ impl Gpu {
                     &g.c_out,
                     &g.k_h,
                     &g.k_w,
-                    &g.stride,
-                    &g.pad,
+                    &g.stride_h,
+                    &g.stride_w,
+                    &g.pad_h,
+                    &g.pad_w,
+                    &g.dilation_h,
+                    &g.dilation_w,
                     &g.groups
                 )
             }
             (ConvKind::Tiled, None) => launch!(
                 self,
                 "conv2d_forward",
-                shape,
+                plan::conv_forward_shape(kind, geo),
                 x.slice(),
                 weight.slice(),
                 &NULL,
@@ -282,14 +516,18 @@ impl Gpu {
                 &g.c_out,
                 &g.k_h,
                 &g.k_w,
-                &g.stride,
-                &g.pad,
+                &g.stride_h,
+                &g.stride_w,
+                &g.pad_h,
+                &g.pad_w,
+                &g.dilation_h,
+                &g.dilation_w,
                 &g.groups
             ),
             (ConvKind::Depthwise, None) => launch!(
                 self,
                 "depthwise_conv2d_forward",
-                shape,
+                plan::conv_forward_shape(kind, geo),
                 x.slice(),
                 weight.slice(),
                 y.slice_mut(),
@@ -299,8 +537,12 @@ impl Gpu {
                 &g.w,
                 &g.k_h,
                 &g.k_w,
-                &g.stride,
-                &g.pad
+                &g.stride_h,
+                &g.stride_w,
+                &g.pad_h,
+                &g.pad_w,
+                &g.dilation_h,
+                &g.dilation_w
             ),
             (ConvKind::Depthwise, Some(_)) => Err(plan::PlanError {
                 kernel: "depthwise_conv2d_forward",
@@ -319,12 +561,29 @@ impl Gpu {
     ) -> Result<(), GpuError> {
         const NAME: &str = "conv2d_backward_data";
         let (kind, lens) = plan::conv(NAME, geo)?;
-        expect_len(NAME, "dy", dy.len(), lens.y)?;
-        expect_len(NAME, "weight", weight.len(), lens.weight)?;
-        expect_len(NAME, "dx", dx.len(), lens.x)?;
+        need_len(NAME, "dy", dy.len(), lens.y)?;
+        need_len(NAME, "weight", weight.len(), lens.weight)?;
+        need_len(NAME, "dx", dx.len(), lens.x)?;
         let g = geo;
         let shape = plan::conv_backward_data_shape(kind, geo);
         match kind {
+            ConvKind::Pointwise => {
+                let (sa, sb) = plan::pointwise_backward_data_operands(g);
+                let plane = g.h * g.w;
+                self.gemm(
+                    g.batch,
+                    (g.c_in, plane, g.c_out),
+                    1.0,
+                    weight,
+                    sa,
+                    dy,
+                    sb,
+                    0.0,
+                    dx,
+                    plane,
+                    g.c_in * plane,
+                )
+            }
             ConvKind::Tiled => launch!(
                 self,
                 "conv2d_backward_data",
@@ -339,8 +598,12 @@ impl Gpu {
                 &g.c_out,
                 &g.k_h,
                 &g.k_w,
-                &g.stride,
-                &g.pad,
+                &g.stride_h,
+                &g.stride_w,
+                &g.pad_h,
+                &g.pad_w,
+                &g.dilation_h,
+                &g.dilation_w,
                 &g.groups
             ),
             ConvKind::Depthwise => launch!(
@@ -356,8 +619,12 @@ impl Gpu {
                 &g.w,
                 &g.k_h,
                 &g.k_w,
-                &g.stride,
-                &g.pad
+                &g.stride_h,
+                &g.stride_w,
+                &g.pad_h,
+                &g.pad_w,
+                &g.dilation_h,
+                &g.dilation_w
             ),
         }
     }
@@ -372,13 +639,13 @@ impl Gpu {
     ) -> Result<(), GpuError> {
         const NAME: &str = "conv2d_backward_filter";
         let (kind, lens) = plan::conv(NAME, geo)?;
-        expect_len(NAME, "x", x.len(), lens.x)?;
-        expect_len(NAME, "dy", dy.len(), lens.y)?;
-        expect_len(NAME, "dweight", dweight.len(), lens.weight)?;
+        need_len(NAME, "x", x.len(), lens.x)?;
+        need_len(NAME, "dy", dy.len(), lens.y)?;
+        need_len(NAME, "dweight", dweight.len(), lens.weight)?;
         let g = geo;
         let shape = plan::conv_backward_filter_shape(kind, geo);
         match kind {
-            ConvKind::Tiled => launch!(
+            ConvKind::Tiled | ConvKind::Pointwise => launch!(
                 self,
                 "conv2d_backward_filter",
                 shape,
@@ -392,8 +659,12 @@ impl Gpu {
                 &g.c_out,
                 &g.k_h,
                 &g.k_w,
-                &g.stride,
-                &g.pad,
+                &g.stride_h,
+                &g.stride_w,
+                &g.pad_h,
+                &g.pad_w,
+                &g.dilation_h,
+                &g.dilation_w,
                 &g.groups
             ),
             ConvKind::Depthwise => launch!(
@@ -409,8 +680,12 @@ impl Gpu {
                 &g.w,
                 &g.k_h,
                 &g.k_w,
-                &g.stride,
-                &g.pad
+                &g.stride_h,
+                &g.stride_w,
+                &g.pad_h,
+                &g.pad_w,
+                &g.dilation_h,
+                &g.dilation_w
             ),
         }
     }
@@ -423,13 +698,13 @@ impl Gpu {
         nchw: (u32, u32, u32),
     ) -> Result<(), GpuError> {
         let (batch, channels, plane) = nchw;
-        expect_len(
+        need_len(
             "channel_sum",
             "x",
             x.len(),
             (batch * channels * plane) as usize,
         )?;
-        expect_len("channel_sum", "out", out.len(), channels as usize)?;
+        need_len("channel_sum", "out", out.len(), channels as usize)?;
         launch!(
             self,
             "channel_sum",
@@ -442,44 +717,39 @@ impl Gpu {
         )
     }
 
-    /// Training-mode batch norm forward; `saved` = (mean, inv_std) for backward,
-    /// `running` = (mean, var) updated in place.
+    /// Training-mode batch norm + activation forward; `saved` = (mean,
+    /// inv_std) for backward, `running` = (mean, var) updated in place.
     #[allow(clippy::too_many_arguments)]
     pub fn batch_norm_train_forward(
         &self,
+        g: BnShape,
+        act: Act,
         x: &DeviceBuffer,
         gamma: &DeviceBuffer,
         beta: &DeviceBuffer,
         y: &mut DeviceBuffer,
         saved: (&mut DeviceBuffer, &mut DeviceBuffer),
         running: (&mut DeviceBuffer, &mut DeviceBuffer),
-        nchw: (u32, u32, u32),
         epsilon: f32,
         momentum: f32,
     ) -> Result<(), GpuError> {
         const NAME: &str = "batch_norm_train_forward";
-        let (batch, channels, plane) = nchw;
-        let len = index_count(
+        g.check(
             NAME,
-            "x",
-            batch as usize * channels as usize * plane as usize,
+            &[("x", x.len()), ("y", y.len())],
+            &[
+                ("gamma", gamma.len()),
+                ("beta", beta.len()),
+                ("saved mean", saved.0.len()),
+                ("saved inv_std", saved.1.len()),
+                ("running mean", running.0.len()),
+                ("running var", running.1.len()),
+            ],
         )?;
-        expect_len(NAME, "x", x.len(), len as usize)?;
-        expect_len(NAME, "y", y.len(), len as usize)?;
-        for (arg, got) in [
-            ("gamma", gamma.len()),
-            ("beta", beta.len()),
-            ("saved mean", saved.0.len()),
-            ("saved inv_std", saved.1.len()),
-            ("running mean", running.0.len()),
-            ("running var", running.1.len()),
-        ] {
-            expect_len(NAME, arg, got, channels as usize)?;
-        }
         launch!(
             self,
             "batch_norm_train_forward",
-            plan::block_per_item(NAME, channels)?,
+            plan::block_per_item(NAME, g.channels)?,
             x.slice(),
             gamma.slice(),
             beta.slice(),
@@ -488,47 +758,55 @@ impl Gpu {
             saved.1.slice_mut(),
             running.0.slice_mut(),
             running.1.slice_mut(),
-            &batch,
-            &channels,
-            &plane,
+            &g.batch,
+            &g.channels,
+            &g.plane,
             &epsilon,
-            &momentum
+            &momentum,
+            &act.kind,
+            &act.slope
         )
     }
 
-    /// Training-mode batch norm backward: `dx`, and `dgamma`/`dbeta` overwritten.
+    /// Training-mode backward through the activation (its derivative from
+    /// the output `y`): `dx`, and `dgamma`/`dbeta` overwritten.
     #[allow(clippy::too_many_arguments)]
     pub fn batch_norm_train_backward(
         &self,
+        g: BnShape,
+        act: Act,
         x: &DeviceBuffer,
+        y: &DeviceBuffer,
         dy: &DeviceBuffer,
         gamma: &DeviceBuffer,
         saved: (&DeviceBuffer, &DeviceBuffer),
         dx: &mut DeviceBuffer,
         dgamma: &mut DeviceBuffer,
         dbeta: &mut DeviceBuffer,
-        nchw: (u32, u32, u32),
     ) -> Result<(), GpuError> {
         const NAME: &str = "batch_norm_train_backward";
-        let (batch, channels, plane) = nchw;
-        let len = batch as usize * channels as usize * plane as usize;
-        for (arg, got) in [("x", x.len()), ("dy", dy.len()), ("dx", dx.len())] {
-            expect_len(NAME, arg, got, len)?;
-        }
-        for (arg, got) in [
-            ("gamma", gamma.len()),
-            ("saved mean", saved.0.len()),
-            ("saved inv_std", saved.1.len()),
-            ("dgamma", dgamma.len()),
-            ("dbeta", dbeta.len()),
-        ] {
-            expect_len(NAME, arg, got, channels as usize)?;
-        }
+        g.check(
+            NAME,
+            &[
+                ("x", x.len()),
+                ("y", y.len()),
+                ("dy", dy.len()),
+                ("dx", dx.len()),
+            ],
+            &[
+                ("gamma", gamma.len()),
+                ("saved mean", saved.0.len()),
+                ("saved inv_std", saved.1.len()),
+                ("dgamma", dgamma.len()),
+                ("dbeta", dbeta.len()),
+            ],
+        )?;
         launch!(
             self,
             "batch_norm_train_backward",
-            plan::block_per_item(NAME, channels)?,
+            plan::block_per_item(NAME, g.channels)?,
             x.slice(),
+            y.slice(),
             dy.slice(),
             gamma.slice(),
             saved.0.slice(),
@@ -536,40 +814,39 @@ impl Gpu {
             dx.slice_mut(),
             dgamma.slice_mut(),
             dbeta.slice_mut(),
-            &batch,
-            &channels,
-            &plane
+            &g.batch,
+            &g.channels,
+            &g.plane,
+            &act.kind,
+            &act.slope
         )
     }
 
+    /// Evaluation (running statistics) forward with the activation.
     #[allow(clippy::too_many_arguments)]
     pub fn batch_norm_eval_forward(
         &self,
+        g: BnShape,
+        act: Act,
         x: &DeviceBuffer,
         gamma: &DeviceBuffer,
         beta: &DeviceBuffer,
         running: (&DeviceBuffer, &DeviceBuffer),
         y: &mut DeviceBuffer,
-        nchw: (u32, u32, u32),
         epsilon: f32,
     ) -> Result<(), GpuError> {
         const NAME: &str = "batch_norm_eval_forward";
-        let (batch, channels, plane) = nchw;
-        let n = index_count(
+        g.check(
             NAME,
-            "x",
-            batch as usize * channels as usize * plane as usize,
+            &[("x", x.len()), ("y", y.len())],
+            &[
+                ("gamma", gamma.len()),
+                ("beta", beta.len()),
+                ("running mean", running.0.len()),
+                ("running var", running.1.len()),
+            ],
         )?;
-        expect_len(NAME, "x", x.len(), n as usize)?;
-        expect_len(NAME, "y", y.len(), n as usize)?;
-        for (arg, got) in [
-            ("gamma", gamma.len()),
-            ("beta", beta.len()),
-            ("running mean", running.0.len()),
-            ("running var", running.1.len()),
-        ] {
-            expect_len(NAME, arg, got, channels as usize)?;
-        }
+        let n = index_count(NAME, "x", g.len())?;
         launch!(
             self,
             "batch_norm_eval_forward",
@@ -580,10 +857,108 @@ impl Gpu {
             running.0.slice(),
             running.1.slice(),
             y.slice_mut(),
-            &batch,
-            &channels,
-            &plane,
-            &epsilon
+            &g.batch,
+            &g.channels,
+            &g.plane,
+            &epsilon,
+            &act.kind,
+            &act.slope
+        )
+    }
+
+    /// Evaluation (frozen) backward to `x` only.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch_norm_eval_backward(
+        &self,
+        g: BnShape,
+        act: Act,
+        y: &DeviceBuffer,
+        dy: &DeviceBuffer,
+        gamma: &DeviceBuffer,
+        running_var: &DeviceBuffer,
+        dx: &mut DeviceBuffer,
+        epsilon: f32,
+    ) -> Result<(), GpuError> {
+        const NAME: &str = "batch_norm_eval_backward";
+        g.check(
+            NAME,
+            &[("y", y.len()), ("dy", dy.len()), ("dx", dx.len())],
+            &[("gamma", gamma.len()), ("running var", running_var.len())],
+        )?;
+        let n = index_count(NAME, "x", g.len())?;
+        launch!(
+            self,
+            "batch_norm_eval_backward",
+            plan::elementwise(n),
+            y.slice(),
+            dy.slice(),
+            gamma.slice(),
+            running_var.slice(),
+            dx.slice_mut(),
+            &g.batch,
+            &g.channels,
+            &g.plane,
+            &epsilon,
+            &act.kind,
+            &act.slope
+        )
+    }
+
+    /// Max pool forward over `planes` = N*C planes of `h x w`.
+    pub fn max_pool_forward(
+        &self,
+        p: PoolShape,
+        x: &DeviceBuffer,
+        y: &mut DeviceBuffer,
+    ) -> Result<(), GpuError> {
+        let (input, output) = p.lens("max_pool_forward")?;
+        at_least("max_pool_forward", &[("x", x.len())], input)?;
+        at_least("max_pool_forward", &[("y", y.len())], output)?;
+        let n = index_count("max_pool_forward", "y", output)?;
+        launch!(
+            self,
+            "max_pool_forward",
+            plan::elementwise(n),
+            x.slice(),
+            y.slice_mut(),
+            &p.planes,
+            &p.h,
+            &p.w,
+            &p.size,
+            &p.stride,
+            &p.pad
+        )
+    }
+
+    /// Max pool backward: each window's gradient to its first maximum in `x`.
+    pub fn max_pool_backward(
+        &self,
+        p: PoolShape,
+        x: &DeviceBuffer,
+        dy: &DeviceBuffer,
+        dx: &mut DeviceBuffer,
+    ) -> Result<(), GpuError> {
+        let (input, output) = p.lens("max_pool_backward")?;
+        at_least(
+            "max_pool_backward",
+            &[("x", x.len()), ("dx", dx.len())],
+            input,
+        )?;
+        at_least("max_pool_backward", &[("dy", dy.len())], output)?;
+        let n = index_count("max_pool_backward", "x", input)?;
+        launch!(
+            self,
+            "max_pool_backward",
+            plan::elementwise(n),
+            x.slice(),
+            dy.slice(),
+            dx.slice_mut(),
+            &p.planes,
+            &p.h,
+            &p.w,
+            &p.size,
+            &p.stride,
+            &p.pad
         )
     }
 
@@ -597,7 +972,7 @@ impl Gpu {
         factor: u32,
     ) -> Result<(), GpuError> {
         let (h, w) = hw;
-        expect_len(
+        need_len(
             "upsample_nearest_forward",
             "x",
             x.len(),
@@ -608,7 +983,7 @@ impl Gpu {
             "y",
             (planes * h * w) as usize * (factor * factor) as usize,
         )?;
-        expect_len("upsample_nearest_forward", "y", y.len(), n as usize)?;
+        need_len("upsample_nearest_forward", "y", y.len(), n as usize)?;
         launch!(
             self,
             "upsample_nearest_forward",
@@ -632,8 +1007,8 @@ impl Gpu {
     ) -> Result<(), GpuError> {
         let (h, w) = hw;
         let n = index_count("upsample_nearest_backward", "dx", (planes * h * w) as usize)?;
-        expect_len("upsample_nearest_backward", "dx", dx.len(), n as usize)?;
-        expect_len(
+        need_len("upsample_nearest_backward", "dx", dx.len(), n as usize)?;
+        need_len(
             "upsample_nearest_backward",
             "dy",
             dy.len(),
@@ -672,13 +1047,13 @@ impl Gpu {
         if src_first + count > src_channels || dst_first + count > dst_channels {
             return Err(plan::PlanError { kernel: NAME, message: format!("channels {src_first}+{count} of {src_channels} -> {dst_first}+{count} of {dst_channels} out of range") }.into());
         }
-        expect_len(
+        need_len(
             NAME,
             "src",
             src.len(),
             (batch * src_channels * plane) as usize,
         )?;
-        expect_len(
+        need_len(
             NAME,
             "dst",
             dst.len(),
@@ -701,33 +1076,30 @@ impl Gpu {
         )
     }
 
-    /// The sum of all elements (two launches; waits for the result).
-    pub fn sum(&self, x: &DeviceBuffer) -> Result<f32, GpuError> {
-        let n = index_count("sum_blocks", "x", x.len())?;
+    /// The sum (or, with `square`, the sum of squares) of the first `len`
+    /// elements: per-block partial sums on the device, added in f64 here
+    /// (waits for the result).
+    pub fn sum(&self, len: usize, x: &DeviceBuffer, square: bool) -> Result<f64, GpuError> {
+        let n = index_count("sum_blocks", "len", len)?;
+        at_least("sum_blocks", &[("x", x.len())], len)?;
         let blocks = n.div_ceil(REDUCE_THREADS).clamp(1, 1024);
         let mut partial = self.pool.alloc(blocks as usize).map_err(GpuError::Memory)?;
-        let mut total = self.pool.alloc(1).map_err(GpuError::Memory)?;
-        let shape = |b| LaunchShape {
-            grid: (b, 1, 1),
+        let shape = LaunchShape {
+            grid: (blocks, 1, 1),
             block: (REDUCE_THREADS, 1, 1),
         };
+        let square = square as u32;
         launch!(
             self,
             "sum_blocks",
-            shape(blocks),
+            shape,
             x.slice(),
             &n,
+            &square,
             partial.slice_mut()
         )?;
-        launch!(
-            self,
-            "sum_blocks",
-            shape(1),
-            partial.slice(),
-            &blocks,
-            total.slice_mut()
-        )?;
-        Ok(self.pool.download(&total).map_err(GpuError::Memory)?[0])
+        let partials = self.pool.download(&partial).map_err(GpuError::Memory)?;
+        Ok(partials.iter().map(|&v| v as f64).sum())
     }
 
     /// Per-element sigmoid cross-entropy loss and gradient.
@@ -746,7 +1118,7 @@ impl Gpu {
             ("loss", loss.len()),
             ("grad", grad.len()),
         ] {
-            expect_len("sigmoid_cross_entropy", arg, got, n as usize)?;
+            need_len("sigmoid_cross_entropy", arg, got, n as usize)?;
         }
         launch!(
             self,
@@ -777,7 +1149,7 @@ impl Gpu {
             ("loss", loss.len()),
             ("grad", grad.len()),
         ] {
-            expect_len("l1_loss", arg, got, n as usize)?;
+            need_len("l1_loss", arg, got, n as usize)?;
         }
         launch!(
             self,
@@ -812,15 +1184,15 @@ impl Gpu {
             "boxes",
             l.batch as usize * 3 * l.grid_h as usize * l.grid_w as usize,
         )?;
-        expect_len(
+        need_len(
             NAME,
             "x",
             x.len(),
             cells as usize * (5 + l.classes as usize),
         )?;
-        expect_len(NAME, "image_size", image_size.len(), 2 * l.batch as usize)?;
-        expect_len(NAME, "boxes", boxes.len(), 4 * cells as usize)?;
-        expect_len(
+        need_len(NAME, "image_size", image_size.len(), 2 * l.batch as usize)?;
+        need_len(NAME, "boxes", boxes.len(), 4 * cells as usize)?;
+        need_len(
             NAME,
             "scores",
             scores.len(),
@@ -871,14 +1243,14 @@ impl Gpu {
             "negative",
             l.batch as usize * 3 * l.grid_h as usize * l.grid_w as usize,
         )?;
-        expect_len(
+        need_len(
             NAME,
             "x",
             x.len(),
             cells as usize * (5 + l.classes as usize),
         )?;
-        expect_len(NAME, "gt", gt.len(), (l.batch * max_boxes * 4) as usize)?;
-        expect_len(NAME, "negative", negative.len(), cells as usize)?;
+        need_len(NAME, "gt", gt.len(), (l.batch * max_boxes * 4) as usize)?;
+        need_len(NAME, "negative", negative.len(), cells as usize)?;
         let a = l.anchors;
         launch!(
             self,
@@ -917,7 +1289,7 @@ impl Gpu {
     ) -> Result<Vec<u32>, GpuError> {
         let o = options;
         let count = index_count("nms", "scores", scores.len())?;
-        expect_len(
+        need_len(
             "nms",
             "boxes",
             boxes.len(),

@@ -51,17 +51,16 @@ pub fn index_count(kernel: &'static str, arg: &str, len: usize) -> Result<u32, P
     })
 }
 
-/// `arg` must hold exactly `want` elements.
-pub fn expect_len(
-    kernel: &'static str,
-    arg: &str,
-    got: usize,
-    want: usize,
-) -> Result<(), PlanError> {
-    if got == want {
+/// `arg` must hold at least `want` elements (buffers may be longer than the
+/// tensor they hold: memory is planned for the largest shape and reused).
+pub fn need_len(kernel: &'static str, arg: &str, got: usize, want: usize) -> Result<(), PlanError> {
+    if got >= want {
         Ok(())
     } else {
-        fail(kernel, format!("{arg} has {got} elements, expected {want}"))
+        fail(
+            kernel,
+            format!("{arg} has {got} elements, needs at least {want}"),
+        )
     }
 }
 
@@ -96,24 +95,55 @@ pub fn tiled(rows: u32, cols: u32, z: u32) -> LaunchShape {
     }
 }
 
-/// Strided GEMM operand `rows x cols`: the furthest element must be inside.
+/// Strides of a batched GEMM operand, in elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Strides {
+    pub row: u32,
+    pub col: u32,
+    /// Between batch entries; 0 shares the operand across the batch.
+    pub batch: u32,
+}
+
+impl Strides {
+    /// A row-major matrix with `cols` columns, entries `batch` apart.
+    pub const fn row_major(cols: u32, batch: u32) -> Strides {
+        Strides {
+            row: cols,
+            col: 1,
+            batch,
+        }
+    }
+    /// The transpose of a row-major matrix whose rows are `ld` long: GEMM's
+    /// element (i, j) is the stored (j, i), at `j * ld + i`.
+    pub const fn transposed(ld: u32, batch: u32) -> Strides {
+        Strides {
+            row: 1,
+            col: ld,
+            batch,
+        }
+    }
+}
+
+/// Batched strided GEMM operand `rows x cols`: the furthest element must be inside.
 pub fn gemm_operand(
     arg: &str,
     len: usize,
+    batch: u32,
     rows: u32,
     cols: u32,
-    row_stride: u32,
-    col_stride: u32,
+    strides: Strides,
 ) -> Result<(), PlanError> {
-    if rows == 0 || cols == 0 {
+    if batch == 0 || rows == 0 || cols == 0 {
         return fail(
             "gemm",
-            format!("{arg} is {rows}x{cols}; GEMM needs non-empty operands"),
+            format!("{arg} is {batch}x{rows}x{cols}; GEMM needs non-empty operands"),
         );
     }
-    let last = (rows as u64 - 1) * row_stride as u64 + (cols as u64 - 1) * col_stride as u64;
+    let last = (batch as u64 - 1) * strides.batch as u64
+        + (rows as u64 - 1) * strides.row as u64
+        + (cols as u64 - 1) * strides.col as u64;
     if last >= len as u64 {
-        return fail("gemm", format!("{arg} ({rows}x{cols}, strides {row_stride},{col_stride}) reaches element {last} of {len}"));
+        return fail("gemm", format!("{arg} ({batch}x{rows}x{cols}, strides {strides:?}) reaches element {last} of {len}"));
     }
     Ok(())
 }
@@ -123,6 +153,10 @@ pub fn gemm_operand(
 pub enum ConvKind {
     /// Implicit GEMM on the tile engine (any groups).
     Tiled,
+    /// 1x1, stride 1, no padding, one group (dilation is moot): per image exactly the GEMM
+    /// `y_n = W x_n`, so forward and backward-data run the batched `gemm`
+    /// kernel (no im2col index arithmetic); backward-filter stays implicit.
+    Pointwise,
     /// groups == c_in == c_out (MobileNet's 3x3 depthwise).
     Depthwise,
 }
@@ -139,7 +173,18 @@ pub struct ConvLens {
 pub fn conv(kernel: &'static str, geo: &ConvGeometry) -> Result<(ConvKind, ConvLens), PlanError> {
     let g = geo;
     if [
-        g.batch, g.c_in, g.h, g.w, g.c_out, g.k_h, g.k_w, g.stride, g.groups,
+        g.batch,
+        g.c_in,
+        g.h,
+        g.w,
+        g.c_out,
+        g.k_h,
+        g.k_w,
+        g.stride_h,
+        g.stride_w,
+        g.dilation_h,
+        g.dilation_w,
+        g.groups,
     ]
     .contains(&0)
     {
@@ -154,12 +199,14 @@ pub fn conv(kernel: &'static str, geo: &ConvGeometry) -> Result<(ConvKind, ConvL
             ),
         );
     }
-    if g.h + 2 * g.pad < g.k_h || g.w + 2 * g.pad < g.k_w {
+    if g.h + 2 * g.pad_h <= g.dilation_h * (g.k_h - 1)
+        || g.w + 2 * g.pad_w <= g.dilation_w * (g.k_w - 1)
+    {
         return fail(
             kernel,
             format!(
-                "{}x{} kernel is larger than the padded {}x{} input",
-                g.k_h, g.k_w, g.h, g.w
+                "{}x{} kernel (dilation {}x{}) is larger than the padded {}x{} input",
+                g.k_h, g.k_w, g.dilation_h, g.dilation_w, g.h, g.w
             ),
         );
     }
@@ -171,6 +218,15 @@ pub fn conv(kernel: &'static str, geo: &ConvGeometry) -> Result<(ConvKind, ConvL
     }
     let kind = if g.groups > 1 && g.groups == g.c_in && g.groups == g.c_out {
         ConvKind::Depthwise
+    } else if g.k_h == 1
+        && g.k_w == 1
+        && g.stride_h == 1
+        && g.stride_w == 1
+        && g.pad_h == 0
+        && g.pad_w == 0
+        && g.groups == 1
+    {
+        ConvKind::Pointwise
     } else {
         ConvKind::Tiled
     };
@@ -187,6 +243,7 @@ pub fn conv(kernel: &'static str, geo: &ConvGeometry) -> Result<(ConvKind, ConvL
 /// Launch shapes of the three convolution passes.
 pub fn conv_forward_shape(kind: ConvKind, g: &ConvGeometry) -> LaunchShape {
     match kind {
+        ConvKind::Pointwise => tiled(g.c_out, g.h * g.w, g.batch),
         ConvKind::Tiled => tiled(g.cout_g(), g.batch * g.out_h() * g.out_w(), g.groups),
         ConvKind::Depthwise => elementwise(g.batch * g.c_out * g.out_h() * g.out_w()),
     }
@@ -194,6 +251,7 @@ pub fn conv_forward_shape(kind: ConvKind, g: &ConvGeometry) -> LaunchShape {
 
 pub fn conv_backward_data_shape(kind: ConvKind, g: &ConvGeometry) -> LaunchShape {
     match kind {
+        ConvKind::Pointwise => tiled(g.c_in, g.h * g.w, g.batch),
         ConvKind::Tiled => tiled(g.cin_g(), g.batch * g.h * g.w, g.groups),
         ConvKind::Depthwise => elementwise(g.batch * g.c_in * g.h * g.w),
     }
@@ -201,12 +259,32 @@ pub fn conv_backward_data_shape(kind: ConvKind, g: &ConvGeometry) -> LaunchShape
 
 pub fn conv_backward_filter_shape(kind: ConvKind, g: &ConvGeometry) -> LaunchShape {
     match kind {
-        ConvKind::Tiled => tiled(g.cout_g(), g.filter_len(), g.groups),
+        ConvKind::Tiled | ConvKind::Pointwise => tiled(g.cout_g(), g.filter_len(), g.groups),
         ConvKind::Depthwise => LaunchShape {
             grid: (g.c_in * g.k_h * g.k_w, 1, 1),
             block: (REDUCE_THREADS, 1, 1),
         },
     }
+}
+
+/// GEMM operands of a pointwise forward pass: A = weight `[c_out, c_in]`
+/// shared by all images, B = image `n` of x as `[c_in, h*w]`; C = image `n` of y.
+pub fn pointwise_forward_operands(g: &ConvGeometry) -> (Strides, Strides) {
+    let plane = g.h * g.w;
+    (
+        Strides::row_major(g.c_in, 0),
+        Strides::row_major(plane, g.c_in * plane),
+    )
+}
+
+/// GEMM operands of a pointwise backward-data pass: A = weight transposed
+/// (`[c_in, c_out]`), B = image `n` of dy as `[c_out, h*w]`; C = image `n` of dx.
+pub fn pointwise_backward_data_operands(g: &ConvGeometry) -> (Strides, Strides) {
+    let plane = g.h * g.w;
+    (
+        Strides::transposed(g.c_in, 0),
+        Strides::row_major(plane, g.c_out * plane),
+    )
 }
 
 /// NMS over `candidates` boxes: the sort length and the mask grid.
@@ -287,8 +365,12 @@ mod tests {
             c_out: 4,
             k_h: 3,
             k_w: 3,
-            stride: 1,
-            pad: 0,
+            stride_h: 1,
+            stride_w: 1,
+            pad_h: 0,
+            pad_w: 0,
+            dilation_h: 1,
+            dilation_w: 1,
             groups: 4,
         };
         assert_eq!(
@@ -311,11 +393,21 @@ mod tests {
         };
         assert_eq!(conv("c", &depthwise).unwrap().0, ConvKind::Depthwise);
         assert_eq!(
-            expect_len("add", "b", 3, 4).unwrap_err().to_string(),
-            "kernel add: b has 3 elements, expected 4"
+            need_len("add", "b", 3, 4).unwrap_err().to_string(),
+            "kernel add: b has 3 elements, needs at least 4"
         );
-        assert!(gemm_operand("a", 11, 3, 4, 4, 1).is_err());
-        assert!(gemm_operand("a", 12, 3, 4, 4, 1).is_ok());
+        assert!(need_len("add", "b", 5, 4).is_ok());
+        assert!(gemm_operand("a", 11, 1, 3, 4, Strides::row_major(4, 0)).is_err());
+        assert!(gemm_operand("a", 12, 1, 3, 4, Strides::row_major(4, 0)).is_ok());
+        assert!(gemm_operand("a", 23, 2, 3, 4, Strides::row_major(4, 12)).is_err());
+        assert!(gemm_operand("a", 24, 2, 3, 4, Strides::row_major(4, 12)).is_ok());
+        let pointwise = ConvGeometry {
+            k_h: 1,
+            k_w: 1,
+            groups: 1,
+            ..geo
+        };
+        assert_eq!(conv("c", &pointwise).unwrap().0, ConvKind::Pointwise);
     }
 
     #[test]
@@ -348,7 +440,10 @@ mod tests {
         #[test]
         fn planned_conv_grids_cover_the_output(batch in 1u32..3, c in 1u32..5, hw in 3u32..20, k in 1u32..4, stride in 1u32..3, depthwise: bool) {
             let groups = if depthwise && c > 1 { c } else { 1 };
-            let geo = ConvGeometry { batch, c_in: c, h: hw, w: hw, c_out: c, k_h: k, k_w: k, stride, pad: k / 2, groups };
+            let stride = if k == 1 { 1 } else { stride };
+            // Depthwise keeps the channel count; the others change it.
+            let c_out = if groups > 1 { c } else { c + 1 };
+            let geo = ConvGeometry { batch, c_in: c, h: hw, w: hw, c_out, k_h: k, k_w: k, stride_h: stride, stride_w: stride, pad_h: k / 2, pad_w: k / 2, dilation_h: 1, dilation_w: 1, groups };
             let (kind, lens) = conv("conv2d_forward", &geo).unwrap();
             let x = DeviceBuf::filled(lens.x, 1.0f32);
             let w = DeviceBuf::filled(lens.weight, 1.0f32);
@@ -357,13 +452,54 @@ mod tests {
             let g = geo;
             match kind {
                 ConvKind::Tiled => launch(grid, block, |ctx| unsafe {
-                    kernels::conv2d_forward(ctx, x.ptr(), w.ptr(), std::ptr::null(), y.ptr(), g.batch, g.c_in, g.h, g.w, g.c_out, g.k_h, g.k_w, g.stride, g.pad, g.groups)
+                    kernels::conv2d_forward(ctx, x.ptr(), w.ptr(), std::ptr::null(), y.ptr(), g.batch, g.c_in, g.h, g.w, g.c_out, g.k_h, g.k_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dilation_h, g.dilation_w, g.groups)
                 }),
                 ConvKind::Depthwise => launch(grid, block, |ctx| unsafe {
-                    kernels::depthwise_conv2d_forward(ctx, x.ptr(), w.ptr(), y.ptr(), g.batch, g.c_in, g.h, g.w, g.k_h, g.k_w, g.stride, g.pad)
+                    kernels::depthwise_conv2d_forward(ctx, x.ptr(), w.ptr(), y.ptr(), g.batch, g.c_in, g.h, g.w, g.k_h, g.k_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dilation_h, g.dilation_w)
                 }),
+                ConvKind::Pointwise => {
+                    let (a, b) = pointwise_forward_operands(&g);
+                    launch(grid, block, |ctx| unsafe {
+                        pulsefocus_gpu_device::gemm::gemm(ctx, g.c_out, g.h * g.w, g.c_in, 1.0, w.ptr(), a.row, a.col, a.batch,
+                            x.ptr(), b.row, b.col, b.batch, 0.0, y.ptr(), g.h * g.w, g.c_out * g.h * g.w)
+                    })
+                }
             }
             prop_assert!(y.to_vec().iter().all(|v| v.is_finite() && *v >= 1.0));
+        }
+
+        /// Pointwise convolutions as batched GEMM give what the implicit
+        /// kernels give, forward and backward-data.
+        #[test]
+        fn pointwise_as_gemm_matches_the_implicit_kernels(batch in 1u32..3, c_in in 1u32..70, c_out in 1u32..70, h in 1u32..9, w in 1u32..9) {
+            let g = ConvGeometry { batch, c_in, h, w, c_out, k_h: 1, k_w: 1, stride_h: 1, stride_w: 1, pad_h: 0, pad_w: 0, dilation_h: 1, dilation_w: 1, groups: 1 };
+            let (kind, lens) = conv("conv", &g).unwrap();
+            prop_assert_eq!(kind, ConvKind::Pointwise);
+            let vals = |len: usize, salt: usize| (0..len).map(|i| ((i * 7919 + salt) % 101) as f32 / 50.0 - 1.0).collect::<Vec<_>>();
+            let (x, wt, dy) = (DeviceBuf::new(&vals(lens.x, 1)), DeviceBuf::new(&vals(lens.weight, 2)), DeviceBuf::new(&vals(lens.y, 3)));
+            let (y_gemm, y_conv) = (DeviceBuf::filled(lens.y, f32::NAN), DeviceBuf::filled(lens.y, f32::NAN));
+            let (dx_gemm, dx_conv) = (DeviceBuf::filled(lens.x, f32::NAN), DeviceBuf::filled(lens.x, f32::NAN));
+            let plane = h * w;
+            let (fa, fb) = pointwise_forward_operands(&g);
+            let (grid, block) = dims(conv_forward_shape(kind, &g));
+            launch(grid, block, |ctx| unsafe {
+                pulsefocus_gpu_device::gemm::gemm(ctx, c_out, plane, c_in, 1.0, wt.ptr(), fa.row, fa.col, fa.batch, x.ptr(), fb.row, fb.col, fb.batch, 0.0, y_gemm.ptr(), plane, c_out * plane)
+            });
+            let (da, db) = pointwise_backward_data_operands(&g);
+            let (grid, block) = dims(conv_backward_data_shape(kind, &g));
+            launch(grid, block, |ctx| unsafe {
+                pulsefocus_gpu_device::gemm::gemm(ctx, c_in, plane, c_out, 1.0, wt.ptr(), da.row, da.col, da.batch, dy.ptr(), db.row, db.col, db.batch, 0.0, dx_gemm.ptr(), plane, c_in * plane)
+            });
+            let (grid, block) = dims(conv_forward_shape(ConvKind::Tiled, &g));
+            launch(grid, block, |ctx| unsafe {
+                kernels::conv2d_forward(ctx, x.ptr(), wt.ptr(), std::ptr::null(), y_conv.ptr(), batch, c_in, h, w, c_out, 1, 1, 1, 1, 0, 0, 1, 1, 1)
+            });
+            let (grid, block) = dims(conv_backward_data_shape(ConvKind::Tiled, &g));
+            launch(grid, block, |ctx| unsafe {
+                kernels::conv2d_backward_data(ctx, dy.ptr(), wt.ptr(), dx_conv.ptr(), batch, c_in, h, w, c_out, 1, 1, 1, 1, 0, 0, 1, 1, 1)
+            });
+            prop_assert_eq!(y_gemm.to_vec(), y_conv.to_vec());
+            prop_assert_eq!(dx_gemm.to_vec(), dx_conv.to_vec());
         }
     }
 }

@@ -3,7 +3,8 @@
 //! device crate's own tests check against plain references). Without a GPU
 //! these tests print why and pass, unless PULSEFOCUS_REQUIRE_GPU=1 (set by
 //! scripts/gpu-check.sh), where a missing GPU fails them.
-use pulsefocus_gpu::{DeviceBuffer, Gpu, NmsOptions, YoloLevel};
+use pulsefocus_gpu::plan::Strides;
+use pulsefocus_gpu::{Act, BnShape, DeviceBuffer, Gpu, NmsOptions, YoloLevel};
 use pulsefocus_gpu_device as dev;
 use pulsefocus_gpu_device::conv::ConvGeometry;
 use pulsefocus_gpu_device::emu::{launch, launch_independent, DeviceBuf, Dim3};
@@ -67,13 +68,21 @@ fn elementwise_sgd_and_loss_kernels() {
     let (xc, tc) = (DeviceBuf::new(&x), DeviceBuf::new(&t));
     let mut yg = gpu.pool.alloc(n).unwrap();
     let yc = DeviceBuf::filled(n, 0.0);
-    gpu.leaky_relu_forward(&xg, &mut yg, 0.1).unwrap();
+    gpu.activation_forward(Act::leaky_relu(0.1), n, &xg, &mut yg)
+        .unwrap();
     launch_independent(GRID.0, GRID.1, |c| unsafe {
-        dev::elementwise::leaky_relu_forward(c, xc.ptr(), yc.ptr(), n as u32, 0.1)
+        dev::elementwise::activation_forward(
+            c,
+            xc.ptr(),
+            yc.ptr(),
+            n as u32,
+            dev::elementwise::ACT_LEAKY_RELU,
+            0.1,
+        )
     });
     assert_close("leaky_relu", &down(&gpu, &yg), &yc.to_vec(), 0.0);
 
-    gpu.sigmoid_forward(&xg, &mut yg).unwrap();
+    gpu.sigmoid_forward(n, &xg, &mut yg).unwrap();
     launch_independent(GRID.0, GRID.1, |c| unsafe {
         dev::elementwise::sigmoid_forward(c, xc.ptr(), yc.ptr(), n as u32)
     });
@@ -81,7 +90,7 @@ fn elementwise_sgd_and_loss_kernels() {
 
     let (mut pg, mut vg) = (up(&gpu, &x), up(&gpu, &t));
     let (pc, vc) = (DeviceBuf::new(&x), DeviceBuf::new(&t));
-    gpu.momentum_sgd(&mut pg, &tg, &mut vg, 1e-3, 0.9, 5e-4)
+    gpu.momentum_sgd(n, &mut pg, &tg, &mut vg, 1e-3, 0.9, 5e-4)
         .unwrap();
     launch_independent(GRID.0, GRID.1, |c| unsafe {
         dev::sgd::momentum_sgd(c, pc.ptr(), tc.ptr(), vc.ptr(), n as u32, 1e-3, 0.9, 5e-4)
@@ -113,7 +122,7 @@ fn elementwise_sgd_and_loss_kernels() {
     assert_close("bce loss", &down(&gpu, &lg), &lc.to_vec(), 1e-5);
     assert_close("bce grad", &down(&gpu, &gg), &gc.to_vec(), 1e-5);
     let want: f64 = lc.to_vec().iter().map(|&v| v as f64).sum();
-    let got = gpu.sum(&lg).unwrap() as f64;
+    let got = gpu.sum(n, &lg, false).unwrap();
     assert!(
         (got - want).abs() < 1e-3 * want.abs(),
         "sum {got} vs {want}"
@@ -126,18 +135,19 @@ fn gemm_on_ragged_shapes() {
     for &(m, n, k) in &[(1, 1, 1), (65, 130, 17), (256, 300, 129)] {
         let (a, b) = (values(m * k, 3), values(k * n, 4));
         let mut cg = gpu.zeros(m * n).unwrap();
+        let (mu, nu, ku) = (m as u32, n as u32, k as u32);
         gpu.gemm(
-            m as u32,
-            n as u32,
-            k as u32,
+            1,
+            (mu, nu, ku),
             1.0,
             &up(&gpu, &a),
-            (k as u32, 1),
+            Strides::row_major(ku, 0),
             &up(&gpu, &b),
-            (n as u32, 1),
+            Strides::row_major(nu, 0),
             0.0,
             &mut cg,
-            n as u32,
+            nu,
+            0,
         )
         .unwrap();
         let (ac, bc, cc) = (
@@ -145,23 +155,26 @@ fn gemm_on_ragged_shapes() {
             DeviceBuf::new(&b),
             DeviceBuf::filled(m * n, 0.0),
         );
-        let (gx, gy) = dev::tile::grid_for(m as u32, n as u32);
+        let (gx, gy) = dev::tile::grid_for(mu, nu);
         launch(Dim3::xy(gx, gy), Dim3::x(dev::tile::THREADS), |c| unsafe {
             dev::gemm::gemm(
                 c,
-                m as u32,
-                n as u32,
-                k as u32,
+                mu,
+                nu,
+                ku,
                 1.0,
                 ac.ptr(),
-                k as u32,
+                ku,
                 1,
+                0,
                 bc.ptr(),
-                n as u32,
+                nu,
                 1,
+                0,
                 0.0,
                 cc.ptr(),
-                n as u32,
+                nu,
+                0,
             )
         });
         assert_close(
@@ -196,7 +209,12 @@ fn conv_cpu(
         dims(plan::conv_backward_filter_shape(kind, geo)),
     );
     match kind {
-        ConvKind::Tiled => {
+        // The implicit kernels are the reference for pointwise too (the GPU runs GEMM).
+        ConvKind::Tiled | ConvKind::Pointwise => {
+            let (f, d) = (
+                dims(plan::conv_forward_shape(ConvKind::Tiled, geo)),
+                dims(plan::conv_backward_data_shape(ConvKind::Tiled, geo)),
+            );
             launch(f.0, f.1, |c| unsafe {
                 dev::conv::conv2d_forward(
                     c,
@@ -211,8 +229,12 @@ fn conv_cpu(
                     g.c_out,
                     g.k_h,
                     g.k_w,
-                    g.stride,
-                    g.pad,
+                    g.stride_h,
+                    g.stride_w,
+                    g.pad_h,
+                    g.pad_w,
+                    g.dilation_h,
+                    g.dilation_w,
                     g.groups,
                 )
             });
@@ -229,8 +251,12 @@ fn conv_cpu(
                     g.c_out,
                     g.k_h,
                     g.k_w,
-                    g.stride,
-                    g.pad,
+                    g.stride_h,
+                    g.stride_w,
+                    g.pad_h,
+                    g.pad_w,
+                    g.dilation_h,
+                    g.dilation_w,
                     g.groups,
                 )
             });
@@ -247,8 +273,12 @@ fn conv_cpu(
                     g.c_out,
                     g.k_h,
                     g.k_w,
-                    g.stride,
-                    g.pad,
+                    g.stride_h,
+                    g.stride_w,
+                    g.pad_h,
+                    g.pad_w,
+                    g.dilation_h,
+                    g.dilation_w,
                     g.groups,
                 )
             });
@@ -266,8 +296,12 @@ fn conv_cpu(
                     g.w,
                     g.k_h,
                     g.k_w,
-                    g.stride,
-                    g.pad,
+                    g.stride_h,
+                    g.stride_w,
+                    g.pad_h,
+                    g.pad_w,
+                    g.dilation_h,
+                    g.dilation_w,
                 )
             });
             launch(d.0, d.1, |c| unsafe {
@@ -282,8 +316,12 @@ fn conv_cpu(
                     g.w,
                     g.k_h,
                     g.k_w,
-                    g.stride,
-                    g.pad,
+                    g.stride_h,
+                    g.stride_w,
+                    g.pad_h,
+                    g.pad_w,
+                    g.dilation_h,
+                    g.dilation_w,
                 )
             });
             launch(wshape.0, wshape.1, |c| unsafe {
@@ -298,8 +336,12 @@ fn conv_cpu(
                     g.w,
                     g.k_h,
                     g.k_w,
-                    g.stride,
-                    g.pad,
+                    g.stride_h,
+                    g.stride_w,
+                    g.pad_h,
+                    g.pad_w,
+                    g.dilation_h,
+                    g.dilation_w,
                 )
             });
         }
@@ -319,8 +361,12 @@ fn convolution_passes_tiled_and_depthwise() {
             c_out: 8,
             k_h: 3,
             k_w: 3,
-            stride: 2,
-            pad: 1,
+            stride_h: 2,
+            stride_w: 2,
+            pad_h: 1,
+            pad_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
             groups: 1,
         },
         ConvGeometry {
@@ -331,8 +377,12 @@ fn convolution_passes_tiled_and_depthwise() {
             c_out: 24,
             k_h: 1,
             k_w: 1,
-            stride: 1,
-            pad: 0,
+            stride_h: 1,
+            stride_w: 1,
+            pad_h: 0,
+            pad_w: 0,
+            dilation_h: 1,
+            dilation_w: 1,
             groups: 1,
         },
         ConvGeometry {
@@ -343,8 +393,12 @@ fn convolution_passes_tiled_and_depthwise() {
             c_out: 12,
             k_h: 3,
             k_w: 3,
-            stride: 2,
-            pad: 1,
+            stride_h: 2,
+            stride_w: 2,
+            pad_h: 1,
+            pad_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
             groups: 12,
         },
     ];
@@ -389,14 +443,21 @@ fn batch_norm_train_and_eval() {
         gpu.zeros(c).unwrap(),
         up(&gpu, &vec![1.0; c]),
     );
+    let shape = BnShape {
+        batch,
+        channels,
+        plane,
+    };
+    let act = Act::leaky_relu(0.1);
     gpu.batch_norm_train_forward(
+        shape,
+        act,
         &xg,
         &gg,
         &bg,
         &mut yg,
         (&mut mean, &mut inv_std),
         (&mut rm, &mut rv),
-        (batch, channels, plane),
         1e-5,
         0.9,
     )
@@ -407,14 +468,16 @@ fn batch_norm_train_and_eval() {
         gpu.zeros(c).unwrap(),
     );
     gpu.batch_norm_train_backward(
+        shape,
+        act,
         &xg,
+        &yg,
         &dyg,
         &gg,
         (&mean, &inv_std),
         &mut dxg,
         &mut dgg,
         &mut dbg,
-        (batch, channels, plane),
     )
     .unwrap();
 
@@ -453,12 +516,15 @@ fn batch_norm_train_and_eval() {
             plane,
             1e-5,
             0.9,
+            dev::elementwise::ACT_LEAKY_RELU,
+            0.1,
         )
     });
     launch(Dim3::x(channels), block, |t| unsafe {
         dev::batch_norm::batch_norm_train_backward(
             t,
             xc.ptr(),
+            yc.ptr(),
             dyc.ptr(),
             gc.ptr(),
             mc.ptr(),
@@ -469,6 +535,8 @@ fn batch_norm_train_and_eval() {
             batch,
             channels,
             plane,
+            dev::elementwise::ACT_LEAKY_RELU,
+            0.1,
         )
     });
     assert_close("bn y", &down(&gpu, &yg), &yc.to_vec(), 1e-4);
