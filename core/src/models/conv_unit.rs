@@ -343,6 +343,20 @@ impl<B: Backend> Scratch<B> {
         std::mem::swap(&mut self.grad, &mut self.grad_next);
     }
 
+    /// `grad` and `grad_next` swap roles at every layer, so after a pass
+    /// each is given the largest size either needed: the next pass then
+    /// allocates nothing, whatever its parity.
+    pub fn equalize(&mut self, backend: &B) {
+        let largest = self
+            .grad
+            .capacity_bytes(backend)
+            .max(self.grad_next.capacity_bytes(backend))
+            / 4;
+        for t in [&mut self.grad, &mut self.grad_next] {
+            t.reshape_reuse(backend, &[largest]);
+        }
+    }
+
     pub fn planned_bytes(&self, backend: &B) -> usize {
         [
             &self.grad,

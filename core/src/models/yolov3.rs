@@ -449,6 +449,7 @@ impl<B: Backend> Yolov3<B> {
         let shapes = self.forward(&image).map(|t| t.shape().to_vec());
         let grads = shapes.map(|shape| Tensor::zeros(&self.backend, &shape));
         self.backward(&image, &grads);
+        self.scratch.equalize(&self.backend);
         for (unit, role, values) in running {
             self.units[unit]
                 .tensor_mut(role)
