@@ -176,9 +176,14 @@ impl<B: Backend> Trainer<B> {
             .collect();
         let [g0, g1, g2] = &mut self.host_grads;
         let loss = yolov3_loss(&self.loss_config, &heads, gt, &mut [g0, g1, g2]);
-        for level in 0..3 {
-            self.output_grads[level].reshape_reuse(&backend, &shapes[level]);
-            self.output_grads[level].upload(&backend, &self.host_grads[level]);
+        for ((grad, shape), host) in self
+            .output_grads
+            .iter_mut()
+            .zip(&shapes)
+            .zip(&self.host_grads)
+        {
+            grad.reshape_reuse(&backend, shape);
+            grad.upload(&backend, host);
         }
         self.model.backward(&self.image, &self.output_grads);
 
