@@ -7,11 +7,17 @@ pub mod checkpoint;
 pub mod coco;
 pub mod coco_results;
 pub mod dataset;
+pub mod dataset_report;
 pub mod error;
 pub mod load;
 pub mod paddle;
 pub mod plot;
 pub mod safetensors_io;
+pub mod synth;
+pub mod voc;
+pub mod draw;
+pub mod image;
+pub mod weights_source;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
 pub use error::{Error, Result};
