@@ -15,6 +15,7 @@ pub mod models;
 pub mod optim;
 pub mod params;
 pub mod tensor;
+pub mod train;
 pub mod yolo;
 
 pub use backend::Backend;
