@@ -29,7 +29,11 @@ fn stderr(out: &Output) -> String {
 
 /// The small model trained on 80 classes (the demo trains on 3).
 fn write_small_coco_checkpoint(path: &Path, format: Format) {
-    let model = Yolov3::new(Yolov3Spec::small(80), 3);
+    let model = Yolov3::new(
+        &pulsefocus_core::CpuBackend::new(),
+        Yolov3Spec::small(80),
+        3,
+    );
     save_checkpoint(&model.to_checkpoint(), path, format).unwrap();
 }
 
