@@ -32,10 +32,13 @@ enum Command {
     X2coco(commands::x2coco::Args),
     /// Dry run: which pretrained parameters would load, and why others would not.
     Plan(commands::plan::Args),
+    /// Fine-tune a model: loading report, training with snapshots, optional evaluation.
+    Train(commands::train::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Train(args) => commands::train::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::ConvertWeights(args) => commands::convert_weights::run(args),
         Command::Synth(args) => commands::synth::run(args),

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod config;
 pub mod cpu;
 pub mod data;
+pub mod finetune;
 pub mod gradcheck;
 pub mod layers;
 pub mod loading;

@@ -110,6 +110,20 @@ impl<B: Backend> Trainer<B> {
         self.velocities[index].as_ref().map(|v| v.to_host(backend))
     }
 
+    /// Restores the velocity of parameter slot `index` from a `.pdopt`
+    /// snapshot; false when that parameter is not trained or `values` has the
+    /// wrong length.
+    pub fn set_velocity(&mut self, index: usize, values: &[f32]) -> bool {
+        let backend = self.model.backend().clone();
+        match self.velocities.get_mut(index) {
+            Some(Some(v)) if v.numel() == values.len() => {
+                v.upload(&backend, values);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Sizes every buffer for `batch` images of `size` x `size` and returns
     /// the bytes the model, its optimizer state and the step's buffers hold.
     pub fn plan(&mut self, batch: usize, size: usize) -> usize {

@@ -1,9 +1,12 @@
 //! One module per subcommand.
 
+pub mod config_args;
 pub mod convert_weights;
 pub mod dataset;
+pub mod device;
 pub mod eval;
 pub mod inspect;
 pub mod plan;
 pub mod synth;
+pub mod train;
 pub mod x2coco;

@@ -2,38 +2,27 @@
 //! transfer learning. Reads the config and its pretrained checkpoint and shows,
 //! for every model parameter, whether it would load and why not; trains nothing.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use pulsefocus_core::config;
 use pulsefocus_core::loading::plan_for_config;
-use pulsefocus_formats::weights_source::default_cache_dir;
+
+use super::config_args::ConfigArgs;
 
 #[derive(ClapArgs)]
 pub struct Args {
-    /// The config file (RON).
-    #[arg(short = 'c', long = "config")]
-    pub config: PathBuf,
-    /// Overrides in PaddleDetection's syntax, e.g. `-o TrainReader.batch_size=4
-    /// pretrain_weights=PATH finetune_exclude_pretrained_params=['yolo_output']`.
-    #[arg(short = 'o', long = "opt", num_args = 1.., value_name = "KEY=VALUE")]
-    pub overrides: Vec<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
     /// Print one JSON object (model, loaded, excluded, shape_mismatch, missing,
     /// unused) instead of the report.
     #[arg(long)]
     pub json: bool,
-    /// Where URLs are downloaded (PaddleDetection's cache by default).
-    #[arg(long, value_name = "DIR")]
-    pub weights_cache: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let overrides = config::parse_overrides(&args.overrides)?;
-    let config = config::load(&args.config, &overrides)?;
-    let cache = args.weights_cache.unwrap_or_else(default_cache_dir);
-    let (report, pretrained) = plan_for_config(&args.config, &config, &cache)
-        .with_context(|| format!("planning {}", args.config.display()))?;
+    let config = args.config.load()?;
+    let path = &args.config.config;
+    let (report, pretrained) = plan_for_config(path, &config, &args.config.weights_cache())
+        .with_context(|| format!("planning {}", path.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

@@ -9,6 +9,7 @@
 //! apply `-o` overrides, then build the typed structs with ron. Unknown keys
 //! and wrong types are errors naming the key (and the closest valid keys).
 
+mod build;
 pub mod overrides;
 mod sections;
 pub mod tree;

@@ -1,0 +1,34 @@
+//! The `-c CONFIG -o key=value ...` pair every config-driven command takes
+//! (`plan`, `train`, `eval`, `infer`), read the same way everywhere.
+
+use std::path::PathBuf;
+
+use clap::Args as ClapArgs;
+use pulsefocus_core::config::{self, Config};
+use pulsefocus_formats::weights_source::default_cache_dir;
+
+#[derive(ClapArgs, Debug, Clone)]
+pub struct ConfigArgs {
+    /// The config file (RON).
+    #[arg(short = 'c', long = "config")]
+    pub config: PathBuf,
+    /// Overrides in PaddleDetection's syntax, e.g. `-o TrainReader.batch_size=4
+    /// pretrain_weights=PATH finetune_exclude_pretrained_params=['yolo_output']`.
+    #[arg(short = 'o', long = "opt", num_args = 1.., value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Where URLs are downloaded (PaddleDetection's cache by default).
+    #[arg(long, value_name = "DIR")]
+    pub weights_cache: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// The config with its bases merged and the overrides applied.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let overrides = config::parse_overrides(&self.overrides)?;
+        Ok(config::load(&self.config, &overrides)?)
+    }
+
+    pub fn weights_cache(&self) -> PathBuf {
+        self.weights_cache.clone().unwrap_or_else(default_cache_dir)
+    }
+}

@@ -1,0 +1,197 @@
+//! `pulsefocus train -c CONFIG [-o ...] [--eval] [-r SNAPSHOT] [--seed N]`:
+//! the fine-tune. Prints the loading report, then a progress bar (plain log
+//! lines when stderr is not a terminal) with the loss terms, learning rate,
+//! images/s and ETA; snapshots and evaluations are announced as they happen.
+//! Ctrl-C stops after the current step and writes a snapshot first.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::Args as ClapArgs;
+use indicatif::{ProgressBar, ProgressStyle};
+use pulsefocus_core::finetune::{self, Event, TrainOptions, TrainSummary};
+
+use super::config_args::ConfigArgs;
+use super::device::DeviceArg;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Evaluate at every snapshot and keep the best model as `best_model`.
+    #[arg(long)]
+    pub eval: bool,
+    /// Resume from a snapshot (`output/NAME/2000` or its `.pdparams`).
+    #[arg(
+        short = 'r',
+        long = "resume_checkpoint",
+        alias = "resume",
+        value_name = "SNAPSHOT"
+    )]
+    pub resume: Option<PathBuf>,
+    /// Seeds initial weights, shuffling and augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    args.device.choose()?;
+    let config = args.config.load()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // A second Ctrl-C while the snapshot is written exits at once.
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step; writing a snapshot (Ctrl-C again to quit now)");
+    });
+    let options = TrainOptions {
+        seed: args.seed,
+        eval: args.eval,
+        resume: args.resume.clone(),
+        weights_cache: args.config.weights_cache(),
+        stop,
+    };
+    let mut progress = Progress::new(config.log_smooth_window.max(1) as u64);
+    let summary = finetune::train(&args.config.config, &config, &options, &mut |e| {
+        progress.on_event(e)
+    })?;
+    progress.finish();
+    print_summary(&summary);
+    Ok(())
+}
+
+fn print_summary(summary: &TrainSummary) {
+    let verb = if summary.interrupted {
+        "stopped"
+    } else {
+        "finished"
+    };
+    println!(
+        "{verb} at iteration {}; weights: {}",
+        summary.iterations,
+        summary.final_snapshot.params.display()
+    );
+    if let Some(best) = summary.best_map {
+        println!(
+            "best mAP {:.4}: {}",
+            best,
+            summary.save_dir.join("best_model.pdparams").display()
+        );
+    }
+    println!("loss curve: {}", summary.loss_curve.display());
+}
+
+/// The progress bar on a terminal, or a log line every `window` steps.
+struct Progress {
+    bar: Option<ProgressBar>,
+    window: u64,
+    smoothed: f32,
+}
+
+impl Progress {
+    fn new(window: u64) -> Self {
+        Progress {
+            bar: None,
+            window,
+            smoothed: f32::NAN,
+        }
+    }
+
+    fn say(&self, line: String) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Loaded(report) => {
+                println!("{}", report.render());
+            }
+            Event::Ready {
+                train_images,
+                eval_images,
+                planned_bytes,
+                start_iteration,
+            } => {
+                let eval = eval_images
+                    .map(|n| format!(", {n} to evaluate"))
+                    .unwrap_or_default();
+                eprintln!(
+                    "{train_images} training images{eval}; planned memory for a step: {:.1} MiB",
+                    planned_bytes as f64 / (1 << 20) as f64
+                );
+                if start_iteration > 0 {
+                    eprintln!("resuming at iteration {start_iteration}");
+                }
+            }
+            Event::Step {
+                iteration,
+                max_iters,
+                loss,
+                learning_rate,
+                images_per_second,
+            } => {
+                let total = loss.total();
+                let alpha = 1.0 / self.window as f32;
+                self.smoothed = if self.smoothed.is_nan() {
+                    total
+                } else {
+                    self.smoothed + alpha * (total - self.smoothed)
+                };
+                let message = format!(
+                    "loss {:.3} (xy {:.3} wh {:.3} obj {:.3} cls {:.3}) lr {:.2e} {:.1} img/s",
+                    self.smoothed,
+                    loss.xy,
+                    loss.wh,
+                    loss.obj,
+                    loss.cls,
+                    learning_rate,
+                    images_per_second
+                );
+                if self.bar.is_none() && std::io::stderr().is_terminal() {
+                    let bar = ProgressBar::new(max_iters);
+                    bar.set_style(
+                        ProgressStyle::with_template("{bar:30} {pos}/{len} ETA {eta} {msg}")
+                            .expect("valid template"),
+                    );
+                    self.bar = Some(bar);
+                }
+                match &self.bar {
+                    Some(bar) => {
+                        bar.set_position(iteration);
+                        bar.set_message(message);
+                    }
+                    None if iteration % self.window == 0 || iteration == max_iters => {
+                        eprintln!("iter {iteration}/{max_iters} {message}");
+                    }
+                    None => {}
+                }
+            }
+            Event::Snapshot(paths) => self.say(format!("saved {}", paths.params.display())),
+            Event::Evaluated {
+                iteration,
+                result,
+                best,
+            } => self.say(format!(
+                "iter {iteration}: mAP {:.4} on {} images{}",
+                result.map,
+                result.images,
+                if best { " (best so far)" } else { "" }
+            )),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}

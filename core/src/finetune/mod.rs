@@ -1,0 +1,428 @@
+//! A whole fine-tuning run, as PaddleDetection's `tools/train.py` does it:
+//! read the datasets, build the model, apply the transfer-learning loading
+//! rules to the pretrained weights, then train with snapshots, optional
+//! evaluation at each snapshot (keeping the best model), resumption from a
+//! snapshot, and loss/mAP curves in the save directory.
+//!
+//! The caller sees progress through [`Event`]s (the CLI draws its progress
+//! bar from them) and can stop the run between steps with the stop flag
+//! (Ctrl-C), which writes a snapshot first.
+
+pub mod evaluate;
+pub mod predict;
+pub mod snapshot;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use pulsefocus_formats::dataset::Dataset;
+use pulsefocus_formats::plot::{write_line_chart, Series};
+use pulsefocus_formats::{Error, Result};
+
+use crate::config::{Config, DataSet};
+use crate::cpu::CpuBackend;
+use crate::data::loader::Loader;
+use crate::loading::{apply_loaded, plan_for_config, LoadReport};
+use crate::metrics::voc::ApType;
+use crate::models::Yolov3;
+use crate::train::Trainer;
+use crate::yolo::{GroundTruth, LossTerms};
+pub use evaluate::{evaluate, EvalResult, Metric};
+pub use snapshot::SnapshotPaths;
+
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Seeds the initial weights, the shuffling and every augmentation.
+    pub seed: u64,
+    /// Evaluate at every snapshot and keep `best_model`.
+    pub eval: bool,
+    /// Continue from this snapshot (`-r`).
+    pub resume: Option<PathBuf>,
+    /// Where downloaded pretrained weights are cached.
+    pub weights_cache: PathBuf,
+    /// Set (by Ctrl-C) to stop after the current step with a snapshot.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What the run reports as it goes.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The loading rules' outcome, before the first step.
+    Loaded(&'a LoadReport),
+    /// Training records read, and the bytes the step's buffers hold.
+    Ready {
+        train_images: usize,
+        eval_images: Option<usize>,
+        planned_bytes: usize,
+        start_iteration: u64,
+    },
+    Step {
+        /// 1-based: the number of updates done.
+        iteration: u64,
+        max_iters: u64,
+        loss: LossTerms,
+        learning_rate: f32,
+        images_per_second: f64,
+    },
+    Snapshot(&'a SnapshotPaths),
+    Evaluated {
+        iteration: u64,
+        result: &'a EvalResult,
+        best: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub save_dir: PathBuf,
+    pub final_snapshot: SnapshotPaths,
+    pub iterations: u64,
+    /// Stopped early by the stop flag.
+    pub interrupted: bool,
+    pub last_loss: Option<LossTerms>,
+    /// The last evaluation, when `eval` was on.
+    pub last_eval: Option<EvalResult>,
+    pub best_map: Option<f64>,
+    pub loss_curve: PathBuf,
+}
+
+/// The save directory of a config: `save_dir/<config file stem>`, as
+/// PaddleDetection names it.
+pub fn save_dir(config_path: &Path, config: &Config) -> PathBuf {
+    let stem = config_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    Path::new(&config.save_dir).join(stem)
+}
+
+/// The metric the config asks for, on the evaluation dataset.
+pub fn metric_for(config: &Config, config_path: &Path) -> Result<Metric> {
+    match config.metric.as_str() {
+        "VOC" => Ok(Metric::Voc {
+            ap_type: if config.map_type == "integral" {
+                ApType::Area
+            } else {
+                ApType::ElevenPoint
+            },
+            evaluate_difficult: false,
+        }),
+        "COCO" => match config.eval_or_test_reader().map(|r| &r.dataset) {
+            Some(DataSet::COCODataSet(d)) => Ok(Metric::Coco {
+                annotations: Path::new(&d.dataset_dir).join(&d.anno_path),
+            }),
+            _ => Err(Error::at(
+                config_path,
+                "key metric",
+                "the COCO metric needs a COCODataSet in EvalReader",
+            )),
+        },
+        other => Err(Error::at(
+            config_path,
+            "key metric",
+            format!("unknown metric '{other}' (VOC or COCO)"),
+        )),
+    }
+}
+
+/// Reads a reader's dataset and checks it can be used with this config.
+pub fn load_dataset_for(config: &Config, config_path: &Path, which: &str) -> Result<Dataset> {
+    let reader = match which {
+        "TrainReader" => Some(&config.train_reader),
+        _ => config.eval_or_test_reader(),
+    }
+    .ok_or_else(|| Error::at(config_path, which, "missing: no dataset to evaluate on"))?;
+    let dataset = reader.load_dataset()?;
+    let anno = dataset_file(&reader.dataset);
+    if dataset.records.is_empty() {
+        return Err(Error::new(
+            &anno,
+            format!("{which}: the dataset has no usable images (see the warnings above, or run `pulsefocus dataset check`)"),
+        ));
+    }
+    if dataset.class_names.len() != config.num_classes {
+        return Err(Error::at(
+            config_path,
+            "key num_classes",
+            format!(
+                "the config says {} classes but {} has {} ({}); set -o num_classes={}",
+                config.num_classes,
+                anno.display(),
+                dataset.class_names.len(),
+                dataset.class_names.join(", "),
+                dataset.class_names.len()
+            ),
+        ));
+    }
+    Ok(dataset)
+}
+
+fn dataset_file(dataset: &DataSet) -> PathBuf {
+    match dataset {
+        DataSet::COCODataSet(d) => Path::new(&d.dataset_dir).join(&d.anno_path),
+        DataSet::VOCDataSet(d) => Path::new(&d.dataset_dir).join(&d.anno_path),
+        DataSet::ImageFolder(d) => Path::new(&d.dataset_dir).join(&d.image_dir),
+    }
+}
+
+fn with_background(dataset: &DataSet) -> bool {
+    match dataset {
+        DataSet::COCODataSet(d) => d.with_background,
+        DataSet::VOCDataSet(d) => d.with_background,
+        DataSet::ImageFolder(d) => d.with_background,
+    }
+}
+
+/// Evaluates `model` on the config's evaluation dataset.
+pub fn evaluate_config(
+    model: &mut Yolov3<CpuBackend>,
+    config: &Config,
+    config_path: &Path,
+    dataset: &Dataset,
+) -> Result<EvalResult> {
+    let reader = config
+        .eval_or_test_reader()
+        .ok_or_else(|| Error::at(config_path, "EvalReader", "missing"))?;
+    evaluate(
+        model,
+        &config.yolo_config(),
+        &config.nms_config(),
+        dataset,
+        reader.eval_loader_config(),
+        &metric_for(config, config_path)?,
+        with_background(&reader.dataset),
+    )
+}
+
+/// Runs the whole fine-tune.
+pub fn train(
+    config_path: &Path,
+    config: &Config,
+    options: &TrainOptions,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<TrainSummary> {
+    let train_set = load_dataset_for(config, config_path, "TrainReader")?;
+    let eval_set = if options.eval {
+        metric_for(config, config_path)?;
+        Some(load_dataset_for(config, config_path, "EvalReader")?)
+    } else {
+        None
+    };
+    let save_dir = save_dir(config_path, config);
+    std::fs::create_dir_all(&save_dir).map_err(|e| Error::io(&save_dir, e))?;
+
+    let backend = CpuBackend::new();
+    let mut model = Yolov3::new(&backend, config.model_spec(), options.seed);
+    let (report, pretrained) = plan_for_config(config_path, config, &options.weights_cache)?;
+    on_event(Event::Loaded(&report));
+    if let Some(pretrained) = &pretrained {
+        apply_loaded(&report, &pretrained.checkpoint, &mut model)
+            .map_err(|e| Error::new(&pretrained.path, e.to_string()))?;
+    }
+    drop(pretrained);
+
+    let mut trainer = Trainer::new(model, config.train_config());
+    trainer.loss_config = config.yolo_config();
+    let mut seed = options.seed;
+    if let Some(resume) = &options.resume {
+        let paths = SnapshotPaths::from_stem(resume);
+        let (_, saved_seed) = snapshot::restore(&mut trainer, &paths)?;
+        // The batches after the snapshot are those of the original run.
+        seed = saved_seed.unwrap_or(seed);
+    }
+    let start = trainer.step;
+    let max_iters = config.max_iters as u64;
+
+    let loader_config = config.train_reader.train_loader_config(seed);
+    let largest = match &loader_config.mode {
+        crate::data::loader::Mode::Train(a) => a.sizes.iter().copied().max().unwrap_or(608),
+        crate::data::loader::Mode::Eval { size, .. } => *size,
+    };
+    let planned_bytes = trainer.plan(loader_config.batch_size, largest);
+    on_event(Event::Ready {
+        train_images: train_set.records.len(),
+        eval_images: eval_set.as_ref().map(|d| d.records.len()),
+        planned_bytes,
+        start_iteration: start,
+    });
+
+    let records = Arc::new(train_set.records);
+    let mut loader = Loader::from_batch(records, loader_config, start)?;
+    let snapshot_iter = config.snapshot_iter.max(1) as u64;
+    let mut curves = Curves::default();
+    let mut last_good: Option<SnapshotPaths> = None;
+    let mut last_loss = None;
+    let mut last_eval = None;
+    let mut best_map: Option<f64> = None;
+    let mut interrupted = false;
+    let started = Instant::now();
+
+    while trainer.step < max_iters {
+        let batch = loader
+            .next()
+            .ok_or_else(|| Error::new(&save_dir, "the training loader stopped early"))??;
+        trainer.model.set_training(true);
+        let gt = GroundTruth {
+            boxes: &batch.gt_boxes,
+            labels: &batch.gt_classes,
+            scores: Some(&batch.gt_scores),
+            max_boxes: batch.max_boxes,
+        };
+        let step = trainer.step(&batch.images, batch.n, batch.h, &gt);
+        let iteration = trainer.step;
+        if !step.loss.total().is_finite() {
+            let kept = last_good
+                .as_ref()
+                .map(|p| format!("the last good snapshot is {}", p.params.display()))
+                .unwrap_or_else(|| "no snapshot was written yet".into());
+            return Err(Error::new(
+                &save_dir,
+                format!(
+                    "the loss became {} at iteration {iteration} (learning rate {}); stopping: {kept}. Try a lower LearningRate.base_lr",
+                    step.loss.total(),
+                    step.learning_rate
+                ),
+            ));
+        }
+        let done = iteration - start;
+        let images_per_second =
+            (done as usize * batch.n) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        on_event(Event::Step {
+            iteration,
+            max_iters,
+            loss: step.loss,
+            learning_rate: step.learning_rate,
+            images_per_second,
+        });
+        curves.push_loss(iteration, &step.loss);
+        last_loss = Some(step.loss);
+
+        let stop = options.stop.load(Ordering::Relaxed);
+        if iteration % snapshot_iter == 0 || iteration == max_iters || stop {
+            let paths = if iteration == max_iters {
+                SnapshotPaths::from_stem(&save_dir.join("model_final"))
+            } else {
+                SnapshotPaths::from_stem(&save_dir.join(iteration.to_string()))
+            };
+            snapshot::save(&trainer, &paths, seed)?;
+            on_event(Event::Snapshot(&paths));
+            last_good = Some(paths);
+            if let Some(eval_set) = &eval_set {
+                let result = evaluate_config(&mut trainer.model, config, config_path, eval_set)?;
+                let best = best_map.is_none_or(|b| result.map > b);
+                if best {
+                    best_map = Some(result.map);
+                    snapshot::save(
+                        &trainer,
+                        &SnapshotPaths::from_stem(&save_dir.join("best_model")),
+                        seed,
+                    )?;
+                }
+                on_event(Event::Evaluated {
+                    iteration,
+                    result: &result,
+                    best,
+                });
+                curves.push_map(iteration, result.map);
+                last_eval = Some(result);
+            }
+            curves.write(&save_dir)?;
+        }
+        if stop {
+            interrupted = true;
+            break;
+        }
+    }
+    curves.write(&save_dir)?;
+    let final_snapshot = match last_good {
+        Some(p) => p,
+        // Resumed at or past max_iters: nothing to train, keep what is there.
+        None => SnapshotPaths::from_stem(&save_dir.join("model_final")),
+    };
+    Ok(TrainSummary {
+        loss_curve: save_dir.join("loss.svg"),
+        save_dir,
+        final_snapshot,
+        iterations: trainer.step,
+        interrupted,
+        last_loss,
+        last_eval,
+        best_map,
+    })
+}
+
+/// Loss terms and mAP over iterations, drawn as SVG charts.
+#[derive(Default)]
+struct Curves {
+    total: Vec<(f64, f64)>,
+    terms: [Vec<(f64, f64)>; 4],
+    map: Vec<(f64, f64)>,
+}
+
+impl Curves {
+    fn push_loss(&mut self, iteration: u64, loss: &LossTerms) {
+        let x = iteration as f64;
+        self.total.push((x, f64::from(loss.total())));
+        for (curve, v) in self
+            .terms
+            .iter_mut()
+            .zip([loss.xy, loss.wh, loss.obj, loss.cls])
+        {
+            curve.push((x, f64::from(v)));
+        }
+    }
+
+    fn push_map(&mut self, iteration: u64, map: f64) {
+        self.map.push((iteration as f64, map));
+    }
+
+    fn write(&self, dir: &Path) -> Result<()> {
+        let mut series = vec![Series {
+            name: "loss".into(),
+            points: smooth(&self.total, 20),
+        }];
+        for (name, curve) in ["loss_xy", "loss_wh", "loss_obj", "loss_cls"]
+            .iter()
+            .zip(&self.terms)
+        {
+            series.push(Series {
+                name: (*name).into(),
+                points: smooth(curve, 20),
+            });
+        }
+        write_line_chart(
+            &dir.join("loss.svg"),
+            "Training loss (moving average)",
+            "iteration",
+            "loss",
+            &series,
+        )?;
+        if !self.map.is_empty() {
+            write_line_chart(
+                &dir.join("map.svg"),
+                "Evaluation mAP",
+                "iteration",
+                "mAP",
+                &[Series {
+                    name: "mAP".into(),
+                    points: self.map.clone(),
+                }],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Moving average over `window` points, as the progress log smooths losses.
+fn smooth(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
+    (0..points.len())
+        .map(|i| {
+            let from = i.saturating_sub(window - 1);
+            let slice = &points[from..=i];
+            let mean = slice.iter().map(|p| p.1).sum::<f64>() / slice.len() as f64;
+            (points[i].0, mean)
+        })
+        .collect()
+}
