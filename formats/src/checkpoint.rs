@@ -86,7 +86,28 @@ pub enum Storage {
 }
 
 impl Storage {
-    fn as_slice(&self) -> &[u8] {
+    pub fn from_vec(v: Vec<u8>) -> Self {
+        Storage::Owned(Arc::new(v))
+    }
+
+    /// Memory-maps a whole file read-only (an empty file becomes an empty
+    /// buffer: mapping zero bytes is an error on some systems).
+    pub fn map_file(path: &std::path::Path) -> crate::Result<Self> {
+        let file = std::fs::File::open(path).map_err(|e| crate::Error::io(path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| crate::Error::io(path, e))?
+            .len();
+        if len == 0 {
+            return Ok(Storage::from_vec(Vec::new()));
+        }
+        // SAFETY: the map is read-only; like every mmap reader we rely on the
+        // file not being truncated by another process while it is in use.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| crate::Error::io(path, e))?;
+        Ok(Storage::Mapped(Arc::new(map)))
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
         match self {
             Storage::Owned(v) => v,
             Storage::Mapped(m) => m,
@@ -184,6 +205,53 @@ impl RawTensor {
         self.shape.iter().product()
     }
 
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Casts a floating tensor to another floating type (through f64, which
+    /// holds every f16/bf16/f32 value exactly, so each value is rounded once).
+    /// Non-floating tensors and same-type casts are returned unchanged.
+    pub fn cast_float(&self, to: DType) -> RawTensor {
+        if !self.dtype.is_float() || !to.is_float() || self.dtype == to {
+            return self.clone();
+        }
+        let b = self.bytes.as_slice();
+        let values: Vec<f64> = match self.dtype {
+            DType::F64 => b
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
+            _ => self.to_f32_vec().into_iter().map(f64::from).collect(),
+        };
+        let out: Vec<u8> = match to {
+            DType::F64 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            DType::F32 => values
+                .iter()
+                .flat_map(|&v| (v as f32).to_le_bytes())
+                .collect(),
+            DType::F16 => values
+                .iter()
+                .flat_map(|&v| half::f16::from_f64(v).to_le_bytes())
+                .collect(),
+            DType::BF16 => values
+                .iter()
+                .flat_map(|&v| half::bf16::from_f64(v).to_le_bytes())
+                .collect(),
+            _ => unreachable!("checked is_float above"),
+        };
+        RawTensor {
+            dtype: to,
+            shape: self.shape.clone(),
+            lod: self.lod.clone(),
+            bytes: Bytes::from_vec(out),
+        }
+    }
+
     /// Values as f32, converting from any floating type (integers too, as Paddle
     /// would when a model parameter is float). Bytes are little-endian.
     pub fn to_f32_vec(&self) -> Vec<f32> {
@@ -224,10 +292,15 @@ impl RawTensor {
 }
 
 /// Named tensors in file order, with lookup by name.
+///
+/// `metadata` holds the non-tensor values a `.pdparams`/`.pdopt` pickle carries
+/// (`LR_Scheduler`, `StructuredToParameterName@@`, ...) as JSON, so that such a
+/// file can be written back; formats without a place for them drop them.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Checkpoint {
     entries: Vec<(String, RawTensor)>,
     index: HashMap<String, usize>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Checkpoint {

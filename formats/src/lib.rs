@@ -4,8 +4,21 @@
 
 pub mod atomic;
 pub mod checkpoint;
+pub mod coco;
+pub mod coco_results;
 pub mod dataset;
+pub mod dataset_report;
+pub mod draw;
 pub mod error;
+pub mod image;
+pub mod load;
+pub mod paddle;
+pub mod plot;
+pub mod safetensors_io;
+pub mod synth;
+pub mod voc;
+pub mod weights_source;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};
 pub use error::{Error, Result};
+pub use load::{load_checkpoint, save_checkpoint, Format};

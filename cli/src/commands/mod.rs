@@ -1,1 +1,7 @@
 //! One module per subcommand.
+
+pub mod convert_weights;
+pub mod dataset;
+pub mod eval;
+pub mod inspect;
+pub mod synth;

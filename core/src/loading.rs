@@ -1,0 +1,856 @@
+//! The transfer-learning loading rules: which model parameters take their value
+//! from a pretrained checkpoint and which keep their initial value, and why.
+//!
+//! PaddleDetection 0.5 (`ppdet/utils/checkpoint.py::load_params`) has two rules:
+//! a parameter whose name matches a `finetune_exclude_pretrained_params` pattern
+//! is not loaded, and a parameter whose shape differs from the checkpoint's is
+//! not loaded. We decide one outcome per model parameter, in this precedence:
+//!
+//! 1. `excluded`: the name matches a pattern (Python `re.match`: a regular
+//!    expression anchored at the start of the name only); the first matching
+//!    pattern is recorded.
+//! 2. `missing`: the checkpoint has no tensor of that name; the parameter keeps
+//!    its initial value (Paddle is silent about these; we report them).
+//! 3. `shape_mismatch`: both shapes are recorded.
+//! 4. `loaded`: converted to the model's f32 when the checkpoint stores another
+//!    dtype (Paddle asserts equal dtypes; we convert and say so).
+//!
+//! Checkpoint tensors that no model parameter names are `unused`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use std::path::{Path, PathBuf};
+
+use pulsefocus_formats::weights_source::resolve_weights;
+use pulsefocus_formats::{load_checkpoint, Checkpoint, DType, Error};
+use regex::Regex;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::models::{SetParamError, Yolov3};
+use crate::params::ParamSpec;
+
+/// The word that stands for the architecture's recommended patterns in
+/// `finetune_exclude_pretrained_params` (config file or `-o`).
+pub const PRESET: &str = "preset";
+
+/// Below this fraction of the model's values loaded, the report warns loudly:
+/// the checkpoint probably belongs to another model.
+pub const LOW_LOAD_FRACTION: f64 = 0.5;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LoadingError {
+    #[error("invalid pattern '{pattern}' in finetune_exclude_pretrained_params: {message}")]
+    InvalidPattern { pattern: String, message: String },
+    #[error(
+        "finetune_exclude_pretrained_params names '{PRESET}' but architecture '{architecture}' \
+         has no preset (known: {known})"
+    )]
+    NoPreset { architecture: String, known: String },
+}
+
+/// The transfer-learning guide's table: the parameters that depend on the class
+/// count, per model type, as PaddleDetection names them.
+pub fn preset_patterns(architecture: &str) -> Option<&'static [&'static str]> {
+    PRESETS
+        .iter()
+        .find(|(arch, _)| *arch == architecture)
+        .map(|(_, patterns)| *patterns)
+}
+
+/// Architecture names as PaddleDetection configs spell them.
+const PRESETS: &[(&str, &[&str])] = &[
+    ("FasterRCNN", &["cls_score", "bbox_pred"]),
+    ("CascadeRCNN", &["cls_score", "bbox_pred"]),
+    ("MaskRCNN", &["cls_score", "bbox_pred", "mask_fcn_logits"]),
+    (
+        "CascadeMaskRCNN",
+        &["cls_score", "bbox_pred", "mask_fcn_logits"],
+    ),
+    ("RetinaNet", &["retnet_cls_pred_fpn"]),
+    ("SSD", &["^conv2d_"]),
+    ("YOLOv3", &["yolo_output"]),
+];
+
+/// Replaces each `preset` entry by the architecture's recommended patterns,
+/// keeping the user's order and dropping repeats.
+pub fn expand_presets(
+    architecture: &str,
+    patterns: &[String],
+) -> Result<Vec<String>, LoadingError> {
+    let mut out: Vec<String> = Vec::new();
+    for pattern in patterns {
+        let expanded: Vec<String> = if pattern == PRESET {
+            let preset = preset_patterns(architecture).ok_or_else(|| LoadingError::NoPreset {
+                architecture: architecture.to_string(),
+                known: PRESETS
+                    .iter()
+                    .map(|(a, _)| *a)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+            preset.iter().map(|p| p.to_string()).collect()
+        } else {
+            vec![pattern.clone()]
+        };
+        for p in expanded {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Exclusion patterns compiled with Python `re.match` semantics.
+#[derive(Debug, Clone, Default)]
+pub struct ExcludePatterns {
+    patterns: Vec<(String, Regex)>,
+}
+
+impl ExcludePatterns {
+    pub fn new(patterns: &[String]) -> Result<Self, LoadingError> {
+        let patterns = patterns
+            .iter()
+            .map(|p| {
+                // `re.match` anchors at the start only: `^(?:p)` does the same,
+                // and the group keeps `a|b` from anchoring just `a`.
+                Regex::new(&format!("^(?:{p})"))
+                    .map(|re| (p.clone(), re))
+                    .map_err(|e| LoadingError::InvalidPattern {
+                        pattern: p.clone(),
+                        message: e.to_string(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ExcludePatterns { patterns })
+    }
+
+    /// The first pattern (in the user's order) that matches `name`.
+    pub fn first_match(&self, name: &str) -> Option<&str> {
+        self.patterns
+            .iter()
+            .find(|(_, re)| re.is_match(name))
+            .map(|(p, _)| p.as_str())
+    }
+
+    pub fn patterns(&self) -> impl Iterator<Item = &str> {
+        self.patterns.iter().map(|(p, _)| p.as_str())
+    }
+}
+
+/// What the rules need to know of one checkpoint tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
+impl TensorInfo {
+    pub fn list(checkpoint: &Checkpoint) -> Vec<TensorInfo> {
+        checkpoint
+            .iter()
+            .map(|(name, t)| TensorInfo {
+                name: name.to_string(),
+                shape: t.shape.clone(),
+                dtype: t.dtype,
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelParam {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Excluded {
+    pub name: String,
+    pub pattern: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShapeMismatch {
+    pub name: String,
+    pub model_shape: Vec<usize>,
+    pub checkpoint_shape: Vec<usize>,
+}
+
+/// A loaded parameter whose checkpoint dtype is not the model's f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Converted {
+    pub name: String,
+    pub from: DType,
+}
+
+/// One outcome per model parameter, each group in model order, plus the
+/// checkpoint's unused tensors sorted by name. Serialises to the `plan --json`
+/// schema.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoadReport {
+    pub model: Vec<ModelParam>,
+    pub loaded: Vec<String>,
+    pub excluded: Vec<Excluded>,
+    pub shape_mismatch: Vec<ShapeMismatch>,
+    pub missing: Vec<String>,
+    pub unused: Vec<String>,
+    /// Loaded parameters that were converted to f32 (not part of the JSON schema).
+    #[serde(skip)]
+    pub converted: Vec<Converted>,
+}
+
+/// Applies the rules to every model parameter (see the module comment).
+pub fn plan_loading(
+    model: &[ParamSpec],
+    checkpoint: &[TensorInfo],
+    exclude: &ExcludePatterns,
+) -> LoadReport {
+    let by_name: HashMap<&str, &TensorInfo> =
+        checkpoint.iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut report = LoadReport {
+        model: model
+            .iter()
+            .map(|p| ModelParam {
+                name: p.name.clone(),
+                shape: p.shape.clone(),
+            })
+            .collect(),
+        loaded: Vec::new(),
+        excluded: Vec::new(),
+        shape_mismatch: Vec::new(),
+        missing: Vec::new(),
+        unused: Vec::new(),
+        converted: Vec::new(),
+    };
+    for param in model {
+        if let Some(pattern) = exclude.first_match(&param.name) {
+            report.excluded.push(Excluded {
+                name: param.name.clone(),
+                pattern: pattern.to_string(),
+            });
+            continue;
+        }
+        let Some(tensor) = by_name.get(param.name.as_str()) else {
+            report.missing.push(param.name.clone());
+            continue;
+        };
+        if tensor.shape != param.shape {
+            report.shape_mismatch.push(ShapeMismatch {
+                name: param.name.clone(),
+                model_shape: param.shape.clone(),
+                checkpoint_shape: tensor.shape.clone(),
+            });
+            continue;
+        }
+        if tensor.dtype != DType::F32 {
+            report.converted.push(Converted {
+                name: param.name.clone(),
+                from: tensor.dtype,
+            });
+        }
+        report.loaded.push(param.name.clone());
+    }
+    let model_names: std::collections::HashSet<&str> =
+        model.iter().map(|p| p.name.as_str()).collect();
+    report.unused = checkpoint
+        .iter()
+        .filter(|t| !model_names.contains(t.name.as_str()))
+        .map(|t| t.name.clone())
+        .collect();
+    report.unused.sort();
+    report.unused.dedup();
+    report
+}
+
+impl LoadReport {
+    /// Fraction of the model's values (elements, not tensors) that load.
+    pub fn loaded_value_fraction(&self) -> f64 {
+        let numel = |shape: &[usize]| shape.iter().product::<usize>() as f64;
+        let total: f64 = self.model.iter().map(|p| numel(&p.shape)).sum();
+        if total == 0.0 {
+            return 0.0;
+        }
+        let loaded: std::collections::HashSet<&str> =
+            self.loaded.iter().map(String::as_str).collect();
+        let loaded_values: f64 = self
+            .model
+            .iter()
+            .filter(|p| loaded.contains(p.name.as_str()))
+            .map(|p| numel(&p.shape))
+            .sum();
+        loaded_values / total
+    }
+
+    /// "loaded 230/241 parameters (95.4% of values); excluded 6 by 'yolo_output';
+    /// 0 shape mismatches; 5 unused in checkpoint"
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "loaded {}/{} parameters ({:.1}% of values); excluded ",
+            self.loaded.len(),
+            self.model.len(),
+            100.0 * self.loaded_value_fraction()
+        );
+        // Count per pattern in the order patterns first matched.
+        let mut per_pattern: Vec<(&str, usize)> = Vec::new();
+        for e in &self.excluded {
+            match per_pattern.iter_mut().find(|(p, _)| *p == e.pattern) {
+                Some((_, n)) => *n += 1,
+                None => per_pattern.push((&e.pattern, 1)),
+            }
+        }
+        if per_pattern.is_empty() {
+            s.push('0');
+        } else {
+            let parts: Vec<String> = per_pattern
+                .iter()
+                .map(|(p, n)| format!("{n} by '{p}'"))
+                .collect();
+            s.push_str(&parts.join(", "));
+        }
+        let mismatches = self.shape_mismatch.len();
+        let plural = if mismatches == 1 { "" } else { "es" };
+        write!(s, "; {mismatches} shape mismatch{plural}").unwrap();
+        if !self.missing.is_empty() {
+            write!(
+                s,
+                "; {} missing from checkpoint (keep initial values)",
+                self.missing.len()
+            )
+            .unwrap();
+        }
+        write!(s, "; {} unused in checkpoint", self.unused.len()).unwrap();
+        s
+    }
+
+    /// The summary line, a loud warning when little loads, then one table per
+    /// non-empty group that did not load, for a person to read.
+    pub fn render(&self) -> String {
+        let mut out = self.summary();
+        out.push('\n');
+        let fraction = self.loaded_value_fraction();
+        if fraction < LOW_LOAD_FRACTION {
+            writeln!(
+                out,
+                "\n!!! WARNING: only {:.1}% of the model's values load from this checkpoint.\n\
+                 !!! Is pretrain_weights the checkpoint of this architecture?",
+                100.0 * fraction
+            )
+            .unwrap();
+        }
+        if !self.excluded.is_empty() {
+            let rows = self
+                .excluded
+                .iter()
+                .map(|e| vec![e.name.clone(), format!("'{}'", e.pattern)])
+                .collect();
+            table(&mut out, "excluded", &["parameter", "pattern"], rows);
+        }
+        if !self.shape_mismatch.is_empty() {
+            let rows = self
+                .shape_mismatch
+                .iter()
+                .map(|m| {
+                    vec![
+                        m.name.clone(),
+                        format!("{:?}", m.model_shape),
+                        format!("{:?}", m.checkpoint_shape),
+                    ]
+                })
+                .collect();
+            table(
+                &mut out,
+                "shape mismatch, not loaded",
+                &["parameter", "model shape", "checkpoint shape"],
+                rows,
+            );
+        }
+        if !self.missing.is_empty() {
+            let shapes: HashMap<&str, &[usize]> = self
+                .model
+                .iter()
+                .map(|p| (p.name.as_str(), p.shape.as_slice()))
+                .collect();
+            let rows = self
+                .missing
+                .iter()
+                .map(|n| vec![n.clone(), format!("{:?}", shapes[n.as_str()])])
+                .collect();
+            table(
+                &mut out,
+                "missing from checkpoint, keep initial values",
+                &["parameter", "shape"],
+                rows,
+            );
+        }
+        if !self.unused.is_empty() {
+            let rows = self.unused.iter().map(|n| vec![n.clone()]).collect();
+            table(&mut out, "unused in checkpoint", &["tensor"], rows);
+        }
+        if !self.converted.is_empty() {
+            let rows = self
+                .converted
+                .iter()
+                .map(|c| vec![c.name.clone(), c.from.to_string()])
+                .collect();
+            table(
+                &mut out,
+                "converted to float32",
+                &["parameter", "checkpoint dtype"],
+                rows,
+            );
+        }
+        out
+    }
+}
+
+/// A checkpoint read from a config's `pretrain_weights`.
+pub struct Pretrained {
+    /// The local file or folder it was read from (after any download).
+    pub path: PathBuf,
+    pub checkpoint: Checkpoint,
+}
+
+/// What `plan` shows and `train` does before its first step: resolve and read
+/// the config's `pretrain_weights` (downloading into `cache_dir` if it is a
+/// URL) and apply the rules to the config's model. Without `pretrain_weights`
+/// every parameter is `missing`.
+pub fn plan_for_config(
+    config_path: &Path,
+    config: &Config,
+    cache_dir: &Path,
+) -> Result<(LoadReport, Option<Pretrained>), Error> {
+    let key = "key finetune_exclude_pretrained_params";
+    let patterns = config
+        .exclude_patterns()
+        .and_then(|p| ExcludePatterns::new(&p))
+        .map_err(|e| Error::at(config_path, key, e.to_string()))?;
+    let model = config.model_spec().param_specs();
+    let Some(spec) = &config.pretrain_weights else {
+        return Ok((plan_loading(&model, &[], &patterns), None));
+    };
+    let path = resolve_weights(spec, cache_dir)?;
+    let checkpoint = load_checkpoint(&path)?;
+    if checkpoint.is_empty() {
+        return Err(Error::new(&path, "the checkpoint holds no tensors"));
+    }
+    let report = plan_loading(&model, &TensorInfo::list(&checkpoint), &patterns);
+    Ok((report, Some(Pretrained { path, checkpoint })))
+}
+
+/// Sets every `loaded` parameter of `model` from the checkpoint (converted to
+/// f32); the others keep their values.
+pub fn apply_loaded(
+    report: &LoadReport,
+    checkpoint: &Checkpoint,
+    model: &mut Yolov3,
+) -> Result<(), SetParamError> {
+    for name in &report.loaded {
+        let tensor = checkpoint
+            .get(name)
+            .expect("the report's loaded names come from this checkpoint");
+        model.set_param(name, &tensor.to_f32_vec())?;
+    }
+    Ok(())
+}
+
+/// A titled, left-aligned text table.
+fn table(out: &mut String, title: &str, header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    writeln!(out, "\n{title} ({}):", rows.len()).unwrap();
+    writeln!(out, "  {}", line(header.to_vec())).unwrap();
+    for row in &rows {
+        writeln!(out, "  {}", line(row.iter().map(String::as_str).collect())).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn spec(name: &str, shape: &[usize]) -> ParamSpec {
+        ParamSpec::new(name, shape)
+    }
+
+    fn info(name: &str, shape: &[usize]) -> TensorInfo {
+        TensorInfo {
+            name: name.into(),
+            shape: shape.to_vec(),
+            dtype: DType::F32,
+        }
+    }
+
+    fn patterns(p: &[&str]) -> ExcludePatterns {
+        ExcludePatterns::new(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn re_match_examples_from_the_spec() {
+        let p = patterns(&["yolo_output"]);
+        assert!(p.first_match("yolo_output.0.conv.weights").is_some());
+        assert!(p.first_match("yolo_block.0.0.0.conv.weights").is_none());
+        let p = patterns(&["cls_score"]);
+        assert!(p.first_match("cls_score_w").is_some());
+        assert!(p.first_match("cls_score_2_w").is_some());
+        let p = patterns(&["bbox_pred"]);
+        assert!(p.first_match("rpn_bbox_pred_w").is_none());
+        let p = patterns(&["^conv2d_"]);
+        assert!(p.first_match("conv2d_12.w_0").is_some());
+        // `.` is any character, and alternation stays anchored.
+        let p = patterns(&["yolo.output", "a|b"]);
+        assert!(p.first_match("yoloXoutput").is_some());
+        assert!(p.first_match("xb").is_none());
+    }
+
+    #[test]
+    fn invalid_pattern_is_named() {
+        let err = ExcludePatterns::new(&["ok".into(), "bad(".into()]).unwrap_err();
+        assert!(err.to_string().contains("'bad('"), "{err}");
+    }
+
+    #[test]
+    fn presets_expand_in_place() {
+        let got = expand_presets("YOLOv3", &["preset".into(), "extra".into()]).unwrap();
+        assert_eq!(got, ["yolo_output", "extra"]);
+        let got = expand_presets("FasterRCNN", &["cls_score".into(), "preset".into()]).unwrap();
+        assert_eq!(got, ["cls_score", "bbox_pred"]);
+        let err = expand_presets("Nope", &["preset".into()]).unwrap_err();
+        assert!(err.to_string().contains("YOLOv3"), "{err}");
+    }
+
+    #[test]
+    fn precedence_and_report() {
+        let model = [
+            spec("yolo_output.0.conv.weights", &[75, 1024, 1, 1]),
+            spec("a", &[2, 2]),
+            spec("b", &[3]),
+            spec("c", &[4]),
+            spec("d", &[5]),
+        ];
+        let ckpt = [
+            info("zz_unused", &[1]),
+            info("yolo_output.0.conv.weights", &[255, 1024, 1, 1]),
+            info("a", &[2, 2]),
+            TensorInfo {
+                dtype: DType::F16,
+                ..info("b", &[3])
+            },
+            info("c", &[2, 2]),
+            info("fc7_weights", &[1]),
+        ];
+        let r = plan_loading(&model, &ckpt, &patterns(&["yolo_output"]));
+        assert_eq!(r.loaded, ["a", "b"]);
+        assert_eq!(
+            r.excluded,
+            [Excluded {
+                name: "yolo_output.0.conv.weights".into(),
+                pattern: "yolo_output".into()
+            }]
+        );
+        assert_eq!(r.shape_mismatch[0].checkpoint_shape, [2, 2]);
+        assert_eq!(r.missing, ["d"]);
+        assert_eq!(r.unused, ["fc7_weights", "zz_unused"]);
+        assert_eq!(r.converted[0].from, DType::F16);
+        assert_eq!(
+            r.summary(),
+            "loaded 2/5 parameters (0.0% of values); excluded 1 by 'yolo_output'; \
+             1 shape mismatch; 1 missing from checkpoint (keep initial values); \
+             2 unused in checkpoint"
+        );
+        let text = r.render();
+        assert!(text.contains("WARNING"), "{text}");
+        assert!(text.contains("[4]          [2, 2]"), "{text}");
+        assert!(text.contains("float16"), "{text}");
+    }
+
+    #[test]
+    fn json_has_exactly_the_plan_schema() {
+        let r = plan_loading(
+            &[spec("a", &[2]), spec("b", &[1])],
+            &[info("a", &[3])],
+            &patterns(&["b"]),
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "model": [{"name": "a", "shape": [2]}, {"name": "b", "shape": [1]}],
+                "loaded": [],
+                "excluded": [{"name": "b", "pattern": "b"}],
+                "shape_mismatch": [{"name": "a", "model_shape": [2], "checkpoint_shape": [3]}],
+                "missing": [],
+                "unused": [],
+            })
+        );
+    }
+
+    #[test]
+    fn full_load_has_no_warning() {
+        let model = [spec("a", &[10]), spec("b", &[1])];
+        let r = plan_loading(&model, &[info("a", &[10]), info("b", &[1])], &patterns(&[]));
+        assert_eq!(
+            r.summary(),
+            "loaded 2/2 parameters (100.0% of values); excluded 0; 0 shape mismatches; \
+             0 unused in checkpoint"
+        );
+        assert!(!r.render().contains("WARNING"));
+    }
+
+    fn demo_config(overrides: &[&str]) -> (std::path::PathBuf, Config) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.ron");
+        let args: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        let o = crate::config::parse_overrides(&args).unwrap();
+        let config = crate::config::load(&path, &o).unwrap();
+        (path, config)
+    }
+
+    #[test]
+    fn config_plan_loads_a_checkpoint_of_another_class_count() {
+        use crate::models::Yolov3Spec;
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt_dir = dir.path().join("small_coco");
+        let source = Yolov3::new(Yolov3Spec::small(80), 7);
+        pulsefocus_formats::save_checkpoint(
+            &source.to_checkpoint(),
+            &ckpt_dir,
+            pulsefocus_formats::Format::Dir,
+        )
+        .unwrap();
+        let weights = format!("pretrain_weights={}", ckpt_dir.display());
+        let (path, config) = demo_config(&[&weights]);
+        let (report, pretrained) = plan_for_config(&path, &config, dir.path()).unwrap();
+        let pretrained = pretrained.unwrap();
+        assert_eq!(pretrained.path, ckpt_dir);
+        assert_eq!(report.excluded.len(), 6, "{}", report.summary());
+        assert!(report.excluded.iter().all(|e| e.pattern == "yolo_output"));
+        assert_eq!(report.loaded.len(), 241 - 6);
+        assert!(report.missing.is_empty() && report.unused.is_empty());
+
+        let mut model = Yolov3::new(config.model_spec(), 1);
+        let before = model
+            .param("yolo_output.0.conv.weights")
+            .unwrap()
+            .value
+            .clone();
+        apply_loaded(&report, &pretrained.checkpoint, &mut model).unwrap();
+        let name = "conv1_weights";
+        assert_eq!(
+            model.param(name).unwrap().value,
+            source.param(name).unwrap().value
+        );
+        assert_eq!(
+            model.param("yolo_output.0.conv.weights").unwrap().value,
+            before
+        );
+
+        // Without exclusions the class-count outputs are shape mismatches.
+        let (path, config) = demo_config(&[&weights, "finetune_exclude_pretrained_params=[]"]);
+        let (report, _) = plan_for_config(&path, &config, dir.path()).unwrap();
+        assert_eq!(report.shape_mismatch.len(), 6);
+    }
+
+    #[test]
+    fn config_plan_errors_name_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, config) = demo_config(&["finetune_exclude_pretrained_params=['(']"]);
+        let err = plan_for_config(&path, &config, dir.path()).err().unwrap();
+        assert!(err.to_string().contains("invalid pattern '('"), "{err}");
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let weights = format!("pretrain_weights={}", empty.display());
+        let (path, config) = demo_config(&[&weights]);
+        let err = plan_for_config(&path, &config, dir.path()).err().unwrap();
+        assert!(err.to_string().contains("no tensor"), "{err}");
+        let (path, config) = demo_config(&[]);
+        let (report, pretrained) = plan_for_config(&path, &config, dir.path()).unwrap();
+        assert!(pretrained.is_none());
+        assert_eq!(report.missing.len() + report.excluded.len(), 241);
+    }
+
+    /// A classic backtracking matcher for the generated pattern language:
+    /// literal characters, `\.` for a literal dot, `.` for any character, each
+    /// optionally followed by `*`; anchored at the start like `re.match`.
+    fn reference_match(pattern: &[Atom], name: &[char]) -> bool {
+        match pattern.split_first() {
+            None => true,
+            Some((atom, rest)) => {
+                let fits = |c: &char| match atom.ch {
+                    None => true,
+                    Some(l) => *c == l,
+                };
+                if atom.star {
+                    // Zero or more: try every run length, longest first.
+                    let run = name.iter().take_while(|c| fits(c)).count();
+                    (0..=run).rev().any(|k| reference_match(rest, &name[k..]))
+                } else {
+                    name.first().is_some_and(fits) && reference_match(rest, &name[1..])
+                }
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct Atom {
+        /// `None` is `.` (any character).
+        ch: Option<char>,
+        star: bool,
+    }
+
+    fn atom() -> impl Strategy<Value = Atom> {
+        (
+            prop_oneof![
+                3 => prop::sample::select(vec!['a', 'b', '0', '_', '.']).prop_map(Some),
+                1 => Just(None),
+            ],
+            prop::bool::weighted(0.2),
+        )
+            .prop_map(|(ch, star)| Atom { ch, star })
+    }
+
+    fn regex_text(atoms: &[Atom]) -> String {
+        atoms
+            .iter()
+            .map(|a| {
+                let c = match a.ch {
+                    None => ".".to_string(),
+                    Some('.') => "\\.".to_string(),
+                    Some(c) => c.to_string(),
+                };
+                if a.star {
+                    c + "*"
+                } else {
+                    c
+                }
+            })
+            .collect()
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[ab0_.]{0,8}"
+    }
+
+    fn model_and_checkpoint() -> impl Strategy<Value = (Vec<ParamSpec>, Vec<TensorInfo>)> {
+        // Unique names; each model parameter is in the checkpoint with the same
+        // shape, another shape, or not at all; plus extra checkpoint tensors.
+        (
+            prop::collection::btree_map("[a-c][a-c0-2_.]{0,5}", (1usize..4, 0u8..3), 0..12),
+            prop::collection::btree_set("x[a-c0-2]{0,4}", 0..4),
+        )
+            .prop_map(|(params, extra)| {
+                let mut model = Vec::new();
+                let mut ckpt = Vec::new();
+                for (name, (dim, fate)) in params {
+                    model.push(spec(&name, &[dim, 2]));
+                    match fate {
+                        0 => ckpt.push(info(&name, &[dim, 2])),
+                        1 => ckpt.push(info(&name, &[dim + 1, 2])),
+                        _ => {}
+                    }
+                }
+                ckpt.extend(extra.iter().map(|n| info(n, &[1])));
+                (model, ckpt)
+            })
+    }
+
+    fn pattern_list() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec(prop::collection::vec(atom(), 1..4), 0..3)
+            .prop_map(|ps| ps.iter().map(|a| regex_text(a)).collect())
+    }
+
+    proptest! {
+        #[test]
+        fn matches_the_reference_matcher(atoms in prop::collection::vec(atom(), 0..6), name in name()) {
+            let text = regex_text(&atoms);
+            let compiled = ExcludePatterns::new(std::slice::from_ref(&text)).unwrap();
+            let chars: Vec<char> = name.chars().collect();
+            prop_assert_eq!(
+                compiled.first_match(&name).is_some(),
+                reference_match(&atoms, &chars),
+                "pattern {:?} name {:?}", text, name
+            );
+        }
+
+        #[test]
+        fn every_parameter_lands_in_exactly_one_group(
+            (model, ckpt) in model_and_checkpoint(), pats in pattern_list()
+        ) {
+            let r = plan_loading(&model, &ckpt, &ExcludePatterns::new(&pats).unwrap());
+            for p in &model {
+                let n = &p.name;
+                let hits = r.loaded.iter().filter(|x| *x == n).count()
+                    + r.excluded.iter().filter(|x| &x.name == n).count()
+                    + r.shape_mismatch.iter().filter(|x| &x.name == n).count()
+                    + r.missing.iter().filter(|x| *x == n).count();
+                prop_assert_eq!(hits, 1, "{}", n);
+            }
+            let total = r.loaded.len() + r.excluded.len() + r.shape_mismatch.len() + r.missing.len();
+            prop_assert_eq!(total, model.len());
+        }
+
+        #[test]
+        fn adding_a_pattern_never_loads_more(
+            (model, ckpt) in model_and_checkpoint(), pats in pattern_list(), extra in pattern_list()
+        ) {
+            let before = plan_loading(&model, &ckpt, &ExcludePatterns::new(&pats).unwrap());
+            let more: Vec<String> = pats.iter().chain(&extra).cloned().collect();
+            let after = plan_loading(&model, &ckpt, &ExcludePatterns::new(&more).unwrap());
+            prop_assert!(after.loaded.len() <= before.loaded.len());
+            prop_assert!(after.loaded.iter().all(|n| before.loaded.contains(n)));
+        }
+
+        #[test]
+        fn a_different_shape_never_loads((model, ckpt) in model_and_checkpoint(), pats in pattern_list()) {
+            let r = plan_loading(&model, &ckpt, &ExcludePatterns::new(&pats).unwrap());
+            for name in &r.loaded {
+                let m = model.iter().find(|p| &p.name == name).unwrap();
+                let c = ckpt.iter().find(|t| &t.name == name).unwrap();
+                prop_assert_eq!(&m.shape, &c.shape);
+            }
+        }
+
+        #[test]
+        fn checkpoint_order_does_not_matter(
+            (model, ckpt) in model_and_checkpoint(), pats in pattern_list(), seed in any::<u64>()
+        ) {
+            let exclude = ExcludePatterns::new(&pats).unwrap();
+            let mut shuffled = ckpt.clone();
+            // A deterministic shuffle driven by the generated seed.
+            let mut state = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+            }
+            prop_assert_eq!(plan_loading(&model, &ckpt, &exclude), plan_loading(&model, &shuffled, &exclude));
+        }
+
+        #[test]
+        fn no_patterns_and_same_shapes_load_everything(
+            params in prop::collection::btree_map("[a-z_.0-9]{1,10}", prop::collection::vec(1usize..5, 0..4), 0..20)
+        ) {
+            let model: Vec<ParamSpec> = params.iter().map(|(n, s)| spec(n, s)).collect();
+            let ckpt: Vec<TensorInfo> = params.iter().map(|(n, s)| info(n, s)).collect();
+            let r = plan_loading(&model, &ckpt, &ExcludePatterns::default());
+            prop_assert_eq!(r.loaded.len(), model.len());
+            prop_assert!(r.unused.is_empty());
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Initial parameter values when no checkpoint provides them, following
+//! PaddleDetection's legacy models: conv weights from `WeightInit`, conv biases
+//! 0, BN scale 1, offset 0, running mean 0, running variance 1. A seeded
+//! generator makes runs repeatable (Paddle's default seed 0 means "random";
+//! we always take an explicit seed).
+
+use super::conv_unit::{ConvUnitSpec, ParamRole, WeightInit};
+
+/// SplitMix64: tiny, fast, and good enough to draw initial weights.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1) with 53 bits.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal by Box-Muller (one of the pair is discarded: simple).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform(); // (0, 1]: ln is finite
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// Fills `values` (the parameter of `role` in `unit`) with its initial value.
+pub fn init_param(unit: &ConvUnitSpec, role: ParamRole, values: &mut [f32], rng: &mut Rng) {
+    match role {
+        ParamRole::ConvWeight => {
+            let k2 = (unit.kernel * unit.kernel) as f64;
+            match unit.init {
+                WeightInit::ConvDefaultNormal => {
+                    let std = (2.0 / (k2 * unit.in_channels as f64)).sqrt();
+                    values
+                        .iter_mut()
+                        .for_each(|v| *v = (rng.normal() * std) as f32);
+                }
+                WeightInit::MsraUniform => {
+                    let fan_in = k2 * (unit.in_channels / unit.groups) as f64;
+                    let limit = (6.0 / fan_in).sqrt();
+                    values
+                        .iter_mut()
+                        .for_each(|v| *v = ((2.0 * rng.uniform() - 1.0) * limit) as f32);
+                }
+            }
+        }
+        ParamRole::BnScale | ParamRole::BnVariance => values.fill(1.0),
+        ParamRole::ConvBias | ParamRole::BnOffset | ParamRole::BnMean => values.fill(0.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::conv_unit::{Activation, NameStyle};
+
+    fn unit(init: WeightInit, cin: usize, groups: usize) -> ConvUnitSpec {
+        ConvUnitSpec {
+            prefix: "u".into(),
+            style: NameStyle::Dotted,
+            in_channels: cin,
+            out_channels: 64,
+            kernel: 3,
+            stride: 1,
+            groups,
+            batch_norm: true,
+            activation: Activation::Leaky,
+            init,
+            weight_decay: None,
+        }
+    }
+
+    fn moments(v: &[f32]) -> (f64, f64) {
+        let n = v.len() as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        (mean, var.sqrt())
+    }
+
+    #[test]
+    fn conv_default_normal_has_paddles_std() {
+        let u = unit(WeightInit::ConvDefaultNormal, 32, 1);
+        let mut w = vec![0.0; 64 * 32 * 9];
+        init_param(&u, ParamRole::ConvWeight, &mut w, &mut Rng::new(1));
+        let (mean, std) = moments(&w);
+        let expected = (2.0f64 / (9.0 * 32.0)).sqrt();
+        assert!(mean.abs() < 0.02 * expected, "mean {mean}");
+        assert!(
+            (std / expected - 1.0).abs() < 0.03,
+            "std {std} vs {expected}"
+        );
+    }
+
+    #[test]
+    fn msra_uniform_stays_within_its_limit_per_group() {
+        let u = unit(WeightInit::MsraUniform, 64, 64);
+        let mut w = vec![0.0; 64 * 9];
+        init_param(&u, ParamRole::ConvWeight, &mut w, &mut Rng::new(2));
+        let limit = (6.0f32 / 9.0).sqrt();
+        assert!(w.iter().all(|v| v.abs() <= limit));
+        assert!(w.iter().any(|v| v.abs() > 0.8 * limit));
+    }
+
+    #[test]
+    fn bn_and_bias_constants() {
+        let u = unit(WeightInit::ConvDefaultNormal, 3, 1);
+        let mut rng = Rng::new(0);
+        for (role, value) in [
+            (ParamRole::BnScale, 1.0),
+            (ParamRole::BnVariance, 1.0),
+            (ParamRole::BnOffset, 0.0),
+            (ParamRole::BnMean, 0.0),
+            (ParamRole::ConvBias, 0.0),
+        ] {
+            let mut v = vec![7.0; 5];
+            init_param(&u, role, &mut v, &mut rng);
+            assert!(v.iter().all(|&x| x == value), "{role:?}");
+        }
+    }
+}

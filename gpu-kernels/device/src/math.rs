@@ -1,0 +1,71 @@
+//! The few float functions the kernels need. `core` has no `exp`/`ln`/`sqrt`
+//! on nvptx64, so the device build uses the PTX instructions directly (the
+//! same ones CUDA's fast-math `__expf`/`__logf` use); the host build uses std.
+
+#[cfg(target_arch = "nvptx64")]
+mod imp {
+    use core::arch::asm;
+    const LOG2_E: f32 = core::f32::consts::LOG2_E;
+    const LN_2: f32 = core::f32::consts::LN_2;
+
+    #[inline(always)]
+    pub fn exp(x: f32) -> f32 {
+        let y: f32;
+        unsafe { asm!("ex2.approx.ftz.f32 {y}, {x};", y = out(reg32) y, x = in(reg32) x * LOG2_E) };
+        y
+    }
+    #[inline(always)]
+    pub fn ln(x: f32) -> f32 {
+        let y: f32;
+        unsafe { asm!("lg2.approx.ftz.f32 {y}, {x};", y = out(reg32) y, x = in(reg32) x) };
+        y * LN_2
+    }
+    #[inline(always)]
+    pub fn sqrt(x: f32) -> f32 {
+        let y: f32;
+        unsafe { asm!("sqrt.rn.f32 {y}, {x};", y = out(reg32) y, x = in(reg32) x) };
+        y
+    }
+    #[inline(always)]
+    pub fn floor(x: f32) -> f32 {
+        let y: f32;
+        unsafe { asm!("cvt.rmi.f32.f32 {y}, {x};", y = out(reg32) y, x = in(reg32) x) };
+        y
+    }
+}
+
+#[cfg(not(target_arch = "nvptx64"))]
+mod imp {
+    #[inline(always)]
+    pub fn exp(x: f32) -> f32 {
+        x.exp()
+    }
+    #[inline(always)]
+    pub fn ln(x: f32) -> f32 {
+        x.ln()
+    }
+    #[inline(always)]
+    pub fn sqrt(x: f32) -> f32 {
+        x.sqrt()
+    }
+    #[inline(always)]
+    pub fn floor(x: f32) -> f32 {
+        x.floor()
+    }
+}
+
+pub use imp::{exp, floor, ln, sqrt};
+
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+#[inline(always)]
+pub fn abs(x: f32) -> f32 {
+    if x < 0.0 {
+        -x
+    } else {
+        x
+    }
+}

@@ -1,0 +1,109 @@
+//! Block-wide sums and the reduction kernels built on them (loss totals,
+//! bias gradients). Sums are tree-shaped in shared memory, so a result does
+//! not depend on thread timing: the same inputs give the same bits.
+use crate::{grid_stride, kernel, shared_array, Ctx};
+
+/// Threads per block for every kernel that calls [`block_sum`].
+pub const REDUCE_THREADS: u32 = 256;
+
+/// Shared scratch for [`block_sum`]; declare it once at the top of a kernel.
+#[macro_export]
+macro_rules! reduce_scratch {
+    ($ctx:ident) => {
+        $crate::shared_array!($ctx, f32, $crate::reduce::REDUCE_THREADS as usize)
+    };
+}
+
+/// The sum of `value` over the block's [`REDUCE_THREADS`] threads, returned
+/// to every thread. All threads must call it (it synchronises).
+///
+/// # Safety
+/// `scratch` comes from [`reduce_scratch!`] and the block has `REDUCE_THREADS` threads.
+#[inline(always)]
+pub unsafe fn block_sum(ctx: &Ctx, scratch: *mut f32, value: f32) -> f32 {
+    let tid = ctx.thread_x();
+    *scratch.add(tid as usize) = value;
+    ctx.sync_threads();
+    let mut half = REDUCE_THREADS / 2;
+    while half > 0 {
+        if tid < half {
+            *scratch.add(tid as usize) += *scratch.add((tid + half) as usize);
+        }
+        ctx.sync_threads();
+        half /= 2;
+    }
+    let total = *scratch;
+    // The next block_sum may overwrite scratch[0]: wait until all have read it.
+    ctx.sync_threads();
+    total
+}
+
+kernel! {
+    /// `partial[block] = sum of this block's grid-stride share of x[0..n]`.
+    /// Launch with `REDUCE_THREADS`; a second launch with one block over the
+    /// partials gives the total.
+    pub fn sum_blocks(ctx, x: *const f32, n: u32, partial: *mut f32) {
+        let scratch = shared_array!(ctx, f32, REDUCE_THREADS as usize);
+        let mut own = 0.0;
+        grid_stride(ctx, n, |i| own += *x.add(i));
+        let total = block_sum(ctx, scratch, own);
+        if ctx.thread_x() == 0 {
+            *partial.add(ctx.block_x() as usize) = total;
+        }
+    }
+}
+
+kernel! {
+    /// Per-channel sum of an NCHW tensor over N, H and W (a bias gradient):
+    /// one block per channel, grid x = `channels`.
+    pub fn channel_sum(ctx, x: *const f32, out: *mut f32, batch: u32, channels: u32, plane: u32) {
+        let scratch = shared_array!(ctx, f32, REDUCE_THREADS as usize);
+        let c = ctx.block_x();
+        let mut own = 0.0;
+        let mut i = ctx.thread_x();
+        while i < batch * plane {
+            let (n, p) = (i / plane, i % plane);
+            own += *x.add(((n * channels + c) * plane + p) as usize);
+            i += REDUCE_THREADS;
+        }
+        let total = block_sum(ctx, scratch, own);
+        if ctx.thread_x() == 0 {
+            *out.add(c as usize) = total;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emu::{launch, DeviceBuf, Dim3};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10))]
+        #[test]
+        fn two_pass_sum_matches(x in prop::collection::vec(-1.0f32..1.0, 0..3000), blocks in 1u32..5) {
+            let xb = DeviceBuf::new(&x);
+            let partial = DeviceBuf::filled(blocks as usize, f32::NAN);
+            let total = DeviceBuf::filled(1, f32::NAN);
+            launch(Dim3::x(blocks), Dim3::x(REDUCE_THREADS), |c| unsafe { sum_blocks(c, xb.ptr(), x.len() as u32, partial.ptr()) });
+            launch(Dim3::x(1), Dim3::x(REDUCE_THREADS), |c| unsafe { sum_blocks(c, partial.ptr(), blocks, total.ptr()) });
+            let want: f64 = x.iter().map(|&v| v as f64).sum();
+            prop_assert!((total.to_vec()[0] as f64 - want).abs() < 1e-3);
+        }
+
+        #[test]
+        fn channel_sum_matches(batch in 1usize..3, channels in 1usize..4, plane in 1usize..300) {
+            let x: Vec<f32> = (0..batch * channels * plane).map(|i| (i % 17) as f32 - 8.0).collect();
+            let (xb, out) = (DeviceBuf::new(&x), DeviceBuf::filled(channels, f32::NAN));
+            launch(Dim3::x(channels as u32), Dim3::x(REDUCE_THREADS), |c| unsafe {
+                channel_sum(c, xb.ptr(), out.ptr(), batch as u32, channels as u32, plane as u32)
+            });
+            for ch in 0..channels {
+                let want: f32 = (0..batch).flat_map(|n| (0..plane).map(move |p| (n, p)))
+                    .map(|(n, p)| x[(n * channels + ch) * plane + p]).sum();
+                prop_assert_eq!(out.to_vec()[ch], want);
+            }
+        }
+    }
+}
