@@ -37,10 +37,57 @@ pub struct Problem {
     pub what: String,
 }
 
+impl Problem {
+    /// An error that stopped one sample, listed by `dataset check` with the rest.
+    pub fn from_error(error: &crate::Error) -> Problem {
+        Problem {
+            file: error.file.display().to_string(),
+            place: error.place.clone().unwrap_or_default(),
+            what: format!("error: {}", error.message),
+        }
+    }
+}
+
 /// The records of one dataset plus what the reader had to say about them.
 #[derive(Debug, Clone, Default)]
 pub struct Dataset {
     pub class_names: Vec<String>,
     pub records: Vec<Record>,
     pub problems: Vec<Problem>,
+}
+
+/// A dataset as a config describes it: PaddleDetection's `COCODataSet` or
+/// `VOCDataSet`. Training and `dataset check` both start from this.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatasetSource {
+    Coco(crate::coco::CocoDataSet),
+    Voc(crate::voc::VocDataSet),
+}
+
+impl DatasetSource {
+    /// Index of the first named class: 1 when a background class is reserved.
+    pub fn first_class(&self) -> u32 {
+        match self {
+            DatasetSource::Coco(coco) => coco.with_background as u32,
+            DatasetSource::Voc(voc) => voc.with_background as u32,
+        }
+    }
+
+    /// Reads the records as training does; a broken file stops it.
+    pub fn load(&self) -> crate::Result<Dataset> {
+        match self {
+            DatasetSource::Coco(coco) => coco.load(),
+            DatasetSource::Voc(voc) => voc.load(),
+        }
+    }
+
+    /// Reads as much as can be read, turning every error into a listed
+    /// problem (returned apart from the warnings, so a caller can tell them apart).
+    pub fn load_collecting_errors(&self) -> (Dataset, Vec<Problem>) {
+        let result = match self {
+            DatasetSource::Coco(coco) => coco.load().map(|d| (d, Vec::new())),
+            DatasetSource::Voc(voc) => voc.load_collecting_errors(),
+        };
+        result.unwrap_or_else(|e| (Dataset::default(), vec![Problem::from_error(&e)]))
+    }
 }

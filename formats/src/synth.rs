@@ -1,0 +1,563 @@
+//! A deterministic synthetic detection dataset: coloured shapes on textured
+//! backgrounds, written in VOC and/or COCO layout.
+//!
+//! Classes come from a fixed catalogue of (colour, shape) pairs; `first_class`
+//! picks a slice of it, so a model can be pretrained on one class set and
+//! fine-tuned on a disjoint one. Images hold 1-6 objects of several sizes and
+//! aspect ratios, some overlapping, on a noisy low-frequency background with
+//! grey distractor strokes, and now and then a tight cluster of tiny shapes
+//! annotated as one box (VOC `difficult`, COCO `iscrowd`).
+//!
+//! Boxes are pixel extents `[x, y, x + w, y + h]` with every shape inside
+//! `[0, S-1]`, so the VOC and COCO readers give the same boxes with no clipping.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::atomic;
+use crate::error::{Error, Result};
+
+pub const SHAPES: [&str; 6] = ["square", "circle", "triangle", "cross", "ring", "diamond"];
+pub const COLOURS: [(&str, [u8; 3]); 8] = [
+    ("red", [220, 30, 30]),
+    ("green", [30, 190, 40]),
+    ("blue", [35, 60, 225]),
+    ("yellow", [235, 220, 30]),
+    ("magenta", [215, 40, 200]),
+    ("cyan", [30, 210, 220]),
+    ("orange", [245, 135, 20]),
+    ("white", [245, 245, 245]),
+];
+/// Every (colour, shape) pair once.
+pub const CATALOGUE_LEN: usize = SHAPES.len() * COLOURS.len();
+
+/// Catalogue entry `i`: shape `i % 6` and colour `(7q + s) % 8` with `q = i / 6`,
+/// so neighbouring classes differ in both shape and colour and all 48 pairs
+/// appear once (7 is invertible mod 8).
+pub fn catalogue(i: usize) -> (usize, usize) {
+    let (q, s) = (i / SHAPES.len(), i % SHAPES.len());
+    (s, (7 * q + s) % COLOURS.len())
+}
+
+pub fn class_name(i: usize) -> String {
+    let (shape, colour) = catalogue(i);
+    format!("{}_{}", COLOURS[colour].0, SHAPES[shape])
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SynthFormat {
+    Voc,
+    Coco,
+    Both,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthConfig {
+    pub classes: usize,
+    pub first_class: usize,
+    pub images: usize,
+    /// Square image side in pixels.
+    pub size: u32,
+    pub seed: u64,
+    pub format: SynthFormat,
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        SynthConfig {
+            classes: 4,
+            first_class: 0,
+            images: 200,
+            size: 256,
+            seed: 0,
+            format: SynthFormat::Both,
+        }
+    }
+}
+
+/// One annotated object; `class` indexes the dataset's own class list.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SynthObject {
+    pub class: usize,
+    /// Pixel extent `[x, y, w, h]`.
+    pub rect: [u32; 4],
+    /// A cluster of tiny shapes under one box: VOC difficult, COCO crowd.
+    pub cluster: bool,
+}
+
+/// SplitMix64: tiny, fast, and good enough to place shapes reproducibly.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    pub fn range(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * self.unit()
+    }
+    /// Uniform integer in [lo, hi].
+    pub fn int(&mut self, lo: u32, hi: u32) -> u32 {
+        lo + (self.next_u64() % (hi - lo + 1) as u64) as u32
+    }
+}
+
+/// Whether normalised point (u, v) in [-1, 1]^2 of the box lies in the shape.
+fn inside(shape: usize, u: f32, v: f32) -> bool {
+    match shape {
+        0 => true,
+        1 => u * u + v * v <= 1.0,
+        // Apex at the top centre, base along the bottom edge.
+        2 => u.abs() <= (v + 1.0) * 0.5,
+        3 => u.abs() <= 0.34 || v.abs() <= 0.34,
+        4 => (0.3..=1.0).contains(&(u * u + v * v)),
+        _ => u.abs() + v.abs() <= 1.0,
+    }
+}
+
+/// Draws a shape filling `rect`. Every shape reaches all four sides of its box
+/// (a triangle's apex or a diamond's tips within a pixel), so the box is the
+/// shape's pixel extent.
+fn draw_shape(
+    pixels: &mut [u8],
+    side: u32,
+    rect: [u32; 4],
+    shape: usize,
+    colour: [u8; 3],
+    rng: &mut Rng,
+) {
+    let [x0, y0, w, h] = rect;
+    let jitter: [f32; 3] = std::array::from_fn(|_| rng.range(-25.0, 25.0));
+    // A soft light gradient across the shape so it is not a flat patch.
+    let (gx, gy) = (rng.range(-0.25, 0.25), rng.range(-0.25, 0.25));
+    for y in y0..y0 + h {
+        let v = ((y - y0) as f32 + 0.5) / h as f32 * 2.0 - 1.0;
+        for x in x0..x0 + w {
+            let u = ((x - x0) as f32 + 0.5) / w as f32 * 2.0 - 1.0;
+            if !inside(shape, u, v) {
+                continue;
+            }
+            let light = 1.0 + gx * u + gy * v;
+            let p = ((y * side + x) * 3) as usize;
+            for c in 0..3 {
+                pixels[p + c] = ((colour[c] as f32 + jitter[c]) * light).clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+}
+
+/// A textured background: a few soft colour blobs, low saturation, plus noise,
+/// and grey strokes that look like edges but are no class.
+fn draw_background(pixels: &mut [u8], side: u32, rng: &mut Rng) {
+    let base: [f32; 3] = std::array::from_fn(|_| rng.range(60.0, 170.0));
+    let blobs: Vec<([f32; 2], f32, [f32; 3])> = (0..4)
+        .map(|_| {
+            let centre = [rng.range(0.0, side as f32), rng.range(0.0, side as f32)];
+            let radius = rng.range(0.2, 0.6) * side as f32;
+            let tint = std::array::from_fn(|_| rng.range(-45.0, 45.0));
+            (centre, radius, tint)
+        })
+        .collect();
+    for y in 0..side {
+        for x in 0..side {
+            let mut rgb = base;
+            for (centre, radius, tint) in &blobs {
+                let d2 = ((x as f32 - centre[0]).powi(2) + (y as f32 - centre[1]).powi(2))
+                    / (radius * radius);
+                let weight = (-d2).exp();
+                for c in 0..3 {
+                    rgb[c] += tint[c] * weight;
+                }
+            }
+            let noise = rng.range(-14.0, 14.0);
+            let p = ((y * side + x) * 3) as usize;
+            for c in 0..3 {
+                pixels[p + c] = (rgb[c] + noise + rng.range(-4.0, 4.0)).clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    for _ in 0..rng.int(2, 6) {
+        let grey = rng.range(30.0, 220.0) as u8;
+        let thickness = rng.int(1, 3);
+        let (mut x, mut y) = (rng.range(0.0, side as f32), rng.range(0.0, side as f32));
+        let angle = rng.range(0.0, std::f32::consts::TAU);
+        let (dx, dy) = (angle.cos(), angle.sin());
+        for _ in 0..rng.int(side / 4, side) {
+            for t in 0..thickness {
+                let (px, py) = (x as i64 + t as i64, y as i64);
+                if px >= 0 && py >= 0 && (px as u32) < side && (py as u32) < side {
+                    let p = ((py as u32 * side + px as u32) * 3) as usize;
+                    pixels[p..p + 3].fill(grey);
+                }
+            }
+            x += dx;
+            y += dy;
+        }
+    }
+}
+
+fn iou(a: [u32; 4], b: [u32; 4]) -> f32 {
+    let ix = (a[0] + a[2])
+        .min(b[0] + b[2])
+        .saturating_sub(a[0].max(b[0]));
+    let iy = (a[1] + a[3])
+        .min(b[1] + b[3])
+        .saturating_sub(a[1].max(b[1]));
+    let inter = (ix * iy) as f32;
+    inter / ((a[2] * a[3] + b[2] * b[3]) as f32 - inter)
+}
+
+/// Renders image `index` of the dataset: RGB pixels (row-major) and its objects.
+pub fn render(config: &SynthConfig, index: usize) -> (Vec<u8>, Vec<SynthObject>) {
+    let side = config.size;
+    // Each image has its own stream, so any one can be regenerated alone.
+    let mut rng = Rng::new(config.seed ^ (index as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut pixels = vec![0u8; (side * side * 3) as usize];
+    draw_background(&mut pixels, side, &mut rng);
+    let s = side as f32;
+    let mut objects: Vec<SynthObject> = Vec::new();
+    let wanted = rng.int(1, 6);
+    let mut attempts = 0;
+    while objects.len() < wanted as usize && attempts < 50 {
+        attempts += 1;
+        let class = rng.int(0, config.classes as u32 - 1) as usize;
+        // Sizes from small (6% of the side) to large (45%), log-uniform.
+        let extent = (0.06f32.ln() + rng.unit() * (0.45f32 / 0.06).ln()).exp() * s;
+        let aspect = rng.range(0.7, 1.4);
+        let w = ((extent * aspect.sqrt()) as u32).clamp(4, side / 2);
+        let h = ((extent / aspect.sqrt()) as u32).clamp(4, side / 2);
+        let rect = [rng.int(0, side - 1 - w), rng.int(0, side - 1 - h), w, h];
+        // Overlaps are allowed, but no shape may hide most of another.
+        if objects.iter().any(|o| iou(o.rect, rect) > 0.3) {
+            continue;
+        }
+        let (shape, colour) = catalogue(config.first_class + class);
+        draw_shape(&mut pixels, side, rect, shape, COLOURS[colour].1, &mut rng);
+        objects.push(SynthObject {
+            class,
+            rect,
+            cluster: false,
+        });
+    }
+    // About one image in twelve gets a cluster of tiny same-class shapes.
+    if rng.unit() < 1.0 / 12.0 {
+        let class = rng.int(0, config.classes as u32 - 1) as usize;
+        let (shape, colour) = catalogue(config.first_class + class);
+        let tiny = (s * 0.035).max(4.0) as u32;
+        let span = tiny * 4;
+        let (cx, cy) = (rng.int(0, side - 1 - span), rng.int(0, side - 1 - span));
+        let (mut x1, mut y1, mut x2, mut y2) = (u32::MAX, u32::MAX, 0, 0);
+        for _ in 0..rng.int(3, 5) {
+            let rect = [
+                cx + rng.int(0, span - tiny),
+                cy + rng.int(0, span - tiny),
+                tiny,
+                tiny,
+            ];
+            draw_shape(&mut pixels, side, rect, shape, COLOURS[colour].1, &mut rng);
+            x1 = x1.min(rect[0]);
+            y1 = y1.min(rect[1]);
+            x2 = x2.max(rect[0] + tiny);
+            y2 = y2.max(rect[1] + tiny);
+        }
+        objects.push(SynthObject {
+            class,
+            rect: [x1, y1, x2 - x1, y2 - y1],
+            cluster: true,
+        });
+    }
+    (pixels, objects)
+}
+
+/// What `write` produced, for the CLI to print.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthSummary {
+    pub class_names: Vec<String>,
+    pub train_images: usize,
+    pub val_images: usize,
+    pub objects: usize,
+}
+
+/// The first 80% of images (at least one) are train/trainval, the rest val/test.
+fn train_count(images: usize) -> usize {
+    (images * 4 / 5).max(1).min(images)
+}
+
+/// Writes the dataset into `out` (built under a temporary name, then renamed).
+/// `out` must not exist, be empty, or hold an earlier synth dataset.
+pub fn write(out: &Path, config: &SynthConfig) -> Result<SynthSummary> {
+    if config.classes == 0 || config.first_class + config.classes > CATALOGUE_LEN {
+        return Err(Error::new(
+            out,
+            format!(
+                "classes {}..{} are outside the catalogue of {CATALOGUE_LEN} (colour, shape) classes",
+                config.first_class,
+                config.first_class + config.classes
+            ),
+        ));
+    }
+    if config.images == 0 || !(32..=4096).contains(&config.size) {
+        return Err(Error::new(
+            out,
+            "need at least one image and a size from 32 to 4096 px",
+        ));
+    }
+    if out.exists() {
+        let mut entries = std::fs::read_dir(out).map_err(|e| Error::io(out, e))?;
+        if entries.next().is_some() && !out.join("synth.json").exists() {
+            return Err(Error::new(
+                out,
+                "output directory exists and is not empty (and is not an earlier synth dataset); refusing to replace it",
+            ));
+        }
+    }
+    let class_names: Vec<String> = (config.first_class..config.first_class + config.classes)
+        .map(class_name)
+        .collect();
+    let train = train_count(config.images);
+    let mut total_objects = 0;
+    atomic::write_dir(out, |dir| {
+        let mkdir = |name: &str| {
+            std::fs::create_dir_all(dir.join(name)).map_err(|e| Error::io(dir.join(name), e))
+        };
+        mkdir("JPEGImages")?;
+        let voc = config.format != SynthFormat::Coco;
+        let coco = config.format != SynthFormat::Voc;
+        if voc {
+            mkdir("Annotations")?;
+        }
+        let mut coco_images = [Vec::new(), Vec::new()];
+        let mut coco_annotations = [Vec::new(), Vec::new()];
+        let mut lists = [String::new(), String::new()];
+        let mut annotation_id = 1;
+        for index in 0..config.images {
+            let (pixels, objects) = render(config, index);
+            total_objects += objects.len();
+            let stem = format!("{index:06}");
+            let image_path = dir.join("JPEGImages").join(format!("{stem}.jpg"));
+            let mut jpeg = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+                .encode(
+                    &pixels,
+                    config.size,
+                    config.size,
+                    image::ExtendedColorType::Rgb8,
+                )
+                .map_err(|e| Error::new(&image_path, format!("JPEG encoding failed: {e}")))?;
+            std::fs::write(&image_path, &jpeg).map_err(|e| Error::io(&image_path, e))?;
+            let split = (index >= train) as usize;
+            if voc {
+                let xml_path = dir.join("Annotations").join(format!("{stem}.xml"));
+                std::fs::write(
+                    &xml_path,
+                    voc_xml(&stem, config.size, &objects, &class_names),
+                )
+                .map_err(|e| Error::io(&xml_path, e))?;
+                writeln!(lists[split], "JPEGImages/{stem}.jpg Annotations/{stem}.xml").unwrap();
+            }
+            if coco {
+                let image_id = index + 1;
+                coco_images[split].push(serde_json::json!({
+                    "id": image_id, "file_name": format!("{stem}.jpg"),
+                    "width": config.size, "height": config.size,
+                }));
+                for o in &objects {
+                    let [x, y, w, h] = o.rect;
+                    let (x2, y2) = (x + w, y + h);
+                    coco_annotations[split].push(serde_json::json!({
+                        "id": annotation_id, "image_id": image_id, "category_id": o.class + 1,
+                        "bbox": [x, y, w, h], "area": w * h, "iscrowd": o.cluster as u8,
+                        "segmentation": [[x, y, x2, y, x2, y2, x, y2]],
+                    }));
+                    annotation_id += 1;
+                }
+            }
+        }
+        let text = |name: &str, content: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, content).map_err(|e| Error::io(&path, e))
+        };
+        text("label_list.txt", &(class_names.join("\n") + "\n"))?;
+        if voc {
+            text("trainval.txt", &lists[0])?;
+            text("test.txt", &lists[1])?;
+        }
+        if coco {
+            mkdir("annotations")?;
+            let categories: Vec<_> = class_names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| serde_json::json!({"id": i + 1, "name": n, "supercategory": "shape"}))
+                .collect();
+            for (split, name) in ["train", "val"].iter().enumerate() {
+                let json = serde_json::json!({
+                    "images": coco_images[split], "annotations": coco_annotations[split],
+                    "categories": categories,
+                });
+                text(
+                    &format!("annotations/instances_{name}.json"),
+                    &json.to_string(),
+                )?;
+            }
+        }
+        let params = serde_json::json!({
+            "generator": "pulsefocus synth", "classes": config.classes, "first_class": config.first_class,
+            "images": config.images, "size": config.size, "seed": config.seed, "class_names": class_names,
+        });
+        text(
+            "synth.json",
+            &serde_json::to_string_pretty(&params).unwrap(),
+        )
+    })?;
+    Ok(SynthSummary {
+        class_names,
+        train_images: train,
+        val_images: config.images - train,
+        objects: total_objects,
+    })
+}
+
+fn voc_xml(stem: &str, size: u32, objects: &[SynthObject], class_names: &[String]) -> String {
+    let mut xml = format!(
+        "<annotation>\n  <folder>JPEGImages</folder>\n  <filename>{stem}.jpg</filename>\n  \
+         <size><width>{size}</width><height>{size}</height><depth>3</depth></size>\n"
+    );
+    for o in objects {
+        let [x, y, w, h] = o.rect;
+        writeln!(
+            xml,
+            "  <object>\n    <name>{}</name>\n    <difficult>{}</difficult>\n    \
+             <bndbox><xmin>{x}</xmin><ymin>{y}</ymin><xmax>{}</xmax><ymax>{}</ymax></bndbox>\n  </object>",
+            class_names[o.class],
+            o.cluster as u8,
+            x + w,
+            y + h
+        )
+        .unwrap();
+    }
+    xml + "</annotation>\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coco::CocoDataSet;
+    use crate::voc::VocDataSet;
+
+    #[test]
+    fn catalogue_has_every_pair_once() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..CATALOGUE_LEN {
+            assert!(seen.insert(catalogue(i)));
+        }
+        assert_eq!(class_name(0), "red_square");
+        assert_ne!(catalogue(1).1, catalogue(0).1);
+    }
+
+    #[test]
+    fn render_is_deterministic_and_boxes_hold_their_shape() {
+        let config = SynthConfig {
+            size: 96,
+            ..SynthConfig::default()
+        };
+        for index in 0..20 {
+            let (a, objects) = render(&config, index);
+            let (b, again) = render(&config, index);
+            assert_eq!(a, b);
+            assert_eq!(objects, again);
+            assert!(!objects.is_empty());
+            for o in &objects {
+                let [x, y, w, h] = o.rect;
+                assert!(x + w < 96 && y + h < 96 && w >= 4 && h >= 4);
+                assert!(o.class < config.classes);
+            }
+        }
+        let other = SynthConfig {
+            seed: 1,
+            ..config.clone()
+        };
+        assert_ne!(render(&config, 0).0, render(&other, 0).0);
+    }
+
+    #[test]
+    fn voc_and_coco_outputs_load_to_the_same_boxes() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("synth");
+        let config = SynthConfig {
+            images: 24,
+            size: 64,
+            classes: 3,
+            first_class: 5,
+            ..SynthConfig::default()
+        };
+        let summary = write(&out, &config).unwrap();
+        assert_eq!(
+            summary.class_names,
+            (5..8).map(class_name).collect::<Vec<_>>()
+        );
+        assert_eq!((summary.train_images, summary.val_images), (19, 5));
+        let voc = VocDataSet {
+            dataset_dir: out.clone(),
+            anno_path: "trainval.txt".into(),
+            label_list: "label_list.txt".into(),
+            use_default_label: false,
+            with_background: false,
+        }
+        .load()
+        .unwrap();
+        let coco = CocoDataSet {
+            dataset_dir: out.clone(),
+            image_dir: "JPEGImages".into(),
+            anno_path: "annotations/instances_train.json".into(),
+            with_background: false,
+            allow_empty: true,
+            load_crowd: true,
+        }
+        .load()
+        .unwrap();
+        assert!(
+            voc.problems.is_empty() && coco.problems.is_empty(),
+            "{:?} {:?}",
+            voc.problems,
+            coco.problems
+        );
+        assert_eq!(voc.class_names, coco.class_names);
+        assert_eq!(voc.records.len(), 19);
+        for (v, c) in voc.records.iter().zip(&coco.records) {
+            assert_eq!(v.image_path, c.image_path);
+            let boxes = |r: &crate::dataset::Record| {
+                r.objects
+                    .iter()
+                    .map(|o| (o.bbox, o.class, o.difficult || o.crowd))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(boxes(v), boxes(c));
+        }
+        let (w, h) = image::image_dimensions(&voc.records[0].image_path).unwrap();
+        assert_eq!((w, h), (64, 64));
+        // Regenerating into the same folder is allowed; a foreign folder is not.
+        write(&out, &config).unwrap();
+        let foreign = dir.path().join("mine");
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::write(foreign.join("notes.txt"), "keep").unwrap();
+        assert!(write(&foreign, &config).is_err());
+        assert!(write(
+            &dir.path().join("x"),
+            &SynthConfig {
+                first_class: 46,
+                ..config
+            }
+        )
+        .is_err());
+    }
+}

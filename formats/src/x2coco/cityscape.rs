@@ -1,0 +1,63 @@
+//! cityscapes polygon JSON (`imgHeight`, `imgWidth`, `objects` with `label`
+//! and `polygon`) -> COCO entries, as `tools/x2coco.py` builds them.
+
+use std::path::Path;
+
+use super::pyjson::Py;
+use super::{points, polygon_annotation, Categories, Converted};
+use crate::error::{Error, Result};
+
+pub fn convert(
+    path: &Path,
+    data: &serde_json::Value,
+    img_file: &str,
+    image_num: i64,
+    object_num: &mut i64,
+    categories: &mut Categories,
+) -> Result<Converted> {
+    let field = |name: &str| {
+        data.get(name)
+            .ok_or_else(|| Error::at(path, name, format!("missing key {name:?}")))
+    };
+    let (height, width) = (field("imgHeight")?, field("imgWidth")?);
+    let number = |v: &serde_json::Value, name: &str| match v {
+        serde_json::Value::Number(n) => Ok(Py::number(n)),
+        _ => Err(Error::at(path, name, format!("{name} {v} is not a number"))),
+    };
+    let image_id = image_num + 1;
+    let image = Py::Dict(vec![
+        ("height", number(height, "imgHeight")?),
+        ("width", number(width, "imgWidth")?),
+        ("id", Py::Int(image_id)),
+        ("file_name", Py::Str(img_file.to_string())),
+    ]);
+    let mut annotations = Vec::new();
+    let objects = field("objects")?
+        .as_array()
+        .ok_or_else(|| Error::at(path, "objects", "not a list"))?;
+    for (k, object) in objects.iter().enumerate() {
+        let place = format!("objects[{k}]");
+        *object_num += 1;
+        let label = object
+            .get("label")
+            .and_then(|l| l.as_str())
+            .ok_or_else(|| Error::at(path, &place, "object has no string \"label\""))?;
+        let category_id = categories.id(label);
+        let pts = points(
+            path,
+            &format!("{place}.polygon"),
+            object.get("polygon").unwrap_or(&serde_json::Value::Null),
+        )?;
+        annotations.push(polygon_annotation(
+            path,
+            &place,
+            height,
+            width,
+            &pts,
+            image_id,
+            category_id,
+            *object_num + 1,
+        )?);
+    }
+    Ok(Converted { image, annotations })
+}

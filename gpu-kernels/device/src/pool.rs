@@ -1,0 +1,110 @@
+//! Max pooling over NCHW (square window, symmetric padding that never wins).
+//! Forward records the winning input position per output; backward gathers,
+//! one thread per input pixel, the gradients of the outputs it won (no atomics).
+use crate::{grid_stride, kernel};
+
+#[inline(always)]
+fn pooled(len: u32, size: u32, stride: u32, pad: u32) -> u32 {
+    (len + 2 * pad - size) / stride + 1
+}
+
+kernel! {
+    /// `y = max over the window`, `argmax` = the winner's index in its input plane.
+    pub fn max_pool_forward(ctx, x: *const f32, y: *mut f32, argmax: *mut u32,
+        planes: u32, h: u32, w: u32, size: u32, stride: u32, pad: u32) {
+        let (ho, wo) = (pooled(h, size, stride, pad), pooled(w, size, stride, pad));
+        grid_stride(ctx, planes * ho * wo, |i| {
+            let i = i as u32;
+            let (plane, oy, ox) = (i / (ho * wo), i % (ho * wo) / wo, i % wo);
+            let mut best = f32::NEG_INFINITY;
+            let mut best_at = 0;
+            let mut ky = 0;
+            while ky < size {
+                let mut kx = 0;
+                while kx < size {
+                    let iy = (oy * stride + ky).wrapping_sub(pad);
+                    let ix = (ox * stride + kx).wrapping_sub(pad);
+                    if iy < h && ix < w {
+                        let v = *x.add((plane * h * w + iy * w + ix) as usize);
+                        if v > best {
+                            best = v;
+                            best_at = iy * w + ix;
+                        }
+                    }
+                    kx += 1;
+                }
+                ky += 1;
+            }
+            *y.add(i as usize) = best;
+            *argmax.add(i as usize) = best_at;
+        });
+    }
+}
+
+kernel! {
+    /// `dx[p] = sum of dy over the outputs whose argmax is p`.
+    pub fn max_pool_backward(ctx, dy: *const f32, argmax: *const u32, dx: *mut f32,
+        planes: u32, h: u32, w: u32, size: u32, stride: u32, pad: u32) {
+        let (ho, wo) = (pooled(h, size, stride, pad), pooled(w, size, stride, pad));
+        grid_stride(ctx, planes * h * w, |i| {
+            let i = i as u32;
+            let (plane, at) = (i / (h * w), i % (h * w));
+            let (iy, ix) = (at / w + pad, at % w + pad);
+            // Outputs o with o * stride <= i + pad < o * stride + size.
+            let first = |p: u32| if p + 1 >= size { (p + 1 - size).div_ceil(stride) } else { 0 };
+            let mut acc = 0.0;
+            let mut oy = first(iy);
+            while oy <= iy / stride && oy < ho {
+                let mut ox = first(ix);
+                while ox <= ix / stride && ox < wo {
+                    let o = (plane * ho * wo + oy * wo + ox) as usize;
+                    if *argmax.add(o) == at {
+                        acc += *dy.add(o);
+                    }
+                    ox += 1;
+                }
+                oy += 1;
+            }
+            *dx.add(i as usize) = acc;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emu::{launch_independent, DeviceBuf, Dim3};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn forward_and_backward_match_reference(planes in 1u32..4, h in 2u32..10, w in 2u32..10,
+            size in 1u32..4, stride in 1u32..3, pad in 0u32..2, seed in 0u32..1000) {
+            prop_assume!(h + 2 * pad >= size && w + 2 * pad >= size && pad < size);
+            // Distinct values so the winner is unique.
+            let x: Vec<f32> = (0..planes * h * w).map(|i| ((i * 7919 + seed) % 10007) as f32).collect();
+            let (ho, wo) = (pooled(h, size, stride, pad), pooled(w, size, stride, pad));
+            let dy: Vec<f32> = (0..planes * ho * wo).map(|i| i as f32 * 0.5 + 1.0).collect();
+            let (xb, yb, ab) = (DeviceBuf::new(&x), DeviceBuf::filled(dy.len(), f32::NAN), DeviceBuf::filled(dy.len(), 0u32));
+            let (dyb, dxb) = (DeviceBuf::new(&dy), DeviceBuf::filled(x.len(), f32::NAN));
+            launch_independent(Dim3::x(2), Dim3::x(32), |c| unsafe { max_pool_forward(c, xb.ptr(), yb.ptr(), ab.ptr(), planes, h, w, size, stride, pad) });
+            launch_independent(Dim3::x(2), Dim3::x(32), |c| unsafe { max_pool_backward(c, dyb.ptr(), ab.ptr(), dxb.ptr(), planes, h, w, size, stride, pad) });
+            let mut want_dx = vec![0.0f32; x.len()];
+            let y = yb.to_vec();
+            for p in 0..planes { for oy in 0..ho { for ox in 0..wo {
+                let mut best = (f32::NEG_INFINITY, 0);
+                for ky in 0..size { for kx in 0..size {
+                    let (iy, ix) = ((oy * stride + ky) as i64 - pad as i64, (ox * stride + kx) as i64 - pad as i64);
+                    if iy >= 0 && ix >= 0 && iy < h as i64 && ix < w as i64 {
+                        let at = (p * h * w) as usize + iy as usize * w as usize + ix as usize;
+                        if x[at] > best.0 { best = (x[at], at); }
+                    }
+                } }
+                let o = ((p * ho + oy) * wo + ox) as usize;
+                prop_assert_eq!(y[o], best.0);
+                want_dx[best.1] += dy[o];
+            } } }
+            prop_assert_eq!(dxb.to_vec(), want_dx);
+        }
+    }
+}

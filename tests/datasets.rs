@@ -1,0 +1,308 @@
+//! End-to-end tests of `synth`, `dataset check` and `x2coco` through the built binary.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn pulsefocus(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pulsefocus"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout_json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn synth(out: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "synth",
+        "--out",
+        out.to_str().unwrap(),
+        "--images",
+        "30",
+        "--size",
+        "96",
+    ];
+    args.extend_from_slice(extra);
+    let run = pulsefocus(&args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+#[test]
+fn synth_dataset_checks_clean_in_both_layouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("shapes");
+    synth(&out, &["--classes", "3", "--first-class", "6"]);
+    let d = out.to_str().unwrap();
+    let voc = pulsefocus(&[
+        "dataset",
+        "check",
+        "--dataset-type",
+        "voc",
+        "--dataset-dir",
+        d,
+        "--anno-path",
+        "trainval.txt",
+        "--json",
+    ]);
+    assert!(voc.status.success());
+    let voc = stdout_json(&voc);
+    assert_eq!(voc["images"], 24);
+    assert_eq!(voc["problems"].as_array().unwrap().len(), 0);
+    assert_eq!(voc["per_class"].as_object().unwrap().len(), 3);
+    let per_class_total: u64 = voc["per_class"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(per_class_total, voc["boxes"].as_u64().unwrap());
+
+    let coco = pulsefocus(&[
+        "dataset",
+        "check",
+        "--dataset-type",
+        "coco",
+        "--dataset-dir",
+        d,
+        "--image-dir",
+        "JPEGImages",
+        "--anno-path",
+        "annotations/instances_train.json",
+        "--load-crowd",
+        "--json",
+    ]);
+    let coco = stdout_json(&coco);
+    assert_eq!(coco["images"], voc["images"]);
+    assert_eq!(coco["boxes"], voc["boxes"]);
+    assert_eq!(coco["per_class"], voc["per_class"]);
+    assert_eq!(coco["crowd_boxes"], voc["difficult_boxes"]);
+
+    // Same seed, same bytes; another seed, other images.
+    let again = dir.path().join("again");
+    synth(&again, &["--classes", "3", "--first-class", "6"]);
+    let image = "JPEGImages/000007.jpg";
+    assert_eq!(
+        fs::read(out.join(image)).unwrap(),
+        fs::read(again.join(image)).unwrap()
+    );
+    synth(
+        &again,
+        &["--classes", "3", "--first-class", "6", "--seed", "5"],
+    );
+    assert_ne!(
+        fs::read(out.join(image)).unwrap(),
+        fs::read(again.join(image)).unwrap()
+    );
+}
+
+const SIZE: &str = "<size><width>96</width><height>96</height></size>";
+
+fn voc_xml(objects: &[(&str, [i32; 4])]) -> String {
+    let mut s = format!("<annotation>\n{SIZE}\n");
+    for (name, b) in objects {
+        s += &format!(
+            "<object><name>{name}</name><bndbox><xmin>{}</xmin><ymin>{}</ymin><xmax>{}</xmax><ymax>{}</ymax></bndbox></object>\n",
+            b[0], b[1], b[2], b[3]
+        );
+    }
+    s + "</annotation>\n"
+}
+
+#[test]
+fn broken_voc_dataset_lists_every_problem_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let files = [
+        ("ok.xml", voc_xml(&[("dog", [1, 1, 20, 20])])),
+        ("clipped.xml", voc_xml(&[("dog", [-5, 1, 200, 20])])),
+        (
+            "inverted.xml",
+            voc_xml(&[("dog", [30, 1, 20, 20]), ("cat", [1, 1, 9, 9])]),
+        ),
+        ("zebra.xml", voc_xml(&[("zebra", [1, 1, 20, 20])])),
+        ("broken.xml", "<annotation><object>".to_string()),
+        ("empty.xml", voc_xml(&[])),
+        ("nosuchimage.xml", voc_xml(&[("dog", [1, 1, 20, 20])])),
+    ];
+    for (name, text) in &files {
+        fs::write(d.join(name), text).unwrap();
+        if *name != "nosuchimage.xml" {
+            fs::write(d.join(name.replace(".xml", ".jpg")), b"").unwrap();
+        }
+    }
+    fs::write(d.join("label_list.txt"), "dog\ncat\n").unwrap();
+    let list: String = files
+        .iter()
+        .map(|(n, _)| format!("{} {n}\n", n.replace(".xml", ".jpg")))
+        .collect();
+    fs::write(
+        d.join("train.txt"),
+        list + "lonely-token\nok.jpg missing.xml\n",
+    )
+    .unwrap();
+
+    let run = pulsefocus(&[
+        "dataset",
+        "check",
+        "--dataset-type",
+        "voc",
+        "--dataset-dir",
+        d.to_str().unwrap(),
+        "--anno-path",
+        "train.txt",
+        "--json",
+    ]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("2 error(s)"));
+    let report = stdout_json(&run);
+    assert_eq!(report["images"], 3);
+    assert_eq!(report["boxes"], 3);
+    assert_eq!(report["per_class"]["cat"], 1);
+    let problems: Vec<(String, String, String)> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let file = Path::new(p["file"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (
+                file,
+                p["where"].as_str().unwrap().to_string(),
+                p["what"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expect = [
+        ("zebra.xml", "line 3, object 1", "\"zebra\""),
+        ("broken.xml", "line 1", "invalid XML"),
+        ("clipped.xml", "line 3, object 1", "clipped"),
+        ("inverted.xml", "line 3, object 1", "invalid box"),
+        ("empty.xml", "<annotation>", "no <object>"),
+        ("nosuchimage.jpg", "train.txt line 7", "not found"),
+        ("train.txt", "line 8", "one token"),
+        ("missing.xml", "train.txt line 9", "not found"),
+    ];
+    assert_eq!(problems.len(), expect.len(), "{problems:#?}");
+    for ((file, place, what), (want_file, want_place, want_what)) in problems.iter().zip(expect) {
+        assert_eq!(file, want_file);
+        assert!(place.ends_with(want_place), "{place} vs {want_place}");
+        assert!(what.contains(want_what), "{what} vs {want_what}");
+    }
+}
+
+#[test]
+fn broken_coco_dataset_lists_problems_and_malformed_json_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::create_dir(d.join("images")).unwrap();
+    fs::write(d.join("images/a.jpg"), b"").unwrap();
+    let json = r#"{"images": [{"id": 1, "file_name": "a.jpg", "width": 50, "height": 40},
+                {"id": 2, "file_name": "gone.jpg", "width": 50, "height": 40}],
+     "categories": [{"id": 1, "name": "dog"}],
+     "annotations": [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [40, 0, 20, 10], "area": 200, "iscrowd": 0},
+                     {"id": 6, "image_id": 1, "category_id": 1, "bbox": [60, 0, 20, 10], "area": 200, "iscrowd": 0}]}"#;
+    fs::write(d.join("train.json"), json).unwrap();
+    let args = [
+        "dataset",
+        "check",
+        "--dataset-type",
+        "coco",
+        "--dataset-dir",
+        d.to_str().unwrap(),
+        "--anno-path",
+        "train.json",
+    ];
+    let run = pulsefocus(&[&args[..], &["--json"]].concat());
+    assert!(run.status.success());
+    let report = stdout_json(&run);
+    let places: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["where"].as_str().unwrap())
+        .collect();
+    assert_eq!(places, ["annotation id 5", "annotation id 6", "image id 2"]);
+    assert_eq!(report["boxes"], 1);
+
+    fs::write(d.join("train.json"), "{\"images\": [\n  {\"id\": 1,}\n]}").unwrap();
+    let run = pulsefocus(&args);
+    assert!(!run.status.success());
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(text.contains("train.json (line 2, column"), "{text}");
+}
+
+#[test]
+fn x2coco_voc_output_loads_as_a_coco_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("shapes");
+    synth(&out, &["--format", "voc"]);
+    let o = out.to_str().unwrap();
+    let run = pulsefocus(&[
+        "x2coco",
+        "--dataset_type",
+        "voc",
+        "--voc_anno_dir",
+        o,
+        "--voc-anno-list",
+        &format!("{o}/test.txt"),
+        "--voc_label_list",
+        &format!("{o}/label_list.txt"),
+        "--output_dir",
+        &format!("{o}/annotations"),
+        "--voc_out_name",
+        "test.json",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let coco = pulsefocus(&[
+        "dataset",
+        "check",
+        "--dataset-type",
+        "coco",
+        "--dataset-dir",
+        o,
+        "--image-dir",
+        "JPEGImages",
+        "--anno-path",
+        "annotations/test.json",
+        "--json",
+    ]);
+    let voc = pulsefocus(&[
+        "dataset",
+        "check",
+        "--dataset-type",
+        "voc",
+        "--dataset-dir",
+        o,
+        "--anno-path",
+        "test.txt",
+        "--json",
+    ]);
+    let (coco, voc) = (stdout_json(&coco), stdout_json(&voc));
+    assert_eq!(coco["images"], 6);
+    assert_eq!(coco["boxes"], voc["boxes"]);
+    assert_eq!(coco["per_class"], voc["per_class"]);
+
+    let run = pulsefocus(&["x2coco", "--dataset_type", "voc", "--voc_anno_dir", o]);
+    assert!(!run.status.success());
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--voc_anno_list"));
+}
