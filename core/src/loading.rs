@@ -679,6 +679,84 @@ mod tests {
         assert_eq!(report.missing.len() + report.excluded.len(), 241);
     }
 
+    /// Python's own `re.match` on the spec's examples and a grid of patterns
+    /// and legacy names: our matcher must agree on every pair.
+    #[test]
+    fn agrees_with_python_re_match() {
+        let patterns = [
+            "yolo_output",
+            "cls_score",
+            "bbox_pred",
+            "^conv2d_",
+            "mask_fcn_logits",
+            "retnet_cls_pred_fpn",
+            "yolo_block\\.0",
+            "yolo.block",
+            "stage\\.[0-2]\\.",
+            "conv[0-9]+_",
+            "(a|yolo)_",
+            "fc7|conv1",
+            ".*bias$",
+            "yolo_output\\.1",
+        ];
+        let names = [
+            "yolo_output.0.conv.weights",
+            "yolo_output.1.conv.bias",
+            "yolo_block.0.0.0.conv.weights",
+            "yoloXblock.1",
+            "cls_score_w",
+            "cls_score_2_w",
+            "rpn_bbox_pred_w",
+            "bbox_pred_w",
+            "conv2d_12.w_0",
+            "conv5_6_sep_weights",
+            "conv1_weights",
+            "fc7_weights",
+            "stage.2.3.0.conv.weights",
+            "stage.3.0.0.bn.scale",
+            "retnet_cls_pred_fpn3_w",
+            "mask_fcn_logits_w",
+            "a_b",
+        ];
+        let script = "import json, re, sys\n\
+            d = json.load(sys.stdin)\n\
+            print(json.dumps([[re.match(p, n) is not None for n in d['names']] for p in d['patterns']]))";
+        let input = serde_json::json!({"patterns": patterns, "names": names}).to_string();
+        let child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) if std::env::var_os("CI").is_none() => {
+                println!("skipped: python3 not runnable ({e})");
+                return;
+            }
+            Err(e) => panic!("python3 is required under CI: {e}"),
+        };
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let python: Vec<Vec<bool>> = serde_json::from_slice(&out.stdout).unwrap();
+        for (p, row) in patterns.iter().zip(&python) {
+            let ours = ExcludePatterns::new(&[p.to_string()]).unwrap();
+            for (n, &expected) in names.iter().zip(row) {
+                assert_eq!(
+                    ours.first_match(n).is_some(),
+                    expected,
+                    "re.match({p:?}, {n:?})"
+                );
+            }
+        }
+    }
+
     /// A classic backtracking matcher for the generated pattern language:
     /// literal characters, `\.` for a literal dot, `.` for any character, each
     /// optionally followed by `*`; anchored at the start like `re.match`.
