@@ -17,20 +17,32 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// List the tensors of a checkpoint (name, dtype, shape, elements).
+    Inspect(commands::inspect::Args),
+    /// Convert a checkpoint to another format (dir, tar, pdparams, safetensors, params).
+    ConvertWeights(commands::convert_weights::Args),
     /// Write a synthetic detection dataset (coloured shapes) in VOC and/or COCO layout.
     Synth(commands::synth::Args),
     /// Inspect a dataset the way training reads it.
     #[command(subcommand)]
     Dataset(commands::dataset::Args),
+    /// Score detections: COCO mAP of a results file against annotations.
+    Eval(commands::eval::Args),
     /// Convert VOC, labelme or cityscapes annotations to COCO (tools/x2coco.py).
     X2coco(commands::x2coco::Args),
+    /// Dry run: which pretrained parameters would load, and why others would not.
+    Plan(commands::plan::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Inspect(args) => commands::inspect::run(args),
+        Command::ConvertWeights(args) => commands::convert_weights::run(args),
         Command::Synth(args) => commands::synth::run(args),
         Command::Dataset(args) => commands::dataset::run(args),
+        Command::Eval(args) => commands::eval::run(args),
         Command::X2coco(args) => commands::x2coco::run(args),
+        Command::Plan(args) => commands::plan::run(args),
     }
 }
 

@@ -3,8 +3,22 @@
 //! decoding, NMS, optimizer, metrics and the transfer-learning loading rules.
 //! Knows nothing of the command line.
 
+pub mod backend;
+pub mod config;
+pub mod cpu;
+pub mod data;
+pub mod gradcheck;
+pub mod layers;
 pub mod loading;
+pub mod metrics;
 pub mod models;
+pub mod optim;
 pub mod params;
+pub mod tensor;
+pub mod train;
+pub mod yolo;
 
+pub use backend::Backend;
+pub use cpu::CpuBackend;
 pub use params::ParamSpec;
+pub use tensor::Tensor;

@@ -20,10 +20,16 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use pulsefocus_formats::{Checkpoint, DType};
+use std::path::{Path, PathBuf};
+
+use pulsefocus_formats::weights_source::resolve_weights;
+use pulsefocus_formats::{load_checkpoint, Checkpoint, DType, Error};
 use regex::Regex;
 use serde::Serialize;
 
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::models::{SetParamError, Yolov3};
 use crate::params::ParamSpec;
 
 /// The word that stands for the architecture's recommended patterns in
@@ -265,18 +271,18 @@ impl LoadReport {
     /// Fraction of the model's values (elements, not tensors) that load.
     pub fn loaded_value_fraction(&self) -> f64 {
         let numel = |shape: &[usize]| shape.iter().product::<usize>() as f64;
-        let total: f64 = self.model.iter().map(|p| numel(&p.shape)).sum();
+        // fold from +0.0: an empty float `sum()` is -0.0, shown as "-0.0%".
+        let total = self.model.iter().fold(0.0, |acc, p| acc + numel(&p.shape));
         if total == 0.0 {
             return 0.0;
         }
         let loaded: std::collections::HashSet<&str> =
             self.loaded.iter().map(String::as_str).collect();
-        let loaded_values: f64 = self
+        let loaded_values = self
             .model
             .iter()
             .filter(|p| loaded.contains(p.name.as_str()))
-            .map(|p| numel(&p.shape))
-            .sum();
+            .fold(0.0, |acc, p| acc + numel(&p.shape));
         loaded_values / total
     }
 
@@ -400,6 +406,56 @@ impl LoadReport {
         }
         out
     }
+}
+
+/// A checkpoint read from a config's `pretrain_weights`.
+pub struct Pretrained {
+    /// The local file or folder it was read from (after any download).
+    pub path: PathBuf,
+    pub checkpoint: Checkpoint,
+}
+
+/// What `plan` shows and `train` does before its first step: resolve and read
+/// the config's `pretrain_weights` (downloading into `cache_dir` if it is a
+/// URL) and apply the rules to the config's model. Without `pretrain_weights`
+/// every parameter is `missing`.
+pub fn plan_for_config(
+    config_path: &Path,
+    config: &Config,
+    cache_dir: &Path,
+) -> Result<(LoadReport, Option<Pretrained>), Error> {
+    let key = "key finetune_exclude_pretrained_params";
+    let patterns = config
+        .exclude_patterns()
+        .and_then(|p| ExcludePatterns::new(&p))
+        .map_err(|e| Error::at(config_path, key, e.to_string()))?;
+    let model = config.model_spec().param_specs();
+    let Some(spec) = &config.pretrain_weights else {
+        return Ok((plan_loading(&model, &[], &patterns), None));
+    };
+    let path = resolve_weights(spec, cache_dir)?;
+    let checkpoint = load_checkpoint(&path)?;
+    if checkpoint.is_empty() {
+        return Err(Error::new(&path, "the checkpoint holds no tensors"));
+    }
+    let report = plan_loading(&model, &TensorInfo::list(&checkpoint), &patterns);
+    Ok((report, Some(Pretrained { path, checkpoint })))
+}
+
+/// Sets every `loaded` parameter of `model` from the checkpoint (converted to
+/// f32); the others keep their values.
+pub fn apply_loaded<B: Backend>(
+    report: &LoadReport,
+    checkpoint: &Checkpoint,
+    model: &mut Yolov3<B>,
+) -> Result<(), SetParamError> {
+    for name in &report.loaded {
+        let tensor = checkpoint
+            .get(name)
+            .expect("the report's loaded names come from this checkpoint");
+        model.set_param(name, &tensor.to_f32_vec())?;
+    }
+    Ok(())
 }
 
 /// A titled, left-aligned text table.
@@ -556,6 +612,71 @@ mod tests {
              0 unused in checkpoint"
         );
         assert!(!r.render().contains("WARNING"));
+    }
+
+    fn demo_config(overrides: &[&str]) -> (std::path::PathBuf, Config) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.ron");
+        let args: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        let o = crate::config::parse_overrides(&args).unwrap();
+        let config = crate::config::load(&path, &o).unwrap();
+        (path, config)
+    }
+
+    #[test]
+    fn config_plan_loads_a_checkpoint_of_another_class_count() {
+        use crate::models::Yolov3Spec;
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt_dir = dir.path().join("small_coco");
+        let cpu = crate::CpuBackend::new();
+        let source = Yolov3::new(&cpu, Yolov3Spec::small(80), 7);
+        pulsefocus_formats::save_checkpoint(
+            &source.to_checkpoint(),
+            &ckpt_dir,
+            pulsefocus_formats::Format::Dir,
+        )
+        .unwrap();
+        let weights = format!("pretrain_weights={}", ckpt_dir.display());
+        let (path, config) = demo_config(&[&weights]);
+        let (report, pretrained) = plan_for_config(&path, &config, dir.path()).unwrap();
+        let pretrained = pretrained.unwrap();
+        assert_eq!(pretrained.path, ckpt_dir);
+        assert_eq!(report.excluded.len(), 6, "{}", report.summary());
+        assert!(report.excluded.iter().all(|e| e.pattern == "yolo_output"));
+        assert_eq!(report.loaded.len(), 241 - 6);
+        assert!(report.missing.is_empty() && report.unused.is_empty());
+
+        let mut model = Yolov3::new(&cpu, config.model_spec(), 1);
+        let before = model.param_values("yolo_output.0.conv.weights").unwrap();
+        apply_loaded(&report, &pretrained.checkpoint, &mut model).unwrap();
+        let name = "conv1_weights";
+        assert_eq!(model.param_values(name), source.param_values(name));
+        assert_eq!(
+            model.param_values("yolo_output.0.conv.weights").unwrap(),
+            before
+        );
+
+        // Without exclusions the class-count outputs are shape mismatches.
+        let (path, config) = demo_config(&[&weights, "finetune_exclude_pretrained_params=[]"]);
+        let (report, _) = plan_for_config(&path, &config, dir.path()).unwrap();
+        assert_eq!(report.shape_mismatch.len(), 6);
+    }
+
+    #[test]
+    fn config_plan_errors_name_the_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, config) = demo_config(&["finetune_exclude_pretrained_params=['(']"]);
+        let err = plan_for_config(&path, &config, dir.path()).err().unwrap();
+        assert!(err.to_string().contains("invalid pattern '('"), "{err}");
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let weights = format!("pretrain_weights={}", empty.display());
+        let (path, config) = demo_config(&[&weights]);
+        let err = plan_for_config(&path, &config, dir.path()).err().unwrap();
+        assert!(err.to_string().contains("no tensor"), "{err}");
+        let (path, config) = demo_config(&[]);
+        let (report, pretrained) = plan_for_config(&path, &config, dir.path()).unwrap();
+        assert!(pretrained.is_none());
+        assert_eq!(report.missing.len() + report.excluded.len(), 241);
     }
 
     /// A classic backtracking matcher for the generated pattern language:

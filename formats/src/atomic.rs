@@ -38,6 +38,25 @@ where
     result
 }
 
+/// For writers that insist on opening the file themselves: `write` creates
+/// the file at the temporary path it is given; it is then synced and renamed
+/// to `path`, or removed on error.
+pub fn write_through_path<F>(path: &Path, write: F) -> Result<()>
+where
+    F: FnOnce(&Path) -> Result<()>,
+{
+    let tmp = temp_name(path);
+    let result = write(&tmp).and_then(|()| {
+        let file = File::open(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Writes a whole byte buffer atomically.
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     write_file(path, |out| {

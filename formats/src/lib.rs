@@ -5,15 +5,19 @@
 pub mod atomic;
 pub mod checkpoint;
 pub mod coco;
+pub mod coco_results;
 pub mod dataset;
 pub mod dataset_report;
+pub mod draw;
 pub mod error;
+pub mod image;
 pub mod load;
 pub mod paddle;
 pub mod plot;
 pub mod safetensors_io;
 pub mod synth;
 pub mod voc;
+pub mod weights_source;
 pub mod x2coco;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{Checkpoint, Storage};
 use crate::error::{Error, Result};
-use crate::paddle::{archive, combined, dir, program_desc, tensor_file};
+use crate::paddle::{archive, combined, dir, pickle, program_desc, tensor_file};
 use crate::safetensors_io;
 
 /// Output formats of [`save_checkpoint`].
@@ -15,6 +15,8 @@ pub enum Format {
     Dir,
     /// A model-zoo `.tar` of such a directory (gzipped for `.tar.gz`/`.tgz`).
     Tar,
+    /// A `.pdparams`/`.pdopt` pickle (protocol 4).
+    Pdparams,
     /// A safetensors file.
     Safetensors,
     /// Combined params in sorted-name order: `X.pdiparams` with `X.pdmodel`
@@ -30,6 +32,8 @@ impl Format {
         let ext = |e: &str| name.ends_with(e);
         if ext(".tar") || ext(".tar.gz") || ext(".tgz") {
             Format::Tar
+        } else if ext(".pdparams") || ext(".pdopt") {
+            Format::Pdparams
         } else if ext(".safetensors") {
             Format::Safetensors
         } else if ext(".pdiparams") || name == "__params__" {
@@ -44,6 +48,7 @@ impl Format {
         Some(match name {
             "dir" => Format::Dir,
             "tar" => Format::Tar,
+            "pdparams" => Format::Pdparams,
             "safetensors" => Format::Safetensors,
             "params" | "combined" => Format::Combined,
             _ => return None,
@@ -55,6 +60,8 @@ impl Format {
 /// - a directory of per-variable files, or one holding `__params__` +
 ///   `__model__` or `X.pdiparams` + `X.pdmodel` (combined params);
 /// - a `.tar`, `.tar.gz` or `.tgz` model-zoo archive;
+/// - a `.pdparams`/`.pdopt` pickle (also found as `PATH.pdparams` when `PATH`
+///   itself does not exist, as PaddleDetection's `load_params` does);
 /// - a safetensors file;
 /// - `__params__`/`*.pdiparams` (names from the program beside it), or the
 ///   program file itself;
@@ -70,6 +77,12 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
         };
     }
     if !path.exists() {
+        let mut beside = path.as_os_str().to_owned();
+        beside.push(".pdparams");
+        let beside = PathBuf::from(beside);
+        if beside.is_file() {
+            return pickle::read_pickle(&beside);
+        }
         return Err(Error::new(path, "no such file or directory"));
     }
     let name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -85,13 +98,22 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
     if name.ends_with(".pdmodel") {
         return read_combined_with_program(&path.with_extension("pdiparams"), path);
     }
-    // Otherwise the content decides, whatever the name says.
+    if name.ends_with(".safetensors") {
+        return safetensors_io::read_safetensors(path);
+    }
+    if name.ends_with(".pdparams") || name.ends_with(".pdopt") {
+        return pickle::read_pickle(path);
+    }
+    // Otherwise the content decides. safetensors is tried before pickle: its
+    // header length may start with the pickle PROTO byte 0x80.
     let storage = Storage::map_file(path)?;
     let head = storage.as_slice();
-    if archive::is_gzip(head) || head.get(257..262) == Some(b"ustar") {
-        archive::read_archive(path)
-    } else if looks_like_safetensors(head) {
+    if looks_like_safetensors(head) {
         safetensors_io::read_safetensors(path)
+    } else if head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1]) {
+        pickle::read_pickle_from(path, &storage)
+    } else if archive::is_gzip(head) || head.get(257..262) == Some(b"ustar") {
+        archive::read_archive(path)
     } else {
         let tensor = tensor_file::read_single(path, &storage).map_err(|e| Error {
             message: format!("not a recognised checkpoint ({})", e.message),
@@ -160,6 +182,7 @@ pub fn save_checkpoint(checkpoint: &Checkpoint, path: &Path, format: Format) -> 
     match format {
         Format::Dir => dir::write_dir(checkpoint, path),
         Format::Tar => archive::write_archive(checkpoint, path),
+        Format::Pdparams => pickle::write_pickle(checkpoint, path),
         Format::Safetensors => safetensors_io::write_safetensors(checkpoint, path),
         Format::Combined => write_combined_with_program(checkpoint, path),
     }
@@ -198,6 +221,40 @@ fn write_combined_with_program(checkpoint: &Checkpoint, path: &Path) -> Result<(
 mod tests {
     use super::*;
     use crate::checkpoint::RawTensor;
+    use crate::paddle::tensor_file::tests::arb_tensor;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Every format, every dtype, 0-d and zero-size shapes: what is written
+        /// reads back identical (LoD only where the format stores it).
+        #[test]
+        fn write_read_is_identity_for_every_format(
+            tensors in proptest::collection::vec(arb_tensor(), 1..5),
+        ) {
+            let mut c = Checkpoint::new();
+            for (i, t) in tensors.into_iter().enumerate() {
+                c.insert(format!("layer_{i}.w_0"), t);
+            }
+            let tmp = tempfile::tempdir().unwrap();
+            for name in ["d", "m.tar", "m.tgz", "m.pdparams", "m.safetensors", "m.pdiparams"] {
+                let path = tmp.path().join(name);
+                let format = Format::from_path(&path);
+                save_checkpoint(&c, &path, format).unwrap();
+                let back = load_checkpoint(&path).unwrap();
+                let keeps_lod = !matches!(format, Format::Pdparams | Format::Safetensors);
+                prop_assert_eq!(back.len(), c.len());
+                for (n, t) in c.iter() {
+                    let b = back.get(n).unwrap();
+                    prop_assert_eq!((b.dtype, &b.shape, &b.bytes), (t.dtype, &t.shape, &t.bytes));
+                    if keeps_lod {
+                        prop_assert_eq!(&b.lod, &t.lod);
+                    }
+                }
+            }
+        }
+    }
 
     fn sample() -> Checkpoint {
         let mut c = Checkpoint::new();
@@ -220,6 +277,7 @@ mod tests {
             "d",
             "m.tar",
             "m.tgz",
+            "m.pdparams",
             "m.safetensors",
             "m.pdiparams",
             "inf",
@@ -235,6 +293,18 @@ mod tests {
             save_checkpoint(&sample(), &path, format).unwrap();
             same_tensors(&sample(), &load_checkpoint(&path).unwrap());
         }
+        // Content detection without the extensions.
+        for (name, renamed) in [
+            ("m.safetensors", "st"),
+            ("m.pdparams", "pk"),
+            ("m.tgz", "gz"),
+        ] {
+            std::fs::rename(tmp.path().join(name), tmp.path().join(renamed)).unwrap();
+            same_tensors(
+                &sample(),
+                &load_checkpoint(&tmp.path().join(renamed)).unwrap(),
+            );
+        }
         let single = tmp.path().join("d/conv.w");
         assert_eq!(
             load_checkpoint(&single)
@@ -243,6 +313,8 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["conv.w"]
         );
+        std::fs::rename(tmp.path().join("pk"), tmp.path().join("m.pdparams")).unwrap();
+        same_tensors(&sample(), &load_checkpoint(&tmp.path().join("m")).unwrap());
         let program = tmp.path().join("m.pdmodel");
         same_tensors(&sample(), &load_checkpoint(&program).unwrap());
     }

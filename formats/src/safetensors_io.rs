@@ -92,9 +92,12 @@ pub fn write_safetensors(checkpoint: &Checkpoint, path: &Path) -> Result<()> {
         .collect();
     let metadata = (!metadata.is_empty()).then_some(metadata);
     let tensors = checkpoint.iter().map(|(n, t)| (n, TensorView(t)));
-    let bytes = safetensors::serialize(tensors, metadata)
-        .map_err(|e| Error::new(path, format!("cannot serialize: {e}")))?;
-    atomic::write_bytes(path, &bytes)
+    // Straight to the file: serialize() would first copy every tensor into
+    // one buffer.
+    atomic::write_through_path(path, |tmp| {
+        safetensors::serialize_to_file(tensors, metadata, tmp)
+            .map_err(|e| Error::new(path, format!("cannot write safetensors: {e}")))
+    })
 }
 
 #[cfg(test)]

@@ -5,8 +5,11 @@
 //! list, the initialisation and the weight decay overrides all come from it.
 
 use super::init::{init_param, Rng};
-use super::param::Param;
+pub use crate::backend::Activation;
+use crate::backend::Backend;
+use crate::layers::{BatchNorm, Conv2d, Conv2dConfig};
 use crate::params::ParamSpec;
+use crate::tensor::Tensor;
 
 /// How a unit's parameter names are formed from its prefix `P`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,14 +20,6 @@ pub enum NameStyle {
     /// MobileNetV1: `P_weights`, `P_bn_scale`, `P_bn_offset`, `P_bn_mean`,
     /// `P_bn_variance`.
     Underscored,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    Identity,
-    Relu,
-    /// Leaky ReLU with slope 0.1, as DarkNet and the YOLOv3 head use.
-    Leaky,
 }
 
 /// How a conv weight is drawn when no checkpoint provides it.
@@ -169,76 +164,227 @@ impl ConvUnitSpec {
     }
 }
 
-/// A conv unit at run time: its description and its parameters.
-#[derive(Debug, Clone)]
-pub struct ConvUnit {
+/// A conv unit at run time: D1's conv layer and, for every unit but
+/// `yolo_output`, a batch norm fused with the unit's activation.
+pub struct ConvUnit<B: Backend> {
     pub spec: ConvUnitSpec,
-    pub weight: Param,
-    /// Only units without batch norm (`yolo_output`) have a bias.
-    pub bias: Option<Param>,
-    pub bn: Option<BnParams>,
+    pub conv: Conv2d<B>,
+    pub bn: Option<BatchNorm<B>>,
 }
 
-#[derive(Debug, Clone)]
-pub struct BnParams {
-    pub scale: Param,
-    pub offset: Param,
-    pub mean: Param,
-    pub variance: Param,
-}
-
-impl ConvUnit {
+impl<B: Backend> ConvUnit<B> {
     /// Builds the unit with Paddle's initial values.
-    pub fn new(spec: ConvUnitSpec, rng: &mut Rng) -> Self {
-        let mut params = spec.params().into_iter().map(|declared| {
-            let mut p = Param::new(declared);
-            init_param(&spec, p.role, &mut p.value, rng);
-            p
-        });
-        let mut take = || params.next().expect("roles() lists every parameter");
-        let weight = take();
-        let (bias, bn) = if spec.batch_norm {
-            let bn = BnParams {
-                scale: take(),
-                offset: take(),
-                mean: take(),
-                variance: take(),
-            };
-            (None, Some(bn))
+    pub fn new(backend: &B, spec: ConvUnitSpec, rng: &mut Rng) -> Self {
+        let config = Conv2dConfig::new(
+            spec.in_channels,
+            spec.out_channels,
+            spec.kernel,
+            spec.stride,
+        )
+        .groups(spec.groups);
+        let config = if spec.batch_norm {
+            config
         } else {
-            (Some(take()), None)
+            config.with_bias()
         };
-        ConvUnit {
-            spec,
-            weight,
-            bias,
-            bn,
+        let conv = Conv2d::new(backend, config);
+        let bn = spec
+            .batch_norm
+            .then(|| BatchNorm::new(backend, spec.out_channels, spec.activation));
+        let mut unit = ConvUnit { spec, conv, bn };
+        for declared in unit.spec.params() {
+            let mut values = vec![0.0; declared.spec.numel()];
+            init_param(&unit.spec, declared.role, &mut values, rng);
+            unit.tensor_mut(declared.role).upload(backend, &values);
+        }
+        unit
+    }
+
+    /// The tensor holding the parameter of `role`.
+    pub fn tensor(&self, role: ParamRole) -> &Tensor<B> {
+        let bn = || {
+            self.bn
+                .as_ref()
+                .expect("batch-norm role on a unit without BN")
+        };
+        match role {
+            ParamRole::ConvWeight => &self.conv.weight,
+            ParamRole::ConvBias => self
+                .conv
+                .bias
+                .as_ref()
+                .expect("bias role on a unit without bias"),
+            ParamRole::BnScale => &bn().scale,
+            ParamRole::BnOffset => &bn().offset,
+            ParamRole::BnMean => &bn().mean,
+            ParamRole::BnVariance => &bn().variance,
         }
     }
 
-    /// Parameters in model order (the order of `ConvUnitSpec::params`).
-    pub fn params(&self) -> Vec<&Param> {
-        let mut out = vec![&self.weight];
-        out.extend(self.bias.as_ref());
-        if let Some(bn) = &self.bn {
-            out.extend([&bn.scale, &bn.offset, &bn.mean, &bn.variance]);
+    pub fn tensor_mut(&mut self, role: ParamRole) -> &mut Tensor<B> {
+        match role {
+            ParamRole::ConvWeight => &mut self.conv.weight,
+            ParamRole::ConvBias => self
+                .conv
+                .bias
+                .as_mut()
+                .expect("bias role on a unit without bias"),
+            _ => {
+                let bn = self
+                    .bn
+                    .as_mut()
+                    .expect("batch-norm role on a unit without BN");
+                match role {
+                    ParamRole::BnScale => &mut bn.scale,
+                    ParamRole::BnOffset => &mut bn.offset,
+                    ParamRole::BnMean => &mut bn.mean,
+                    _ => &mut bn.variance,
+                }
+            }
         }
-        out
     }
 
-    pub fn params_mut(&mut self) -> Vec<&mut Param> {
-        let mut out = vec![&mut self.weight];
-        out.extend(self.bias.as_mut());
-        if let Some(bn) = &mut self.bn {
-            out.extend([
-                &mut bn.scale,
-                &mut bn.offset,
-                &mut bn.mean,
-                &mut bn.variance,
-            ]);
+    /// The gradient of the parameter of `role` (None for running statistics).
+    pub fn grad(&self, role: ParamRole) -> Option<&Tensor<B>> {
+        match role {
+            ParamRole::ConvWeight => Some(&self.conv.weight_grad),
+            ParamRole::ConvBias => self.conv.bias_grad.as_ref(),
+            ParamRole::BnScale => self.bn.as_ref().map(|bn| &bn.scale_grad),
+            ParamRole::BnOffset => self.bn.as_ref().map(|bn| &bn.offset_grad),
+            ParamRole::BnMean | ParamRole::BnVariance => None,
         }
-        out
     }
+
+    /// The parameter and its gradient, for the optimizer; None for the running
+    /// statistics, which have no gradient.
+    pub fn param_and_grad_mut(&mut self, role: ParamRole) -> Option<(&mut Tensor<B>, &Tensor<B>)> {
+        match role {
+            ParamRole::ConvWeight => Some((&mut self.conv.weight, &self.conv.weight_grad)),
+            ParamRole::ConvBias => Some((self.conv.bias.as_mut()?, self.conv.bias_grad.as_ref()?)),
+            ParamRole::BnScale => self.bn.as_mut().map(|bn| (&mut bn.scale, &bn.scale_grad)),
+            ParamRole::BnOffset => self.bn.as_mut().map(|bn| (&mut bn.offset, &bn.offset_grad)),
+            ParamRole::BnMean | ParamRole::BnVariance => None,
+        }
+    }
+
+    pub fn forward(&mut self, backend: &B, x: &Tensor<B>, workspace: &mut Tensor<B>) -> &Tensor<B> {
+        let z = self.conv.forward(backend, x, workspace);
+        match &mut self.bn {
+            Some(bn) => bn.forward(backend, z),
+            None => z,
+        }
+    }
+
+    pub fn output(&self) -> &Tensor<B> {
+        match &self.bn {
+            Some(bn) => bn.output(),
+            None => self.conv.output(),
+        }
+    }
+
+    /// From `dy` (gradient of the unit's output) to the parameter gradients
+    /// and, when `dx` is given, the input gradient. `dz` is scratch for the
+    /// gradient of the conv output.
+    pub fn backward(
+        &mut self,
+        backend: &B,
+        x: &Tensor<B>,
+        dy: &Tensor<B>,
+        dz: &mut Tensor<B>,
+        dx: Option<&mut Tensor<B>>,
+        workspace: &mut Tensor<B>,
+    ) {
+        match &mut self.bn {
+            Some(bn) => {
+                bn.backward(backend, self.conv.output(), dy, Some(&mut *dz));
+                self.conv.backward(backend, x, dz, dx, workspace);
+            }
+            None => self.conv.backward(backend, x, dy, dx, workspace),
+        }
+    }
+
+    /// Bytes of parameters, gradients, activations and saved statistics.
+    pub fn planned_bytes(&self, backend: &B) -> usize {
+        self.conv.planned_bytes(backend)
+            + self.bn.as_ref().map_or(0, |bn| bn.planned_bytes(backend))
+    }
+}
+
+/// Gradient buffers a backward pass reuses from layer to layer: sized by the
+/// first pass and kept (the model's memory is planned once per input shape).
+pub struct Scratch<B: Backend> {
+    /// Gradient of the current unit's output.
+    pub grad: Tensor<B>,
+    /// Gradient of its input, swapped into `grad` as the pass moves down.
+    pub grad_next: Tensor<B>,
+    /// A third gradient, for the second branch of a residual block.
+    pub grad_branch: Tensor<B>,
+    /// Gradient of a conv output inside a unit (before its batch norm).
+    pub dz: Tensor<B>,
+    /// The conv kernels' workspace, shared by every conv.
+    pub workspace: Tensor<B>,
+}
+
+impl<B: Backend> Scratch<B> {
+    pub fn new(backend: &B) -> Self {
+        let empty = || Tensor::zeros(backend, &[0]);
+        Scratch {
+            grad: empty(),
+            grad_next: empty(),
+            grad_branch: empty(),
+            dz: empty(),
+            workspace: empty(),
+        }
+    }
+
+    /// Moves down one layer: the input gradient just computed becomes the
+    /// output gradient of the layer below.
+    pub fn step_down(&mut self) {
+        std::mem::swap(&mut self.grad, &mut self.grad_next);
+    }
+
+    /// `grad` and `grad_next` swap roles at every layer, so after a pass
+    /// each is given the largest size either needed: the next pass then
+    /// allocates nothing, whatever its parity.
+    pub fn equalize(&mut self, backend: &B) {
+        let largest = self
+            .grad
+            .capacity_bytes(backend)
+            .max(self.grad_next.capacity_bytes(backend))
+            / 4;
+        for t in [&mut self.grad, &mut self.grad_next] {
+            t.reshape_reuse(backend, &[largest]);
+        }
+    }
+
+    pub fn planned_bytes(&self, backend: &B) -> usize {
+        [
+            &self.grad,
+            &self.grad_next,
+            &self.grad_branch,
+            &self.dz,
+            &self.workspace,
+        ]
+        .iter()
+        .map(|t| t.capacity_bytes(backend))
+        .sum()
+    }
+}
+
+/// `dst = src` (reshaping `dst` to `src`'s shape).
+pub fn copy_into<B: Backend>(backend: &B, src: &Tensor<B>, dst: &mut Tensor<B>) {
+    dst.reshape_reuse(backend, src.shape());
+    backend.copy(src.numel(), src.buf(), dst.buf_mut());
+}
+
+/// `dst += src` (same shapes).
+pub fn accumulate<B: Backend>(backend: &B, src: &Tensor<B>, dst: &mut Tensor<B>) {
+    assert_eq!(
+        src.shape(),
+        dst.shape(),
+        "accumulate: gradient shapes differ"
+    );
+    backend.axpy(src.numel(), 1.0, src.buf(), dst.buf_mut());
 }
 
 #[cfg(test)]
@@ -255,7 +401,7 @@ mod tests {
             stride: 2,
             groups: 2,
             batch_norm,
-            activation: Activation::Leaky,
+            activation: Activation::LEAKY_0_1,
             init: WeightInit::ConvDefaultNormal,
             weight_decay: None,
         }

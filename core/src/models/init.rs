@@ -76,7 +76,7 @@ mod tests {
             stride: 1,
             groups,
             batch_norm: true,
-            activation: Activation::Leaky,
+            activation: Activation::LEAKY_0_1,
             init,
             weight_decay: None,
         }

@@ -4,7 +4,11 @@
 //! norm and ReLU. The detector takes the outputs of `conv3_2` (stride 8),
 //! `conv4_2` (stride 16) and `conv6` (stride 32).
 
-use super::conv_unit::{Activation, ConvUnitSpec, NameStyle, WeightInit};
+use super::conv_unit::{
+    accumulate, copy_into, Activation, ConvUnit, ConvUnitSpec, NameStyle, Scratch, WeightInit,
+};
+use crate::backend::Backend;
+use crate::tensor::Tensor;
 
 /// One depthwise-separable block: (name, channels in, channels out, stride,
 /// whether the detector takes its output). Widths are before `scale`.
@@ -85,6 +89,52 @@ impl MobileNetV1Spec {
     pub fn feature_channels(&self) -> [usize; 3] {
         let units = self.units();
         self.feature_units().map(|i| units[i].out_channels)
+    }
+}
+
+/// Runs the units in order on `image`; the features are then the outputs of
+/// the units `feature_units()` names.
+pub fn forward<B: Backend>(
+    backend: &B,
+    units: &mut [ConvUnit<B>],
+    image: &Tensor<B>,
+    workspace: &mut Tensor<B>,
+) {
+    for i in 0..units.len() {
+        let (done, rest) = units.split_at_mut(i);
+        let x = done.last().map_or(image, |u| u.output());
+        rest[0].forward(backend, x, workspace);
+    }
+}
+
+/// Backward from the gradients of the three features. Units before `stop` are
+/// frozen and get nothing (the pass ends at unit `stop`).
+pub fn backward<B: Backend>(
+    spec: &MobileNetV1Spec,
+    backend: &B,
+    units: &mut [ConvUnit<B>],
+    image: &Tensor<B>,
+    feature_grads: &[Tensor<B>; 3],
+    stop: usize,
+    s: &mut Scratch<B>,
+) {
+    let features = spec.feature_units();
+    let last = units.len() - 1;
+    assert_eq!(features[2], last, "the deepest feature is the last unit");
+    copy_into(backend, &feature_grads[2], &mut s.grad);
+    for i in (stop..=last).rev() {
+        let (done, rest) = units.split_at_mut(i);
+        let x = done.last().map_or(image, |u| u.output());
+        let dx = (i > stop).then_some(&mut s.grad_next);
+        rest[0].backward(backend, x, &s.grad, &mut s.dz, dx, &mut s.workspace);
+        if i == stop {
+            break;
+        }
+        s.step_down();
+        // A feature's output also feeds the head: its gradient adds up.
+        if let Some(k) = features[..2].iter().position(|&f| f == i - 1) {
+            accumulate(backend, &feature_grads[k], &mut s.grad);
+        }
     }
 }
 

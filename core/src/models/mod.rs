@@ -7,7 +7,6 @@ pub mod conv_unit;
 pub mod darknet53;
 pub mod init;
 pub mod mobilenet_v1;
-pub mod param;
 pub mod yolov3;
 pub mod yolov3_head;
 

@@ -3,13 +3,16 @@
 //! description everything else is derived from: the parameter list the
 //! loading rules read, the model that trains, and the checkpoints it writes.
 
-use super::conv_unit::{ConvUnit, ConvUnitSpec, ParamRole, UnitParam};
+use super::conv_unit::{ConvUnit, ConvUnitSpec, ParamRole, Scratch, UnitParam};
 use super::darknet53::DarkNet53Spec;
 use super::init::Rng;
 use super::mobilenet_v1::MobileNetV1Spec;
-use super::param::Param;
-use super::yolov3_head::Yolov3HeadSpec;
+use super::yolov3_head::{HeadLinks, Yolov3HeadSpec};
+use super::{darknet53, mobilenet_v1, yolov3_head};
+use crate::backend::Backend;
+use crate::layers::Add;
 use crate::params::ParamSpec;
+use crate::tensor::Tensor;
 use pulsefocus_formats::{Checkpoint, RawTensor};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -86,7 +89,11 @@ impl Yolov3Spec {
 
     /// `yolov3_darknet`: 366 parameter tensors.
     pub fn darknet53(num_classes: usize) -> Self {
-        Self::with_backbone(Backbone::DarkNet53(DarkNet53Spec), 512, num_classes)
+        Self::with_backbone(
+            Backbone::DarkNet53(DarkNet53Spec { width: 32 }),
+            512,
+            num_classes,
+        )
     }
 
     /// The small model for tests and the demo: MobileNetV1 at a quarter width
@@ -159,53 +166,133 @@ pub enum SetParamError {
     },
 }
 
-/// A YOLOv3 model at run time: the spec and every conv unit with its
-/// parameters, backbone units first, in model order.
-#[derive(Debug, Clone)]
-pub struct Yolov3 {
-    pub spec: Yolov3Spec,
-    pub units: Vec<ConvUnit>,
+/// Where a parameter lives: its unit, its role there, and its declaration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSlot {
+    pub unit: usize,
+    pub param: UnitParam,
 }
 
-impl Yolov3 {
+/// A YOLOv3 model at run time on backend `B`: every conv unit (backbone
+/// first, in model order), the layers between them, and the gradient buffers
+/// of a backward pass. Memory is sized by the first pass at a given batch and
+/// input size and reused after (`plan` does that pass up front).
+pub struct Yolov3<B: Backend> {
+    pub spec: Yolov3Spec,
+    backend: B,
+    pub units: Vec<ConvUnit<B>>,
+    slots: Vec<ParamSlot>,
+    backbone_units: usize,
+    /// DarkNet53's residual sums (empty for MobileNetV1).
+    residuals: Vec<Add<B>>,
+    links: HeadLinks<B>,
+    feature_grads: [Tensor<B>; 3],
+    scratch: Scratch<B>,
+    /// Units before this index are frozen: no gradient, no update.
+    frozen_units: usize,
+}
+
+impl<B: Backend> Yolov3<B> {
     /// Builds the model with PaddleDetection's initial values drawn from `seed`.
-    pub fn new(spec: Yolov3Spec, seed: u64) -> Self {
+    pub fn new(backend: &B, spec: Yolov3Spec, seed: u64) -> Self {
+        let units = spec.units();
+        Self::with_units(backend, spec, units, seed)
+    }
+
+    /// Builds the model from `spec`'s wiring with these units (`spec.units()`
+    /// with changes that keep every shape, e.g. another activation).
+    pub(crate) fn with_units(
+        backend: &B,
+        spec: Yolov3Spec,
+        unit_specs: Vec<ConvUnitSpec>,
+        seed: u64,
+    ) -> Self {
         let mut rng = Rng::new(seed);
-        let units = spec
-            .units()
-            .into_iter()
-            .map(|u| ConvUnit::new(u, &mut rng))
+        let slots = unit_specs
+            .iter()
+            .enumerate()
+            .flat_map(|(unit, u)| {
+                u.params()
+                    .into_iter()
+                    .map(move |param| ParamSlot { unit, param })
+            })
             .collect();
-        Yolov3 { spec, units }
+        let units = unit_specs
+            .into_iter()
+            .map(|u| ConvUnit::new(backend, u, &mut rng))
+            .collect();
+        let residuals = match spec.backbone {
+            Backbone::DarkNet53(_) => (0..DarkNet53Spec::residual_count())
+                .map(|_| Add::new(backend))
+                .collect(),
+            Backbone::MobileNetV1(_) => Vec::new(),
+        };
+        let empty = || Tensor::zeros(backend, &[0]);
+        Yolov3 {
+            backbone_units: spec.backbone_unit_count(),
+            spec,
+            backend: backend.clone(),
+            units,
+            slots,
+            residuals,
+            links: HeadLinks::new(backend),
+            feature_grads: [empty(), empty(), empty()],
+            scratch: Scratch::new(backend),
+            frozen_units: 0,
+        }
     }
 
-    /// Every parameter in model order (the order of `Yolov3Spec::param_specs`).
-    pub fn params(&self) -> impl Iterator<Item = &Param> {
-        self.units.iter().flat_map(|u| u.params())
+    pub fn backend(&self) -> &B {
+        &self.backend
     }
 
-    pub fn params_mut(&mut self) -> impl Iterator<Item = &mut Param> {
-        self.units.iter_mut().flat_map(|u| u.params_mut())
+    /// Every parameter's place, in model order (the order of `param_specs`).
+    pub fn slots(&self) -> &[ParamSlot] {
+        &self.slots
     }
 
-    pub fn param(&self, name: &str) -> Option<&Param> {
-        self.params().find(|p| p.name == name)
+    fn slot(&self, name: &str) -> Option<&ParamSlot> {
+        self.slots.iter().find(|s| s.param.spec.name == name)
+    }
+
+    /// A parameter's values, downloaded from the backend.
+    pub fn param_values(&self, name: &str) -> Option<Vec<f32>> {
+        let slot = self.slot(name)?;
+        Some(
+            self.units[slot.unit]
+                .tensor(slot.param.role)
+                .to_host(&self.backend),
+        )
+    }
+
+    /// A parameter's gradient from the last `backward`, downloaded; None for
+    /// running statistics and unknown names.
+    pub fn param_grad(&self, name: &str) -> Option<Vec<f32>> {
+        let slot = self.slot(name)?;
+        Some(
+            self.units[slot.unit]
+                .grad(slot.param.role)?
+                .to_host(&self.backend),
+        )
     }
 
     /// Overwrites one parameter's values (row-major, as in the checkpoint).
     pub fn set_param(&mut self, name: &str, values: &[f32]) -> Result<(), SetParamError> {
-        let param = self
-            .params_mut()
-            .find(|p| p.name == name)
-            .ok_or_else(|| SetParamError::Unknown(name.to_string()))?;
-        if param.value.len() != values.len() {
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| SetParamError::Unknown(name.to_string()))?
+            .clone();
+        let expected = slot.param.spec.numel();
+        if values.len() != expected {
             return Err(SetParamError::Length {
                 name: name.to_string(),
-                expected: param.value.len(),
+                expected,
                 got: values.len(),
             });
         }
-        param.value.copy_from_slice(values);
+        self.units[slot.unit]
+            .tensor_mut(slot.param.role)
+            .upload(&self.backend, values);
         Ok(())
     }
 
@@ -213,31 +300,200 @@ impl Yolov3 {
     /// snapshot loads back into PaddleDetection.
     pub fn to_checkpoint(&self) -> Checkpoint {
         let mut checkpoint = Checkpoint::new();
-        for p in self.params() {
+        for slot in &self.slots {
+            let values = self.units[slot.unit]
+                .tensor(slot.param.role)
+                .to_host(&self.backend);
+            let spec = &slot.param.spec;
             checkpoint.insert(
-                p.name.clone(),
-                RawTensor::from_f32(p.shape.clone(), &p.value),
+                spec.name.clone(),
+                RawTensor::from_f32(spec.shape.clone(), &values),
             );
         }
         checkpoint
     }
 
-    /// Freezes the backbone's units and/or every BN scale and offset (Paddle's
-    /// `freeze_norm`); frozen parameters get no gradient and no update.
-    pub fn set_frozen(&mut self, freeze_backbone: bool, freeze_norm: bool) {
-        let backbone_units = self.spec.backbone_unit_count();
-        for (i, unit) in self.units.iter_mut().enumerate() {
-            for p in unit.params_mut() {
-                let is_norm = matches!(p.role, ParamRole::BnScale | ParamRole::BnOffset);
-                p.frozen = (freeze_backbone && i < backbone_units) || (freeze_norm && is_norm);
-            }
+    /// Freezes the first `units` conv units (e.g. `backbone_unit_count()` for
+    /// the whole backbone): they get no gradient and no update, and the
+    /// backward pass stops above them.
+    pub fn freeze_units(&mut self, units: usize) {
+        self.frozen_units = units.min(self.units.len());
+    }
+
+    pub fn frozen_units(&self) -> usize {
+        self.frozen_units
+    }
+
+    /// Paddle's `freeze_norm`: every batch norm uses its running statistics
+    /// and its scale and offset are not trained.
+    pub fn freeze_norm(&mut self, frozen: bool) {
+        for bn in self.units.iter_mut().filter_map(|u| u.bn.as_mut()) {
+            bn.frozen = frozen;
         }
+    }
+
+    /// Training (batch statistics) or inference (running statistics) mode.
+    pub fn set_training(&mut self, training: bool) {
+        for bn in self.units.iter_mut().filter_map(|u| u.bn.as_mut()) {
+            bn.training = training;
+        }
+    }
+
+    /// Whether the parameter in `slot` is trained: not a running statistic,
+    /// not in a frozen unit, not a frozen norm's scale or offset.
+    pub fn is_trained(&self, slot: &ParamSlot) -> bool {
+        let role = slot.param.role;
+        let frozen_norm = matches!(role, ParamRole::BnScale | ParamRole::BnOffset)
+            && self.units[slot.unit]
+                .bn
+                .as_ref()
+                .is_some_and(|bn| bn.frozen);
+        role.is_trainable() && slot.unit >= self.frozen_units && !frozen_norm
+    }
+
+    /// The three head outputs `[N, anchors * (C + 5), H, W]`, strides 32, 16, 8.
+    pub fn outputs(&self) -> [&Tensor<B>; 3] {
+        let levels = self.spec.head().level_units();
+        levels.map(|l| self.units[self.backbone_units + l.output].output())
+    }
+
+    /// Runs the model on an NCHW image batch; see `outputs`.
+    pub fn forward(&mut self, image: &Tensor<B>) -> [&Tensor<B>; 3] {
+        let (backbone, head) = self.units.split_at_mut(self.backbone_units);
+        let workspace = &mut self.scratch.workspace;
+        match self.spec.backbone {
+            Backbone::MobileNetV1(_) => {
+                mobilenet_v1::forward(&self.backend, backbone, image, workspace)
+            }
+            Backbone::DarkNet53(_) => darknet53::forward(
+                &self.backend,
+                backbone,
+                &mut self.residuals,
+                image,
+                workspace,
+            ),
+        }
+        let features = backbone_features(&self.spec.backbone, backbone, &self.residuals);
+        yolov3_head::forward(
+            &self.spec.head(),
+            &self.backend,
+            head,
+            &mut self.links,
+            features,
+            workspace,
+        );
+        self.outputs()
+    }
+
+    /// Backward from the gradients of the three outputs (same shapes as
+    /// `outputs`) after a `forward` on `image`: every trained parameter's
+    /// gradient is overwritten.
+    pub fn backward(&mut self, image: &Tensor<B>, output_grads: &[Tensor<B>; 3]) {
+        let (backbone, head) = self.units.split_at_mut(self.backbone_units);
+        let features = backbone_features(&self.spec.backbone, backbone, &self.residuals);
+        yolov3_head::backward(
+            &self.spec.head(),
+            &self.backend,
+            head,
+            &mut self.links,
+            features,
+            output_grads,
+            &mut self.feature_grads,
+            &mut self.scratch,
+        );
+        let stop = self.frozen_units;
+        if stop >= self.backbone_units {
+            return;
+        }
+        match self.spec.backbone {
+            Backbone::MobileNetV1(m) => mobilenet_v1::backward(
+                &m,
+                &self.backend,
+                backbone,
+                image,
+                &self.feature_grads,
+                stop,
+                &mut self.scratch,
+            ),
+            Backbone::DarkNet53(_) => darknet53::backward(
+                &self.backend,
+                backbone,
+                &self.residuals,
+                image,
+                &self.feature_grads,
+                stop,
+                &mut self.scratch,
+            ),
+        }
+    }
+
+    /// Sizes every buffer for `batch` images of `size` x `size` by one
+    /// forward and backward pass on zeros (running statistics are restored
+    /// afterwards), and returns the bytes the model then holds.
+    pub fn plan(&mut self, batch: usize, size: usize) -> usize {
+        let running: Vec<(usize, ParamRole, Vec<f32>)> = self
+            .slots
+            .iter()
+            .filter(|s| matches!(s.param.role, ParamRole::BnMean | ParamRole::BnVariance))
+            .map(|s| {
+                (
+                    s.unit,
+                    s.param.role,
+                    self.units[s.unit]
+                        .tensor(s.param.role)
+                        .to_host(&self.backend),
+                )
+            })
+            .collect();
+        let image = Tensor::zeros(&self.backend, &[batch, 3, size, size]);
+        let shapes = self.forward(&image).map(|t| t.shape().to_vec());
+        let grads = shapes.map(|shape| Tensor::zeros(&self.backend, &shape));
+        self.backward(&image, &grads);
+        self.scratch.equalize(&self.backend);
+        for (unit, role, values) in running {
+            self.units[unit]
+                .tensor_mut(role)
+                .upload(&self.backend, &values);
+        }
+        self.planned_bytes()
+    }
+
+    /// Bytes held now: parameters, gradients, activations, saved statistics
+    /// and gradient buffers.
+    pub fn planned_bytes(&self) -> usize {
+        let b = &self.backend;
+        self.units.iter().map(|u| u.planned_bytes(b)).sum::<usize>()
+            + self
+                .residuals
+                .iter()
+                .map(|a| a.planned_bytes(b))
+                .sum::<usize>()
+            + self.links.planned_bytes(b)
+            + self
+                .feature_grads
+                .iter()
+                .map(|t| t.capacity_bytes(b))
+                .sum::<usize>()
+            + self.scratch.planned_bytes(b)
+    }
+}
+
+/// The backbone's outputs of stride 8, 16, 32 after a forward pass.
+fn backbone_features<'a, B: Backend>(
+    backbone: &Backbone,
+    units: &'a [ConvUnit<B>],
+    residuals: &'a [Add<B>],
+) -> [&'a Tensor<B>; 3] {
+    match backbone {
+        Backbone::MobileNetV1(m) => m.feature_units().map(|i| units[i].output()),
+        Backbone::DarkNet53(_) => DarkNet53Spec::feature_adds().map(|i| residuals[i].output()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::CpuBackend;
 
     fn find<'a>(specs: &'a [ParamSpec], name: &str) -> &'a ParamSpec {
         specs
@@ -328,33 +584,25 @@ mod tests {
 
     #[test]
     fn runtime_params_follow_the_spec_and_round_trip_through_a_checkpoint() {
+        let cpu = CpuBackend::new();
         let spec = Yolov3Spec::small(3);
-        let mut model = Yolov3::new(spec.clone(), 7);
-        let names: Vec<_> = model
-            .params()
-            .map(|p| (p.name.clone(), p.shape.clone()))
-            .collect();
-        let declared: Vec<_> = spec
-            .param_specs()
-            .into_iter()
-            .map(|p| (p.name, p.shape))
-            .collect();
-        assert_eq!(names, declared);
+        let mut model = Yolov3::new(&cpu, spec.clone(), 7);
+        let names: Vec<_> = model.slots().iter().map(|s| s.param.spec.clone()).collect();
+        assert_eq!(names, spec.param_specs());
         assert!(model
-            .param("conv1_bn_variance")
+            .param_values("conv1_bn_variance")
             .unwrap()
-            .value
             .iter()
             .all(|&v| v == 1.0));
         assert!(model
-            .param("conv1_weights")
+            .param_values("conv1_weights")
             .unwrap()
-            .value
             .iter()
             .any(|&v| v != 0.0));
 
         let bias = vec![0.5; 3 * 8];
         model.set_param("yolo_output.1.conv.bias", &bias).unwrap();
+        assert_eq!(model.param_values("yolo_output.1.conv.bias").unwrap(), bias);
         assert_eq!(
             model.set_param("yolo_output.1.conv.bias", &[1.0]),
             Err(SetParamError::Length {
@@ -370,28 +618,166 @@ mod tests {
 
         let checkpoint = model.to_checkpoint();
         assert_eq!(checkpoint.len(), 241);
-        let mut other = Yolov3::new(spec, 8);
+        let mut other = Yolov3::new(&cpu, spec.clone(), 8);
         for (name, tensor) in checkpoint.iter() {
             other.set_param(name, &tensor.to_f32_vec()).unwrap();
         }
-        for (a, b) in model.params().zip(other.params()) {
-            assert_eq!(a.value, b.value, "{}", a.name);
+        for p in spec.param_specs() {
+            assert_eq!(
+                model.param_values(&p.name),
+                other.param_values(&p.name),
+                "{}",
+                p.name
+            );
         }
     }
 
     #[test]
-    fn freezing_marks_backbone_and_norm() {
-        let mut model = Yolov3::new(Yolov3Spec::small(2), 0);
-        model.set_frozen(true, false);
-        assert!(model.param("conv6_sep_weights").unwrap().frozen);
-        assert!(!model.param("yolo_block.0.0.0.conv.weights").unwrap().frozen);
-        model.set_frozen(false, true);
-        assert!(!model.param("conv6_sep_weights").unwrap().frozen);
-        assert!(model.param("yolo_block.0.0.0.bn.scale").unwrap().frozen);
-        assert!(!model
-            .param("yolo_block.0.0.0.bn.mean")
-            .unwrap()
-            .is_trained());
+    fn freezing_marks_units_and_norm() {
+        let cpu = CpuBackend::new();
+        let spec = Yolov3Spec::small(2);
+        let mut model = Yolov3::new(&cpu, spec.clone(), 0);
+        let trained = |m: &Yolov3<CpuBackend>, name: &str| {
+            let slot = m
+                .slots()
+                .iter()
+                .find(|s| s.param.spec.name == name)
+                .unwrap();
+            m.is_trained(slot)
+        };
+        model.freeze_units(spec.backbone_unit_count());
+        assert!(!trained(&model, "conv6_sep_weights"));
+        assert!(trained(&model, "yolo_block.0.0.0.conv.weights"));
+        model.freeze_units(0);
+        model.freeze_norm(true);
+        assert!(trained(&model, "conv6_sep_weights"));
+        assert!(!trained(&model, "yolo_block.0.0.0.bn.scale"));
+        assert!(!trained(&model, "yolo_block.0.0.0.bn.mean"));
+    }
+
+    #[test]
+    fn outputs_have_the_head_shapes() {
+        let cpu = CpuBackend::new();
+        for spec in [Yolov3Spec::small(4), tiny_mobilenet_spec()] {
+            let mut model = Yolov3::new(&cpu, spec, 1);
+            let image = Tensor::from_host(
+                &cpu,
+                &[2, 3, 64, 64],
+                &crate::gradcheck::random_vec(3, 2 * 3 * 64 * 64),
+            );
+            let shapes = model.forward(&image).map(|t| t.shape().to_vec());
+            assert_eq!(
+                shapes,
+                [vec![2, 27, 2, 2], vec![2, 27, 4, 4], vec![2, 27, 8, 8]]
+            );
+        }
+    }
+
+    /// DarkNet53's structure at width 4 (instead of 32) with a head of width 16.
+    fn tiny_darknet_spec() -> Yolov3Spec {
+        let mut spec = Yolov3Spec::darknet53(4);
+        spec.backbone = Backbone::DarkNet53(DarkNet53Spec { width: 4 });
+        spec.head_width = 16;
+        spec
+    }
+
+    /// Finite differences of a probe loss `sum_l sum(out_l * r_l)` against the
+    /// model's backward, for parameters spread over backbone, routes and head.
+    /// What is checked is the wiring (every layer is checked on its own where
+    /// it is written), so the units' activations are made the identity: with
+    /// ReLUs, dozens of layers put a kink within any usable f32 step. The
+    /// tolerance is 5%: f32 through some sixty conv and batch-norm layers
+    /// (statistics over 8 values at the coarsest level) is that noisy, while a
+    /// wiring mistake (a lost branch, a swapped split) is off by far more.
+    fn check_model_gradients(spec: Yolov3Spec, names: &[&str]) {
+        use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck};
+        let cpu = CpuBackend::new();
+        let mut units = spec.units();
+        for u in &mut units {
+            u.activation = crate::backend::Activation::Identity;
+        }
+        let mut model = Yolov3::with_units(&cpu, spec, units, 11);
+        let (batch, size) = (2, 64);
+        let image = Tensor::from_host(
+            &cpu,
+            &[batch, 3, size, size],
+            &random_vec(5, batch * 3 * size * size),
+        );
+        let shapes = model.forward(&image).map(|t| t.shape().to_vec());
+        let probes: Vec<Vec<f32>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(l, s)| random_vec(100 + l as u64, s.iter().product()))
+            .collect();
+        let grads = [0, 1, 2].map(|l| Tensor::from_host(&cpu, &shapes[l], &probes[l]));
+        model.backward(&image, &grads);
+        let opts = GradCheck {
+            step: 3e-3,
+            rel_tol: 5e-2,
+            max_points: 12,
+            ..GradCheck::default()
+        };
+        let mut failures = Vec::new();
+        for &name in names {
+            let analytic = model.param_grad(name).unwrap();
+            let x = model.param_values(name).unwrap();
+            assert!(analytic.iter().any(|&g| g != 0.0), "{name}: zero gradient");
+            let mut loss = |v: &[f32]| {
+                model.set_param(name, v).unwrap();
+                let outs = model.forward(&image).map(|t| t.to_host(&cpu));
+                (0..3)
+                    .map(|l| probe_loss(&outs[l], &probes[l]))
+                    .sum::<f64>()
+            };
+            let result = check_gradient(name, &x, &analytic, &mut loss, opts);
+            loss(&x);
+            if let Err(e) = result {
+                failures.push(e);
+            }
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    #[test]
+    fn mobilenet_model_gradients_match_finite_differences() {
+        check_model_gradients(
+            tiny_mobilenet_spec(),
+            &[
+                "conv1_weights",
+                "conv3_2_sep_weights",
+                "conv4_2_dw_bn_scale",
+                "conv6_sep_weights",
+                "yolo_block.0.1.1.conv.weights",
+                "yolo_transition.0.conv.weights",
+                "yolo_block.2.0.0.bn.offset",
+                "yolo_output.1.conv.bias",
+            ],
+        );
+    }
+
+    #[test]
+    fn darknet_model_gradients_match_finite_differences() {
+        check_model_gradients(
+            tiny_darknet_spec(),
+            &[
+                "yolo_input.conv.weights",
+                "stage.0.0.0.conv.weights",
+                "stage.2.1.1.conv.weights",
+                "stage.2.downsample.bn.scale",
+                "stage.4.0.0.conv.weights",
+                "yolo_transition.1.conv.weights",
+                "yolo_output.2.conv.weights",
+            ],
+        );
+    }
+
+    /// MobileNetV1 at an eighth of its width and a head of width 16: every
+    /// structural path of the full model in a few thousand parameters.
+    fn tiny_mobilenet_spec() -> Yolov3Spec {
+        let mut spec = Yolov3Spec::small(4);
+        spec.backbone = Backbone::MobileNetV1(MobileNetV1Spec { scale: 0.125 });
+        spec.head_width = 16;
+        spec
     }
 
     #[test]

@@ -14,8 +14,13 @@
 //!
 //! All units but `yolo_output` are conv + BN + leaky ReLU (0.1).
 
-use super::conv_unit::{Activation, ConvUnitSpec, NameStyle, WeightInit};
+use super::conv_unit::{
+    accumulate, Activation, ConvUnit, ConvUnitSpec, NameStyle, Scratch, WeightInit,
+};
 use super::darknet53::dotted_unit;
+use crate::backend::Backend;
+use crate::layers::{Concat, Upsample2x};
+use crate::tensor::Tensor;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Yolov3HeadSpec {
@@ -114,6 +119,183 @@ impl Yolov3HeadSpec {
                 transition,
             }
         })
+    }
+}
+
+/// The head's layers that are not conv units: for levels 1 and 2, the
+/// upsampling of the previous level's transition and its concat with the
+/// backbone feature; and the gradients that flow between levels.
+pub struct HeadLinks<B: Backend> {
+    upsamples: [Upsample2x<B>; 2],
+    concats: [Concat<B>; 2],
+    /// Gradient reaching `yolo_block.i.2`'s output through `yolo_transition.i`.
+    route_grads: [Tensor<B>; 2],
+    /// Gradient of an upsampled transition (the first part of a concat).
+    upsampled_grad: Tensor<B>,
+}
+
+impl<B: Backend> HeadLinks<B> {
+    pub fn new(backend: &B) -> Self {
+        HeadLinks {
+            upsamples: [Upsample2x::new(backend), Upsample2x::new(backend)],
+            concats: [Concat::new(backend), Concat::new(backend)],
+            route_grads: [Tensor::zeros(backend, &[0]), Tensor::zeros(backend, &[0])],
+            upsampled_grad: Tensor::zeros(backend, &[0]),
+        }
+    }
+
+    pub fn planned_bytes(&self, backend: &B) -> usize {
+        self.upsamples
+            .iter()
+            .map(|u| u.planned_bytes(backend))
+            .sum::<usize>()
+            + self
+                .concats
+                .iter()
+                .map(|c| c.output().capacity_bytes(backend))
+                .sum::<usize>()
+            + self
+                .route_grads
+                .iter()
+                .map(|t| t.capacity_bytes(backend))
+                .sum::<usize>()
+            + self.upsampled_grad.capacity_bytes(backend)
+    }
+}
+
+fn level_input<'a, B: Backend>(
+    links: &'a HeadLinks<B>,
+    features: &[&'a Tensor<B>; 3],
+    level: usize,
+) -> &'a Tensor<B> {
+    if level == 0 {
+        features[2]
+    } else {
+        links.concats[level - 1].output()
+    }
+}
+
+/// Runs the head on the backbone features (strides 8, 16, 32); the outputs
+/// are then the outputs of the `yolo_output` units.
+pub fn forward<B: Backend>(
+    spec: &Yolov3HeadSpec,
+    backend: &B,
+    units: &mut [ConvUnit<B>],
+    links: &mut HeadLinks<B>,
+    features: [&Tensor<B>; 3],
+    workspace: &mut Tensor<B>,
+) {
+    for (i, level) in spec.level_units().iter().enumerate() {
+        if i > 0 {
+            let up = links.upsamples[i - 1].output();
+            links.concats[i - 1].forward(backend, &[up, features[2 - i]]);
+        }
+        for (j, &k) in level.block.iter().enumerate() {
+            let (done, rest) = units.split_at_mut(k);
+            let x = if j == 0 {
+                level_input(links, &features, i)
+            } else {
+                done[level.block[j - 1]].output()
+            };
+            rest[0].forward(backend, x, workspace);
+        }
+        let (done, rest) = units.split_at_mut(level.output);
+        rest[0].forward(backend, done[level.block[5]].output(), workspace);
+        if let Some(t) = level.transition {
+            let (done, rest) = units.split_at_mut(t);
+            let route = rest[0].forward(backend, done[level.block[4]].output(), workspace);
+            links.upsamples[i].forward(backend, route);
+        }
+    }
+}
+
+/// Backward from the gradients of the three outputs (level 0 first) to the
+/// gradients of the three features (stride 8 first), written into
+/// `feature_grads`.
+#[allow(clippy::too_many_arguments)]
+pub fn backward<B: Backend>(
+    spec: &Yolov3HeadSpec,
+    backend: &B,
+    units: &mut [ConvUnit<B>],
+    links: &mut HeadLinks<B>,
+    features: [&Tensor<B>; 3],
+    output_grads: &[Tensor<B>; 3],
+    feature_grads: &mut [Tensor<B>; 3],
+    s: &mut Scratch<B>,
+) {
+    let levels = spec.level_units();
+    for i in (0..3).rev() {
+        let level = levels[i];
+        // yolo_output.i, then the tip: s.grad becomes the route's gradient.
+        let (done, rest) = units.split_at_mut(level.output);
+        let tip = done[level.block[5]].output();
+        rest[0].backward(
+            backend,
+            tip,
+            &output_grads[i],
+            &mut s.dz,
+            Some(&mut s.grad),
+            &mut s.workspace,
+        );
+        let (done, rest) = units.split_at_mut(level.block[5]);
+        let route = done[level.block[4]].output();
+        rest[0].backward(
+            backend,
+            route,
+            &s.grad,
+            &mut s.dz,
+            Some(&mut s.grad_next),
+            &mut s.workspace,
+        );
+        s.step_down();
+        if i < 2 {
+            accumulate(backend, &links.route_grads[i], &mut s.grad);
+        }
+        // The five units of the block, down to the level's input.
+        for j in (0..5).rev() {
+            let k = level.block[j];
+            let (done, rest) = units.split_at_mut(k);
+            let x = if j == 0 {
+                level_input(links, &features, i)
+            } else {
+                done[level.block[j - 1]].output()
+            };
+            let dx = if j == 0 && i == 0 {
+                &mut feature_grads[2]
+            } else {
+                &mut s.grad_next
+            };
+            rest[0].backward(backend, x, &s.grad, &mut s.dz, Some(dx), &mut s.workspace);
+            if !(j == 0 && i == 0) {
+                s.step_down();
+            }
+        }
+        if i == 0 {
+            break;
+        }
+        // Split the concat's gradient, then back through the upsample and
+        // the previous level's transition to its route.
+        let up = links.upsamples[i - 1].output();
+        links.concats[i - 1].backward(
+            backend,
+            &[up, features[2 - i]],
+            &s.grad,
+            &mut [&mut links.upsampled_grad, &mut feature_grads[2 - i]],
+        );
+        links.upsamples[i - 1].backward(backend, &links.upsampled_grad, &mut s.grad_next);
+        let t = levels[i - 1]
+            .transition
+            .expect("levels 0 and 1 have a transition");
+        let (done, rest) = units.split_at_mut(t);
+        let route = done[levels[i - 1].block[4]].output();
+        rest[0].backward(
+            backend,
+            route,
+            &s.grad_next,
+            &mut s.dz,
+            Some(&mut links.route_grads[i - 1]),
+            &mut s.workspace,
+        );
     }
 }
 

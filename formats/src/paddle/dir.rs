@@ -72,8 +72,19 @@ pub fn safe_relative_path(file: &Path, name: &str) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-/// Writes one file per tensor into a new directory `dir` (replacing it whole).
+/// Writes one file per tensor into a new directory `dir`. An existing `dir`
+/// is replaced whole, but only when it is empty or itself a checkpoint
+/// directory: a mistyped output path must never wipe unrelated files.
 pub fn write_dir(checkpoint: &Checkpoint, dir: &Path) -> Result<()> {
+    if dir.exists() {
+        let empty = fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none());
+        if !empty && read_dir(dir).is_err() {
+            return Err(Error::new(
+                dir,
+                "exists and is not a checkpoint directory; not replacing it",
+            ));
+        }
+    }
     atomic::write_dir(dir, |tmp| {
         for (name, tensor) in checkpoint.iter() {
             let path = tmp.join(safe_relative_path(dir, name)?);
@@ -128,5 +139,11 @@ mod tests {
         let mut c = Checkpoint::new();
         c.insert("../evil", RawTensor::from_f32(vec![1], &[1.0]));
         assert!(write_dir(&c, &tmp.path().join("out")).is_err());
+        // A directory of other files is not replaced.
+        let mut ok = Checkpoint::new();
+        ok.insert("w", RawTensor::from_f32(vec![1], &[1.0]));
+        let err = write_dir(&ok, tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("not a checkpoint directory"), "{err}");
+        assert!(tmp.path().join("conv1_weights").exists());
     }
 }

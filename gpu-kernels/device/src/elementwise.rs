@@ -1,24 +1,79 @@
 //! Elementwise kernels: activations (forward and backward side by side), add,
-//! axpy and fill. All are grid-stride loops over `n` elements.
+//! axpy, scale and fill. All are grid-stride loops over `n` elements.
 use crate::{grid_stride, kernel, math};
 
-kernel! {
-    /// `y = x > 0 ? x : slope * x` (slope 0 is ReLU; YOLOv3's DarkNet uses 0.1).
-    pub fn leaky_relu_forward(ctx, x: *const f32, y: *mut f32, n: u32, slope: f32) {
-        grid_stride(ctx, n, |i| {
-            let v = *x.add(i);
-            *y.add(i) = if v > 0.0 { v } else { slope * v };
-        });
+/// Activation codes, as the host's `Activation` enum maps to them.
+pub const ACT_IDENTITY: u32 = 0;
+pub const ACT_RELU: u32 = 1;
+pub const ACT_RELU6: u32 = 2;
+/// Leaky ReLU with the kernel's `slope` argument (0.1 in YOLOv3).
+pub const ACT_LEAKY_RELU: u32 = 3;
+
+/// `act(x)` for an activation code.
+#[inline(always)]
+pub fn activate(kind: u32, slope: f32, x: f32) -> f32 {
+    match kind {
+        ACT_RELU => x.max(0.0),
+        ACT_RELU6 => x.clamp(0.0, 6.0),
+        ACT_LEAKY_RELU => {
+            if x > 0.0 {
+                x
+            } else {
+                slope * x
+            }
+        }
+        _ => x,
+    }
+}
+
+/// `act'(x)` from the output `y = act(x)`: every activation here is
+/// monotonic, so the output tells which piece `x` was on.
+#[inline(always)]
+pub fn derivative_from_output(kind: u32, slope: f32, y: f32) -> f32 {
+    match kind {
+        ACT_RELU => {
+            if y > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        ACT_RELU6 => {
+            if y > 0.0 && y < 6.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        ACT_LEAKY_RELU => {
+            if y > 0.0 {
+                1.0
+            } else {
+                slope
+            }
+        }
+        _ => 1.0,
     }
 }
 
 kernel! {
-    /// `dx = dy * (x > 0 ? 1 : slope)`.
-    pub fn leaky_relu_backward(ctx, x: *const f32, dy: *const f32, dx: *mut f32, n: u32, slope: f32) {
-        grid_stride(ctx, n, |i| {
-            let g = *dy.add(i);
-            *dx.add(i) = if *x.add(i) > 0.0 { g } else { slope * g };
-        });
+    /// `y = act(x)` (`kind` one of the `ACT_*` codes).
+    pub fn activation_forward(ctx, x: *const f32, y: *mut f32, n: u32, kind: u32, slope: f32) {
+        grid_stride(ctx, n, |i| *y.add(i) = activate(kind, slope, *x.add(i)));
+    }
+}
+
+kernel! {
+    /// `dx = dy * act'(x)`, from the forward output `y`.
+    pub fn activation_backward(ctx, y: *const f32, dy: *const f32, dx: *mut f32, n: u32, kind: u32, slope: f32) {
+        grid_stride(ctx, n, |i| *dx.add(i) = *dy.add(i) * derivative_from_output(kind, slope, *y.add(i)));
+    }
+}
+
+kernel! {
+    /// `x *= alpha`.
+    pub fn scale(ctx, x: *mut f32, n: u32, alpha: f32) {
+        grid_stride(ctx, n, |i| *x.add(i) *= alpha);
     }
 }
 
@@ -76,17 +131,26 @@ mod tests {
 
     proptest! {
         #[test]
-        fn leaky_relu_matches_reference(x in values(300), slope in 0.0f32..0.5) {
+        fn activations_match_reference(x in values(300), slope in 0.01f32..0.5, kind in 0u32..4) {
             let n = x.len() as u32;
             let (xb, yb) = (DeviceBuf::new(&x), DeviceBuf::filled(x.len(), f32::NAN));
             let dy: Vec<f32> = x.iter().map(|v| v * 0.5 + 1.0).collect();
             let (dyb, dxb) = (DeviceBuf::new(&dy), DeviceBuf::filled(x.len(), f32::NAN));
-            launch_independent(GRID, BLOCK, |c| unsafe { leaky_relu_forward(c, xb.ptr(), yb.ptr(), n, slope) });
-            launch_independent(GRID, BLOCK, |c| unsafe { leaky_relu_backward(c, xb.ptr(), dyb.ptr(), dxb.ptr(), n, slope) });
-            for (i, (&v, (&y, &dx))) in x.iter().zip(yb.to_vec().iter().zip(&dxb.to_vec())).enumerate() {
-                prop_assert_eq!(y, if v > 0.0 { v } else { slope * v });
-                prop_assert_eq!(dx, if v > 0.0 { dy[i] } else { slope * dy[i] });
+            launch_independent(GRID, BLOCK, |c| unsafe { activation_forward(c, xb.ptr(), yb.ptr(), n, kind, slope) });
+            launch_independent(GRID, BLOCK, |c| unsafe { activation_backward(c, yb.ptr(), dyb.ptr(), dxb.ptr(), n, kind, slope) });
+            let reference = |v: f32| match kind { 1 => v.max(0.0), 2 => v.clamp(0.0, 6.0), 3 => if v > 0.0 { v } else { slope * v }, _ => v };
+            let (y, dx) = (yb.to_vec(), dxb.to_vec());
+            for i in 0..x.len() {
+                prop_assert_eq!(y[i], reference(x[i]));
+                // Away from the kinks, the derivative is the finite difference.
+                let h = 1e-3;
+                if (x[i].abs() > 2.0 * h) && ((x[i] - 6.0).abs() > 2.0 * h) {
+                    let numeric = (reference(x[i] + h) - reference(x[i] - h)) / (2.0 * h);
+                    prop_assert!((dx[i] - dy[i] * numeric).abs() < 1e-2 * (1.0 + dy[i].abs()), "{} vs {}", dx[i], dy[i] * numeric);
+                }
             }
+            launch_independent(GRID, BLOCK, |c| unsafe { scale(c, xb.ptr(), n, -2.0) });
+            prop_assert_eq!(xb.to_vec(), x.iter().map(|v| v * -2.0).collect::<Vec<_>>());
         }
 
         #[test]

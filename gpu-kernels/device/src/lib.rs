@@ -34,12 +34,18 @@ pub mod math;
 pub use grid::grid_stride;
 
 pub mod batch_norm;
+pub mod concat;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod loss;
+pub mod nms;
+pub mod pool;
 pub mod reduce;
 pub mod sgd;
 pub mod tile;
+pub mod upsample;
+pub mod yolo_decode;
 
 /// Declares a kernel once for both builds.
 ///

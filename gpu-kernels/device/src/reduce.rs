@@ -39,13 +39,16 @@ pub unsafe fn block_sum(ctx: &Ctx, scratch: *mut f32, value: f32) -> f32 {
 }
 
 kernel! {
-    /// `partial[block] = sum of this block's grid-stride share of x[0..n]`.
-    /// Launch with `REDUCE_THREADS`; a second launch with one block over the
-    /// partials gives the total.
-    pub fn sum_blocks(ctx, x: *const f32, n: u32, partial: *mut f32) {
+    /// `partial[block] = sum of this block's grid-stride share of x[0..n]`
+    /// (of the squares when `square` is non-zero). Launch with
+    /// `REDUCE_THREADS`; the host adds the partials (in f64).
+    pub fn sum_blocks(ctx, x: *const f32, n: u32, square: u32, partial: *mut f32) {
         let scratch = shared_array!(ctx, f32, REDUCE_THREADS as usize);
         let mut own = 0.0;
-        grid_stride(ctx, n, |i| own += *x.add(i));
+        grid_stride(ctx, n, |i| {
+            let v = *x.add(i);
+            own += if square != 0 { v * v } else { v };
+        });
         let total = block_sum(ctx, scratch, own);
         if ctx.thread_x() == 0 {
             *partial.add(ctx.block_x() as usize) = total;
@@ -82,14 +85,13 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(10))]
         #[test]
-        fn two_pass_sum_matches(x in prop::collection::vec(-1.0f32..1.0, 0..3000), blocks in 1u32..5) {
+        fn block_partials_add_up(x in prop::collection::vec(-1.0f32..1.0, 0..3000), blocks in 1u32..5, square: bool) {
             let xb = DeviceBuf::new(&x);
             let partial = DeviceBuf::filled(blocks as usize, f32::NAN);
-            let total = DeviceBuf::filled(1, f32::NAN);
-            launch(Dim3::x(blocks), Dim3::x(REDUCE_THREADS), |c| unsafe { sum_blocks(c, xb.ptr(), x.len() as u32, partial.ptr()) });
-            launch(Dim3::x(1), Dim3::x(REDUCE_THREADS), |c| unsafe { sum_blocks(c, partial.ptr(), blocks, total.ptr()) });
-            let want: f64 = x.iter().map(|&v| v as f64).sum();
-            prop_assert!((total.to_vec()[0] as f64 - want).abs() < 1e-3);
+            launch(Dim3::x(blocks), Dim3::x(REDUCE_THREADS), |c| unsafe { sum_blocks(c, xb.ptr(), x.len() as u32, square as u32, partial.ptr()) });
+            let got: f64 = partial.to_vec().iter().map(|&v| v as f64).sum();
+            let want: f64 = x.iter().map(|&v| if square { v as f64 * v as f64 } else { v as f64 }).sum();
+            prop_assert!((got - want).abs() < 1e-3);
         }
 
         #[test]

@@ -1,0 +1,259 @@
+//! Criterion benchmarks of the GPU kernels, at YOLOv3-MobileNetV1's shapes
+//! (320x320 input, batch 8): every convolution pass, GEMM, batch norm, YOLO
+//! decode and NMS. Throughput is in FLOP (criterion prints it as "elem/s")
+//! or boxes. Without a GPU it prints why and exits.
+//!
+//!     cargo bench -p pulsefocus-benches --bench gpu_kernels
+//!     python3 benches/gpu_kernels_torch.py --criterion $CARGO_TARGET_DIR/criterion   # cuDNN ratios
+use criterion::{BenchmarkId, Criterion, Throughput};
+use pulsefocus_gpu::plan::Strides;
+use pulsefocus_gpu::{Act, BnShape, Gpu, NmsOptions, YoloLevel};
+use pulsefocus_gpu_device::conv::ConvGeometry;
+
+/// (name, c_in, c_out, k, stride, input size, depthwise), batch 8. The names
+/// are shared with gpu_kernels_torch.py.
+const CONV_SHAPES: &[(&str, u32, u32, u32, u32, u32, bool)] = &[
+    ("conv1_3x3s2_3_32_320", 3, 32, 3, 2, 320, false),
+    ("dw_3x3_32_160", 32, 32, 3, 1, 160, true),
+    ("pw_32_64_160", 32, 64, 1, 1, 160, false),
+    ("dw_3x3s2_64_160", 64, 64, 3, 2, 160, true),
+    ("pw_128_128_80", 128, 128, 1, 1, 80, false),
+    ("pw_256_256_40", 256, 256, 1, 1, 40, false),
+    ("pw_512_512_20", 512, 512, 1, 1, 20, false),
+    ("dw_3x3_512_20", 512, 512, 3, 1, 20, true),
+    ("pw_1024_1024_10", 1024, 1024, 1, 1, 10, false),
+    ("head_3x3_512_1024_10", 512, 1024, 3, 1, 10, false),
+];
+const BATCH: u32 = 8;
+
+fn geometry(
+    &(_, c_in, c_out, k, stride, size, depthwise): &(&str, u32, u32, u32, u32, u32, bool),
+) -> ConvGeometry {
+    let groups = if depthwise { c_in } else { 1 };
+    ConvGeometry {
+        batch: BATCH,
+        c_in,
+        h: size,
+        w: size,
+        c_out,
+        k_h: k,
+        k_w: k,
+        stride_h: stride,
+        stride_w: stride,
+        pad_h: k / 2,
+        pad_w: k / 2,
+        dilation_h: 1,
+        dilation_w: 1,
+        groups,
+    }
+}
+
+fn filled(gpu: &Gpu, len: usize, value: f32) -> pulsefocus_gpu::DeviceBuffer {
+    let mut buffer = gpu.pool.alloc(len).expect("device memory");
+    gpu.fill(len, &mut buffer, value).expect("fill");
+    buffer
+}
+
+fn conv(c: &mut Criterion, gpu: &Gpu) {
+    for pass in ["forward", "backward_data", "backward_filter"] {
+        let mut group = c.benchmark_group(format!("conv_{pass}"));
+        for shape in CONV_SHAPES {
+            let geo = geometry(shape);
+            let (_, lens) = pulsefocus_gpu::plan::conv("bench", &geo).expect("valid shape");
+            let (x, w, y) = (
+                filled(gpu, lens.x, 0.5),
+                filled(gpu, lens.weight, 0.01),
+                filled(gpu, lens.y, 0.1),
+            );
+            let (mut x_out, mut w_out, mut y_out) = (
+                filled(gpu, lens.x, 0.0),
+                filled(gpu, lens.weight, 0.0),
+                filled(gpu, lens.y, 0.0),
+            );
+            // 2 FLOP per multiply-add: outputs x filter length.
+            let flops = 2 * lens.y as u64 * geo.filter_len() as u64;
+            group.throughput(Throughput::Elements(flops));
+            group.bench_function(BenchmarkId::from_parameter(shape.0), |b| {
+                b.iter(|| {
+                    match pass {
+                        "forward" => gpu.conv2d_forward(&geo, &x, &w, None, &mut y_out),
+                        "backward_data" => gpu.conv2d_backward_data(&geo, &y, &w, &mut x_out),
+                        _ => gpu.conv2d_backward_filter(&geo, &x, &y, &mut w_out),
+                    }
+                    .expect("launch");
+                    gpu.synchronize().expect("sync");
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+fn gemm(c: &mut Criterion, gpu: &Gpu) {
+    let mut group = c.benchmark_group("gemm");
+    for n in [256u32, 1024, 2048] {
+        let len = (n * n) as usize;
+        let (a, b) = (filled(gpu, len, 0.5), filled(gpu, len, 0.25));
+        let mut out = filled(gpu, len, 0.0);
+        group.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
+        group.bench_function(BenchmarkId::from_parameter(n), |bench| {
+            bench.iter(|| {
+                gpu.gemm(
+                    1,
+                    (n, n, n),
+                    1.0,
+                    &a,
+                    Strides::row_major(n, 0),
+                    &b,
+                    Strides::row_major(n, 0),
+                    0.0,
+                    &mut out,
+                    n,
+                    0,
+                )
+                .expect("gemm");
+                gpu.synchronize().expect("sync");
+            })
+        });
+    }
+    group.finish();
+}
+
+fn batch_norm(c: &mut Criterion, gpu: &Gpu) {
+    let mut group = c.benchmark_group("batch_norm_train");
+    for (name, channels, size) in [
+        ("32_160", 32u32, 160u32),
+        ("256_40", 256, 40),
+        ("1024_10", 1024, 10),
+    ] {
+        let (len, ch) = ((BATCH * channels * size * size) as usize, channels as usize);
+        let (x, gamma, beta) = (
+            filled(gpu, len, 0.5),
+            filled(gpu, ch, 1.0),
+            filled(gpu, ch, 0.0),
+        );
+        let (mut y, mut dx) = (filled(gpu, len, 0.0), filled(gpu, len, 0.0));
+        let [mut mean, mut inv_std, mut rm, mut rv, mut dg, mut db] =
+            std::array::from_fn(|_| filled(gpu, ch, 1.0));
+        let shape = BnShape {
+            batch: BATCH,
+            channels,
+            plane: size * size,
+        };
+        let act = Act::leaky_relu(0.1);
+        group.throughput(Throughput::Elements(len as u64));
+        group.bench_function(BenchmarkId::new("forward_backward", name), |b| {
+            b.iter(|| {
+                gpu.batch_norm_train_forward(
+                    shape,
+                    act,
+                    &x,
+                    &gamma,
+                    &beta,
+                    &mut y,
+                    (&mut mean, &mut inv_std),
+                    (&mut rm, &mut rv),
+                    1e-5,
+                    0.9,
+                )
+                .expect("bn");
+                // y stands in for the incoming gradient.
+                gpu.batch_norm_train_backward(
+                    shape,
+                    act,
+                    &x,
+                    &y,
+                    &y,
+                    &gamma,
+                    (&mean, &inv_std),
+                    &mut dx,
+                    &mut dg,
+                    &mut db,
+                )
+                .expect("bn");
+                gpu.synchronize().expect("sync");
+            })
+        });
+    }
+    group.finish();
+}
+
+fn decode_and_nms(c: &mut Criterion, gpu: &Gpu) {
+    let level = YoloLevel {
+        batch: BATCH,
+        classes: 20,
+        grid_h: 40,
+        grid_w: 40,
+        downsample: 8,
+        anchors: [10.0, 13.0, 16.0, 30.0, 33.0, 23.0],
+        scale_x_y: 1.0,
+    };
+    let cells = (BATCH * 3 * 40 * 40) as usize;
+    let x = filled(gpu, cells * 25, 0.3);
+    let sizes = filled(gpu, 2 * BATCH as usize, 320.0);
+    let (mut boxes, mut scores) = (filled(gpu, cells * 4, 0.0), filled(gpu, cells * 20, 0.0));
+    let mut group = c.benchmark_group("yolo_decode");
+    group.throughput(Throughput::Elements(cells as u64));
+    group.bench_function("stride8_batch8_20classes", |b| {
+        b.iter(|| {
+            gpu.yolo_decode(&level, &x, &sizes, &mut boxes, &mut scores, 0.01, true)
+                .expect("decode");
+            gpu.synchronize().expect("sync");
+        })
+    });
+    group.finish();
+
+    // NMS at 1k..20k single-class boxes scattered over a 640x640 image.
+    let mut group = c.benchmark_group("nms");
+    for count in [1_000usize, 5_000, 20_000] {
+        let host_boxes: Vec<f32> = (0..count)
+            .flat_map(|i| {
+                let (x, y) = ((i * 7919 % 600) as f32, (i * 104729 % 600) as f32);
+                let size = 20.0 + (i % 37) as f32;
+                [x, y, x + size, y + size]
+            })
+            .collect();
+        let host_scores: Vec<f32> = (0..count)
+            .map(|i| ((i * 2654435761) % 1_000_003) as f32 / 1_000_003.0)
+            .collect();
+        let (boxes, scores) = (
+            gpu.pool.upload(&host_boxes).expect("upload"),
+            gpu.pool.upload(&host_scores).expect("upload"),
+        );
+        let options = NmsOptions {
+            score_thresh: 0.0,
+            iou_thresh: 0.5,
+            top_k: count as u32,
+            keep_top_k: count as u32,
+            pixel_offset: 0.0,
+            class_offset: 0.0,
+        };
+        group.throughput(Throughput::Elements(count as u64));
+        group.bench_function(BenchmarkId::from_parameter(count), |b| {
+            b.iter(|| gpu.nms(&boxes, &scores, 1, &options).expect("nms"))
+        });
+    }
+    group.finish();
+}
+
+fn main() {
+    let gpu = match Gpu::open() {
+        Ok(gpu) => gpu,
+        Err(err) => {
+            println!("gpu_kernels: skipped: {err}");
+            return;
+        }
+    };
+    println!("gpu_kernels on {}", gpu.info);
+    let mut c = Criterion::default().configure_from_args();
+    conv(&mut c, &gpu);
+    gemm(&mut c, &gpu);
+    batch_norm(&mut c, &gpu);
+    decode_and_nms(&mut c, &gpu);
+    c.final_summary();
+    let stats = gpu.pool.stats();
+    println!(
+        "gpu_kernels: peak pooled device memory {:.1} MiB",
+        stats.peak_held_bytes as f64 / (1 << 20) as f64
+    );
+}

@@ -1,0 +1,73 @@
+//! `pulsefocus inspect FILE_OR_DIR [--json]`: lists the tensors of a
+//! checkpoint in any supported format, one line each, with totals.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args as ClapArgs;
+use pulsefocus_formats::load_checkpoint;
+
+#[derive(ClapArgs)]
+pub struct Args {
+    /// Checkpoint: directory, .tar/.tar.gz/.tgz, .pdparams/.pdopt, .safetensors,
+    /// __params__/.pdiparams (with the program beside it), or one tensor file.
+    pub path: PathBuf,
+    /// Print a JSON array of {"name", "dtype", "shape"} in the file's order.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Entry<'a> {
+    name: &'a str,
+    dtype: &'a str,
+    shape: &'a [usize],
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let checkpoint = load_checkpoint(&args.path)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let entries: Vec<Entry> = checkpoint
+            .iter()
+            .map(|(name, t)| Entry {
+                name,
+                dtype: t.dtype.name(),
+                shape: &t.shape,
+            })
+            .collect();
+        // One object per line: readable, and still one JSON array.
+        let lines = entries
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()?;
+        writeln!(out, "[\n{}\n]", lines.join(",\n"))?;
+        return Ok(());
+    }
+    let shapes: Vec<String> = checkpoint
+        .iter()
+        .map(|(_, t)| format!("{:?}", t.shape))
+        .collect();
+    let name_width = checkpoint.names().map(str::len).max().unwrap_or(0);
+    let shape_width = shapes.iter().map(String::len).max().unwrap_or(0);
+    let mut elements = 0usize;
+    for ((name, t), shape) in checkpoint.iter().zip(&shapes) {
+        elements += t.numel();
+        writeln!(
+            out,
+            "{name:<name_width$}  {:<8}  {shape:<shape_width$}  {:>10}",
+            t.dtype.name(),
+            t.numel()
+        )?;
+    }
+    for (key, value) in &checkpoint.metadata {
+        writeln!(out, "metadata {key}: {value}")?;
+    }
+    writeln!(
+        out,
+        "{} tensors, {elements} elements, {} bytes",
+        checkpoint.len(),
+        checkpoint.total_bytes()
+    )?;
+    Ok(())
+}

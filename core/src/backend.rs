@@ -1,0 +1,477 @@
+//! The `Backend` trait: every kernel a training step needs, written once per
+//! device (the CPU in `cpu/`, CUDA in `pulsefocus-gpu`). Layers are written
+//! against this trait only, so the CPU backend is the reference every GPU
+//! kernel is tested against.
+//!
+//! Conventions shared by all kernels:
+//! - Buffers hold f32 in contiguous NCHW order. A buffer may be longer than
+//!   the tensor it holds (memory is planned for the largest shape and reused);
+//!   kernels read and write only the elements their geometry or `len` names.
+//! - Backward kernels overwrite their gradient outputs (no accumulation). A
+//!   model that feeds one tensor to two consumers sums the two gradients with
+//!   `add`/`axpy`.
+//! - Weights are `[c_out, c_in / groups, kernel_h, kernel_w]`, as in Paddle.
+
+/// The activations a layer may apply. The backward of each is computed from
+/// the activation's *output* (possible for all of these because each is
+/// monotonic with a positive slope where it is not flat), so a fused
+/// "batch norm + activation" need not keep its pre-activation values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    Identity,
+    Relu,
+    Relu6,
+    /// Leaky ReLU with the given negative slope (0.1 in YOLOv3).
+    LeakyRelu(f32),
+}
+
+impl Activation {
+    /// YOLOv3's leaky ReLU (DarkNet53 and the YOLO head).
+    pub const LEAKY_0_1: Activation = Activation::LeakyRelu(0.1);
+
+    pub fn forward(self, x: f32) -> f32 {
+        match self {
+            Activation::Identity => x,
+            Activation::Relu => x.max(0.0),
+            Activation::Relu6 => x.clamp(0.0, 6.0),
+            Activation::LeakyRelu(slope) => {
+                if x > 0.0 {
+                    x
+                } else {
+                    x * slope
+                }
+            }
+        }
+    }
+
+    /// d act / d x, given the activation's output `y`.
+    pub fn derivative_from_output(self, y: f32) -> f32 {
+        match self {
+            Activation::Identity => 1.0,
+            Activation::Relu => {
+                if y > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::Relu6 => {
+                if y > 0.0 && y < 6.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::LeakyRelu(slope) => {
+                if y > 0.0 {
+                    1.0
+                } else {
+                    slope
+                }
+            }
+        }
+    }
+}
+
+/// Shape of one 2-D convolution (Paddle's conv2d with symmetric padding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Conv2dGeom {
+    pub batch: usize,
+    pub c_in: usize,
+    pub h_in: usize,
+    pub w_in: usize,
+    pub c_out: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub pad_h: usize,
+    pub pad_w: usize,
+    pub dilation_h: usize,
+    pub dilation_w: usize,
+    pub groups: usize,
+}
+
+impl Conv2dGeom {
+    pub fn h_out(&self) -> usize {
+        (self.h_in + 2 * self.pad_h - self.dilation_h * (self.kernel_h - 1) - 1) / self.stride_h + 1
+    }
+
+    pub fn w_out(&self) -> usize {
+        (self.w_in + 2 * self.pad_w - self.dilation_w * (self.kernel_w - 1) - 1) / self.stride_w + 1
+    }
+
+    pub fn c_in_per_group(&self) -> usize {
+        self.c_in / self.groups
+    }
+
+    pub fn c_out_per_group(&self) -> usize {
+        self.c_out / self.groups
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.batch * self.c_in * self.h_in * self.w_in
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.batch * self.c_out * self.h_out() * self.w_out()
+    }
+
+    pub fn weight_shape(&self) -> [usize; 4] {
+        [
+            self.c_out,
+            self.c_in_per_group(),
+            self.kernel_h,
+            self.kernel_w,
+        ]
+    }
+
+    pub fn weight_len(&self) -> usize {
+        self.weight_shape().iter().product()
+    }
+
+    /// Multiply-adds of the forward pass times two (each of the backward
+    /// passes costs the same).
+    pub fn flops(&self) -> f64 {
+        2.0 * self.output_len() as f64
+            * (self.c_in_per_group() * self.kernel_h * self.kernel_w) as f64
+    }
+
+    /// One input channel per group and one output channel per group: the
+    /// depthwise convolutions of MobileNet.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups == self.c_in && self.groups == self.c_out && self.groups > 1
+    }
+
+    /// A 1x1, stride-1, unpadded convolution is one matrix product per image.
+    pub fn is_pointwise(&self) -> bool {
+        self.kernel_h == 1
+            && self.kernel_w == 1
+            && self.stride_h == 1
+            && self.stride_w == 1
+            && self.pad_h == 0
+            && self.pad_w == 0
+    }
+
+    /// Checks the geometry describes a real convolution; returns a message
+    /// naming the first problem.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("batch", self.batch),
+            ("c_in", self.c_in),
+            ("h_in", self.h_in),
+            ("w_in", self.w_in),
+            ("c_out", self.c_out),
+            ("kernel_h", self.kernel_h),
+            ("kernel_w", self.kernel_w),
+            ("stride_h", self.stride_h),
+            ("stride_w", self.stride_w),
+            ("dilation_h", self.dilation_h),
+            ("dilation_w", self.dilation_w),
+            ("groups", self.groups),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(format!("conv2d: {name} must be positive"));
+            }
+        }
+        if !self.c_in.is_multiple_of(self.groups) || !self.c_out.is_multiple_of(self.groups) {
+            return Err(format!(
+                "conv2d: groups {} must divide c_in {} and c_out {}",
+                self.groups, self.c_in, self.c_out
+            ));
+        }
+        let reach_h = self.dilation_h * (self.kernel_h - 1) + 1;
+        let reach_w = self.dilation_w * (self.kernel_w - 1) + 1;
+        if self.h_in + 2 * self.pad_h < reach_h || self.w_in + 2 * self.pad_w < reach_w {
+            return Err(format!(
+                "conv2d: kernel {}x{} (dilation {}x{}) does not fit input {}x{} with padding {}x{}",
+                self.kernel_h,
+                self.kernel_w,
+                self.dilation_h,
+                self.dilation_w,
+                self.h_in,
+                self.w_in,
+                self.pad_h,
+                self.pad_w
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Shape of a batch norm: statistics are per channel over batch and space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BatchNormGeom {
+    pub batch: usize,
+    pub channels: usize,
+    /// Height x width.
+    pub spatial: usize,
+}
+
+impl BatchNormGeom {
+    pub fn len(&self) -> usize {
+        self.batch * self.channels * self.spatial
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Shape of a max pool (Paddle pool2d, floor mode; padding never wins the max).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolGeom {
+    pub batch: usize,
+    pub channels: usize,
+    pub h_in: usize,
+    pub w_in: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl PoolGeom {
+    pub fn h_out(&self) -> usize {
+        (self.h_in + 2 * self.pad - self.kernel) / self.stride + 1
+    }
+
+    pub fn w_out(&self) -> usize {
+        (self.w_in + 2 * self.pad - self.kernel) / self.stride + 1
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.batch * self.channels * self.h_in * self.w_in
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.batch * self.channels * self.h_out() * self.w_out()
+    }
+}
+
+/// Copy of a block of channels between two NCHW tensors of the same batch and
+/// spatial size: the forward of concat and the backward of concat (split).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChannelCopy {
+    pub batch: usize,
+    pub spatial: usize,
+    pub src_channels: usize,
+    pub src_first: usize,
+    pub dst_channels: usize,
+    pub dst_first: usize,
+    pub count: usize,
+}
+
+/// Momentum SGD with L2 decay, as Paddle's `momentum` op with an L2Decay
+/// regulariser: `v = momentum * v + (grad + decay * param)`, `param -= lr * v`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdStep {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+}
+
+/// A compute device. Cheap to clone (a handle); all kernels take `&self`.
+pub trait Backend: Clone + Send + Sync + 'static {
+    type Buffer: Send + Sync;
+
+    /// A short name for messages ("cpu", "cuda:0 (NVIDIA ...)").
+    fn name(&self) -> String;
+
+    // ---- memory ----
+
+    /// A buffer of `len` f32 elements, zero-filled.
+    fn alloc(&self, len: usize) -> Self::Buffer;
+    /// Number of f32 elements the buffer holds.
+    fn buffer_len(&self, buf: &Self::Buffer) -> usize;
+    fn fill(&self, buf: &mut Self::Buffer, len: usize, value: f32);
+    /// `dst[..src.len()] = src` (host to device).
+    fn upload(&self, src: &[f32], dst: &mut Self::Buffer);
+    /// `dst = src[..dst.len()]` (device to host).
+    fn download(&self, src: &Self::Buffer, dst: &mut [f32]);
+    /// `dst[..len] = src[..len]`.
+    fn copy(&self, len: usize, src: &Self::Buffer, dst: &mut Self::Buffer);
+
+    // ---- convolution ----
+
+    /// f32 elements of scratch memory the three conv kernels need for `g`.
+    fn conv2d_workspace_len(&self, g: &Conv2dGeom) -> usize;
+    /// `y = conv(x, w) + bias`.
+    fn conv2d_forward(
+        &self,
+        g: &Conv2dGeom,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        bias: Option<&Self::Buffer>,
+        y: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
+    );
+    /// `dx = d conv / d x` applied to `dy`.
+    fn conv2d_backward_data(
+        &self,
+        g: &Conv2dGeom,
+        dy: &Self::Buffer,
+        w: &Self::Buffer,
+        dx: &mut Self::Buffer,
+        workspace: &mut Self::Buffer,
+    );
+    /// `dw` (and `dbias` when given) from `x` and `dy`, summed over the batch.
+    fn conv2d_backward_filter(
+        &self,
+        g: &Conv2dGeom,
+        x: &Self::Buffer,
+        dy: &Self::Buffer,
+        dw: &mut Self::Buffer,
+        dbias: Option<&mut Self::Buffer>,
+        workspace: &mut Self::Buffer,
+    );
+
+    // ---- batch norm fused with an activation ----
+
+    /// Training mode: normalise with the batch's statistics, then
+    /// `y = act(scale * xhat + offset)`. Saves the batch mean and
+    /// `1 / sqrt(var + eps)` (biased variance) for backward, and updates the
+    /// running statistics: `running = momentum * running + (1 - momentum) * batch`.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_forward_train(
+        &self,
+        g: &BatchNormGeom,
+        act: Activation,
+        momentum: f32,
+        eps: f32,
+        x: &Self::Buffer,
+        scale: &Self::Buffer,
+        offset: &Self::Buffer,
+        running_mean: &mut Self::Buffer,
+        running_var: &mut Self::Buffer,
+        saved_mean: &mut Self::Buffer,
+        saved_inv_std: &mut Self::Buffer,
+        y: &mut Self::Buffer,
+    );
+    /// Inference / frozen mode: normalise with the running statistics.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_forward_eval(
+        &self,
+        g: &BatchNormGeom,
+        act: Activation,
+        eps: f32,
+        x: &Self::Buffer,
+        scale: &Self::Buffer,
+        offset: &Self::Buffer,
+        mean: &Self::Buffer,
+        var: &Self::Buffer,
+        y: &mut Self::Buffer,
+    );
+    /// Backward of `batch_norm_forward_train`, through the activation (whose
+    /// derivative is taken from the output `y`).
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_backward_train(
+        &self,
+        g: &BatchNormGeom,
+        act: Activation,
+        x: &Self::Buffer,
+        y: &Self::Buffer,
+        dy: &Self::Buffer,
+        scale: &Self::Buffer,
+        saved_mean: &Self::Buffer,
+        saved_inv_std: &Self::Buffer,
+        dx: &mut Self::Buffer,
+        dscale: &mut Self::Buffer,
+        doffset: &mut Self::Buffer,
+    );
+    /// Backward of `batch_norm_forward_eval` with respect to `x` only (the
+    /// statistics are constants; a frozen norm has no parameter gradients).
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_backward_eval(
+        &self,
+        g: &BatchNormGeom,
+        act: Activation,
+        eps: f32,
+        y: &Self::Buffer,
+        dy: &Self::Buffer,
+        scale: &Self::Buffer,
+        var: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    );
+
+    // ---- elementwise ----
+
+    fn activation_forward(
+        &self,
+        act: Activation,
+        len: usize,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+    );
+    /// `dx = dy * act'(x)`, from the output `y`.
+    fn activation_backward(
+        &self,
+        act: Activation,
+        len: usize,
+        y: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    );
+    fn sigmoid_forward(&self, len: usize, x: &Self::Buffer, y: &mut Self::Buffer);
+    /// `dx = dy * y * (1 - y)`.
+    fn sigmoid_backward(
+        &self,
+        len: usize,
+        y: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    );
+    /// `y = a + b`.
+    fn add(&self, len: usize, a: &Self::Buffer, b: &Self::Buffer, y: &mut Self::Buffer);
+    /// `y += alpha * x`.
+    fn axpy(&self, len: usize, alpha: f32, x: &Self::Buffer, y: &mut Self::Buffer);
+    /// `x *= alpha`.
+    fn scale(&self, len: usize, alpha: f32, x: &mut Self::Buffer);
+    /// Sum of the first `len` elements (accumulated in f64).
+    fn sum(&self, len: usize, x: &Self::Buffer) -> f64;
+    /// Sum of squares of the first `len` elements (accumulated in f64).
+    fn sum_squares(&self, len: usize, x: &Self::Buffer) -> f64;
+
+    // ---- pooling, resampling, concat ----
+
+    fn max_pool_forward(&self, g: &PoolGeom, x: &Self::Buffer, y: &mut Self::Buffer);
+    /// The gradient goes to the first maximum of each window (row-major order).
+    fn max_pool_backward(
+        &self,
+        g: &PoolGeom,
+        x: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    );
+    /// Nearest-neighbour upsampling by 2 in height and width; `x` is
+    /// `[batch * channels, h, w]`.
+    fn upsample2x_forward(
+        &self,
+        planes: usize,
+        h: usize,
+        w: usize,
+        x: &Self::Buffer,
+        y: &mut Self::Buffer,
+    );
+    /// Each input gradient is the sum of its four copies' gradients.
+    fn upsample2x_backward(
+        &self,
+        planes: usize,
+        h: usize,
+        w: usize,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    );
+    fn copy_channels(&self, c: &ChannelCopy, src: &Self::Buffer, dst: &mut Self::Buffer);
+
+    // ---- optimizer ----
+
+    fn sgd_momentum(
+        &self,
+        step: &SgdStep,
+        len: usize,
+        param: &mut Self::Buffer,
+        grad: &Self::Buffer,
+        velocity: &mut Self::Buffer,
+    );
+}

@@ -1,0 +1,286 @@
+//! Training configs in RON, mirroring PaddleDetection's YAML so that a
+//! PaddleDetection user recognises every key: the same top-level keys, the same
+//! section names (`LearningRate`, `OptimizerBuilder`, `YOLOv3`, `YOLOv3Head`,
+//! `TrainReader`, ...), datasets and transforms as RON enums where YAML has tags
+//! (`!COCODataSet` -> `COCODataSet(...)`).
+//!
+//! Loading a config: parse the file into an untyped tree, merge it over its
+//! `_BASE_` files (deep merge, like PaddleDetection's `_BASE_`/`_READER_`),
+//! apply `-o` overrides, then build the typed structs with ron. Unknown keys
+//! and wrong types are errors naming the key (and the closest valid keys).
+
+pub mod overrides;
+mod sections;
+pub mod tree;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use pulsefocus_formats::Error;
+
+use crate::models::darknet53::DarkNet53Spec;
+use crate::models::mobilenet_v1::MobileNetV1Spec;
+use crate::models::{Backbone, Yolov3Spec};
+pub use overrides::Override;
+pub use sections::*;
+use tree::Node;
+
+/// The key listing base files, relative to the file that names them.
+pub const BASE_KEY: &str = "_BASE_";
+
+/// Reads `path`, its bases and the overrides into a checked config.
+pub fn load(path: &Path, overrides: &[Override]) -> Result<Config, Error> {
+    let mut tree = load_tree(path, &mut Vec::new())?;
+    for o in overrides {
+        o.apply(&mut tree)?;
+    }
+    let overridden: Vec<String> = overrides.iter().map(|o| o.key.join(".")).collect();
+    let config = build(path, &tree, &overridden)?;
+    config.check(path)?;
+    Ok(config)
+}
+
+/// Parses `-o` arguments (each may hold several `key=value` separated by spaces,
+/// as PaddleDetection's `-o a=1 b=2` arrives as separate arguments anyway).
+pub fn parse_overrides(args: &[String]) -> Result<Vec<Override>, Error> {
+    args.iter().map(|a| Override::parse(a)).collect()
+}
+
+/// One file merged over its bases; `chain` detects include cycles.
+fn load_tree(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Node, Error> {
+    let canonical = path.canonicalize().map_err(|e| Error::io(path, e))?;
+    if chain.contains(&canonical) {
+        return Err(Error::new(path, "config includes itself through _BASE_"));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut node = tree::parse(path, &text)?;
+    let bases = match node.take_field(BASE_KEY) {
+        None => Vec::new(),
+        Some(Node::List(items)) => items,
+        Some(single @ Node::Str(_)) => vec![single],
+        Some(_) => {
+            return Err(Error::at(path, BASE_KEY, "expected a list of file names"));
+        }
+    };
+    chain.push(canonical);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut merged: Option<Node> = None;
+    for base in bases {
+        let Node::Str(name) = base else {
+            return Err(Error::at(path, BASE_KEY, "expected file names as strings"));
+        };
+        let base_path = dir.join(&name);
+        if !base_path.is_file() {
+            return Err(Error::at(
+                path,
+                BASE_KEY,
+                format!("base file {} not found", base_path.display()),
+            ));
+        }
+        let base_tree = load_tree(&base_path, chain)?;
+        match &mut merged {
+            None => merged = Some(base_tree),
+            Some(m) => m.merge_from(base_tree),
+        }
+    }
+    chain.pop();
+    Ok(match merged {
+        None => node,
+        Some(mut m) => {
+            m.merge_from(node);
+            m
+        }
+    })
+}
+
+fn ron_options() -> ron::Options {
+    use ron::extensions::Extensions;
+    // IMPLICIT_SOME: `weights: "x"` for an optional key, as YAML writes it.
+    // UNWRAP_VARIANT_NEWTYPES: `COCODataSet(dataset_dir: ...)` for a variant
+    // holding a struct.
+    ron::Options::default()
+        .with_default_extension(Extensions::IMPLICIT_SOME | Extensions::UNWRAP_VARIANT_NEWTYPES)
+}
+
+/// Builds the typed config, turning ron's line-based errors into key-based ones.
+fn build(path: &Path, tree: &Node, overridden: &[String]) -> Result<Config, Error> {
+    let rendered = tree::render(tree);
+    ron_options()
+        .from_str::<Config>(&rendered.text)
+        .map_err(|e| {
+            let line = e.span.start.line.saturating_sub(1);
+            let key = rendered.line_keys.get(line).cloned().unwrap_or_default();
+            let message = match &e.code {
+                ron::Error::NoSuchStructField {
+                    expected, found, ..
+                } => {
+                    let close = closest(found, expected);
+                    format!(
+                        "unknown key '{found}'; closest valid keys: {}",
+                        close.join(", ")
+                    )
+                }
+                ron::Error::NoSuchEnumVariant {
+                    expected, found, ..
+                } => format!("unknown kind '{found}'; valid: {}", expected.join(", ")),
+                ron::Error::MissingStructField { field, .. } => {
+                    format!("missing required key '{field}'")
+                }
+                other => format!("wrong type: {}", lowercase_first(&other.to_string())),
+            };
+            // The override that wrote this key, a section holding it, or a
+            // value inside it.
+            let from_o = overridden.iter().find(|o| {
+                key == **o
+                    || key.starts_with(&format!("{o}."))
+                    || key.starts_with(&format!("{o}["))
+                    || (!key.is_empty() && o.starts_with(&format!("{key}.")))
+            });
+            let place = match from_o {
+                Some(o) => format!("key {key}, set by -o {o}=..."),
+                None if key.is_empty() => "top level".to_string(),
+                None => format!("key {key}"),
+            };
+            Error::at(path, place, message)
+        })
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// The (up to three) valid keys nearest to `found` by edit distance.
+pub fn closest(found: &str, valid: &[&str]) -> Vec<String> {
+    let mut scored: Vec<(usize, &str)> = valid
+        .iter()
+        .map(|v| (edit_distance(&found.to_lowercase(), &v.to_lowercase()), *v))
+        .collect();
+    scored.sort();
+    scored.iter().take(3).map(|(_, v)| v.to_string()).collect()
+}
+
+/// Levenshtein distance over characters.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut row = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = prev[j] + usize::from(ca != *cb);
+            row[j + 1] = substitute.min(prev[j + 1] + 1).min(row[j] + 1);
+        }
+        prev = row;
+    }
+    prev[b.len()]
+}
+
+impl Config {
+    /// Checks values that types alone cannot: known architecture and
+    /// backbone, anchor shapes, masks that index the anchors.
+    pub fn check(&self, path: &Path) -> Result<(), Error> {
+        let bad = |key: &str, msg: String| Error::at(path, format!("key {key}"), msg);
+        if self.architecture != "YOLOv3" {
+            return Err(bad(
+                "architecture",
+                format!(
+                    "'{}' is not supported (supported: YOLOv3)",
+                    self.architecture
+                ),
+            ));
+        }
+        if !BACKBONES.contains(&self.yolov3.backbone.as_str()) {
+            return Err(bad(
+                "YOLOv3.backbone",
+                format!(
+                    "'{}' is not supported (supported: {})",
+                    self.yolov3.backbone,
+                    BACKBONES.join(", ")
+                ),
+            ));
+        }
+        if self.yolov3.backbone == "DarkNet" && self.darknet.depth != 53 {
+            return Err(bad(
+                "DarkNet.depth",
+                format!("{} is not supported (supported: 53)", self.darknet.depth),
+            ));
+        }
+        let scale = self.mobilenet.conv_group_scale;
+        if self.yolov3.backbone == "MobileNet" && !(scale > 0.0 && scale <= 4.0) {
+            return Err(bad(
+                "MobileNet.conv_group_scale",
+                format!("{scale} is outside (0, 4]"),
+            ));
+        }
+        if self.yolov3_head.width < 4 || !self.yolov3_head.width.is_multiple_of(4) {
+            return Err(bad(
+                "YOLOv3Head.width",
+                "must be a positive multiple of 4".into(),
+            ));
+        }
+        if self.num_classes == 0 {
+            return Err(bad("num_classes", "must be at least 1".into()));
+        }
+        let head = &self.yolov3_head;
+        if let Some(i) = head.anchors.iter().position(|a| a.len() != 2) {
+            return Err(bad(
+                &format!("YOLOv3Head.anchors[{i}]"),
+                "an anchor is [width, height]".into(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (level, mask) in head.anchor_masks.iter().enumerate() {
+            for &m in mask {
+                if m >= head.anchors.len() || !seen.insert(m) {
+                    return Err(bad(
+                        &format!("YOLOv3Head.anchor_masks[{level}]"),
+                        format!(
+                            "anchor index {m} is out of range or repeated ({} anchors)",
+                            head.anchors.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        if head.anchor_masks.len() != 3 {
+            return Err(bad(
+                "YOLOv3Head.anchor_masks",
+                "YOLOv3 has three output levels: give three masks".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The model this config describes (after `check`).
+    pub fn model_spec(&self) -> Yolov3Spec {
+        let backbone = match self.yolov3.backbone.as_str() {
+            "MobileNet" => Backbone::MobileNetV1(MobileNetV1Spec {
+                scale: self.mobilenet.conv_group_scale,
+            }),
+            _ => Backbone::DarkNet53(DarkNet53Spec { width: 32 }),
+        };
+        let head = &self.yolov3_head;
+        Yolov3Spec {
+            backbone,
+            head_width: head.width,
+            num_classes: self.num_classes,
+            anchors: head
+                .anchors
+                .iter()
+                .map(|a| [a[0] as f32, a[1] as f32])
+                .collect(),
+            anchor_masks: head.anchor_masks.clone(),
+        }
+    }
+
+    /// The exclusion patterns with `preset` expanded for this architecture.
+    pub fn exclude_patterns(&self) -> Result<Vec<String>, crate::loading::LoadingError> {
+        crate::loading::expand_presets(&self.architecture, &self.finetune_exclude_pretrained_params)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,662 @@
+//! The typed config: one struct per PaddleDetection section, field names as in
+//! PaddleDetection's YAML, defaults as PaddleDetection's code has them (the
+//! YOLOv3 values are those of `yolov3_*_voc.yml` and `yolov3_reader.yml`).
+
+use serde::{Deserialize, Serialize};
+
+/// Backbones the YOLOv3 model is built with (`YOLOv3.backbone`).
+pub const BACKBONES: &[&str] = &["MobileNet", "DarkNet"];
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub architecture: String,
+    /// Sets the head's class count.
+    pub num_classes: usize,
+    /// Checkpoint to start from: directory, archive, `.pdparams`,
+    /// `.safetensors`, URL or `ppdet://` path.
+    #[serde(default)]
+    pub pretrain_weights: Option<String>,
+    /// The trained model, for evaluation and inference.
+    #[serde(default)]
+    pub weights: Option<String>,
+    /// Regular expressions (Python `re.match`); `preset` stands for the
+    /// architecture's recommended list.
+    #[serde(default)]
+    pub finetune_exclude_pretrained_params: Vec<String>,
+    pub max_iters: usize,
+    #[serde(default = "defaults::snapshot_iter")]
+    pub snapshot_iter: usize,
+    #[serde(default = "defaults::save_dir")]
+    pub save_dir: String,
+    #[serde(default)]
+    pub use_gpu: bool,
+    #[serde(default = "defaults::log_smooth_window")]
+    pub log_smooth_window: usize,
+    /// `VOC` or `COCO`.
+    #[serde(default = "defaults::metric")]
+    pub metric: String,
+    /// VOC mAP: `11point` or `integral`.
+    #[serde(default = "defaults::map_type")]
+    pub map_type: String,
+    #[serde(rename = "LearningRate", default)]
+    pub learning_rate: LearningRate,
+    #[serde(rename = "OptimizerBuilder", default)]
+    pub optimizer_builder: OptimizerBuilder,
+    #[serde(rename = "YOLOv3", default)]
+    pub yolov3: YOLOv3,
+    #[serde(rename = "MobileNet", default)]
+    pub mobilenet: MobileNet,
+    #[serde(rename = "DarkNet", default)]
+    pub darknet: DarkNet,
+    #[serde(rename = "YOLOv3Head", default)]
+    pub yolov3_head: YOLOv3Head,
+    #[serde(rename = "TrainReader")]
+    pub train_reader: Reader,
+    #[serde(rename = "EvalReader", default)]
+    pub eval_reader: Option<Reader>,
+    #[serde(rename = "TestReader", default)]
+    pub test_reader: Option<Reader>,
+}
+
+mod defaults {
+    pub fn snapshot_iter() -> usize {
+        2000
+    }
+    pub fn save_dir() -> String {
+        "output".into()
+    }
+    pub fn log_smooth_window() -> usize {
+        20
+    }
+    pub fn metric() -> String {
+        "VOC".into()
+    }
+    pub fn map_type() -> String {
+        "11point".into()
+    }
+    pub fn one() -> usize {
+        1
+    }
+    pub fn yes() -> bool {
+        true
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LearningRate {
+    pub base_lr: f32,
+    /// Applied in order, each multiplying the rate.
+    pub schedulers: Vec<Scheduler>,
+}
+
+impl Default for LearningRate {
+    fn default() -> Self {
+        LearningRate {
+            base_lr: 0.001,
+            schedulers: vec![
+                Scheduler::PiecewiseDecay(PiecewiseDecay {
+                    gamma: 0.1,
+                    milestones: vec![55000, 62000],
+                }),
+                Scheduler::LinearWarmup(LinearWarmup {
+                    start_factor: 0.0,
+                    steps: 1000,
+                }),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub enum Scheduler {
+    PiecewiseDecay(PiecewiseDecay),
+    LinearWarmup(LinearWarmup),
+}
+
+/// Multiplies the rate by `gamma` at each milestone step.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PiecewiseDecay {
+    pub gamma: f32,
+    pub milestones: Vec<usize>,
+}
+
+impl Default for PiecewiseDecay {
+    fn default() -> Self {
+        PiecewiseDecay {
+            gamma: 0.1,
+            milestones: Vec::new(),
+        }
+    }
+}
+
+/// Rises linearly from `start_factor` x rate to the rate over `steps`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinearWarmup {
+    pub start_factor: f32,
+    pub steps: usize,
+}
+
+impl Default for LinearWarmup {
+    fn default() -> Self {
+        LinearWarmup {
+            start_factor: 1.0 / 3.0,
+            steps: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizerBuilder {
+    pub optimizer: Optimizer,
+    pub regularizer: Regularizer,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Optimizer {
+    /// `Momentum` (the only one YOLOv3 configs use).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub momentum: f32,
+}
+
+impl Default for Optimizer {
+    fn default() -> Self {
+        Optimizer {
+            kind: "Momentum".into(),
+            momentum: 0.9,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Regularizer {
+    /// `L2`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub factor: f32,
+}
+
+impl Default for Regularizer {
+    fn default() -> Self {
+        Regularizer {
+            kind: "L2".into(),
+            factor: 0.0005,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct YOLOv3 {
+    /// `MobileNet` or `DarkNet`; that section configures it.
+    pub backbone: String,
+    pub yolo_head: String,
+}
+
+impl Default for YOLOv3 {
+    fn default() -> Self {
+        YOLOv3 {
+            backbone: "DarkNet".into(),
+            yolo_head: "YOLOv3Head".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MobileNet {
+    /// `bn` or `sync_bn` (the same on one device).
+    pub norm_type: String,
+    /// L2 decay of BN scale/offset.
+    pub norm_decay: f32,
+    /// Width multiplier: every channel count is `int(width * scale)`.
+    pub conv_group_scale: f32,
+    pub with_extra_blocks: bool,
+}
+
+impl Default for MobileNet {
+    fn default() -> Self {
+        MobileNet {
+            norm_type: "sync_bn".into(),
+            norm_decay: 0.0,
+            conv_group_scale: 1.0,
+            with_extra_blocks: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DarkNet {
+    pub depth: usize,
+    pub norm_type: String,
+    pub norm_decay: f32,
+}
+
+impl Default for DarkNet {
+    fn default() -> Self {
+        DarkNet {
+            depth: 53,
+            norm_type: "sync_bn".into(),
+            norm_decay: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct YOLOv3Head {
+    /// `[width, height]` in input pixels.
+    pub anchors: Vec<Vec<u32>>,
+    /// Anchor indices per output level, stride 32 first.
+    pub anchor_masks: Vec<Vec<usize>>,
+    pub ignore_thresh: f32,
+    pub label_smooth: bool,
+    pub scale_x_y: f32,
+    pub norm_decay: f32,
+    /// Channels of level 0's blocks (half at level 1, a quarter at level 2).
+    /// Not a PaddleDetection key: it fixes 512; smaller heads suit small models.
+    pub width: usize,
+    pub nms: MultiClassNMS,
+}
+
+impl Default for YOLOv3Head {
+    fn default() -> Self {
+        YOLOv3Head {
+            anchors: [
+                [10, 13],
+                [16, 30],
+                [33, 23],
+                [30, 61],
+                [62, 45],
+                [59, 119],
+                [116, 90],
+                [156, 198],
+                [373, 326],
+            ]
+            .iter()
+            .map(|a| a.to_vec())
+            .collect(),
+            anchor_masks: vec![vec![6, 7, 8], vec![3, 4, 5], vec![0, 1, 2]],
+            ignore_thresh: 0.7,
+            label_smooth: false,
+            scale_x_y: 1.0,
+            norm_decay: 0.0,
+            width: 512,
+            nms: MultiClassNMS::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MultiClassNMS {
+    pub score_threshold: f32,
+    pub nms_top_k: usize,
+    pub keep_top_k: usize,
+    pub nms_threshold: f32,
+    pub background_label: i32,
+    pub normalized: bool,
+}
+
+impl Default for MultiClassNMS {
+    fn default() -> Self {
+        MultiClassNMS {
+            score_threshold: 0.01,
+            nms_top_k: 1000,
+            keep_top_k: 100,
+            nms_threshold: 0.45,
+            background_label: -1,
+            normalized: false,
+        }
+    }
+}
+
+/// `TrainReader` / `EvalReader` / `TestReader`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reader {
+    #[serde(default)]
+    pub inputs_def: InputsDef,
+    pub dataset: DataSet,
+    #[serde(default)]
+    pub sample_transforms: Vec<Transform>,
+    #[serde(default)]
+    pub batch_transforms: Vec<Transform>,
+    /// Images per step (per device).
+    #[serde(default = "defaults::one")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub shuffle: bool,
+    #[serde(default)]
+    pub drop_last: bool,
+    /// Mixup is applied during the first `mixup_epoch` epochs.
+    #[serde(default)]
+    pub mixup_epoch: usize,
+    /// Drop images without boxes (training).
+    #[serde(default = "defaults::yes")]
+    pub drop_empty: bool,
+    #[serde(default = "defaults::one")]
+    pub worker_num: usize,
+    #[serde(default = "defaults::one")]
+    pub bufsize: usize,
+    #[serde(default)]
+    pub use_process: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InputsDef {
+    pub fields: Vec<String>,
+    pub num_max_boxes: usize,
+    pub image_shape: Vec<usize>,
+}
+
+impl Default for InputsDef {
+    fn default() -> Self {
+        InputsDef {
+            fields: Vec::new(),
+            num_max_boxes: 50,
+            image_shape: Vec::new(),
+        }
+    }
+}
+
+/// The dataset, written as YAML writes its tag: `COCODataSet(...)`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum DataSet {
+    COCODataSet(CocoDataSet),
+    VOCDataSet(VocDataSet),
+    ImageFolder(ImageFolder),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CocoDataSet {
+    pub dataset_dir: String,
+    /// Images folder, inside `dataset_dir`.
+    pub image_dir: String,
+    /// Annotation JSON, inside `dataset_dir`.
+    pub anno_path: String,
+    /// Class index = position in `categories` + this (YOLO: false).
+    pub with_background: bool,
+    /// Keep `iscrowd: 1` annotations.
+    pub load_crowd: bool,
+    /// Keep images without boxes.
+    pub allow_empty: bool,
+}
+
+impl Default for CocoDataSet {
+    fn default() -> Self {
+        CocoDataSet {
+            dataset_dir: "dataset/coco".into(),
+            image_dir: "train2017".into(),
+            anno_path: "annotations/instances_train2017.json".into(),
+            with_background: false,
+            load_crowd: false,
+            allow_empty: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VocDataSet {
+    pub dataset_dir: String,
+    /// List file of `<image> <xml>` lines, inside `dataset_dir`.
+    pub anno_path: String,
+    /// The 20 VOC classes; otherwise `label_list` inside `dataset_dir`.
+    pub use_default_label: bool,
+    pub label_list: String,
+    pub with_background: bool,
+}
+
+impl Default for VocDataSet {
+    fn default() -> Self {
+        VocDataSet {
+            dataset_dir: "dataset/voc".into(),
+            anno_path: "trainval.txt".into(),
+            use_default_label: true,
+            label_list: "label_list.txt".into(),
+            with_background: false,
+        }
+    }
+}
+
+/// Images for inference; labels come from the annotation file when given.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImageFolder {
+    pub dataset_dir: String,
+    pub image_dir: String,
+    pub anno_path: String,
+    pub use_default_label: bool,
+    pub with_background: bool,
+}
+
+/// A data transform, named as PaddleDetection's operators are.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub enum Transform {
+    DecodeImage(DecodeImage),
+    MixupImage(MixupImage),
+    ColorDistort(ColorDistort),
+    RandomExpand(RandomExpand),
+    RandomCrop(RandomCrop),
+    RandomFlipImage(RandomFlipImage),
+    NormalizeBox(NormalizeBox),
+    PadBox(PadBox),
+    BboxXYXY2XYWH(BboxXYXY2XYWH),
+    ResizeImage(ResizeImage),
+    RandomShape(RandomShape),
+    NormalizeImage(NormalizeImage),
+    Permute(Permute),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecodeImage {
+    pub to_rgb: bool,
+    pub with_mixup: bool,
+}
+
+impl Default for DecodeImage {
+    fn default() -> Self {
+        DecodeImage {
+            to_rgb: true,
+            with_mixup: false,
+        }
+    }
+}
+
+/// Blends two images with a Beta(alpha, beta) factor.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MixupImage {
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+impl Default for MixupImage {
+    fn default() -> Self {
+        MixupImage {
+            alpha: 1.5,
+            beta: 1.5,
+        }
+    }
+}
+
+/// Random hue/saturation/contrast/brightness; each is `[low, high, prob]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ColorDistort {
+    pub hue: Vec<f32>,
+    pub saturation: Vec<f32>,
+    pub contrast: Vec<f32>,
+    pub brightness: Vec<f32>,
+    pub random_apply: bool,
+}
+
+impl Default for ColorDistort {
+    fn default() -> Self {
+        ColorDistort {
+            hue: vec![-18.0, 18.0, 0.5],
+            saturation: vec![0.5, 1.5, 0.5],
+            contrast: vec![0.5, 1.5, 0.5],
+            brightness: vec![0.5, 1.5, 0.5],
+            random_apply: true,
+        }
+    }
+}
+
+/// Places the image on a canvas up to `ratio` times larger, with probability `prob`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RandomExpand {
+    pub ratio: f32,
+    pub prob: f32,
+    /// Canvas colour, RGB 0-255.
+    pub fill_value: Vec<f32>,
+}
+
+impl Default for RandomExpand {
+    fn default() -> Self {
+        RandomExpand {
+            ratio: 4.0,
+            prob: 0.5,
+            fill_value: vec![127.5, 127.5, 127.5],
+        }
+    }
+}
+
+/// SSD-style crop constrained by the IoU with the boxes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RandomCrop {
+    pub aspect_ratio: Vec<f32>,
+    pub thresholds: Vec<f32>,
+    pub scaling: Vec<f32>,
+    pub num_attempts: usize,
+    pub allow_no_crop: bool,
+    pub cover_all_box: bool,
+}
+
+impl Default for RandomCrop {
+    fn default() -> Self {
+        RandomCrop {
+            aspect_ratio: vec![0.5, 2.0],
+            thresholds: vec![0.0, 0.1, 0.3, 0.5, 0.7, 0.9],
+            scaling: vec![0.3, 1.0],
+            num_attempts: 50,
+            allow_no_crop: true,
+            cover_all_box: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RandomFlipImage {
+    pub prob: f32,
+    pub is_normalized: bool,
+}
+
+impl Default for RandomFlipImage {
+    fn default() -> Self {
+        RandomFlipImage {
+            prob: 0.5,
+            is_normalized: false,
+        }
+    }
+}
+
+/// Boxes to `[0, 1]` by the image size.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NormalizeBox {}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PadBox {
+    pub num_max_boxes: usize,
+}
+
+impl Default for PadBox {
+    fn default() -> Self {
+        PadBox { num_max_boxes: 50 }
+    }
+}
+
+/// Corners to centre and size.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BboxXYXY2XYWH {}
+
+/// Resize to `target_size` square; `interp` 1 linear, 2 cubic (OpenCV codes).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResizeImage {
+    pub target_size: usize,
+    pub interp: u32,
+}
+
+impl Default for ResizeImage {
+    fn default() -> Self {
+        ResizeImage {
+            target_size: 608,
+            interp: 1,
+        }
+    }
+}
+
+/// Per batch, resize to a size drawn from `sizes`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RandomShape {
+    pub sizes: Vec<usize>,
+    pub random_inter: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NormalizeImage {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    /// Divide by 255 first.
+    pub is_scale: bool,
+    pub is_channel_first: bool,
+}
+
+impl Default for NormalizeImage {
+    fn default() -> Self {
+        NormalizeImage {
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+            is_scale: true,
+            is_channel_first: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Permute {
+    pub to_bgr: bool,
+    pub channel_first: bool,
+}
+
+impl Default for Permute {
+    fn default() -> Self {
+        Permute {
+            to_bgr: false,
+            channel_first: true,
+        }
+    }
+}

@@ -1,0 +1,240 @@
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn configs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
+}
+
+fn overrides(args: &[&str]) -> Vec<Override> {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    parse_overrides(&args).unwrap()
+}
+
+/// A minimal valid config in a temporary folder, plus extra files.
+fn write_configs(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+const MINIMAL: &str = r#"(
+    architecture: "YOLOv3",
+    num_classes: 4,
+    max_iters: 10,
+    TrainReader: (dataset: VOCDataSet(dataset_dir: "d"), batch_size: 2),
+)"#;
+
+#[test]
+fn every_shipped_config_loads() {
+    let mut count = 0;
+    for entry in fs::read_dir(configs_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "ron") {
+            let config = load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.architecture, "YOLOv3");
+            count += 1;
+        }
+    }
+    assert!(count >= 5, "found {count} configs");
+}
+
+#[test]
+fn shipped_voc_config_has_the_paddle_defaults() {
+    let c = load(&configs_dir().join("yolov3_darknet_voc.ron"), &[]).unwrap();
+    assert_eq!(c.num_classes, 20);
+    assert_eq!(c.yolov3.backbone, "DarkNet");
+    assert_eq!(c.yolov3_head, YOLOv3Head::default());
+    assert_eq!(c.learning_rate, LearningRate::default());
+    assert_eq!(c.optimizer_builder, OptimizerBuilder::default());
+    assert_eq!((c.max_iters, c.snapshot_iter), (70000, 2000));
+    assert_eq!(c.train_reader.batch_size, 8);
+    assert_eq!(c.train_reader.mixup_epoch, 250);
+    let DataSet::VOCDataSet(voc) = &c.train_reader.dataset else {
+        panic!("{:?}", c.train_reader.dataset)
+    };
+    assert_eq!(voc.anno_path, "trainval.txt");
+    assert_eq!(c.train_reader.sample_transforms.len(), 9);
+    assert_eq!(c.exclude_patterns().unwrap(), ["yolo_output"]);
+    let coco = load(&configs_dir().join("yolov3_mobilenet_v1_coco.ron"), &[]).unwrap();
+    assert_eq!(coco.num_classes, 80);
+    assert!(matches!(coco.train_reader.dataset, DataSet::COCODataSet(_)));
+}
+
+#[test]
+fn overrides_set_nested_keys() {
+    let c = load(
+        &configs_dir().join("yolov3_mobilenet_v1_voc.ron"),
+        &overrides(&[
+            "TrainReader.batch_size=4",
+            "LearningRate.base_lr=0.0005",
+            "finetune_exclude_pretrained_params=['cls_score','bbox_pred']",
+            "pretrain_weights=https://example.com/a/b.tar",
+            "TrainReader.dataset.dataset_dir=custom_data/voc",
+            "num_classes=3",
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.train_reader.batch_size, 4);
+    assert_eq!(c.learning_rate.base_lr, 0.0005);
+    assert_eq!(
+        c.finetune_exclude_pretrained_params,
+        ["cls_score", "bbox_pred"]
+    );
+    assert_eq!(
+        c.pretrain_weights.as_deref(),
+        Some("https://example.com/a/b.tar")
+    );
+    let DataSet::VOCDataSet(voc) = &c.train_reader.dataset else {
+        panic!()
+    };
+    assert_eq!(voc.dataset_dir, "custom_data/voc");
+    assert_eq!(
+        voc.anno_path, "trainval.txt",
+        "the rest of the dataset stays"
+    );
+    assert_eq!(c.num_classes, 3);
+}
+
+#[test]
+fn unknown_key_lists_the_closest_keys() {
+    let dir = write_configs(&[("c.ron", MINIMAL)]);
+    let path = dir.path().join("c.ron");
+    let err = load(&path, &overrides(&["TrainReader.batchsize=4"])).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("unknown key 'batchsize'"), "{msg}");
+    assert!(msg.contains("closest valid keys: batch_size"), "{msg}");
+    assert!(msg.contains("set by -o TrainReader.batchsize"), "{msg}");
+
+    let err = load(&path, &overrides(&["LearningRat.base_lr=1"])).unwrap_err();
+    assert!(
+        err.to_string().contains("closest valid keys: LearningRate"),
+        "{err}"
+    );
+
+    let typo = MINIMAL.replace("max_iters", "max_iter");
+    let dir = write_configs(&[("c.ron", &typo)]);
+    let err = load(&dir.path().join("c.ron"), &[]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("(key max_iter): unknown key 'max_iter'; closest valid keys: max_iters"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_type_names_key_and_type() {
+    let dir = write_configs(&[("c.ron", MINIMAL)]);
+    let path = dir.path().join("c.ron");
+    let err = load(&path, &overrides(&["TrainReader.batch_size=four"])).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("key TrainReader.batch_size"), "{msg}");
+    assert!(msg.contains("wrong type: expected integer"), "{msg}");
+    let err = load(&path, &overrides(&["use_gpu=3"])).unwrap_err();
+    assert!(err.to_string().contains("key use_gpu"), "{err}");
+    assert!(err.to_string().contains("boolean"), "{err}");
+    let err = load(&path, &overrides(&["TrainReader.dataset=Nope(x: 1)"])).unwrap_err();
+    assert!(err.to_string().contains("key TrainReader.dataset"), "{err}");
+}
+
+#[test]
+fn values_checked_beyond_types() {
+    let dir = write_configs(&[("c.ron", MINIMAL)]);
+    let path = dir.path().join("c.ron");
+    let err = load(&path, &overrides(&["YOLOv3.backbone=ResNet"])).unwrap_err();
+    assert!(err.to_string().contains("key YOLOv3.backbone"), "{err}");
+    assert!(err.to_string().contains("MobileNet, DarkNet"), "{err}");
+    let err = load(
+        &path,
+        &overrides(&["YOLOv3Head.anchor_masks=[[0,1],[2,9],[3]]"]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("anchor_masks[1]"), "{err}");
+    let err = load(&path, &overrides(&["YOLOv3Head.anchors=[[1,2,3]]"])).unwrap_err();
+    assert!(err.to_string().contains("anchors[0]"), "{err}");
+}
+
+#[test]
+fn bases_merge_in_order_and_relative_to_the_file() {
+    let dir = write_configs(&[
+        (
+            "base/a.ron",
+            r#"(num_classes: 1, max_iters: 5, TrainReader: (batch_size: 3, shuffle: true))"#,
+        ),
+        (
+            "base/b.ron",
+            r#"(_BASE_: ["a.ron"], num_classes: 2, TrainReader: (dataset: VOCDataSet(dataset_dir: "x")))"#,
+        ),
+        (
+            "c.ron",
+            r#"(_BASE_: ["base/b.ron"], architecture: "YOLOv3", TrainReader: (shuffle: false))"#,
+        ),
+    ]);
+    let c = load(&dir.path().join("c.ron"), &[]).unwrap();
+    assert_eq!((c.num_classes, c.max_iters), (2, 5));
+    assert_eq!(c.train_reader.batch_size, 3);
+    assert!(!c.train_reader.shuffle);
+}
+
+#[test]
+fn bad_files_are_clear_errors() {
+    let dir = write_configs(&[
+        ("missing_base.ron", r#"(_BASE_: ["nope.ron"])"#),
+        ("loop_a.ron", r#"(_BASE_: ["loop_b.ron"])"#),
+        ("loop_b.ron", r#"(_BASE_: ["loop_a.ron"])"#),
+        (
+            "syntax.ron",
+            "(architecture: \"YOLOv3\",\n num_classes: 4 4)",
+        ),
+    ]);
+    let err = load(&dir.path().join("missing_base.ron"), &[]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("missing_base.ron (_BASE_): base file"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("nope.ron not found"), "{err}");
+    let err = load(&dir.path().join("loop_a.ron"), &[]).unwrap_err();
+    assert!(err.to_string().contains("includes itself"), "{err}");
+    let err = load(&dir.path().join("syntax.ron"), &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("syntax.ron (line 2, column 17)"),
+        "{err}"
+    );
+    let err = load(&dir.path().join("absent.ron"), &[]).unwrap_err();
+    assert!(err.to_string().contains("absent.ron"), "{err}");
+    let dir = write_configs(&[("c.ron", r#"(architecture: "YOLOv3", num_classes: 4)"#)]);
+    let err = load(&dir.path().join("c.ron"), &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("missing required key 'max_iters'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn edit_distance_and_closest() {
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+    assert_eq!(edit_distance("", "abc"), 3);
+    assert_eq!(
+        closest("batchsize", &["shuffle", "batch_size", "bufsize"])[0],
+        "batch_size"
+    );
+}
+
+#[test]
+fn model_spec_follows_the_config() {
+    use crate::models::Yolov3Spec;
+    let c = load(&configs_dir().join("yolov3_darknet_voc.ron"), &[]).unwrap();
+    assert_eq!(c.model_spec(), Yolov3Spec::darknet53(20));
+    assert_eq!(c.model_spec().param_specs().len(), 366);
+    let c = load(&configs_dir().join("yolov3_mobilenet_v1_coco.ron"), &[]).unwrap();
+    assert_eq!(c.model_spec(), Yolov3Spec::mobilenet_v1(80));
+    assert_eq!(c.model_spec().param_specs().len(), 241);
+    let c = load(&configs_dir().join("demo.ron"), &[]).unwrap();
+    assert_eq!(c.model_spec(), Yolov3Spec::small(3));
+}

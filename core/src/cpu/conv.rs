@@ -1,0 +1,752 @@
+//! Convolution on the CPU.
+//!
+//! Three paths, chosen by shape:
+//! - depthwise (one channel per group): a direct loop per plane; im2col would
+//!   turn it into thousands of tiny GEMMs.
+//! - 1x1 stride-1 unpadded on a large map: the image *is* the `[c_in, h*w]`
+//!   matrix, so each group is a single GEMM reading the input in place.
+//! - everything else: im2col into a `[c_in/g * kh * kw, columns]` matrix, then
+//!   GEMM with the `[c_out/g, c_in/g * kh * kw]` weights.
+//!
+//! Images are split into one contiguous run per worker thread; each worker has
+//! its own slice of the workspace. On small maps (YOLO's 10x10 and 20x20
+//! levels) one image gives a GEMM too thin to run at full speed, so a worker
+//! puts the columns of several images side by side into one GEMM and moves the
+//! result between that `[c_out, images * h*w]` staging matrix and NCHW. With a
+//! single image the GEMM itself is threaded instead.
+
+use super::gemm::{sgemm, Operand};
+use crate::backend::Conv2dGeom;
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// Columns a GEMM should have to run near the machine's peak; smaller maps
+/// batch images until they reach it.
+const MIN_GEMM_COLUMNS: usize = 512;
+
+/// Threads to split the batch over.
+fn workers(g: &Conv2dGeom) -> usize {
+    g.batch.min(rayon::current_num_threads()).max(1)
+}
+
+/// Threads each GEMM may use: all of them when there is only one worker.
+fn gemm_threads(g: &Conv2dGeom) -> usize {
+    if workers(g) == 1 {
+        rayon::current_num_threads()
+    } else {
+        1
+    }
+}
+
+fn images_per_worker(g: &Conv2dGeom) -> usize {
+    g.batch.div_ceil(workers(g))
+}
+
+/// Images whose columns share one GEMM.
+fn images_per_gemm(g: &Conv2dGeom) -> usize {
+    MIN_GEMM_COLUMNS
+        .div_ceil(g.h_out() * g.w_out())
+        .clamp(1, images_per_worker(g))
+}
+
+/// A 1x1 convolution on a map large enough for one GEMM per image reads its
+/// input (and writes its input gradient) in place, without im2col.
+fn reads_input_in_place(g: &Conv2dGeom) -> bool {
+    g.is_pointwise() && images_per_gemm(g) == 1
+}
+
+/// Rows of the im2col matrix of one group (its GEMM depth).
+fn col_rows(g: &Conv2dGeom) -> usize {
+    g.c_in_per_group() * g.kernel_h * g.kernel_w
+}
+
+fn col_len(g: &Conv2dGeom) -> usize {
+    if reads_input_in_place(g) {
+        0
+    } else {
+        col_rows(g) * images_per_gemm(g) * g.h_out() * g.w_out()
+    }
+}
+
+/// The `[c_out/g, images * h_out*w_out]` staging matrix of batched GEMMs.
+fn stage_len(g: &Conv2dGeom) -> usize {
+    if images_per_gemm(g) > 1 {
+        g.c_out_per_group() * images_per_gemm(g) * g.h_out() * g.w_out()
+    } else {
+        0
+    }
+}
+
+/// Per-worker scratch: im2col matrix, staging matrix, partial weight gradient.
+fn worker_workspace_len(g: &Conv2dGeom) -> usize {
+    if g.is_depthwise() {
+        0
+    } else {
+        col_len(g) + stage_len(g) + g.weight_len()
+    }
+}
+
+pub fn workspace_len(g: &Conv2dGeom) -> usize {
+    workers(g) * worker_workspace_len(g)
+}
+
+fn check_lengths(g: &Conv2dGeom, x: usize, w: usize, y: usize, workspace: usize) {
+    if let Err(msg) = g.validate() {
+        panic!("{msg}");
+    }
+    assert!(
+        x >= g.input_len(),
+        "conv2d: input buffer too short for {g:?}"
+    );
+    assert!(
+        w >= g.weight_len(),
+        "conv2d: weight buffer too short for {g:?}"
+    );
+    assert!(
+        y >= g.output_len(),
+        "conv2d: output buffer too short for {g:?}"
+    );
+    assert!(
+        workspace >= workspace_len(g),
+        "conv2d: workspace too short for {g:?}"
+    );
+}
+
+/// Unrolls one group of one image into `col` (`col_rows` rows of
+/// `h_out*w_out` values, rows `ld` apart); taps in the padding are zero.
+fn im2col(g: &Conv2dGeom, x_group: &[f32], col: &mut [f32], ld: usize) {
+    let (h_out, w_out) = (g.h_out(), g.w_out());
+    let plane = g.h_in * g.w_in;
+    for c in 0..g.c_in_per_group() {
+        let x_plane = &x_group[c * plane..(c + 1) * plane];
+        for ki in 0..g.kernel_h {
+            for kj in 0..g.kernel_w {
+                let row = (c * g.kernel_h + ki) * g.kernel_w + kj;
+                let col_row = &mut col[row * ld..row * ld + h_out * w_out];
+                for oy in 0..h_out {
+                    let iy = (oy * g.stride_h + ki * g.dilation_h) as isize - g.pad_h as isize;
+                    let out = &mut col_row[oy * w_out..(oy + 1) * w_out];
+                    if iy < 0 || iy >= g.h_in as isize {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let x_row = &x_plane[iy as usize * g.w_in..(iy as usize + 1) * g.w_in];
+                    for (ox, o) in out.iter_mut().enumerate() {
+                        let ix = (ox * g.stride_w + kj * g.dilation_w) as isize - g.pad_w as isize;
+                        *o = if ix >= 0 && ix < g.w_in as isize {
+                            x_row[ix as usize]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of `im2col`: adds every column entry back onto the input
+/// position it was copied from. `x_group` must be zeroed first.
+fn col2im(g: &Conv2dGeom, col: &[f32], ld: usize, x_group: &mut [f32]) {
+    let (h_out, w_out) = (g.h_out(), g.w_out());
+    let plane = g.h_in * g.w_in;
+    for c in 0..g.c_in_per_group() {
+        let x_plane = &mut x_group[c * plane..(c + 1) * plane];
+        for ki in 0..g.kernel_h {
+            for kj in 0..g.kernel_w {
+                let row = (c * g.kernel_h + ki) * g.kernel_w + kj;
+                let col_row = &col[row * ld..row * ld + h_out * w_out];
+                for oy in 0..h_out {
+                    let iy = (oy * g.stride_h + ki * g.dilation_h) as isize - g.pad_h as isize;
+                    if iy < 0 || iy >= g.h_in as isize {
+                        continue;
+                    }
+                    let x_row = &mut x_plane[iy as usize * g.w_in..(iy as usize + 1) * g.w_in];
+                    for (ox, v) in col_row[oy * w_out..(oy + 1) * w_out].iter().enumerate() {
+                        let ix = (ox * g.stride_w + kj * g.dilation_w) as isize - g.pad_w as isize;
+                        if ix >= 0 && ix < g.w_in as isize {
+                            x_row[ix as usize] += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where one group of a chunk of images lives in an NCHW buffer: image `i`'s
+/// planes are `buf[plane_range(i)]`.
+struct GroupPlanes {
+    image_len: usize,
+    first: usize,
+    len: usize,
+}
+
+impl GroupPlanes {
+    fn range(&self, image: usize) -> Range<usize> {
+        let start = image * self.image_len + self.first;
+        start..start + self.len
+    }
+}
+
+/// `stage[co][i * plane ..]` = image `i`'s plane `co` (NCHW to staging).
+fn gather(src: &[f32], planes: &GroupPlanes, images: usize, plane: usize, stage: &mut [f32]) {
+    let ld = images * plane;
+    for i in 0..images {
+        for (co, p) in src[planes.range(i)].chunks(plane).enumerate() {
+            stage[co * ld + i * plane..][..plane].copy_from_slice(p);
+        }
+    }
+}
+
+/// The inverse of `gather` (staging to NCHW).
+fn scatter(stage: &[f32], planes: &GroupPlanes, images: usize, plane: usize, dst: &mut [f32]) {
+    let ld = images * plane;
+    for i in 0..images {
+        for (co, p) in dst[planes.range(i)].chunks_mut(plane).enumerate() {
+            p.copy_from_slice(&stage[co * ld + i * plane..][..plane]);
+        }
+    }
+}
+
+/// Slices a worker's workspace into (im2col, staging, partial weight gradient).
+fn split_workspace<'a>(
+    g: &Conv2dGeom,
+    ws: &'a mut [f32],
+) -> (&'a mut [f32], &'a mut [f32], &'a mut [f32]) {
+    let (col, rest) = ws.split_at_mut(col_len(g));
+    let (stage, rest) = rest.split_at_mut(stage_len(g));
+    (col, stage, &mut rest[..g.weight_len()])
+}
+
+pub fn forward(
+    g: &Conv2dGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    workspace: &mut [f32],
+) {
+    check_lengths(g, x.len(), w.len(), y.len(), workspace.len());
+    if g.is_depthwise() {
+        depthwise_forward(g, x, w, bias, y);
+        return;
+    }
+    let in_image = g.c_in * g.h_in * g.w_in;
+    let plane = g.h_out() * g.w_out();
+    let out_image = g.c_out * plane;
+    let (ipw, m) = (images_per_worker(g), images_per_gemm(g));
+    let threads = gemm_threads(g);
+    let k = col_rows(g);
+    let (cin_g, cout_g) = (g.c_in_per_group(), g.c_out_per_group());
+    y[..g.output_len()]
+        .par_chunks_mut(ipw * out_image)
+        .zip(x[..g.input_len()].par_chunks(ipw * in_image))
+        .zip(workspace.par_chunks_mut(worker_workspace_len(g)))
+        .for_each(|((y_run, x_run), ws)| {
+            let (col, stage, _) = split_workspace(g, ws);
+            for (y_chunk, x_chunk) in y_run
+                .chunks_mut(m * out_image)
+                .zip(x_run.chunks(m * in_image))
+            {
+                let images = y_chunk.len() / out_image;
+                let ld = images * plane;
+                for grp in 0..g.groups {
+                    let w_group = Operand::new(&w[grp * cout_g * k..(grp + 1) * cout_g * k], k);
+                    let x_planes = GroupPlanes {
+                        image_len: in_image,
+                        first: grp * cin_g * g.h_in * g.w_in,
+                        len: cin_g * g.h_in * g.w_in,
+                    };
+                    let y_planes = GroupPlanes {
+                        image_len: out_image,
+                        first: grp * cout_g * plane,
+                        len: cout_g * plane,
+                    };
+                    if reads_input_in_place(g) {
+                        let rhs = Operand::new(&x_chunk[x_planes.range(0)], plane);
+                        sgemm(
+                            cout_g,
+                            plane,
+                            k,
+                            w_group,
+                            rhs,
+                            &mut y_chunk[y_planes.range(0)],
+                            plane,
+                            false,
+                            threads,
+                        );
+                        continue;
+                    }
+                    for i in 0..images {
+                        im2col(g, &x_chunk[x_planes.range(i)], &mut col[i * plane..], ld);
+                    }
+                    if m == 1 {
+                        let out = &mut y_chunk[y_planes.range(0)];
+                        sgemm(
+                            cout_g,
+                            plane,
+                            k,
+                            w_group,
+                            Operand::new(col, ld),
+                            out,
+                            plane,
+                            false,
+                            threads,
+                        );
+                    } else {
+                        sgemm(
+                            cout_g,
+                            ld,
+                            k,
+                            w_group,
+                            Operand::new(col, ld),
+                            stage,
+                            ld,
+                            false,
+                            threads,
+                        );
+                        scatter(stage, &y_planes, images, plane, y_chunk);
+                    }
+                }
+                if let Some(bias) = bias {
+                    for y_img in y_chunk.chunks_mut(out_image) {
+                        for (p, b) in y_img.chunks_mut(plane).zip(bias) {
+                            p.iter_mut().for_each(|v| *v += b);
+                        }
+                    }
+                }
+            }
+        });
+}
+
+pub fn backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32], workspace: &mut [f32]) {
+    check_lengths(g, dx.len(), w.len(), dy.len(), workspace.len());
+    if g.is_depthwise() {
+        depthwise_backward_data(g, dy, w, dx);
+        return;
+    }
+    let in_image = g.c_in * g.h_in * g.w_in;
+    let plane = g.h_out() * g.w_out();
+    let out_image = g.c_out * plane;
+    let (ipw, m) = (images_per_worker(g), images_per_gemm(g));
+    let threads = gemm_threads(g);
+    let k = col_rows(g);
+    let (cin_g, cout_g) = (g.c_in_per_group(), g.c_out_per_group());
+    dx[..g.input_len()]
+        .par_chunks_mut(ipw * in_image)
+        .zip(dy[..g.output_len()].par_chunks(ipw * out_image))
+        .zip(workspace.par_chunks_mut(worker_workspace_len(g)))
+        .for_each(|((dx_run, dy_run), ws)| {
+            let (col, stage, _) = split_workspace(g, ws);
+            for (dx_chunk, dy_chunk) in dx_run
+                .chunks_mut(m * in_image)
+                .zip(dy_run.chunks(m * out_image))
+            {
+                let images = dy_chunk.len() / out_image;
+                let ld = images * plane;
+                for grp in 0..g.groups {
+                    // dcol [k x columns] = w_group^T [k x cout_g] * dy [cout_g x columns]
+                    let w_t = Operand::transposed(&w[grp * cout_g * k..(grp + 1) * cout_g * k], k);
+                    let x_planes = GroupPlanes {
+                        image_len: in_image,
+                        first: grp * cin_g * g.h_in * g.w_in,
+                        len: cin_g * g.h_in * g.w_in,
+                    };
+                    let y_planes = GroupPlanes {
+                        image_len: out_image,
+                        first: grp * cout_g * plane,
+                        len: cout_g * plane,
+                    };
+                    if reads_input_in_place(g) {
+                        let rhs = Operand::new(&dy_chunk[y_planes.range(0)], plane);
+                        sgemm(
+                            k,
+                            plane,
+                            cout_g,
+                            w_t,
+                            rhs,
+                            &mut dx_chunk[x_planes.range(0)],
+                            plane,
+                            false,
+                            threads,
+                        );
+                        continue;
+                    }
+                    let rhs = if m == 1 {
+                        Operand::new(&dy_chunk[y_planes.range(0)], plane)
+                    } else {
+                        gather(dy_chunk, &y_planes, images, plane, stage);
+                        Operand::new(stage, ld)
+                    };
+                    sgemm(k, ld, cout_g, w_t, rhs, col, ld, false, threads);
+                    for i in 0..images {
+                        let dx_group = &mut dx_chunk[x_planes.range(i)];
+                        dx_group.fill(0.0);
+                        col2im(g, &col[i * plane..], ld, dx_group);
+                    }
+                }
+            }
+        });
+}
+
+pub fn backward_filter(
+    g: &Conv2dGeom,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    dbias: Option<&mut [f32]>,
+    workspace: &mut [f32],
+) {
+    check_lengths(g, x.len(), dw.len(), dy.len(), workspace.len());
+    let plane = g.h_out() * g.w_out();
+    if let Some(dbias) = dbias {
+        assert!(
+            dbias.len() >= g.c_out,
+            "conv2d: bias gradient buffer too short"
+        );
+        dbias[..g.c_out]
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(c, db)| {
+                let mut sum = 0.0f64;
+                for n in 0..g.batch {
+                    let p = &dy[(n * g.c_out + c) * plane..][..plane];
+                    sum += p.iter().map(|&v| v as f64).sum::<f64>();
+                }
+                *db = sum as f32;
+            });
+    }
+    if g.is_depthwise() {
+        depthwise_backward_filter(g, x, dy, dw);
+        return;
+    }
+    let in_image = g.c_in * g.h_in * g.w_in;
+    let out_image = g.c_out * plane;
+    let (ipw, m) = (images_per_worker(g), images_per_gemm(g));
+    let threads = gemm_threads(g);
+    let k = col_rows(g);
+    let (cin_g, cout_g) = (g.c_in_per_group(), g.c_out_per_group());
+    let wws = worker_workspace_len(g);
+    let runs = g.batch.div_ceil(ipw);
+    workspace[..runs * wws]
+        .par_chunks_mut(wws)
+        .zip(x[..g.input_len()].par_chunks(ipw * in_image))
+        .zip(dy[..g.output_len()].par_chunks(ipw * out_image))
+        .for_each(|((ws, x_run), dy_run)| {
+            let (col, stage, partial) = split_workspace(g, ws);
+            let mut first = true;
+            for (x_chunk, dy_chunk) in x_run.chunks(m * in_image).zip(dy_run.chunks(m * out_image))
+            {
+                let images = dy_chunk.len() / out_image;
+                let ld = images * plane;
+                for grp in 0..g.groups {
+                    // dw_group [cout_g x k] += dy [cout_g x columns] * col^T [columns x k]
+                    let dw_group = &mut partial[grp * cout_g * k..(grp + 1) * cout_g * k];
+                    let x_planes = GroupPlanes {
+                        image_len: in_image,
+                        first: grp * cin_g * g.h_in * g.w_in,
+                        len: cin_g * g.h_in * g.w_in,
+                    };
+                    let y_planes = GroupPlanes {
+                        image_len: out_image,
+                        first: grp * cout_g * plane,
+                        len: cout_g * plane,
+                    };
+                    if reads_input_in_place(g) {
+                        let lhs = Operand::new(&dy_chunk[y_planes.range(0)], plane);
+                        let rhs = Operand::transposed(&x_chunk[x_planes.range(0)], plane);
+                        sgemm(cout_g, k, plane, lhs, rhs, dw_group, k, !first, threads);
+                        continue;
+                    }
+                    for i in 0..images {
+                        im2col(g, &x_chunk[x_planes.range(i)], &mut col[i * plane..], ld);
+                    }
+                    let lhs = if m == 1 {
+                        Operand::new(&dy_chunk[y_planes.range(0)], plane)
+                    } else {
+                        gather(dy_chunk, &y_planes, images, plane, stage);
+                        Operand::new(stage, ld)
+                    };
+                    sgemm(
+                        cout_g,
+                        k,
+                        ld,
+                        lhs,
+                        Operand::transposed(col, ld),
+                        dw_group,
+                        k,
+                        !first,
+                        threads,
+                    );
+                }
+                first = false;
+            }
+        });
+    // Sum the workers' partial gradients (`par_chunks` made one run per worker).
+    let partial_at = col_len(g) + stage_len(g);
+    dw[..g.weight_len()]
+        .par_chunks_mut(4096)
+        .enumerate()
+        .for_each(|(chunk, out)| {
+            let start = chunk * 4096;
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = (0..runs)
+                    .map(|r| workspace[r * wws + partial_at + start + i])
+                    .sum();
+            }
+        });
+}
+
+// ---- depthwise: direct loops, one plane (image, channel) at a time ----
+//
+// Each kernel tap (ki, kj) touches, for output row `oy`, the input row
+// `oy * stride + ki * dilation - pad`, and within it the columns
+// `ox * stride + kj * dilation - pad`. The loops go row by row and, per tap,
+// over exactly the valid column range, so the inner loop has no bounds test.
+// With stride s the input row is first split into its s phases (every s-th
+// element, starting at 0, 1, ..): each tap then reads one phase contiguously,
+// and the inner loops vectorise for every stride.
+
+/// The output positions `o < out_len` whose input position
+/// `o * stride + offset` lies inside `0..in_len`.
+fn valid_outputs(out_len: usize, in_len: usize, stride: usize, offset: isize) -> Range<usize> {
+    let lo = if offset >= 0 {
+        0
+    } else {
+        (offset.unsigned_abs()).div_ceil(stride)
+    };
+    let last_in = in_len as isize - 1 - offset;
+    let hi = if last_in < 0 {
+        0
+    } else {
+        (last_in as usize / stride + 1).min(out_len)
+    };
+    lo.min(hi)..hi
+}
+
+/// Offset of tap `k` relative to the output position times stride.
+fn tap_offset(k: usize, dilation: usize, pad: usize) -> isize {
+    (k * dilation) as isize - pad as isize
+}
+
+/// A row split into `stride` phases of `phase_len` elements each:
+/// `phases[p * phase_len + j] = row[j * stride + p]`.
+struct PhasedRow {
+    stride: usize,
+    phase_len: usize,
+    phases: Vec<f32>,
+}
+
+impl PhasedRow {
+    fn new(width: usize, stride: usize) -> Self {
+        let phase_len = width.div_ceil(stride);
+        PhasedRow {
+            stride,
+            phase_len,
+            // Stride 1 reads the row in place and needs no copy.
+            phases: vec![0.0; if stride == 1 { 0 } else { stride * phase_len }],
+        }
+    }
+
+    /// The row's elements in phase order: the row itself when the stride is
+    /// 1, else a copy split into phases (strided loops, no divisions).
+    fn view<'a>(&'a mut self, row: &'a [f32]) -> &'a [f32] {
+        if self.stride == 1 {
+            return row;
+        }
+        for p in 0..self.stride.min(row.len()) {
+            let phase = &mut self.phases[p * self.phase_len..(p + 1) * self.phase_len];
+            for (dst, src) in phase.iter_mut().zip(row[p..].iter().step_by(self.stride)) {
+                *dst = *src;
+            }
+        }
+        &self.phases
+    }
+
+    /// `row += phases`, element by element in row order.
+    fn merge_add(&self, row: &mut [f32]) {
+        for p in 0..self.stride.min(row.len()) {
+            let phase = &self.phases[p * self.phase_len..(p + 1) * self.phase_len];
+            for (dst, src) in row[p..].iter_mut().step_by(self.stride).zip(phase) {
+                *dst += *src;
+            }
+        }
+    }
+}
+
+/// Index, in a row of `width` split into `stride` phases, of row element
+/// `o * stride + offset` (for stride 1, simply that element).
+fn index_in_phases(width: usize, stride: usize, o: usize, offset: isize) -> usize {
+    let s = stride as isize;
+    let phase_len = width.div_ceil(stride);
+    (offset.rem_euclid(s) as usize) * phase_len + (o as isize + offset.div_euclid(s)) as usize
+}
+
+/// `sum(a[i] * b[i])` with eight independent accumulators so it vectorises.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (ca, cb) in a8.zip(b8) {
+        for i in 0..8 {
+            lanes[i] += ca[i] * cb[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+fn depthwise_forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
+    let (h_out, w_out) = (g.h_out(), g.w_out());
+    let taps = g.kernel_h * g.kernel_w;
+    let in_plane = g.h_in * g.w_in;
+    y[..g.output_len()]
+        .par_chunks_mut(h_out * w_out)
+        .enumerate()
+        .for_each(|(plane, y_plane)| {
+            let c = plane % g.c_out;
+            let x_plane = &x[plane * in_plane..(plane + 1) * in_plane];
+            let w_c = &w[c * taps..(c + 1) * taps];
+            let mut phased = PhasedRow::new(g.w_in, g.stride_w);
+            y_plane.fill(bias.map_or(0.0, |b| b[c]));
+            for ki in 0..g.kernel_h {
+                let row_off = tap_offset(ki, g.dilation_h, g.pad_h);
+                for oy in valid_outputs(h_out, g.h_in, g.stride_h, row_off) {
+                    let iy = ((oy * g.stride_h) as isize + row_off) as usize;
+                    let x_row = phased.view(&x_plane[iy * g.w_in..(iy + 1) * g.w_in]);
+                    let y_row = &mut y_plane[oy * w_out..(oy + 1) * w_out];
+                    for kj in 0..g.kernel_w {
+                        let wv = w_c[ki * g.kernel_w + kj];
+                        let col_off = tap_offset(kj, g.dilation_w, g.pad_w);
+                        let cols = valid_outputs(w_out, g.w_in, g.stride_w, col_off);
+                        if cols.is_empty() {
+                            continue;
+                        }
+                        let first = index_in_phases(g.w_in, g.stride_w, cols.start, col_off);
+                        for (yv, xv) in y_row[cols].iter_mut().zip(&x_row[first..]) {
+                            *yv += wv * xv;
+                        }
+                    }
+                }
+            }
+        });
+}
+
+fn depthwise_backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let (h_out, w_out) = (g.h_out(), g.w_out());
+    let taps = g.kernel_h * g.kernel_w;
+    let in_plane = g.h_in * g.w_in;
+    dx[..g.input_len()]
+        .par_chunks_mut(in_plane)
+        .enumerate()
+        .for_each(|(plane, dx_plane)| {
+            let c = plane % g.c_in;
+            let dy_plane = &dy[plane * h_out * w_out..(plane + 1) * h_out * w_out];
+            let w_c = &w[c * taps..(c + 1) * taps];
+            let mut phased = PhasedRow::new(g.w_in, g.stride_w);
+            dx_plane.fill(0.0);
+            for ki in 0..g.kernel_h {
+                let row_off = tap_offset(ki, g.dilation_h, g.pad_h);
+                for oy in valid_outputs(h_out, g.h_in, g.stride_h, row_off) {
+                    let iy = ((oy * g.stride_h) as isize + row_off) as usize;
+                    let dy_row = &dy_plane[oy * w_out..(oy + 1) * w_out];
+                    let dx_row = &mut dx_plane[iy * g.w_in..(iy + 1) * g.w_in];
+                    // Stride 1 accumulates straight into the row, else into
+                    // the phases, merged back below.
+                    let target: &mut [f32] = if g.stride_w == 1 {
+                        dx_row
+                    } else {
+                        phased.phases.fill(0.0);
+                        &mut phased.phases
+                    };
+                    for kj in 0..g.kernel_w {
+                        let wv = w_c[ki * g.kernel_w + kj];
+                        let col_off = tap_offset(kj, g.dilation_w, g.pad_w);
+                        let cols = valid_outputs(w_out, g.w_in, g.stride_w, col_off);
+                        if cols.is_empty() {
+                            continue;
+                        }
+                        let first = index_in_phases(g.w_in, g.stride_w, cols.start, col_off);
+                        for (d, gv) in target[first..].iter_mut().zip(&dy_row[cols]) {
+                            *d += wv * gv;
+                        }
+                    }
+                    if g.stride_w != 1 {
+                        phased.merge_add(&mut dx_plane[iy * g.w_in..(iy + 1) * g.w_in]);
+                    }
+                }
+            }
+        });
+}
+
+fn depthwise_backward_filter(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let (h_out, w_out) = (g.h_out(), g.w_out());
+    let taps = g.kernel_h * g.kernel_w;
+    let in_plane = g.h_in * g.w_in;
+    dw[..g.weight_len()]
+        .par_chunks_mut(taps)
+        .enumerate()
+        .for_each(|(c, dw_c)| {
+            // Row dot products in f32, summed over rows and images in f64.
+            let mut acc = vec![0.0f64; taps];
+            let mut phased = PhasedRow::new(g.w_in, g.stride_w);
+            for n in 0..g.batch {
+                let plane = n * g.c_in + c;
+                let x_plane = &x[plane * in_plane..(plane + 1) * in_plane];
+                let dy_plane = &dy[plane * h_out * w_out..(plane + 1) * h_out * w_out];
+                for ki in 0..g.kernel_h {
+                    let row_off = tap_offset(ki, g.dilation_h, g.pad_h);
+                    for oy in valid_outputs(h_out, g.h_in, g.stride_h, row_off) {
+                        let iy = ((oy * g.stride_h) as isize + row_off) as usize;
+                        let x_row = phased.view(&x_plane[iy * g.w_in..(iy + 1) * g.w_in]);
+                        let dy_row = &dy_plane[oy * w_out..(oy + 1) * w_out];
+                        for kj in 0..g.kernel_w {
+                            let col_off = tap_offset(kj, g.dilation_w, g.pad_w);
+                            let cols = valid_outputs(w_out, g.w_in, g.stride_w, col_off);
+                            if cols.is_empty() {
+                                continue;
+                            }
+                            let first = index_in_phases(g.w_in, g.stride_w, cols.start, col_off);
+                            let grad = &dy_row[cols];
+                            let partial = dot(grad, &x_row[first..first + grad.len()]);
+                            acc[ki * g.kernel_w + kj] += partial as f64;
+                        }
+                    }
+                }
+            }
+            for (d, a) in dw_c.iter_mut().zip(&acc) {
+                *d = *a as f32;
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_outputs_keeps_taps_inside_the_input() {
+        for (out_len, in_len, stride, offset) in [
+            (5, 5, 1, -1),
+            (5, 5, 1, 1),
+            (3, 6, 2, -1),
+            (4, 8, 2, 2),
+            (2, 1, 1, 3),
+        ] {
+            let r = valid_outputs(out_len, in_len, stride, offset);
+            for o in 0..out_len {
+                let i = (o * stride) as isize + offset;
+                assert_eq!(
+                    r.contains(&o),
+                    i >= 0 && i < in_len as isize,
+                    "{out_len} {in_len} {stride} {offset} o={o}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The CPU backend: plain loops over `Vec<f32>`, multithreaded with rayon,
+//! GEMM from the `gemm` crate. It is the reference the GPU backend is tested
+//! against, so every kernel here favours being obviously right.
+
+mod batch_norm;
+pub mod conv;
+mod elementwise;
+pub mod gemm;
+mod pool;
+
+use crate::backend::{
+    Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, PoolGeom, SgdStep,
+};
+
+/// The CPU. Threads come from rayon's global pool (size it with
+/// `RAYON_NUM_THREADS` or `rayon::ThreadPoolBuilder`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+impl Backend for CpuBackend {
+    type Buffer = Vec<f32>;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn alloc(&self, len: usize) -> Vec<f32> {
+        vec![0.0; len]
+    }
+
+    fn buffer_len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+
+    fn fill(&self, buf: &mut Vec<f32>, len: usize, value: f32) {
+        buf[..len].fill(value);
+    }
+
+    fn upload(&self, src: &[f32], dst: &mut Vec<f32>) {
+        dst[..src.len()].copy_from_slice(src);
+    }
+
+    fn download(&self, src: &Vec<f32>, dst: &mut [f32]) {
+        dst.copy_from_slice(&src[..dst.len()]);
+    }
+
+    fn copy(&self, len: usize, src: &Vec<f32>, dst: &mut Vec<f32>) {
+        dst[..len].copy_from_slice(&src[..len]);
+    }
+
+    fn conv2d_workspace_len(&self, g: &Conv2dGeom) -> usize {
+        conv::workspace_len(g)
+    }
+
+    fn conv2d_forward(
+        &self,
+        g: &Conv2dGeom,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        bias: Option<&Vec<f32>>,
+        y: &mut Vec<f32>,
+        workspace: &mut Vec<f32>,
+    ) {
+        conv::forward(g, x, w, bias.map(|b| b.as_slice()), y, workspace);
+    }
+
+    fn conv2d_backward_data(
+        &self,
+        g: &Conv2dGeom,
+        dy: &Vec<f32>,
+        w: &Vec<f32>,
+        dx: &mut Vec<f32>,
+        workspace: &mut Vec<f32>,
+    ) {
+        conv::backward_data(g, dy, w, dx, workspace);
+    }
+
+    fn conv2d_backward_filter(
+        &self,
+        g: &Conv2dGeom,
+        x: &Vec<f32>,
+        dy: &Vec<f32>,
+        dw: &mut Vec<f32>,
+        dbias: Option<&mut Vec<f32>>,
+        workspace: &mut Vec<f32>,
+    ) {
+        conv::backward_filter(g, x, dy, dw, dbias.map(|b| b.as_mut_slice()), workspace);
+    }
+
+    fn batch_norm_forward_train(
+        &self,
+        g: &BatchNormGeom,
+        act: Activation,
+        momentum: f32,
+        eps: f32,
+        x: &Vec<f32>,
+        scale: &Vec<f32>,
+        offset: &Vec<f32>,
+        running_mean: &mut Vec<f32>,
+        running_var: &mut Vec<f32>,
+        saved_mean: &mut Vec<f32>,
+        saved_inv_std: &mut Vec<f32>,
+        y: &mut Vec<f32>,
+    ) {
+        batch_norm::forward_train(
+            g,
+            act,
+            momentum,
+            eps,
+            x,
+            scale,
+            offset,
+            running_mean,
+            running_var,
+            saved_mean,
+            saved_inv_std,
+            y,
+        );
+    }
+
+    fn batch_norm_forward_eval(
+        &self,
+        g: &BatchNormGeom,
+        act: Activation,
+        eps: f32,
+        x: &Vec<f32>,
+        scale: &Vec<f32>,
+        offset: &Vec<f32>,
+        mean: &Vec<f32>,
+        var: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) {
+        batch_norm::forward_eval(g, act, eps, x, scale, offset, mean, var, y);
+    }
+
+    fn batch_norm_backward_train(
+        &self,
+        g: &BatchNormGeom,
+        act: Activation,
+        x: &Vec<f32>,
+        y: &Vec<f32>,
+        dy: &Vec<f32>,
+        scale: &Vec<f32>,
+        saved_mean: &Vec<f32>,
+        saved_inv_std: &Vec<f32>,
+        dx: &mut Vec<f32>,
+        dscale: &mut Vec<f32>,
+        doffset: &mut Vec<f32>,
+    ) {
+        batch_norm::backward_train(
+            g,
+            act,
+            x,
+            y,
+            dy,
+            scale,
+            saved_mean,
+            saved_inv_std,
+            dx,
+            dscale,
+            doffset,
+        );
+    }
+
+    fn batch_norm_backward_eval(
+        &self,
+        g: &BatchNormGeom,
+        act: Activation,
+        eps: f32,
+        y: &Vec<f32>,
+        dy: &Vec<f32>,
+        scale: &Vec<f32>,
+        var: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) {
+        batch_norm::backward_eval(g, act, eps, y, dy, scale, var, dx);
+    }
+
+    fn activation_forward(&self, act: Activation, len: usize, x: &Vec<f32>, y: &mut Vec<f32>) {
+        elementwise::activation_forward(act, &x[..len], &mut y[..len]);
+    }
+
+    fn activation_backward(
+        &self,
+        act: Activation,
+        len: usize,
+        y: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) {
+        elementwise::activation_backward(act, &y[..len], &dy[..len], &mut dx[..len]);
+    }
+
+    fn sigmoid_forward(&self, len: usize, x: &Vec<f32>, y: &mut Vec<f32>) {
+        elementwise::sigmoid_forward(&x[..len], &mut y[..len]);
+    }
+
+    fn sigmoid_backward(&self, len: usize, y: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>) {
+        elementwise::sigmoid_backward(&y[..len], &dy[..len], &mut dx[..len]);
+    }
+
+    fn add(&self, len: usize, a: &Vec<f32>, b: &Vec<f32>, y: &mut Vec<f32>) {
+        elementwise::add(&a[..len], &b[..len], &mut y[..len]);
+    }
+
+    fn axpy(&self, len: usize, alpha: f32, x: &Vec<f32>, y: &mut Vec<f32>) {
+        elementwise::axpy(alpha, &x[..len], &mut y[..len]);
+    }
+
+    fn scale(&self, len: usize, alpha: f32, x: &mut Vec<f32>) {
+        elementwise::scale(alpha, &mut x[..len]);
+    }
+
+    fn sum(&self, len: usize, x: &Vec<f32>) -> f64 {
+        elementwise::sum(&x[..len])
+    }
+
+    fn sum_squares(&self, len: usize, x: &Vec<f32>) -> f64 {
+        elementwise::sum_squares(&x[..len])
+    }
+
+    fn max_pool_forward(&self, g: &PoolGeom, x: &Vec<f32>, y: &mut Vec<f32>) {
+        pool::max_pool_forward(g, x, y);
+    }
+
+    fn max_pool_backward(&self, g: &PoolGeom, x: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>) {
+        pool::max_pool_backward(g, x, dy, dx);
+    }
+
+    fn upsample2x_forward(
+        &self,
+        planes: usize,
+        h: usize,
+        w: usize,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) {
+        pool::upsample2x_forward(planes, h, w, x, y);
+    }
+
+    fn upsample2x_backward(
+        &self,
+        planes: usize,
+        h: usize,
+        w: usize,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) {
+        pool::upsample2x_backward(planes, h, w, dy, dx);
+    }
+
+    fn copy_channels(&self, c: &ChannelCopy, src: &Vec<f32>, dst: &mut Vec<f32>) {
+        pool::copy_channels(c, src, dst);
+    }
+
+    fn sgd_momentum(
+        &self,
+        step: &SgdStep,
+        len: usize,
+        param: &mut Vec<f32>,
+        grad: &Vec<f32>,
+        velocity: &mut Vec<f32>,
+    ) {
+        elementwise::sgd_momentum(step, &mut param[..len], &grad[..len], &mut velocity[..len]);
+    }
+}

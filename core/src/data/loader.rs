@@ -1,0 +1,552 @@
+//! Worker threads that turn records into batches, ahead of the trainer.
+//!
+//! Batches are numbered across epochs (`global = epoch * per_epoch + step`).
+//! Worker `k` of `W` builds batches `first + k, first + k + W, ...` and sends
+//! each into its own bounded channel; the consumer reads the channels in
+//! turn, so batches arrive in order and at most `W * (prefetch + 1)` batches
+//! exist at any time, whatever the dataset size. Every random choice comes
+//! from generators keyed by `(seed, epoch, step or record index)`, so the
+//! batches are the same for any number of workers.
+//!
+//! Dropping the loader stops the workers: their next send fails (or they
+//! see the stop flag between images) and they are joined.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use pulsefocus_formats::dataset::Record;
+use pulsefocus_formats::image::decode_file;
+use pulsefocus_formats::{Error, Result};
+
+use super::batch::Batch;
+use super::rng::Rng;
+use super::sample::Sample;
+use super::transforms::augment;
+use super::transforms::resize::{random_shape, Interp, EVAL_SIZE, TRAIN_SIZES};
+use super::transforms::targets::MAX_BOXES;
+
+/// Independent random streams, so adding draws to one never shifts another.
+const SHUFFLE_STREAM: u64 = 1;
+const SHAPE_STREAM: u64 = 2;
+const SAMPLE_STREAM: u64 = 3;
+
+/// The training augmentation settings of the YOLOv3 reader.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainAugment {
+    /// Mixup is used in epochs `0..mixup_epochs`.
+    pub mixup_epochs: u64,
+    /// One is drawn per batch.
+    pub sizes: Vec<usize>,
+    /// Draw the interpolation per batch (else bilinear).
+    pub random_interp: bool,
+}
+
+impl Default for TrainAugment {
+    fn default() -> Self {
+        TrainAugment {
+            mixup_epochs: 250,
+            sizes: TRAIN_SIZES.to_vec(),
+            random_interp: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    /// All augmentations, random size per batch.
+    Train(TrainAugment),
+    /// Resize only (to `size` x `size`).
+    Eval { size: usize, interp: Interp },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoaderConfig {
+    pub batch_size: usize,
+    /// Worker threads (at least 1).
+    pub workers: usize,
+    /// Finished batches each worker may queue ahead.
+    pub prefetch: usize,
+    pub seed: u64,
+    /// Reorder the records every epoch.
+    pub shuffle: bool,
+    /// Leave out the last, smaller batch of an epoch.
+    pub drop_last: bool,
+    /// Keep records without boxes (PaddleDetection's training reader drops them).
+    pub allow_empty: bool,
+    pub max_boxes: usize,
+    pub mode: Mode,
+}
+
+impl LoaderConfig {
+    /// PaddleDetection's YOLOv3 training reader.
+    pub fn train(batch_size: usize, seed: u64) -> LoaderConfig {
+        LoaderConfig {
+            batch_size,
+            workers: 2,
+            prefetch: 2,
+            seed,
+            shuffle: true,
+            drop_last: true,
+            allow_empty: false,
+            max_boxes: MAX_BOXES,
+            mode: Mode::Train(TrainAugment::default()),
+        }
+    }
+
+    /// PaddleDetection's YOLOv3 evaluation reader: every image once, in
+    /// order, resized to 608 with bicubic interpolation.
+    pub fn eval(batch_size: usize) -> LoaderConfig {
+        LoaderConfig {
+            batch_size,
+            workers: 2,
+            prefetch: 2,
+            seed: 0,
+            shuffle: false,
+            drop_last: false,
+            allow_empty: true,
+            max_boxes: MAX_BOXES,
+            mode: Mode::Eval {
+                size: EVAL_SIZE,
+                interp: Interp::Cubic,
+            },
+        }
+    }
+}
+
+/// What every worker needs to build any batch.
+struct Plan {
+    records: Arc<Vec<Record>>,
+    /// Indices into `records` of the records this loader uses.
+    used: Vec<usize>,
+    config: LoaderConfig,
+    batches_per_epoch: u64,
+}
+
+impl Plan {
+    /// Positions into `used`, in the order of `epoch`.
+    fn epoch_order(&self, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.used.len()).collect();
+        if self.config.shuffle {
+            Rng::derive(self.config.seed, &[SHUFFLE_STREAM, epoch]).shuffle(&mut order);
+        }
+        order
+    }
+
+    fn load(&self, index: usize) -> Result<(Sample, [u32; 2])> {
+        let record = &self.records[index];
+        let image = decode_file(&record.image_path)?;
+        Ok((Sample::new(&image, record), [image.width, image.height]))
+    }
+
+    /// Builds batch number `global`; `order` caches the current epoch's order.
+    fn build(
+        &self,
+        global: u64,
+        order: &mut Option<(u64, Vec<usize>)>,
+        stop: &AtomicBool,
+    ) -> Result<Batch> {
+        let epoch = global / self.batches_per_epoch;
+        let step = global % self.batches_per_epoch;
+        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            *order = Some((epoch, self.epoch_order(epoch)));
+        }
+        let order = &order.as_ref().expect("just set").1;
+        let bs = self.config.batch_size;
+        let start = step as usize * bs;
+        let positions = &order[start..(start + bs).min(order.len())];
+        let seed = self.config.seed;
+        let (size, interp) = match &self.config.mode {
+            Mode::Train(aug) => random_shape(
+                &aug.sizes,
+                aug.random_interp,
+                &mut Rng::derive(seed, &[SHAPE_STREAM, epoch, step]),
+            ),
+            Mode::Eval { size, interp } => (*size, *interp),
+        };
+        let mut batch = Batch::new(
+            positions.len(),
+            size,
+            size,
+            self.config.max_boxes,
+            epoch,
+            step,
+        );
+        let mut scratch = Vec::new();
+        let n = self.used.len();
+        for &pos in positions {
+            if stop.load(Ordering::Relaxed) {
+                return Err(Error::new("data loader", "stopped"));
+            }
+            let index = self.used[pos];
+            let (mut sample, original_size) = self.load(index)?;
+            if let Mode::Train(aug) = &self.config.mode {
+                let mut rng = Rng::derive(seed, &[SAMPLE_STREAM, epoch, index as u64]);
+                // PaddleDetection's partner: a uniformly drawn other record.
+                let partner = if epoch < aug.mixup_epochs && n > 1 {
+                    let other = self.used[(pos + 1 + rng.below(n as u64 - 1) as usize) % n];
+                    Some(self.load(other)?.0)
+                } else {
+                    None
+                };
+                augment(&mut sample, partner, &mut rng);
+            }
+            batch.put(&sample, interp, index, original_size, &mut scratch);
+        }
+        Ok(batch)
+    }
+}
+
+pub struct Loader {
+    receivers: Vec<Receiver<Result<Batch>>>,
+    workers: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    /// Global number of the first batch and of the next one to hand out.
+    first: u64,
+    next: u64,
+    /// Global number one past the last batch (`None`: endless).
+    end: Option<u64>,
+    batches_per_epoch: u64,
+    failed: bool,
+}
+
+impl Loader {
+    /// Starts the workers for `epochs` epochs from `first_epoch` (forever
+    /// when `None`). Evaluation: `new(records, LoaderConfig::eval(8), 0, Some(1))`.
+    pub fn new(
+        records: Arc<Vec<Record>>,
+        config: LoaderConfig,
+        first_epoch: u64,
+        epochs: Option<u64>,
+    ) -> Result<Loader> {
+        Loader::start(records, config, |per_epoch| {
+            (
+                first_epoch * per_epoch,
+                epochs.map(|e| (first_epoch + e) * per_epoch),
+            )
+        })
+    }
+
+    /// Endless batches from batch number `first_batch`, counted from the
+    /// first batch of epoch 0: training that resumes at iteration `i` calls
+    /// `from_batch(records, config, i)` and sees exactly the batches an
+    /// uninterrupted run would have.
+    pub fn from_batch(
+        records: Arc<Vec<Record>>,
+        config: LoaderConfig,
+        first_batch: u64,
+    ) -> Result<Loader> {
+        Loader::start(records, config, |_| (first_batch, None))
+    }
+
+    /// `span` maps the number of batches per epoch to the global numbers of
+    /// the first batch and of one past the last.
+    fn start(
+        records: Arc<Vec<Record>>,
+        config: LoaderConfig,
+        span: impl FnOnce(u64) -> (u64, Option<u64>),
+    ) -> Result<Loader> {
+        let invalid = |msg: String| Error::new("data loader", msg);
+        if config.batch_size == 0 {
+            return Err(invalid("batch size must be at least 1".into()));
+        }
+        if let Mode::Train(aug) = &config.mode {
+            if aug.sizes.is_empty() || aug.sizes.contains(&0) {
+                return Err(invalid(format!("bad training sizes {:?}", aug.sizes)));
+            }
+        }
+        let used: Vec<usize> = (0..records.len())
+            .filter(|&i| config.allow_empty || !records[i].objects.is_empty())
+            .collect();
+        let batches_per_epoch = if config.drop_last {
+            used.len() / config.batch_size
+        } else {
+            used.len().div_ceil(config.batch_size)
+        } as u64;
+        if batches_per_epoch == 0 {
+            return Err(invalid(format!(
+                "{} usable images ({} records{}) make no batch of {}",
+                used.len(),
+                records.len(),
+                if config.allow_empty {
+                    ""
+                } else {
+                    ", those without boxes left out"
+                },
+                config.batch_size
+            )));
+        }
+        let workers = config.workers.max(1);
+        let prefetch = config.prefetch.max(1);
+        let (first, end) = span(batches_per_epoch);
+        let plan = Arc::new(Plan {
+            records,
+            used,
+            config,
+            batches_per_epoch,
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut receivers = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for k in 0..workers {
+            let (sender, receiver) = sync_channel(prefetch);
+            let (plan, stop) = (plan.clone(), stop.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("loader-{k}"))
+                .spawn(move || {
+                    let mut order = None;
+                    let mut global = first + k as u64;
+                    while !stop.load(Ordering::Relaxed) && end.is_none_or(|e| global < e) {
+                        let result = plan.build(global, &mut order, &stop);
+                        let failed = result.is_err();
+                        if sender.send(result).is_err() || failed {
+                            break;
+                        }
+                        global += workers as u64;
+                    }
+                })
+                .map_err(|e| invalid(format!("cannot start worker thread: {e}")))?;
+            receivers.push(receiver);
+            handles.push(handle);
+        }
+        Ok(Loader {
+            receivers,
+            workers: handles,
+            stop,
+            first,
+            next: first,
+            end,
+            batches_per_epoch,
+            failed: false,
+        })
+    }
+
+    pub fn batches_per_epoch(&self) -> u64 {
+        self.batches_per_epoch
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Result<Batch>> {
+        if self.failed || self.end.is_some_and(|e| self.next >= e) {
+            return None;
+        }
+        let k = ((self.next - self.first) % self.receivers.len() as u64) as usize;
+        self.next += 1;
+        match self.receivers[k].recv() {
+            Ok(Ok(batch)) => Some(Ok(batch)),
+            Ok(Err(e)) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+            Err(_) => {
+                self.failed = true;
+                Some(Err(Error::new(
+                    "data loader",
+                    format!("worker {k} stopped unexpectedly"),
+                )))
+            }
+        }
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the receivers wakes any worker blocked on a full queue.
+        self.receivers.clear();
+        for handle in self.workers.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pulsefocus_formats::dataset::GroundTruth;
+    use pulsefocus_formats::image::{write_png, RgbImage};
+    use std::path::Path;
+
+    /// `count` small PNGs of varied sizes in `dir`; every third has no boxes.
+    fn dataset(dir: &Path, count: usize) -> Arc<Vec<Record>> {
+        let records = (0..count)
+            .map(|i| {
+                let (w, h) = (24 + 4 * (i % 5) as u32, 20 + 3 * (i % 4) as u32);
+                let path = dir.join(format!("{i}.png"));
+                let shade = (i * 20 % 256) as u8;
+                write_png(&RgbImage::filled(w, h, [shade, 100, 255 - shade]), &path).unwrap();
+                let objects = if i % 3 == 2 {
+                    vec![]
+                } else {
+                    vec![GroundTruth {
+                        bbox: [2.0, 3.0, 15.0, 14.0],
+                        class: (i % 4) as u32,
+                        difficult: false,
+                        crowd: false,
+                    }]
+                };
+                Record {
+                    image_path: path,
+                    id: i as i64,
+                    width: w,
+                    height: h,
+                    objects,
+                }
+            })
+            .collect();
+        Arc::new(records)
+    }
+
+    fn small_train(batch_size: usize, workers: usize) -> LoaderConfig {
+        LoaderConfig {
+            workers,
+            mode: Mode::Train(TrainAugment {
+                sizes: vec![32, 64],
+                ..TrainAugment::default()
+            }),
+            ..LoaderConfig::train(batch_size, 42)
+        }
+    }
+
+    #[test]
+    fn each_record_with_boxes_once_per_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dataset(dir.path(), 10); // 7 with boxes
+        let loader = Loader::new(records, small_train(2, 2), 0, Some(2)).unwrap();
+        assert_eq!(loader.batches_per_epoch(), 3); // drop_last: 7 / 2
+        let batches: Vec<Batch> = loader.map(|b| b.unwrap()).collect();
+        assert_eq!(batches.len(), 6);
+        for epoch in 0..2u64 {
+            let mut seen: Vec<usize> = batches
+                .iter()
+                .filter(|b| b.epoch == epoch)
+                .flat_map(|b| b.record_indices.clone())
+                .collect();
+            assert_eq!(seen.len(), 6);
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len(), 6, "no record twice in epoch {epoch}");
+            assert!(seen.iter().all(|i| i % 3 != 2));
+        }
+        let order = |e: u64| -> Vec<usize> {
+            batches
+                .iter()
+                .filter(|b| b.epoch == e)
+                .flat_map(|b| b.record_indices.clone())
+                .collect()
+        };
+        assert_ne!(order(0), order(1), "shuffled per epoch");
+        for b in &batches {
+            assert!(b.h == 32 || b.h == 64);
+            assert_eq!(b.images.len(), 2 * 3 * b.h * b.w);
+            // Mixup (epoch < 250): two boxes per image, scores f and 1 - f.
+            for i in 0..2 {
+                let s = &b.gt_scores[i * 50..i * 50 + 2];
+                assert!((s[0] + s[1] - 1.0).abs() < 1e-5 || s[1] == 0.0, "{s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn eval_keeps_every_record_in_order_with_a_last_small_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dataset(dir.path(), 5);
+        let config = LoaderConfig {
+            mode: Mode::Eval {
+                size: 40,
+                interp: Interp::Cubic,
+            },
+            ..LoaderConfig::eval(2)
+        };
+        let batches: Vec<Batch> = Loader::new(records, config, 0, Some(1))
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        let seen: Vec<usize> = batches
+            .iter()
+            .flat_map(|b| b.record_indices.clone())
+            .collect();
+        assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+        assert_eq!(batches[2].n, 1);
+        assert_eq!(batches[0].original_sizes, vec![[24, 20], [28, 23]]);
+        // Box [2, 3, 15, 14] of the 24x20 image 0, normalised cxcywh.
+        let want = [8.5 / 24.0, 8.5 / 20.0, 13.0 / 24.0, 11.0 / 20.0];
+        for (a, b) in batches[0].gt_boxes[..4].iter().zip(want) {
+            assert!((a - b).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn batches_do_not_depend_on_the_number_of_workers() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dataset(dir.path(), 9);
+        let run = |workers| -> Vec<Batch> {
+            Loader::new(records.clone(), small_train(3, workers), 3, Some(1))
+                .unwrap()
+                .map(|b| b.unwrap())
+                .collect()
+        };
+        let one = run(1);
+        assert_eq!(one.len(), 2);
+        assert_eq!(one[0].epoch, 3);
+        assert_eq!(one, run(3));
+    }
+
+    #[test]
+    fn undecodable_image_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dataset(dir.path(), 4);
+        std::fs::write(&records[1].image_path, b"not a picture").unwrap();
+        let config = LoaderConfig {
+            shuffle: false,
+            ..small_train(1, 2)
+        };
+        let mut loader = Loader::new(records.clone(), config, 300, None).unwrap();
+        assert!(loader.next().unwrap().is_ok());
+        let err = loader.next().unwrap().unwrap_err();
+        assert!(err.to_string().contains("1.png"), "{err}");
+        assert!(loader.next().is_none());
+    }
+
+    #[test]
+    fn resuming_at_a_batch_continues_the_same_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dataset(dir.path(), 9); // 6 with boxes: 3 batches of 2
+        let whole: Vec<Batch> = Loader::new(records.clone(), small_train(2, 2), 0, Some(2))
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        let resumed: Vec<Batch> = Loader::from_batch(records, small_train(2, 3), 2)
+            .unwrap()
+            .take(4)
+            .map(|b| b.unwrap())
+            .collect();
+        assert_eq!(resumed, whole[2..]);
+        assert_eq!((resumed[1].epoch, resumed[1].step), (1, 0));
+    }
+
+    #[test]
+    fn endless_loader_stops_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dataset(dir.path(), 6);
+        let mut loader = Loader::new(records, small_train(2, 2), 0, None).unwrap();
+        for _ in 0..5 {
+            loader.next().unwrap().unwrap();
+        }
+        drop(loader); // joins the workers; the test would hang otherwise
+    }
+
+    #[test]
+    fn too_few_images_for_a_batch_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dataset(dir.path(), 3); // 2 with boxes
+        let err = Loader::new(records, small_train(4, 1), 0, Some(1))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("2 usable images"), "{err}");
+    }
+}

@@ -1,0 +1,116 @@
+//! The YOLOv3 input transforms, one file each, in PaddleDetection's order:
+//! Mixup, ColorDistort, RandomExpand, RandomCrop, RandomFlip per sample;
+//! then per batch the random resize, NormalizeBox/PadBox/XYXY->XYWH
+//! (`targets`) and Normalize+Permute. Each transform has a plain function
+//! that takes its parameters (tested on hand-computed cases) and a `random_`
+//! function that draws them from the sample's generator.
+
+pub mod color_distort;
+pub mod mixup;
+pub mod normalize;
+pub mod random_crop;
+pub mod random_expand;
+pub mod random_flip;
+pub mod resize;
+pub mod targets;
+
+use super::rng::Rng;
+use super::sample::Sample;
+
+/// The per-sample training augmentations, in order. `partner` is the second
+/// image for mixup, `None` once mixup is over (or for a one-image dataset).
+pub fn augment(sample: &mut Sample, partner: Option<Sample>, rng: &mut Rng) {
+    if let Some(partner) = partner {
+        mixup::random_mixup(sample, partner, rng);
+    }
+    color_distort::random_color_distort(sample, rng);
+    random_expand::random_expand(sample, rng);
+    random_crop::random_crop(sample, rng);
+    random_flip::random_flip(sample, rng);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::sample::tests::gradient_sample;
+    use proptest::prelude::{prop, prop_assert, prop_assert_eq, proptest};
+
+    /// Up to 6 valid boxes inside a `w` x `h` image, from unit fractions.
+    fn boxes_in(w: usize, h: usize, fractions: &[[f32; 4]]) -> Vec<[f32; 4]> {
+        let (w, h) = (w as f32, h as f32);
+        fractions
+            .iter()
+            .map(|f| {
+                let x1 = f[0] * w * 0.9;
+                let y1 = f[1] * h * 0.9;
+                let x2 = x1 + (0.05 + 0.95 * f[2]) * (w - x1);
+                let y2 = y1 + (0.05 + 0.95 * f[3]) * (h - y1);
+                [x1, y1, x2, y2]
+            })
+            .collect()
+    }
+
+    fn assert_valid(s: &Sample, step: &str) {
+        let (w, h) = (s.width() as f32, s.height() as f32);
+        assert_eq!(s.boxes.len(), s.classes.len(), "{step}");
+        assert_eq!(s.boxes.len(), s.scores.len(), "{step}");
+        for b in &s.boxes {
+            assert!(
+                0.0 <= b[0] && b[0] < b[2] && b[2] <= w,
+                "{step}: {b:?} in {w}x{h}"
+            );
+            assert!(
+                0.0 <= b[1] && b[1] < b[3] && b[3] <= h,
+                "{step}: {b:?} in {w}x{h}"
+            );
+        }
+        for &score in &s.scores {
+            assert!(score > 0.0 && score <= 1.0, "{step}: score {score}");
+        }
+        assert!(s.view.crop_x + s.width() <= s.view.canvas_w, "{step}");
+        assert!(s.view.crop_y + s.height() <= s.view.canvas_h, "{step}");
+    }
+
+    proptest! {
+        #[test]
+        fn boxes_stay_valid_and_inside_after_every_transform(
+            w in 4usize..90, h in 4usize..90, pw in 4usize..90, ph in 4usize..90,
+            fractions in prop::collection::vec(prop::array::uniform4(0.0f32..1.0), 1..7),
+            partner_fractions in prop::collection::vec(prop::array::uniform4(0.0f32..1.0), 1..4),
+            with_partner: bool,
+            seed: u64,
+        ) {
+            let mut s = gradient_sample(w, h, &boxes_in(w, h, &fractions));
+            let partner = gradient_sample(pw, ph, &boxes_in(pw, ph, &partner_fractions));
+            let mut rng = Rng::new(seed);
+            assert_valid(&s, "input");
+            if with_partner {
+                mixup::random_mixup(&mut s, partner, &mut rng);
+                assert_valid(&s, "mixup");
+            }
+            color_distort::random_color_distort(&mut s, &mut rng);
+            random_expand::random_expand(&mut s, &mut rng);
+            assert_valid(&s, "expand");
+            random_crop::random_crop(&mut s, &mut rng);
+            assert_valid(&s, "crop");
+            prop_assert!(!s.boxes.is_empty());
+            random_flip::random_flip(&mut s, &mut rng);
+            assert_valid(&s, "flip");
+            let mut out = vec![0.0; 24 * 16 * 3];
+            resize::resize_into(&s, 24, 16, resize::Interp::Cubic, &mut out);
+            prop_assert!(out.iter().all(|v| v.is_finite()));
+        }
+
+        #[test]
+        fn augmentation_is_a_function_of_the_seed(seed: u64) {
+            let base = gradient_sample(40, 30, &[[5.0, 5.0, 20.0, 25.0], [22.0, 3.0, 39.0, 12.0]]);
+            let partner = gradient_sample(30, 40, &[[1.0, 1.0, 9.0, 9.0]]);
+            let run = || {
+                let mut s = base.clone();
+                augment(&mut s, Some(partner.clone()), &mut Rng::new(seed));
+                s
+            };
+            prop_assert_eq!(run(), run());
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Resize to the network's input size, reading through the sample's view.
+//!
+//! Training resizes every image of a batch to one size drawn per batch from
+//! 320..608 step 32 (PaddleDetection `RandomShape`), the interpolation drawn
+//! from nearest, bilinear and bicubic (PaddleDetection draws from OpenCV's
+//! nearest, linear, area, cubic and Lanczos-4; we have the first, second and
+//! fourth). Evaluation resizes to 608 with bicubic. Aspect ratio is not kept,
+//! as in PaddleDetection; boxes are normalised to 0..1 before the resize, so
+//! they need no change.
+//!
+//! The sampling positions and weights are OpenCV's (`cv::resize`): output
+//! pixel `d` looks at source position `(d + 0.5) * in / out - 0.5`, edge
+//! pixels repeated; bicubic uses a = -0.75. Results are floats, unrounded.
+
+use super::super::rng::Rng;
+use super::super::sample::Sample;
+
+/// The training sizes of the YOLOv3 configs.
+pub const TRAIN_SIZES: [usize; 10] = [320, 352, 384, 416, 448, 480, 512, 544, 576, 608];
+pub const EVAL_SIZE: usize = 608;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interp {
+    Nearest,
+    Linear,
+    Cubic,
+}
+
+impl Interp {
+    pub const ALL: [Interp; 3] = [Interp::Nearest, Interp::Linear, Interp::Cubic];
+}
+
+/// One batch's size and interpolation, drawn from `sizes` (and from all
+/// interpolations when `random_interp`, else bilinear).
+pub fn random_shape(sizes: &[usize], random_interp: bool, rng: &mut Rng) -> (usize, Interp) {
+    let size = sizes[rng.below(sizes.len() as u64) as usize];
+    let interp = if random_interp {
+        Interp::ALL[rng.below(Interp::ALL.len() as u64) as usize]
+    } else {
+        Interp::Linear
+    };
+    (size, interp)
+}
+
+/// For one axis: which source pixels (`None` = canvas fill) each output
+/// pixel reads, with which weights; `taps` entries per output pixel.
+struct AxisTaps {
+    taps: usize,
+    source: Vec<Option<usize>>,
+    weight: Vec<f32>,
+}
+
+/// Sampling taps of an axis of `len_in` view pixels resized to `len_out`;
+/// `source_of` maps a view index to the pixel behind it.
+fn axis_taps(
+    len_in: usize,
+    len_out: usize,
+    interp: Interp,
+    source_of: impl Fn(usize) -> Option<usize>,
+) -> AxisTaps {
+    let scale = len_in as f64 / len_out as f64;
+    let last = len_in as i64 - 1;
+    let clamp = |i: i64| i.clamp(0, last) as usize;
+    let taps = match interp {
+        Interp::Nearest => 1,
+        Interp::Linear => 2,
+        Interp::Cubic => 4,
+    };
+    let mut source = Vec::with_capacity(len_out * taps);
+    let mut weight = Vec::with_capacity(len_out * taps);
+    for d in 0..len_out {
+        match interp {
+            Interp::Nearest => {
+                // OpenCV INTER_NEAREST: floor(d * scale), no half-pixel shift.
+                source.push(source_of(clamp((d as f64 * scale).floor() as i64)));
+                weight.push(1.0);
+            }
+            Interp::Linear => {
+                let pos = (d as f64 + 0.5) * scale - 0.5;
+                let mut i = pos.floor() as i64;
+                let mut f = (pos - i as f64) as f32;
+                if i < 0 {
+                    (i, f) = (0, 0.0);
+                }
+                if i >= last {
+                    (i, f) = (last, 0.0);
+                }
+                source.push(source_of(clamp(i)));
+                source.push(source_of(clamp(i + 1)));
+                weight.extend_from_slice(&[1.0 - f, f]);
+            }
+            Interp::Cubic => {
+                let pos = (d as f64 + 0.5) * scale - 0.5;
+                let i = pos.floor() as i64;
+                let f = (pos - i as f64) as f32;
+                for k in -1..=2 {
+                    source.push(source_of(clamp(i + k)));
+                }
+                weight.extend_from_slice(&cubic_weights(f));
+            }
+        }
+    }
+    AxisTaps {
+        taps,
+        source,
+        weight,
+    }
+}
+
+/// OpenCV's bicubic weights (a = -0.75) for taps at -1, 0, 1, 2 around `f`.
+fn cubic_weights(f: f32) -> [f32; 4] {
+    const A: f32 = -0.75;
+    let w0 = ((A * (f + 1.0) - 5.0 * A) * (f + 1.0) + 8.0 * A) * (f + 1.0) - 4.0 * A;
+    let w1 = ((A + 2.0) * f - (A + 3.0)) * f * f + 1.0;
+    let w2 = ((A + 2.0) * (1.0 - f) - (A + 3.0)) * (1.0 - f) * (1.0 - f) + 1.0;
+    [w0, w1, w2, 1.0 - w0 - w1 - w2]
+}
+
+/// Resizes what `sample` shows to `out_w` x `out_h`, writing RGB HWC floats
+/// into `out` (`out_w * out_h * 3`).
+pub fn resize_into(sample: &Sample, out_w: usize, out_h: usize, interp: Interp, out: &mut [f32]) {
+    assert_eq!(out.len(), out_w * out_h * 3);
+    let cols = axis_taps(sample.width(), out_w, interp, |u| sample.source_x(u));
+    let rows = axis_taps(sample.height(), out_h, interp, |v| sample.source_y(v));
+    let fill = sample.view.fill;
+    let taps = cols.taps;
+    for oy in 0..out_h {
+        let row_taps = oy * taps..(oy + 1) * taps;
+        for ox in 0..out_w {
+            // Pixels and fill are summed apart: the colour map applies to the
+            // pixels only (it is affine, so it can be applied to their sum).
+            let mut sum = [0.0f32; 3];
+            let (mut pixel_weight, mut fill_weight) = (0.0f32, 0.0f32);
+            for (sy, wy) in rows.source[row_taps.clone()]
+                .iter()
+                .zip(&rows.weight[row_taps.clone()])
+            {
+                for t in ox * taps..(ox + 1) * taps {
+                    let w = wy * cols.weight[t];
+                    match (cols.source[t], sy) {
+                        (Some(x), Some(y)) => {
+                            let i = (y * sample.pixels_w + x) * 3;
+                            sum[0] += w * sample.pixels[i];
+                            sum[1] += w * sample.pixels[i + 1];
+                            sum[2] += w * sample.pixels[i + 2];
+                            pixel_weight += w;
+                        }
+                        _ => fill_weight += w,
+                    }
+                }
+            }
+            let colored = sample.color.apply_weighted(sum, pixel_weight);
+            let o = (oy * out_w + ox) * 3;
+            for c in 0..3 {
+                out[o + c] = colored[c] + fill_weight * fill[c];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::sample::tests::gradient_sample;
+    use crate::data::transforms::color_distort::{affine, Distortion};
+    use crate::data::transforms::{random_crop::crop, random_expand::expand, random_flip::flip};
+
+    fn resize(sample: &Sample, w: usize, h: usize, interp: Interp) -> Vec<f32> {
+        let mut out = vec![0.0; w * h * 3];
+        resize_into(sample, w, h, interp, &mut out);
+        out
+    }
+
+    #[test]
+    fn same_size_is_a_copy_for_every_interpolation() {
+        let s = gradient_sample(7, 5, &[]);
+        for interp in Interp::ALL {
+            let out = resize(&s, 7, 5, interp);
+            for (a, b) in out.iter().zip(&s.pixels) {
+                assert!((a - b).abs() < 1e-4, "{interp:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn linear_halving_averages_pixel_pairs() {
+        // Red channel is x: output column d reads position 2d + 0.5.
+        let s = gradient_sample(8, 2, &[]);
+        let out = resize(&s, 4, 1, Interp::Linear);
+        let red: Vec<f32> = out.chunks(3).map(|p| p[0]).collect();
+        assert_eq!(red, vec![0.5, 2.5, 4.5, 6.5]);
+        // Green is y: rows 0 and 1 averaged.
+        assert_eq!(out[1], 0.5);
+    }
+
+    #[test]
+    fn linear_doubling_repeats_the_edges() {
+        let s = gradient_sample(2, 1, &[]);
+        let out = resize(&s, 4, 1, Interp::Linear);
+        let red: Vec<f32> = out.chunks(3).map(|p| p[0]).collect();
+        // Positions -0.25, 0.25, 0.75, 1.25: clamped, 0.25, 0.75, clamped.
+        assert_eq!(red, vec![0.0, 0.25, 0.75, 1.0]);
+    }
+
+    #[test]
+    fn cubic_keeps_a_linear_ramp_inside() {
+        let s = gradient_sample(16, 4, &[]);
+        let out = resize(&s, 8, 4, Interp::Cubic);
+        // Away from the edges bicubic reproduces a ramp: column d -> 2d + 0.5.
+        for d in 1..7 {
+            assert!((out[d * 3] - (2.0 * d as f32 + 0.5)).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn nearest_picks_floor_positions() {
+        let s = gradient_sample(6, 1, &[]);
+        let out = resize(&s, 4, 1, Interp::Nearest);
+        let red: Vec<f32> = out.chunks(3).map(|p| p[0]).collect();
+        assert_eq!(red, vec![0.0, 1.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn reading_through_the_view_equals_resizing_the_built_canvas() {
+        // Colour, expand, crop and flip lazily, then resize; compare with
+        // building the shown picture pixel by pixel and resizing that.
+        let mut lazy = gradient_sample(9, 7, &[[2.0, 2.0, 6.0, 5.0]]);
+        lazy.color = affine(Distortion::Hue(0.4)).then(&affine(Distortion::Brightness(1.2)));
+        expand(&mut lazy, 20, 15, 6, 3, [50.0, 60.0, 70.0]);
+        assert!(crop(&mut lazy, [3, 2, 13, 11]));
+        flip(&mut lazy);
+        let (w, h) = (lazy.width(), lazy.height());
+        let mut built = gradient_sample(w, h, &[]);
+        for v in 0..h {
+            for u in 0..w {
+                built.pixels[(v * w + u) * 3..(v * w + u) * 3 + 3].copy_from_slice(&lazy.at(u, v));
+            }
+        }
+        for interp in Interp::ALL {
+            let a = resize(&lazy, 17, 6, interp);
+            let b = resize(&built, 17, 6, interp);
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-3, "{interp:?}: {x} {y}");
+            }
+        }
+    }
+}

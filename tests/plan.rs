@@ -1,0 +1,223 @@
+//! End-to-end tests of `pulsefocus plan`: the shipped demo config against
+//! checkpoints written with the formats writers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pulsefocus_core::models::{Yolov3, Yolov3Spec};
+use pulsefocus_formats::{save_checkpoint, Checkpoint, Format, RawTensor};
+
+fn demo_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.ron")
+}
+
+fn plan(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pulsefocus"))
+        .arg("plan")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The small model trained on 80 classes (the demo trains on 3).
+fn write_small_coco_checkpoint(path: &Path, format: Format) {
+    let model = Yolov3::new(
+        &pulsefocus_core::CpuBackend::new(),
+        Yolov3Spec::small(80),
+        3,
+    );
+    save_checkpoint(&model.to_checkpoint(), path, format).unwrap();
+}
+
+#[test]
+fn human_report_from_a_tar_of_another_class_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("small_coco.tar");
+    write_small_coco_checkpoint(&tar, Format::Tar);
+    let config = demo_config();
+    let weights = format!("pretrain_weights={}", tar.display());
+    let out = plan(&["-c", config.to_str().unwrap(), "-o", &weights]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}{}", text, stderr(&out));
+    assert!(
+        text.contains("model: YOLOv3 with MobileNet backbone, 3 classes: 241 parameters"),
+        "{text}"
+    );
+    assert!(
+        text.contains("loaded 235/241 parameters (")
+            && text.contains(
+                "excluded 6 by 'yolo_output'; 0 shape mismatches; 0 unused in checkpoint"
+            ),
+        "{text}"
+    );
+    assert!(text.contains("yolo_output.2.conv.bias"), "{text}");
+    assert!(!text.contains("WARNING"), "{text}");
+
+    // Without the preset the outputs do not fit: shape mismatches, both shapes shown.
+    let out = plan(&[
+        "-c",
+        config.to_str().unwrap(),
+        "-o",
+        &weights,
+        "finetune_exclude_pretrained_params=[]",
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains("excluded 0; 6 shape mismatches"), "{text}");
+    assert!(
+        text.contains("[24, 128, 1, 1]") && text.contains("[255, 128, 1, 1]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn json_has_the_schema_and_model_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("small_coco");
+    write_small_coco_checkpoint(&ckpt, Format::Dir);
+    let weights = format!("pretrain_weights={}", ckpt.display());
+    let out = plan(&[
+        "-c",
+        demo_config().to_str().unwrap(),
+        "-o",
+        &weights,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "excluded",
+            "loaded",
+            "missing",
+            "model",
+            "shape_mismatch",
+            "unused"
+        ]
+    );
+    let names: Vec<&str> = json["model"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = Yolov3Spec::small(3)
+        .param_specs()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, expected);
+    assert_eq!(json["model"][0]["shape"], serde_json::json!([8, 3, 3, 3]));
+    assert_eq!(json["loaded"].as_array().unwrap().len(), 235);
+    assert_eq!(
+        json["excluded"][0],
+        serde_json::json!({"name": "yolo_output.0.conv.weights", "pattern": "yolo_output"})
+    );
+}
+
+#[test]
+fn warning_stands_out_when_little_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("partial.safetensors");
+    let mut ckpt = Checkpoint::new();
+    ckpt.insert(
+        "conv1_weights",
+        RawTensor::from_f32(vec![8, 3, 3, 3], &[0.5; 216]),
+    );
+    ckpt.insert("fc7_weights", RawTensor::from_f32(vec![2], &[1.0, 2.0]));
+    save_checkpoint(&ckpt, &path, Format::Safetensors).unwrap();
+    let weights = format!("pretrain_weights={}", path.display());
+    let out = plan(&["-c", demo_config().to_str().unwrap(), "-o", &weights]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("loaded 1/241"), "{text}");
+    assert!(
+        text.contains("!!! WARNING: only 0.0% of the model's values load"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unused in checkpoint (1):\n  tensor\n  fc7_weights"),
+        "{text}"
+    );
+    assert!(text.contains("234 missing from checkpoint"), "{text}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = demo_config();
+    let config = config.to_str().unwrap();
+    let garbage = dir.path().join("garbage.pdparams");
+    std::fs::write(&garbage, b"not a checkpoint at all").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cache = dir.path().join("cache");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["-o".into(), "TrainReader.batchsize=3".into()],
+            "closest valid keys: batch_size",
+        ),
+        (vec!["-o".into(), "max_iters=many".into()], "key max_iters"),
+        (
+            vec![
+                "-o".into(),
+                "finetune_exclude_pretrained_params=['(?<=x)']".into(),
+            ],
+            "invalid pattern '(?<=x)'",
+        ),
+        (
+            vec![
+                "-o".into(),
+                format!("pretrain_weights={}", dir.path().join("nope").display()),
+            ],
+            "pretrained weights not found",
+        ),
+        (
+            vec![
+                "-o".into(),
+                format!("pretrain_weights={}", garbage.display()),
+            ],
+            "garbage.pdparams",
+        ),
+        (
+            vec![
+                "-o".into(),
+                format!("pretrain_weights=http://127.0.0.1:{port}/w.tar"),
+                "--weights-cache".into(),
+                cache.display().to_string(),
+            ],
+            "download failed after 3 tries",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["-c", config];
+        args.extend(extra.iter().map(String::as_str));
+        let out = plan(&args);
+        assert!(!out.status.success(), "{extra:?} should fail");
+        let err = stderr(&out);
+        assert!(err.contains(expected), "{extra:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = plan(&["-c", dir.path().join("missing.ron").to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("missing.ron"), "{}", stderr(&out));
+}
