@@ -61,7 +61,7 @@ pub struct CocoAnnotation {
     pub category_id: i64,
     /// `[x, y, w, h]`; some tools write `[]` or leave it out for mask-only annotations.
     #[serde(default)]
-    pub bbox: Option<Vec<f64>>,
+    pub bbox: Option<Bbox>,
     /// Missing area is taken as `w * h`.
     #[serde(default)]
     pub area: Option<f64>,
@@ -77,18 +77,70 @@ pub struct Flag(pub bool);
 
 impl<'de> Deserialize<'de> for Flag {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bool(bool),
-            Int(i64),
-            Float(f64),
+        struct FlagVisitor;
+        impl serde::de::Visitor<'_> for FlagVisitor {
+            type Value = Flag;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("0, 1 or a boolean")
+            }
+            fn visit_bool<E>(self, v: bool) -> std::result::Result<Flag, E> {
+                Ok(Flag(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Flag, E> {
+                Ok(Flag(v != 0))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Flag, E> {
+                Ok(Flag(v != 0))
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<Flag, E> {
+                Ok(Flag(v != 0.0))
+            }
         }
-        Ok(Flag(match Raw::deserialize(d)? {
-            Raw::Bool(b) => b,
-            Raw::Int(i) => i != 0,
-            Raw::Float(f) => f != 0.0,
-        }))
+        d.deserialize_any(FlagVisitor)
+    }
+}
+
+/// A bbox list read without allocating: the first four numbers and how many
+/// there were (the reader reports any count but 4).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bbox {
+    pub values: [f64; 4],
+    pub len: usize,
+}
+
+impl Bbox {
+    /// The numbers as written, when there are at most four.
+    pub fn as_slice(&self) -> &[f64] {
+        &self.values[..self.len.min(4)]
+    }
+}
+
+impl<'de> Deserialize<'de> for Bbox {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct BboxVisitor;
+        impl<'de> serde::de::Visitor<'de> for BboxVisitor {
+            type Value = Bbox;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of numbers")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Bbox, A::Error> {
+                let mut bbox = Bbox {
+                    values: [0.0; 4],
+                    len: 0,
+                };
+                while let Some(v) = seq.next_element::<f64>()? {
+                    if bbox.len < 4 {
+                        bbox.values[bbox.len] = v;
+                    }
+                    bbox.len += 1;
+                }
+                Ok(bbox)
+            }
+        }
+        d.deserialize_seq(BboxVisitor)
     }
 }
 
@@ -104,10 +156,27 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<CocoFile> {
 }
 
 /// Paddle stores `round(float(v), 3)`: Python rounds the exact binary value to
-/// the nearest 3-decimal number, ties to even, which is what Rust's fixed-
-/// precision formatting does too.
+/// the nearest 3-decimal number, ties to even. Away from a tie the nearest
+/// integer `k` of `v * 1000` is unambiguous and `k / 1000` is the same double
+/// Python produces; the rare near-ties go through exact decimal formatting
+/// (Rust's fixed precision also rounds the exact value, ties to even).
 fn round3(v: f64) -> f64 {
-    format!("{v:.3}").parse().unwrap_or(v)
+    let scaled = v * 1000.0;
+    let nearest = scaled.round();
+    if (scaled - nearest).abs() < 0.4999 && scaled.abs() < 1e12 {
+        nearest / 1000.0
+    } else {
+        format!("{v:.3}").parse().unwrap_or(v)
+    }
+}
+
+/// The names in `dir`, or `None` if it cannot be listed. One listing costs a
+/// few system calls where checking each of thousands of images costs one each.
+fn list_dir(dir: &Path) -> Option<std::collections::HashSet<std::ffi::OsString>> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .map(|entry| entry.ok().map(|e| e.file_name()))
+        .collect()
 }
 
 impl CocoDataSet {
@@ -177,6 +246,11 @@ impl CocoDataSet {
         }
 
         let image_root = self.dataset_dir.join(&self.image_dir);
+        let listed = list_dir(&image_root);
+        let exists = |name: &str, path: &Path| match &listed {
+            Some(names) if !name.contains('/') => names.contains(std::ffi::OsStr::new(name)),
+            _ => path.exists(),
+        };
         let mut records = Vec::with_capacity(order.len());
         for (id, i) in order {
             let img = &coco.images[i];
@@ -192,7 +266,7 @@ impl CocoDataSet {
                 ));
                 continue;
             }
-            if !image_path.exists() {
+            if !exists(&img.file_name, &image_path) {
                 problems.push(Problem {
                     file: image_path.display().to_string(),
                     place: format!("image id {id}"),
@@ -220,15 +294,15 @@ impl CocoDataSet {
                     ));
                     continue;
                 };
-                let bbox = match ann.bbox.as_deref() {
+                let bbox = match &ann.bbox {
                     // Paddle skips annotations without a box or with an all-zero box.
                     None => continue,
-                    Some(b) if b.iter().all(|&v| v == 0.0) => continue,
-                    Some(&[x, y, bw, bh]) => [x, y, bw, bh],
+                    Some(b) if b.len <= 4 && b.as_slice().iter().all(|&v| v == 0.0) => continue,
+                    Some(b) if b.len == 4 => b.values,
                     Some(b) => {
                         problems.push(problem(
                             place(),
-                            format!("bbox has {} numbers, expected 4; box skipped", b.len()),
+                            format!("bbox has {} numbers, expected 4; box skipped", b.len),
                         ));
                         continue;
                     }
@@ -386,7 +460,7 @@ mod tests {
                   {{"id": 12, "image_id": 1, "category_id": 3, "bbox": [12, 1, 3, 3], "area": 9, "iscrowd": 0}},
                   {{"id": 13, "image_id": 1, "category_id": 3, "bbox": [1, 1, 3, 3], "area": 0, "iscrowd": 0}},
                   {{"id": 14, "image_id": 1, "category_id": 99, "bbox": [1, 1, 3, 3], "area": 9, "iscrowd": 0}},
-                  {{"id": 15, "image_id": 1, "category_id": 3, "bbox": [1, 1, 3], "area": 9, "iscrowd": 0}},
+                  {{"id": 15, "image_id": 1, "category_id": 3, "bbox": [1, 1, 3, 3, 3], "area": 9, "iscrowd": 0}},
                   {{"id": 16, "image_id": 1, "category_id": 3, "bbox": [0, 0, 0, 0], "area": 0, "iscrowd": 0}},
                   {{"id": 17, "image_id": 1, "category_id": 3, "bbox": [1, 1, 2, 2], "area": 4, "iscrowd": 0, "ignore": true}},
                   {{"id": 18, "image_id": 5, "category_id": 3, "bbox": [1, 1, 2, 2], "area": 4, "iscrowd": 0}}]}}"#
@@ -448,6 +522,9 @@ mod tests {
         assert_eq!(round3(2.0005), 2.001);
         assert_eq!(round3(2.00051), 2.001);
         assert_eq!(round3(-0.1234), -0.123);
+        assert_eq!(round3(0.0625), 0.062);
+        assert_eq!(round3(123.4567), 123.457);
+        assert_eq!(round3(1e15 + 0.5), 1e15 + 0.5);
     }
 
     #[test]
@@ -463,6 +540,15 @@ mod tests {
     }
 
     proptest! {
+        /// The fast path agrees with exact decimal rounding, ties included.
+        #[test]
+        fn round3_fast_path_is_exact(v in -1e7f64..1e7, k in -2_000_000i64..2_000_000) {
+            let exact = |v: f64| format!("{v:.3}").parse::<f64>().unwrap();
+            prop_assert_eq!(round3(v), exact(v));
+            let tie = k as f64 / 2000.0;
+            prop_assert_eq!(round3(tie), exact(tie));
+        }
+
         /// Any JSON document, well-formed or not, gives records or an error, never a panic.
         #[test]
         fn arbitrary_documents_never_panic(
