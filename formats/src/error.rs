@@ -67,13 +67,9 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_ref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
+// No `source()`: the message already holds the I/O error's text, and error
+// reporters that print the chain (anyhow's `{:#}`) would repeat it.
+impl std::error::Error for Error {}
 
 #[cfg(test)]
 mod tests {
