@@ -2,6 +2,7 @@
 
 pub mod convert_weights;
 pub mod dataset;
+pub mod device;
 pub mod eval;
 pub mod inspect;
 pub mod synth;
