@@ -6,6 +6,7 @@
 //!   and a GPU without ever failing on a machine that has neither).
 //! - [`Gpu`]: a context, one stream, the module loaded from the embedded PTX,
 //!   and a caching memory [`pool`].
+//! - [`GpuBackend`]: the core `Backend` trait on top of the launch methods.
 //! - [`plan`]: argument checks and grid/block sizes for every kernel, pure
 //!   functions tested here against the device crate's CPU grid emulator; the
 //!   launch methods on [`Gpu`] (in [`launch`]) only add the driver call.
@@ -13,12 +14,14 @@
 //! The kernels themselves live in the `pulsefocus-gpu-device` crate
 //! (`gpu-kernels/device`), built to `ptx/kernels_sm53.ptx` by `build-ptx.sh`.
 
+pub mod backend;
 pub mod context;
 pub mod device;
 pub mod launch;
 pub mod plan;
 pub mod pool;
 
+pub use backend::GpuBackend;
 pub use context::{Gpu, GpuError};
 pub use device::{DeviceRequest, GpuInfo, SelectedDevice};
 pub use launch::{Act, BnShape, NmsOptions, PoolShape, YoloLevel};

@@ -659,3 +659,205 @@ fn decode_and_nms() {
     }
     assert_eq!(kept, want);
 }
+
+/// The same sequence of `Backend` calls on the CPU backend and on the GPU:
+/// every output downloaded, named, for comparison.
+fn backend_ops<B: pulsefocus_core::Backend>(b: &B) -> Vec<(String, Vec<f32>)> {
+    use pulsefocus_core::backend::{
+        Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, PoolGeom, SgdStep,
+    };
+    let mut out = Vec::new();
+    let buffer = |host: &[f32]| {
+        let mut buf = b.alloc(host.len());
+        b.upload(host, &mut buf);
+        buf
+    };
+    let read = |buf: &B::Buffer, len: usize| {
+        let mut host = vec![0.0; len];
+        b.download(buf, &mut host);
+        host
+    };
+    let geometries = [
+        // Dilated, strided differently per axis, grouped.
+        Conv2dGeom {
+            batch: 2,
+            c_in: 6,
+            h_in: 11,
+            w_in: 9,
+            c_out: 4,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 2,
+            stride_w: 1,
+            pad_h: 2,
+            pad_w: 1,
+            dilation_h: 2,
+            dilation_w: 1,
+            groups: 2,
+        },
+        // Depthwise 3x3 stride 2 (MobileNet) and pointwise 1x1 (GEMM path).
+        Conv2dGeom {
+            batch: 2,
+            c_in: 8,
+            h_in: 10,
+            w_in: 10,
+            c_out: 8,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 2,
+            stride_w: 2,
+            pad_h: 1,
+            pad_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            groups: 8,
+        },
+        Conv2dGeom {
+            batch: 2,
+            c_in: 8,
+            h_in: 10,
+            w_in: 10,
+            c_out: 12,
+            kernel_h: 1,
+            kernel_w: 1,
+            stride_h: 1,
+            stride_w: 1,
+            pad_h: 0,
+            pad_w: 0,
+            dilation_h: 1,
+            dilation_w: 1,
+            groups: 1,
+        },
+    ];
+    for (i, g) in geometries.iter().enumerate() {
+        let (x, w, dy) = (
+            buffer(&values(g.input_len(), 20)),
+            buffer(&values(g.weight_len(), 21)),
+            buffer(&values(g.output_len(), 22)),
+        );
+        let bias = buffer(&values(g.c_out, 23));
+        let mut ws = b.alloc(b.conv2d_workspace_len(g).max(1));
+        let (mut y, mut dx, mut dw, mut db) = (
+            b.alloc(g.output_len()),
+            b.alloc(g.input_len()),
+            b.alloc(g.weight_len()),
+            b.alloc(g.c_out),
+        );
+        // Depthwise convolutions carry no bias.
+        let with_bias = !g.is_depthwise();
+        b.conv2d_forward(g, &x, &w, with_bias.then_some(&bias), &mut y, &mut ws);
+        b.conv2d_backward_data(g, &dy, &w, &mut dx, &mut ws);
+        b.conv2d_backward_filter(g, &x, &dy, &mut dw, with_bias.then_some(&mut db), &mut ws);
+        out.push((format!("conv{i} y"), read(&y, g.output_len())));
+        out.push((format!("conv{i} dx"), read(&dx, g.input_len())));
+        out.push((format!("conv{i} dw"), read(&dw, g.weight_len())));
+        if with_bias {
+            out.push((format!("conv{i} dbias"), read(&db, g.c_out)));
+        }
+    }
+    let g = BatchNormGeom {
+        batch: 2,
+        channels: 3,
+        spatial: 50,
+    };
+    let act = Activation::LEAKY_0_1;
+    let (x, dy) = (buffer(&values(g.len(), 24)), buffer(&values(g.len(), 25)));
+    let (scale, offset) = (buffer(&[1.0, 0.5, 2.0]), buffer(&[0.0, 0.1, -0.2]));
+    let (mut rm, mut rv) = (buffer(&[0.0; 3]), buffer(&[1.0; 3]));
+    let (mut mean, mut inv_std, mut y) = (b.alloc(3), b.alloc(3), b.alloc(g.len()));
+    b.batch_norm_forward_train(
+        &g,
+        act,
+        0.9,
+        1e-5,
+        &x,
+        &scale,
+        &offset,
+        &mut rm,
+        &mut rv,
+        &mut mean,
+        &mut inv_std,
+        &mut y,
+    );
+    let (mut dx, mut ds, mut doff) = (b.alloc(g.len()), b.alloc(3), b.alloc(3));
+    b.batch_norm_backward_train(
+        &g, act, &x, &y, &dy, &scale, &mean, &inv_std, &mut dx, &mut ds, &mut doff,
+    );
+    for (name, buf, len) in [
+        ("bn y", &y, g.len()),
+        ("bn dx", &dx, g.len()),
+        ("bn dscale", &ds, 3),
+        ("bn doffset", &doff, 3),
+        ("bn running var", &rv, 3),
+    ] {
+        out.push((name.to_string(), read(buf, len)));
+    }
+    let p = PoolGeom {
+        batch: 2,
+        channels: 3,
+        h_in: 9,
+        w_in: 8,
+        kernel: 3,
+        stride: 2,
+        pad: 1,
+    };
+    let x = buffer(&values(p.input_len(), 26));
+    let dy = buffer(&values(p.output_len(), 27));
+    let (mut y, mut dx) = (b.alloc(p.output_len()), b.alloc(p.input_len()));
+    b.max_pool_forward(&p, &x, &mut y);
+    b.max_pool_backward(&p, &x, &dy, &mut dx);
+    out.push(("pool y".into(), read(&y, p.output_len())));
+    out.push(("pool dx".into(), read(&dx, p.input_len())));
+    let (mut up, mut back) = (b.alloc(6 * 4 * 5 * 4), b.alloc(6 * 4 * 5));
+    b.upsample2x_forward(6, 4, 5, &x, &mut up);
+    b.upsample2x_backward(6, 4, 5, &up, &mut back);
+    out.push(("upsample".into(), read(&back, 6 * 4 * 5)));
+    let copy = ChannelCopy {
+        batch: 2,
+        spatial: 12,
+        src_channels: 3,
+        src_first: 1,
+        dst_channels: 5,
+        dst_first: 2,
+        count: 2,
+    };
+    let mut dst = buffer(&values(2 * 5 * 12, 28));
+    b.copy_channels(&copy, &x, &mut dst);
+    out.push(("copy_channels".into(), read(&dst, 2 * 5 * 12)));
+    let (mut param, grad, mut velocity) = (
+        buffer(&values(100, 29)),
+        buffer(&values(100, 30)),
+        buffer(&values(100, 31)),
+    );
+    b.sgd_momentum(
+        &SgdStep {
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+        },
+        100,
+        &mut param,
+        &grad,
+        &mut velocity,
+    );
+    out.push(("sgd param".into(), read(&param, 100)));
+    out.push((
+        "sum, sum of squares".into(),
+        vec![b.sum(100, &param) as f32, b.sum_squares(100, &param) as f32],
+    ));
+    out
+}
+
+#[test]
+fn gpu_backend_matches_the_cpu_backend() {
+    let Some(gpu_check) = gpu() else { return };
+    drop(gpu_check);
+    let gpu_backend = pulsefocus_gpu::GpuBackend::open().unwrap();
+    let (cpu, gpu) = (
+        backend_ops(&pulsefocus_core::CpuBackend::new()),
+        backend_ops(&gpu_backend),
+    );
+    for ((name, c), (_, g)) in cpu.iter().zip(&gpu) {
+        assert_close(name, g, c, 1e-4);
+    }
+}
