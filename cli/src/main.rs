@@ -28,6 +28,8 @@ enum Command {
     Dataset(commands::dataset::Args),
     /// Score detections: COCO mAP of a results file against annotations.
     Eval(commands::eval::Args),
+    /// Measure speed and memory (train-step: images/s and peak RSS of a training step).
+    Bench(commands::bench::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -37,6 +39,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Synth(args) => commands::synth::run(args),
         Command::Dataset(args) => commands::dataset::run(args),
         Command::Eval(args) => commands::eval::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     }
 }
 

@@ -3,18 +3,15 @@
 //! decoding, NMS, optimizer, metrics and the transfer-learning loading rules.
 //! Knows nothing of the command line.
 
-pub mod config;
-pub mod loading;
-pub mod models;
-pub mod data;
 pub mod backend;
+pub mod config;
 pub mod cpu;
+pub mod data;
 pub mod gradcheck;
 pub mod layers;
-pub mod params;
-pub mod tensor;
 pub mod loading;
 pub mod metrics;
+pub mod models;
 pub mod optim;
 pub mod params;
 pub mod tensor;

@@ -443,10 +443,10 @@ pub fn plan_for_config(
 
 /// Sets every `loaded` parameter of `model` from the checkpoint (converted to
 /// f32); the others keep their values.
-pub fn apply_loaded(
+pub fn apply_loaded<B: crate::Backend>(
     report: &LoadReport,
     checkpoint: &Checkpoint,
-    model: &mut Yolov3,
+    model: &mut Yolov3<B>,
 ) -> Result<(), SetParamError> {
     for name in &report.loaded {
         let tensor = checkpoint
@@ -626,7 +626,8 @@ mod tests {
         use crate::models::Yolov3Spec;
         let dir = tempfile::tempdir().unwrap();
         let ckpt_dir = dir.path().join("small_coco");
-        let source = Yolov3::new(Yolov3Spec::small(80), 7);
+        let cpu = crate::CpuBackend::new();
+        let source = Yolov3::new(&cpu, Yolov3Spec::small(80), 7);
         pulsefocus_formats::save_checkpoint(
             &source.to_checkpoint(),
             &ckpt_dir,
@@ -643,20 +644,13 @@ mod tests {
         assert_eq!(report.loaded.len(), 241 - 6);
         assert!(report.missing.is_empty() && report.unused.is_empty());
 
-        let mut model = Yolov3::new(config.model_spec(), 1);
-        let before = model
-            .param("yolo_output.0.conv.weights")
-            .unwrap()
-            .value
-            .clone();
+        let mut model = Yolov3::new(&cpu, config.model_spec(), 1);
+        let before = model.param_values("yolo_output.0.conv.weights").unwrap();
         apply_loaded(&report, &pretrained.checkpoint, &mut model).unwrap();
         let name = "conv1_weights";
+        assert_eq!(model.param_values(name), source.param_values(name));
         assert_eq!(
-            model.param(name).unwrap().value,
-            source.param(name).unwrap().value
-        );
-        assert_eq!(
-            model.param("yolo_output.0.conv.weights").unwrap().value,
+            model.param_values("yolo_output.0.conv.weights").unwrap(),
             before
         );
 

@@ -8,15 +8,15 @@ pub mod coco;
 pub mod coco_results;
 pub mod dataset;
 pub mod dataset_report;
+pub mod draw;
 pub mod error;
+pub mod image;
 pub mod load;
 pub mod paddle;
 pub mod plot;
 pub mod safetensors_io;
 pub mod synth;
 pub mod voc;
-pub mod draw;
-pub mod image;
 pub mod weights_source;
 
 pub use checkpoint::{Bytes, Checkpoint, DType, RawTensor};

@@ -2,6 +2,7 @@
 pub mod convert_weights;
 pub mod inspect;
 
+pub mod bench;
 pub mod dataset;
-pub mod synth;
 pub mod eval;
+pub mod synth;

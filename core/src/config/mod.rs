@@ -260,7 +260,7 @@ impl Config {
             "MobileNet" => Backbone::MobileNetV1(MobileNetV1Spec {
                 scale: self.mobilenet.conv_group_scale,
             }),
-            _ => Backbone::DarkNet53(DarkNet53Spec),
+            _ => Backbone::DarkNet53(DarkNet53Spec { width: 32 }),
         };
         let head = &self.yolov3_head;
         Yolov3Spec {
