@@ -91,7 +91,7 @@ fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
     if args.batch == 0 || args.steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
-    if args.size == 0 || args.size % 32 != 0 {
+    if args.size == 0 || !args.size.is_multiple_of(32) {
         bail!(
             "--size {} is not a positive multiple of 32 (YOLOv3's largest stride)",
             args.size
