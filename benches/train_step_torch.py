@@ -202,7 +202,7 @@ def main():
         loss = yolov3_loss(head(backbone(images)), gt_box, gt_label, args.classes, args.size)
         loss.backward()
         opt.step()
-        return float(loss)
+        return loss.item()
 
     for _ in range(args.warmup):
         step()
