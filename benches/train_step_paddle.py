@@ -39,7 +39,7 @@ MASKS = [[6, 7, 8], [3, 4, 5], [0, 1, 2]]
 BOXES_PER_IMAGE = 6
 
 
-def synthetic_boxes(batch):
+def synthetic_boxes(batch, num_classes):
     """The same boxes as train_step_torch.py and pulsefocus."""
     boxes, labels = [], []
     for b in range(batch):
@@ -47,7 +47,7 @@ def synthetic_boxes(batch):
             t = (b * BOXES_PER_IMAGE + k) * 0.6180339887 % 1.0
             s = (b * BOXES_PER_IMAGE + k) * 0.7548776662 % 1.0
             boxes.append([0.2 + 0.6 * t, 0.2 + 0.6 * s, 0.05 + 0.4 * s, 0.05 + 0.4 * t])
-            labels.append((b * BOXES_PER_IMAGE + k) % 20)
+            labels.append((b * BOXES_PER_IMAGE + k) % num_classes)
     return (np.array(boxes, "float32").reshape(batch, BOXES_PER_IMAGE, 4),
             np.array(labels, "int32").reshape(batch, BOXES_PER_IMAGE))
 
@@ -116,7 +116,7 @@ def main():
     opt = paddle.optimizer.Momentum(learning_rate=1e-4, momentum=0.9, parameters=params,
                                     weight_decay=paddle.regularizer.L2Decay(5e-4))
     images = paddle.rand([args.batch, 3, args.size, args.size])
-    boxes, labels = synthetic_boxes(args.batch)
+    boxes, labels = synthetic_boxes(args.batch, args.classes)
     gt_box, gt_label = paddle.to_tensor(boxes), paddle.to_tensor(labels)
 
     def step():

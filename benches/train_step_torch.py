@@ -29,7 +29,7 @@ MASKS = [[6, 7, 8], [3, 4, 5], [0, 1, 2]]
 BOXES_PER_IMAGE = 6
 
 
-def synthetic_boxes(batch):
+def synthetic_boxes(batch, num_classes):
     """gt boxes (cx, cy, w, h normalised) and labels; pulsefocus draws the same."""
     boxes, labels = [], []
     for b in range(batch):
@@ -37,7 +37,7 @@ def synthetic_boxes(batch):
             t = (b * BOXES_PER_IMAGE + k) * 0.6180339887 % 1.0
             s = (b * BOXES_PER_IMAGE + k) * 0.7548776662 % 1.0
             boxes.append([0.2 + 0.6 * t, 0.2 + 0.6 * s, 0.05 + 0.4 * s, 0.05 + 0.4 * t])
-            labels.append((b * BOXES_PER_IMAGE + k) % 20)
+            labels.append((b * BOXES_PER_IMAGE + k) % num_classes)
     return (torch.tensor(boxes).view(batch, BOXES_PER_IMAGE, 4),
             torch.tensor(labels).view(batch, BOXES_PER_IMAGE))
 
@@ -195,14 +195,14 @@ def main():
     opt = torch.optim.SGD([{"params": decayed, "weight_decay": 5e-4},
                            {"params": others, "weight_decay": 0.0}], lr=1e-4, momentum=0.9)
     images = torch.rand(args.batch, 3, args.size, args.size)
-    gt_box, gt_label = synthetic_boxes(args.batch)
+    gt_box, gt_label = synthetic_boxes(args.batch, args.classes)
 
     def step():
         opt.zero_grad(set_to_none=True)
         loss = yolov3_loss(head(backbone(images)), gt_box, gt_label, args.classes, args.size)
         loss.backward()
         opt.step()
-        return float(loss)
+        return loss.item()
 
     for _ in range(args.warmup):
         step()

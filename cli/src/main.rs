@@ -36,6 +36,8 @@ enum Command {
     Train(commands::train::Args),
     /// Show which device `--device auto|cpu|gpu` picks here (and load the GPU kernels).
     Device(commands::device::Args),
+    /// Measure speed and memory (train-step: images/s and peak RSS of a training step).
+    Bench(commands::bench::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -49,6 +51,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::X2coco(args) => commands::x2coco::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Device(args) => commands::device::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     }
 }
 

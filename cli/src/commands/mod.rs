@@ -10,3 +10,4 @@ pub mod plan;
 pub mod synth;
 pub mod train;
 pub mod x2coco;
+pub mod bench;

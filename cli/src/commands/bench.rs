@@ -1,0 +1,168 @@
+//! `pulsefocus bench train-step`: times training steps (forward, YOLOv3 loss,
+//! backward, momentum SGD update) on a synthetic batch after a warm-up, with
+//! no data loading, and reports images per second and peak memory. Users run
+//! it to see whether a model, batch and input size fit their device before
+//! they train. Threads: rayon's pool (`RAYON_NUM_THREADS`, default all cores).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Args as ClapArgs, Subcommand};
+use pulsefocus_core::models::{Yolov3, Yolov3Spec};
+use pulsefocus_core::train::{SyntheticBatch, TrainConfig, Trainer};
+use pulsefocus_core::{config, Backend, CpuBackend};
+
+#[derive(ClapArgs, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Time N training steps on synthetic input; print images/s and peak memory.
+    TrainStep(TrainStepArgs),
+}
+
+#[derive(ClapArgs, Debug)]
+pub struct TrainStepArgs {
+    /// Built-in model: yolov3_mobilenet_v1, yolov3_darknet or small (ignored with -c).
+    #[arg(long, default_value = "yolov3_mobilenet_v1")]
+    pub model: String,
+    /// Config file: the model (backbone, head, class count) comes from it.
+    #[arg(short = 'c', long, value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Config overrides `key=value` (PaddleDetection's `-o`).
+    #[arg(short = 'o', long = "opt", num_args = 1.., value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Class count of a built-in model (default 20); with -c use -o num_classes=N.
+    #[arg(long)]
+    pub classes: Option<usize>,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Input size in pixels (square, a multiple of 32).
+    #[arg(long, default_value_t = 320)]
+    pub size: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    /// Untimed steps first (the first step also plans memory).
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Print one JSON object: {"images_per_second": f, "peak_rss_bytes": n}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        BenchCommand::TrainStep(a) => train_step(a),
+    }
+}
+
+fn model_spec(args: &TrainStepArgs) -> anyhow::Result<(String, Yolov3Spec)> {
+    if let Some(path) = &args.config {
+        if args.classes.is_some() {
+            bail!("--classes is for built-in models; with -c use -o num_classes=N");
+        }
+        let overrides = config::parse_overrides(&args.overrides)?;
+        let cfg = config::load(path, &overrides)?;
+        return Ok((path.display().to_string(), cfg.model_spec()));
+    }
+    if !args.overrides.is_empty() {
+        bail!("-o needs a config file (-c)");
+    }
+    let classes = args.classes.unwrap_or(20);
+    if classes == 0 {
+        bail!("--classes must be at least 1");
+    }
+    let spec = Yolov3Spec::by_name(&args.model, classes).with_context(|| {
+        format!(
+            "unknown model {:?}; built-in models: {}",
+            args.model,
+            Yolov3Spec::BUILT_IN_NAMES.join(", ")
+        )
+    })?;
+    Ok((args.model.clone(), spec))
+}
+
+fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
+    if args.batch == 0 || args.steps == 0 {
+        bail!("--batch and --steps must be at least 1");
+    }
+    if args.size == 0 || !args.size.is_multiple_of(32) {
+        bail!(
+            "--size {} is not a positive multiple of 32 (YOLOv3's largest stride)",
+            args.size
+        );
+    }
+    let (name, spec) = model_spec(&args)?;
+    let classes = spec.num_classes;
+    let cpu = CpuBackend::new();
+    let mut trainer = Trainer::new(Yolov3::new(&cpu, spec, 0), TrainConfig::yolov3());
+    let planned = trainer.plan(args.batch, args.size);
+    let data = SyntheticBatch::new(args.batch, args.size, classes, 1);
+    let gt = data.ground_truth();
+    for _ in 0..args.warmup {
+        trainer.step(&data.images, args.batch, args.size, &gt);
+    }
+    let start = Instant::now();
+    let mut last = None;
+    for _ in 0..args.steps {
+        last = Some(trainer.step(&data.images, args.batch, args.size, &gt));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let images_per_second = (args.batch * args.steps) as f64 / seconds;
+    let peak_rss = peak_rss_bytes()?;
+    if args.json {
+        let out = serde_json::json!({
+            "images_per_second": images_per_second,
+            "peak_rss_bytes": peak_rss,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    let loss = last.map_or(f32::NAN, |r| r.loss.total());
+    println!(
+        "{name}: {classes} classes, batch {} at {}x{}, {} on {}",
+        args.batch,
+        args.size,
+        args.size,
+        if args.steps == 1 {
+            "1 step".to_string()
+        } else {
+            format!("{} steps", args.steps)
+        },
+        cpu.name()
+    );
+    println!(
+        "{images_per_second:.2} images/s ({:.3} s/step), planned {}, peak RSS {}, last loss {loss:.3}",
+        seconds / args.steps as f64,
+        mib(planned),
+        mib(peak_rss)
+    );
+    Ok(())
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+/// The process's peak resident memory (`VmHWM` in /proc/self/status).
+fn peak_rss_bytes() -> anyhow::Result<usize> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("/proc/self/status has no VmHWM line")?;
+    let kib: usize = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .with_context(|| format!("/proc/self/status: cannot read {line:?}"))?;
+    Ok(kib * 1024)
+}

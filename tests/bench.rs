@@ -1,0 +1,119 @@
+//! End-to-end tests of `pulsefocus bench train-step`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn pulsefocus() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pulsefocus"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn bench(args: &[&str]) -> std::process::Output {
+    pulsefocus()
+        .args(["bench", "train-step"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[test]
+fn json_reports_speed_and_peak_memory() {
+    let out = bench(&[
+        "--model",
+        "small",
+        "--classes",
+        "3",
+        "--batch",
+        "2",
+        "--size",
+        "64",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
+    ]);
+    let v = json_of(&out);
+    let object = v.as_object().unwrap();
+    assert_eq!(object.len(), 2, "{v}");
+    assert!(v["images_per_second"].as_f64().unwrap() > 0.0);
+    // At least the model's parameters (about 0.5 MB for the small model).
+    assert!(v["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
+}
+
+#[test]
+fn human_output_names_model_and_rate() {
+    let out = bench(&[
+        "--model", "small", "--batch", "1", "--size", "64", "--steps", "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("small: 20 classes, batch 1 at 64x64"),
+        "{text}"
+    );
+    assert!(text.contains("images/s"), "{text}");
+    assert!(text.contains("peak RSS"), "{text}");
+}
+
+#[test]
+fn config_file_gives_the_model() {
+    let config = repo().join("configs/demo.ron");
+    let out = bench(&[
+        "-c",
+        config.to_str().unwrap(),
+        "-o",
+        "num_classes=2",
+        "--batch",
+        "1",
+        "--size",
+        "64",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("demo.ron: 2 classes"), "{text}");
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--size", "100"], "multiple of 32"),
+        (
+            &["--model", "resnet"],
+            "built-in models: yolov3_mobilenet_v1, yolov3_darknet, small",
+        ),
+        (&["--batch", "0"], "at least 1"),
+        (&["-o", "num_classes=3"], "needs a config file"),
+    ];
+    for (args, message) in cases {
+        let out = bench(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    let out = bench(&["-c", "/no/such/config.ron"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config.ron"));
+}
