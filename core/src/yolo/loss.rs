@@ -148,6 +148,8 @@ pub fn yolov3_level_loss(
     let scale = cfg.scale_x_y;
     let bias = -0.5 * (scale - 1.0);
     let (label_pos, label_neg) = if cfg.label_smooth {
+        // Paddle caps the smoothing at 1/40 (so not 1/C for fewer than 40
+        // classes); the fixture's 3-class smoothed case pins this.
         let smooth = (1.0 / classes as f32).min(1.0 / 40.0);
         (1.0 - smooth, smooth)
     } else {
@@ -212,6 +214,8 @@ pub fn yolov3_level_loss(
             let cell = gj * width + gi;
             let at = mask_index * anchor_stride + cell;
 
+            // Paddle's operator only accepts square grids; each axis uses its
+            // own size here so that a non-square grid is still correct.
             let target = [
                 b.x * width as f32 - gi as f32,
                 b.y * height as f32 - gj as f32,
