@@ -124,8 +124,7 @@ fn sync_all_files(files: Vec<(PathBuf, File)>) -> Result<()> {
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().expect("sync thread does not panic"))
-            .collect::<Result<()>>()
+            .try_for_each(|w| w.join().expect("sync thread does not panic"))
     })
 }
 
