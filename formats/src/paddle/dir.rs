@@ -86,6 +86,7 @@ pub fn write_dir(checkpoint: &Checkpoint, dir: &Path) -> Result<()> {
         }
     }
     atomic::write_dir(dir, |tmp| {
+        let mut written = Vec::with_capacity(checkpoint.len());
         for (name, tensor) in checkpoint.iter() {
             let path = tmp.join(safe_relative_path(dir, name)?);
             if let Some(parent) = path.parent() {
@@ -94,12 +95,36 @@ pub fn write_dir(checkpoint: &Checkpoint, dir: &Path) -> Result<()> {
             let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
             let mut out = BufWriter::new(file);
             tensor_file::write_tensor(&mut out, tensor).map_err(|e| Error::io(&path, e))?;
-            out.into_inner()
-                .map_err(|e| Error::io(&path, e.into_error()))?
-                .sync_all()
-                .map_err(|e| Error::io(&path, e))?;
+            let file = out
+                .into_inner()
+                .map_err(|e| Error::io(&path, e.into_error()))?;
+            written.push((path, file));
         }
-        Ok(())
+        sync_all_files(written)
+    })
+}
+
+/// Syncs every file before the directory is renamed into place. One fsync
+/// per file in turn costs a disk flush each (about 5 s for 366 files); issued
+/// from several threads at once the kernel merges them into far fewer.
+fn sync_all_files(files: Vec<(PathBuf, File)>) -> Result<()> {
+    const THREADS: usize = 8;
+    let chunk = files.len().div_ceil(THREADS).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    for (path, file) in part {
+                        file.sync_all().map_err(|e| Error::io(path, e))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().expect("sync thread does not panic"))
     })
 }
 
