@@ -445,7 +445,6 @@ pub fn plan_for_config(
 /// Sets every `loaded` parameter of `model` from the checkpoint (converted to
 /// f32); the others keep their values.
 pub fn apply_loaded<B: Backend>(
-pub fn apply_loaded<B: crate::Backend>(
     report: &LoadReport,
     checkpoint: &Checkpoint,
     model: &mut Yolov3<B>,

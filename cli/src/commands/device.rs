@@ -1,53 +1,55 @@
-//! `--device auto|cpu|gpu` for the commands that run a model.
+//! Where models run: the `--device auto|cpu|gpu` option of the commands that
+//! run a model, and `pulsefocus device`, which shows what that option resolves
+//! to on this machine and, for a GPU, whether the kernels load on it.
 
 use clap::Args as ClapArgs;
-use pulsefocus_gpu::device::{probe, select, DeviceRequest, SelectedDevice};
+use pulsefocus_gpu::device::{probe, select};
+use pulsefocus_gpu::{DeviceRequest, Gpu, SelectedDevice};
 
 #[derive(ClapArgs, Debug, Clone)]
 pub struct DeviceArg {
-    /// Where to run: `auto` uses an NVIDIA GPU when the driver and a device are
-    /// present, else the CPU; `gpu` without one is an error.
-    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    /// auto (an NVIDIA GPU when the driver and a device are present, else the
+    /// CPU), cpu, or gpu (an error without one).
+    #[arg(long, default_value = "auto")]
     pub device: DeviceRequest,
 }
 
-fn parse_device(s: &str) -> Result<DeviceRequest, String> {
-    s.parse()
-}
-
 impl DeviceArg {
-    /// Resolves the request and says which device was chosen. Training and
-    /// inference run on the CPU backend; the GPU kernels are tested and
-    /// benchmarked on their own until the GPU backend drives a whole step.
+    fn resolve(&self) -> anyhow::Result<SelectedDevice> {
+        let probed = match self.device {
+            // No need to load the driver when the CPU is asked for.
+            DeviceRequest::Cpu => Err(String::new()),
+            _ => probe(),
+        };
+        select(self.device, probed).map_err(anyhow::Error::msg)
+    }
+
+    /// For `train`, `eval` and `infer`: resolves the request and says which
+    /// device was chosen. These run on the CPU backend; the GPU kernels are
+    /// tested and benchmarked on their own until the GPU backend drives a
+    /// whole training step, so `--device gpu` says so instead of pretending.
     pub fn choose(&self) -> anyhow::Result<()> {
-        let selected = match self.device {
-            DeviceRequest::Cpu => select(DeviceRequest::Cpu, Err(String::new())),
-            request => select(request, probe()),
-        }
-        .map_err(anyhow::Error::msg)?;
-        match &selected {
-            SelectedDevice::Gpu(info) if self.device == DeviceRequest::Gpu => {
-                anyhow::bail!(
-                    "--device gpu: found {info}, but a whole training step does not run on the GPU backend yet; use --device cpu"
-                )
-            }
+        match self.resolve()? {
+            SelectedDevice::Gpu(info) if self.device == DeviceRequest::Gpu => anyhow::bail!(
+                "--device gpu: found {info}, but a whole training step does not run on the GPU backend yet; use --device cpu"
+            ),
             SelectedDevice::Gpu(info) => {
                 eprintln!("device: CPU ({info} found; the GPU training backend is not wired yet)")
             }
-            SelectedDevice::Cpu { .. } => eprintln!("device: {selected}"),
+            cpu => eprintln!("device: {cpu}"),
         }
         Ok(())
     }
-//! `pulsefocus device`: which device `--device auto|cpu|gpu` resolves to on
-//! this machine, and, for a GPU, whether the kernels load on it.
-use pulsefocus_gpu::device::{probe, select};
-use pulsefocus_gpu::{DeviceRequest, Gpu, SelectedDevice};
-#[derive(clap::Args)]
+}
+
+#[derive(ClapArgs)]
 pub struct Args {
-    /// auto (the GPU when an NVIDIA driver and a GPU exist, else the CPU), cpu or gpu.
-    #[arg(long, default_value = "auto")]
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let selected = select(args.device, probe()).map_err(anyhow::Error::msg)?;
+    let selected = args.device.resolve()?;
     println!("device: {selected}");
     if let SelectedDevice::Gpu(_) = selected {
         // Loading the module JIT-compiles the PTX: proof the kernels run here.
@@ -62,5 +64,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             free as f64 / (1u64 << 30) as f64,
             total as f64 / (1u64 << 30) as f64
         );
+    }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod config_args;
 pub mod convert_weights;
 pub mod dataset;
@@ -10,4 +11,3 @@ pub mod plan;
 pub mod synth;
 pub mod train;
 pub mod x2coco;
-pub mod bench;
