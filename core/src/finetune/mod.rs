@@ -300,7 +300,7 @@ pub fn train(
         last_loss = Some(step.loss);
 
         let stop = options.stop.load(Ordering::Relaxed);
-        if iteration % snapshot_iter == 0 || iteration == max_iters || stop {
+        if iteration.is_multiple_of(snapshot_iter) || iteration == max_iters || stop {
             let paths = if iteration == max_iters {
                 SnapshotPaths::from_stem(&save_dir.join("model_final"))
             } else {
