@@ -34,11 +34,14 @@ enum Command {
     Plan(commands::plan::Args),
     /// Fine-tune a model: loading report, training with snapshots, optional evaluation.
     Train(commands::train::Args),
+    /// Draw a trained model's detections on pictures and list them as JSON.
+    Infer(commands::infer::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Train(args) => commands::train::run(args),
+        Command::Infer(args) => commands::infer::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::ConvertWeights(args) => commands::convert_weights::run(args),
         Command::Synth(args) => commands::synth::run(args),
