@@ -38,11 +38,14 @@ enum Command {
     Device(commands::device::Args),
     /// Measure speed and memory (train-step: images/s and peak RSS of a training step).
     Bench(commands::bench::Args),
+    /// Draw a trained model's detections on pictures and list them as JSON.
+    Infer(commands::infer::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Train(args) => commands::train::run(args),
+        Command::Infer(args) => commands::infer::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::ConvertWeights(args) => commands::convert_weights::run(args),
         Command::Synth(args) => commands::synth::run(args),

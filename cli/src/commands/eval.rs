@@ -1,38 +1,76 @@
-//! `pulsefocus eval --gt ANNOTATIONS.json --detections bbox.json [--json]`:
-//! scores an existing COCO results file against COCO annotations exactly as
-//! pycocotools' COCOeval(bbox) does and prints its 12 numbers in its layout.
+//! `pulsefocus eval` in two forms:
+//! - `--gt ANNOTATIONS.json --detections bbox.json [--json]` scores an
+//!   existing COCO results file against COCO annotations exactly as
+//!   pycocotools' COCOeval(bbox) does and prints its 12 numbers in its layout;
+//! - `-c CONFIG -o weights=PATH [--json] [--output_eval DIR]` runs a trained
+//!   model over the config's `EvalReader` dataset as PaddleDetection's
+//!   `tools/eval.py` does, prints the config's metric (VOC mAP with a
+//!   per-class AP table, or COCO's 12 numbers) and writes `bbox.json`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args as ClapArgs;
+use pulsefocus_core::finetune::weights::load_weights;
+use pulsefocus_core::finetune::{evaluate_config, load_dataset_for, EvalResult, Metric};
 use pulsefocus_core::metrics::evaluate_bbox;
-use pulsefocus_formats::coco_results::{read_coco_ground_truth, read_coco_results};
+use pulsefocus_core::models::Yolov3;
+use pulsefocus_core::CpuBackend;
+use pulsefocus_formats::coco_results::{
+    read_coco_ground_truth, read_coco_results, write_coco_results,
+};
+
+use super::config_args::ConfigArgs;
 
 #[derive(ClapArgs, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["gt", "config"])))]
 pub struct Args {
     /// COCO annotations file (the ground truth).
-    #[arg(long, value_name = "ANNOTATIONS.json")]
-    pub gt: PathBuf,
+    #[arg(long, value_name = "ANNOTATIONS.json", requires = "detections")]
+    pub gt: Option<PathBuf>,
     /// COCO results file: a list of {image_id, category_id, bbox, score}.
-    #[arg(long, value_name = "bbox.json")]
-    pub detections: PathBuf,
+    #[arg(long, value_name = "bbox.json", requires = "gt")]
+    pub detections: Option<PathBuf>,
+    /// The config file (RON) whose model and EvalReader dataset to evaluate.
+    #[arg(short = 'c', long = "config", conflicts_with = "gt")]
+    pub config: Option<PathBuf>,
+    /// Overrides as for `train`; `weights=PATH` names the trained model.
+    #[arg(short = 'o', long = "opt", num_args = 1.., value_name = "KEY=VALUE", requires = "config")]
+    pub overrides: Vec<String>,
+    /// Where `-c` writes `bbox.json`.
+    #[arg(
+        long = "output_eval",
+        value_name = "DIR",
+        default_value = "output",
+        requires = "config"
+    )]
+    pub output_eval: PathBuf,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let gt = read_coco_ground_truth(&args.gt)?;
-    let results = read_coco_results(&args.detections)?;
-    let eval = evaluate_bbox(&gt, &results).with_context(|| {
-        format!(
-            "{} against {}",
-            args.detections.display(),
-            args.gt.display()
-        )
-    })?;
-    if args.json {
+    match (&args.gt, &args.detections, &args.config) {
+        (Some(gt), Some(detections), None) => score_results_file(gt, detections, args.json),
+        (None, None, Some(config)) => {
+            let config_args = ConfigArgs {
+                config: config.clone(),
+                overrides: args.overrides.clone(),
+                weights_cache: None,
+            };
+            evaluate_model(&config_args, &args.output_eval, args.json)
+        }
+        _ => anyhow::bail!("give either --gt and --detections, or -c CONFIG"),
+    }
+}
+
+fn score_results_file(gt_path: &Path, detections: &Path, json: bool) -> anyhow::Result<()> {
+    let gt = read_coco_ground_truth(gt_path)?;
+    let results = read_coco_results(detections)?;
+    let eval = evaluate_bbox(&gt, &results)
+        .with_context(|| format!("{} against {}", detections.display(), gt_path.display()))?;
+    if json {
         let out = serde_json::json!({
             "stats": eval.stats,
             "images": gt.image_ids.len(),
@@ -43,6 +81,79 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         for line in eval.summary_lines() {
             println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+fn evaluate_model(args: &ConfigArgs, output_dir: &Path, json: bool) -> anyhow::Result<()> {
+    let config_path = &args.config;
+    let config = args.load()?;
+    let weights = config.weights.as_deref().with_context(|| {
+        format!(
+            "{}: no weights to evaluate; pass -o weights=PATH",
+            config_path.display()
+        )
+    })?;
+    let backend = CpuBackend::new();
+    let mut model = Yolov3::new(&backend, config.model_spec(), 0);
+    load_weights(&mut model, Path::new(weights))?;
+    let dataset = load_dataset_for(&config, config_path, "EvalReader")?;
+    let result = evaluate_config(&mut model, &config, config_path, &dataset)?;
+
+    std::fs::create_dir_all(output_dir)
+        .with_context(|| format!("creating {}", output_dir.display()))?;
+    let bbox_json = output_dir.join("bbox.json");
+    write_coco_results(&bbox_json, &result.detections)?;
+
+    if json {
+        let mut out = serde_json::json!({ "map": result.map, "images": result.images });
+        match result.coco_stats {
+            Some(stats) => out["stats"] = serde_json::json!(stats),
+            None => out["per_class"] = per_class_json(&result, &dataset.class_names),
+        }
+        println!("{out}");
+    } else {
+        print_table(
+            &result,
+            &dataset.class_names,
+            &pulsefocus_core::finetune::metric_for(&config, config_path)?,
+        )?;
+        println!("detections: {}", bbox_json.display());
+    }
+    Ok(())
+}
+
+/// VOC: `{class name: AP or null}` (null where the class has no ground truth).
+fn per_class_json(result: &EvalResult, names: &[String]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = names
+        .iter()
+        .zip(&result.per_class_ap)
+        .map(|(name, ap)| (name.clone(), serde_json::json!(ap)))
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+fn print_table(result: &EvalResult, names: &[String], metric: &Metric) -> anyhow::Result<()> {
+    match metric {
+        Metric::Voc { .. } => {
+            println!("{:<20} {:>8}", "class", "AP");
+            for (name, ap) in names.iter().zip(&result.per_class_ap) {
+                match ap {
+                    Some(ap) => println!("{name:<20} {:>8.4}", ap),
+                    None => println!("{name:<20} {:>8}", "-"),
+                }
+            }
+            println!("mAP(0.50) = {:.4} on {} images", result.map, result.images);
+        }
+        // The 12 lines in pycocotools' layout, from the same scorer.
+        Metric::Coco { annotations } => {
+            let gt = read_coco_ground_truth(annotations)?;
+            let eval = evaluate_bbox(&gt, &result.detections)
+                .with_context(|| format!("scoring against {}", annotations.display()))?;
+            for line in eval.summary_lines() {
+                println!("{line}");
+            }
         }
     }
     Ok(())

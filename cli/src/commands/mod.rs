@@ -6,6 +6,7 @@ pub mod convert_weights;
 pub mod dataset;
 pub mod device;
 pub mod eval;
+pub mod infer;
 pub mod inspect;
 pub mod plan;
 pub mod synth;

@@ -11,6 +11,7 @@
 pub mod evaluate;
 pub mod predict;
 pub mod snapshot;
+pub mod weights;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,7 +2,19 @@
 //! boxes (in its original pixels) out. Shared by evaluation during training,
 //! `eval` and `infer`.
 
+use std::path::{Path, PathBuf};
+
+use pulsefocus_formats::coco::CocoDataSet;
+use pulsefocus_formats::image::RgbImage;
+use pulsefocus_formats::voc::{VocDataSet, DEFAULT_LABELS};
+use pulsefocus_formats::{Error, Result};
+
 use crate::backend::Backend;
+use crate::config::{Config, DataSet, Reader};
+use crate::data::loader::Mode;
+use crate::data::sample::Sample;
+use crate::data::transforms::resize::Interp;
+use crate::data::Batch;
 use crate::models::Yolov3;
 use crate::tensor::Tensor;
 use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
@@ -60,4 +72,116 @@ impl<B: Backend> Predictor<B> {
         let sizes: Vec<[u32; 2]> = original_sizes.iter().map(|&[w, h]| [h, w]).collect();
         detect(yolo, &heads, &sizes, nms)
     }
+
+    /// One decoded image through the evaluation pipeline: resized to
+    /// `size` x `size` with `interp`, normalised, predicted; boxes come back
+    /// in the image's own pixels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn predict_image(
+        &mut self,
+        model: &mut Yolov3<B>,
+        yolo: &YoloConfig,
+        nms: &NmsConfig,
+        image: &RgbImage,
+        size: usize,
+        interp: Interp,
+    ) -> Vec<Detection> {
+        let original = [image.width, image.height];
+        let mut batch = Batch::new(1, size, size, 0, 0, 0);
+        batch.put(
+            &Sample::from_image(image),
+            interp,
+            0,
+            original,
+            &mut Vec::new(),
+        );
+        let mut per_image =
+            self.predict(model, yolo, nms, &batch.images, 1, size, size, &[original]);
+        per_image.pop().unwrap_or_default()
+    }
+}
+
+/// The reader `infer` follows: `TestReader`, else `EvalReader`.
+pub fn infer_reader<'a>(config: &'a Config, config_path: &Path) -> Result<&'a Reader> {
+    config
+        .test_reader
+        .as_ref()
+        .or(config.eval_reader.as_ref())
+        .ok_or_else(|| {
+            Error::at(
+                config_path,
+                "TestReader",
+                "missing: no TestReader or EvalReader to take the image size and class names from",
+            )
+        })
+}
+
+/// The evaluation size and interpolation of a reader's `ResizeImage`.
+pub fn eval_size(reader: &Reader, config_path: &Path) -> Result<(usize, Interp)> {
+    match reader.eval_loader_config().mode {
+        Mode::Eval { size, interp } if size > 0 => Ok((size, interp)),
+        _ => Err(Error::at(
+            config_path,
+            "ResizeImage.target_size",
+            "the reader needs a ResizeImage with a positive target_size",
+        )),
+    }
+}
+
+/// The class names of a reader's dataset, in class-index order, checked
+/// against the config's `num_classes`: a VOC label list (or the 20 default
+/// labels), a COCO file's categories, or for an `ImageFolder` the COCO file
+/// its `anno_path` names.
+pub fn class_names(config: &Config, config_path: &Path, reader: &Reader) -> Result<Vec<String>> {
+    let coco_categories = |dataset_dir: &str, anno_path: &str| -> Result<Vec<String>> {
+        let coco = CocoDataSet {
+            dataset_dir: PathBuf::from(dataset_dir),
+            image_dir: PathBuf::new(),
+            anno_path: PathBuf::from(anno_path),
+            with_background: false,
+            allow_empty: true,
+            load_crowd: false,
+        };
+        Ok(coco.load()?.class_names)
+    };
+    let (names, source) = match &reader.dataset {
+        DataSet::VOCDataSet(d) => {
+            let voc = VocDataSet {
+                dataset_dir: PathBuf::from(&d.dataset_dir),
+                anno_path: PathBuf::from(&d.anno_path),
+                label_list: PathBuf::from(&d.label_list),
+                use_default_label: d.use_default_label,
+                with_background: d.with_background,
+            };
+            (
+                voc.class_names()?,
+                Path::new(&d.dataset_dir).join(&d.label_list),
+            )
+        }
+        DataSet::COCODataSet(d) => (
+            coco_categories(&d.dataset_dir, &d.anno_path)?,
+            Path::new(&d.dataset_dir).join(&d.anno_path),
+        ),
+        DataSet::ImageFolder(d) if d.use_default_label || d.anno_path.is_empty() => (
+            DEFAULT_LABELS.iter().map(|s| s.to_string()).collect(),
+            config_path.to_path_buf(),
+        ),
+        DataSet::ImageFolder(d) => (
+            coco_categories(&d.dataset_dir, &d.anno_path)?,
+            Path::new(&d.dataset_dir).join(&d.anno_path),
+        ),
+    };
+    if names.len() != config.num_classes {
+        return Err(Error::at(
+            config_path,
+            "key num_classes",
+            format!(
+                "the config says {} classes but {} names {}",
+                config.num_classes,
+                source.display(),
+                names.len()
+            ),
+        ));
+    }
+    Ok(names)
 }

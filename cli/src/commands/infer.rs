@@ -1,0 +1,150 @@
+//! `pulsefocus infer -c CONFIG -o weights=PATH (--infer_img IMG | --infer_dir
+//! DIR) [--output_dir DIR] [--draw_threshold 0.5]`: detects objects in
+//! pictures as PaddleDetection's `tools/infer.py` does. For each input
+//! `NAME.EXT` it writes `OUTPUT_DIR/NAME.EXT` (the picture with boxes and
+//! "class score" labels, same format) and `OUTPUT_DIR/NAME.json` (every
+//! detection at or above the threshold, boxes in original pixels).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args as ClapArgs;
+use pulsefocus_core::finetune::predict::{class_names, eval_size, infer_reader, Predictor};
+use pulsefocus_core::finetune::weights::load_weights;
+use pulsefocus_core::models::Yolov3;
+use pulsefocus_core::CpuBackend;
+use pulsefocus_formats::atomic::write_bytes;
+use pulsefocus_formats::draw::draw_detection;
+use pulsefocus_formats::image::{decode_file, write};
+
+use super::config_args::ConfigArgs;
+use super::device::DeviceArg;
+
+/// The picture formats `--infer_dir` picks up, as PaddleDetection's list.
+const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "ppm"];
+
+#[derive(ClapArgs)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["infer_img", "infer_dir"])))]
+pub struct Args {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// One picture to run on.
+    #[arg(long = "infer_img", value_name = "IMG")]
+    pub infer_img: Option<PathBuf>,
+    /// Every picture (jpg, jpeg, png, bmp, ppm) in this directory.
+    #[arg(long = "infer_dir", value_name = "DIR")]
+    pub infer_dir: Option<PathBuf>,
+    /// Where the drawn pictures and JSON files go.
+    #[arg(long = "output_dir", value_name = "DIR", default_value = "output")]
+    pub output_dir: PathBuf,
+    /// Detections below this score are neither drawn nor listed.
+    #[arg(long = "draw_threshold", default_value_t = 0.5)]
+    pub draw_threshold: f32,
+    #[command(flatten)]
+    pub device: DeviceArg,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    args.device.choose()?;
+    let config_path = &args.config.config;
+    let config = args.config.load()?;
+    let images = input_images(&args)?;
+    let weights = config.weights.as_deref().with_context(|| {
+        format!(
+            "{}: no weights to run; pass -o weights=PATH",
+            config_path.display()
+        )
+    })?;
+    let backend = CpuBackend::new();
+    let mut model = Yolov3::new(&backend, config.model_spec(), 0);
+    load_weights(&mut model, Path::new(weights))?;
+    let reader = infer_reader(&config, config_path)?;
+    let (size, interp) = eval_size(reader, config_path)?;
+    // A TestReader is usually a bare ImageFolder: the names of the classes
+    // trained on are in the EvalReader's dataset when there is one.
+    let names = class_names(
+        &config,
+        config_path,
+        config.eval_reader.as_ref().unwrap_or(reader),
+    )?;
+    let (yolo, nms) = (config.yolo_config(), config.nms_config());
+    let mut predictor = Predictor::new(&backend);
+    std::fs::create_dir_all(&args.output_dir)
+        .with_context(|| format!("creating {}", args.output_dir.display()))?;
+
+    for path in &images {
+        let mut image = decode_file(path)?;
+        let detections = predictor.predict_image(&mut model, &yolo, &nms, &image, size, interp);
+        let kept: Vec<_> = detections
+            .iter()
+            .filter(|d| d.score >= args.draw_threshold)
+            .collect();
+        let mut listed = Vec::with_capacity(kept.len());
+        for d in &kept {
+            let name = names.get(d.class).map(String::as_str).unwrap_or("?");
+            draw_detection(
+                &mut image,
+                d.bbox,
+                d.class as u32,
+                &format!("{name} {:.2}", d.score),
+            );
+            listed.push(serde_json::json!({
+                "class": d.class,
+                "class_name": name,
+                "score": d.score,
+                "bbox": d.bbox,
+            }));
+        }
+        let file_name = path
+            .file_name()
+            .context("an image path without a file name")?;
+        let picture = args.output_dir.join(file_name);
+        write(&image, &picture)?;
+        let stem = Path::new(file_name).with_extension("json");
+        let json_path = args.output_dir.join(stem);
+        let json = serde_json::json!({
+            "image": path.display().to_string(),
+            "detections": listed,
+        });
+        write_bytes(&json_path, serde_json::to_string_pretty(&json)?.as_bytes())?;
+        println!(
+            "{}: {} detections -> {}",
+            path.display(),
+            kept.len(),
+            picture.display()
+        );
+    }
+    Ok(())
+}
+
+/// `--infer_img`, or the pictures in `--infer_dir` in name order.
+fn input_images(args: &Args) -> anyhow::Result<Vec<PathBuf>> {
+    if let Some(img) = &args.infer_img {
+        anyhow::ensure!(img.is_file(), "{}: no such image file", img.display());
+        return Ok(vec![img.clone()]);
+    }
+    let dir = args
+        .infer_dir
+        .as_ref()
+        .context("--infer_img or --infer_dir")?;
+    let mut images = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        let is_image = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+        if is_image && path.is_file() {
+            images.push(path);
+        }
+    }
+    images.sort();
+    anyhow::ensure!(
+        !images.is_empty(),
+        "{}: no images (jpg, jpeg, png, bmp, ppm) in it",
+        dir.display()
+    );
+    Ok(images)
+}

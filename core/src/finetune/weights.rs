@@ -1,0 +1,139 @@
+//! Loading trained weights (`-o weights=PATH`, PaddleDetection's key) into a
+//! model for `eval` and `infer`. Unlike the transfer-learning rules for
+//! `pretrain_weights`, nothing may be skipped here: every parameter of the
+//! model must be in the checkpoint with the model's shape, because a
+//! half-loaded detector would silently score and draw nonsense.
+
+use std::path::Path;
+
+use pulsefocus_formats::{load_checkpoint, Error, Result};
+
+use crate::backend::Backend;
+use crate::models::Yolov3;
+
+/// Loads every parameter of `model` from the checkpoint at `path`: a
+/// `.pdparams`, a directory of per-variable files, a `.tar`, a
+/// `.safetensors`, or a snapshot stem without its `.pdparams` suffix, as
+/// PaddleDetection accepts. Names extra to the model are ignored (a training
+/// snapshot may hold more); a missing parameter, one of another shape or one
+/// that is not a float is an error naming the file and the parameter.
+pub fn load_weights<B: Backend>(model: &mut Yolov3<B>, path: &Path) -> Result<()> {
+    let checkpoint = load_checkpoint(path)?;
+    for slot in model.slots().to_vec() {
+        let spec = &slot.param.spec;
+        let place = format!("parameter {}", spec.name);
+        let tensor = checkpoint.get(&spec.name).ok_or_else(|| {
+            Error::at(
+                path,
+                &place,
+                format!(
+                    "missing: the model needs it with shape {:?} (are these weights of this config's model?)",
+                    spec.shape
+                ),
+            )
+        })?;
+        if tensor.shape() != spec.shape.as_slice() {
+            return Err(Error::at(
+                path,
+                &place,
+                format!(
+                    "has shape {:?} but the model needs {:?} (weights for another num_classes or model size?)",
+                    tensor.shape(),
+                    spec.shape
+                ),
+            ));
+        }
+        if !tensor.dtype().is_float() {
+            return Err(Error::at(
+                path,
+                &place,
+                format!("is {}, not a float tensor", tensor.dtype().name()),
+            ));
+        }
+        model
+            .set_param(&spec.name, &tensor.to_f32_vec())
+            .map_err(|e| Error::at(path, &place, e.to_string()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::mobilenet_v1::MobileNetV1Spec;
+    use crate::models::{Backbone, Yolov3Spec};
+    use crate::CpuBackend;
+    use pulsefocus_formats::{save_checkpoint, Checkpoint, Format};
+
+    fn tiny_spec(classes: usize) -> Yolov3Spec {
+        let mut spec = Yolov3Spec::small(classes);
+        spec.backbone = Backbone::MobileNetV1(MobileNetV1Spec { scale: 0.125 });
+        spec.head_width = 16;
+        spec
+    }
+
+    #[test]
+    fn a_saved_model_loads_back_exactly_from_its_stem() {
+        let cpu = CpuBackend::new();
+        let trained = Yolov3::new(&cpu, tiny_spec(3), 1);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("model_final.pdparams");
+        save_checkpoint(&trained.to_checkpoint(), &file, Format::Pdparams).unwrap();
+
+        let mut fresh = Yolov3::new(&cpu, tiny_spec(3), 2);
+        load_weights(&mut fresh, &dir.path().join("model_final")).unwrap();
+        for slot in trained.slots() {
+            let name = &slot.param.spec.name;
+            assert_eq!(
+                fresh.param_values(name),
+                trained.param_values(name),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn weights_of_another_class_count_name_the_parameter() {
+        let cpu = CpuBackend::new();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("five.pdparams");
+        let five = Yolov3::new(&cpu, tiny_spec(5), 1);
+        save_checkpoint(&five.to_checkpoint(), &file, Format::Pdparams).unwrap();
+
+        let mut three = Yolov3::new(&cpu, tiny_spec(3), 1);
+        let message = load_weights(&mut three, &file).unwrap_err().to_string();
+        assert!(message.contains("five.pdparams"), "{message}");
+        assert!(message.contains("yolo_output"), "{message}");
+        assert!(message.contains("has shape"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_parameter_is_named() {
+        let cpu = CpuBackend::new();
+        let model = Yolov3::new(&cpu, tiny_spec(3), 1);
+        let full = model.to_checkpoint();
+        let dropped = model.slots()[0].param.spec.name.clone();
+        let mut partial = Checkpoint::new();
+        for (name, tensor) in full.iter().filter(|(name, _)| *name != dropped) {
+            partial.insert(name, tensor.clone());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("partial.safetensors");
+        save_checkpoint(&partial, &file, Format::Safetensors).unwrap();
+
+        let mut target = Yolov3::new(&cpu, tiny_spec(3), 1);
+        let message = load_weights(&mut target, &file).unwrap_err().to_string();
+        assert!(message.contains(&dropped), "{message}");
+        assert!(message.contains("missing"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error_not_a_panic() {
+        let cpu = CpuBackend::new();
+        let mut model = Yolov3::new(&cpu, tiny_spec(3), 1);
+        let message = load_weights(&mut model, Path::new("no/such/weights"))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("no/such/weights"), "{message}");
+    }
+}
