@@ -169,7 +169,7 @@ impl Progress {
                         bar.set_position(iteration);
                         bar.set_message(message);
                     }
-                    None if iteration % self.window == 0 || iteration == max_iters => {
+                    None if iteration.is_multiple_of(self.window) || iteration == max_iters => {
                         eprintln!("iter {iteration}/{max_iters} {message}");
                     }
                     None => {}
