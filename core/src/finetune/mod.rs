@@ -253,7 +253,9 @@ pub fn train(
     let mut loader = Loader::from_batch(records, loader_config, start)?;
     let snapshot_iter = config.snapshot_iter.max(1) as u64;
     let mut curves = Curves::default();
-    let mut last_good: Option<SnapshotPaths> = None;
+    // The snapshot resumed from is the last good one until this run writes one.
+    let mut last_good: Option<SnapshotPaths> =
+        options.resume.as_deref().map(SnapshotPaths::from_stem);
     let mut last_loss = None;
     let mut last_eval = None;
     let mut best_map: Option<f64> = None;
@@ -273,19 +275,22 @@ pub fn train(
         };
         let step = trainer.step(&batch.images, batch.n, batch.h, &gt);
         let iteration = trainer.step;
-        if !step.loss.total().is_finite() {
+        let diverged = |what: String| {
             let kept = last_good
                 .as_ref()
                 .map(|p| format!("the last good snapshot is {}", p.params.display()))
                 .unwrap_or_else(|| "no snapshot was written yet".into());
-            return Err(Error::new(
+            Error::new(
                 &save_dir,
                 format!(
-                    "the loss became {} at iteration {iteration} (learning rate {}); stopping: {kept}. Try a lower LearningRate.base_lr",
-                    step.loss.total(),
+                    "{what} at iteration {iteration} (learning rate {}); stopping: {kept}. Try a lower LearningRate.base_lr",
                     step.learning_rate
                 ),
-            ));
+            )
+        };
+        if !step.loss.total().is_finite() {
+            curves.write(&save_dir)?;
+            return Err(diverged(format!("the loss became {}", step.loss.total())));
         }
         let done = iteration - start;
         let images_per_second =
@@ -302,6 +307,13 @@ pub fn train(
 
         let stop = options.stop.load(Ordering::Relaxed);
         if iteration.is_multiple_of(snapshot_iter) || iteration == max_iters || stop {
+            // The loss above is that of the weights before this step's
+            // update; an update that overflowed shows only in the weights,
+            // and a snapshot of them would not be a good one.
+            if let Some(name) = snapshot::first_non_finite(&trainer) {
+                curves.write(&save_dir)?;
+                return Err(diverged(format!("the weight {name} became non-finite")));
+            }
             let paths = if iteration == max_iters {
                 SnapshotPaths::from_stem(&save_dir.join("model_final"))
             } else {
@@ -337,11 +349,10 @@ pub fn train(
         }
     }
     curves.write(&save_dir)?;
-    let final_snapshot = match last_good {
-        Some(p) => p,
-        // Resumed at or past max_iters: nothing to train, keep what is there.
-        None => SnapshotPaths::from_stem(&save_dir.join("model_final")),
-    };
+    // Resumed at or past max_iters, nothing was trained: the snapshot resumed
+    // from is the final one.
+    let final_snapshot =
+        last_good.unwrap_or_else(|| SnapshotPaths::from_stem(&save_dir.join("model_final")));
     Ok(TrainSummary {
         loss_curve: save_dir.join("loss.svg"),
         save_dir,

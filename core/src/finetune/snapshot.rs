@@ -76,6 +76,30 @@ pub fn save<B: Backend>(trainer: &Trainer<B>, paths: &SnapshotPaths, seed: u64) 
     )
 }
 
+/// The name of the first parameter, running statistic or velocity holding a
+/// NaN or infinity; such a state is not worth a snapshot.
+pub fn first_non_finite<B: Backend>(trainer: &Trainer<B>) -> Option<String> {
+    let model = trainer.model.to_checkpoint();
+    let params = model
+        .iter()
+        .find(|(_, t)| t.to_f32_vec().iter().any(|v| !v.is_finite()))
+        .map(|(name, _)| name.to_string());
+    params.or_else(|| {
+        trainer
+            .model
+            .slots()
+            .iter()
+            .enumerate()
+            .find_map(|(i, slot)| {
+                let velocity = trainer.velocity(i)?;
+                velocity
+                    .iter()
+                    .any(|v| !v.is_finite())
+                    .then(|| velocity_name(&slot.param.spec.name))
+            })
+    })
+}
+
 /// Restores a snapshot written by [`save`]: every parameter and velocity, and
 /// the iteration to continue from (returned with the seed it was run with).
 pub fn restore<B: Backend>(
