@@ -34,6 +34,8 @@ enum Command {
     Plan(commands::plan::Args),
     /// Fine-tune a model: loading report, training with snapshots, optional evaluation.
     Train(commands::train::Args),
+    /// Fine-tune the bundled small pretrained model on synthetic data: mAP before and after.
+    Demo(commands::demo::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -46,6 +48,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Eval(args) => commands::eval::run(args),
         Command::X2coco(args) => commands::x2coco::run(args),
         Command::Plan(args) => commands::plan::run(args),
+        Command::Demo(args) => commands::demo::run(args),
     }
 }
 
