@@ -40,6 +40,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Draw a trained model's detections on pictures and list them as JSON.
     Infer(commands::infer::Args),
+    /// Fine-tune the bundled small pretrained model on synthetic data: mAP before and after.
+    Demo(commands::demo::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
@@ -55,6 +57,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Plan(args) => commands::plan::run(args),
         Command::Device(args) => commands::device::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Demo(args) => commands::demo::run(args),
     }
 }
 

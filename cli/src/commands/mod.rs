@@ -4,6 +4,7 @@ pub mod bench;
 pub mod config_args;
 pub mod convert_weights;
 pub mod dataset;
+pub mod demo;
 pub mod device;
 pub mod eval;
 pub mod infer;

@@ -8,6 +8,7 @@
 //! bar from them) and can stop the run between steps with the stop flag
 //! (Ctrl-C), which writes a snapshot first.
 
+pub mod demo;
 pub mod evaluate;
 pub mod predict;
 pub mod snapshot;

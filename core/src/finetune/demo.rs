@@ -1,0 +1,81 @@
+//! The two steps `pulsefocus demo` adds around a fine-tune: scoring the
+//! starting point (the pretrained weights as the loading rules apply them,
+//! before any step) and drawing a model's detections on a few evaluation
+//! images, so the user sees what the numbers mean.
+
+use std::path::{Path, PathBuf};
+
+use pulsefocus_formats::coco_results::CocoResult;
+use pulsefocus_formats::dataset::Dataset;
+use pulsefocus_formats::{draw, image, Error, Result};
+
+use super::{evaluate_config, EvalResult};
+use crate::config::Config;
+use crate::cpu::CpuBackend;
+use crate::loading::{apply_loaded, plan_for_config};
+use crate::models::Yolov3;
+
+/// Evaluates the model `train` would start from with this `seed`: fresh
+/// weights with the config's `pretrain_weights` loaded over them by the
+/// loading rules (excluded parameters keep their fresh values).
+pub fn evaluate_start(
+    config_path: &Path,
+    config: &Config,
+    weights_cache: &Path,
+    seed: u64,
+    dataset: &Dataset,
+) -> Result<EvalResult> {
+    let backend = CpuBackend::new();
+    let mut model = Yolov3::new(&backend, config.model_spec(), seed);
+    let (report, pretrained) = plan_for_config(config_path, config, weights_cache)?;
+    if let Some(pretrained) = &pretrained {
+        apply_loaded(&report, &pretrained.checkpoint, &mut model)
+            .map_err(|e| Error::new(&pretrained.path, e.to_string()))?;
+    }
+    evaluate_config(&mut model, config, config_path, dataset)
+}
+
+/// Draws the detections scoring at least `threshold` on the first `count`
+/// images of `dataset`, writing `<out_dir>/<image stem>.png`. Category ids
+/// are those `evaluate` gives VOC datasets: class index + 1.
+pub fn draw_samples(
+    dataset: &Dataset,
+    detections: &[CocoResult],
+    threshold: f64,
+    count: usize,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+    let mut written = Vec::new();
+    for record in dataset.records.iter().take(count) {
+        let mut picture = image::decode_file(&record.image_path)?;
+        for det in detections
+            .iter()
+            .filter(|d| d.image_id == record.id && d.score >= threshold)
+        {
+            let class = (det.category_id - 1).max(0) as usize;
+            let name = dataset
+                .class_names
+                .get(class)
+                .map(String::as_str)
+                .unwrap_or("?");
+            let [x, y, w, h] = det.bbox;
+            let corners = [x, y, x + w, y + h].map(|v| v as f32);
+            draw::draw_detection(
+                &mut picture,
+                corners,
+                class as u32,
+                &format!("{name} {:.2}", det.score),
+            );
+        }
+        let stem = record
+            .image_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| record.id.to_string());
+        let path = out_dir.join(format!("{stem}.png"));
+        image::write_png(&picture, &path)?;
+        written.push(path);
+    }
+    Ok(written)
+}
