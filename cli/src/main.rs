@@ -17,47 +17,47 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Fine-tune the bundled small pretrained model on synthetic data: mAP before and after.
+    Demo(commands::demo::Args),
+    /// Fine-tune a model: loading report, training with snapshots, optional evaluation.
+    Train(commands::train::Args),
+    /// Score a model on the config's eval dataset (VOC/COCO mAP), or a COCO results file against annotations.
+    Eval(commands::eval::Args),
+    /// Draw a trained model's detections on pictures and list them as JSON.
+    Infer(commands::infer::Args),
+    /// Dry run: which pretrained parameters would load, and why others would not.
+    Plan(commands::plan::Args),
     /// List the tensors of a checkpoint (name, dtype, shape, elements).
     Inspect(commands::inspect::Args),
     /// Convert a checkpoint to another format (dir, tar, pdparams, safetensors, params).
     ConvertWeights(commands::convert_weights::Args),
-    /// Write a synthetic detection dataset (coloured shapes) in VOC and/or COCO layout.
-    Synth(commands::synth::Args),
     /// Inspect a dataset the way training reads it.
     #[command(subcommand)]
     Dataset(commands::dataset::Args),
-    /// Score detections: COCO mAP of a results file against annotations.
-    Eval(commands::eval::Args),
     /// Convert VOC, labelme or cityscapes annotations to COCO (tools/x2coco.py).
     X2coco(commands::x2coco::Args),
-    /// Dry run: which pretrained parameters would load, and why others would not.
-    Plan(commands::plan::Args),
-    /// Fine-tune a model: loading report, training with snapshots, optional evaluation.
-    Train(commands::train::Args),
-    /// Show which device `--device auto|cpu|gpu` picks here (and load the GPU kernels).
-    Device(commands::device::Args),
+    /// Write a synthetic detection dataset (coloured shapes) in VOC and/or COCO layout.
+    Synth(commands::synth::Args),
     /// Measure speed and memory (train-step: images/s and peak RSS of a training step).
     Bench(commands::bench::Args),
-    /// Draw a trained model's detections on pictures and list them as JSON.
-    Infer(commands::infer::Args),
-    /// Fine-tune the bundled small pretrained model on synthetic data: mAP before and after.
-    Demo(commands::demo::Args),
+    /// Show which device `--device auto|cpu|gpu` picks here (and load the GPU kernels).
+    Device(commands::device::Args),
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Demo(args) => commands::demo::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Eval(args) => commands::eval::run(args),
         Command::Infer(args) => commands::infer::run(args),
+        Command::Plan(args) => commands::plan::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::ConvertWeights(args) => commands::convert_weights::run(args),
-        Command::Synth(args) => commands::synth::run(args),
         Command::Dataset(args) => commands::dataset::run(args),
-        Command::Eval(args) => commands::eval::run(args),
         Command::X2coco(args) => commands::x2coco::run(args),
-        Command::Plan(args) => commands::plan::run(args),
-        Command::Device(args) => commands::device::run(args),
+        Command::Synth(args) => commands::synth::run(args),
         Command::Bench(args) => commands::bench::run(args),
-        Command::Demo(args) => commands::demo::run(args),
+        Command::Device(args) => commands::device::run(args),
     }
 }
 
