@@ -3,7 +3,8 @@
 # (configs/demo.ron: MobileNetV1 x0.25, head width 128) pretrained from random
 # initialisation by pulsefocus itself on synthetic classes the demo never
 # sees (catalogue entries FIRST_CLASS.. instead of the demo's 0..2), then
-# converted to a float16 Paddle model-zoo archive (one top-level folder of
+# converted to a float32 Paddle model-zoo archive (float16 overflows the
+# running variances of early batch norms, which exceed 65504) (one top-level folder of
 # per-variable files) at cli/assets/, where the CLI embeds it.
 #
 # Usage: scripts/make_demo_checkpoint.sh [ITERS]
@@ -47,5 +48,5 @@ RON
 "$bin" train -c pretrain.ron --seed "$seed" --eval
 mkdir -p "$repo/cli/assets"
 "$bin" convert-weights output/pretrain/model_final \
-    "$repo/cli/assets/yolov3_small_synth_pretrained.tar" --to tar --dtype float16
+    "$repo/cli/assets/yolov3_small_synth_pretrained.tar" --to tar
 ls -l "$repo/cli/assets/yolov3_small_synth_pretrained.tar"

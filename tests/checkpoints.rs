@@ -169,6 +169,35 @@ fn dtype_float16_casts_only_floating_tensors() {
 }
 
 #[test]
+fn dtype_float16_refuses_values_it_cannot_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("big.safetensors");
+    let mut checkpoint = Checkpoint::new();
+    checkpoint.insert(
+        "conv2_1_dw_bn_variance",
+        pulsefocus_formats::RawTensor::from_f32(vec![2], &[1.0, 1.0e5]),
+    );
+    pulsefocus_formats::save_checkpoint(
+        &checkpoint,
+        &input,
+        pulsefocus_formats::Format::Safetensors,
+    )
+    .unwrap();
+    let out = tmp.path().join("half.safetensors");
+    let result = pulsefocus(&[
+        "convert-weights",
+        input.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--dtype",
+        "float16",
+    ]);
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("conv2_1_dw_bn_variance"), "{stderr}");
+    assert!(!out.exists());
+}
+
+#[test]
 fn bad_input_fails_with_one_line() {
     let tmp = tempfile::tempdir().unwrap();
     let truncated = tmp.path().join("model.pdparams");

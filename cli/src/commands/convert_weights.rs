@@ -42,7 +42,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(dtype) => {
             let mut cast = Checkpoint::new();
             for (name, tensor) in input.iter() {
-                cast.insert(name, tensor.cast_float(dtype));
+                let converted = tensor.cast_float(dtype);
+                // A finite value beyond float16's range would silently become
+                // infinite (batch-norm running variances can exceed 65504).
+                let overflowed = tensor
+                    .to_f32_vec()
+                    .iter()
+                    .zip(converted.to_f32_vec())
+                    .any(|(before, after)| before.is_finite() && !after.is_finite());
+                if overflowed {
+                    bail!(
+                        "{} (variable {name}): values beyond the range of {dtype}; keep float32",
+                        args.input.display()
+                    );
+                }
+                cast.insert(name, converted);
             }
             cast.metadata = input.metadata.clone();
             cast
