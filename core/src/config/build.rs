@@ -199,16 +199,31 @@ mod tests {
     }
 
     #[test]
-    fn demo_uses_its_own_schedule_and_sizes() {
+    fn demo_schedule_and_sizes_come_from_its_sections() {
         let config = shipped("demo.ron");
         let schedule = config.schedule();
-        assert_eq!(schedule.base_lr, 0.0005);
-        assert_eq!(schedule.warmup_steps, 30);
-        assert_eq!(schedule.boundaries, [200, 260]);
+        assert_eq!(schedule.base_lr, config.learning_rate.base_lr);
+        for s in &config.learning_rate.schedulers {
+            match s {
+                Scheduler::LinearWarmup(w) => assert_eq!(schedule.warmup_steps, w.steps as u64),
+                Scheduler::PiecewiseDecay(p) => {
+                    let milestones: Vec<u64> = p.milestones.iter().map(|&m| m as u64).collect();
+                    assert_eq!(schedule.boundaries, milestones);
+                }
+            }
+        }
         let Mode::Train(augment) = config.train_reader.train_loader_config(0).mode else {
             panic!("training mode")
         };
-        assert_eq!(augment.sizes, [224, 256, 288, 320]);
-        assert_eq!(augment.mixup_epochs, 0);
+        let shape = config
+            .train_reader
+            .batch_transforms
+            .iter()
+            .find_map(|t| match t {
+                Transform::RandomShape(r) => Some(r.sizes.clone()),
+                _ => None,
+            });
+        assert_eq!(Some(augment.sizes), shape);
+        assert_eq!(augment.mixup_epochs, config.train_reader.mixup_epoch as u64);
     }
 }
