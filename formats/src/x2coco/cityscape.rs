@@ -3,8 +3,7 @@
 
 use std::path::Path;
 
-use super::pyjson::Py;
-use super::{points, polygon_annotation, Categories, Converted};
+use super::{image_entry, points, polygon_annotation, Categories, Converted};
 use crate::error::{Error, Result};
 
 pub fn convert(
@@ -20,17 +19,14 @@ pub fn convert(
             .ok_or_else(|| Error::at(path, name, format!("missing key {name:?}")))
     };
     let (height, width) = (field("imgHeight")?, field("imgWidth")?);
-    let number = |v: &serde_json::Value, name: &str| match v {
-        serde_json::Value::Number(n) => Ok(Py::number(n)),
-        _ => Err(Error::at(path, name, format!("{name} {v} is not a number"))),
-    };
     let image_id = image_num + 1;
-    let image = Py::Dict(vec![
-        ("height", number(height, "imgHeight")?),
-        ("width", number(width, "imgWidth")?),
-        ("id", Py::Int(image_id)),
-        ("file_name", Py::Str(img_file.to_string())),
-    ]);
+    let image = image_entry(
+        path,
+        (height, "imgHeight"),
+        (width, "imgWidth"),
+        image_id,
+        img_file,
+    )?;
     let mut annotations = Vec::new();
     let objects = field("objects")?
         .as_array()

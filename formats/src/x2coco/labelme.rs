@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use super::pyjson::Py;
-use super::{annotation, flatten_numbers, points, polygon_annotation, Categories, Converted};
+use super::{
+    annotation, flatten_numbers, image_entry, points, polygon_annotation, Categories, Converted,
+};
 use crate::error::{Error, Result};
 
 pub fn convert(
@@ -27,16 +28,13 @@ pub fn convert(
     let separator = if image_path.contains('\\') { '\\' } else { '/' };
     let file_name = image_path.rsplit(separator).next().unwrap_or(image_path);
     let image_id = image_num + 1;
-    let number = |v: &serde_json::Value, name: &str| match v {
-        serde_json::Value::Number(n) => Ok(Py::number(n)),
-        _ => Err(Error::at(path, name, format!("{name} {v} is not a number"))),
-    };
-    let image = Py::Dict(vec![
-        ("height", number(height, "imageHeight")?),
-        ("width", number(width, "imageWidth")?),
-        ("id", Py::Int(image_id)),
-        ("file_name", Py::Str(file_name.to_string())),
-    ]);
+    let image = image_entry(
+        path,
+        (height, "imageHeight"),
+        (width, "imageWidth"),
+        image_id,
+        file_name,
+    )?;
 
     let mut annotations = Vec::new();
     let shapes = field("shapes")?

@@ -101,6 +101,28 @@ pub fn flatten_numbers(numbers: &[&serde_json::Number]) -> Vec<Py> {
         .collect()
 }
 
+/// The `images` entry labelme and cityscape conversions write:
+/// `{height, width, id, file_name}`, the sizes as the JSON numbers they were
+/// (each given with its key, for the error when it is not a number).
+pub fn image_entry(
+    path: &Path,
+    height: (&serde_json::Value, &str),
+    width: (&serde_json::Value, &str),
+    id: i64,
+    file_name: &str,
+) -> Result<Py> {
+    let number = |(v, name): (&serde_json::Value, &str)| match v {
+        serde_json::Value::Number(n) => Ok(Py::number(n)),
+        _ => Err(Error::at(path, name, format!("{name} {v} is not a number"))),
+    };
+    Ok(Py::Dict(vec![
+        ("height", number(height)?),
+        ("width", number(width)?),
+        ("id", Py::Int(id)),
+        ("file_name", Py::Str(file_name.to_string())),
+    ]))
+}
+
 /// Reads `[[x, y], ...]` at `place`, keeping the JSON numbers.
 pub fn points<'a>(
     path: &Path,
