@@ -13,7 +13,9 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pulsefocus_core::data::rng::Rng;
 use pulsefocus_core::data::sample::Sample;
 use pulsefocus_core::data::transforms::augment;
-use pulsefocus_core::data::{Batch, Interp, Loader, LoaderConfig, Mode, TrainAugment};
+use pulsefocus_core::data::{
+    Batch, Interp, Loader, LoaderConfig, Mode, SampleAugment, TrainAugment,
+};
 use pulsefocus_formats::dataset::{GroundTruth, Record};
 use pulsefocus_formats::image::{decode, decode_file};
 
@@ -107,6 +109,7 @@ fn pipeline(c: &mut Criterion) {
     group.bench_function("train_416_one_thread", |b| {
         let mut batch = Batch::new(records.len(), 416, 416, 50, 0, 0);
         let mut scratch = Vec::new();
+        let yolov3 = SampleAugment::yolov3();
         let mut round = 0u64;
         b.iter(|| {
             batch.record_indices.clear();
@@ -115,7 +118,12 @@ fn pipeline(c: &mut Criterion) {
                 let partner = &records[(i + 1) % records.len()];
                 let mut s = Sample::new(&decode_file(&r.image_path).unwrap(), r);
                 let p = Sample::new(&decode_file(&partner.image_path).unwrap(), partner);
-                augment(&mut s, Some(p), &mut Rng::derive(round, &[i as u64]));
+                augment(
+                    &mut s,
+                    Some(p),
+                    &yolov3,
+                    &mut Rng::derive(round, &[i as u64]),
+                );
                 batch.put(&s, Interp::Linear, i, [0, 0], &mut scratch);
             }
             round += 1;
@@ -128,11 +136,11 @@ fn pipeline(c: &mut Criterion) {
     group.bench_function("loader_416_batch8_2_workers", |b| {
         let config = LoaderConfig {
             workers: 2,
-            mode: Mode::Train(TrainAugment {
+            mode: Mode::Train(Box::new(TrainAugment {
                 sizes: vec![416],
                 random_interp: false,
                 ..TrainAugment::default()
-            }),
+            })),
             ..LoaderConfig::train(8, 1)
         };
         // 40 records (the photos repeated) so an epoch holds 5 batches.

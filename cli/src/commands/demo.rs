@@ -235,9 +235,11 @@ fn log_event(event: Event, every: u64) {
             loss,
             learning_rate,
             images_per_second,
+            data_wait,
         } if iteration.is_multiple_of(every) || iteration == max_iters => eprintln!(
-            "iter {iteration}/{max_iters} loss {:.3} lr {learning_rate:.2e} {images_per_second:.1} img/s",
-            loss.total()
+            "iter {iteration}/{max_iters} loss {:.3} lr {learning_rate:.2e} {images_per_second:.1} img/s, data wait {:.0}%",
+            loss.total(),
+            data_wait * 100.0
         ),
         Event::Step { .. } => {}
         Event::Snapshot(paths) => eprintln!("saved {}", paths.params.display()),

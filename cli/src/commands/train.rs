@@ -138,6 +138,7 @@ impl Progress {
                 loss,
                 learning_rate,
                 images_per_second,
+                data_wait,
             } => {
                 let total = loss.total();
                 let alpha = 1.0 / self.window as f32;
@@ -147,14 +148,15 @@ impl Progress {
                     self.smoothed + alpha * (total - self.smoothed)
                 };
                 let message = format!(
-                    "loss {:.3} (xy {:.3} wh {:.3} obj {:.3} cls {:.3}) lr {:.2e} {:.1} img/s",
+                    "loss {:.3} (xy {:.3} wh {:.3} obj {:.3} cls {:.3}) lr {:.2e} {:.1} img/s, data wait {:.0}%",
                     self.smoothed,
                     loss.xy,
                     loss.wh,
                     loss.obj,
                     loss.cls,
                     learning_rate,
-                    images_per_second
+                    images_per_second,
+                    data_wait * 100.0
                 );
                 if self.bar.is_none() && std::io::stderr().is_terminal() {
                     let bar = ProgressBar::new(max_iters);

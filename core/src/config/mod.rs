@@ -252,6 +252,8 @@ impl Config {
                 "YOLOv3 has three output levels: give three masks".into(),
             ));
         }
+        self.train_reader
+            .check_sample_transforms(path, "TrainReader")?;
         Ok(())
     }
 

@@ -23,19 +23,21 @@ use pulsefocus_formats::{Error, Result};
 use super::batch::Batch;
 use super::rng::Rng;
 use super::sample::Sample;
-use super::transforms::augment;
 use super::transforms::resize::{random_shape, Interp, EVAL_SIZE, TRAIN_SIZES};
 use super::transforms::targets::MAX_BOXES;
+use super::transforms::{augment, SampleAugment};
 
 /// Independent random streams, so adding draws to one never shifts another.
 const SHUFFLE_STREAM: u64 = 1;
 const SHAPE_STREAM: u64 = 2;
 const SAMPLE_STREAM: u64 = 3;
 
-/// The training augmentation settings of the YOLOv3 reader.
+/// The training augmentation settings of a reader.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainAugment {
-    /// Mixup is used in epochs `0..mixup_epochs`.
+    /// The per-sample augmentations and their parameters.
+    pub sample: SampleAugment,
+    /// Mixup (when `sample` has it) is used in epochs `0..mixup_epochs`.
     pub mixup_epochs: u64,
     /// One is drawn per batch.
     pub sizes: Vec<usize>,
@@ -44,8 +46,10 @@ pub struct TrainAugment {
 }
 
 impl Default for TrainAugment {
+    /// PaddleDetection's YOLOv3 reader.
     fn default() -> Self {
         TrainAugment {
+            sample: SampleAugment::yolov3(),
             mixup_epochs: 250,
             sizes: TRAIN_SIZES.to_vec(),
             random_interp: true,
@@ -56,7 +60,7 @@ impl Default for TrainAugment {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
     /// All augmentations, random size per batch.
-    Train(TrainAugment),
+    Train(Box<TrainAugment>),
     /// Resize only (to `size` x `size`).
     Eval { size: usize, interp: Interp },
 }
@@ -91,7 +95,7 @@ impl LoaderConfig {
             drop_last: true,
             allow_empty: false,
             max_boxes: MAX_BOXES,
-            mode: Mode::Train(TrainAugment::default()),
+            mode: Mode::Train(Box::default()),
         }
     }
 
@@ -184,13 +188,13 @@ impl Plan {
             if let Mode::Train(aug) = &self.config.mode {
                 let mut rng = Rng::derive(seed, &[SAMPLE_STREAM, epoch, index as u64]);
                 // PaddleDetection's partner: a uniformly drawn other record.
-                let partner = if epoch < aug.mixup_epochs && n > 1 {
+                let partner = if aug.sample.mixup.is_some() && epoch < aug.mixup_epochs && n > 1 {
                     let other = self.used[(pos + 1 + rng.below(n as u64 - 1) as usize) % n];
                     Some(self.load(other)?.0)
                 } else {
                     None
                 };
-                augment(&mut sample, partner, &mut rng);
+                augment(&mut sample, partner, &aug.sample, &mut rng);
             }
             batch.put(&sample, interp, index, original_size, &mut scratch);
         }
@@ -404,10 +408,10 @@ mod tests {
     fn small_train(batch_size: usize, workers: usize) -> LoaderConfig {
         LoaderConfig {
             workers,
-            mode: Mode::Train(TrainAugment {
+            mode: Mode::Train(Box::new(TrainAugment {
                 sizes: vec![32, 64],
                 ..TrainAugment::default()
-            }),
+            })),
             ..LoaderConfig::train(batch_size, 42)
         }
     }

@@ -11,3 +11,4 @@ pub mod transforms;
 pub use batch::Batch;
 pub use loader::{Loader, LoaderConfig, Mode, TrainAugment};
 pub use transforms::resize::Interp;
+pub use transforms::SampleAugment;

@@ -17,7 +17,7 @@ pub mod weights;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pulsefocus_formats::dataset::Dataset;
 use pulsefocus_formats::plot::{write_line_chart, Series};
@@ -67,6 +67,10 @@ pub enum Event<'a> {
         loss: LossTerms,
         learning_rate: f32,
         images_per_second: f64,
+        /// The share of this run's time spent waiting for the data loader
+        /// (PaddleDetection's `reader_cost` over `batch_cost`): near 0 when
+        /// the input pipeline keeps up with training.
+        data_wait: f64,
     },
     Snapshot(&'a SnapshotPaths),
     Evaluated {
@@ -262,11 +266,14 @@ pub fn train(
     let mut best_map: Option<f64> = None;
     let mut interrupted = false;
     let started = Instant::now();
+    let mut waited = Duration::ZERO;
 
     while trainer.step < max_iters {
+        let wait_started = Instant::now();
         let batch = loader
             .next()
             .ok_or_else(|| Error::new(&save_dir, "the training loader stopped early"))??;
+        waited += wait_started.elapsed();
         trainer.model.set_training(true);
         let gt = GroundTruth {
             boxes: &batch.gt_boxes,
@@ -294,14 +301,15 @@ pub fn train(
             return Err(diverged(format!("the loss became {}", step.loss.total())));
         }
         let done = iteration - start;
-        let images_per_second =
-            (done as usize * batch.n) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+        let images_per_second = (done as usize * batch.n) as f64 / elapsed;
         on_event(Event::Step {
             iteration,
             max_iters,
             loss: step.loss,
             learning_rate: step.learning_rate,
             images_per_second,
+            data_wait: waited.as_secs_f64() / elapsed,
         });
         curves.push_loss(iteration, &step.loss);
         last_loss = Some(step.loss);

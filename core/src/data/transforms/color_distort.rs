@@ -1,6 +1,7 @@
-//! ColorDistort, as PaddleDetection's operator with its defaults
-//! (`random_apply: true`): brightness, contrast, saturation and hue, in a
-//! random order, each applied with probability 1/2.
+//! ColorDistort, as PaddleDetection's operator: brightness, contrast,
+//! saturation and hue, each skipped with its own probability (1/2 by
+//! default); with `random_apply` (the default) in a random order, else
+//! brightness first, then contrast-saturation-hue or saturation-hue-contrast.
 //!
 //! The formulas are PaddleDetection's, quirks included: "brightness" adds a
 //! delta in [0.5, 1.5] to 0..255 values, "contrast" multiplies by a delta,
@@ -16,12 +17,47 @@
 use super::super::rng::Rng;
 use super::super::sample::{ColorAffine, Sample};
 
-/// `[low, high]` of each distortion's delta; each is applied with probability 1/2.
-pub const BRIGHTNESS: [f32; 2] = [0.5, 1.5];
-pub const CONTRAST: [f32; 2] = [0.5, 1.5];
-pub const SATURATION: [f32; 2] = [0.5, 1.5];
-pub const HUE: [f32; 2] = [-18.0, 18.0];
-const APPLY_PROBABILITY: f64 = 0.5;
+/// One distortion's `[low, high, prob]` as PaddleDetection writes it: the
+/// delta is drawn from `[low, high)` unless the distortion is skipped, which
+/// happens with probability `prob`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeltaRange {
+    pub low: f32,
+    pub high: f32,
+    pub skip_probability: f64,
+}
+
+impl DeltaRange {
+    const fn new(low: f32, high: f32) -> DeltaRange {
+        DeltaRange {
+            low,
+            high,
+            skip_probability: 0.5,
+        }
+    }
+}
+
+/// `ColorDistort`'s parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ColorDistortParams {
+    pub brightness: DeltaRange,
+    pub contrast: DeltaRange,
+    pub saturation: DeltaRange,
+    pub hue: DeltaRange,
+    pub random_apply: bool,
+}
+
+impl Default for ColorDistortParams {
+    fn default() -> Self {
+        ColorDistortParams {
+            brightness: DeltaRange::new(0.5, 1.5),
+            contrast: DeltaRange::new(0.5, 1.5),
+            saturation: DeltaRange::new(0.5, 1.5),
+            hue: DeltaRange::new(-18.0, 18.0),
+            random_apply: true,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Distortion {
@@ -33,16 +69,29 @@ pub enum Distortion {
 
 /// Draws the order and the deltas, and adds the distortions to the sample's
 /// colour map.
-pub fn random_color_distort(sample: &mut Sample, rng: &mut Rng) {
-    let mut order = [0usize, 1, 2, 3];
-    rng.shuffle(&mut order);
+pub fn random_color_distort(sample: &mut Sample, params: &ColorDistortParams, rng: &mut Rng) {
+    // 0 brightness, 1 contrast, 2 saturation, 3 hue.
+    let order = if params.random_apply {
+        let mut order = [0usize, 1, 2, 3];
+        rng.shuffle(&mut order);
+        order
+    } else if rng.below(2) == 1 {
+        [0, 1, 2, 3]
+    } else {
+        [0, 2, 3, 1]
+    };
     for kind in order {
+        let range = [
+            params.brightness,
+            params.contrast,
+            params.saturation,
+            params.hue,
+        ][kind];
         // PaddleDetection: `if uniform() < prob: return img` (skip), then the delta.
-        if rng.uniform() < APPLY_PROBABILITY {
+        if rng.uniform() < range.skip_probability {
             continue;
         }
-        let [low, high] = [BRIGHTNESS, CONTRAST, SATURATION, HUE][kind];
-        let delta = rng.range(low as f64, high as f64) as f32;
+        let delta = rng.range(range.low as f64, range.high as f64) as f32;
         let distortion = match kind {
             0 => Distortion::Brightness(delta),
             1 => Distortion::Contrast(delta),
@@ -171,11 +220,43 @@ mod tests {
     }
 
     #[test]
+    fn a_distortion_always_skipped_never_changes_colours() {
+        let never = DeltaRange {
+            skip_probability: 1.0,
+            ..DeltaRange::new(0.5, 1.5)
+        };
+        let params = ColorDistortParams {
+            brightness: never,
+            contrast: never,
+            saturation: never,
+            hue: never,
+            random_apply: false,
+        };
+        let mut s = gradient_sample(8, 8, &[]);
+        for seed in 0..20 {
+            random_color_distort(&mut s, &params, &mut Rng::new(seed));
+            assert_eq!(s.color, ColorAffine::IDENTITY);
+        }
+        // Only brightness, always: an offset within [low, high) on every channel.
+        let params = ColorDistortParams {
+            brightness: DeltaRange {
+                skip_probability: 0.0,
+                ..DeltaRange::new(10.0, 20.0)
+            },
+            ..params
+        };
+        random_color_distort(&mut s, &params, &mut Rng::new(7));
+        let offset = s.color.offset[0];
+        assert!((10.0..20.0).contains(&offset), "{offset}");
+        assert_eq!(s.color.offset, [offset; 3]);
+    }
+
+    #[test]
     fn same_seed_same_colors() {
         let base = gradient_sample(8, 8, &[]);
         let run = |seed| {
             let mut s = base.clone();
-            random_color_distort(&mut s, &mut Rng::new(seed));
+            random_color_distort(&mut s, &ColorDistortParams::default(), &mut Rng::new(seed));
             assert_eq!(s.pixels, base.pixels);
             s.color
         };

@@ -10,12 +10,25 @@
 use super::super::rng::Rng;
 use super::super::sample::{ColorAffine, Sample, View};
 
-pub const ALPHA: f64 = 1.5;
-pub const BETA: f64 = 1.5;
+/// `MixupImage`'s parameters: the blend factor is drawn from Beta(alpha, beta).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MixupParams {
+    pub alpha: f64,
+    pub beta: f64,
+}
+
+impl Default for MixupParams {
+    fn default() -> Self {
+        MixupParams {
+            alpha: 1.5,
+            beta: 1.5,
+        }
+    }
+}
 
 /// Draws f and mixes `partner` into `sample`.
-pub fn random_mixup(sample: &mut Sample, partner: Sample, rng: &mut Rng) {
-    let factor = rng.beta(ALPHA, BETA).clamp(0.0, 1.0) as f32;
+pub fn random_mixup(sample: &mut Sample, partner: Sample, params: &MixupParams, rng: &mut Rng) {
+    let factor = rng.beta(params.alpha, params.beta).clamp(0.0, 1.0) as f32;
     mixup(sample, partner, factor);
 }
 

@@ -16,17 +16,72 @@ pub mod targets;
 
 use super::rng::Rng;
 use super::sample::Sample;
+use color_distort::ColorDistortParams;
+use mixup::MixupParams;
+use random_crop::CropParams;
+use random_expand::ExpandParams;
+
+/// Which per-sample augmentations a training reader runs, with their
+/// parameters: those its `sample_transforms` list. They always run in the
+/// order above, the order every PaddleDetection YOLOv3 reader lists them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleAugment {
+    pub mixup: Option<MixupParams>,
+    pub color_distort: Option<ColorDistortParams>,
+    pub expand: Option<ExpandParams>,
+    pub crop: Option<CropParams>,
+    /// `RandomFlipImage`'s chance of mirroring.
+    pub flip: Option<f64>,
+}
+
+impl SampleAugment {
+    /// PaddleDetection's YOLOv3 reader: every augmentation, default parameters.
+    pub fn yolov3() -> SampleAugment {
+        SampleAugment {
+            mixup: Some(MixupParams::default()),
+            color_distort: Some(ColorDistortParams::default()),
+            expand: Some(ExpandParams::default()),
+            crop: Some(CropParams::default()),
+            flip: Some(0.5),
+        }
+    }
+
+    /// No augmentation: the picture as decoded.
+    pub fn none() -> SampleAugment {
+        SampleAugment {
+            mixup: None,
+            color_distort: None,
+            expand: None,
+            crop: None,
+            flip: None,
+        }
+    }
+}
 
 /// The per-sample training augmentations, in order. `partner` is the second
-/// image for mixup, `None` once mixup is over (or for a one-image dataset).
-pub fn augment(sample: &mut Sample, partner: Option<Sample>, rng: &mut Rng) {
-    if let Some(partner) = partner {
-        mixup::random_mixup(sample, partner, rng);
+/// image for mixup, `None` once mixup is over (or for a one-image dataset);
+/// it is ignored when `augment` has no mixup.
+pub fn augment(
+    sample: &mut Sample,
+    partner: Option<Sample>,
+    augment: &SampleAugment,
+    rng: &mut Rng,
+) {
+    if let (Some(params), Some(partner)) = (&augment.mixup, partner) {
+        mixup::random_mixup(sample, partner, params, rng);
     }
-    color_distort::random_color_distort(sample, rng);
-    random_expand::random_expand(sample, rng);
-    random_crop::random_crop(sample, rng);
-    random_flip::random_flip(sample, rng);
+    if let Some(params) = &augment.color_distort {
+        color_distort::random_color_distort(sample, params, rng);
+    }
+    if let Some(params) = &augment.expand {
+        random_expand::random_expand(sample, params, rng);
+    }
+    if let Some(params) = &augment.crop {
+        random_crop::random_crop(sample, params, rng);
+    }
+    if let Some(probability) = augment.flip {
+        random_flip::random_flip(sample, probability, rng);
+    }
 }
 
 #[cfg(test)]
@@ -85,16 +140,16 @@ mod tests {
             let mut rng = Rng::new(seed);
             assert_valid(&s, "input");
             if with_partner {
-                mixup::random_mixup(&mut s, partner, &mut rng);
+                mixup::random_mixup(&mut s, partner, &MixupParams::default(), &mut rng);
                 assert_valid(&s, "mixup");
             }
-            color_distort::random_color_distort(&mut s, &mut rng);
-            random_expand::random_expand(&mut s, &mut rng);
+            color_distort::random_color_distort(&mut s, &ColorDistortParams::default(), &mut rng);
+            random_expand::random_expand(&mut s, &ExpandParams::default(), &mut rng);
             assert_valid(&s, "expand");
-            random_crop::random_crop(&mut s, &mut rng);
+            random_crop::random_crop(&mut s, &CropParams::default(), &mut rng);
             assert_valid(&s, "crop");
             prop_assert!(!s.boxes.is_empty());
-            random_flip::random_flip(&mut s, &mut rng);
+            random_flip::random_flip(&mut s, 0.5, &mut rng);
             assert_valid(&s, "flip");
             let mut out = vec![0.0; 24 * 16 * 3];
             resize::resize_into(&s, 24, 16, resize::Interp::Cubic, &mut out);
@@ -107,7 +162,7 @@ mod tests {
             let partner = gradient_sample(30, 40, &[[1.0, 1.0, 9.0, 9.0]]);
             let run = || {
                 let mut s = base.clone();
-                augment(&mut s, Some(partner.clone()), &mut Rng::new(seed));
+                augment(&mut s, Some(partner.clone()), &SampleAugment::yolov3(), &mut Rng::new(seed));
                 s
             };
             prop_assert_eq!(run(), run());

@@ -8,32 +8,61 @@
 use super::super::rng::Rng;
 use super::super::sample::Sample;
 
-pub const THRESHOLDS: [f32; 6] = [0.0, 0.1, 0.3, 0.5, 0.7, 0.9];
-pub const SCALE: [f64; 2] = [0.3, 1.0];
-pub const ASPECT_RATIO: [f64; 2] = [0.5, 2.0];
-pub const ATTEMPTS: usize = 50;
+/// `RandomCrop`'s parameters (PaddleDetection's names in comments).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CropParams {
+    /// Minimum IoUs tried (`thresholds`).
+    pub thresholds: Vec<f32>,
+    /// `[low, high]` of the crop side over the image side (`scaling`).
+    pub scale: [f32; 2],
+    /// `[low, high]` of the crop's aspect ratio (`aspect_ratio`).
+    pub aspect_ratio: [f32; 2],
+    /// Crops drawn per threshold (`num_attempts`).
+    pub attempts: usize,
+    /// "No crop" is one of the shuffled choices (`allow_no_crop`).
+    pub allow_no_crop: bool,
+    /// Every box, not just one, must reach the IoU (`cover_all_box`).
+    pub cover_all_boxes: bool,
+}
+
+impl Default for CropParams {
+    fn default() -> Self {
+        CropParams {
+            thresholds: vec![0.0, 0.1, 0.3, 0.5, 0.7, 0.9],
+            scale: [0.3, 1.0],
+            aspect_ratio: [0.5, 2.0],
+            attempts: 50,
+            allow_no_crop: true,
+            cover_all_boxes: false,
+        }
+    }
+}
 
 /// Tries to find a crop as above and applies it; leaves the sample as it is
 /// when "no crop" comes first, when no crop qualifies, or when there are no
 /// boxes.
-pub fn random_crop(sample: &mut Sample, rng: &mut Rng) {
+pub fn random_crop(sample: &mut Sample, params: &CropParams, rng: &mut Rng) {
     if sample.boxes.is_empty() {
         return;
     }
     let (w, h) = (sample.width() as f64, sample.height() as f64);
     // `None` is "no crop", shuffled in with the thresholds.
-    let mut thresholds: Vec<Option<f32>> = THRESHOLDS.iter().map(|&t| Some(t)).collect();
-    thresholds.push(None);
+    let mut thresholds: Vec<Option<f32>> = params.thresholds.iter().map(|&t| Some(t)).collect();
+    if params.allow_no_crop {
+        thresholds.push(None);
+    }
     rng.shuffle(&mut thresholds);
+    let [scale_low, scale_high] = params.scale.map(f64::from);
+    let [aspect_low, aspect_high] = params.aspect_ratio.map(f64::from);
     for threshold in thresholds {
         let Some(threshold) = threshold else {
             return;
         };
-        for _ in 0..ATTEMPTS {
-            let scale = rng.range(SCALE[0], SCALE[1]);
+        for _ in 0..params.attempts {
+            let scale = rng.range(scale_low, scale_high);
             let aspect = rng.range(
-                ASPECT_RATIO[0].max(scale * scale),
-                ASPECT_RATIO[1].min(1.0 / (scale * scale)),
+                aspect_low.max(scale * scale),
+                aspect_high.min(1.0 / (scale * scale)),
             );
             let crop_h = (h * scale / aspect.sqrt()) as usize;
             let crop_w = (w * scale * aspect.sqrt()) as usize;
@@ -41,12 +70,13 @@ pub fn random_crop(sample: &mut Sample, rng: &mut Rng) {
             let crop_y = rng.below((h as usize).saturating_sub(crop_h) as u64) as usize;
             let crop_x = rng.below((w as usize).saturating_sub(crop_w) as u64) as usize;
             let window = [crop_x, crop_y, crop_w, crop_h];
-            let best = sample
-                .boxes
-                .iter()
-                .map(|b| iou(b, &window_box(window)))
-                .fold(0.0f32, f32::max);
-            if best < threshold {
+            let ious = sample.boxes.iter().map(|b| iou(b, &window_box(window)));
+            let reached = if params.cover_all_boxes {
+                ious.fold(f32::INFINITY, f32::min)
+            } else {
+                ious.fold(0.0f32, f32::max)
+            };
+            if reached < threshold {
                 continue;
             }
             if crop(sample, window) {
@@ -167,10 +197,47 @@ mod tests {
     fn crops_satisfy_the_drawn_threshold_or_leave_the_sample() {
         for seed in 0..50 {
             let mut s = gradient_sample(60, 40, &[[10.0, 10.0, 30.0, 25.0]]);
-            random_crop(&mut s, &mut Rng::new(seed));
+            random_crop(&mut s, &CropParams::default(), &mut Rng::new(seed));
             assert!(s.width() <= 60 && s.height() <= 40);
             assert!(s.width() >= 60 * 3 / 10 / 2 && s.height() >= 40 * 3 / 10 / 2);
             assert_eq!(s.boxes.len(), 1);
+        }
+    }
+
+    #[test]
+    fn without_no_crop_and_with_a_zero_threshold_it_always_crops() {
+        let params = CropParams {
+            thresholds: vec![0.0],
+            scale: [0.5, 0.9],
+            allow_no_crop: false,
+            ..CropParams::default()
+        };
+        for seed in 0..30 {
+            let mut s = gradient_sample(60, 40, &[[20.0, 12.0, 40.0, 28.0]]);
+            random_crop(&mut s, &params, &mut Rng::new(seed));
+            assert!(s.width() < 60 && s.height() < 40, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn cover_all_boxes_needs_every_box_to_reach_the_threshold() {
+        // Two far-apart boxes: no window of at most 0.6 x the side overlaps
+        // both by IoU 0.1, so with cover_all_boxes nothing is cropped.
+        let params = CropParams {
+            thresholds: vec![0.1],
+            scale: [0.3, 0.6],
+            allow_no_crop: false,
+            cover_all_boxes: true,
+            ..CropParams::default()
+        };
+        for seed in 0..30 {
+            let mut s = gradient_sample(
+                100,
+                100,
+                &[[0.0, 0.0, 10.0, 10.0], [90.0, 90.0, 100.0, 100.0]],
+            );
+            random_crop(&mut s, &params, &mut Rng::new(seed));
+            assert_eq!((s.width(), s.height()), (100, 100), "seed {seed}");
         }
     }
 }

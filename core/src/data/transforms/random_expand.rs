@@ -6,17 +6,37 @@
 use super::super::rng::Rng;
 use super::super::sample::Sample;
 
-pub const MAX_RATIO: f64 = 4.0;
-const APPLY_PROBABILITY: f64 = 0.5;
 /// ImageNet mean x 255, PaddleDetection's `fill_value` in the YOLOv3 configs.
 pub const FILL: [f32; 3] = [123.675, 116.28, 103.53];
 
-/// With probability 1/2 draws a ratio in [1, 4) and a position, and expands.
-pub fn random_expand(sample: &mut Sample, rng: &mut Rng) {
-    if rng.uniform() < APPLY_PROBABILITY {
+/// `RandomExpand`'s parameters, with PaddleDetection's meaning of `prob`:
+/// the chance of leaving the sample as it is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExpandParams {
+    /// Largest canvas side over the image side (at least 1).
+    pub max_ratio: f64,
+    pub skip_probability: f64,
+    /// Canvas colour, RGB 0-255.
+    pub fill: [f32; 3],
+}
+
+impl Default for ExpandParams {
+    /// The YOLOv3 reader's: ratio up to 4, half the time, ImageNet mean fill.
+    fn default() -> Self {
+        ExpandParams {
+            max_ratio: 4.0,
+            skip_probability: 0.5,
+            fill: FILL,
+        }
+    }
+}
+
+/// Unless skipped, draws a ratio in [1, max_ratio) and a position, and expands.
+pub fn random_expand(sample: &mut Sample, params: &ExpandParams, rng: &mut Rng) {
+    if rng.uniform() < params.skip_probability {
         return;
     }
-    let ratio = rng.range(1.0, MAX_RATIO);
+    let ratio = rng.range(1.0, params.max_ratio);
     let (width, height) = (sample.width(), sample.height());
     let w = (width as f64 * ratio) as usize;
     let h = (height as f64 * ratio) as usize;
@@ -25,7 +45,7 @@ pub fn random_expand(sample: &mut Sample, rng: &mut Rng) {
     }
     let y = rng.below((h - height) as u64) as usize;
     let x = rng.below((w - width) as u64) as usize;
-    expand(sample, w, h, x, y, FILL);
+    expand(sample, w, h, x, y, params.fill);
 }
 
 /// Puts the whole sample at `(x, y)` on a `w` x `h` canvas of colour `fill`.

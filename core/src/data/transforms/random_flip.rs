@@ -4,10 +4,9 @@
 use super::super::rng::Rng;
 use super::super::sample::Sample;
 
-const APPLY_PROBABILITY: f64 = 0.5;
-
-pub fn random_flip(sample: &mut Sample, rng: &mut Rng) {
-    if rng.uniform() < APPLY_PROBABILITY {
+/// `RandomFlipImage`'s `prob`: the chance of mirroring (0.5 in PaddleDetection).
+pub fn random_flip(sample: &mut Sample, probability: f64, rng: &mut Rng) {
+    if rng.uniform() < probability {
         flip(sample);
     }
 }
