@@ -93,8 +93,8 @@ impl DatasetArgs {
         else {
             bail!("--dataset-type needs --dataset-dir and --anno-path");
         };
-        let (dataset_dir, name) = (dataset_dir.clone(), anno_path.display().to_string());
-        let anno_path = anno_path.clone();
+        let name = anno_path.display().to_string();
+        let (dataset_dir, anno_path) = (dataset_dir.clone(), anno_path.clone());
         let source = match dataset_type {
             DatasetType::Coco => DatasetSource::Coco(CocoDataSet {
                 dataset_dir,
@@ -107,7 +107,10 @@ impl DatasetArgs {
             DatasetType::Voc => DatasetSource::Voc(VocDataSet {
                 dataset_dir,
                 anno_path,
-                label_list: (self.label_list.clone()).unwrap_or_else(|| "label_list.txt".into()),
+                label_list: self
+                    .label_list
+                    .clone()
+                    .unwrap_or_else(|| "label_list.txt".into()),
                 use_default_label: self.use_default_label,
                 with_background: self.with_background,
             }),
@@ -154,9 +157,9 @@ pub fn check_config(config: &Config, config_path: &Path) -> Vec<DatasetReport> {
     for (name, reader) in readers {
         let Some(reader) = reader else { continue };
         let (dataset, first_class, mut errors) = match &reader.dataset {
-            DataSet::ImageFolder(d) if name == "TestReader" => {
-                // Only a COCO file's categories are read, and only when named.
-                if d.use_default_label || d.anno_path.is_empty() {
+            DataSet::ImageFolder(_) if name == "TestReader" => {
+                // Only the categories of a COCO file are read, when it names one.
+                if reader.dataset.image_folder_categories().is_none() {
                     continue;
                 }
                 match reader.dataset.class_names() {
@@ -200,7 +203,7 @@ fn read(source: &DatasetSource) -> (Dataset, u32, Vec<Problem>) {
         errors.push(Problem {
             file: file.display().to_string(),
             place: String::new(),
-            what: "error: no usable images (see the other problems)".into(),
+            what: "error: no usable images; training and evaluation would stop here".into(),
         });
     }
     (dataset, source.first_class(), errors)

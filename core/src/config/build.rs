@@ -182,8 +182,9 @@ impl DataSet {
     }
 
     /// The COCO file an `ImageFolder` takes its categories from (as in
-    /// PaddleDetection, only its categories are used).
-    fn image_folder_categories(&self) -> Option<CocoReader> {
+    /// PaddleDetection, only its categories are used); `None` when it uses the
+    /// default labels, and for the other datasets.
+    pub fn image_folder_categories(&self) -> Option<CocoReader> {
         match self {
             DataSet::ImageFolder(d) if !d.use_default_label && !d.anno_path.is_empty() => {
                 Some(CocoReader::from(&CocoDataSet {
