@@ -306,3 +306,219 @@ fn x2coco_voc_output_loads_as_a_coco_dataset() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("--voc_anno_list"));
 }
+
+/// `pulsefocus dataset check -c CONFIG ...` run from `dir`, where the
+/// config's relative dataset paths resolve as they do for `train`.
+fn check_config_in(dir: &Path, config: &str, extra: &[&str]) -> Output {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs")
+        .join(config);
+    Command::new(env!("CARGO_BIN_EXE_pulsefocus"))
+        .current_dir(dir)
+        .args(["dataset", "check", "-c", config.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// (file name, where, what) of each problem of one report.
+fn problems(report: &serde_json::Value) -> Vec<(String, String, String)> {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let file = Path::new(p["file"].as_str().unwrap());
+            (
+                file.file_name().unwrap().to_string_lossy().into_owned(),
+                p["where"].as_str().unwrap().to_string(),
+                p["what"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn config_check_reads_train_and_eval_datasets_like_training() {
+    let dir = tempfile::tempdir().unwrap();
+    // demo.ron trains on dataset/synth (3 classes), relative to the working directory.
+    synth(&dir.path().join("dataset/synth"), &["--classes", "3"]);
+    let run = check_config_in(dir.path(), "demo.ron", &["--json"]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = stdout_json(&run);
+    let sections: Vec<&String> = report.as_object().unwrap().keys().collect();
+    // Its TestReader is an ImageFolder with the default labels: no file to
+    // check. (The JSON map sorts keys; the text below shows the order.)
+    assert_eq!(sections, ["EvalReader", "TrainReader"]);
+    assert_eq!(report["TrainReader"]["images"], 24);
+    assert_eq!(report["EvalReader"]["images"], 6);
+
+    // The same report as the options form gives for the same dataset.
+    let d = dir.path().join("dataset/synth");
+    let by_options = pulsefocus(&[
+        "dataset",
+        "check",
+        "--dataset-type",
+        "voc",
+        "--dataset-dir",
+        d.to_str().unwrap(),
+        "--anno-path",
+        "trainval.txt",
+        "--json",
+    ]);
+    let mut by_options = stdout_json(&by_options);
+    by_options["name"] = "TrainReader".into();
+    assert_eq!(report["TrainReader"], by_options);
+
+    let text = check_config_in(dir.path(), "demo.ron", &[]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.starts_with("TrainReader\n  images: 24"), "{text}");
+    assert!(text.contains("\nEvalReader\n  images: 6"), "{text}");
+}
+
+#[test]
+fn config_check_fails_clearly_on_a_missing_annotation_file() {
+    let dir = tempfile::tempdir().unwrap();
+    synth(&dir.path().join("dataset/synth"), &["--classes", "3"]);
+    let run = check_config_in(
+        dir.path(),
+        "demo.ron",
+        &["-o", "TrainReader.dataset.anno_path=nosuch.txt", "--json"],
+    );
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("1 error(s) found"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let report = stdout_json(&run);
+    let train = problems(&report["TrainReader"]);
+    assert_eq!(train.len(), 1, "{train:?}");
+    assert_eq!(train[0].0, "nosuch.txt");
+    assert!(train[0].2.starts_with("error:"), "{train:?}");
+    // The eval dataset is still read and reported.
+    assert_eq!(report["EvalReader"]["images"], 6);
+    assert!(problems(&report["EvalReader"]).is_empty());
+}
+
+#[test]
+fn config_check_names_the_files_behind_a_wrong_class_count() {
+    let dir = tempfile::tempdir().unwrap();
+    synth(&dir.path().join("dataset/synth"), &["--classes", "3"]);
+    let run = check_config_in(dir.path(), "demo.ron", &["-o", "num_classes=5", "--json"]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("2 error(s) found"), "{stderr}");
+    let report = stdout_json(&run);
+    for section in ["TrainReader", "EvalReader"] {
+        // The dataset itself reads fine; the config does not fit it.
+        assert!(report[section]["images"].as_u64().unwrap() > 0);
+        let found = problems(&report[section]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (file, place, what) = &found[0];
+        assert_eq!(
+            (file.as_str(), place.as_str()),
+            ("demo.ron", "key num_classes")
+        );
+        assert!(
+            what.contains("says 5 classes but dataset/synth/label_list.txt names 3"),
+            "{what}"
+        );
+        assert!(what.contains("set -o num_classes=3"), "{what}");
+    }
+}
+
+#[test]
+fn config_check_fails_on_a_dataset_without_usable_images() {
+    let dir = tempfile::tempdir().unwrap();
+    synth(&dir.path().join("dataset/synth"), &["--classes", "3"]);
+    fs::write(dir.path().join("dataset/synth/none.txt"), "").unwrap();
+    let run = check_config_in(
+        dir.path(),
+        "demo.ron",
+        &["-o", "EvalReader.dataset.anno_path=none.txt", "--json"],
+    );
+    assert!(!run.status.success());
+    let report = stdout_json(&run);
+    let eval = problems(&report["EvalReader"]);
+    assert_eq!(eval.len(), 1, "{eval:?}");
+    assert_eq!(eval[0].0, "none.txt");
+    assert!(eval[0].2.contains("no usable images"), "{eval:?}");
+    assert_eq!(report["TrainReader"]["errors"], 0);
+}
+
+#[test]
+fn config_check_reads_a_coco_config_and_the_test_readers_class_names() {
+    let dir = tempfile::tempdir().unwrap();
+    synth(&dir.path().join("data"), &["--classes", "3"]);
+    let mut options = vec!["num_classes=3".to_string()];
+    for (reader, anno) in [("TrainReader", "train"), ("EvalReader", "val")] {
+        options.push(format!("{reader}.dataset.dataset_dir=data"));
+        options.push(format!("{reader}.dataset.image_dir=JPEGImages"));
+        options.push(format!(
+            "{reader}.dataset.anno_path=annotations/instances_{anno}.json"
+        ));
+    }
+    options.push("TestReader.dataset.anno_path=data/annotations/instances_val.json".into());
+    let mut args = vec!["--json", "-o"];
+    args.extend(options.iter().map(String::as_str));
+    let run = check_config_in(dir.path(), "yolov3_mobilenet_v1_coco.ron", &args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report = stdout_json(&run);
+    assert_eq!(report["TrainReader"]["images"], 24);
+    assert_eq!(report["EvalReader"]["images"], 6);
+    // The TestReader's ImageFolder gives only its class names (as `infer` reads it).
+    let test = &report["TestReader"];
+    let names = |r: &serde_json::Value| -> Vec<String> {
+        r["per_class"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(names(test), names(&report["EvalReader"]));
+    assert_eq!((&test["images"], &test["boxes"]), (&0.into(), &0.into()));
+    assert_eq!(test["errors"], 0);
+
+    // A TestReader naming the wrong categories is a problem too.
+    options.push("num_classes=4".into());
+    let mut args = vec!["--json", "-o"];
+    args.extend(options.iter().map(String::as_str));
+    let run = check_config_in(dir.path(), "yolov3_mobilenet_v1_coco.ron", &args);
+    assert!(!run.status.success());
+    let report = stdout_json(&run);
+    let test = problems(&report["TestReader"]);
+    assert_eq!(test.len(), 1, "{test:?}");
+    assert!(test[0].2.contains("instances_val.json names 3"), "{test:?}");
+}
+
+#[test]
+fn check_needs_a_config_or_a_dataset_type_but_not_both() {
+    let neither = pulsefocus(&["dataset", "check"]);
+    assert_eq!(neither.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&neither.stderr);
+    assert!(
+        stderr.contains("--config <CONFIG>|--dataset-type"),
+        "{stderr}"
+    );
+
+    let both = pulsefocus(&["dataset", "check", "-c", "a.ron", "--dataset-type", "voc"]);
+    assert_eq!(both.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&both.stderr);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+
+    let incomplete = pulsefocus(&["dataset", "check", "--dataset-type", "voc"]);
+    assert!(!incomplete.status.success());
+    let stderr = String::from_utf8_lossy(&incomplete.stderr);
+    assert!(
+        stderr.contains("needs --dataset-dir and --anno-path"),
+        "{stderr}"
+    );
+}

@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use pulsefocus_formats::coco::CocoDataSet as CocoReader;
-use pulsefocus_formats::dataset::Dataset;
-use pulsefocus_formats::voc::VocDataSet as VocReader;
+use pulsefocus_formats::dataset::{Dataset, DatasetSource};
+use pulsefocus_formats::voc::{VocDataSet as VocReader, DEFAULT_LABELS};
 use pulsefocus_formats::{Error, Result};
 
-use super::{Config, DataSet, Reader, Scheduler, Transform};
+use super::{CocoDataSet, Config, DataSet, Reader, Scheduler, Transform, VocDataSet};
 use crate::data::loader::{LoaderConfig, Mode, TrainAugment};
 use crate::data::transforms::color_distort::{ColorDistortParams, DeltaRange};
 use crate::data::transforms::mixup::MixupParams;
@@ -85,39 +85,142 @@ impl Config {
         }
     }
 
+    /// Checks a dataset's class names against `num_classes`; `from` says
+    /// where the names come from (`DataSet::class_names_from`).
+    pub fn check_num_classes(
+        &self,
+        config_path: &Path,
+        names: &[String],
+        from: &str,
+    ) -> Result<()> {
+        if names.len() == self.num_classes {
+            return Ok(());
+        }
+        Err(Error::at(
+            config_path,
+            "key num_classes",
+            format!(
+                "the config says {} classes but {from} names {} ({}); set -o num_classes={}",
+                self.num_classes,
+                names.len(),
+                names.join(", "),
+                names.len()
+            ),
+        ))
+    }
+
     /// The reader used to evaluate: `EvalReader`, else `TestReader`.
     pub fn eval_or_test_reader(&self) -> Option<&Reader> {
         self.eval_reader.as_ref().or(self.test_reader.as_ref())
     }
 }
 
-impl Reader {
-    /// Reads the dataset this reader names, with PaddleDetection's rules.
-    /// Paths are relative to the working directory, as in PaddleDetection.
-    pub fn load_dataset(&self) -> Result<Dataset> {
-        match &self.dataset {
-            DataSet::COCODataSet(d) => CocoReader {
-                dataset_dir: PathBuf::from(&d.dataset_dir),
-                image_dir: PathBuf::from(&d.image_dir),
-                anno_path: PathBuf::from(&d.anno_path),
-                with_background: d.with_background,
-                allow_empty: d.allow_empty || !self.drop_empty,
-                load_crowd: d.load_crowd,
-            }
-            .load(),
-            DataSet::VOCDataSet(d) => VocReader {
-                dataset_dir: PathBuf::from(&d.dataset_dir),
-                anno_path: PathBuf::from(&d.anno_path),
-                label_list: PathBuf::from(&d.label_list),
-                use_default_label: d.use_default_label,
-                with_background: d.with_background,
-            }
-            .load(),
+impl From<&CocoDataSet> for CocoReader {
+    fn from(d: &CocoDataSet) -> Self {
+        CocoReader {
+            dataset_dir: PathBuf::from(&d.dataset_dir),
+            image_dir: PathBuf::from(&d.image_dir),
+            anno_path: PathBuf::from(&d.anno_path),
+            with_background: d.with_background,
+            allow_empty: d.allow_empty,
+            load_crowd: d.load_crowd,
+        }
+    }
+}
+
+impl From<&VocDataSet> for VocReader {
+    fn from(d: &VocDataSet) -> Self {
+        VocReader {
+            dataset_dir: PathBuf::from(&d.dataset_dir),
+            anno_path: PathBuf::from(&d.anno_path),
+            label_list: PathBuf::from(&d.label_list),
+            use_default_label: d.use_default_label,
+            with_background: d.with_background,
+        }
+    }
+}
+
+impl DataSet {
+    /// The annotated dataset this names, read with PaddleDetection's rules.
+    /// An `ImageFolder` names images only: an error.
+    pub fn source(&self) -> Result<DatasetSource> {
+        match self {
+            DataSet::COCODataSet(d) => Ok(DatasetSource::Coco(d.into())),
+            DataSet::VOCDataSet(d) => Ok(DatasetSource::Voc(d.into())),
             DataSet::ImageFolder(d) => Err(Error::new(
                 &d.dataset_dir,
                 "an ImageFolder has no annotations to train or evaluate on",
             )),
         }
+    }
+
+    /// The class names in class-index order: a VOC label list (or the 20
+    /// default labels), a COCO file's categories, or for an `ImageFolder` the
+    /// COCO file its `anno_path` names (else the default labels).
+    pub fn class_names(&self) -> Result<Vec<String>> {
+        let coco = match self {
+            DataSet::ImageFolder(_) => self.image_folder_categories(),
+            _ => match self.source()? {
+                DatasetSource::Voc(voc) => return voc.class_names(),
+                DatasetSource::Coco(coco) => Some(coco),
+            },
+        };
+        match coco {
+            Some(coco) => Ok(coco.load()?.class_names),
+            None => Ok(DEFAULT_LABELS.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    /// Where `class_names` reads the names, as messages name it.
+    pub fn class_names_from(&self) -> String {
+        let default_labels = "the default Pascal VOC labels (use_default_label: true)";
+        let path = match self {
+            DataSet::VOCDataSet(d) if d.use_default_label => return default_labels.into(),
+            DataSet::VOCDataSet(d) => Path::new(&d.dataset_dir).join(&d.label_list),
+            DataSet::COCODataSet(d) => Path::new(&d.dataset_dir).join(&d.anno_path),
+            DataSet::ImageFolder(_) => match self.image_folder_categories() {
+                Some(coco) => coco.anno_file(),
+                None => return default_labels.into(),
+            },
+        };
+        path.display().to_string()
+    }
+
+    /// The COCO file an `ImageFolder` takes its categories from (as in
+    /// PaddleDetection, only its categories are used); `None` when it uses the
+    /// default labels, and for the other datasets.
+    pub fn image_folder_categories(&self) -> Option<CocoReader> {
+        match self {
+            DataSet::ImageFolder(d) if !d.use_default_label && !d.anno_path.is_empty() => {
+                Some(CocoReader::from(&CocoDataSet {
+                    dataset_dir: d.dataset_dir.clone(),
+                    image_dir: d.image_dir.clone(),
+                    anno_path: d.anno_path.clone(),
+                    with_background: d.with_background,
+                    load_crowd: false,
+                    allow_empty: true,
+                }))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Reader {
+    /// The dataset this reader trains or evaluates on, as PaddleDetection reads
+    /// it: `drop_empty: false` keeps images without boxes. Paths are relative
+    /// to the working directory, as in PaddleDetection.
+    pub fn dataset_source(&self) -> Result<DatasetSource> {
+        let mut source = self.dataset.source()?;
+        if let DatasetSource::Coco(coco) = &mut source {
+            coco.allow_empty |= !self.drop_empty;
+        }
+        Ok(source)
+    }
+
+    /// Reads the dataset this reader names, with PaddleDetection's rules.
+    pub fn load_dataset(&self) -> Result<Dataset> {
+        self.dataset_source()?.load()
     }
 
     /// The training pipeline: the augmentations `sample_transforms` lists,
@@ -291,7 +394,7 @@ impl Reader {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use proptest::prelude::*;
 
     use super::*;
 
@@ -395,6 +498,92 @@ mod tests {
         assert!(
             error.contains("TrainReader.sample_transforms[2].ColorDistort.hue"),
             "{error}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn config_datasets_become_readers_field_by_field(
+            dirs in proptest::array::uniform4("[a-z/._ ]{0,12}"),
+            flags in proptest::array::uniform4(any::<bool>()),
+            drop_empty in any::<bool>(),
+        ) {
+            let [dataset_dir, image_dir, anno_path, label_list] = dirs;
+            let [with_background, load_crowd, allow_empty, use_default_label] = flags;
+            let coco = CocoDataSet {
+                dataset_dir: dataset_dir.clone(),
+                image_dir: image_dir.clone(),
+                anno_path: anno_path.clone(),
+                with_background,
+                load_crowd,
+                allow_empty,
+            };
+            let reader = Reader {
+                dataset: DataSet::COCODataSet(coco),
+                drop_empty,
+                ..shipped("demo.ron").train_reader
+            };
+            // A reader that keeps empty images keeps them whatever the dataset says.
+            let want = DatasetSource::Coco(CocoReader {
+                dataset_dir: PathBuf::from(&dataset_dir),
+                image_dir: PathBuf::from(&image_dir),
+                anno_path: PathBuf::from(&anno_path),
+                with_background,
+                allow_empty: allow_empty || !drop_empty,
+                load_crowd,
+            });
+            prop_assert_eq!(reader.dataset_source().unwrap(), want);
+
+            let voc = DataSet::VOCDataSet(VocDataSet {
+                dataset_dir: dataset_dir.clone(),
+                anno_path: anno_path.clone(),
+                use_default_label,
+                label_list: label_list.clone(),
+                with_background,
+            });
+            let want = DatasetSource::Voc(VocReader {
+                dataset_dir: PathBuf::from(&dataset_dir),
+                anno_path: PathBuf::from(&anno_path),
+                label_list: PathBuf::from(&label_list),
+                use_default_label,
+                with_background,
+            });
+            prop_assert_eq!(voc.source().unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn image_folders_name_classes_but_are_not_training_data() {
+        let voc = shipped("yolov3_mobilenet_v1_voc.ron");
+        let folder = &voc.test_reader.as_ref().unwrap().dataset;
+        let err = folder.source().unwrap_err().to_string();
+        assert!(err.contains("ImageFolder has no annotations"), "{err}");
+        assert_eq!(folder.class_names().unwrap(), DEFAULT_LABELS);
+        assert!(folder.class_names_from().contains("use_default_label"));
+
+        // The COCO configs' TestReader takes its names from a COCO file.
+        let coco = shipped("yolov3_mobilenet_v1_coco.ron");
+        let folder = &coco.test_reader.as_ref().unwrap().dataset;
+        let file = "dataset/coco/annotations/instances_val2017.json";
+        assert_eq!(folder.class_names_from(), file);
+        let err = folder.class_names().unwrap_err();
+        assert_eq!(err.file, Path::new(file));
+    }
+
+    #[test]
+    fn class_count_mismatch_names_the_config_and_the_label_file() {
+        let config = shipped("demo.ron");
+        let path = Path::new("demo.ron");
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        assert!(config.check_num_classes(path, &names, "l.txt").is_ok());
+        let err = config
+            .check_num_classes(path, &names[..2], "l.txt")
+            .unwrap_err();
+        assert_eq!(err.file, path);
+        assert_eq!(err.place.as_deref(), Some("key num_classes"));
+        assert_eq!(
+            err.message,
+            "the config says 3 classes but l.txt names 2 (a, b); set -o num_classes=2"
         );
     }
 }

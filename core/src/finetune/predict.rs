@@ -2,15 +2,13 @@
 //! boxes (in its original pixels) out. Shared by evaluation during training,
 //! `eval` and `infer`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use pulsefocus_formats::coco::CocoDataSet;
 use pulsefocus_formats::image::RgbImage;
-use pulsefocus_formats::voc::{VocDataSet, DEFAULT_LABELS};
 use pulsefocus_formats::{Error, Result};
 
 use crate::backend::Backend;
-use crate::config::{Config, DataSet, Reader};
+use crate::config::{Config, Reader};
 use crate::data::loader::Mode;
 use crate::data::sample::Sample;
 use crate::data::transforms::resize::Interp;
@@ -128,60 +126,10 @@ pub fn eval_size(reader: &Reader, config_path: &Path) -> Result<(usize, Interp)>
     }
 }
 
-/// The class names of a reader's dataset, in class-index order, checked
-/// against the config's `num_classes`: a VOC label list (or the 20 default
-/// labels), a COCO file's categories, or for an `ImageFolder` the COCO file
-/// its `anno_path` names.
+/// The class names of a reader's dataset, in class-index order
+/// (`DataSet::class_names`), checked against the config's `num_classes`.
 pub fn class_names(config: &Config, config_path: &Path, reader: &Reader) -> Result<Vec<String>> {
-    let coco_categories = |dataset_dir: &str, anno_path: &str| -> Result<Vec<String>> {
-        let coco = CocoDataSet {
-            dataset_dir: PathBuf::from(dataset_dir),
-            image_dir: PathBuf::new(),
-            anno_path: PathBuf::from(anno_path),
-            with_background: false,
-            allow_empty: true,
-            load_crowd: false,
-        };
-        Ok(coco.load()?.class_names)
-    };
-    let (names, source) = match &reader.dataset {
-        DataSet::VOCDataSet(d) => {
-            let voc = VocDataSet {
-                dataset_dir: PathBuf::from(&d.dataset_dir),
-                anno_path: PathBuf::from(&d.anno_path),
-                label_list: PathBuf::from(&d.label_list),
-                use_default_label: d.use_default_label,
-                with_background: d.with_background,
-            };
-            (
-                voc.class_names()?,
-                Path::new(&d.dataset_dir).join(&d.label_list),
-            )
-        }
-        DataSet::COCODataSet(d) => (
-            coco_categories(&d.dataset_dir, &d.anno_path)?,
-            Path::new(&d.dataset_dir).join(&d.anno_path),
-        ),
-        DataSet::ImageFolder(d) if d.use_default_label || d.anno_path.is_empty() => (
-            DEFAULT_LABELS.iter().map(|s| s.to_string()).collect(),
-            config_path.to_path_buf(),
-        ),
-        DataSet::ImageFolder(d) => (
-            coco_categories(&d.dataset_dir, &d.anno_path)?,
-            Path::new(&d.dataset_dir).join(&d.anno_path),
-        ),
-    };
-    if names.len() != config.num_classes {
-        return Err(Error::at(
-            config_path,
-            "key num_classes",
-            format!(
-                "the config says {} classes but {} names {}",
-                config.num_classes,
-                source.display(),
-                names.len()
-            ),
-        ));
-    }
+    let names = reader.dataset.class_names()?;
+    config.check_num_classes(config_path, &names, &reader.dataset.class_names_from())?;
     Ok(names)
 }
