@@ -148,20 +148,11 @@ pub fn load_dataset_for(config: &Config, config_path: &Path, which: &str) -> Res
             format!("{which}: the dataset has no usable images (see the warnings above, or run `pulsefocus dataset check`)"),
         ));
     }
-    if dataset.class_names.len() != config.num_classes {
-        return Err(Error::at(
-            config_path,
-            "key num_classes",
-            format!(
-                "the config says {} classes but {} has {} ({}); set -o num_classes={}",
-                config.num_classes,
-                anno.display(),
-                dataset.class_names.len(),
-                dataset.class_names.join(", "),
-                dataset.class_names.len()
-            ),
-        ));
-    }
+    config.check_num_classes(
+        config_path,
+        &dataset.class_names,
+        &reader.dataset.class_names_from(),
+    )?;
     Ok(dataset)
 }
 
