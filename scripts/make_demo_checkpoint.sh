@@ -9,14 +9,14 @@
 #
 # Usage: scripts/make_demo_checkpoint.sh [ITERS]
 # Environment: CARGO_TARGET_DIR (default: target), FIRST_CLASS (default 6),
-# CLASSES (default 6), IMAGES (default 400), SEED (default 1).
+# CLASSES (default 6), IMAGES (default 800), SEED (default 1).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-iters=${1:-2400}
+iters=${1:-4000}
 first_class=${FIRST_CLASS:-6}
 classes=${CLASSES:-6}
-images=${IMAGES:-400}
+images=${IMAGES:-800}
 seed=${SEED:-1}
 target=${CARGO_TARGET_DIR:-$repo/target}
 
