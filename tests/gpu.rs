@@ -3,11 +3,25 @@
 //! picks. Each test checks what this machine has: without a GPU, `gpu` is a
 //! one-line error and `auto` trains on the CPU exactly as `cpu` does; with
 //! one, both run on it and the first losses agree with the CPU's.
+//! `scripts/gpu-check.sh` sets PULSEFOCUS_REQUIRE_GPU=1, which makes a machine
+//! without a usable GPU a failure instead of the CPU-only branch.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use pulsefocus_formats::load_checkpoint;
+use pulsefocus_gpu::GpuInfo;
+
+/// The GPU `--device auto` finds here, or why there is none.
+fn gpu_here() -> Result<GpuInfo, String> {
+    let probed = pulsefocus_gpu::device::probe();
+    if let Err(why) = &probed {
+        if std::env::var("PULSEFOCUS_REQUIRE_GPU").as_deref() == Ok("1") {
+            panic!("PULSEFOCUS_REQUIRE_GPU=1 but {why}");
+        }
+    }
+    probed
+}
 
 fn pulsefocus(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_pulsefocus"))
@@ -45,7 +59,7 @@ fn gpu_and_auto_follow_what_the_machine_has() {
     );
     let auto_out = String::from_utf8_lossy(&auto.stdout).to_string();
     assert!(auto.status.success());
-    match pulsefocus_gpu::device::probe() {
+    match gpu_here() {
         Ok(info) => {
             assert!(
                 gpu.status.success(),
@@ -134,7 +148,7 @@ fn auto_trains_on_what_the_machine_has_and_agrees_with_the_cpu() {
     let (cpu_losses, auto_losses) = (step_losses(&cpu_log), step_losses(&auto_log));
     assert_eq!(cpu_losses.len(), 2, "{cpu_log}");
     assert_eq!(auto_losses.len(), 2, "{auto_log}");
-    match pulsefocus_gpu::device::probe() {
+    match gpu_here() {
         Err(why) => {
             assert!(
                 auto_log.contains(&format!("device: CPU (auto: {why})")),
@@ -192,11 +206,12 @@ fn device_gpu_runs_train_eval_and_infer_there_or_fails_in_one_line() {
             ],
         ),
     ];
+    let here = gpu_here();
     for (command, args) in runs {
         let out = run_in(dir, &args, &["--device", "gpu"]);
         let err = stderr(&out);
         assert!(!err.contains("panicked"), "{command} panicked:\n{err}");
-        match pulsefocus_gpu::device::probe() {
+        match &here {
             Err(why) => {
                 assert!(!out.status.success(), "{command} succeeded without a GPU");
                 assert_eq!(
