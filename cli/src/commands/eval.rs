@@ -51,7 +51,7 @@ pub struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Where `-c` runs the model (scoring a results file needs no device).
+    // Used by `-c` only: scoring a results file runs no model.
     #[command(flatten)]
     pub device: DeviceArg,
 }
