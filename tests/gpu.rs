@@ -1,11 +1,37 @@
-//! End-to-end tests of `pulsefocus device` (the `--device auto|cpu|gpu` rule).
-use std::process::Command;
+//! End-to-end tests of the `--device auto|cpu|gpu` rule: `pulsefocus device`,
+//! and `train`, `eval -c` and `infer`, which run their model on the backend it
+//! picks. Each test checks what this machine has: without a GPU, `gpu` is a
+//! one-line error and `auto` trains on the CPU exactly as `cpu` does; with
+//! one, both run on it and the first losses agree with the CPU's.
+//! `scripts/gpu-check.sh` sets PULSEFOCUS_REQUIRE_GPU=1, which makes a machine
+//! without a usable GPU a failure instead of the CPU-only branch.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use pulsefocus_formats::load_checkpoint;
+use pulsefocus_gpu::GpuInfo;
+
+/// The GPU `--device auto` finds here, or why there is none.
+fn gpu_here() -> Result<GpuInfo, String> {
+    let probed = pulsefocus_gpu::device::probe();
+    if let Err(why) = &probed {
+        if std::env::var("PULSEFOCUS_REQUIRE_GPU").as_deref() == Ok("1") {
+            panic!("PULSEFOCUS_REQUIRE_GPU=1 but {why}");
+        }
+    }
+    probed
+}
 
 fn pulsefocus(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_pulsefocus"))
         .args(args)
         .output()
         .expect("run pulsefocus")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
@@ -33,7 +59,7 @@ fn gpu_and_auto_follow_what_the_machine_has() {
     );
     let auto_out = String::from_utf8_lossy(&auto.stdout).to_string();
     assert!(auto.status.success());
-    match pulsefocus_gpu::device::probe() {
+    match gpu_here() {
         Ok(info) => {
             assert!(
                 gpu.status.success(),
@@ -48,6 +74,156 @@ fn gpu_and_auto_follow_what_the_machine_has() {
             assert!(!gpu.status.success());
             assert_eq!(err.trim(), format!("error: --device gpu: {why}"));
             assert_eq!(auto_out.trim(), format!("device: CPU (auto: {why})"));
+        }
+    }
+}
+
+/// A directory with a synthetic VOC dataset (3 classes, 6 images), `tiny.ron`
+/// (the demo model on 64/96-pixel inputs, two steps of two images, a log
+/// line per step) and `output/tiny/model_final` trained from it on the CPU
+/// (stderr kept in `cpu_train.log`); made once per run.
+fn trained_on_cpu() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let synth = run_in(
+            &dir,
+            &["synth", "--out", "dataset/synth", "--classes", "3"],
+            &["--images", "6", "--size", "96", "--format", "voc"],
+        );
+        assert!(synth.status.success(), "synth: {}", stderr(&synth));
+        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.ron");
+        let config = format!(
+            r#"(
+    _BASE_: ["{}"],
+    max_iters: 2,
+    snapshot_iter: 2,
+    log_smooth_window: 1,
+    TrainReader: (
+        batch_transforms: [
+            RandomShape(sizes: [64, 96], random_inter: true),
+            NormalizeImage(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], is_scale: true, is_channel_first: false),
+            Permute(to_bgr: false, channel_first: true),
+        ],
+        batch_size: 2,
+    ),
+)"#,
+            demo.display()
+        );
+        std::fs::write(dir.join("tiny.ron"), config).unwrap();
+        let train = run_in(&dir, &["train", "-c", "tiny.ron"], &["--device", "cpu"]);
+        assert!(train.status.success(), "train: {}", stderr(&train));
+        std::fs::write(dir.join("cpu_train.log"), stderr(&train)).unwrap();
+        dir
+    })
+}
+
+fn run_in(dir: &Path, args: &[&str], more: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pulsefocus"))
+        .current_dir(dir)
+        .args(args)
+        .args(more)
+        .output()
+        .expect("run pulsefocus")
+}
+
+/// The per-step losses of the plain progress log (`iter I/N loss X ...`).
+fn step_losses(log: &str) -> Vec<f64> {
+    log.lines()
+        .filter_map(|line| {
+            let (_, rest) = line.strip_prefix("iter ")?.split_once(' ')?;
+            rest.strip_prefix("loss ")?.split(' ').next()?.parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn auto_trains_on_what_the_machine_has_and_agrees_with_the_cpu() {
+    let dir = trained_on_cpu();
+    let cpu_log = std::fs::read_to_string(dir.join("cpu_train.log")).unwrap();
+    assert!(cpu_log.contains("device: CPU (--device cpu)"), "{cpu_log}");
+    let auto = run_in(dir, &["train", "-c", "tiny.ron"], &["-o", "save_dir=auto"]);
+    let auto_log = stderr(&auto);
+    assert!(auto.status.success(), "{auto_log}");
+    let (cpu_losses, auto_losses) = (step_losses(&cpu_log), step_losses(&auto_log));
+    assert_eq!(cpu_losses.len(), 2, "{cpu_log}");
+    assert_eq!(auto_losses.len(), 2, "{auto_log}");
+    match gpu_here() {
+        Err(why) => {
+            assert!(
+                auto_log.contains(&format!("device: CPU (auto: {why})")),
+                "{auto_log}"
+            );
+            // The same backend from the same seed: the same bits.
+            assert_eq!(auto_losses, cpu_losses);
+            let cpu = load_checkpoint(&dir.join("output/tiny/model_final.pdparams")).unwrap();
+            let auto = load_checkpoint(&dir.join("auto/tiny/model_final.pdparams")).unwrap();
+            assert_eq!(cpu.len(), auto.len());
+            for (name, tensor) in cpu.iter() {
+                let other = auto.get(name).unwrap_or_else(|| panic!("no {name}"));
+                assert_eq!(tensor.to_f32_vec(), other.to_f32_vec(), "{name}");
+            }
+        }
+        Ok(info) => {
+            assert!(auto_log.contains(&format!("device: {info}")), "{auto_log}");
+            // Other kernels, other rounding: close, not equal.
+            for (gpu, cpu) in auto_losses.iter().zip(&cpu_losses) {
+                assert!(
+                    (gpu - cpu).abs() <= 1e-2 * cpu.abs().max(1.0),
+                    "GPU losses {auto_losses:?}, CPU {cpu_losses:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn device_gpu_runs_train_eval_and_infer_there_or_fails_in_one_line() {
+    let dir = trained_on_cpu();
+    let image = dir.join("dataset/synth/JPEGImages");
+    let image = std::fs::read_dir(image)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let weights = "weights=output/tiny/model_final";
+    let runs = [
+        (
+            "train",
+            vec!["train", "-c", "tiny.ron", "-o", "save_dir=gpu"],
+        ),
+        ("eval", vec!["eval", "-c", "tiny.ron", "-o", weights]),
+        (
+            "infer",
+            vec![
+                "infer",
+                "-c",
+                "tiny.ron",
+                "-o",
+                weights,
+                "--infer_img",
+                image.to_str().unwrap(),
+            ],
+        ),
+    ];
+    let here = gpu_here();
+    for (command, args) in runs {
+        let out = run_in(dir, &args, &["--device", "gpu"]);
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{command} panicked:\n{err}");
+        match &here {
+            Err(why) => {
+                assert!(!out.status.success(), "{command} succeeded without a GPU");
+                assert_eq!(
+                    err.trim(),
+                    format!("error: --device gpu: {why}"),
+                    "{command}"
+                );
+            }
+            Ok(info) => {
+                assert!(out.status.success(), "{command} on the GPU:\n{err}");
+                assert!(err.contains(&format!("device: {info}")), "{command}: {err}");
+            }
         }
     }
 }

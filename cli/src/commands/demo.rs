@@ -19,6 +19,7 @@ use anyhow::Context;
 use clap::Args as ClapArgs;
 use pulsefocus_core::config::{self, Config, DataSet, Reader};
 use pulsefocus_core::finetune::{self, demo, Event, TrainOptions};
+use pulsefocus_core::CpuBackend;
 use pulsefocus_formats::atomic;
 use pulsefocus_formats::synth::{self, SynthConfig, SynthFormat};
 
@@ -111,9 +112,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (!args.no_pretrained).then(|| pretrained.to_string_lossy().into_owned());
     place_run(&mut config, &out, &dataset_dir, args.iters)?;
 
+    // The demo's figures (docs/demo.md) are CPU runs, and the CPU is the
+    // device every user has.
+    let cpu = CpuBackend::new();
     let weights_cache = out.join("weights_cache");
     let eval_set = finetune::load_dataset_for(&config, &config_path, "EvalReader")?;
-    let before = demo::evaluate_start(&config_path, &config, &weights_cache, args.seed, &eval_set)?;
+    let before = demo::evaluate_start(
+        &cpu,
+        &config_path,
+        &config,
+        &weights_cache,
+        args.seed,
+        &eval_set,
+    )?;
     println!("mAP before fine-tuning: {:.4}", before.map);
 
     let options = TrainOptions {
@@ -125,7 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stop: Arc::new(AtomicBool::new(false)),
     };
     let log_every = config.log_smooth_window.max(1) as u64;
-    let summary = finetune::train(&config_path, &config, &options, &mut |event| {
+    let summary = finetune::train(&cpu, &config_path, &config, &options, &mut |event| {
         log_event(event, log_every)
     })?;
     let after = summary

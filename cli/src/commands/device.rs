@@ -1,17 +1,28 @@
 //! Where models run: the `--device auto|cpu|gpu` option of the commands that
-//! run a model, and `pulsefocus device`, which shows what that option resolves
-//! to on this machine and, for a GPU, whether the kernels load on it.
+//! run a model (`train`, `eval -c`, `infer`), and `pulsefocus device`, which
+//! shows what that option resolves to on this machine and, for a GPU, whether
+//! the kernels load on it.
+//!
+//! A command writes its model work once, generic over the core `Backend`
+//! ([`OnBackend`]); [`DeviceArg::run_on`] picks the backend once and runs it
+//! there, so there is one copy of each command whatever the device.
 
 use clap::Args as ClapArgs;
+use pulsefocus_core::{Backend, CpuBackend};
 use pulsefocus_gpu::device::{probe, select};
-use pulsefocus_gpu::{DeviceRequest, Gpu, SelectedDevice};
+use pulsefocus_gpu::{DeviceRequest, Gpu, GpuBackend, SelectedDevice};
 
 #[derive(ClapArgs, Debug, Clone)]
 pub struct DeviceArg {
-    /// auto (an NVIDIA GPU when the driver and a device are present, else the
-    /// CPU), cpu, or gpu (an error without one).
+    /// auto (an NVIDIA GPU when the driver and a device are present and the
+    /// kernels load, else the CPU), cpu, or gpu (an error without one).
     #[arg(long, default_value = "auto")]
     pub device: DeviceRequest,
+}
+
+/// A command's model work, written once for any backend.
+pub trait OnBackend {
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<()>;
 }
 
 impl DeviceArg {
@@ -24,21 +35,31 @@ impl DeviceArg {
         select(self.device, probed).map_err(anyhow::Error::msg)
     }
 
-    /// For `train`, `eval` and `infer`: resolves the request and says which
-    /// device was chosen. These run on the CPU backend; the GPU kernels are
-    /// tested and benchmarked on their own until the GPU backend drives a
-    /// whole training step, so `--device gpu` says so instead of pretending.
-    pub fn choose(&self) -> anyhow::Result<()> {
-        match self.resolve()? {
-            SelectedDevice::Gpu(info) if self.device == DeviceRequest::Gpu => anyhow::bail!(
-                "--device gpu: found {info}, but a whole training step does not run on the GPU backend yet; use --device cpu"
-            ),
-            SelectedDevice::Gpu(info) => {
-                eprintln!("device: CPU ({info} found; the GPU training backend is not wired yet)")
+    /// Opens the backend `--device` asks for, says on stderr which one it
+    /// is, and runs `work` on it. `auto` falls back to the CPU when no GPU is
+    /// found or the GPU's kernels do not load (and says why); `gpu` makes
+    /// either an error.
+    pub fn run_on(&self, work: impl OnBackend) -> anyhow::Result<()> {
+        let info = match self.resolve()? {
+            SelectedDevice::Gpu(info) => info,
+            cpu => {
+                eprintln!("device: {cpu}");
+                return work.run(&CpuBackend::new());
             }
-            cpu => eprintln!("device: {cpu}"),
+        };
+        match GpuBackend::open() {
+            Ok(gpu) => {
+                eprintln!("device: {info}");
+                work.run(&gpu)
+            }
+            Err(err) if self.device == DeviceRequest::Gpu => {
+                anyhow::bail!("--device gpu: {info} found, but opening it failed: {err}")
+            }
+            Err(err) => {
+                eprintln!("device: CPU (auto: {info} found, but opening it failed: {err})");
+                work.run(&CpuBackend::new())
+            }
         }
-        Ok(())
     }
 }
 

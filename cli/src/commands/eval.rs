@@ -5,22 +5,25 @@
 //! - `-c CONFIG -o weights=PATH [--json] [--output_eval DIR]` runs a trained
 //!   model over the config's `EvalReader` dataset as PaddleDetection's
 //!   `tools/eval.py` does, prints the config's metric (VOC mAP with a
-//!   per-class AP table, or COCO's 12 numbers) and writes `bbox.json`.
+//!   per-class AP table, or COCO's 12 numbers) and writes `bbox.json`. The
+//!   model runs on the backend `--device` picks.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args as ClapArgs;
+use pulsefocus_core::config::Config;
 use pulsefocus_core::finetune::weights::load_weights;
 use pulsefocus_core::finetune::{evaluate_config, load_dataset_for, EvalResult, Metric};
 use pulsefocus_core::metrics::evaluate_bbox;
 use pulsefocus_core::models::Yolov3;
-use pulsefocus_core::CpuBackend;
+use pulsefocus_core::Backend;
 use pulsefocus_formats::coco_results::{
     read_coco_ground_truth, read_coco_results, write_coco_results,
 };
 
 use super::config_args::ConfigArgs;
+use super::device::{DeviceArg, OnBackend};
 
 #[derive(ClapArgs, Debug)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["gt", "config"])))]
@@ -48,6 +51,9 @@ pub struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    // Used by `-c` only: scoring a results file runs no model.
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -59,7 +65,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 overrides: args.overrides.clone(),
                 weights_cache: None,
             };
-            evaluate_model(&config_args, &args.output_eval, args.json)
+            let config = config_args.load()?;
+            args.device.run_on(ModelEval {
+                config_path: &config_args.config,
+                config,
+                output_dir: &args.output_eval,
+                json: args.json,
+            })
         }
         _ => anyhow::bail!("give either --gt and --detections, or -c CONFIG"),
     }
@@ -86,42 +98,56 @@ fn score_results_file(gt_path: &Path, detections: &Path, json: bool) -> anyhow::
     Ok(())
 }
 
-fn evaluate_model(args: &ConfigArgs, output_dir: &Path, json: bool) -> anyhow::Result<()> {
-    let config_path = &args.config;
-    let config = args.load()?;
-    let weights = config.weights.as_deref().with_context(|| {
-        format!(
-            "{}: no weights to evaluate; pass -o weights=PATH",
-            config_path.display()
-        )
-    })?;
-    let backend = CpuBackend::new();
-    let mut model = Yolov3::new(&backend, config.model_spec(), 0);
-    load_weights(&mut model, Path::new(weights))?;
-    let dataset = load_dataset_for(&config, config_path, "EvalReader")?;
-    let result = evaluate_config(&mut model, &config, config_path, &dataset)?;
+/// `eval -c`: the trained model over the config's evaluation dataset, on the
+/// backend `--device` picked.
+struct ModelEval<'a> {
+    config_path: &'a Path,
+    config: Config,
+    output_dir: &'a Path,
+    json: bool,
+}
 
-    std::fs::create_dir_all(output_dir)
-        .with_context(|| format!("creating {}", output_dir.display()))?;
-    let bbox_json = output_dir.join("bbox.json");
-    write_coco_results(&bbox_json, &result.detections)?;
+impl OnBackend for ModelEval<'_> {
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<()> {
+        let ModelEval {
+            config_path,
+            config,
+            output_dir,
+            json,
+        } = self;
+        let weights = config.weights.as_deref().with_context(|| {
+            format!(
+                "{}: no weights to evaluate; pass -o weights=PATH",
+                config_path.display()
+            )
+        })?;
+        let mut model = Yolov3::new(backend, config.model_spec(), 0);
+        load_weights(&mut model, Path::new(weights))?;
+        let dataset = load_dataset_for(&config, config_path, "EvalReader")?;
+        let result = evaluate_config(&mut model, &config, config_path, &dataset)?;
 
-    if json {
-        let mut out = serde_json::json!({ "map": result.map, "images": result.images });
-        match result.coco_stats {
-            Some(stats) => out["stats"] = serde_json::json!(stats),
-            None => out["per_class"] = per_class_json(&result, &dataset.class_names),
+        std::fs::create_dir_all(output_dir)
+            .with_context(|| format!("creating {}", output_dir.display()))?;
+        let bbox_json = output_dir.join("bbox.json");
+        write_coco_results(&bbox_json, &result.detections)?;
+
+        if json {
+            let mut out = serde_json::json!({ "map": result.map, "images": result.images });
+            match result.coco_stats {
+                Some(stats) => out["stats"] = serde_json::json!(stats),
+                None => out["per_class"] = per_class_json(&result, &dataset.class_names),
+            }
+            println!("{out}");
+        } else {
+            print_table(
+                &result,
+                &dataset.class_names,
+                &pulsefocus_core::finetune::metric_for(&config, config_path)?,
+            )?;
+            println!("detections: {}", bbox_json.display());
         }
-        println!("{out}");
-    } else {
-        print_table(
-            &result,
-            &dataset.class_names,
-            &pulsefocus_core::finetune::metric_for(&config, config_path)?,
-        )?;
-        println!("detections: {}", bbox_json.display());
+        Ok(())
     }
-    Ok(())
 }
 
 /// VOC: `{class name: AP or null}` (null where the class has no ground truth).

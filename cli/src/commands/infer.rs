@@ -3,22 +3,24 @@
 //! pictures as PaddleDetection's `tools/infer.py` does. For each input
 //! `NAME.EXT` it writes `OUTPUT_DIR/NAME.EXT` (the picture with boxes and
 //! "class score" labels, same format) and `OUTPUT_DIR/NAME.json` (every
-//! detection at or above the threshold, boxes in original pixels).
+//! detection at or above the threshold, boxes in original pixels). The model
+//! runs on the backend `--device` picks.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args as ClapArgs;
+use pulsefocus_core::config::Config;
 use pulsefocus_core::finetune::predict::{class_names, eval_size, infer_reader, Predictor};
 use pulsefocus_core::finetune::weights::load_weights;
 use pulsefocus_core::models::Yolov3;
-use pulsefocus_core::CpuBackend;
+use pulsefocus_core::Backend;
 use pulsefocus_formats::atomic::write_bytes;
 use pulsefocus_formats::draw::draw_detection;
 use pulsefocus_formats::image::{decode_file, write};
 
 use super::config_args::ConfigArgs;
-use super::device::DeviceArg;
+use super::device::{DeviceArg, OnBackend};
 
 /// The picture formats `--infer_dir` picks up, as PaddleDetection's list.
 const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "ppm"];
@@ -45,76 +47,97 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    args.device.choose()?;
-    let config_path = &args.config.config;
+    // The config and the inputs are checked before any device is opened.
     let config = args.config.load()?;
     let images = input_images(&args)?;
-    let weights = config.weights.as_deref().with_context(|| {
-        format!(
-            "{}: no weights to run; pass -o weights=PATH",
-            config_path.display()
-        )
-    })?;
-    let backend = CpuBackend::new();
-    let mut model = Yolov3::new(&backend, config.model_spec(), 0);
-    load_weights(&mut model, Path::new(weights))?;
-    let reader = infer_reader(&config, config_path)?;
-    let (size, interp) = eval_size(reader, config_path)?;
-    // A TestReader is usually a bare ImageFolder: the names of the classes
-    // trained on are in the EvalReader's dataset when there is one.
-    let names = class_names(
-        &config,
-        config_path,
-        config.eval_reader.as_ref().unwrap_or(reader),
-    )?;
-    let (yolo, nms) = (config.yolo_config(), config.nms_config());
-    let mut predictor = Predictor::new(&backend);
-    std::fs::create_dir_all(&args.output_dir)
-        .with_context(|| format!("creating {}", args.output_dir.display()))?;
+    args.device.run_on(Inference {
+        args: &args,
+        config,
+        images,
+    })
+}
 
-    for path in &images {
-        let mut image = decode_file(path)?;
-        let detections = predictor.predict_image(&mut model, &yolo, &nms, &image, size, interp);
-        let kept: Vec<_> = detections
-            .iter()
-            .filter(|d| d.score >= args.draw_threshold)
-            .collect();
-        let mut listed = Vec::with_capacity(kept.len());
-        for d in &kept {
-            let name = names.get(d.class).map(String::as_str).unwrap_or("?");
-            draw_detection(
-                &mut image,
-                d.bbox,
-                d.class as u32,
-                &format!("{name} {:.2}", d.score),
+/// The detections on every input picture, on the backend `--device` picked.
+struct Inference<'a> {
+    args: &'a Args,
+    config: Config,
+    images: Vec<PathBuf>,
+}
+
+impl OnBackend for Inference<'_> {
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<()> {
+        let Inference {
+            args,
+            config,
+            images,
+        } = self;
+        let config_path = &args.config.config;
+        let weights = config.weights.as_deref().with_context(|| {
+            format!(
+                "{}: no weights to run; pass -o weights=PATH",
+                config_path.display()
+            )
+        })?;
+        let mut model = Yolov3::new(backend, config.model_spec(), 0);
+        load_weights(&mut model, Path::new(weights))?;
+        let reader = infer_reader(&config, config_path)?;
+        let (size, interp) = eval_size(reader, config_path)?;
+        // A TestReader is usually a bare ImageFolder: the names of the classes
+        // trained on are in the EvalReader's dataset when there is one.
+        let names = class_names(
+            &config,
+            config_path,
+            config.eval_reader.as_ref().unwrap_or(reader),
+        )?;
+        let (yolo, nms) = (config.yolo_config(), config.nms_config());
+        let mut predictor = Predictor::new(backend);
+        std::fs::create_dir_all(&args.output_dir)
+            .with_context(|| format!("creating {}", args.output_dir.display()))?;
+
+        for path in &images {
+            let mut image = decode_file(path)?;
+            let detections = predictor.predict_image(&mut model, &yolo, &nms, &image, size, interp);
+            let kept: Vec<_> = detections
+                .iter()
+                .filter(|d| d.score >= args.draw_threshold)
+                .collect();
+            let mut listed = Vec::with_capacity(kept.len());
+            for d in &kept {
+                let name = names.get(d.class).map(String::as_str).unwrap_or("?");
+                draw_detection(
+                    &mut image,
+                    d.bbox,
+                    d.class as u32,
+                    &format!("{name} {:.2}", d.score),
+                );
+                listed.push(serde_json::json!({
+                    "class": d.class,
+                    "class_name": name,
+                    "score": d.score,
+                    "bbox": d.bbox,
+                }));
+            }
+            let file_name = path
+                .file_name()
+                .context("an image path without a file name")?;
+            let picture = args.output_dir.join(file_name);
+            write(&image, &picture)?;
+            let stem = Path::new(file_name).with_extension("json");
+            let json_path = args.output_dir.join(stem);
+            let json = serde_json::json!({
+                "image": path.display().to_string(),
+                "detections": listed,
+            });
+            write_bytes(&json_path, serde_json::to_string_pretty(&json)?.as_bytes())?;
+            println!(
+                "{}: {} detections -> {}",
+                path.display(),
+                kept.len(),
+                picture.display()
             );
-            listed.push(serde_json::json!({
-                "class": d.class,
-                "class_name": name,
-                "score": d.score,
-                "bbox": d.bbox,
-            }));
         }
-        let file_name = path
-            .file_name()
-            .context("an image path without a file name")?;
-        let picture = args.output_dir.join(file_name);
-        write(&image, &picture)?;
-        let stem = Path::new(file_name).with_extension("json");
-        let json_path = args.output_dir.join(stem);
-        let json = serde_json::json!({
-            "image": path.display().to_string(),
-            "detections": listed,
-        });
-        write_bytes(&json_path, serde_json::to_string_pretty(&json)?.as_bytes())?;
-        println!(
-            "{}: {} detections -> {}",
-            path.display(),
-            kept.len(),
-            picture.display()
-        );
+        Ok(())
     }
-    Ok(())
 }
 
 /// `--infer_img`, or the pictures in `--infer_dir` in name order.

@@ -11,10 +11,12 @@ use std::sync::Arc;
 
 use clap::Args as ClapArgs;
 use indicatif::{ProgressBar, ProgressStyle};
+use pulsefocus_core::config::Config;
 use pulsefocus_core::finetune::{self, Event, TrainOptions, TrainSummary};
+use pulsefocus_core::Backend;
 
 use super::config_args::ConfigArgs;
-use super::device::DeviceArg;
+use super::device::{DeviceArg, OnBackend};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -39,31 +41,47 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    args.device.choose()?;
+    // A bad config is reported before any device is opened.
     let config = args.config.load()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    // A second Ctrl-C while the snapshot is written exits at once.
-    let _ = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping after this step; writing a snapshot (Ctrl-C again to quit now)");
-    });
-    let options = TrainOptions {
-        seed: args.seed,
-        eval: args.eval,
-        resume: args.resume.clone(),
-        weights_cache: args.config.weights_cache(),
-        stop,
-    };
-    let mut progress = Progress::new(config.log_smooth_window.max(1) as u64);
-    let summary = finetune::train(&args.config.config, &config, &options, &mut |e| {
-        progress.on_event(e)
-    })?;
-    progress.finish();
-    print_summary(&summary);
-    Ok(())
+    args.device.run_on(Training {
+        args: &args,
+        config,
+    })
+}
+
+/// The fine-tune, on the backend `--device` picked.
+struct Training<'a> {
+    args: &'a Args,
+    config: Config,
+}
+
+impl OnBackend for Training<'_> {
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<()> {
+        let Training { args, config } = self;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        // A second Ctrl-C while the snapshot is written exits at once.
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after this step; writing a snapshot (Ctrl-C again to quit now)");
+        });
+        let options = TrainOptions {
+            seed: args.seed,
+            eval: args.eval,
+            resume: args.resume.clone(),
+            weights_cache: args.config.weights_cache(),
+            stop,
+        };
+        let mut progress = Progress::new(config.log_smooth_window.max(1) as u64);
+        let summary = finetune::train(backend, &args.config.config, &config, &options, &mut |e| {
+            progress.on_event(e)
+        })?;
+        progress.finish();
+        print_summary(&summary);
+        Ok(())
+    }
 }
 
 fn print_summary(summary: &TrainSummary) {

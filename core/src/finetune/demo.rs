@@ -9,29 +9,21 @@ use pulsefocus_formats::coco_results::CocoResult;
 use pulsefocus_formats::dataset::Dataset;
 use pulsefocus_formats::{draw, image, Error, Result};
 
-use super::{evaluate_config, EvalResult};
+use super::{evaluate_config, start_model, EvalResult};
+use crate::backend::Backend;
 use crate::config::Config;
-use crate::cpu::CpuBackend;
-use crate::loading::{apply_loaded, plan_for_config};
-use crate::models::Yolov3;
 
-/// Evaluates the model `train` would start from with this `seed`: fresh
-/// weights with the config's `pretrain_weights` loaded over them by the
-/// loading rules (excluded parameters keep their fresh values).
-pub fn evaluate_start(
+/// Evaluates the model `train` would start from with this `seed` (see
+/// [`start_model`]), on `backend`.
+pub fn evaluate_start<B: Backend>(
+    backend: &B,
     config_path: &Path,
     config: &Config,
     weights_cache: &Path,
     seed: u64,
     dataset: &Dataset,
 ) -> Result<EvalResult> {
-    let backend = CpuBackend::new();
-    let mut model = Yolov3::new(&backend, config.model_spec(), seed);
-    let (report, pretrained) = plan_for_config(config_path, config, weights_cache)?;
-    if let Some(pretrained) = &pretrained {
-        apply_loaded(&report, &pretrained.checkpoint, &mut model)
-            .map_err(|e| Error::new(&pretrained.path, e.to_string()))?;
-    }
+    let (mut model, _) = start_model(backend, config_path, config, weights_cache, seed)?;
     evaluate_config(&mut model, config, config_path, dataset)
 }
 

@@ -7,6 +7,12 @@
 //! The caller sees progress through [`Event`]s (the CLI draws its progress
 //! bar from them) and can stop the run between steps with the stop flag
 //! (Ctrl-C), which writes a snapshot first.
+//!
+//! Everything here is generic over the [`Backend`] the caller passes (the CLI
+//! picks the CPU or the GPU once, from `--device`): the model's tensors live
+//! on that backend, and whatever needs host data (the loss, snapshots, the
+//! loading rules, the metrics) goes through the model's own downloads and
+//! uploads.
 
 pub mod demo;
 pub mod evaluate;
@@ -23,8 +29,8 @@ use pulsefocus_formats::dataset::Dataset;
 use pulsefocus_formats::plot::{write_line_chart, Series};
 use pulsefocus_formats::{Error, Result};
 
+use crate::backend::Backend;
 use crate::config::{Config, DataSet};
-use crate::cpu::CpuBackend;
 use crate::data::loader::Loader;
 use crate::loading::{apply_loaded, plan_for_config, LoadReport};
 use crate::metrics::voc::ApType;
@@ -172,9 +178,28 @@ fn with_background(dataset: &DataSet) -> bool {
     }
 }
 
+/// The model a fine-tune starts from: fresh weights drawn from `seed` with the
+/// config's `pretrain_weights` loaded over them by the loading rules (excluded
+/// and mismatched parameters keep their fresh values), and the rules' report.
+pub fn start_model<B: Backend>(
+    backend: &B,
+    config_path: &Path,
+    config: &Config,
+    weights_cache: &Path,
+    seed: u64,
+) -> Result<(Yolov3<B>, LoadReport)> {
+    let mut model = Yolov3::new(backend, config.model_spec(), seed);
+    let (report, pretrained) = plan_for_config(config_path, config, weights_cache)?;
+    if let Some(pretrained) = &pretrained {
+        apply_loaded(&report, &pretrained.checkpoint, &mut model)
+            .map_err(|e| Error::new(&pretrained.path, e.to_string()))?;
+    }
+    Ok((model, report))
+}
+
 /// Evaluates `model` on the config's evaluation dataset.
-pub fn evaluate_config(
-    model: &mut Yolov3<CpuBackend>,
+pub fn evaluate_config<B: Backend>(
+    model: &mut Yolov3<B>,
     config: &Config,
     config_path: &Path,
     dataset: &Dataset,
@@ -193,8 +218,9 @@ pub fn evaluate_config(
     )
 }
 
-/// Runs the whole fine-tune.
-pub fn train(
+/// Runs the whole fine-tune on `backend`.
+pub fn train<B: Backend>(
+    backend: &B,
     config_path: &Path,
     config: &Config,
     options: &TrainOptions,
@@ -210,15 +236,14 @@ pub fn train(
     let save_dir = save_dir(config_path, config);
     std::fs::create_dir_all(&save_dir).map_err(|e| Error::io(&save_dir, e))?;
 
-    let backend = CpuBackend::new();
-    let mut model = Yolov3::new(&backend, config.model_spec(), options.seed);
-    let (report, pretrained) = plan_for_config(config_path, config, &options.weights_cache)?;
+    let (model, report) = start_model(
+        backend,
+        config_path,
+        config,
+        &options.weights_cache,
+        options.seed,
+    )?;
     on_event(Event::Loaded(&report));
-    if let Some(pretrained) = &pretrained {
-        apply_loaded(&report, &pretrained.checkpoint, &mut model)
-            .map_err(|e| Error::new(&pretrained.path, e.to_string()))?;
-    }
-    drop(pretrained);
 
     let mut trainer = Trainer::new(model, config.train_config());
     trainer.loss_config = config.yolo_config();
