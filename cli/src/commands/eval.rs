@@ -15,7 +15,7 @@ use clap::Args as ClapArgs;
 use pulsefocus_core::config::Config;
 use pulsefocus_core::finetune::weights::load_weights;
 use pulsefocus_core::finetune::{evaluate_config, load_dataset_for, EvalResult, Metric};
-use pulsefocus_core::metrics::evaluate_bbox;
+use pulsefocus_core::metrics::{evaluate_bbox, summary_lines};
 use pulsefocus_core::models::Yolov3;
 use pulsefocus_core::Backend;
 use pulsefocus_formats::coco_results::{
@@ -91,7 +91,7 @@ fn score_results_file(gt_path: &Path, detections: &Path, json: bool) -> anyhow::
         });
         println!("{out}");
     } else {
-        for line in eval.summary_lines() {
+        for line in summary_lines(&eval.stats) {
             println!("{line}");
         }
     }
@@ -172,12 +172,12 @@ fn print_table(result: &EvalResult, names: &[String], metric: &Metric) -> anyhow
             }
             println!("mAP(0.50) = {:.4} on {} images", result.map, result.images);
         }
-        // The 12 lines in pycocotools' layout, from the same scorer.
-        Metric::Coco { annotations } => {
-            let gt = read_coco_ground_truth(annotations)?;
-            let eval = evaluate_bbox(&gt, &result.detections)
-                .with_context(|| format!("scoring against {}", annotations.display()))?;
-            for line in eval.summary_lines() {
+        // The 12 lines in pycocotools' layout, from the evaluation's own stats.
+        Metric::Coco { .. } => {
+            let stats = result
+                .coco_stats
+                .context("a COCO evaluation without its 12 stats")?;
+            for line in summary_lines(&stats) {
                 println!("{line}");
             }
         }

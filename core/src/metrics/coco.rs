@@ -385,43 +385,43 @@ impl CocoEval {
             self.mean(false, None, 3, 2),
         ]
     }
+}
 
-    /// The 12 lines pycocotools' `summarize()` prints.
-    pub fn summary_lines(&self) -> Vec<String> {
-        let rows: [(bool, Option<&str>, usize, usize); 12] = [
-            (true, None, 0, 100),
-            (true, Some("0.50"), 0, 100),
-            (true, Some("0.75"), 0, 100),
-            (true, None, 1, 100),
-            (true, None, 2, 100),
-            (true, None, 3, 100),
-            (false, None, 0, 1),
-            (false, None, 0, 10),
-            (false, None, 0, 100),
-            (false, None, 1, 100),
-            (false, None, 2, 100),
-            (false, None, 3, 100),
-        ];
-        rows.iter()
-            .zip(self.stats)
-            .map(|(&(ap, iou, a, max_dets), value)| {
-                let (title, kind) = if ap {
-                    ("Average Precision", "(AP)")
-                } else {
-                    ("Average Recall", "(AR)")
-                };
-                format!(
-                    " {:<18} {} @[ IoU={:<9} | area={:>6} | maxDets={:>3} ] = {:.3}",
-                    title,
-                    kind,
-                    iou.unwrap_or("0.50:0.95"),
-                    AREA_LABELS[a],
-                    max_dets,
-                    value
-                )
-            })
-            .collect()
-    }
+/// The 12 lines pycocotools' `summarize()` prints.
+pub fn summary_lines(stats: &[f64; 12]) -> Vec<String> {
+    let rows: [(bool, Option<&str>, usize, usize); 12] = [
+        (true, None, 0, 100),
+        (true, Some("0.50"), 0, 100),
+        (true, Some("0.75"), 0, 100),
+        (true, None, 1, 100),
+        (true, None, 2, 100),
+        (true, None, 3, 100),
+        (false, None, 0, 1),
+        (false, None, 0, 10),
+        (false, None, 0, 100),
+        (false, None, 1, 100),
+        (false, None, 2, 100),
+        (false, None, 3, 100),
+    ];
+    rows.iter()
+        .zip(stats)
+        .map(|(&(ap, iou, a, max_dets), value)| {
+            let (title, kind) = if ap {
+                ("Average Precision", "(AP)")
+            } else {
+                ("Average Recall", "(AR)")
+            };
+            format!(
+                " {:<18} {} @[ IoU={:<9} | area={:>6} | maxDets={:>3} ] = {:.3}",
+                title,
+                kind,
+                iou.unwrap_or("0.50:0.95"),
+                AREA_LABELS[a],
+                max_dets,
+                value
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -534,7 +534,7 @@ mod tests {
             recall: vec![],
             stats: [0.5; 12],
         };
-        let lines = eval.summary_lines();
+        let lines = summary_lines(&eval.stats);
         assert_eq!(
             lines[0],
             " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.500"
