@@ -63,7 +63,7 @@ pub struct Args {
     #[arg(long)]
     pub iters: Option<usize>,
     /// Synthetic images to generate (split into train and test).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 400)]
     pub images: usize,
     /// Seeds the dataset, the fresh weights, shuffling and augmentation.
     #[arg(long, default_value_t = 0)]
