@@ -60,26 +60,26 @@ impl SampleAugment {
 
 /// The per-sample training augmentations, in order. `partner` is the second
 /// image for mixup, `None` once mixup is over (or for a one-image dataset);
-/// it is ignored when `augment` has no mixup.
+/// it is ignored when `listed` has no mixup.
 pub fn augment(
     sample: &mut Sample,
     partner: Option<Sample>,
-    augment: &SampleAugment,
+    listed: &SampleAugment,
     rng: &mut Rng,
 ) {
-    if let (Some(params), Some(partner)) = (&augment.mixup, partner) {
+    if let (Some(params), Some(partner)) = (&listed.mixup, partner) {
         mixup::random_mixup(sample, partner, params, rng);
     }
-    if let Some(params) = &augment.color_distort {
+    if let Some(params) = &listed.color_distort {
         color_distort::random_color_distort(sample, params, rng);
     }
-    if let Some(params) = &augment.expand {
+    if let Some(params) = &listed.expand {
         random_expand::random_expand(sample, params, rng);
     }
-    if let Some(params) = &augment.crop {
+    if let Some(params) = &listed.crop {
         random_crop::random_crop(sample, params, rng);
     }
-    if let Some(probability) = augment.flip {
+    if let Some(probability) = listed.flip {
         random_flip::random_flip(sample, probability, rng);
     }
 }
