@@ -16,6 +16,7 @@ use std::path::Path;
 
 use crate::atomic;
 use crate::error::{Error, Result};
+use crate::rng::Rng;
 
 pub const SHAPES: [&str; 6] = ["square", "circle", "triangle", "cross", "ring", "diamond"];
 pub const COLOURS: [(&str, [u8; 3]); 8] = [
@@ -85,33 +86,6 @@ pub struct SynthObject {
     pub cluster: bool,
 }
 
-/// SplitMix64: tiny, fast, and good enough to place shapes reproducibly.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    pub fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.unit()
-    }
-    /// Uniform integer in [lo, hi].
-    pub fn int(&mut self, lo: u32, hi: u32) -> u32 {
-        lo + (self.next_u64() % (hi - lo + 1) as u64) as u32
-    }
-}
-
 /// Whether normalised point (u, v) in [-1, 1]^2 of the box lies in the shape.
 fn inside(shape: usize, u: f32, v: f32) -> bool {
     match shape {
@@ -137,9 +111,9 @@ fn draw_shape(
     rng: &mut Rng,
 ) {
     let [x0, y0, w, h] = rect;
-    let jitter: [f32; 3] = std::array::from_fn(|_| rng.range(-25.0, 25.0));
+    let jitter: [f32; 3] = std::array::from_fn(|_| rng.range_f32(-25.0, 25.0));
     // A soft light gradient across the shape so it is not a flat patch.
-    let (gx, gy) = (rng.range(-0.25, 0.25), rng.range(-0.25, 0.25));
+    let (gx, gy) = (rng.range_f32(-0.25, 0.25), rng.range_f32(-0.25, 0.25));
     for y in y0..y0 + h {
         let v = ((y - y0) as f32 + 0.5) / h as f32 * 2.0 - 1.0;
         for x in x0..x0 + w {
@@ -159,12 +133,15 @@ fn draw_shape(
 /// A textured background: a few soft colour blobs, low saturation, plus noise,
 /// and grey strokes that look like edges but are no class.
 fn draw_background(pixels: &mut [u8], side: u32, rng: &mut Rng) {
-    let base: [f32; 3] = std::array::from_fn(|_| rng.range(60.0, 170.0));
+    let base: [f32; 3] = std::array::from_fn(|_| rng.range_f32(60.0, 170.0));
     let blobs: Vec<([f32; 2], f32, [f32; 3])> = (0..4)
         .map(|_| {
-            let centre = [rng.range(0.0, side as f32), rng.range(0.0, side as f32)];
-            let radius = rng.range(0.2, 0.6) * side as f32;
-            let tint = std::array::from_fn(|_| rng.range(-45.0, 45.0));
+            let centre = [
+                rng.range_f32(0.0, side as f32),
+                rng.range_f32(0.0, side as f32),
+            ];
+            let radius = rng.range_f32(0.2, 0.6) * side as f32;
+            let tint = std::array::from_fn(|_| rng.range_f32(-45.0, 45.0));
             (centre, radius, tint)
         })
         .collect();
@@ -179,20 +156,23 @@ fn draw_background(pixels: &mut [u8], side: u32, rng: &mut Rng) {
                     rgb[c] += tint[c] * weight;
                 }
             }
-            let noise = rng.range(-14.0, 14.0);
+            let noise = rng.range_f32(-14.0, 14.0);
             let p = ((y * side + x) * 3) as usize;
             for c in 0..3 {
-                pixels[p + c] = (rgb[c] + noise + rng.range(-4.0, 4.0)).clamp(0.0, 255.0) as u8;
+                pixels[p + c] = (rgb[c] + noise + rng.range_f32(-4.0, 4.0)).clamp(0.0, 255.0) as u8;
             }
         }
     }
-    for _ in 0..rng.int(2, 6) {
-        let grey = rng.range(30.0, 220.0) as u8;
-        let thickness = rng.int(1, 3);
-        let (mut x, mut y) = (rng.range(0.0, side as f32), rng.range(0.0, side as f32));
-        let angle = rng.range(0.0, std::f32::consts::TAU);
+    for _ in 0..rng.between(2, 6) {
+        let grey = rng.range_f32(30.0, 220.0) as u8;
+        let thickness = rng.between(1, 3);
+        let (mut x, mut y) = (
+            rng.range_f32(0.0, side as f32),
+            rng.range_f32(0.0, side as f32),
+        );
+        let angle = rng.range_f32(0.0, std::f32::consts::TAU);
         let (dx, dy) = (angle.cos(), angle.sin());
-        for _ in 0..rng.int(side / 4, side) {
+        for _ in 0..rng.between(side / 4, side) {
             for t in 0..thickness {
                 let (px, py) = (x as i64 + t as i64, y as i64);
                 if px >= 0 && py >= 0 && (px as u32) < side && (py as u32) < side {
@@ -221,22 +201,27 @@ fn iou(a: [u32; 4], b: [u32; 4]) -> f32 {
 pub fn render(config: &SynthConfig, index: usize) -> (Vec<u8>, Vec<SynthObject>) {
     let side = config.size;
     // Each image has its own stream, so any one can be regenerated alone.
-    let mut rng = Rng::new(config.seed ^ (index as u64).wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut rng = Rng::from_state(config.seed ^ (index as u64).wrapping_mul(0xA24B_AED4_963E_E407));
     let mut pixels = vec![0u8; (side * side * 3) as usize];
     draw_background(&mut pixels, side, &mut rng);
     let s = side as f32;
     let mut objects: Vec<SynthObject> = Vec::new();
-    let wanted = rng.int(1, 6);
+    let wanted = rng.between(1, 6);
     let mut attempts = 0;
     while objects.len() < wanted as usize && attempts < 50 {
         attempts += 1;
-        let class = rng.int(0, config.classes as u32 - 1) as usize;
+        let class = rng.between(0, config.classes as u32 - 1) as usize;
         // Sizes from small (6% of the side) to large (45%), log-uniform.
-        let extent = (0.06f32.ln() + rng.unit() * (0.45f32 / 0.06).ln()).exp() * s;
-        let aspect = rng.range(0.7, 1.4);
+        let extent = (0.06f32.ln() + rng.uniform_f32() * (0.45f32 / 0.06).ln()).exp() * s;
+        let aspect = rng.range_f32(0.7, 1.4);
         let w = ((extent * aspect.sqrt()) as u32).clamp(4, side / 2);
         let h = ((extent / aspect.sqrt()) as u32).clamp(4, side / 2);
-        let rect = [rng.int(0, side - 1 - w), rng.int(0, side - 1 - h), w, h];
+        let rect = [
+            rng.between(0, side - 1 - w),
+            rng.between(0, side - 1 - h),
+            w,
+            h,
+        ];
         // Overlaps are allowed, but no shape may hide most of another.
         if objects.iter().any(|o| iou(o.rect, rect) > 0.3) {
             continue;
@@ -250,17 +235,20 @@ pub fn render(config: &SynthConfig, index: usize) -> (Vec<u8>, Vec<SynthObject>)
         });
     }
     // About one image in twelve gets a cluster of tiny same-class shapes.
-    if rng.unit() < 1.0 / 12.0 {
-        let class = rng.int(0, config.classes as u32 - 1) as usize;
+    if rng.uniform_f32() < 1.0 / 12.0 {
+        let class = rng.between(0, config.classes as u32 - 1) as usize;
         let (shape, colour) = catalogue(config.first_class + class);
         let tiny = (s * 0.035).max(4.0) as u32;
         let span = tiny * 4;
-        let (cx, cy) = (rng.int(0, side - 1 - span), rng.int(0, side - 1 - span));
+        let (cx, cy) = (
+            rng.between(0, side - 1 - span),
+            rng.between(0, side - 1 - span),
+        );
         let (mut x1, mut y1, mut x2, mut y2) = (u32::MAX, u32::MAX, 0, 0);
-        for _ in 0..rng.int(3, 5) {
+        for _ in 0..rng.between(3, 5) {
             let rect = [
-                cx + rng.int(0, span - tiny),
-                cy + rng.int(0, span - tiny),
+                cx + rng.between(0, span - tiny),
+                cy + rng.between(0, span - tiny),
                 tiny,
                 tiny,
             ];

@@ -21,7 +21,7 @@ fn config(shape: LaunchShape) -> LaunchConfig {
 /// Queues kernel `$name` with `$shape` and the arguments in order (buffers as
 /// `buf.slice()` / `buf.slice_mut()`, scalars by reference).
 macro_rules! launch {
-    ($gpu:expr, $name:literal, $shape:expr, $($arg:expr),* $(,)?) => {{
+    ($gpu:expr, $name:expr, $shape:expr, $($arg:expr),* $(,)?) => {{
         let mut builder = $gpu.stream.launch_builder($gpu.function($name));
         $( builder.arg($arg); )*
         // SAFETY: the arguments match the kernel's signature in
@@ -30,6 +30,28 @@ macro_rules! launch {
             .map(|_| ())
             .map_err(|source| GpuError::Launch { kernel: $name, source })
     }};
+}
+
+/// Queues convolution kernel `$name`: its buffers, then the geometry in the
+/// order the convolution kernels take it; the depthwise kernels take one
+/// channel count and no groups.
+macro_rules! launch_conv {
+    ($gpu:expr, $name:expr, $shape:expr, $g:expr, [$($buf:expr),*]) => {
+        launch!(
+            $gpu, $name, $shape, $($buf,)*
+            &$g.batch, &$g.c_in, &$g.h, &$g.w, &$g.c_out, &$g.k_h, &$g.k_w,
+            &$g.stride_h, &$g.stride_w, &$g.pad_h, &$g.pad_w,
+            &$g.dilation_h, &$g.dilation_w, &$g.groups
+        )
+    };
+    (depthwise $gpu:expr, $name:expr, $shape:expr, $g:expr, [$($buf:expr),*]) => {
+        launch!(
+            $gpu, $name, $shape, $($buf,)*
+            &$g.batch, &$g.c_in, &$g.h, &$g.w, &$g.k_h, &$g.k_w,
+            &$g.stride_h, &$g.stride_w, &$g.pad_h, &$g.pad_w,
+            &$g.dilation_h, &$g.dilation_w
+        )
+    };
 }
 
 /// The null device pointer, for optional arguments.
@@ -41,6 +63,33 @@ fn at_least(kernel: &'static str, buffers: &[(&str, usize)], len: usize) -> Resu
         need_len(kernel, arg, got, len)?;
     }
     Ok(())
+}
+
+/// The element count of an elementwise kernel over the first `len`
+/// elements of `buffers`, after checking that they hold them.
+fn elementwise_len(
+    kernel: &'static str,
+    buffers: &[(&str, usize)],
+    len: usize,
+) -> Result<u32, GpuError> {
+    let n = index_count(kernel, "len", len)?;
+    at_least(kernel, buffers, len)?;
+    Ok(n)
+}
+
+/// Validates a convolution and picks its kernels, after checking its
+/// `[input, weight, output]` buffers (or their gradients), named as the
+/// caller calls them, against the geometry.
+fn conv_plan(
+    kernel: &'static str,
+    geo: &ConvGeometry,
+    [input, weight, output]: [(&str, &DeviceBuffer); 3],
+) -> Result<ConvKind, GpuError> {
+    let (kind, lens) = plan::conv(kernel, geo)?;
+    need_len(kernel, input.0, input.1.len(), lens.x)?;
+    need_len(kernel, weight.0, weight.1.len(), lens.weight)?;
+    need_len(kernel, output.0, output.1.len(), lens.y)?;
+    Ok(kind)
 }
 
 /// An activation as the kernels take it: one of the device crate's
@@ -154,8 +203,7 @@ impl Gpu {
 
     /// `x[..len] = value`.
     pub fn fill(&self, len: usize, x: &mut DeviceBuffer, value: f32) -> Result<(), GpuError> {
-        let n = index_count("fill", "len", len)?;
-        at_least("fill", &[("x", x.len())], len)?;
+        let n = elementwise_len("fill", &[("x", x.len())], len)?;
         launch!(
             self,
             "fill",
@@ -174,8 +222,7 @@ impl Gpu {
         x: &DeviceBuffer,
         y: &mut DeviceBuffer,
     ) -> Result<(), GpuError> {
-        let n = index_count("activation_forward", "len", len)?;
-        at_least("activation_forward", &[("x", x.len()), ("y", y.len())], len)?;
+        let n = elementwise_len("activation_forward", &[("x", x.len()), ("y", y.len())], len)?;
         launch!(
             self,
             "activation_forward",
@@ -197,8 +244,7 @@ impl Gpu {
         dy: &DeviceBuffer,
         dx: &mut DeviceBuffer,
     ) -> Result<(), GpuError> {
-        let n = index_count("activation_backward", "len", len)?;
-        at_least(
+        let n = elementwise_len(
             "activation_backward",
             &[("y", y.len()), ("dy", dy.len()), ("dx", dx.len())],
             len,
@@ -218,8 +264,7 @@ impl Gpu {
 
     /// `x *= alpha` over the first `len` elements.
     pub fn scale(&self, len: usize, alpha: f32, x: &mut DeviceBuffer) -> Result<(), GpuError> {
-        let n = index_count("scale", "len", len)?;
-        at_least("scale", &[("x", x.len())], len)?;
+        let n = elementwise_len("scale", &[("x", x.len())], len)?;
         launch!(
             self,
             "scale",
@@ -236,8 +281,7 @@ impl Gpu {
         x: &DeviceBuffer,
         y: &mut DeviceBuffer,
     ) -> Result<(), GpuError> {
-        let n = index_count("sigmoid_forward", "len", len)?;
-        at_least("sigmoid_forward", &[("x", x.len()), ("y", y.len())], len)?;
+        let n = elementwise_len("sigmoid_forward", &[("x", x.len()), ("y", y.len())], len)?;
         launch!(
             self,
             "sigmoid_forward",
@@ -256,8 +300,7 @@ impl Gpu {
         dy: &DeviceBuffer,
         dx: &mut DeviceBuffer,
     ) -> Result<(), GpuError> {
-        let n = index_count("sigmoid_backward", "len", len)?;
-        at_least(
+        let n = elementwise_len(
             "sigmoid_backward",
             &[("y", y.len()), ("dy", dy.len()), ("dx", dx.len())],
             len,
@@ -281,8 +324,7 @@ impl Gpu {
         b: &DeviceBuffer,
         out: &mut DeviceBuffer,
     ) -> Result<(), GpuError> {
-        let n = index_count("add", "len", len)?;
-        at_least(
+        let n = elementwise_len(
             "add",
             &[("a", a.len()), ("b", b.len()), ("out", out.len())],
             len,
@@ -306,8 +348,7 @@ impl Gpu {
         x: &DeviceBuffer,
         y: &mut DeviceBuffer,
     ) -> Result<(), GpuError> {
-        let n = index_count("axpy", "len", len)?;
-        at_least("axpy", &[("x", x.len()), ("y", y.len())], len)?;
+        let n = elementwise_len("axpy", &[("x", x.len()), ("y", y.len())], len)?;
         launch!(
             self,
             "axpy",
@@ -331,8 +372,7 @@ impl Gpu {
         momentum: f32,
         weight_decay: f32,
     ) -> Result<(), GpuError> {
-        let n = index_count("momentum_sgd", "len", len)?;
-        at_least(
+        let n = elementwise_len(
             "momentum_sgd",
             &[
                 ("param", param.len()),
@@ -450,10 +490,7 @@ impl Gpu {
         y: &mut DeviceBuffer,
     ) -> Result<(), GpuError> {
         const NAME: &str = "conv2d_forward";
-        let (kind, lens) = plan::conv(NAME, geo)?;
-        need_len(NAME, "x", x.len(), lens.x)?;
-        need_len(NAME, "weight", weight.len(), lens.weight)?;
-        need_len(NAME, "y", y.len(), lens.y)?;
+        let kind = conv_plan(NAME, geo, [("x", x), ("weight", weight), ("y", y)])?;
         let g = geo;
         match (kind, bias) {
             (ConvKind::Pointwise, None) => {
@@ -473,82 +510,41 @@ impl Gpu {
                     g.c_out * plane,
                 )
             }
-            // The GEMM kernel has no bias: a biased 1x1 takes the implicit kernel.
-            (ConvKind::Tiled | ConvKind::Pointwise, Some(bias)) => {
-                let shape = plan::conv_forward_shape(ConvKind::Tiled, geo);
-                need_len(NAME, "bias", bias.len(), g.c_out as usize)?;
-                launch!(
-                    self,
-                    "conv2d_forward",
-                    shape,
-                    x.slice(),
-                    weight.slice(),
-                    bias.slice(),
-                    y.slice_mut(),
-                    &g.batch,
-                    &g.c_in,
-                    &g.h,
-                    &g.w,
-                    &g.c_out,
-                    &g.k_h,
-                    &g.k_w,
-                    &g.stride_h,
-                    &g.stride_w,
-                    &g.pad_h,
-                    &g.pad_w,
-                    &g.dilation_h,
-                    &g.dilation_w,
-                    &g.groups
-                )
-            }
-            (ConvKind::Tiled, None) => launch!(
-                self,
-                "conv2d_forward",
-                plan::conv_forward_shape(kind, geo),
-                x.slice(),
-                weight.slice(),
-                &NULL,
-                y.slice_mut(),
-                &g.batch,
-                &g.c_in,
-                &g.h,
-                &g.w,
-                &g.c_out,
-                &g.k_h,
-                &g.k_w,
-                &g.stride_h,
-                &g.stride_w,
-                &g.pad_h,
-                &g.pad_w,
-                &g.dilation_h,
-                &g.dilation_w,
-                &g.groups
-            ),
-            (ConvKind::Depthwise, None) => launch!(
-                self,
+            (ConvKind::Depthwise, None) => launch_conv!(
+                depthwise self,
                 "depthwise_conv2d_forward",
                 plan::conv_forward_shape(kind, geo),
-                x.slice(),
-                weight.slice(),
-                y.slice_mut(),
-                &g.batch,
-                &g.c_in,
-                &g.h,
-                &g.w,
-                &g.k_h,
-                &g.k_w,
-                &g.stride_h,
-                &g.stride_w,
-                &g.pad_h,
-                &g.pad_w,
-                &g.dilation_h,
-                &g.dilation_w
+                g,
+                [x.slice(), weight.slice(), y.slice_mut()]
             ),
             (ConvKind::Depthwise, Some(_)) => Err(plan::PlanError {
                 kernel: "depthwise_conv2d_forward",
                 message: "takes no bias (MobileNet's depthwise convolutions have none)".into(),
             }
             .into()),
+            // The GEMM kernel has no bias: a biased 1x1 takes the implicit kernel.
+            (ConvKind::Tiled | ConvKind::Pointwise, bias) => {
+                let shape = plan::conv_forward_shape(ConvKind::Tiled, geo);
+                match bias {
+                    Some(bias) => {
+                        need_len(NAME, "bias", bias.len(), g.c_out as usize)?;
+                        launch_conv!(
+                            self,
+                            "conv2d_forward",
+                            shape,
+                            g,
+                            [x.slice(), weight.slice(), bias.slice(), y.slice_mut()]
+                        )
+                    }
+                    None => launch_conv!(
+                        self,
+                        "conv2d_forward",
+                        shape,
+                        g,
+                        [x.slice(), weight.slice(), &NULL, y.slice_mut()]
+                    ),
+                }
+            }
         }
     }
 
@@ -560,12 +556,8 @@ impl Gpu {
         dx: &mut DeviceBuffer,
     ) -> Result<(), GpuError> {
         const NAME: &str = "conv2d_backward_data";
-        let (kind, lens) = plan::conv(NAME, geo)?;
-        need_len(NAME, "dy", dy.len(), lens.y)?;
-        need_len(NAME, "weight", weight.len(), lens.weight)?;
-        need_len(NAME, "dx", dx.len(), lens.x)?;
+        let kind = conv_plan(NAME, geo, [("dx", dx), ("weight", weight), ("dy", dy)])?;
         let g = geo;
-        let shape = plan::conv_backward_data_shape(kind, geo);
         match kind {
             ConvKind::Pointwise => {
                 let (sa, sb) = plan::pointwise_backward_data_operands(g);
@@ -584,48 +576,11 @@ impl Gpu {
                     g.c_in * plane,
                 )
             }
-            ConvKind::Tiled => launch!(
-                self,
-                "conv2d_backward_data",
-                shape,
-                dy.slice(),
-                weight.slice(),
-                dx.slice_mut(),
-                &g.batch,
-                &g.c_in,
-                &g.h,
-                &g.w,
-                &g.c_out,
-                &g.k_h,
-                &g.k_w,
-                &g.stride_h,
-                &g.stride_w,
-                &g.pad_h,
-                &g.pad_w,
-                &g.dilation_h,
-                &g.dilation_w,
-                &g.groups
-            ),
-            ConvKind::Depthwise => launch!(
-                self,
-                "depthwise_conv2d_backward_data",
-                shape,
-                dy.slice(),
-                weight.slice(),
-                dx.slice_mut(),
-                &g.batch,
-                &g.c_in,
-                &g.h,
-                &g.w,
-                &g.k_h,
-                &g.k_w,
-                &g.stride_h,
-                &g.stride_w,
-                &g.pad_h,
-                &g.pad_w,
-                &g.dilation_h,
-                &g.dilation_w
-            ),
+            ConvKind::Tiled | ConvKind::Depthwise => {
+                let shape = plan::conv_backward_data_shape(kind, geo);
+                let kernels = [NAME, "depthwise_conv2d_backward_data"];
+                self.conv_backward(kernels, kind, shape, geo, [dy, weight], dx)
+            }
         }
     }
 
@@ -638,55 +593,30 @@ impl Gpu {
         dweight: &mut DeviceBuffer,
     ) -> Result<(), GpuError> {
         const NAME: &str = "conv2d_backward_filter";
-        let (kind, lens) = plan::conv(NAME, geo)?;
-        need_len(NAME, "x", x.len(), lens.x)?;
-        need_len(NAME, "dy", dy.len(), lens.y)?;
-        need_len(NAME, "dweight", dweight.len(), lens.weight)?;
-        let g = geo;
+        let kind = conv_plan(NAME, geo, [("x", x), ("dweight", dweight), ("dy", dy)])?;
         let shape = plan::conv_backward_filter_shape(kind, geo);
+        let kernels = [NAME, "depthwise_conv2d_backward_filter"];
+        self.conv_backward(kernels, kind, shape, geo, [x, dy], dweight)
+    }
+
+    /// Queues a convolution backward kernel, whose buffers are two inputs
+    /// then the output: `kernels` names the implicit-GEMM kernel and its
+    /// depthwise twin.
+    fn conv_backward(
+        &self,
+        [tiled, depthwise]: [&'static str; 2],
+        kind: ConvKind,
+        shape: LaunchShape,
+        g: &ConvGeometry,
+        [a, b]: [&DeviceBuffer; 2],
+        out: &mut DeviceBuffer,
+    ) -> Result<(), GpuError> {
+        let (a, b, out) = (a.slice(), b.slice(), out.slice_mut());
         match kind {
-            ConvKind::Tiled | ConvKind::Pointwise => launch!(
-                self,
-                "conv2d_backward_filter",
-                shape,
-                x.slice(),
-                dy.slice(),
-                dweight.slice_mut(),
-                &g.batch,
-                &g.c_in,
-                &g.h,
-                &g.w,
-                &g.c_out,
-                &g.k_h,
-                &g.k_w,
-                &g.stride_h,
-                &g.stride_w,
-                &g.pad_h,
-                &g.pad_w,
-                &g.dilation_h,
-                &g.dilation_w,
-                &g.groups
-            ),
-            ConvKind::Depthwise => launch!(
-                self,
-                "depthwise_conv2d_backward_filter",
-                shape,
-                x.slice(),
-                dy.slice(),
-                dweight.slice_mut(),
-                &g.batch,
-                &g.c_in,
-                &g.h,
-                &g.w,
-                &g.k_h,
-                &g.k_w,
-                &g.stride_h,
-                &g.stride_w,
-                &g.pad_h,
-                &g.pad_w,
-                &g.dilation_h,
-                &g.dilation_w
-            ),
+            ConvKind::Depthwise => launch_conv!(depthwise self, depthwise, shape, g, [a, b, out]),
+            ConvKind::Tiled | ConvKind::Pointwise => {
+                launch_conv!(self, tiled, shape, g, [a, b, out])
+            }
         }
     }
 
@@ -1080,8 +1010,7 @@ impl Gpu {
     /// elements: per-block partial sums on the device, added in f64 here
     /// (waits for the result).
     pub fn sum(&self, len: usize, x: &DeviceBuffer, square: bool) -> Result<f64, GpuError> {
-        let n = index_count("sum_blocks", "len", len)?;
-        at_least("sum_blocks", &[("x", x.len())], len)?;
+        let n = elementwise_len("sum_blocks", &[("x", x.len())], len)?;
         let blocks = n.div_ceil(REDUCE_THREADS).clamp(1, 1024);
         let mut partial = self.pool.alloc(blocks as usize).map_err(GpuError::Memory)?;
         let shape = LaunchShape {
@@ -1111,26 +1040,7 @@ impl Gpu {
         loss: &mut DeviceBuffer,
         grad: &mut DeviceBuffer,
     ) -> Result<(), GpuError> {
-        let n = index_count("sigmoid_cross_entropy", "logits", logits.len())?;
-        for (arg, got) in [
-            ("target", target.len()),
-            ("weight", weight.len()),
-            ("loss", loss.len()),
-            ("grad", grad.len()),
-        ] {
-            need_len("sigmoid_cross_entropy", arg, got, n as usize)?;
-        }
-        launch!(
-            self,
-            "sigmoid_cross_entropy",
-            plan::elementwise(n),
-            logits.slice(),
-            target.slice(),
-            weight.slice(),
-            loss.slice_mut(),
-            grad.slice_mut(),
-            &n
-        )
+        self.elementwise_loss("sigmoid_cross_entropy", logits, target, weight, loss, grad)
     }
 
     /// Per-element L1 loss and gradient.
@@ -1142,18 +1052,33 @@ impl Gpu {
         loss: &mut DeviceBuffer,
         grad: &mut DeviceBuffer,
     ) -> Result<(), GpuError> {
-        let n = index_count("l1_loss", "input", input.len())?;
-        for (arg, got) in [
-            ("target", target.len()),
-            ("weight", weight.len()),
-            ("loss", loss.len()),
-            ("grad", grad.len()),
-        ] {
-            need_len("l1_loss", arg, got, n as usize)?;
-        }
+        self.elementwise_loss("l1_loss", input, target, weight, loss, grad)
+    }
+
+    /// A loss kernel that takes (input, target, weight, loss, grad, count),
+    /// every buffer as long as `input`.
+    fn elementwise_loss(
+        &self,
+        kernel: &'static str,
+        input: &DeviceBuffer,
+        target: &DeviceBuffer,
+        weight: &DeviceBuffer,
+        loss: &mut DeviceBuffer,
+        grad: &mut DeviceBuffer,
+    ) -> Result<(), GpuError> {
+        let n = elementwise_len(
+            kernel,
+            &[
+                ("target", target.len()),
+                ("weight", weight.len()),
+                ("loss", loss.len()),
+                ("grad", grad.len()),
+            ],
+            input.len(),
+        )?;
         launch!(
             self,
-            "l1_loss",
+            kernel,
             plan::elementwise(n),
             input.slice(),
             target.slice(),
@@ -1179,17 +1104,7 @@ impl Gpu {
     ) -> Result<(), GpuError> {
         const NAME: &str = "yolo_decode";
         let l = level;
-        let cells = index_count(
-            NAME,
-            "boxes",
-            l.batch as usize * 3 * l.grid_h as usize * l.grid_w as usize,
-        )?;
-        need_len(
-            NAME,
-            "x",
-            x.len(),
-            cells as usize * (5 + l.classes as usize),
-        )?;
+        let cells = l.cells(NAME, "boxes", x)?;
         need_len(NAME, "image_size", image_size.len(), 2 * l.batch as usize)?;
         need_len(NAME, "boxes", boxes.len(), 4 * cells as usize)?;
         need_len(
@@ -1238,17 +1153,7 @@ impl Gpu {
     ) -> Result<(), GpuError> {
         const NAME: &str = "yolo_ignore_mask";
         let l = level;
-        let cells = index_count(
-            NAME,
-            "negative",
-            l.batch as usize * 3 * l.grid_h as usize * l.grid_w as usize,
-        )?;
-        need_len(
-            NAME,
-            "x",
-            x.len(),
-            cells as usize * (5 + l.classes as usize),
-        )?;
+        let cells = l.cells(NAME, "negative", x)?;
         need_len(NAME, "gt", gt.len(), (l.batch * max_boxes * 4) as usize)?;
         need_len(NAME, "negative", negative.len(), cells as usize)?;
         let a = l.anchors;
@@ -1393,6 +1298,26 @@ pub struct YoloLevel {
     /// The level's three anchors as (w, h) pairs, in input pixels.
     pub anchors: [f32; 6],
     pub scale_x_y: f32,
+}
+
+impl YoloLevel {
+    /// The level's anchor cells (N * 3 * H * W, one kernel thread each), after
+    /// checking that the head output `x` holds `5 + classes` values per cell;
+    /// `output` names the per-cell result in errors.
+    fn cells(&self, kernel: &'static str, output: &str, x: &DeviceBuffer) -> Result<u32, GpuError> {
+        let cells = index_count(
+            kernel,
+            output,
+            self.batch as usize * 3 * self.grid_h as usize * self.grid_w as usize,
+        )?;
+        need_len(
+            kernel,
+            "x",
+            x.len(),
+            cells as usize * (5 + self.classes as usize),
+        )?;
+        Ok(cells)
+    }
 }
 
 /// Paddle `multiclass_nms` settings (YOLOv3: score 0.01, top_k 1000, keep 100, IoU 0.45).

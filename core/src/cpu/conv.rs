@@ -114,6 +114,9 @@ fn check_lengths(g: &Conv2dGeom, x: usize, w: usize, y: usize, workspace: usize)
 
 /// Unrolls one group of one image into `col` (`col_rows` rows of
 /// `h_out*w_out` values, rows `ld` apart); taps in the padding are zero.
+// Kept out of line: inlined into `unrolled_input`, the stem and 3x3 forward
+// and filter-gradient passes measured 2-6% slower (docs/benchmarks.md).
+#[inline(never)]
 fn im2col(g: &Conv2dGeom, x_group: &[f32], col: &mut [f32], ld: usize) {
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let plane = g.h_in * g.w_in;
@@ -189,6 +192,32 @@ impl GroupPlanes {
     }
 }
 
+/// Group `grp`'s input channels in the input (or input gradient).
+fn input_planes(g: &Conv2dGeom, grp: usize) -> GroupPlanes {
+    let len = g.c_in_per_group() * g.h_in * g.w_in;
+    GroupPlanes {
+        image_len: g.c_in * g.h_in * g.w_in,
+        first: grp * len,
+        len,
+    }
+}
+
+/// Group `grp`'s output channels in the output (or output gradient).
+fn output_planes(g: &Conv2dGeom, grp: usize) -> GroupPlanes {
+    let len = g.c_out_per_group() * g.h_out() * g.w_out();
+    GroupPlanes {
+        image_len: g.c_out * g.h_out() * g.w_out(),
+        first: grp * len,
+        len,
+    }
+}
+
+/// Group `grp`'s `[c_out/g, col_rows]` block of the weights.
+fn group_weights(g: &Conv2dGeom, grp: usize) -> Range<usize> {
+    let len = g.c_out_per_group() * col_rows(g);
+    grp * len..(grp + 1) * len
+}
+
 /// `stage[co][i * plane ..]` = image `i`'s plane `co` (NCHW to staging).
 fn gather(src: &[f32], planes: &GroupPlanes, images: usize, plane: usize, stage: &mut [f32]) {
     let ld = images * plane;
@@ -219,6 +248,73 @@ fn split_workspace<'a>(
     (col, stage, &mut rest[..g.weight_len()])
 }
 
+/// The `[col_rows, images * h_out*w_out]` GEMM operand of one group of a
+/// chunk of images: the input itself for a 1x1 read in place, else its
+/// im2col unrolling in `col`.
+fn unrolled_input<'a>(
+    g: &Conv2dGeom,
+    x_chunk: &'a [f32],
+    x_planes: &GroupPlanes,
+    images: usize,
+    col: &'a mut [f32],
+) -> &'a [f32] {
+    if reads_input_in_place(g) {
+        return &x_chunk[x_planes.range(0)];
+    }
+    let plane = g.h_out() * g.w_out();
+    let ld = images * plane;
+    for i in 0..images {
+        im2col(g, &x_chunk[x_planes.range(i)], &mut col[i * plane..], ld);
+    }
+    col
+}
+
+/// The `[c_out/g, images * h_out*w_out]` GEMM operand of one group's output
+/// gradient: read in place for a single image, else gathered into `stage`.
+fn staged_output<'a>(
+    g: &Conv2dGeom,
+    dy_chunk: &'a [f32],
+    y_planes: &GroupPlanes,
+    images: usize,
+    stage: &'a mut [f32],
+) -> &'a [f32] {
+    if images_per_gemm(g) == 1 {
+        return &dy_chunk[y_planes.range(0)];
+    }
+    gather(dy_chunk, y_planes, images, g.h_out() * g.w_out(), stage);
+    stage
+}
+
+/// Splits the batch into one contiguous run of images per worker, each with
+/// its own slice of the workspace, and hands every run's chunks of up to
+/// `images_per_gemm` images to `body(written, read, images, col, stage)`:
+/// the chunk's images in the buffer being written and in the buffer being
+/// read (NCHW, `written_image` / `read_image` values per image), their count,
+/// and the worker's im2col and staging scratch.
+fn for_each_chunk(
+    g: &Conv2dGeom,
+    (written, written_image): (&mut [f32], usize),
+    (read, read_image): (&[f32], usize),
+    workspace: &mut [f32],
+    body: impl Fn(&mut [f32], &[f32], usize, &mut [f32], &mut [f32]) + Sync,
+) {
+    let (ipw, m) = (images_per_worker(g), images_per_gemm(g));
+    written
+        .par_chunks_mut(ipw * written_image)
+        .zip(read.par_chunks(ipw * read_image))
+        .zip(workspace.par_chunks_mut(worker_workspace_len(g)))
+        .for_each(|((written_run, read_run), ws)| {
+            let (col, stage, _) = split_workspace(g, ws);
+            for (written, read) in written_run
+                .chunks_mut(m * written_image)
+                .zip(read_run.chunks(m * read_image))
+            {
+                let images = written.len() / written_image;
+                body(written, read, images, col, stage);
+            }
+        });
+}
+
 pub fn forward(
     g: &Conv2dGeom,
     x: &[f32],
@@ -232,92 +328,43 @@ pub fn forward(
         depthwise_forward(g, x, w, bias, y);
         return;
     }
-    let in_image = g.c_in * g.h_in * g.w_in;
     let plane = g.h_out() * g.w_out();
     let out_image = g.c_out * plane;
-    let (ipw, m) = (images_per_worker(g), images_per_gemm(g));
     let threads = gemm_threads(g);
-    let k = col_rows(g);
-    let (cin_g, cout_g) = (g.c_in_per_group(), g.c_out_per_group());
-    y[..g.output_len()]
-        .par_chunks_mut(ipw * out_image)
-        .zip(x[..g.input_len()].par_chunks(ipw * in_image))
-        .zip(workspace.par_chunks_mut(worker_workspace_len(g)))
-        .for_each(|((y_run, x_run), ws)| {
-            let (col, stage, _) = split_workspace(g, ws);
-            for (y_chunk, x_chunk) in y_run
-                .chunks_mut(m * out_image)
-                .zip(x_run.chunks(m * in_image))
-            {
-                let images = y_chunk.len() / out_image;
-                let ld = images * plane;
-                for grp in 0..g.groups {
-                    let w_group = Operand::new(&w[grp * cout_g * k..(grp + 1) * cout_g * k], k);
-                    let x_planes = GroupPlanes {
-                        image_len: in_image,
-                        first: grp * cin_g * g.h_in * g.w_in,
-                        len: cin_g * g.h_in * g.w_in,
-                    };
-                    let y_planes = GroupPlanes {
-                        image_len: out_image,
-                        first: grp * cout_g * plane,
-                        len: cout_g * plane,
-                    };
-                    if reads_input_in_place(g) {
-                        let rhs = Operand::new(&x_chunk[x_planes.range(0)], plane);
-                        sgemm(
-                            cout_g,
-                            plane,
-                            k,
-                            w_group,
-                            rhs,
-                            &mut y_chunk[y_planes.range(0)],
-                            plane,
-                            false,
-                            threads,
-                        );
-                        continue;
-                    }
-                    for i in 0..images {
-                        im2col(g, &x_chunk[x_planes.range(i)], &mut col[i * plane..], ld);
-                    }
-                    if m == 1 {
-                        let out = &mut y_chunk[y_planes.range(0)];
-                        sgemm(
-                            cout_g,
-                            plane,
-                            k,
-                            w_group,
-                            Operand::new(col, ld),
-                            out,
-                            plane,
-                            false,
-                            threads,
-                        );
-                    } else {
-                        sgemm(
-                            cout_g,
-                            ld,
-                            k,
-                            w_group,
-                            Operand::new(col, ld),
-                            stage,
-                            ld,
-                            false,
-                            threads,
-                        );
-                        scatter(stage, &y_planes, images, plane, y_chunk);
-                    }
+    let (k, cout_g) = (col_rows(g), g.c_out_per_group());
+    for_each_chunk(
+        g,
+        (&mut y[..g.output_len()], out_image),
+        (&x[..g.input_len()], g.c_in * g.h_in * g.w_in),
+        workspace,
+        |y_chunk, x_chunk, images, col, stage| {
+            let ld = images * plane;
+            for grp in 0..g.groups {
+                // y [cout_g x columns] = w_group [cout_g x k] * col [k x columns]
+                let y_planes = output_planes(g, grp);
+                let cols = unrolled_input(g, x_chunk, &input_planes(g, grp), images, col);
+                let batched = images_per_gemm(g) > 1;
+                let out = if batched {
+                    &mut *stage
+                } else {
+                    &mut y_chunk[y_planes.range(0)]
+                };
+                let lhs = Operand::new(&w[group_weights(g, grp)], k);
+                let rhs = Operand::new(cols, ld);
+                sgemm(cout_g, ld, k, lhs, rhs, out, ld, false, threads);
+                if batched {
+                    scatter(stage, &y_planes, images, plane, y_chunk);
                 }
-                if let Some(bias) = bias {
-                    for y_img in y_chunk.chunks_mut(out_image) {
-                        for (p, b) in y_img.chunks_mut(plane).zip(bias) {
-                            p.iter_mut().for_each(|v| *v += b);
-                        }
+            }
+            if let Some(bias) = bias {
+                for y_img in y_chunk.chunks_mut(out_image) {
+                    for (p, b) in y_img.chunks_mut(plane).zip(bias) {
+                        p.iter_mut().for_each(|v| *v += b);
                     }
                 }
             }
-        });
+        },
+    );
 }
 
 pub fn backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32], workspace: &mut [f32]) {
@@ -326,60 +373,31 @@ pub fn backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32], work
         depthwise_backward_data(g, dy, w, dx);
         return;
     }
-    let in_image = g.c_in * g.h_in * g.w_in;
     let plane = g.h_out() * g.w_out();
-    let out_image = g.c_out * plane;
-    let (ipw, m) = (images_per_worker(g), images_per_gemm(g));
     let threads = gemm_threads(g);
-    let k = col_rows(g);
-    let (cin_g, cout_g) = (g.c_in_per_group(), g.c_out_per_group());
-    dx[..g.input_len()]
-        .par_chunks_mut(ipw * in_image)
-        .zip(dy[..g.output_len()].par_chunks(ipw * out_image))
-        .zip(workspace.par_chunks_mut(worker_workspace_len(g)))
-        .for_each(|((dx_run, dy_run), ws)| {
-            let (col, stage, _) = split_workspace(g, ws);
-            for (dx_chunk, dy_chunk) in dx_run
-                .chunks_mut(m * in_image)
-                .zip(dy_run.chunks(m * out_image))
-            {
-                let images = dy_chunk.len() / out_image;
-                let ld = images * plane;
-                for grp in 0..g.groups {
-                    // dcol [k x columns] = w_group^T [k x cout_g] * dy [cout_g x columns]
-                    let w_t = Operand::transposed(&w[grp * cout_g * k..(grp + 1) * cout_g * k], k);
-                    let x_planes = GroupPlanes {
-                        image_len: in_image,
-                        first: grp * cin_g * g.h_in * g.w_in,
-                        len: cin_g * g.h_in * g.w_in,
-                    };
-                    let y_planes = GroupPlanes {
-                        image_len: out_image,
-                        first: grp * cout_g * plane,
-                        len: cout_g * plane,
-                    };
-                    if reads_input_in_place(g) {
-                        let rhs = Operand::new(&dy_chunk[y_planes.range(0)], plane);
-                        sgemm(
-                            k,
-                            plane,
-                            cout_g,
-                            w_t,
-                            rhs,
-                            &mut dx_chunk[x_planes.range(0)],
-                            plane,
-                            false,
-                            threads,
-                        );
-                        continue;
-                    }
-                    let rhs = if m == 1 {
-                        Operand::new(&dy_chunk[y_planes.range(0)], plane)
-                    } else {
-                        gather(dy_chunk, &y_planes, images, plane, stage);
-                        Operand::new(stage, ld)
-                    };
-                    sgemm(k, ld, cout_g, w_t, rhs, col, ld, false, threads);
+    let (k, cout_g) = (col_rows(g), g.c_out_per_group());
+    for_each_chunk(
+        g,
+        (&mut dx[..g.input_len()], g.c_in * g.h_in * g.w_in),
+        (&dy[..g.output_len()], g.c_out * plane),
+        workspace,
+        |dx_chunk, dy_chunk, images, col, stage| {
+            let ld = images * plane;
+            for grp in 0..g.groups {
+                // dcol [k x columns] = w_group^T [k x cout_g] * dy [cout_g x columns];
+                // a 1x1 read in place writes dcol straight into dx.
+                let x_planes = input_planes(g, grp);
+                let dy_rows = staged_output(g, dy_chunk, &output_planes(g, grp), images, stage);
+                let in_place = reads_input_in_place(g);
+                let dcol = if in_place {
+                    &mut dx_chunk[x_planes.range(0)]
+                } else {
+                    &mut *col
+                };
+                let lhs = Operand::transposed(&w[group_weights(g, grp)], k);
+                let rhs = Operand::new(dy_rows, ld);
+                sgemm(k, ld, cout_g, lhs, rhs, dcol, ld, false, threads);
+                if !in_place {
                     for i in 0..images {
                         let dx_group = &mut dx_chunk[x_planes.range(i)];
                         dx_group.fill(0.0);
@@ -387,7 +405,8 @@ pub fn backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32], work
                     }
                 }
             }
-        });
+        },
+    );
 }
 
 pub fn backward_filter(
@@ -425,10 +444,11 @@ pub fn backward_filter(
     let out_image = g.c_out * plane;
     let (ipw, m) = (images_per_worker(g), images_per_gemm(g));
     let threads = gemm_threads(g);
-    let k = col_rows(g);
-    let (cin_g, cout_g) = (g.c_in_per_group(), g.c_out_per_group());
+    let (k, cout_g) = (col_rows(g), g.c_out_per_group());
     let wws = worker_workspace_len(g);
     let runs = g.batch.div_ceil(ipw);
+    // Each worker sums its run's gradient into its own partial, so the
+    // chunks are walked here rather than by `for_each_chunk`.
     workspace[..runs * wws]
         .par_chunks_mut(wws)
         .zip(x[..g.input_len()].par_chunks(ipw * in_image))
@@ -442,43 +462,11 @@ pub fn backward_filter(
                 let ld = images * plane;
                 for grp in 0..g.groups {
                     // dw_group [cout_g x k] += dy [cout_g x columns] * col^T [columns x k]
-                    let dw_group = &mut partial[grp * cout_g * k..(grp + 1) * cout_g * k];
-                    let x_planes = GroupPlanes {
-                        image_len: in_image,
-                        first: grp * cin_g * g.h_in * g.w_in,
-                        len: cin_g * g.h_in * g.w_in,
-                    };
-                    let y_planes = GroupPlanes {
-                        image_len: out_image,
-                        first: grp * cout_g * plane,
-                        len: cout_g * plane,
-                    };
-                    if reads_input_in_place(g) {
-                        let lhs = Operand::new(&dy_chunk[y_planes.range(0)], plane);
-                        let rhs = Operand::transposed(&x_chunk[x_planes.range(0)], plane);
-                        sgemm(cout_g, k, plane, lhs, rhs, dw_group, k, !first, threads);
-                        continue;
-                    }
-                    for i in 0..images {
-                        im2col(g, &x_chunk[x_planes.range(i)], &mut col[i * plane..], ld);
-                    }
-                    let lhs = if m == 1 {
-                        Operand::new(&dy_chunk[y_planes.range(0)], plane)
-                    } else {
-                        gather(dy_chunk, &y_planes, images, plane, stage);
-                        Operand::new(stage, ld)
-                    };
-                    sgemm(
-                        cout_g,
-                        k,
-                        ld,
-                        lhs,
-                        Operand::transposed(col, ld),
-                        dw_group,
-                        k,
-                        !first,
-                        threads,
-                    );
+                    let cols = unrolled_input(g, x_chunk, &input_planes(g, grp), images, col);
+                    let dy_rows = staged_output(g, dy_chunk, &output_planes(g, grp), images, stage);
+                    let (lhs, rhs) = (Operand::new(dy_rows, ld), Operand::transposed(cols, ld));
+                    let dw_group = &mut partial[group_weights(g, grp)];
+                    sgemm(cout_g, k, ld, lhs, rhs, dw_group, k, !first, threads);
                 }
                 first = false;
             }
@@ -583,6 +571,39 @@ fn index_in_phases(width: usize, stride: usize, o: usize, offset: isize) -> usiz
     (offset.rem_euclid(s) as usize) * phase_len + (o as isize + offset.div_euclid(s)) as usize
 }
 
+/// Every (kernel row, output row, input row) whose input row lies inside
+/// the image, kernel row by kernel row.
+fn row_taps(g: &Conv2dGeom) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+    (0..g.kernel_h).flat_map(move |ki| {
+        let offset = tap_offset(ki, g.dilation_h, g.pad_h);
+        valid_outputs(g.h_out(), g.h_in, g.stride_h, offset)
+            .map(move |oy| (ki, oy, ((oy * g.stride_h) as isize + offset) as usize))
+    })
+}
+
+/// A kernel column that touches the image: the output columns whose input
+/// column lies inside the row, and where the first of those input columns is
+/// in the row's phases. The same for every row.
+struct ColumnTap {
+    kj: usize,
+    outputs: Range<usize>,
+    first: usize,
+}
+
+fn column_taps(g: &Conv2dGeom) -> Vec<ColumnTap> {
+    (0..g.kernel_w)
+        .filter_map(|kj| {
+            let offset = tap_offset(kj, g.dilation_w, g.pad_w);
+            let outputs = valid_outputs(g.w_out(), g.w_in, g.stride_w, offset);
+            if outputs.is_empty() {
+                return None;
+            }
+            let first = index_in_phases(g.w_in, g.stride_w, outputs.start, offset);
+            Some(ColumnTap { kj, outputs, first })
+        })
+        .collect()
+}
+
 /// `sum(a[i] * b[i])` with eight independent accumulators so it vectorises.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
@@ -605,6 +626,7 @@ fn depthwise_forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>,
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let taps = g.kernel_h * g.kernel_w;
     let in_plane = g.h_in * g.w_in;
+    let columns = column_taps(g);
     y[..g.output_len()]
         .par_chunks_mut(h_out * w_out)
         .enumerate()
@@ -614,23 +636,14 @@ fn depthwise_forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>,
             let w_c = &w[c * taps..(c + 1) * taps];
             let mut phased = PhasedRow::new(g.w_in, g.stride_w);
             y_plane.fill(bias.map_or(0.0, |b| b[c]));
-            for ki in 0..g.kernel_h {
-                let row_off = tap_offset(ki, g.dilation_h, g.pad_h);
-                for oy in valid_outputs(h_out, g.h_in, g.stride_h, row_off) {
-                    let iy = ((oy * g.stride_h) as isize + row_off) as usize;
-                    let x_row = phased.view(&x_plane[iy * g.w_in..(iy + 1) * g.w_in]);
-                    let y_row = &mut y_plane[oy * w_out..(oy + 1) * w_out];
-                    for kj in 0..g.kernel_w {
-                        let wv = w_c[ki * g.kernel_w + kj];
-                        let col_off = tap_offset(kj, g.dilation_w, g.pad_w);
-                        let cols = valid_outputs(w_out, g.w_in, g.stride_w, col_off);
-                        if cols.is_empty() {
-                            continue;
-                        }
-                        let first = index_in_phases(g.w_in, g.stride_w, cols.start, col_off);
-                        for (yv, xv) in y_row[cols].iter_mut().zip(&x_row[first..]) {
-                            *yv += wv * xv;
-                        }
+            for (ki, oy, iy) in row_taps(g) {
+                let x_row = phased.view(&x_plane[iy * g.w_in..(iy + 1) * g.w_in]);
+                let y_row = &mut y_plane[oy * w_out..(oy + 1) * w_out];
+                for tap in &columns {
+                    let wv = w_c[ki * g.kernel_w + tap.kj];
+                    let outputs = y_row[tap.outputs.clone()].iter_mut();
+                    for (yv, xv) in outputs.zip(&x_row[tap.first..]) {
+                        *yv += wv * xv;
                     }
                 }
             }
@@ -641,6 +654,7 @@ fn depthwise_backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let taps = g.kernel_h * g.kernel_w;
     let in_plane = g.h_in * g.w_in;
+    let columns = column_taps(g);
     dx[..g.input_len()]
         .par_chunks_mut(in_plane)
         .enumerate()
@@ -650,35 +664,26 @@ fn depthwise_backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]
             let w_c = &w[c * taps..(c + 1) * taps];
             let mut phased = PhasedRow::new(g.w_in, g.stride_w);
             dx_plane.fill(0.0);
-            for ki in 0..g.kernel_h {
-                let row_off = tap_offset(ki, g.dilation_h, g.pad_h);
-                for oy in valid_outputs(h_out, g.h_in, g.stride_h, row_off) {
-                    let iy = ((oy * g.stride_h) as isize + row_off) as usize;
-                    let dy_row = &dy_plane[oy * w_out..(oy + 1) * w_out];
-                    let dx_row = &mut dx_plane[iy * g.w_in..(iy + 1) * g.w_in];
-                    // Stride 1 accumulates straight into the row, else into
-                    // the phases, merged back below.
-                    let target: &mut [f32] = if g.stride_w == 1 {
-                        dx_row
-                    } else {
-                        phased.phases.fill(0.0);
-                        &mut phased.phases
-                    };
-                    for kj in 0..g.kernel_w {
-                        let wv = w_c[ki * g.kernel_w + kj];
-                        let col_off = tap_offset(kj, g.dilation_w, g.pad_w);
-                        let cols = valid_outputs(w_out, g.w_in, g.stride_w, col_off);
-                        if cols.is_empty() {
-                            continue;
-                        }
-                        let first = index_in_phases(g.w_in, g.stride_w, cols.start, col_off);
-                        for (d, gv) in target[first..].iter_mut().zip(&dy_row[cols]) {
-                            *d += wv * gv;
-                        }
+            for (ki, oy, iy) in row_taps(g) {
+                let dy_row = &dy_plane[oy * w_out..(oy + 1) * w_out];
+                let dx_row = &mut dx_plane[iy * g.w_in..(iy + 1) * g.w_in];
+                // Stride 1 accumulates straight into the row, else into
+                // the phases, merged back below.
+                let target: &mut [f32] = if g.stride_w == 1 {
+                    dx_row
+                } else {
+                    phased.phases.fill(0.0);
+                    &mut phased.phases
+                };
+                for tap in &columns {
+                    let wv = w_c[ki * g.kernel_w + tap.kj];
+                    let gradients = &dy_row[tap.outputs.clone()];
+                    for (d, gv) in target[tap.first..].iter_mut().zip(gradients) {
+                        *d += wv * gv;
                     }
-                    if g.stride_w != 1 {
-                        phased.merge_add(&mut dx_plane[iy * g.w_in..(iy + 1) * g.w_in]);
-                    }
+                }
+                if g.stride_w != 1 {
+                    phased.merge_add(&mut dx_plane[iy * g.w_in..(iy + 1) * g.w_in]);
                 }
             }
         });
@@ -688,6 +693,7 @@ fn depthwise_backward_filter(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f3
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let taps = g.kernel_h * g.kernel_w;
     let in_plane = g.h_in * g.w_in;
+    let columns = column_taps(g);
     dw[..g.weight_len()]
         .par_chunks_mut(taps)
         .enumerate()
@@ -699,23 +705,13 @@ fn depthwise_backward_filter(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f3
                 let plane = n * g.c_in + c;
                 let x_plane = &x[plane * in_plane..(plane + 1) * in_plane];
                 let dy_plane = &dy[plane * h_out * w_out..(plane + 1) * h_out * w_out];
-                for ki in 0..g.kernel_h {
-                    let row_off = tap_offset(ki, g.dilation_h, g.pad_h);
-                    for oy in valid_outputs(h_out, g.h_in, g.stride_h, row_off) {
-                        let iy = ((oy * g.stride_h) as isize + row_off) as usize;
-                        let x_row = phased.view(&x_plane[iy * g.w_in..(iy + 1) * g.w_in]);
-                        let dy_row = &dy_plane[oy * w_out..(oy + 1) * w_out];
-                        for kj in 0..g.kernel_w {
-                            let col_off = tap_offset(kj, g.dilation_w, g.pad_w);
-                            let cols = valid_outputs(w_out, g.w_in, g.stride_w, col_off);
-                            if cols.is_empty() {
-                                continue;
-                            }
-                            let first = index_in_phases(g.w_in, g.stride_w, cols.start, col_off);
-                            let grad = &dy_row[cols];
-                            let partial = dot(grad, &x_row[first..first + grad.len()]);
-                            acc[ki * g.kernel_w + kj] += partial as f64;
-                        }
+                for (ki, oy, iy) in row_taps(g) {
+                    let x_row = phased.view(&x_plane[iy * g.w_in..(iy + 1) * g.w_in]);
+                    let dy_row = &dy_plane[oy * w_out..(oy + 1) * w_out];
+                    for tap in &columns {
+                        let grad = &dy_row[tap.outputs.clone()];
+                        let partial = dot(grad, &x_row[tap.first..tap.first + grad.len()]);
+                        acc[ki * g.kernel_w + tap.kj] += partial as f64;
                     }
                 }
             }

@@ -6,34 +6,9 @@
 
 use super::conv_unit::{ConvUnitSpec, ParamRole, WeightInit};
 
-/// SplitMix64: tiny, fast, and good enough to draw initial weights.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1) with 53 bits.
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal by Box-Muller (one of the pair is discarded: simple).
-    pub fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform(); // (0, 1]: ln is finite
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    }
-}
+/// The generator initial weights are drawn from, seeded with
+/// `Rng::from_state(seed)`.
+pub use pulsefocus_formats::rng::Rng;
 
 /// Fills `values` (the parameter of `role` in `unit`) with its initial value.
 pub fn init_param(unit: &ConvUnitSpec, role: ParamRole, values: &mut [f32], rng: &mut Rng) {
@@ -93,7 +68,7 @@ mod tests {
     fn conv_default_normal_has_paddles_std() {
         let u = unit(WeightInit::ConvDefaultNormal, 32, 1);
         let mut w = vec![0.0; 64 * 32 * 9];
-        init_param(&u, ParamRole::ConvWeight, &mut w, &mut Rng::new(1));
+        init_param(&u, ParamRole::ConvWeight, &mut w, &mut Rng::from_state(1));
         let (mean, std) = moments(&w);
         let expected = (2.0f64 / (9.0 * 32.0)).sqrt();
         assert!(mean.abs() < 0.02 * expected, "mean {mean}");
@@ -107,7 +82,7 @@ mod tests {
     fn msra_uniform_stays_within_its_limit_per_group() {
         let u = unit(WeightInit::MsraUniform, 64, 64);
         let mut w = vec![0.0; 64 * 9];
-        init_param(&u, ParamRole::ConvWeight, &mut w, &mut Rng::new(2));
+        init_param(&u, ParamRole::ConvWeight, &mut w, &mut Rng::from_state(2));
         let limit = (6.0f32 / 9.0).sqrt();
         assert!(w.iter().all(|v| v.abs() <= limit));
         assert!(w.iter().any(|v| v.abs() > 0.8 * limit));
@@ -116,7 +91,7 @@ mod tests {
     #[test]
     fn bn_and_bias_constants() {
         let u = unit(WeightInit::ConvDefaultNormal, 3, 1);
-        let mut rng = Rng::new(0);
+        let mut rng = Rng::from_state(0);
         for (role, value) in [
             (ParamRole::BnScale, 1.0),
             (ParamRole::BnVariance, 1.0),

@@ -207,7 +207,7 @@ impl<B: Backend> Yolov3<B> {
         unit_specs: Vec<ConvUnitSpec>,
         seed: u64,
     ) -> Self {
-        let mut rng = Rng::new(seed);
+        let mut rng = Rng::from_state(seed);
         let slots = unit_specs
             .iter()
             .enumerate()
