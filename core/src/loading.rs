@@ -418,6 +418,7 @@ pub struct Pretrained {
 /// What `plan` shows and `train` does before its first step: resolve and read
 /// the config's `pretrain_weights` (downloading into `cache_dir` if it is a
 /// URL) and apply the rules to the config's model. Without `pretrain_weights`
+/// (absent or empty, as PaddleDetection's `-o pretrain_weights=` turns it off)
 /// every parameter is `missing`.
 pub fn plan_for_config(
     config_path: &Path,
@@ -430,7 +431,7 @@ pub fn plan_for_config(
         .and_then(|p| ExcludePatterns::new(&p))
         .map_err(|e| Error::at(config_path, key, e.to_string()))?;
     let model = config.model_spec().param_specs();
-    let Some(spec) = &config.pretrain_weights else {
+    let Some(spec) = config.pretrain_weights.as_ref().filter(|s| !s.is_empty()) else {
         return Ok((plan_loading(&model, &[], &patterns), None));
     };
     let path = resolve_weights(spec, cache_dir)?;
@@ -673,10 +674,12 @@ mod tests {
         let (path, config) = demo_config(&[&weights]);
         let err = plan_for_config(&path, &config, dir.path()).err().unwrap();
         assert!(err.to_string().contains("no tensor"), "{err}");
-        let (path, config) = demo_config(&[]);
-        let (report, pretrained) = plan_for_config(&path, &config, dir.path()).unwrap();
-        assert!(pretrained.is_none());
-        assert_eq!(report.missing.len() + report.excluded.len(), 241);
+        for no_weights in [&[][..], &["pretrain_weights="]] {
+            let (path, config) = demo_config(no_weights);
+            let (report, pretrained) = plan_for_config(&path, &config, dir.path()).unwrap();
+            assert!(pretrained.is_none());
+            assert_eq!(report.missing.len() + report.excluded.len(), 241);
+        }
     }
 
     /// Python's own `re.match` on the spec's examples and a grid of patterns
