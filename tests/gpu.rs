@@ -12,6 +12,8 @@ use std::sync::OnceLock;
 use pulsefocus_formats::load_checkpoint;
 use pulsefocus_gpu::GpuInfo;
 
+mod common;
+
 /// The GPU `--device auto` finds here, or why there is none.
 fn gpu_here() -> Result<GpuInfo, String> {
     let probed = pulsefocus_gpu::device::probe();
@@ -92,23 +94,10 @@ fn trained_on_cpu() -> &'static Path {
             &["--images", "6", "--size", "96", "--format", "voc"],
         );
         assert!(synth.status.success(), "synth: {}", stderr(&synth));
-        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.ron");
-        let config = format!(
-            r#"(
-    _BASE_: ["{}"],
-    max_iters: 2,
+        let config = common::tiny_config(
+            "max_iters: 2,
     snapshot_iter: 2,
-    log_smooth_window: 1,
-    TrainReader: (
-        batch_transforms: [
-            RandomShape(sizes: [64, 96], random_inter: true),
-            NormalizeImage(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], is_scale: true, is_channel_first: false),
-            Permute(to_bgr: false, channel_first: true),
-        ],
-        batch_size: 2,
-    ),
-)"#,
-            demo.display()
+    log_smooth_window: 1,",
         );
         std::fs::write(dir.join("tiny.ron"), config).unwrap();
         let train = run_in(&dir, &["train", "-c", "tiny.ron"], &["--device", "cpu"]);

@@ -6,10 +6,12 @@
 //! demo model) so the whole file runs in seconds.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use pulsefocus_formats::load_checkpoint;
+
+mod common;
 
 fn pulsefocus() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pulsefocus"))
@@ -35,11 +37,8 @@ impl Workspace {
         let dir = tempfile::tempdir().unwrap();
         let ws = Workspace { dir };
         ws.synth("dataset/synth", classes, first_class);
-        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.ron");
-        let config = format!(
-            r#"(
-    _BASE_: ["{}"],
-    num_classes: {classes},
+        let config = common::tiny_config(&format!(
+            "num_classes: {classes},
     max_iters: 4,
     snapshot_iter: 2,
     log_smooth_window: 1,
@@ -49,18 +48,8 @@ impl Workspace {
             PiecewiseDecay(gamma: 0.1, milestones: [100000]),
             LinearWarmup(start_factor: 1.0, steps: 1),
         ],
-    ),
-    TrainReader: (
-        batch_transforms: [
-            RandomShape(sizes: [64, 96], random_inter: true),
-            NormalizeImage(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], is_scale: true, is_channel_first: false),
-            Permute(to_bgr: false, channel_first: true),
-        ],
-        batch_size: 2,
-    ),
-)"#,
-            demo.display()
-        );
+    ),"
+        ));
         std::fs::write(ws.path("tiny.ron"), config).unwrap();
         ws
     }

@@ -1,0 +1,25 @@
+//! What several end-to-end test files share.
+
+use std::path::Path;
+
+/// `tiny.ron`: the demo config on 64/96-pixel inputs in batches of two, so a
+/// few training steps take a moment. `keys` are more top-level RON entries
+/// (each ending in a comma), e.g. `max_iters: 2,`.
+pub fn tiny_config(keys: &str) -> String {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.ron");
+    format!(
+        r#"(
+    _BASE_: ["{}"],
+    {keys}
+    TrainReader: (
+        batch_transforms: [
+            RandomShape(sizes: [64, 96], random_inter: true),
+            NormalizeImage(mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], is_scale: true, is_channel_first: false),
+            Permute(to_bgr: false, channel_first: true),
+        ],
+        batch_size: 2,
+    ),
+)"#,
+        demo.display()
+    )
+}
