@@ -59,7 +59,7 @@ impl Default for TrainAugment {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
-    /// All augmentations, random size per batch.
+    /// The reader's augmentations (`TrainAugment`), a random size per batch.
     Train(Box<TrainAugment>),
     /// Resize only (to `size` x `size`).
     Eval { size: usize, interp: Interp },
