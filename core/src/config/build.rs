@@ -58,11 +58,7 @@ impl Config {
     pub fn yolo_config(&self) -> YoloConfig {
         let head = &self.yolov3_head;
         YoloConfig {
-            anchors: head
-                .anchors
-                .iter()
-                .map(|a| [a[0] as f32, a[1] as f32])
-                .collect(),
+            anchors: head.anchor_pairs(),
             anchor_masks: head.anchor_masks.clone(),
             ignore_thresh: head.ignore_thresh,
             label_smooth: head.label_smooth,

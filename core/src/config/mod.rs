@@ -270,11 +270,7 @@ impl Config {
             backbone,
             head_width: head.width,
             num_classes: self.num_classes,
-            anchors: head
-                .anchors
-                .iter()
-                .map(|a| [a[0] as f32, a[1] as f32])
-                .collect(),
+            anchors: head.anchor_pairs(),
             anchor_masks: head.anchor_masks.clone(),
         }
     }

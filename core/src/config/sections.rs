@@ -267,6 +267,17 @@ pub struct YOLOv3Head {
     pub nms: MultiClassNMS,
 }
 
+impl YOLOv3Head {
+    /// The anchors as the model and the loss take them (`check` has made
+    /// sure each is a pair).
+    pub fn anchor_pairs(&self) -> Vec<[f32; 2]> {
+        self.anchors
+            .iter()
+            .map(|a| [a[0] as f32, a[1] as f32])
+            .collect()
+    }
+}
+
 impl Default for YOLOv3Head {
     fn default() -> Self {
         YOLOv3Head {
