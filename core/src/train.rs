@@ -291,16 +291,7 @@ impl SyntheticBatch {
 mod tests {
     use super::*;
     use crate::models::conv_unit::ParamRole;
-    use crate::models::mobilenet_v1::MobileNetV1Spec;
-    use crate::models::Backbone;
     use crate::CpuBackend;
-
-    fn tiny_spec(classes: usize) -> Yolov3Spec {
-        let mut spec = Yolov3Spec::small(classes);
-        spec.backbone = Backbone::MobileNetV1(MobileNetV1Spec { scale: 0.125 });
-        spec.head_width = 16;
-        spec
-    }
 
     fn constant_lr(lr: f32) -> Schedule {
         Schedule::piecewise(lr, 0.1, &[], 0, 1.0)
@@ -309,7 +300,7 @@ mod tests {
     #[test]
     fn loss_decreases_over_a_few_steps_on_one_batch() {
         let cpu = CpuBackend::new();
-        let spec = tiny_spec(3);
+        let spec = Yolov3Spec::tiny(3);
         let model = Yolov3::new(&cpu, spec, 3);
         let config = TrainConfig {
             schedule: constant_lr(1e-2),
@@ -338,7 +329,7 @@ mod tests {
     #[test]
     fn frozen_parameters_do_not_move_and_running_stats_do() {
         let cpu = CpuBackend::new();
-        let spec = tiny_spec(2);
+        let spec = Yolov3Spec::tiny(2);
         let backbone_units = spec.backbone_unit_count();
         let model = Yolov3::new(&cpu, spec, 4);
         let config = TrainConfig {
@@ -389,7 +380,7 @@ mod tests {
     fn first_update_is_paddles_momentum_step() {
         // With zero velocity the first update is p -= lr * (g + decay * p).
         let cpu = CpuBackend::new();
-        let spec = tiny_spec(2);
+        let spec = Yolov3Spec::tiny(2);
         let model = Yolov3::new(&cpu, spec, 5);
         let config = TrainConfig {
             schedule: constant_lr(0.5),

@@ -60,27 +60,19 @@ pub fn load_weights<B: Backend>(model: &mut Yolov3<B>, path: &Path) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::mobilenet_v1::MobileNetV1Spec;
-    use crate::models::{Backbone, Yolov3Spec};
+    use crate::models::Yolov3Spec;
     use crate::CpuBackend;
     use pulsefocus_formats::{save_checkpoint, Checkpoint, Format};
-
-    fn tiny_spec(classes: usize) -> Yolov3Spec {
-        let mut spec = Yolov3Spec::small(classes);
-        spec.backbone = Backbone::MobileNetV1(MobileNetV1Spec { scale: 0.125 });
-        spec.head_width = 16;
-        spec
-    }
 
     #[test]
     fn a_saved_model_loads_back_exactly_from_its_stem() {
         let cpu = CpuBackend::new();
-        let trained = Yolov3::new(&cpu, tiny_spec(3), 1);
+        let trained = Yolov3::new(&cpu, Yolov3Spec::tiny(3), 1);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("model_final.pdparams");
         save_checkpoint(&trained.to_checkpoint(), &file, Format::Pdparams).unwrap();
 
-        let mut fresh = Yolov3::new(&cpu, tiny_spec(3), 2);
+        let mut fresh = Yolov3::new(&cpu, Yolov3Spec::tiny(3), 2);
         load_weights(&mut fresh, &dir.path().join("model_final")).unwrap();
         for slot in trained.slots() {
             let name = &slot.param.spec.name;
@@ -97,10 +89,10 @@ mod tests {
         let cpu = CpuBackend::new();
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("five.pdparams");
-        let five = Yolov3::new(&cpu, tiny_spec(5), 1);
+        let five = Yolov3::new(&cpu, Yolov3Spec::tiny(5), 1);
         save_checkpoint(&five.to_checkpoint(), &file, Format::Pdparams).unwrap();
 
-        let mut three = Yolov3::new(&cpu, tiny_spec(3), 1);
+        let mut three = Yolov3::new(&cpu, Yolov3Spec::tiny(3), 1);
         let message = load_weights(&mut three, &file).unwrap_err().to_string();
         assert!(message.contains("five.pdparams"), "{message}");
         assert!(message.contains("yolo_output"), "{message}");
@@ -110,7 +102,7 @@ mod tests {
     #[test]
     fn a_missing_parameter_is_named() {
         let cpu = CpuBackend::new();
-        let model = Yolov3::new(&cpu, tiny_spec(3), 1);
+        let model = Yolov3::new(&cpu, Yolov3Spec::tiny(3), 1);
         let full = model.to_checkpoint();
         let dropped = model.slots()[0].param.spec.name.clone();
         let mut partial = Checkpoint::new();
@@ -121,7 +113,7 @@ mod tests {
         let file = dir.path().join("partial.safetensors");
         save_checkpoint(&partial, &file, Format::Safetensors).unwrap();
 
-        let mut target = Yolov3::new(&cpu, tiny_spec(3), 1);
+        let mut target = Yolov3::new(&cpu, Yolov3Spec::tiny(3), 1);
         let message = load_weights(&mut target, &file).unwrap_err().to_string();
         assert!(message.contains(&dropped), "{message}");
         assert!(message.contains("missing"), "{message}");
@@ -130,7 +122,7 @@ mod tests {
     #[test]
     fn a_missing_file_is_an_error_not_a_panic() {
         let cpu = CpuBackend::new();
-        let mut model = Yolov3::new(&cpu, tiny_spec(3), 1);
+        let mut model = Yolov3::new(&cpu, Yolov3Spec::tiny(3), 1);
         let message = load_weights(&mut model, Path::new("no/such/weights"))
             .unwrap_err()
             .to_string();
