@@ -418,7 +418,6 @@ pub struct Pretrained {
 /// What `plan` shows and `train` does before its first step: resolve and read
 /// the config's `pretrain_weights` (downloading into `cache_dir` if it is a
 /// URL) and apply the rules to the config's model. Without `pretrain_weights`
-/// (absent or empty, as PaddleDetection's `-o pretrain_weights=` turns it off)
 /// every parameter is `missing`.
 pub fn plan_for_config(
     config_path: &Path,
@@ -431,7 +430,7 @@ pub fn plan_for_config(
         .and_then(|p| ExcludePatterns::new(&p))
         .map_err(|e| Error::at(config_path, key, e.to_string()))?;
     let model = config.model_spec().param_specs();
-    let Some(spec) = config.pretrain_weights.as_ref().filter(|s| !s.is_empty()) else {
+    let Some(spec) = &config.pretrain_weights else {
         return Ok((plan_loading(&model, &[], &patterns), None));
     };
     let path = resolve_weights(spec, cache_dir)?;

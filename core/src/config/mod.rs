@@ -36,7 +36,11 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Config, Error> {
         o.apply(&mut tree)?;
     }
     let overridden: Vec<String> = overrides.iter().map(|o| o.key.join(".")).collect();
-    let config = build(path, &tree, &overridden)?;
+    let mut config = build(path, &tree, &overridden)?;
+    // PaddleDetection turns pretraining off with `-o pretrain_weights=`.
+    if config.pretrain_weights.as_deref() == Some("") {
+        config.pretrain_weights = None;
+    }
     config.check(path)?;
     Ok(config)
 }
