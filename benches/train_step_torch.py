@@ -11,11 +11,14 @@ SGD with PaddleDetection's decay groups. Prints images/s and peak RSS, and with
 
     pip install torch
     cargo build --release -p pulsefocus
-    python3 benches/train_step_torch.py --pulsefocus target/release/pulsefocus
+    python3 benches/train_step_torch.py --pulsefocus target/release/pulsefocus --rounds 5
+
+With --rounds N the two alternate N times and the medians are compared.
 """
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import time
 
@@ -183,6 +186,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pulsefocus", help="path to a release pulsefocus binary to compare against")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternate torch and pulsefocus this many times and compare medians "
+                         "(the machine's speed drifts; back-to-back pairs see the same drift)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -206,19 +212,27 @@ def main():
 
     for _ in range(args.warmup):
         step()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        loss = step()
-    elapsed = time.perf_counter() - start
-    ips = args.batch * args.steps / elapsed
+    torch_ips, pf_ips = [], []
+    for round_ in range(args.rounds):
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            loss = step()
+        torch_ips.append(args.batch * args.steps / (time.perf_counter() - start))
+        line = f"round {round_ + 1}: torch {torch_ips[-1]:.2f} images/s"
+        if args.pulsefocus:
+            pf = run_pulsefocus(args.pulsefocus, args)
+            pf_ips.append(pf["images_per_second"])
+            line += f", pulsefocus {pf_ips[-1]:.2f} images/s"
+        if args.rounds > 1:
+            print(line, flush=True)
+    ips = statistics.median(torch_ips)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"torch {torch.__version__}: {ips:.2f} images/s, peak RSS {rss / 2**20:.0f} MiB, last loss {loss:.2f}")
     if args.pulsefocus:
-        pf = run_pulsefocus(args.pulsefocus, args)
-        print(f"pulsefocus: {pf['images_per_second']:.2f} images/s, peak RSS {pf['peak_rss_bytes'] / 2**20:.0f} MiB")
-        print(f"ratio pulsefocus/torch: speed {pf['images_per_second'] / ips:.2f}, "
+        pf_median = statistics.median(pf_ips)
+        print(f"pulsefocus: {pf_median:.2f} images/s, peak RSS {pf['peak_rss_bytes'] / 2**20:.0f} MiB")
+        print(f"ratio pulsefocus/torch: speed {pf_median / ips:.2f}, "
               f"memory {pf['peak_rss_bytes'] / rss:.2f}")
-
 
 if __name__ == "__main__":
     main()
