@@ -1,6 +1,7 @@
 //! Elementwise kernels, split into chunks that rayon spreads over the cores.
 
 use crate::backend::{Activation, SgdStep};
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Elements per parallel task: large enough to amortise scheduling, small
@@ -96,10 +97,16 @@ pub fn sgd_momentum(step: &SgdStep, param: &mut [f32], grad: &[f32], velocity: &
         .par_chunks_mut(CHUNK)
         .zip(velocity.par_chunks_mut(CHUNK))
         .zip(grad.par_chunks(CHUNK))
-        .for_each(|((p, v), g)| {
-            for ((pv, vv), &gv) in p.iter_mut().zip(v.iter_mut()).zip(g) {
-                *vv = step.momentum * *vv + (gv + step.weight_decay * *pv);
-                *pv -= step.lr * *vv;
-            }
-        });
+        .for_each(|((p, v), g)| sgd_momentum_chunk(step, p, g, v));
+}
+
+/// `v = momentum * v + (g + decay * p); p -= lr * v`, compiled for AVX2 /
+/// NEON besides the baseline (a free function: rayon closures get no
+/// `multiversion` clones).
+#[multiversion(targets = "simd")]
+fn sgd_momentum_chunk(step: &SgdStep, param: &mut [f32], grad: &[f32], velocity: &mut [f32]) {
+    for ((pv, vv), &gv) in param.iter_mut().zip(velocity.iter_mut()).zip(grad) {
+        *vv = step.momentum * *vv + (gv + step.weight_decay * *pv);
+        *pv -= step.lr * *vv;
+    }
 }
