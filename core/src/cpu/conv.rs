@@ -17,6 +17,7 @@
 
 use super::gemm::{sgemm, Operand};
 use crate::backend::Conv2dGeom;
+use multiversion::multiversion;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -112,35 +113,52 @@ fn check_lengths(g: &Conv2dGeom, x: usize, w: usize, y: usize, workspace: usize)
     );
 }
 
+/// The output columns of kernel column `kj` whose input column lies inside
+/// the row, and the input column of the first of them.
+fn column_span(g: &Conv2dGeom, kj: usize) -> (Range<usize>, usize) {
+    let offset = tap_offset(kj, g.dilation_w, g.pad_w);
+    let outputs = valid_outputs(g.w_out(), g.w_in, g.stride_w, offset);
+    let first = (outputs.start * g.stride_w) as isize + offset;
+    (outputs, first.max(0) as usize)
+}
+
 /// Unrolls one group of one image into `col` (`col_rows` rows of
 /// `h_out*w_out` values, rows `ld` apart); taps in the padding are zero.
+/// Each (tap, output row) copies its valid column range in one run (a
+/// plain copy at stride 1) and zero-fills the padding either side.
 // Kept out of line: inlined into `unrolled_input`, the stem and 3x3 forward
 // and filter-gradient passes measured 2-6% slower (docs/benchmarks.md).
 #[inline(never)]
+#[multiversion(targets = "simd")]
 fn im2col(g: &Conv2dGeom, x_group: &[f32], col: &mut [f32], ld: usize) {
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let plane = g.h_in * g.w_in;
     for c in 0..g.c_in_per_group() {
         let x_plane = &x_group[c * plane..(c + 1) * plane];
         for ki in 0..g.kernel_h {
+            let row_offset = tap_offset(ki, g.dilation_h, g.pad_h);
+            let rows = valid_outputs(h_out, g.h_in, g.stride_h, row_offset);
             for kj in 0..g.kernel_w {
+                let (columns, first) = column_span(g, kj);
                 let row = (c * g.kernel_h + ki) * g.kernel_w + kj;
                 let col_row = &mut col[row * ld..row * ld + h_out * w_out];
                 for oy in 0..h_out {
-                    let iy = (oy * g.stride_h + ki * g.dilation_h) as isize - g.pad_h as isize;
                     let out = &mut col_row[oy * w_out..(oy + 1) * w_out];
-                    if iy < 0 || iy >= g.h_in as isize {
+                    if !rows.contains(&oy) || columns.is_empty() {
                         out.fill(0.0);
                         continue;
                     }
-                    let x_row = &x_plane[iy as usize * g.w_in..(iy as usize + 1) * g.w_in];
-                    for (ox, o) in out.iter_mut().enumerate() {
-                        let ix = (ox * g.stride_w + kj * g.dilation_w) as isize - g.pad_w as isize;
-                        *o = if ix >= 0 && ix < g.w_in as isize {
-                            x_row[ix as usize]
-                        } else {
-                            0.0
-                        };
+                    let iy = ((oy * g.stride_h) as isize + row_offset) as usize;
+                    let x_row = &x_plane[iy * g.w_in + first..(iy + 1) * g.w_in];
+                    out[..columns.start].fill(0.0);
+                    out[columns.end..].fill(0.0);
+                    let out = &mut out[columns.clone()];
+                    if g.stride_w == 1 {
+                        out.copy_from_slice(&x_row[..out.len()]);
+                    } else {
+                        for (o, &v) in out.iter_mut().zip(x_row.iter().step_by(g.stride_w)) {
+                            *o = v;
+                        }
                     }
                 }
             }
@@ -150,25 +168,32 @@ fn im2col(g: &Conv2dGeom, x_group: &[f32], col: &mut [f32], ld: usize) {
 
 /// The adjoint of `im2col`: adds every column entry back onto the input
 /// position it was copied from. `x_group` must be zeroed first.
+#[multiversion(targets = "simd")]
 fn col2im(g: &Conv2dGeom, col: &[f32], ld: usize, x_group: &mut [f32]) {
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let plane = g.h_in * g.w_in;
     for c in 0..g.c_in_per_group() {
         let x_plane = &mut x_group[c * plane..(c + 1) * plane];
         for ki in 0..g.kernel_h {
+            let row_offset = tap_offset(ki, g.dilation_h, g.pad_h);
             for kj in 0..g.kernel_w {
+                let (columns, first) = column_span(g, kj);
+                if columns.is_empty() {
+                    continue;
+                }
                 let row = (c * g.kernel_h + ki) * g.kernel_w + kj;
                 let col_row = &col[row * ld..row * ld + h_out * w_out];
-                for oy in 0..h_out {
-                    let iy = (oy * g.stride_h + ki * g.dilation_h) as isize - g.pad_h as isize;
-                    if iy < 0 || iy >= g.h_in as isize {
-                        continue;
-                    }
-                    let x_row = &mut x_plane[iy as usize * g.w_in..(iy as usize + 1) * g.w_in];
-                    for (ox, v) in col_row[oy * w_out..(oy + 1) * w_out].iter().enumerate() {
-                        let ix = (ox * g.stride_w + kj * g.dilation_w) as isize - g.pad_w as isize;
-                        if ix >= 0 && ix < g.w_in as isize {
-                            x_row[ix as usize] += v;
+                for oy in valid_outputs(h_out, g.h_in, g.stride_h, row_offset) {
+                    let iy = ((oy * g.stride_h) as isize + row_offset) as usize;
+                    let x_row = &mut x_plane[iy * g.w_in + first..(iy + 1) * g.w_in];
+                    let values = &col_row[oy * w_out..(oy + 1) * w_out][columns.clone()];
+                    if g.stride_w == 1 {
+                        for (x, &v) in x_row.iter_mut().zip(values) {
+                            *x += v;
+                        }
+                    } else {
+                        for (x, &v) in x_row.iter_mut().step_by(g.stride_w).zip(values) {
+                            *x += v;
                         }
                     }
                 }
@@ -518,46 +543,106 @@ fn tap_offset(k: usize, dilation: usize, pad: usize) -> isize {
     (k * dilation) as isize - pad as isize
 }
 
-/// A row split into `stride` phases of `phase_len` elements each:
-/// `phases[p * phase_len + j] = row[j * stride + p]`.
-struct PhasedRow {
+/// A plane whose rows are each split into `stride` phases of `phase_len`
+/// elements: `row(y)[p * phase_len + j] = plane[y][j * stride + p]`. Split
+/// once per plane, so every tap of every output row reads one phase
+/// contiguously.
+struct PhasedPlane {
+    width: usize,
     stride: usize,
     phase_len: usize,
-    phases: Vec<f32>,
+    data: Vec<f32>,
 }
 
-impl PhasedRow {
-    fn new(width: usize, stride: usize) -> Self {
+impl PhasedPlane {
+    fn new(g: &Conv2dGeom) -> Self {
+        let (width, stride) = (g.w_in, g.stride_w);
         let phase_len = width.div_ceil(stride);
-        PhasedRow {
+        PhasedPlane {
+            width,
             stride,
             phase_len,
-            // Stride 1 reads the row in place and needs no copy.
-            phases: vec![0.0; if stride == 1 { 0 } else { stride * phase_len }],
+            // Stride 1 reads the plane in place and needs no copy.
+            data: vec![
+                0.0;
+                if stride == 1 {
+                    0
+                } else {
+                    g.h_in * stride * phase_len
+                }
+            ],
         }
     }
 
-    /// The row's elements in phase order: the row itself when the stride is
-    /// 1, else a copy split into phases (strided loops, no divisions).
-    fn view<'a>(&'a mut self, row: &'a [f32]) -> &'a [f32] {
+    /// Values per row in the phased layout (the width itself at stride 1).
+    fn row_len(&self) -> usize {
         if self.stride == 1 {
-            return row;
+            self.width
+        } else {
+            self.stride * self.phase_len
         }
-        for p in 0..self.stride.min(row.len()) {
-            let phase = &mut self.phases[p * self.phase_len..(p + 1) * self.phase_len];
-            for (dst, src) in phase.iter_mut().zip(row[p..].iter().step_by(self.stride)) {
-                *dst = *src;
+    }
+
+    /// The plane's rows in phase order: the plane itself at stride 1, else
+    /// a copy split into phases.
+    fn split<'a>(&'a mut self, plane: &'a [f32]) -> &'a [f32] {
+        let (width, phase_len) = (self.width, self.phase_len);
+        // A constant stride lets the strided loads vectorise (as shuffles);
+        // 2 is the only stride the models use.
+        match self.stride {
+            1 => return plane,
+            2 => split_rows(2, width, phase_len, plane, &mut self.data),
+            stride => split_rows(stride, width, phase_len, plane, &mut self.data),
+        }
+        &self.data
+    }
+
+    /// `plane = phases`, back in row order (the inverse of `split`).
+    fn merge(&self, plane: &mut [f32]) {
+        let (width, phase_len) = (self.width, self.phase_len);
+        match self.stride {
+            2 => merge_rows(2, width, phase_len, &self.data, plane),
+            stride => merge_rows(stride, width, phase_len, &self.data, plane),
+        }
+    }
+}
+
+/// `PhasedPlane::split`'s loops: phase `p` of a row takes the first element
+/// of each group of `stride` starting at `p`.
+#[inline(always)]
+fn split_rows(stride: usize, width: usize, phase_len: usize, plane: &[f32], data: &mut [f32]) {
+    for (row, phased) in plane
+        .chunks_exact(width)
+        .zip(data.chunks_exact_mut(stride * phase_len))
+    {
+        for (p, phase) in phased.chunks_exact_mut(phase_len).enumerate() {
+            let groups = row[p.min(width)..].chunks_exact(stride);
+            let (full, tail) = (groups.len(), groups.remainder());
+            for (dst, group) in phase.iter_mut().zip(groups) {
+                *dst = group[0];
+            }
+            if let Some(&v) = tail.first() {
+                phase[full] = v;
             }
         }
-        &self.phases
     }
+}
 
-    /// `row += phases`, element by element in row order.
-    fn merge_add(&self, row: &mut [f32]) {
-        for p in 0..self.stride.min(row.len()) {
-            let phase = &self.phases[p * self.phase_len..(p + 1) * self.phase_len];
-            for (dst, src) in row[p..].iter_mut().step_by(self.stride).zip(phase) {
-                *dst += *src;
+/// The inverse of `split_rows`.
+#[inline(always)]
+fn merge_rows(stride: usize, width: usize, phase_len: usize, data: &[f32], plane: &mut [f32]) {
+    for (row, phased) in plane
+        .chunks_exact_mut(width)
+        .zip(data.chunks_exact(stride * phase_len))
+    {
+        for (p, phase) in phased.chunks_exact(phase_len).enumerate() {
+            let mut groups = row[p.min(width)..].chunks_exact_mut(stride);
+            let full = groups.len();
+            for (group, &src) in (&mut groups).zip(phase) {
+                group[0] = src;
+            }
+            if let Some(v) = groups.into_remainder().first_mut() {
+                *v = phase[full];
             }
         }
     }
@@ -623,102 +708,142 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn depthwise_forward(g: &Conv2dGeom, x: &[f32], w: &[f32], bias: Option<&[f32]>, y: &mut [f32]) {
-    let (h_out, w_out) = (g.h_out(), g.w_out());
     let taps = g.kernel_h * g.kernel_w;
     let in_plane = g.h_in * g.w_in;
     let columns = column_taps(g);
     y[..g.output_len()]
-        .par_chunks_mut(h_out * w_out)
+        .par_chunks_mut(g.h_out() * g.w_out())
         .enumerate()
         .for_each(|(plane, y_plane)| {
             let c = plane % g.c_out;
             let x_plane = &x[plane * in_plane..(plane + 1) * in_plane];
             let w_c = &w[c * taps..(c + 1) * taps];
-            let mut phased = PhasedRow::new(g.w_in, g.stride_w);
             y_plane.fill(bias.map_or(0.0, |b| b[c]));
-            for (ki, oy, iy) in row_taps(g) {
-                let x_row = phased.view(&x_plane[iy * g.w_in..(iy + 1) * g.w_in]);
-                let y_row = &mut y_plane[oy * w_out..(oy + 1) * w_out];
-                for tap in &columns {
-                    let wv = w_c[ki * g.kernel_w + tap.kj];
-                    let outputs = y_row[tap.outputs.clone()].iter_mut();
-                    for (yv, xv) in outputs.zip(&x_row[tap.first..]) {
-                        *yv += wv * xv;
-                    }
-                }
-            }
+            depthwise_forward_plane(g, &columns, x_plane, w_c, y_plane);
         });
+}
+
+/// `y_plane += w_c (*) x_plane` for one (image, channel) plane.
+// The per-plane kernels are free functions rather than rayon closures
+// because only functions get `multiversion`'s AVX2/FMA clones.
+#[multiversion(targets = "simd")]
+fn depthwise_forward_plane(
+    g: &Conv2dGeom,
+    columns: &[ColumnTap],
+    x_plane: &[f32],
+    w_c: &[f32],
+    y_plane: &mut [f32],
+) {
+    let w_out = g.w_out();
+    let mut phased = PhasedPlane::new(g);
+    let row_len = phased.row_len();
+    let x_rows = phased.split(x_plane);
+    for (ki, oy, iy) in row_taps(g) {
+        let x_row = &x_rows[iy * row_len..(iy + 1) * row_len];
+        let y_row = &mut y_plane[oy * w_out..(oy + 1) * w_out];
+        for tap in columns {
+            let wv = w_c[ki * g.kernel_w + tap.kj];
+            let outputs = y_row[tap.outputs.clone()].iter_mut();
+            for (yv, xv) in outputs.zip(&x_row[tap.first..]) {
+                *yv += wv * xv;
+            }
+        }
+    }
 }
 
 fn depthwise_backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
-    let (h_out, w_out) = (g.h_out(), g.w_out());
+    let out_plane = g.h_out() * g.w_out();
     let taps = g.kernel_h * g.kernel_w;
-    let in_plane = g.h_in * g.w_in;
     let columns = column_taps(g);
     dx[..g.input_len()]
-        .par_chunks_mut(in_plane)
+        .par_chunks_mut(g.h_in * g.w_in)
         .enumerate()
         .for_each(|(plane, dx_plane)| {
             let c = plane % g.c_in;
-            let dy_plane = &dy[plane * h_out * w_out..(plane + 1) * h_out * w_out];
+            let dy_plane = &dy[plane * out_plane..(plane + 1) * out_plane];
             let w_c = &w[c * taps..(c + 1) * taps];
-            let mut phased = PhasedRow::new(g.w_in, g.stride_w);
             dx_plane.fill(0.0);
-            for (ki, oy, iy) in row_taps(g) {
-                let dy_row = &dy_plane[oy * w_out..(oy + 1) * w_out];
-                let dx_row = &mut dx_plane[iy * g.w_in..(iy + 1) * g.w_in];
-                // Stride 1 accumulates straight into the row, else into
-                // the phases, merged back below.
-                let target: &mut [f32] = if g.stride_w == 1 {
-                    dx_row
-                } else {
-                    phased.phases.fill(0.0);
-                    &mut phased.phases
-                };
-                for tap in &columns {
-                    let wv = w_c[ki * g.kernel_w + tap.kj];
-                    let gradients = &dy_row[tap.outputs.clone()];
-                    for (d, gv) in target[tap.first..].iter_mut().zip(gradients) {
-                        *d += wv * gv;
-                    }
-                }
-                if g.stride_w != 1 {
-                    phased.merge_add(&mut dx_plane[iy * g.w_in..(iy + 1) * g.w_in]);
-                }
-            }
+            depthwise_backward_data_plane(g, &columns, dy_plane, w_c, dx_plane);
         });
 }
 
+/// `dx_plane += w_c^T (*) dy_plane` for one (image, channel) plane.
+#[multiversion(targets = "simd")]
+fn depthwise_backward_data_plane(
+    g: &Conv2dGeom,
+    columns: &[ColumnTap],
+    dy_plane: &[f32],
+    w_c: &[f32],
+    dx_plane: &mut [f32],
+) {
+    let w_out = g.w_out();
+    // Stride 1 accumulates straight into the plane, else into its phases,
+    // merged back at the end.
+    let mut phased = PhasedPlane::new(g);
+    let row_len = phased.row_len();
+    let target: &mut [f32] = if g.stride_w == 1 {
+        dx_plane
+    } else {
+        &mut phased.data
+    };
+    for (ki, oy, iy) in row_taps(g) {
+        let dy_row = &dy_plane[oy * w_out..(oy + 1) * w_out];
+        let dx_row = &mut target[iy * row_len..(iy + 1) * row_len];
+        for tap in columns {
+            let wv = w_c[ki * g.kernel_w + tap.kj];
+            let gradients = &dy_row[tap.outputs.clone()];
+            for (d, gv) in dx_row[tap.first..].iter_mut().zip(gradients) {
+                *d += wv * gv;
+            }
+        }
+    }
+    if g.stride_w != 1 {
+        phased.merge(dx_plane);
+    }
+}
+
 fn depthwise_backward_filter(g: &Conv2dGeom, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    let (h_out, w_out) = (g.h_out(), g.w_out());
     let taps = g.kernel_h * g.kernel_w;
-    let in_plane = g.h_in * g.w_in;
     let columns = column_taps(g);
     dw[..g.weight_len()]
         .par_chunks_mut(taps)
         .enumerate()
-        .for_each(|(c, dw_c)| {
-            // Row dot products in f32, summed over rows and images in f64.
-            let mut acc = vec![0.0f64; taps];
-            let mut phased = PhasedRow::new(g.w_in, g.stride_w);
-            for n in 0..g.batch {
-                let plane = n * g.c_in + c;
-                let x_plane = &x[plane * in_plane..(plane + 1) * in_plane];
-                let dy_plane = &dy[plane * h_out * w_out..(plane + 1) * h_out * w_out];
-                for (ki, oy, iy) in row_taps(g) {
-                    let x_row = phased.view(&x_plane[iy * g.w_in..(iy + 1) * g.w_in]);
-                    let dy_row = &dy_plane[oy * w_out..(oy + 1) * w_out];
-                    for tap in &columns {
-                        let grad = &dy_row[tap.outputs.clone()];
-                        let partial = dot(grad, &x_row[tap.first..tap.first + grad.len()]);
-                        acc[ki * g.kernel_w + tap.kj] += partial as f64;
-                    }
-                }
+        .for_each(|(c, dw_c)| depthwise_backward_filter_channel(g, &columns, x, dy, c, dw_c));
+}
+
+/// Channel `c`'s filter gradient over the whole batch: row dot products in
+/// f32, summed over rows and images in f64.
+#[multiversion(targets = "simd")]
+fn depthwise_backward_filter_channel(
+    g: &Conv2dGeom,
+    columns: &[ColumnTap],
+    x: &[f32],
+    dy: &[f32],
+    c: usize,
+    dw_c: &mut [f32],
+) {
+    let (out_plane, in_plane) = (g.h_out() * g.w_out(), g.h_in * g.w_in);
+    let w_out = g.w_out();
+    let mut acc = vec![0.0f64; dw_c.len()];
+    let mut phased = PhasedPlane::new(g);
+    let row_len = phased.row_len();
+    for n in 0..g.batch {
+        let plane = n * g.c_in + c;
+        let x_rows = phased.split(&x[plane * in_plane..(plane + 1) * in_plane]);
+        let dy_plane = &dy[plane * out_plane..(plane + 1) * out_plane];
+        for (ki, oy, iy) in row_taps(g) {
+            let x_row = &x_rows[iy * row_len..(iy + 1) * row_len];
+            let dy_row = &dy_plane[oy * w_out..(oy + 1) * w_out];
+            for tap in columns {
+                let grad = &dy_row[tap.outputs.clone()];
+                let partial = dot(grad, &x_row[tap.first..tap.first + grad.len()]);
+                acc[ki * g.kernel_w + tap.kj] += partial as f64;
             }
-            for (d, a) in dw_c.iter_mut().zip(&acc) {
-                *d = *a as f32;
-            }
-        });
+        }
+    }
+    for (d, a) in dw_c.iter_mut().zip(&acc) {
+        *d = *a as f32;
+    }
 }
 
 #[cfg(test)]
