@@ -41,6 +41,7 @@ impl<B: Backend> Add<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck};
     use crate::layers::test_util::{cpu, tensor};
 
     #[test]
@@ -56,5 +57,21 @@ mod tests {
         let mut dx = Tensor::zeros(&b, &[0]);
         add.backward(&b, &x, &mut dx);
         assert_eq!(dx.to_host(&b), xv);
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let b = cpu();
+        let (x, y) = (tensor(&[2, 2, 3, 3], 83), tensor(&[2, 2, 3, 3], 84));
+        let r = random_vec(85, x.numel());
+        let mut dx = Tensor::zeros(&b, &[0]);
+        Add::new(&b).backward(&b, &Tensor::from_host(&b, x.shape(), &r), &mut dx);
+        let xv = x.to_host(&b);
+        // The sum is symmetric, so one check covers both inputs.
+        let loss = |v: &[f32]| {
+            let xt = Tensor::from_host(&b, x.shape(), v);
+            probe_loss(&Add::new(&b).forward(&b, &xt, &y).to_host(&b), &r)
+        };
+        check_gradient("add", &xv, &dx.to_host(&b), loss, GradCheck::default()).unwrap();
     }
 }

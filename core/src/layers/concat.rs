@@ -82,6 +82,7 @@ impl<B: Backend> Concat<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck};
     use crate::layers::test_util::{cpu, tensor};
 
     #[test]
@@ -102,5 +103,28 @@ mod tests {
         assert_eq!(da.to_host(&b), av);
         assert_eq!(dc.to_host(&b), cv);
         assert_eq!(da.shape(), a.shape());
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let b = cpu();
+        let a = tensor(&[2, 3, 2, 3], 73);
+        let c = tensor(&[2, 2, 2, 3], 74);
+        let r = random_vec(75, 2 * 5 * 2 * 3);
+        let mut cat = Concat::new(&b);
+        cat.forward(&b, &[&a, &c]);
+        let dy = Tensor::from_host(&b, &[2, 5, 2, 3], &r);
+        let mut da = Tensor::zeros(&b, &[0]);
+        let mut dc = Tensor::zeros(&b, &[0]);
+        cat.backward(&b, &[&a, &c], &dy, &mut [&mut da, &mut dc]);
+        let (av, cv) = (a.to_host(&b), c.to_host(&b));
+        let loss = |a: &[f32], c: &[f32]| {
+            let at = Tensor::from_host(&b, &[2, 3, 2, 3], a);
+            let ct = Tensor::from_host(&b, &[2, 2, 2, 3], c);
+            probe_loss(&Concat::new(&b).forward(&b, &[&at, &ct]).to_host(&b), &r)
+        };
+        let opts = GradCheck::default();
+        check_gradient("concat da", &av, &da.to_host(&b), |v| loss(v, &cv), opts).unwrap();
+        check_gradient("concat dc", &cv, &dc.to_host(&b), |v| loss(&av, v), opts).unwrap();
     }
 }
