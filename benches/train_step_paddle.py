@@ -141,7 +141,7 @@ def main():
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"paddle {paddle.__version__}: {ips:.2f} images/s, peak RSS {rss / 2**20:.0f} MiB, last loss {loss:.2f}")
     if args.pulsefocus:
-        cmd = [args.pulsefocus, "bench", "train-step", "--model", "yolov3_mobilenet_v1", "--classes",
+        cmd = [args.pulsefocus, "bench", "train-step", "--device", "cpu", "--model", "yolov3_mobilenet_v1", "--classes",
                str(args.classes), "--batch", str(args.batch), "--size", str(args.size),
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--json"]
         pf = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])

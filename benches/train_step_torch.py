@@ -14,6 +14,8 @@ SGD with PaddleDetection's decay groups. Prints images/s and peak RSS, and with
     python3 benches/train_step_torch.py --pulsefocus target/release/pulsefocus --rounds 5
 
 With --rounds N the two alternate N times and the medians are compared.
+With --device cuda both run on the GPU (PyTorch with cuDNN, pulsefocus with
+`--device gpu`), comparing device memory instead of RSS.
 """
 import argparse
 import json
@@ -170,7 +172,8 @@ def yolov3_loss(outs, gt_box, gt_label, num_classes, input_size, ignore_thresh=0
 
 
 def run_pulsefocus(binary, args):
-    cmd = [binary, "bench", "train-step", "--model", "yolov3_mobilenet_v1", "--classes",
+    device = "gpu" if args.device == "cuda" else "cpu"
+    cmd = [binary, "bench", "train-step", "--device", device, "--model", "yolov3_mobilenet_v1", "--classes",
            str(args.classes), "--batch", str(args.batch), "--size", str(args.size),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--json"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -186,12 +189,21 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pulsefocus", help="path to a release pulsefocus binary to compare against")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="cuda: PyTorch + cuDNN on the GPU against `pulsefocus --device gpu`, "
+                         "comparing device memory (torch.cuda.max_memory_allocated / the pool's peak)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="alternate torch and pulsefocus this many times and compare medians "
                          "(the machine's speed drifts; back-to-back pairs see the same drift)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    on_gpu = args.device == "cuda"
+    if on_gpu:
+        # Every tensor the model, the batch and the loss create lives there.
+        torch.set_default_device("cuda")
+        torch.backends.cudnn.benchmark = True
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
 
     backbone, head = MobileNetV1(), Yolov3Head(args.classes)
     # PaddleDetection's decay: MobileNet convs, BN and yolo_output biases get 0.
@@ -214,9 +226,11 @@ def main():
         step()
     torch_ips, pf_ips = [], []
     for round_ in range(args.rounds):
+        sync()
         start = time.perf_counter()
         for _ in range(args.steps):
             loss = step()
+        sync()
         torch_ips.append(args.batch * args.steps / (time.perf_counter() - start))
         line = f"round {round_ + 1}: torch {torch_ips[-1]:.2f} images/s"
         if args.pulsefocus:
@@ -226,13 +240,18 @@ def main():
         if args.rounds > 1:
             print(line, flush=True)
     ips = statistics.median(torch_ips)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(f"torch {torch.__version__}: {ips:.2f} images/s, peak RSS {rss / 2**20:.0f} MiB, last loss {loss:.2f}")
+    if on_gpu:
+        memory, what, pf_key = torch.cuda.max_memory_allocated(), "peak device memory", "peak_device_bytes"
+        name = f"torch {torch.__version__} on {torch.cuda.get_device_name()}"
+    else:
+        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        what, pf_key, name = "peak RSS", "peak_rss_bytes", f"torch {torch.__version__}"
+    print(f"{name}: {ips:.2f} images/s, {what} {memory / 2**20:.0f} MiB, last loss {loss:.2f}")
     if args.pulsefocus:
         pf_median = statistics.median(pf_ips)
-        print(f"pulsefocus: {pf_median:.2f} images/s, peak RSS {pf['peak_rss_bytes'] / 2**20:.0f} MiB")
+        print(f"pulsefocus: {pf_median:.2f} images/s, {what} {pf[pf_key] / 2**20:.0f} MiB")
         print(f"ratio pulsefocus/torch: speed {pf_median / ips:.2f}, "
-              f"memory {pf['peak_rss_bytes'] / rss:.2f}")
+              f"memory {pf[pf_key] / memory:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -9,8 +9,12 @@
 #    (train, eval and infer with --device gpu and auto run on the GPU);
 # 3. criterion benches of the kernels (conv passes at YOLOv3-MobileNetV1
 #    shapes, GEMM, BN, decode, NMS), short measurement times;
-# 4. the PyTorch + cuDNN / torchvision side (benches/gpu_kernels_torch.py),
-#    printing pulsefocus / PyTorch ratios, when torch is importable.
+# 4. a YOLOv3-MobileNetV1 training step on the GPU (320x320, batch 8):
+#    `pulsefocus bench train-step --device gpu`, images/s and the planned and
+#    peak device memory;
+# 5. the PyTorch + cuDNN / torchvision side (benches/gpu_kernels_torch.py,
+#    benches/train_step_torch.py --device cuda), printing pulsefocus / PyTorch
+#    ratios, when torch with CUDA is importable.
 #
 # With cargo on the machine it builds here. Without one (a Jetson with only
 # the driver), build on another x86-64/aarch64 machine of the same
@@ -95,8 +99,9 @@ BENCH_ARGS=(--warm-up-time 1 --measurement-time 2 --sample-size 10)
 if [ -n "${PREBUILT:-}" ]; then
   step "parity tests (prebuilt)"
   "$PREBUILT"/device_parity --test-threads 1
+  PULSEFOCUS=$PREBUILT/pulsefocus
   step "train --device gpu against --device cpu (prebuilt)"
-  train_on_gpu_against_cpu "$PREBUILT"/pulsefocus
+  train_on_gpu_against_cpu "$PULSEFOCUS"
   step "kernel benches (prebuilt)"
   CRITERION_HOME=${CRITERION_HOME:-$PWD/target/criterion} "$PREBUILT"/gpu_kernels --bench "${BENCH_ARGS[@]}"
   CRITERION_DIR=${CRITERION_HOME:-$PWD/target/criterion}
@@ -106,7 +111,8 @@ else
   cargo test --release -p pulsefocus-gpu --test device_parity -- --test-threads 1
   step "train --device gpu against --device cpu"
   cargo build --release -p pulsefocus
-  train_on_gpu_against_cpu "$CARGO_TARGET_DIR"/release/pulsefocus
+  PULSEFOCUS=$CARGO_TARGET_DIR/release/pulsefocus
+  train_on_gpu_against_cpu "$PULSEFOCUS"
   step "end-to-end: train, eval and infer with --device gpu and auto"
   cargo test --release -p pulsefocus --test gpu
   step "kernel benches"
@@ -114,9 +120,15 @@ else
   CRITERION_DIR=$CARGO_TARGET_DIR/criterion
 fi
 
+step "training step on the GPU: YOLOv3-MobileNetV1, 320x320, batch 8"
+"$PULSEFOCUS" bench train-step --device gpu --model yolov3_mobilenet_v1 --classes 20 \
+  --batch 8 --size 320 --steps 10
+
 step "PyTorch + cuDNN side by side"
 if python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
   python3 benches/gpu_kernels_torch.py --criterion "$CRITERION_DIR"
+  python3 benches/train_step_torch.py --device cuda --batch 8 --size 320 --steps 10 \
+    --pulsefocus "$PULSEFOCUS"
 else
   echo "skipped: PyTorch with CUDA is not importable here"
 fi

@@ -11,9 +11,11 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// `bench train-step` on the CPU (`--device auto` would pick a GPU where
+/// there is one, and add its memory to the JSON).
 fn bench(args: &[&str]) -> std::process::Output {
     pulsefocus()
-        .args(["bench", "train-step"])
+        .args(["bench", "train-step", "--device", "cpu"])
         .args(args)
         .output()
         .unwrap()

@@ -216,3 +216,41 @@ fn device_gpu_runs_train_eval_and_infer_there_or_fails_in_one_line() {
         }
     }
 }
+
+#[test]
+fn bench_train_step_reports_device_memory_on_a_gpu_or_fails_in_one_line() {
+    let out = pulsefocus(&[
+        "bench",
+        "train-step",
+        "--model",
+        "small",
+        "--classes",
+        "3",
+        "--batch",
+        "2",
+        "--size",
+        "64",
+        "--steps",
+        "1",
+        "--json",
+        "--device",
+        "gpu",
+    ]);
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "bench panicked:\n{err}");
+    match gpu_here() {
+        Err(why) => {
+            assert!(!out.status.success(), "bench succeeded without a GPU");
+            assert_eq!(err.trim(), format!("error: --device gpu: {why}"));
+        }
+        Ok(info) => {
+            assert!(out.status.success(), "bench on the GPU:\n{err}");
+            assert!(err.contains(&format!("device: {info}")), "{err}");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+            assert!(v["images_per_second"].as_f64().unwrap() > 0.0, "{v}");
+            // The small model's parameters alone are about 0.5 MB.
+            assert!(v["peak_device_bytes"].as_u64().unwrap() > 1 << 19, "{v}");
+        }
+    }
+}

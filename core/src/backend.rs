@@ -287,6 +287,18 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// A short name for messages ("cpu", "cuda:0 (NVIDIA ...)").
     fn name(&self) -> String;
 
+    /// Waits until every kernel queued so far has finished (for timing). The
+    /// CPU runs each kernel to completion before returning: nothing to wait
+    /// for.
+    fn synchronize(&self) {}
+
+    /// The most device memory this backend has held at once, in bytes; None
+    /// when its buffers live in host memory (the process's peak RSS then
+    /// says it).
+    fn peak_device_bytes(&self) -> Option<usize> {
+        None
+    }
+
     // ---- memory ----
 
     /// A buffer of `len` f32 elements, zero-filled.

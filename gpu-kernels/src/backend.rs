@@ -101,6 +101,16 @@ impl Backend for GpuBackend {
         format!("cuda:{} ({})", self.gpu.info.ordinal, self.gpu.info.name)
     }
 
+    fn synchronize(&self) {
+        ok(self.gpu.synchronize())
+    }
+
+    /// What the caching pool held from the driver at its peak (buffers in
+    /// use plus cached free ones): the memory a run needs on the device.
+    fn peak_device_bytes(&self) -> Option<usize> {
+        Some(self.gpu.pool.stats().peak_held_bytes)
+    }
+
     fn alloc(&self, len: usize) -> DeviceBuffer {
         ok(self.gpu.zeros(len))
     }

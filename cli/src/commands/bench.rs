@@ -2,7 +2,8 @@
 //! backward, momentum SGD update) on a synthetic batch after a warm-up, with
 //! no data loading, and reports images per second and peak memory. Users run
 //! it to see whether a model, batch and input size fit their device before
-//! they train. Threads: rayon's pool (`RAYON_NUM_THREADS`, default all cores).
+//! they train. `--device` picks the CPU or the GPU as for `train`. CPU
+//! threads: rayon's pool (`RAYON_NUM_THREADS`, default all cores).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,7 +12,9 @@ use anyhow::{bail, Context};
 use clap::{Args as ClapArgs, Subcommand};
 use pulsefocus_core::models::{Yolov3, Yolov3Spec};
 use pulsefocus_core::train::{SyntheticBatch, TrainConfig, Trainer};
-use pulsefocus_core::{config, Backend, CpuBackend};
+use pulsefocus_core::{config, Backend};
+
+use super::device::{DeviceArg, OnBackend};
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -50,9 +53,12 @@ pub struct TrainStepArgs {
     /// Untimed steps first (the first step also plans memory).
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
-    /// Print one JSON object: {"images_per_second": f, "peak_rss_bytes": n}.
+    /// Print one JSON object: {"images_per_second": f, "peak_rss_bytes": n},
+    /// plus "peak_device_bytes": n on a GPU.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArg,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -98,51 +104,74 @@ fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
         );
     }
     let (name, spec) = model_spec(&args)?;
-    let classes = spec.num_classes;
-    let cpu = CpuBackend::new();
-    let mut trainer = Trainer::new(Yolov3::new(&cpu, spec, 0), TrainConfig::yolov3());
-    let planned = trainer.plan(args.batch, args.size);
-    let data = SyntheticBatch::new(args.batch, args.size, classes, 1);
-    let gt = data.ground_truth();
-    for _ in 0..args.warmup {
-        trainer.step(&data.images, args.batch, args.size, &gt);
-    }
-    let start = Instant::now();
-    let mut last = None;
-    for _ in 0..args.steps {
-        last = Some(trainer.step(&data.images, args.batch, args.size, &gt));
-    }
-    let seconds = start.elapsed().as_secs_f64();
-    let images_per_second = (args.batch * args.steps) as f64 / seconds;
-    let peak_rss = peak_rss_bytes()?;
-    if args.json {
-        let out = serde_json::json!({
-            "images_per_second": images_per_second,
-            "peak_rss_bytes": peak_rss,
+    let device = args.device.clone();
+    device.run_on(TrainStep { args, name, spec })
+}
+
+/// The timed steps, on whichever backend `--device` picked.
+struct TrainStep {
+    args: TrainStepArgs,
+    name: String,
+    spec: Yolov3Spec,
+}
+
+impl OnBackend for TrainStep {
+    fn run<B: Backend>(self, backend: &B) -> anyhow::Result<()> {
+        let TrainStep { args, name, spec } = self;
+        let classes = spec.num_classes;
+        let mut trainer = Trainer::new(Yolov3::new(backend, spec, 0), TrainConfig::yolov3());
+        let planned = trainer.plan(args.batch, args.size);
+        let data = SyntheticBatch::new(args.batch, args.size, classes, 1);
+        let gt = data.ground_truth();
+        for _ in 0..args.warmup {
+            trainer.step(&data.images, args.batch, args.size, &gt);
+        }
+        backend.synchronize();
+        let start = Instant::now();
+        let mut last = None;
+        for _ in 0..args.steps {
+            last = Some(trainer.step(&data.images, args.batch, args.size, &gt));
+        }
+        backend.synchronize();
+        let seconds = start.elapsed().as_secs_f64();
+        let images_per_second = (args.batch * args.steps) as f64 / seconds;
+        let peak_rss = peak_rss_bytes()?;
+        let peak_device = backend.peak_device_bytes();
+        if args.json {
+            let mut out = serde_json::json!({
+                "images_per_second": images_per_second,
+                "peak_rss_bytes": peak_rss,
+            });
+            if let Some(bytes) = peak_device {
+                out["peak_device_bytes"] = bytes.into();
+            }
+            println!("{out}");
+            return Ok(());
+        }
+        let loss = last.map_or(f32::NAN, |r| r.loss.total());
+        println!(
+            "{name}: {classes} classes, batch {} at {}x{}, {} on {}",
+            args.batch,
+            args.size,
+            args.size,
+            if args.steps == 1 {
+                "1 step".to_string()
+            } else {
+                format!("{} steps", args.steps)
+            },
+            backend.name()
+        );
+        let device_memory = peak_device.map_or(String::new(), |b| {
+            format!(", peak device memory {}", mib(b))
         });
-        println!("{out}");
-        return Ok(());
+        println!(
+            "{images_per_second:.2} images/s ({:.3} s/step), planned {}{device_memory}, peak RSS {}, last loss {loss:.3}",
+            seconds / args.steps as f64,
+            mib(planned),
+            mib(peak_rss)
+        );
+        Ok(())
     }
-    let loss = last.map_or(f32::NAN, |r| r.loss.total());
-    println!(
-        "{name}: {classes} classes, batch {} at {}x{}, {} on {}",
-        args.batch,
-        args.size,
-        args.size,
-        if args.steps == 1 {
-            "1 step".to_string()
-        } else {
-            format!("{} steps", args.steps)
-        },
-        cpu.name()
-    );
-    println!(
-        "{images_per_second:.2} images/s ({:.3} s/step), planned {}, peak RSS {}, last loss {loss:.3}",
-        seconds / args.steps as f64,
-        mib(planned),
-        mib(peak_rss)
-    );
-    Ok(())
 }
 
 fn mib(bytes: usize) -> String {
