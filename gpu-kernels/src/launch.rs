@@ -1183,8 +1183,9 @@ impl Gpu {
 
     /// Class-aware NMS of one image on the device: candidates are the
     /// (box, class) entries of `scores [boxes, classes]` above
-    /// `options.score_thresh`, best `top_k` first; returns the kept entries'
-    /// indices into `scores`, best first, at most `keep_top_k`.
+    /// `options.score_thresh`, the best `top_k` of each class (as Paddle's
+    /// `multiclass_nms`); returns the kept entries' indices into `scores`,
+    /// best first, at most `keep_top_k`.
     pub fn nms(
         &self,
         boxes: &DeviceBuffer,
@@ -1228,16 +1229,25 @@ impl Gpu {
                 &k
             )?;
         }
-        // How many of the first top_k passed the threshold (sorted, so a prefix).
+        // The candidates: each class's best top_k above the threshold, as
+        // Paddle's multiclass_nms takes them (picked on the host from the
+        // sorted keys; the mask and reduce then work on this list).
         let sorted = self.pool.download(&keys).map_err(memory)?;
-        let candidates = sorted
-            .iter()
-            .take(o.top_k as usize)
-            .take_while(|s| **s > f32::NEG_INFINITY)
-            .count() as u32;
-        if candidates == 0 {
+        let sorted_order = self.stream.clone_dtoh(&order).map_err(memory)?;
+        let selected = pulsefocus_gpu_device::nms::per_class_candidates(
+            &sorted,
+            &sorted_order,
+            classes,
+            o.top_k,
+        );
+        if selected.is_empty() {
             return Ok(Vec::new());
         }
+        let candidates = selected.len() as u32;
+        let mut order = unsafe { self.stream.alloc::<u32>(selected.len()) }.map_err(memory)?;
+        self.stream
+            .memcpy_htod(&selected, &mut order)
+            .map_err(memory)?;
         let mut gathered = self.pool.alloc(4 * candidates as usize).map_err(memory)?;
         launch!(
             self,
@@ -1278,10 +1288,9 @@ impl Gpu {
         )?;
         let kept = self.stream.clone_dtoh(&kept).map_err(memory)?[0] as usize;
         let keep = self.stream.clone_dtoh(&keep).map_err(memory)?;
-        let order = self.stream.clone_dtoh(&order).map_err(memory)?;
         Ok(keep[..kept]
             .iter()
-            .map(|&rank| order[rank as usize])
+            .map(|&rank| selected[rank as usize])
             .collect())
     }
 }

@@ -1,7 +1,8 @@
 //! Non-maximum suppression on the device, in four launches:
 //! 1. `nms_sort_keys`: candidate keys (score, or -inf below the threshold);
 //! 2. `bitonic_sort_step` (log2(n)^2 launches): keys descending with their
-//!    indices, so the first `top_k` are the candidates (top-k before NMS);
+//!    indices; the host then picks each class's best `top_k` from them
+//!    ([`per_class_candidates`]: top-k before NMS, per class as in Paddle);
 //! 3. `nms_gather_boxes` + `nms_mask`: the 64-box bitmask scheme, each thread
 //!    comparing one box with 64 others and writing one `u64` of "I suppress
 //!    these"; class-aware by offsetting each box by `class * class_offset`,
@@ -178,6 +179,32 @@ kernel! {
     }
 }
 
+/// Step 2b, on the host between the sort and the mask: Paddle's
+/// `multiclass_nms` keeps the best `top_k` candidates of *each class* before
+/// NMS. Given the sorted keys (descending; -inf marks "below
+/// the score threshold" and everything after it) and their indices into
+/// `scores [boxes, classes]`, returns the indices to run NMS on, still best
+/// first: each one while its class has had fewer than `top_k`. The on-device
+/// reduce holds at most `NMS_MAX_BOXES` candidates; beyond that the lowest
+/// scores are dropped (they could only matter when fewer than `keep_top_k`
+/// better boxes survive).
+#[cfg(not(target_arch = "nvptx64"))]
+pub fn per_class_candidates(keys: &[f32], order: &[u32], classes: u32, top_k: u32) -> Vec<u32> {
+    let mut taken = vec![0u32; classes.max(1) as usize];
+    let mut selected = Vec::new();
+    for (&key, &index) in keys.iter().zip(order) {
+        if key == f32::NEG_INFINITY || selected.len() == NMS_MAX_BOXES as usize {
+            break;
+        }
+        let count = &mut taken[(index % classes.max(1)) as usize];
+        if *count < top_k {
+            *count += 1;
+            selected.push(index);
+        }
+    }
+    selected
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,7 +237,11 @@ mod tests {
             .map(|i| (scores[i], i / classes, i % classes))
             .collect();
         all.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap());
-        all.truncate(top_k);
+        let mut taken = vec![0usize; classes];
+        all.retain(|cand| {
+            taken[cand.2] += 1;
+            taken[cand.2] <= top_k
+        });
         let mut kept: Vec<(f32, usize, usize)> = Vec::new();
         for cand in all {
             if kept
@@ -256,14 +287,13 @@ mod tests {
             k *= 2;
         }
         let sorted = keys.to_vec();
-        let candidates = sorted
-            .iter()
-            .take(top_k)
-            .take_while(|s| **s > f32::NEG_INFINITY)
-            .count() as u32;
-        if candidates == 0 {
+        let selected =
+            per_class_candidates(&sorted, &values.to_vec(), classes as u32, top_k as u32);
+        if selected.is_empty() {
             return Vec::new();
         }
+        let candidates = selected.len() as u32;
+        let order = DeviceBuf::new(&selected);
         let flat: Vec<f32> = boxes.iter().flatten().copied().collect();
         let bb = DeviceBuf::new(&flat);
         let gathered = DeviceBuf::filled(candidates as usize * 4, f32::NAN);
@@ -271,7 +301,7 @@ mod tests {
             nms_gather_boxes(
                 c,
                 bb.ptr(),
-                values.ptr(),
+                order.ptr(),
                 candidates,
                 classes as u32,
                 10_000.0,
@@ -299,14 +329,45 @@ mod tests {
                 kept.ptr(),
             )
         });
-        let order = values.to_vec();
         keep.to_vec()[..kept.to_vec()[0] as usize]
             .iter()
             .map(|&r| {
-                let i = order[r as usize] as usize;
-                (sorted[r as usize], i / classes, i % classes)
+                let i = selected[r as usize] as usize;
+                (scores[i], i / classes, i % classes)
             })
             .collect()
+    }
+
+    proptest! {
+        /// Against a brute-force reference: per class, the `top_k` best
+        /// entries above the threshold; together, in descending score order.
+        #[test]
+        fn per_class_candidates_keep_each_class_best_top_k(
+            scores in proptest::collection::vec(-1.0f32..1.0, 1..300),
+            classes in 1u32..6,
+            top_k in 1u32..20,
+            thresh in -1.0f32..1.0,
+        ) {
+            // The device's sort: descending keys, ties by index, -inf below the threshold.
+            let key = |i: usize| if scores[i] > thresh { scores[i] } else { f32::NEG_INFINITY };
+            let mut order: Vec<u32> = (0..scores.len() as u32).collect();
+            order.sort_by(|&a, &b| key(b as usize).total_cmp(&key(a as usize)).then(a.cmp(&b)));
+            let keys: Vec<f32> = order.iter().map(|&i| key(i as usize)).collect();
+            let got = per_class_candidates(&keys, &order, classes, top_k);
+
+            let mut expected = Vec::new();
+            for c in 0..classes {
+                let mut of_class: Vec<u32> = order
+                    .iter()
+                    .copied()
+                    .filter(|&i| i % classes == c && scores[i as usize] > thresh)
+                    .collect();
+                of_class.truncate(top_k as usize);
+                expected.extend(of_class);
+            }
+            expected.sort_by_key(|&i| order.iter().position(|&o| o == i));
+            prop_assert_eq!(got, expected);
+        }
     }
 
     proptest! {
