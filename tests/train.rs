@@ -187,6 +187,15 @@ fn resume_continues_the_uninterrupted_trajectory_exactly() {
         let b = std::fs::read(ws.path(&format!("split/tiny/model_final.{ext}"))).unwrap();
         assert!(a == b, "model_final.{ext} differs after resuming");
     }
+    // The resumed run's curves continue the first run's: its loss.csv (and
+    // so loss.svg) covers steps 1..6 with the uninterrupted run's values.
+    for file in ["loss.csv", "loss.svg"] {
+        let a = std::fs::read_to_string(ws.path(&format!("straight/tiny/{file}"))).unwrap();
+        let b = std::fs::read_to_string(ws.path(&format!("split/tiny/{file}"))).unwrap();
+        assert_eq!(a, b, "{file} differs after resuming");
+    }
+    let csv = std::fs::read_to_string(ws.path("split/tiny/loss.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
 }
 
 /// The Python side of the round trip: prints `{name: [shape, values]}` of

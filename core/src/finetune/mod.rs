@@ -14,6 +14,7 @@
 //! loading rules, the metrics) goes through the model's own downloads and
 //! uploads.
 
+mod curves;
 pub mod demo;
 pub mod evaluate;
 pub mod predict;
@@ -26,7 +27,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pulsefocus_formats::dataset::Dataset;
-use pulsefocus_formats::plot::{write_line_chart, Series};
 use pulsefocus_formats::{Error, Result};
 
 use crate::backend::Backend;
@@ -37,6 +37,7 @@ use crate::metrics::voc::ApType;
 use crate::models::Yolov3;
 use crate::train::Trainer;
 use crate::yolo::{GroundTruth, LossTerms};
+use curves::Curves;
 pub use evaluate::{evaluate, EvalResult, Metric};
 pub use snapshot::SnapshotPaths;
 
@@ -273,7 +274,12 @@ pub fn train<B: Backend>(
     let records = Arc::new(train_set.records);
     let mut loader = Loader::from_batch(records, loader_config, start)?;
     let snapshot_iter = config.snapshot_iter.max(1) as u64;
-    let mut curves = Curves::default();
+    // A resumed run continues the curves of the run it resumes.
+    let mut curves = if options.resume.is_some() {
+        Curves::read(&save_dir, start)?
+    } else {
+        Curves::default()
+    };
     // The snapshot resumed from is the last good one until this run writes one.
     let mut last_good: Option<SnapshotPaths> =
         options.resume.as_deref().map(SnapshotPaths::from_stem);
@@ -388,78 +394,4 @@ pub fn train<B: Backend>(
         last_eval,
         best_map,
     })
-}
-
-/// Loss terms and mAP over iterations, drawn as SVG charts.
-#[derive(Default)]
-struct Curves {
-    total: Vec<(f64, f64)>,
-    terms: [Vec<(f64, f64)>; 4],
-    map: Vec<(f64, f64)>,
-}
-
-impl Curves {
-    fn push_loss(&mut self, iteration: u64, loss: &LossTerms) {
-        let x = iteration as f64;
-        self.total.push((x, f64::from(loss.total())));
-        for (curve, v) in self
-            .terms
-            .iter_mut()
-            .zip([loss.xy, loss.wh, loss.obj, loss.cls])
-        {
-            curve.push((x, f64::from(v)));
-        }
-    }
-
-    fn push_map(&mut self, iteration: u64, map: f64) {
-        self.map.push((iteration as f64, map));
-    }
-
-    fn write(&self, dir: &Path) -> Result<()> {
-        let mut series = vec![Series {
-            name: "loss".into(),
-            points: smooth(&self.total, 20),
-        }];
-        for (name, curve) in ["loss_xy", "loss_wh", "loss_obj", "loss_cls"]
-            .iter()
-            .zip(&self.terms)
-        {
-            series.push(Series {
-                name: (*name).into(),
-                points: smooth(curve, 20),
-            });
-        }
-        write_line_chart(
-            &dir.join("loss.svg"),
-            "Training loss (moving average)",
-            "iteration",
-            "loss",
-            &series,
-        )?;
-        if !self.map.is_empty() {
-            write_line_chart(
-                &dir.join("map.svg"),
-                "Evaluation mAP",
-                "iteration",
-                "mAP",
-                &[Series {
-                    name: "mAP".into(),
-                    points: self.map.clone(),
-                }],
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// Moving average over `window` points, as the progress log smooths losses.
-fn smooth(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
-    (0..points.len())
-        .map(|i| {
-            let from = i.saturating_sub(window - 1);
-            let slice = &points[from..=i];
-            let mean = slice.iter().map(|p| p.1).sum::<f64>() / slice.len() as f64;
-            (points[i].0, mean)
-        })
-        .collect()
 }

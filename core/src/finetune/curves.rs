@@ -1,0 +1,223 @@
+//! Loss terms and mAP over iterations: drawn as SVG charts (`loss.svg`,
+//! `map.svg`) and kept as CSV (`loss.csv`, `map.csv`, one row per step or
+//! evaluation, raw values) in the save directory. The CSV files are what a
+//! user plots with their own tools, and what a resumed run reads back so its
+//! charts continue the run it resumes instead of starting at the resume point.
+
+use std::io::Write;
+use std::path::Path;
+
+use pulsefocus_formats::atomic;
+use pulsefocus_formats::plot::{write_line_chart, Series};
+use pulsefocus_formats::{Error, Result};
+
+use crate::yolo::LossTerms;
+
+const LOSS_COLUMNS: [&str; 6] = [
+    "iteration",
+    "loss",
+    "loss_xy",
+    "loss_wh",
+    "loss_obj",
+    "loss_cls",
+];
+const MAP_COLUMNS: [&str; 2] = ["iteration", "map"];
+
+/// One row per step: the iteration, then the total loss and its four terms.
+#[derive(Debug, Default)]
+pub struct Curves {
+    loss: Vec<[f64; 6]>,
+    map: Vec<[f64; 2]>,
+}
+
+impl Curves {
+    /// The curves a run left in `dir`, up to and including `iteration` (the
+    /// snapshot being resumed; later rows belong to the steps about to be
+    /// redone). Missing files give empty curves.
+    pub fn read(dir: &Path, iteration: u64) -> Result<Curves> {
+        let up_to = iteration as f64;
+        let mut loss = read_csv(&dir.join("loss.csv"), LOSS_COLUMNS)?;
+        let mut map = read_csv(&dir.join("map.csv"), MAP_COLUMNS)?;
+        loss.retain(|row| row[0] <= up_to);
+        map.retain(|row| row[0] <= up_to);
+        Ok(Curves { loss, map })
+    }
+
+    pub fn push_loss(&mut self, iteration: u64, loss: &LossTerms) {
+        self.loss.push([
+            iteration as f64,
+            f64::from(loss.total()),
+            f64::from(loss.xy),
+            f64::from(loss.wh),
+            f64::from(loss.obj),
+            f64::from(loss.cls),
+        ]);
+    }
+
+    pub fn push_map(&mut self, iteration: u64, map: f64) {
+        self.map.push([iteration as f64, map]);
+    }
+
+    /// Writes the charts and the CSV files (each to a temporary name, then
+    /// renamed).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let series: Vec<Series> = LOSS_COLUMNS[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| Series {
+                name: (*name).into(),
+                points: smooth(&self.loss, i + 1, 20),
+            })
+            .collect();
+        write_line_chart(
+            &dir.join("loss.svg"),
+            "Training loss (moving average)",
+            "iteration",
+            "loss",
+            &series,
+        )?;
+        write_csv(&dir.join("loss.csv"), LOSS_COLUMNS, &self.loss)?;
+        if !self.map.is_empty() {
+            write_line_chart(
+                &dir.join("map.svg"),
+                "Evaluation mAP",
+                "iteration",
+                "mAP",
+                &[Series {
+                    name: "mAP".into(),
+                    points: self.map.iter().map(|r| (r[0], r[1])).collect(),
+                }],
+            )?;
+            write_csv(&dir.join("map.csv"), MAP_COLUMNS, &self.map)?;
+        }
+        Ok(())
+    }
+}
+
+/// Column `column` against the iteration, as a moving average over `window`
+/// rows (as the progress log smooths losses).
+fn smooth(rows: &[[f64; 6]], column: usize, window: usize) -> Vec<(f64, f64)> {
+    (0..rows.len())
+        .map(|i| {
+            let from = i.saturating_sub(window - 1);
+            let slice = &rows[from..=i];
+            let mean = slice.iter().map(|r| r[column]).sum::<f64>() / slice.len() as f64;
+            (rows[i][0], mean)
+        })
+        .collect()
+}
+
+fn write_csv<const N: usize>(path: &Path, header: [&str; N], rows: &[[f64; N]]) -> Result<()> {
+    atomic::write_file(path, |out| {
+        let mut text = header.join(",");
+        text.push('\n');
+        for row in rows {
+            // f64's Display prints the shortest string that reads back to the
+            // same value, so a resumed run continues with identical numbers.
+            let cells: Vec<String> = row.iter().map(f64::to_string).collect();
+            text.push_str(&cells.join(","));
+            text.push('\n');
+        }
+        out.write_all(text.as_bytes())
+            .map_err(|e| Error::io(path, e))
+    })
+}
+
+/// The rows of a CSV file `write_csv` wrote; a missing file has none. A
+/// header or row of another shape is an error naming the line.
+fn read_csv<const N: usize>(path: &Path, header: [&str; N]) -> Result<Vec<[f64; N]>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut lines = text.lines().enumerate();
+    let expected = header.join(",");
+    match lines.next() {
+        Some((_, first)) if first.trim() == expected => {}
+        _ => {
+            return Err(Error::at(
+                path,
+                "line 1",
+                format!("expected the header {expected:?}"),
+            ))
+        }
+    }
+    let mut rows = Vec::new();
+    for (index, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = || {
+            Error::at(
+                path,
+                format!("line {}", index + 1),
+                format!("expected {N} numbers separated by commas, found {line:?}"),
+            )
+        };
+        let mut row = [0.0; N];
+        let mut cells = line.split(',');
+        for value in row.iter_mut() {
+            *value = cells
+                .next()
+                .and_then(|c| c.trim().parse().ok())
+                .ok_or_else(bad)?;
+        }
+        if cells.next().is_some() {
+            return Err(bad());
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn terms(v: f32) -> LossTerms {
+        LossTerms {
+            xy: v,
+            wh: 2.0 * v,
+            obj: 0.1 + v,
+            cls: v / 3.0,
+        }
+    }
+
+    #[test]
+    fn read_keeps_the_rows_up_to_the_resumed_iteration_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut curves = Curves::default();
+        for i in 1..=6 {
+            curves.push_loss(i, &terms(1.0 / i as f32));
+        }
+        curves.push_map(3, 0.25);
+        curves.push_map(6, 0.5);
+        curves.write(dir.path()).unwrap();
+        assert!(dir.path().join("loss.svg").exists());
+
+        let resumed = Curves::read(dir.path(), 3).unwrap();
+        assert_eq!(resumed.loss, curves.loss[..3]);
+        assert_eq!(resumed.map, curves.map[..1]);
+        // Nothing written yet: a fresh run's directory.
+        let empty = tempfile::tempdir().unwrap();
+        let none = Curves::read(empty.path(), 3).unwrap();
+        assert!(none.loss.is_empty() && none.map.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_naming_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("loss.csv");
+        std::fs::write(
+            &path,
+            "iteration,loss,loss_xy,loss_wh,loss_obj,loss_cls\n1,2,3,4,5,6\n2,2,x,4,5,6\n",
+        )
+        .unwrap();
+        let err = Curves::read(dir.path(), 10).unwrap_err().to_string();
+        assert!(err.contains("loss.csv") && err.contains("line 3"), "{err}");
+        std::fs::write(&path, "iter,loss\n").unwrap();
+        let err = Curves::read(dir.path(), 10).unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("header"), "{err}");
+    }
+}
