@@ -558,19 +558,17 @@ impl PhasedPlane {
     fn new(g: &Conv2dGeom) -> Self {
         let (width, stride) = (g.w_in, g.stride_w);
         let phase_len = width.div_ceil(stride);
+        // Stride 1 reads the plane in place and needs no copy.
+        let len = if stride == 1 {
+            0
+        } else {
+            g.h_in * stride * phase_len
+        };
         PhasedPlane {
             width,
             stride,
             phase_len,
-            // Stride 1 reads the plane in place and needs no copy.
-            data: vec![
-                0.0;
-                if stride == 1 {
-                    0
-                } else {
-                    g.h_in * stride * phase_len
-                }
-            ],
+            data: vec![0.0; len],
         }
     }
 
