@@ -142,6 +142,59 @@ fn wrong_type_names_key_and_type() {
     assert!(err.to_string().contains("key TrainReader.dataset"), "{err}");
 }
 
+/// ron's syntax words (`expected comma`, `expected opening [`, `integer is
+/// out of bounds`) used to stand where the expected type belongs.
+#[test]
+fn wrong_type_names_the_type_not_ron_syntax() {
+    let dir = write_configs(&[("c.ron", MINIMAL)]);
+    let path = dir.path().join("c.ron");
+    for (arg, key, expected) in [
+        (
+            "max_iters=1.5",
+            "key max_iters",
+            "wrong type: expected integer",
+        ),
+        (
+            "TrainReader.batch_size=4.5",
+            "key TrainReader.batch_size",
+            "expected integer",
+        ),
+        (
+            "snapshot_iter=-1",
+            "key snapshot_iter",
+            "expected non-negative integer",
+        ),
+        (
+            "YOLOv3Head.anchors=3",
+            "key YOLOv3Head.anchors",
+            "wrong type: expected list",
+        ),
+        (
+            "YOLOv3Head.anchors=[1,2]",
+            "key YOLOv3Head.anchors",
+            "expected list",
+        ),
+        (
+            "finetune_exclude_pretrained_params=3",
+            "key finetune_exclude_pretrained_params",
+            "expected list",
+        ),
+        ("LearningRate=3", "key LearningRate", "expected section"),
+    ] {
+        let msg = load(&path, &overrides(&[arg])).unwrap_err().to_string();
+        assert!(msg.contains(key) && msg.contains(expected), "{arg}: {msg}");
+    }
+    let in_file = MINIMAL.replace("max_iters: 10", "max_iters: 2.5");
+    let dir = write_configs(&[("c.ron", &in_file)]);
+    let msg = load(&dir.path().join("c.ron"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("(key max_iters): wrong type: expected integer"),
+        "{msg}"
+    );
+}
+
 #[test]
 fn values_checked_beyond_types() {
     let dir = write_configs(&[("c.ron", MINIMAL)]);
