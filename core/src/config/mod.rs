@@ -35,6 +35,14 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Config, Error> {
     for o in overrides {
         o.apply(&mut tree)?;
     }
+    // One pattern may be given alone: `-o finetune_exclude_pretrained_params=preset`.
+    if let Node::Struct { fields, .. } = &mut tree {
+        for (key, value) in fields.iter_mut() {
+            if key == "finetune_exclude_pretrained_params" && matches!(value, Node::Str(_)) {
+                *value = Node::List(vec![value.clone()]);
+            }
+        }
+    }
     let overridden: Vec<String> = overrides.iter().map(|o| o.key.join(".")).collect();
     let mut config = build(path, &tree, &overridden)?;
     // PaddleDetection turns pretraining off with `-o pretrain_weights=`.

@@ -195,6 +195,28 @@ fn wrong_type_names_the_type_not_ron_syntax() {
     );
 }
 
+/// `-o finetune_exclude_pretrained_params=preset` (one pattern, no list)
+/// was a type error; it is the one-pattern list.
+#[test]
+fn one_exclusion_pattern_may_be_given_without_a_list() {
+    let dir = write_configs(&[("c.ron", MINIMAL)]);
+    let path = dir.path().join("c.ron");
+    let c = load(
+        &path,
+        &overrides(&["finetune_exclude_pretrained_params=preset"]),
+    )
+    .unwrap();
+    assert_eq!(c.finetune_exclude_pretrained_params, ["preset"]);
+    assert_eq!(c.exclude_patterns().unwrap(), ["yolo_output"]);
+    let in_file = MINIMAL.replace(
+        "max_iters: 10,",
+        "max_iters: 10, finetune_exclude_pretrained_params: \"yolo_output.0\",",
+    );
+    let dir = write_configs(&[("c.ron", &in_file)]);
+    let c = load(&dir.path().join("c.ron"), &[]).unwrap();
+    assert_eq!(c.finetune_exclude_pretrained_params, ["yolo_output.0"]);
+}
+
 #[test]
 fn values_checked_beyond_types() {
     let dir = write_configs(&[("c.ron", MINIMAL)]);
