@@ -217,6 +217,38 @@ fn one_exclusion_pattern_may_be_given_without_a_list() {
     assert_eq!(c.finetune_exclude_pretrained_params, ["yolo_output.0"]);
 }
 
+/// docs/configs.md: flow maps are "merged like a section". They replaced the
+/// section instead: `TrainReader.dataset={...}` lost its kind (`expected
+/// identifier`) and `LearningRate={base_lr: ...}` its schedulers.
+#[test]
+fn flow_map_merges_into_the_section() {
+    let dir = write_configs(&[("c.ron", MINIMAL)]);
+    let path = dir.path().join("c.ron");
+    let c = load(
+        &path,
+        &overrides(&["TrainReader.dataset={dataset_dir: custom, anno_path: a.txt}"]),
+    )
+    .unwrap();
+    let DataSet::VOCDataSet(voc) = &c.train_reader.dataset else {
+        panic!("{:?}", c.train_reader.dataset);
+    };
+    assert_eq!(
+        (voc.dataset_dir.as_str(), voc.anno_path.as_str()),
+        ("custom", "a.txt")
+    );
+    let with_lr = MINIMAL.replace(
+        "max_iters: 10,",
+        "max_iters: 10, LearningRate: (base_lr: 0.1, schedulers: [LinearWarmup(start_factor: 0.5, steps: 3)]),",
+    );
+    let dir = write_configs(&[("c.ron", &with_lr)]);
+    let path = dir.path().join("c.ron");
+    let base = load(&path, &[]).unwrap();
+    let c = load(&path, &overrides(&["LearningRate={base_lr: 0.5}"])).unwrap();
+    assert_eq!(c.learning_rate.base_lr, 0.5);
+    assert_eq!(c.learning_rate.schedulers, base.learning_rate.schedulers);
+    assert_eq!(c.learning_rate.schedulers.len(), 1);
+}
+
 #[test]
 fn values_checked_beyond_types() {
     let dir = write_configs(&[("c.ron", MINIMAL)]);
