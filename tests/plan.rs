@@ -216,6 +216,13 @@ fn bad_input_is_a_clear_error() {
         let err = stderr(&out);
         assert!(err.contains(expected), "{extra:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
+        // One line, `error: FILE (PLACE): ...` (download retries are logged above it).
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.contains(expected), "{extra:?}: {err}");
+        assert!(
+            last.starts_with("error: ") && !last.starts_with("error: planning"),
+            "{extra:?}: {err}"
+        );
     }
     let out = plan(&["-c", dir.path().join("missing.ron").to_str().unwrap()]);
     assert!(!out.status.success());

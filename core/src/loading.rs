@@ -40,6 +40,14 @@ pub const PRESET: &str = "preset";
 /// the checkpoint probably belongs to another model.
 pub const LOW_LOAD_FRACTION: f64 = 0.5;
 
+/// The reason of a regex error without the pattern and caret lines that
+/// `regex` puts before it (errors are one line).
+fn one_line_regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text.lines().last().unwrap_or_default().trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_string()
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LoadingError {
     #[error("invalid pattern '{pattern}' in finetune_exclude_pretrained_params: {message}")]
@@ -121,7 +129,7 @@ impl ExcludePatterns {
                     .map(|re| (p.clone(), re))
                     .map_err(|e| LoadingError::InvalidPattern {
                         pattern: p.clone(),
-                        message: e.to_string(),
+                        message: one_line_regex_error(&e),
                     })
             })
             .collect::<Result<_, _>>()?;
@@ -667,6 +675,9 @@ mod tests {
         let (path, config) = demo_config(&["finetune_exclude_pretrained_params=['(']"]);
         let err = plan_for_config(&path, &config, dir.path()).err().unwrap();
         assert!(err.to_string().contains("invalid pattern '('"), "{err}");
+        // regex's own message spans lines (pattern, caret, reason): one line here.
+        assert!(!err.to_string().contains('\n'), "{err}");
+        assert!(err.to_string().ends_with("unclosed group"), "{err}");
         let empty = dir.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
         let weights = format!("pretrain_weights={}", empty.display());

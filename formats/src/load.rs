@@ -179,6 +179,10 @@ pub fn save_checkpoint(checkpoint: &Checkpoint, path: &Path, format: Format) -> 
     if checkpoint.is_empty() {
         return Err(Error::new(path, "refusing to write an empty checkpoint"));
     }
+    // As paddle.save: the folder the file goes in is created if needed.
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
     match format {
         Format::Dir => dir::write_dir(checkpoint, path),
         Format::Tar => archive::write_archive(checkpoint, path),
@@ -317,6 +321,23 @@ mod tests {
         same_tensors(&sample(), &load_checkpoint(&tmp.path().join("m")).unwrap());
         let program = tmp.path().join("m.pdmodel");
         same_tensors(&sample(), &load_checkpoint(&program).unwrap());
+    }
+
+    #[test]
+    fn missing_parent_folders_are_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        for name in [
+            "a/m.pdparams",
+            "b/m.safetensors",
+            "c/m.tar",
+            "d/m.pdiparams",
+            "e/__params__",
+            "f/g/dir",
+        ] {
+            let path = tmp.path().join(name);
+            save_checkpoint(&sample(), &path, Format::from_path(&path)).unwrap();
+            same_tensors(&sample(), &load_checkpoint(&path).unwrap());
+        }
     }
 
     #[test]

@@ -124,17 +124,7 @@ pub fn fetch_into_cache(url: &str, cache_dir: &Path) -> Result<PathBuf> {
     let download = cache_dir.join(&file_name);
     download_with_retries(url, &download)?;
     if is_archive(&file_name) {
-        unpack_into(&download, cache_dir)?;
-        fs::remove_file(&download).map_err(|e| Error::io(&download, e))?;
-        if !cached.exists() {
-            return Err(Error::new(
-                url,
-                format!(
-                    "the archive has no top-level folder {} (PaddleDetection archives hold one named after the file)",
-                    cache_name(url)
-                ),
-            ));
-        }
+        unpack_into(&download, cache_dir, &cached)?;
     }
     Ok(cached)
 }
@@ -279,10 +269,13 @@ impl Progress {
     }
 }
 
-/// Unpacks a `.tar` / `.tar.gz` into a temporary folder in `cache_dir`, then
-/// moves each top-level entry into `cache_dir` (replacing an older one), as
-/// PaddleDetection's `_decompress`.
-fn unpack_into(archive: &Path, cache_dir: &Path) -> Result<()> {
+/// Unpacks a `.tar` / `.tar.gz` into a temporary folder in `cache_dir` and
+/// deletes the archive. When it holds a folder named `cached` (the model-zoo
+/// layout), each top-level entry moves into `cache_dir` (replacing an older
+/// one), as PaddleDetection's `_decompress`. Otherwise its only folder, or
+/// its files at the root, become `cached`, so that nothing spills into the
+/// cache itself.
+fn unpack_into(archive: &Path, cache_dir: &Path, cached: &Path) -> Result<()> {
     let tmp = cache_dir.join(format!(
         "{}_unpack_tmp",
         archive.file_name().unwrap_or_default().to_string_lossy()
@@ -309,6 +302,14 @@ fn unpack_into(archive: &Path, cache_dir: &Path) -> Result<()> {
                 .path()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
+            let kind = entry.header().entry_type();
+            if kind.is_symlink() || kind.is_hard_link() {
+                return Err(Error::at(
+                    archive,
+                    format!("member {name}"),
+                    "links are not allowed in a checkpoint archive",
+                ));
+            }
             // `unpack_in` refuses entries that would land outside `tmp`.
             let inside = entry
                 .unpack_in(&tmp)
@@ -321,9 +322,25 @@ fn unpack_into(archive: &Path, cache_dir: &Path) -> Result<()> {
                 ));
             }
         }
+        fs::remove_file(archive).map_err(|e| Error::io(archive, e))?;
+        let mut top = Vec::new();
         for entry in fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))? {
-            let src = entry.map_err(|e| Error::io(&tmp, e))?.path();
-            let dst = cache_dir.join(src.file_name().unwrap_or_default());
+            top.push(entry.map_err(|e| Error::io(&tmp, e))?.path());
+        }
+        let named = tmp.join(cached.file_name().unwrap_or_default());
+        let moves: Vec<(PathBuf, PathBuf)> = if named.is_dir() {
+            top.into_iter()
+                .map(|src| {
+                    let dst = cache_dir.join(src.file_name().unwrap_or_default());
+                    (src, dst)
+                })
+                .collect()
+        } else if top.len() == 1 && top[0].is_dir() {
+            vec![(top.remove(0), cached.to_path_buf())]
+        } else {
+            vec![(tmp.clone(), cached.to_path_buf())]
+        };
+        for (src, dst) in moves {
             if dst.is_dir() {
                 fs::remove_dir_all(&dst).map_err(|e| Error::io(&dst, e))?;
             } else if dst.exists() {
@@ -497,6 +514,57 @@ mod tests {
         assert_eq!(resolve_weights(&url, &cache).unwrap(), path);
     }
 
+    /// A `.tar` with the tensor files at its root (no top-level folder) used
+    /// to spill them into the cache itself and then fail.
+    #[test]
+    fn archive_with_files_at_the_root_becomes_the_cached_folder() {
+        let work = tempfile::tempdir().unwrap();
+        let dir = work.path().join("d");
+        save_checkpoint(&sample_checkpoint(), &dir, Format::Dir).unwrap();
+        let archive = work.path().join("root_files.tar");
+        {
+            let mut builder = tar::Builder::new(fs::File::create(&archive).unwrap());
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                builder
+                    .append_path_with_name(&path, path.file_name().unwrap())
+                    .unwrap();
+            }
+            builder.finish().unwrap();
+        }
+        let (base, _) = serve(vec![Reply::Body(fs::read(&archive).unwrap(), None)]);
+        let cache = work.path().join("cache");
+        let path = resolve_weights(&format!("{base}/root_files.tar"), &cache).unwrap();
+        assert_eq!(path, cache.join("root_files"));
+        assert_eq!(load_checkpoint(&path).unwrap(), sample_checkpoint());
+        let names: Vec<_> = fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["root_files"]);
+    }
+
+    #[test]
+    fn archive_with_a_link_is_refused() {
+        let work = tempfile::tempdir().unwrap();
+        let archive = work.path().join("linked.tar");
+        {
+            let mut builder = tar::Builder::new(fs::File::create(&archive).unwrap());
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            builder
+                .append_link(&mut header, "linked/w", "/etc/passwd")
+                .unwrap();
+            builder.finish().unwrap();
+        }
+        let cache = work.path().join("cache");
+        fs::create_dir(&cache).unwrap();
+        let err = unpack_into(&archive, &cache, &cache.join("linked")).unwrap_err();
+        assert!(err.to_string().contains("links are not allowed"), "{err}");
+        assert!(!cache.join("linked").exists());
+    }
+
     #[test]
     fn downloaded_pdparams_is_kept_as_a_file() {
         let (base, _) = serve(vec![Reply::Body(b"pickle".to_vec(), None)]);
@@ -571,7 +639,7 @@ mod tests {
         }
         let cache = work.path().join("cache");
         fs::create_dir(&cache).unwrap();
-        let err = unpack_into(&archive, &cache).unwrap_err();
+        let err = unpack_into(&archive, &cache, &cache.join("evil")).unwrap_err();
         assert!(err.to_string().contains("../escape"), "{err}");
         assert!(!work.path().join("escape").exists());
     }

@@ -61,7 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )?;
     }
     for (key, value) in &checkpoint.metadata {
-        writeln!(out, "metadata {key}: {value}")?;
+        writeln!(out, "metadata {key}: {}", shortened(value))?;
     }
     writeln!(
         out,
@@ -70,4 +70,47 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         checkpoint.total_bytes()
     )?;
     Ok(())
+}
+
+/// A metadata value as JSON, cut after [`METADATA_CHARS`] characters with its
+/// entry count: a PaddleDetection model's `StructuredToParameterName@@` alone
+/// is tens of kilobytes on one line.
+fn shortened(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() <= METADATA_CHARS {
+        return text;
+    }
+    let head: String = text.chars().take(METADATA_CHARS).collect();
+    match value {
+        serde_json::Value::Object(m) => format!("{head}... ({} entries)", m.len()),
+        serde_json::Value::Array(a) => format!("{head}... ({} items)", a.len()),
+        _ => format!("{head}..."),
+    }
+}
+
+const METADATA_CHARS: usize = 100;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_metadata_is_cut_with_its_count() {
+        let short = serde_json::json!({"last_epoch": 3});
+        assert_eq!(shortened(&short), r#"{"last_epoch":3}"#);
+        let long: serde_json::Map<String, serde_json::Value> = (0..50)
+            .map(|i| {
+                (
+                    format!("layer.{i}.weight"),
+                    format!("conv2d_{i}.w_0").into(),
+                )
+            })
+            .collect();
+        let text = shortened(&serde_json::Value::Object(long));
+        assert!(text.ends_with("... (50 entries)"), "{text}");
+        assert_eq!(
+            text.chars().count(),
+            METADATA_CHARS + "... (50 entries)".len()
+        );
+    }
 }

@@ -2,7 +2,6 @@
 //! transfer learning. Reads the config and its pretrained checkpoint and shows,
 //! for every model parameter, whether it would load and why not; trains nothing.
 
-use anyhow::Context;
 use clap::Args as ClapArgs;
 use pulsefocus_core::loading::plan_for_config;
 
@@ -21,8 +20,8 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let path = &args.config.config;
-    let (report, pretrained) = plan_for_config(path, &config, &args.config.weights_cache())
-        .with_context(|| format!("planning {}", path.display()))?;
+    // Its errors name the file and place already (config key, checkpoint, URL).
+    let (report, pretrained) = plan_for_config(path, &config, &args.config.weights_cache())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

@@ -35,6 +35,14 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Config, Error> {
     for o in overrides {
         o.apply(&mut tree)?;
     }
+    // One pattern may be given alone: `-o finetune_exclude_pretrained_params=preset`.
+    if let Node::Struct { fields, .. } = &mut tree {
+        for (key, value) in fields.iter_mut() {
+            if key == "finetune_exclude_pretrained_params" && matches!(value, Node::Str(_)) {
+                *value = Node::List(vec![value.clone()]);
+            }
+        }
+    }
     let overridden: Vec<String> = overrides.iter().map(|o| o.key.join(".")).collect();
     let mut config = build(path, &tree, &overridden)?;
     // PaddleDetection turns pretraining off with `-o pretrain_weights=`.
@@ -131,7 +139,13 @@ fn build(path: &Path, tree: &Node, overridden: &[String]) -> Result<Config, Erro
                 ron::Error::MissingStructField { field, .. } => {
                     format!("missing required key '{field}'")
                 }
-                other => format!("wrong type: {}", lowercase_first(&other.to_string())),
+                other => {
+                    let line_text = rendered.text.lines().nth(line).unwrap_or_default();
+                    match expected_type(other, line_text) {
+                        Some(t) => format!("wrong type: expected {t}"),
+                        None => format!("wrong type: {}", lowercase_first(&other.to_string())),
+                    }
+                }
             };
             // The override that wrote this key, a section holding it, or a
             // value inside it.
@@ -148,6 +162,25 @@ fn build(path: &Path, tree: &Node, overridden: &[String]) -> Result<Config, Erro
             };
             Error::at(path, place, message)
         })
+}
+
+/// The type to name where ron's message is about syntax instead (`expected
+/// opening [`, `expected comma` after the `1` of `1.5` for an integer key,
+/// `integer is out of bounds` for `-1` as a count).
+fn expected_type(code: &ron::Error, line_text: &str) -> Option<&'static str> {
+    match code {
+        ron::Error::ExpectedArray => Some("list"),
+        ron::Error::ExpectedMap
+        | ron::Error::ExpectedStructLike
+        | ron::Error::ExpectedNamedStructLike(_) => Some("section (key: value, ...)"),
+        ron::Error::IntegerOutOfBounds => Some("non-negative integer in range"),
+        ron::Error::ExpectedComma => {
+            let value = line_text.split_once(": ").map_or(line_text, |(_, v)| v);
+            let value = value.trim().trim_end_matches(',');
+            value.parse::<f64>().is_ok().then_some("integer")
+        }
+        _ => None,
+    }
 }
 
 fn lowercase_first(s: &str) -> String {

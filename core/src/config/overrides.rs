@@ -65,7 +65,14 @@ impl Override {
             };
             node = &mut fields[i].1;
         }
-        *node = retyped_like(self.value.clone(), node);
+        // A flow map merges into the section it names, key by key (as a
+        // section of a file merges over its base); anything else replaces.
+        match (&self.value, &*node) {
+            (Node::Struct { name: None, .. }, Node::Struct { .. }) => {
+                node.merge_from(self.value.clone())
+            }
+            _ => *node = retyped_like(self.value.clone(), node),
+        }
         Ok(())
     }
 }

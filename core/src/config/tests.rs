@@ -142,6 +142,113 @@ fn wrong_type_names_key_and_type() {
     assert!(err.to_string().contains("key TrainReader.dataset"), "{err}");
 }
 
+/// ron's syntax words (`expected comma`, `expected opening [`, `integer is
+/// out of bounds`) used to stand where the expected type belongs.
+#[test]
+fn wrong_type_names_the_type_not_ron_syntax() {
+    let dir = write_configs(&[("c.ron", MINIMAL)]);
+    let path = dir.path().join("c.ron");
+    for (arg, key, expected) in [
+        (
+            "max_iters=1.5",
+            "key max_iters",
+            "wrong type: expected integer",
+        ),
+        (
+            "TrainReader.batch_size=4.5",
+            "key TrainReader.batch_size",
+            "expected integer",
+        ),
+        (
+            "snapshot_iter=-1",
+            "key snapshot_iter",
+            "expected non-negative integer",
+        ),
+        (
+            "YOLOv3Head.anchors=3",
+            "key YOLOv3Head.anchors",
+            "wrong type: expected list",
+        ),
+        (
+            "YOLOv3Head.anchors=[1,2]",
+            "key YOLOv3Head.anchors",
+            "expected list",
+        ),
+        (
+            "finetune_exclude_pretrained_params=3",
+            "key finetune_exclude_pretrained_params",
+            "expected list",
+        ),
+        ("LearningRate=3", "key LearningRate", "expected section"),
+    ] {
+        let msg = load(&path, &overrides(&[arg])).unwrap_err().to_string();
+        assert!(msg.contains(key) && msg.contains(expected), "{arg}: {msg}");
+    }
+    let in_file = MINIMAL.replace("max_iters: 10", "max_iters: 2.5");
+    let dir = write_configs(&[("c.ron", &in_file)]);
+    let msg = load(&dir.path().join("c.ron"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("(key max_iters): wrong type: expected integer"),
+        "{msg}"
+    );
+}
+
+/// `-o finetune_exclude_pretrained_params=preset` (one pattern, no list)
+/// was a type error; it is the one-pattern list.
+#[test]
+fn one_exclusion_pattern_may_be_given_without_a_list() {
+    let dir = write_configs(&[("c.ron", MINIMAL)]);
+    let path = dir.path().join("c.ron");
+    let c = load(
+        &path,
+        &overrides(&["finetune_exclude_pretrained_params=preset"]),
+    )
+    .unwrap();
+    assert_eq!(c.finetune_exclude_pretrained_params, ["preset"]);
+    assert_eq!(c.exclude_patterns().unwrap(), ["yolo_output"]);
+    let in_file = MINIMAL.replace(
+        "max_iters: 10,",
+        "max_iters: 10, finetune_exclude_pretrained_params: \"yolo_output.0\",",
+    );
+    let dir = write_configs(&[("c.ron", &in_file)]);
+    let c = load(&dir.path().join("c.ron"), &[]).unwrap();
+    assert_eq!(c.finetune_exclude_pretrained_params, ["yolo_output.0"]);
+}
+
+/// docs/configs.md: flow maps are "merged like a section". They replaced the
+/// section instead: `TrainReader.dataset={...}` lost its kind (`expected
+/// identifier`) and `LearningRate={base_lr: ...}` its schedulers.
+#[test]
+fn flow_map_merges_into_the_section() {
+    let dir = write_configs(&[("c.ron", MINIMAL)]);
+    let path = dir.path().join("c.ron");
+    let c = load(
+        &path,
+        &overrides(&["TrainReader.dataset={dataset_dir: custom, anno_path: a.txt}"]),
+    )
+    .unwrap();
+    let DataSet::VOCDataSet(voc) = &c.train_reader.dataset else {
+        panic!("{:?}", c.train_reader.dataset);
+    };
+    assert_eq!(
+        (voc.dataset_dir.as_str(), voc.anno_path.as_str()),
+        ("custom", "a.txt")
+    );
+    let with_lr = MINIMAL.replace(
+        "max_iters: 10,",
+        "max_iters: 10, LearningRate: (base_lr: 0.1, schedulers: [LinearWarmup(start_factor: 0.5, steps: 3)]),",
+    );
+    let dir = write_configs(&[("c.ron", &with_lr)]);
+    let path = dir.path().join("c.ron");
+    let base = load(&path, &[]).unwrap();
+    let c = load(&path, &overrides(&["LearningRate={base_lr: 0.5}"])).unwrap();
+    assert_eq!(c.learning_rate.base_lr, 0.5);
+    assert_eq!(c.learning_rate.schedulers, base.learning_rate.schedulers);
+    assert_eq!(c.learning_rate.schedulers.len(), 1);
+}
+
 #[test]
 fn values_checked_beyond_types() {
     let dir = write_configs(&[("c.ron", MINIMAL)]);
