@@ -159,6 +159,29 @@ fn warning_stands_out_when_little_loads() {
 }
 
 #[test]
+fn without_pretrain_weights_says_training_from_scratch() {
+    let out = plan(&[
+        "-c",
+        demo_config().to_str().unwrap(),
+        "-o",
+        "pretrain_weights=",
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.trim().ends_with(
+            "\n\nno pretrain_weights: the model's 241 parameters keep their initial values \
+             (training from scratch)"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("WARNING") && !text.contains("missing"),
+        "{text}"
+    );
+}
+
+#[test]
 fn bad_input_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = demo_config();

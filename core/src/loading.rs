@@ -210,6 +210,10 @@ pub struct LoadReport {
     /// Loaded parameters that were converted to f32 (not part of the JSON schema).
     #[serde(skip)]
     pub converted: Vec<Converted>,
+    /// No `pretrain_weights` was given: every parameter is `missing` by
+    /// design, which the human report says in one line instead of warning.
+    #[serde(skip)]
+    pub without_checkpoint: bool,
 }
 
 /// Applies the rules to every model parameter (see the module comment).
@@ -234,6 +238,7 @@ pub fn plan_loading(
         missing: Vec::new(),
         unused: Vec::new(),
         converted: Vec::new(),
+        without_checkpoint: false,
     };
     for param in model {
         if let Some(pattern) = exclude.first_match(&param.name) {
@@ -338,6 +343,12 @@ impl LoadReport {
     /// The summary line, a loud warning when little loads, then one table per
     /// non-empty group that did not load, for a person to read.
     pub fn render(&self) -> String {
+        if self.without_checkpoint {
+            return format!(
+                "no pretrain_weights: the model's {} parameters keep their initial values (training from scratch)\n",
+                self.model.len()
+            );
+        }
         let mut out = self.summary();
         out.push('\n');
         let fraction = self.loaded_value_fraction();
@@ -439,7 +450,11 @@ pub fn plan_for_config(
         .map_err(|e| Error::at(config_path, key, e.to_string()))?;
     let model = config.model_spec().param_specs();
     let Some(spec) = &config.pretrain_weights else {
-        return Ok((plan_loading(&model, &[], &patterns), None));
+        let report = LoadReport {
+            without_checkpoint: true,
+            ..plan_loading(&model, &[], &patterns)
+        };
+        return Ok((report, None));
     };
     let path = resolve_weights(spec, cache_dir)?;
     let checkpoint = load_checkpoint(&path)?;
@@ -620,6 +635,20 @@ mod tests {
              0 unused in checkpoint"
         );
         assert!(!r.render().contains("WARNING"));
+    }
+
+    #[test]
+    fn without_pretrain_weights_the_report_says_so_instead_of_warning() {
+        let model = [spec("a", &[10]), spec("b", &[1])];
+        let scratch = LoadReport {
+            without_checkpoint: true,
+            ..plan_loading(&model, &[], &patterns(&[]))
+        };
+        assert_eq!(
+            scratch.render(),
+            "no pretrain_weights: the model's 2 parameters keep their initial values \
+             (training from scratch)\n"
+        );
     }
 
     fn demo_config(overrides: &[&str]) -> (std::path::PathBuf, Config) {

@@ -39,13 +39,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.model.len(),
         values
     );
-    match (&config.pretrain_weights, &pretrained) {
-        (Some(source), Some(p)) => println!(
+    // Without pretrain_weights the report itself says so.
+    if let (Some(source), Some(p)) = (&config.pretrain_weights, &pretrained) {
+        println!(
             "pretrain_weights: {source}\n  read from {} ({} tensors)",
             p.path.display(),
             p.checkpoint.len()
-        ),
-        _ => println!("pretrain_weights: none (every parameter keeps its initial value)"),
+        );
     }
     let patterns = config.exclude_patterns()?;
     if !patterns.is_empty() {
