@@ -27,15 +27,50 @@ pub fn is_gzip(data: &[u8]) -> bool {
 pub fn read_archive(path: &Path) -> Result<Checkpoint> {
     let mapped = Storage::map_file(path)?;
     let storage = if is_gzip(mapped.as_slice()) {
-        let mut inflated = Vec::new();
-        GzDecoder::new(mapped.as_slice())
-            .read_to_end(&mut inflated)
-            .map_err(|e| Error::at(path, "gzip stream", e.to_string()))?;
-        Storage::from_vec(inflated)
+        Storage::from_vec(inflate(path, mapped.as_slice())?)
     } else {
         mapped
     };
     read_tar(path, &storage)
+}
+
+/// Deflate never expands data by more than this (its stored-block limit is
+/// about 1032:1).
+const DEFLATE_MAX_RATIO: usize = 1032;
+
+/// Inflates a gzip file into one buffer. Its trailer's ISIZE (the inflated
+/// length, mod 2^32) sizes the buffer, capped by what deflate can produce
+/// from the file's size, and bounds the read: a stream that inflates past
+/// what it declares (a decompression bomb, or a gzip over 4 GiB) is an error,
+/// not an allocation without end. flate2 checks the trailer's CRC and length
+/// when the stream ends.
+fn inflate(path: &Path, gz: &[u8]) -> Result<Vec<u8>> {
+    let trailer = gz
+        .len()
+        .checked_sub(4)
+        .map(|at| u32::from_le_bytes([gz[at], gz[at + 1], gz[at + 2], gz[at + 3]]) as usize)
+        .ok_or_else(|| Error::at(path, "gzip trailer", "the file is too short to be gzip"))?;
+    let declared = trailer.min(gz.len().saturating_mul(DEFLATE_MAX_RATIO));
+    let mut inflated = Vec::with_capacity(declared);
+    let mut decoder = GzDecoder::new(gz);
+    let bad = |e: std::io::Error| Error::at(path, "gzip stream", e.to_string());
+    (&mut decoder)
+        .take(declared as u64)
+        .read_to_end(&mut inflated)
+        .map_err(bad)?;
+    // Reading on checks the trailer, and finds data beyond what it declares.
+    let mut beyond = [0u8; 1];
+    if decoder.read(&mut beyond).map_err(bad)? != 0 {
+        return Err(Error::at(
+            path,
+            "gzip trailer",
+            format!(
+                "the stream inflates to more than the {declared} bytes its trailer declares \
+                 (damaged, or over 4 GiB: use a plain .tar)"
+            ),
+        ));
+    }
+    Ok(inflated)
 }
 
 /// One regular file of the archive: its path components and its data range.
@@ -281,6 +316,29 @@ mod tests {
         let mut b = tar::Builder::new(Vec::new());
         b.append(&header, data).unwrap();
         b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn a_gzip_inflating_past_its_trailer_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("m.tar.gz");
+        write_archive(&sample(), &path).unwrap();
+        let mut gz = std::fs::read(&path).unwrap();
+        let at = gz.len() - 4;
+        // Declare 100 inflated bytes: the read stops there and reports it.
+        gz[at..].copy_from_slice(&100u32.to_le_bytes());
+        std::fs::write(&path, &gz).unwrap();
+        let err = read_archive(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("gzip trailer") && err.contains("more than the 100 bytes"),
+            "{err}"
+        );
+        // A trailer declaring 4 GiB of a few hundred bytes reserves only what
+        // deflate could produce from them, and the length check fails.
+        gz[at..].copy_from_slice(&u32::MAX.to_le_bytes());
+        std::fs::write(&path, &gz).unwrap();
+        let err = read_archive(&path).unwrap_err().to_string();
+        assert!(err.contains("gzip"), "{err}");
     }
 
     #[test]
