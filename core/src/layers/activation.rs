@@ -52,15 +52,21 @@ impl<B: Backend> ActivationLayer<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck};
+    use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck, SEEDS};
     use crate::layers::test_util::cpu;
 
     #[test]
     fn backward_matches_finite_differences() {
+        for seed in SEEDS.map(|s| 100 * s) {
+            check_backward(seed);
+        }
+    }
+
+    fn check_backward(seed: u64) {
         let b = cpu();
         // Inputs spread over [-8, 8] so ReLU6's upper kink is exercised too.
-        let xs: Vec<f32> = random_vec(31, 120).iter().map(|v| v * 8.0).collect();
-        let r = random_vec(32, 120);
+        let xs: Vec<f32> = random_vec(seed, 120).iter().map(|v| v * 8.0).collect();
+        let r = random_vec(seed + 1, 120);
         for act in [
             Activation::Relu,
             Activation::Relu6,

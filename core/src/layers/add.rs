@@ -41,7 +41,7 @@ impl<B: Backend> Add<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck};
+    use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck, SEEDS};
     use crate::layers::test_util::{cpu, tensor};
 
     #[test]
@@ -62,16 +62,18 @@ mod tests {
     #[test]
     fn backward_matches_finite_differences() {
         let b = cpu();
-        let (x, y) = (tensor(&[2, 2, 3, 3], 83), tensor(&[2, 2, 3, 3], 84));
-        let r = random_vec(85, x.numel());
-        let mut dx = Tensor::zeros(&b, &[0]);
-        Add::new(&b).backward(&b, &Tensor::from_host(&b, x.shape(), &r), &mut dx);
-        let xv = x.to_host(&b);
-        // The sum is symmetric, so one check covers both inputs.
-        let loss = |v: &[f32]| {
-            let xt = Tensor::from_host(&b, x.shape(), v);
-            probe_loss(&Add::new(&b).forward(&b, &xt, &y).to_host(&b), &r)
-        };
-        check_gradient("add", &xv, &dx.to_host(&b), loss, GradCheck::default()).unwrap();
+        for seed in SEEDS.map(|s| 100 * s) {
+            let (x, y) = (tensor(&[2, 2, 3, 3], seed), tensor(&[2, 2, 3, 3], seed + 1));
+            let r = random_vec(seed + 2, x.numel());
+            let mut dx = Tensor::zeros(&b, &[0]);
+            Add::new(&b).backward(&b, &Tensor::from_host(&b, x.shape(), &r), &mut dx);
+            let xv = x.to_host(&b);
+            // The sum is symmetric, so one check covers both inputs.
+            let loss = |v: &[f32]| {
+                let xt = Tensor::from_host(&b, x.shape(), v);
+                probe_loss(&Add::new(&b).forward(&b, &xt, &y).to_host(&b), &r)
+            };
+            check_gradient("add", &xv, &dx.to_host(&b), loss, GradCheck::default()).unwrap();
+        }
     }
 }

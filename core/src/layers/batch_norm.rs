@@ -195,7 +195,7 @@ impl<B: Backend> BatchNorm<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck};
+    use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck, SEEDS};
     use crate::layers::test_util::{cpu, tensor};
     use crate::CpuBackend;
 
@@ -208,10 +208,10 @@ mod tests {
         bn
     }
 
-    fn check_backward(act: Activation, frozen: bool) {
+    fn check_backward(act: Activation, frozen: bool, seed: u64) {
         let b = cpu();
-        let x = tensor(&[2, 3, 4, 5], 21);
-        let r = random_vec(22, x.numel());
+        let x = tensor(&[2, 3, 4, 5], seed);
+        let r = random_vec(seed + 1, x.numel());
         let mut bn = layer(&b, act);
         bn.frozen = frozen;
         bn.forward(&b, &x);
@@ -230,7 +230,7 @@ mod tests {
             let xt = Tensor::from_host(&b, x.shape(), xv);
             probe_loss(&fresh.forward(&b, &xt).to_host(&b), &r)
         };
-        let name = format!("bn {act:?} frozen={frozen}");
+        let name = format!("bn {act:?} frozen={frozen} seed {seed}");
         let opts = GradCheck {
             step: 5e-3,
             ..GradCheck::default()
@@ -273,8 +273,10 @@ mod tests {
             Activation::Relu,
             Activation::Relu6,
         ] {
-            check_backward(act, false);
-            check_backward(act, true);
+            for seed in SEEDS.map(|s| 100 * s) {
+                check_backward(act, false, seed);
+                check_backward(act, true, seed);
+            }
         }
     }
 

@@ -193,7 +193,7 @@ pub(crate) fn grow<B: Backend>(backend: &B, t: &mut Tensor<B>, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck};
+    use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck, SEEDS};
     use crate::layers::test_util::{cpu, tensor};
     use crate::CpuBackend;
     use proptest::prelude::*;
@@ -380,14 +380,23 @@ mod tests {
 
     #[test]
     fn layer_backward_matches_finite_differences() {
+        for seed in SEEDS.map(|s| 100 * s) {
+            check_layer_backward(seed);
+        }
+    }
+
+    fn check_layer_backward(seed: u64) {
         let b = cpu();
         let mut conv = Conv2d::new(&b, Conv2dConfig::new(3, 4, 3, 2).with_bias());
-        conv.weight.upload(&b, &random_vec(10, 4 * 3 * 9));
-        conv.bias.as_mut().unwrap().upload(&b, &random_vec(11, 4));
-        let x = tensor(&[2, 3, 7, 6], 12);
+        conv.weight.upload(&b, &random_vec(seed, 4 * 3 * 9));
+        conv.bias
+            .as_mut()
+            .unwrap()
+            .upload(&b, &random_vec(seed + 1, 4));
+        let x = tensor(&[2, 3, 7, 6], seed + 2);
         let mut ws = Tensor::zeros(&b, &[0]);
         let out_len = conv.forward(&b, &x, &mut ws).numel();
-        let r = random_vec(13, out_len);
+        let r = random_vec(seed + 3, out_len);
         let dy = Tensor::from_host(&b, conv.output().shape(), &r);
         let mut dx = Tensor::zeros(&b, &[0]);
         conv.backward(&b, &x, &dy, Some(&mut dx), &mut ws);

@@ -42,14 +42,20 @@ impl<B: Backend> Sigmoid<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck};
+    use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck, SEEDS};
     use crate::layers::test_util::cpu;
 
     #[test]
     fn forward_and_backward() {
+        for seed in SEEDS.map(|s| 100 * s) {
+            check_forward_and_backward(seed);
+        }
+    }
+
+    fn check_forward_and_backward(seed: u64) {
         let b = cpu();
-        let xs: Vec<f32> = random_vec(41, 60).iter().map(|v| v * 5.0).collect();
-        let r = random_vec(42, 60);
+        let xs: Vec<f32> = random_vec(seed, 60).iter().map(|v| v * 5.0).collect();
+        let r = random_vec(seed + 1, 60);
         let mut s = Sigmoid::new(&b);
         let x = Tensor::from_host(&b, &[60], &xs);
         let y = s.forward(&b, &x).to_host(&b);

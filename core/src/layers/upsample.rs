@@ -40,11 +40,11 @@ impl<B: Backend> Upsample2x<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck};
+    use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck, SEEDS};
     use crate::layers::test_util::cpu;
 
     #[test]
-    fn forward_repeats_and_backward_sums() {
+    fn forward_repeats_each_value() {
         let b = cpu();
         let x = Tensor::from_host(&b, &[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0]);
         let mut up = Upsample2x::new(&b);
@@ -53,21 +53,28 @@ mod tests {
             y,
             vec![1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.]
         );
+    }
 
-        let xs = random_vec(61, 2 * 3 * 3 * 5);
-        let r = random_vec(62, 2 * 3 * 6 * 10);
-        let x = Tensor::from_host(&b, &[2, 3, 3, 5], &xs);
-        up.forward(&b, &x);
-        let mut dx = Tensor::zeros(&b, &[0]);
-        up.backward(&b, &Tensor::from_host(&b, &[2, 3, 6, 10], &r), &mut dx);
-        let loss = |v: &[f32]| {
-            probe_loss(
-                &Upsample2x::new(&b)
-                    .forward(&b, &Tensor::from_host(&b, &[2, 3, 3, 5], v))
-                    .to_host(&b),
-                &r,
-            )
-        };
-        check_gradient("upsample", &xs, &dx.to_host(&b), loss, GradCheck::default()).unwrap();
+    #[test]
+    fn backward_matches_finite_differences() {
+        let b = cpu();
+        for seed in SEEDS.map(|s| 100 * s) {
+            let xs = random_vec(seed, 2 * 3 * 3 * 5);
+            let r = random_vec(seed + 1, 2 * 3 * 6 * 10);
+            let mut up = Upsample2x::new(&b);
+            let x = Tensor::from_host(&b, &[2, 3, 3, 5], &xs);
+            up.forward(&b, &x);
+            let mut dx = Tensor::zeros(&b, &[0]);
+            up.backward(&b, &Tensor::from_host(&b, &[2, 3, 6, 10], &r), &mut dx);
+            let loss = |v: &[f32]| {
+                probe_loss(
+                    &Upsample2x::new(&b)
+                        .forward(&b, &Tensor::from_host(&b, &[2, 3, 3, 5], v))
+                        .to_host(&b),
+                    &r,
+                )
+            };
+            check_gradient("upsample", &xs, &dx.to_host(&b), loss, GradCheck::default()).unwrap();
+        }
     }
 }

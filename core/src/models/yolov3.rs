@@ -695,58 +695,149 @@ mod tests {
     /// Finite differences of a probe loss `sum_l sum(out_l * r_l)` against the
     /// model's backward, for parameters spread over backbone, routes and head.
     /// What is checked is the wiring (every layer is checked on its own where
-    /// it is written), so the units' activations are made the identity: with
-    /// ReLUs, dozens of layers put a kink within any usable f32 step. The
-    /// tolerance is 5%: f32 through some sixty conv and batch-norm layers
-    /// (statistics over 8 values at the coarsest level) is that noisy, while a
-    /// wiring mistake (a lost branch, a swapped split) is off by far more.
+    /// it is written), so the units' activations are made the identity and the
+    /// probe's gradient reaches every path; `model_gradients_through_the_yolo_loss`
+    /// checks the real activations and loss.
     fn check_model_gradients(spec: Yolov3Spec, names: &[&str]) {
-        use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck};
+        use crate::gradcheck::{probe_loss, random_vec, SEEDS};
         let cpu = CpuBackend::new();
-        let mut units = spec.units();
-        for u in &mut units {
-            u.activation = crate::backend::Activation::Identity;
+        for seed in SEEDS {
+            let mut units = spec.units();
+            for u in &mut units {
+                u.activation = crate::backend::Activation::Identity;
+            }
+            let mut model = Yolov3::with_units(&cpu, spec.clone(), units, seed);
+            let (batch, size) = (2, 64);
+            let image = Tensor::from_host(
+                &cpu,
+                &[batch, 3, size, size],
+                &random_vec(seed + 100, batch * 3 * size * size),
+            );
+            let shapes = model.forward(&image).map(|t| t.shape().to_vec());
+            let probes: Vec<Vec<f32>> = shapes
+                .iter()
+                .enumerate()
+                .map(|(l, s)| random_vec(seed + 200 + l as u64, s.iter().product()))
+                .collect();
+            let grads = [0, 1, 2].map(|l| Tensor::from_host(&cpu, &shapes[l], &probes[l]));
+            model.backward(&image, &grads);
+            let steps = (3e-3, 0.1);
+            check_params(&mut model, names, &format!("seed {seed}"), steps, |model| {
+                let outs = model.forward(&image).map(|t| t.to_host(&cpu));
+                (0..3).map(|l| probe_loss(&outs[l], &probes[l])).sum()
+            });
         }
-        let mut model = Yolov3::with_units(&cpu, spec, units, 11);
-        let (batch, size) = (2, 64);
-        let image = Tensor::from_host(
-            &cpu,
-            &[batch, 3, size, size],
-            &random_vec(5, batch * 3 * size * size),
-        );
-        let shapes = model.forward(&image).map(|t| t.shape().to_vec());
-        let probes: Vec<Vec<f32>> = shapes
-            .iter()
-            .enumerate()
-            .map(|(l, s)| random_vec(100 + l as u64, s.iter().product()))
-            .collect();
-        let grads = [0, 1, 2].map(|l| Tensor::from_host(&cpu, &shapes[l], &probes[l]));
-        model.backward(&image, &grads);
+    }
+
+    /// Checks `model.param_grad(name)` (set by a backward of `loss`) for each
+    /// name against finite differences of `loss`, restoring every parameter.
+    /// A model is some sixty f32 layers deep, which sets the rounding the
+    /// tolerance allows for.
+    fn check_params(
+        model: &mut Yolov3<CpuBackend>,
+        names: &[&str],
+        case: &str,
+        (step, max_kink_fraction): (f32, f64),
+        mut loss: impl FnMut(&mut Yolov3<CpuBackend>) -> crate::gradcheck::Probe,
+    ) {
+        use crate::gradcheck::{check_gradient, GradCheck};
         let opts = GradCheck {
-            step: 3e-3,
-            rel_tol: 5e-2,
+            step,
+            depth: 16.0 * model.units.len() as f64,
             max_points: 12,
-            ..GradCheck::default()
+            max_kink_fraction,
         };
         let mut failures = Vec::new();
         for &name in names {
             let analytic = model.param_grad(name).unwrap();
             let x = model.param_values(name).unwrap();
             assert!(analytic.iter().any(|&g| g != 0.0), "{name}: zero gradient");
-            let mut loss = |v: &[f32]| {
+            let mut at = |v: &[f32]| {
                 model.set_param(name, v).unwrap();
-                let outs = model.forward(&image).map(|t| t.to_host(&cpu));
-                (0..3)
-                    .map(|l| probe_loss(&outs[l], &probes[l]))
-                    .sum::<f64>()
+                loss(model)
             };
-            let result = check_gradient(name, &x, &analytic, &mut loss, opts);
-            loss(&x);
+            let result = check_gradient(&format!("{case} {name}"), &x, &analytic, &mut at, opts);
+            model.set_param(name, &x).unwrap();
             if let Err(e) = result {
                 failures.push(e);
             }
         }
         assert!(failures.is_empty(), "{failures:#?}");
+    }
+
+    /// The whole training gradient, as a step computes it: the model with its
+    /// real activations (ReLU, leaky ReLU, batch norm in training mode) under
+    /// Paddle's YOLOv3 loss on a synthetic batch with boxes at every level.
+    /// The ignore mask is a step function of the predictions (a flip within
+    /// the step would be a jump, not a wrong gradient), so it is switched off
+    /// as in the loss's own check.
+    #[test]
+    fn model_gradients_through_the_yolo_loss() {
+        use crate::gradcheck::{Probe, SEEDS};
+        use crate::train::{loss_config, SyntheticBatch};
+        use crate::yolo::{yolov3_loss, Head};
+        let cpu = CpuBackend::new();
+        let spec = Yolov3Spec::tiny(4);
+        let mut cfg = loss_config(&spec);
+        cfg.ignore_thresh = 1.5;
+        // 128 pixels: at 64 the coarsest batch norms normalise over 8 values
+        // each, and the loss is too curved for any f32 step.
+        let (batch, size) = (2, 128);
+        for seed in SEEDS {
+            let data = SyntheticBatch::new(batch, size, spec.num_classes, seed);
+            let image = Tensor::from_host(&cpu, &[batch, 3, size, size], &data.images);
+            let mut model = Yolov3::new(&cpu, spec.clone(), seed);
+            // The loss of the model as it stands, and the gradient of that
+            // loss with respect to each output level.
+            let loss = |model: &mut Yolov3<CpuBackend>| {
+                let outs = model.forward(&image);
+                let shapes = outs.map(|t| t.shape().to_vec());
+                let host = outs.map(|t| t.to_host(&cpu));
+                let heads: Vec<Head> = (0..3)
+                    .map(|l| Head {
+                        data: &host[l],
+                        batch,
+                        height: shapes[l][2],
+                        width: shapes[l][3],
+                    })
+                    .collect();
+                let mut grads = host.clone();
+                let [g0, g1, g2] = &mut grads;
+                let terms = yolov3_loss(&cfg, &heads, &data.ground_truth(), &mut [g0, g1, g2]);
+                // Every term of the loss is non-negative, so the total is also
+                // the sum of the magnitudes of what it adds up.
+                let total = terms.mean.total() as f64;
+                let probe = Probe {
+                    value: total,
+                    magnitude: total,
+                };
+                (
+                    probe,
+                    [0, 1, 2].map(|l| Tensor::from_host(&cpu, &shapes[l], &grads[l])),
+                )
+            };
+            let (_, output_grads) = loss(&mut model);
+            model.backward(&image, &output_grads);
+            check_params(
+                &mut model,
+                &[
+                    "conv1_weights",
+                    "conv2_1_dw_weights",
+                    "conv4_2_dw_bn_scale",
+                    "conv6_sep_weights",
+                    "yolo_block.0.1.1.conv.weights",
+                    "yolo_transition.0.bn.offset",
+                    "yolo_output.0.conv.weights",
+                    "yolo_output.2.conv.bias",
+                ],
+                &format!("yolo loss seed {seed}"),
+                // Every unit of the network moves with an early weight, and
+                // with thousands of ReLUs one of them crosses its kink within
+                // the step at a fair share of the points.
+                (3e-4, 0.5),
+                |model| loss(model).0,
+            );
+        }
     }
 
     #[test]
