@@ -31,6 +31,9 @@ enum Command {
     Inspect(commands::inspect::Args),
     /// Convert a checkpoint to another format (dir, tar, pdparams, safetensors, params).
     ConvertWeights(commands::convert_weights::Args),
+    /// A config as training reads it: `show` (YAML) or `convert` (RON), bases and overrides applied.
+    #[command(subcommand)]
+    Config(commands::config::Args),
     /// Inspect a dataset the way training reads it.
     #[command(subcommand)]
     Dataset(commands::dataset::Args),
@@ -53,6 +56,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Plan(args) => commands::plan::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::ConvertWeights(args) => commands::convert_weights::run(args),
+        Command::Config(args) => commands::config::run(args),
         Command::Dataset(args) => commands::dataset::run(args),
         Command::X2coco(args) => commands::x2coco::run(args),
         Command::Synth(args) => commands::synth::run(args),

@@ -196,7 +196,13 @@ impl DatasetReport {
         )
         .unwrap();
         for p in &self.problems {
-            writeln!(s, "    {} ({}): {}", p.file, p.place, p.what).unwrap();
+            // A problem of the whole file has no place to name.
+            let place = if p.place.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", p.place)
+            };
+            writeln!(s, "    {}{place}: {}", p.file, p.what).unwrap();
         }
         s
     }
@@ -283,5 +289,24 @@ mod tests {
         let text = report.to_text();
         assert!(text.contains("images: 3 (1 without boxes)"), "{text}");
         assert!(text.contains("b.xml (line 1): error: bad"), "{text}");
+    }
+
+    #[test]
+    fn a_problem_without_place_prints_no_brackets() {
+        let whole_file = Problem {
+            file: "label_list.txt".into(),
+            place: String::new(),
+            what: "error: empty".into(),
+        };
+        let dataset = Dataset {
+            class_names: vec!["cat".into()],
+            records: vec![],
+            problems: vec![],
+        };
+        let text = DatasetReport::new("train", &dataset, 1, vec![whole_file]).to_text();
+        assert!(
+            text.contains("    label_list.txt: error: empty\n"),
+            "{text}"
+        );
     }
 }

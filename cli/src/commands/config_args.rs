@@ -9,7 +9,7 @@ use pulsefocus_formats::weights_source::default_cache_dir;
 
 #[derive(ClapArgs, Debug, Clone)]
 pub struct ConfigArgs {
-    /// The config file (RON).
+    /// The config file: PaddleDetection YAML (.yml, .yaml) or RON (.ron).
     #[arg(short = 'c', long = "config")]
     pub config: PathBuf,
     /// Overrides in PaddleDetection's syntax, e.g. `-o TrainReader.batch_size=4

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod config;
 pub mod config_args;
 pub mod convert_weights;
 pub mod dataset;

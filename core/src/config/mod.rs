@@ -13,6 +13,7 @@ mod build;
 pub mod overrides;
 mod sections;
 pub mod tree;
+pub mod yaml;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -24,13 +25,50 @@ use crate::models::mobilenet_v1::MobileNetV1Spec;
 use crate::models::{Backbone, Yolov3Spec};
 pub use overrides::Override;
 pub use sections::*;
-use tree::Node;
+use tree::{MergeRule, Node};
 
 /// The key listing base files, relative to the file that names them.
 pub const BASE_KEY: &str = "_BASE_";
 
 /// Reads `path`, its bases and the overrides into a checked config.
 pub fn load(path: &Path, overrides: &[Override]) -> Result<Config, Error> {
+    let tree = load_resolved_tree(path, overrides)?;
+    let overridden: Vec<String> = overrides.iter().map(|o| o.key.join(".")).collect();
+    let mut config = build(path, &tree, &overridden)?;
+    // PaddleDetection turns pretraining off with `-o pretrain_weights=`.
+    if config.pretrain_weights.as_deref() == Some("") {
+        config.pretrain_weights = None;
+    }
+    config.check(path)?;
+    Ok(config)
+}
+
+/// The config as RON: every key with its value, defaults included, bases
+/// and overrides resolved; `load` reads it back to the same config.
+pub fn to_ron(config: &Config) -> String {
+    let pretty = ron::ser::PrettyConfig::new()
+        .struct_names(false)
+        .extensions(ron_options().default_extensions);
+    let text = ron::Options::default()
+        .to_string_pretty(config, pretty)
+        .expect("a config serialises: it holds strings, numbers, lists and structs only");
+    // The `#![enable(...)]` line ron writes for its extensions: pulsefocus
+    // reads every config with them on.
+    text.lines()
+        .skip_while(|l| l.starts_with("#!["))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The config as PaddleDetection YAML, every key with its value.
+pub fn to_yaml(config: &Config) -> String {
+    let tree = tree::parse(Path::new("(resolved config)"), &to_ron(config))
+        .expect("to_ron writes the RON subset tree::parse reads");
+    yaml::render(&tree)
+}
+
+/// One file merged over its bases with the overrides applied, untyped.
+fn load_resolved_tree(path: &Path, overrides: &[Override]) -> Result<Node, Error> {
     let mut tree = load_tree(path, &mut Vec::new())?;
     for o in overrides {
         o.apply(&mut tree)?;
@@ -43,14 +81,7 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Config, Error> {
             }
         }
     }
-    let overridden: Vec<String> = overrides.iter().map(|o| o.key.join(".")).collect();
-    let mut config = build(path, &tree, &overridden)?;
-    // PaddleDetection turns pretraining off with `-o pretrain_weights=`.
-    if config.pretrain_weights.as_deref() == Some("") {
-        config.pretrain_weights = None;
-    }
-    config.check(path)?;
-    Ok(config)
+    Ok(tree)
 }
 
 /// Parses `-o` arguments (each may hold several `key=value` separated by spaces,
@@ -59,48 +90,129 @@ pub fn parse_overrides(args: &[String]) -> Result<Vec<Override>, Error> {
     args.iter().map(|a| Override::parse(a)).collect()
 }
 
-/// One file merged over its bases; `chain` detects include cycles.
+/// The key naming the reader file a PaddleDetection YAML config is merged
+/// over (`_READER_: 'yolov3_reader.yml'`), relative to the file.
+pub const READER_KEY: &str = "_READER_";
+
+/// The two formats read, told apart by the file's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Ron,
+    Yaml,
+}
+
+impl Format {
+    pub fn of(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(ext) if ext.eq_ignore_ascii_case("yml") || ext.eq_ignore_ascii_case("yaml") => {
+                Format::Yaml
+            }
+            _ => Format::Ron,
+        }
+    }
+
+    fn merge_rule(self) -> MergeRule {
+        match self {
+            Format::Ron => MergeRule::SameNameMerges,
+            Format::Yaml => MergeRule::NamedReplaces,
+        }
+    }
+}
+
+/// What a parse error adds when the text looks like the other format.
+const FORMATS_HINT: &str = "configs are RON (.ron) or PaddleDetection YAML (.yml, .yaml), \
+                            told apart by the file's extension";
+
+/// Parses one config file by its extension.
+pub fn parse_file(path: &Path, text: &str) -> Result<Node, Error> {
+    let format = Format::of(path);
+    let parsed = match format {
+        Format::Ron => tree::parse(path, text),
+        Format::Yaml => yaml::parse(path, text),
+    };
+    parsed.map_err(|mut e| {
+        // RON opens with `(` (after comments); YAML starts with `key:`.
+        let first = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("//"))
+            .unwrap_or_default();
+        let looks_like_yaml = !first.starts_with('(') && first.contains(':');
+        match (format, looks_like_yaml) {
+            (Format::Ron, true) => {
+                e.message += &format!(" ({FORMATS_HINT}; this file looks like YAML: name it .yml)")
+            }
+            (Format::Yaml, false) if first.starts_with('(') => {
+                e.message += &format!(" ({FORMATS_HINT}; this file looks like RON: name it .ron)")
+            }
+            _ => {}
+        }
+        e
+    })
+}
+
+/// One file merged over its bases (`_BASE_`, and `_READER_` in YAML), which
+/// are relative to the file; `chain` detects include cycles.
 fn load_tree(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Node, Error> {
     let canonical = path.canonicalize().map_err(|e| Error::io(path, e))?;
     if chain.contains(&canonical) {
-        return Err(Error::new(path, "config includes itself through _BASE_"));
+        let cycle: Vec<String> = chain
+            .iter()
+            .chain([&canonical])
+            .map(|p| p.display().to_string())
+            .collect();
+        return Err(Error::new(
+            path,
+            format!("config includes itself: {}", cycle.join(" -> ")),
+        ));
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut node = tree::parse(path, &text)?;
-    let bases = match node.take_field(BASE_KEY) {
-        None => Vec::new(),
-        Some(Node::List(items)) => items,
-        Some(single @ Node::Str(_)) => vec![single],
-        Some(_) => {
-            return Err(Error::at(path, BASE_KEY, "expected a list of file names"));
+    let mut node = parse_file(path, &text)?;
+    let mut bases = Vec::new();
+    for key in [BASE_KEY, READER_KEY] {
+        let names = match node.take_field(key) {
+            None => Vec::new(),
+            Some(Node::List(items)) => items,
+            Some(single) => vec![single],
+        };
+        for name in names {
+            let Node::Str(name) = name else {
+                return Err(Error::at(path, key, "expected file names as strings"));
+            };
+            bases.push((key, name));
         }
-    };
+    }
     chain.push(canonical);
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut merged: Option<Node> = None;
-    for base in bases {
-        let Node::Str(name) = base else {
-            return Err(Error::at(path, BASE_KEY, "expected file names as strings"));
+    for (key, name) in bases {
+        let base_path = match name.strip_prefix("~/") {
+            Some(rest) => std::env::var_os("HOME")
+                .map_or_else(|| dir.join(&name), |home| Path::new(&home).join(rest)),
+            None => dir.join(&name),
         };
-        let base_path = dir.join(&name);
         if !base_path.is_file() {
             return Err(Error::at(
                 path,
-                BASE_KEY,
-                format!("base file {} not found", base_path.display()),
+                key,
+                format!(
+                    "{} file {} not found",
+                    if key == BASE_KEY { "base" } else { "reader" },
+                    base_path.display()
+                ),
             ));
         }
         let base_tree = load_tree(&base_path, chain)?;
         match &mut merged {
             None => merged = Some(base_tree),
-            Some(m) => m.merge_from(base_tree),
+            Some(m) => m.merge_from(base_tree, Format::of(&base_path).merge_rule()),
         }
     }
     chain.pop();
     Ok(match merged {
         None => node,
         Some(mut m) => {
-            m.merge_from(node);
+            m.merge_from(node, Format::of(path).merge_rule());
             m
         }
     })

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use pulsefocus_formats::Error;
 
-use super::tree::Node;
+use super::tree::{MergeRule, Node};
 
 /// One parsed `-o` argument.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +69,7 @@ impl Override {
         // section of a file merges over its base); anything else replaces.
         match (&self.value, &*node) {
             (Node::Struct { name: None, .. }, Node::Struct { .. }) => {
-                node.merge_from(self.value.clone())
+                node.merge_from(self.value.clone(), MergeRule::SameNameMerges)
             }
             _ => *node = retyped_like(self.value.clone(), node),
         }

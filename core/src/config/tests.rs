@@ -345,3 +345,105 @@ fn model_spec_follows_the_config() {
     let c = load(&configs_dir().join("demo.ron"), &[]).unwrap();
     assert_eq!(c.model_spec(), Yolov3Spec::small(3));
 }
+
+/// Every shipped config, converted to RON and to YAML by `config convert` /
+/// `config show`, loads back to the same config.
+#[test]
+fn show_and_convert_round_trip_every_shipped_config() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in fs::read_dir(configs_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "ron") {
+            continue;
+        }
+        let config = load(&path, &[]).unwrap();
+        let ron_path = dir.path().join("converted.ron");
+        fs::write(&ron_path, to_ron(&config)).unwrap();
+        let from_ron = load(&ron_path, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(from_ron, config, "{}", path.display());
+        let yaml_path = dir.path().join("shown.yml");
+        fs::write(&yaml_path, to_yaml(&config)).unwrap();
+        let from_yaml = load(&yaml_path, &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(from_yaml, config, "{}", path.display());
+    }
+}
+
+const MINIMAL_YAML: &str = "architecture: YOLOv3\nnum_classes: 4\nmax_iters: 10\n\
+    TrainReader:\n  batch_size: 2\n  dataset:\n    !VOCDataSet\n    dataset_dir: d\n";
+
+#[test]
+fn yaml_config_loads_like_its_ron_twin() {
+    let dir = write_configs(&[("c.yml", MINIMAL_YAML), ("c.ron", MINIMAL)]);
+    let from_yaml = load(&dir.path().join("c.yml"), &[]).unwrap();
+    let from_ron = load(&dir.path().join("c.ron"), &[]).unwrap();
+    assert_eq!(from_yaml, from_ron);
+    // -o applies to YAML exactly as to RON.
+    let o = overrides(&["TrainReader.dataset.dataset_dir=e", "max_iters=7"]);
+    let from_yaml = load(&dir.path().join("c.yml"), &o).unwrap();
+    assert_eq!(from_yaml, load(&dir.path().join("c.ron"), &o).unwrap());
+    assert_eq!(from_yaml.max_iters, 7);
+}
+
+/// PaddleDetection's `load_config`: the `_READER_` file first, the config
+/// over it; a plain map merges key by key, a tagged object replaces whole.
+#[test]
+fn yaml_reader_include_and_paddle_merge_rule() {
+    let dir = write_configs(&[
+        (
+            "readers/reader.yml",
+            "TrainReader:\n  batch_size: 8\n  shuffle: false\n  dataset:\n    !COCODataSet\n    \
+             image_dir: train2017\n    anno_path: annotations/custom.json\n    \
+             dataset_dir: dataset/coco\n",
+        ),
+        (
+            "c.yml",
+            "architecture: YOLOv3\nnum_classes: 4\nmax_iters: 10\n_READER_: 'readers/reader.yml'\n\
+             TrainReader:\n  shuffle: true\n  dataset:\n    !COCODataSet\n    dataset_dir: mine\n",
+        ),
+    ]);
+    let c = load(&dir.path().join("c.yml"), &[]).unwrap();
+    assert_eq!(c.train_reader.batch_size, 8);
+    assert!(c.train_reader.shuffle);
+    let DataSet::COCODataSet(coco) = &c.train_reader.dataset else {
+        panic!("{:?}", c.train_reader.dataset)
+    };
+    assert_eq!(coco.dataset_dir, "mine");
+    // Not inherited from the reader's COCODataSet: the class default.
+    assert_ne!(coco.anno_path, "annotations/custom.json");
+}
+
+#[test]
+fn bad_yaml_configs_are_one_line_errors() {
+    let dir = write_configs(&[
+        (
+            "tabs.yml",
+            "architecture: YOLOv3\nTrainReader:\n\tbatch_size: 2\n",
+        ),
+        (
+            "tag.yml",
+            &MINIMAL_YAML.replace("!VOCDataSet", "!NoSuchThing"),
+        ),
+        ("missing.yml", "_READER_: nope.yml\n"),
+        ("loop_a.yml", "_READER_: loop_b.yml\n"),
+        ("loop_b.yml", "_READER_: loop_a.yml\n"),
+        (
+            "type.yml",
+            &MINIMAL_YAML.replace("max_iters: 10", "max_iters: ten"),
+        ),
+        ("yaml_named.ron", MINIMAL_YAML),
+        ("ron_named.yml", MINIMAL),
+    ]);
+    let error = |name: &str| {
+        let e = load(&dir.path().join(name), &[]).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.contains(name), "{e}");
+        e
+    };
+    assert!(error("tabs.yml").contains("line 3"));
+    assert!(error("tag.yml").contains("NoSuchThing"));
+    assert!(error("missing.yml").contains("(_READER_): reader file"));
+    assert!(error("loop_a.yml").contains("includes itself"));
+    assert!(error("type.yml").contains("max_iters"));
+    assert!(error("yaml_named.ron").contains("looks like YAML: name it .yml"));
+    assert!(error("ron_named.yml").contains("looks like RON: name it .ron"));
+}

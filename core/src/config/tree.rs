@@ -13,6 +13,13 @@ use std::path::Path;
 
 use pulsefocus_formats::Error;
 
+/// How a named object in a file meets the base's value under the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeRule {
+    SameNameMerges,
+    NamedReplaces,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Node {
     Struct {
@@ -51,10 +58,13 @@ impl Node {
         }
     }
 
-    /// Deep merge as PaddleDetection merges a config over its `_BASE_`s:
-    /// sections (structs of the same name, or unnamed) merge key by key; any
-    /// other value, lists included, replaces the base's.
-    pub fn merge_from(&mut self, over: Node) {
+    /// Deep merge of a file over its base: sections (unnamed structs) merge
+    /// key by key; any other value, lists included, replaces the base's.
+    /// A named object (`VOCDataSet(...)`, YAML's `!VOCDataSet`) merges into
+    /// one of the same name under `MergeRule::SameNameMerges` (RON files) and
+    /// replaces it whole under `MergeRule::NamedReplaces`, as
+    /// PaddleDetection's `dict_merge` replaces a tagged object (YAML files).
+    pub fn merge_from(&mut self, over: Node, rule: MergeRule) {
         match (self, over) {
             (
                 Node::Struct { name, fields },
@@ -62,13 +72,16 @@ impl Node {
                     name: over_name,
                     fields: over_fields,
                 },
-            ) if over_name.is_none() || *name == over_name || name.is_none() => {
+            ) if over_name.is_none()
+                || (rule == MergeRule::SameNameMerges
+                    && (*name == over_name || name.is_none())) =>
+            {
                 if over_name.is_some() {
                     *name = over_name;
                 }
                 for (key, value) in over_fields {
                     match fields.iter_mut().find(|(k, _)| *k == key) {
-                        Some((_, existing)) => existing.merge_from(value),
+                        Some((_, existing)) => existing.merge_from(value, rule),
                         None => fields.push((key, value)),
                     }
                 }
@@ -434,16 +447,32 @@ mod tests {
     #[test]
     fn merge_is_deep_for_sections_and_replaces_the_rest() {
         let mut base = p(r#"(R: (batch: 8, ds: VOCDataSet(dir: "a", bg: false)), l: [1, 2])"#);
-        base.merge_from(p(r#"(R: (ds: VOCDataSet(dir: "b")), l: [3])"#));
+        base.merge_from(
+            p(r#"(R: (ds: VOCDataSet(dir: "b")), l: [3])"#),
+            MergeRule::SameNameMerges,
+        );
         assert_eq!(
             base,
             p(r#"(R: (batch: 8, ds: VOCDataSet(dir: "b", bg: false)), l: [3])"#)
         );
-        base.merge_from(p(r#"(R: (ds: COCODataSet(dir: "c")))"#));
+        base.merge_from(
+            p(r#"(R: (ds: COCODataSet(dir: "c")))"#),
+            MergeRule::SameNameMerges,
+        );
         assert_eq!(
             base.field("R").unwrap().field("ds"),
             Some(&p(r#"COCODataSet(dir: "c")"#))
         );
+        // PaddleDetection's rule: a named object replaces even its namesake.
+        base.merge_from(
+            p(r#"(R: (ds: COCODataSet(anno: "x")))"#),
+            MergeRule::NamedReplaces,
+        );
+        assert_eq!(
+            base.field("R").unwrap().field("ds"),
+            Some(&p(r#"COCODataSet(anno: "x")"#))
+        );
+        assert!(base.field("R").unwrap().field("batch").is_some());
     }
 
     #[test]
