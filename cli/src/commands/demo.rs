@@ -124,6 +124,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &weights_cache,
         args.seed,
         &eval_set,
+        // The demo's checkpoint is a local file: nothing to download.
+        &mut |_| {},
     )?;
     println!("mAP before fine-tuning: {:.4}", before.map);
 
@@ -236,6 +238,8 @@ fn set_dataset_dir(reader: &mut Reader, dir: &str) {
 /// mostly read in a log or a terminal scrollback, so no progress bar).
 fn log_event(event: Event, every: u64) {
     match event {
+        // The demo's checkpoint is a local file: nothing downloads.
+        Event::Download(_) => {}
         Event::Loaded(report) => println!("{}", report.render()),
         Event::Ready { train_images, .. } => {
             eprintln!("fine-tuning on {train_images} images")

@@ -17,6 +17,7 @@ use pulsefocus_core::Backend;
 
 use super::config_args::ConfigArgs;
 use super::device::{DeviceArg, OnBackend};
+use super::download::DownloadProgress;
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -110,6 +111,7 @@ struct Progress {
     bar: Option<ProgressBar>,
     window: u64,
     smoothed: f32,
+    download: DownloadProgress,
 }
 
 impl Progress {
@@ -118,6 +120,7 @@ impl Progress {
             bar: None,
             window,
             smoothed: f32::NAN,
+            download: DownloadProgress::default(),
         }
     }
 
@@ -130,6 +133,7 @@ impl Progress {
 
     fn on_event(&mut self, event: Event) {
         match event {
+            Event::Download(d) => self.download.on_event(d),
             Event::Loaded(report) => {
                 println!("{}", report.render());
             }

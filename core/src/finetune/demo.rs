@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use pulsefocus_formats::coco_results::CocoResult;
 use pulsefocus_formats::dataset::Dataset;
+use pulsefocus_formats::weights_source::Download;
 use pulsefocus_formats::{draw, image, Error, Result};
 
 use super::{evaluate_config, start_model, EvalResult};
@@ -22,8 +23,16 @@ pub fn evaluate_start<B: Backend>(
     weights_cache: &Path,
     seed: u64,
     dataset: &Dataset,
+    on_download: &mut dyn FnMut(Download),
 ) -> Result<EvalResult> {
-    let (mut model, _) = start_model(backend, config_path, config, weights_cache, seed)?;
+    let (mut model, _) = start_model(
+        backend,
+        config_path,
+        config,
+        weights_cache,
+        seed,
+        on_download,
+    )?;
     evaluate_config(&mut model, config, config_path, dataset)
 }
 
