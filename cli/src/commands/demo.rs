@@ -135,6 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eval: true,
         resume: None,
         weights_cache,
+        start_map: Some(before.map),
         stop: Arc::new(AtomicBool::new(false)),
     };
     let log_every = config.log_smooth_window.max(1) as u64;

@@ -73,6 +73,7 @@ impl OnBackend for Training<'_> {
             eval: args.eval,
             resume: args.resume.clone(),
             weights_cache: args.config.weights_cache(),
+            start_map: None,
             stop,
         };
         let mut progress = Progress::new(config.log_smooth_window.max(1) as u64);

@@ -52,6 +52,9 @@ pub struct TrainOptions {
     pub resume: Option<PathBuf>,
     /// Where downloaded pretrained weights are cached.
     pub weights_cache: PathBuf,
+    /// The starting model's mAP, when the caller measured it (the demo
+    /// does): the mAP curve's point at iteration 0.
+    pub start_map: Option<f64>,
     /// Set (by Ctrl-C) to stop after the current step with a snapshot.
     pub stop: Arc<AtomicBool>,
 }
@@ -284,7 +287,11 @@ pub fn train<B: Backend>(
     let mut curves = if options.resume.is_some() {
         Curves::read(&save_dir, start)?
     } else {
-        Curves::default()
+        let mut curves = Curves::default();
+        if let Some(map) = options.start_map {
+            curves.push_map(0, map);
+        }
+        curves
     };
     // The snapshot resumed from is the last good one until this run writes one.
     let mut last_good: Option<SnapshotPaths> =
