@@ -160,7 +160,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "mAP after {} iterations: {:.4} (VOC mAP@0.5 on {} test images)",
         summary.iterations, after.map, after.images
     );
+    let map_curve = summary.save_dir.join("map.svg");
     println!("loss curve: {}", summary.loss_curve.display());
+    println!("mAP curve: {}", map_curve.display());
     println!(
         "detections drawn on {} test images: {}",
         samples.len(),
@@ -170,7 +172,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "fine-tuned weights: {}",
         summary.final_snapshot.params.display()
     );
+    // The evaluation at the end keeps the best model; `infer` runs it.
+    let best = summary.best_map.map(|map| {
+        let stem = summary.save_dir.join("best_model");
+        println!("best model (mAP {map:.4}): {}.pdparams", stem.display());
+        stem
+    });
+    let weights = best
+        .clone()
+        .unwrap_or_else(|| summary.final_snapshot.params.with_extension(""));
     println!("took {seconds:.0} s");
+    // The config's dataset paths are relative: the command runs in `out`.
+    println!(
+        "next, detect objects in pictures:\n  cd {} && pulsefocus infer -c configs/demo.ron -o weights={} --infer_dir dataset/synth/JPEGImages --output_dir infer",
+        out.display(),
+        weights.strip_prefix(&out).unwrap_or(&weights).display()
+    );
     if args.json {
         let report = serde_json::json!({
             "map_before": before.map,
@@ -180,7 +197,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "output_dir": out,
             "pretrained": config.pretrain_weights,
             "weights": summary.final_snapshot.params,
+            "best_model": best.map(|stem| stem.with_extension("pdparams")),
             "loss_curve": summary.loss_curve,
+            "map_curve": map_curve,
             "samples": samples,
         });
         println!("{report}");
