@@ -1,9 +1,11 @@
-//! Speed of the training input pipeline on the shared photos: JPEG/PNG decode
+//! Speed of the training input pipeline on real photos: JPEG/PNG decode
 //! alone, the 416x416 resize alone, one image through the whole YOLOv3 train
 //! pipeline on one thread, and the threaded loader (2 workers) yielding
 //! batches of 8 at 416x416. Throughput is in images per second.
 //!
 //! Run: `cargo bench -p pulsefocus-benches --bench pipeline`
+//! (the photos in tests/data/photos, or every file in `PULSEFOCUS_BENCH_PHOTOS`
+//! when that names a folder).
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -19,13 +21,11 @@ use pulsefocus_core::data::{
 use pulsefocus_formats::dataset::{GroundTruth, Record};
 use pulsefocus_formats::image::{decode, decode_file};
 
-/// The shared photos (beside the checkout, or above the worktrees folder).
+/// The photos to run on: `PULSEFOCUS_BENCH_PHOTOS` or the repository's own.
 fn photos() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared/data/images"))
-        .find(|d| d.is_dir())
-        .expect("shared/data/images above the repository");
+    let dir = std::env::var_os("PULSEFOCUS_BENCH_PHOTOS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/photos"));
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())

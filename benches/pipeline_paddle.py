@@ -2,7 +2,8 @@
 YOLOv3 train sample pipeline (release/0.5 operators: DecodeImage, MixupImage,
 ColorDistort, RandomExpand, RandomCrop, RandomFlipImage, NormalizeBox, PadBox,
 BboxXYXY2XYWH, RandomShape, NormalizeImage, Permute), one image at a time on one
-thread, on the same shared photos with the same three boxes each.
+thread, on the same photos with the same three boxes each (tests/data/photos, or
+the folder PULSEFOCUS_BENCH_PHOTOS names).
 
 ppdet and OpenCV are not installed here, so the operators below are
 PaddleDetection's numpy code transcribed, with PIL standing in for cv2 in
@@ -23,14 +24,9 @@ from PIL import Image
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def shared_images():
-    d = HERE
-    while d != "/":
-        cand = os.path.join(d, "shared", "data", "images")
-        if os.path.isdir(cand):
-            return sorted(glob.glob(os.path.join(cand, "*")))
-        d = os.path.dirname(d)
-    raise SystemExit("shared/data/images not found above " + HERE)
+def photos():
+    d = os.environ.get("PULSEFOCUS_BENCH_PHOTOS") or os.path.join(HERE, "..", "tests", "data", "photos")
+    return sorted(glob.glob(os.path.join(d, "*")))
 
 
 def decode(path):
@@ -209,12 +205,12 @@ def rust_images_per_s():
         return None
     with open(path) as f:
         ns_per_iter = json.load(f)["median"]["point_estimate"]
-    return len(shared_images()) / (ns_per_iter * 1e-9)
+    return len(photos()) / (ns_per_iter * 1e-9)
 
 
 def main():
     np.random.seed(0)
-    paths = shared_images()
+    paths = photos()
     one_image(paths, 0)  # warm up
     rounds = 10
     start = time.perf_counter()

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds the device crate (gpu-kernels/device) to PTX for sm_53, the baseline
 # every later GPU JIT-compiles, and writes gpu-kernels/ptx/kernels_sm53.ptx with
-# a header naming the compiler. Recipe: ../shared/specs/gpu-toolchain.md
-# (Debian's rustc-web: an NVPTX-capable rustc plus rust-web-src for
-# -Zbuild-std=core; the rlib's --emit=asm output is the PTX).
+# a header naming the compiler. Toolchain: docs/gpu.md, "Toolchain and
+# rebuilding the PTX" (Debian's rustc-web: an NVPTX-capable rustc plus
+# rust-web-src for -Zbuild-std=core; the rlib's --emit=asm output is the PTX).
 #
 # Usage: bash gpu-kernels/build-ptx.sh [OUT.ptx]   (default: the committed file)
 set -euo pipefail

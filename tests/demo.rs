@@ -54,10 +54,12 @@ fn short_demo_fine_tunes_the_bundled_checkpoint_and_writes_its_files() {
         "output/demo/model_final.pdparams",
         "output/demo/model_final.pdopt",
         "output/demo/loss.svg",
+        "output/demo/map.svg",
+        "output/demo/best_model.pdparams",
     ] {
         assert!(output_dir.join(file).is_file(), "{file} missing");
     }
-    for key in ["weights", "loss_curve"] {
+    for key in ["weights", "loss_curve", "map_curve", "best_model"] {
         assert!(Path::new(summary[key].as_str().unwrap()).is_file(), "{key}");
     }
     let samples = summary["samples"].as_array().unwrap();
@@ -68,6 +70,29 @@ fn short_demo_fine_tunes_the_bundled_checkpoint_and_writes_its_files() {
         let bytes = std::fs::read(path).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "{path:?} is not a PNG");
     }
+
+    // The summary names the curves and the best model, and the `infer`
+    // command it suggests works as printed.
+    assert!(stdout.contains("mAP curve: "), "{stdout}");
+    assert!(stdout.contains("best model (mAP "), "{stdout}");
+    let suggested = stdout
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix(&format!("cd {} && pulsefocus ", output_dir.display()))
+        })
+        .unwrap_or_else(|| panic!("no infer command in:\n{stdout}"));
+    let infer = Command::new(env!("CARGO_BIN_EXE_pulsefocus"))
+        .args(suggested.split_whitespace())
+        .current_dir(output_dir)
+        .output()
+        .unwrap();
+    assert!(
+        infer.status.success(),
+        "{suggested}:\n{}",
+        String::from_utf8_lossy(&infer.stderr)
+    );
+    assert!(output_dir.join("infer").is_dir());
 }
 
 #[test]

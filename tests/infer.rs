@@ -137,13 +137,8 @@ fn infer_draws_the_picture_and_lists_detections_with_class_names() {
 #[test]
 fn infer_runs_on_a_directory_of_real_photos() {
     let dir = trained();
-    // The shared folder sits beside the checkout (main) or above the
-    // worktrees folder, depending on where the repository was cloned.
-    let photos = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared/data/images"))
-        .find(|d| d.is_dir())
-        .expect("shared/data/images above the repository");
+    // Photos from PaddleDetection's demo folder (tests/data/README.md).
+    let photos = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/photos");
     let out = run_in(
         dir,
         &[

@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 
 use std::path::{Path, PathBuf};
 
-use pulsefocus_formats::weights_source::resolve_weights;
+use pulsefocus_formats::weights_source::{resolve_weights, Download};
 use pulsefocus_formats::{load_checkpoint, Checkpoint, DType, Error};
 use regex::Regex;
 use serde::Serialize;
@@ -436,12 +436,13 @@ pub struct Pretrained {
 
 /// What `plan` shows and `train` does before its first step: resolve and read
 /// the config's `pretrain_weights` (downloading into `cache_dir` if it is a
-/// URL) and apply the rules to the config's model. Without `pretrain_weights`
-/// every parameter is `missing`.
+/// URL, which `on_download` hears about) and apply the rules to the config's
+/// model. Without `pretrain_weights` every parameter is `missing`.
 pub fn plan_for_config(
     config_path: &Path,
     config: &Config,
     cache_dir: &Path,
+    on_download: &mut dyn FnMut(Download),
 ) -> Result<(LoadReport, Option<Pretrained>), Error> {
     let key = "key finetune_exclude_pretrained_params";
     let patterns = config
@@ -456,7 +457,7 @@ pub fn plan_for_config(
         };
         return Ok((report, None));
     };
-    let path = resolve_weights(spec, cache_dir)?;
+    let path = resolve_weights(spec, cache_dir, on_download)?;
     let checkpoint = load_checkpoint(&path)?;
     if checkpoint.is_empty() {
         return Err(Error::new(&path, "the checkpoint holds no tensors"));
@@ -674,7 +675,8 @@ mod tests {
         .unwrap();
         let weights = format!("pretrain_weights={}", ckpt_dir.display());
         let (path, config) = demo_config(&[&weights]);
-        let (report, pretrained) = plan_for_config(&path, &config, dir.path()).unwrap();
+        let (report, pretrained) =
+            plan_for_config(&path, &config, dir.path(), &mut |_| {}).unwrap();
         let pretrained = pretrained.unwrap();
         assert_eq!(pretrained.path, ckpt_dir);
         assert_eq!(report.excluded.len(), 6, "{}", report.summary());
@@ -694,7 +696,7 @@ mod tests {
 
         // Without exclusions the class-count outputs are shape mismatches.
         let (path, config) = demo_config(&[&weights, "finetune_exclude_pretrained_params=[]"]);
-        let (report, _) = plan_for_config(&path, &config, dir.path()).unwrap();
+        let (report, _) = plan_for_config(&path, &config, dir.path(), &mut |_| {}).unwrap();
         assert_eq!(report.shape_mismatch.len(), 6);
     }
 
@@ -702,7 +704,9 @@ mod tests {
     fn config_plan_errors_name_the_cause() {
         let dir = tempfile::tempdir().unwrap();
         let (path, config) = demo_config(&["finetune_exclude_pretrained_params=['(']"]);
-        let err = plan_for_config(&path, &config, dir.path()).err().unwrap();
+        let err = plan_for_config(&path, &config, dir.path(), &mut |_| {})
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("invalid pattern '('"), "{err}");
         // regex's own message spans lines (pattern, caret, reason): one line here.
         assert!(!err.to_string().contains('\n'), "{err}");
@@ -711,11 +715,14 @@ mod tests {
         std::fs::create_dir(&empty).unwrap();
         let weights = format!("pretrain_weights={}", empty.display());
         let (path, config) = demo_config(&[&weights]);
-        let err = plan_for_config(&path, &config, dir.path()).err().unwrap();
+        let err = plan_for_config(&path, &config, dir.path(), &mut |_| {})
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("no tensor"), "{err}");
         for no_weights in [&[][..], &["pretrain_weights="]] {
             let (path, config) = demo_config(no_weights);
-            let (report, pretrained) = plan_for_config(&path, &config, dir.path()).unwrap();
+            let (report, pretrained) =
+                plan_for_config(&path, &config, dir.path(), &mut |_| {}).unwrap();
             assert!(pretrained.is_none());
             assert_eq!(report.missing.len() + report.excluded.len(), 241);
         }

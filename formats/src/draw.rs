@@ -1,6 +1,7 @@
 //! Drawing detections onto an RGB8 image: box outlines, filled label
 //! backgrounds and text in a small built-in bitmap font, with one colour per
-//! class. `infer` uses it to write pictures of what the detector found.
+//! class. `infer` and the demo use it to write pictures of what the detector
+//! found. Labels are kept whole inside the picture and off each other.
 //!
 //! Everything is clipped to the image, so boxes that stick out (or lie wholly
 //! outside) are drawn partly or not at all, never out of bounds.
@@ -216,27 +217,99 @@ pub fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, col
     }
 }
 
-/// One detection as `infer` shows it: the box in the class colour and, above
-/// its top-left corner (inside the box when there is no room above), `label`
-/// on a filled background of the same colour.
-pub fn draw_detection(img: &mut RgbImage, bbox: [f32; 4], class: u32, label: &str) {
-    let color = class_color(class);
+/// A detection to draw: its box `[x1, y1, x2, y2]` in pixels, its class (for
+/// the colour) and its label ("class score"; empty for none).
+pub struct Detection {
+    pub bbox: [f32; 4],
+    pub class: u32,
+    pub label: String,
+}
+
+/// A label's background, the pixels `x0 <= x < x1`, `y0 <= y < y1`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rect {
+    x0: i64,
+    y0: i64,
+    x1: i64,
+    y1: i64,
+}
+
+impl Rect {
+    fn overlaps(&self, other: &Rect) -> bool {
+        self.x0 < other.x1 && other.x0 < self.x1 && self.y0 < other.y1 && other.y0 < self.y1
+    }
+}
+
+/// Where a `width` x `height` label of the box `[x1, y1, x2, y2]` goes: at
+/// the box's left edge, moved left as far as needed to end inside the image,
+/// and at the first of these heights that lies inside the image and overlaps
+/// no label in `placed`: above the box, inside its top, further down inside
+/// it a label height at a time, below it. When all of them overlap (a
+/// crowded picture), the first inside the image.
+fn place_label(
+    bbox: [i64; 4],
+    width: i64,
+    height: i64,
+    image: (u32, u32),
+    placed: &[Rect],
+) -> Rect {
+    let (image_width, image_height) = (image.0 as i64, image.1 as i64);
+    let x0 = bbox[0].min(image_width - width).max(0);
+    let top = bbox[1].clamp(0, image_height);
+    let bottom = bbox[3].clamp(top, image_height);
+    let at = |y0: i64| Rect {
+        x0,
+        y0,
+        x1: x0 + width,
+        y1: y0 + height,
+    };
+    let inside_box = (top..bottom - height).step_by(height.max(1) as usize);
+    let inside_image: Vec<Rect> = std::iter::once(top - height)
+        .chain(inside_box)
+        .chain(std::iter::once(bottom))
+        .filter(|&y| y >= 0 && y + height <= image_height)
+        .map(at)
+        .collect();
+    inside_image
+        .iter()
+        .find(|r| !placed.iter().any(|p| p.overlaps(r)))
+        .or(inside_image.first())
+        .copied()
+        // A label taller than the picture: from its top edge.
+        .unwrap_or_else(|| at(0))
+}
+
+/// Detections as `infer` shows them: each box in its class colour, then each
+/// label on a filled background of the same colour, placed by [`place_label`]
+/// in the order given (the first detections get the best places), so that
+/// labels stay inside the picture and do not cover one another.
+pub fn draw_detections(img: &mut RgbImage, detections: &[Detection]) {
     // Lines and text grow with the picture so they stay readable on big photos.
     let short_side = img.width.min(img.height);
     let thickness = (short_side / 300).max(2);
     let scale = (short_side / 400).max(1);
-    draw_box(img, bbox, thickness, color);
-    if label.is_empty() {
-        return;
+    for d in detections {
+        draw_box(img, d.bbox, thickness, class_color(d.class));
     }
-    let (tw, th) = text_size(label, scale);
     let pad = scale as i64;
-    let x = to_pixel(bbox[0]);
-    let top = to_pixel(bbox[1]);
-    let height = th as i64 + 2 * pad;
-    let y = if top - height >= 0 { top - height } else { top };
-    fill_rect(img, x, y, x + tw as i64 + 2 * pad, y + height, color);
-    draw_text(img, x + pad, y + pad, label, scale, text_color_on(color));
+    let mut placed = Vec::with_capacity(detections.len());
+    for d in detections.iter().filter(|d| !d.label.is_empty()) {
+        let (tw, th) = text_size(&d.label, scale);
+        let (width, height) = (tw as i64 + 2 * pad, th as i64 + 2 * pad);
+        let bbox = d.bbox.map(to_pixel);
+        let rect = place_label(bbox, width, height, (img.width, img.height), &placed);
+        let color = class_color(d.class);
+        fill_rect(img, rect.x0, rect.y0, rect.x1, rect.y1, color);
+        draw_text(
+            img,
+            rect.x0 + pad,
+            rect.y0 + pad,
+            &d.label,
+            scale,
+            text_color_on(color),
+        );
+        placed.push(rect);
+    }
 }
 
 #[cfg(test)]
@@ -347,17 +420,110 @@ mod tests {
         }
     }
 
+    fn detection(bbox: [f32; 4], class: u32, label: &str) -> Detection {
+        Detection {
+            bbox,
+            class,
+            label: label.to_string(),
+        }
+    }
+
     #[test]
     fn label_sits_above_the_box_or_inside_at_the_top() {
         let mut img = RgbImage::filled(100, 60, BLACK);
-        draw_detection(&mut img, [10.0, 30.0, 60.0, 55.0], 3, "cat 0.9");
+        draw_detections(
+            &mut img,
+            &[detection([10.0, 30.0, 60.0, 55.0], 3, "cat 0.9")],
+        );
         let color = class_color(3);
         // Label background (8 + 2 rows high) directly above the box.
         assert_eq!(img.pixel(10, 20), color);
         assert_eq!(img.pixel(10, 19), BLACK);
         let mut top = RgbImage::filled(100, 60, BLACK);
-        draw_detection(&mut top, [10.0, 2.0, 60.0, 55.0], 3, "cat");
+        draw_detections(&mut top, &[detection([10.0, 2.0, 60.0, 55.0], 3, "cat")]);
         assert_eq!(top.pixel(10, 11), color);
         assert_eq!(top.pixel(10, 1), BLACK);
+    }
+
+    #[test]
+    fn a_label_at_the_right_edge_moves_left_to_stay_whole() {
+        // "blue_triangle 0.93" is 18 * 6 - 1 + 2 = 109 pixels wide with padding.
+        let mut img = RgbImage::filled(200, 100, BLACK);
+        let label = "blue_triangle 0.93";
+        draw_detections(&mut img, &[detection([150.0, 40.0, 199.0, 90.0], 1, label)]);
+        let color = class_color(1);
+        let width = text_size(label, 1).0 + 2;
+        // The background ends at the image's last column and starts `width` before.
+        assert_eq!(img.pixel(199, 30), color);
+        assert_eq!(img.pixel(200 - width, 30), color);
+        assert_eq!(img.pixel(200 - width - 1, 30), BLACK);
+        // All of the text is there: the same label drawn alone on a wide canvas.
+        let mut alone = RgbImage::filled(width, 10, color);
+        draw_text(&mut alone, 1, 1, label, 1, text_color_on(color));
+        for y in 0..10 {
+            for x in 0..width {
+                assert_eq!(
+                    img.pixel(200 - width + x, 30 + y),
+                    alone.pixel(x, y),
+                    "({x}, {y})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn labels_of_neighbouring_boxes_do_not_overlap() {
+        // Three boxes side by side with the same top: each label is wider than
+        // the gap to the next box, so they would cover each other at one height.
+        let boxes = [
+            [10.0, 40.0, 40.0, 120.0],
+            [30.0, 42.0, 60.0, 120.0],
+            [50.0, 38.0, 80.0, 120.0],
+        ];
+        let (w, h) = (text_size("circle 0.99", 1).0 as i64 + 2, 10);
+        let mut placed: Vec<Rect> = Vec::new();
+        for b in boxes {
+            let rect = place_label(b.map(to_pixel), w, h, (100, 130), &placed);
+            assert!(rect.x0 >= 0 && rect.x1 <= 100 && rect.y0 >= 0 && rect.y1 <= 130);
+            assert!(
+                !placed.iter().any(|p| p.overlaps(&rect)),
+                "{rect:?} {placed:?}"
+            );
+            placed.push(rect);
+        }
+        // The first keeps its place above its box; the others move down.
+        assert_eq!(placed[0].y1, 40);
+        assert!(placed[1].y0 >= placed[0].y1 && placed[2].y0 >= placed[1].y1);
+
+        // The same through drawing: the second label's background is there,
+        // below the first one's.
+        let mut img = RgbImage::filled(100, 130, BLACK);
+        let detections: Vec<Detection> = boxes
+            .iter()
+            .enumerate()
+            .map(|(i, b)| detection(*b, i as u32, "circle 0.99"))
+            .collect();
+        draw_detections(&mut img, &detections);
+        assert_eq!(img.pixel(placed[0].x0 as u32, 30), class_color(0));
+        let second = placed[1];
+        assert_eq!(
+            img.pixel(second.x0 as u32, second.y0 as u32),
+            class_color(1)
+        );
+    }
+
+    #[test]
+    fn labels_stay_inside_for_any_box() {
+        let (w, h) = (40, 10);
+        for bbox in [
+            [-50, -50, 500, 500],
+            [95, 95, 120, 120],
+            [0, 0, 0, 0],
+            [60, 10, 20, 5],
+        ] {
+            let rect = place_label(bbox, w, h, (100, 100), &[]);
+            assert!(rect.x0 >= 0 && rect.x1 <= 100, "{bbox:?} {rect:?}");
+            assert!(rect.y0 >= 0 && rect.y1 <= 100, "{bbox:?} {rect:?}");
+        }
     }
 }

@@ -15,6 +15,32 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
+/// How an axis spans its values and where its ticks go. Ticks are at round
+/// steps (1, 2 or 5 times a power of ten) and their labels never repeat.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Axis {
+    /// Iterations and other counts: from 0 to a round number at or above the
+    /// largest value, ticks at whole numbers only.
+    Count,
+    /// At least `lo..hi` (mAP: 0..1), wider only if a value lies outside.
+    Range(f64, f64),
+    /// Logarithmic, for values that shrink by orders of magnitude as a loss
+    /// does from its first steps: ticks at powers of ten, and at 2 and 5
+    /// times them over a span of two decades or less. Values <= 0 cannot be
+    /// shown and are left out.
+    Log,
+}
+
+/// What a chart shows besides its curves.
+#[derive(Debug, Clone, Copy)]
+pub struct Chart<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    pub x_axis: Axis,
+    pub y_axis: Axis,
+}
+
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 400.0;
 const MARGIN_LEFT: f64 = 70.0;
@@ -24,36 +50,163 @@ const MARGIN_BOTTOM: f64 = 50.0;
 const COLOURS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
+/// A linear axis is cut into about this many steps.
+const STEPS: f64 = 5.0;
+/// A series of at most this many points has each point marked.
+const MARKED_POINTS: usize = 50;
+/// A log axis labels at most this many decades (more: every second, ...).
+const MAX_DECADES: i32 = 8;
 
-/// Renders the chart; non-finite points are left out (a NaN loss must not
-/// break the picture of the steps before it).
-pub fn line_chart_svg(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
-    let finite = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite();
-    let all: Vec<(f64, f64)> = series
-        .iter()
-        .flat_map(|s| s.points.iter().copied().filter(finite))
+/// An axis laid out for a chart: its ends and its ticks (value, label).
+#[derive(Debug, Clone, PartialEq)]
+struct Layout {
+    log: bool,
+    lo: f64,
+    hi: f64,
+    ticks: Vec<(f64, String)>,
+}
+
+impl Layout {
+    /// Lays out `axis` to hold `values` (the finite ones it can show).
+    fn new(axis: Axis, values: &[f64]) -> Layout {
+        let shown: Vec<f64> = values
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite() && (axis != Axis::Log || *v > 0.0))
+            .collect();
+        let min = shown.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = shown.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        match axis {
+            Axis::Count => {
+                let lo = min.min(0.0).floor();
+                let hi = max.max(lo + 1.0);
+                linear(lo, hi, round_step((hi - lo) / STEPS).max(1.0))
+            }
+            Axis::Range(lo, hi) => {
+                let (lo, hi) = (lo.min(min), hi.max(max));
+                linear(lo, hi, round_step((hi - lo) / STEPS))
+            }
+            Axis::Log if shown.is_empty() => log(1.0, 10.0),
+            Axis::Log => log(min, max),
+        }
+    }
+
+    /// Where `v` lies from `lo` (0) to `hi` (1); `None` for a value the axis
+    /// cannot show.
+    fn fraction(&self, v: f64) -> Option<f64> {
+        if !v.is_finite() || (self.log && v <= 0.0) {
+            return None;
+        }
+        let at = |v: f64| if self.log { v.log10() } else { v };
+        Some((at(v) - at(self.lo)) / (at(self.hi) - at(self.lo)))
+    }
+}
+
+/// The round number (1, 2 or 5 times a power of ten) nearest to `raw`.
+fn round_step(raw: f64) -> f64 {
+    if !(raw > 0.0 && raw.is_finite()) {
+        return 1.0;
+    }
+    let power = 10f64.powf(raw.log10().floor());
+    let mantissa = match raw / power {
+        m if m < 1.5 => 1.0,
+        m if m < 3.0 => 2.0,
+        m if m < 7.0 => 5.0,
+        _ => 10.0,
+    };
+    mantissa * power
+}
+
+/// Ends rounded out to multiples of `step`, a tick at each multiple, labels
+/// with as many decimals as the step has (so two ticks never read the same).
+fn linear(lo: f64, hi: f64, step: f64) -> Layout {
+    let first = (lo / step + 1e-9).floor() as i64;
+    let last = ((hi / step - 1e-9).ceil() as i64).max(first + 1);
+    let decimals = (-step.log10().floor()).max(0.0) as usize;
+    let ticks = (first..=last)
+        .map(|k| {
+            // `+ 0.0` turns -0 into 0 so the label has no minus sign.
+            let v = k as f64 * step + 0.0;
+            (v, format!("{v:.decimals$}"))
+        })
         .collect();
-    let (mut x_min, mut x_max, mut y_min, mut y_max) = all.iter().fold(
-        (f64::MAX, f64::MIN, f64::MAX, f64::MIN),
-        |(a, b, c, d), &(x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)),
-    );
-    if all.is_empty() {
-        (x_min, x_max, y_min, y_max) = (0.0, 1.0, 0.0, 1.0);
+    Layout {
+        log: false,
+        lo: first as f64 * step,
+        hi: last as f64 * step,
+        ticks,
     }
-    if x_max <= x_min {
-        x_max = x_min + 1.0;
+}
+
+/// A log axis from `min` to `max` (both > 0): see [`Axis::Log`].
+fn log(min: f64, max: f64) -> Layout {
+    let lo_exp = min.log10().floor() as i32;
+    let hi_exp = (max.log10().ceil() as i32).max(lo_exp + 1);
+    let decades = hi_exp - lo_exp;
+    // Ticks as (mantissa, exponent): the label is written from them exactly.
+    let mut ticks: Vec<(f64, i32)> = if decades <= 2 {
+        (lo_exp..hi_exp)
+            .flat_map(|e| [1.0, 2.0, 5.0].map(|m| (m, e)))
+            .chain([(1.0, hi_exp)])
+            .collect()
+    } else {
+        let every = (decades + MAX_DECADES - 1) / MAX_DECADES;
+        let top = lo_exp + (decades + every - 1) / every * every;
+        (lo_exp..=top)
+            .step_by(every as usize)
+            .map(|e| (1.0, e))
+            .collect()
+    };
+    let value = |(m, e): (f64, i32)| m * 10f64.powi(e);
+    // The ends are the ticks nearest around the data.
+    let below = ticks
+        .iter()
+        .rposition(|&t| value(t) <= min * (1.0 + 1e-9))
+        .unwrap_or(0);
+    let above = ticks
+        .iter()
+        .position(|&t| value(t) >= max * (1.0 - 1e-9))
+        .unwrap_or(ticks.len() - 1)
+        .max(below + 1);
+    ticks.truncate(above + 1);
+    ticks.drain(..below);
+    let ticks: Vec<(f64, String)> = ticks
+        .into_iter()
+        .map(|(m, e)| {
+            let label = match e {
+                0.. => format!("{:.0}", value((m, e))),
+                -4..0 => format!("{:.*}", (-e) as usize, value((m, e))),
+                _ => format!("{m}e{e}"),
+            };
+            (value((m, e)), label)
+        })
+        .collect();
+    Layout {
+        log: true,
+        lo: ticks[0].0,
+        hi: ticks[ticks.len() - 1].0,
+        ticks,
     }
-    if y_max <= y_min {
-        y_max = y_min + 1.0;
-    }
-    // Loss-like curves start at 0 on the y axis when they are all positive.
-    if y_min > 0.0 {
-        y_min = 0.0;
-    }
+}
+
+/// Renders the chart; points an axis cannot show (NaN, or <= 0 on a log
+/// axis) are left out, so a NaN loss does not break the picture of the
+/// steps before it.
+pub fn line_chart_svg(chart: &Chart, series: &[Series]) -> String {
+    let xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .collect();
+    let ys: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .collect();
+    let x_axis = Layout::new(chart.x_axis, &xs);
+    let y_axis = Layout::new(chart.y_axis, &ys);
     let plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT;
     let plot_h = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM;
-    let px = |x: f64| MARGIN_LEFT + (x - x_min) / (x_max - x_min) * plot_w;
-    let py = |y: f64| MARGIN_TOP + plot_h - (y - y_min) / (y_max - y_min) * plot_h;
+    let px = |f: f64| MARGIN_LEFT + f * plot_w;
+    let py = |f: f64| MARGIN_TOP + plot_h - f * plot_h;
 
     let mut svg = String::new();
     let _ = writeln!(
@@ -65,29 +218,27 @@ pub fn line_chart_svg(title: &str, x_label: &str, y_label: &str, series: &[Serie
         svg,
         r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#,
         MARGIN_LEFT + plot_w / 2.0,
-        escape(title)
+        escape(chart.title)
     );
-    for i in 0..=5 {
-        let t = i as f64 / 5.0;
-        let (x, y) = (x_min + t * (x_max - x_min), y_min + t * (y_max - y_min));
+    for (value, label) in &x_axis.ticks {
+        let x = px(x_axis.fraction(*value).unwrap_or(0.0));
         let _ = writeln!(
             svg,
-            r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#ddd"/><text x="{0:.1}" y="{3}" text-anchor="middle">{4}</text>"##,
-            px(x),
+            r##"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="#ddd"/><text x="{x:.1}" y="{}" text-anchor="middle">{label}</text>"##,
             MARGIN_TOP,
             MARGIN_TOP + plot_h,
             MARGIN_TOP + plot_h + 16.0,
-            tick(x)
         );
+    }
+    for (value, label) in &y_axis.ticks {
+        let y = py(y_axis.fraction(*value).unwrap_or(0.0));
         let _ = writeln!(
             svg,
-            r##"<line x1="{0}" y1="{1:.1}" x2="{2}" y2="{1:.1}" stroke="#ddd"/><text x="{3}" y="{4:.1}" text-anchor="end">{5}</text>"##,
+            r##"<line x1="{}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{label}</text>"##,
             MARGIN_LEFT,
-            py(y),
             MARGIN_LEFT + plot_w,
             MARGIN_LEFT - 6.0,
-            py(y) + 4.0,
-            tick(y)
+            y + 4.0,
         );
     }
     let _ = writeln!(
@@ -99,28 +250,22 @@ pub fn line_chart_svg(title: &str, x_label: &str, y_label: &str, series: &[Serie
         r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
         MARGIN_LEFT + plot_w / 2.0,
         HEIGHT - 12.0,
-        escape(x_label)
+        escape(chart.x_label)
     );
     let _ = writeln!(
         svg,
         r#"<text x="16" y="{0}" text-anchor="middle" transform="rotate(-90 16 {0})">{1}</text>"#,
         MARGIN_TOP + plot_h / 2.0,
-        escape(y_label)
+        escape(chart.y_label)
     );
     for (i, s) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let points: Vec<(f64, f64)> = s
             .points
             .iter()
-            .filter(|p| finite(p))
-            .map(|&(x, y)| (px(x), py(y)))
+            .filter_map(|&(x, y)| Some((px(x_axis.fraction(x)?), py(y_axis.fraction(y)?))))
             .collect();
-        if let [(cx, cy)] = points[..] {
-            let _ = writeln!(
-                svg,
-                r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="3" fill="{colour}"/>"#
-            );
-        } else if !points.is_empty() {
+        if points.len() > 1 {
             let coords: Vec<String> = points
                 .iter()
                 .map(|(x, y)| format!("{x:.1},{y:.1}"))
@@ -130,6 +275,16 @@ pub fn line_chart_svg(title: &str, x_label: &str, y_label: &str, series: &[Serie
                 r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#,
                 coords.join(" ")
             );
+        }
+        // A few points (evaluations) are marked: the line between them is
+        // not measured.
+        if points.len() <= MARKED_POINTS {
+            for (cx, cy) in &points {
+                let _ = writeln!(
+                    svg,
+                    r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="3" fill="{colour}"/>"#
+                );
+            }
         }
         let ly = MARGIN_TOP + 14.0 + 18.0 * i as f64;
         let lx = MARGIN_LEFT + plot_w + 12.0;
@@ -148,29 +303,8 @@ pub fn line_chart_svg(title: &str, x_label: &str, y_label: &str, series: &[Serie
 }
 
 /// Writes the chart atomically to `path`.
-pub fn write_line_chart(
-    path: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-) -> Result<()> {
-    atomic::write_bytes(
-        path,
-        line_chart_svg(title, x_label, y_label, series).as_bytes(),
-    )
-}
-
-fn tick(v: f64) -> String {
-    let a = v.abs();
-    if a != 0.0 && !(1e-3..1e5).contains(&a) {
-        format!("{v:.1e}")
-    } else if a >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        let s = format!("{v:.3}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    }
+pub fn write_line_chart(path: &Path, chart: &Chart, series: &[Series]) -> Result<()> {
+    atomic::write_bytes(path, line_chart_svg(chart, series).as_bytes())
 }
 
 fn escape(text: &str) -> String {
@@ -184,48 +318,155 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::*;
 
+    const LOSS: Chart = Chart {
+        title: "Training loss",
+        x_label: "iteration",
+        y_label: "loss",
+        x_axis: Axis::Count,
+        y_axis: Axis::Log,
+    };
+    const MAP: Chart = Chart {
+        title: "mAP",
+        x_label: "iteration",
+        y_label: "mAP",
+        x_axis: Axis::Count,
+        y_axis: Axis::Range(0.0, 1.0),
+    };
+
+    fn labels(layout: &Layout) -> Vec<&str> {
+        layout.ticks.iter().map(|(_, l)| l.as_str()).collect()
+    }
+
+    /// Every tick label differs from the others, and the ticks span the ends.
+    fn check(layout: &Layout, values: &[f64]) {
+        let mut seen = labels(layout);
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), layout.ticks.len(), "repeated label: {layout:?}");
+        assert!(layout.ticks.len() >= 2, "{layout:?}");
+        assert_eq!(layout.ticks[0].0, layout.lo, "{layout:?}");
+        assert_eq!(layout.ticks.last().unwrap().0, layout.hi, "{layout:?}");
+        for &v in values {
+            assert!(layout.lo <= v && v <= layout.hi, "{v} outside {layout:?}");
+        }
+    }
+
     #[test]
-    fn chart_has_one_polyline_per_series_and_skips_nan() {
+    fn iteration_ticks_are_whole_round_and_never_repeat() {
+        for values in [
+            &[3000.0, 3001.0][..],
+            &[3000.0],
+            &[0.0],
+            &[],
+            &[1.0, 7.0],
+            &[1.0, 2999.0, 3000.0],
+            &[0.0, 123_456.0],
+            &[2.0, 3.0],
+        ] {
+            let layout = Layout::new(Axis::Count, values);
+            check(&layout, values);
+            assert_eq!(layout.lo, 0.0, "iterations count from 0");
+            for (v, label) in &layout.ticks {
+                assert_eq!(v.fract(), 0.0, "{layout:?}");
+                assert_eq!(label, &format!("{v}"), "{layout:?}");
+            }
+            // Round steps: all the same, 1, 2 or 5 times a power of ten.
+            let step = layout.ticks[1].0 - layout.ticks[0].0;
+            let mantissa = step / 10f64.powf(step.log10().floor());
+            assert!([1.0, 2.0, 5.0].contains(&mantissa), "{layout:?}");
+            for pair in layout.ticks.windows(2) {
+                assert_eq!(pair[1].0 - pair[0].0, step, "{layout:?}");
+            }
+        }
+        let demo = Layout::new(Axis::Count, &[0.0, 3000.0]);
+        assert_eq!(
+            labels(&demo),
+            ["0", "500", "1000", "1500", "2000", "2500", "3000"]
+        );
+    }
+
+    #[test]
+    fn map_axis_is_zero_to_one() {
+        for values in [&[0.857][..], &[0.0002, 0.8574], &[], &[1.0]] {
+            let layout = Layout::new(Axis::Range(0.0, 1.0), values);
+            check(&layout, values);
+            assert_eq!((layout.lo, layout.hi), (0.0, 1.0));
+            assert_eq!(labels(&layout), ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]);
+        }
+    }
+
+    #[test]
+    fn log_axis_spans_the_data_at_powers_of_ten() {
+        // The demo's loss: thousands at the start, a few units at the end.
+        let layout = Layout::new(Axis::Log, &[4300.0, 120.0, 3.5, 2.1]);
+        check(&layout, &[4300.0, 2.1]);
+        assert_eq!(labels(&layout), ["1", "10", "100", "1000", "10000"]);
+        // Two decades or less: 1-2-5 ticks, the ends the nearest around the data.
+        let short = Layout::new(Axis::Log, &[0.03, 0.4, 0.0, -1.0, f64::NAN]);
+        check(&short, &[0.03, 0.4]);
+        assert_eq!(labels(&short), ["0.02", "0.05", "0.1", "0.2", "0.5"]);
+        // Many decades: every second one.
+        let wide = Layout::new(Axis::Log, &[1e-6, 1e6]);
+        check(&wide, &[1e-6, 1e6]);
+        assert!(wide.ticks.len() <= MAX_DECADES as usize + 1, "{wide:?}");
+        // Nothing positive to show.
+        check(&Layout::new(Axis::Log, &[0.0]), &[]);
+    }
+
+    #[test]
+    fn chart_has_one_polyline_per_series_and_skips_what_it_cannot_show() {
         let series = vec![
             Series {
                 name: "loss".into(),
-                points: vec![(0.0, 5.0), (1.0, f64::NAN), (2.0, 3.0)],
+                points: vec![(1.0, 5.0), (2.0, f64::NAN), (3.0, 0.0), (4.0, 3.0)],
             },
             Series {
                 name: "loss_xy <1>".into(),
-                points: vec![(0.0, 1.0), (2.0, 0.5)],
+                points: vec![(1.0, 1.0), (4.0, 0.5)],
             },
         ];
-        let svg = line_chart_svg("Training loss", "iteration", "loss", &series);
+        let svg = line_chart_svg(&LOSS, &series);
         assert_eq!(svg.matches("<polyline").count(), 2);
-        assert!(!svg.contains("NaN"));
+        assert!(!svg.contains("NaN") && !svg.contains("inf"));
         assert!(svg.contains("loss_xy &lt;1&gt;"));
-        // First and last x map to the plot edges.
+        // The first polyline has the two points a log axis can show.
+        let first = svg.lines().find(|l| l.starts_with("<polyline")).unwrap();
+        assert_eq!(first.matches(',').count(), 2, "{first}");
+    }
+
+    #[test]
+    fn map_chart_starts_at_iteration_zero_with_labels_once() {
+        let svg = line_chart_svg(
+            &MAP,
+            &[Series {
+                name: "mAP".into(),
+                points: vec![(0.0, 0.0002), (3000.0, 0.8574)],
+            }],
+        );
+        for label in ["0", "1500", "3000", "0.0", "0.6", "1.0"] {
+            assert_eq!(
+                svg.matches(&format!(">{label}</text>")).count(),
+                1,
+                "{label}"
+            );
+        }
+        // Iteration 0 at the left edge, 3000 at the right, both marked.
         assert!(svg.contains(&format!("{:.1},", MARGIN_LEFT)));
         assert!(svg.contains(&format!("{:.1},", WIDTH - MARGIN_RIGHT)));
+        assert_eq!(svg.matches("<circle").count(), 2);
     }
 
     #[test]
     fn single_point_and_empty_series_render() {
         let one = line_chart_svg(
-            "mAP",
-            "iteration",
-            "mAP",
+            &MAP,
             &[Series {
                 name: "map".into(),
                 points: vec![(10.0, 0.5)],
             }],
         );
         assert!(one.contains("<circle"));
-        let none = line_chart_svg("mAP", "iteration", "mAP", &[]);
+        let none = line_chart_svg(&MAP, &[]);
         assert!(none.ends_with("</svg>\n"));
-    }
-
-    #[test]
-    fn ticks_are_short() {
-        assert_eq!(tick(0.25), "0.25");
-        assert_eq!(tick(1500.0), "1500");
-        assert_eq!(tick(2.0e-5), "2.0e-5");
-        assert_eq!(tick(0.0), "0");
     }
 }

@@ -393,19 +393,11 @@ mod tests {
         s + "</annotation>\n"
     }
 
-    /// A photo from the project's shared test data (`shared/` beside the checkout).
-    fn shared_image(name: &str) -> PathBuf {
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        manifest
-            .ancestors()
-            .map(|dir| dir.join("shared/data/images").join(name))
-            .find(|p| p.exists())
-            .unwrap_or_else(|| {
-                panic!(
-                    "shared/data/images/{name} not found above {}",
-                    manifest.display()
-                )
-            })
+    /// A real photo kept in the repository (tests/data/README.md says where from).
+    fn photo(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/photos")
+            .join(name)
     }
 
     const SIZE: &str = "<size><width>100</width><height>50</height><depth>3</depth></size>";
@@ -561,7 +553,7 @@ mod tests {
             &[("orange", [1.0, 1.0, 5000.0, 5.0], None)],
         );
         let dir = tempfile::tempdir().unwrap();
-        let image = shared_image("orange_71.jpg");
+        let image = photo("orange_71.jpg");
         let (w, _) = image::image_dimensions(&image).unwrap();
         fs::write(dir.path().join("a.xml"), a).unwrap();
         fs::write(

@@ -8,9 +8,13 @@
 //! As `ppdet/utils/checkpoint.py` does, a `.pdparams`/`.pdopt`/`.pdmodel`
 //! suffix is stripped and the path must then be a directory, a file, or have
 //! `<path>.pdparams` beside it.
+//!
+//! A download reports its progress through [`Download`] events to a callback
+//! the caller supplies (the CLI draws a progress bar from them); nothing here
+//! writes to the terminal.
 
 use std::fs;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,6 +33,24 @@ pub const DOWNLOAD_TRIES: usize = 3;
 /// Suffixes Paddle strips from a weights path.
 const PADDLE_SUFFIXES: [&str; 3] = [".pdparams", ".pdopt", ".pdmodel"];
 
+/// What a download reports as it goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Download<'a> {
+    /// The server answered; `total` bytes are coming when it said how many.
+    Started { url: &'a str, total: Option<u64> },
+    /// `done` bytes received so far.
+    Received { done: u64 },
+    /// The whole body is on disk.
+    Finished { bytes: u64 },
+    /// Try `attempt` of [`DOWNLOAD_TRIES`] failed; another follows when
+    /// `attempt` is below it.
+    Failed {
+        url: &'a str,
+        attempt: usize,
+        error: &'a str,
+    },
+}
+
 /// `$HOME/.cache/paddle/weights`, PaddleDetection's weights cache.
 pub fn default_cache_dir() -> PathBuf {
     let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
@@ -40,14 +62,19 @@ pub fn is_url(spec: &str) -> bool {
 }
 
 /// The local path of a weights spec, downloading a URL into `cache_dir` first
-/// (not at all when the cache already holds it).
-pub fn resolve_weights(spec: &str, cache_dir: &Path) -> Result<PathBuf> {
+/// (not at all when the cache already holds it); `on_download` hears how a
+/// download goes.
+pub fn resolve_weights(
+    spec: &str,
+    cache_dir: &Path,
+    on_download: &mut dyn FnMut(Download),
+) -> Result<PathBuf> {
     let local = if is_url(spec) {
         let url = match spec.strip_prefix(PPDET_PREFIX) {
             Some(rest) => format!("{PPDET_URL}{rest}"),
             None => spec.to_string(),
         };
-        fetch_into_cache(&url, cache_dir)?
+        fetch_into_cache(&url, cache_dir, on_download)?
     } else {
         PathBuf::from(spec)
     };
@@ -100,7 +127,11 @@ fn is_archive(file_name: &str) -> bool {
 
 /// Downloads `url` into `cache_dir` unless already there; returns the cached
 /// path (the unpacked folder for an archive).
-pub fn fetch_into_cache(url: &str, cache_dir: &Path) -> Result<PathBuf> {
+pub fn fetch_into_cache(
+    url: &str,
+    cache_dir: &Path,
+    on_download: &mut dyn FnMut(Download),
+) -> Result<PathBuf> {
     let cached = cache_dir.join(cache_name(url));
     if cached.exists() {
         return Ok(cached);
@@ -122,7 +153,23 @@ pub fn fetch_into_cache(url: &str, cache_dir: &Path) -> Result<PathBuf> {
         ));
     }
     let download = cache_dir.join(&file_name);
-    download_with_retries(url, &download)?;
+    download_with_retries(url, &download, on_download).map_err(|e| {
+        // Without a network the cache is the way in: say where the file goes.
+        let what = if is_archive(&file_name) {
+            "the archive's unpacked folder"
+        } else {
+            "the file"
+        };
+        Error {
+            message: format!(
+                "{}; to work offline, set pretrain_weights to a local file or folder, \
+                 or put {what} at {}",
+                e.message,
+                cached.display()
+            ),
+            ..e
+        }
+    })?;
     if is_archive(&file_name) {
         unpack_into(&download, cache_dir, &cached)?;
     }
@@ -131,15 +178,23 @@ pub fn fetch_into_cache(url: &str, cache_dir: &Path) -> Result<PathBuf> {
 
 /// Downloads to `<dest>_tmp`, checks it, renames it to `dest`; up to
 /// `DOWNLOAD_TRIES` attempts.
-fn download_with_retries(url: &str, dest: &Path) -> Result<()> {
+fn download_with_retries(
+    url: &str,
+    dest: &Path,
+    on_download: &mut dyn FnMut(Download),
+) -> Result<()> {
     let tmp = PathBuf::from(format!("{}_tmp", dest.display()));
     let mut last_error = String::new();
     for attempt in 1..=DOWNLOAD_TRIES {
-        match download_once(url, &tmp) {
+        match download_once(url, &tmp, on_download) {
             Ok(()) => return fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e)),
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
-                eprintln!("download {url} failed (try {attempt} of {DOWNLOAD_TRIES}): {e}");
+                on_download(Download::Failed {
+                    url,
+                    attempt,
+                    error: &e,
+                });
                 last_error = e;
             }
         }
@@ -150,7 +205,11 @@ fn download_with_retries(url: &str, dest: &Path) -> Result<()> {
     ))
 }
 
-fn download_once(url: &str, tmp: &Path) -> std::result::Result<(), String> {
+fn download_once(
+    url: &str,
+    tmp: &Path,
+    on_download: &mut dyn FnMut(Download),
+) -> std::result::Result<(), String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(20)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
@@ -175,7 +234,8 @@ fn download_once(url: &str, tmp: &Path) -> std::result::Result<(), String> {
     let total: Option<u64> = header("content-length").and_then(|v| v.parse().ok());
     let mut body = response.into_body().into_reader();
     let mut file = fs::File::create(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    let mut progress = Progress::new(url, total);
+    on_download(Download::Started { url, total });
+    let mut done = 0u64;
     let mut md5 = Md5::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -186,9 +246,10 @@ fn download_once(url: &str, tmp: &Path) -> std::result::Result<(), String> {
         md5.update(&buf[..n]);
         file.write_all(&buf[..n])
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
-        progress.advance(n as u64);
+        done += n as u64;
+        on_download(Download::Received { done });
     }
-    progress.finish();
+    on_download(Download::Finished { bytes: done });
     file.sync_all()
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
     if let Some(expected) = expected_md5 {
@@ -206,67 +267,6 @@ fn download_once(url: &str, tmp: &Path) -> std::result::Result<(), String> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A progress bar on a terminal; otherwise a plain line every 10%.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    total: Option<u64>,
-    done: u64,
-    next_line_percent: u64,
-}
-
-impl Progress {
-    fn new(url: &str, total: Option<u64>) -> Self {
-        let size = total.map_or("unknown size".to_string(), |t| {
-            format!("{:.1} MB", t as f64 / 1e6)
-        });
-        let bar = if std::io::stderr().is_terminal() {
-            let bar = match total {
-                Some(t) => indicatif::ProgressBar::new(t),
-                None => indicatif::ProgressBar::new_spinner(),
-            };
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar.set_message(format!("downloading {url}"));
-            Some(bar)
-        } else {
-            eprintln!("downloading {url} ({size})");
-            None
-        };
-        Progress {
-            bar,
-            total,
-            done: 0,
-            next_line_percent: 10,
-        }
-    }
-
-    fn advance(&mut self, n: u64) {
-        self.done += n;
-        match (&self.bar, self.total) {
-            (Some(bar), _) => bar.set_position(self.done),
-            (None, Some(total)) if total > 0 => {
-                let percent = self.done * 100 / total;
-                if percent >= self.next_line_percent && percent < 100 {
-                    eprintln!("  {percent}%");
-                    self.next_line_percent = percent / 10 * 10 + 10;
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn finish(&self) {
-        match &self.bar {
-            Some(bar) => bar.finish_and_clear(),
-            None => eprintln!("  done: {:.1} MB", self.done as f64 / 1e6),
-        }
-    }
 }
 
 /// Unpacks a `.tar` / `.tar.gz` into a temporary folder in `cache_dir` and
@@ -435,6 +435,11 @@ mod tests {
         (base, seen)
     }
 
+    /// `resolve_weights` with the download's events ignored.
+    fn resolve(spec: &str, cache: &Path) -> Result<PathBuf> {
+        resolve_weights(spec, cache, &mut |_| {})
+    }
+
     fn md5_b64(bytes: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(Md5::digest(bytes))
     }
@@ -459,27 +464,24 @@ mod tests {
         fs::write(d.join("w.safetensors"), b"x").unwrap();
         let s = |p: &Path| p.display().to_string();
         assert_eq!(
-            resolve_weights(&s(&d.join("model_dir")), d).unwrap(),
+            resolve(&s(&d.join("model_dir")), d).unwrap(),
             d.join("model_dir")
         );
         // Suffix stripped, then `<path>.pdparams` found beside.
         assert_eq!(
-            resolve_weights(&s(&d.join("m.pdparams")), d).unwrap(),
+            resolve(&s(&d.join("m.pdparams")), d).unwrap(),
+            d.join("m.pdparams")
+        );
+        assert_eq!(resolve(&s(&d.join("m")), d).unwrap(), d.join("m.pdparams"));
+        assert_eq!(
+            resolve(&s(&d.join("m.pdopt")), d).unwrap(),
             d.join("m.pdparams")
         );
         assert_eq!(
-            resolve_weights(&s(&d.join("m")), d).unwrap(),
-            d.join("m.pdparams")
-        );
-        assert_eq!(
-            resolve_weights(&s(&d.join("m.pdopt")), d).unwrap(),
-            d.join("m.pdparams")
-        );
-        assert_eq!(
-            resolve_weights(&s(&d.join("w.safetensors")), d).unwrap(),
+            resolve(&s(&d.join("w.safetensors")), d).unwrap(),
             d.join("w.safetensors")
         );
-        let err = resolve_weights(&s(&d.join("nope.pdparams")), d).unwrap_err();
+        let err = resolve(&s(&d.join("nope.pdparams")), d).unwrap_err();
         assert!(
             err.to_string().contains("pretrained weights not found"),
             "{err}"
@@ -500,8 +502,27 @@ mod tests {
         ]);
         let cache = work.path().join("cache");
         let url = format!("{base}/object_detection/yolov3_tiny.tar.gz");
-        let path = resolve_weights(&url, &cache).unwrap();
+        let mut events = Vec::new();
+        let path = resolve_weights(&url, &cache, &mut |e| {
+            events.push(match e {
+                Download::Failed { attempt, .. } => format!("failed {attempt}"),
+                Download::Started { total, .. } => format!("started {total:?}"),
+                Download::Received { done } => format!("received {done}"),
+                Download::Finished { bytes } => format!("finished {bytes}"),
+            })
+        })
+        .unwrap();
         assert_eq!(path, cache.join("yolov3_tiny"));
+        // The 503 is reported, then the second try from start to finish.
+        let n = bytes.len();
+        assert_eq!(
+            events[..2],
+            ["failed 1".to_string(), format!("started Some({n})")]
+        );
+        assert_eq!(
+            events[events.len() - 2..],
+            [format!("received {n}"), format!("finished {n}")]
+        );
         assert_eq!(load_checkpoint(&path).unwrap(), sample_checkpoint());
         assert_eq!(seen.lock().unwrap().len(), 2);
         // Nothing but the unpacked folder is left in the cache.
@@ -511,7 +532,7 @@ mod tests {
             .collect();
         assert_eq!(names, ["yolov3_tiny"]);
         // The server is gone now: the cache answers.
-        assert_eq!(resolve_weights(&url, &cache).unwrap(), path);
+        assert_eq!(resolve(&url, &cache).unwrap(), path);
     }
 
     /// A `.tar` with the tensor files at its root (no top-level folder) used
@@ -534,7 +555,7 @@ mod tests {
         }
         let (base, _) = serve(vec![Reply::Body(fs::read(&archive).unwrap(), None)]);
         let cache = work.path().join("cache");
-        let path = resolve_weights(&format!("{base}/root_files.tar"), &cache).unwrap();
+        let path = resolve(&format!("{base}/root_files.tar"), &cache).unwrap();
         assert_eq!(path, cache.join("root_files"));
         assert_eq!(load_checkpoint(&path).unwrap(), sample_checkpoint());
         let names: Vec<_> = fs::read_dir(&cache)
@@ -569,7 +590,7 @@ mod tests {
     fn downloaded_pdparams_is_kept_as_a_file() {
         let (base, _) = serve(vec![Reply::Body(b"pickle".to_vec(), None)]);
         let cache = tempfile::tempdir().unwrap();
-        let path = resolve_weights(&format!("{base}/a/model.pdparams"), cache.path()).unwrap();
+        let path = resolve(&format!("{base}/a/model.pdparams"), cache.path()).unwrap();
         assert_eq!(path, cache.path().join("model.pdparams"));
         assert_eq!(fs::read(path).unwrap(), b"pickle");
     }
@@ -581,8 +602,13 @@ mod tests {
         let replies = vec![Reply::Body(body, Some(wrong)); 3];
         let (base, seen) = serve(replies);
         let cache = tempfile::tempdir().unwrap();
-        let err = resolve_weights(&format!("{base}/m.pdparams"), cache.path()).unwrap_err();
+        let err = resolve(&format!("{base}/m.pdparams"), cache.path()).unwrap_err();
         assert!(err.to_string().contains("after 3 tries"), "{err}");
+        // The way to work offline: where the file would be found.
+        let cached = cache.path().join("m.pdparams");
+        let offline = format!("put the file at {}", cached.display());
+        assert!(err.to_string().contains(&offline), "{err}");
+        assert!(err.to_string().contains("local file or folder"), "{err}");
         assert!(err.to_string().contains("MD5 mismatch"), "{err}");
         assert_eq!(seen.lock().unwrap().len(), 3);
         assert_eq!(
@@ -597,9 +623,13 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let err =
-            resolve_weights(&format!("http://127.0.0.1:{port}/x.tar"), cache.path()).unwrap_err();
+        let err = resolve(&format!("http://127.0.0.1:{port}/x.tar"), cache.path()).unwrap_err();
         assert!(err.to_string().contains("download failed"), "{err}");
+        let offline = format!(
+            "the archive's unpacked folder at {}",
+            cache.path().join("x").display()
+        );
+        assert!(err.to_string().contains(&offline), "{err}");
     }
 
     #[test]
@@ -611,7 +641,7 @@ mod tests {
         )
         .unwrap();
         // The cache already has it: no network needed.
-        let path = resolve_weights(
+        let path = resolve(
             "ppdet://models/yolov3_darknet53_270e_coco.pdparams",
             cache.path(),
         );

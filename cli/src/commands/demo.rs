@@ -124,6 +124,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &weights_cache,
         args.seed,
         &eval_set,
+        // The demo's checkpoint is a local file: nothing to download.
+        &mut |_| {},
     )?;
     println!("mAP before fine-tuning: {:.4}", before.map);
 
@@ -133,6 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eval: true,
         resume: None,
         weights_cache,
+        start_map: Some(before.map),
         stop: Arc::new(AtomicBool::new(false)),
     };
     let log_every = config.log_smooth_window.max(1) as u64;
@@ -157,7 +160,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "mAP after {} iterations: {:.4} (VOC mAP@0.5 on {} test images)",
         summary.iterations, after.map, after.images
     );
+    let map_curve = summary.save_dir.join("map.svg");
     println!("loss curve: {}", summary.loss_curve.display());
+    println!("mAP curve: {}", map_curve.display());
     println!(
         "detections drawn on {} test images: {}",
         samples.len(),
@@ -167,7 +172,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "fine-tuned weights: {}",
         summary.final_snapshot.params.display()
     );
+    // The evaluation at the end keeps the best model; `infer` runs it.
+    let best = summary.best_map.map(|map| {
+        let stem = summary.save_dir.join("best_model");
+        println!("best model (mAP {map:.4}): {}.pdparams", stem.display());
+        stem
+    });
+    let weights = best
+        .clone()
+        .unwrap_or_else(|| summary.final_snapshot.params.with_extension(""));
     println!("took {seconds:.0} s");
+    // The config's dataset paths are relative: the command runs in `out`.
+    println!(
+        "next, detect objects in pictures:\n  cd {} && pulsefocus infer -c configs/demo.ron -o weights={} --infer_dir dataset/synth/JPEGImages --output_dir infer",
+        out.display(),
+        weights.strip_prefix(&out).unwrap_or(&weights).display()
+    );
     if args.json {
         let report = serde_json::json!({
             "map_before": before.map,
@@ -177,7 +197,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "output_dir": out,
             "pretrained": config.pretrain_weights,
             "weights": summary.final_snapshot.params,
+            "best_model": best.map(|stem| stem.with_extension("pdparams")),
             "loss_curve": summary.loss_curve,
+            "map_curve": map_curve,
             "samples": samples,
         });
         println!("{report}");
@@ -236,6 +258,8 @@ fn set_dataset_dir(reader: &mut Reader, dir: &str) {
 /// mostly read in a log or a terminal scrollback, so no progress bar).
 fn log_event(event: Event, every: u64) {
     match event {
+        // The demo's checkpoint is a local file: nothing downloads.
+        Event::Download(_) => {}
         Event::Loaded(report) => println!("{}", report.render()),
         Event::Ready { train_images, .. } => {
             eprintln!("fine-tuning on {train_images} images")

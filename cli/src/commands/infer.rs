@@ -16,7 +16,7 @@ use pulsefocus_core::finetune::weights::load_weights;
 use pulsefocus_core::models::Yolov3;
 use pulsefocus_core::Backend;
 use pulsefocus_formats::atomic::write_bytes;
-use pulsefocus_formats::draw::draw_detection;
+use pulsefocus_formats::draw::{draw_detections, Detection};
 use pulsefocus_formats::image::{decode_file, write};
 
 use super::config_args::ConfigArgs;
@@ -97,19 +97,22 @@ impl OnBackend for Inference<'_> {
         for path in &images {
             let mut image = decode_file(path)?;
             let detections = predictor.predict_image(&mut model, &yolo, &nms, &image, size, interp);
-            let kept: Vec<_> = detections
+            let mut kept: Vec<_> = detections
                 .iter()
                 .filter(|d| d.score >= args.draw_threshold)
                 .collect();
+            // Best first: their labels get the best places, and the JSON
+            // lists them in that order.
+            kept.sort_by(|a, b| b.score.total_cmp(&a.score));
             let mut listed = Vec::with_capacity(kept.len());
+            let mut drawn = Vec::with_capacity(kept.len());
             for d in &kept {
                 let name = names.get(d.class).map(String::as_str).unwrap_or("?");
-                draw_detection(
-                    &mut image,
-                    d.bbox,
-                    d.class as u32,
-                    &format!("{name} {:.2}", d.score),
-                );
+                drawn.push(Detection {
+                    bbox: d.bbox,
+                    class: d.class as u32,
+                    label: format!("{name} {:.2}", d.score),
+                });
                 listed.push(serde_json::json!({
                     "class": d.class,
                     "class_name": name,
@@ -117,6 +120,7 @@ impl OnBackend for Inference<'_> {
                     "bbox": d.bbox,
                 }));
             }
+            draw_detections(&mut image, &drawn);
             let file_name = path
                 .file_name()
                 .context("an image path without a file name")?;

@@ -7,6 +7,7 @@ pub mod convert_weights;
 pub mod dataset;
 pub mod demo;
 pub mod device;
+pub mod download;
 pub mod eval;
 pub mod infer;
 pub mod inspect;

@@ -6,6 +6,7 @@ use clap::Args as ClapArgs;
 use pulsefocus_core::loading::plan_for_config;
 
 use super::config_args::ConfigArgs;
+use super::download::DownloadProgress;
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -21,7 +22,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config.load()?;
     let path = &args.config.config;
     // Its errors name the file and place already (config key, checkpoint, URL).
-    let (report, pretrained) = plan_for_config(path, &config, &args.config.weights_cache())?;
+    let mut download = DownloadProgress::default();
+    let (report, pretrained) =
+        plan_for_config(path, &config, &args.config.weights_cache(), &mut |d| {
+            download.on_event(d)
+        })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

@@ -17,6 +17,7 @@ use pulsefocus_core::Backend;
 
 use super::config_args::ConfigArgs;
 use super::device::{DeviceArg, OnBackend};
+use super::download::DownloadProgress;
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -72,6 +73,7 @@ impl OnBackend for Training<'_> {
             eval: args.eval,
             resume: args.resume.clone(),
             weights_cache: args.config.weights_cache(),
+            start_map: None,
             stop,
         };
         let mut progress = Progress::new(config.log_smooth_window.max(1) as u64);
@@ -110,6 +112,7 @@ struct Progress {
     bar: Option<ProgressBar>,
     window: u64,
     smoothed: f32,
+    download: DownloadProgress,
 }
 
 impl Progress {
@@ -118,6 +121,7 @@ impl Progress {
             bar: None,
             window,
             smoothed: f32::NAN,
+            download: DownloadProgress::default(),
         }
     }
 
@@ -130,6 +134,7 @@ impl Progress {
 
     fn on_event(&mut self, event: Event) {
         match event {
+            Event::Download(d) => self.download.on_event(d),
             Event::Loaded(report) => {
                 println!("{}", report.render());
             }

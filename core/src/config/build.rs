@@ -157,14 +157,43 @@ impl DataSet {
         let coco = match self {
             DataSet::ImageFolder(_) => self.image_folder_categories(),
             _ => match self.source()? {
-                DatasetSource::Voc(voc) => return voc.class_names(),
+                DatasetSource::Voc(voc) => {
+                    return voc.class_names().map_err(|e| self.name_working_dir(e))
+                }
                 DatasetSource::Coco(coco) => Some(coco),
             },
         };
         match coco {
-            Some(coco) => Ok(coco.load()?.class_names),
+            Some(coco) => {
+                let coco = coco.load().map_err(|e| self.name_working_dir(e))?;
+                Ok(coco.class_names)
+            }
             None => Ok(DEFAULT_LABELS.iter().map(|s| s.to_string()).collect()),
         }
+    }
+
+    /// A file missing under a relative `dataset_dir` says where relative
+    /// paths start: the usual cause is running from another directory than
+    /// the one the config's paths assume (PaddleDetection's rule too).
+    fn name_working_dir(&self, mut err: Error) -> Error {
+        let dataset_dir = match self {
+            DataSet::COCODataSet(d) => &d.dataset_dir,
+            DataSet::VOCDataSet(d) => &d.dataset_dir,
+            DataSet::ImageFolder(d) => &d.dataset_dir,
+        };
+        let missing = err
+            .source
+            .as_ref()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+        if missing && Path::new(dataset_dir).is_relative() {
+            let cwd = match std::env::current_dir() {
+                Ok(dir) => dir.display().to_string(),
+                Err(e) => format!("unknown: {e}"),
+            };
+            err.message +=
+                &format!("; dataset paths are relative to the working directory, which was {cwd}");
+        }
+        err
     }
 
     /// Where `class_names` reads the names, as messages name it.
@@ -216,7 +245,8 @@ impl Reader {
 
     /// Reads the dataset this reader names, with PaddleDetection's rules.
     pub fn load_dataset(&self) -> Result<Dataset> {
-        self.dataset_source()?.load()
+        let source = self.dataset_source()?;
+        source.load().map_err(|e| self.dataset.name_working_dir(e))
     }
 
     /// The training pipeline: the augmentations `sample_transforms` lists,
@@ -564,6 +594,31 @@ mod tests {
         assert_eq!(folder.class_names_from(), file);
         let err = folder.class_names().unwrap_err();
         assert_eq!(err.file, Path::new(file));
+    }
+
+    #[test]
+    fn a_missing_dataset_file_names_the_working_directory() {
+        // The demo's relative dataset_dir, read from a directory without it
+        // (tests run in the crate's folder, which has no dataset/).
+        let demo = shipped("demo.ron");
+        let cwd = std::env::current_dir().unwrap();
+        let hint = format!(
+            "relative to the working directory, which was {}",
+            cwd.display()
+        );
+        let err = demo.train_reader.dataset.class_names().unwrap_err();
+        assert!(err.message.contains(&hint), "{err}");
+        let err = demo.train_reader.load_dataset().unwrap_err();
+        assert!(err.message.contains(&hint), "{err}");
+
+        // An absolute dataset_dir needs no hint.
+        let mut absolute = demo.train_reader.clone();
+        let DataSet::VOCDataSet(voc) = &mut absolute.dataset else {
+            panic!("the demo reads VOC")
+        };
+        voc.dataset_dir = cwd.join("no_such_dataset").display().to_string();
+        let err = absolute.dataset.class_names().unwrap_err();
+        assert!(!err.message.contains("working directory"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 
 use pulsefocus_formats::atomic;
-use pulsefocus_formats::plot::{write_line_chart, Series};
+use pulsefocus_formats::plot::{write_line_chart, Axis, Chart, Series};
 use pulsefocus_formats::{Error, Result};
 
 use crate::yolo::LossTerms;
@@ -22,6 +22,8 @@ const LOSS_COLUMNS: [&str; 6] = [
     "loss_cls",
 ];
 const MAP_COLUMNS: [&str; 2] = ["iteration", "map"];
+/// `loss.svg` draws each loss as a moving average over this many steps.
+const LOSS_WINDOW: usize = 20;
 
 /// One row per step: the iteration, then the total loss and its four terms.
 #[derive(Debug, Default)]
@@ -66,23 +68,32 @@ impl Curves {
             .enumerate()
             .map(|(i, name)| Series {
                 name: (*name).into(),
-                points: smooth(&self.loss, i + 1, 20),
+                points: smooth(&self.loss, i + 1, LOSS_WINDOW),
             })
             .collect();
-        write_line_chart(
-            &dir.join("loss.svg"),
-            "Training loss (moving average)",
-            "iteration",
-            "loss",
-            &series,
-        )?;
+        // The first steps' loss is hundreds of times the later one (fresh
+        // output layers): on a log axis both ends of the run are readable.
+        let title = format!("Training loss (moving average over {LOSS_WINDOW} steps)");
+        let loss_chart = Chart {
+            title: &title,
+            x_label: "iteration",
+            y_label: "loss (log scale)",
+            x_axis: Axis::Count,
+            y_axis: Axis::Log,
+        };
+        write_line_chart(&dir.join("loss.svg"), &loss_chart, &series)?;
         write_csv(&dir.join("loss.csv"), LOSS_COLUMNS, &self.loss)?;
         if !self.map.is_empty() {
+            let map_chart = Chart {
+                title: "Evaluation mAP",
+                x_label: "iteration",
+                y_label: "mAP",
+                x_axis: Axis::Count,
+                y_axis: Axis::Range(0.0, 1.0),
+            };
             write_line_chart(
                 &dir.join("map.svg"),
-                "Evaluation mAP",
-                "iteration",
-                "mAP",
+                &map_chart,
                 &[Series {
                     name: "mAP".into(),
                     points: self.map.iter().map(|r| (r[0], r[1])).collect(),

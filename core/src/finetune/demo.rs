@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use pulsefocus_formats::coco_results::CocoResult;
 use pulsefocus_formats::dataset::Dataset;
-use pulsefocus_formats::{draw, image, Error, Result};
+use pulsefocus_formats::draw::{self, Detection};
+use pulsefocus_formats::weights_source::Download;
+use pulsefocus_formats::{image, Error, Result};
 
 use super::{evaluate_config, start_model, EvalResult};
 use crate::backend::Backend;
@@ -22,8 +24,16 @@ pub fn evaluate_start<B: Backend>(
     weights_cache: &Path,
     seed: u64,
     dataset: &Dataset,
+    on_download: &mut dyn FnMut(Download),
 ) -> Result<EvalResult> {
-    let (mut model, _) = start_model(backend, config_path, config, weights_cache, seed)?;
+    let (mut model, _) = start_model(
+        backend,
+        config_path,
+        config,
+        weights_cache,
+        seed,
+        on_download,
+    )?;
     evaluate_config(&mut model, config, config_path, dataset)
 }
 
@@ -41,25 +51,30 @@ pub fn draw_samples(
     let mut written = Vec::new();
     for record in dataset.records.iter().take(count) {
         let mut picture = image::decode_file(&record.image_path)?;
-        for det in detections
+        let mut shown: Vec<&CocoResult> = detections
             .iter()
             .filter(|d| d.image_id == record.id && d.score >= threshold)
-        {
-            let class = (det.category_id - 1).max(0) as usize;
-            let name = dataset
-                .class_names
-                .get(class)
-                .map(String::as_str)
-                .unwrap_or("?");
-            let [x, y, w, h] = det.bbox;
-            let corners = [x, y, x + w, y + h].map(|v| v as f32);
-            draw::draw_detection(
-                &mut picture,
-                corners,
-                class as u32,
-                &format!("{name} {:.2}", det.score),
-            );
-        }
+            .collect();
+        // Best first: their labels get the best places.
+        shown.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let drawn: Vec<Detection> = shown
+            .into_iter()
+            .map(|det| {
+                let class = (det.category_id - 1).max(0) as usize;
+                let name = dataset
+                    .class_names
+                    .get(class)
+                    .map(String::as_str)
+                    .unwrap_or("?");
+                let [x, y, w, h] = det.bbox;
+                Detection {
+                    bbox: [x, y, x + w, y + h].map(|v| v as f32),
+                    class: class as u32,
+                    label: format!("{name} {:.2}", det.score),
+                }
+            })
+            .collect();
+        draw::draw_detections(&mut picture, &drawn);
         let stem = record
             .image_path
             .file_stem()

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pulsefocus_formats::dataset::Dataset;
+use pulsefocus_formats::weights_source::Download;
 use pulsefocus_formats::{Error, Result};
 
 use crate::backend::Backend;
@@ -51,6 +52,9 @@ pub struct TrainOptions {
     pub resume: Option<PathBuf>,
     /// Where downloaded pretrained weights are cached.
     pub weights_cache: PathBuf,
+    /// The starting model's mAP, when the caller measured it (the demo
+    /// does): the mAP curve's point at iteration 0.
+    pub start_map: Option<f64>,
     /// Set (by Ctrl-C) to stop after the current step with a snapshot.
     pub stop: Arc<AtomicBool>,
 }
@@ -58,6 +62,8 @@ pub struct TrainOptions {
 /// What the run reports as it goes.
 #[derive(Debug)]
 pub enum Event<'a> {
+    /// How the download of the pretrained weights goes (a URL not yet cached).
+    Download(Download<'a>),
     /// The loading rules' outcome, before the first step.
     Loaded(&'a LoadReport),
     /// Training records read, and the bytes the step's buffers hold.
@@ -182,15 +188,17 @@ fn with_background(dataset: &DataSet) -> bool {
 /// The model a fine-tune starts from: fresh weights drawn from `seed` with the
 /// config's `pretrain_weights` loaded over them by the loading rules (excluded
 /// and mismatched parameters keep their fresh values), and the rules' report.
+/// `on_download` hears how a download of the weights goes.
 pub fn start_model<B: Backend>(
     backend: &B,
     config_path: &Path,
     config: &Config,
     weights_cache: &Path,
     seed: u64,
+    on_download: &mut dyn FnMut(Download),
 ) -> Result<(Yolov3<B>, LoadReport)> {
     let mut model = Yolov3::new(backend, config.model_spec(), seed);
-    let (report, pretrained) = plan_for_config(config_path, config, weights_cache)?;
+    let (report, pretrained) = plan_for_config(config_path, config, weights_cache, on_download)?;
     if let Some(pretrained) = &pretrained {
         apply_loaded(&report, &pretrained.checkpoint, &mut model)
             .map_err(|e| Error::new(&pretrained.path, e.to_string()))?;
@@ -243,6 +251,7 @@ pub fn train<B: Backend>(
         config,
         &options.weights_cache,
         options.seed,
+        &mut |d| on_event(Event::Download(d)),
     )?;
     on_event(Event::Loaded(&report));
 
@@ -278,7 +287,11 @@ pub fn train<B: Backend>(
     let mut curves = if options.resume.is_some() {
         Curves::read(&save_dir, start)?
     } else {
-        Curves::default()
+        let mut curves = Curves::default();
+        if let Some(map) = options.start_map {
+            curves.push_map(0, map);
+        }
+        curves
     };
     // The snapshot resumed from is the last good one until this run writes one.
     let mut last_good: Option<SnapshotPaths> =
