@@ -1,5 +1,5 @@
 //! End-to-end tests of `pulsefocus train`: fine-tuning from a checkpoint of
-//! another class count, exact resumption, snapshots that paddlepaddle reads,
+//! another class count, exact resumption (`best_model` included), snapshots that paddlepaddle reads,
 //! clear errors on bad input, the NaN stop, Ctrl-C and the plain progress log.
 //!
 //! Every run is tiny (64/96-pixel images, a few steps of the quarter-width
@@ -196,6 +196,28 @@ fn resume_continues_the_uninterrupted_trajectory_exactly() {
     }
     let csv = std::fs::read_to_string(ws.path("split/tiny/loss.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
+}
+
+#[test]
+fn resuming_keeps_the_better_best_model() {
+    let ws = Workspace::new(3, 0);
+    let first = ws.train(&["max_iters=2"], &["--eval"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    // Say the evaluation at iteration 2 scored 1.0, which nothing can beat:
+    // the resumed run's evaluation must not replace its best_model.
+    std::fs::write(ws.path("output/tiny/map.csv"), "iteration,map\n2,1\n").unwrap();
+    let best = std::fs::read(ws.path("output/tiny/best_model.pdparams")).unwrap();
+    let resumed = ws.train(
+        &["max_iters=4"],
+        &["--eval", "-r", "output/tiny/model_final.pdparams"],
+    );
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let after = std::fs::read(ws.path("output/tiny/best_model.pdparams")).unwrap();
+    assert!(after == best, "best_model was replaced by a worse model");
+    let report = stdout(&resumed);
+    assert!(report.contains("best mAP 1.0000 (iteration 2)"), "{report}");
+    let csv = std::fs::read_to_string(ws.path("output/tiny/map.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2, "{csv}");
 }
 
 /// The Python side of the round trip: prints `{name: [shape, values]}` of

@@ -97,7 +97,9 @@ pub struct TrainSummary {
     pub last_loss: Option<LossTerms>,
     /// The last evaluation, when `eval` was on.
     pub last_eval: Option<EvalResult>,
-    pub best_map: Option<f64>,
+    /// The best evaluation, `(iteration, mAP)`, this run's or (resumed)
+    /// the earlier run's: the one `best_model` holds.
+    pub best_map: Option<(u64, f64)>,
     pub loss_curve: PathBuf,
 }
 
@@ -285,7 +287,9 @@ pub fn train<B: Backend>(
         options.resume.as_deref().map(SnapshotPaths::from_stem);
     let mut last_loss = None;
     let mut last_eval = None;
-    let mut best_map: Option<f64> = None;
+    // A resumed run competes with the evaluations it continues, so that
+    // `best_model` is replaced only by a better one.
+    let mut best_map = curves.best_map();
     let mut interrupted = false;
     let started = Instant::now();
     let mut waited = Duration::ZERO;
@@ -355,9 +359,9 @@ pub fn train<B: Backend>(
             last_good = Some(paths);
             if let Some(eval_set) = &eval_set {
                 let result = evaluate_config(&mut trainer.model, config, config_path, eval_set)?;
-                let best = best_map.is_none_or(|b| result.map > b);
+                let best = best_map.is_none_or(|(_, b)| result.map > b);
                 if best {
-                    best_map = Some(result.map);
+                    best_map = Some((iteration, result.map));
                     snapshot::save(
                         &trainer,
                         &SnapshotPaths::from_stem(&save_dir.join("best_model")),
