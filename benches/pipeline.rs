@@ -13,6 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pulsefocus_core::data::rng::Rng;
 use pulsefocus_core::data::sample::Sample;
 use pulsefocus_core::data::transforms::augment;
+use pulsefocus_core::data::transforms::normalize::ChannelNorm;
 use pulsefocus_core::data::{
     Batch, Interp, Loader, LoaderConfig, Mode, SampleAugment, TrainAugment,
 };
@@ -87,6 +88,7 @@ fn pipeline(c: &mut Criterion) {
         })
     });
 
+    let imagenet = ChannelNorm::imagenet();
     let samples: Vec<Sample> = records
         .iter()
         .map(|r| Sample::new(&decode_file(&r.image_path).unwrap(), r))
@@ -98,7 +100,7 @@ fn pipeline(c: &mut Criterion) {
             batch.record_indices.clear();
             batch.original_sizes.clear();
             for (i, s) in samples.iter().enumerate() {
-                batch.put(s, Interp::Linear, i, [0, 0], &mut scratch);
+                batch.put(s, Interp::Linear, &imagenet, i, [0, 0], &mut scratch);
             }
             black_box(&batch.images);
         })
@@ -124,7 +126,7 @@ fn pipeline(c: &mut Criterion) {
                     &yolov3,
                     &mut Rng::derive(round, &[i as u64]),
                 );
-                batch.put(&s, Interp::Linear, i, [0, 0], &mut scratch);
+                batch.put(&s, Interp::Linear, &imagenet, i, [0, 0], &mut scratch);
             }
             round += 1;
             black_box(&batch.images);

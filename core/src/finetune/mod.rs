@@ -124,7 +124,7 @@ pub fn metric_for(config: &Config, config_path: &Path) -> Result<Metric> {
             },
             evaluate_difficult: false,
         }),
-        "COCO" => match config.eval_or_test_reader().map(|r| &r.dataset) {
+        "COCO" => match config.eval_or_test_reader().map(|(_, r)| &r.dataset) {
             Some(DataSet::COCODataSet(d)) => Ok(Metric::Coco {
                 annotations: Path::new(&d.dataset_dir).join(&d.anno_path),
             }),
@@ -146,7 +146,7 @@ pub fn metric_for(config: &Config, config_path: &Path) -> Result<Metric> {
 pub fn load_dataset_for(config: &Config, config_path: &Path, which: &str) -> Result<Dataset> {
     let reader = match which {
         "TrainReader" => Some(&config.train_reader),
-        _ => config.eval_or_test_reader(),
+        _ => config.eval_or_test_reader().map(|(_, r)| r),
     }
     .ok_or_else(|| Error::at(config_path, which, "missing: no dataset to evaluate on"))?;
     let dataset = reader.load_dataset()?;
@@ -207,7 +207,7 @@ pub fn evaluate_config<B: Backend>(
     config_path: &Path,
     dataset: &Dataset,
 ) -> Result<EvalResult> {
-    let reader = config
+    let (name, reader) = config
         .eval_or_test_reader()
         .ok_or_else(|| Error::at(config_path, "EvalReader", "missing"))?;
     evaluate(
@@ -215,7 +215,7 @@ pub fn evaluate_config<B: Backend>(
         &config.yolo_config(),
         &config.nms_config(),
         dataset,
-        reader.eval_loader_config(),
+        reader.eval_loader_config(config_path, name)?,
         &metric_for(config, config_path)?,
         with_background(&reader.dataset),
     )
@@ -260,7 +260,7 @@ pub fn train<B: Backend>(
     let start = trainer.step;
     let max_iters = config.max_iters as u64;
 
-    let loader_config = config.train_reader.train_loader_config(seed);
+    let loader_config = config.train_reader.train_loader_config(config_path, seed)?;
     let largest = match &loader_config.mode {
         crate::data::loader::Mode::Train(a) => a.sizes.iter().copied().max().unwrap_or(608),
         crate::data::loader::Mode::Eval { size, .. } => *size,
