@@ -133,14 +133,16 @@ fn pipeline(c: &mut Criterion) {
         })
     });
 
-    // The loader as training uses it: batches of 8 at 416, 2 workers.
+    // The loader as training uses it: batches of 8 at 416, 2 workers, the
+    // interpolation drawn per batch (the YOLOv3 configs' `random_inter: true`;
+    // without it RandomShape resizes with nearest).
     group.throughput(Throughput::Elements(8));
     group.bench_function("loader_416_batch8_2_workers", |b| {
         let config = LoaderConfig {
             workers: 2,
             mode: Mode::Train(Box::new(TrainAugment {
                 sizes: vec![416],
-                random_interp: false,
+                random_interp: true,
                 ..TrainAugment::default()
             })),
             ..LoaderConfig::train(8, 1)
