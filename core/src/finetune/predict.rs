@@ -154,3 +154,50 @@ pub fn class_names(config: &Config, config_path: &Path, reader: &Reader) -> Resu
     config.check_num_classes(config_path, &names, &reader.dataset.class_names_from())?;
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load;
+
+    /// `infer` follows the TestReader: its decode order, size, interpolation
+    /// and normalisation, not the EvalReader's.
+    #[test]
+    fn infer_takes_its_input_from_the_test_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.ron");
+        let path = dir.path().join("c.ron");
+        let config = format!(
+            r#"(
+    _BASE_: ["{}"],
+    TestReader: (
+        dataset: ImageFolder(),
+        sample_transforms: [
+            DecodeImage(to_rgb: false),
+            ResizeImage(target_size: 96, interp: 0),
+            Permute(to_bgr: true, channel_first: true),
+            NormalizeImage(mean: [127.5, 127.5, 127.5], std: [127.5, 127.5, 127.5], is_scale: false, is_channel_first: true),
+        ],
+    ),
+)"#,
+            demo.display()
+        );
+        std::fs::write(&path, config).unwrap();
+        let config = load(&path, &[]).unwrap();
+        let (name, reader) = infer_reader(&config, &path).unwrap();
+        assert_eq!(name, "TestReader");
+        let input = ImageInput::of_reader(reader, name, &path).unwrap();
+        let normalize = ChannelNorm::IDENTITY
+            .then_reverse()
+            .then_normalize([127.5; 3], [127.5; 3], false);
+        assert_eq!(
+            input,
+            ImageInput {
+                size: 96,
+                interp: Interp::Nearest,
+                to_rgb: false,
+                normalize,
+            }
+        );
+    }
+}
