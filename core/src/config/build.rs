@@ -251,6 +251,8 @@ impl Reader {
         Ok(LoaderConfig {
             batch_size: self.batch_size,
             workers: self.worker_num.max(1),
+            shuffle: self.shuffle,
+            drop_last: self.drop_last,
             allow_empty: !self.drop_empty,
             max_boxes: pipeline.max_boxes,
             mode: Mode::Train(Box::new(augment)),
@@ -270,6 +272,8 @@ impl Reader {
             .expect("pipeline() requires a ResizeImage outside a TrainReader");
         Ok(LoaderConfig {
             workers: self.worker_num.max(1),
+            shuffle: self.shuffle,
+            drop_last: self.drop_last,
             mode: Mode::Eval { size, interp },
             to_rgb: pipeline.to_rgb,
             normalize: pipeline.normalize,
@@ -306,6 +310,7 @@ mod tests {
         let file = Path::new("yolov3_mobilenet_v1_voc.ron");
         let loader = config.train_reader.train_loader_config(file, 3).unwrap();
         assert_eq!(loader.batch_size, 8);
+        assert!(loader.shuffle && loader.drop_last);
         assert!(loader.to_rgb);
         assert_eq!(loader.normalize, ChannelNorm::imagenet());
         let Mode::Train(augment) = &loader.mode else {
@@ -317,6 +322,11 @@ mod tests {
         assert_eq!(name, "EvalReader");
         let eval = reader.eval_loader_config(file, name).unwrap();
         assert_eq!(eval.normalize, ChannelNorm::imagenet());
+        assert!(!eval.shuffle && !eval.drop_last);
+        let mut in_order = config.train_reader.clone();
+        (in_order.shuffle, in_order.drop_last) = (false, false);
+        let loader = in_order.train_loader_config(file, 3).unwrap();
+        assert!(!loader.shuffle && !loader.drop_last);
         assert_eq!(
             eval.mode,
             Mode::Eval {
