@@ -39,6 +39,7 @@ impl Reader {
                 resize: None,
                 normalize: ChannelNorm::IDENTITY,
                 max_boxes: self.inputs_def.num_max_boxes,
+                pad_box: false,
             },
             decoded: false,
             with_mixup: false,
@@ -46,7 +47,6 @@ impl Reader {
             channel_first: false,
             boxes_normalized: false,
             boxes_xywh: false,
-            pad_box: false,
         };
         let listed = self
             .sample_transforms
@@ -90,6 +90,9 @@ pub struct ReaderPipeline {
     /// Box slots: PadBox's `num_max_boxes`, which must agree with
     /// `inputs_def.num_max_boxes`.
     pub max_boxes: usize,
+    /// PadBox is listed: only the first `max_boxes` boxes of an image are
+    /// kept (also those PaddleDetection's VOC evaluation scores against).
+    pub pad_box: bool,
 }
 
 /// `RandomShape`'s parameters.
@@ -111,7 +114,6 @@ struct Walk {
     channel_first: bool,
     boxes_normalized: bool,
     boxes_xywh: bool,
-    pad_box: bool,
 }
 
 /// An error at a transform: the parameter it is about (`None`: the
@@ -322,7 +324,7 @@ impl Walk {
                         ),
                     );
                 }
-                self.pad_box = true;
+                self.pipeline.pad_box = true;
             }
             Transform::ResizeImage(r) => {
                 let interp = match r.interp {
@@ -432,7 +434,7 @@ impl Walk {
             if self.pipeline.random_shape.is_none() && self.pipeline.resize.is_none() {
                 return Err("needs a RandomShape or a ResizeImage: a batch has one size".into());
             }
-            if !(self.boxes_normalized && self.boxes_xywh && self.pad_box) {
+            if !(self.boxes_normalized && self.boxes_xywh && self.pipeline.pad_box) {
                 return Err("needs NormalizeBox, BboxXYXY2XYWH and PadBox: the YOLOv3 loss takes 0..1 centre-size boxes in fixed slots".into());
             }
         } else if self.pipeline.resize.is_none() {

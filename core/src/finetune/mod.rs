@@ -123,6 +123,13 @@ pub fn metric_for(config: &Config, config_path: &Path) -> Result<Metric> {
                 ApType::ElevenPoint
             },
             evaluate_difficult: false,
+            max_ground_truth: match config.eval_or_test_reader() {
+                Some((name, reader)) => {
+                    let pipeline = reader.pipeline(config_path, name)?;
+                    pipeline.pad_box.then_some(pipeline.max_boxes)
+                }
+                None => None,
+            },
         }),
         "COCO" => match config.eval_or_test_reader().map(|(_, r)| &r.dataset) {
             Some(DataSet::COCODataSet(d)) => Ok(Metric::Coco {
@@ -398,4 +405,27 @@ pub fn train<B: Backend>(
         last_eval,
         best_map,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PaddleDetection's VOC evaluation scores against the boxes PadBox kept.
+    #[test]
+    fn voc_metric_scores_against_the_eval_readers_padded_boxes() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.ron");
+        let mut config = crate::config::load(&path, &[]).unwrap();
+        let limit = |config: &Config| match metric_for(config, &path).unwrap() {
+            Metric::Voc {
+                max_ground_truth, ..
+            } => max_ground_truth,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(limit(&config), Some(50));
+        let eval = config.eval_reader.as_mut().unwrap();
+        eval.sample_transforms
+            .retain(|t| !matches!(t, crate::config::Transform::PadBox(_)));
+        assert_eq!(limit(&config), None);
+    }
 }
