@@ -15,6 +15,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pulsefocus_core::data::rng::Rng;
 use pulsefocus_core::data::sample::Sample;
 use pulsefocus_core::data::transforms::augment;
+use pulsefocus_core::data::transforms::normalize::ChannelNorm;
 use pulsefocus_core::data::{
     Batch, Interp, Loader, LoaderConfig, Mode, SampleAugment, TrainAugment,
 };
@@ -87,6 +88,7 @@ fn pipeline(c: &mut Criterion) {
         })
     });
 
+    let imagenet = ChannelNorm::imagenet();
     let samples: Vec<Sample> = records
         .iter()
         .map(|r| Sample::new(&decode_file(&r.image_path).unwrap(), r))
@@ -98,7 +100,7 @@ fn pipeline(c: &mut Criterion) {
             batch.record_indices.clear();
             batch.original_sizes.clear();
             for (i, s) in samples.iter().enumerate() {
-                batch.put(s, Interp::Linear, i, [0, 0], &mut scratch);
+                batch.put(s, Interp::Linear, &imagenet, i, [0, 0], &mut scratch);
             }
             black_box(&batch.images);
         })
@@ -124,21 +126,23 @@ fn pipeline(c: &mut Criterion) {
                     &yolov3,
                     &mut Rng::derive(round, &[i as u64]),
                 );
-                batch.put(&s, Interp::Linear, i, [0, 0], &mut scratch);
+                batch.put(&s, Interp::Linear, &imagenet, i, [0, 0], &mut scratch);
             }
             round += 1;
             black_box(&batch.images);
         })
     });
 
-    // The loader as training uses it: batches of 8 at 416, 2 workers.
+    // The loader as training uses it: batches of 8 at 416, 2 workers, the
+    // interpolation drawn per batch (the YOLOv3 configs' `random_inter: true`;
+    // without it RandomShape resizes with nearest).
     group.throughput(Throughput::Elements(8));
     group.bench_function("loader_416_batch8_2_workers", |b| {
         let config = LoaderConfig {
             workers: 2,
             mode: Mode::Train(Box::new(TrainAugment {
                 sizes: vec![416],
-                random_interp: false,
+                random_interp: true,
                 ..TrainAugment::default()
             })),
             ..LoaderConfig::train(8, 1)

@@ -1,5 +1,5 @@
 //! End-to-end tests of `pulsefocus train`: fine-tuning from a checkpoint of
-//! another class count, exact resumption, snapshots that paddlepaddle reads,
+//! another class count, exact resumption (`best_model` included), snapshots that paddlepaddle reads,
 //! clear errors on bad input, the NaN stop, Ctrl-C and the plain progress log.
 //!
 //! Every run is tiny (64/96-pixel images, a few steps of the quarter-width
@@ -71,9 +71,14 @@ impl Workspace {
 
     /// `pulsefocus train -c tiny.ron -o OVERRIDES... EXTRA...`.
     fn train(&self, overrides: &[&str], extra: &[&str]) -> Output {
+        self.train_config("tiny.ron", overrides, extra)
+    }
+
+    /// `pulsefocus train -c CONFIG -o OVERRIDES... EXTRA...`.
+    fn train_config(&self, config: &str, overrides: &[&str], extra: &[&str]) -> Output {
         let mut cmd = pulsefocus();
         cmd.current_dir(self.dir.path())
-            .args(["train", "-c", "tiny.ron"]);
+            .args(["train", "-c", config]);
         if !overrides.is_empty() {
             cmd.arg("-o").args(overrides);
         }
@@ -196,6 +201,75 @@ fn resume_continues_the_uninterrupted_trajectory_exactly() {
     }
     let csv = std::fs::read_to_string(ws.path("split/tiny/loss.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
+}
+
+#[test]
+fn resuming_keeps_the_better_best_model() {
+    let ws = Workspace::new(3, 0);
+    let first = ws.train(&["max_iters=2"], &["--eval"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    // Say the evaluation at iteration 2 scored 1.0, which nothing can beat:
+    // the resumed run's evaluation must not replace its best_model.
+    std::fs::write(ws.path("output/tiny/map.csv"), "iteration,map\n2,1\n").unwrap();
+    let best = std::fs::read(ws.path("output/tiny/best_model.pdparams")).unwrap();
+    let resumed = ws.train(
+        &["max_iters=4"],
+        &["--eval", "-r", "output/tiny/model_final.pdparams"],
+    );
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let after = std::fs::read(ws.path("output/tiny/best_model.pdparams")).unwrap();
+    assert!(after == best, "best_model was replaced by a worse model");
+    let report = stdout(&resumed);
+    assert!(report.contains("best mAP 1.0000 (iteration 2)"), "{report}");
+    let csv = std::fs::read_to_string(ws.path("output/tiny/map.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2, "{csv}");
+}
+
+/// DecodeImage's `to_rgb`, NormalizeImage's statistics and Permute's
+/// `to_bgr` reach the network: each variant of the reader gives another first
+/// loss (they were parsed and ignored, the loss byte-identical).
+#[test]
+fn reader_transform_parameters_change_the_first_loss() {
+    let ws = Workspace::new(3, 0);
+    let imagenet = "mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], is_scale: true";
+    let ssd =
+        "mean: [127.5, 127.5, 127.5], std: [127.502231, 127.502231, 127.502231], is_scale: false";
+    let variants = [
+        ("rgb", true, imagenet, false),
+        ("decoded_bgr", false, imagenet, false),
+        ("to_bgr", true, imagenet, true),
+        ("ssd", true, ssd, false),
+    ];
+    let mut first_losses = Vec::new();
+    for (name, to_rgb, statistics, to_bgr) in variants {
+        let config = format!(
+            r#"(
+    _BASE_: ["tiny.ron"],
+    TrainReader: (
+        sample_transforms: [DecodeImage(to_rgb: {to_rgb}), NormalizeBox(), PadBox(num_max_boxes: 50), BboxXYXY2XYWH()],
+        batch_transforms: [
+            RandomShape(sizes: [64]),
+            NormalizeImage({statistics}, is_channel_first: false),
+            Permute(to_bgr: {to_bgr}, channel_first: true),
+        ],
+    ),
+)"#
+        );
+        std::fs::write(ws.path(&format!("{name}.ron")), config).unwrap();
+        let out = ws.train_config(&format!("{name}.ron"), &["max_iters=1"], &[]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let losses = step_losses(&stderr(&out));
+        first_losses.push((name, losses[0].1));
+    }
+    eprintln!("first losses: {first_losses:?}");
+    for (i, (name, loss)) in first_losses.iter().enumerate() {
+        for (other, other_loss) in &first_losses[..i] {
+            assert_ne!(
+                loss, other_loss,
+                "{name} and {other} give the same first loss"
+            );
+        }
+    }
 }
 
 /// The Python side of the round trip: prints `{name: [shape, values]}` of

@@ -173,7 +173,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         summary.final_snapshot.params.display()
     );
     // The evaluation at the end keeps the best model; `infer` runs it.
-    let best = summary.best_map.map(|map| {
+    let best = summary.best_map.map(|(_, map)| {
         let stem = summary.save_dir.join("best_model");
         println!("best model (mAP {map:.4}): {}.pdparams", stem.display());
         stem

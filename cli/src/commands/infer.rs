@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use pulsefocus_core::config::Config;
-use pulsefocus_core::finetune::predict::{class_names, eval_size, infer_reader, Predictor};
+use pulsefocus_core::finetune::predict::{class_names, infer_reader, ImageInput, Predictor};
 use pulsefocus_core::finetune::weights::load_weights;
 use pulsefocus_core::models::Yolov3;
 use pulsefocus_core::Backend;
@@ -80,8 +80,8 @@ impl OnBackend for Inference<'_> {
         })?;
         let mut model = Yolov3::new(backend, config.model_spec(), 0);
         load_weights(&mut model, Path::new(weights))?;
-        let reader = infer_reader(&config, config_path)?;
-        let (size, interp) = eval_size(reader, config_path)?;
+        let (reader_name, reader) = infer_reader(&config, config_path)?;
+        let input = ImageInput::of_reader(reader, reader_name, config_path)?;
         // A TestReader is usually a bare ImageFolder: the names of the classes
         // trained on are in the EvalReader's dataset when there is one.
         let names = class_names(
@@ -96,7 +96,7 @@ impl OnBackend for Inference<'_> {
 
         for path in &images {
             let mut image = decode_file(path)?;
-            let detections = predictor.predict_image(&mut model, &yolo, &nms, &image, size, interp);
+            let detections = predictor.predict_image(&mut model, &yolo, &nms, &image, &input);
             let mut kept: Vec<_> = detections
                 .iter()
                 .filter(|d| d.score >= args.draw_threshold)

@@ -97,9 +97,9 @@ fn print_summary(summary: &TrainSummary) {
         summary.iterations,
         summary.final_snapshot.params.display()
     );
-    if let Some(best) = summary.best_map {
+    if let Some((iteration, best)) = summary.best_map {
         println!(
-            "best mAP {:.4}: {}",
+            "best mAP {:.4} (iteration {iteration}): {}",
             best,
             summary.save_dir.join("best_model.pdparams").display()
         );

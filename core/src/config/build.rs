@@ -10,14 +10,9 @@ use pulsefocus_formats::dataset::{Dataset, DatasetSource};
 use pulsefocus_formats::voc::{VocDataSet as VocReader, DEFAULT_LABELS};
 use pulsefocus_formats::{Error, Result};
 
-use super::{CocoDataSet, Config, DataSet, Reader, Scheduler, Transform, VocDataSet};
+use super::pipeline::RandomShapeParams;
+use super::{CocoDataSet, Config, DataSet, Reader, Scheduler, VocDataSet};
 use crate::data::loader::{LoaderConfig, Mode, TrainAugment};
-use crate::data::transforms::color_distort::{ColorDistortParams, DeltaRange};
-use crate::data::transforms::mixup::MixupParams;
-use crate::data::transforms::random_crop::CropParams;
-use crate::data::transforms::random_expand::ExpandParams;
-use crate::data::transforms::resize::Interp;
-use crate::data::transforms::SampleAugment;
 use crate::optim::Schedule;
 use crate::train::TrainConfig;
 use crate::yolo::{NmsConfig, YoloConfig};
@@ -105,9 +100,22 @@ impl Config {
         ))
     }
 
-    /// The reader used to evaluate: `EvalReader`, else `TestReader`.
-    pub fn eval_or_test_reader(&self) -> Option<&Reader> {
-        self.eval_reader.as_ref().or(self.test_reader.as_ref())
+    /// The reader used to evaluate, `EvalReader` else `TestReader`, with
+    /// its key.
+    pub fn eval_or_test_reader(&self) -> Option<(&'static str, &Reader)> {
+        self.readers()
+            .into_iter()
+            .skip(1)
+            .find_map(|(name, r)| Some((name, r?)))
+    }
+
+    /// `TrainReader`, `EvalReader` and `TestReader` with their keys.
+    pub fn readers(&self) -> [(&'static str, Option<&Reader>); 3] {
+        [
+            ("TrainReader", Some(&self.train_reader)),
+            ("EvalReader", self.eval_reader.as_ref()),
+            ("TestReader", self.test_reader.as_ref()),
+        ]
     }
 }
 
@@ -249,172 +257,58 @@ impl Reader {
         source.load().map_err(|e| self.dataset.name_working_dir(e))
     }
 
-    /// The training pipeline: the augmentations `sample_transforms` lists,
-    /// batch sizes drawn from `RandomShape`, mixup for `mixup_epoch` epochs.
-    pub fn train_loader_config(&self, seed: u64) -> LoaderConfig {
-        let mut augment = TrainAugment {
-            sample: self.sample_augment(),
-            mixup_epochs: self.mixup_epoch as u64,
-            ..TrainAugment::default()
+    /// The training pipeline: the per-sample transforms `sample_transforms`
+    /// lists, in its order; batch sizes from `RandomShape` (else the
+    /// `ResizeImage` size); mixup for `mixup_epoch` epochs; the decode order
+    /// and normalisation the lists ask for. `file` names the config in errors.
+    pub fn train_loader_config(&self, file: &Path, seed: u64) -> Result<LoaderConfig> {
+        let pipeline = self.pipeline(file, "TrainReader")?;
+        let sizes = match (pipeline.random_shape, pipeline.resize) {
+            (Some(shape), _) => shape,
+            // The ResizeImage step made every picture this size already.
+            (None, Some((size, _))) => RandomShapeParams {
+                sizes: vec![size],
+                random_interp: false,
+            },
+            (None, None) => unreachable!("pipeline() requires one of them in a TrainReader"),
         };
-        for t in self.sample_transforms.iter().chain(&self.batch_transforms) {
-            if let Transform::RandomShape(shape) = t {
-                augment.sizes = shape.sizes.clone();
-                augment.random_interp = shape.random_inter;
-            }
-        }
-        LoaderConfig {
+        let augment = TrainAugment {
+            sample: pipeline.sample,
+            mixup_epochs: self.mixup_epoch as u64,
+            sizes: sizes.sizes,
+            random_interp: sizes.random_interp,
+        };
+        Ok(LoaderConfig {
             batch_size: self.batch_size,
             workers: self.worker_num.max(1),
+            shuffle: self.shuffle,
+            drop_last: self.drop_last,
             allow_empty: !self.drop_empty,
-            max_boxes: self.inputs_def.num_max_boxes,
+            max_boxes: pipeline.max_boxes,
             mode: Mode::Train(Box::new(augment)),
+            to_rgb: pipeline.to_rgb,
+            normalize: pipeline.normalize,
             ..LoaderConfig::train(self.batch_size, seed)
-        }
+        })
     }
 
-    /// The per-sample augmentations `sample_transforms` lists, with their
-    /// parameters (`check_sample_transforms` has checked them).
-    fn sample_augment(&self) -> SampleAugment {
-        let mut augment = SampleAugment::none();
-        let delta = |v: &[f32]| DeltaRange {
-            low: v[0],
-            high: v[1],
-            skip_probability: f64::from(v[2]),
-        };
-        for t in &self.sample_transforms {
-            match t {
-                Transform::MixupImage(m) => {
-                    augment.mixup = Some(MixupParams {
-                        alpha: f64::from(m.alpha),
-                        beta: f64::from(m.beta),
-                    })
-                }
-                Transform::ColorDistort(c) => {
-                    augment.color_distort = Some(ColorDistortParams {
-                        brightness: delta(&c.brightness),
-                        contrast: delta(&c.contrast),
-                        saturation: delta(&c.saturation),
-                        hue: delta(&c.hue),
-                        random_apply: c.random_apply,
-                    })
-                }
-                Transform::RandomExpand(e) => {
-                    augment.expand = Some(ExpandParams {
-                        max_ratio: f64::from(e.ratio),
-                        skip_probability: f64::from(e.prob),
-                        fill: [e.fill_value[0], e.fill_value[1], e.fill_value[2]],
-                    })
-                }
-                Transform::RandomCrop(c) => {
-                    augment.crop = Some(CropParams {
-                        thresholds: c.thresholds.clone(),
-                        scale: [c.scaling[0], c.scaling[1]],
-                        aspect_ratio: [c.aspect_ratio[0], c.aspect_ratio[1]],
-                        attempts: c.num_attempts,
-                        allow_no_crop: c.allow_no_crop,
-                        cover_all_boxes: c.cover_all_box,
-                    })
-                }
-                Transform::RandomFlipImage(f) => augment.flip = Some(f64::from(f.prob)),
-                _ => {}
-            }
-        }
-        augment
-    }
-
-    /// Checks the parameters of the augmentations in `sample_transforms`;
-    /// errors name `file` and the reader's key, e.g.
-    /// `TrainReader.sample_transforms[2].RandomExpand.ratio`.
-    pub fn check_sample_transforms(&self, file: &Path, reader: &str) -> Result<()> {
-        let probability = |p: f32| (0.0..=1.0).contains(&p);
-        for (i, t) in self.sample_transforms.iter().enumerate() {
-            let bad = |key: &str, msg: &str| {
-                Error::at(
-                    file,
-                    format!("key {reader}.sample_transforms[{i}].{key}"),
-                    msg.to_string(),
-                )
-            };
-            match t {
-                Transform::MixupImage(m) if m.alpha <= 0.0 || m.beta <= 0.0 => {
-                    return Err(bad("MixupImage", "alpha and beta must be positive"));
-                }
-                Transform::ColorDistort(c) => {
-                    for (name, v) in [
-                        ("brightness", &c.brightness),
-                        ("contrast", &c.contrast),
-                        ("saturation", &c.saturation),
-                        ("hue", &c.hue),
-                    ] {
-                        if v.len() != 3 || v[0] > v[1] || !probability(v[2]) {
-                            return Err(bad(
-                                &format!("ColorDistort.{name}"),
-                                "must be [low, high, prob] with low <= high and prob in [0, 1]",
-                            ));
-                        }
-                    }
-                }
-                Transform::RandomExpand(e) => {
-                    if e.ratio.is_nan() || e.ratio < 1.0 {
-                        return Err(bad("RandomExpand.ratio", "must be at least 1"));
-                    }
-                    if !probability(e.prob) {
-                        return Err(bad("RandomExpand.prob", "must be in [0, 1]"));
-                    }
-                    if e.fill_value.len() != 3 {
-                        return Err(bad("RandomExpand.fill_value", "must be 3 values (RGB)"));
-                    }
-                }
-                Transform::RandomCrop(c) => {
-                    let range = |v: &[f32], high: f32| {
-                        v.len() == 2 && v[0] > 0.0 && v[0] <= v[1] && v[1] <= high
-                    };
-                    if !range(&c.scaling, 1.0) {
-                        return Err(bad(
-                            "RandomCrop.scaling",
-                            "must be [low, high] with 0 < low <= high <= 1",
-                        ));
-                    }
-                    if !range(&c.aspect_ratio, f32::MAX) {
-                        return Err(bad(
-                            "RandomCrop.aspect_ratio",
-                            "must be [low, high] with 0 < low <= high",
-                        ));
-                    }
-                    if !c.thresholds.iter().all(|&t| probability(t)) {
-                        return Err(bad("RandomCrop.thresholds", "IoUs must be in [0, 1]"));
-                    }
-                }
-                Transform::RandomFlipImage(f) if !probability(f.prob) => {
-                    return Err(bad("RandomFlipImage.prob", "must be in [0, 1]"));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// The evaluation pipeline: every image once, resized as `ResizeImage` says.
-    pub fn eval_loader_config(&self) -> LoaderConfig {
-        let mut config = LoaderConfig {
+    /// The evaluation pipeline: every image once, resized as `ResizeImage`
+    /// says, decoded and normalised as the lists say. `reader` is the
+    /// reader's key (`EvalReader` or `TestReader`) for errors.
+    pub fn eval_loader_config(&self, file: &Path, reader: &str) -> Result<LoaderConfig> {
+        let pipeline = self.pipeline(file, reader)?;
+        let (size, interp) = pipeline
+            .resize
+            .expect("pipeline() requires a ResizeImage outside a TrainReader");
+        Ok(LoaderConfig {
             workers: self.worker_num.max(1),
+            shuffle: self.shuffle,
+            drop_last: self.drop_last,
+            mode: Mode::Eval { size, interp },
+            to_rgb: pipeline.to_rgb,
+            normalize: pipeline.normalize,
             ..LoaderConfig::eval(self.batch_size)
-        };
-        for t in &self.sample_transforms {
-            if let Transform::ResizeImage(r) = t {
-                let interp = match r.interp {
-                    0 => Interp::Nearest,
-                    1 => Interp::Linear,
-                    _ => Interp::Cubic,
-                };
-                config.mode = Mode::Eval {
-                    size: r.target_size,
-                    interp,
-                };
-            }
-        }
-        config
+        })
     }
 }
 
@@ -423,6 +317,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::config::Transform;
+    use crate::data::transforms::normalize::ChannelNorm;
+    use crate::data::transforms::resize::Interp;
+    use crate::data::transforms::SampleAugment;
 
     fn shipped(name: &str) -> Config {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -439,14 +337,26 @@ mod tests {
         assert_eq!((train.momentum, train.weight_decay), (0.9, 5e-4));
         assert_eq!(config.yolo_config(), YoloConfig::yolov3(20));
         assert_eq!(config.nms_config(), NmsConfig::yolov3());
-        let loader = config.train_reader.train_loader_config(3);
+        let file = Path::new("yolov3_mobilenet_v1_voc.ron");
+        let loader = config.train_reader.train_loader_config(file, 3).unwrap();
         assert_eq!(loader.batch_size, 8);
+        assert!(loader.shuffle && loader.drop_last);
+        assert!(loader.to_rgb);
+        assert_eq!(loader.normalize, ChannelNorm::imagenet());
         let Mode::Train(augment) = &loader.mode else {
             panic!("training mode")
         };
         assert_eq!(augment.sizes, (320..=608).step_by(32).collect::<Vec<_>>());
         assert_eq!(augment.sample, SampleAugment::yolov3());
-        let eval = config.eval_or_test_reader().unwrap().eval_loader_config();
+        let (name, reader) = config.eval_or_test_reader().unwrap();
+        assert_eq!(name, "EvalReader");
+        let eval = reader.eval_loader_config(file, name).unwrap();
+        assert_eq!(eval.normalize, ChannelNorm::imagenet());
+        assert!(!eval.shuffle && !eval.drop_last);
+        let mut in_order = config.train_reader.clone();
+        (in_order.shuffle, in_order.drop_last) = (false, false);
+        let loader = in_order.train_loader_config(file, 3).unwrap();
+        assert!(!loader.shuffle && !loader.drop_last);
         assert_eq!(
             eval.mode,
             Mode::Eval {
@@ -470,7 +380,13 @@ mod tests {
                 }
             }
         }
-        let Mode::Train(augment) = config.train_reader.train_loader_config(0).mode else {
+        let file = Path::new("demo.ron");
+        let Mode::Train(augment) = config
+            .train_reader
+            .train_loader_config(file, 0)
+            .unwrap()
+            .mode
+        else {
             panic!("training mode")
         };
         let shape = config
@@ -483,48 +399,6 @@ mod tests {
             });
         assert_eq!(Some(augment.sizes), shape);
         assert_eq!(augment.mixup_epochs, config.train_reader.mixup_epoch as u64);
-    }
-
-    #[test]
-    fn sample_transforms_choose_the_augmentations_and_their_parameters() {
-        let mut config = shipped("yolov3_mobilenet_v1_voc.ron");
-        let reader = &mut config.train_reader;
-        reader.sample_transforms = vec![
-            Transform::DecodeImage(Default::default()),
-            Transform::RandomFlipImage(crate::config::sections::RandomFlipImage {
-                prob: 1.0,
-                is_normalized: false,
-            }),
-        ];
-        let Mode::Train(augment) = reader.train_loader_config(0).mode else {
-            panic!("training mode")
-        };
-        assert_eq!(
-            augment.sample,
-            SampleAugment {
-                flip: Some(1.0),
-                ..SampleAugment::none()
-            }
-        );
-
-        let file = Path::new("my.ron");
-        assert!(reader.check_sample_transforms(file, "TrainReader").is_ok());
-        let hue_backwards = crate::config::sections::ColorDistort {
-            hue: vec![18.0, -18.0, 0.5],
-            ..Default::default()
-        };
-        reader
-            .sample_transforms
-            .push(Transform::ColorDistort(hue_backwards));
-        let error = reader
-            .check_sample_transforms(file, "TrainReader")
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("my.ron"), "{error}");
-        assert!(
-            error.contains("TrainReader.sample_transforms[2].ColorDistort.hue"),
-            "{error}"
-        );
     }
 
     proptest! {

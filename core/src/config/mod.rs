@@ -11,6 +11,7 @@
 
 mod build;
 pub mod overrides;
+mod pipeline;
 mod sections;
 pub mod tree;
 pub mod yaml;
@@ -24,6 +25,7 @@ use crate::models::darknet53::DarkNet53Spec;
 use crate::models::mobilenet_v1::MobileNetV1Spec;
 use crate::models::{Backbone, Yolov3Spec};
 pub use overrides::Override;
+pub use pipeline::{RandomShapeParams, ReaderPipeline};
 pub use sections::*;
 use tree::{MergeRule, Node};
 
@@ -401,8 +403,11 @@ impl Config {
                 "YOLOv3 has three output levels: give three masks".into(),
             ));
         }
-        self.train_reader
-            .check_sample_transforms(path, "TrainReader")?;
+        for (name, reader) in self.readers() {
+            if let Some(reader) = reader {
+                reader.pipeline(path, name)?;
+            }
+        }
         Ok(())
     }
 

@@ -27,7 +27,7 @@ const MINIMAL: &str = r#"(
     architecture: "YOLOv3",
     num_classes: 4,
     max_iters: 10,
-    TrainReader: (dataset: VOCDataSet(dataset_dir: "d"), batch_size: 2),
+    TrainReader: (dataset: VOCDataSet(dataset_dir: "d"), batch_size: 2, sample_transforms: [DecodeImage(), NormalizeBox(), PadBox(), BboxXYXY2XYWH()], batch_transforms: [RandomShape(sizes: [320]), NormalizeImage(), Permute()]),
 )"#;
 
 #[test]
@@ -271,7 +271,7 @@ fn bases_merge_in_order_and_relative_to_the_file() {
     let dir = write_configs(&[
         (
             "base/a.ron",
-            r#"(num_classes: 1, max_iters: 5, TrainReader: (batch_size: 3, shuffle: true))"#,
+            r#"(num_classes: 1, max_iters: 5, TrainReader: (batch_size: 3, shuffle: true, sample_transforms: [DecodeImage(), NormalizeBox(), PadBox(), BboxXYXY2XYWH()], batch_transforms: [RandomShape(sizes: [320]), NormalizeImage(), Permute()]))"#,
         ),
         (
             "base/b.ron",

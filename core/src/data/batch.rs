@@ -2,13 +2,14 @@
 //! padded targets, plus where each image came from.
 
 use super::sample::Sample;
-use super::transforms::normalize::normalize_permute;
+use super::transforms::normalize::{normalize_permute, ChannelNorm};
 use super::transforms::resize::{resize_into, Interp};
 use super::transforms::targets::write_targets;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
-    /// `n x 3 x h x w`, ImageNet-normalised RGB.
+    /// `n x 3 x h x w`, normalised as the reader's NormalizeImage and
+    /// Permute say (ImageNet statistics, RGB in the YOLOv3 configs).
     pub images: Vec<f32>,
     pub n: usize,
     pub h: usize,
@@ -55,6 +56,7 @@ impl Batch {
         &mut self,
         sample: &Sample,
         interp: Interp,
+        normalize: &ChannelNorm,
         record_index: usize,
         original_size: [u32; 2],
         scratch: &mut Vec<f32>,
@@ -66,6 +68,7 @@ impl Batch {
         resize_into(sample, self.w, self.h, interp, scratch);
         normalize_permute(
             scratch,
+            normalize,
             &mut self.images[i * 3 * plane..(i + 1) * 3 * plane],
         );
         let m = self.max_boxes;
@@ -94,8 +97,9 @@ mod tests {
         let b = gradient_sample(8, 8, &[]);
         let mut batch = Batch::new(2, 4, 4, 3, 0, 0);
         let mut scratch = vec![];
-        batch.put(&a, Interp::Linear, 7, [4, 4], &mut scratch);
-        batch.put(&b, Interp::Nearest, 2, [8, 8], &mut scratch);
+        let imagenet = ChannelNorm::imagenet();
+        batch.put(&a, Interp::Linear, &imagenet, 7, [4, 4], &mut scratch);
+        batch.put(&b, Interp::Nearest, &imagenet, 2, [8, 8], &mut scratch);
         assert_eq!(batch.record_indices, vec![7, 2]);
         // Image 0, blue plane (constant 7), pixel 0.
         let blue = (7.0 / 255.0 - 0.406) / 0.225;
@@ -112,7 +116,15 @@ mod tests {
         let image = pulsefocus_formats::image::RgbImage::filled(30, 20, [255, 0, 0]);
         let mut batch = Batch::new(1, 8, 8, 50, 0, 0);
         let sample = Sample::from_image(&image);
-        batch.put(&sample, Interp::Cubic, 0, [30, 20], &mut Vec::new());
+        let imagenet = ChannelNorm::imagenet();
+        batch.put(
+            &sample,
+            Interp::Cubic,
+            &imagenet,
+            0,
+            [30, 20],
+            &mut Vec::new(),
+        );
         let red = (1.0 - 0.485) / 0.229;
         assert!(batch.images[..64].iter().all(|v| (v - red).abs() < 1e-4));
         assert!(batch.gt_scores.iter().all(|&s| s == 0.0));

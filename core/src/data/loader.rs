@@ -23,6 +23,7 @@ use pulsefocus_formats::{Error, Result};
 use super::batch::Batch;
 use super::rng::Rng;
 use super::sample::Sample;
+use super::transforms::normalize::ChannelNorm;
 use super::transforms::resize::{random_shape, Interp, EVAL_SIZE, TRAIN_SIZES};
 use super::transforms::targets::MAX_BOXES;
 use super::transforms::{augment, SampleAugment};
@@ -41,7 +42,7 @@ pub struct TrainAugment {
     pub mixup_epochs: u64,
     /// One is drawn per batch.
     pub sizes: Vec<usize>,
-    /// Draw the interpolation per batch (else bilinear).
+    /// Draw the interpolation per batch (else nearest).
     pub random_interp: bool,
 }
 
@@ -81,6 +82,11 @@ pub struct LoaderConfig {
     pub allow_empty: bool,
     pub max_boxes: usize,
     pub mode: Mode,
+    /// DecodeImage's `to_rgb`: false keeps OpenCV's BGR order, so every
+    /// later transform sees blue first.
+    pub to_rgb: bool,
+    /// NormalizeImage and Permute, in the reader's order.
+    pub normalize: ChannelNorm,
 }
 
 impl LoaderConfig {
@@ -96,6 +102,8 @@ impl LoaderConfig {
             allow_empty: false,
             max_boxes: MAX_BOXES,
             mode: Mode::Train(Box::default()),
+            to_rgb: true,
+            normalize: ChannelNorm::imagenet(),
         }
     }
 
@@ -115,6 +123,8 @@ impl LoaderConfig {
                 size: EVAL_SIZE,
                 interp: Interp::Cubic,
             },
+            to_rgb: true,
+            normalize: ChannelNorm::imagenet(),
         }
     }
 }
@@ -141,7 +151,11 @@ impl Plan {
     fn load(&self, index: usize) -> Result<(Sample, [u32; 2])> {
         let record = &self.records[index];
         let image = decode_file(&record.image_path)?;
-        Ok((Sample::new(&image, record), [image.width, image.height]))
+        let mut sample = Sample::new(&image, record);
+        if !self.config.to_rgb {
+            sample.reverse_channels();
+        }
+        Ok((sample, [image.width, image.height]))
     }
 
     /// Builds batch number `global`; `order` caches the current epoch's order.
@@ -188,7 +202,7 @@ impl Plan {
             if let Mode::Train(aug) = &self.config.mode {
                 let mut rng = Rng::derive(seed, &[SAMPLE_STREAM, epoch, index as u64]);
                 // PaddleDetection's partner: a uniformly drawn other record.
-                let partner = if aug.sample.mixup.is_some() && epoch < aug.mixup_epochs && n > 1 {
+                let partner = if aug.sample.has_mixup() && epoch < aug.mixup_epochs && n > 1 {
                     let other = self.used[(pos + 1 + rng.below(n as u64 - 1) as usize) % n];
                     Some(self.load(other)?.0)
                 } else {
@@ -196,7 +210,14 @@ impl Plan {
                 };
                 augment(&mut sample, partner, &aug.sample, &mut rng);
             }
-            batch.put(&sample, interp, index, original_size, &mut scratch);
+            batch.put(
+                &sample,
+                interp,
+                &self.config.normalize,
+                index,
+                original_size,
+                &mut scratch,
+            );
         }
         Ok(batch)
     }

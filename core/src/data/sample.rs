@@ -15,7 +15,7 @@ use pulsefocus_formats::dataset::Record;
 use pulsefocus_formats::image::RgbImage;
 
 /// `rgb -> matrix * rgb + offset`, the colour change still to be applied to
-/// the pixels (never to the expand fill, which comes after it).
+/// the pixels (a ColorDistort after a RandomExpand changes the fill itself).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ColorAffine {
     pub matrix: [[f32; 3]; 3],
@@ -144,6 +144,32 @@ impl Sample {
         }
     }
 
+    /// Reverses the order of the channels of the pixels: what DecodeImage's
+    /// `to_rgb: false` leaves (BGR, as OpenCV decodes).
+    pub fn reverse_channels(&mut self) {
+        for px in self.pixels.chunks_exact_mut(3) {
+            px.swap(0, 2);
+        }
+    }
+
+    /// Builds what the sample shows as its pixels (colour map applied, fill
+    /// drawn, window cropped, mirror done), so that a transform that needs
+    /// the picture as decoded (mixup, expand) can follow any other. The
+    /// boxes are already in the view's coordinates.
+    pub fn materialize(&mut self) {
+        let (w, h) = (self.width(), self.height());
+        let mut pixels = Vec::with_capacity(w * h * 3);
+        for v in 0..h {
+            for u in 0..w {
+                pixels.extend_from_slice(&self.at(u, v));
+            }
+        }
+        self.pixels = pixels;
+        (self.pixels_w, self.pixels_h) = (w, h);
+        self.color = ColorAffine::IDENTITY;
+        self.view = View::whole(w, h);
+    }
+
     /// Width and height of what the sample shows.
     pub fn width(&self) -> usize {
         self.view.width
@@ -230,6 +256,29 @@ pub(crate) mod tests {
         let s = gradient_sample(5, 4, &[]);
         assert_eq!(s.at(3, 2), [3.0, 2.0, 7.0]);
         assert!(s.view.is_whole());
+    }
+
+    #[test]
+    fn materializing_keeps_what_the_sample_shows() {
+        let mut s = gradient_sample(4, 3, &[[1.0, 0.0, 3.0, 2.0]]);
+        s.color = ColorAffine {
+            offset: [1.0, 0.0, 0.0],
+            ..ColorAffine::IDENTITY
+        };
+        s.view.flipped = true;
+        let shown: Vec<[f32; 3]> = (0..3)
+            .flat_map(|v| (0..4).map(move |u| (u, v)))
+            .map(|(u, v)| s.at(u, v))
+            .collect();
+        s.materialize();
+        assert!(s.view.is_whole() && s.color == ColorAffine::IDENTITY);
+        assert_eq!(s.at(0, 0), [4.0, 0.0, 7.0]);
+        for (i, px) in shown.iter().enumerate() {
+            assert_eq!(s.at(i % 4, i / 4), *px);
+        }
+        assert_eq!(s.boxes, vec![[1.0, 0.0, 3.0, 2.0]]);
+        s.reverse_channels();
+        assert_eq!(s.at(0, 0), [7.0, 0.0, 4.0]);
     }
 
     #[test]

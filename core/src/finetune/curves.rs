@@ -56,6 +56,21 @@ impl Curves {
         ]);
     }
 
+    /// The best evaluation so far, `(iteration, mAP)`: the first of equals,
+    /// as a run replaces `best_model` only on a strictly higher mAP. The row
+    /// at iteration 0 (the starting model's mAP, drawn on the chart) is left
+    /// out: no `best_model` was saved for it.
+    pub fn best_map(&self) -> Option<(u64, f64)> {
+        self.map
+            .iter()
+            .filter(|row| row[0] > 0.0)
+            .fold(None, |best: Option<[f64; 2]>, row| match best {
+                Some(b) if b[1] >= row[1] => Some(b),
+                _ => Some(*row),
+            })
+            .map(|[iteration, map]| (iteration as u64, map))
+    }
+
     pub fn push_map(&mut self, iteration: u64, map: f64) {
         self.map.push([iteration as f64, map]);
     }
@@ -210,10 +225,24 @@ mod tests {
         let resumed = Curves::read(dir.path(), 3).unwrap();
         assert_eq!(resumed.loss, curves.loss[..3]);
         assert_eq!(resumed.map, curves.map[..1]);
+        assert_eq!(resumed.best_map(), Some((3, 0.25)));
         // Nothing written yet: a fresh run's directory.
         let empty = tempfile::tempdir().unwrap();
         let none = Curves::read(empty.path(), 3).unwrap();
         assert!(none.loss.is_empty() && none.map.is_empty());
+    }
+
+    #[test]
+    fn the_best_map_is_the_first_of_the_highest() {
+        let mut curves = Curves::default();
+        assert_eq!(curves.best_map(), None);
+        for (iteration, map) in [(2, 0.3), (4, 0.7), (6, 0.5), (8, 0.7)] {
+            curves.push_map(iteration, map);
+        }
+        assert_eq!(curves.best_map(), Some((4, 0.7)));
+        // The starting model's row is no candidate: it has no best_model.
+        curves.push_map(0, 0.9);
+        assert_eq!(curves.best_map(), Some((4, 0.7)));
     }
 
     #[test]

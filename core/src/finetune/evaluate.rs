@@ -26,6 +26,9 @@ pub enum Metric {
     Voc {
         ap_type: ApType,
         evaluate_difficult: bool,
+        /// The evaluation reader's PadBox size: as in PaddleDetection, an
+        /// image's boxes beyond it are not scored against.
+        max_ground_truth: Option<usize>,
     },
     /// Scored against this instances JSON (the dataset's `anno_path`).
     Coco { annotations: PathBuf },
@@ -63,6 +66,7 @@ pub fn evaluate<B: Backend>(
         Metric::Voc {
             ap_type,
             evaluate_difficult,
+            ..
         } => Scorer::Voc(DetectionMap::new(
             num_classes,
             *ap_type,
@@ -72,6 +76,13 @@ pub fn evaluate<B: Backend>(
             gt: read_coco_ground_truth(annotations)?,
             annotations: annotations.clone(),
         },
+    };
+    let max_ground_truth = match metric {
+        Metric::Voc {
+            max_ground_truth: Some(n),
+            ..
+        } => *n,
+        _ => usize::MAX,
     };
     // Detections carry COCO category ids: the file's, or class index + 1.
     let category_ids: Vec<i64> = match &scorer {
@@ -98,7 +109,12 @@ pub fn evaluate<B: Backend>(
             let record = &records[index];
             images += 1;
             if let Scorer::Voc(voc) = &mut scorer {
-                let gt: Vec<_> = record.objects.iter().filter(|o| !o.crowd).collect();
+                let gt: Vec<_> = record
+                    .objects
+                    .iter()
+                    .filter(|o| !o.crowd)
+                    .take(max_ground_truth)
+                    .collect();
                 let boxes: Vec<[f32; 4]> = gt.iter().map(|o| o.bbox).collect();
                 let labels: Vec<usize> = gt.iter().map(|o| o.class as usize - offset).collect();
                 let difficult: Vec<bool> = gt.iter().map(|o| o.difficult).collect();

@@ -103,7 +103,9 @@ pub struct TrainSummary {
     pub last_loss: Option<LossTerms>,
     /// The last evaluation, when `eval` was on.
     pub last_eval: Option<EvalResult>,
-    pub best_map: Option<f64>,
+    /// The best evaluation, `(iteration, mAP)`, this run's or (resumed)
+    /// the earlier run's: the one `best_model` holds.
+    pub best_map: Option<(u64, f64)>,
     pub loss_curve: PathBuf,
 }
 
@@ -127,8 +129,15 @@ pub fn metric_for(config: &Config, config_path: &Path) -> Result<Metric> {
                 ApType::ElevenPoint
             },
             evaluate_difficult: false,
+            max_ground_truth: match config.eval_or_test_reader() {
+                Some((name, reader)) => {
+                    let pipeline = reader.pipeline(config_path, name)?;
+                    pipeline.pad_box.then_some(pipeline.max_boxes)
+                }
+                None => None,
+            },
         }),
-        "COCO" => match config.eval_or_test_reader().map(|r| &r.dataset) {
+        "COCO" => match config.eval_or_test_reader().map(|(_, r)| &r.dataset) {
             Some(DataSet::COCODataSet(d)) => Ok(Metric::Coco {
                 annotations: Path::new(&d.dataset_dir).join(&d.anno_path),
             }),
@@ -150,7 +159,7 @@ pub fn metric_for(config: &Config, config_path: &Path) -> Result<Metric> {
 pub fn load_dataset_for(config: &Config, config_path: &Path, which: &str) -> Result<Dataset> {
     let reader = match which {
         "TrainReader" => Some(&config.train_reader),
-        _ => config.eval_or_test_reader(),
+        _ => config.eval_or_test_reader().map(|(_, r)| r),
     }
     .ok_or_else(|| Error::at(config_path, which, "missing: no dataset to evaluate on"))?;
     let dataset = reader.load_dataset()?;
@@ -213,7 +222,7 @@ pub fn evaluate_config<B: Backend>(
     config_path: &Path,
     dataset: &Dataset,
 ) -> Result<EvalResult> {
-    let reader = config
+    let (name, reader) = config
         .eval_or_test_reader()
         .ok_or_else(|| Error::at(config_path, "EvalReader", "missing"))?;
     evaluate(
@@ -221,7 +230,7 @@ pub fn evaluate_config<B: Backend>(
         &config.yolo_config(),
         &config.nms_config(),
         dataset,
-        reader.eval_loader_config(),
+        reader.eval_loader_config(config_path, name)?,
         &metric_for(config, config_path)?,
         with_background(&reader.dataset),
     )
@@ -267,7 +276,7 @@ pub fn train<B: Backend>(
     let start = trainer.step;
     let max_iters = config.max_iters as u64;
 
-    let loader_config = config.train_reader.train_loader_config(seed);
+    let loader_config = config.train_reader.train_loader_config(config_path, seed)?;
     let largest = match &loader_config.mode {
         crate::data::loader::Mode::Train(a) => a.sizes.iter().copied().max().unwrap_or(608),
         crate::data::loader::Mode::Eval { size, .. } => *size,
@@ -298,7 +307,9 @@ pub fn train<B: Backend>(
         options.resume.as_deref().map(SnapshotPaths::from_stem);
     let mut last_loss = None;
     let mut last_eval = None;
-    let mut best_map: Option<f64> = None;
+    // A resumed run competes with the evaluations it continues, so that
+    // `best_model` is replaced only by a better one.
+    let mut best_map = curves.best_map();
     let mut interrupted = false;
     let started = Instant::now();
     let mut waited = Duration::ZERO;
@@ -368,9 +379,9 @@ pub fn train<B: Backend>(
             last_good = Some(paths);
             if let Some(eval_set) = &eval_set {
                 let result = evaluate_config(&mut trainer.model, config, config_path, eval_set)?;
-                let best = best_map.is_none_or(|b| result.map > b);
+                let best = best_map.is_none_or(|(_, b)| result.map > b);
                 if best {
-                    best_map = Some(result.map);
+                    best_map = Some((iteration, result.map));
                     snapshot::save(
                         &trainer,
                         &SnapshotPaths::from_stem(&save_dir.join("best_model")),
@@ -407,4 +418,27 @@ pub fn train<B: Backend>(
         last_eval,
         best_map,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PaddleDetection's VOC evaluation scores against the boxes PadBox kept.
+    #[test]
+    fn voc_metric_scores_against_the_eval_readers_padded_boxes() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.ron");
+        let mut config = crate::config::load(&path, &[]).unwrap();
+        let limit = |config: &Config| match metric_for(config, &path).unwrap() {
+            Metric::Voc {
+                max_ground_truth, ..
+            } => max_ground_truth,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(limit(&config), Some(50));
+        let eval = config.eval_reader.as_mut().unwrap();
+        eval.sample_transforms
+            .retain(|t| !matches!(t, crate::config::Transform::PadBox(_)));
+        assert_eq!(limit(&config), None);
+    }
 }

@@ -11,6 +11,7 @@ use crate::backend::Backend;
 use crate::config::{Config, Reader};
 use crate::data::loader::Mode;
 use crate::data::sample::Sample;
+use crate::data::transforms::normalize::ChannelNorm;
 use crate::data::transforms::resize::Interp;
 use crate::data::Batch;
 use crate::models::Yolov3;
@@ -71,24 +72,27 @@ impl<B: Backend> Predictor<B> {
         detect(yolo, &heads, &sizes, nms)
     }
 
-    /// One decoded image through the evaluation pipeline: resized to
-    /// `size` x `size` with `interp`, normalised, predicted; boxes come back
-    /// in the image's own pixels.
-    #[allow(clippy::too_many_arguments)]
+    /// One decoded image through the reader's pipeline (`input`): resized,
+    /// normalised, predicted; boxes come back in the image's own pixels.
     pub fn predict_image(
         &mut self,
         model: &mut Yolov3<B>,
         yolo: &YoloConfig,
         nms: &NmsConfig,
         image: &RgbImage,
-        size: usize,
-        interp: Interp,
+        input: &ImageInput,
     ) -> Vec<Detection> {
         let original = [image.width, image.height];
+        let size = input.size;
+        let mut sample = Sample::from_image(image);
+        if !input.to_rgb {
+            sample.reverse_channels();
+        }
         let mut batch = Batch::new(1, size, size, 0, 0, 0);
         batch.put(
-            &Sample::from_image(image),
-            interp,
+            &sample,
+            input.interp,
+            &input.normalize,
             0,
             original,
             &mut Vec::new(),
@@ -99,12 +103,15 @@ impl<B: Backend> Predictor<B> {
     }
 }
 
-/// The reader `infer` follows: `TestReader`, else `EvalReader`.
-pub fn infer_reader<'a>(config: &'a Config, config_path: &Path) -> Result<&'a Reader> {
-    config
-        .test_reader
-        .as_ref()
-        .or(config.eval_reader.as_ref())
+/// The reader `infer` follows, `TestReader` else `EvalReader`, with its key.
+pub fn infer_reader<'a>(
+    config: &'a Config,
+    config_path: &Path,
+) -> Result<(&'static str, &'a Reader)> {
+    let [_, eval, test] = config.readers();
+    [test, eval]
+        .into_iter()
+        .find_map(|(name, reader)| Some((name, reader?)))
         .ok_or_else(|| {
             Error::at(
                 config_path,
@@ -114,15 +121,29 @@ pub fn infer_reader<'a>(config: &'a Config, config_path: &Path) -> Result<&'a Re
         })
 }
 
-/// The evaluation size and interpolation of a reader's `ResizeImage`.
-pub fn eval_size(reader: &Reader, config_path: &Path) -> Result<(usize, Interp)> {
-    match reader.eval_loader_config().mode {
-        Mode::Eval { size, interp } if size > 0 => Ok((size, interp)),
-        _ => Err(Error::at(
-            config_path,
-            "ResizeImage.target_size",
-            "the reader needs a ResizeImage with a positive target_size",
-        )),
+/// What `infer` does to a picture before the network, as its reader says:
+/// DecodeImage's channel order, ResizeImage, NormalizeImage and Permute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageInput {
+    pub size: usize,
+    pub interp: Interp,
+    pub to_rgb: bool,
+    pub normalize: ChannelNorm,
+}
+
+impl ImageInput {
+    /// The input of `reader`, whose key is `name`.
+    pub fn of_reader(reader: &Reader, name: &str, config_path: &Path) -> Result<ImageInput> {
+        let loader = reader.eval_loader_config(config_path, name)?;
+        let Mode::Eval { size, interp } = loader.mode else {
+            unreachable!("eval_loader_config gives an evaluation mode")
+        };
+        Ok(ImageInput {
+            size,
+            interp,
+            to_rgb: loader.to_rgb,
+            normalize: loader.normalize,
+        })
     }
 }
 
@@ -132,4 +153,51 @@ pub fn class_names(config: &Config, config_path: &Path, reader: &Reader) -> Resu
     let names = reader.dataset.class_names()?;
     config.check_num_classes(config_path, &names, &reader.dataset.class_names_from())?;
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load;
+
+    /// `infer` follows the TestReader: its decode order, size, interpolation
+    /// and normalisation, not the EvalReader's.
+    #[test]
+    fn infer_takes_its_input_from_the_test_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.ron");
+        let path = dir.path().join("c.ron");
+        let config = format!(
+            r#"(
+    _BASE_: ["{}"],
+    TestReader: (
+        dataset: ImageFolder(),
+        sample_transforms: [
+            DecodeImage(to_rgb: false),
+            ResizeImage(target_size: 96, interp: 0),
+            Permute(to_bgr: true, channel_first: true),
+            NormalizeImage(mean: [127.5, 127.5, 127.5], std: [127.5, 127.5, 127.5], is_scale: false, is_channel_first: true),
+        ],
+    ),
+)"#,
+            demo.display()
+        );
+        std::fs::write(&path, config).unwrap();
+        let config = load(&path, &[]).unwrap();
+        let (name, reader) = infer_reader(&config, &path).unwrap();
+        assert_eq!(name, "TestReader");
+        let input = ImageInput::of_reader(reader, name, &path).unwrap();
+        let normalize = ChannelNorm::IDENTITY
+            .then_reverse()
+            .then_normalize([127.5; 3], [127.5; 3], false);
+        assert_eq!(
+            input,
+            ImageInput {
+                size: 96,
+                interp: Interp::Nearest,
+                to_rgb: false,
+                normalize,
+            }
+        );
+    }
 }

@@ -98,7 +98,10 @@ pub fn random_color_distort(sample: &mut Sample, params: &ColorDistortParams, rn
             2 => Distortion::Saturation(delta),
             _ => Distortion::Hue(delta),
         };
-        sample.color = sample.color.then(&affine(distortion));
+        let map = affine(distortion);
+        sample.color = sample.color.then(&map);
+        // After a RandomExpand the fill is part of the picture and changes too.
+        sample.view.fill = map.apply(sample.view.fill);
     }
 }
 

@@ -1,9 +1,10 @@
-//! The YOLOv3 input transforms, one file each, in PaddleDetection's order:
-//! Mixup, ColorDistort, RandomExpand, RandomCrop, RandomFlip per sample;
-//! then per batch the random resize, NormalizeBox/PadBox/XYXY->XYWH
-//! (`targets`) and Normalize+Permute. Each transform has a plain function
-//! that takes its parameters (tested on hand-computed cases) and a `random_`
-//! function that draws them from the sample's generator.
+//! The input transforms, one file each: per sample Mixup, ColorDistort,
+//! RandomExpand, RandomCrop, RandomFlip (and a training ResizeImage), run in
+//! the order the reader lists them; then per batch the resize to the batch's
+//! size, NormalizeBox/PadBox/XYXY->XYWH (`targets`) and Normalize+Permute.
+//! Each transform has a plain function that takes its parameters (tested on
+//! hand-computed cases) and a `random_` function that draws them from the
+//! sample's generator.
 
 pub mod color_distort;
 pub mod mixup;
@@ -15,72 +16,98 @@ pub mod resize;
 pub mod targets;
 
 use super::rng::Rng;
-use super::sample::Sample;
+use super::sample::{ColorAffine, Sample};
 use color_distort::ColorDistortParams;
 use mixup::MixupParams;
 use random_crop::CropParams;
 use random_expand::ExpandParams;
+use resize::Interp;
 
-/// Which per-sample augmentations a training reader runs, with their
-/// parameters: those its `sample_transforms` list. They always run in the
-/// order above, the order every PaddleDetection YOLOv3 reader lists them.
+/// One per-sample transform of a training reader, with its parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Augment {
+    Mixup(MixupParams),
+    ColorDistort(ColorDistortParams),
+    Expand(ExpandParams),
+    Crop(CropParams),
+    /// `RandomFlipImage`'s chance of mirroring.
+    Flip(f64),
+    /// `ResizeImage` in a training reader: to `size` x `size`.
+    Resize {
+        size: usize,
+        interp: Interp,
+    },
+}
+
+/// The per-sample transforms a training reader's `sample_transforms` lists,
+/// in its order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleAugment {
-    pub mixup: Option<MixupParams>,
-    pub color_distort: Option<ColorDistortParams>,
-    pub expand: Option<ExpandParams>,
-    pub crop: Option<CropParams>,
-    /// `RandomFlipImage`'s chance of mirroring.
-    pub flip: Option<f64>,
+    pub steps: Vec<Augment>,
 }
 
 impl SampleAugment {
-    /// PaddleDetection's YOLOv3 reader: every augmentation, default parameters.
+    /// PaddleDetection's YOLOv3 reader: every augmentation, default
+    /// parameters, in its order.
     pub fn yolov3() -> SampleAugment {
         SampleAugment {
-            mixup: Some(MixupParams::default()),
-            color_distort: Some(ColorDistortParams::default()),
-            expand: Some(ExpandParams::default()),
-            crop: Some(CropParams::default()),
-            flip: Some(0.5),
+            steps: vec![
+                Augment::Mixup(MixupParams::default()),
+                Augment::ColorDistort(ColorDistortParams::default()),
+                Augment::Expand(ExpandParams::default()),
+                Augment::Crop(CropParams::default()),
+                Augment::Flip(0.5),
+            ],
         }
     }
 
     /// No augmentation: the picture as decoded.
     pub fn none() -> SampleAugment {
-        SampleAugment {
-            mixup: None,
-            color_distort: None,
-            expand: None,
-            crop: None,
-            flip: None,
+        SampleAugment { steps: Vec::new() }
+    }
+
+    pub fn has_mixup(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Augment::Mixup(_)))
+    }
+}
+
+/// The per-sample transforms, in order. `partner` is the second image for
+/// mixup, `None` once mixup is over (or for a one-image dataset); it is
+/// ignored when `listed` has no mixup. Mixup and expand take the picture as
+/// decoded: after a transform that only changed the view they build it
+/// first (`Sample::materialize`), which the usual order never needs.
+pub fn augment(
+    sample: &mut Sample,
+    mut partner: Option<Sample>,
+    listed: &SampleAugment,
+    rng: &mut Rng,
+) {
+    for step in &listed.steps {
+        match step {
+            Augment::Mixup(params) => {
+                if let Some(partner) = partner.take() {
+                    decoded(sample);
+                    mixup::random_mixup(sample, partner, params, rng);
+                }
+            }
+            Augment::ColorDistort(params) => {
+                color_distort::random_color_distort(sample, params, rng)
+            }
+            Augment::Expand(params) => {
+                decoded(sample);
+                random_expand::random_expand(sample, params, rng);
+            }
+            Augment::Crop(params) => random_crop::random_crop(sample, params, rng),
+            Augment::Flip(probability) => random_flip::random_flip(sample, *probability, rng),
+            Augment::Resize { size, interp } => resize::resize_sample(sample, *size, *interp),
         }
     }
 }
 
-/// The per-sample training augmentations, in order. `partner` is the second
-/// image for mixup, `None` once mixup is over (or for a one-image dataset);
-/// it is ignored when `listed` has no mixup.
-pub fn augment(
-    sample: &mut Sample,
-    partner: Option<Sample>,
-    listed: &SampleAugment,
-    rng: &mut Rng,
-) {
-    if let (Some(params), Some(partner)) = (&listed.mixup, partner) {
-        mixup::random_mixup(sample, partner, params, rng);
-    }
-    if let Some(params) = &listed.color_distort {
-        color_distort::random_color_distort(sample, params, rng);
-    }
-    if let Some(params) = &listed.expand {
-        random_expand::random_expand(sample, params, rng);
-    }
-    if let Some(params) = &listed.crop {
-        random_crop::random_crop(sample, params, rng);
-    }
-    if let Some(probability) = listed.flip {
-        random_flip::random_flip(sample, probability, rng);
+/// Makes the sample's view whole and its colour map the identity.
+fn decoded(sample: &mut Sample) {
+    if !sample.view.is_whole() || sample.color != ColorAffine::IDENTITY {
+        sample.materialize();
     }
 }
 
@@ -88,6 +115,7 @@ pub fn augment(
 mod tests {
     use super::*;
     use crate::data::sample::tests::gradient_sample;
+    use color_distort::DeltaRange;
     use proptest::prelude::{prop, prop_assert, prop_assert_eq, proptest};
 
     /// Up to 6 valid boxes inside a `w` x `h` image, from unit fractions.
@@ -124,6 +152,58 @@ mod tests {
         }
         assert!(s.view.crop_x + s.width() <= s.view.canvas_w, "{step}");
         assert!(s.view.crop_y + s.height() <= s.view.canvas_h, "{step}");
+    }
+
+    #[test]
+    fn the_listed_order_is_the_order_run() {
+        let skip = DeltaRange {
+            low: 1.0,
+            high: 1.0,
+            skip_probability: 1.0,
+        };
+        let brighter = Augment::ColorDistort(ColorDistortParams {
+            brightness: DeltaRange {
+                low: 5.0,
+                high: 5.0,
+                skip_probability: 0.0,
+            },
+            contrast: skip,
+            saturation: skip,
+            hue: skip,
+            random_apply: false,
+        });
+        let expand = Augment::Expand(ExpandParams {
+            max_ratio: 3.0,
+            skip_probability: 0.0,
+            fill: [10.0, 20.0, 30.0],
+        });
+        let run = |steps: Vec<Augment>| {
+            let mut s = gradient_sample(6, 4, &[[1.0, 1.0, 3.0, 3.0]]);
+            augment(&mut s, None, &SampleAugment { steps }, &mut Rng::new(3));
+            s
+        };
+        // ColorDistort after RandomExpand brightens the fill too.
+        let s = run(vec![expand.clone(), brighter.clone()]);
+        assert_eq!(s.view.fill, [15.0, 25.0, 35.0]);
+        let (x, y) = (s.view.pixels_x, s.view.pixels_y);
+        assert_eq!(s.at(x + 2, y + 1), [7.0, 6.0, 12.0]);
+        let s = run(vec![brighter, expand.clone()]);
+        assert_eq!(s.view.fill, [10.0, 20.0, 30.0]);
+        let (x, y) = (s.view.pixels_x, s.view.pixels_y);
+        assert_eq!(s.at(x + 2, y + 1), [7.0, 6.0, 12.0]);
+        // RandomExpand after a flip expands the mirrored picture.
+        let s = run(vec![Augment::Flip(1.0), expand]);
+        let (x, y) = (s.view.pixels_x, s.view.pixels_y);
+        assert_eq!(s.at(x, y), [5.0, 0.0, 7.0]);
+        assert_eq!(
+            s.boxes,
+            vec![[
+                x as f32 + 3.0,
+                y as f32 + 1.0,
+                x as f32 + 5.0,
+                y as f32 + 3.0
+            ]]
+        );
     }
 
     proptest! {

@@ -1,10 +1,12 @@
 //! Resize to the network's input size, reading through the sample's view.
 //!
 //! Training resizes every image of a batch to one size drawn per batch from
-//! 320..608 step 32 (PaddleDetection `RandomShape`), the interpolation drawn
-//! from nearest, bilinear and bicubic (PaddleDetection draws from OpenCV's
-//! nearest, linear, area, cubic and Lanczos-4; we have the first, second and
-//! fourth). Evaluation resizes to 608 with bicubic. Aspect ratio is not kept,
+//! `RandomShape.sizes` (320..608 step 32 in the YOLOv3 configs), with
+//! `random_inter` the interpolation drawn from nearest, bilinear and bicubic
+//! (PaddleDetection draws from OpenCV's nearest, linear, area, cubic and
+//! Lanczos-4; we have the first, second and fourth), without it nearest, as
+//! PaddleDetection does. Evaluation resizes as `ResizeImage` says (608,
+//! bicubic in the YOLOv3 configs). Aspect ratio is not kept,
 //! as in PaddleDetection; boxes are normalised to 0..1 before the resize, so
 //! they need no change.
 //!
@@ -13,7 +15,7 @@
 //! pixels repeated; bicubic uses a = -0.75. Results are floats, unrounded.
 
 use super::super::rng::Rng;
-use super::super::sample::Sample;
+use super::super::sample::{ColorAffine, Sample, View};
 
 /// The training sizes of the YOLOv3 configs.
 pub const TRAIN_SIZES: [usize; 10] = [320, 352, 384, 416, 448, 480, 512, 544, 576, 608];
@@ -31,13 +33,14 @@ impl Interp {
 }
 
 /// One batch's size and interpolation, drawn from `sizes` (and from all
-/// interpolations when `random_interp`, else bilinear).
+/// interpolations when `random_interp`, else nearest, as PaddleDetection's
+/// `RandomShape` does).
 pub fn random_shape(sizes: &[usize], random_interp: bool, rng: &mut Rng) -> (usize, Interp) {
     let size = sizes[rng.below(sizes.len() as u64) as usize];
     let interp = if random_interp {
         Interp::ALL[rng.below(Interp::ALL.len() as u64) as usize]
     } else {
-        Interp::Linear
+        Interp::Nearest
     };
     (size, interp)
 }
@@ -158,6 +161,24 @@ pub fn resize_into(sample: &Sample, out_w: usize, out_h: usize, interp: Interp, 
     }
 }
 
+/// ResizeImage inside a training reader's per-sample transforms: what the
+/// sample shows becomes `size` x `size` pixels, boxes scaled with it.
+pub fn resize_sample(sample: &mut Sample, size: usize, interp: Interp) {
+    let mut pixels = vec![0.0; size * size * 3];
+    resize_into(sample, size, size, interp, &mut pixels);
+    let (sx, sy) = (
+        size as f32 / sample.width() as f32,
+        size as f32 / sample.height() as f32,
+    );
+    for b in &mut sample.boxes {
+        *b = [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy];
+    }
+    sample.pixels = pixels;
+    (sample.pixels_w, sample.pixels_h) = (size, size);
+    sample.color = ColorAffine::IDENTITY;
+    sample.view = View::whole(size, size);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +231,16 @@ mod tests {
         for d in 1..7 {
             assert!((out[d * 3] - (2.0 * d as f32 + 0.5)).abs() < 1e-4);
         }
+    }
+
+    #[test]
+    fn resizing_a_sample_scales_its_boxes() {
+        let mut s = gradient_sample(8, 4, &[[2.0, 1.0, 6.0, 3.0]]);
+        let want = resize(&s, 4, 4, Interp::Linear);
+        resize_sample(&mut s, 4, Interp::Linear);
+        assert_eq!((s.width(), s.height()), (4, 4));
+        assert_eq!(s.pixels, want);
+        assert_eq!(s.boxes, vec![[1.0, 1.0, 3.0, 3.0]]);
     }
 
     #[test]
