@@ -368,8 +368,12 @@ fn show_and_convert_round_trip_every_shipped_config() {
     }
 }
 
+/// `MINIMAL` as PaddleDetection writes it.
 const MINIMAL_YAML: &str = "architecture: YOLOv3\nnum_classes: 4\nmax_iters: 10\n\
-    TrainReader:\n  batch_size: 2\n  dataset:\n    !VOCDataSet\n    dataset_dir: d\n";
+    TrainReader:\n  batch_size: 2\n  dataset:\n    !VOCDataSet\n    dataset_dir: d\n\
+    \x20 sample_transforms:\n  - !DecodeImage {}\n  - !NormalizeBox {}\n  - !PadBox {}\n\
+    \x20 - !BboxXYXY2XYWH {}\n  batch_transforms:\n  - !RandomShape\n    sizes: [320]\n\
+    \x20 - !NormalizeImage {}\n  - !Permute {}\n";
 
 #[test]
 fn yaml_config_loads_like_its_ron_twin() {
@@ -398,7 +402,9 @@ fn yaml_reader_include_and_paddle_merge_rule() {
         (
             "c.yml",
             "architecture: YOLOv3\nnum_classes: 4\nmax_iters: 10\n_READER_: 'readers/reader.yml'\n\
-             TrainReader:\n  shuffle: true\n  dataset:\n    !COCODataSet\n    dataset_dir: mine\n",
+             TrainReader:\n  shuffle: true\n  dataset:\n    !COCODataSet\n    dataset_dir: mine\n\
+             \x20 sample_transforms: [!DecodeImage {}, !NormalizeBox {}, !PadBox {}, !BboxXYXY2XYWH {}]\n\
+             \x20 batch_transforms: [!RandomShape {sizes: [320]}, !NormalizeImage {}, !Permute {}]\n",
         ),
     ]);
     let c = load(&dir.path().join("c.yml"), &[]).unwrap();
