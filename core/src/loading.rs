@@ -248,6 +248,9 @@ pub struct LoadReport {
     /// design, which the human report says in one line instead of warning.
     #[serde(skip)]
     pub without_checkpoint: bool,
+    /// What the checkpoint reader warned of (an archive member given twice).
+    #[serde(skip)]
+    pub checkpoint_warnings: Vec<String>,
 }
 
 /// Applies the rules to every model parameter (see the module comment).
@@ -273,6 +276,7 @@ pub fn plan_loading(
         unused: Vec::new(),
         converted: Vec::new(),
         without_checkpoint: false,
+        checkpoint_warnings: Vec::new(),
     };
     for param in model {
         if let Some(pattern) = exclude.first_match(&param.name) {
@@ -385,6 +389,9 @@ impl LoadReport {
         }
         let mut out = self.summary();
         out.push('\n');
+        for warning in &self.checkpoint_warnings {
+            writeln!(out, "warning: {warning}").unwrap();
+        }
         let fraction = self.loaded_value_fraction();
         if fraction < LOW_LOAD_FRACTION {
             writeln!(
@@ -495,7 +502,10 @@ pub fn plan_for_config(
     if checkpoint.is_empty() {
         return Err(Error::new(&path, "the checkpoint holds no tensors"));
     }
-    let report = plan_loading(&model, &TensorInfo::list(&checkpoint), &patterns);
+    let report = LoadReport {
+        checkpoint_warnings: checkpoint.warnings.clone(),
+        ..plan_loading(&model, &TensorInfo::list(&checkpoint), &patterns)
+    };
     Ok((report, Some(Pretrained { path, checkpoint })))
 }
 
@@ -515,12 +525,16 @@ pub fn apply_loaded<B: Backend>(
     Ok(())
 }
 
+/// The widest a table column gets: a longer cell overflows its line rather
+/// than widening every line (and a `{:w$}` width over 65535 panics).
+const TABLE_COLUMN_MAX: usize = 80;
+
 /// A titled, left-aligned text table.
 fn table(out: &mut String, title: &str, header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
+            *w = (*w).max(cell.len()).min(TABLE_COLUMN_MAX);
         }
     }
     let line = |cells: Vec<&str>| {
@@ -669,6 +683,28 @@ mod tests {
              0 unused in checkpoint"
         );
         assert!(!r.render().contains("WARNING"));
+    }
+
+    /// A tensor name of 65,536 characters or more made a `{:w$}` width
+    /// out of range (a panic).
+    #[test]
+    fn huge_tensor_names_render() {
+        let long = "x".repeat(70_000);
+        let model = [spec("a", &[1])];
+        let r = plan_loading(&model, &[info(&long, &[1])], &patterns(&[]));
+        assert!(r.render().contains(&long));
+    }
+
+    #[test]
+    fn checkpoint_warnings_are_in_the_report() {
+        let model = [spec("a", &[1])];
+        let r = LoadReport {
+            checkpoint_warnings: vec!["m.tar (entry a): the archive holds 2 copies".into()],
+            ..plan_loading(&model, &[info("a", &[1])], &patterns(&[]))
+        };
+        assert!(r
+            .render()
+            .contains("\nwarning: m.tar (entry a): the archive holds 2 copies\n"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use clap::Args as ClapArgs;
 use pulsefocus_core::loading::plan_for_config;
 
 use super::config_args::ConfigArgs;
+use super::print_warnings;
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -23,6 +24,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Its errors name the file and place already (config key, checkpoint, URL).
     let (report, pretrained) = plan_for_config(path, &config, &args.config.weights_cache())?;
     if args.json {
+        // The text report carries them; JSON keeps its schema.
+        print_warnings(&report.checkpoint_warnings);
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
