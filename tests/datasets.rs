@@ -166,7 +166,14 @@ fn broken_voc_dataset_lists_every_problem_and_fails() {
         "--json",
     ]);
     assert!(!run.status.success());
-    assert!(String::from_utf8_lossy(&run.stderr).contains("2 error(s)"));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("2 error(s)"), "{stderr}");
+    // The error line names the first error's file and place, as the list does.
+    assert!(
+        stderr.starts_with("error: ")
+            && stderr.contains("zebra.xml (line 3, object 1): class name \"zebra\""),
+        "{stderr}"
+    );
     let report = stdout_json(&run);
     assert_eq!(report["images"], 3);
     assert_eq!(report["boxes"], 3);
@@ -393,6 +400,12 @@ fn config_check_fails_clearly_on_a_missing_annotation_file() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("1 error(s) found"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // The error line names the file (it used to be in the report only).
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: dataset/synth/nosuch.txt: "),
+        "{stderr}"
+    );
     let report = stdout_json(&run);
     let train = problems(&report["TrainReader"]);
     assert_eq!(train.len(), 1, "{train:?}");
@@ -411,6 +424,11 @@ fn config_check_names_the_files_behind_a_wrong_class_count() {
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("2 error(s) found"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ")
+            && stderr.contains("demo.ron (key num_classes): the config says 5"),
+        "{stderr}"
+    );
     let report = stdout_json(&run);
     for section in ["TrainReader", "EvalReader"] {
         // The dataset itself reads fine; the config does not fit it.
