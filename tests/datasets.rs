@@ -108,6 +108,46 @@ fn synth_dataset_checks_clean_in_both_layouts() {
     );
 }
 
+/// A class name of 65,536 characters or more (a label_list.txt line or a
+/// COCO category) panicked the text report ("Formatting argument out of range").
+#[test]
+fn a_huge_class_name_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("shapes");
+    synth(&out, &["--classes", "3"]);
+    let long = "c".repeat(70_000);
+    let labels = out.join("label_list.txt");
+    let text = fs::read_to_string(&labels).unwrap();
+    fs::write(&labels, format!("{text}{long}\n")).unwrap();
+    let coco_file = out.join("annotations/instances_train.json");
+    let mut coco: serde_json::Value =
+        serde_json::from_slice(&fs::read(&coco_file).unwrap()).unwrap();
+    coco["categories"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"id": 99, "name": long, "supercategory": ""}));
+    fs::write(&coco_file, coco.to_string()).unwrap();
+    let d = out.to_str().unwrap();
+    for kind in [
+        &["voc", "--anno-path", "trainval.txt"][..],
+        &[
+            "coco",
+            "--anno-path",
+            "annotations/instances_train.json",
+            "--image-dir",
+            "JPEGImages",
+        ],
+    ] {
+        let mut args = vec!["dataset", "check", "--dataset-dir", d, "--dataset-type"];
+        args.extend(kind);
+        let run = pulsefocus(&args);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "{kind:?}: {stderr}");
+        let text = String::from_utf8_lossy(&run.stdout);
+        assert!(text.contains(&format!("    {long}  0\n")), "{kind:?}");
+    }
+}
+
 const SIZE: &str = "<size><width>96</width><height>96</height></size>";
 
 fn voc_xml(objects: &[(&str, [i32; 4])]) -> String {
