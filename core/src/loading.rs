@@ -1015,6 +1015,11 @@ mod tests {
         let err = ExcludePatterns::new(&[long]).unwrap_err().to_string();
         assert!(err.len() < 300, "{err}");
         assert!(err.contains("(5001 characters)"), "{err}");
+        // Short but huge once compiled: the regex engine's size limit.
+        let err = ExcludePatterns::new(&["(a{1000}){1000}".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("-byte limit"), "{err}");
     }
 
     /// A classic backtracking matcher for the generated pattern language:
