@@ -322,3 +322,107 @@ fn paddle_reads_what_pulsefocus_writes() {
     );
     assert_eq!(text.matches("paddle read").count(), 5, "{text}");
 }
+
+/// A checkpoint of one tensor `x` holding `values`, written as `path`.
+fn write_one_tensor(path: &Path, name: &str, values: &[f32]) {
+    let mut checkpoint = Checkpoint::new();
+    checkpoint.insert(
+        name,
+        pulsefocus_formats::RawTensor::from_f32(vec![values.len()], values),
+    );
+    pulsefocus_formats::save_checkpoint(
+        &checkpoint,
+        path,
+        pulsefocus_formats::Format::from_path(path),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_tar_member_given_twice_is_read_with_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Same archive name, so both hold their tensor in the folder m/.
+    std::fs::create_dir(tmp.path().join("1")).unwrap();
+    std::fs::create_dir(tmp.path().join("2")).unwrap();
+    let (first, second) = (tmp.path().join("1/m.tar"), tmp.path().join("2/m.tar"));
+    write_one_tensor(&first, "x", &[1.0]);
+    write_one_tensor(&second, "x", &[2.0]);
+    // The first archive without its two closing zero blocks, then the second.
+    let mut tar = std::fs::read(&first).unwrap();
+    let end = tar.len() - 1024;
+    assert!(tar[end..].iter().all(|&b| b == 0));
+    tar.truncate(end);
+    tar.extend(std::fs::read(&second).unwrap());
+    let twice = tmp.path().join("twice.tar");
+    std::fs::write(&twice, &tar).unwrap();
+    let out = pulsefocus(&["inspect", twice.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert!(text.contains("1 tensors"), "{text}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("warning: ")
+            && stderr.contains("twice.tar (entry x): the archive holds 2 copies; the last is used"),
+        "{stderr}"
+    );
+    assert_eq!(
+        load_checkpoint(&twice)
+            .unwrap()
+            .get("x")
+            .unwrap()
+            .to_f32_vec(),
+        [2.0]
+    );
+}
+
+/// A tensor name of 65,536 characters or more made the table's column width
+/// out of range (a panic).
+#[test]
+fn inspect_lists_a_huge_tensor_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("m.safetensors");
+    let name = "n".repeat(70_000);
+    write_one_tensor(&path, &name, &[1.0]);
+    let text = stdout(&pulsefocus(&["inspect", path.to_str().unwrap()]));
+    assert!(text.contains(&name));
+}
+
+/// A `.tar.gz` of a few MB whose gzip trailer claims 4 GiB: the buffer was
+/// reserved from the trailer (4 GiB) before the stream was found short, an
+/// abort under an address-space limit. Now it is a one-line error.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_lying_gzip_trailer_reserves_nothing_like_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("m.tar.gz");
+    // Values that barely compress: about 4 MB of gzip.
+    let mut state = 1u32;
+    let values: Vec<f32> = (0..1_000_000)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            f32::from_bits(state >> 2)
+        })
+        .collect();
+    write_one_tensor(&path, "x", &values);
+    let mut gz = std::fs::read(&path).unwrap();
+    assert!(gz.len() > 3_000_000, "{}", gz.len());
+    let at = gz.len() - 4;
+    gz[at..].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&path, &gz).unwrap();
+    // 1 GiB of address space: plenty to read the file, far from 4 GiB.
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            "ulimit -v 1048576 && exec \"$0\" inspect \"$1\"",
+            env!("CARGO_BIN_EXE_pulsefocus"),
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: ") && stderr.contains("m.tar.gz"),
+        "{stderr}"
+    );
+}

@@ -108,6 +108,46 @@ fn synth_dataset_checks_clean_in_both_layouts() {
     );
 }
 
+/// A class name of 65,536 characters or more (a label_list.txt line or a
+/// COCO category) panicked the text report ("Formatting argument out of range").
+#[test]
+fn a_huge_class_name_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("shapes");
+    synth(&out, &["--classes", "3"]);
+    let long = "c".repeat(70_000);
+    let labels = out.join("label_list.txt");
+    let text = fs::read_to_string(&labels).unwrap();
+    fs::write(&labels, format!("{text}{long}\n")).unwrap();
+    let coco_file = out.join("annotations/instances_train.json");
+    let mut coco: serde_json::Value =
+        serde_json::from_slice(&fs::read(&coco_file).unwrap()).unwrap();
+    coco["categories"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"id": 99, "name": long, "supercategory": ""}));
+    fs::write(&coco_file, coco.to_string()).unwrap();
+    let d = out.to_str().unwrap();
+    for kind in [
+        &["voc", "--anno-path", "trainval.txt"][..],
+        &[
+            "coco",
+            "--anno-path",
+            "annotations/instances_train.json",
+            "--image-dir",
+            "JPEGImages",
+        ],
+    ] {
+        let mut args = vec!["dataset", "check", "--dataset-dir", d, "--dataset-type"];
+        args.extend(kind);
+        let run = pulsefocus(&args);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "{kind:?}: {stderr}");
+        let text = String::from_utf8_lossy(&run.stdout);
+        assert!(text.contains(&format!("    {long}  0\n")), "{kind:?}");
+    }
+}
+
 const SIZE: &str = "<size><width>96</width><height>96</height></size>";
 
 fn voc_xml(objects: &[(&str, [i32; 4])]) -> String {
@@ -166,7 +206,14 @@ fn broken_voc_dataset_lists_every_problem_and_fails() {
         "--json",
     ]);
     assert!(!run.status.success());
-    assert!(String::from_utf8_lossy(&run.stderr).contains("2 error(s)"));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("2 error(s)"), "{stderr}");
+    // The error line names the first error's file and place, as the list does.
+    assert!(
+        stderr.starts_with("error: ")
+            && stderr.contains("zebra.xml (line 3, object 1): class name \"zebra\""),
+        "{stderr}"
+    );
     let report = stdout_json(&run);
     assert_eq!(report["images"], 3);
     assert_eq!(report["boxes"], 3);
@@ -393,6 +440,12 @@ fn config_check_fails_clearly_on_a_missing_annotation_file() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("1 error(s) found"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    // The error line names the file (it used to be in the report only).
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: dataset/synth/nosuch.txt: "),
+        "{stderr}"
+    );
     let report = stdout_json(&run);
     let train = problems(&report["TrainReader"]);
     assert_eq!(train.len(), 1, "{train:?}");
@@ -411,6 +464,11 @@ fn config_check_names_the_files_behind_a_wrong_class_count() {
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("2 error(s) found"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: ")
+            && stderr.contains("demo.ron (key num_classes): the config says 5"),
+        "{stderr}"
+    );
     let report = stdout_json(&run);
     for section in ["TrainReader", "EvalReader"] {
         // The dataset itself reads fine; the config does not fit it.

@@ -251,3 +251,22 @@ fn bad_input_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("missing.ron"), "{}", stderr(&out));
 }
+
+/// A config nested about 16,000 deep overflowed the stack (SIGABRT).
+#[test]
+fn a_deeply_nested_config_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.ron");
+    for (open, close) in [("(", ")"), ("[", "]")] {
+        let text = format!("(a: {}1{})", open.repeat(16_000), close.repeat(16_000));
+        std::fs::write(&path, text).unwrap();
+        let out = plan(&["-c", path.to_str().unwrap()]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("deep.ron (line 1, column ") && err.contains("nested more than 64"),
+            "{err}"
+        );
+    }
+}

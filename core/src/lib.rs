@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod models;
 pub mod optim;
 pub mod params;
+mod python_re;
 pub mod tensor;
 pub mod train;
 pub mod yolo;

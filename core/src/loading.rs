@@ -24,13 +24,15 @@ use std::path::{Path, PathBuf};
 
 use pulsefocus_formats::weights_source::{resolve_weights, Download};
 use pulsefocus_formats::{load_checkpoint, Checkpoint, DType, Error};
-use regex::Regex;
+use regex_automata::meta::Regex;
+use regex_automata::{Anchored, Input};
 use serde::Serialize;
 
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::models::{SetParamError, Yolov3};
 use crate::params::ParamSpec;
+use crate::python_re;
 
 /// The word that stands for the architecture's recommended patterns in
 /// `finetune_exclude_pretrained_params` (config file or `-o`).
@@ -40,17 +42,42 @@ pub const PRESET: &str = "preset";
 /// the checkpoint probably belongs to another model.
 pub const LOW_LOAD_FRACTION: f64 = 0.5;
 
-/// The reason of a regex error without the pattern and caret lines that
-/// `regex` puts before it (errors are one line).
-fn one_line_regex_error(e: &regex::Error) -> String {
-    let text = e.to_string();
-    let last = text.lines().last().unwrap_or_default().trim();
-    last.strip_prefix("error: ").unwrap_or(last).to_string()
+/// Patterns people write are a few dozen characters; a longer one (a pasted
+/// file, say) is refused before it is compiled, as compiling costs about 100
+/// bytes per character.
+pub const MAX_PATTERN_CHARS: usize = 10_000;
+
+/// A pattern as an error quotes it: whole when short, else its first 100
+/// characters and its length, so a huge pattern is not echoed whole.
+fn quoted(pattern: &str) -> String {
+    let length = pattern.chars().count();
+    if length <= 100 {
+        return format!("'{pattern}'");
+    }
+    let head: String = pattern.chars().take(100).collect();
+    format!("'{head}...' ({length} characters)")
+}
+
+/// Why the regex engine refused a translated pattern, in one line (the
+/// checks of `python_re` leave only its limits: nesting, size).
+fn build_error_text(e: &regex_automata::meta::BuildError) -> String {
+    if let Some(limit) = e.size_limit() {
+        return format!("it compiles to more than the {limit}-byte limit");
+    }
+    match e.syntax_error() {
+        Some(syntax) => {
+            let text = syntax.to_string();
+            let last = text.lines().last().unwrap_or_default().trim();
+            last.strip_prefix("error: ").unwrap_or(last).to_string()
+        }
+        None => e.to_string(),
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LoadingError {
-    #[error("invalid pattern '{pattern}' in finetune_exclude_pretrained_params: {message}")]
+    /// `pattern` is already quoted (and cut when long).
+    #[error("invalid pattern {pattern} in finetune_exclude_pretrained_params: {message}")]
     InvalidPattern { pattern: String, message: String },
     #[error(
         "finetune_exclude_pretrained_params names '{PRESET}' but architecture '{architecture}' \
@@ -112,7 +139,9 @@ pub fn expand_presets(
     Ok(out)
 }
 
-/// Exclusion patterns compiled with Python `re.match` semantics.
+/// Exclusion patterns compiled with Python `re.match` semantics: each is
+/// checked and translated on its own (`python_re`), then searched anchored at
+/// the start of the name.
 #[derive(Debug, Clone, Default)]
 pub struct ExcludePatterns {
     patterns: Vec<(String, Regex)>,
@@ -123,14 +152,19 @@ impl ExcludePatterns {
         let patterns = patterns
             .iter()
             .map(|p| {
-                // `re.match` anchors at the start only: `^(?:p)` does the same,
-                // and the group keeps `a|b` from anchoring just `a`.
-                Regex::new(&format!("^(?:{p})"))
-                    .map(|re| (p.clone(), re))
-                    .map_err(|e| LoadingError::InvalidPattern {
-                        pattern: p.clone(),
-                        message: one_line_regex_error(&e),
-                    })
+                let invalid = |message: String| LoadingError::InvalidPattern {
+                    pattern: quoted(p),
+                    message,
+                };
+                let length = p.chars().count();
+                if length > MAX_PATTERN_CHARS {
+                    return Err(invalid(format!(
+                        "{length} characters is more than the {MAX_PATTERN_CHARS} allowed"
+                    )));
+                }
+                let translated = python_re::translate(p).map_err(invalid)?;
+                let re = Regex::new(&translated).map_err(|e| invalid(build_error_text(&e)))?;
+                Ok((p.clone(), re))
             })
             .collect::<Result<_, _>>()?;
         Ok(ExcludePatterns { patterns })
@@ -140,7 +174,7 @@ impl ExcludePatterns {
     pub fn first_match(&self, name: &str) -> Option<&str> {
         self.patterns
             .iter()
-            .find(|(_, re)| re.is_match(name))
+            .find(|(_, re)| re.is_match(Input::new(name).anchored(Anchored::Yes)))
             .map(|(p, _)| p.as_str())
     }
 
@@ -214,6 +248,9 @@ pub struct LoadReport {
     /// design, which the human report says in one line instead of warning.
     #[serde(skip)]
     pub without_checkpoint: bool,
+    /// What the checkpoint reader warned of (an archive member given twice).
+    #[serde(skip)]
+    pub checkpoint_warnings: Vec<String>,
 }
 
 /// Applies the rules to every model parameter (see the module comment).
@@ -239,6 +276,7 @@ pub fn plan_loading(
         unused: Vec::new(),
         converted: Vec::new(),
         without_checkpoint: false,
+        checkpoint_warnings: Vec::new(),
     };
     for param in model {
         if let Some(pattern) = exclude.first_match(&param.name) {
@@ -351,6 +389,9 @@ impl LoadReport {
         }
         let mut out = self.summary();
         out.push('\n');
+        for warning in &self.checkpoint_warnings {
+            writeln!(out, "warning: {warning}").unwrap();
+        }
         let fraction = self.loaded_value_fraction();
         if fraction < LOW_LOAD_FRACTION {
             writeln!(
@@ -462,7 +503,10 @@ pub fn plan_for_config(
     if checkpoint.is_empty() {
         return Err(Error::new(&path, "the checkpoint holds no tensors"));
     }
-    let report = plan_loading(&model, &TensorInfo::list(&checkpoint), &patterns);
+    let report = LoadReport {
+        checkpoint_warnings: checkpoint.warnings.clone(),
+        ..plan_loading(&model, &TensorInfo::list(&checkpoint), &patterns)
+    };
     Ok((report, Some(Pretrained { path, checkpoint })))
 }
 
@@ -482,12 +526,16 @@ pub fn apply_loaded<B: Backend>(
     Ok(())
 }
 
+/// The widest a table column gets: a longer cell overflows its line rather
+/// than widening every line (and a `{:w$}` width over 65535 panics).
+const TABLE_COLUMN_MAX: usize = 80;
+
 /// A titled, left-aligned text table.
 fn table(out: &mut String, title: &str, header: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
+            *w = (*w).max(cell.len()).min(TABLE_COLUMN_MAX);
         }
     }
     let line = |cells: Vec<&str>| {
@@ -638,6 +686,28 @@ mod tests {
         assert!(!r.render().contains("WARNING"));
     }
 
+    /// A tensor name of 65,536 characters or more made a `{:w$}` width
+    /// out of range (a panic).
+    #[test]
+    fn huge_tensor_names_render() {
+        let long = "x".repeat(70_000);
+        let model = [spec("a", &[1])];
+        let r = plan_loading(&model, &[info(&long, &[1])], &patterns(&[]));
+        assert!(r.render().contains(&long));
+    }
+
+    #[test]
+    fn checkpoint_warnings_are_in_the_report() {
+        let model = [spec("a", &[1])];
+        let r = LoadReport {
+            checkpoint_warnings: vec!["m.tar (entry a): the archive holds 2 copies".into()],
+            ..plan_loading(&model, &[info("a", &[1])], &patterns(&[]))
+        };
+        assert!(r
+            .render()
+            .contains("\nwarning: m.tar (entry a): the archive holds 2 copies\n"));
+    }
+
     #[test]
     fn without_pretrain_weights_the_report_says_so_instead_of_warning() {
         let model = [spec("a", &[10]), spec("b", &[1])];
@@ -708,9 +778,12 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("invalid pattern '('"), "{err}");
-        // regex's own message spans lines (pattern, caret, reason): one line here.
         assert!(!err.to_string().contains('\n'), "{err}");
-        assert!(err.to_string().ends_with("unclosed group"), "{err}");
+        assert!(
+            err.to_string()
+                .ends_with("missing ), unterminated subpattern at position 0"),
+            "{err}"
+        );
         let empty = dir.path().join("empty");
         std::fs::create_dir(&empty).unwrap();
         let weights = format!("pretrain_weights={}", empty.display());
@@ -728,8 +801,10 @@ mod tests {
         }
     }
 
-    /// Python's own `re.match` on the spec's examples and a grid of patterns
-    /// and legacy names: our matcher must agree on every pair.
+    /// Python's own `re.match` on the spec's examples, a grid of patterns,
+    /// malformed and tricky ones, and legacy names: a pattern Python rejects
+    /// must be an error here too, and one it accepts must match the same
+    /// names, unless it is one of the constructs refused as not supported.
     #[test]
     fn agrees_with_python_re_match() {
         let patterns = [
@@ -747,6 +822,83 @@ mod tests {
             "fc7|conv1",
             ".*bias$",
             "yolo_output\\.1",
+            // Tricky but valid in Python.
+            "x|",
+            "|x",
+            "a|",
+            "",
+            "()",
+            "(?i)YOLO_OUTPUT",
+            "(?i:CLS)_score",
+            "(?i)(?m)a",
+            "(?#comment)(?i)bn",
+            "(?P<head>yolo)_output",
+            "(?P<a>x)|(?P<b>conv)",
+            "conv1$",
+            "conv1_weights$",
+            ".*bn\\.scale$",
+            "a_b\\Z",
+            "a{,1}_",
+            "a{}",
+            "a{1,x",
+            "conv{1}",
+            "[]a]_b",
+            "[a&&b]_b",
+            "[^]]",
+            "a\\-b",
+            "\\<a",
+            "conv\\d",
+            "conv\\w+\\b",
+            "\\x61_b",
+            "a(?#x)*_",
+            "a*?_b",
+            "(?s:.)",
+            "(?u)a",
+        ];
+        // Rejected by Python (checked below, so this list stays honest).
+        let malformed = [
+            "zzz)|(bn",
+            "(bn",
+            "a)",
+            "[bn",
+            "*bn",
+            "a**",
+            "a{2}*",
+            "^*",
+            "\\b*",
+            "a(?i)b",
+            "x|(?i)a",
+            "((?i)a)",
+            "[z-a]",
+            "[\\d-z]",
+            "\\q",
+            "a\\",
+            "\\x6",
+            "(?P<1a>x)",
+            "(?P<a>x)(?P<a>y)",
+            "(?P<a",
+            "(?Q)",
+            "(?<n>a)",
+            "(?L)a",
+            "(?-i)a",
+            "(?i-i:a)",
+            "a{3,2}",
+            "(?#unclosed",
+        ];
+        // Accepted by Python, refused here with an error naming the construct.
+        let unsupported = [
+            "a(?=_)",
+            "a(?!_)",
+            "(?<=a)_",
+            "(?<!a)_",
+            "(a)_\\1",
+            "(?P<n>a)_(?P=n)",
+            "(a)?(?(1)_|b)",
+            "(?>a)_",
+            "a*+",
+            "(?x) a _ b",
+            "(?a)\\w",
+            "\\N{DIGIT ONE}",
         ];
         let names = [
             "yolo_output.0.conv.weights",
@@ -766,11 +918,33 @@ mod tests {
             "retnet_cls_pred_fpn3_w",
             "mask_fcn_logits_w",
             "a_b",
+            "conv1",
+            "a{}",
+            "a{1,x",
+            "]_b",
+            "&_b",
+            "a-b",
+            "x",
+            "",
         ];
-        let script = "import json, re, sys\n\
+        let all: Vec<&str> = patterns
+            .iter()
+            .chain(&malformed)
+            .chain(&unsupported)
+            .copied()
+            .collect();
+        // One row per pattern: null when Python refuses it.
+        let script = "import json, re, sys, warnings\n\
+            warnings.simplefilter('ignore')\n\
             d = json.load(sys.stdin)\n\
-            print(json.dumps([[re.match(p, n) is not None for n in d['names']] for p in d['patterns']]))";
-        let input = serde_json::json!({"patterns": patterns, "names": names}).to_string();
+            def row(p):\n    \
+                try:\n        \
+                    r = re.compile(p)\n    \
+                except (re.error, OverflowError):\n        \
+                    return None\n    \
+                return [r.match(n) is not None for n in d['names']]\n\
+            print(json.dumps([row(p) for p in d['patterns']]))";
+        let input = serde_json::json!({"patterns": all, "names": names}).to_string();
         let child = std::process::Command::new("python3")
             .args(["-c", script])
             .stdin(std::process::Stdio::piped())
@@ -793,17 +967,66 @@ mod tests {
             .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success());
-        let python: Vec<Vec<bool>> = serde_json::from_slice(&out.stdout).unwrap();
-        for (p, row) in patterns.iter().zip(&python) {
-            let ours = ExcludePatterns::new(&[p.to_string()]).unwrap();
-            for (n, &expected) in names.iter().zip(row) {
-                assert_eq!(
-                    ours.first_match(n).is_some(),
-                    expected,
-                    "re.match({p:?}, {n:?})"
-                );
+        let python: Vec<Option<Vec<bool>>> = serde_json::from_slice(&out.stdout).unwrap();
+        for (p, row) in all.iter().zip(&python) {
+            let ours = ExcludePatterns::new(&[p.to_string()]);
+            match (row, ours) {
+                (None, Ok(_)) => panic!("Python refuses {p:?} but it compiled here"),
+                (None, Err(e)) => {
+                    assert!(malformed.contains(p), "Python refuses {p:?} ({e})");
+                    assert_eq!(e.to_string().lines().count(), 1, "{e}");
+                }
+                (Some(_), Err(e)) => {
+                    assert!(unsupported.contains(p), "{p:?} refused: {e}");
+                    assert!(e.to_string().contains("not supported"), "{e}");
+                }
+                (Some(row), Ok(ours)) => {
+                    assert!(patterns.contains(p), "{p:?} compiled here");
+                    for (n, &expected) in names.iter().zip(row) {
+                        assert_eq!(
+                            ours.first_match(n).is_some(),
+                            expected,
+                            "re.match({p:?}, {n:?})"
+                        );
+                    }
+                }
             }
         }
+    }
+
+    #[test]
+    fn the_issue_pattern_is_an_error_and_anchoring_holds() {
+        let err = ExcludePatterns::new(&["zzz)|(bn".into()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid pattern 'zzz)|(bn' in finetune_exclude_pretrained_params: \
+             unbalanced parenthesis at position 3"
+        );
+        // An alternative never escapes the anchor.
+        let p = patterns(&["zzz|bn"]);
+        assert!(p.first_match("stage.0.bn.scale").is_none());
+        assert!(p.first_match("bn.scale").is_some());
+    }
+
+    #[test]
+    fn long_patterns_are_refused_and_quoted_short() {
+        let huge = "(".repeat(MAX_PATTERN_CHARS + 1);
+        let err = ExcludePatterns::new(&[huge]).unwrap_err().to_string();
+        assert!(err.len() < 300, "{err}");
+        assert!(
+            err.contains(&format!("({} characters)", MAX_PATTERN_CHARS + 1)),
+            "{err}"
+        );
+        // Under the limit, a malformed long pattern is quoted cut as well.
+        let long = format!("{}(", "a".repeat(5_000));
+        let err = ExcludePatterns::new(&[long]).unwrap_err().to_string();
+        assert!(err.len() < 300, "{err}");
+        assert!(err.contains("(5001 characters)"), "{err}");
+        // Short but huge once compiled: the regex engine's size limit.
+        let err = ExcludePatterns::new(&["(a{1000}){1000}".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("-byte limit"), "{err}");
     }
 
     /// A classic backtracking matcher for the generated pattern language:

@@ -301,6 +301,9 @@ pub struct Checkpoint {
     entries: Vec<(String, RawTensor)>,
     index: HashMap<String, usize>,
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// What the reader accepted but the user should hear of (an archive
+    /// member given twice), one line each; the caller shows them.
+    pub warnings: Vec<String>,
 }
 
 impl Checkpoint {

@@ -539,6 +539,25 @@ mod tests {
         assert!(config.load().unwrap_err().to_string().contains("line 1"));
     }
 
+    /// Deep nesting never overflows the stack: serde_json skips an ignored
+    /// value without recursing, and a typed field refuses the first bracket
+    /// it does not expect.
+    #[test]
+    fn deep_nesting_is_read_or_refused_without_recursion() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let ignored = format!(
+            "{{\"info\": {deep}, \"images\": [{{\"extra\": {deep}, \"id\": 1, \
+             \"file_name\": \"a.jpg\", \"width\": 2, \"height\": 2}}]}}"
+        );
+        let coco = parse(Path::new("a.json"), ignored.as_bytes()).unwrap();
+        assert_eq!(coco.images.len(), 1);
+        let typed = format!("{{\"images\": {deep}}}");
+        let err = parse(Path::new("a.json"), typed.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("a.json (line 1, column"), "{err}");
+    }
+
     proptest! {
         /// The fast path agrees with exact decimal rounding, ties included.
         #[test]

@@ -8,6 +8,9 @@ use serde::Serialize;
 
 use crate::dataset::{Dataset, Problem};
 
+/// The widest the class-name column of the text report gets.
+const CLASS_COLUMN_MAX: usize = 40;
+
 /// Box counts per class, serialised as a JSON object in class order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PerClass(pub Vec<(String, usize)>);
@@ -147,15 +150,19 @@ impl DatasetReport {
             self.boxes, self.difficult_boxes, self.crowd_boxes
         )
         .unwrap();
+        // Padded by hand: a `{:width$}` width over 65535 panics, and a
+        // name longer than the column overflows it rather than widening it.
         let width = self
             .per_class
             .0
             .iter()
-            .map(|(n, _)| n.len())
+            .map(|(n, _)| n.chars().count())
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .min(CLASS_COLUMN_MAX);
         for (name, count) in &self.per_class.0 {
-            writeln!(s, "    {name:width$}  {count}").unwrap();
+            let padding = width.saturating_sub(name.chars().count());
+            writeln!(s, "    {name}{:padding$}  {count}", "").unwrap();
         }
         writeln!(
             s,
@@ -289,6 +296,23 @@ mod tests {
         let text = report.to_text();
         assert!(text.contains("images: 3 (1 without boxes)"), "{text}");
         assert!(text.contains("b.xml (line 1): error: bad"), "{text}");
+        assert!(text.contains("    cat  1\n    dog  2\n"), "{text}");
+    }
+
+    proptest::proptest! {
+        /// Any class name prints (a `{:width$}` of 65,536 or more panicked).
+        #[test]
+        fn any_class_name_prints(length in 0usize..100_000, c in proptest::char::any()) {
+            let name = c.to_string().repeat(length);
+            let dataset = Dataset {
+                class_names: vec![name.clone(), "b".into()],
+                records: vec![record(10, &[([0.0, 0.0, 1.0, 1.0], 0)])],
+                problems: Vec::new(),
+            };
+            let text = DatasetReport::new("train", &dataset, 0, Vec::new()).to_text();
+            let line_start = format!("    {name}");
+            proptest::prop_assert!(text.contains(&line_start));
+        }
     }
 
     #[test]

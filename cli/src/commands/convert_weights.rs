@@ -8,6 +8,8 @@ use anyhow::{anyhow, bail};
 use clap::Args as ClapArgs;
 use pulsefocus_formats::{load_checkpoint, save_checkpoint, Checkpoint, DType, Format};
 
+use super::print_warnings;
+
 #[derive(ClapArgs)]
 pub struct Args {
     /// Checkpoint to read (any format `inspect` reads).
@@ -38,6 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(other) => bail!("unknown --dtype {other:?}: use float32 or float16"),
     };
     let input = load_checkpoint(&args.input)?;
+    print_warnings(&input.warnings);
     let checkpoint = match cast {
         Some(dtype) => {
             let mut cast = Checkpoint::new();

@@ -225,7 +225,8 @@ impl serde::Serialize for ByName<'_> {
 
 /// Prints the reports: text, or with `json` one object (`{name: report}`
 /// when `by_name`, else the one report itself). Fails after printing when
-/// any dataset has errors training would stop on.
+/// any dataset has errors training would stop on, naming the first error's
+/// file and place (the report lists them all).
 fn print(reports: &[DatasetReport], json: bool, by_name: bool) -> anyhow::Result<()> {
     // Written through a handle so a closed pipe is an error, not a panic.
     let mut out = std::io::stdout().lock();
@@ -241,8 +242,21 @@ fn print(reports: &[DatasetReport], json: bool, by_name: bool) -> anyhow::Result
         }
     }
     let errors: usize = reports.iter().map(|r| r.errors).sum();
-    if errors > 0 {
-        bail!("{errors} error(s) found; training would stop on this data");
+    // A report lists its errors first.
+    let first = reports
+        .iter()
+        .find_map(|r| r.problems.first().filter(|_| r.errors > 0));
+    if let Some(first) = first {
+        let place = match first.place.as_str() {
+            "" => String::new(),
+            place => format!(" ({place})"),
+        };
+        let what = first.what.strip_prefix("error: ").unwrap_or(&first.what);
+        bail!(
+            "{}{place}: {what}; {errors} error(s) found, all in the report; \
+             training would stop on this data",
+            first.file
+        );
     }
     Ok(())
 }

@@ -24,6 +24,7 @@ use pulsefocus_formats::coco_results::{
 
 use super::config_args::ConfigArgs;
 use super::device::{DeviceArg, OnBackend};
+use super::print_warnings;
 
 #[derive(ClapArgs, Debug)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["gt", "config"])))]
@@ -122,7 +123,7 @@ impl OnBackend for ModelEval<'_> {
             )
         })?;
         let mut model = Yolov3::new(backend, config.model_spec(), 0);
-        load_weights(&mut model, Path::new(weights))?;
+        print_warnings(&load_weights(&mut model, Path::new(weights))?);
         let dataset = load_dataset_for(&config, config_path, "EvalReader")?;
         let result = evaluate_config(&mut model, &config, config_path, &dataset)?;
 

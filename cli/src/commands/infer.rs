@@ -21,6 +21,7 @@ use pulsefocus_formats::image::{decode_file, write};
 
 use super::config_args::ConfigArgs;
 use super::device::{DeviceArg, OnBackend};
+use super::print_warnings;
 
 /// The picture formats `--infer_dir` picks up, as PaddleDetection's list.
 const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "ppm"];
@@ -79,7 +80,7 @@ impl OnBackend for Inference<'_> {
             )
         })?;
         let mut model = Yolov3::new(backend, config.model_spec(), 0);
-        load_weights(&mut model, Path::new(weights))?;
+        print_warnings(&load_weights(&mut model, Path::new(weights))?);
         let (reader_name, reader) = infer_reader(&config, config_path)?;
         let input = ImageInput::of_reader(reader, reader_name, config_path)?;
         // A TestReader is usually a bare ImageFolder: the names of the classes

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use clap::Args as ClapArgs;
 use pulsefocus_formats::load_checkpoint;
 
+use super::print_warnings;
+
 #[derive(ClapArgs)]
 pub struct Args {
     /// Checkpoint: directory, .tar/.tar.gz/.tgz, .pdparams/.pdopt, .safetensors,
@@ -26,6 +28,7 @@ struct Entry<'a> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let checkpoint = load_checkpoint(&args.path)?;
+    print_warnings(&checkpoint.warnings);
     let mut out = std::io::stdout().lock();
     if args.json {
         let entries: Vec<Entry> = checkpoint
@@ -48,8 +51,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|(_, t)| format!("{:?}", t.shape))
         .collect();
-    let name_width = checkpoint.names().map(str::len).max().unwrap_or(0);
-    let shape_width = shapes.iter().map(String::len).max().unwrap_or(0);
+    // Capped: a longer name overflows its line rather than widening every
+    // line (and a `{:w$}` width over 65535 panics).
+    let name_width = checkpoint.names().map(str::len).max().unwrap_or(0).min(80);
+    let shape_width = shapes.iter().map(String::len).max().unwrap_or(0).min(80);
     let mut elements = 0usize;
     for ((name, t), shape) in checkpoint.iter().zip(&shapes) {
         elements += t.numel();

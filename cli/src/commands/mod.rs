@@ -15,3 +15,11 @@ pub mod plan;
 pub mod synth;
 pub mod train;
 pub mod x2coco;
+
+/// Prints what a reader accepted but the user should hear of (the library
+/// returns these; it never prints), one line each on stderr.
+pub fn print_warnings(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+}

@@ -7,6 +7,7 @@ use pulsefocus_core::loading::plan_for_config;
 
 use super::config_args::ConfigArgs;
 use super::download::DownloadProgress;
+use super::print_warnings;
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -28,6 +29,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             download.on_event(d)
         })?;
     if args.json {
+        // The text report carries them; JSON keeps its schema.
+        print_warnings(&report.checkpoint_warnings);
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }

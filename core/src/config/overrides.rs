@@ -7,7 +7,7 @@ use std::path::Path;
 
 use pulsefocus_formats::Error;
 
-use super::tree::{MergeRule, Node};
+use super::tree::{MergeRule, Node, MAX_NESTING};
 
 /// One parsed `-o` argument.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +96,15 @@ fn is_identifier(s: &str) -> bool {
 
 /// One flow value.
 pub fn parse_value(text: &str) -> Result<Node, String> {
+    parse_nested(text, 0)
+}
+
+/// A value inside `depth` lists or maps, at most `MAX_NESTING` (the parse
+/// recurses once per level: a hostile `-o` must not overflow the stack).
+fn parse_nested(text: &str, depth: usize) -> Result<Node, String> {
+    if depth > MAX_NESTING {
+        return Err(format!("values nested more than {MAX_NESTING} levels deep"));
+    }
     let t = text.trim();
     if let Some(inner) = t.strip_prefix('[') {
         let inner = inner
@@ -103,7 +112,7 @@ pub fn parse_value(text: &str) -> Result<Node, String> {
             .ok_or_else(|| format!("list '{t}' has no closing ']'"))?;
         return split_items(inner)?
             .iter()
-            .map(|item| parse_value(item))
+            .map(|item| parse_nested(item, depth + 1))
             .collect::<Result<_, _>>()
             .map(Node::List);
     }
@@ -116,7 +125,7 @@ pub fn parse_value(text: &str) -> Result<Node, String> {
             let (k, v) = item
                 .split_once(':')
                 .ok_or_else(|| format!("map entry '{item}' has no ':'"))?;
-            fields.push((unquote(k.trim())?.to_string(), parse_value(v)?));
+            fields.push((unquote(k.trim())?.to_string(), parse_nested(v, depth + 1)?));
         }
         return Ok(Node::Struct { name: None, fields });
     }
@@ -288,6 +297,18 @@ mod tests {
             let err = Override::parse(bad).unwrap_err();
             assert!(err.to_string().contains(bad), "{err}");
         }
+        // As deep as a command line allows (128 KiB): an error, not a stack
+        // overflow, and no quadratic splitting either.
+        for (open, close) in [("[", "]"), ("{a: ", "}")] {
+            let deep = format!("a={}1{}", open.repeat(30_000), close.repeat(30_000));
+            let err = Override::parse(&deep).unwrap_err().to_string();
+            assert!(
+                err.ends_with("values nested more than 64 levels deep"),
+                "{err}"
+            );
+        }
+        let ok = format!("a={}1{}", "[".repeat(MAX_NESTING), "]".repeat(MAX_NESTING));
+        assert!(Override::parse(&ok).is_ok());
     }
 
     #[test]

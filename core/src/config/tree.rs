@@ -91,6 +91,12 @@ impl Node {
     }
 }
 
+/// The deepest lists, structs and tuples may nest (real configs reach 4).
+/// The parser, merging, rendering and ron's own parser all recurse once per
+/// level: about 16,000 levels overflowed the stack and aborted. ron refuses
+/// more than 128 levels itself; the rendered tree stays well under that.
+pub const MAX_NESTING: usize = 64;
+
 /// Parses one config file's text.
 pub fn parse(file: &Path, text: &str) -> Result<Node, Error> {
     let mut p = Parser {
@@ -99,6 +105,7 @@ pub fn parse(file: &Path, text: &str) -> Result<Node, Error> {
         pos: 0,
         line: 1,
         col: 1,
+        depth: 0,
     };
     p.skip_space()?;
     let node = p.value()?;
@@ -115,6 +122,8 @@ struct Parser<'a> {
     pos: usize,
     line: usize,
     col: usize,
+    /// Sequences open around the current position.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -270,8 +279,23 @@ impl Parser<'_> {
         }
     }
 
-    /// Comma-separated elements up to `close` (a trailing comma is allowed).
+    /// Comma-separated elements up to `close` (a trailing comma is allowed),
+    /// at most `MAX_NESTING` sequences deep.
     fn sequence(
+        &mut self,
+        close: char,
+        element: impl FnMut(&mut Self) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        if self.depth == MAX_NESTING {
+            return Err(self.error(format!("values nested more than {MAX_NESTING} levels deep")));
+        }
+        self.depth += 1;
+        let result = self.elements(close, element);
+        self.depth -= 1;
+        result
+    }
+
+    fn elements(
         &mut self,
         close: char,
         mut element: impl FnMut(&mut Self) -> Result<(), Error>,
@@ -442,6 +466,24 @@ mod tests {
         assert!(err.to_string().contains("unclosed string"), "{err}");
         let err = parse(Path::new("x.ron"), "(a: 1, a: 2)").unwrap_err();
         assert!(err.to_string().contains("'a' given twice"), "{err}");
+    }
+
+    /// About 16,000 levels overflowed the stack (SIGABRT); any depth is now
+    /// an error naming the line, well before the stack runs out.
+    #[test]
+    fn deep_nesting_is_an_error_naming_the_line() {
+        for (open, close) in [("(", ")"), ("[", "]"), ("(a: ", ")")] {
+            let text = format!("\n{}1{}", open.repeat(100_000), close.repeat(100_000));
+            let err = parse(Path::new("x.ron"), &text).unwrap_err().to_string();
+            assert!(
+                err.starts_with("x.ron (line 2, column ")
+                    && err.ends_with("values nested more than 64 levels deep"),
+                "{err}"
+            );
+        }
+        let ok = format!("{}1{}", "[".repeat(MAX_NESTING), "]".repeat(MAX_NESTING));
+        let node = parse(Path::new("x.ron"), &ok).unwrap();
+        assert!(render(&node).text.contains('1'));
     }
 
     #[test]

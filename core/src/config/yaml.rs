@@ -21,15 +21,11 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use pulsefocus_formats::Error;
-use regex::Regex;
+use regex_automata::meta::Regex;
 use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-use super::tree::Node;
-
-/// Deeper nesting than any config needs (PaddleDetection's go five deep) is
-/// an error rather than a risk to the stack of whatever walks the tree.
-pub const MAX_NESTING: usize = 64;
+use super::tree::{Node, MAX_NESTING};
 
 /// A mapping or sequence being filled, with the key waiting for its value.
 enum Open {

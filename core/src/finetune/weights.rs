@@ -17,7 +17,8 @@ use crate::models::Yolov3;
 /// PaddleDetection accepts. Names extra to the model are ignored (a training
 /// snapshot may hold more); a missing parameter, one of another shape or one
 /// that is not a float is an error naming the file and the parameter.
-pub fn load_weights<B: Backend>(model: &mut Yolov3<B>, path: &Path) -> Result<()> {
+/// Returns the checkpoint reader's warnings, for the caller to show.
+pub fn load_weights<B: Backend>(model: &mut Yolov3<B>, path: &Path) -> Result<Vec<String>> {
     let checkpoint = load_checkpoint(path)?;
     for slot in model.slots().to_vec() {
         let spec = &slot.param.spec;
@@ -54,7 +55,7 @@ pub fn load_weights<B: Backend>(model: &mut Yolov3<B>, path: &Path) -> Result<()
             .set_param(&spec.name, &tensor.to_f32_vec())
             .map_err(|e| Error::at(path, &place, e.to_string()))?;
     }
-    Ok(())
+    Ok(checkpoint.warnings)
 }
 
 #[cfg(test)]

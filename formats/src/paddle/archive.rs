@@ -7,6 +7,7 @@
 //! a gzipped one is inflated into one buffer first. Entries that could escape
 //! a directory when unpacked (`..`, absolute paths) and links are refused.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::{Component, Path};
@@ -38,12 +39,19 @@ pub fn read_archive(path: &Path) -> Result<Checkpoint> {
 /// about 1032:1).
 const DEFLATE_MAX_RATIO: usize = 1032;
 
+/// Checkpoints' float weights barely compress (about 1.1:1): the buffer
+/// reserved up front is at most this many times the file, and grows past it
+/// only as inflated data actually arrives.
+const RESERVE_RATIO: usize = 4;
+
 /// Inflates a gzip file into one buffer. Its trailer's ISIZE (the inflated
-/// length, mod 2^32) sizes the buffer, capped by what deflate can produce
-/// from the file's size, and bounds the read: a stream that inflates past
-/// what it declares (a decompression bomb, or a gzip over 4 GiB) is an error,
-/// not an allocation without end. flate2 checks the trailer's CRC and length
-/// when the stream ends.
+/// length, mod 2^32), capped by what deflate can produce from the file's
+/// size, bounds the read: a stream that inflates past what it declares (a
+/// decompression bomb, or a gzip over 4 GiB) is an error, not an allocation
+/// without end. The trailer is not trusted for the reservation: a lying one
+/// (4 GiB for a file of a few MB) would reserve that much before the stream
+/// is found short. flate2 checks the trailer's CRC and length when the
+/// stream ends.
 fn inflate(path: &Path, gz: &[u8]) -> Result<Vec<u8>> {
     let trailer = gz
         .len()
@@ -51,7 +59,7 @@ fn inflate(path: &Path, gz: &[u8]) -> Result<Vec<u8>> {
         .map(|at| u32::from_le_bytes([gz[at], gz[at + 1], gz[at + 2], gz[at + 3]]) as usize)
         .ok_or_else(|| Error::at(path, "gzip trailer", "the file is too short to be gzip"))?;
     let declared = trailer.min(gz.len().saturating_mul(DEFLATE_MAX_RATIO));
-    let mut inflated = Vec::with_capacity(declared);
+    let mut inflated = Vec::with_capacity(declared.min(gz.len().saturating_mul(RESERVE_RATIO)));
     let mut decoder = GzDecoder::new(gz);
     let bad = |e: std::io::Error| Error::at(path, "gzip stream", e.to_string());
     (&mut decoder)
@@ -155,13 +163,58 @@ fn read_tar(path: &Path, storage: &Storage) -> Result<Checkpoint> {
             m.parts.remove(0);
         }
     }
-    let named: Vec<(String, Range<usize>)> = members
-        .into_iter()
-        .map(|m| (m.parts.join("/"), m.data))
-        .collect();
-    if let Some(checkpoint) = read_combined_member(path, storage, &named)? {
-        return Ok(checkpoint);
+    let (named, warnings) = last_copies(
+        path,
+        members
+            .into_iter()
+            .map(|m| (m.parts.join("/"), m.data))
+            .collect(),
+    );
+    let mut checkpoint = match read_combined_member(path, storage, &named)? {
+        Some(checkpoint) => checkpoint,
+        None => read_variables(path, storage, named)?,
+    };
+    checkpoint.warnings = warnings;
+    Ok(checkpoint)
+}
+
+/// The members with each name's last copy only (extracting the archive
+/// would leave that one), and a warning per name given more than once.
+fn last_copies(
+    path: &Path,
+    named: Vec<(String, Range<usize>)>,
+) -> (Vec<(String, Range<usize>)>, Vec<String>) {
+    // Per name: how many copies, and the index of the last.
+    let mut copies: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (i, (name, _)) in named.iter().enumerate() {
+        let (count, _) = copies.get(name.as_str()).copied().unwrap_or_default();
+        copies.insert(name, (count + 1, i));
     }
+    let mut warnings = Vec::new();
+    let mut last = Vec::new();
+    for (i, (name, range)) in named.iter().enumerate() {
+        let (count, last_index) = copies[name.as_str()];
+        if i != last_index {
+            continue;
+        }
+        if count > 1 {
+            warnings.push(format!(
+                "{} (entry {name}): the archive holds {count} copies; the last is used, \
+                 as extracting the archive would",
+                path.display()
+            ));
+        }
+        last.push((name.clone(), range.clone()));
+    }
+    (last, warnings)
+}
+
+/// The per-variable files of an archive that holds no inference model.
+fn read_variables(
+    path: &Path,
+    storage: &Storage,
+    named: Vec<(String, Range<usize>)>,
+) -> Result<Checkpoint> {
     let mut variables: Vec<_> = named
         .into_iter()
         .filter(|(name, _)| !dir::is_not_a_variable(name))
@@ -339,6 +392,43 @@ mod tests {
         std::fs::write(&path, &gz).unwrap();
         let err = read_archive(&path).unwrap_err().to_string();
         assert!(err.contains("gzip"), "{err}");
+    }
+
+    /// A tar holding one member twice: the last copy is used, as
+    /// extracting it would, and a warning says so.
+    #[test]
+    fn a_member_given_twice_uses_the_last_copy_with_a_warning() {
+        let tmp = tempfile::tempdir().unwrap();
+        let record = |v: f32| {
+            let mut r = Vec::new();
+            tensor_file::write_tensor(&mut r, &RawTensor::from_f32(vec![1], &[v])).unwrap();
+            r
+        };
+        let mut tar = Vec::new();
+        for (name, v) in [("m/x", 1.0), ("m/y", 5.0), ("m/x", 2.0), ("m/x", 3.0)] {
+            let one = raw_tar(name.as_bytes(), tar::EntryType::Regular, &record(v));
+            // Each raw_tar ends with the two zero blocks that close an archive.
+            tar.extend_from_slice(&one[..one.len() - 1024]);
+        }
+        tar.extend_from_slice(&[0; 1024]);
+        let path = tmp.path().join("m.tar");
+        std::fs::write(&path, &tar).unwrap();
+        let back = read_archive(&path).unwrap();
+        assert_eq!(back.names().collect::<Vec<_>>(), ["x", "y"]);
+        assert_eq!(back.get("x").unwrap().to_f32_vec(), [3.0]);
+        assert_eq!(back.warnings.len(), 1, "{:?}", back.warnings);
+        let warning = &back.warnings[0];
+        assert!(
+            warning.contains("m.tar (entry x): the archive holds 3 copies; the last is used"),
+            "{warning}"
+        );
+        // Without duplicates there is nothing to say.
+        std::fs::write(
+            &path,
+            raw_tar(b"m/x", tar::EntryType::Regular, &record(1.0)),
+        )
+        .unwrap();
+        assert!(read_archive(&path).unwrap().warnings.is_empty());
     }
 
     #[test]

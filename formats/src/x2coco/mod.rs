@@ -474,5 +474,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("x.json (line 1, column"), "{err}");
+        // serde_json stops at 128 levels: deep nesting is an error, not a
+        // stack overflow (labelme and cityscape files are both read here).
+        let deep = format!(
+            "{{\"shapes\": {}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        std::fs::write(dir.path().join("json/x.json"), deep).unwrap();
+        for convert in [labelme::convert as ConvertFn, cityscape::convert] {
+            let err = convert_split(convert, &options).unwrap_err().to_string();
+            assert!(
+                err.contains("x.json (line 1, column") && err.contains("recursion limit exceeded"),
+                "{err}"
+            );
+        }
     }
 }

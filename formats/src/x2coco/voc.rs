@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use super::pyjson::Py;
 use crate::atomic;
 use crate::error::{Error, Result};
+use crate::voc::LineCounter;
 
 #[derive(Debug, Clone)]
 pub struct VocOptions {
@@ -92,8 +93,9 @@ pub fn convert(o: &VocOptions) -> Result<PathBuf> {
             ("width", Py::Float(width)),
             ("id", Py::Int(im_id as i64)),
         ]));
+        let mut lines = LineCounter::new(&text);
         for obj in root.children().filter(|c| c.has_tag_name("object")) {
-            let line = line_of(obj);
+            let line = lines.line_at(obj.range().start);
             let label = text_of(obj, "name").unwrap_or("");
             let category_id = labels
                 .iter()
