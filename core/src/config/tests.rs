@@ -369,7 +369,9 @@ fn show_and_convert_round_trip_every_shipped_config() {
 }
 
 const MINIMAL_YAML: &str = "architecture: YOLOv3\nnum_classes: 4\nmax_iters: 10\n\
-    TrainReader:\n  batch_size: 2\n  dataset:\n    !VOCDataSet\n    dataset_dir: d\n";
+    TrainReader:\n  batch_size: 2\n  dataset:\n    !VOCDataSet\n    dataset_dir: d\n\
+    \x20 sample_transforms: [!DecodeImage {}, !NormalizeBox {}, !PadBox {}, !BboxXYXY2XYWH {}]\n\
+    \x20 batch_transforms: [!RandomShape {sizes: [320]}, !NormalizeImage {}, !Permute {}]\n";
 
 #[test]
 fn yaml_config_loads_like_its_ron_twin() {
@@ -391,9 +393,13 @@ fn yaml_reader_include_and_paddle_merge_rule() {
     let dir = write_configs(&[
         (
             "readers/reader.yml",
-            "TrainReader:\n  batch_size: 8\n  shuffle: false\n  dataset:\n    !COCODataSet\n    \
-             image_dir: train2017\n    anno_path: annotations/custom.json\n    \
-             dataset_dir: dataset/coco\n",
+            &MINIMAL_YAML
+                .replace("batch_size: 2", "batch_size: 8\n  shuffle: false")
+                .replace(
+                    "!VOCDataSet\n    dataset_dir: d",
+                    "!COCODataSet\n    image_dir: train2017\n    \
+                     anno_path: annotations/custom.json\n    dataset_dir: dataset/coco",
+                ),
         ),
         (
             "c.yml",
@@ -446,4 +452,148 @@ fn bad_yaml_configs_are_one_line_errors() {
     assert!(error("type.yml").contains("max_iters"));
     assert!(error("yaml_named.ron").contains("looks like YAML: name it .yml"));
     assert!(error("ron_named.yml").contains("looks like RON: name it .ron"));
+}
+
+fn ppdet_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/ppdet_configs")
+        .join(name)
+}
+
+/// Every key of PaddleDetection's YOLOv3 configs is read: those that change
+/// nothing here are named by `warnings`, one line each.
+#[test]
+fn real_yolov3_yaml_configs_load_and_name_keys_without_effect() {
+    for name in [
+        "yolov3_mobilenet_v1.yml",
+        "yolov3_darknet.yml",
+        "yolov3_mobilenet_v1_voc.yml",
+        "yolov3_darknet_voc.yml",
+        "yolov3_mobilenet_v1_fruit.yml",
+    ] {
+        let c = load(&ppdet_fixture(name), &[]).unwrap_or_else(|e| panic!("{e}"));
+        let warnings = c.warnings().join("\n");
+        assert!(warnings.contains("use_gpu has no effect"), "{warnings}");
+        assert!(
+            warnings.contains("inputs_def.fields (TrainReader, EvalReader, TestReader)"),
+            "{warnings}"
+        );
+        let gt2yolo = "TrainReader.batch_transforms[3].Gt2YoloTarget has no effect";
+        // The fruit config lists its own batch_transforms, without it.
+        assert_eq!(
+            warnings.contains(gt2yolo),
+            !name.contains("fruit"),
+            "{warnings}"
+        );
+        assert_eq!(c.log_iter, 20);
+        // ignore_thresh and label_smooth come from YOLOv3Loss, as there.
+        let yolo = c.yolo_config();
+        assert_eq!(yolo.ignore_thresh, 0.7);
+        assert_eq!(yolo.label_smooth, !name.contains("_voc"), "{name}");
+    }
+    let fruit = load(&ppdet_fixture("yolov3_mobilenet_v1_fruit.yml"), &[]).unwrap();
+    assert_eq!(fruit.train_reader.mixup_epoch, -1);
+    let file = Path::new("fruit.yml");
+    let pipeline = fruit.train_reader.pipeline(file, "TrainReader").unwrap();
+    use crate::data::transforms::random_expand::ExpandParams;
+    use crate::data::transforms::Augment;
+    assert_eq!(
+        pipeline.sample.steps,
+        vec![
+            // ExpandImage: prob is the chance of expanding; a uint8 canvas.
+            Augment::Expand(ExpandParams {
+                max_ratio: 4.0,
+                skip_probability: 0.5,
+                fill: [123.0, 116.0, 103.0],
+            }),
+            Augment::RandomInterpResize(608),
+            Augment::Flip(0.5),
+        ]
+    );
+    // The shipped RON configs leave out the keys without effect.
+    for entry in fs::read_dir(configs_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "ron") {
+            let c = load(&path, &[]).unwrap();
+            assert_eq!(c.warnings(), Vec::<String>::new(), "{}", path.display());
+        }
+    }
+}
+
+/// Keys and values that would change training and are not implemented are
+/// errors naming the file, the key and what is supported.
+#[test]
+fn unimplemented_yolov3_keys_are_errors() {
+    let fruit = ppdet_fixture("yolov3_mobilenet_v1_fruit.yml");
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["use_fine_grained_loss=true"],
+            "key use_fine_grained_loss",
+            "(supported: false)",
+        ),
+        (
+            &["YOLOv3Loss.use_fine_grained_loss=true"],
+            "key YOLOv3Loss.use_fine_grained_loss",
+            "(supported: false)",
+        ),
+        (
+            &["YOLOv3Head.yolo_loss=IouLoss"],
+            "key YOLOv3Head.yolo_loss",
+            "(supported: YOLOv3Loss)",
+        ),
+        (
+            &["MobileNet.norm_type=affine_channel"],
+            "key MobileNet.norm_type",
+            "(supported: bn, sync_bn)",
+        ),
+        (
+            &["MobileNet.norm_decay=0.0005"],
+            "key MobileNet.norm_decay",
+            "(supported: 0)",
+        ),
+    ];
+    for (o, key, supported) in cases {
+        let e = load(&fruit, &overrides(o)).unwrap_err().to_string();
+        assert!(e.contains("yolov3_mobilenet_v1_fruit.yml"), "{e}");
+        assert!(e.contains(key), "{key}: {e}");
+        assert!(e.contains(supported), "{supported}: {e}");
+    }
+    // Transform parameters, edited in a copy of the file.
+    let text = fs::read_to_string(&fruit).unwrap();
+    let reader = fs::read_to_string(ppdet_fixture("yolov3_reader.yml")).unwrap();
+    let edits = [
+        (
+            "max_size: 0",
+            "max_size: 1333",
+            "key TrainReader.sample_transforms[3].RandomInterpImage.max_size): must be 0",
+        ),
+        (
+            "max_ratio: 4.0",
+            "max_ratio: 0.5",
+            "key TrainReader.sample_transforms[2].ExpandImage.max_ratio): must be at least 1",
+        ),
+    ];
+    for (from, to, want) in edits {
+        let edited = text.replace(from, to);
+        let dir = write_configs(&[("fruit.yml", &edited), ("yolov3_reader.yml", &reader)]);
+        let e = load(&dir.path().join("fruit.yml"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fruit.yml (") && e.contains(want), "{want}: {e}");
+    }
+    // ExpandImage works on 0..1 boxes: before NormalizeBox is an error.
+    let dir = write_configs(&[(
+        "c.yml",
+        &MINIMAL_YAML.replace(
+            "!DecodeImage {}, ",
+            "!DecodeImage {}, !ExpandImage {max_ratio: 2, prob: 0.5}, ",
+        ),
+    )]);
+    let e = load(&dir.path().join("c.yml"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sample_transforms[1].ExpandImage): must come after NormalizeBox"),
+        "{e}"
+    );
 }
