@@ -597,3 +597,160 @@ fn unimplemented_yolov3_keys_are_errors() {
         "{e}"
     );
 }
+
+/// What PaddleDetection's `load_config` resolved for a fixture, and the
+/// parameters its train program creates (`make_fixtures.py`).
+fn ppdet_json(stem: &str, kind: &str) -> serde_json::Value {
+    let text = fs::read_to_string(ppdet_fixture(&format!("{stem}.{kind}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Walks our config (as JSON) beside PaddleDetection's: every value both
+/// have must agree (numbers to f32 precision). Keys only PaddleDetection has
+/// go to `theirs_only` with their values; returns the number of values
+/// compared.
+fn compare_values(
+    path: &str,
+    ours: &serde_json::Value,
+    theirs: &serde_json::Value,
+    failures: &mut Vec<String>,
+    theirs_only: &mut Vec<(String, serde_json::Value)>,
+) -> usize {
+    use serde_json::Value;
+    match (ours, theirs) {
+        (Value::Object(o), Value::Object(t)) => t
+            .iter()
+            .map(|(key, tv)| match o.get(key) {
+                Some(ov) => compare_values(&format!("{path}.{key}"), ov, tv, failures, theirs_only),
+                None => {
+                    theirs_only.push((key.clone(), tv.clone()));
+                    0
+                }
+            })
+            .sum(),
+        (Value::Array(o), Value::Array(t)) if o.len() == t.len() => o
+            .iter()
+            .zip(t)
+            .enumerate()
+            .map(|(i, (ov, tv))| {
+                compare_values(&format!("{path}[{i}]"), ov, tv, failures, theirs_only)
+            })
+            .sum(),
+        (Value::Number(o), Value::Number(t)) => {
+            let (o, t) = (o.as_f64().unwrap(), t.as_f64().unwrap());
+            if (o - t).abs() > 1e-6 * t.abs().max(1.0) {
+                failures.push(format!("{path}: ours {o}, PaddleDetection {t}"));
+            }
+            1
+        }
+        // An absent path: None there, empty here.
+        (Value::String(o), Value::Null) if o.is_empty() => 1,
+        _ => {
+            if ours != theirs {
+                failures.push(format!("{path}: ours {ours}, PaddleDetection {theirs}"));
+            }
+            1
+        }
+    }
+}
+
+/// Each PaddleDetection YAML plans with exactly the parameters (names,
+/// shapes, order) PaddleDetection's train program creates for it, and
+/// resolves to the values `load_config` returns.
+#[test]
+fn ppdet_yaml_fixtures_match_paddledetections_own_code() {
+    for stem in [
+        "yolov3_mobilenet_v1",
+        "yolov3_darknet",
+        "yolov3_mobilenet_v1_voc",
+        "yolov3_darknet_voc",
+        "yolov3_mobilenet_v1_fruit",
+    ] {
+        let config = load(&ppdet_fixture(&format!("{stem}.yml")), &[]).unwrap();
+
+        let ours: Vec<(String, Vec<usize>)> = config
+            .model_spec()
+            .param_specs()
+            .into_iter()
+            .map(|p| (p.name, p.shape))
+            .collect();
+        let theirs: Vec<(String, Vec<usize>)> = ppdet_json(stem, "params")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let shape = p["shape"].as_array().unwrap();
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    shape.iter().map(|d| d.as_u64().unwrap() as usize).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(ours, theirs, "{stem}: parameters");
+
+        let mut theirs = ppdet_json(stem, "resolved");
+        // PaddleDetection expands a single gamma into one factor per
+        // milestone: compare the rates the schedule steps through.
+        let schedulers = theirs["LearningRate"]["schedulers"].as_array_mut().unwrap();
+        let decay = schedulers[0]["PiecewiseDecay"].as_object_mut().unwrap();
+        let gammas = decay.remove("gamma").unwrap();
+        decay.remove("values");
+        let base_lr = theirs["LearningRate"]["base_lr"].as_f64().unwrap();
+        let rates: Vec<f64> = std::iter::once(base_lr)
+            .chain(
+                gammas
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|g| base_lr * g.as_f64().unwrap()),
+            )
+            .collect();
+        let schedule = config.schedule();
+        assert_eq!(schedule.values.len(), rates.len(), "{stem}");
+        for (ours, theirs) in schedule.values.iter().zip(&rates) {
+            assert!(
+                (f64::from(*ours) - theirs).abs() < 1e-6 * theirs,
+                "{stem}: {ours} vs {theirs}"
+            );
+        }
+
+        let ours = serde_json::to_value(&config).unwrap();
+        let (mut failures, mut theirs_only) = (Vec::new(), Vec::new());
+        let compared = compare_values(stem, &ours, &theirs, &mut failures, &mut theirs_only);
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert!(compared > 150, "{stem}: only {compared} values compared");
+        // What PaddleDetection's objects carry that pulsefocus has no key
+        // for: bookkeeping, the interpolation list RandomShape derives from
+        // random_inter, and options that must stay at the value pulsefocus
+        // implements (None: any value).
+        let null = serde_json::Value::Null;
+        let allowed: &[(&str, Option<serde_json::Value>)] = &[
+            ("cname2cid", Some(null.clone())),
+            ("roidbs", Some(null.clone())),
+            ("sample_num", Some((-1).into())),
+            ("interps", None),
+            ("image_dir", Some("".into())),
+            // COCODataSet: categories come from the file.
+            ("use_default_label", Some(false.into())),
+            ("load_image_only", Some(false.into())),
+            ("load_semantic", Some(false.into())),
+            ("with_cutmix", Some(false.into())),
+            ("hsv_format", Some(false.into())),
+            ("random_channel", Some(false.into())),
+            ("is_mask_crop", Some(false.into())),
+            ("is_mask_expand", Some(false.into())),
+            ("is_mask_flip", Some(false.into())),
+            ("max_size", Some(0.into())),
+            ("resize_box", Some(false.into())),
+            ("use_cv2", Some(true.into())),
+        ];
+        for (key, value) in theirs_only {
+            let Some((_, want)) = allowed.iter().find(|(k, _)| *k == key) else {
+                panic!("{stem}: PaddleDetection has {key}: {value}, pulsefocus has no such key")
+            };
+            if let Some(want) = want {
+                assert_eq!(&value, want, "{stem}: {key}");
+            }
+        }
+    }
+}
