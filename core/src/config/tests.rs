@@ -754,3 +754,48 @@ fn ppdet_yaml_fixtures_match_paddledetections_own_code() {
         }
     }
 }
+
+/// The shipped RON configs are PaddleDetection's YAML: the same config but
+/// for the keys that have no effect (left out of the RON), the output
+/// folder's name, the exclusion preset and the COCO TestReader's category
+/// file under dataset/coco (each said in a comment there).
+#[test]
+fn shipped_ron_configs_mirror_paddledetections_yaml() {
+    /// Drops what has no effect here (`Config::warnings` names it).
+    fn effective(mut c: Config) -> Config {
+        c.use_gpu = None;
+        for reader in [
+            Some(&mut c.train_reader),
+            c.eval_reader.as_mut(),
+            c.test_reader.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            reader.inputs_def.fields.clear();
+            reader.inputs_def.image_shape.clear();
+            reader.bufsize = None;
+            reader.use_process = None;
+            reader
+                .batch_transforms
+                .retain(|t| !matches!(t, Transform::Gt2YoloTarget(_)));
+        }
+        c
+    }
+    for (ron, yaml) in [
+        ("yolov3_mobilenet_v1_coco.ron", "yolov3_mobilenet_v1.yml"),
+        ("yolov3_darknet_coco.ron", "yolov3_darknet.yml"),
+        ("yolov3_mobilenet_v1_voc.ron", "yolov3_mobilenet_v1_voc.yml"),
+        ("yolov3_darknet_voc.ron", "yolov3_darknet_voc.yml"),
+    ] {
+        let ours = load(&configs_dir().join(ron), &[]).unwrap();
+        let mut theirs = effective(load(&ppdet_fixture(yaml), &[]).unwrap());
+        theirs.weights = ours.weights.clone();
+        theirs.finetune_exclude_pretrained_params = ours.finetune_exclude_pretrained_params.clone();
+        if ron.contains("coco") {
+            let dataset = ours.test_reader.as_ref().unwrap().dataset.clone();
+            theirs.test_reader.as_mut().unwrap().dataset = dataset;
+        }
+        assert_eq!(ours, theirs, "{ron} vs {yaml}");
+    }
+}
