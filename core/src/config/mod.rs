@@ -242,9 +242,17 @@ fn build(path: &Path, tree: &Node, overridden: &[String]) -> Result<Config, Erro
                     expected, found, ..
                 } => {
                     let close = closest(found, expected);
+                    // Keys pulsefocus once read in YOLOv3Head, where
+                    // PaddleDetection does not have them.
+                    let moved = ["ignore_thresh", "label_smooth"].contains(&found.as_str())
+                        && key.starts_with("YOLOv3Head.");
                     format!(
-                        "unknown key '{found}'; closest valid keys: {}",
-                        close.join(", ")
+                        "unknown key '{found}'; {}",
+                        if moved {
+                            "it belongs in the YOLOv3Loss section, as in PaddleDetection".into()
+                        } else {
+                            format!("closest valid keys: {}", close.join(", "))
+                        }
                     )
                 }
                 ron::Error::NoSuchEnumVariant {

@@ -581,6 +581,11 @@ fn unimplemented_yolov3_keys_are_errors() {
             .to_string();
         assert!(e.contains("fruit.yml (") && e.contains(want), "{want}: {e}");
     }
+    // Where pulsefocus used to read the loss keys.
+    let e = load(&fruit, &overrides(&["YOLOv3Head.label_smooth=false"]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("it belongs in the YOLOv3Loss section"), "{e}");
     // ExpandImage works on 0..1 boxes: before NormalizeBox is an error.
     let dir = write_configs(&[(
         "c.yml",
