@@ -97,7 +97,8 @@ fn trained_on_cpu() -> &'static Path {
         let config = common::tiny_config(
             "max_iters: 2,
     snapshot_iter: 2,
-    log_smooth_window: 1,",
+    log_smooth_window: 1,
+    log_iter: 1,",
         );
         std::fs::write(dir.join("tiny.ron"), config).unwrap();
         let train = run_in(&dir, &["train", "-c", "tiny.ron"], &["--device", "cpu"]);

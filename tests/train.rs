@@ -42,6 +42,7 @@ impl Workspace {
     max_iters: 4,
     snapshot_iter: 2,
     log_smooth_window: 1,
+    log_iter: 1,
     LearningRate: (
         base_lr: 0.001,
         schedulers: [
@@ -87,7 +88,7 @@ impl Workspace {
 }
 
 /// The per-step losses of the plain progress log (`iter I/N loss X ...`),
-/// which with `log_smooth_window: 1` are the raw losses.
+/// which with `log_smooth_window: 1` are the raw losses (`log_iter: 1`: every step).
 fn step_losses(log: &str) -> Vec<(u64, f64)> {
     log.lines()
         .filter_map(|line| {
@@ -459,9 +460,9 @@ fn ctrl_c_writes_a_snapshot_and_exits_cleanly() {
 }
 
 #[test]
-fn without_a_terminal_progress_is_a_log_line_every_smoothing_window() {
+fn without_a_terminal_progress_is_a_log_line_every_log_iter_steps() {
     let ws = Workspace::new(3, 0);
-    let out = ws.train(&["max_iters=7", "log_smooth_window=3"], &[]);
+    let out = ws.train(&["max_iters=7", "log_iter=3", "log_smooth_window=5"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let log = stderr(&out);
     let logged: Vec<u64> = step_losses(&log).iter().map(|l| l.0).collect();

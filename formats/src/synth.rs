@@ -61,6 +61,9 @@ pub struct SynthConfig {
     pub size: u32,
     pub seed: u64,
     pub format: SynthFormat,
+    /// Names for the classes in place of the catalogue's (`classes` of
+    /// them), e.g. a config's label list; empty: the catalogue's.
+    pub names: Vec<String>,
 }
 
 impl Default for SynthConfig {
@@ -72,6 +75,7 @@ impl Default for SynthConfig {
             size: 256,
             seed: 0,
             format: SynthFormat::Both,
+            names: Vec::new(),
         }
     }
 }
@@ -294,6 +298,16 @@ pub fn write(out: &Path, config: &SynthConfig) -> Result<SynthSummary> {
             ),
         ));
     }
+    if !config.names.is_empty() && config.names.len() != config.classes {
+        return Err(Error::new(
+            out,
+            format!(
+                "{} class names for {} classes",
+                config.names.len(),
+                config.classes
+            ),
+        ));
+    }
     if config.images == 0 || !(32..=4096).contains(&config.size) {
         return Err(Error::new(
             out,
@@ -309,9 +323,12 @@ pub fn write(out: &Path, config: &SynthConfig) -> Result<SynthSummary> {
             ));
         }
     }
-    let class_names: Vec<String> = (config.first_class..config.first_class + config.classes)
-        .map(class_name)
-        .collect();
+    let class_names: Vec<String> = match &config.names[..] {
+        [] => (config.first_class..config.first_class + config.classes)
+            .map(class_name)
+            .collect(),
+        names => names.to_vec(),
+    };
     let train = train_count(config.images);
     let mut total_objects = 0;
     atomic::write_dir(out, |dir| {
@@ -377,8 +394,12 @@ pub fn write(out: &Path, config: &SynthConfig) -> Result<SynthSummary> {
         };
         text("label_list.txt", &(class_names.join("\n") + "\n"))?;
         if voc {
+            // The splits under both names PaddleDetection's VOC configs use:
+            // trainval/test (Pascal VOC) and train/val (the fruit example).
             text("trainval.txt", &lists[0])?;
             text("test.txt", &lists[1])?;
+            text("train.txt", &lists[0])?;
+            text("val.txt", &lists[1])?;
         }
         if coco {
             mkdir("annotations")?;
@@ -533,6 +554,27 @@ mod tests {
         }
         let (w, h) = image::image_dimensions(&voc.records[0].image_path).unwrap();
         assert_eq!((w, h), (64, 64));
+        // The fruit config's layout: its names, train.txt and val.txt.
+        let fruit = dir.path().join("fruit");
+        let names: Vec<String> = ["apple", "banana", "orange"].map(String::from).to_vec();
+        let fruit_config = SynthConfig {
+            names: names.clone(),
+            ..config.clone()
+        };
+        assert_eq!(write(&fruit, &fruit_config).unwrap().class_names, names);
+        let read = |name: &str| std::fs::read_to_string(fruit.join(name)).unwrap();
+        assert_eq!(read("label_list.txt"), "apple\nbanana\norange\n");
+        assert_eq!(read("train.txt"), read("trainval.txt"));
+        assert_eq!(read("val.txt"), read("test.txt"));
+        let two_names = SynthConfig {
+            names: names[..2].to_vec(),
+            ..config.clone()
+        };
+        let err = write(&dir.path().join("bad"), &two_names).unwrap_err();
+        assert!(
+            err.to_string().contains("2 class names for 3 classes"),
+            "{err}"
+        );
         // Regenerating into the same folder is allowed; a foreign folder is not.
         write(&out, &config).unwrap();
         let foreign = dir.path().join("mine");

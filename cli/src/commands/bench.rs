@@ -74,6 +74,7 @@ fn model_spec(args: &TrainStepArgs) -> anyhow::Result<(String, Yolov3Spec)> {
         }
         let overrides = config::parse_overrides(&args.overrides)?;
         let cfg = config::load(path, &overrides)?;
+        super::config_args::print_warnings(path, &cfg);
         return Ok((path.display().to_string(), cfg.model_spec()));
     }
     if !args.overrides.is_empty() {

@@ -1,7 +1,7 @@
 //! The `-c CONFIG -o key=value ...` pair every config-driven command takes
 //! (`plan`, `train`, `eval`, `infer`), read the same way everywhere.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args as ClapArgs;
 use pulsefocus_core::config::{self, Config};
@@ -22,13 +22,23 @@ pub struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    /// The config with its bases merged and the overrides applied.
+    /// The config with its bases merged and the overrides applied; the
+    /// keys that have no effect are named on stderr.
     pub fn load(&self) -> anyhow::Result<Config> {
         let overrides = config::parse_overrides(&self.overrides)?;
-        Ok(config::load(&self.config, &overrides)?)
+        let config = config::load(&self.config, &overrides)?;
+        print_warnings(&self.config, &config);
+        Ok(config)
     }
 
     pub fn weights_cache(&self) -> PathBuf {
         self.weights_cache.clone().unwrap_or_else(default_cache_dir)
+    }
+}
+
+/// `Config::warnings`, one line each, naming the file.
+pub fn print_warnings(path: &Path, config: &Config) {
+    for line in config.warnings() {
+        eprintln!("warning: {}: {line}", path.display());
     }
 }

@@ -158,8 +158,8 @@ pub fn check_config(config: &Config, config_path: &Path) -> Vec<DatasetReport> {
         let Some(reader) = reader else { continue };
         let (dataset, first_class, mut errors) = match &reader.dataset {
             DataSet::ImageFolder(_) if name == "TestReader" => {
-                // Only the categories of a COCO file are read, when it names one.
-                if reader.dataset.image_folder_categories().is_none() {
+                // Only the class names are read, when it names a file of them.
+                if reader.dataset.image_folder_labels().is_none() {
                     continue;
                 }
                 match reader.dataset.class_names() {

@@ -85,6 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let config_path = write_config_files(&out.join("configs"))?;
     let mut config = config::load(&config_path, &[])?;
+    super::config_args::print_warnings(&config_path, &config);
 
     let dataset_dir = out.join("dataset").join("synth");
     let synth = synth::write(
@@ -138,7 +139,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         start_map: Some(before.map),
         stop: Arc::new(AtomicBool::new(false)),
     };
-    let log_every = config.log_smooth_window.max(1) as u64;
+    let log_every = config.log_iter.max(1) as u64;
     let summary = finetune::train(&cpu, &config_path, &config, &options, &mut |event| {
         log_event(event, log_every)
     })?;

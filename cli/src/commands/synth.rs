@@ -19,8 +19,12 @@ pub struct Args {
     #[arg(long)]
     pub out: PathBuf,
     /// Number of classes, taken from the catalogue of (colour, shape) pairs.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, conflicts_with = "names")]
     pub classes: usize,
+    /// Class names, comma-separated, in place of the catalogue's (one class
+    /// each), e.g. `--names apple,banana,orange` for the fruit config.
+    #[arg(long, value_delimiter = ',')]
+    pub names: Vec<String>,
     /// First catalogue entry used; pick another slice to fine-tune on new classes.
     #[arg(long, default_value_t = 0)]
     pub first_class: usize,
@@ -37,7 +41,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = SynthConfig {
-        classes: args.classes,
+        classes: if args.names.is_empty() {
+            args.classes
+        } else {
+            args.names.len()
+        },
         first_class: args.first_class,
         images: args.images,
         size: args.size,
@@ -47,6 +55,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Format::Coco => SynthFormat::Coco,
             Format::Both => SynthFormat::Both,
         },
+        names: args.names,
     };
     let summary = synth::write(&args.out, &config)?;
     println!(

@@ -76,7 +76,10 @@ impl OnBackend for Training<'_> {
             start_map: None,
             stop,
         };
-        let mut progress = Progress::new(config.log_smooth_window.max(1) as u64);
+        let mut progress = Progress::new(
+            config.log_smooth_window.max(1) as u64,
+            config.log_iter.max(1) as u64,
+        );
         let summary = finetune::train(backend, &args.config.config, &config, &options, &mut |e| {
             progress.on_event(e)
         })?;
@@ -107,19 +110,22 @@ fn print_summary(summary: &TrainSummary) {
     println!("loss curve: {}", summary.loss_curve.display());
 }
 
-/// The progress bar on a terminal, or a log line every `window` steps.
+/// The progress bar on a terminal, or a log line every `log_every` steps;
+/// the loss shown is smoothed over `window` steps.
 struct Progress {
     bar: Option<ProgressBar>,
     window: u64,
+    log_every: u64,
     smoothed: f32,
     download: DownloadProgress,
 }
 
 impl Progress {
-    fn new(window: u64) -> Self {
+    fn new(window: u64, log_every: u64) -> Self {
         Progress {
             bar: None,
             window,
+            log_every,
             smoothed: f32::NAN,
             download: DownloadProgress::default(),
         }
@@ -194,7 +200,7 @@ impl Progress {
                         bar.set_position(iteration);
                         bar.set_message(message);
                     }
-                    None if iteration.is_multiple_of(self.window) || iteration == max_iters => {
+                    None if iteration.is_multiple_of(self.log_every) || iteration == max_iters => {
                         eprintln!("iter {iteration}/{max_iters} {message}");
                     }
                     None => {}

@@ -49,14 +49,14 @@ impl Config {
         }
     }
 
-    /// `YOLOv3Head`'s loss and decoding settings.
+    /// `YOLOv3Head`'s decoding and the `YOLOv3Loss` it names.
     pub fn yolo_config(&self) -> YoloConfig {
         let head = &self.yolov3_head;
         YoloConfig {
             anchors: head.anchor_pairs(),
             anchor_masks: head.anchor_masks.clone(),
-            ignore_thresh: head.ignore_thresh,
-            label_smooth: head.label_smooth,
+            ignore_thresh: self.yolov3_loss.ignore_thresh,
+            label_smooth: self.yolov3_loss.label_smooth,
             scale_x_y: head.scale_x_y,
             ..YoloConfig::yolov3(self.num_classes)
         }
@@ -160,24 +160,18 @@ impl DataSet {
 
     /// The class names in class-index order: a VOC label list (or the 20
     /// default labels), a COCO file's categories, or for an `ImageFolder` the
-    /// COCO file its `anno_path` names (else the default labels).
+    /// file its `anno_path` names (else the default labels).
     pub fn class_names(&self) -> Result<Vec<String>> {
-        let coco = match self {
-            DataSet::ImageFolder(_) => self.image_folder_categories(),
-            _ => match self.source()? {
-                DatasetSource::Voc(voc) => {
-                    return voc.class_names().map_err(|e| self.name_working_dir(e))
-                }
-                DatasetSource::Coco(coco) => Some(coco),
-            },
+        let source = match self {
+            DataSet::ImageFolder(_) => self.image_folder_labels(),
+            _ => Some(self.source()?),
         };
-        match coco {
-            Some(coco) => {
-                let coco = coco.load().map_err(|e| self.name_working_dir(e))?;
-                Ok(coco.class_names)
-            }
-            None => Ok(DEFAULT_LABELS.iter().map(|s| s.to_string()).collect()),
-        }
+        let names = match source {
+            Some(DatasetSource::Voc(voc)) => voc.class_names(),
+            Some(DatasetSource::Coco(coco)) => coco.load().map(|c| c.class_names),
+            None => return Ok(DEFAULT_LABELS.iter().map(|s| s.to_string()).collect()),
+        };
+        names.map_err(|e| self.name_working_dir(e))
     }
 
     /// A file missing under a relative `dataset_dir` says where relative
@@ -211,31 +205,45 @@ impl DataSet {
             DataSet::VOCDataSet(d) if d.use_default_label => return default_labels.into(),
             DataSet::VOCDataSet(d) => Path::new(&d.dataset_dir).join(&d.label_list),
             DataSet::COCODataSet(d) => Path::new(&d.dataset_dir).join(&d.anno_path),
-            DataSet::ImageFolder(_) => match self.image_folder_categories() {
-                Some(coco) => coco.anno_file(),
+            DataSet::ImageFolder(_) => match self.image_folder_labels() {
+                Some(DatasetSource::Coco(coco)) => coco.anno_file(),
+                Some(DatasetSource::Voc(voc)) => voc.dataset_dir.join(&voc.label_list),
                 None => return default_labels.into(),
             },
         };
         path.display().to_string()
     }
 
-    /// The COCO file an `ImageFolder` takes its categories from (as in
-    /// PaddleDetection, only its categories are used); `None` when it uses the
-    /// default labels, and for the other datasets.
-    pub fn image_folder_categories(&self) -> Option<CocoReader> {
-        match self {
-            DataSet::ImageFolder(d) if !d.use_default_label && !d.anno_path.is_empty() => {
-                Some(CocoReader::from(&CocoDataSet {
-                    dataset_dir: d.dataset_dir.clone(),
-                    image_dir: d.image_dir.clone(),
-                    anno_path: d.anno_path.clone(),
-                    with_background: d.with_background,
-                    load_crowd: false,
-                    allow_empty: true,
-                }))
-            }
-            _ => None,
+    /// Where an `ImageFolder` takes its class names, as PaddleDetection's
+    /// inference does: the categories of a COCO file (`anno_path` ending
+    /// `.json`; only its categories are used), else a label list, one name
+    /// a line. `None` when it uses the default labels, and for the other
+    /// datasets.
+    pub fn image_folder_labels(&self) -> Option<DatasetSource> {
+        let DataSet::ImageFolder(d) = self else {
+            return None;
+        };
+        if d.use_default_label || d.anno_path.is_empty() {
+            return None;
         }
+        Some(if d.anno_path.ends_with(".json") {
+            DatasetSource::Coco(CocoReader::from(&CocoDataSet {
+                dataset_dir: d.dataset_dir.clone(),
+                image_dir: d.image_dir.clone(),
+                anno_path: d.anno_path.clone(),
+                with_background: d.with_background,
+                load_crowd: false,
+                allow_empty: true,
+            }))
+        } else {
+            DatasetSource::Voc(VocReader::from(&VocDataSet {
+                dataset_dir: d.dataset_dir.clone(),
+                anno_path: String::new(),
+                use_default_label: false,
+                label_list: d.anno_path.clone(),
+                with_background: d.with_background,
+            }))
+        })
     }
 }
 
@@ -274,7 +282,7 @@ impl Reader {
         };
         let augment = TrainAugment {
             sample: pipeline.sample,
-            mixup_epochs: self.mixup_epoch as u64,
+            mixup_epochs: self.mixup_epoch.max(0) as u64,
             sizes: sizes.sizes,
             random_interp: sizes.random_interp,
         };
@@ -399,6 +407,12 @@ mod tests {
             });
         assert_eq!(Some(augment.sizes), shape);
         assert_eq!(augment.mixup_epochs, config.train_reader.mixup_epoch as u64);
+        let mut never = config.train_reader.clone();
+        never.mixup_epoch = -1;
+        let Mode::Train(augment) = never.train_loader_config(file, 0).unwrap().mode else {
+            panic!("training mode")
+        };
+        assert_eq!(augment.mixup_epochs, 0);
     }
 
     proptest! {

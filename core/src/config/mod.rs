@@ -242,9 +242,17 @@ fn build(path: &Path, tree: &Node, overridden: &[String]) -> Result<Config, Erro
                     expected, found, ..
                 } => {
                     let close = closest(found, expected);
+                    // Keys pulsefocus once read in YOLOv3Head, where
+                    // PaddleDetection does not have them.
+                    let moved = ["ignore_thresh", "label_smooth"].contains(&found.as_str())
+                        && key.starts_with("YOLOv3Head.");
                     format!(
-                        "unknown key '{found}'; closest valid keys: {}",
-                        close.join(", ")
+                        "unknown key '{found}'; {}",
+                        if moved {
+                            "it belongs in the YOLOv3Loss section, as in PaddleDetection".into()
+                        } else {
+                            format!("closest valid keys: {}", close.join(", "))
+                        }
                     )
                 }
                 ron::Error::NoSuchEnumVariant {
@@ -330,6 +338,9 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Whether a reader sets a key (`Config::warnings`).
+type ReaderTest = fn(&Reader) -> bool;
+
 impl Config {
     /// Checks values that types alone cannot: known architecture and
     /// backbone, anchor shapes, masks that index the anchors.
@@ -353,6 +364,55 @@ impl Config {
                     BACKBONES.join(", ")
                 ),
             ));
+        }
+        for (key, on) in [
+            ("use_fine_grained_loss", self.use_fine_grained_loss),
+            (
+                "YOLOv3Loss.use_fine_grained_loss",
+                self.yolov3_loss.use_fine_grained_loss,
+            ),
+        ] {
+            if on {
+                return Err(bad(
+                    key,
+                    "true is not supported (supported: false): the per-level loss on Gt2YoloTarget targets is not implemented".into(),
+                ));
+            }
+        }
+        if self.yolov3_head.yolo_loss != "YOLOv3Loss" {
+            return Err(bad(
+                "YOLOv3Head.yolo_loss",
+                format!(
+                    "'{}' is not supported (supported: YOLOv3Loss)",
+                    self.yolov3_head.yolo_loss
+                ),
+            ));
+        }
+        let (norm_type, norm_decay) = match self.yolov3.backbone.as_str() {
+            "MobileNet" => (&self.mobilenet.norm_type, self.mobilenet.norm_decay),
+            _ => (&self.darknet.norm_type, self.darknet.norm_decay),
+        };
+        let backbone = &self.yolov3.backbone;
+        if !["bn", "sync_bn"].contains(&norm_type.as_str()) {
+            return Err(bad(
+                &format!("{backbone}.norm_type"),
+                format!("'{norm_type}' is not supported (supported: bn, sync_bn)"),
+            ));
+        }
+        // Batch-norm scale and offset are never decayed (`conv_unit.rs`).
+        for (key, decay) in [
+            (format!("{backbone}.norm_decay"), norm_decay),
+            (
+                "YOLOv3Head.norm_decay".to_string(),
+                self.yolov3_head.norm_decay,
+            ),
+        ] {
+            if decay != 0.0 {
+                return Err(bad(
+                    &key,
+                    format!("{decay} is not supported (supported: 0)"),
+                ));
+            }
         }
         if self.yolov3.backbone == "DarkNet" && self.darknet.depth != 53 {
             return Err(bad(
@@ -409,6 +469,73 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// One line for each key that is accepted but changes nothing in
+    /// pulsefocus, for the caller to show.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if self.use_gpu.is_some() {
+            lines.push("use_gpu has no effect: --device picks the device".to_string());
+        }
+        if self.yolov3_loss.batch_size != -1 {
+            lines.push(
+                "YOLOv3Loss.batch_size has no effect: TrainReader.batch_size sets the batch (PaddleDetection ignores it too)".into(),
+            );
+        }
+        // Reader keys: one line each, naming the readers that set it.
+        let reader_keys: [(&str, &str, ReaderTest); 4] = [
+            (
+                "inputs_def.fields",
+                "the loader feeds what the model needs",
+                |r| !r.inputs_def.fields.is_empty(),
+            ),
+            (
+                "inputs_def.image_shape",
+                "the input size comes from RandomShape and ResizeImage",
+                |r| !r.inputs_def.image_shape.is_empty(),
+            ),
+            ("bufsize", "the loader's prefetch depth is fixed", |r| {
+                r.bufsize.is_some()
+            }),
+            ("use_process", "the loader's workers are threads", |r| {
+                r.use_process.is_some()
+            }),
+        ];
+        let readers: Vec<(&str, &Reader)> = self
+            .readers()
+            .into_iter()
+            .filter_map(|(name, r)| Some((name, r?)))
+            .collect();
+        for (key, why, set) in reader_keys {
+            let setting: Vec<&str> = readers
+                .iter()
+                .filter(|(_, r)| set(r))
+                .map(|(name, _)| *name)
+                .collect();
+            if !setting.is_empty() {
+                lines.push(format!(
+                    "{key} ({}) has no effect: {why}",
+                    setting.join(", ")
+                ));
+            }
+        }
+        for (name, reader) in readers {
+            let listed = [
+                ("sample_transforms", &reader.sample_transforms),
+                ("batch_transforms", &reader.batch_transforms),
+            ];
+            for (list, transforms) in listed {
+                for (i, t) in transforms.iter().enumerate() {
+                    if matches!(t, Transform::Gt2YoloTarget(_)) {
+                        lines.push(format!(
+                            "{name}.{list}[{i}].Gt2YoloTarget has no effect: it makes the targets of the fine-grained loss, and use_fine_grained_loss is false (PaddleDetection drops it too)"
+                        ));
+                    }
+                }
+            }
+        }
+        lines
     }
 
     /// The model this config describes (after `check`).

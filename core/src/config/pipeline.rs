@@ -126,15 +126,18 @@ fn transform_name(t: &Transform) -> &'static str {
         Transform::MixupImage(_) => "MixupImage",
         Transform::ColorDistort(_) => "ColorDistort",
         Transform::RandomExpand(_) => "RandomExpand",
+        Transform::ExpandImage(_) => "ExpandImage",
         Transform::RandomCrop(_) => "RandomCrop",
         Transform::RandomFlipImage(_) => "RandomFlipImage",
         Transform::NormalizeBox(_) => "NormalizeBox",
         Transform::PadBox(_) => "PadBox",
         Transform::BboxXYXY2XYWH(_) => "BboxXYXY2XYWH",
         Transform::ResizeImage(_) => "ResizeImage",
+        Transform::RandomInterpImage(_) => "RandomInterpImage",
         Transform::RandomShape(_) => "RandomShape",
         Transform::NormalizeImage(_) => "NormalizeImage",
         Transform::Permute(_) => "Permute",
+        Transform::Gt2YoloTarget(_) => "Gt2YoloTarget",
     }
 }
 
@@ -143,7 +146,7 @@ impl Walk {
         &mut self,
         t: &Transform,
         first: bool,
-        mixup_epoch: usize,
+        mixup_epoch: i64,
     ) -> std::result::Result<(), StepError> {
         let bad = |key: &'static str, msg: &str| Err((Some(key), msg.to_string()));
         let probability = |p: f32| (0.0..=1.0).contains(&p);
@@ -160,6 +163,7 @@ impl Walk {
             Transform::MixupImage(_)
                 | Transform::ColorDistort(_)
                 | Transform::RandomExpand(_)
+                | Transform::ExpandImage(_)
                 | Transform::RandomCrop(_)
                 | Transform::RandomFlipImage(_)
         );
@@ -176,8 +180,9 @@ impl Walk {
                     format!("must come before {done}: it works on the 0..255 picture"),
                 ));
             }
-            let flip = matches!(t, Transform::RandomFlipImage(_));
-            if self.boxes_xywh || (self.boxes_normalized && !flip) {
+            let on_normalized_boxes =
+                matches!(t, Transform::RandomFlipImage(_) | Transform::ExpandImage(_));
+            if self.boxes_xywh || (self.boxes_normalized && !on_normalized_boxes) {
                 return Err((
                     None,
                     "must come before NormalizeBox and BboxXYXY2XYWH: it works on pixel corner boxes"
@@ -185,7 +190,13 @@ impl Walk {
                 ));
             }
         }
-        if self.channel_first && matches!(t, Transform::ResizeImage(_) | Transform::RandomShape(_))
+        if self.channel_first
+            && matches!(
+                t,
+                Transform::ResizeImage(_)
+                    | Transform::RandomInterpImage(_)
+                    | Transform::RandomShape(_)
+            )
         {
             return Err((
                 None,
@@ -262,6 +273,32 @@ impl Walk {
                     skip_probability: f64::from(e.prob),
                     fill: [r, g, b],
                 }));
+            }
+            Transform::ExpandImage(e) => {
+                if !self.boxes_normalized {
+                    return Err((
+                        None,
+                        "must come after NormalizeBox: it works on 0..1 boxes (RandomExpand is the one for pixel boxes)".into(),
+                    ));
+                }
+                if e.max_ratio.is_nan() || e.max_ratio < 1.0 {
+                    return bad("max_ratio", "must be at least 1");
+                }
+                if !probability(e.prob) {
+                    return bad("prob", "must be in [0, 1]");
+                }
+                let [r, g, b] = e.mean[..] else {
+                    return bad("mean", "must be 3 values, one per channel");
+                };
+                // PaddleDetection leaves the picture as it is below a ratio of
+                // 1.01, and fills a uint8 canvas (the mean truncated).
+                if e.max_ratio - 1.0 >= 0.01 {
+                    steps.push(Augment::Expand(ExpandParams {
+                        max_ratio: f64::from(e.max_ratio),
+                        skip_probability: 1.0 - f64::from(e.prob),
+                        fill: [r, g, b].map(f32::trunc),
+                    }));
+                }
             }
             Transform::RandomCrop(c) => {
                 let range = |v: &[f32], high: f32| {
@@ -351,6 +388,27 @@ impl Walk {
                 }
                 self.pipeline.resize = Some((r.target_size, interp));
             }
+            Transform::RandomInterpImage(r) => {
+                if !self.training {
+                    return Err((
+                        None,
+                        "runs in TrainReader only: it draws the interpolation at random (evaluation resizes with ResizeImage)".into(),
+                    ));
+                }
+                if r.target_size == 0 {
+                    return bad("target_size", "must be positive");
+                }
+                if r.max_size != 0 {
+                    return bad(
+                        "max_size",
+                        "must be 0: only the square target_size x target_size resize is supported, not the short-side resize capped at max_size",
+                    );
+                }
+                steps.push(Augment::RandomInterpResize(r.target_size));
+                // Every picture is this size now; without a RandomShape the
+                // batch keeps it (the interpolation is not used again).
+                self.pipeline.resize = Some((r.target_size, Interp::Linear));
+            }
             Transform::RandomShape(r) => {
                 if !self.training {
                     return Err((
@@ -416,6 +474,9 @@ impl Walk {
                 }
                 self.image_done.get_or_insert(name);
             }
+            // Config::check refuses the fine-grained loss, without which
+            // PaddleDetection drops this step; Config::warnings names it.
+            Transform::Gt2YoloTarget(_) => {}
         }
         Ok(())
     }
@@ -478,8 +539,8 @@ mod tests {
             mixup_epoch: 0,
             drop_empty: true,
             worker_num: 1,
-            bufsize: 1,
-            use_process: false,
+            bufsize: None,
+            use_process: None,
         }
     }
 

@@ -29,10 +29,19 @@ pub struct Config {
     pub snapshot_iter: usize,
     #[serde(default = "defaults::save_dir")]
     pub save_dir: String,
-    #[serde(default)]
-    pub use_gpu: bool,
+    /// No effect: `--device` picks the device (`warnings` says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_gpu: Option<bool>,
+    /// The loss printed is smoothed over this many iterations.
     #[serde(default = "defaults::log_smooth_window")]
     pub log_smooth_window: usize,
+    /// A log line every this many iterations (without a terminal).
+    #[serde(default = "defaults::log_iter")]
+    pub log_iter: usize,
+    /// PaddleDetection's per-level loss with `Gt2YoloTarget` targets; only
+    /// `false` (the YOLOv3 configs' value) is implemented.
+    #[serde(default)]
+    pub use_fine_grained_loss: bool,
     /// `VOC` or `COCO`.
     #[serde(default = "defaults::metric")]
     pub metric: String,
@@ -51,6 +60,8 @@ pub struct Config {
     pub darknet: DarkNet,
     #[serde(rename = "YOLOv3Head", default)]
     pub yolov3_head: YOLOv3Head,
+    #[serde(rename = "YOLOv3Loss", default)]
+    pub yolov3_loss: YOLOv3Loss,
     #[serde(rename = "TrainReader")]
     pub train_reader: Reader,
     #[serde(rename = "EvalReader", default)]
@@ -69,6 +80,9 @@ mod defaults {
     pub fn log_smooth_window() -> usize {
         20
     }
+    pub fn log_iter() -> usize {
+        20
+    }
     pub fn metric() -> String {
         "VOC".into()
     }
@@ -80,6 +94,9 @@ mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn expand_image_mean() -> Vec<f32> {
+        vec![127.5; 3]
     }
 }
 
@@ -257,8 +274,8 @@ pub struct YOLOv3Head {
     pub anchors: Vec<Vec<u32>>,
     /// Anchor indices per output level, stride 32 first.
     pub anchor_masks: Vec<Vec<usize>>,
-    pub ignore_thresh: f32,
-    pub label_smooth: bool,
+    /// The loss section: `YOLOv3Loss`, the only one implemented.
+    pub yolo_loss: String,
     pub scale_x_y: f32,
     pub norm_decay: f32,
     /// Channels of level 0's blocks (half at level 1, a quarter at level 2).
@@ -296,12 +313,37 @@ impl Default for YOLOv3Head {
             .map(|a| a.to_vec())
             .collect(),
             anchor_masks: vec![vec![6, 7, 8], vec![3, 4, 5], vec![0, 1, 2]],
-            ignore_thresh: 0.7,
-            label_smooth: false,
+            yolo_loss: "YOLOv3Loss".into(),
             scale_x_y: 1.0,
             norm_decay: 0.0,
             width: 512,
             nms: MultiClassNMS::default(),
+        }
+    }
+}
+
+/// The loss the head's `yolo_loss` names, with PaddleDetection's defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct YOLOv3Loss {
+    /// Predictions overlapping a box by more than this are not penalised
+    /// as background.
+    pub ignore_thresh: f32,
+    pub label_smooth: bool,
+    /// Deprecated in PaddleDetection (`TrainReader.batch_size` is used):
+    /// any value but -1 only warns.
+    pub batch_size: i64,
+    /// As the top-level key, which PaddleDetection shares into this section.
+    pub use_fine_grained_loss: bool,
+}
+
+impl Default for YOLOv3Loss {
+    fn default() -> Self {
+        YOLOv3Loss {
+            ignore_thresh: 0.7,
+            label_smooth: true,
+            batch_size: -1,
+            use_fine_grained_loss: false,
         }
     }
 }
@@ -348,25 +390,30 @@ pub struct Reader {
     pub shuffle: bool,
     #[serde(default)]
     pub drop_last: bool,
-    /// Mixup is applied during the first `mixup_epoch` epochs.
+    /// Mixup is applied during the first `mixup_epoch` epochs (none when
+    /// negative, PaddleDetection's `-1`).
     #[serde(default)]
-    pub mixup_epoch: usize,
+    pub mixup_epoch: i64,
     /// Drop images without boxes (training).
     #[serde(default = "defaults::yes")]
     pub drop_empty: bool,
     #[serde(default = "defaults::one")]
     pub worker_num: usize,
-    #[serde(default = "defaults::one")]
-    pub bufsize: usize,
-    #[serde(default)]
-    pub use_process: bool,
+    /// No effect: the loader's prefetch depth is fixed (`warnings`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bufsize: Option<usize>,
+    /// No effect: the loader uses threads (`warnings`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_process: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InputsDef {
+    /// No effect: the loader feeds what the model needs (`warnings`).
     pub fields: Vec<String>,
     pub num_max_boxes: usize,
+    /// No effect: sizes come from `RandomShape`/`ResizeImage` (`warnings`).
     pub image_shape: Vec<usize>,
 }
 
@@ -460,15 +507,18 @@ pub enum Transform {
     MixupImage(MixupImage),
     ColorDistort(ColorDistort),
     RandomExpand(RandomExpand),
+    ExpandImage(ExpandImage),
     RandomCrop(RandomCrop),
     RandomFlipImage(RandomFlipImage),
     NormalizeBox(NormalizeBox),
     PadBox(PadBox),
     BboxXYXY2XYWH(BboxXYXY2XYWH),
     ResizeImage(ResizeImage),
+    RandomInterpImage(RandomInterpImage),
     RandomShape(RandomShape),
     NormalizeImage(NormalizeImage),
     Permute(Permute),
+    Gt2YoloTarget(Gt2YoloTarget),
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -545,6 +595,19 @@ impl Default for RandomExpand {
             fill_value: vec![127.5, 127.5, 127.5],
         }
     }
+}
+
+/// Like `RandomExpand`, on 0..1 boxes (after `NormalizeBox`): with
+/// probability `prob` places the image on a canvas up to `max_ratio` times
+/// larger, filled with `mean` (truncated to whole values, as PaddleDetection's
+/// uint8 canvas does).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpandImage {
+    pub max_ratio: f32,
+    pub prob: f32,
+    #[serde(default = "defaults::expand_image_mean")]
+    pub mean: Vec<f32>,
 }
 
 /// SSD-style crop constrained by the IoU with the boxes.
@@ -627,6 +690,15 @@ impl Default for ResizeImage {
     }
 }
 
+/// Resize to `target_size` square with an interpolation drawn per image;
+/// `max_size` (PaddleDetection's short-side resize capped at it) must be 0.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RandomInterpImage {
+    pub target_size: usize,
+    pub max_size: usize,
+}
+
 /// Per batch, resize to a size drawn from `sizes`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -668,6 +740,31 @@ impl Default for Permute {
         Permute {
             to_bgr: false,
             channel_first: true,
+        }
+    }
+}
+
+/// The fine-grained loss's per-level targets. Without
+/// `use_fine_grained_loss` PaddleDetection drops it from the reader, and so
+/// does pulsefocus (with a warning); the parameters are read and kept.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Gt2YoloTarget {
+    pub anchors: Vec<Vec<u32>>,
+    pub anchor_masks: Vec<Vec<usize>>,
+    pub downsample_ratios: Vec<usize>,
+    pub num_classes: usize,
+    pub iou_thresh: f32,
+}
+
+impl Default for Gt2YoloTarget {
+    fn default() -> Self {
+        Gt2YoloTarget {
+            anchors: Vec::new(),
+            anchor_masks: Vec::new(),
+            downsample_ratios: vec![32, 16, 8],
+            num_classes: 80,
+            iou_thresh: 1.0,
         }
     }
 }

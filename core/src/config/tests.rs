@@ -371,9 +371,8 @@ fn show_and_convert_round_trip_every_shipped_config() {
 /// `MINIMAL` as PaddleDetection writes it.
 const MINIMAL_YAML: &str = "architecture: YOLOv3\nnum_classes: 4\nmax_iters: 10\n\
     TrainReader:\n  batch_size: 2\n  dataset:\n    !VOCDataSet\n    dataset_dir: d\n\
-    \x20 sample_transforms:\n  - !DecodeImage {}\n  - !NormalizeBox {}\n  - !PadBox {}\n\
-    \x20 - !BboxXYXY2XYWH {}\n  batch_transforms:\n  - !RandomShape\n    sizes: [320]\n\
-    \x20 - !NormalizeImage {}\n  - !Permute {}\n";
+    \x20 sample_transforms: [!DecodeImage {}, !NormalizeBox {}, !PadBox {}, !BboxXYXY2XYWH {}]\n\
+    \x20 batch_transforms: [!RandomShape {sizes: [320]}, !NormalizeImage {}, !Permute {}]\n";
 
 #[test]
 fn yaml_config_loads_like_its_ron_twin() {
@@ -395,16 +394,18 @@ fn yaml_reader_include_and_paddle_merge_rule() {
     let dir = write_configs(&[
         (
             "readers/reader.yml",
-            "TrainReader:\n  batch_size: 8\n  shuffle: false\n  dataset:\n    !COCODataSet\n    \
-             image_dir: train2017\n    anno_path: annotations/custom.json\n    \
-             dataset_dir: dataset/coco\n",
+            &MINIMAL_YAML
+                .replace("batch_size: 2", "batch_size: 8\n  shuffle: false")
+                .replace(
+                    "!VOCDataSet\n    dataset_dir: d",
+                    "!COCODataSet\n    image_dir: train2017\n    \
+                     anno_path: annotations/custom.json\n    dataset_dir: dataset/coco",
+                ),
         ),
         (
             "c.yml",
             "architecture: YOLOv3\nnum_classes: 4\nmax_iters: 10\n_READER_: 'readers/reader.yml'\n\
-             TrainReader:\n  shuffle: true\n  dataset:\n    !COCODataSet\n    dataset_dir: mine\n\
-             \x20 sample_transforms: [!DecodeImage {}, !NormalizeBox {}, !PadBox {}, !BboxXYXY2XYWH {}]\n\
-             \x20 batch_transforms: [!RandomShape {sizes: [320]}, !NormalizeImage {}, !Permute {}]\n",
+             TrainReader:\n  shuffle: true\n  dataset:\n    !COCODataSet\n    dataset_dir: mine\n",
         ),
     ]);
     let c = load(&dir.path().join("c.yml"), &[]).unwrap();
@@ -452,4 +453,355 @@ fn bad_yaml_configs_are_one_line_errors() {
     assert!(error("type.yml").contains("max_iters"));
     assert!(error("yaml_named.ron").contains("looks like YAML: name it .yml"));
     assert!(error("ron_named.yml").contains("looks like RON: name it .ron"));
+}
+
+fn ppdet_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/ppdet_configs")
+        .join(name)
+}
+
+/// Every key of PaddleDetection's YOLOv3 configs is read: those that change
+/// nothing here are named by `warnings`, one line each.
+#[test]
+fn real_yolov3_yaml_configs_load_and_name_keys_without_effect() {
+    for name in [
+        "yolov3_mobilenet_v1.yml",
+        "yolov3_darknet.yml",
+        "yolov3_mobilenet_v1_voc.yml",
+        "yolov3_darknet_voc.yml",
+        "yolov3_mobilenet_v1_fruit.yml",
+    ] {
+        let c = load(&ppdet_fixture(name), &[]).unwrap_or_else(|e| panic!("{e}"));
+        let warnings = c.warnings().join("\n");
+        assert!(warnings.contains("use_gpu has no effect"), "{warnings}");
+        assert!(
+            warnings.contains("inputs_def.fields (TrainReader, EvalReader, TestReader)"),
+            "{warnings}"
+        );
+        let gt2yolo = "TrainReader.batch_transforms[3].Gt2YoloTarget has no effect";
+        // The fruit config lists its own batch_transforms, without it.
+        assert_eq!(
+            warnings.contains(gt2yolo),
+            !name.contains("fruit"),
+            "{warnings}"
+        );
+        assert_eq!(c.log_iter, 20);
+        // ignore_thresh and label_smooth come from YOLOv3Loss, as there.
+        let yolo = c.yolo_config();
+        assert_eq!(yolo.ignore_thresh, 0.7);
+        assert_eq!(yolo.label_smooth, !name.contains("_voc"), "{name}");
+    }
+    let fruit = load(&ppdet_fixture("yolov3_mobilenet_v1_fruit.yml"), &[]).unwrap();
+    assert_eq!(fruit.train_reader.mixup_epoch, -1);
+    let file = Path::new("fruit.yml");
+    let pipeline = fruit.train_reader.pipeline(file, "TrainReader").unwrap();
+    use crate::data::transforms::random_expand::ExpandParams;
+    use crate::data::transforms::Augment;
+    assert_eq!(
+        pipeline.sample.steps,
+        vec![
+            // ExpandImage: prob is the chance of expanding; a uint8 canvas.
+            Augment::Expand(ExpandParams {
+                max_ratio: 4.0,
+                skip_probability: 0.5,
+                fill: [123.0, 116.0, 103.0],
+            }),
+            Augment::RandomInterpResize(608),
+            Augment::Flip(0.5),
+        ]
+    );
+    // The shipped RON configs leave out the keys without effect.
+    for entry in fs::read_dir(configs_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "ron") {
+            let c = load(&path, &[]).unwrap();
+            assert_eq!(c.warnings(), Vec::<String>::new(), "{}", path.display());
+        }
+    }
+}
+
+/// Keys and values that would change training and are not implemented are
+/// errors naming the file, the key and what is supported.
+#[test]
+fn unimplemented_yolov3_keys_are_errors() {
+    let fruit = ppdet_fixture("yolov3_mobilenet_v1_fruit.yml");
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["use_fine_grained_loss=true"],
+            "key use_fine_grained_loss",
+            "(supported: false)",
+        ),
+        (
+            &["YOLOv3Loss.use_fine_grained_loss=true"],
+            "key YOLOv3Loss.use_fine_grained_loss",
+            "(supported: false)",
+        ),
+        (
+            &["YOLOv3Head.yolo_loss=IouLoss"],
+            "key YOLOv3Head.yolo_loss",
+            "(supported: YOLOv3Loss)",
+        ),
+        (
+            &["MobileNet.norm_type=affine_channel"],
+            "key MobileNet.norm_type",
+            "(supported: bn, sync_bn)",
+        ),
+        (
+            &["MobileNet.norm_decay=0.0005"],
+            "key MobileNet.norm_decay",
+            "(supported: 0)",
+        ),
+    ];
+    for (o, key, supported) in cases {
+        let e = load(&fruit, &overrides(o)).unwrap_err().to_string();
+        assert!(e.contains("yolov3_mobilenet_v1_fruit.yml"), "{e}");
+        assert!(e.contains(key), "{key}: {e}");
+        assert!(e.contains(supported), "{supported}: {e}");
+    }
+    // Transform parameters, edited in a copy of the file.
+    let text = fs::read_to_string(&fruit).unwrap();
+    let reader = fs::read_to_string(ppdet_fixture("yolov3_reader.yml")).unwrap();
+    let edits = [
+        (
+            "max_size: 0",
+            "max_size: 1333",
+            "key TrainReader.sample_transforms[3].RandomInterpImage.max_size): must be 0",
+        ),
+        (
+            "max_ratio: 4.0",
+            "max_ratio: 0.5",
+            "key TrainReader.sample_transforms[2].ExpandImage.max_ratio): must be at least 1",
+        ),
+    ];
+    for (from, to, want) in edits {
+        let edited = text.replace(from, to);
+        let dir = write_configs(&[("fruit.yml", &edited), ("yolov3_reader.yml", &reader)]);
+        let e = load(&dir.path().join("fruit.yml"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fruit.yml (") && e.contains(want), "{want}: {e}");
+    }
+    // Where pulsefocus used to read the loss keys.
+    let e = load(&fruit, &overrides(&["YOLOv3Head.label_smooth=false"]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("it belongs in the YOLOv3Loss section"), "{e}");
+    // ExpandImage works on 0..1 boxes: before NormalizeBox is an error.
+    let dir = write_configs(&[(
+        "c.yml",
+        &MINIMAL_YAML.replace(
+            "!DecodeImage {}, ",
+            "!DecodeImage {}, !ExpandImage {max_ratio: 2, prob: 0.5}, ",
+        ),
+    )]);
+    let e = load(&dir.path().join("c.yml"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("sample_transforms[1].ExpandImage): must come after NormalizeBox"),
+        "{e}"
+    );
+}
+
+/// What PaddleDetection's `load_config` resolved for a fixture, and the
+/// parameters its train program creates (`make_fixtures.py`).
+fn ppdet_json(stem: &str, kind: &str) -> serde_json::Value {
+    let text = fs::read_to_string(ppdet_fixture(&format!("{stem}.{kind}.json"))).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Walks our config (as JSON) beside PaddleDetection's: every value both
+/// have must agree (numbers to f32 precision). Keys only PaddleDetection has
+/// go to `theirs_only` with their values; returns the number of values
+/// compared.
+fn compare_values(
+    path: &str,
+    ours: &serde_json::Value,
+    theirs: &serde_json::Value,
+    failures: &mut Vec<String>,
+    theirs_only: &mut Vec<(String, serde_json::Value)>,
+) -> usize {
+    use serde_json::Value;
+    match (ours, theirs) {
+        (Value::Object(o), Value::Object(t)) => t
+            .iter()
+            .map(|(key, tv)| match o.get(key) {
+                Some(ov) => compare_values(&format!("{path}.{key}"), ov, tv, failures, theirs_only),
+                None => {
+                    theirs_only.push((key.clone(), tv.clone()));
+                    0
+                }
+            })
+            .sum(),
+        (Value::Array(o), Value::Array(t)) if o.len() == t.len() => o
+            .iter()
+            .zip(t)
+            .enumerate()
+            .map(|(i, (ov, tv))| {
+                compare_values(&format!("{path}[{i}]"), ov, tv, failures, theirs_only)
+            })
+            .sum(),
+        (Value::Number(o), Value::Number(t)) => {
+            let (o, t) = (o.as_f64().unwrap(), t.as_f64().unwrap());
+            if (o - t).abs() > 1e-6 * t.abs().max(1.0) {
+                failures.push(format!("{path}: ours {o}, PaddleDetection {t}"));
+            }
+            1
+        }
+        // An absent path: None there, empty here.
+        (Value::String(o), Value::Null) if o.is_empty() => 1,
+        _ => {
+            if ours != theirs {
+                failures.push(format!("{path}: ours {ours}, PaddleDetection {theirs}"));
+            }
+            1
+        }
+    }
+}
+
+/// Each PaddleDetection YAML plans with exactly the parameters (names,
+/// shapes, order) PaddleDetection's train program creates for it, and
+/// resolves to the values `load_config` returns.
+#[test]
+fn ppdet_yaml_fixtures_match_paddledetections_own_code() {
+    for stem in [
+        "yolov3_mobilenet_v1",
+        "yolov3_darknet",
+        "yolov3_mobilenet_v1_voc",
+        "yolov3_darknet_voc",
+        "yolov3_mobilenet_v1_fruit",
+    ] {
+        let config = load(&ppdet_fixture(&format!("{stem}.yml")), &[]).unwrap();
+
+        let ours: Vec<(String, Vec<usize>)> = config
+            .model_spec()
+            .param_specs()
+            .into_iter()
+            .map(|p| (p.name, p.shape))
+            .collect();
+        let theirs: Vec<(String, Vec<usize>)> = ppdet_json(stem, "params")
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let shape = p["shape"].as_array().unwrap();
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    shape.iter().map(|d| d.as_u64().unwrap() as usize).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(ours, theirs, "{stem}: parameters");
+
+        let mut theirs = ppdet_json(stem, "resolved");
+        // PaddleDetection expands a single gamma into one factor per
+        // milestone: compare the rates the schedule steps through.
+        let schedulers = theirs["LearningRate"]["schedulers"].as_array_mut().unwrap();
+        let decay = schedulers[0]["PiecewiseDecay"].as_object_mut().unwrap();
+        let gammas = decay.remove("gamma").unwrap();
+        decay.remove("values");
+        let base_lr = theirs["LearningRate"]["base_lr"].as_f64().unwrap();
+        let rates: Vec<f64> = std::iter::once(base_lr)
+            .chain(
+                gammas
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|g| base_lr * g.as_f64().unwrap()),
+            )
+            .collect();
+        let schedule = config.schedule();
+        assert_eq!(schedule.values.len(), rates.len(), "{stem}");
+        for (ours, theirs) in schedule.values.iter().zip(&rates) {
+            assert!(
+                (f64::from(*ours) - theirs).abs() < 1e-6 * theirs,
+                "{stem}: {ours} vs {theirs}"
+            );
+        }
+
+        let ours = serde_json::to_value(&config).unwrap();
+        let (mut failures, mut theirs_only) = (Vec::new(), Vec::new());
+        let compared = compare_values(stem, &ours, &theirs, &mut failures, &mut theirs_only);
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert!(compared > 150, "{stem}: only {compared} values compared");
+        // What PaddleDetection's objects carry that pulsefocus has no key
+        // for: bookkeeping, the interpolation list RandomShape derives from
+        // random_inter, and options that must stay at the value pulsefocus
+        // implements (None: any value).
+        let null = serde_json::Value::Null;
+        let allowed: &[(&str, Option<serde_json::Value>)] = &[
+            ("cname2cid", Some(null.clone())),
+            ("roidbs", Some(null.clone())),
+            ("sample_num", Some((-1).into())),
+            ("interps", None),
+            ("image_dir", Some("".into())),
+            // COCODataSet: categories come from the file.
+            ("use_default_label", Some(false.into())),
+            ("load_image_only", Some(false.into())),
+            ("load_semantic", Some(false.into())),
+            ("with_cutmix", Some(false.into())),
+            ("hsv_format", Some(false.into())),
+            ("random_channel", Some(false.into())),
+            ("is_mask_crop", Some(false.into())),
+            ("is_mask_expand", Some(false.into())),
+            ("is_mask_flip", Some(false.into())),
+            ("max_size", Some(0.into())),
+            ("resize_box", Some(false.into())),
+            ("use_cv2", Some(true.into())),
+        ];
+        for (key, value) in theirs_only {
+            let Some((_, want)) = allowed.iter().find(|(k, _)| *k == key) else {
+                panic!("{stem}: PaddleDetection has {key}: {value}, pulsefocus has no such key")
+            };
+            if let Some(want) = want {
+                assert_eq!(&value, want, "{stem}: {key}");
+            }
+        }
+    }
+}
+
+/// The shipped RON configs are PaddleDetection's YAML: the same config but
+/// for the keys that have no effect (left out of the RON), the output
+/// folder's name, the exclusion preset and the COCO TestReader's category
+/// file under dataset/coco (each said in a comment there).
+#[test]
+fn shipped_ron_configs_mirror_paddledetections_yaml() {
+    /// Drops what has no effect here (`Config::warnings` names it).
+    fn effective(mut c: Config) -> Config {
+        c.use_gpu = None;
+        for reader in [
+            Some(&mut c.train_reader),
+            c.eval_reader.as_mut(),
+            c.test_reader.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            reader.inputs_def.fields.clear();
+            reader.inputs_def.image_shape.clear();
+            reader.bufsize = None;
+            reader.use_process = None;
+            reader
+                .batch_transforms
+                .retain(|t| !matches!(t, Transform::Gt2YoloTarget(_)));
+        }
+        c
+    }
+    for (ron, yaml) in [
+        ("yolov3_mobilenet_v1_coco.ron", "yolov3_mobilenet_v1.yml"),
+        ("yolov3_darknet_coco.ron", "yolov3_darknet.yml"),
+        ("yolov3_mobilenet_v1_voc.ron", "yolov3_mobilenet_v1_voc.yml"),
+        ("yolov3_darknet_voc.ron", "yolov3_darknet_voc.yml"),
+    ] {
+        let ours = load(&configs_dir().join(ron), &[]).unwrap();
+        let mut theirs = effective(load(&ppdet_fixture(yaml), &[]).unwrap());
+        theirs.weights = ours.weights.clone();
+        theirs.finetune_exclude_pretrained_params = ours.finetune_exclude_pretrained_params.clone();
+        if ron.contains("coco") {
+            let dataset = ours.test_reader.as_ref().unwrap().dataset.clone();
+            theirs.test_reader.as_mut().unwrap().dataset = dataset;
+        }
+        assert_eq!(ours, theirs, "{ron} vs {yaml}");
+    }
 }

@@ -14,8 +14,9 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// PiecewiseDecay with a single `gamma`: the rate is multiplied by `gamma`
-    /// at each boundary (PaddleDetection expands 0.1 to [0.1, 0.01]).
+    /// PiecewiseDecay with a single `gamma`, as PaddleDetection expands it:
+    /// after boundary k the rate is `base_lr * gamma / 10^k` (0.1 gives
+    /// [0.1, 0.01], 0.5 gives [0.5, 0.05]).
     pub fn piecewise(
         base_lr: f32,
         gamma: f32,
@@ -25,7 +26,7 @@ impl Schedule {
     ) -> Self {
         let mut values = vec![base_lr];
         for k in 0..boundaries.len() {
-            values.push(base_lr * gamma.powi(k as i32 + 1));
+            values.push(base_lr * gamma / 10f32.powi(k as i32));
         }
         Schedule {
             base_lr,

@@ -37,6 +37,9 @@ pub enum Augment {
         size: usize,
         interp: Interp,
     },
+    /// `RandomInterpImage`: to `size` x `size`, the interpolation drawn per
+    /// image from `Interp::ALL`.
+    RandomInterpResize(usize),
 }
 
 /// The per-sample transforms a training reader's `sample_transforms` lists,
@@ -100,6 +103,10 @@ pub fn augment(
             Augment::Crop(params) => random_crop::random_crop(sample, params, rng),
             Augment::Flip(probability) => random_flip::random_flip(sample, *probability, rng),
             Augment::Resize { size, interp } => resize::resize_sample(sample, *size, *interp),
+            Augment::RandomInterpResize(size) => {
+                let interp = Interp::ALL[rng.below(Interp::ALL.len() as u64) as usize];
+                resize::resize_sample(sample, *size, interp)
+            }
         }
     }
 }
