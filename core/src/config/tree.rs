@@ -525,4 +525,95 @@ mod tests {
         let line = r.text.lines().position(|l| l.starts_with("c:")).unwrap();
         assert_eq!(r.line_keys[line], "a.b[0].c");
     }
+
+    /// Small trees of sections, named objects, lists and scalars under a few
+    /// shared keys, so that merges meet the same keys often.
+    fn tree_strategy() -> impl proptest::strategy::Strategy<Value = Node> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            (0i32..5).prop_map(|n| Node::Number(n.to_string())),
+            "[a-c]".prop_map(Node::Str),
+            any::<bool>().prop_map(Node::Bool),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Node::List),
+                (
+                    proptest::option::of(prop_oneof![Just("VOC"), Just("COCO")]),
+                    proptest::collection::vec(
+                        (prop_oneof![Just("a"), Just("b"), Just("c")], inner),
+                        0..3
+                    ),
+                )
+                    .prop_map(|(name, fields)| {
+                        let mut unique: Vec<(String, Node)> = Vec::new();
+                        for (k, v) in fields {
+                            if !unique.iter().any(|(u, _)| u == k) {
+                                unique.push((k.to_string(), v));
+                            }
+                        }
+                        Node::Struct {
+                            name: name.map(str::to_string),
+                            fields: unique,
+                        }
+                    }),
+            ]
+        })
+    }
+
+    fn section(fields: Vec<(String, Node)>) -> Node {
+        Node::Struct { name: None, fields }
+    }
+
+    proptest::proptest! {
+        /// What a file says wins, what it leaves out is inherited: every key
+        /// of the file's section is in the result, with the file's scalar,
+        /// list or (PaddleDetection's rule) named object as written; every
+        /// key only the base has keeps the base's value; and an empty file
+        /// changes nothing.
+        #[test]
+        fn merge_keeps_the_files_values_and_inherits_the_rest(
+            base in proptest::collection::vec(("[a-d]", tree_strategy()), 0..4),
+            over in proptest::collection::vec(("[a-d]", tree_strategy()), 0..4),
+            named_replaces in proptest::bool::ANY,
+        ) {
+            let dedup = |fields: Vec<(String, Node)>| {
+                let mut unique: Vec<(String, Node)> = Vec::new();
+                for (k, v) in fields {
+                    if !unique.iter().any(|(u, _)| *u == k) {
+                        unique.push((k, v));
+                    }
+                }
+                unique
+            };
+            let (base, over) = (section(dedup(base)), section(dedup(over)));
+            let rule = if named_replaces { MergeRule::NamedReplaces } else { MergeRule::SameNameMerges };
+            let mut merged = base.clone();
+            merged.merge_from(over.clone(), rule);
+            let Node::Struct { fields: over_fields, .. } = &over else { unreachable!() };
+            let Node::Struct { fields: base_fields, .. } = &base else { unreachable!() };
+            for (key, value) in over_fields {
+                let got = merged.field(key).unwrap();
+                let replaces = match value {
+                    Node::Struct { name: None, .. } => false,
+                    Node::Struct { name, .. } => {
+                        rule == MergeRule::NamedReplaces
+                            || !matches!(base.field(key), Some(Node::Struct { name: b, .. }) if b == name || b.is_none())
+                    }
+                    _ => true,
+                };
+                if replaces {
+                    proptest::prop_assert_eq!(got, value);
+                }
+            }
+            for (key, value) in base_fields {
+                if over.field(key).is_none() {
+                    proptest::prop_assert_eq!(merged.field(key), Some(value));
+                }
+            }
+            let mut unchanged = base.clone();
+            unchanged.merge_from(section(Vec::new()), rule);
+            proptest::prop_assert_eq!(unchanged, base);
+        }
+    }
 }
