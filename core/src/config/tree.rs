@@ -545,24 +545,35 @@ mod tests {
                         0..3
                     ),
                 )
-                    .prop_map(|(name, fields)| {
-                        let mut unique: Vec<(String, Node)> = Vec::new();
-                        for (k, v) in fields {
-                            if !unique.iter().any(|(u, _)| u == k) {
-                                unique.push((k.to_string(), v));
-                            }
-                        }
-                        Node::Struct {
-                            name: name.map(str::to_string),
-                            fields: unique,
-                        }
+                    .prop_map(|(name, fields)| Node::Struct {
+                        name: name.map(str::to_string),
+                        fields: first_of_each_key(
+                            fields
+                                .into_iter()
+                                .map(|(k, v)| (k.to_string(), v))
+                                .collect(),
+                        ),
                     }),
             ]
         })
     }
 
+    /// A struct holds each key once: the first of repeated keys is kept.
+    fn first_of_each_key(fields: Vec<(String, Node)>) -> Vec<(String, Node)> {
+        let mut unique: Vec<(String, Node)> = Vec::new();
+        for (k, v) in fields {
+            if !unique.iter().any(|(u, _)| *u == k) {
+                unique.push((k, v));
+            }
+        }
+        unique
+    }
+
     fn section(fields: Vec<(String, Node)>) -> Node {
-        Node::Struct { name: None, fields }
+        Node::Struct {
+            name: None,
+            fields: first_of_each_key(fields),
+        }
     }
 
     proptest::proptest! {
@@ -577,16 +588,7 @@ mod tests {
             over in proptest::collection::vec(("[a-d]", tree_strategy()), 0..4),
             named_replaces in proptest::bool::ANY,
         ) {
-            let dedup = |fields: Vec<(String, Node)>| {
-                let mut unique: Vec<(String, Node)> = Vec::new();
-                for (k, v) in fields {
-                    if !unique.iter().any(|(u, _)| *u == k) {
-                        unique.push((k, v));
-                    }
-                }
-                unique
-            };
-            let (base, over) = (section(dedup(base)), section(dedup(over)));
+            let (base, over) = (section(base), section(over));
             let rule = if named_replaces { MergeRule::NamedReplaces } else { MergeRule::SameNameMerges };
             let mut merged = base.clone();
             merged.merge_from(over.clone(), rule);
