@@ -16,6 +16,7 @@ pub mod models;
 pub mod optim;
 pub mod params;
 mod python_re;
+pub mod ssd;
 pub mod tensor;
 pub mod train;
 pub mod yolo;
