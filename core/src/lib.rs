@@ -4,6 +4,7 @@
 //! Knows nothing of the command line.
 
 pub mod backend;
+pub mod box_coder;
 pub mod config;
 pub mod cpu;
 pub mod data;
