@@ -20,6 +20,10 @@ pub enum NameStyle {
     /// MobileNetV1: `P_weights`, `P_bn_scale`, `P_bn_offset`, `P_bn_mean`,
     /// `P_bn_variance`.
     Underscored,
+    /// A conv built without a name, as SSD's head convs: Paddle names its
+    /// parameters after the layer's unique name `P` (`conv2d_22`):
+    /// `P.w_0`, `P.b_0`. Such convs here never have a batch norm.
+    Generated,
 }
 
 /// How a conv weight is drawn when no checkpoint provides it.
@@ -74,6 +78,8 @@ pub struct ConvUnitSpec {
     /// The L2 decay the conv weight declares itself (its `ParamAttr`
     /// regularizer), which wins over the optimizer's; None = the optimizer's.
     pub weight_decay: Option<f32>,
+    /// The same for the conv bias (units without batch norm).
+    pub bias_decay: Option<f32>,
 }
 
 /// One parameter of a unit: its name and shape, what it is, and the L2 decay
@@ -119,6 +125,11 @@ impl ConvUnitSpec {
             (NameStyle::Underscored, ParamRole::BnOffset) => format!("{p}_bn_offset"),
             (NameStyle::Underscored, ParamRole::BnMean) => format!("{p}_bn_mean"),
             (NameStyle::Underscored, ParamRole::BnVariance) => format!("{p}_bn_variance"),
+            (NameStyle::Generated, ParamRole::ConvWeight) => format!("{p}.w_0"),
+            (NameStyle::Generated, ParamRole::ConvBias) => format!("{p}.b_0"),
+            // Paddle would name an unnamed batch norm after its own layer
+            // (`batch_norm_N`); no model here has one, and the names say so.
+            (NameStyle::Generated, role) => format!("{p}.unnamed_batch_norm_{role:?}"),
         }
     }
 
@@ -138,9 +149,9 @@ impl ConvUnitSpec {
         }
     }
 
-    /// The unit's parameters in model order. BN scale and offset, and the
-    /// `yolo_output` biases, carry `L2Decay(0.)` in PaddleDetection (the
-    /// YOLOv3 configs set `norm_decay: 0.`), so they say Some(0.0).
+    /// The unit's parameters in model order. BN scale and offset carry
+    /// `L2Decay(0.)` in PaddleDetection (the configs set `norm_decay: 0.`),
+    /// so they say Some(0.0); weights and biases say what the unit declares.
     pub fn params(&self) -> Vec<UnitParam> {
         self.roles()
             .into_iter()
@@ -151,7 +162,8 @@ impl ConvUnitSpec {
                 };
                 let weight_decay = match role {
                     ParamRole::ConvWeight => self.weight_decay,
-                    ParamRole::ConvBias | ParamRole::BnScale | ParamRole::BnOffset => Some(0.0),
+                    ParamRole::ConvBias => self.bias_decay,
+                    ParamRole::BnScale | ParamRole::BnOffset => Some(0.0),
                     ParamRole::BnMean | ParamRole::BnVariance => None,
                 };
                 UnitParam {
@@ -404,6 +416,7 @@ mod tests {
             activation: Activation::LEAKY_0_1,
             init: WeightInit::ConvDefaultNormal,
             weight_decay: None,
+            bias_decay: None,
         }
     }
 
@@ -446,7 +459,23 @@ mod tests {
         let with_bias = unit(NameStyle::Dotted, false).params();
         assert_eq!(with_bias.len(), 2);
         assert_eq!(with_bias[1].spec.name, "p.conv.bias");
-        assert_eq!(with_bias[1].weight_decay, Some(0.0));
+        assert_eq!(with_bias[1].weight_decay, None);
+        let declared = ConvUnitSpec {
+            bias_decay: Some(0.0),
+            ..unit(NameStyle::Generated, false)
+        };
+        let names: Vec<_> = declared
+            .params()
+            .into_iter()
+            .map(|p| (p.spec.name, p.weight_decay))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("p.w_0".to_string(), None),
+                ("p.b_0".to_string(), Some(0.0))
+            ]
+        );
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub(crate) fn dotted_unit(
         activation: Activation::LEAKY_0_1,
         init: WeightInit::ConvDefaultNormal,
         weight_decay: None,
+        bias_decay: None,
     }
 }
 

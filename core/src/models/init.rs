@@ -54,6 +54,7 @@ mod tests {
             activation: Activation::LEAKY_0_1,
             init,
             weight_decay: None,
+            bias_decay: None,
         }
     }
 

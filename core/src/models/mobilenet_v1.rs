@@ -61,6 +61,7 @@ impl MobileNetV1Spec {
             init: WeightInit::MsraUniform,
             // The YOLOv3 configs build MobileNet with conv_decay 0.
             weight_decay: Some(0.0),
+            bias_decay: None,
         }
     }
 

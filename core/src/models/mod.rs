@@ -7,6 +7,7 @@ pub mod conv_unit;
 pub mod darknet53;
 pub mod init;
 pub mod mobilenet_v1;
+pub mod ssd;
 pub mod yolov3;
 pub mod yolov3_head;
 

@@ -91,6 +91,8 @@ impl Yolov3HeadSpec {
                 activation: Activation::Identity,
                 init: WeightInit::ConvDefaultNormal,
                 weight_decay: None,
+                // `yolo_output`'s bias declares L2Decay(0.).
+                bias_decay: Some(0.0),
             });
             if i < 2 {
                 units.push(dotted_unit(
