@@ -365,8 +365,9 @@ impl<T> Drop for DeviceBuf<T> {
         let addr = self.cells.as_ptr() as usize;
         LIVE_BUFS.with(|live| {
             let mut live = live.borrow_mut();
+            // `remove` keeps creation order, which race reports count in.
             if let Some(i) = live.iter().rposition(|&(a, _)| a == addr) {
-                live.swap_remove(i);
+                live.remove(i);
             }
         });
     }
@@ -703,18 +704,38 @@ fn live_regions() -> Vec<Region> {
 /// [`DeviceBuf`] of this thread (see [`run_checked`]); panics with the fault.
 pub fn launch<F: Fn(&Ctx)>(grid: Dim3, block: Dim3, body: F) {
     let kernel = caller_name::<F>();
-    if let Err(fault) = run_checked_with(&kernel, grid, block, &live_regions(), true, body) {
-        panic!("{fault}");
-    }
+    let result = run_checked_with(&kernel, grid, block, &live_regions(), true, body);
+    panic_on_fault(result);
 }
 
 /// [`launch`] for kernels whose threads never synchronise (cheaper); a
 /// `sync_threads` panics, naming the mistake.
 pub fn launch_independent<F: Fn(&Ctx)>(grid: Dim3, block: Dim3, body: F) {
     let kernel = caller_name::<F>();
-    if let Err(fault) = run_checked_with(&kernel, grid, block, &live_regions(), false, body) {
-        panic!("{fault}");
+    let result = run_checked_with(&kernel, grid, block, &live_regions(), false, body);
+    panic_on_fault(result);
+}
+
+fn panic_on_fault(result: Result<(), Fault>) {
+    match result {
+        Ok(()) => {}
+        Err(fault @ Fault::Race { region, .. }) => panic!(
+            "{fault} (region {region}: the {} DeviceBuf alive on this thread, by creation)",
+            ordinal(region + 1)
+        ),
+        Err(fault) => panic!("{fault}"),
     }
+}
+
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (1, 11) | (2, 12) | (3, 13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 #[cfg(test)]
