@@ -482,10 +482,9 @@ impl Grid<'_> {
                     Err(payload) => return Err(self.panic_fault(block, t, &*payload)),
                 }
             }
-            let Some(first) = (0..n).find(|&t| waiting[t].is_some()) else {
+            let Some((first, site)) = (0..n).find_map(|t| waiting[t].map(|s| (t, s))) else {
                 return Ok(());
             };
-            let site = waiting[first].unwrap_or_else(|| unreachable!());
             if let Some(gone) = (0..n).find(|&t| returned_after[t].is_some()) {
                 return Err(self.divergence(
                     block,
@@ -498,15 +497,15 @@ impl Grid<'_> {
                     ),
                 ));
             }
-            if let Some(other) = (0..n).find(|&t| waiting[t].is_some_and(|s| s != site)) {
+            let elsewhere = (0..n).find_map(|t| waiting[t].filter(|&s| s != site).map(|s| (t, s)));
+            if let Some((other, other_site)) = elsewhere {
                 return Err(self.divergence(
                     block,
                     format!(
-                        "at barrier {}, thread {} waits at {site} but thread {} at {}",
+                        "at barrier {}, thread {} waits at {site} but thread {} at {other_site}",
                         round + 1,
                         coords(self.block, first),
                         coords(self.block, other),
-                        waiting[other].unwrap_or(site),
                     ),
                 ));
             }
