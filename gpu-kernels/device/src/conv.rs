@@ -394,10 +394,14 @@ mod tests {
             DeviceBuf::filled(wt.len(), f32::NAN),
         );
         let depthwise = g.groups > 1 && g.groups == g.c_in && g.groups == g.c_out;
-        let bias_ptr: *const f32 = if bias.is_some() {
-            bb.ptr()
-        } else {
-            std::ptr::null()
+        // A function, not a pointer: raw pointers are not Sync, and the
+        // emulated threads share the closure.
+        let bias_ptr = || -> *const f32 {
+            if bias.is_some() {
+                bb.ptr()
+            } else {
+                std::ptr::null()
+            }
         };
         let tiled = |rows: u32, cols: u32| {
             let (gx, gy) = tile::grid_for(rows, cols);
@@ -409,7 +413,7 @@ mod tests {
                     c,
                     xb.ptr(),
                     wb.ptr(),
-                    bias_ptr,
+                    bias_ptr(),
                     yb.ptr(),
                     g.batch,
                     g.c_in,
@@ -476,7 +480,7 @@ mod tests {
                     c,
                     xb.ptr(),
                     wb.ptr(),
-                    bias_ptr,
+                    bias_ptr(),
                     yb.ptr(),
                     g.batch,
                     g.c_in,
