@@ -40,6 +40,9 @@ pub struct PtxParam {
 pub struct PtxEntry {
     pub name: String,
     pub params: Vec<PtxParam>,
+    /// Its body has a barrier (`bar.sync`) or calls a function (which might):
+    /// its threads must run side by side, not one after the other.
+    pub synchronises: bool,
 }
 
 fn type_bytes(ty: &str) -> Option<usize> {
@@ -55,12 +58,26 @@ fn type_bytes(ty: &str) -> Option<usize> {
 /// Every `.visible .entry NAME(` of `ptx` with its `.param` list
 /// (`.param .TYPE [.ptr ...] NAME_param_I`, I counting from 0).
 pub fn parse_entries(ptx: &str) -> Result<Vec<PtxEntry>, String> {
-    let mut entries = Vec::new();
+    let mut entries: Vec<PtxEntry> = Vec::new();
+    // Whether the lines being read are the body of the last entry.
+    let mut in_entry = false;
     let mut lines = ptx.lines().enumerate();
     while let Some((number, line)) = lines.next() {
         let Some(rest) = line.trim().strip_prefix(".visible .entry ") else {
+            let line = line.trim();
+            if line.starts_with(".func") || line.starts_with(".visible .func") {
+                in_entry = false;
+            } else if let Some(entry) = entries.last_mut().filter(|_| in_entry) {
+                if line.starts_with("bar.")
+                    || line.starts_with("barrier.")
+                    || line.starts_with("call")
+                {
+                    entry.synchronises = true;
+                }
+            }
             continue;
         };
+        in_entry = true;
         let name = rest.trim_end_matches('(').trim();
         if name.is_empty() || !rest.ends_with('(') {
             return Err(format!("line {}: unreadable entry '{line}'", number + 1));
@@ -103,6 +120,7 @@ pub fn parse_entries(ptx: &str) -> Result<Vec<PtxEntry>, String> {
         entries.push(PtxEntry {
             name: name.to_string(),
             params,
+            synchronises: false,
         });
     }
     Ok(entries)
@@ -207,12 +225,18 @@ pub struct Region {
 fn run_on_grid(
     kernel: &'static str,
     shape: LaunchShape,
+    synchronises: bool,
     _regions: &[Region],
     body: impl Fn(&Ctx) + Sync,
 ) -> Result<(), String> {
     let (g, b) = (shape.grid, shape.block);
     let (grid, block) = (Dim3::xyz(g.0, g.1, g.2), Dim3::xyz(b.0, b.1, b.2));
-    let run = std::panic::AssertUnwindSafe(|| emu::launch(grid, block, body));
+    // Kernels without a barrier run one thread after the other on this
+    // thread (no OS thread per GPU thread); the others need real threads.
+    let run = std::panic::AssertUnwindSafe(|| match synchronises {
+        true => emu::launch(grid, block, body),
+        false => emu::launch_independent(grid, block, body),
+    });
     std::panic::catch_unwind(run).map_err(|panic| {
         let message = panic
             .downcast_ref::<String>()
@@ -300,7 +324,7 @@ impl EmulatedDriver {
         kernel: &'static str,
         shape: LaunchShape,
         args: &KernelArgs,
-    ) -> Result<(&'static HostEntry, Vec<Region>), String> {
+    ) -> Result<(&'static HostEntry, bool, Vec<Region>), String> {
         let entries = ptx_entries()?;
         let ptx = entries
             .get(kernel)
@@ -350,7 +374,7 @@ impl EmulatedDriver {
             }
         }
         check_shape(shape)?;
-        Ok((entry, regions))
+        Ok((entry, ptx.synchronises, regions))
     }
 
     /// The first damaged guard after a launch, named by buffer; the guard
@@ -464,13 +488,14 @@ impl Driver for EmulatedDriver {
         let fail = |message| DriverError::Kernel { kernel, message };
         // Held for the whole launch: one stream, so work runs in order.
         let state = self.lock();
-        let (entry, regions) = Self::check_launch(&state, kernel, shape, args).map_err(fail)?;
+        let (entry, synchronises, regions) =
+            Self::check_launch(&state, kernel, shape, args).map_err(fail)?;
         let params = Packed(args.param_pointers());
         let params = &params;
         let call = entry.call;
         // SAFETY: the arguments match the entry's signature and point into
         // live buffers with the extents the host computed (checked above).
-        run_on_grid(kernel, shape, &regions, move |ctx| unsafe {
+        run_on_grid(kernel, shape, synchronises, &regions, move |ctx| unsafe {
             call(ctx, &params.0)
         })
         .map_err(fail)?;
@@ -518,6 +543,9 @@ mod tests {
             [("f32", 4, false), ("u64", 8, true), ("u32", 4, false)]
         );
         assert!(entries[1].params.is_empty());
+        assert!(!entries[0].synchronises);
+        let synced = ".visible .entry k(\n)\n{\n\tbar.sync \t0;\n}\n.visible .func f(\n)\n{\n}\n";
+        assert!(parse_entries(synced).unwrap()[0].synchronises);
         let bad = ".visible .entry k(\n\t.param .u32 k_param_1\n)\n";
         assert!(parse_entries(bad)
             .unwrap_err()
@@ -544,6 +572,34 @@ mod tests {
             let pointers: Vec<bool> = params.iter().map(|p| p.pointer).collect();
             assert_eq!(host.param_sizes, &sizes[..], "{}", host.name);
             assert_eq!(host.param_pointers, &pointers[..], "{}", host.name);
+        }
+    }
+
+    #[test]
+    fn barrier_kernels_are_found_in_the_ptx() {
+        let entries = ptx_entries().unwrap();
+        let mut synchronising: Vec<&str> = entries
+            .values()
+            .filter(|e| e.synchronises)
+            .map(|e| e.name.as_str())
+            .collect();
+        synchronising.sort();
+        for name in [
+            "conv2d_forward",
+            "gemm",
+            "sum_blocks",
+            "nms_reduce",
+            "batch_norm_train_forward",
+        ] {
+            assert!(synchronising.contains(&name), "{synchronising:?}");
+        }
+        for name in [
+            "fill",
+            "depthwise_conv2d_forward",
+            "batch_norm_eval_forward",
+            "max_pool_forward",
+        ] {
+            assert!(!synchronising.contains(&name), "{name}");
         }
     }
 
