@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
 
-use pulsefocus_gpu_device::emu::{self, Ctx, Dim3};
+use pulsefocus_gpu_device::emu::{self, Ctx, Dim3, Region};
 use pulsefocus_gpu_device::registry::{host_entry, HostEntry};
 
 use super::{ArgKind, DevicePtr, Driver, DriverError, KernelArgs, LaunchShape};
@@ -40,9 +40,6 @@ pub struct PtxParam {
 pub struct PtxEntry {
     pub name: String,
     pub params: Vec<PtxParam>,
-    /// Its body has a barrier (`bar.sync`) or calls a function (which might):
-    /// its threads must run side by side, not one after the other.
-    pub synchronises: bool,
 }
 
 fn type_bytes(ty: &str) -> Option<usize> {
@@ -58,26 +55,12 @@ fn type_bytes(ty: &str) -> Option<usize> {
 /// Every `.visible .entry NAME(` of `ptx` with its `.param` list
 /// (`.param .TYPE [.ptr ...] NAME_param_I`, I counting from 0).
 pub fn parse_entries(ptx: &str) -> Result<Vec<PtxEntry>, String> {
-    let mut entries: Vec<PtxEntry> = Vec::new();
-    // Whether the lines being read are the body of the last entry.
-    let mut in_entry = false;
+    let mut entries = Vec::new();
     let mut lines = ptx.lines().enumerate();
     while let Some((number, line)) = lines.next() {
         let Some(rest) = line.trim().strip_prefix(".visible .entry ") else {
-            let line = line.trim();
-            if line.starts_with(".func") || line.starts_with(".visible .func") {
-                in_entry = false;
-            } else if let Some(entry) = entries.last_mut().filter(|_| in_entry) {
-                if line.starts_with("bar.")
-                    || line.starts_with("barrier.")
-                    || line.starts_with("call")
-                {
-                    entry.synchronises = true;
-                }
-            }
             continue;
         };
-        in_entry = true;
         let name = rest.trim_end_matches('(').trim();
         if name.is_empty() || !rest.ends_with('(') {
             return Err(format!("line {}: unreadable entry '{line}'", number + 1));
@@ -120,7 +103,6 @@ pub fn parse_entries(ptx: &str) -> Result<Vec<PtxEntry>, String> {
         entries.push(PtxEntry {
             name: name.to_string(),
             params,
-            synchronises: false,
         });
     }
     Ok(entries)
@@ -206,44 +188,26 @@ pub struct EmulatedDriver {
     state: Mutex<State>,
 }
 
-/// The packed parameter pointers, shared by the emulated threads.
-struct Packed(Vec<*const u8>);
-// SAFETY: read-only pointers into the launch's `KernelArgs`, alive for the launch.
-unsafe impl Sync for Packed {}
-
-/// A writable buffer extent of a launch (what the grid emulator may check
-/// writes against).
-#[derive(Clone, Copy, Debug)]
-pub struct Region {
-    pub start: DevicePtr,
-    pub bytes: usize,
-}
-
-/// Runs `body` over the launch's grid. The one place that calls the grid
-/// emulator: its checked variant (threads in several orders, races and
-/// barrier divergence reported by kernel name) takes the same arguments.
+/// Runs `body` over the launch's grid under the grid emulator's checked
+/// run: the threads of each block run forward and then in reverse from the
+/// same memory, and a byte of a written buffer (`regions`) that ends
+/// differently is a race; barrier divergence and panics are faults too,
+/// each naming the kernel.
 fn run_on_grid(
     kernel: &'static str,
     shape: LaunchShape,
-    synchronises: bool,
-    _regions: &[Region],
-    body: impl Fn(&Ctx) + Sync,
+    regions: &[Region],
+    body: impl Fn(&Ctx),
 ) -> Result<(), String> {
     let (g, b) = (shape.grid, shape.block);
     let (grid, block) = (Dim3::xyz(g.0, g.1, g.2), Dim3::xyz(b.0, b.1, b.2));
-    // Kernels without a barrier run one thread after the other on this
-    // thread (no OS thread per GPU thread); the others need real threads.
-    let run = std::panic::AssertUnwindSafe(|| match synchronises {
-        true => emu::launch(grid, block, body),
-        false => emu::launch_independent(grid, block, body),
-    });
-    std::panic::catch_unwind(run).map_err(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "the kernel body panicked".into());
-        format!("{kernel} failed under the grid emulator: {message}")
+    emu::run_checked(kernel, grid, block, regions, body).map_err(|fault| {
+        // The fault's text names the kernel already; the caller adds it once.
+        let text = fault.to_string();
+        let prefix = format!("kernel {kernel}: ");
+        text.strip_prefix(&prefix)
+            .map(str::to_string)
+            .unwrap_or(text)
     })
 }
 
@@ -324,7 +288,7 @@ impl EmulatedDriver {
         kernel: &'static str,
         shape: LaunchShape,
         args: &KernelArgs,
-    ) -> Result<(&'static HostEntry, bool, Vec<Region>), String> {
+    ) -> Result<(&'static HostEntry, Vec<Region>), String> {
         let entries = ptx_entries()?;
         let ptx = entries
             .get(kernel)
@@ -367,14 +331,17 @@ impl EmulatedDriver {
                         continue; // an absent optional buffer
                     }
                     Self::find(state, ptr, bytes).map_err(|e| format!("argument {i}: {e}"))?;
-                    if writes {
-                        regions.push(Region { start: ptr, bytes });
+                    if writes && bytes > 0 {
+                        // SAFETY: inside a live buffer (checked above), which
+                        // nothing but this launch touches until it returns
+                        // (the launch holds the driver's lock).
+                        regions.push(unsafe { Region::new(ptr as *mut u8, bytes) });
                     }
                 }
             }
         }
         check_shape(shape)?;
-        Ok((entry, ptx.synchronises, regions))
+        Ok((entry, regions))
     }
 
     /// The first damaged guard after a launch, named by buffer; the guard
@@ -488,15 +455,13 @@ impl Driver for EmulatedDriver {
         let fail = |message| DriverError::Kernel { kernel, message };
         // Held for the whole launch: one stream, so work runs in order.
         let state = self.lock();
-        let (entry, synchronises, regions) =
-            Self::check_launch(&state, kernel, shape, args).map_err(fail)?;
-        let params = Packed(args.param_pointers());
-        let params = &params;
+        let (entry, regions) = Self::check_launch(&state, kernel, shape, args).map_err(fail)?;
+        let params = args.param_pointers();
         let call = entry.call;
         // SAFETY: the arguments match the entry's signature and point into
         // live buffers with the extents the host computed (checked above).
-        run_on_grid(kernel, shape, synchronises, &regions, move |ctx| unsafe {
-            call(ctx, &params.0)
+        run_on_grid(kernel, shape, &regions, move |ctx| unsafe {
+            call(ctx, &params)
         })
         .map_err(fail)?;
         Self::check_guards(&state).map_err(fail)
@@ -543,9 +508,6 @@ mod tests {
             [("f32", 4, false), ("u64", 8, true), ("u32", 4, false)]
         );
         assert!(entries[1].params.is_empty());
-        assert!(!entries[0].synchronises);
-        let synced = ".visible .entry k(\n)\n{\n\tbar.sync \t0;\n}\n.visible .func f(\n)\n{\n}\n";
-        assert!(parse_entries(synced).unwrap()[0].synchronises);
         let bad = ".visible .entry k(\n\t.param .u32 k_param_1\n)\n";
         assert!(parse_entries(bad)
             .unwrap_err()
@@ -572,34 +534,6 @@ mod tests {
             let pointers: Vec<bool> = params.iter().map(|p| p.pointer).collect();
             assert_eq!(host.param_sizes, &sizes[..], "{}", host.name);
             assert_eq!(host.param_pointers, &pointers[..], "{}", host.name);
-        }
-    }
-
-    #[test]
-    fn barrier_kernels_are_found_in_the_ptx() {
-        let entries = ptx_entries().unwrap();
-        let mut synchronising: Vec<&str> = entries
-            .values()
-            .filter(|e| e.synchronises)
-            .map(|e| e.name.as_str())
-            .collect();
-        synchronising.sort();
-        for name in [
-            "conv2d_forward",
-            "gemm",
-            "sum_blocks",
-            "nms_reduce",
-            "batch_norm_train_forward",
-        ] {
-            assert!(synchronising.contains(&name), "{synchronising:?}");
-        }
-        for name in [
-            "fill",
-            "depthwise_conv2d_forward",
-            "batch_norm_eval_forward",
-            "max_pool_forward",
-        ] {
-            assert!(!synchronising.contains(&name), "{name}");
         }
     }
 
@@ -776,6 +710,23 @@ mod tests {
         args.u32(4);
         args.f32(2.0);
         driver.launch("fill", ONE_BLOCK, &args).unwrap();
+    }
+
+    #[test]
+    fn a_race_is_an_error_naming_the_kernel() {
+        let driver = EmulatedDriver::new(1 << 20).unwrap();
+        // copy_channels within one buffer, channels 0..2 onto 1..3: a thread
+        // reads channel 1 that another writes, so the result depends on
+        // which runs first.
+        let values: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let buffer = f32_buffer(&driver, &values);
+        let mut args = KernelArgs::new();
+        pointer(&mut args, buffer, 48, false);
+        args.u32(3).u32(0);
+        pointer(&mut args, buffer, 48, true);
+        args.u32(3).u32(1).u32(2).u32(1).u32(4);
+        let err = launch_error(&driver, "copy_channels", ONE_BLOCK, &args);
+        assert!(err.starts_with("kernel copy_channels: race: "), "{err}");
     }
 
     #[test]
