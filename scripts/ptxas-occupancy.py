@@ -86,17 +86,17 @@ def rust_const(path, name):
 
 
 def block_sizes():
-    """Threads per block of every kernel, as gpu-kernels/src/launch.rs and
-    plan.rs launch it. A kernel missing here stops the script."""
+    """Threads per block of every kernel, as the launch modules in
+    gpu-kernels/src/ops/ launch it. A kernel missing here stops the script."""
     tile = "gpu-kernels/device/src/tile.rs"
     tiled = (rust_const(tile, "BM") // rust_const(tile, "TM")) * (
         rust_const(tile, "BN") // rust_const(tile, "TN")
     )
-    elementwise = rust_const("gpu-kernels/src/plan.rs", "ELEMENTWISE_THREADS")
+    elementwise = rust_const("gpu-kernels/src/ops/mod.rs", "ELEMENTWISE_THREADS")
     reduce = rust_const("gpu-kernels/device/src/reduce.rs", "REDUCE_THREADS")
     nms = "gpu-kernels/device/src/nms.rs"
     groups = [
-        # plan::elementwise: grid-stride, one element per thread per step.
+        # ops::elementwise: grid-stride, one element per thread per step.
         (elementwise, [
             "fill", "scale", "add", "axpy", "activation_forward", "activation_backward",
             "sigmoid_forward", "sigmoid_backward", "momentum_sgd",
@@ -107,9 +107,9 @@ def block_sizes():
             "nms_sort_keys", "bitonic_sort_step", "nms_gather_boxes",
             "depthwise_conv2d_forward", "depthwise_conv2d_backward_data",
         ]),
-        # plan::tiled: the tile engine, (BM / TM) * (BN / TN) threads.
+        # ops::tiled: the tile engine, (BM / TM) * (BN / TN) threads.
         (tiled, ["gemm", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter"]),
-        # plan::block_per_item and sum: one block_sum per block.
+        # ops::block_per_item and Gpu::sum: one block_sum per block.
         (reduce, [
             "sum_blocks", "channel_sum", "batch_norm_train_forward",
             "batch_norm_train_backward", "depthwise_conv2d_backward_filter",
