@@ -407,26 +407,9 @@ impl Backend for GpuBackend {
         image_sizes: &[[u32; 2]],
         nms: &pulsefocus_core::yolo::NmsConfig,
     ) -> Vec<Vec<pulsefocus_core::yolo::Detection>> {
-        // Placeholder until the device decode + NMS launch code lands: the
-        // heads through the CPU's code.
-        let host: Vec<Vec<f32>> = heads
-            .iter()
-            .map(|h| {
-                let mut v = vec![0.0; self.buffer_len(h.buf)];
-                self.download(h.buf, &mut v);
-                v
-            })
-            .collect();
-        let cpu_heads: Vec<pulsefocus_core::backend::HeadOutput<Vec<f32>>> = heads
-            .iter()
-            .zip(&host)
-            .map(|(h, buf)| pulsefocus_core::backend::HeadOutput {
-                buf,
-                height: h.height,
-                width: h.width,
-            })
-            .collect();
-        pulsefocus_core::CpuBackend.yolo_detect(cfg, &cpu_heads, image_sizes, nms)
+        let heads: Vec<(&DeviceBuffer, usize, usize)> =
+            heads.iter().map(|h| (h.buf, h.height, h.width)).collect();
+        ok(self.gpu.yolo_detect(cfg, &heads, image_sizes, nms))
     }
 }
 

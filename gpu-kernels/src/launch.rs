@@ -1,12 +1,14 @@
 //! Launch methods on [`Gpu`], one per kernel (plus the multi-launch NMS and
 //! sum): each checks its arguments through [`plan`], then queues the kernel
 //! on the GPU's stream. Nothing waits for the GPU unless it downloads.
-use cudarc::driver::{LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_gpu_device::conv::ConvGeometry;
 use pulsefocus_gpu_device::elementwise;
+use pulsefocus_gpu_device::nms::{KEPT, KEPT_TOP};
 use pulsefocus_gpu_device::reduce::REDUCE_THREADS;
 
-use crate::plan::{self, index_count, need_len, ConvKind, LaunchShape, Strides};
+use crate::plan::{self, index_count, need_len, ConvKind, LaunchShape, PlanError, Strides};
 use crate::pool::DeviceBuffer;
 use crate::{Gpu, GpuError};
 
@@ -1031,314 +1033,303 @@ impl Gpu {
         Ok(partials.iter().map(|&v| v as f64).sum())
     }
 
-    /// Per-element sigmoid cross-entropy loss and gradient.
-    pub fn sigmoid_cross_entropy(
+    /// PaddleDetection's YOLOv3 prediction on the device, as core's
+    /// `yolo::detect` computes it on the CPU: each level of `heads` (head
+    /// output, grid height, grid width) decoded into one box list per image
+    /// (`yolo_decode`), then Paddle's `multiclass_nms` per image (the
+    /// `nms_*` kernels; see the device crate's `nms` module for the steps).
+    /// Only the detections (`keep_top_k` rows per image) are downloaded.
+    /// `image_sizes` are each image's (height, width).
+    pub fn yolo_detect(
         &self,
-        logits: &DeviceBuffer,
-        target: &DeviceBuffer,
-        weight: &DeviceBuffer,
-        loss: &mut DeviceBuffer,
-        grad: &mut DeviceBuffer,
-    ) -> Result<(), GpuError> {
-        self.elementwise_loss("sigmoid_cross_entropy", logits, target, weight, loss, grad)
-    }
-
-    /// Per-element L1 loss and gradient.
-    pub fn l1_loss(
-        &self,
-        input: &DeviceBuffer,
-        target: &DeviceBuffer,
-        weight: &DeviceBuffer,
-        loss: &mut DeviceBuffer,
-        grad: &mut DeviceBuffer,
-    ) -> Result<(), GpuError> {
-        self.elementwise_loss("l1_loss", input, target, weight, loss, grad)
-    }
-
-    /// A loss kernel that takes (input, target, weight, loss, grad, count),
-    /// every buffer as long as `input`.
-    fn elementwise_loss(
-        &self,
-        kernel: &'static str,
-        input: &DeviceBuffer,
-        target: &DeviceBuffer,
-        weight: &DeviceBuffer,
-        loss: &mut DeviceBuffer,
-        grad: &mut DeviceBuffer,
-    ) -> Result<(), GpuError> {
-        let n = elementwise_len(
-            kernel,
-            &[
-                ("target", target.len()),
-                ("weight", weight.len()),
-                ("loss", loss.len()),
-                ("grad", grad.len()),
-            ],
-            input.len(),
+        cfg: &YoloConfig,
+        heads: &[(&DeviceBuffer, usize, usize)],
+        image_sizes: &[[u32; 2]],
+        nms: &NmsConfig,
+    ) -> Result<Vec<Vec<Detection>>, GpuError> {
+        const NAME: &str = "yolo_detect";
+        let batch = image_sizes.len();
+        if batch == 0 || cfg.num_classes == 0 {
+            return Ok(vec![Vec::new(); batch]);
+        }
+        if heads.len() != cfg.anchor_masks.len() || heads.len() != cfg.downsample_ratios.len() {
+            return Err(PlanError {
+                kernel: NAME,
+                message: format!(
+                    "{} head outputs for {} anchor masks and {} downsample ratios",
+                    heads.len(),
+                    cfg.anchor_masks.len(),
+                    cfg.downsample_ratios.len()
+                ),
+            }
+            .into());
+        }
+        let classes = cfg.num_classes;
+        let boxes_per_image: usize = heads
+            .iter()
+            .zip(&cfg.anchor_masks)
+            .map(|(&(_, h, w), mask)| mask.len() * h * w)
+            .sum();
+        if boxes_per_image == 0 {
+            return Ok(vec![Vec::new(); batch]);
+        }
+        let p = plan::detect(
+            batch,
+            classes,
+            boxes_per_image,
+            nms.nms_top_k,
+            nms.keep_top_k,
         )?;
-        launch!(
-            self,
-            kernel,
-            plan::elementwise(n),
-            input.slice(),
-            target.slice(),
-            weight.slice(),
-            loss.slice_mut(),
-            grad.slice_mut(),
-            &n
-        )
+        let memory = GpuError::Memory;
+
+        // Decode: every level into one [N, M, 4] box list and [N, M, classes] scores.
+        let sizes: Vec<f32> = image_sizes
+            .iter()
+            .flat_map(|&[h, w]| [h as f32, w as f32])
+            .collect();
+        let sizes = self.pool.upload(&sizes).map_err(memory)?;
+        let rows = batch * boxes_per_image;
+        let mut boxes = self.pool.alloc(4 * rows).map_err(memory)?;
+        let mut scores = self.pool.alloc(classes * rows).map_err(memory)?;
+        let mut first_box = 0u32;
+        for (level, &(x, grid_h, grid_w)) in heads.iter().enumerate() {
+            let mask = &cfg.anchor_masks[level];
+            let anchors: Vec<f32> = mask.iter().flat_map(|&a| cfg.anchors[a]).collect();
+            let anchors = self.pool.upload(&anchors).map_err(memory)?;
+            need_len(
+                NAME,
+                "head output",
+                x.len(),
+                batch * cfg.head_channels(level) * grid_h * grid_w,
+            )?;
+            let num_anchors = mask.len() as u32;
+            let (grid_h, grid_w) = (grid_h as u32, grid_w as u32);
+            let downsample = index_count(NAME, "downsample ratio", cfg.downsample_ratios[level])?;
+            let cells = p.batch * num_anchors * grid_h * grid_w;
+            let clip = 1u32;
+            launch!(
+                self,
+                "yolo_decode",
+                plan::elementwise(cells),
+                x.slice(),
+                sizes.slice(),
+                anchors.slice(),
+                boxes.slice_mut(),
+                scores.slice_mut(),
+                &p.batch,
+                &num_anchors,
+                &p.classes,
+                &grid_h,
+                &grid_w,
+                &downsample,
+                &first_box,
+                &p.boxes_per_image,
+                &nms.score_threshold,
+                &cfg.scale_x_y,
+                &clip
+            )?;
+            first_box += num_anchors * grid_h * grid_w;
+        }
+
+        self.multiclass_nms(&boxes, &scores, batch, boxes_per_image, classes, nms)
     }
 
-    /// Paddle `yolo_box` for one head level (see the device kernel):
-    /// `boxes [N, 3*H*W, 4]` in image pixels, `scores [N, 3*H*W, classes]`.
+    /// Paddle's `multiclass_nms` of each image's `boxes [N, M, 4]` (x1, y1,
+    /// x2, y2) and `scores [N, M, classes]` on the device, as core's
+    /// `yolo::multiclass_nms` computes it (`batch` = N, `boxes_per_image` =
+    /// M). Only the detections are downloaded.
     #[allow(clippy::too_many_arguments)]
-    pub fn yolo_decode(
+    pub fn multiclass_nms(
         &self,
-        level: &YoloLevel,
-        x: &DeviceBuffer,
-        image_size: &DeviceBuffer,
-        boxes: &mut DeviceBuffer,
-        scores: &mut DeviceBuffer,
-        conf_thresh: f32,
-        clip: bool,
-    ) -> Result<(), GpuError> {
-        const NAME: &str = "yolo_decode";
-        let l = level;
-        let cells = l.cells(NAME, "boxes", x)?;
-        need_len(NAME, "image_size", image_size.len(), 2 * l.batch as usize)?;
-        need_len(NAME, "boxes", boxes.len(), 4 * cells as usize)?;
+        boxes: &DeviceBuffer,
+        scores: &DeviceBuffer,
+        batch: usize,
+        boxes_per_image: usize,
+        classes: usize,
+        nms: &NmsConfig,
+    ) -> Result<Vec<Vec<Detection>>, GpuError> {
+        const NAME: &str = "multiclass_nms";
+        if batch == 0 || classes == 0 || boxes_per_image == 0 {
+            return Ok(vec![Vec::new(); batch]);
+        }
+        need_len(NAME, "boxes", boxes.len(), batch * boxes_per_image * 4)?;
         need_len(
             NAME,
             "scores",
             scores.len(),
-            l.classes as usize * cells as usize,
+            batch * boxes_per_image * classes,
         )?;
-        let a = l.anchors;
-        let clip = clip as u32;
-        launch!(
-            self,
-            "yolo_decode",
-            plan::elementwise(cells),
-            x.slice(),
-            image_size.slice(),
-            boxes.slice_mut(),
-            scores.slice_mut(),
-            &l.batch,
-            &l.classes,
-            &l.grid_h,
-            &l.grid_w,
-            &l.downsample,
-            &a[0],
-            &a[1],
-            &a[2],
-            &a[3],
-            &a[4],
-            &a[5],
-            &conf_thresh,
-            &l.scale_x_y,
-            &clip
-        )
-    }
-
-    /// The YOLOv3 objectness ignore mask for one level: `negative [N, 3, H, W]`
-    /// against `gt [N, max_boxes, 4]` (normalised cx, cy, w, h).
-    pub fn yolo_ignore_mask(
-        &self,
-        level: &YoloLevel,
-        x: &DeviceBuffer,
-        gt: &DeviceBuffer,
-        max_boxes: u32,
-        negative: &mut DeviceBuffer,
-        ignore_thresh: f32,
-    ) -> Result<(), GpuError> {
-        const NAME: &str = "yolo_ignore_mask";
-        let l = level;
-        let cells = l.cells(NAME, "negative", x)?;
-        need_len(NAME, "gt", gt.len(), (l.batch * max_boxes * 4) as usize)?;
-        need_len(NAME, "negative", negative.len(), cells as usize)?;
-        let a = l.anchors;
-        launch!(
-            self,
-            "yolo_ignore_mask",
-            plan::elementwise(cells),
-            x.slice(),
-            gt.slice(),
-            negative.slice_mut(),
-            &l.batch,
-            &l.classes,
-            &l.grid_h,
-            &l.grid_w,
-            &l.downsample,
-            &max_boxes,
-            &a[0],
-            &a[1],
-            &a[2],
-            &a[3],
-            &a[4],
-            &a[5],
-            &ignore_thresh,
-            &l.scale_x_y
-        )
-    }
-
-    /// Class-aware NMS of one image on the device: candidates are the
-    /// (box, class) entries of `scores [boxes, classes]` above
-    /// `options.score_thresh`, the best `top_k` of each class (as Paddle's
-    /// `multiclass_nms`); returns the kept entries' indices into `scores`,
-    /// best first, at most `keep_top_k`.
-    pub fn nms(
-        &self,
-        boxes: &DeviceBuffer,
-        scores: &DeviceBuffer,
-        classes: u32,
-        options: &NmsOptions,
-    ) -> Result<Vec<u32>, GpuError> {
-        let o = options;
-        let count = index_count("nms", "scores", scores.len())?;
-        need_len(
-            "nms",
-            "boxes",
-            boxes.len(),
-            4 * (scores.len() / classes.max(1) as usize),
+        let p = plan::detect(
+            batch,
+            classes,
+            boxes_per_image,
+            nms.nms_top_k,
+            nms.keep_top_k,
         )?;
-        let nms_plan = plan::nms(scores.len(), o.top_k)?;
-        let padded = nms_plan.padded;
         let memory = GpuError::Memory;
-        let mut keys = self.pool.alloc(padded as usize).map_err(memory)?;
-        let mut order = unsafe { self.stream.alloc::<u32>(padded as usize) }.map_err(memory)?;
+
+        // Per (image, class): candidates sorted, bounded, suppressed.
+        let padded = p.padded as usize;
+        let mut keys = unsafe { self.stream.alloc::<u64>(padded) }.map_err(memory)?;
+        let mut values = unsafe { self.stream.alloc::<u32>(padded) }.map_err(memory)?;
+        let background = nms
+            .background_label
+            .map_or(p.classes, |b| b.min(classes) as u32);
         launch!(
             self,
-            "nms_sort_keys",
-            plan::elementwise(padded),
+            "nms_candidate_keys",
+            plan::elementwise(p.padded),
             scores.slice(),
-            &count,
-            &padded,
-            &o.score_thresh,
-            keys.slice_mut(),
-            &mut order
+            &p.batch,
+            &p.classes,
+            &p.boxes_per_image,
+            &nms.score_threshold,
+            &background,
+            &p.padded,
+            &mut keys,
+            &mut values
         )?;
+        self.bitonic_sort(&mut keys, &mut values, p.padded)?;
+        let mut bounds =
+            unsafe { self.stream.alloc::<u32>(p.segments as usize + 1) }.map_err(memory)?;
+        launch!(
+            self,
+            "nms_bounds",
+            plan::elementwise(p.segments + 1),
+            &keys,
+            &p.padded,
+            &p.segments,
+            &mut bounds
+        )?;
+        let mut keep = unsafe { self.stream.alloc::<u32>(padded) }.map_err(memory)?;
+        let pixel: f32 = if nms.normalized { 0.0 } else { 1.0 };
+        launch!(
+            self,
+            "nms_suppress",
+            plan::nms_blocks(p.segments),
+            &values,
+            &bounds,
+            boxes.slice(),
+            &p.classes,
+            &p.boxes_per_image,
+            &p.segments,
+            &p.top_k,
+            &nms.nms_threshold,
+            &pixel,
+            &mut keep
+        )?;
+
+        // keep_top_k: the kept entries sorted again by (image, score).
+        let want = match nms.keep_top_k {
+            None => KEPT,
+            Some(_) => {
+                let mut keys2 = unsafe { self.stream.alloc::<u64>(padded) }.map_err(memory)?;
+                let mut values2 = unsafe { self.stream.alloc::<u32>(padded) }.map_err(memory)?;
+                launch!(
+                    self,
+                    "nms_rank_keys",
+                    plan::elementwise(p.padded),
+                    &keys,
+                    &keep,
+                    &p.classes,
+                    &p.padded,
+                    &mut keys2,
+                    &mut values2
+                )?;
+                self.bitonic_sort(&mut keys2, &mut values2, p.padded)?;
+                let mut image_bounds =
+                    unsafe { self.stream.alloc::<u32>(batch + 1) }.map_err(memory)?;
+                launch!(
+                    self,
+                    "nms_bounds",
+                    plan::elementwise(p.batch + 1),
+                    &keys2,
+                    &p.padded,
+                    &p.batch,
+                    &mut image_bounds
+                )?;
+                let keep_top_k = p.capacity;
+                launch!(
+                    self,
+                    "nms_keep_top",
+                    plan::elementwise(p.padded),
+                    &keys2,
+                    &values2,
+                    &image_bounds,
+                    &p.padded,
+                    &keep_top_k,
+                    &mut keep
+                )?;
+                KEPT_TOP
+            }
+        };
+
+        let mut detections = self
+            .pool
+            .alloc(batch * p.capacity.max(1) as usize * 6)
+            .map_err(memory)?;
+        let mut counts = unsafe { self.stream.alloc::<u32>(batch) }.map_err(memory)?;
+        launch!(
+            self,
+            "nms_write",
+            plan::nms_blocks(p.batch),
+            &values,
+            &bounds,
+            &keep,
+            boxes.slice(),
+            scores.slice(),
+            &p.batch,
+            &p.classes,
+            &p.boxes_per_image,
+            &want,
+            &p.capacity,
+            detections.slice_mut(),
+            &mut counts
+        )?;
+        let counts = self.stream.clone_dtoh(&counts).map_err(memory)?;
+        let rows = self.pool.download(&detections).map_err(memory)?;
+        Ok(detection_lists(&rows, &counts, p.capacity as usize))
+    }
+
+    /// Sorts `keys` ascending, equal keys by value (`padded` of each, a power of two).
+    fn bitonic_sort(
+        &self,
+        keys: &mut CudaSlice<u64>,
+        values: &mut CudaSlice<u32>,
+        padded: u32,
+    ) -> Result<(), GpuError> {
         for (j, k) in plan::bitonic_stages(padded) {
             launch!(
                 self,
                 "bitonic_sort_step",
                 plan::elementwise(padded / 2),
-                keys.slice_mut(),
-                &mut order,
+                &mut *keys,
+                &mut *values,
                 &padded,
                 &j,
                 &k
             )?;
         }
-        // The candidates: each class's best top_k above the threshold, as
-        // Paddle's multiclass_nms takes them (picked on the host from the
-        // sorted keys; the mask and reduce then work on this list).
-        let sorted = self.pool.download(&keys).map_err(memory)?;
-        let sorted_order = self.stream.clone_dtoh(&order).map_err(memory)?;
-        let selected = pulsefocus_gpu_device::nms::per_class_candidates(
-            &sorted,
-            &sorted_order,
-            classes,
-            o.top_k,
-        );
-        if selected.is_empty() {
-            return Ok(Vec::new());
-        }
-        let candidates = selected.len() as u32;
-        let mut order = unsafe { self.stream.alloc::<u32>(selected.len()) }.map_err(memory)?;
-        self.stream
-            .memcpy_htod(&selected, &mut order)
-            .map_err(memory)?;
-        let mut gathered = self.pool.alloc(4 * candidates as usize).map_err(memory)?;
-        launch!(
-            self,
-            "nms_gather_boxes",
-            plan::elementwise(candidates),
-            boxes.slice(),
-            &order,
-            &candidates,
-            &classes,
-            &o.class_offset,
-            gathered.slice_mut()
-        )?;
-        let col_blocks = candidates.div_ceil(pulsefocus_gpu_device::nms::NMS_BLOCK);
-        let mut mask = unsafe { self.stream.alloc::<u64>((candidates * col_blocks) as usize) }
-            .map_err(memory)?;
-        launch!(
-            self,
-            "nms_mask",
-            plan::nms_mask_shape(candidates),
-            gathered.slice(),
-            &candidates,
-            &o.iou_thresh,
-            &o.pixel_offset,
-            &mut mask
-        )?;
-        let mut keep =
-            unsafe { self.stream.alloc::<u32>(o.keep_top_k.max(1) as usize) }.map_err(memory)?;
-        let mut kept = self.stream.alloc_zeros::<u32>(1).map_err(memory)?;
-        launch!(
-            self,
-            "nms_reduce",
-            plan::NMS_REDUCE_SHAPE,
-            &mask,
-            &candidates,
-            &o.keep_top_k,
-            &mut keep,
-            &mut kept
-        )?;
-        let kept = self.stream.clone_dtoh(&kept).map_err(memory)?[0] as usize;
-        let keep = self.stream.clone_dtoh(&keep).map_err(memory)?;
-        Ok(keep[..kept]
-            .iter()
-            .map(|&rank| selected[rank as usize])
-            .collect())
+        Ok(())
     }
 }
 
-/// One YOLOv3 head level.
-#[derive(Clone, Copy, Debug)]
-pub struct YoloLevel {
-    pub batch: u32,
-    pub classes: u32,
-    pub grid_h: u32,
-    pub grid_w: u32,
-    /// Stride of this level in input pixels (32, 16, 8).
-    pub downsample: u32,
-    /// The level's three anchors as (w, h) pairs, in input pixels.
-    pub anchors: [f32; 6],
-    pub scale_x_y: f32,
-}
-
-impl YoloLevel {
-    /// The level's anchor cells (N * 3 * H * W, one kernel thread each), after
-    /// checking that the head output `x` holds `5 + classes` values per cell;
-    /// `output` names the per-cell result in errors.
-    fn cells(&self, kernel: &'static str, output: &str, x: &DeviceBuffer) -> Result<u32, GpuError> {
-        let cells = index_count(
-            kernel,
-            output,
-            self.batch as usize * 3 * self.grid_h as usize * self.grid_w as usize,
-        )?;
-        need_len(
-            kernel,
-            "x",
-            x.len(),
-            cells as usize * (5 + self.classes as usize),
-        )?;
-        Ok(cells)
-    }
-}
-
-/// Paddle `multiclass_nms` settings (YOLOv3: score 0.01, top_k 1000, keep 100, IoU 0.45).
-#[derive(Clone, Copy, Debug)]
-pub struct NmsOptions {
-    pub score_thresh: f32,
-    pub iou_thresh: f32,
-    pub top_k: u32,
-    pub keep_top_k: u32,
-    /// 1 for Paddle's `normalized: false` (pixel boxes, +1 in widths), else 0.
-    pub pixel_offset: f32,
-    /// Added per class index to the coordinates so classes never overlap:
-    /// more than the largest coordinate.
-    pub class_offset: f32,
+/// `nms_write`'s rows (`[class, score, x1, y1, x2, y2]`, `capacity` per
+/// image) as each image's detections, the first `counts[n]` rows of image `n`.
+pub fn detection_lists(rows: &[f32], counts: &[u32], capacity: usize) -> Vec<Vec<Detection>> {
+    counts
+        .iter()
+        .enumerate()
+        .map(|(n, &count)| {
+            rows[n * capacity * 6..]
+                .chunks_exact(6)
+                .take((count as usize).min(capacity))
+                .map(|d| Detection {
+                    class: d[0] as usize,
+                    score: d[1],
+                    bbox: [d[2], d[3], d[4], d[5]],
+                })
+                .collect()
+        })
+        .collect()
 }

@@ -24,7 +24,7 @@ pub mod pool;
 pub use backend::GpuBackend;
 pub use context::{Gpu, GpuError};
 pub use device::{DeviceRequest, GpuInfo, SelectedDevice};
-pub use launch::{Act, BnShape, NmsOptions, PoolShape, YoloLevel};
+pub use launch::{Act, BnShape, PoolShape};
 pub use pool::{DeviceBuffer, MemoryPool, PoolStats};
 
 /// The kernels for every GPU from sm_53 (Jetson Nano) up; newer GPUs

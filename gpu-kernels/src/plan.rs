@@ -6,7 +6,7 @@
 use std::fmt;
 
 use pulsefocus_gpu_device::conv::ConvGeometry;
-use pulsefocus_gpu_device::nms::{NMS_BLOCK, NMS_MAX_BOXES, NMS_REDUCE_THREADS};
+use pulsefocus_gpu_device::nms::NMS_THREADS;
 use pulsefocus_gpu_device::reduce::REDUCE_THREADS;
 use pulsefocus_gpu_device::tile;
 
@@ -287,30 +287,64 @@ pub fn pointwise_backward_data_operands(g: &ConvGeometry) -> (Strides, Strides) 
     )
 }
 
-/// NMS over `candidates` boxes: the sort length and the mask grid.
+/// Decode + multiclass NMS of a batch (`Gpu::yolo_detect`): the sizes of
+/// its buffers, all checked to fit the kernels' `u32` indexing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NmsPlan {
-    /// Scores sorted (a power of two at least the score count).
+pub struct DetectPlan {
+    pub batch: u32,
+    pub classes: u32,
+    /// Boxes of all levels, per image.
+    pub boxes_per_image: u32,
+    /// (image, class) pairs: one NMS each.
+    pub segments: u32,
+    /// Sort length: a power of two at least `segments * boxes_per_image`.
     pub padded: u32,
-    pub col_blocks: u32,
+    /// Candidates per class (Paddle's `nms_top_k`; all when it has none).
+    pub top_k: u32,
+    /// Detection rows per image: `keep_top_k`, or every candidate there can be.
+    pub capacity: u32,
 }
 
-pub fn nms(scores: usize, top_k: u32) -> Result<NmsPlan, PlanError> {
-    let count = index_count("nms", "scores", scores)?;
-    if count == 0 {
-        return fail("nms", "no scores".into());
+pub fn detect(
+    batch: usize,
+    classes: usize,
+    boxes_per_image: usize,
+    nms_top_k: Option<usize>,
+    keep_top_k: Option<usize>,
+) -> Result<DetectPlan, PlanError> {
+    const NAME: &str = "yolo_detect";
+    let entries = batch
+        .checked_mul(classes)
+        .and_then(|e| e.checked_mul(boxes_per_image))
+        .unwrap_or(usize::MAX);
+    // The sort and the grid-stride loops need the padded length below 2^31.
+    if entries == 0 || entries > 1 << 31 {
+        return fail(
+            NAME,
+            format!("{batch} images x {classes} classes x {boxes_per_image} boxes must be 1..=2^31 scores to sort"),
+        );
     }
-    if top_k == 0 || top_k > NMS_MAX_BOXES {
-        return fail("nms", format!("top_k {top_k} is outside 1..={NMS_MAX_BOXES} (the on-device reduce keeps one bit per candidate in shared memory)"));
-    }
-    let padded = count.checked_next_power_of_two().ok_or(PlanError {
-        kernel: "nms",
-        message: format!("{count} scores is too many to sort"),
-    })?;
-    Ok(NmsPlan {
-        padded,
-        col_blocks: top_k.min(count).div_ceil(NMS_BLOCK),
+    let top_k = nms_top_k.map_or(boxes_per_image, |k| k.min(boxes_per_image));
+    let capacity = keep_top_k.unwrap_or(classes * top_k);
+    index_count(NAME, "detections", batch * capacity.max(1) * 6)?;
+    Ok(DetectPlan {
+        batch: batch as u32,
+        classes: classes as u32,
+        boxes_per_image: boxes_per_image as u32,
+        segments: (batch * classes) as u32,
+        padded: entries.next_power_of_two() as u32,
+        top_k: top_k as u32,
+        capacity: capacity as u32,
     })
+}
+
+/// One `NMS_THREADS` block per item (segment or image), at most 4096 blocks
+/// (the kernels loop over the rest).
+pub fn nms_blocks(items: u32) -> LaunchShape {
+    LaunchShape {
+        grid: (items.clamp(1, 4096), 1, 1),
+        block: (NMS_THREADS, 1, 1),
+    }
 }
 
 /// The `(j, k)` stages of the bitonic sort of `padded` keys, in launch order.
@@ -327,19 +361,6 @@ pub fn bitonic_stages(padded: u32) -> Vec<(u32, u32)> {
     }
     stages
 }
-
-pub fn nms_mask_shape(candidates: u32) -> LaunchShape {
-    let blocks = candidates.div_ceil(NMS_BLOCK);
-    LaunchShape {
-        grid: (blocks, blocks, 1),
-        block: (NMS_BLOCK, 1, 1),
-    }
-}
-
-pub const NMS_REDUCE_SHAPE: LaunchShape = LaunchShape {
-    grid: (1, 1, 1),
-    block: (NMS_REDUCE_THREADS, 1, 1),
-};
 
 #[cfg(test)]
 mod tests {
@@ -411,22 +432,23 @@ mod tests {
     }
 
     #[test]
-    fn nms_plan_and_sort_stages() {
+    fn detect_plan_and_sort_stages() {
         assert_eq!(
-            nms(1000, 1000).unwrap(),
-            NmsPlan {
-                padded: 1024,
-                col_blocks: 16
+            detect(2, 20, 22743, Some(1000), Some(100)).unwrap(),
+            DetectPlan {
+                batch: 2,
+                classes: 20,
+                boxes_per_image: 22743,
+                segments: 40,
+                padded: 1 << 20,
+                top_k: 1000,
+                capacity: 100,
             }
         );
-        assert_eq!(
-            nms(5, 1000).unwrap(),
-            NmsPlan {
-                padded: 8,
-                col_blocks: 1
-            }
-        );
-        assert!(nms(10, 40_000).is_err());
+        let all = detect(1, 3, 5, None, None).unwrap();
+        assert_eq!((all.padded, all.top_k, all.capacity), (16, 5, 15));
+        assert!(detect(0, 3, 5, None, None).is_err());
+        assert!(detect(64, 80, 1 << 20, Some(1000), Some(100)).is_err());
         assert_eq!(
             bitonic_stages(8),
             vec![(1, 2), (2, 4), (1, 4), (4, 8), (2, 8), (1, 8)]
@@ -455,7 +477,7 @@ mod tests {
                     kernels::conv2d_forward(ctx, x.ptr(), w.ptr(), std::ptr::null(), y.ptr(), g.batch, g.c_in, g.h, g.w, g.c_out, g.k_h, g.k_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dilation_h, g.dilation_w, g.groups)
                 }),
                 ConvKind::Depthwise => launch(grid, block, |ctx| unsafe {
-                    kernels::depthwise_conv2d_forward(ctx, x.ptr(), w.ptr(), y.ptr(), g.batch, g.c_in, g.h, g.w, g.k_h, g.k_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dilation_h, g.dilation_w)
+                    kernels::depthwise_conv2d_forward(ctx, x.ptr(), w.ptr(), std::ptr::null(), y.ptr(), g.batch, g.c_in, g.h, g.w, g.k_h, g.k_w, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dilation_h, g.dilation_w)
                 }),
                 ConvKind::Pointwise => {
                     let (a, b) = pointwise_forward_operands(&g);

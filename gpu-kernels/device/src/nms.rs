@@ -2,10 +2,11 @@
 //! deciding exactly as `pulsefocus_core::yolo::multiclass_nms`:
 //!
 //! 1. `nms_candidate_keys`: one entry per (image, class, box) of `scores [N,
-//!    M, classes]` (the layout `yolo_decode` writes). Entry `v = (n * classes
-//!    + c) * M + m`; its key is `segment << 32 | descending score` with
-//!    `segment = n * classes + c`, or `u64::MAX` for scores not above the
-//!    threshold and for the background class.
+//!    M, classes]` (the layout `yolo_decode` writes). Entry
+//!    `v = (n * classes + c) * M + m`; its key is
+//!    `segment << 32 | descending score` with `segment = n * classes + c`, or
+//!    `u64::MAX` for scores not above the threshold and for the background
+//!    class.
 //! 2. `bitonic_sort_step` (log2(padded)^2 launches): keys ascending, ties by
 //!    entry: each segment's candidates best first, equal scores in box order
 //!    (the CPU's stable sort), the non-candidates at the end.
@@ -143,7 +144,8 @@ pub fn suppresses(
 ) -> bool {
     let b = candidate;
     let apart = (k[0] > b[2]) | (k[2] < b[0]) | (k[1] > b[3]) | (k[3] < b[1]);
-    let inter = (b[2].min(k[2]) - b[0].max(k[0]) + pixel) * (b[3].min(k[3]) - b[1].max(k[1]) + pixel);
+    let inter =
+        (b[2].min(k[2]) - b[0].max(k[0]) + pixel) * (b[3].min(k[3]) - b[1].max(k[1]) + pixel);
     let iou = inter / (area + k_area - inter);
     !apart & (iou > threshold)
 }
@@ -559,7 +561,12 @@ mod tests {
                     .chunks_exact(4)
                     .map(|b| [b[0], b[1], b[2], b[3]])
                     .collect();
-                multiclass_nms(cfg, &b, &scores[n * m * classes..(n + 1) * m * classes], classes)
+                multiclass_nms(
+                    cfg,
+                    &b,
+                    &scores[n * m * classes..(n + 1) * m * classes],
+                    classes,
+                )
             })
             .collect()
     }
@@ -620,7 +627,14 @@ mod tests {
         assert_eq!(bits(&got), bits(&want));
         // a kept, c suppressed, b kept (IoU exactly 0.5 is not "more than"), d kept.
         let kept: Vec<[f32; 4]> = got[0].iter().map(|d| d.bbox).collect();
-        assert_eq!(kept, vec![[0.0, 0.0, 9.0, 9.0], [0.0, 0.0, 9.0, 4.0], [50.0, 50.0, 60.0, 60.0]]);
+        assert_eq!(
+            kept,
+            vec![
+                [0.0, 0.0, 9.0, 9.0],
+                [0.0, 0.0, 9.0, 4.0],
+                [50.0, 50.0, 60.0, 60.0]
+            ]
+        );
 
         for (nms_top_k, keep_top_k, background_label) in [
             (Some(1), None, None),
@@ -630,11 +644,23 @@ mod tests {
             (None, None, Some(0)),
             (None, Some(1), Some(1)),
         ] {
-            let cfg = NmsConfig { nms_top_k, keep_top_k, background_label, ..cfg.clone() };
+            let cfg = NmsConfig {
+                nms_top_k,
+                keep_top_k,
+                background_label,
+                ..cfg.clone()
+            };
             let got = device_nms(&cfg, &boxes, &scores, 1, 2);
-            assert_eq!(bits(&got), bits(&cpu_nms(&cfg, &boxes, &scores, 1, 2)), "{cfg:?}");
+            assert_eq!(
+                bits(&got),
+                bits(&cpu_nms(&cfg, &boxes, &scores, 1, 2)),
+                "{cfg:?}"
+            );
         }
-        let high = NmsConfig { score_threshold: 0.95, ..cfg };
+        let high = NmsConfig {
+            score_threshold: 0.95,
+            ..cfg
+        };
         assert_eq!(device_nms(&high, &boxes, &scores, 1, 2), vec![Vec::new()]);
     }
 
@@ -658,13 +684,24 @@ mod tests {
                         .flat_map(|&(x, y, w, h)| {
                             let (x, y) = (x as f32, y as f32);
                             // w == 0 makes an inverted box in pixel mode's eyes, h == 7 a flat one.
-                            [x, y, x + w as f32 - 1.0, y + if h == 7 { 0.0 } else { h as f32 }]
+                            [
+                                x,
+                                y,
+                                x + w as f32 - 1.0,
+                                y + if h == 7 { 0.0 } else { h as f32 },
+                            ]
                         })
                         .collect();
                     let scores = levels
                         .iter()
                         .enumerate()
-                        .map(|(i, &l)| if silent[i % classes] { 0.0 } else { l as f32 / 8.0 })
+                        .map(|(i, &l)| {
+                            if silent[i % classes] {
+                                0.0
+                            } else {
+                                l as f32 / 8.0
+                            }
+                        })
                         .collect();
                     (batch, classes, boxes, scores)
                 })
