@@ -103,8 +103,7 @@ def block_sizes():
             "batch_norm_eval_forward", "batch_norm_eval_backward",
             "max_pool_forward", "max_pool_backward",
             "upsample_nearest_forward", "upsample_nearest_backward", "copy_channels",
-            "yolo_decode", "nms_candidate_keys", "bitonic_sort_step", "nms_bounds",
-            "nms_rank_keys", "nms_keep_top",
+            "yolo_decode", "bitonic_sort_step", "nms_bounds", "nms_rank_keys", "nms_keep_top",
             "depthwise_conv2d_forward", "depthwise_conv2d_backward_data",
         ]),
         # ops::tiled: the tile engine, (BM / TM) * (BN / TN) threads.
@@ -114,8 +113,10 @@ def block_sizes():
             "sum_blocks", "channel_sum", "batch_norm_train_forward",
             "batch_norm_train_backward", "depthwise_conv2d_backward_filter",
         ]),
-        # ops::nms::block_per_item: one block per (image, class) or image.
-        (rust_const(nms, "NMS_THREADS"), ["nms_suppress", "nms_write"]),
+        # ops::nms: NMS_THREADS blocks (per span of entries, (image, class) or image).
+        (rust_const(nms, "NMS_THREADS"), [
+            "nms_count_candidates", "nms_compact_candidates", "nms_suppress", "nms_write",
+        ]),
     ]
     return {kernel: threads for threads, kernels in groups for kernel in kernels}
 

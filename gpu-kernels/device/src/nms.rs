@@ -1,12 +1,15 @@
 //! Paddle's `multiclass_nms` on the device, for a batch of images at once,
 //! deciding exactly as `pulsefocus_core::yolo::multiclass_nms`:
 //!
-//! 1. `nms_candidate_keys`: one entry per (image, class, box) of `scores [N,
-//!    M, classes]` (the layout `yolo_decode` writes). Entry
-//!    `v = (n * classes + c) * M + m`; its key is
-//!    `segment << 32 | descending score` with `segment = n * classes + c`, or
-//!    `u64::MAX` for scores not above the threshold and for the background
-//!    class.
+//! 1. `nms_count_candidates` + `nms_compact_candidates`: the candidates of
+//!    all (image, class, box) entries of `scores [N, M, classes]` (the
+//!    layout `yolo_decode` writes), in entry order, with the host summing the
+//!    per-block counts in between (so the sort below is only as long as
+//!    there are candidates). Entry `v = (n * classes + c) * M + m` is a
+//!    candidate when its score is above the threshold and `c` is not the
+//!    background class; its key is `segment << 32 | descending score` with
+//!    `segment = n * classes + c`, its value `v`; the padding up to a power
+//!    of two is `u64::MAX`.
 //! 2. `bitonic_sort_step` (log2(padded)^2 launches): keys ascending, ties by
 //!    entry: each segment's candidates best first, equal scores in box order
 //!    (the CPU's stable sort), the non-candidates at the end.
@@ -44,26 +47,120 @@ pub fn descending_score_bits(score: f32) -> u32 {
     !((ordered as u32) ^ 0x8000_0000)
 }
 
+/// Entry `v`'s sort key, or `NOT_A_CANDIDATE` (see the module comment).
+#[inline(always)]
+unsafe fn candidate_key(
+    scores: *const f32,
+    classes: u32,
+    boxes_per_image: u32,
+    score_thresh: f32,
+    background: u32,
+    v: u32,
+) -> u64 {
+    let (segment, m) = (v / boxes_per_image, v % boxes_per_image);
+    let (n, c) = (segment / classes, segment % classes);
+    let score = *scores.add(((n * boxes_per_image + m) * classes + c) as usize);
+    if c != background && score > score_thresh {
+        ((segment as u64) << 32) | descending_score_bits(score) as u64
+    } else {
+        NOT_A_CANDIDATE
+    }
+}
+
+/// The entries `[from, to)` thread `tid` of block `block` (of `blocks`, of
+/// `threads` each) looks at: each block one contiguous span, each thread one
+/// contiguous piece of it, in order. `entries` is below 2^31.
+#[inline(always)]
+fn piece(entries: u32, blocks: u32, block: u32, threads: u32, tid: u32) -> (u32, u32) {
+    let span = entries.div_ceil(blocks);
+    let block_from = (block * span).min(entries);
+    let block_to = (block_from + span).min(entries);
+    let piece = (block_to - block_from).div_ceil(threads);
+    let from = (block_from + tid * piece).min(block_to);
+    (from, (from + piece).min(block_to))
+}
+
 kernel! {
-    /// Step 1: `keys[v]`, `values[v] = v` for `v < padded` (a power of two at
-    /// least `batch * classes * boxes_per_image`; the padding entries are not
-    /// candidates). `background` is a class never reported (`classes` for none).
-    pub fn nms_candidate_keys(ctx, scores: *const f32, batch: u32, classes: u32, boxes_per_image: u32,
-        score_thresh: f32, background: u32, padded: u32, keys: *mut u64, values: *mut u32) {
+    /// Step 1a, `NMS_THREADS` threads a block: `counts[b]` = how many of block
+    /// `b`'s span of the `batch * classes * boxes_per_image` entries are
+    /// candidates (`background` is a class never reported, `classes` for none).
+    pub fn nms_count_candidates(ctx, scores: *const f32, batch: u32, classes: u32, boxes_per_image: u32,
+        score_thresh: f32, background: u32, counts: *mut u32) {
+        let found = shared_array!(ctx, u32, NMS_THREADS as usize);
+        let (tid, block) = (ctx.thread_x(), ctx.block_x());
         let entries = batch * classes * boxes_per_image;
-        grid_stride(ctx, padded, |v| {
-            let mut key = NOT_A_CANDIDATE;
-            if (v as u32) < entries {
-                let (segment, m) = (v as u32 / boxes_per_image, v as u32 % boxes_per_image);
-                let (n, c) = (segment / classes, segment % classes);
-                let score = *scores.add(((n * boxes_per_image + m) * classes + c) as usize);
-                if c != background && score > score_thresh {
-                    key = ((segment as u64) << 32) | descending_score_bits(score) as u64;
-                }
+        let (from, to) = piece(entries, ctx.grid_dim_x(), block, ctx.block_dim_x(), tid);
+        let mut here = 0;
+        let mut v = from;
+        while v < to {
+            let key = candidate_key(scores, classes, boxes_per_image, score_thresh, background, v);
+            here += (key != NOT_A_CANDIDATE) as u32;
+            v += 1;
+        }
+        *found.add(tid as usize) = here;
+        ctx.sync_threads();
+        if tid == 0 {
+            let mut total = 0;
+            let mut t = 0;
+            while t < ctx.block_dim_x() {
+                total += *found.add(t as usize);
+                t += 1;
             }
-            *keys.add(v) = key;
-            *values.add(v) = v as u32;
-        });
+            *counts.add(block as usize) = total;
+        }
+    }
+}
+
+kernel! {
+    /// Step 1b, the grid of `nms_count_candidates`: each block's candidates,
+    /// in entry order, from `offsets[b]` on (`offsets [blocks + 1]`: the
+    /// counts summed before each block, then the total) as `keys`/`values`;
+    /// then `keys[total..padded]` = `NOT_A_CANDIDATE`, `values` their index.
+    pub fn nms_compact_candidates(ctx, scores: *const f32, batch: u32, classes: u32, boxes_per_image: u32,
+        score_thresh: f32, background: u32, offsets: *const u32, padded: u32,
+        keys: *mut u64, values: *mut u32) {
+        let before = shared_array!(ctx, u32, NMS_THREADS as usize);
+        let (tid, block, threads) = (ctx.thread_x(), ctx.block_x(), ctx.block_dim_x());
+        let entries = batch * classes * boxes_per_image;
+        let (from, to) = piece(entries, ctx.grid_dim_x(), block, threads, tid);
+        let mut here = 0;
+        let mut v = from;
+        while v < to {
+            let key = candidate_key(scores, classes, boxes_per_image, score_thresh, background, v);
+            here += (key != NOT_A_CANDIDATE) as u32;
+            v += 1;
+        }
+        *before.add(tid as usize) = here;
+        ctx.sync_threads();
+        if tid == 0 {
+            let mut total = 0;
+            let mut t = 0;
+            while t < threads {
+                let count = *before.add(t as usize);
+                *before.add(t as usize) = total;
+                total += count;
+                t += 1;
+            }
+        }
+        ctx.sync_threads();
+        let mut out = *offsets.add(block as usize) + *before.add(tid as usize);
+        let mut v = from;
+        while v < to {
+            let key = candidate_key(scores, classes, boxes_per_image, score_thresh, background, v);
+            if key != NOT_A_CANDIDATE {
+                *keys.add(out as usize) = key;
+                *values.add(out as usize) = v;
+                out += 1;
+            }
+            v += 1;
+        }
+        let total = *offsets.add(ctx.grid_dim_x() as usize);
+        let mut i = total + block * threads + tid;
+        while i < padded {
+            *keys.add(i as usize) = NOT_A_CANDIDATE;
+            *values.add(i as usize) = i;
+            i += ctx.grid_dim_x() * threads;
+        }
     }
 }
 
@@ -359,12 +456,12 @@ pub(crate) mod emulated {
         let m = boxes.len() / 4 / batch;
         let (batch, classes, m) = (batch as u32, classes as u32, m as u32);
         let segments = batch * classes;
-        let padded = (segments * m).next_power_of_two();
-        let keys = DeviceBuf::filled(padded as usize, 0u64);
-        let values = DeviceBuf::filled(padded as usize, 0u32);
         let background = cfg.background_label.map_or(classes, |b| b as u32);
-        launch_independent(GRID, BLOCK, |c| unsafe {
-            nms_candidate_keys(
+        // A block count that does not divide the entries evenly.
+        let blocks = 3;
+        let counts = DeviceBuf::filled(blocks as usize, u32::MAX);
+        launch(Dim3::x(blocks), Dim3::x(NMS_THREADS), |c| unsafe {
+            nms_count_candidates(
                 c,
                 scores.ptr(),
                 batch,
@@ -372,6 +469,31 @@ pub(crate) mod emulated {
                 m,
                 cfg.score_threshold,
                 background,
+                counts.ptr(),
+            )
+        });
+        let mut offsets = vec![0u32];
+        for count in counts.to_vec() {
+            offsets.push(offsets[offsets.len() - 1] + count);
+        }
+        let total = offsets[blocks as usize];
+        if total == 0 {
+            return vec![Vec::new(); batch as usize];
+        }
+        let padded = total.next_power_of_two();
+        let offsets = DeviceBuf::new(&offsets);
+        let keys = DeviceBuf::filled(padded as usize, 0u64);
+        let values = DeviceBuf::filled(padded as usize, 0u32);
+        launch(Dim3::x(blocks), Dim3::x(NMS_THREADS), |c| unsafe {
+            nms_compact_candidates(
+                c,
+                scores.ptr(),
+                batch,
+                classes,
+                m,
+                cfg.score_threshold,
+                background,
+                offsets.ptr(),
                 padded,
                 keys.ptr(),
                 values.ptr(),

@@ -1,8 +1,9 @@
 //! Paddle's `multiclass_nms` on the device (`device/src/nms.rs`), for a
 //! batch of images at once, deciding exactly as core's
-//! `yolo::multiclass_nms`: candidate keys, a segmented bitonic sort, per-class
-//! suppression by block, `keep_top_k` by a second sort, and one detection
-//! list per image, which is all that is downloaded.
+//! `yolo::multiclass_nms`: the candidates compacted, a segmented bitonic
+//! sort, per-class suppression by block, `keep_top_k` by a second sort, and
+//! one detection list per image. What comes back: the per-block candidate
+//! counts (at most 4096 numbers, to size the sort) and the detections.
 use pulsefocus_core::yolo::{Detection, NmsConfig};
 use pulsefocus_gpu_device::nms::{KEPT, KEPT_TOP, NMS_THREADS};
 
@@ -20,8 +21,10 @@ pub struct NmsPlan {
     pub boxes_per_image: u32,
     /// (image, class) pairs: one NMS each.
     pub segments: u32,
-    /// Sort length: a power of two at least `segments * boxes_per_image`.
-    pub padded: u32,
+    /// (image, class, box) entries: `segments * boxes_per_image`.
+    pub entries: u32,
+    /// Blocks of the candidate count and compaction.
+    pub compact_blocks: u32,
     /// Candidates per class (Paddle's `nms_top_k`; all when it has none).
     pub top_k: u32,
     /// Detection rows per image: `keep_top_k`, or every candidate there can be.
@@ -40,12 +43,12 @@ pub fn plan(
         .checked_mul(classes)
         .and_then(|e| e.checked_mul(boxes_per_image))
         .unwrap_or(usize::MAX);
-    // The sort and the grid-stride loops need the padded length below 2^31.
-    if entries == 0 || entries > 1 << 31 {
+    // The sort and the grid-stride loops need the padded length at most 2^30.
+    if entries == 0 || entries > 1 << 30 {
         return fail(
             NAME,
             format!(
-                "{batch} images x {classes} classes x {boxes_per_image} boxes must be 1..=2^31 scores to sort"
+                "{batch} images x {classes} classes x {boxes_per_image} boxes must be 1..=2^30 scores"
             ),
         );
     }
@@ -57,7 +60,9 @@ pub fn plan(
         classes: classes as u32,
         boxes_per_image: boxes_per_image as u32,
         segments: (batch * classes) as u32,
-        padded: entries.next_power_of_two() as u32,
+        entries: entries as u32,
+        // About 16 entries a thread, at most 4096 blocks.
+        compact_blocks: entries.div_ceil(16 * NMS_THREADS as usize).clamp(1, 4096) as u32,
         top_k: top_k as u32,
         capacity: capacity as u32,
     })
@@ -111,7 +116,7 @@ impl Gpu {
     /// Paddle's `multiclass_nms` of each image's `boxes [N, M, 4]` (x1, y1,
     /// x2, y2) and `scores [N, M, classes]` on the device, as core's
     /// `yolo::multiclass_nms` computes it (`batch` = N, `boxes_per_image` =
-    /// M). Only the detections are downloaded.
+    /// M). Only the detections (and the candidate counts) are downloaded.
     pub fn multiclass_nms(
         &self,
         boxes: &DeviceBuffer,
@@ -136,15 +141,20 @@ impl Gpu {
         );
         need_len(NAME, "boxes", boxes.len(), box_len)?;
         need_len(NAME, "scores", scores.len(), score_len)?;
-        let (n, segments) = (p.padded as usize, p.segments as usize);
+        let segments = p.segments as usize;
 
-        // Steps 1-3: each (image, class)'s candidates, best first, and where
-        // they start in the sorted list.
-        let mut keys = self.alloc::<u64>(n)?;
-        let mut values = self.alloc::<u32>(n)?;
+        // Steps 1-3: the candidates, counted per block (the counts summed
+        // here: the sort's length depends on them), compacted, sorted (each
+        // (image, class)'s best first), and where each (image, class) starts.
         let background = nms
             .background_label
             .map_or(p.classes, |b| b.min(classes) as u32);
+        let blocks = p.compact_blocks as usize;
+        let compact_shape = LaunchShape {
+            grid: (p.compact_blocks, 1, 1),
+            block: (NMS_THREADS, 1, 1),
+        };
+        let mut counts = self.alloc::<u32>(blocks)?;
         let mut args = KernelArgs::new();
         args.input(scores, score_len)
             .u32(p.batch)
@@ -152,10 +162,33 @@ impl Gpu {
             .u32(p.boxes_per_image)
             .f32(nms.score_threshold)
             .u32(background)
-            .u32(p.padded)
+            .output(&mut counts, blocks);
+        self.launch("nms_count_candidates", compact_shape, &args)?;
+        let mut offsets = vec![0u32];
+        for count in self.download(&counts)? {
+            offsets.push(offsets[offsets.len() - 1] + count);
+        }
+        let total = offsets[blocks];
+        if total == 0 {
+            return Ok(vec![Vec::new(); batch]);
+        }
+        let padded = total.next_power_of_two();
+        let n = padded as usize;
+        let offsets = self.upload(&offsets)?;
+        let mut keys = self.alloc::<u64>(n)?;
+        let mut values = self.alloc::<u32>(n)?;
+        let mut args = KernelArgs::new();
+        args.input(scores, score_len)
+            .u32(p.batch)
+            .u32(p.classes)
+            .u32(p.boxes_per_image)
+            .f32(nms.score_threshold)
+            .u32(background)
+            .input(&offsets, blocks + 1)
+            .u32(padded)
             .output(&mut keys, n)
             .output(&mut values, n);
-        self.launch("nms_candidate_keys", elementwise(p.padded), &args)?;
+        self.launch("nms_compact_candidates", compact_shape, &args)?;
         self.bitonic_sort(&mut keys, &mut values)?;
         let bounds = self.bounds(&keys, p.segments)?;
 
@@ -185,20 +218,20 @@ impl Gpu {
                 args.input(&keys, n)
                     .input(&keep, n)
                     .u32(p.classes)
-                    .u32(p.padded)
+                    .u32(padded)
                     .output(&mut keys2, n)
                     .output(&mut values2, n);
-                self.launch("nms_rank_keys", elementwise(p.padded), &args)?;
+                self.launch("nms_rank_keys", elementwise(padded), &args)?;
                 self.bitonic_sort(&mut keys2, &mut values2)?;
                 let image_bounds = self.bounds(&keys2, p.batch)?;
                 let mut args = KernelArgs::new();
                 args.input(&keys2, n)
                     .input(&values2, n)
                     .input(&image_bounds, batch + 1)
-                    .u32(p.padded)
+                    .u32(padded)
                     .u32(p.capacity)
                     .output(&mut keep, n);
-                self.launch("nms_keep_top", elementwise(p.padded), &args)?;
+                self.launch("nms_keep_top", elementwise(padded), &args)?;
                 KEPT_TOP
             }
         };
@@ -284,15 +317,17 @@ mod tests {
                 classes: 20,
                 boxes_per_image: 22743,
                 segments: 40,
-                padded: 1 << 20,
+                entries: 909_720,
+                compact_blocks: 445,
                 top_k: 1000,
                 capacity: 100,
             }
         );
         let all = plan(1, 3, 5, None, None).unwrap();
-        assert_eq!((all.padded, all.top_k, all.capacity), (16, 5, 15));
+        assert_eq!((all.compact_blocks, all.top_k, all.capacity), (1, 5, 15));
         assert!(plan(0, 3, 5, None, None).is_err());
         assert!(plan(64, 80, 1 << 20, Some(1000), Some(100)).is_err());
+        assert!(plan(1, 1 << 10, (1 << 20) + 1, None, Some(100)).is_err());
         assert_eq!(
             bitonic_stages(8),
             vec![(1, 2), (2, 4), (1, 4), (4, 8), (2, 8), (1, 8)]
