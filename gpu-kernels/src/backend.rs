@@ -8,8 +8,9 @@
 use std::sync::{Arc, Mutex};
 
 use pulsefocus_core::backend::{
-    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, PoolGeom, SgdStep,
+    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, HeadOutput, PoolGeom, SgdStep,
 };
+use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::Backend;
 
 use crate::{DeviceBuffer, Gpu, GpuError};
@@ -348,6 +349,20 @@ impl Backend for GpuBackend {
         velocity: &mut DeviceBuffer,
     ) {
         self.run(|gpu| gpu.momentum_sgd(step, len, param, grad, velocity))
+    }
+
+    /// Decode and NMS on the device (`ops::yolo`); only the detections are
+    /// downloaded.
+    fn yolo_detect(
+        &self,
+        cfg: &YoloConfig,
+        heads: &[HeadOutput<'_, DeviceBuffer>],
+        image_sizes: &[[u32; 2]],
+        nms: &NmsConfig,
+    ) -> Vec<Vec<Detection>> {
+        let heads: Vec<(&DeviceBuffer, usize, usize)> =
+            heads.iter().map(|h| (h.buf, h.height, h.width)).collect();
+        self.run(|gpu| gpu.yolo_detect(cfg, &heads, image_sizes, nms))
     }
 }
 
