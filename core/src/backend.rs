@@ -12,6 +12,8 @@
 //!   `add`/`axpy`.
 //! - Weights are `[c_out, c_in / groups, kernel_h, kernel_w]`, as in Paddle.
 
+use crate::yolo::{Detection, NmsConfig, YoloConfig};
+
 /// The activations a layer may apply. The backward of each is computed from
 /// the activation's *output* (possible for all of these because each is
 /// monotonic with a positive slope where it is not flat), so a fused
@@ -280,6 +282,15 @@ pub struct SgdStep {
     pub weight_decay: f32,
 }
 
+/// One YOLO head output on a backend: `[batch, anchors * (5 + classes),
+/// height, width]`, the batch being the number of images detected on.
+#[derive(Debug)]
+pub struct HeadOutput<'a, Buf> {
+    pub buf: &'a Buf,
+    pub height: usize,
+    pub width: usize,
+}
+
 /// A compute device. Cheap to clone (a handle); all kernels take `&self`.
 pub trait Backend: Clone + Send + Sync + 'static {
     type Buffer: Send + Sync;
@@ -495,4 +506,20 @@ pub trait Backend: Clone + Send + Sync + 'static {
         grad: &Self::Buffer,
         velocity: &mut Self::Buffer,
     );
+
+    // ---- inference ----
+
+    /// PaddleDetection's YOLOv3 prediction, as `yolo::detect` computes it:
+    /// each level of `heads` decoded with its anchors (Paddle's `yolo_box`,
+    /// boxes clipped), then Paddle's `multiclass_nms` per image. `image_sizes`
+    /// are each image's (height, width); boxes come out in those pixels, each
+    /// image's detections grouped by class, best first within a class. Only
+    /// the detections leave the device.
+    fn yolo_detect(
+        &self,
+        cfg: &YoloConfig,
+        heads: &[HeadOutput<'_, Self::Buffer>],
+        image_sizes: &[[u32; 2]],
+        nms: &NmsConfig,
+    ) -> Vec<Vec<Detection>>;
 }

@@ -399,6 +399,35 @@ impl Backend for GpuBackend {
             step.weight_decay,
         ))
     }
+
+    fn yolo_detect(
+        &self,
+        cfg: &pulsefocus_core::yolo::YoloConfig,
+        heads: &[pulsefocus_core::backend::HeadOutput<'_, DeviceBuffer>],
+        image_sizes: &[[u32; 2]],
+        nms: &pulsefocus_core::yolo::NmsConfig,
+    ) -> Vec<Vec<pulsefocus_core::yolo::Detection>> {
+        // Placeholder until the device decode + NMS launch code lands: the
+        // heads through the CPU's code.
+        let host: Vec<Vec<f32>> = heads
+            .iter()
+            .map(|h| {
+                let mut v = vec![0.0; self.buffer_len(h.buf)];
+                self.download(h.buf, &mut v);
+                v
+            })
+            .collect();
+        let cpu_heads: Vec<pulsefocus_core::backend::HeadOutput<Vec<f32>>> = heads
+            .iter()
+            .zip(&host)
+            .map(|(h, buf)| pulsefocus_core::backend::HeadOutput {
+                buf,
+                height: h.height,
+                width: h.width,
+            })
+            .collect();
+        pulsefocus_core::CpuBackend.yolo_detect(cfg, &cpu_heads, image_sizes, nms)
+    }
 }
 
 #[cfg(test)]

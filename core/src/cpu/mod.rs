@@ -9,8 +9,9 @@ pub mod gemm;
 mod pool;
 
 use crate::backend::{
-    Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, PoolGeom, SgdStep,
+    Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, PoolGeom, SgdStep,
 };
+use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
 
 /// The CPU. Threads come from rayon's global pool (size it with
 /// `RAYON_NUM_THREADS` or `rayon::ThreadPoolBuilder`).
@@ -268,5 +269,27 @@ impl Backend for CpuBackend {
         velocity: &mut Vec<f32>,
     ) {
         elementwise::sgd_momentum(step, &mut param[..len], &grad[..len], &mut velocity[..len]);
+    }
+
+    fn yolo_detect(
+        &self,
+        cfg: &YoloConfig,
+        heads: &[HeadOutput<'_, Vec<f32>>],
+        image_sizes: &[[u32; 2]],
+        nms: &NmsConfig,
+    ) -> Vec<Vec<Detection>> {
+        let batch = image_sizes.len();
+        // Buffers may be longer than the tensors they hold.
+        let heads: Vec<Head> = heads
+            .iter()
+            .enumerate()
+            .map(|(level, h)| Head {
+                data: &h.buf[..batch * cfg.head_channels(level) * h.height * h.width],
+                batch,
+                height: h.height,
+                width: h.width,
+            })
+            .collect();
+        detect(cfg, &heads, image_sizes, nms)
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use pulsefocus_formats::image::RgbImage;
 use pulsefocus_formats::{Error, Result};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, HeadOutput};
 use crate::config::{Config, Reader};
 use crate::data::loader::Mode;
 use crate::data::sample::Sample;
@@ -16,19 +16,17 @@ use crate::data::transforms::resize::Interp;
 use crate::data::Batch;
 use crate::models::Yolov3;
 use crate::tensor::Tensor;
-use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
+use crate::yolo::{Detection, NmsConfig, YoloConfig};
 
-/// The buffers of inference, reused from batch to batch.
+/// The input buffer of inference, reused from batch to batch.
 pub struct Predictor<B: Backend> {
     image: Tensor<B>,
-    outputs: [Vec<f32>; 3],
 }
 
 impl<B: Backend> Predictor<B> {
     pub fn new(backend: &B) -> Self {
         Predictor {
             image: Tensor::zeros(backend, &[0]),
-            outputs: Default::default(),
         }
     }
 
@@ -52,24 +50,21 @@ impl<B: Backend> Predictor<B> {
         self.image.reshape_reuse(&backend, &[n, 3, h, w]);
         self.image.upload(&backend, images);
         let outputs = model.forward(&self.image);
-        let mut shapes = [(0, 0); 3];
-        for (level, out) in outputs.iter().enumerate() {
-            let (_, _, oh, ow) = out.nchw();
-            shapes[level] = (oh, ow);
-            self.outputs[level].resize(out.numel(), 0.0);
-            backend.download(out.buf(), &mut self.outputs[level]);
-        }
-        let heads: Vec<Head> = (0..3)
-            .map(|l| Head {
-                data: &self.outputs[l],
-                batch: n,
-                height: shapes[l].0,
-                width: shapes[l].1,
+        let heads: Vec<HeadOutput<B::Buffer>> = outputs
+            .iter()
+            .map(|out| {
+                let (_, _, height, width) = out.nchw();
+                HeadOutput {
+                    buf: out.buf(),
+                    height,
+                    width,
+                }
             })
             .collect();
         // Paddle's image size input is (height, width).
         let sizes: Vec<[u32; 2]> = original_sizes.iter().map(|&[w, h]| [h, w]).collect();
-        detect(yolo, &heads, &sizes, nms)
+        // Decode and NMS where the outputs are: only the detections come back.
+        backend.yolo_detect(yolo, &heads, &sizes, nms)
     }
 
     /// One decoded image through the reader's pipeline (`input`): resized,
