@@ -24,6 +24,7 @@
 
 pub mod batch_norm;
 pub mod conv;
+pub mod detect;
 pub mod elementwise;
 pub mod memory;
 pub mod optim;
@@ -226,6 +227,7 @@ macro_rules! backend_tests {
             upsample2x_backward_matches,
             copy_channels_matches,
             sgd_momentum_matches,
+            yolo_detect_matches,
         );
     };
     ($module:ident, $open:expr; $($check:ident),+ $(,)?) => {
@@ -253,6 +255,7 @@ pub mod checks {
     pub use super::conv::{
         conv2d_backward_data_matches, conv2d_backward_filter_matches, conv2d_forward_matches,
     };
+    pub use super::detect::yolo_detect_matches;
     pub use super::elementwise::{
         activation_backward_matches, activation_forward_matches, add_matches, axpy_matches,
         scale_matches, sigmoid_backward_matches, sigmoid_forward_matches, sum_matches,
