@@ -15,8 +15,55 @@
 mod suite;
 
 use pulsefocus_core::CpuBackend;
+use suite::checks;
+use suite::faulty::{Fault, Faulty};
 
 backend_tests!(cpu, Some(CpuBackend::new()));
+
+// The suite catches the faults a port makes (each test's backend is the CPU
+// with one fault; the check must fail, naming what differs).
+
+#[test]
+#[should_panic(expected = "add len 1 seed 1 tail")]
+fn a_write_past_the_tensor_is_caught() {
+    checks::add_matches(&Faulty(Fault::WritesPastTheEnd));
+}
+
+#[test]
+#[should_panic(expected = "sum len 1 seed 1: NaN")]
+fn a_read_past_the_tensor_is_caught() {
+    checks::sum_matches(&Faulty(Fault::ReadsPastTheEnd));
+}
+
+#[test]
+#[should_panic(expected = "conv2d_backward_filter stem")]
+fn accumulating_instead_of_overwriting_is_caught() {
+    checks::conv2d_backward_filter_matches(&Faulty(Fault::Accumulates));
+}
+
+#[test]
+#[should_panic(expected = "bias true seed 1")]
+fn a_missing_bias_is_caught() {
+    checks::conv2d_forward_matches(&Faulty(Fault::ForgetsOneBias));
+}
+
+#[test]
+#[should_panic(expected = "max_pool_backward")]
+fn the_wrong_one_of_tied_maxima_is_caught() {
+    checks::max_pool_backward_matches(&Faulty(Fault::LastMaximum));
+}
+
+#[test]
+#[should_panic(expected = "sgd_momentum")]
+fn swapped_arguments_are_caught() {
+    checks::sgd_momentum_matches(&Faulty(Fault::SwappedArguments));
+}
+
+#[test]
+#[should_panic(expected = "running_mean")]
+fn skipped_running_statistics_are_caught() {
+    checks::batch_norm_forward_train_matches(&Faulty(Fault::SkipsRunningStatistics));
+}
 
 /// The real GPU, or None (printing why) on a machine without one.
 fn cuda() -> Option<pulsefocus_gpu::GpuBackend> {

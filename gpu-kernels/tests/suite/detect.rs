@@ -14,7 +14,9 @@ use pulsefocus_core::Backend;
 use super::{assert_unchanged, buffer, cpu, input, Rng, SEEDS};
 
 /// (batch, input height, input width, classes, image sizes).
-fn cases() -> Vec<(usize, usize, usize, usize, Vec<[u32; 2]>)> {
+type Case = (usize, usize, usize, usize, Vec<[u32; 2]>);
+
+fn cases() -> Vec<Case> {
     vec![
         (2, 64, 96, 3, vec![[480, 640], [96, 64]]),
         (1, 96, 96, 20, vec![[333, 500]]),

@@ -26,6 +26,7 @@ pub mod batch_norm;
 pub mod conv;
 pub mod detect;
 pub mod elementwise;
+pub mod faulty;
 pub mod memory;
 pub mod optim;
 pub mod pool;
