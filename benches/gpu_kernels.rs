@@ -6,13 +6,12 @@
 //!     cargo bench -p pulsefocus-benches --bench gpu_kernels
 //!     python3 benches/gpu_kernels_torch.py --criterion $CARGO_TARGET_DIR/criterion   # cuDNN ratios
 use criterion::{BenchmarkId, Criterion, Throughput};
-use pulsefocus_gpu::plan::Strides;
-use pulsefocus_gpu::{Act, BnShape, Gpu, NmsOptions, YoloLevel};
-use pulsefocus_gpu_device::conv::ConvGeometry;
+use pulsefocus_core::backend::{Activation, BatchNormGeom, Conv2dGeom};
+use pulsefocus_gpu::{Gpu, NmsOptions, Strides, YoloLevel};
 
 /// (name, c_in, c_out, k, stride, input size, depthwise), batch 8. The names
 /// are shared with gpu_kernels_torch.py.
-const CONV_SHAPES: &[(&str, u32, u32, u32, u32, u32, bool)] = &[
+const CONV_SHAPES: &[(&str, usize, usize, usize, usize, usize, bool)] = &[
     ("conv1_3x3s2_3_32_320", 3, 32, 3, 2, 320, false),
     ("dw_3x3_32_160", 32, 32, 3, 1, 160, true),
     ("pw_32_64_160", 32, 64, 1, 1, 160, false),
@@ -24,20 +23,20 @@ const CONV_SHAPES: &[(&str, u32, u32, u32, u32, u32, bool)] = &[
     ("pw_1024_1024_10", 1024, 1024, 1, 1, 10, false),
     ("head_3x3_512_1024_10", 512, 1024, 3, 1, 10, false),
 ];
-const BATCH: u32 = 8;
+const BATCH: usize = 8;
 
 fn geometry(
-    &(_, c_in, c_out, k, stride, size, depthwise): &(&str, u32, u32, u32, u32, u32, bool),
-) -> ConvGeometry {
+    &(_, c_in, c_out, k, stride, size, depthwise): &(&str, usize, usize, usize, usize, usize, bool),
+) -> Conv2dGeom {
     let groups = if depthwise { c_in } else { 1 };
-    ConvGeometry {
+    Conv2dGeom {
         batch: BATCH,
         c_in,
-        h: size,
-        w: size,
+        h_in: size,
+        w_in: size,
         c_out,
-        k_h: k,
-        k_w: k,
+        kernel_h: k,
+        kernel_w: k,
         stride_h: stride,
         stride_w: stride,
         pad_h: k / 2,
@@ -49,7 +48,7 @@ fn geometry(
 }
 
 fn filled(gpu: &Gpu, len: usize, value: f32) -> pulsefocus_gpu::DeviceBuffer {
-    let mut buffer = gpu.pool.alloc(len).expect("device memory");
+    let mut buffer = gpu.alloc(len).expect("device memory");
     gpu.fill(len, &mut buffer, value).expect("fill");
     buffer
 }
@@ -59,19 +58,19 @@ fn conv(c: &mut Criterion, gpu: &Gpu) {
         let mut group = c.benchmark_group(format!("conv_{pass}"));
         for shape in CONV_SHAPES {
             let geo = geometry(shape);
-            let (_, lens) = pulsefocus_gpu::plan::conv("bench", &geo).expect("valid shape");
+            let (x_len, w_len, y_len) = (geo.input_len(), geo.weight_len(), geo.output_len());
             let (x, w, y) = (
-                filled(gpu, lens.x, 0.5),
-                filled(gpu, lens.weight, 0.01),
-                filled(gpu, lens.y, 0.1),
+                filled(gpu, x_len, 0.5),
+                filled(gpu, w_len, 0.01),
+                filled(gpu, y_len, 0.1),
             );
             let (mut x_out, mut w_out, mut y_out) = (
-                filled(gpu, lens.x, 0.0),
-                filled(gpu, lens.weight, 0.0),
-                filled(gpu, lens.y, 0.0),
+                filled(gpu, x_len, 0.0),
+                filled(gpu, w_len, 0.0),
+                filled(gpu, y_len, 0.0),
             );
-            // 2 FLOP per multiply-add: outputs x filter length.
-            let flops = 2 * lens.y as u64 * geo.filter_len() as u64;
+            // 2 FLOP per multiply-add.
+            let flops = geo.flops() as u64;
             group.throughput(Throughput::Elements(flops));
             group.bench_function(BenchmarkId::from_parameter(shape.0), |b| {
                 b.iter(|| {
@@ -122,11 +121,11 @@ fn gemm(c: &mut Criterion, gpu: &Gpu) {
 fn batch_norm(c: &mut Criterion, gpu: &Gpu) {
     let mut group = c.benchmark_group("batch_norm_train");
     for (name, channels, size) in [
-        ("32_160", 32u32, 160u32),
+        ("32_160", 32usize, 160usize),
         ("256_40", 256, 40),
         ("1024_10", 1024, 10),
     ] {
-        let (len, ch) = ((BATCH * channels * size * size) as usize, channels as usize);
+        let (len, ch) = (BATCH * channels * size * size, channels);
         let (x, gamma, beta) = (
             filled(gpu, len, 0.5),
             filled(gpu, ch, 1.0),
@@ -135,17 +134,17 @@ fn batch_norm(c: &mut Criterion, gpu: &Gpu) {
         let (mut y, mut dx) = (filled(gpu, len, 0.0), filled(gpu, len, 0.0));
         let [mut mean, mut inv_std, mut rm, mut rv, mut dg, mut db] =
             std::array::from_fn(|_| filled(gpu, ch, 1.0));
-        let shape = BnShape {
+        let shape = BatchNormGeom {
             batch: BATCH,
             channels,
-            plane: size * size,
+            spatial: size * size,
         };
-        let act = Act::leaky_relu(0.1);
+        let act = Activation::LEAKY_0_1;
         group.throughput(Throughput::Elements(len as u64));
         group.bench_function(BenchmarkId::new("forward_backward", name), |b| {
             b.iter(|| {
                 gpu.batch_norm_train_forward(
-                    shape,
+                    &shape,
                     act,
                     &x,
                     &gamma,
@@ -159,7 +158,7 @@ fn batch_norm(c: &mut Criterion, gpu: &Gpu) {
                 .expect("bn");
                 // y stands in for the incoming gradient.
                 gpu.batch_norm_train_backward(
-                    shape,
+                    &shape,
                     act,
                     &x,
                     &y,
@@ -180,7 +179,7 @@ fn batch_norm(c: &mut Criterion, gpu: &Gpu) {
 
 fn decode_and_nms(c: &mut Criterion, gpu: &Gpu) {
     let level = YoloLevel {
-        batch: BATCH,
+        batch: BATCH as u32,
         classes: 20,
         grid_h: 40,
         grid_w: 40,
@@ -188,9 +187,9 @@ fn decode_and_nms(c: &mut Criterion, gpu: &Gpu) {
         anchors: [10.0, 13.0, 16.0, 30.0, 33.0, 23.0],
         scale_x_y: 1.0,
     };
-    let cells = (BATCH * 3 * 40 * 40) as usize;
+    let cells = BATCH * 3 * 40 * 40;
     let x = filled(gpu, cells * 25, 0.3);
-    let sizes = filled(gpu, 2 * BATCH as usize, 320.0);
+    let sizes = filled(gpu, 2 * BATCH, 320.0);
     let (mut boxes, mut scores) = (filled(gpu, cells * 4, 0.0), filled(gpu, cells * 20, 0.0));
     let mut group = c.benchmark_group("yolo_decode");
     group.throughput(Throughput::Elements(cells as u64));
@@ -217,8 +216,8 @@ fn decode_and_nms(c: &mut Criterion, gpu: &Gpu) {
             .map(|i| ((i * 2654435761) % 1_000_003) as f32 / 1_000_003.0)
             .collect();
         let (boxes, scores) = (
-            gpu.pool.upload(&host_boxes).expect("upload"),
-            gpu.pool.upload(&host_scores).expect("upload"),
+            gpu.upload(&host_boxes).expect("upload"),
+            gpu.upload(&host_scores).expect("upload"),
         );
         let options = NmsOptions {
             score_thresh: 0.0,

@@ -291,6 +291,19 @@ pub struct HeadOutput<'a, Buf> {
     pub width: usize,
 }
 
+/// A device operation that failed (out of memory, a launch or copy the
+/// device refused), as one line for the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceError(pub String);
+
+impl std::fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DeviceError {}
+
 /// A compute device. Cheap to clone (a handle); all kernels take `&self`.
 pub trait Backend: Clone + Send + Sync + 'static {
     type Buffer: Send + Sync;
@@ -308,6 +321,18 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// says it).
     fn peak_device_bytes(&self) -> Option<usize> {
         None
+    }
+
+    /// The first operation that failed on the device since it was opened,
+    /// if any. The kernel methods have no error channel (a device reports
+    /// many failures only later, as CUDA's asynchronous errors, and threading
+    /// a `Result` through every layer would not change that), so a device
+    /// backend records its first failure, turns later operations into
+    /// no-ops, and reports it here; callers check at points where a command
+    /// can stop cleanly (after building the model, after each training step
+    /// and each evaluation batch). The CPU never fails this way: always Ok.
+    fn check(&self) -> Result<(), DeviceError> {
+        Ok(())
     }
 
     // ---- memory ----

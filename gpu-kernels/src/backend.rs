@@ -1,96 +1,77 @@
-//! The core `Backend` trait on the GPU: each method converts the core's
-//! geometry to the kernels' (`u32` extents, checked) and calls the matching
-//! launch method. The trait's methods are infallible, so a failure here (a
-//! driver error, or a geometry beyond the kernels' `u32` indexing) panics
-//! with the kernel's message; `GpuBackend::open` is where a missing GPU is a
-//! normal error.
-use std::sync::Arc;
+//! The core `Backend` trait on the GPU: each method calls the matching
+//! operation in [`crate::ops`]. The trait's methods are infallible, so the
+//! backend never panics on a device failure: it records the first one (an
+//! allocation, a launch, a copy, a geometry beyond the kernels' `u32`
+//! indexing) in a sticky slot, as CUDA reports asynchronous errors, turns
+//! every later operation into a no-op (a failed allocation returns a buffer
+//! without memory), and `Backend::check` returns it.
+use std::sync::{Arc, Mutex};
 
 use pulsefocus_core::backend::{
-    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, PoolGeom, SgdStep,
+    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, PoolGeom, SgdStep,
 };
 use pulsefocus_core::Backend;
-use pulsefocus_gpu_device::conv::ConvGeometry;
 
-use crate::{Act, BnShape, DeviceBuffer, Gpu, GpuError, PoolShape};
+use crate::{DeviceBuffer, Gpu, GpuError};
 
 /// The GPU as a core `Backend`: a cheap handle to one opened [`Gpu`].
 #[derive(Clone)]
 pub struct GpuBackend {
     gpu: Arc<Gpu>,
+    failure: Arc<Mutex<Option<GpuError>>>,
 }
 
 impl GpuBackend {
     /// Opens GPU 0 (an error, not a panic, without a driver or a GPU).
     pub fn open() -> Result<GpuBackend, GpuError> {
-        Ok(GpuBackend {
-            gpu: Arc::new(Gpu::open()?),
-        })
+        Ok(GpuBackend::new(Gpu::open()?))
+    }
+
+    /// The emulated GPU: the same host code, kernels on the CPU grid
+    /// emulator, launches checked against the PTX (for tests, and for
+    /// trying the GPU path on any machine).
+    pub fn emulated() -> Result<GpuBackend, GpuError> {
+        Ok(GpuBackend::new(Gpu::emulated()?))
+    }
+
+    /// The emulated GPU if `PULSEFOCUS_GPU_EMULATOR=1`, else GPU 0.
+    pub fn open_requested() -> Result<GpuBackend, GpuError> {
+        Ok(GpuBackend::new(Gpu::open_requested()?))
+    }
+
+    pub fn new(gpu: Gpu) -> GpuBackend {
+        GpuBackend {
+            gpu: Arc::new(gpu),
+            failure: Arc::new(Mutex::new(None)),
+        }
     }
 
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }
-}
 
-/// Unwraps a launch result: the trait has no error channel.
-fn ok<T>(result: Result<T, GpuError>) -> T {
-    result.unwrap_or_else(|err| panic!("GPU backend: {err}"))
-}
-
-/// A core extent as a kernel's `u32`.
-fn small(what: &str, value: usize) -> u32 {
-    u32::try_from(value).unwrap_or_else(|_| {
-        panic!("GPU backend: {what} = {value} exceeds the kernels' u32 indexing")
-    })
-}
-
-/// The kernels' geometry for a core convolution.
-pub fn conv_geometry(g: &Conv2dGeom) -> ConvGeometry {
-    ConvGeometry {
-        batch: small("batch", g.batch),
-        c_in: small("c_in", g.c_in),
-        h: small("h_in", g.h_in),
-        w: small("w_in", g.w_in),
-        c_out: small("c_out", g.c_out),
-        k_h: small("kernel_h", g.kernel_h),
-        k_w: small("kernel_w", g.kernel_w),
-        stride_h: small("stride_h", g.stride_h),
-        stride_w: small("stride_w", g.stride_w),
-        pad_h: small("pad_h", g.pad_h),
-        pad_w: small("pad_w", g.pad_w),
-        dilation_h: small("dilation_h", g.dilation_h),
-        dilation_w: small("dilation_w", g.dilation_w),
-        groups: small("groups", g.groups),
+    /// The first failure, if any (what `Backend::check` reports).
+    pub fn failure(&self) -> Option<GpuError> {
+        self.slot().clone()
     }
-}
 
-/// The kernels' activation code for a core activation.
-pub fn activation(act: Activation) -> Act {
-    match act {
-        Activation::Identity => Act::IDENTITY,
-        Activation::Relu => Act::RELU,
-        Activation::Relu6 => Act::RELU6,
-        Activation::LeakyRelu(slope) => Act::leaky_relu(slope),
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<GpuError>> {
+        self.failure.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
 
-fn bn_shape(g: &BatchNormGeom) -> BnShape {
-    BnShape {
-        batch: small("batch", g.batch),
-        channels: small("channels", g.channels),
-        plane: small("spatial", g.spatial),
-    }
-}
-
-fn pool_shape(g: &PoolGeom) -> PoolShape {
-    PoolShape {
-        planes: small("batch * channels", g.batch * g.channels),
-        h: small("h_in", g.h_in),
-        w: small("w_in", g.w_in),
-        size: small("kernel", g.kernel),
-        stride: small("stride", g.stride),
-        pad: small("pad", g.pad),
+    /// Runs `op` unless an earlier operation failed; records its failure.
+    /// Returns `T::default()` when skipped or failed.
+    fn run<T: Default>(&self, op: impl FnOnce(&Gpu) -> Result<T, GpuError>) -> T {
+        if self.slot().is_some() {
+            return T::default();
+        }
+        match op(&self.gpu) {
+            Ok(value) => value,
+            Err(err) => {
+                self.slot().get_or_insert(err);
+                T::default()
+            }
+        }
     }
 }
 
@@ -98,11 +79,15 @@ impl Backend for GpuBackend {
     type Buffer = DeviceBuffer;
 
     fn name(&self) -> String {
-        format!("cuda:{} ({})", self.gpu.info.ordinal, self.gpu.info.name)
+        if self.gpu.emulated {
+            "emulated GPU (CPU grid emulator)".into()
+        } else {
+            format!("cuda:{} ({})", self.gpu.info.ordinal, self.gpu.info.name)
+        }
     }
 
     fn synchronize(&self) {
-        ok(self.gpu.synchronize())
+        self.run(|gpu| gpu.synchronize())
     }
 
     /// What the caching pool held from the driver at its peak (buffers in
@@ -111,23 +96,31 @@ impl Backend for GpuBackend {
         Some(self.gpu.pool.stats().peak_held_bytes)
     }
 
+    fn check(&self) -> Result<(), DeviceError> {
+        match self.failure() {
+            None => Ok(()),
+            Some(err) => Err(DeviceError(err.to_string())),
+        }
+    }
+
     fn alloc(&self, len: usize) -> DeviceBuffer {
-        ok(self.gpu.zeros(len))
+        self.run(|gpu| gpu.zeros(len).map(Some))
+            .unwrap_or_else(|| DeviceBuffer::without_memory(len))
     }
     fn buffer_len(&self, buf: &DeviceBuffer) -> usize {
         buf.len()
     }
     fn fill(&self, buf: &mut DeviceBuffer, len: usize, value: f32) {
-        ok(self.gpu.fill(len, buf, value))
+        self.run(|gpu| gpu.fill(len, buf, value))
     }
     fn upload(&self, src: &[f32], dst: &mut DeviceBuffer) {
-        ok(self.gpu.upload_into(src, dst))
+        self.run(|gpu| gpu.upload_into(src, dst))
     }
     fn download(&self, src: &DeviceBuffer, dst: &mut [f32]) {
-        ok(self.gpu.download_into(src, dst))
+        self.run(|gpu| gpu.download_into(src, dst))
     }
     fn copy(&self, len: usize, src: &DeviceBuffer, dst: &mut DeviceBuffer) {
-        ok(self.gpu.copy(len, src, dst))
+        self.run(|gpu| gpu.copy(len, src, dst))
     }
 
     /// The kernels gather im2col entries on the fly: no scratch memory.
@@ -143,7 +136,7 @@ impl Backend for GpuBackend {
         y: &mut DeviceBuffer,
         _workspace: &mut DeviceBuffer,
     ) {
-        ok(self.gpu.conv2d_forward(&conv_geometry(g), x, w, bias, y))
+        self.run(|gpu| gpu.conv2d_forward(g, x, w, bias, y))
     }
     fn conv2d_backward_data(
         &self,
@@ -153,7 +146,7 @@ impl Backend for GpuBackend {
         dx: &mut DeviceBuffer,
         _workspace: &mut DeviceBuffer,
     ) {
-        ok(self.gpu.conv2d_backward_data(&conv_geometry(g), dy, w, dx))
+        self.run(|gpu| gpu.conv2d_backward_data(g, dy, w, dx))
     }
     fn conv2d_backward_filter(
         &self,
@@ -164,13 +157,16 @@ impl Backend for GpuBackend {
         dbias: Option<&mut DeviceBuffer>,
         _workspace: &mut DeviceBuffer,
     ) {
-        let geo = conv_geometry(g);
-        ok(self.gpu.conv2d_backward_filter(&geo, x, dy, dw));
-        if let Some(dbias) = dbias {
-            ok(self
-                .gpu
-                .channel_sum(dy, dbias, (geo.batch, geo.c_out, geo.out_h() * geo.out_w())));
-        }
+        self.run(|gpu| {
+            gpu.conv2d_backward_filter(g, x, dy, dw)?;
+            match dbias {
+                Some(dbias) => {
+                    let plane = g.h_out() * g.w_out();
+                    gpu.channel_sum(dy, dbias, (g.batch, g.c_out, plane))
+                }
+                None => Ok(()),
+            }
+        })
     }
 
     fn batch_norm_forward_train(
@@ -188,18 +184,20 @@ impl Backend for GpuBackend {
         saved_inv_std: &mut DeviceBuffer,
         y: &mut DeviceBuffer,
     ) {
-        ok(self.gpu.batch_norm_train_forward(
-            bn_shape(g),
-            activation(act),
-            x,
-            scale,
-            offset,
-            y,
-            (saved_mean, saved_inv_std),
-            (running_mean, running_var),
-            eps,
-            momentum,
-        ))
+        self.run(|gpu| {
+            gpu.batch_norm_train_forward(
+                g,
+                act,
+                x,
+                scale,
+                offset,
+                y,
+                (saved_mean, saved_inv_std),
+                (running_mean, running_var),
+                eps,
+                momentum,
+            )
+        })
     }
     fn batch_norm_forward_eval(
         &self,
@@ -213,16 +211,7 @@ impl Backend for GpuBackend {
         var: &DeviceBuffer,
         y: &mut DeviceBuffer,
     ) {
-        ok(self.gpu.batch_norm_eval_forward(
-            bn_shape(g),
-            activation(act),
-            x,
-            scale,
-            offset,
-            (mean, var),
-            y,
-            eps,
-        ))
+        self.run(|gpu| gpu.batch_norm_eval_forward(g, act, x, scale, offset, (mean, var), y, eps))
     }
     fn batch_norm_backward_train(
         &self,
@@ -238,18 +227,20 @@ impl Backend for GpuBackend {
         dscale: &mut DeviceBuffer,
         doffset: &mut DeviceBuffer,
     ) {
-        ok(self.gpu.batch_norm_train_backward(
-            bn_shape(g),
-            activation(act),
-            x,
-            y,
-            dy,
-            scale,
-            (saved_mean, saved_inv_std),
-            dx,
-            dscale,
-            doffset,
-        ))
+        self.run(|gpu| {
+            gpu.batch_norm_train_backward(
+                g,
+                act,
+                x,
+                y,
+                dy,
+                scale,
+                (saved_mean, saved_inv_std),
+                dx,
+                dscale,
+                doffset,
+            )
+        })
     }
     fn batch_norm_backward_eval(
         &self,
@@ -262,16 +253,7 @@ impl Backend for GpuBackend {
         var: &DeviceBuffer,
         dx: &mut DeviceBuffer,
     ) {
-        ok(self.gpu.batch_norm_eval_backward(
-            bn_shape(g),
-            activation(act),
-            y,
-            dy,
-            scale,
-            var,
-            dx,
-            eps,
-        ))
+        self.run(|gpu| gpu.batch_norm_eval_backward(g, act, y, dy, scale, var, dx, eps))
     }
 
     fn activation_forward(
@@ -281,7 +263,7 @@ impl Backend for GpuBackend {
         x: &DeviceBuffer,
         y: &mut DeviceBuffer,
     ) {
-        ok(self.gpu.activation_forward(activation(act), len, x, y))
+        self.run(|gpu| gpu.activation_forward(act, len, x, y))
     }
     fn activation_backward(
         &self,
@@ -291,12 +273,10 @@ impl Backend for GpuBackend {
         dy: &DeviceBuffer,
         dx: &mut DeviceBuffer,
     ) {
-        ok(self
-            .gpu
-            .activation_backward(activation(act), len, y, dy, dx))
+        self.run(|gpu| gpu.activation_backward(act, len, y, dy, dx))
     }
     fn sigmoid_forward(&self, len: usize, x: &DeviceBuffer, y: &mut DeviceBuffer) {
-        ok(self.gpu.sigmoid_forward(len, x, y))
+        self.run(|gpu| gpu.sigmoid_forward(len, x, y))
     }
     fn sigmoid_backward(
         &self,
@@ -305,26 +285,26 @@ impl Backend for GpuBackend {
         dy: &DeviceBuffer,
         dx: &mut DeviceBuffer,
     ) {
-        ok(self.gpu.sigmoid_backward(len, y, dy, dx))
+        self.run(|gpu| gpu.sigmoid_backward(len, y, dy, dx))
     }
     fn add(&self, len: usize, a: &DeviceBuffer, b: &DeviceBuffer, y: &mut DeviceBuffer) {
-        ok(self.gpu.add(len, a, b, y))
+        self.run(|gpu| gpu.add(len, a, b, y))
     }
     fn axpy(&self, len: usize, alpha: f32, x: &DeviceBuffer, y: &mut DeviceBuffer) {
-        ok(self.gpu.axpy(len, alpha, x, y))
+        self.run(|gpu| gpu.axpy(len, alpha, x, y))
     }
     fn scale(&self, len: usize, alpha: f32, x: &mut DeviceBuffer) {
-        ok(self.gpu.scale(len, alpha, x))
+        self.run(|gpu| gpu.scale(len, alpha, x))
     }
     fn sum(&self, len: usize, x: &DeviceBuffer) -> f64 {
-        ok(self.gpu.sum(len, x, false))
+        self.run(|gpu| gpu.sum(len, x, false))
     }
     fn sum_squares(&self, len: usize, x: &DeviceBuffer) -> f64 {
-        ok(self.gpu.sum(len, x, true))
+        self.run(|gpu| gpu.sum(len, x, true))
     }
 
     fn max_pool_forward(&self, g: &PoolGeom, x: &DeviceBuffer, y: &mut DeviceBuffer) {
-        ok(self.gpu.max_pool_forward(pool_shape(g), x, y))
+        self.run(|gpu| gpu.max_pool_forward(g, x, y))
     }
     fn max_pool_backward(
         &self,
@@ -333,7 +313,7 @@ impl Backend for GpuBackend {
         dy: &DeviceBuffer,
         dx: &mut DeviceBuffer,
     ) {
-        ok(self.gpu.max_pool_backward(pool_shape(g), x, dy, dx))
+        self.run(|gpu| gpu.max_pool_backward(g, x, dy, dx))
     }
     fn upsample2x_forward(
         &self,
@@ -343,13 +323,7 @@ impl Backend for GpuBackend {
         x: &DeviceBuffer,
         y: &mut DeviceBuffer,
     ) {
-        ok(self.gpu.upsample_nearest_forward(
-            x,
-            y,
-            small("planes", planes),
-            (small("h", h), small("w", w)),
-            2,
-        ))
+        self.run(|gpu| gpu.upsample_nearest_forward(x, y, planes, (h, w), 2))
     }
     fn upsample2x_backward(
         &self,
@@ -359,26 +333,10 @@ impl Backend for GpuBackend {
         dy: &DeviceBuffer,
         dx: &mut DeviceBuffer,
     ) {
-        ok(self.gpu.upsample_nearest_backward(
-            dy,
-            dx,
-            small("planes", planes),
-            (small("h", h), small("w", w)),
-            2,
-        ))
+        self.run(|gpu| gpu.upsample_nearest_backward(dy, dx, planes, (h, w), 2))
     }
     fn copy_channels(&self, c: &ChannelCopy, src: &DeviceBuffer, dst: &mut DeviceBuffer) {
-        ok(self.gpu.copy_channels(
-            src,
-            small("src_channels", c.src_channels),
-            small("src_first", c.src_first),
-            dst,
-            small("dst_channels", c.dst_channels),
-            small("dst_first", c.dst_first),
-            small("count", c.count),
-            small("batch", c.batch),
-            small("spatial", c.spatial),
-        ))
+        self.run(|gpu| gpu.copy_channels(c, src, dst))
     }
 
     fn sgd_momentum(
@@ -389,15 +347,7 @@ impl Backend for GpuBackend {
         grad: &DeviceBuffer,
         velocity: &mut DeviceBuffer,
     ) {
-        ok(self.gpu.momentum_sgd(
-            len,
-            param,
-            grad,
-            velocity,
-            step.lr,
-            step.momentum,
-            step.weight_decay,
-        ))
+        self.run(|gpu| gpu.momentum_sgd(step, len, param, grad, velocity))
     }
 
     fn yolo_detect(
@@ -434,57 +384,8 @@ impl Backend for GpuBackend {
 mod tests {
     use super::*;
 
-    #[test]
-    fn geometry_and_activation_conversions() {
-        let g = Conv2dGeom {
-            batch: 2,
-            c_in: 8,
-            h_in: 9,
-            w_in: 7,
-            c_out: 4,
-            kernel_h: 3,
-            kernel_w: 1,
-            stride_h: 2,
-            stride_w: 1,
-            pad_h: 1,
-            pad_w: 0,
-            dilation_h: 2,
-            dilation_w: 1,
-            groups: 2,
-        };
-        let k = conv_geometry(&g);
-        assert_eq!(
-            (k.out_h() as usize, k.out_w() as usize),
-            (g.h_out(), g.w_out())
-        );
-        assert_eq!(k.filter_len() as usize * k.c_out as usize, g.weight_len());
-        assert_eq!(activation(Activation::LeakyRelu(0.1)), Act::leaky_relu(0.1));
-        assert_eq!(activation(Activation::Relu6), Act::RELU6);
-        for x in [-2.0f32, -0.5, 0.0, 0.5, 3.0, 7.0] {
-            for act in [
-                Activation::Identity,
-                Activation::Relu,
-                Activation::Relu6,
-                Activation::LEAKY_0_1,
-            ] {
-                let code = activation(act);
-                let y = pulsefocus_gpu_device::elementwise::activate(code.kind, code.slope, x);
-                assert_eq!(y, act.forward(x), "{act:?} at {x}");
-                assert_eq!(
-                    pulsefocus_gpu_device::elementwise::derivative_from_output(
-                        code.kind, code.slope, y
-                    ),
-                    act.derivative_from_output(y),
-                    "{act:?} derivative at {x}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    #[should_panic(expected = "exceeds the kernels' u32 indexing")]
-    fn oversized_extents_are_refused_by_name() {
-        small("batch", usize::MAX);
+    fn emulated(memory: usize) -> GpuBackend {
+        GpuBackend::new(Gpu::emulated_with_memory(memory).unwrap())
     }
 
     #[test]
@@ -492,5 +393,62 @@ mod tests {
         if crate::device::probe().is_err() {
             assert!(GpuBackend::open().is_err());
         }
+    }
+
+    #[test]
+    fn the_first_failure_sticks_and_later_operations_are_skipped() {
+        let gpu = emulated(1 << 20);
+        let mut a = gpu.alloc(1000);
+        gpu.fill(&mut a, 1000, 2.0);
+        assert_eq!(gpu.sum(1000, &a), 2000.0);
+        assert_eq!(gpu.check(), Ok(()));
+        // 2 Mi floats do not fit in 1 MiB: a buffer without memory, no panic.
+        let mut big = gpu.alloc(2 << 20);
+        assert!(!big.has_memory());
+        assert_eq!(
+            gpu.check().unwrap_err().to_string(),
+            "out of GPU memory: need 8 MiB for a buffer of 2097152 floats, 1 MiB free"
+        );
+        // Everything after is a no-op, the first error stays.
+        gpu.fill(&mut big, 10, 1.0);
+        gpu.fill(&mut a, 1000, 3.0);
+        assert_eq!(gpu.sum(1000, &a), 0.0);
+        let mut host = vec![0.0; 3];
+        gpu.download(&a, &mut host);
+        assert_eq!(host, [0.0; 3]);
+        assert!(gpu
+            .check()
+            .unwrap_err()
+            .to_string()
+            .starts_with("out of GPU memory"));
+    }
+
+    #[test]
+    fn a_bad_geometry_is_recorded_not_a_panic() {
+        let gpu = emulated(1 << 20);
+        let (x, w) = (gpu.alloc(16), gpu.alloc(9));
+        let mut y = gpu.alloc(16);
+        let mut ws = gpu.alloc(0);
+        let g = Conv2dGeom {
+            batch: 1,
+            c_in: 1,
+            h_in: 4,
+            w_in: 4,
+            c_out: 1,
+            kernel_h: 3,
+            kernel_w: 3,
+            stride_h: 1,
+            stride_w: 1,
+            pad_h: 1,
+            pad_w: 1,
+            dilation_h: 1,
+            dilation_w: 1,
+            groups: 1,
+        };
+        gpu.conv2d_forward(&Conv2dGeom { c_in: 2, ..g }, &x, &w, None, &mut y, &mut ws);
+        assert_eq!(
+            gpu.check().unwrap_err().to_string(),
+            "kernel conv2d_forward: x has 16 elements, needs at least 32"
+        );
     }
 }

@@ -1,36 +1,51 @@
-//! One GPU ready to run the kernels: its context, a stream, the module JIT-
-//! compiled from the embedded PTX, the kernel handles, and a memory pool.
-use std::collections::HashMap;
+//! One GPU ready to run the kernels: a [`Driver`] (CUDA, or the emulator)
+//! and a memory pool over it, plus the memory operations every kernel
+//! launch builds on. The launch methods themselves are in [`crate::ops`],
+//! one module per operation.
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DriverError};
-use cudarc::nvrtc::Ptx;
-
 use crate::device::{probe, GpuInfo};
-use crate::plan::PlanError;
-use crate::pool::MemoryPool;
-use crate::PTX_SM53;
+use crate::driver::cuda::CudaDriver;
+use crate::driver::emulated::EmulatedDriver;
+use crate::driver::{
+    as_bytes, as_bytes_mut, Driver, DriverError, Element, KernelArgs, LaunchShape,
+};
+use crate::ops::{need_len, PlanError};
+use crate::pool::{DeviceBuffer, MemoryPool};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GpuError {
     #[error("no GPU: {0}")]
     Unavailable(String),
+    #[error("the emulated GPU: {0}")]
+    Emulator(String),
     #[error("loading the kernels (PTX for sm_53, JIT-compiled by the driver): {0}")]
-    Module(DriverError),
-    #[error("kernel {name} is missing from the PTX: {source}")]
-    MissingKernel {
-        name: &'static str,
+    Module(String),
+    #[error("kernel {name} is missing from the PTX: {message}")]
+    MissingKernel { name: &'static str, message: String },
+    /// Out of device memory even after the pool gave its cache back.
+    #[error(
+        "out of GPU memory: need {} MiB for a buffer of {floats} floats, {} MiB free",
+        mib(*bytes),
+        mib(*free)
+    )]
+    OutOfMemory {
+        bytes: usize,
+        floats: usize,
+        free: usize,
+    },
+    #[error("{what}: {source}")]
+    Driver {
+        what: &'static str,
         source: DriverError,
     },
-    #[error("launching {kernel}: {source}")]
-    Launch {
-        kernel: &'static str,
-        source: DriverError,
-    },
-    #[error("device memory: {0}")]
-    Memory(DriverError),
     #[error(transparent)]
     Plan(#[from] PlanError),
+}
+
+/// Bytes in MiB, rounded up (a 1-byte need is not "0 MiB").
+fn mib(bytes: usize) -> usize {
+    bytes.div_ceil(1 << 20)
 }
 
 /// Every kernel entry point in the PTX, loaded when the GPU is opened (a
@@ -74,13 +89,21 @@ pub const KERNELS: &[&str] = &[
     "nms_reduce",
 ];
 
+/// The environment variable that makes `--device gpu|auto` open the
+/// emulated device.
+pub const EMULATOR_VAR: &str = "PULSEFOCUS_GPU_EMULATOR";
+
+/// Whether `PULSEFOCUS_GPU_EMULATOR=1` is set.
+pub fn emulator_requested() -> bool {
+    std::env::var(EMULATOR_VAR).as_deref() == Ok("1")
+}
+
 pub struct Gpu {
     pub info: GpuInfo,
-    pub(crate) ctx: Arc<CudaContext>,
-    pub(crate) stream: Arc<CudaStream>,
-    _module: Arc<CudaModule>,
-    functions: HashMap<&'static str, CudaFunction>,
-    pub pool: MemoryPool<f32>,
+    /// Runs on the CPU grid emulator, not a GPU.
+    pub emulated: bool,
+    driver: Arc<dyn Driver>,
+    pub pool: MemoryPool<dyn Driver>,
 }
 
 impl Gpu {
@@ -88,56 +111,192 @@ impl Gpu {
     /// there is no driver or no GPU.
     pub fn open() -> Result<Gpu, GpuError> {
         let info = probe().map_err(GpuError::Unavailable)?;
-        let ctx =
-            CudaContext::new(info.ordinal).map_err(|e| GpuError::Unavailable(e.to_string()))?;
-        let stream = ctx
-            .new_stream()
-            .map_err(|e| GpuError::Unavailable(e.to_string()))?;
-        let module = ctx
-            .load_module(Ptx::from_src(PTX_SM53))
-            .map_err(GpuError::Module)?;
-        let mut functions = HashMap::new();
-        for &name in KERNELS {
-            let function = module
-                .load_function(name)
-                .map_err(|source| GpuError::MissingKernel { name, source })?;
-            functions.insert(name, function);
-        }
-        let pool = MemoryPool::new(stream.clone());
-        Ok(Gpu {
-            info,
-            ctx,
-            stream,
-            _module: module,
-            functions,
-            pool,
-        })
+        let driver = CudaDriver::open(&info)?;
+        Ok(Gpu::with_driver(info, false, Arc::new(driver)))
     }
 
-    pub(crate) fn function(&self, name: &'static str) -> &CudaFunction {
-        // Every name in KERNELS was loaded in `open`; launch code uses only those.
-        &self.functions[name]
+    /// The emulated device (memory from `PULSEFOCUS_GPU_EMULATOR_MEMORY`,
+    /// else 4 GiB): the same host code, kernels on the CPU grid emulator.
+    pub fn emulated() -> Result<Gpu, GpuError> {
+        let memory = EmulatedDriver::memory_from_env().map_err(GpuError::Emulator)?;
+        Gpu::emulated_with_memory(memory)
+    }
+
+    pub fn emulated_with_memory(memory: usize) -> Result<Gpu, GpuError> {
+        let driver = EmulatedDriver::new(memory).map_err(GpuError::Emulator)?;
+        let info = GpuInfo {
+            ordinal: 0,
+            name: "emulated GPU".into(),
+            compute_capability: (5, 3),
+            total_memory: memory,
+        };
+        Ok(Gpu::with_driver(info, true, Arc::new(driver)))
+    }
+
+    /// `Gpu::emulated` when `PULSEFOCUS_GPU_EMULATOR=1`, else `Gpu::open`.
+    pub fn open_requested() -> Result<Gpu, GpuError> {
+        if emulator_requested() {
+            Gpu::emulated()
+        } else {
+            Gpu::open()
+        }
+    }
+
+    fn with_driver(info: GpuInfo, emulated: bool, driver: Arc<dyn Driver>) -> Gpu {
+        let pool = MemoryPool::new(driver.clone());
+        Gpu {
+            info,
+            emulated,
+            driver,
+            pool,
+        }
+    }
+
+    pub fn driver(&self) -> &dyn Driver {
+        &*self.driver
+    }
+
+    /// Queues `kernel` (its PTX entry name) over `shape`.
+    pub fn launch(
+        &self,
+        kernel: &'static str,
+        shape: LaunchShape,
+        args: &KernelArgs,
+    ) -> Result<(), GpuError> {
+        self.driver
+            .launch(kernel, shape, args)
+            .map_err(|source| GpuError::Driver {
+                what: "launch",
+                source,
+            })
     }
 
     /// Waits for all queued work.
     pub fn synchronize(&self) -> Result<(), GpuError> {
-        self.stream
+        self.driver
             .synchronize()
-            .map_err(|source| GpuError::Launch {
-                kernel: "(stream synchronize)",
+            .map_err(|source| GpuError::Driver {
+                what: "synchronising the stream",
                 source,
             })
     }
 
     /// Free and total device memory, from the driver.
     pub fn memory_info(&self) -> Result<(usize, usize), GpuError> {
-        self.ctx.mem_get_info().map_err(GpuError::Memory)
+        self.driver
+            .memory_info()
+            .map_err(|source| GpuError::Driver {
+                what: "device memory",
+                source,
+            })
+    }
+
+    /// A pooled buffer of `len` elements, contents unspecified; out of
+    /// memory says how much was needed and how much the driver has free.
+    pub fn alloc<T: Element>(&self, len: usize) -> Result<DeviceBuffer<T>, GpuError> {
+        self.pool
+            .alloc(len)
+            .map_err(|source| self.memory_error(len, source))
+    }
+
+    fn memory_error(&self, len: usize, source: DriverError) -> GpuError {
+        match source {
+            DriverError::OutOfMemory { requested } => GpuError::OutOfMemory {
+                bytes: requested,
+                floats: len,
+                free: self.memory_info().map(|(free, _)| free).unwrap_or(0),
+            },
+            source => GpuError::Driver {
+                what: "allocating device memory",
+                source,
+            },
+        }
+    }
+
+    /// A zero-filled pooled buffer.
+    pub fn zeros(&self, len: usize) -> Result<DeviceBuffer, GpuError> {
+        let mut buffer = self.alloc(len)?;
+        if len > 0 {
+            self.fill(len, &mut buffer, 0.0)?;
+        }
+        Ok(buffer)
+    }
+
+    /// A pooled buffer holding `host`.
+    pub fn upload<T: Element>(&self, host: &[T]) -> Result<DeviceBuffer<T>, GpuError> {
+        let mut buffer = self.alloc(host.len())?;
+        self.upload_into(host, &mut buffer)?;
+        Ok(buffer)
+    }
+
+    /// The buffer's elements (waits for the stream).
+    pub fn download<T: Element>(&self, buffer: &DeviceBuffer<T>) -> Result<Vec<T>, GpuError> {
+        let mut host = vec![T::default(); buffer.len()];
+        self.download_into(buffer, &mut host)?;
+        Ok(host)
+    }
+
+    /// `dst[..src.len()] = src` (host to device).
+    pub fn upload_into<T: Element>(
+        &self,
+        src: &[T],
+        dst: &mut DeviceBuffer<T>,
+    ) -> Result<(), GpuError> {
+        need_len("upload", "dst", dst.len(), src.len())?;
+        if src.is_empty() {
+            return Ok(());
+        }
+        self.driver
+            .copy_to_device(as_bytes(src), dst.device_ptr())
+            .map_err(|source| GpuError::Driver {
+                what: "copying to the device",
+                source,
+            })
+    }
+
+    /// `dst = src[..dst.len()]` (device to host; waits for the stream).
+    pub fn download_into<T: Element>(
+        &self,
+        src: &DeviceBuffer<T>,
+        dst: &mut [T],
+    ) -> Result<(), GpuError> {
+        need_len("download", "src", src.len(), dst.len())?;
+        if dst.is_empty() {
+            return Ok(());
+        }
+        self.driver
+            .copy_to_host(src.device_ptr(), as_bytes_mut(dst))
+            .map_err(|source| GpuError::Driver {
+                what: "copying to the host",
+                source,
+            })
+    }
+
+    /// `dst[..len] = src[..len]` on the device.
+    pub fn copy(
+        &self,
+        len: usize,
+        src: &DeviceBuffer,
+        dst: &mut DeviceBuffer,
+    ) -> Result<(), GpuError> {
+        need_len("copy", "src", src.len(), len)?;
+        need_len("copy", "dst", dst.len(), len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        self.driver
+            .copy_on_device(src.device_ptr(), dst.device_ptr(), 4 * len)
+            .map_err(|source| GpuError::Driver {
+                what: "copying on the device",
+                source,
+            })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PTX_SM53;
 
     #[test]
     fn every_listed_kernel_is_an_entry_point_of_the_embedded_ptx() {
@@ -169,5 +328,32 @@ mod tests {
             let err = Gpu::open().err().expect("no GPU here");
             assert!(err.to_string().starts_with("no GPU: "), "{err}");
         }
+    }
+
+    #[test]
+    fn out_of_memory_says_what_was_needed_and_what_is_free() {
+        let gpu = Gpu::emulated_with_memory(3 << 20).unwrap();
+        let _held = gpu.zeros(1 << 19).unwrap();
+        let err = gpu.alloc::<f32>(1 << 20).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "out of GPU memory: need 4 MiB for a buffer of 1048576 floats, 1 MiB free"
+        );
+    }
+
+    #[test]
+    fn memory_round_trips() {
+        let gpu = Gpu::emulated_with_memory(1 << 20).unwrap();
+        let a = gpu.upload(&[1.0f32, 2.0, 3.0, 4.0]).unwrap();
+        let mut b = gpu.zeros(6).unwrap();
+        gpu.copy(3, &a, &mut b).unwrap();
+        assert_eq!(gpu.download(&b).unwrap(), [1.0, 2.0, 3.0, 0.0, 0.0, 0.0]);
+        let mut two = [0.0f32; 2];
+        gpu.download_into(&a, &mut two).unwrap();
+        assert_eq!(two, [1.0, 2.0]);
+        assert_eq!(
+            gpu.copy(7, &a, &mut b).unwrap_err().to_string(),
+            "kernel copy: src has 4 elements, needs at least 7"
+        );
     }
 }

@@ -1,4 +1,6 @@
-//! Choosing where to train: `--device auto|cpu|gpu` (default auto).
+//! Choosing where to train: `--device auto|cpu|gpu` (default auto), and
+//! `PULSEFOCUS_GPU_EMULATOR=1`, which makes `gpu` and `auto` open the
+//! emulated GPU (docs/gpu.md).
 //!
 //! The probe first checks that the driver library can be opened at all
 //! (`is_culib_present`), because cudarc panics when asked for a context
@@ -7,6 +9,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use cudarc::driver::CudaContext;
+
+use crate::context::{emulator_requested, EMULATOR_VAR};
 
 /// What the user asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,8 +61,12 @@ impl fmt::Display for GpuInfo {
 /// Where the work will run, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SelectedDevice {
-    Cpu { reason: String },
+    Cpu {
+        reason: String,
+    },
     Gpu(GpuInfo),
+    /// `PULSEFOCUS_GPU_EMULATOR=1`: the GPU code path on the CPU grid emulator.
+    Emulated,
 }
 
 impl fmt::Display for SelectedDevice {
@@ -66,6 +74,10 @@ impl fmt::Display for SelectedDevice {
         match self {
             SelectedDevice::Cpu { reason } => write!(f, "CPU ({reason})"),
             SelectedDevice::Gpu(info) => write!(f, "{info}"),
+            SelectedDevice::Emulated => write!(
+                f,
+                "emulated GPU ({EMULATOR_VAR}=1; kernels run on the CPU grid emulator)"
+            ),
         }
     }
 }
@@ -89,6 +101,18 @@ pub fn probe() -> Result<GpuInfo, String> {
         compute_capability: ctx.compute_capability().map_err(describe)?,
         total_memory: ctx.total_mem().map_err(describe)?,
     })
+}
+
+/// Where `request` runs on this machine: `cpu` on the CPU; with
+/// `PULSEFOCUS_GPU_EMULATOR=1`, `gpu` and `auto` on the emulated GPU
+/// (without probing for a driver); else as [`select`] decides from [`probe`].
+pub fn resolve(request: DeviceRequest) -> Result<SelectedDevice, String> {
+    match request {
+        // No need to load the driver when the CPU is asked for.
+        DeviceRequest::Cpu => select(request, Err(String::new())),
+        _ if emulator_requested() => Ok(SelectedDevice::Emulated),
+        _ => select(request, probe()),
+    }
 }
 
 /// Resolves a request against what `probe` found: `gpu` without one is an
@@ -157,6 +181,10 @@ mod tests {
             Ok(SelectedDevice::Cpu { .. })
         ));
         assert_eq!(orin().to_string(), "GPU 0: Orin (sm_87, 8.0 GiB)");
+        assert_eq!(
+            SelectedDevice::Emulated.to_string(),
+            "emulated GPU (PULSEFOCUS_GPU_EMULATOR=1; kernels run on the CPU grid emulator)"
+        );
     }
 
     #[test]

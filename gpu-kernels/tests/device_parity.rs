@@ -3,10 +3,11 @@
 //! device crate's own tests check against plain references). Without a GPU
 //! these tests print why and pass, unless PULSEFOCUS_REQUIRE_GPU=1 (set by
 //! scripts/gpu-check.sh), where a missing GPU fails them.
-use pulsefocus_gpu::plan::Strides;
-use pulsefocus_gpu::{Act, BnShape, DeviceBuffer, Gpu, NmsOptions, YoloLevel};
+use pulsefocus_core::backend::{Activation, BatchNormGeom, Conv2dGeom, SgdStep};
+use pulsefocus_gpu::ops::conv::{self as conv_ops, ConvKind};
+use pulsefocus_gpu::ops::LaunchShape;
+use pulsefocus_gpu::{DeviceBuffer, Gpu, NmsOptions, Strides, YoloLevel};
 use pulsefocus_gpu_device as dev;
-use pulsefocus_gpu_device::conv::ConvGeometry;
 use pulsefocus_gpu_device::emu::{launch, launch_independent, DeviceBuf, Dim3};
 
 fn gpu() -> Option<Gpu> {
@@ -36,11 +37,11 @@ fn values(len: usize, salt: u32) -> Vec<f32> {
 }
 
 fn up(gpu: &Gpu, host: &[f32]) -> DeviceBuffer {
-    gpu.pool.upload(host).unwrap()
+    gpu.upload(host).unwrap()
 }
 
 fn down(gpu: &Gpu, buffer: &DeviceBuffer) -> Vec<f32> {
-    gpu.pool.download(buffer).unwrap()
+    gpu.download(buffer).unwrap()
 }
 
 /// GPU math uses fast exp/log and fused multiply-adds: close, not equal.
@@ -66,9 +67,9 @@ fn elementwise_sgd_and_loss_kernels() {
     );
     let (xg, tg) = (up(&gpu, &x), up(&gpu, &t));
     let (xc, tc) = (DeviceBuf::new(&x), DeviceBuf::new(&t));
-    let mut yg = gpu.pool.alloc(n).unwrap();
+    let mut yg = gpu.alloc(n).unwrap();
     let yc = DeviceBuf::filled(n, 0.0);
-    gpu.activation_forward(Act::leaky_relu(0.1), n, &xg, &mut yg)
+    gpu.activation_forward(Activation::LEAKY_0_1, n, &xg, &mut yg)
         .unwrap();
     launch_independent(GRID.0, GRID.1, |c| unsafe {
         dev::elementwise::activation_forward(
@@ -90,8 +91,12 @@ fn elementwise_sgd_and_loss_kernels() {
 
     let (mut pg, mut vg) = (up(&gpu, &x), up(&gpu, &t));
     let (pc, vc) = (DeviceBuf::new(&x), DeviceBuf::new(&t));
-    gpu.momentum_sgd(n, &mut pg, &tg, &mut vg, 1e-3, 0.9, 5e-4)
-        .unwrap();
+    let step = SgdStep {
+        lr: 1e-3,
+        momentum: 0.9,
+        weight_decay: 5e-4,
+    };
+    gpu.momentum_sgd(&step, n, &mut pg, &tg, &mut vg).unwrap();
     launch_independent(GRID.0, GRID.1, |c| unsafe {
         dev::sgd::momentum_sgd(c, pc.ptr(), tc.ptr(), vc.ptr(), n as u32, 1e-3, 0.9, 5e-4)
     });
@@ -100,7 +105,7 @@ fn elementwise_sgd_and_loss_kernels() {
 
     let ones = vec![1.0f32; n];
     let wg = up(&gpu, &ones);
-    let (mut lg, mut gg) = (gpu.pool.alloc(n).unwrap(), gpu.pool.alloc(n).unwrap());
+    let (mut lg, mut gg) = (gpu.alloc(n).unwrap(), gpu.alloc(n).unwrap());
     gpu.sigmoid_cross_entropy(&xg, &tg, &wg, &mut lg, &mut gg)
         .unwrap();
     let (wc, lc, gc) = (
@@ -187,33 +192,27 @@ fn gemm_on_ragged_shapes() {
 }
 
 /// Emulated reference of the three passes with the host crate's own plan.
-fn conv_cpu(
-    geo: &ConvGeometry,
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    use pulsefocus_gpu::plan::{self, ConvKind};
-    let (kind, lens) = plan::conv("conv", geo).unwrap();
+fn conv_cpu(geo: &Conv2dGeom, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let p = conv_ops::plan("conv", geo).unwrap();
+    let (kind, g) = (p.kind, p.geo);
     let (xc, wc, dyc) = (DeviceBuf::new(x), DeviceBuf::new(w), DeviceBuf::new(dy));
     let (yc, dxc, dwc) = (
-        DeviceBuf::filled(lens.y, 0.0),
-        DeviceBuf::filled(lens.x, 0.0),
-        DeviceBuf::filled(lens.weight, 0.0),
+        DeviceBuf::filled(p.y_len, 0.0),
+        DeviceBuf::filled(p.x_len, 0.0),
+        DeviceBuf::filled(p.weight_len, 0.0),
     );
-    let dims = |s: plan::LaunchShape| (Dim3::xyz(s.grid.0, s.grid.1, s.grid.2), Dim3::x(s.block.0));
-    let g = *geo;
+    let dims = |s: LaunchShape| (Dim3::xyz(s.grid.0, s.grid.1, s.grid.2), Dim3::x(s.block.0));
     let (f, d, wshape) = (
-        dims(plan::conv_forward_shape(kind, geo)),
-        dims(plan::conv_backward_data_shape(kind, geo)),
-        dims(plan::conv_backward_filter_shape(kind, geo)),
+        dims(conv_ops::forward_shape(kind, &g)),
+        dims(conv_ops::backward_data_shape(kind, &g)),
+        dims(conv_ops::backward_filter_shape(kind, &g)),
     );
     match kind {
         // The implicit kernels are the reference for pointwise too (the GPU runs GEMM).
         ConvKind::Tiled | ConvKind::Pointwise => {
             let (f, d) = (
-                dims(plan::conv_forward_shape(ConvKind::Tiled, geo)),
-                dims(plan::conv_backward_data_shape(ConvKind::Tiled, geo)),
+                dims(conv_ops::forward_shape(ConvKind::Tiled, &g)),
+                dims(conv_ops::backward_data_shape(ConvKind::Tiled, &g)),
             );
             launch(f.0, f.1, |c| unsafe {
                 dev::conv::conv2d_forward(
@@ -289,6 +288,7 @@ fn conv_cpu(
                     c,
                     xc.ptr(),
                     wc.ptr(),
+                    std::ptr::null(),
                     yc.ptr(),
                     g.batch,
                     g.c_in,
@@ -353,14 +353,14 @@ fn conv_cpu(
 fn convolution_passes_tiled_and_depthwise() {
     let Some(gpu) = gpu() else { return };
     let shapes = [
-        ConvGeometry {
+        Conv2dGeom {
             batch: 2,
             c_in: 3,
-            h: 17,
-            w: 19,
+            h_in: 17,
+            w_in: 19,
             c_out: 8,
-            k_h: 3,
-            k_w: 3,
+            kernel_h: 3,
+            kernel_w: 3,
             stride_h: 2,
             stride_w: 2,
             pad_h: 1,
@@ -369,14 +369,14 @@ fn convolution_passes_tiled_and_depthwise() {
             dilation_w: 1,
             groups: 1,
         },
-        ConvGeometry {
+        Conv2dGeom {
             batch: 2,
             c_in: 16,
-            h: 9,
-            w: 9,
+            h_in: 9,
+            w_in: 9,
             c_out: 24,
-            k_h: 1,
-            k_w: 1,
+            kernel_h: 1,
+            kernel_w: 1,
             stride_h: 1,
             stride_w: 1,
             pad_h: 0,
@@ -385,14 +385,14 @@ fn convolution_passes_tiled_and_depthwise() {
             dilation_w: 1,
             groups: 1,
         },
-        ConvGeometry {
+        Conv2dGeom {
             batch: 2,
             c_in: 12,
-            h: 11,
-            w: 10,
+            h_in: 11,
+            w_in: 10,
             c_out: 12,
-            k_h: 3,
-            k_w: 3,
+            kernel_h: 3,
+            kernel_w: 3,
             stride_h: 2,
             stride_w: 2,
             pad_h: 1,
@@ -403,13 +403,13 @@ fn convolution_passes_tiled_and_depthwise() {
         },
     ];
     for geo in &shapes {
-        let (_, lens) = pulsefocus_gpu::plan::conv("conv", geo).unwrap();
-        let (x, w, dy) = (values(lens.x, 5), values(lens.weight, 6), values(lens.y, 7));
+        let (x_len, w_len, y_len) = (geo.input_len(), geo.weight_len(), geo.output_len());
+        let (x, w, dy) = (values(x_len, 5), values(w_len, 6), values(y_len, 7));
         let (xg, wg, dyg) = (up(&gpu, &x), up(&gpu, &w), up(&gpu, &dy));
         let (mut yg, mut dxg, mut dwg) = (
-            gpu.pool.alloc(lens.y).unwrap(),
-            gpu.pool.alloc(lens.x).unwrap(),
-            gpu.pool.alloc(lens.weight).unwrap(),
+            gpu.alloc(y_len).unwrap(),
+            gpu.alloc(x_len).unwrap(),
+            gpu.alloc(w_len).unwrap(),
         );
         gpu.conv2d_forward(geo, &xg, &wg, None, &mut yg).unwrap();
         gpu.conv2d_backward_data(geo, &dyg, &wg, &mut dxg).unwrap();
@@ -436,21 +436,21 @@ fn batch_norm_train_and_eval() {
         up(&gpu, &gamma),
         up(&gpu, &beta),
     );
-    let mut yg = gpu.pool.alloc(len).unwrap();
+    let mut yg = gpu.alloc(len).unwrap();
     let (mut mean, mut inv_std, mut rm, mut rv) = (
         gpu.zeros(c).unwrap(),
         gpu.zeros(c).unwrap(),
         gpu.zeros(c).unwrap(),
         up(&gpu, &vec![1.0; c]),
     );
-    let shape = BnShape {
-        batch,
-        channels,
-        plane,
+    let shape = BatchNormGeom {
+        batch: batch as usize,
+        channels: c,
+        spatial: plane as usize,
     };
-    let act = Act::leaky_relu(0.1);
+    let act = Activation::LEAKY_0_1;
     gpu.batch_norm_train_forward(
-        shape,
+        &shape,
         act,
         &xg,
         &gg,
@@ -463,12 +463,12 @@ fn batch_norm_train_and_eval() {
     )
     .unwrap();
     let (mut dxg, mut dgg, mut dbg) = (
-        gpu.pool.alloc(len).unwrap(),
+        gpu.alloc(len).unwrap(),
         gpu.zeros(c).unwrap(),
         gpu.zeros(c).unwrap(),
     );
     gpu.batch_norm_train_backward(
-        shape,
+        &shape,
         act,
         &xg,
         &yg,
@@ -562,8 +562,8 @@ fn decode_and_nms() {
     let x: Vec<f32> = values(cells * 25, 12).iter().map(|v| v * 3.0).collect();
     let sizes = [320.0f32, 320.0, 480.0, 640.0];
     let (mut boxes, mut scores) = (
-        gpu.pool.alloc(cells * 4).unwrap(),
-        gpu.pool.alloc(cells * 20).unwrap(),
+        gpu.alloc(cells * 4).unwrap(),
+        gpu.alloc(cells * 20).unwrap(),
     );
     gpu.yolo_decode(
         &level,
@@ -743,8 +743,8 @@ fn backend_ops<B: pulsefocus_core::Backend>(b: &B) -> Vec<(String, Vec<f32>)> {
             b.alloc(g.weight_len()),
             b.alloc(g.c_out),
         );
-        // Depthwise convolutions carry no bias.
-        let with_bias = !g.is_depthwise();
+        // Every kind with a bias, depthwise too (as the CPU accepts).
+        let with_bias = true;
         b.conv2d_forward(g, &x, &w, with_bias.then_some(&bias), &mut y, &mut ws);
         b.conv2d_backward_data(g, &dy, &w, &mut dx, &mut ws);
         b.conv2d_backward_filter(g, &x, &dy, &mut dw, with_bias.then_some(&mut db), &mut ws);
@@ -850,9 +850,12 @@ fn backend_ops<B: pulsefocus_core::Backend>(b: &B) -> Vec<(String, Vec<f32>)> {
 
 #[test]
 fn gpu_backend_matches_the_cpu_backend() {
-    let Some(gpu_check) = gpu() else { return };
-    drop(gpu_check);
-    let gpu_backend = pulsefocus_gpu::GpuBackend::open().unwrap();
+    // On the GPU when there is one, else on the emulated GPU: the same host
+    // code either way.
+    let gpu_backend = match gpu() {
+        Some(gpu) => pulsefocus_gpu::GpuBackend::new(gpu),
+        None => pulsefocus_gpu::GpuBackend::emulated().unwrap(),
+    };
     let (cpu, gpu) = (
         backend_ops(&pulsefocus_core::CpuBackend::new()),
         backend_ops(&gpu_backend),

@@ -9,7 +9,7 @@
 
 use clap::Args as ClapArgs;
 use pulsefocus_core::{Backend, CpuBackend};
-use pulsefocus_gpu::device::{probe, select};
+use pulsefocus_gpu::device::resolve;
 use pulsefocus_gpu::{DeviceRequest, Gpu, GpuBackend, SelectedDevice};
 
 #[derive(ClapArgs, Debug, Clone)]
@@ -25,23 +25,32 @@ pub trait OnBackend {
     fn run<B: Backend>(self, backend: &B) -> anyhow::Result<()>;
 }
 
+/// Runs `work` on a GPU backend; a device failure it recorded is the error
+/// to report (whatever the work made of the skipped operations after it).
+fn run_on_gpu(gpu: &GpuBackend, work: impl OnBackend) -> anyhow::Result<()> {
+    let result = work.run(gpu);
+    gpu.check()?;
+    result
+}
+
 impl DeviceArg {
     fn resolve(&self) -> anyhow::Result<SelectedDevice> {
-        let probed = match self.device {
-            // No need to load the driver when the CPU is asked for.
-            DeviceRequest::Cpu => Err(String::new()),
-            _ => probe(),
-        };
-        select(self.device, probed).map_err(anyhow::Error::msg)
+        resolve(self.device).map_err(anyhow::Error::msg)
     }
 
     /// Opens the backend `--device` asks for, says on stderr which one it
     /// is, and runs `work` on it. `auto` falls back to the CPU when no GPU is
     /// found or the GPU's kernels do not load (and says why); `gpu` makes
-    /// either an error.
+    /// either an error. With `PULSEFOCUS_GPU_EMULATOR=1`, `gpu` and `auto`
+    /// run on the emulated GPU.
     pub fn run_on(&self, work: impl OnBackend) -> anyhow::Result<()> {
         let info = match self.resolve()? {
             SelectedDevice::Gpu(info) => info,
+            SelectedDevice::Emulated => {
+                let gpu = GpuBackend::emulated()?;
+                eprintln!("device: {}", SelectedDevice::Emulated);
+                return run_on_gpu(&gpu, work);
+            }
             cpu => {
                 eprintln!("device: {cpu}");
                 return work.run(&CpuBackend::new());
@@ -50,7 +59,7 @@ impl DeviceArg {
         match GpuBackend::open() {
             Ok(gpu) => {
                 eprintln!("device: {info}");
-                work.run(&gpu)
+                run_on_gpu(&gpu, work)
             }
             Err(err) if self.device == DeviceRequest::Gpu => {
                 anyhow::bail!("--device gpu: {info} found, but opening it failed: {err}")
@@ -72,19 +81,37 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let selected = args.device.resolve()?;
     println!("device: {selected}");
-    if let SelectedDevice::Gpu(_) = selected {
-        // Loading the module JIT-compiles the PTX: proof the kernels run here.
-        let gpu = Gpu::open()?;
-        println!(
-            "kernels: {} loaded (PTX sm_53, JIT-compiled by the driver)",
-            pulsefocus_gpu::context::KERNELS.len()
-        );
-        let (free, total) = gpu.memory_info()?;
-        println!(
-            "memory: {:.1} GiB free of {:.1} GiB",
-            free as f64 / (1u64 << 30) as f64,
-            total as f64 / (1u64 << 30) as f64
-        );
-    }
+    let gpu = match selected {
+        SelectedDevice::Cpu { .. } => return Ok(()),
+        SelectedDevice::Emulated => {
+            let gpu = Gpu::emulated()?;
+            println!(
+                "kernels: {} run by the grid emulator, each launch checked against the PTX (sm_53)",
+                pulsefocus_gpu::context::KERNELS.len()
+            );
+            gpu
+        }
+        SelectedDevice::Gpu(_) => {
+            // Loading the module JIT-compiles the PTX: proof the kernels run here.
+            let gpu = Gpu::open()?;
+            println!(
+                "kernels: {} loaded (PTX sm_53, JIT-compiled by the driver)",
+                pulsefocus_gpu::context::KERNELS.len()
+            );
+            gpu
+        }
+    };
+    let (free, total) = gpu.memory_info()?;
+    // GiB for GPUs; MiB for the small emulated devices tests make.
+    let (unit, name) = if total >= 1 << 30 {
+        ((1u64 << 30) as f64, "GiB")
+    } else {
+        ((1u64 << 20) as f64, "MiB")
+    };
+    println!(
+        "memory: {:.1} {name} free of {:.1} {name}",
+        free as f64 / unit,
+        total as f64 / unit
+    );
     Ok(())
 }

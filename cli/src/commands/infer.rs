@@ -98,6 +98,8 @@ impl OnBackend for Inference<'_> {
         for path in &images {
             let mut image = decode_file(path)?;
             let detections = predictor.predict_image(&mut model, &yolo, &nms, &image, &input);
+            // A device failure makes the detections meaningless: stop here.
+            backend.check()?;
             let mut kept: Vec<_> = detections
                 .iter()
                 .filter(|d| d.score >= args.draw_threshold)

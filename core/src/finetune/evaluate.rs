@@ -105,6 +105,14 @@ pub fn evaluate<B: Backend>(
             batch.w,
             &batch.original_sizes,
         );
+        // A device failure makes the detections meaningless: stop here.
+        model.backend().check().map_err(|e| {
+            let first = batch
+                .record_indices
+                .first()
+                .map(|&i| &records[i].image_path);
+            Error::new(first.cloned().unwrap_or_default(), e.to_string())
+        })?;
         for (dets, &index) in per_image.iter().zip(&batch.record_indices) {
             let record = &records[index];
             images += 1;

@@ -263,6 +263,10 @@ pub fn train<B: Backend>(
         &mut |d| on_event(Event::Download(d)),
     )?;
     on_event(Event::Loaded(&report));
+    // The device reports a failure (out of memory, say) where a command can
+    // stop cleanly: after building the model, planning and each step.
+    let device_failed = |e: crate::backend::DeviceError| Error::new(&save_dir, e.to_string());
+    backend.check().map_err(device_failed)?;
 
     let mut trainer = Trainer::new(model, config.train_config());
     trainer.loss_config = config.yolo_config();
@@ -282,6 +286,7 @@ pub fn train<B: Backend>(
         crate::data::loader::Mode::Eval { size, .. } => *size,
     };
     let planned_bytes = trainer.plan(loader_config.batch_size, largest);
+    backend.check().map_err(device_failed)?;
     on_event(Event::Ready {
         train_images: train_set.records.len(),
         eval_images: eval_set.as_ref().map(|d| d.records.len()),
@@ -328,6 +333,7 @@ pub fn train<B: Backend>(
             max_boxes: batch.max_boxes,
         };
         let step = trainer.step(&batch.images, batch.n, batch.h, &gt);
+        backend.check().map_err(device_failed)?;
         let iteration = trainer.step;
         let diverged = |what: String| {
             let kept = last_good

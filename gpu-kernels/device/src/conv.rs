@@ -167,8 +167,9 @@ kernel! {
 }
 
 kernel! {
-    /// Depthwise forward (groups == c_in == c_out): one thread per output.
-    pub fn depthwise_conv2d_forward(ctx, x: *const f32, weight: *const f32, y: *mut f32,
+    /// Depthwise forward (groups == c_in == c_out): one thread per output,
+    /// plus `bias` per channel (bias may be null).
+    pub fn depthwise_conv2d_forward(ctx, x: *const f32, weight: *const f32, bias: *const f32, y: *mut f32,
         batch: u32, channels: u32, h: u32, w: u32, k_h: u32, k_w: u32,
         stride_h: u32, stride_w: u32, pad_h: u32, pad_w: u32, dilation_h: u32, dilation_w: u32) {
         let geo = ConvGeometry { batch, c_in: channels, h, w, c_out: channels, k_h, k_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups: channels };
@@ -184,7 +185,8 @@ kernel! {
                 acc += *weight.add((c * taps + k) as usize) * geo.im2col(x, c, k, col);
                 k += 1;
             }
-            *y.add(i as usize) = acc;
+            let b = if bias.is_null() { 0.0 } else { *bias.add(c as usize) };
+            *y.add(i as usize) = acc + b;
         });
     }
 }
@@ -392,6 +394,15 @@ mod tests {
             DeviceBuf::filled(wt.len(), f32::NAN),
         );
         let depthwise = g.groups > 1 && g.groups == g.c_in && g.groups == g.c_out;
+        // A function, not a pointer: raw pointers are not Sync, and the
+        // emulated threads share the closure.
+        let bias_ptr = || -> *const f32 {
+            if bias.is_some() {
+                bb.ptr()
+            } else {
+                std::ptr::null()
+            }
+        };
         let tiled = |rows: u32, cols: u32| {
             let (gx, gy) = tile::grid_for(rows, cols);
             (Dim3::xyz(gx, gy, g.groups), Dim3::x(tile::THREADS))
@@ -402,6 +413,7 @@ mod tests {
                     c,
                     xb.ptr(),
                     wb.ptr(),
+                    bias_ptr(),
                     yb.ptr(),
                     g.batch,
                     g.c_in,
@@ -464,16 +476,11 @@ mod tests {
         } else {
             let (grid, block) = tiled(g.cout_g(), g.batch * g.out_h() * g.out_w());
             launch(grid, block, |c| unsafe {
-                let bias_ptr = if bias.is_some() {
-                    bb.ptr() as *const f32
-                } else {
-                    std::ptr::null()
-                };
                 conv2d_forward(
                     c,
                     xb.ptr(),
                     wb.ptr(),
-                    bias_ptr,
+                    bias_ptr(),
                     yb.ptr(),
                     g.batch,
                     g.c_in,
@@ -572,9 +579,9 @@ mod tests {
         }
 
         #[test]
-        fn depthwise_passes_match_direct_convolution(base in geometry()) {
+        fn depthwise_passes_match_direct_convolution(base in geometry(), with_bias: bool) {
             let channels = base.c_in.max(2);
-            check_all(&ConvGeometry { c_in: channels, c_out: channels, groups: channels, ..base }, false)?;
+            check_all(&ConvGeometry { c_in: channels, c_out: channels, groups: channels, ..base }, with_bias)?;
         }
     }
 }

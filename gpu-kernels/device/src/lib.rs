@@ -31,6 +31,8 @@ pub use emu::Ctx;
 
 mod grid;
 pub mod math;
+#[cfg(not(target_arch = "nvptx64"))]
+pub mod registry;
 pub use grid::grid_stride;
 
 pub mod batch_norm;
@@ -73,6 +75,35 @@ macro_rules! kernel {
         #[cfg(not(target_arch = "nvptx64"))]
         #[allow(clippy::too_many_arguments)]
         pub unsafe fn $name($ctx: &$crate::Ctx, $($arg: $ty),*) $body
+
+        /// The kernel as a driver launches it: its parameters' sizes, in the
+        /// order of the PTX entry's `.param` list, and a call that reads each
+        /// parameter from the packed bytes a launch passes (one pointer per
+        /// parameter, as `cuLaunchKernel`'s `kernelParams`).
+        #[cfg(not(target_arch = "nvptx64"))]
+        #[allow(non_snake_case)]
+        pub mod $name {
+            /// Bytes of each parameter.
+            pub const PARAM_SIZES: &[usize] = &[$(core::mem::size_of::<$ty>()),*];
+            /// Whether each parameter is a device pointer.
+            pub const PARAM_POINTERS: &[bool] = &[$(<$ty as $crate::registry::Param>::POINTER),*];
+
+            /// Reads each parameter as its declared type and runs the body
+            /// for the thread `ctx` describes.
+            ///
+            /// # Safety
+            /// `params` holds one pointer per parameter, each to at least that
+            /// parameter's size in bytes, and the kernel's own contract holds.
+            #[allow(unused_assignments, unused_mut, unused_variables)]
+            pub unsafe fn call_packed(ctx: &$crate::Ctx, params: &[*const u8]) {
+                let mut index = 0usize;
+                $(
+                    let $arg: $ty = core::ptr::read_unaligned(params[index] as *const $ty);
+                    index += 1;
+                )*
+                super::$name(ctx, $($arg),*)
+            }
+        }
     };
 }
 
