@@ -407,7 +407,7 @@ mod tests {
         assert!(!big.has_memory());
         assert_eq!(
             gpu.check().unwrap_err().to_string(),
-            "out of GPU memory: need 8 MiB for a buffer of 2097152 floats, 1 MiB free"
+            "out of GPU memory: need 8.0 MiB for a buffer of 2097152 floats, 1.0 MiB free"
         );
         // Everything after is a no-op, the first error stays.
         gpu.fill(&mut big, 10, 1.0);
@@ -421,6 +421,109 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("out of GPU memory"));
+    }
+
+    /// The methods not covered by the convolution tests, with buffers
+    /// longer than the tensors: every output downloaded whole, named.
+    fn elementwise_and_norm_ops<B: Backend>(b: &B) -> Vec<(String, Vec<f32>)> {
+        use crate::ops::testing::values;
+        let buffer = |host: &[f32]| {
+            let mut buf = b.alloc(host.len() + 5);
+            b.fill(&mut buf, host.len() + 5, -3.0);
+            b.upload(host, &mut buf);
+            buf
+        };
+        let read = |buf: &B::Buffer| {
+            let mut host = vec![0.0; b.buffer_len(buf)];
+            b.download(buf, &mut host);
+            host
+        };
+        let n = 2 * 3 * 20;
+        let (x, y0, dy) = (
+            buffer(&values(n, 1)),
+            buffer(&values(n, 2)),
+            buffer(&values(n, 3)),
+        );
+        let mut out = Vec::new();
+        for act in [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::Relu6,
+            Activation::LEAKY_0_1,
+        ] {
+            let mut y = buffer(&values(n, 4));
+            b.activation_forward(act, n, &x, &mut y);
+            let mut dx = buffer(&values(n, 5));
+            b.activation_backward(act, n, &y, &dy, &mut dx);
+            out.push((format!("{act:?} y"), read(&y)));
+            out.push((format!("{act:?} dx"), read(&dx)));
+        }
+        let mut y = buffer(&values(n, 6));
+        b.sigmoid_forward(n, &x, &mut y);
+        let mut dx = buffer(&values(n, 7));
+        b.sigmoid_backward(n, &y, &dy, &mut dx);
+        out.push(("sigmoid y".into(), read(&y)));
+        out.push(("sigmoid dx".into(), read(&dx)));
+        let mut sum = buffer(&values(n, 8));
+        b.add(n - 1, &x, &y0, &mut sum);
+        b.axpy(n - 2, 0.5, &dy, &mut sum);
+        b.scale(n - 3, -2.0, &mut sum);
+        out.push(("add axpy scale".into(), read(&sum)));
+        let mut copied = buffer(&values(n, 9));
+        b.copy(n - 4, &x, &mut copied);
+        b.fill(&mut copied, 7, 0.25);
+        out.push(("copy fill".into(), read(&copied)));
+        let g = BatchNormGeom {
+            batch: 2,
+            channels: 3,
+            spatial: 20,
+        };
+        let (scale, offset) = (buffer(&values(3, 10)), buffer(&values(3, 11)));
+        let (mean, var) = (buffer(&values(3, 12)), buffer(&[0.5, 1.0, 2.0]));
+        let mut y = buffer(&values(n, 13));
+        b.batch_norm_forward_eval(
+            &g,
+            Activation::LEAKY_0_1,
+            1e-5,
+            &x,
+            &scale,
+            &offset,
+            &mean,
+            &var,
+            &mut y,
+        );
+        let mut dx = buffer(&values(n, 14));
+        b.batch_norm_backward_eval(
+            &g,
+            Activation::LEAKY_0_1,
+            1e-5,
+            &y,
+            &dy,
+            &scale,
+            &var,
+            &mut dx,
+        );
+        out.push(("bn eval y".into(), read(&y)));
+        out.push(("bn eval dx".into(), read(&dx)));
+        b.synchronize();
+        assert_eq!(b.check(), Ok(()));
+        out
+    }
+
+    #[test]
+    fn elementwise_and_norm_methods_match_the_cpu_backend() {
+        let cpu = elementwise_and_norm_ops(&pulsefocus_core::CpuBackend::new());
+        let gpu = elementwise_and_norm_ops(&emulated(64 << 20));
+        assert_eq!(cpu.len(), gpu.len());
+        for ((name, c), (_, g)) in cpu.iter().zip(&gpu) {
+            assert_eq!(c.len(), g.len(), "{name}");
+            for (i, (c, g)) in c.iter().zip(g).enumerate() {
+                assert!(
+                    (c - g).abs() <= 1e-5 * (1.0 + c.abs()),
+                    "{name}[{i}]: CPU {c}, GPU {g}"
+                );
+            }
+        }
     }
 
     #[test]

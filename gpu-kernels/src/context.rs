@@ -25,7 +25,7 @@ pub enum GpuError {
     MissingKernel { name: &'static str, message: String },
     /// Out of device memory even after the pool gave its cache back.
     #[error(
-        "out of GPU memory: need {} MiB for a buffer of {floats} floats, {} MiB free",
+        "out of GPU memory: need {:.1} MiB for a buffer of {floats} floats, {:.1} MiB free",
         mib(*bytes),
         mib(*free)
     )]
@@ -43,9 +43,10 @@ pub enum GpuError {
     Plan(#[from] PlanError),
 }
 
-/// Bytes in MiB, rounded up (a 1-byte need is not "0 MiB").
-fn mib(bytes: usize) -> usize {
-    bytes.div_ceil(1 << 20)
+/// Bytes in MiB (shown to one decimal: small buffers on small devices
+/// matter too).
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1 << 20) as f64
 }
 
 /// Every kernel entry point in the PTX, loaded when the GPU is opened (a
@@ -337,7 +338,7 @@ mod tests {
         let err = gpu.alloc::<f32>(1 << 20).err().unwrap();
         assert_eq!(
             err.to_string(),
-            "out of GPU memory: need 4 MiB for a buffer of 1048576 floats, 1 MiB free"
+            "out of GPU memory: need 4.0 MiB for a buffer of 1048576 floats, 1.0 MiB free"
         );
     }
 

@@ -5,10 +5,10 @@
 //!   `extern "ptx-kernel"` entry point and [`Ctx`] reads the PTX special
 //!   registers (`../build-ptx.sh` turns this into the committed PTX);
 //! - for the host, where each kernel is an ordinary `unsafe fn` taking a
-//!   [`Ctx`] built by the grid emulator in [`emu`], which runs every thread of
-//!   a block on its own OS thread so that `sync_threads` and shared memory
-//!   behave as on the GPU. `cargo test` checks every kernel this way against a
-//!   plain CPU reference.
+//!   [`Ctx`] built by the grid emulator in [`emu`], which runs the threads of
+//!   a block as coroutines that meet at `sync_threads` and share the block's
+//!   shared memory, as on the GPU, in more than one order to catch races.
+//!   `cargo test` checks every kernel this way against a plain CPU reference.
 //!
 //! Kernels use raw pointers and never index slices: the PTX build has no
 //! panic machinery to call (see the toolchain spec), and the host build then

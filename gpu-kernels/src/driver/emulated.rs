@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
 
-use pulsefocus_gpu_device::emu::{self, Ctx, Dim3};
+use pulsefocus_gpu_device::emu::{self, Ctx, Dim3, Region};
 use pulsefocus_gpu_device::registry::{host_entry, HostEntry};
 
 use super::{ArgKind, DevicePtr, Driver, DriverError, KernelArgs, LaunchShape};
@@ -188,38 +188,26 @@ pub struct EmulatedDriver {
     state: Mutex<State>,
 }
 
-/// The packed parameter pointers, shared by the emulated threads.
-struct Packed(Vec<*const u8>);
-// SAFETY: read-only pointers into the launch's `KernelArgs`, alive for the launch.
-unsafe impl Sync for Packed {}
-
-/// A writable buffer extent of a launch (what the grid emulator may check
-/// writes against).
-#[derive(Clone, Copy, Debug)]
-pub struct Region {
-    pub start: DevicePtr,
-    pub bytes: usize,
-}
-
-/// Runs `body` over the launch's grid. The one place that calls the grid
-/// emulator: its checked variant (threads in several orders, races and
-/// barrier divergence reported by kernel name) takes the same arguments.
+/// Runs `body` over the launch's grid under the grid emulator's checked
+/// run: the threads of each block run forward and then in reverse from the
+/// same memory, and a byte of a written buffer (`regions`) that ends
+/// differently is a race; barrier divergence and panics are faults too,
+/// each naming the kernel.
 fn run_on_grid(
     kernel: &'static str,
     shape: LaunchShape,
-    _regions: &[Region],
-    body: impl Fn(&Ctx) + Sync,
+    regions: &[Region],
+    body: impl Fn(&Ctx),
 ) -> Result<(), String> {
     let (g, b) = (shape.grid, shape.block);
     let (grid, block) = (Dim3::xyz(g.0, g.1, g.2), Dim3::xyz(b.0, b.1, b.2));
-    let run = std::panic::AssertUnwindSafe(|| emu::launch(grid, block, body));
-    std::panic::catch_unwind(run).map_err(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "the kernel body panicked".into());
-        format!("{kernel} failed under the grid emulator: {message}")
+    emu::run_checked(kernel, grid, block, regions, body).map_err(|fault| {
+        // The fault's text names the kernel already; the caller adds it once.
+        let text = fault.to_string();
+        let prefix = format!("kernel {kernel}: ");
+        text.strip_prefix(&prefix)
+            .map(str::to_string)
+            .unwrap_or(text)
     })
 }
 
@@ -343,8 +331,11 @@ impl EmulatedDriver {
                         continue; // an absent optional buffer
                     }
                     Self::find(state, ptr, bytes).map_err(|e| format!("argument {i}: {e}"))?;
-                    if writes {
-                        regions.push(Region { start: ptr, bytes });
+                    if writes && bytes > 0 {
+                        // SAFETY: inside a live buffer (checked above), which
+                        // nothing but this launch touches until it returns
+                        // (the launch holds the driver's lock).
+                        regions.push(unsafe { Region::new(ptr as *mut u8, bytes) });
                     }
                 }
             }
@@ -465,13 +456,12 @@ impl Driver for EmulatedDriver {
         // Held for the whole launch: one stream, so work runs in order.
         let state = self.lock();
         let (entry, regions) = Self::check_launch(&state, kernel, shape, args).map_err(fail)?;
-        let params = Packed(args.param_pointers());
-        let params = &params;
+        let params = args.param_pointers();
         let call = entry.call;
         // SAFETY: the arguments match the entry's signature and point into
         // live buffers with the extents the host computed (checked above).
         run_on_grid(kernel, shape, &regions, move |ctx| unsafe {
-            call(ctx, &params.0)
+            call(ctx, &params)
         })
         .map_err(fail)?;
         Self::check_guards(&state).map_err(fail)
@@ -720,6 +710,23 @@ mod tests {
         args.u32(4);
         args.f32(2.0);
         driver.launch("fill", ONE_BLOCK, &args).unwrap();
+    }
+
+    #[test]
+    fn a_race_is_an_error_naming_the_kernel() {
+        let driver = EmulatedDriver::new(1 << 20).unwrap();
+        // copy_channels within one buffer, channels 0..2 onto 1..3: a thread
+        // reads channel 1 that another writes, so the result depends on
+        // which runs first.
+        let values: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let buffer = f32_buffer(&driver, &values);
+        let mut args = KernelArgs::new();
+        pointer(&mut args, buffer, 48, false);
+        args.u32(3).u32(0);
+        pointer(&mut args, buffer, 48, true);
+        args.u32(3).u32(1).u32(2).u32(1).u32(4);
+        let err = launch_error(&driver, "copy_channels", ONE_BLOCK, &args);
+        assert!(err.starts_with("kernel copy_channels: race: "), "{err}");
     }
 
     #[test]

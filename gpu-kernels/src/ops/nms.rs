@@ -164,7 +164,7 @@ impl Gpu {
         let keep = self.download(&keep)?;
         Ok(keep[..kept.min(keep.len())]
             .iter()
-            .map(|&rank| selected[rank as usize])
+            .filter_map(|&rank| selected.get(rank as usize).copied())
             .collect())
     }
 }

@@ -68,12 +68,12 @@ mod tests {
         let mut out = gpu.zeros(5).unwrap();
         gpu.channel_sum(&dx, &mut out, (4, 5, 50)).unwrap();
         let got = down(&gpu, &out);
-        for c in 0..5 {
+        for (c, got) in got.iter().enumerate() {
             let want: f32 = (0..4)
                 .flat_map(|n| (0..50).map(move |p| (n * 5 + c) * 50 + p))
                 .map(|i| x[i])
                 .sum();
-            assert!((got[c] - want).abs() < 1e-4, "{c}: {} vs {want}", got[c]);
+            assert!((got - want).abs() < 1e-4, "{c}: {got} vs {want}");
         }
     }
 }
