@@ -20,6 +20,11 @@ use suite::faulty::{Fault, Faulty};
 
 backend_tests!(cpu, Some(CpuBackend::new()));
 
+backend_tests!(
+    emulated,
+    Some(pulsefocus_gpu::GpuBackend::emulated().expect("open the emulated GPU"))
+);
+
 // The suite catches the faults a port makes (each test's backend is the CPU
 // with one fault; the check must fail, naming what differs).
 

@@ -24,7 +24,7 @@ pub const ACTIVATIONS: [Activation; 4] = [
 
 /// A 13x13 YOLO map, an odd plane, one plane longer than a 256-thread block
 /// strides over, and a single value per image (batch 4, 1x1).
-pub fn shapes() -> [BatchNormGeom; 4] {
+pub fn shapes() -> [BatchNormGeom; 5] {
     [
         BatchNormGeom {
             batch: 2,
@@ -45,6 +45,12 @@ pub fn shapes() -> [BatchNormGeom; 4] {
             batch: 4,
             channels: 3,
             spatial: 1,
+        },
+        // The deepest level at 64-pixel inputs: 8 values per channel.
+        BatchNormGeom {
+            batch: 2,
+            channels: 16,
+            spatial: 4,
         },
     ]
 }

@@ -63,6 +63,11 @@ pub fn shapes() -> Vec<(&'static str, Conv2dGeom)> {
             "pointwise, ragged GEMM tiles",
             geom(1, 17, (13, 10), 65, (1, 1), (1, 1), (0, 0), (1, 1), 1),
         ),
+        // The old parity test's largest GEMM: m = 256, n = 300, k = 129.
+        (
+            "pointwise, several GEMM tiles each way",
+            geom(1, 129, (15, 20), 256, (1, 1), (1, 1), (0, 0), (1, 1), 1),
+        ),
         (
             "pointwise on a 1x1 map, batch 3",
             geom(3, 5, (1, 1), 7, (1, 1), (1, 1), (0, 0), (1, 1), 1),
@@ -94,6 +99,19 @@ pub fn shapes() -> Vec<(&'static str, Conv2dGeom)> {
         (
             "3x1 kernel, dilation 2",
             geom(2, 5, (8, 6), 3, (3, 1), (1, 1), (2, 0), (2, 1), 1),
+        ),
+        // The YOLO head's deepest level at 64-pixel inputs: a 2x2 map.
+        (
+            "3x3 on a 2x2 map, wide (the head's tip)",
+            geom(2, 64, (2, 2), 128, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+        ),
+        (
+            "depthwise 3x3 on a 2x2 map",
+            geom(2, 64, (2, 2), 64, (3, 3), (1, 1), (1, 1), (1, 1), 64),
+        ),
+        (
+            "pointwise on a 3x3 map, wide",
+            geom(2, 128, (3, 3), 64, (1, 1), (1, 1), (0, 0), (1, 1), 1),
         ),
         (
             "kernel as large as the padded input",

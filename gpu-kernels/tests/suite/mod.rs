@@ -104,10 +104,15 @@ pub fn buffer<B: Backend>(b: &B, host: &[f32]) -> B::Buffer {
     buf
 }
 
-/// The whole buffer, tail included.
+/// The whole buffer, tail included. A device backend records its first
+/// failure and turns later operations into no-ops (`Backend::check`), so
+/// every read first asks whether anything failed.
 pub fn read<B: Backend>(b: &B, buf: &B::Buffer) -> Vec<f32> {
     let mut host = vec![0.0; b.buffer_len(buf)];
     b.download(buf, &mut host);
+    if let Err(err) = b.check() {
+        panic!("{}: {err}", b.name());
+    }
     host
 }
 
