@@ -7,7 +7,8 @@
 //!     python3 benches/gpu_kernels_torch.py --criterion $CARGO_TARGET_DIR/criterion   # cuDNN ratios
 use criterion::{BenchmarkId, Criterion, Throughput};
 use pulsefocus_core::backend::{Activation, BatchNormGeom, Conv2dGeom};
-use pulsefocus_gpu::{Gpu, NmsOptions, Strides, YoloLevel};
+use pulsefocus_core::yolo::{NmsConfig, YoloConfig};
+use pulsefocus_gpu::{Gpu, Strides};
 
 /// (name, c_in, c_out, k, stride, input size, depthwise), batch 8. The names
 /// are shared with gpu_kernels_torch.py.
@@ -178,31 +179,34 @@ fn batch_norm(c: &mut Criterion, gpu: &Gpu) {
 }
 
 fn decode_and_nms(c: &mut Criterion, gpu: &Gpu) {
-    let level = YoloLevel {
-        batch: BATCH as u32,
-        classes: 20,
-        grid_h: 40,
-        grid_w: 40,
-        downsample: 8,
-        anchors: [10.0, 13.0, 16.0, 30.0, 33.0, 23.0],
-        scale_x_y: 1.0,
-    };
-    let cells = BATCH * 3 * 40 * 40;
-    let x = filled(gpu, cells * 25, 0.3);
-    let sizes = filled(gpu, 2 * BATCH, 320.0);
-    let (mut boxes, mut scores) = (filled(gpu, cells * 4, 0.0), filled(gpu, cells * 20, 0.0));
-    let mut group = c.benchmark_group("yolo_decode");
-    group.throughput(Throughput::Elements(cells as u64));
-    group.bench_function("stride8_batch8_20classes", |b| {
-        b.iter(|| {
-            gpu.yolo_decode(&level, &x, &sizes, &mut boxes, &mut scores, 0.01, true)
-                .expect("decode");
-            gpu.synchronize().expect("sync");
+    // YOLOv3 at 320x320 over 20 classes: 6300 boxes per image, decoded and
+    // through PaddleDetection's multiclass NMS; logits give ~1k candidates.
+    let cfg = YoloConfig::yolov3(20);
+    let grids = [10usize, 20, 40];
+    let heads: Vec<_> = grids
+        .iter()
+        .enumerate()
+        .map(|(level, &g)| {
+            let len = BATCH * cfg.head_channels(level) * g * g;
+            let host: Vec<f32> = (0..len)
+                .map(|i| ((i * 2654435761) % 1_000_003) as f32 / 250_000.0 - 3.0)
+                .collect();
+            gpu.upload(&host).expect("upload")
         })
+        .collect();
+    let heads: Vec<_> = heads.iter().zip(grids).map(|(h, g)| (h, g, g)).collect();
+    let sizes = vec![[320u32, 320]; BATCH];
+    let nms = NmsConfig::yolov3();
+    let boxes: usize = grids.iter().map(|g| 3 * g * g).sum();
+    let mut group = c.benchmark_group("yolo_detect");
+    group.throughput(Throughput::Elements((BATCH * boxes) as u64));
+    group.bench_function("320_batch8_20classes", |b| {
+        b.iter(|| gpu.yolo_detect(&cfg, &heads, &sizes, &nms).expect("detect"))
     });
     group.finish();
 
-    // NMS at 1k..20k single-class boxes scattered over a 640x640 image.
+    // NMS at 1k..20k single-class boxes scattered over a 640x640 image,
+    // normalized (no +1), every box a candidate: torchvision.ops.nms's work.
     let mut group = c.benchmark_group("nms");
     for count in [1_000usize, 5_000, 20_000] {
         let host_boxes: Vec<f32> = (0..count)
@@ -219,17 +223,20 @@ fn decode_and_nms(c: &mut Criterion, gpu: &Gpu) {
             gpu.upload(&host_boxes).expect("upload"),
             gpu.upload(&host_scores).expect("upload"),
         );
-        let options = NmsOptions {
-            score_thresh: 0.0,
-            iou_thresh: 0.5,
-            top_k: count as u32,
-            keep_top_k: count as u32,
-            pixel_offset: 0.0,
-            class_offset: 0.0,
+        let nms = NmsConfig {
+            score_threshold: -1.0,
+            nms_top_k: None,
+            keep_top_k: None,
+            nms_threshold: 0.5,
+            normalized: true,
+            background_label: None,
         };
         group.throughput(Throughput::Elements(count as u64));
         group.bench_function(BenchmarkId::from_parameter(count), |b| {
-            b.iter(|| gpu.nms(&boxes, &scores, 1, &options).expect("nms"))
+            b.iter(|| {
+                gpu.multiclass_nms(&boxes, &scores, [1, count, 1], &nms)
+                    .expect("nms")
+            })
         });
     }
     group.finish();

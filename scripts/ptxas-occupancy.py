@@ -103,8 +103,7 @@ def block_sizes():
             "batch_norm_eval_forward", "batch_norm_eval_backward",
             "max_pool_forward", "max_pool_backward",
             "upsample_nearest_forward", "upsample_nearest_backward", "copy_channels",
-            "sigmoid_cross_entropy", "l1_loss", "yolo_decode", "yolo_ignore_mask",
-            "nms_sort_keys", "bitonic_sort_step", "nms_gather_boxes",
+            "yolo_decode", "bitonic_sort_step", "nms_bounds", "nms_rank_keys", "nms_keep_top",
             "depthwise_conv2d_forward", "depthwise_conv2d_backward_data",
         ]),
         # ops::tiled: the tile engine, (BM / TM) * (BN / TN) threads.
@@ -114,8 +113,10 @@ def block_sizes():
             "sum_blocks", "channel_sum", "batch_norm_train_forward",
             "batch_norm_train_backward", "depthwise_conv2d_backward_filter",
         ]),
-        (rust_const(nms, "NMS_BLOCK"), ["nms_mask"]),
-        (rust_const(nms, "NMS_REDUCE_THREADS"), ["nms_reduce"]),
+        # ops::nms: NMS_THREADS blocks (per span of entries, (image, class) or image).
+        (rust_const(nms, "NMS_THREADS"), [
+            "nms_count_candidates", "nms_compact_candidates", "nms_suppress", "nms_write",
+        ]),
     ]
     return {kernel: threads for threads, kernels in groups for kernel in kernels}
 

@@ -108,3 +108,39 @@ fn training_out_of_gpu_memory_is_one_error_line_and_a_failure() {
     // No step ran.
     assert!(!err.contains("iter 1/2"), "{err}");
 }
+
+#[test]
+fn bench_out_of_gpu_memory_prints_no_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "bench",
+        "train-step",
+        "--model",
+        "small",
+        "--classes",
+        "3",
+        "--batch",
+        "2",
+        "--size",
+        "64",
+        "--steps",
+        "1",
+        "--json",
+        "--device",
+        "gpu",
+    ];
+    let out = pulsefocus(dir.path(), &args, Some("2MiB"));
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let errors = error_lines(&err);
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].starts_with("error: out of GPU memory: need "),
+        "{err}"
+    );
+}

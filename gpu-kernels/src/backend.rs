@@ -8,8 +8,9 @@
 use std::sync::{Arc, Mutex};
 
 use pulsefocus_core::backend::{
-    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, PoolGeom, SgdStep,
+    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, HeadOutput, PoolGeom, SgdStep,
 };
+use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::Backend;
 
 use crate::{DeviceBuffer, Gpu, GpuError};
@@ -350,33 +351,18 @@ impl Backend for GpuBackend {
         self.run(|gpu| gpu.momentum_sgd(step, len, param, grad, velocity))
     }
 
+    /// Decode and NMS on the device (`ops::yolo`); only the detections are
+    /// downloaded.
     fn yolo_detect(
         &self,
-        cfg: &pulsefocus_core::yolo::YoloConfig,
-        heads: &[pulsefocus_core::backend::HeadOutput<'_, DeviceBuffer>],
+        cfg: &YoloConfig,
+        heads: &[HeadOutput<'_, DeviceBuffer>],
         image_sizes: &[[u32; 2]],
-        nms: &pulsefocus_core::yolo::NmsConfig,
-    ) -> Vec<Vec<pulsefocus_core::yolo::Detection>> {
-        // Placeholder until the device decode + NMS launch code lands: the
-        // heads through the CPU's code.
-        let host: Vec<Vec<f32>> = heads
-            .iter()
-            .map(|h| {
-                let mut v = vec![0.0; self.buffer_len(h.buf)];
-                self.download(h.buf, &mut v);
-                v
-            })
-            .collect();
-        let cpu_heads: Vec<pulsefocus_core::backend::HeadOutput<Vec<f32>>> = heads
-            .iter()
-            .zip(&host)
-            .map(|(h, buf)| pulsefocus_core::backend::HeadOutput {
-                buf,
-                height: h.height,
-                width: h.width,
-            })
-            .collect();
-        pulsefocus_core::CpuBackend.yolo_detect(cfg, &cpu_heads, image_sizes, nms)
+        nms: &NmsConfig,
+    ) -> Vec<Vec<Detection>> {
+        let heads: Vec<(&DeviceBuffer, usize, usize)> =
+            heads.iter().map(|h| (h.buf, h.height, h.width)).collect();
+        self.run(|gpu| gpu.yolo_detect(cfg, &heads, image_sizes, nms))
     }
 }
 

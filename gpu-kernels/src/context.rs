@@ -79,15 +79,15 @@ pub const KERNELS: &[&str] = &[
     "copy_channels",
     "sum_blocks",
     "channel_sum",
-    "sigmoid_cross_entropy",
-    "l1_loss",
     "yolo_decode",
-    "yolo_ignore_mask",
-    "nms_sort_keys",
+    "nms_count_candidates",
+    "nms_compact_candidates",
     "bitonic_sort_step",
-    "nms_gather_boxes",
-    "nms_mask",
-    "nms_reduce",
+    "nms_bounds",
+    "nms_suppress",
+    "nms_rank_keys",
+    "nms_keep_top",
+    "nms_write",
 ];
 
 /// The environment variable that makes `--device gpu|auto` open the

@@ -28,8 +28,6 @@ pub use backend::GpuBackend;
 pub use context::{Gpu, GpuError};
 pub use device::{DeviceRequest, GpuInfo, SelectedDevice};
 pub use ops::gemm::Strides;
-pub use ops::nms::NmsOptions;
-pub use ops::yolo::YoloLevel;
 pub use ops::PlanError;
 pub use pool::{DeviceBuffer, MemoryPool, PoolStats};
 

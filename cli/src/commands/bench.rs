@@ -134,6 +134,8 @@ impl OnBackend for TrainStep {
             last = Some(trainer.step(&data.images, args.batch, args.size, &gt));
         }
         backend.synchronize();
+        // Figures of steps the device skipped after a failure mean nothing.
+        backend.check()?;
         let seconds = start.elapsed().as_secs_f64();
         let images_per_second = (args.batch * args.steps) as f64 / seconds;
         let peak_rss = peak_rss_bytes()?;

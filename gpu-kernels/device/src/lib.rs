@@ -40,7 +40,6 @@ pub mod concat;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
-pub mod loss;
 pub mod nms;
 pub mod pool;
 pub mod reduce;

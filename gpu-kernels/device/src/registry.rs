@@ -77,13 +77,14 @@ host_entries! {
     elementwise::axpy,
     elementwise::fill,
     gemm::gemm,
-    loss::sigmoid_cross_entropy,
-    loss::l1_loss,
-    nms::nms_sort_keys,
+    nms::nms_count_candidates,
+    nms::nms_compact_candidates,
     nms::bitonic_sort_step,
-    nms::nms_gather_boxes,
-    nms::nms_mask,
-    nms::nms_reduce,
+    nms::nms_bounds,
+    nms::nms_suppress,
+    nms::nms_rank_keys,
+    nms::nms_keep_top,
+    nms::nms_write,
     pool::max_pool_forward,
     pool::max_pool_backward,
     reduce::sum_blocks,
@@ -92,7 +93,6 @@ host_entries! {
     upsample::upsample_nearest_forward,
     upsample::upsample_nearest_backward,
     yolo_decode::yolo_decode,
-    yolo_decode::yolo_ignore_mask,
 }
 
 /// The kernel whose PTX entry is `name`.

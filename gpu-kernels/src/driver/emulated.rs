@@ -362,6 +362,36 @@ impl EmulatedDriver {
     }
 }
 
+/// The pointer arguments a launch only reads (not overlapping any it
+/// writes), as (index, address, bytes).
+fn read_only(args: &KernelArgs) -> Vec<(usize, DevicePtr, usize)> {
+    let pointers = (0..args.len()).filter_map(|i| match args.kind(i) {
+        ArgKind::Pointer { bytes, writes } if bytes > 0 => Some((i, args.slot(i), bytes, writes)),
+        _ => None,
+    });
+    let pointers: Vec<_> = pointers.collect();
+    let overlaps = |a: u64, an: usize, b: u64, bn: usize| a < b + bn as u64 && b < a + an as u64;
+    pointers
+        .iter()
+        .filter(|&&(_, ptr, bytes, writes)| {
+            !writes
+                && !pointers
+                    .iter()
+                    .any(|&(_, p, n, w)| w && overlaps(ptr, bytes, p, n))
+        })
+        .map(|&(i, ptr, bytes, _)| (i, ptr, bytes))
+        .collect()
+}
+
+/// A fingerprint of `bytes` bytes at `ptr` (inside a live buffer).
+fn fingerprint(ptr: DevicePtr, bytes: usize) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    // SAFETY: the caller checked the range is inside a live buffer.
+    unsafe { std::slice::from_raw_parts(ptr as *const u8, bytes) }.hash(&mut hasher);
+    hasher.finish()
+}
+
 impl Drop for EmulatedDriver {
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
@@ -456,6 +486,9 @@ impl Driver for EmulatedDriver {
         // Held for the whole launch: one stream, so work runs in order.
         let state = self.lock();
         let (entry, regions) = Self::check_launch(&state, kernel, shape, args).map_err(fail)?;
+        // The host says these are only read: the kernel must leave them so.
+        let inputs = read_only(args);
+        let before: Vec<u64> = inputs.iter().map(|&(_, p, n)| fingerprint(p, n)).collect();
         let params = args.param_pointers();
         let call = entry.call;
         // SAFETY: the arguments match the entry's signature and point into
@@ -464,7 +497,15 @@ impl Driver for EmulatedDriver {
             call(ctx, &params)
         })
         .map_err(fail)?;
-        Self::check_guards(&state).map_err(fail)
+        Self::check_guards(&state).map_err(fail)?;
+        for (&(i, ptr, bytes), &hash) in inputs.iter().zip(&before) {
+            if fingerprint(ptr, bytes) != hash {
+                return Err(fail(format!(
+                    "argument {i} is passed as read-only, but the kernel wrote to it"
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn synchronize(&self) -> Result<(), DriverError> {
@@ -710,6 +751,20 @@ mod tests {
         args.u32(4);
         args.f32(2.0);
         driver.launch("fill", ONE_BLOCK, &args).unwrap();
+    }
+
+    #[test]
+    fn a_buffer_passed_as_read_only_must_stay_so() {
+        let driver = EmulatedDriver::new(1 << 20).unwrap();
+        let x = f32_buffer(&driver, &[1.0; 4]);
+        // `scale(x, n, alpha)` writes x; the host here claims it only reads it.
+        let mut args = KernelArgs::new();
+        pointer(&mut args, x, 16, false);
+        args.u32(4).f32(3.0);
+        assert_eq!(
+            launch_error(&driver, "scale", ONE_BLOCK, &args),
+            "kernel scale: argument 0 is passed as read-only, but the kernel wrote to it"
+        );
     }
 
     #[test]
