@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command on a machine with an NVIDIA GPU (well under 8 minutes):
-# 1. parity: every kernel family's PTX on the GPU against the same kernel
-#    body under the CPU grid emulator (fails, not skips, without a GPU);
+# 1. parity: the Backend suite on the real GPU (every `Backend` method
+#    against the CPU backend, gpu-kernels/tests/backend_suite.rs, its `cuda`
+#    tests; they fail, not skip, without a GPU);
 # 2. training on the GPU: `pulsefocus train --device gpu` against
 #    `--device cpu` on a tiny synthetic dataset with the same seed, printing
 #    both runs' losses step by step and failing when they differ by more than
@@ -19,10 +20,10 @@
 # With cargo on the machine it builds here. Without one (a Jetson with only
 # the driver), build on another x86-64/aarch64 machine of the same
 # architecture and pass the binaries' folder:
-#   cargo test --release -p pulsefocus-gpu --test device_parity --no-run
+#   cargo test --release -p pulsefocus-gpu --test backend_suite --no-run
 #   cargo bench -p pulsefocus-benches --bench gpu_kernels --no-run
 #   cargo build --release -p pulsefocus
-#   PREBUILT=dir-with-device_parity-gpu_kernels-and-pulsefocus bash scripts/gpu-check.sh
+#   PREBUILT=dir-with-backend_suite-gpu_kernels-and-pulsefocus bash scripts/gpu-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -98,7 +99,7 @@ EOF
 BENCH_ARGS=(--warm-up-time 1 --measurement-time 2 --sample-size 10)
 if [ -n "${PREBUILT:-}" ]; then
   step "parity tests (prebuilt)"
-  "$PREBUILT"/device_parity --test-threads 1
+  "$PREBUILT"/backend_suite --test-threads 1 cuda::
   PULSEFOCUS=$PREBUILT/pulsefocus
   step "train --device gpu against --device cpu (prebuilt)"
   train_on_gpu_against_cpu "$PULSEFOCUS"
@@ -108,7 +109,7 @@ if [ -n "${PREBUILT:-}" ]; then
 else
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
   step "parity tests"
-  cargo test --release -p pulsefocus-gpu --test device_parity -- --test-threads 1
+  cargo test --release -p pulsefocus-gpu --test backend_suite -- --test-threads 1 cuda::
   step "train --device gpu against --device cpu"
   cargo build --release -p pulsefocus
   PULSEFOCUS=$CARGO_TARGET_DIR/release/pulsefocus

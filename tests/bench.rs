@@ -1,11 +1,9 @@
 //! End-to-end tests of `pulsefocus bench train-step`.
 
 use std::path::PathBuf;
-use std::process::Command;
 
-fn pulsefocus() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pulsefocus"))
-}
+mod common;
+use common::pulsefocus;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

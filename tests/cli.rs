@@ -1,10 +1,7 @@
 //! End-to-end tests: run the built `pulsefocus` binary as a user would.
 
-use std::process::Command;
-
-pub fn pulsefocus() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pulsefocus"))
-}
+mod common;
+use common::pulsefocus;
 
 #[test]
 fn help_lists_usage() {

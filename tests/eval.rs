@@ -2,11 +2,9 @@
 //! pycocotools' stats stored beside the generated cases.
 
 use std::path::Path;
-use std::process::Command;
 
-fn pulsefocus() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pulsefocus"))
-}
+mod common;
+use common::pulsefocus;
 
 const CASES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

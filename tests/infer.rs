@@ -3,12 +3,11 @@
 //! on its weights, and their errors for bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
-fn pulsefocus() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pulsefocus"))
-}
+mod common;
+use common::pulsefocus;
 
 fn demo_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.ron")

@@ -7,6 +7,9 @@ use std::process::{Command, Output};
 use pulsefocus_core::models::{Yolov3, Yolov3Spec};
 use pulsefocus_formats::{save_checkpoint, Checkpoint, Format, RawTensor};
 
+mod common;
+use common::{stderr, stdout};
+
 fn demo_config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.ron")
 }
@@ -17,14 +20,6 @@ fn plan(args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The small model trained on 80 classes (the demo trains on 3).

@@ -12,18 +12,7 @@ use std::process::{Command, Output, Stdio};
 use pulsefocus_formats::load_checkpoint;
 
 mod common;
-
-fn pulsefocus() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pulsefocus"))
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use common::{pulsefocus, stderr, stdout};
 
 /// A working directory with a synthetic VOC dataset in `dataset/synth` and
 /// `tiny.ron`: the demo config with small inputs, batches of two and a

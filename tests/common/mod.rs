@@ -1,6 +1,22 @@
 //! What several end-to-end test files share.
+// Each test file uses some of these helpers, not all.
+#![allow(dead_code)]
 
 use std::path::Path;
+use std::process::{Command, Output};
+
+/// The freshly built binary.
+pub fn pulsefocus() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pulsefocus"))
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
 
 /// `tiny.ron`: the demo config on 64/96-pixel inputs in batches of two, so a
 /// few training steps take a moment. `keys` are more top-level RON entries

@@ -1,0 +1,87 @@
+//! Every method of the core `Backend` trait on the GPU backend against the
+//! CPU backend, with the checks of `suite/` (one `#[test]` per method and
+//! backend, made by `backend_tests!`).
+//!
+//! - `cpu`: the reference against itself, which keeps the suite's own
+//!   claims about the reference (tails untouched, inputs unchanged) tested.
+//! - `emulated`: `GpuBackend` over the emulated device: the same host code
+//!   (argument checks, grids, the memory pool), each launch checked against
+//!   the committed PTX's `.entry` and run by the CPU grid emulator. Needs no
+//!   GPU and runs in every `cargo test`.
+//! - `cuda`: `GpuBackend::open()`, the real device. Without one these tests
+//!   print `skipped: ...` and pass, unless PULSEFOCUS_REQUIRE_GPU=1 (set by
+//!   scripts/gpu-check.sh), where a missing GPU fails them.
+
+mod suite;
+
+use pulsefocus_core::CpuBackend;
+use suite::checks;
+use suite::faulty::{Fault, Faulty};
+
+backend_tests!(cpu, Some(CpuBackend::new()));
+
+backend_tests!(
+    emulated,
+    Some(pulsefocus_gpu::GpuBackend::emulated().expect("open the emulated GPU"))
+);
+
+// The suite catches the faults a port makes (each test's backend is the CPU
+// with one fault; the check must fail, naming what differs).
+
+#[test]
+#[should_panic(expected = "add len 1 seed 1 tail")]
+fn a_write_past_the_tensor_is_caught() {
+    checks::add_matches(&Faulty(Fault::WritesPastTheEnd));
+}
+
+#[test]
+#[should_panic(expected = "sum len 1 seed 1: NaN")]
+fn a_read_past_the_tensor_is_caught() {
+    checks::sum_matches(&Faulty(Fault::ReadsPastTheEnd));
+}
+
+#[test]
+#[should_panic(expected = "conv2d_backward_filter stem")]
+fn accumulating_instead_of_overwriting_is_caught() {
+    checks::conv2d_backward_filter_matches(&Faulty(Fault::Accumulates));
+}
+
+#[test]
+#[should_panic(expected = "bias true seed 1")]
+fn a_missing_bias_is_caught() {
+    checks::conv2d_forward_matches(&Faulty(Fault::ForgetsOneBias));
+}
+
+#[test]
+#[should_panic(expected = "max_pool_backward")]
+fn the_wrong_one_of_tied_maxima_is_caught() {
+    checks::max_pool_backward_matches(&Faulty(Fault::LastMaximum));
+}
+
+#[test]
+#[should_panic(expected = "sgd_momentum")]
+fn swapped_arguments_are_caught() {
+    checks::sgd_momentum_matches(&Faulty(Fault::SwappedArguments));
+}
+
+#[test]
+#[should_panic(expected = "running_mean")]
+fn skipped_running_statistics_are_caught() {
+    checks::batch_norm_forward_train_matches(&Faulty(Fault::SkipsRunningStatistics));
+}
+
+/// The real GPU, or None (printing why) on a machine without one.
+fn cuda() -> Option<pulsefocus_gpu::GpuBackend> {
+    match pulsefocus_gpu::GpuBackend::open() {
+        Ok(backend) => Some(backend),
+        Err(err) if std::env::var("PULSEFOCUS_REQUIRE_GPU").as_deref() == Ok("1") => {
+            panic!("PULSEFOCUS_REQUIRE_GPU=1 but {err}")
+        }
+        Err(err) => {
+            println!("skipped: {err}");
+            None
+        }
+    }
+}
+
+backend_tests!(cuda, cuda());

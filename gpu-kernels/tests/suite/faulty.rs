@@ -1,0 +1,316 @@
+//! The suite checked against itself: `CpuBackend` with one deliberate fault
+//! of the kinds a GPU port makes, each of which some check must catch (the
+//! tests are in `backend_suite.rs`).
+use pulsefocus_core::backend::{
+    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, PoolGeom, SgdStep,
+};
+use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
+use pulsefocus_core::{Backend, CpuBackend};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Fault {
+    /// `add` also writes the element after `len`.
+    WritesPastTheEnd,
+    /// `sum` adds the element after `len` (a NaN in the suite's buffers).
+    ReadsPastTheEnd,
+    /// `conv2d_backward_filter` adds into `dw` instead of overwriting it.
+    Accumulates,
+    /// `conv2d_forward` drops the last output channel's bias.
+    ForgetsOneBias,
+    /// `max_pool_backward` sends a tie's gradient to the last maximum.
+    LastMaximum,
+    /// `sgd_momentum` with learning rate and momentum swapped.
+    SwappedArguments,
+    /// `batch_norm_forward_train` leaves the running statistics alone.
+    SkipsRunningStatistics,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Faulty(pub Fault);
+
+const CPU: CpuBackend = CpuBackend;
+
+impl Backend for Faulty {
+    type Buffer = Vec<f32>;
+
+    fn name(&self) -> String {
+        format!("cpu with fault {:?}", self.0)
+    }
+    fn alloc(&self, len: usize) -> Vec<f32> {
+        CPU.alloc(len)
+    }
+    fn buffer_len(&self, buf: &Vec<f32>) -> usize {
+        buf.len()
+    }
+    fn fill(&self, buf: &mut Vec<f32>, len: usize, value: f32) {
+        CPU.fill(buf, len, value)
+    }
+    fn upload(&self, src: &[f32], dst: &mut Vec<f32>) {
+        CPU.upload(src, dst)
+    }
+    fn download(&self, src: &Vec<f32>, dst: &mut [f32]) {
+        CPU.download(src, dst)
+    }
+    fn copy(&self, len: usize, src: &Vec<f32>, dst: &mut Vec<f32>) {
+        CPU.copy(len, src, dst)
+    }
+    fn conv2d_workspace_len(&self, g: &Conv2dGeom) -> usize {
+        CPU.conv2d_workspace_len(g)
+    }
+    fn conv2d_forward(
+        &self,
+        g: &Conv2dGeom,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        bias: Option<&Vec<f32>>,
+        y: &mut Vec<f32>,
+        workspace: &mut Vec<f32>,
+    ) {
+        let mut bias = bias.cloned();
+        if let (Fault::ForgetsOneBias, Some(bias)) = (self.0, bias.as_mut()) {
+            bias[g.c_out - 1] = 0.0;
+        }
+        CPU.conv2d_forward(g, x, w, bias.as_ref(), y, workspace)
+    }
+    fn conv2d_backward_data(
+        &self,
+        g: &Conv2dGeom,
+        dy: &Vec<f32>,
+        w: &Vec<f32>,
+        dx: &mut Vec<f32>,
+        workspace: &mut Vec<f32>,
+    ) {
+        CPU.conv2d_backward_data(g, dy, w, dx, workspace)
+    }
+    fn conv2d_backward_filter(
+        &self,
+        g: &Conv2dGeom,
+        x: &Vec<f32>,
+        dy: &Vec<f32>,
+        dw: &mut Vec<f32>,
+        dbias: Option<&mut Vec<f32>>,
+        workspace: &mut Vec<f32>,
+    ) {
+        let before = dw.clone();
+        CPU.conv2d_backward_filter(g, x, dy, dw, dbias, workspace);
+        if self.0 == Fault::Accumulates {
+            for i in 0..g.weight_len() {
+                dw[i] += before[i];
+            }
+        }
+    }
+    fn batch_norm_forward_train(
+        &self,
+        g: &BatchNormGeom,
+        act: Activation,
+        momentum: f32,
+        eps: f32,
+        x: &Vec<f32>,
+        scale: &Vec<f32>,
+        offset: &Vec<f32>,
+        running_mean: &mut Vec<f32>,
+        running_var: &mut Vec<f32>,
+        saved_mean: &mut Vec<f32>,
+        saved_inv_std: &mut Vec<f32>,
+        y: &mut Vec<f32>,
+    ) {
+        let (mean0, var0) = (running_mean.clone(), running_var.clone());
+        CPU.batch_norm_forward_train(
+            g,
+            act,
+            momentum,
+            eps,
+            x,
+            scale,
+            offset,
+            running_mean,
+            running_var,
+            saved_mean,
+            saved_inv_std,
+            y,
+        );
+        if self.0 == Fault::SkipsRunningStatistics {
+            (*running_mean, *running_var) = (mean0, var0);
+        }
+    }
+    fn batch_norm_forward_eval(
+        &self,
+        g: &BatchNormGeom,
+        act: Activation,
+        eps: f32,
+        x: &Vec<f32>,
+        scale: &Vec<f32>,
+        offset: &Vec<f32>,
+        mean: &Vec<f32>,
+        var: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) {
+        CPU.batch_norm_forward_eval(g, act, eps, x, scale, offset, mean, var, y)
+    }
+    fn batch_norm_backward_train(
+        &self,
+        g: &BatchNormGeom,
+        act: Activation,
+        x: &Vec<f32>,
+        y: &Vec<f32>,
+        dy: &Vec<f32>,
+        scale: &Vec<f32>,
+        saved_mean: &Vec<f32>,
+        saved_inv_std: &Vec<f32>,
+        dx: &mut Vec<f32>,
+        dscale: &mut Vec<f32>,
+        doffset: &mut Vec<f32>,
+    ) {
+        CPU.batch_norm_backward_train(
+            g,
+            act,
+            x,
+            y,
+            dy,
+            scale,
+            saved_mean,
+            saved_inv_std,
+            dx,
+            dscale,
+            doffset,
+        )
+    }
+    fn batch_norm_backward_eval(
+        &self,
+        g: &BatchNormGeom,
+        act: Activation,
+        eps: f32,
+        y: &Vec<f32>,
+        dy: &Vec<f32>,
+        scale: &Vec<f32>,
+        var: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) {
+        CPU.batch_norm_backward_eval(g, act, eps, y, dy, scale, var, dx)
+    }
+    fn activation_forward(&self, act: Activation, len: usize, x: &Vec<f32>, y: &mut Vec<f32>) {
+        CPU.activation_forward(act, len, x, y)
+    }
+    fn activation_backward(
+        &self,
+        act: Activation,
+        len: usize,
+        y: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) {
+        CPU.activation_backward(act, len, y, dy, dx)
+    }
+    fn sigmoid_forward(&self, len: usize, x: &Vec<f32>, y: &mut Vec<f32>) {
+        CPU.sigmoid_forward(len, x, y)
+    }
+    fn sigmoid_backward(&self, len: usize, y: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>) {
+        CPU.sigmoid_backward(len, y, dy, dx)
+    }
+    fn add(&self, len: usize, a: &Vec<f32>, b: &Vec<f32>, y: &mut Vec<f32>) {
+        let n = if self.0 == Fault::WritesPastTheEnd && len < y.len() {
+            len + 1
+        } else {
+            len
+        };
+        // The element past the end is NaN + NaN in the suite: NaN.
+        CPU.add(n, a, b, y)
+    }
+    fn axpy(&self, len: usize, alpha: f32, x: &Vec<f32>, y: &mut Vec<f32>) {
+        CPU.axpy(len, alpha, x, y)
+    }
+    fn scale(&self, len: usize, alpha: f32, x: &mut Vec<f32>) {
+        CPU.scale(len, alpha, x)
+    }
+    fn sum(&self, len: usize, x: &Vec<f32>) -> f64 {
+        let n = if self.0 == Fault::ReadsPastTheEnd && len < x.len() {
+            len + 1
+        } else {
+            len
+        };
+        CPU.sum(n, x)
+    }
+    fn sum_squares(&self, len: usize, x: &Vec<f32>) -> f64 {
+        CPU.sum_squares(len, x)
+    }
+    fn max_pool_forward(&self, g: &PoolGeom, x: &Vec<f32>, y: &mut Vec<f32>) {
+        CPU.max_pool_forward(g, x, y)
+    }
+    fn max_pool_backward(&self, g: &PoolGeom, x: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>) {
+        if self.0 != Fault::LastMaximum {
+            return CPU.max_pool_backward(g, x, dy, dx);
+        }
+        // The CPU's loop with `>=`: the last of equal maxima wins.
+        let (h_out, w_out, plane) = (g.h_out(), g.w_out(), g.h_in * g.w_in);
+        dx[..g.input_len()].fill(0.0);
+        for p in 0..g.batch * g.channels {
+            for oy in 0..h_out {
+                for ox in 0..w_out {
+                    let mut best: Option<usize> = None;
+                    for ki in 0..g.kernel {
+                        for kj in 0..g.kernel {
+                            let iy = (oy * g.stride + ki) as isize - g.pad as isize;
+                            let ix = (ox * g.stride + kj) as isize - g.pad as isize;
+                            if iy < 0 || ix < 0 || iy >= g.h_in as isize || ix >= g.w_in as isize {
+                                continue;
+                            }
+                            let i = p * plane + iy as usize * g.w_in + ix as usize;
+                            if best.is_none_or(|b| x[i] >= x[b]) {
+                                best = Some(i);
+                            }
+                        }
+                    }
+                    if let Some(i) = best {
+                        dx[i] += dy[(p * h_out + oy) * w_out + ox];
+                    }
+                }
+            }
+        }
+    }
+    fn upsample2x_forward(
+        &self,
+        planes: usize,
+        h: usize,
+        w: usize,
+        x: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) {
+        CPU.upsample2x_forward(planes, h, w, x, y)
+    }
+    fn upsample2x_backward(
+        &self,
+        planes: usize,
+        h: usize,
+        w: usize,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) {
+        CPU.upsample2x_backward(planes, h, w, dy, dx)
+    }
+    fn copy_channels(&self, c: &ChannelCopy, src: &Vec<f32>, dst: &mut Vec<f32>) {
+        CPU.copy_channels(c, src, dst)
+    }
+    fn sgd_momentum(
+        &self,
+        step: &SgdStep,
+        len: usize,
+        param: &mut Vec<f32>,
+        grad: &Vec<f32>,
+        velocity: &mut Vec<f32>,
+    ) {
+        let mut step = *step;
+        if self.0 == Fault::SwappedArguments {
+            (step.lr, step.momentum) = (step.momentum, step.lr);
+        }
+        CPU.sgd_momentum(&step, len, param, grad, velocity)
+    }
+    fn yolo_detect(
+        &self,
+        cfg: &YoloConfig,
+        heads: &[HeadOutput<'_, Vec<f32>>],
+        image_sizes: &[[u32; 2]],
+        nms: &NmsConfig,
+    ) -> Vec<Vec<Detection>> {
+        CPU.yolo_detect(cfg, heads, image_sizes, nms)
+    }
+}
