@@ -3,12 +3,14 @@
 //! and a non-zero exit, never a panic. The emulator's memory limit
 //! (`PULSEFOCUS_GPU_EMULATOR_MEMORY`) makes out-of-memory reproducible.
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 mod common;
+use common::stderr;
 
+/// pulsefocus in `dir` on the emulated GPU, with `memory` as its limit.
 fn pulsefocus(dir: &Path, args: &[&str], memory: Option<&str>) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pulsefocus"));
+    let mut command = common::pulsefocus();
     command
         .current_dir(dir)
         .args(args)
@@ -18,10 +20,6 @@ fn pulsefocus(dir: &Path, args: &[&str], memory: Option<&str>) -> Output {
         command.env("PULSEFOCUS_GPU_EMULATOR_MEMORY", memory);
     }
     command.output().expect("run pulsefocus")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The lines of `stderr` that report an error.
