@@ -165,13 +165,11 @@ mod tests {
     use super::*;
 
     fn fixture(classes: usize) -> Vec<ParamSpec> {
-        let path = format!(
-            "{}/tests/fixtures/ssd/ssd_mobilenet_v1_voc.{classes}.params.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let text = std::fs::read_to_string(&path).expect("fixture");
-        let list: Vec<serde_json::Value> = serde_json::from_str(&text).expect("json");
-        list.iter()
+        let list =
+            crate::ssd::fixture::read(&format!("ssd_mobilenet_v1_voc.{classes}.params.json"));
+        list.as_array()
+            .expect("a list")
+            .iter()
             .map(|p| {
                 let shape: Vec<usize> = p["shape"]
                     .as_array()

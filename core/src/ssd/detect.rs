@@ -60,15 +60,7 @@ pub fn detect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
-
-    fn floats(v: &Value) -> Vec<f32> {
-        v.as_array()
-            .expect("a list")
-            .iter()
-            .map(|x| x.as_f64().expect("a number") as f32)
-            .collect()
-    }
+    use crate::ssd::fixture::{floats, quads, read};
 
     /// Paddle's `detection_output` on fixed predictions for two images, at
     /// the SSD configs' settings and with keep_top_k 5
@@ -76,31 +68,11 @@ mod tests {
     /// the same order, scores and boxes within float rounding.
     #[test]
     fn detections_equal_paddles() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/ssd/detection_output.json"
-        ))
-        .expect("fixture");
-        let f: Value = serde_json::from_str(&text).expect("json");
+        let f = read("detection_output.json");
         let count = f["priors_count"].as_u64().expect("priors") as usize;
         let classes = f["classes"].as_u64().expect("classes") as usize;
-        let quads = |v: &Value| -> Vec<[f32; 4]> {
-            floats(v)
-                .chunks_exact(4)
-                .map(|q| [q[0], q[1], q[2], q[3]])
-                .collect()
-        };
-        let flat = |v: &Value| -> Value {
-            Value::Array(
-                v.as_array()
-                    .expect("list")
-                    .iter()
-                    .flat_map(|r| r.as_array().expect("row").clone())
-                    .collect(),
-            )
-        };
-        let priors = quads(&flat(&f["priors"]));
-        let variances = quads(&flat(&f["variances"]));
+        let priors = quads(&f["priors"]);
+        let variances = quads(&f["variances"]);
         let location = floats(&f["location"]);
         let confidence = floats(&f["confidence"]);
         for case in f["cases"].as_array().expect("cases") {

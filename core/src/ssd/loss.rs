@@ -285,38 +285,14 @@ pub fn ssd_loss(
 mod tests {
     use super::*;
     use crate::gradcheck::{check_gradient, random_vec, GradCheck, Probe, SEEDS};
-    use serde_json::Value;
-
-    fn floats(v: &Value) -> Vec<f32> {
-        v.as_array()
-            .expect("a list")
-            .iter()
-            .map(|x| x.as_f64().expect("a number") as f32)
-            .collect()
-    }
-
-    fn quads(v: &Value) -> Vec<[f32; 4]> {
-        v.as_array()
-            .expect("a list of boxes")
-            .iter()
-            .map(|b| {
-                let b = floats(b);
-                [b[0], b[1], b[2], b[3]]
-            })
-            .collect()
-    }
+    use crate::ssd::fixture::{floats, quads, read};
 
     /// Paddle's `ssd_loss` summed over the batch, and its gradients, on fixed
     /// predictions, priors and ground truth
     /// (`core/tests/fixtures/ssd/ssd_loss.py`).
     #[test]
     fn loss_and_gradients_equal_paddles() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/ssd/ssd_loss.json"
-        ))
-        .expect("fixture");
-        let f: Value = serde_json::from_str(&text).expect("json");
+        let f = read("ssd_loss.json");
         let classes = f["classes"].as_u64().expect("classes") as usize;
         let priors = quads(&f["priors"]);
         let variances = quads(&f["variances"]);

@@ -147,28 +147,15 @@ pub fn sizes_from_ratios(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ssd::fixture::{floats, read};
     use proptest::prelude::*;
-    use serde_json::Value;
-
-    fn floats(v: &Value) -> Vec<f32> {
-        v.as_array()
-            .expect("a list")
-            .iter()
-            .map(|x| x.as_f64().expect("a number") as f32)
-            .collect()
-    }
 
     /// The priors Paddle's `prior_box` made for MobileNet-SSD's six levels at
     /// 300x300 (`core/tests/fixtures/ssd/make_fixtures.py`), from the
     /// operator attributes it recorded with them.
     #[test]
     fn priors_equal_paddles_for_mobilenet_ssd() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/ssd/ssd_mobilenet_v1_voc.priors.json"
-        ))
-        .expect("fixture");
-        let fixture: Value = serde_json::from_str(&text).expect("json");
+        let fixture = read("ssd_mobilenet_v1_voc.priors.json");
         let mut total = 0;
         for level in fixture["levels"].as_array().expect("levels") {
             let attrs = &level["attrs"];
