@@ -99,7 +99,7 @@ def block_sizes():
         # ops::elementwise: grid-stride, one element per thread per step.
         (elementwise, [
             "fill", "scale", "add", "axpy", "activation_forward", "activation_backward",
-            "sigmoid_forward", "sigmoid_backward", "momentum_sgd",
+            "sigmoid_forward", "sigmoid_backward", "momentum_sgd", "rmsprop",
             "batch_norm_eval_forward", "batch_norm_eval_backward",
             "max_pool_forward", "max_pool_backward",
             "upsample_nearest_forward", "upsample_nearest_backward", "copy_channels",

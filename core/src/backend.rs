@@ -291,6 +291,20 @@ pub struct HeadOutput<'a, Buf> {
     pub width: usize,
 }
 
+/// RMSProp with L2 decay, as Paddle's `rmsprop` op (not centered) after an
+/// L2Decay regulariser, which SSD trains with: `g = grad + decay * param`,
+/// `mean_square = rho * mean_square + (1 - rho) * g^2`,
+/// `moment = momentum * moment + lr * g / sqrt(mean_square + epsilon)`,
+/// `param -= moment`. Both states start at zero.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RmsPropStep {
+    pub lr: f32,
+    pub rho: f32,
+    pub epsilon: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+}
+
 /// A device operation that failed (out of memory, a launch or copy the
 /// device refused), as one line for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -530,6 +544,15 @@ pub trait Backend: Clone + Send + Sync + 'static {
         param: &mut Self::Buffer,
         grad: &Self::Buffer,
         velocity: &mut Self::Buffer,
+    );
+    fn rmsprop(
+        &self,
+        step: &RmsPropStep,
+        len: usize,
+        param: &mut Self::Buffer,
+        grad: &Self::Buffer,
+        mean_square: &mut Self::Buffer,
+        moment: &mut Self::Buffer,
     );
 
     // ---- inference ----

@@ -8,7 +8,8 @@
 use std::sync::{Arc, Mutex};
 
 use pulsefocus_core::backend::{
-    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, HeadOutput, PoolGeom, SgdStep,
+    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, HeadOutput, PoolGeom,
+    RmsPropStep, SgdStep,
 };
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::Backend;
@@ -349,6 +350,17 @@ impl Backend for GpuBackend {
         velocity: &mut DeviceBuffer,
     ) {
         self.run(|gpu| gpu.momentum_sgd(step, len, param, grad, velocity))
+    }
+    fn rmsprop(
+        &self,
+        step: &RmsPropStep,
+        len: usize,
+        param: &mut DeviceBuffer,
+        grad: &DeviceBuffer,
+        mean_square: &mut DeviceBuffer,
+        moment: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.rmsprop(step, len, param, grad, mean_square, moment))
     }
 
     /// Decode and NMS on the device (`ops::yolo`); only the detections are

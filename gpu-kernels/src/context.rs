@@ -61,6 +61,7 @@ pub const KERNELS: &[&str] = &[
     "axpy",
     "fill",
     "momentum_sgd",
+    "rmsprop",
     "gemm",
     "conv2d_forward",
     "conv2d_backward_data",

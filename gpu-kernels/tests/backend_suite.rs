@@ -65,6 +65,12 @@ fn swapped_arguments_are_caught() {
 }
 
 #[test]
+#[should_panic(expected = "rmsprop")]
+fn swapped_rmsprop_arguments_are_caught() {
+    checks::rmsprop_matches(&Faulty(Fault::SwappedArguments));
+}
+
+#[test]
 #[should_panic(expected = "running_mean")]
 fn skipped_running_statistics_are_caught() {
     checks::batch_norm_forward_train_matches(&Faulty(Fault::SkipsRunningStatistics));

@@ -7,9 +7,11 @@ pub mod conv;
 mod elementwise;
 pub mod gemm;
 mod pool;
+pub mod rmsprop;
 
 use crate::backend::{
-    Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, PoolGeom, SgdStep,
+    Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, PoolGeom, RmsPropStep,
+    SgdStep,
 };
 use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
 
@@ -269,6 +271,24 @@ impl Backend for CpuBackend {
         velocity: &mut Vec<f32>,
     ) {
         elementwise::sgd_momentum(step, &mut param[..len], &grad[..len], &mut velocity[..len]);
+    }
+
+    fn rmsprop(
+        &self,
+        step: &RmsPropStep,
+        len: usize,
+        param: &mut Vec<f32>,
+        grad: &Vec<f32>,
+        mean_square: &mut Vec<f32>,
+        moment: &mut Vec<f32>,
+    ) {
+        rmsprop::update(
+            step,
+            &mut param[..len],
+            &grad[..len],
+            &mut mean_square[..len],
+            &mut moment[..len],
+        );
     }
 
     fn yolo_detect(

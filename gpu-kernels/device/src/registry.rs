@@ -89,6 +89,7 @@ host_entries! {
     pool::max_pool_backward,
     reduce::sum_blocks,
     reduce::channel_sum,
+    rmsprop::rmsprop,
     sgd::momentum_sgd,
     upsample::upsample_nearest_forward,
     upsample::upsample_nearest_backward,

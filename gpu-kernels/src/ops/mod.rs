@@ -21,6 +21,7 @@ pub mod gemm;
 pub mod nms;
 pub mod pool;
 pub mod reduce;
+pub mod rmsprop;
 pub mod sgd;
 pub mod upsample;
 pub mod yolo;

@@ -2,7 +2,7 @@
 //! of the kinds a GPU port makes, each of which some check must catch (the
 //! tests are in `backend_suite.rs`).
 use pulsefocus_core::backend::{
-    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, PoolGeom, SgdStep,
+    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, PoolGeom, RmsPropStep, SgdStep,
 };
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::{Backend, CpuBackend};
@@ -303,6 +303,21 @@ impl Backend for Faulty {
             (step.lr, step.momentum) = (step.momentum, step.lr);
         }
         CPU.sgd_momentum(&step, len, param, grad, velocity)
+    }
+    fn rmsprop(
+        &self,
+        step: &RmsPropStep,
+        len: usize,
+        param: &mut Vec<f32>,
+        grad: &Vec<f32>,
+        mean_square: &mut Vec<f32>,
+        moment: &mut Vec<f32>,
+    ) {
+        let mut step = *step;
+        if self.0 == Fault::SwappedArguments {
+            (step.rho, step.momentum) = (step.momentum, step.rho);
+        }
+        CPU.rmsprop(&step, len, param, grad, mean_square, moment)
     }
     fn yolo_detect(
         &self,

@@ -233,6 +233,7 @@ macro_rules! backend_tests {
             upsample2x_backward_matches,
             copy_channels_matches,
             sgd_momentum_matches,
+            rmsprop_matches,
             yolo_detect_matches,
         );
     };
@@ -268,7 +269,7 @@ pub mod checks {
         sum_squares_matches,
     };
     pub use super::memory::{device_queries_are_sane, memory_matches};
-    pub use super::optim::sgd_momentum_matches;
+    pub use super::optim::{rmsprop_matches, sgd_momentum_matches};
     pub use super::pool::{
         copy_channels_matches, max_pool_backward_matches, max_pool_forward_matches,
         upsample2x_backward_matches, upsample2x_forward_matches,
