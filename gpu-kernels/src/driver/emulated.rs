@@ -37,11 +37,12 @@ pub const RACE_CHECK_VAR: &str = "PULSEFOCUS_GPU_EMULATOR_RACE_CHECK";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RaceCheck {
     /// The first launch of each [`LaunchKey`]; later ones run forward once.
-    /// A race is a property of the kernel's code, its launch shape, its
-    /// scalar arguments and which of its buffers overlap, not of the values
-    /// in the buffers (no kernel's barriers depend on data), so a repeat
-    /// would find what the first launch found. A training step launches the
-    /// same layers every step: after the first, a step costs half.
+    /// Whether a kernel races is decided by its code, its launch shape, its
+    /// scalar arguments and which of its buffers overlap; the values in the
+    /// buffers can at most hide a race (both orders writing equal bytes), so
+    /// a repeat rarely finds what the first launch did not. A training step
+    /// launches the same layers every step: after the first, a step costs
+    /// half.
     First,
     /// Every launch.
     All,
