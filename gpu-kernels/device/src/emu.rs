@@ -44,7 +44,7 @@
 //! [`launch`] and [`launch_independent`] are what the kernel tests call: they
 //! race-check every live [`DeviceBuf`] of the calling thread and panic with
 //! the fault, so every kernel test is also a race test.
-use corosensei::stack::DefaultStack;
+use corosensei::stack::{DefaultStack, Stack, StackPointer};
 use corosensei::{Coroutine, CoroutineResult, Yielder};
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::fmt;
@@ -303,9 +303,53 @@ impl Ctx {
     }
 }
 
+/// The stack of one emulated GPU thread, whose top is moved down by a
+/// different number of cache lines for each thread of a block. Every stack
+/// is a separate mapping of the same size, so without the offset the tops of
+/// all of them share one cache set, and the few lines a thread touches
+/// between two barriers evict the other threads' lines at every switch
+/// (this made a barrier cost two to three times more).
+struct ThreadStack {
+    stack: DefaultStack,
+    colour: usize,
+}
+
+impl ThreadStack {
+    fn new(index: usize) -> std::io::Result<ThreadStack> {
+        // 17 lines apart (odd, so every set is used), within 64 KiB.
+        let colour = index * 17 * 64 % (64 * 1024);
+        Ok(ThreadStack {
+            stack: DefaultStack::new(STACK_BYTES + 64 * 1024)?,
+            colour,
+        })
+    }
+}
+
+// SAFETY: the base stays inside the default stack (below its base by less
+// than the extra 64 KiB it was given) and is aligned (`colour` is a multiple
+// of 64); the limit and its guard page are the default stack's.
+unsafe impl Stack for ThreadStack {
+    fn base(&self) -> StackPointer {
+        let base = self.stack.base().get() - self.colour;
+        StackPointer::new(base).unwrap_or(self.stack.base())
+    }
+    fn limit(&self) -> StackPointer {
+        self.stack.limit()
+    }
+    #[cfg(windows)]
+    fn teb_fields(&self) -> corosensei::stack::StackTebFields {
+        self.stack.teb_fields()
+    }
+    #[cfg(windows)]
+    fn update_teb_fields(&mut self, stack_limit: usize, guaranteed_stack_bytes: usize) {
+        self.stack
+            .update_teb_fields(stack_limit, guaranteed_stack_bytes)
+    }
+}
+
 thread_local! {
     /// Coroutine stacks kept between launches of this OS thread.
-    static STACKS: RefCell<Vec<DefaultStack>> = const { RefCell::new(Vec::new()) };
+    static STACKS: RefCell<Vec<ThreadStack>> = const { RefCell::new(Vec::new()) };
     /// (address, bytes) of every live `DeviceBuf` of this OS thread, which
     /// `launch` race-checks.
     static LIVE_BUFS: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
@@ -438,17 +482,17 @@ impl Grid<'_> {
 
     /// Runs one block's threads as coroutines on `stacks`, barrier stretch
     /// by barrier stretch, in the order `schedule` gives.
-    fn run_block<F: Fn(&Ctx)>(
+    fn run_block(
         &self,
         block: Dim3,
         stream: u64,
         schedule: Schedule,
-        stacks: &mut [DefaultStack],
+        stacks: &mut [ThreadStack],
         order: &mut [usize],
-        body: &F,
+        body: &dyn Fn(&Ctx),
     ) -> Result<(), Fault> {
         let n = order.len();
-        let mut threads: Vec<Option<Coroutine<(), Barrier, (), &mut DefaultStack>>> = stacks
+        let mut threads: Vec<Option<Coroutine<(), Barrier, (), &mut ThreadStack>>> = stacks
             .iter_mut()
             .enumerate()
             .map(|(t, stack)| {
@@ -465,22 +509,49 @@ impl Grid<'_> {
         // finished one returned.
         let mut waiting: Vec<Option<Barrier>> = vec![None; n];
         let mut returned_after: Vec<Option<u64>> = vec![None; n];
+        let mut returned = 0;
         let mut round = 0u64;
+        // Forward and reverse run the threads in the same order every round.
+        let reshuffle = matches!(schedule, Schedule::Shuffled(_));
+        schedule.permute(order, stream, round);
         loop {
-            schedule.permute(order, stream, round);
+            if reshuffle && round > 0 {
+                schedule.permute(order, stream, round);
+            }
+            // The barrier the first waiting thread of the round reached, and
+            // whether every other waiting thread reached the same one: the
+            // common case needs no second look at `waiting`.
+            let mut reached: Option<Barrier> = None;
+            let mut same_barrier = true;
             for &t in order.iter() {
                 let Some(thread) = threads[t].as_mut() else {
                     continue;
                 };
                 match catch_unwind(AssertUnwindSafe(|| thread.resume(()))) {
-                    Ok(CoroutineResult::Yield(site)) => waiting[t] = Some(site),
+                    Ok(CoroutineResult::Yield(site)) => {
+                        waiting[t] = Some(site);
+                        match reached {
+                            None => reached = Some(site),
+                            Some(first) => {
+                                same_barrier &= std::ptr::eq(first, site) || *first == *site
+                            }
+                        }
+                    }
                     Ok(CoroutineResult::Return(())) => {
                         threads[t] = None;
                         waiting[t] = None;
                         returned_after[t] = Some(round);
+                        returned += 1;
                     }
                     Err(payload) => return Err(self.panic_fault(block, t, &*payload)),
                 }
+            }
+            if reached.is_none() {
+                return Ok(());
+            }
+            if returned == 0 && same_barrier {
+                round += 1;
+                continue;
             }
             let Some((first, site)) = (0..n).find_map(|t| waiting[t].map(|s| (t, s))) else {
                 return Ok(());
@@ -515,13 +586,13 @@ impl Grid<'_> {
 
     /// Runs one block's threads one after the other on the calling stack,
     /// for kernels that never synchronise.
-    fn run_block_independent<F: Fn(&Ctx)>(
+    fn run_block_independent(
         &self,
         block: Dim3,
         stream: u64,
         schedule: Schedule,
         order: &mut [usize],
-        body: &F,
+        body: &dyn Fn(&Ctx),
     ) -> Result<(), Fault> {
         schedule.permute(order, stream, 0);
         for &t in order.iter() {
@@ -533,13 +604,15 @@ impl Grid<'_> {
     }
 }
 
-fn run_grid<F: Fn(&Ctx)>(
+/// The emulator proper; not generic, so that it is compiled (optimised, see
+/// the workspace's Cargo.toml) once, in this crate.
+fn run_grid(
     kernel: &str,
     grid: Dim3,
     block: Dim3,
     schedule: Schedule,
     barriers: bool,
-    body: F,
+    body: &dyn Fn(&Ctx),
 ) -> Result<(), Fault> {
     let threads = block.count();
     let launch_fault = |message: String| Fault::Launch {
@@ -568,7 +641,7 @@ fn run_grid<F: Fn(&Ctx)>(
         Vec::new()
     };
     while barriers && stacks.len() < threads {
-        let stack = DefaultStack::new(STACK_BYTES)
+        let stack = ThreadStack::new(stacks.len())
             .map_err(|e| launch_fault(format!("cannot map a thread stack: {e}")))?;
         stacks.push(stack);
     }
@@ -585,10 +658,10 @@ fn run_grid<F: Fn(&Ctx)>(
                 schedule,
                 &mut stacks[..threads],
                 &mut order,
-                &body,
+                body,
             )
         } else {
-            launch.run_block_independent(coord, b as u64, schedule, &mut order, &body)
+            launch.run_block_independent(coord, b as u64, schedule, &mut order, body)
         };
         if result.is_err() {
             break;
@@ -617,7 +690,7 @@ pub fn run<F: Fn(&Ctx)>(
     schedule: Schedule,
     body: F,
 ) -> Result<(), Fault> {
-    run_grid(kernel, grid, block, schedule, true, body)
+    run_grid(kernel, grid, block, schedule, true, &body)
 }
 
 /// [`run`] for kernels that never synchronise: each thread runs to its end
@@ -629,7 +702,7 @@ pub fn run_independent<F: Fn(&Ctx)>(
     schedule: Schedule,
     body: F,
 ) -> Result<(), Fault> {
-    run_grid(kernel, grid, block, schedule, false, body)
+    run_grid(kernel, grid, block, schedule, false, &body)
 }
 
 /// Runs the launch forward, then again in reverse from the same contents of
@@ -643,26 +716,26 @@ pub fn run_checked<F: Fn(&Ctx)>(
     regions: &[Region],
     body: F,
 ) -> Result<(), Fault> {
-    run_checked_with(kernel, grid, block, regions, true, body)
+    run_checked_with(kernel, grid, block, regions, true, &body)
 }
 
-fn run_checked_with<F: Fn(&Ctx)>(
+fn run_checked_with(
     kernel: &str,
     grid: Dim3,
     block: Dim3,
     regions: &[Region],
     barriers: bool,
-    body: F,
+    body: &dyn Fn(&Ctx),
 ) -> Result<(), Fault> {
     let before: Vec<Vec<u8>> = regions.iter().map(Region::snapshot).collect();
-    run_grid(kernel, grid, block, Schedule::Forward, barriers, &body)?;
+    run_grid(kernel, grid, block, Schedule::Forward, barriers, body)?;
     let forward: Vec<Vec<u8>> = regions.iter().map(Region::snapshot).collect();
     // Restored in order, so overlapping regions end as they began.
     for (r, bytes) in regions.iter().zip(&before) {
         r.restore(bytes);
     }
     let schedule = Schedule::Reverse;
-    run_grid(kernel, grid, block, schedule, barriers, &body)?;
+    run_grid(kernel, grid, block, schedule, barriers, body)?;
     for (region, (r, want)) in regions.iter().zip(&forward).enumerate() {
         let got = r.snapshot();
         if let Some(offset) = (0..want.len()).find(|&i| got[i] != want[i]) {
@@ -703,7 +776,7 @@ fn live_regions() -> Vec<Region> {
 /// [`DeviceBuf`] of this thread (see [`run_checked`]); panics with the fault.
 pub fn launch<F: Fn(&Ctx)>(grid: Dim3, block: Dim3, body: F) {
     let kernel = caller_name::<F>();
-    let result = run_checked_with(&kernel, grid, block, &live_regions(), true, body);
+    let result = run_checked_with(&kernel, grid, block, &live_regions(), true, &body);
     panic_on_fault(result);
 }
 
@@ -711,7 +784,7 @@ pub fn launch<F: Fn(&Ctx)>(grid: Dim3, block: Dim3, body: F) {
 /// `sync_threads` panics, naming the mistake.
 pub fn launch_independent<F: Fn(&Ctx)>(grid: Dim3, block: Dim3, body: F) {
     let kernel = caller_name::<F>();
-    let result = run_checked_with(&kernel, grid, block, &live_regions(), false, body);
+    let result = run_checked_with(&kernel, grid, block, &live_regions(), false, &body);
     panic_on_fault(result);
 }
 
@@ -1029,5 +1102,117 @@ mod tests {
                 .contains("block (1, 0, 0) thread (5, 0, 0): thread 5 of block 1 fails"),
             "{fault}"
         );
+    }
+}
+
+/// Timing of the emulator itself (`cargo test -p pulsefocus-gpu-device
+/// --lib emu::timing -- --ignored --nocapture --test-threads=1`): bare
+/// barriers, and a batch norm layer's training forward pass, a kernel of
+/// 256-thread blocks that meet at barriers, as a training step launches it.
+#[cfg(test)]
+mod timing {
+    use super::*;
+    use crate::batch_norm::batch_norm_train_forward;
+    use crate::reduce::REDUCE_THREADS;
+
+    /// Seconds this OS thread has run on a CPU (from /proc/thread-self/schedstat):
+    /// wall-clock time on a shared machine says more about the neighbours.
+    fn cpu_seconds() -> f64 {
+        let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+        let ns: f64 = text
+            .split_whitespace()
+            .next()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0.0);
+        ns * 1e-9
+    }
+
+    struct CpuClock(f64);
+    impl CpuClock {
+        fn now() -> CpuClock {
+            CpuClock(cpu_seconds())
+        }
+        fn elapsed(&self) -> std::time::Duration {
+            std::time::Duration::from_secs_f64(cpu_seconds() - self.0)
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn bare_barriers() {
+        for threads in [32u32, 256] {
+            let blocks = 128 * 256 / threads;
+            let start = CpuClock::now();
+            run(
+                "bare",
+                Dim3::x(blocks),
+                Dim3::x(threads),
+                Schedule::Forward,
+                |ctx| {
+                    for _ in 0..21 {
+                        ctx.sync_threads();
+                    }
+                },
+            )
+            .unwrap();
+            let took = start.elapsed().as_secs_f64();
+            println!(
+                "{threads} threads: {:.1} ms ({:.1} ns per thread and barrier)",
+                took * 1e3,
+                took * 1e9 / (128.0 * 256.0 * 22.0)
+            );
+        }
+    }
+
+    #[test]
+    #[ignore]
+    fn batch_norm_forward_launch() {
+        let (batch, channels, plane) = (2u32, 128u32, 32 * 32u32);
+        let len = (batch * channels * plane) as usize;
+        let x: Vec<f32> = (0..len).map(|i| (i % 97) as f32 / 50.0 - 1.0).collect();
+        let x = DeviceBuf::new(&x);
+        let (gamma, beta) = (
+            DeviceBuf::filled(128, 1.0f32),
+            DeviceBuf::filled(128, 0.0f32),
+        );
+        let y = DeviceBuf::filled(len, 0.0f32);
+        let stats: Vec<DeviceBuf<f32>> = (0..4).map(|_| DeviceBuf::filled(128, 0.5)).collect();
+        let body = |ctx: &Ctx| unsafe {
+            batch_norm_train_forward(
+                ctx,
+                x.ptr(),
+                gamma.ptr(),
+                beta.ptr(),
+                y.ptr(),
+                stats[0].ptr(),
+                stats[1].ptr(),
+                stats[2].ptr(),
+                stats[3].ptr(),
+                batch,
+                channels,
+                plane,
+                1e-5,
+                0.9,
+                0,
+                0.0,
+            )
+        };
+        let (grid, block) = (Dim3::x(channels), Dim3::x(REDUCE_THREADS));
+        let regions = [y.region(), stats[0].region(), stats[1].region()];
+        for round in 0..3 {
+            let start = CpuClock::now();
+            run("bn", grid, block, Schedule::Forward, body).unwrap();
+            let forward = start.elapsed();
+            let start = CpuClock::now();
+            run_checked("bn", grid, block, &regions, body).unwrap();
+            let checked = start.elapsed();
+            let threads = channels as f64 * REDUCE_THREADS as f64;
+            println!(
+                "round {round}: forward {:.1} ms ({:.0} ns per thread), checked {:.1} ms",
+                forward.as_secs_f64() * 1e3,
+                forward.as_secs_f64() * 1e9 / threads,
+                checked.as_secs_f64() * 1e3
+            );
+        }
     }
 }

@@ -6,8 +6,9 @@
 //! under the device crate's grid emulator, by its PTX entry name, reading the
 //! parameters from the packed bytes as the GPU would. A memory limit makes
 //! out-of-memory testable.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use pulsefocus_gpu_device::emu::{self, Ctx, Dim3, Region};
 use pulsefocus_gpu_device::registry::{host_entry, HostEntry};
@@ -24,6 +25,85 @@ const CANARY: [u8; 4] = [0xDE, 0xAD, 0xBE, 0xEF];
 /// Fresh memory is filled with 0xFF: NaN as f32, so reading memory nothing
 /// wrote shows up in results, as garbage would on a GPU.
 const FRESH: u8 = 0xFF;
+/// Set (to anything) to print each kernel's launches and time on stderr when
+/// the device is dropped: where an emulated run spends its time.
+pub const PROFILE_VAR: &str = "PULSEFOCUS_GPU_EMULATOR_PROFILE";
+/// Which launches run twice (forward and reverse) to catch races: `first`
+/// (the default) or `all`; see [`RaceCheck`].
+pub const RACE_CHECK_VAR: &str = "PULSEFOCUS_GPU_EMULATOR_RACE_CHECK";
+
+/// Which launches are race-checked (run forward, then in reverse from the
+/// same memory, and compared).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RaceCheck {
+    /// The first launch of each [`LaunchKey`]; later ones run forward once.
+    /// Whether a kernel races is decided by its code, its launch shape, its
+    /// scalar arguments and which of its buffers overlap; the values in the
+    /// buffers can at most hide a race (both orders writing equal bytes), so
+    /// a repeat rarely finds what the first launch did not. A training step
+    /// launches the same layers every step: after the first, a step costs
+    /// half.
+    First,
+    /// Every launch.
+    All,
+}
+
+impl RaceCheck {
+    /// `PULSEFOCUS_GPU_EMULATOR_RACE_CHECK`: unset or `first`, or `all`.
+    pub fn from_env() -> Result<RaceCheck, String> {
+        match std::env::var(RACE_CHECK_VAR) {
+            Err(_) => Ok(RaceCheck::First),
+            Ok(text) => match text.trim() {
+                "first" => Ok(RaceCheck::First),
+                "all" => Ok(RaceCheck::All),
+                other => Err(format!("{RACE_CHECK_VAR}={other}: expected first or all")),
+            },
+        }
+    }
+}
+
+/// What decides whether a launch can race: the kernel, the grid and block,
+/// every scalar argument and pointer extent, and which pointer arguments
+/// overlap (a kernel reading a buffer it also writes).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct LaunchKey {
+    kernel: &'static str,
+    grid: (u32, u32, u32),
+    block: (u32, u32, u32),
+    /// Scalar arguments' bits and pointer arguments' extents, in order.
+    values: Vec<u64>,
+    /// For each pair (i, j), i < j, of pointer arguments: whether their extents overlap.
+    overlaps: Vec<bool>,
+}
+
+impl LaunchKey {
+    fn new(kernel: &'static str, shape: LaunchShape, args: &KernelArgs) -> LaunchKey {
+        let mut values = Vec::with_capacity(args.len());
+        let mut pointers = Vec::new();
+        for i in 0..args.len() {
+            match args.kind(i) {
+                ArgKind::Scalar => values.push(args.slot(i)),
+                ArgKind::Pointer { bytes, .. } => {
+                    values.push(bytes as u64);
+                    pointers.push((args.slot(i), bytes as u64));
+                }
+            }
+        }
+        let mut overlaps = Vec::new();
+        for (i, &(a, an)) in pointers.iter().enumerate() {
+            for &(b, bn) in &pointers[i + 1..] {
+                overlaps.push(a < b + bn && b < a + an);
+            }
+        }
+        LaunchKey {
+            kernel,
+            grid: shape.grid,
+            block: shape.block,
+            values,
+            overlaps,
+        }
+    }
+}
 
 /// One `.param` of a PTX entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,6 +256,11 @@ struct State {
     /// Live buffers by payload address.
     live: BTreeMap<DevicePtr, Allocation>,
     used: usize,
+    /// Launches and time per kernel, kept when `PULSEFOCUS_GPU_EMULATOR_PROFILE`
+    /// is set and printed when the driver is dropped.
+    profile: Option<HashMap<&'static str, (u64, Duration)>>,
+    /// The launches race-checked so far (under [`RaceCheck::First`]).
+    race_checked: HashSet<LaunchKey>,
 }
 
 // SAFETY: the raw pointers are owned host allocations, used under the mutex
@@ -185,23 +270,31 @@ unsafe impl Send for State {}
 /// The emulated GPU (see the module comment).
 pub struct EmulatedDriver {
     limit: usize,
+    race_check: RaceCheck,
     state: Mutex<State>,
 }
 
-/// Runs `body` over the launch's grid under the grid emulator's checked
-/// run: the threads of each block run forward and then in reverse from the
-/// same memory, and a byte of a written buffer (`regions`) that ends
-/// differently is a race; barrier divergence and panics are faults too,
-/// each naming the kernel.
+/// Runs `body` over the launch's grid under the grid emulator. Race-checked
+/// (`race_check`), the threads of each block run forward and then in
+/// reverse from the same memory, and a byte of a written buffer (`regions`)
+/// that ends differently is a race; otherwise they run forward once.
+/// Barrier divergence and panics are faults either way, each naming the
+/// kernel.
 fn run_on_grid(
     kernel: &'static str,
     shape: LaunchShape,
+    race_check: bool,
     regions: &[Region],
     body: impl Fn(&Ctx),
 ) -> Result<(), String> {
     let (g, b) = (shape.grid, shape.block);
     let (grid, block) = (Dim3::xyz(g.0, g.1, g.2), Dim3::xyz(b.0, b.1, b.2));
-    emu::run_checked(kernel, grid, block, regions, body).map_err(|fault| {
+    let result = if race_check {
+        emu::run_checked(kernel, grid, block, regions, body)
+    } else {
+        emu::run(kernel, grid, block, emu::Schedule::Forward, body)
+    };
+    result.map_err(|fault| {
         // The fault's text names the kernel already; the caller adds it once.
         let text = fault.to_string();
         let prefix = format!("kernel {kernel}: ");
@@ -232,14 +325,23 @@ fn check_shape(shape: LaunchShape) -> Result<(), String> {
 }
 
 impl EmulatedDriver {
-    /// An emulated device with `limit` bytes of memory.
+    /// An emulated device with `limit` bytes of memory, race-checking the
+    /// launches `PULSEFOCUS_GPU_EMULATOR_RACE_CHECK` says.
     pub fn new(limit: usize) -> Result<EmulatedDriver, String> {
+        Self::with_race_check(limit, RaceCheck::from_env()?)
+    }
+
+    /// [`EmulatedDriver::new`] with the race check given.
+    pub fn with_race_check(limit: usize, race_check: RaceCheck) -> Result<EmulatedDriver, String> {
         ptx_entries()?;
         Ok(EmulatedDriver {
             limit,
+            race_check,
             state: Mutex::new(State {
                 live: BTreeMap::new(),
                 used: 0,
+                profile: std::env::var_os(PROFILE_VAR).map(|_| HashMap::new()),
+                race_checked: HashSet::new(),
             }),
         })
     }
@@ -392,9 +494,29 @@ fn fingerprint(ptr: DevicePtr, bytes: usize) -> u64 {
     hasher.finish()
 }
 
+/// The kernels by time spent, most first, one line each.
+fn print_profile(profile: HashMap<&'static str, (u64, Duration)>) {
+    let mut kernels: Vec<_> = profile.into_iter().collect();
+    kernels.sort_by_key(|k| std::cmp::Reverse(k.1 .1));
+    let total: Duration = kernels.iter().map(|k| k.1 .1).sum();
+    eprintln!(
+        "emulated GPU profile: {:.3} s in kernels",
+        total.as_secs_f64()
+    );
+    for (kernel, (launches, time)) in kernels {
+        eprintln!(
+            "{:>9.3} s {launches:>7} launches  {kernel}",
+            time.as_secs_f64()
+        );
+    }
+}
+
 impl Drop for EmulatedDriver {
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(profile) = state.profile.take() {
+            print_profile(profile);
+        }
         for (_, allocation) in std::mem::take(&mut state.live) {
             // SAFETY: allocated with this layout in `alloc`.
             unsafe { std::alloc::dealloc(allocation.base, allocation.layout) };
@@ -484,16 +606,23 @@ impl Driver for EmulatedDriver {
     ) -> Result<(), DriverError> {
         let fail = |message| DriverError::Kernel { kernel, message };
         // Held for the whole launch: one stream, so work runs in order.
-        let state = self.lock();
+        let mut state = self.lock();
+        let start = Instant::now();
         let (entry, regions) = Self::check_launch(&state, kernel, shape, args).map_err(fail)?;
         // The host says these are only read: the kernel must leave them so.
         let inputs = read_only(args);
         let before: Vec<u64> = inputs.iter().map(|&(_, p, n)| fingerprint(p, n)).collect();
         let params = args.param_pointers();
         let call = entry.call;
+        let race_check = match self.race_check {
+            RaceCheck::All => true,
+            RaceCheck::First => state
+                .race_checked
+                .insert(LaunchKey::new(kernel, shape, args)),
+        };
         // SAFETY: the arguments match the entry's signature and point into
         // live buffers with the extents the host computed (checked above).
-        run_on_grid(kernel, shape, &regions, move |ctx| unsafe {
+        run_on_grid(kernel, shape, race_check, &regions, move |ctx| unsafe {
             call(ctx, &params)
         })
         .map_err(fail)?;
@@ -504,6 +633,11 @@ impl Driver for EmulatedDriver {
                     "argument {i} is passed as read-only, but the kernel wrote to it"
                 )));
             }
+        }
+        if let Some(profile) = state.profile.as_mut() {
+            let entry = profile.entry(kernel).or_default();
+            entry.0 += 1;
+            entry.1 += start.elapsed();
         }
         Ok(())
     }
@@ -782,6 +916,43 @@ mod tests {
         args.u32(3).u32(1).u32(2).u32(1).u32(4);
         let err = launch_error(&driver, "copy_channels", ONE_BLOCK, &args);
         assert!(err.starts_with("kernel copy_channels: race: "), "{err}");
+    }
+
+    /// `copy_channels` of 3 channels, 0..2 of `src` onto 1..3 of `dst`.
+    fn copy_args(src: DevicePtr, dst: DevicePtr) -> KernelArgs {
+        let mut args = KernelArgs::new();
+        pointer(&mut args, src, 48, false);
+        args.u32(3).u32(0);
+        pointer(&mut args, dst, 48, true);
+        args.u32(3).u32(1).u32(2).u32(1).u32(4);
+        args
+    }
+
+    #[test]
+    fn the_first_launch_of_each_kind_is_race_checked() {
+        let values: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        for check in [RaceCheck::First, RaceCheck::All] {
+            let driver = EmulatedDriver::with_race_check(1 << 20, check).unwrap();
+            let (a, b) = (f32_buffer(&driver, &values), f32_buffer(&driver, &values));
+            // Between two buffers: no race, and the repeat is not checked.
+            driver
+                .launch("copy_channels", ONE_BLOCK, &copy_args(a, b))
+                .unwrap();
+            driver
+                .launch("copy_channels", ONE_BLOCK, &copy_args(a, b))
+                .unwrap();
+            // Within one buffer the arguments overlap: a new kind, checked.
+            let racy = copy_args(a, a);
+            let err = launch_error(&driver, "copy_channels", ONE_BLOCK, &racy);
+            assert!(err.starts_with("kernel copy_channels: race: "), "{err}");
+            // Its repeat (on the same values) is checked only when every
+            // launch is.
+            driver
+                .copy_to_device(super::super::as_bytes(&values), a)
+                .unwrap();
+            let again = driver.launch("copy_channels", ONE_BLOCK, &racy);
+            assert_eq!(again.is_err(), check == RaceCheck::All, "{check:?}");
+        }
     }
 
     #[test]
