@@ -6,7 +6,7 @@
 # 2. training on the GPU: `pulsefocus train --device gpu` against
 #    `--device cpu` on a tiny synthetic dataset with the same seed, printing
 #    both runs' losses step by step and failing when they differ by more than
-#    LOSS_RTOL (default 1e-2, relative); with cargo, also tests/gpu.rs
+#    LOSS_RTOL (default 5e-3, relative); with cargo, also tests/gpu.rs
 #    (train, eval and infer with --device gpu and auto run on the GPU);
 # 3. criterion benches of the kernels (conv passes at YOLOv3-MobileNetV1
 #    shapes, GEMM, BN, decode, NMS), short measurement times;
@@ -33,8 +33,14 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,m
 
 # Trains the demo's small model from fresh weights on 64/96-pixel synthetic
 # images with `--device cpu` and `--device gpu` (same seed, a constant
-# learning rate from the first step so that the updates, not only the forward
-# pass, show in the later losses, a log line per step) and compares the losses.
+# learning rate from the first step so that the first update shows in the
+# second loss, a log line per step) and compares the losses. Two steps, as
+# tests/gpu.rs: from fresh weights on inputs this small, training is chaotic
+# (the stride-32 maps are 2x2, batch norm divides by the spread of 8 values;
+# perturbing the weights by 1e-6 relative moves the first gradients by 8%
+# median), so later steps drift apart by a few percent for any rounding
+# difference. On the emulated GPU (PULSEFOCUS_GPU_EMULATOR=1, same script):
+# step 1 differs by 4e-6, step 2 by 1.2e-3, step 6 by 5%.
 train_on_gpu_against_cpu() {
   local pulsefocus=$1 work
   work=$(mktemp -d)
@@ -42,8 +48,9 @@ train_on_gpu_against_cpu() {
   cat >"$work/tiny.ron" <<EOF
 (
     _BASE_: ["$PWD/configs/demo.ron"],
-    max_iters: 6,
-    snapshot_iter: 6,
+    max_iters: 2,
+    snapshot_iter: 2,
+    log_iter: 1,
     log_smooth_window: 1,
     LearningRate: (
         base_lr: 0.001,
@@ -73,7 +80,7 @@ EOF
     grep '^device:' "$work/$device.log"
   done
   # `iter I/N loss X ...`: with log_smooth_window 1, the raw loss of each step.
-  awk -v rtol="${LOSS_RTOL:-1e-2}" '
+  awk -v rtol="${LOSS_RTOL:-5e-3}" '
     FNR == 1 { file++ }
     /^iter / { loss[file, $2] = $4; if (file == 1) order[++n] = $2 }
     END {
