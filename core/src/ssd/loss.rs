@@ -199,6 +199,7 @@ pub fn ssd_loss(
 
     // Matching and mining first: the normaliser is the batch's positives.
     let mut plans = Vec::with_capacity(images);
+    let mut positives = 0;
     for (n, truth) in truths.iter().enumerate() {
         assert_eq!(
             truth.boxes.len(),
@@ -223,17 +224,14 @@ pub fn ssd_loss(
                 )
             })
             .collect();
-        let positives = matched.iter().filter(|m| m.0.is_some()).count();
-        let wanted = ((positives as f32 * cfg.neg_pos_ratio) as usize).min(candidates.len());
+        let matched_here = matched.iter().filter(|m| m.0.is_some()).count();
+        positives += matched_here;
+        let wanted = ((matched_here as f32 * cfg.neg_pos_ratio) as usize).min(candidates.len());
         // Highest loss first; equal losses keep prior order.
         candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
         let negatives: Vec<usize> = candidates[..wanted].iter().map(|&(_, p)| p).collect();
         plans.push((matched, negatives));
     }
-    let positives: usize = plans
-        .iter()
-        .map(|(m, _)| m.iter().filter(|m| m.0.is_some()).count())
-        .sum();
     if positives == 0 {
         // Paddle divides by zero here; with nothing matched there is nothing
         // to learn from the batch, so it costs nothing.
