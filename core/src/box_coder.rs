@@ -68,6 +68,7 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{quad, quads, read};
     use proptest::prelude::*;
 
     fn a_box(normalized: bool) -> impl Strategy<Value = BoxXyxy> {
@@ -120,35 +121,15 @@ mod tests {
         }
     }
 
-    fn quad(v: &serde_json::Value) -> [f32; 4] {
-        let list = v.as_array().expect("four numbers");
-        [0, 1, 2, 3].map(|k| list[k].as_f64().expect("a number") as f32)
-    }
-
     /// Paddle's `box_coder` on fixed priors, per-prior variances, targets
     /// and deltas (`core/tests/fixtures/box_coder/make_fixtures.py`).
     #[test]
     fn equals_paddles_box_coder() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/box_coder/box_coder.json"
-        ))
-        .expect("fixture");
-        let cases: serde_json::Value = serde_json::from_str(&text).expect("json");
+        let cases = read("box_coder/box_coder.json");
         for case in cases.as_array().expect("cases") {
             let normalized = case["normalized"].as_bool().expect("normalized");
-            let priors: Vec<[f32; 4]> = case["priors"]
-                .as_array()
-                .expect("priors")
-                .iter()
-                .map(quad)
-                .collect();
-            let variances: Vec<[f32; 4]> = case["variances"]
-                .as_array()
-                .expect("variances")
-                .iter()
-                .map(quad)
-                .collect();
+            let priors = quads(&case["priors"]);
+            let variances = quads(&case["variances"]);
             let close = |got: [f32; 4], want: [f32; 4], what: &str| {
                 for k in 0..4 {
                     let tolerance = 1e-5 * (1.0 + want[k].abs());

@@ -9,6 +9,8 @@ pub mod config;
 pub mod cpu;
 pub mod data;
 pub mod finetune;
+#[cfg(test)]
+mod fixtures;
 pub mod gradcheck;
 pub mod layers;
 pub mod loading;

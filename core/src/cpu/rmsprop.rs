@@ -23,27 +23,14 @@ pub fn update(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
-
-    fn floats(v: &Value) -> Vec<f32> {
-        v.as_array()
-            .expect("a list")
-            .iter()
-            .map(|x| x.as_f64().expect("a number") as f32)
-            .collect()
-    }
+    use crate::fixtures::{floats, read};
 
     /// Paddle's RMSPropOptimizer with an L2Decay regulariser, three steps
     /// with momentum 0 (the SSD configs) and 0.9
     /// (`core/tests/fixtures/rmsprop/make_fixtures.py`).
     #[test]
     fn three_steps_equal_paddles() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/rmsprop/rmsprop.json"
-        ))
-        .expect("fixture");
-        let f: Value = serde_json::from_str(&text).expect("json");
+        let f = read("rmsprop/rmsprop.json");
         let number = |key: &str| f[key].as_f64().expect("a number") as f32;
         let grad = floats(&f["grad"]);
         for case in f["cases"].as_array().expect("cases") {

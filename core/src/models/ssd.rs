@@ -166,7 +166,7 @@ mod tests {
 
     fn fixture(classes: usize) -> Vec<ParamSpec> {
         let list =
-            crate::ssd::fixture::read(&format!("ssd_mobilenet_v1_voc.{classes}.params.json"));
+            crate::fixtures::read(&format!("ssd/ssd_mobilenet_v1_voc.{classes}.params.json"));
         list.as_array()
             .expect("a list")
             .iter()

@@ -60,7 +60,7 @@ pub fn detect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ssd::fixture::{floats, quads, read};
+    use crate::fixtures::{floats, quads, read};
 
     /// Paddle's `detection_output` on fixed predictions for two images, at
     /// the SSD configs' settings and with keep_top_k 5
@@ -68,7 +68,7 @@ mod tests {
     /// the same order, scores and boxes within float rounding.
     #[test]
     fn detections_equal_paddles() {
-        let f = read("detection_output.json");
+        let f = read("ssd/detection_output.json");
         let count = f["priors_count"].as_u64().expect("priors") as usize;
         let classes = f["classes"].as_u64().expect("classes") as usize;
         let priors = quads(&f["priors"]);

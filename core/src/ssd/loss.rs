@@ -282,15 +282,15 @@ pub fn ssd_loss(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{floats, quads, read};
     use crate::gradcheck::{check_gradient, random_vec, GradCheck, Probe, SEEDS};
-    use crate::ssd::fixture::{floats, quads, read};
 
     /// Paddle's `ssd_loss` summed over the batch, and its gradients, on fixed
     /// predictions, priors and ground truth
     /// (`core/tests/fixtures/ssd/ssd_loss.py`).
     #[test]
     fn loss_and_gradients_equal_paddles() {
-        let f = read("ssd_loss.json");
+        let f = read("ssd/ssd_loss.json");
         let classes = f["classes"].as_u64().expect("classes") as usize;
         let priors = quads(&f["priors"]);
         let variances = quads(&f["variances"]);

@@ -3,8 +3,6 @@
 //! `detection_output`. The model follows in its own files.
 
 pub mod detect;
-#[cfg(test)]
-pub(crate) mod fixture;
 pub mod loss;
 pub mod prior_box;
 

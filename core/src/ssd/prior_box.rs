@@ -147,7 +147,7 @@ pub fn sizes_from_ratios(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ssd::fixture::{floats, read};
+    use crate::fixtures::{floats, read};
     use proptest::prelude::*;
 
     /// The priors Paddle's `prior_box` made for MobileNet-SSD's six levels at
@@ -155,7 +155,7 @@ mod tests {
     /// operator attributes it recorded with them.
     #[test]
     fn priors_equal_paddles_for_mobilenet_ssd() {
-        let fixture = read("ssd_mobilenet_v1_voc.priors.json");
+        let fixture = read("ssd/ssd_mobilenet_v1_voc.priors.json");
         let mut total = 0;
         for level in fixture["levels"].as_array().expect("levels") {
             let attrs = &level["attrs"];

@@ -1,10 +1,10 @@
-//! Reading the Paddle fixtures under `core/tests/fixtures/ssd/` (tests only).
+//! Reading the Paddle fixtures under `core/tests/fixtures/` (tests only).
 
 use serde_json::Value;
 
-/// `core/tests/fixtures/ssd/NAME`, parsed.
-pub fn read(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/ssd/{name}", env!("CARGO_MANIFEST_DIR"));
+/// `core/tests/fixtures/PATH`, parsed.
+pub fn read(path: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
@@ -18,14 +18,18 @@ pub fn floats(v: &Value) -> Vec<f32> {
         .collect()
 }
 
-/// A list of boxes (each a list of four numbers).
+/// One box: a list of four numbers.
+pub fn quad(v: &Value) -> [f32; 4] {
+    let b = floats(v);
+    assert_eq!(b.len(), 4, "a box has four numbers");
+    [b[0], b[1], b[2], b[3]]
+}
+
+/// A list of boxes.
 pub fn quads(v: &Value) -> Vec<[f32; 4]> {
     v.as_array()
         .expect("a list of boxes")
         .iter()
-        .map(|b| {
-            let b = floats(b);
-            [b[0], b[1], b[2], b[3]]
-        })
+        .map(quad)
         .collect()
 }
