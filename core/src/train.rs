@@ -8,14 +8,14 @@
 
 use crate::backend::{Backend, SgdStep};
 use crate::models::{Yolov3, Yolov3Spec};
-use crate::optim::Schedule;
+use crate::optim::{Optimizer, Schedule};
 use crate::tensor::Tensor;
 use crate::yolo::{yolov3_loss, GroundTruth, Head, LossTerms, YoloConfig};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
-    /// Momentum of the SGD velocity (0.9).
-    pub momentum: f32,
+    /// The update rule and its settings (momentum SGD at 0.9 for YOLOv3).
+    pub optimizer: Optimizer,
     /// The optimizer's L2 decay (5e-4), for parameters without their own.
     pub weight_decay: f32,
     pub schedule: Schedule,
@@ -31,7 +31,7 @@ impl TrainConfig {
     /// PaddleDetection's YOLOv3 VOC settings.
     pub fn yolov3() -> Self {
         TrainConfig {
-            momentum: 0.9,
+            optimizer: Optimizer::Momentum { momentum: 0.9 },
             weight_decay: 5e-4,
             schedule: Schedule::yolov3(),
             frozen_units: 0,
@@ -219,7 +219,10 @@ impl<B: Backend> Trainer<B> {
             let Some(velocity) = velocity else { continue };
             let step = SgdStep {
                 lr,
-                momentum: self.config.momentum,
+                momentum: match self.config.optimizer {
+                    Optimizer::Momentum { momentum } => momentum,
+                    Optimizer::RmsProp { .. } => unimplemented!("RMSProp training"),
+                },
                 weight_decay: slot.param.weight_decay.unwrap_or(self.config.weight_decay),
             };
             let unit = &mut self.model.units[slot.unit];

@@ -13,7 +13,7 @@ use pulsefocus_formats::{Error, Result};
 use super::pipeline::RandomShapeParams;
 use super::{CocoDataSet, Config, DataSet, Reader, Scheduler, VocDataSet};
 use crate::data::loader::{LoaderConfig, Mode, TrainAugment};
-use crate::optim::Schedule;
+use crate::optim::{Optimizer, Schedule};
 use crate::train::TrainConfig;
 use crate::yolo::{NmsConfig, YoloConfig};
 
@@ -42,7 +42,9 @@ impl Config {
     pub fn train_config(&self) -> TrainConfig {
         let opt = &self.optimizer_builder;
         TrainConfig {
-            momentum: opt.optimizer.momentum,
+            optimizer: Optimizer::Momentum {
+                momentum: opt.optimizer.momentum,
+            },
             weight_decay: opt.regularizer.factor,
             schedule: self.schedule(),
             ..TrainConfig::yolov3()
@@ -342,7 +344,10 @@ mod tests {
         let config = shipped("yolov3_mobilenet_v1_voc.ron");
         assert_eq!(config.schedule(), Schedule::yolov3());
         let train = config.train_config();
-        assert_eq!((train.momentum, train.weight_decay), (0.9, 5e-4));
+        assert_eq!(
+            (train.optimizer, train.weight_decay),
+            (Optimizer::Momentum { momentum: 0.9 }, 5e-4)
+        );
         assert_eq!(config.yolo_config(), YoloConfig::yolov3(20));
         assert_eq!(config.nms_config(), NmsConfig::yolov3());
         let file = Path::new("yolov3_mobilenet_v1_voc.ron");

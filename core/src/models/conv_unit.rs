@@ -80,6 +80,10 @@ pub struct ConvUnitSpec {
     pub weight_decay: Option<f32>,
     /// The same for the conv bias (units without batch norm).
     pub bias_decay: Option<f32>,
+    /// The conv weight's own learning-rate factor (its `ParamAttr`
+    /// `learning_rate`, e.g. MobileNet's `conv_learning_rate`): its updates
+    /// use the scheduled rate times this. Biases and batch norms keep 1.
+    pub learning_rate: f32,
 }
 
 /// One parameter of a unit: its name and shape, what it is, and the L2 decay
@@ -89,6 +93,8 @@ pub struct UnitParam {
     pub spec: ParamSpec,
     pub role: ParamRole,
     pub weight_decay: Option<f32>,
+    /// Factor on the scheduled learning rate for this parameter.
+    pub learning_rate: f32,
 }
 
 impl ConvUnitSpec {
@@ -170,6 +176,11 @@ impl ConvUnitSpec {
                     spec: ParamSpec::new(self.param_name(role), &shape),
                     role,
                     weight_decay,
+                    learning_rate: if role == ParamRole::ConvWeight {
+                        self.learning_rate
+                    } else {
+                        1.0
+                    },
                 }
             })
             .collect()
@@ -417,6 +428,7 @@ mod tests {
             init: WeightInit::ConvDefaultNormal,
             weight_decay: None,
             bias_decay: None,
+            learning_rate: 1.0,
         }
     }
 
@@ -462,6 +474,7 @@ mod tests {
         assert_eq!(with_bias[1].weight_decay, None);
         let declared = ConvUnitSpec {
             bias_decay: Some(0.0),
+            learning_rate: 1.0,
             ..unit(NameStyle::Generated, false)
         };
         let names: Vec<_> = declared

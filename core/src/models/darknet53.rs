@@ -44,6 +44,7 @@ pub(crate) fn dotted_unit(
         init: WeightInit::ConvDefaultNormal,
         weight_decay: None,
         bias_decay: None,
+        learning_rate: 1.0,
     }
 }
 

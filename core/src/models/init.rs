@@ -55,6 +55,7 @@ mod tests {
             init,
             weight_decay: None,
             bias_decay: None,
+            learning_rate: 1.0,
         }
     }
 

@@ -62,6 +62,7 @@ impl MobileNetV1Spec {
             // The YOLOv3 configs build MobileNet with conv_decay 0.
             weight_decay: Some(0.0),
             bias_decay: None,
+            learning_rate: 1.0,
         }
     }
 

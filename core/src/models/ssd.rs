@@ -31,6 +31,9 @@ pub struct SsdSpec {
     pub priors: Vec<PriorBoxLevel>,
     /// The head convs' square kernel (`kernel_size`; padding `kernel / 2`).
     pub head_kernel: usize,
+    /// MobileNet's `conv_learning_rate`: the learning-rate factor of every
+    /// backbone and extra-block conv weight (0.1 in the VOC config).
+    pub conv_learning_rate: f32,
 }
 
 impl SsdSpec {
@@ -61,6 +64,21 @@ impl SsdSpec {
             num_classes,
             priors,
             head_kernel: 1,
+            conv_learning_rate: 0.1,
+        }
+    }
+
+    /// The small model for tests: MobileNetV1 at a quarter width and extra
+    /// blocks a quarter as wide, with the same names and priors as
+    /// `mobilenet_v1`.
+    pub fn small(num_classes: usize) -> SsdSpec {
+        SsdSpec {
+            backbone: MobileNetV1Spec { scale: 0.25 },
+            extra_blocks: MOBILENET_EXTRA_BLOCKS
+                .iter()
+                .map(|&(a, b)| (a / 4, b / 4))
+                .collect(),
+            ..SsdSpec::mobilenet_v1(num_classes)
         }
     }
 
@@ -73,6 +91,9 @@ impl SsdSpec {
             units.push(extra_unit(format!("{name}_extra1"), channels, first, 1, 1));
             units.push(extra_unit(format!("{name}_extra2"), first, second, 3, 2));
             channels = second;
+        }
+        for unit in &mut units {
+            unit.learning_rate = self.conv_learning_rate;
         }
         units
     }
@@ -118,6 +139,7 @@ impl SsdSpec {
                     init: WeightInit::ConvDefaultNormal,
                     weight_decay: None,
                     bias_decay: None,
+                    learning_rate: 1.0,
                 });
             }
         }
@@ -157,6 +179,7 @@ fn extra_unit(
         init: WeightInit::MsraUniform,
         weight_decay: Some(0.0),
         bias_decay: None,
+        learning_rate: 1.0,
     }
 }
 

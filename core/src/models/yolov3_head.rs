@@ -93,6 +93,7 @@ impl Yolov3HeadSpec {
                 weight_decay: None,
                 // `yolo_output`'s bias declares L2Decay(0.).
                 bias_decay: Some(0.0),
+                learning_rate: 1.0,
             });
             if i < 2 {
                 units.push(dotted_unit(
