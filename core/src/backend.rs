@@ -273,6 +273,73 @@ pub struct ChannelCopy {
     pub count: usize,
 }
 
+/// One level of a multi-box head (PaddleDetection's `multi_box_head`): the
+/// conv output `[batch, anchors * values, height, width]` transposed to NHWC
+/// and reshaped to `[batch, height * width * anchors, values]`, written at
+/// rows `first_row..first_row + level_rows()` of the batch's
+/// `[batch, total_rows, values]`, where the levels are concatenated. Channel
+/// `c = a * values + k` at cell `(h, w)` of image `n` is row `first_row +
+/// (h * width + w) * anchors + a`, column `k`, of image `n`. `values` is 4
+/// for the box offsets and the class count for the scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HeadRows {
+    pub batch: usize,
+    pub anchors: usize,
+    pub values: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Rows per image of the concatenation (all levels).
+    pub total_rows: usize,
+    /// This level's first row in each image.
+    pub first_row: usize,
+}
+
+impl HeadRows {
+    /// Rows this level contributes per image: `height * width * anchors`.
+    pub fn level_rows(&self) -> usize {
+        self.height * self.width * self.anchors
+    }
+
+    /// Elements of the conv output `[batch, anchors * values, height, width]`.
+    pub fn input_len(&self) -> usize {
+        self.batch * self.anchors * self.values * self.height * self.width
+    }
+
+    /// Elements of the whole concatenation `[batch, total_rows, values]`.
+    pub fn rows_len(&self) -> usize {
+        self.batch * self.total_rows * self.values
+    }
+
+    /// Checks every size is positive and the level's rows fit; returns a
+    /// message naming the first problem.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("batch", self.batch),
+            ("anchors", self.anchors),
+            ("values", self.values),
+            ("height", self.height),
+            ("width", self.width),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(format!("head_rows: {name} must be positive"));
+            }
+        }
+        if self.first_row + self.level_rows() > self.total_rows {
+            return Err(format!(
+                "head_rows: rows {}..{} of the level ({}x{} cells, {} anchors) exceed total_rows {}",
+                self.first_row,
+                self.first_row + self.level_rows(),
+                self.height,
+                self.width,
+                self.anchors,
+                self.total_rows
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Momentum SGD with L2 decay, as Paddle's `momentum` op with an L2Decay
 /// regulariser: `v = momentum * v + (grad + decay * param)`, `param -= lr * v`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -534,6 +601,16 @@ pub trait Backend: Clone + Send + Sync + 'static {
         dx: &mut Self::Buffer,
     );
     fn copy_channels(&self, c: &ChannelCopy, src: &Self::Buffer, dst: &mut Self::Buffer);
+
+    // ---- detection heads ----
+
+    /// One head level's conv output `x` (`[N, A * K, H, W]`) into its rows
+    /// of `rows` (`[N, total_rows, K]`, see [`HeadRows`]); the other rows
+    /// are left as they are, so the levels fill one buffer call by call.
+    fn head_rows_forward(&self, g: &HeadRows, x: &Self::Buffer, rows: &mut Self::Buffer);
+    /// The adjoint: this level's rows of `rows_grad` back into `x_grad`
+    /// (`[N, A * K, H, W]`, overwritten).
+    fn head_rows_backward(&self, g: &HeadRows, rows_grad: &Self::Buffer, x_grad: &mut Self::Buffer);
 
     // ---- optimizer ----
 

@@ -8,8 +8,8 @@
 use std::sync::{Arc, Mutex};
 
 use pulsefocus_core::backend::{
-    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, HeadOutput, PoolGeom,
-    RmsPropStep, SgdStep,
+    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, HeadOutput, HeadRows,
+    PoolGeom, RmsPropStep, SgdStep,
 };
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::Backend;
@@ -339,6 +339,18 @@ impl Backend for GpuBackend {
     }
     fn copy_channels(&self, c: &ChannelCopy, src: &DeviceBuffer, dst: &mut DeviceBuffer) {
         self.run(|gpu| gpu.copy_channels(c, src, dst))
+    }
+
+    fn head_rows_forward(&self, g: &HeadRows, x: &DeviceBuffer, rows: &mut DeviceBuffer) {
+        self.run(|gpu| gpu.head_rows_forward(g, x, rows))
+    }
+    fn head_rows_backward(
+        &self,
+        g: &HeadRows,
+        rows_grad: &DeviceBuffer,
+        x_grad: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.head_rows_backward(g, rows_grad, x_grad))
     }
 
     fn sgd_momentum(

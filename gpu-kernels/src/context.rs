@@ -78,6 +78,8 @@ pub const KERNELS: &[&str] = &[
     "upsample_nearest_forward",
     "upsample_nearest_backward",
     "copy_channels",
+    "head_rows_forward",
+    "head_rows_backward",
     "sum_blocks",
     "channel_sum",
     "yolo_decode",

@@ -76,6 +76,12 @@ fn skipped_running_statistics_are_caught() {
     checks::batch_norm_forward_train_matches(&Faulty(Fault::SkipsRunningStatistics));
 }
 
+#[test]
+#[should_panic(expected = "head_rows_forward")]
+fn rows_without_the_transpose_are_caught() {
+    checks::head_rows_forward_matches(&Faulty(Fault::AnchorMajorRows));
+}
+
 /// The real GPU, or None (printing why) on a machine without one.
 fn cuda() -> Option<pulsefocus_gpu::GpuBackend> {
     match pulsefocus_gpu::GpuBackend::open() {

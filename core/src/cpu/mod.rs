@@ -6,12 +6,13 @@ mod batch_norm;
 pub mod conv;
 mod elementwise;
 pub mod gemm;
+pub mod head_rows;
 mod pool;
 pub mod rmsprop;
 
 use crate::backend::{
-    Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, PoolGeom, RmsPropStep,
-    SgdStep,
+    Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, HeadRows, PoolGeom,
+    RmsPropStep, SgdStep,
 };
 use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
 
@@ -260,6 +261,14 @@ impl Backend for CpuBackend {
 
     fn copy_channels(&self, c: &ChannelCopy, src: &Vec<f32>, dst: &mut Vec<f32>) {
         pool::copy_channels(c, src, dst);
+    }
+
+    fn head_rows_forward(&self, g: &HeadRows, x: &Vec<f32>, rows: &mut Vec<f32>) {
+        head_rows::forward(g, x, rows);
+    }
+
+    fn head_rows_backward(&self, g: &HeadRows, rows_grad: &Vec<f32>, x_grad: &mut Vec<f32>) {
+        head_rows::backward(g, rows_grad, x_grad);
     }
 
     fn sgd_momentum(

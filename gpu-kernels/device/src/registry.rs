@@ -77,6 +77,8 @@ host_entries! {
     elementwise::axpy,
     elementwise::fill,
     gemm::gemm,
+    head_rows::head_rows_forward,
+    head_rows::head_rows_backward,
     nms::nms_count_candidates,
     nms::nms_compact_candidates,
     nms::bitonic_sort_step,

@@ -18,6 +18,7 @@ pub mod concat;
 pub mod conv;
 pub mod elementwise;
 pub mod gemm;
+pub mod head_rows;
 pub mod nms;
 pub mod pool;
 pub mod reduce;

@@ -2,7 +2,8 @@
 //! of the kinds a GPU port makes, each of which some check must catch (the
 //! tests are in `backend_suite.rs`).
 use pulsefocus_core::backend::{
-    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, PoolGeom, RmsPropStep, SgdStep,
+    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, HeadRows, PoolGeom,
+    RmsPropStep, SgdStep,
 };
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::{Backend, CpuBackend};
@@ -23,6 +24,9 @@ pub enum Fault {
     SwappedArguments,
     /// `batch_norm_forward_train` leaves the running statistics alone.
     SkipsRunningStatistics,
+    /// `head_rows_forward` without the transpose to NHWC: the level's rows
+    /// anchor-major (`a * H * W + p`) instead of cell-major (`p * A + a`).
+    AnchorMajorRows,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -289,6 +293,26 @@ impl Backend for Faulty {
     }
     fn copy_channels(&self, c: &ChannelCopy, src: &Vec<f32>, dst: &mut Vec<f32>) {
         CPU.copy_channels(c, src, dst)
+    }
+    fn head_rows_forward(&self, g: &HeadRows, x: &Vec<f32>, rows: &mut Vec<f32>) {
+        if self.0 != Fault::AnchorMajorRows {
+            return CPU.head_rows_forward(g, x, rows);
+        }
+        let plane = g.height * g.width;
+        for n in 0..g.batch {
+            for a in 0..g.anchors {
+                for k in 0..g.values {
+                    for p in 0..plane {
+                        let row = g.first_row + a * plane + p;
+                        rows[(n * g.total_rows + row) * g.values + k] =
+                            x[((n * g.anchors + a) * g.values + k) * plane + p];
+                    }
+                }
+            }
+        }
+    }
+    fn head_rows_backward(&self, g: &HeadRows, rows_grad: &Vec<f32>, x_grad: &mut Vec<f32>) {
+        CPU.head_rows_backward(g, rows_grad, x_grad)
     }
     fn sgd_momentum(
         &self,

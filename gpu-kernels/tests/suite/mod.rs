@@ -27,6 +27,7 @@ pub mod conv;
 pub mod detect;
 pub mod elementwise;
 pub mod faulty;
+pub mod head_rows;
 pub mod memory;
 pub mod optim;
 pub mod pool;
@@ -232,6 +233,8 @@ macro_rules! backend_tests {
             upsample2x_forward_matches,
             upsample2x_backward_matches,
             copy_channels_matches,
+            head_rows_forward_matches,
+            head_rows_backward_matches,
             sgd_momentum_matches,
             rmsprop_matches,
             yolo_detect_matches,
@@ -268,6 +271,7 @@ pub mod checks {
         scale_matches, sigmoid_backward_matches, sigmoid_forward_matches, sum_matches,
         sum_squares_matches,
     };
+    pub use super::head_rows::{head_rows_backward_matches, head_rows_forward_matches};
     pub use super::memory::{device_queries_are_sane, memory_matches};
     pub use super::optim::{rmsprop_matches, sgd_momentum_matches};
     pub use super::pool::{
