@@ -9,14 +9,15 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pulsefocus_core::models::{Yolov3, Yolov3Spec};
+use pulsefocus_core::models::{Yolov3, Yolov3Detector, Yolov3Spec};
 use pulsefocus_core::train::{SyntheticBatch, TrainConfig, Trainer};
 use pulsefocus_core::CpuBackend;
 
 fn bench_model(c: &mut Criterion, name: &str, spec: Yolov3Spec, batch: usize, size: usize) {
     let cpu = CpuBackend::new();
     let classes = spec.num_classes;
-    let mut trainer = Trainer::new(Yolov3::new(&cpu, spec, 0), TrainConfig::yolov3());
+    let model = Yolov3Detector::new(Yolov3::new(&cpu, spec, 0));
+    let mut trainer = Trainer::new(Box::new(model), TrainConfig::yolov3());
     trainer.plan(batch, size);
     let data = SyntheticBatch::new(batch, size, classes, 1);
     let gt = data.ground_truth();

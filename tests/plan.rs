@@ -29,7 +29,7 @@ fn write_small_coco_checkpoint(path: &Path, format: Format) {
         Yolov3Spec::small(80),
         3,
     );
-    save_checkpoint(&model.to_checkpoint(), path, format).unwrap();
+    save_checkpoint(&model.net.to_checkpoint(), path, format).unwrap();
 }
 
 #[test]

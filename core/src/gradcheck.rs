@@ -189,6 +189,43 @@ fn difference_quotients(
     (central, one_sided_gap)
 }
 
+/// Checks the gradient of each named parameter of a model's `ConvNet` (set
+/// by a backward of `loss`) against finite differences of `loss`, restoring
+/// every parameter. `net` finds the net in the model. A model is tens of
+/// f32 layers deep, which sets the rounding the tolerance allows for.
+#[cfg(test)]
+pub(crate) fn check_params<M>(
+    model: &mut M,
+    net: impl Fn(&mut M) -> &mut crate::models::ConvNet<crate::CpuBackend>,
+    names: &[&str],
+    case: &str,
+    (step, max_kink_fraction): (f32, f64),
+    mut loss: impl FnMut(&mut M) -> Probe,
+) {
+    let opts = GradCheck {
+        step,
+        depth: 16.0 * net(model).units.len() as f64,
+        max_points: 12,
+        max_kink_fraction,
+    };
+    let mut failures = Vec::new();
+    for &name in names {
+        let analytic = net(model).param_grad(name).expect("a trained parameter");
+        let x = net(model).param_values(name).expect("a parameter");
+        assert!(analytic.iter().any(|&g| g != 0.0), "{name}: zero gradient");
+        let mut at = |v: &[f32]| {
+            net(model).set_param(name, v).expect("same length");
+            loss(model)
+        };
+        let result = check_gradient(&format!("{case} {name}"), &x, &analytic, &mut at, opts);
+        net(model).set_param(name, &x).expect("same length");
+        if let Err(e) = result {
+            failures.push(e);
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

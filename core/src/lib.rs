@@ -8,6 +8,7 @@ pub mod box_coder;
 pub mod config;
 pub mod cpu;
 pub mod data;
+pub mod detector;
 pub mod finetune;
 #[cfg(test)]
 mod fixtures;

@@ -30,7 +30,7 @@ use serde::Serialize;
 
 use crate::backend::Backend;
 use crate::config::Config;
-use crate::models::{SetParamError, Yolov3};
+use crate::models::{ConvNet, SetParamError};
 use crate::params::ParamSpec;
 use crate::python_re;
 
@@ -515,7 +515,7 @@ pub fn plan_for_config(
 pub fn apply_loaded<B: Backend>(
     report: &LoadReport,
     checkpoint: &Checkpoint,
-    model: &mut Yolov3<B>,
+    model: &mut ConvNet<B>,
 ) -> Result<(), SetParamError> {
     for name in &report.loaded {
         let tensor = checkpoint
@@ -732,13 +732,13 @@ mod tests {
 
     #[test]
     fn config_plan_loads_a_checkpoint_of_another_class_count() {
-        use crate::models::Yolov3Spec;
+        use crate::models::{Yolov3, Yolov3Spec};
         let dir = tempfile::tempdir().unwrap();
         let ckpt_dir = dir.path().join("small_coco");
         let cpu = crate::CpuBackend::new();
         let source = Yolov3::new(&cpu, Yolov3Spec::small(80), 7);
         pulsefocus_formats::save_checkpoint(
-            &source.to_checkpoint(),
+            &source.net.to_checkpoint(),
             &ckpt_dir,
             pulsefocus_formats::Format::Dir,
         )
@@ -754,13 +754,19 @@ mod tests {
         assert_eq!(report.loaded.len(), 241 - 6);
         assert!(report.missing.is_empty() && report.unused.is_empty());
 
-        let mut model = Yolov3::new(&cpu, config.model_spec(), 1);
-        let before = model.param_values("yolo_output.0.conv.weights").unwrap();
-        apply_loaded(&report, &pretrained.checkpoint, &mut model).unwrap();
+        let mut model = Yolov3::new(&cpu, config.yolov3_spec(), 1);
+        let before = model
+            .net
+            .param_values("yolo_output.0.conv.weights")
+            .unwrap();
+        apply_loaded(&report, &pretrained.checkpoint, &mut model.net).unwrap();
         let name = "conv1_weights";
-        assert_eq!(model.param_values(name), source.param_values(name));
+        assert_eq!(model.net.param_values(name), source.net.param_values(name));
         assert_eq!(
-            model.param_values("yolo_output.0.conv.weights").unwrap(),
+            model
+                .net
+                .param_values("yolo_output.0.conv.weights")
+                .unwrap(),
             before
         );
 

@@ -1,16 +1,17 @@
-//! One training step, as PaddleDetection's YOLOv3 trainer runs it: forward
-//! with batch norm in training mode, Paddle's `yolov3_loss` over the three
-//! levels (mean over the batch), backward, then momentum SGD with L2 decay
-//! (a parameter's own regulariser wins) at the scheduled learning rate.
+//! One training step as PaddleDetection's trainer runs it, for any
+//! [`Detector`]: forward with batch norm in training mode, the
+//! architecture's loss, backward, then the config's optimizer (momentum SGD
+//! for YOLOv3, RMSProp for SSD) with L2 decay (a parameter's own regulariser
+//! wins) at the scheduled learning rate times the parameter's own factor.
 //!
 //! Every buffer is sized by `plan` (or the first step) for a batch and input
 //! size and reused after; `plan` reports the bytes held.
 
-use crate::backend::{Backend, SgdStep};
-use crate::models::{Yolov3, Yolov3Spec};
+use crate::backend::{Backend, RmsPropStep, SgdStep};
+use crate::detector::{Detector, Losses};
 use crate::optim::{Optimizer, Schedule};
 use crate::tensor::Tensor;
-use crate::yolo::{yolov3_loss, GroundTruth, Head, LossTerms, YoloConfig};
+use crate::yolo::GroundTruth;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
@@ -20,7 +21,7 @@ pub struct TrainConfig {
     pub weight_decay: f32,
     pub schedule: Schedule,
     /// Freeze the first this many conv units of the model (the backbone's
-    /// come first); `Yolov3Spec::backbone_unit_count()` freezes the backbone.
+    /// come first); `ModelSpec::backbone_unit_count()` freezes the backbone.
     pub frozen_units: usize,
     /// Paddle's `freeze_norm`: batch norms use running statistics and their
     /// scale and offset are not trained.
@@ -40,84 +41,76 @@ impl TrainConfig {
     }
 }
 
-/// The loss settings of PaddleDetection's YOLOv3 head for this model's
-/// anchors and classes.
-pub fn loss_config(spec: &Yolov3Spec) -> YoloConfig {
-    YoloConfig {
-        anchors: spec.anchors.clone(),
-        anchor_masks: spec.anchor_masks.clone(),
-        ..YoloConfig::yolov3(spec.num_classes)
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepReport {
     /// The batch-mean loss the step minimised (before its update).
-    pub loss: LossTerms,
+    pub loss: Losses,
     pub learning_rate: f32,
 }
 
-/// A model, its optimizer state and the buffers of a training step.
+/// A detector, its optimizer state and the buffers of a training step.
 pub struct Trainer<B: Backend> {
-    pub model: Yolov3<B>,
-    pub loss_config: YoloConfig,
+    pub model: Box<dyn Detector<B>>,
     pub config: TrainConfig,
-    /// One velocity per parameter slot of the model (None for running
-    /// statistics and frozen parameters).
-    velocities: Vec<Option<Tensor<B>>>,
+    /// Per parameter slot of the model: the optimizer's state tensors in
+    /// `Optimizer::state_suffixes` order (empty for running statistics and
+    /// frozen parameters).
+    state: Vec<Vec<Tensor<B>>>,
     image: Tensor<B>,
-    host_outputs: [Vec<f32>; 3],
-    host_grads: [Vec<f32>; 3],
-    output_grads: [Tensor<B>; 3],
     /// Updates done so far; the next step's learning rate is the schedule's
     /// at this step.
     pub step: u64,
 }
 
 impl<B: Backend> Trainer<B> {
-    pub fn new(mut model: Yolov3<B>, config: TrainConfig) -> Self {
-        model.freeze_units(config.frozen_units);
-        model.freeze_norm(config.freeze_norm);
-        model.set_training(true);
-        let backend = model.backend().clone();
-        let velocities = model
+    pub fn new(mut model: Box<dyn Detector<B>>, config: TrainConfig) -> Self {
+        let net = model.net_mut();
+        net.freeze_units(config.frozen_units);
+        net.freeze_norm(config.freeze_norm);
+        net.set_training(true);
+        let backend = net.backend().clone();
+        let kept = config.optimizer.state_suffixes().len();
+        let state = net
             .slots()
             .iter()
             .map(|slot| {
-                model
-                    .is_trained(slot)
-                    .then(|| Tensor::zeros(&backend, &slot.param.spec.shape))
+                if net.is_trained(slot) {
+                    (0..kept)
+                        .map(|_| Tensor::zeros(&backend, &slot.param.spec.shape))
+                        .collect()
+                } else {
+                    Vec::new()
+                }
             })
             .collect();
-        let empty = || Tensor::zeros(&backend, &[0]);
         Trainer {
-            loss_config: loss_config(&model.spec),
+            image: Tensor::zeros(&backend, &[0]),
             model,
             config,
-            velocities,
-            image: empty(),
-            host_outputs: Default::default(),
-            host_grads: Default::default(),
-            output_grads: [empty(), empty(), empty()],
+            state,
             step: 0,
         }
     }
 
-    /// The velocity of parameter slot `index` (model order), for `.pdopt`
-    /// snapshots; None for parameters that are not trained.
-    pub fn velocity(&self, index: usize) -> Option<Vec<f32>> {
-        let backend = self.model.backend();
-        self.velocities[index].as_ref().map(|v| v.to_host(backend))
+    /// The optimizer state of parameter slot `index` (model order), one
+    /// vector per `Optimizer::state_suffixes` entry, for `.pdopt` snapshots;
+    /// empty for parameters that are not trained.
+    pub fn optimizer_state(&self, index: usize) -> Vec<Vec<f32>> {
+        let backend = self.model.net().backend();
+        self.state[index]
+            .iter()
+            .map(|t| t.to_host(backend))
+            .collect()
     }
 
-    /// Restores the velocity of parameter slot `index` from a `.pdopt`
-    /// snapshot; false when that parameter is not trained or `values` has the
-    /// wrong length.
-    pub fn set_velocity(&mut self, index: usize, values: &[f32]) -> bool {
-        let backend = self.model.backend().clone();
-        match self.velocities.get_mut(index) {
-            Some(Some(v)) if v.numel() == values.len() => {
-                v.upload(&backend, values);
+    /// Restores state tensor `which` (an `Optimizer::state_suffixes` index)
+    /// of parameter slot `index` from a snapshot; false when that parameter
+    /// is not trained or `values` has the wrong length.
+    pub fn set_optimizer_state(&mut self, index: usize, which: usize, values: &[f32]) -> bool {
+        let backend = self.model.net().backend().clone();
+        match self.state.get_mut(index).and_then(|s| s.get_mut(which)) {
+            Some(t) if t.numel() == values.len() => {
+                t.upload(&backend, values);
                 true
             }
             _ => false,
@@ -128,29 +121,16 @@ impl<B: Backend> Trainer<B> {
     /// the bytes the model, its optimizer state and the step's buffers hold.
     pub fn plan(&mut self, batch: usize, size: usize) -> usize {
         let model_bytes = self.model.plan(batch, size);
-        let backend = self.model.backend().clone();
+        let backend = self.model.net().backend().clone();
         self.image.reshape_reuse(&backend, &[batch, 3, size, size]);
-        for (level, out) in self.model.outputs().iter().enumerate() {
-            let shape = out.shape().to_vec();
-            self.output_grads[level].reshape_reuse(&backend, &shape);
-            self.host_outputs[level].resize(out.numel(), 0.0);
-            self.host_grads[level].resize(out.numel(), 0.0);
-        }
-        let host: usize = self
-            .host_outputs
-            .iter()
-            .chain(&self.host_grads)
-            .map(|v| v.capacity() * 4)
-            .sum();
         let tensors = self
-            .velocities
+            .state
             .iter()
             .flatten()
             .chain([&self.image])
-            .chain(&self.output_grads)
             .map(|t| t.capacity_bytes(&backend))
             .sum::<usize>();
-        model_bytes + host + tensors
+        model_bytes + tensors
     }
 
     /// One step on `images` (`[N, 3, size, size]`, normalised as the reader
@@ -162,7 +142,7 @@ impl<B: Backend> Trainer<B> {
         size: usize,
         gt: &GroundTruth,
     ) -> StepReport {
-        let backend = self.model.backend().clone();
+        let backend = self.model.net().backend().clone();
         assert_eq!(
             images.len(),
             batch * 3 * size * size,
@@ -170,72 +150,74 @@ impl<B: Backend> Trainer<B> {
         );
         self.image.reshape_reuse(&backend, &[batch, 3, size, size]);
         self.image.upload(&backend, images);
-
-        let outputs = self.model.forward(&self.image);
-        let mut shapes: [[usize; 4]; 3] = [[0; 4]; 3];
-        for (level, out) in outputs.iter().enumerate() {
-            let (n, c, h, w) = out.nchw();
-            shapes[level] = [n, c, h, w];
-            self.host_outputs[level].resize(out.numel(), 0.0);
-            self.host_grads[level].resize(out.numel(), 0.0);
-            backend.download(out.buf(), &mut self.host_outputs[level]);
-        }
-        let heads: Vec<Head> = (0..3)
-            .map(|l| Head {
-                data: &self.host_outputs[l],
-                batch,
-                height: shapes[l][2],
-                width: shapes[l][3],
-            })
-            .collect();
-        let [g0, g1, g2] = &mut self.host_grads;
-        let loss = yolov3_loss(&self.loss_config, &heads, gt, &mut [g0, g1, g2]);
-        for ((grad, shape), host) in self
-            .output_grads
-            .iter_mut()
-            .zip(&shapes)
-            .zip(&self.host_grads)
-        {
-            grad.reshape_reuse(&backend, shape);
-            grad.upload(&backend, host);
-        }
-        self.model.backward(&self.image, &self.output_grads);
-
+        let loss = self.model.train_pass(&self.image, gt);
         let learning_rate = self.config.schedule.lr_at(self.step);
         self.update(learning_rate);
         self.step += 1;
         StepReport {
-            loss: loss.mean,
+            loss,
             learning_rate,
         }
     }
 
-    /// Momentum SGD on every trained parameter, with its own L2 decay when it
-    /// declares one (BN, `yolo_output` biases, MobileNet convs: 0).
+    /// The optimizer on every trained parameter, at `lr` times the
+    /// parameter's own factor, with its own L2 decay when it declares one
+    /// (BN, `yolo_output` biases, MobileNet convs: 0).
     fn update(&mut self, lr: f32) {
-        let backend = self.model.backend().clone();
-        let slots = self.model.slots().to_vec();
-        for (slot, velocity) in slots.iter().zip(&mut self.velocities) {
-            let Some(velocity) = velocity else { continue };
-            let step = SgdStep {
-                lr,
-                momentum: match self.config.optimizer {
-                    Optimizer::Momentum { momentum } => momentum,
-                    Optimizer::RmsProp { .. } => unimplemented!("RMSProp training"),
-                },
-                weight_decay: slot.param.weight_decay.unwrap_or(self.config.weight_decay),
-            };
-            let unit = &mut self.model.units[slot.unit];
-            let (param, grad) = unit
+        let net = self.model.net_mut();
+        let backend = net.backend().clone();
+        let slots = net.slots().to_vec();
+        for (slot, state) in slots.iter().zip(&mut self.state) {
+            if state.is_empty() {
+                continue;
+            }
+            let lr = lr * slot.param.learning_rate;
+            let weight_decay = slot.param.weight_decay.unwrap_or(self.config.weight_decay);
+            let (param, grad) = net.units[slot.unit]
                 .param_and_grad_mut(slot.param.role)
                 .expect("trained parameters have gradients");
-            backend.sgd_momentum(
-                &step,
-                param.numel(),
-                param.buf_mut(),
-                grad.buf(),
-                velocity.buf_mut(),
-            );
+            let len = param.numel();
+            match (self.config.optimizer, &mut state[..]) {
+                (Optimizer::Momentum { momentum }, [velocity]) => {
+                    let step = SgdStep {
+                        lr,
+                        momentum,
+                        weight_decay,
+                    };
+                    backend.sgd_momentum(
+                        &step,
+                        len,
+                        param.buf_mut(),
+                        grad.buf(),
+                        velocity.buf_mut(),
+                    );
+                }
+                (
+                    Optimizer::RmsProp {
+                        rho,
+                        epsilon,
+                        momentum,
+                    },
+                    [mean_square, moment],
+                ) => {
+                    let step = RmsPropStep {
+                        lr,
+                        rho,
+                        epsilon,
+                        momentum,
+                        weight_decay,
+                    };
+                    backend.rmsprop(
+                        &step,
+                        len,
+                        param.buf_mut(),
+                        grad.buf(),
+                        mean_square.buf_mut(),
+                        moment.buf_mut(),
+                    );
+                }
+                _ => unreachable!("one state tensor per Optimizer::state_suffixes entry"),
+            }
         }
     }
 }
@@ -280,6 +262,16 @@ impl SyntheticBatch {
         }
     }
 
+    /// Numbers the boxes' classes from 1 instead of 0, for an architecture
+    /// whose class 0 is the background (SSD).
+    pub fn number_from_one(&mut self) {
+        for (label, b) in self.labels.iter_mut().zip(self.boxes.chunks_exact(4)) {
+            if b[2] > 0.0 {
+                *label += 1;
+            }
+        }
+    }
+
     pub fn ground_truth(&self) -> GroundTruth<'_> {
         GroundTruth {
             boxes: &self.boxes,
@@ -294,6 +286,7 @@ impl SyntheticBatch {
 mod tests {
     use super::*;
     use crate::models::conv_unit::ParamRole;
+    use crate::models::{Yolov3, Yolov3Detector, Yolov3Spec};
     use crate::CpuBackend;
 
     fn constant_lr(lr: f32) -> Schedule {
@@ -309,7 +302,7 @@ mod tests {
             schedule: constant_lr(1e-2),
             ..TrainConfig::yolov3()
         };
-        let mut trainer = Trainer::new(model, config);
+        let mut trainer = Trainer::new(Box::new(Yolov3Detector::new(model)), config);
         let (batch, size) = (2, 64);
         let data = SyntheticBatch::new(batch, size, 3, 9);
         let planned = trainer.plan(batch, size);
@@ -340,43 +333,59 @@ mod tests {
             frozen_units: backbone_units,
             ..TrainConfig::yolov3()
         };
-        let mut trainer = Trainer::new(model, config);
-        let before_backbone = trainer.model.param_values("conv6_sep_weights").unwrap();
+        let mut trainer = Trainer::new(Box::new(Yolov3Detector::new(model)), config);
+        let before_backbone = trainer
+            .model
+            .net()
+            .param_values("conv6_sep_weights")
+            .unwrap();
         let before_head = trainer
             .model
+            .net()
             .param_values("yolo_block.0.0.0.conv.weights")
             .unwrap();
         let data = SyntheticBatch::new(2, 64, 2, 1);
         trainer.step(&data.images, 2, 64, &data.ground_truth());
         assert_eq!(
-            trainer.model.param_values("conv6_sep_weights").unwrap(),
+            trainer
+                .model
+                .net()
+                .param_values("conv6_sep_weights")
+                .unwrap(),
             before_backbone
         );
         assert_ne!(
             trainer
                 .model
+                .net()
                 .param_values("yolo_block.0.0.0.conv.weights")
                 .unwrap(),
             before_head
         );
         // Frozen units still run forward in training mode: running stats move.
-        let mean = trainer.model.param_values("conv6_sep_bn_mean").unwrap();
+        let mean = trainer
+            .model
+            .net()
+            .param_values("conv6_sep_bn_mean")
+            .unwrap();
         assert!(mean.iter().any(|&m| m != 0.0));
         let trained = trainer
             .model
+            .net()
             .slots()
             .iter()
-            .filter(|s| trainer.model.is_trained(s))
+            .filter(|s| trainer.model.net().is_trained(s))
             .count();
-        let velocities = (0..trainer.model.slots().len())
-            .filter(|&i| trainer.velocity(i).is_some())
+        let velocities = (0..trainer.model.net().slots().len())
+            .filter(|&i| !trainer.optimizer_state(i).is_empty())
             .count();
         assert_eq!(trained, velocities);
         assert!(trainer
             .model
+            .net()
             .slots()
             .iter()
-            .all(|s| s.param.role != ParamRole::BnMean || !trainer.model.is_trained(s)));
+            .all(|s| s.param.role != ParamRole::BnMean || !trainer.model.net().is_trained(s)));
     }
 
     #[test]
@@ -389,13 +398,13 @@ mod tests {
             schedule: constant_lr(0.5),
             ..TrainConfig::yolov3()
         };
-        let mut trainer = Trainer::new(model, config);
+        let mut trainer = Trainer::new(Box::new(Yolov3Detector::new(model)), config);
         let name = "yolo_block.1.1.0.conv.weights";
-        let before = trainer.model.param_values(name).unwrap();
+        let before = trainer.model.net().param_values(name).unwrap();
         let data = SyntheticBatch::new(2, 64, 2, 2);
         trainer.step(&data.images, 2, 64, &data.ground_truth());
-        let grad = trainer.model.param_grad(name).unwrap();
-        let after = trainer.model.param_values(name).unwrap();
+        let grad = trainer.model.net().param_grad(name).unwrap();
+        let after = trainer.model.net().param_values(name).unwrap();
         for i in 0..before.len() {
             let expected = before[i] - 0.5 * (grad[i] + 5e-4 * before[i]);
             assert!(

@@ -1,5 +1,6 @@
-//! `pulsefocus bench train-step`: times training steps (forward, YOLOv3 loss,
-//! backward, momentum SGD update) on a synthetic batch after a warm-up, with
+//! `pulsefocus bench train-step`: times training steps (forward, the
+//! architecture's loss, backward, the optimizer's update) on a synthetic batch
+//! after a warm-up, with
 //! no data loading, and reports images per second and peak memory. Users run
 //! it to see whether a model, batch and input size fit their device before
 //! they train. `--device` picks the CPU or the GPU as for `train`. CPU
@@ -10,7 +11,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::{Args as ClapArgs, Subcommand};
-use pulsefocus_core::models::{Yolov3, Yolov3Spec};
+use pulsefocus_core::config::Config;
+use pulsefocus_core::detector::{Detector, ModelSpec};
+use pulsefocus_core::finetune::build_detector;
+use pulsefocus_core::models::{Yolov3, Yolov3Detector, Yolov3Spec};
 use pulsefocus_core::train::{SyntheticBatch, TrainConfig, Trainer};
 use pulsefocus_core::{config, Backend};
 
@@ -67,7 +71,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-fn model_spec(args: &TrainStepArgs) -> anyhow::Result<(String, Yolov3Spec)> {
+/// Where the timed model comes from.
+enum Model {
+    /// A config's model with its optimizer.
+    Config(Box<Config>),
+    BuiltIn(Yolov3Spec),
+}
+
+fn model_spec(args: &TrainStepArgs) -> anyhow::Result<(String, Model)> {
     if let Some(path) = &args.config {
         if args.classes.is_some() {
             bail!("--classes is for built-in models; with -c use -o num_classes=N");
@@ -75,7 +86,7 @@ fn model_spec(args: &TrainStepArgs) -> anyhow::Result<(String, Yolov3Spec)> {
         let overrides = config::parse_overrides(&args.overrides)?;
         let cfg = config::load(path, &overrides)?;
         super::config_args::print_warnings(path, &cfg);
-        return Ok((path.display().to_string(), cfg.model_spec()));
+        return Ok((path.display().to_string(), Model::Config(Box::new(cfg))));
     }
     if !args.overrides.is_empty() {
         bail!("-o needs a config file (-c)");
@@ -91,7 +102,7 @@ fn model_spec(args: &TrainStepArgs) -> anyhow::Result<(String, Yolov3Spec)> {
             Yolov3Spec::BUILT_IN_NAMES.join(", ")
         )
     })?;
-    Ok((args.model.clone(), spec))
+    Ok((args.model.clone(), Model::BuiltIn(spec)))
 }
 
 fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
@@ -104,25 +115,41 @@ fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
             args.size
         );
     }
-    let (name, spec) = model_spec(&args)?;
+    let (name, model) = model_spec(&args)?;
     let device = args.device.clone();
-    device.run_on(TrainStep { args, name, spec })
+    device.run_on(TrainStep { args, name, model })
 }
 
 /// The timed steps, on whichever backend `--device` picked.
 struct TrainStep {
     args: TrainStepArgs,
     name: String,
-    spec: Yolov3Spec,
+    model: Model,
 }
 
 impl OnBackend for TrainStep {
     fn run<B: Backend>(self, backend: &B) -> anyhow::Result<()> {
-        let TrainStep { args, name, spec } = self;
-        let classes = spec.num_classes;
-        let mut trainer = Trainer::new(Yolov3::new(backend, spec, 0), TrainConfig::yolov3());
+        let TrainStep { args, name, model } = self;
+        let (detector, train_config, spec): (Box<dyn Detector<B>>, _, _) = match model {
+            Model::Config(config) => (
+                build_detector(backend, &config, 0),
+                config.train_config(),
+                config.model_spec(),
+            ),
+            Model::BuiltIn(spec) => (
+                Box::new(Yolov3Detector::new(Yolov3::new(backend, spec.clone(), 0))),
+                TrainConfig::yolov3(),
+                ModelSpec::Yolov3(spec),
+            ),
+        };
+        let classes = spec.foreground_classes();
+        let mut trainer = Trainer::new(detector, train_config);
         let planned = trainer.plan(args.batch, args.size);
-        let data = SyntheticBatch::new(args.batch, args.size, classes, 1);
+        let mut data = SyntheticBatch::new(args.batch, args.size, classes, 1);
+        if let ModelSpec::Ssd(_) = spec {
+            // SSD's class 0 is the background: objects are 1 and up.
+            data.number_from_one();
+        }
         let gt = data.ground_truth();
         for _ in 0..args.warmup {
             trainer.step(&data.images, args.batch, args.size, &gt);

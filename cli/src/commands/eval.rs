@@ -14,9 +14,10 @@ use anyhow::Context;
 use clap::Args as ClapArgs;
 use pulsefocus_core::config::Config;
 use pulsefocus_core::finetune::weights::load_weights;
-use pulsefocus_core::finetune::{evaluate_config, load_dataset_for, EvalResult, Metric};
+use pulsefocus_core::finetune::{
+    build_detector, evaluate_config, load_dataset_for, EvalResult, Metric,
+};
 use pulsefocus_core::metrics::{evaluate_bbox, summary_lines};
-use pulsefocus_core::models::Yolov3;
 use pulsefocus_core::Backend;
 use pulsefocus_formats::coco_results::{
     read_coco_ground_truth, read_coco_results, write_coco_results,
@@ -122,10 +123,10 @@ impl OnBackend for ModelEval<'_> {
                 config_path.display()
             )
         })?;
-        let mut model = Yolov3::new(backend, config.model_spec(), 0);
-        print_warnings(&load_weights(&mut model, Path::new(weights))?);
+        let mut model = build_detector(backend, &config, 0);
+        print_warnings(&load_weights(model.net_mut(), Path::new(weights))?);
         let dataset = load_dataset_for(&config, config_path, "EvalReader")?;
-        let result = evaluate_config(&mut model, &config, config_path, &dataset)?;
+        let result = evaluate_config(model.as_mut(), &config, config_path, &dataset)?;
 
         std::fs::create_dir_all(output_dir)
             .with_context(|| format!("creating {}", output_dir.display()))?;

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use pulsefocus_core::config::Config;
+use pulsefocus_core::finetune::build_detector;
 use pulsefocus_core::finetune::predict::{class_names, infer_reader, ImageInput, Predictor};
 use pulsefocus_core::finetune::weights::load_weights;
-use pulsefocus_core::models::Yolov3;
 use pulsefocus_core::Backend;
 use pulsefocus_formats::atomic::write_bytes;
 use pulsefocus_formats::draw::{draw_detections, Detection};
@@ -79,8 +79,8 @@ impl OnBackend for Inference<'_> {
                 config_path.display()
             )
         })?;
-        let mut model = Yolov3::new(backend, config.model_spec(), 0);
-        print_warnings(&load_weights(&mut model, Path::new(weights))?);
+        let mut model = build_detector(backend, &config, 0);
+        print_warnings(&load_weights(model.net_mut(), Path::new(weights))?);
         let (reader_name, reader) = infer_reader(&config, config_path)?;
         let input = ImageInput::of_reader(reader, reader_name, config_path)?;
         // A TestReader is usually a bare ImageFolder: the names of the classes
@@ -90,14 +90,13 @@ impl OnBackend for Inference<'_> {
             config_path,
             config.eval_reader.as_ref().unwrap_or(reader),
         )?;
-        let (yolo, nms) = (config.yolo_config(), config.nms_config());
         let mut predictor = Predictor::new(backend);
         std::fs::create_dir_all(&args.output_dir)
             .with_context(|| format!("creating {}", args.output_dir.display()))?;
 
         for path in &images {
             let mut image = decode_file(path)?;
-            let detections = predictor.predict_image(&mut model, &yolo, &nms, &image, &input);
+            let detections = predictor.predict_image(model.as_mut(), &image, &input);
             // A device failure makes the detections meaningless: stop here.
             backend.check()?;
             let mut kept: Vec<_> = detections

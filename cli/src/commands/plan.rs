@@ -41,9 +41,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map(|p| p.shape.iter().product::<usize>())
         .sum();
     println!(
-        "model: YOLOv3 with {} backbone, {} classes: {} parameters, {} values",
-        config.yolov3.backbone,
-        spec.num_classes,
+        "model: {}, {} classes: {} parameters, {} values",
+        spec.describe(),
+        spec.foreground_classes(),
         report.model.len(),
         values
     );

@@ -176,13 +176,14 @@ impl Progress {
                 } else {
                     self.smoothed + alpha * (total - self.smoothed)
                 };
+                let terms: Vec<String> = loss
+                    .terms()
+                    .map(|(name, value)| format!("{name} {value:.3}"))
+                    .collect();
                 let message = format!(
-                    "loss {:.3} (xy {:.3} wh {:.3} obj {:.3} cls {:.3}) lr {:.2e} {:.1} img/s, data wait {:.0}%",
+                    "loss {:.3} ({}) lr {:.2e} {:.1} img/s, data wait {:.0}%",
                     self.smoothed,
-                    loss.xy,
-                    loss.wh,
-                    loss.obj,
-                    loss.cls,
+                    terms.join(" "),
                     learning_rate,
                     images_per_second,
                     data_wait * 100.0

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use pulsefocus_formats::Error;
 
+use crate::detector::ModelSpec;
 use crate::models::darknet53::DarkNet53Spec;
 use crate::models::mobilenet_v1::MobileNetV1Spec;
 use crate::models::{Backbone, Yolov3Spec};
@@ -539,7 +540,12 @@ impl Config {
     }
 
     /// The model this config describes (after `check`).
-    pub fn model_spec(&self) -> Yolov3Spec {
+    pub fn model_spec(&self) -> ModelSpec {
+        ModelSpec::Yolov3(self.yolov3_spec())
+    }
+
+    /// The YOLOv3 model of a `YOLOv3` config.
+    pub fn yolov3_spec(&self) -> Yolov3Spec {
         let backbone = match self.yolov3.backbone.as_str() {
             "MobileNet" => Backbone::MobileNetV1(MobileNetV1Spec {
                 scale: self.mobilenet.conv_group_scale,

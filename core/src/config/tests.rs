@@ -337,13 +337,13 @@ fn edit_distance_and_closest() {
 fn model_spec_follows_the_config() {
     use crate::models::Yolov3Spec;
     let c = load(&configs_dir().join("yolov3_darknet_voc.ron"), &[]).unwrap();
-    assert_eq!(c.model_spec(), Yolov3Spec::darknet53(20));
-    assert_eq!(c.model_spec().param_specs().len(), 366);
+    assert_eq!(c.yolov3_spec(), Yolov3Spec::darknet53(20));
+    assert_eq!(c.yolov3_spec().param_specs().len(), 366);
     let c = load(&configs_dir().join("yolov3_mobilenet_v1_coco.ron"), &[]).unwrap();
-    assert_eq!(c.model_spec(), Yolov3Spec::mobilenet_v1(80));
-    assert_eq!(c.model_spec().param_specs().len(), 241);
+    assert_eq!(c.yolov3_spec(), Yolov3Spec::mobilenet_v1(80));
+    assert_eq!(c.yolov3_spec().param_specs().len(), 241);
     let c = load(&configs_dir().join("demo.ron"), &[]).unwrap();
-    assert_eq!(c.model_spec(), Yolov3Spec::small(3));
+    assert_eq!(c.yolov3_spec(), Yolov3Spec::small(3));
 }
 
 /// Every shipped config, converted to RON and to YAML by `config convert` /

@@ -11,49 +11,51 @@ use pulsefocus_formats::atomic;
 use pulsefocus_formats::plot::{write_line_chart, Axis, Chart, Series};
 use pulsefocus_formats::{Error, Result};
 
-use crate::yolo::LossTerms;
+use crate::detector::Losses;
 
-const LOSS_COLUMNS: [&str; 6] = [
-    "iteration",
-    "loss",
-    "loss_xy",
-    "loss_wh",
-    "loss_obj",
-    "loss_cls",
-];
 const MAP_COLUMNS: [&str; 2] = ["iteration", "map"];
 /// `loss.svg` draws each loss as a moving average over this many steps.
 const LOSS_WINDOW: usize = 20;
 
-/// One row per step: the iteration, then the total loss and its four terms.
-#[derive(Debug, Default)]
+/// One row per step: the iteration, then the total loss and its terms
+/// (`loss_<name>` columns, as the architecture names them).
+#[derive(Debug)]
 pub struct Curves {
-    loss: Vec<[f64; 6]>,
-    map: Vec<[f64; 2]>,
+    loss_columns: Vec<String>,
+    loss: Vec<Vec<f64>>,
+    map: Vec<Vec<f64>>,
 }
 
 impl Curves {
+    /// Empty curves for an architecture whose loss terms are `loss_names`.
+    pub fn new(loss_names: &[&str]) -> Curves {
+        let mut loss_columns = vec!["iteration".to_string(), "loss".to_string()];
+        loss_columns.extend(loss_names.iter().map(|n| format!("loss_{n}")));
+        Curves {
+            loss_columns,
+            loss: Vec::new(),
+            map: Vec::new(),
+        }
+    }
+
     /// The curves a run left in `dir`, up to and including `iteration` (the
     /// snapshot being resumed; later rows belong to the steps about to be
     /// redone). Missing files give empty curves.
-    pub fn read(dir: &Path, iteration: u64) -> Result<Curves> {
+    pub fn read(dir: &Path, loss_names: &[&str], iteration: u64) -> Result<Curves> {
+        let mut curves = Curves::new(loss_names);
         let up_to = iteration as f64;
-        let mut loss = read_csv(&dir.join("loss.csv"), LOSS_COLUMNS)?;
-        let mut map = read_csv(&dir.join("map.csv"), MAP_COLUMNS)?;
-        loss.retain(|row| row[0] <= up_to);
-        map.retain(|row| row[0] <= up_to);
-        Ok(Curves { loss, map })
+        curves.loss = read_csv(&dir.join("loss.csv"), &curves.loss_columns)?;
+        curves.map = read_csv(&dir.join("map.csv"), &MAP_COLUMNS)?;
+        curves.loss.retain(|row| row[0] <= up_to);
+        curves.map.retain(|row| row[0] <= up_to);
+        Ok(curves)
     }
 
-    pub fn push_loss(&mut self, iteration: u64, loss: &LossTerms) {
-        self.loss.push([
-            iteration as f64,
-            f64::from(loss.total()),
-            f64::from(loss.xy),
-            f64::from(loss.wh),
-            f64::from(loss.obj),
-            f64::from(loss.cls),
-        ]);
+    pub fn push_loss(&mut self, iteration: u64, loss: &Losses) {
+        let mut row = vec![iteration as f64, f64::from(loss.total())];
+        row.extend(loss.values().iter().map(|&v| f64::from(v)));
+        assert_eq!(row.len(), self.loss_columns.len(), "the curves' loss terms");
+        self.loss.push(row);
     }
 
     /// The best evaluation so far, `(iteration, mAP)`: the first of equals,
@@ -64,25 +66,25 @@ impl Curves {
         self.map
             .iter()
             .filter(|row| row[0] > 0.0)
-            .fold(None, |best: Option<[f64; 2]>, row| match best {
+            .fold(None, |best: Option<&Vec<f64>>, row| match best {
                 Some(b) if b[1] >= row[1] => Some(b),
-                _ => Some(*row),
+                _ => Some(row),
             })
-            .map(|[iteration, map]| (iteration as u64, map))
+            .map(|row| (row[0] as u64, row[1]))
     }
 
     pub fn push_map(&mut self, iteration: u64, map: f64) {
-        self.map.push([iteration as f64, map]);
+        self.map.push(vec![iteration as f64, map]);
     }
 
     /// Writes the charts and the CSV files (each to a temporary name, then
     /// renamed).
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let series: Vec<Series> = LOSS_COLUMNS[1..]
+        let series: Vec<Series> = self.loss_columns[1..]
             .iter()
             .enumerate()
             .map(|(i, name)| Series {
-                name: (*name).into(),
+                name: name.clone(),
                 points: smooth(&self.loss, i + 1, LOSS_WINDOW),
             })
             .collect();
@@ -97,7 +99,7 @@ impl Curves {
             y_axis: Axis::Log,
         };
         write_line_chart(&dir.join("loss.svg"), &loss_chart, &series)?;
-        write_csv(&dir.join("loss.csv"), LOSS_COLUMNS, &self.loss)?;
+        write_csv(&dir.join("loss.csv"), &self.loss_columns, &self.loss)?;
         if !self.map.is_empty() {
             let map_chart = Chart {
                 title: "Evaluation mAP",
@@ -114,7 +116,7 @@ impl Curves {
                     points: self.map.iter().map(|r| (r[0], r[1])).collect(),
                 }],
             )?;
-            write_csv(&dir.join("map.csv"), MAP_COLUMNS, &self.map)?;
+            write_csv(&dir.join("map.csv"), &MAP_COLUMNS, &self.map)?;
         }
         Ok(())
     }
@@ -122,7 +124,7 @@ impl Curves {
 
 /// Column `column` against the iteration, as a moving average over `window`
 /// rows (as the progress log smooths losses).
-fn smooth(rows: &[[f64; 6]], column: usize, window: usize) -> Vec<(f64, f64)> {
+fn smooth(rows: &[Vec<f64>], column: usize, window: usize) -> Vec<(f64, f64)> {
     (0..rows.len())
         .map(|i| {
             let from = i.saturating_sub(window - 1);
@@ -133,7 +135,8 @@ fn smooth(rows: &[[f64; 6]], column: usize, window: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-fn write_csv<const N: usize>(path: &Path, header: [&str; N], rows: &[[f64; N]]) -> Result<()> {
+fn write_csv<S: AsRef<str>>(path: &Path, header: &[S], rows: &[Vec<f64>]) -> Result<()> {
+    let header: Vec<&str> = header.iter().map(AsRef::as_ref).collect();
     atomic::write_file(path, |out| {
         let mut text = header.join(",");
         text.push('\n');
@@ -151,7 +154,9 @@ fn write_csv<const N: usize>(path: &Path, header: [&str; N], rows: &[[f64; N]]) 
 
 /// The rows of a CSV file `write_csv` wrote; a missing file has none. A
 /// header or row of another shape is an error naming the line.
-fn read_csv<const N: usize>(path: &Path, header: [&str; N]) -> Result<Vec<[f64; N]>> {
+fn read_csv<S: AsRef<str>>(path: &Path, header: &[S]) -> Result<Vec<Vec<f64>>> {
+    let header: Vec<&str> = header.iter().map(AsRef::as_ref).collect();
+    let columns = header.len();
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -178,10 +183,10 @@ fn read_csv<const N: usize>(path: &Path, header: [&str; N]) -> Result<Vec<[f64; 
             Error::at(
                 path,
                 format!("line {}", index + 1),
-                format!("expected {N} numbers separated by commas, found {line:?}"),
+                format!("expected {columns} numbers separated by commas, found {line:?}"),
             )
         };
-        let mut row = [0.0; N];
+        let mut row = vec![0.0; columns];
         let mut cells = line.split(',');
         for value in row.iter_mut() {
             *value = cells
@@ -201,19 +206,16 @@ fn read_csv<const N: usize>(path: &Path, header: [&str; N]) -> Result<Vec<[f64; 
 mod tests {
     use super::*;
 
-    fn terms(v: f32) -> LossTerms {
-        LossTerms {
-            xy: v,
-            wh: 2.0 * v,
-            obj: 0.1 + v,
-            cls: v / 3.0,
-        }
+    const NAMES: &[&str] = &["xy", "wh", "obj", "cls"];
+
+    fn terms(v: f32) -> Losses {
+        Losses::new(NAMES, &[v, 2.0 * v, 0.1 + v, v / 3.0])
     }
 
     #[test]
     fn read_keeps_the_rows_up_to_the_resumed_iteration_exactly() {
         let dir = tempfile::tempdir().unwrap();
-        let mut curves = Curves::default();
+        let mut curves = Curves::new(NAMES);
         for i in 1..=6 {
             curves.push_loss(i, &terms(1.0 / i as f32));
         }
@@ -222,19 +224,19 @@ mod tests {
         curves.write(dir.path()).unwrap();
         assert!(dir.path().join("loss.svg").exists());
 
-        let resumed = Curves::read(dir.path(), 3).unwrap();
+        let resumed = Curves::read(dir.path(), NAMES, 3).unwrap();
         assert_eq!(resumed.loss, curves.loss[..3]);
         assert_eq!(resumed.map, curves.map[..1]);
         assert_eq!(resumed.best_map(), Some((3, 0.25)));
         // Nothing written yet: a fresh run's directory.
         let empty = tempfile::tempdir().unwrap();
-        let none = Curves::read(empty.path(), 3).unwrap();
+        let none = Curves::read(empty.path(), NAMES, 3).unwrap();
         assert!(none.loss.is_empty() && none.map.is_empty());
     }
 
     #[test]
     fn the_best_map_is_the_first_of_the_highest() {
-        let mut curves = Curves::default();
+        let mut curves = Curves::new(NAMES);
         assert_eq!(curves.best_map(), None);
         for (iteration, map) in [(2, 0.3), (4, 0.7), (6, 0.5), (8, 0.7)] {
             curves.push_map(iteration, map);
@@ -254,10 +256,10 @@ mod tests {
             "iteration,loss,loss_xy,loss_wh,loss_obj,loss_cls\n1,2,3,4,5,6\n2,2,x,4,5,6\n",
         )
         .unwrap();
-        let err = Curves::read(dir.path(), 10).unwrap_err().to_string();
+        let err = Curves::read(dir.path(), NAMES, 10).unwrap_err().to_string();
         assert!(err.contains("loss.csv") && err.contains("line 3"), "{err}");
         std::fs::write(&path, "iter,loss\n").unwrap();
-        let err = Curves::read(dir.path(), 10).unwrap_err().to_string();
+        let err = Curves::read(dir.path(), NAMES, 10).unwrap_err().to_string();
         assert!(err.contains("line 1") && err.contains("header"), "{err}");
     }
 }

@@ -34,7 +34,7 @@ pub fn evaluate_start<B: Backend>(
         seed,
         on_download,
     )?;
-    evaluate_config(&mut model, config, config_path, dataset)
+    evaluate_config(model.as_mut(), config, config_path, dataset)
 }
 
 /// Draws the detections scoring at least `threshold` on the first `count`

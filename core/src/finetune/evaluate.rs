@@ -15,10 +15,9 @@ use pulsefocus_formats::{Error, Result};
 use super::predict::Predictor;
 use crate::backend::Backend;
 use crate::data::loader::{Loader, LoaderConfig};
+use crate::detector::Detector;
 use crate::metrics::coco::evaluate_bbox;
 use crate::metrics::voc::{ApType, DetectionMap};
-use crate::models::Yolov3;
-use crate::yolo::{NmsConfig, YoloConfig};
 
 /// Which metric, as the config's `metric` and `map_type` keys say.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,30 +47,28 @@ pub struct EvalResult {
     pub images: usize,
 }
 
-/// Evaluates `model` on `dataset`; the model is left in evaluation mode.
-#[allow(clippy::too_many_arguments)]
+/// Evaluates `model`, whose detections are numbered over `num_classes`
+/// object classes, on `dataset`; the model is left in evaluation mode.
 pub fn evaluate<B: Backend>(
-    model: &mut Yolov3<B>,
-    yolo: &YoloConfig,
-    nms: &NmsConfig,
+    model: &mut dyn Detector<B>,
+    num_classes: usize,
     dataset: &Dataset,
     loader: LoaderConfig,
     metric: &Metric,
     with_background: bool,
 ) -> Result<EvalResult> {
     let records = Arc::new(dataset.records.clone());
-    let num_classes = yolo.num_classes;
     let offset = usize::from(with_background);
     let mut scorer = match metric {
         Metric::Voc {
             ap_type,
             evaluate_difficult,
             ..
-        } => Scorer::Voc(DetectionMap::new(
-            num_classes,
-            *ap_type,
-            *evaluate_difficult,
-        )),
+        } => {
+            let mut voc = DetectionMap::new(num_classes, *ap_type, *evaluate_difficult);
+            voc.is_bbox_normalized = model.boxes_normalized();
+            Scorer::Voc(voc)
+        }
         Metric::Coco { annotations } => Scorer::Coco {
             gt: read_coco_ground_truth(annotations)?,
             annotations: annotations.clone(),
@@ -90,15 +87,13 @@ pub fn evaluate<B: Backend>(
         Scorer::Voc(_) => (1..=num_classes as i64).collect(),
     };
 
-    let mut predictor = Predictor::new(model.backend());
+    let mut predictor = Predictor::new(model.net().backend());
     let mut detections = Vec::new();
     let mut images = 0;
     for batch in Loader::new(records.clone(), loader, 0, Some(1))? {
         let batch = batch?;
         let per_image = predictor.predict(
             model,
-            yolo,
-            nms,
             &batch.images,
             batch.n,
             batch.h,
@@ -106,7 +101,7 @@ pub fn evaluate<B: Backend>(
             &batch.original_sizes,
         );
         // A device failure makes the detections meaningless: stop here.
-        model.backend().check().map_err(|e| {
+        model.net().backend().check().map_err(|e| {
             let first = batch
                 .record_indices
                 .first()

@@ -33,11 +33,12 @@ use pulsefocus_formats::{Error, Result};
 use crate::backend::Backend;
 use crate::config::{Config, DataSet};
 use crate::data::loader::Loader;
+use crate::detector::{Detector, Losses, ModelSpec};
 use crate::loading::{apply_loaded, plan_for_config, LoadReport};
 use crate::metrics::voc::ApType;
-use crate::models::Yolov3;
+use crate::models::{SsdDetector, Yolov3, Yolov3Detector};
 use crate::train::Trainer;
-use crate::yolo::{GroundTruth, LossTerms};
+use crate::yolo::GroundTruth;
 use curves::Curves;
 pub use evaluate::{evaluate, EvalResult, Metric};
 pub use snapshot::SnapshotPaths;
@@ -77,7 +78,7 @@ pub enum Event<'a> {
         /// 1-based: the number of updates done.
         iteration: u64,
         max_iters: u64,
-        loss: LossTerms,
+        loss: Losses,
         learning_rate: f32,
         images_per_second: f64,
         /// The share of this run's time spent waiting for the data loader
@@ -100,7 +101,7 @@ pub struct TrainSummary {
     pub iterations: u64,
     /// Stopped early by the stop flag.
     pub interrupted: bool,
-    pub last_loss: Option<LossTerms>,
+    pub last_loss: Option<Losses>,
     /// The last evaluation, when `eval` was on.
     pub last_eval: Option<EvalResult>,
     /// The best evaluation, `(iteration, mAP)`, this run's or (resumed)
@@ -194,6 +195,20 @@ fn with_background(dataset: &DataSet) -> bool {
     }
 }
 
+/// The detector `config` describes, on `backend`, with fresh weights drawn
+/// from `seed` and the config's loss and output settings.
+pub fn build_detector<B: Backend>(backend: &B, config: &Config, seed: u64) -> Box<dyn Detector<B>> {
+    match config.model_spec() {
+        ModelSpec::Yolov3(spec) => {
+            let mut detector = Yolov3Detector::new(Yolov3::new(backend, spec, seed));
+            detector.loss = config.yolo_config();
+            detector.nms = config.nms_config();
+            Box::new(detector)
+        }
+        ModelSpec::Ssd(spec) => Box::new(SsdDetector::new(backend, spec, seed)),
+    }
+}
+
 /// The model a fine-tune starts from: fresh weights drawn from `seed` with the
 /// config's `pretrain_weights` loaded over them by the loading rules (excluded
 /// and mismatched parameters keep their fresh values), and the rules' report.
@@ -205,11 +220,11 @@ pub fn start_model<B: Backend>(
     weights_cache: &Path,
     seed: u64,
     on_download: &mut dyn FnMut(Download),
-) -> Result<(Yolov3<B>, LoadReport)> {
-    let mut model = Yolov3::new(backend, config.model_spec(), seed);
+) -> Result<(Box<dyn Detector<B>>, LoadReport)> {
+    let mut model = build_detector(backend, config, seed);
     let (report, pretrained) = plan_for_config(config_path, config, weights_cache, on_download)?;
     if let Some(pretrained) = &pretrained {
-        apply_loaded(&report, &pretrained.checkpoint, &mut model)
+        apply_loaded(&report, &pretrained.checkpoint, model.net_mut())
             .map_err(|e| Error::new(&pretrained.path, e.to_string()))?;
     }
     Ok((model, report))
@@ -217,7 +232,7 @@ pub fn start_model<B: Backend>(
 
 /// Evaluates `model` on the config's evaluation dataset.
 pub fn evaluate_config<B: Backend>(
-    model: &mut Yolov3<B>,
+    model: &mut dyn Detector<B>,
     config: &Config,
     config_path: &Path,
     dataset: &Dataset,
@@ -227,8 +242,7 @@ pub fn evaluate_config<B: Backend>(
         .ok_or_else(|| Error::at(config_path, "EvalReader", "missing"))?;
     evaluate(
         model,
-        &config.yolo_config(),
-        &config.nms_config(),
+        config.model_spec().foreground_classes(),
         dataset,
         reader.eval_loader_config(config_path, name)?,
         &metric_for(config, config_path)?,
@@ -268,8 +282,8 @@ pub fn train<B: Backend>(
     let device_failed = |e: crate::backend::DeviceError| Error::new(&save_dir, e.to_string());
     backend.check().map_err(device_failed)?;
 
+    let loss_names = model.loss_names();
     let mut trainer = Trainer::new(model, config.train_config());
-    trainer.loss_config = config.yolo_config();
     let mut seed = options.seed;
     if let Some(resume) = &options.resume {
         let paths = SnapshotPaths::from_stem(resume);
@@ -299,9 +313,9 @@ pub fn train<B: Backend>(
     let snapshot_iter = config.snapshot_iter.max(1) as u64;
     // A resumed run continues the curves of the run it resumes.
     let mut curves = if options.resume.is_some() {
-        Curves::read(&save_dir, start)?
+        Curves::read(&save_dir, loss_names, start)?
     } else {
-        let mut curves = Curves::default();
+        let mut curves = Curves::new(loss_names);
         if let Some(map) = options.start_map {
             curves.push_map(0, map);
         }
@@ -325,7 +339,7 @@ pub fn train<B: Backend>(
             .next()
             .ok_or_else(|| Error::new(&save_dir, "the training loader stopped early"))??;
         waited += wait_started.elapsed();
-        trainer.model.set_training(true);
+        trainer.model.net_mut().set_training(true);
         let gt = GroundTruth {
             boxes: &batch.gt_boxes,
             labels: &batch.gt_classes,
@@ -384,7 +398,8 @@ pub fn train<B: Backend>(
             on_event(Event::Snapshot(&paths));
             last_good = Some(paths);
             if let Some(eval_set) = &eval_set {
-                let result = evaluate_config(&mut trainer.model, config, config_path, eval_set)?;
+                let result =
+                    evaluate_config(trainer.model.as_mut(), config, config_path, eval_set)?;
                 let best = best_map.is_none_or(|(_, b)| result.map > b);
                 if best {
                     best_map = Some((iteration, result.map));

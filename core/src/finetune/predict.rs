@@ -7,16 +7,16 @@ use std::path::Path;
 use pulsefocus_formats::image::RgbImage;
 use pulsefocus_formats::{Error, Result};
 
-use crate::backend::{Backend, HeadOutput};
+use crate::backend::Backend;
 use crate::config::{Config, Reader};
 use crate::data::loader::Mode;
 use crate::data::sample::Sample;
 use crate::data::transforms::normalize::ChannelNorm;
 use crate::data::transforms::resize::Interp;
 use crate::data::Batch;
-use crate::models::Yolov3;
+use crate::detector::Detector;
 use crate::tensor::Tensor;
-use crate::yolo::{Detection, NmsConfig, YoloConfig};
+use crate::yolo::Detection;
 
 /// The input buffer of inference, reused from batch to batch.
 pub struct Predictor<B: Backend> {
@@ -33,47 +33,27 @@ impl<B: Backend> Predictor<B> {
     /// Runs `model` in evaluation mode (batch norm with running statistics)
     /// on `images` (`[n, 3, h, w]`); `original_sizes` are each image's
     /// `[width, height]` as decoded. The model is left in evaluation mode.
-    #[allow(clippy::too_many_arguments)]
     pub fn predict(
         &mut self,
-        model: &mut Yolov3<B>,
-        yolo: &YoloConfig,
-        nms: &NmsConfig,
+        model: &mut dyn Detector<B>,
         images: &[f32],
         n: usize,
         h: usize,
         w: usize,
         original_sizes: &[[u32; 2]],
     ) -> Vec<Vec<Detection>> {
-        let backend = model.backend().clone();
-        model.set_training(false);
+        let backend = model.net().backend().clone();
+        model.net_mut().set_training(false);
         self.image.reshape_reuse(&backend, &[n, 3, h, w]);
         self.image.upload(&backend, images);
-        let outputs = model.forward(&self.image);
-        let heads: Vec<HeadOutput<B::Buffer>> = outputs
-            .iter()
-            .map(|out| {
-                let (_, _, height, width) = out.nchw();
-                HeadOutput {
-                    buf: out.buf(),
-                    height,
-                    width,
-                }
-            })
-            .collect();
-        // Paddle's image size input is (height, width).
-        let sizes: Vec<[u32; 2]> = original_sizes.iter().map(|&[w, h]| [h, w]).collect();
-        // Decode and NMS where the outputs are: only the detections come back.
-        backend.yolo_detect(yolo, &heads, &sizes, nms)
+        model.detect(&self.image, original_sizes)
     }
 
     /// One decoded image through the reader's pipeline (`input`): resized,
     /// normalised, predicted; boxes come back in the image's own pixels.
     pub fn predict_image(
         &mut self,
-        model: &mut Yolov3<B>,
-        yolo: &YoloConfig,
-        nms: &NmsConfig,
+        model: &mut dyn Detector<B>,
         image: &RgbImage,
         input: &ImageInput,
     ) -> Vec<Detection> {
@@ -92,8 +72,7 @@ impl<B: Backend> Predictor<B> {
             original,
             &mut Vec::new(),
         );
-        let mut per_image =
-            self.predict(model, yolo, nms, &batch.images, 1, size, size, &[original]);
+        let mut per_image = self.predict(model, &batch.images, 1, size, size, &[original]);
         per_image.pop().unwrap_or_default()
     }
 }

@@ -1,7 +1,9 @@
 //! Snapshots in PaddleDetection 2.x's layout: `<stem>.pdparams` holds the
 //! model's parameters under their legacy names (readable by `paddle.load` and
-//! `load_program_state`), `<stem>.pdopt` the optimizer state: one velocity per
-//! trained parameter as `<name>_velocity_0`, and `LR_Scheduler` with the
+//! `load_program_state`), `<stem>.pdopt` the optimizer state: per trained
+//! parameter its state tensors under Paddle's accumulator names
+//! (`<name>_velocity_0` for momentum, `<name>_mean_square_0` and
+//! `<name>_momentum_0` for RMSProp), and `LR_Scheduler` with the
 //! iteration reached. Both are written to a temporary name and renamed, the
 //! `.pdopt` first, so a `.pdparams` on disk always has its optimizer state.
 
@@ -41,21 +43,25 @@ impl SnapshotPaths {
     }
 }
 
-/// The velocity key PaddlePaddle's Momentum optimizer uses.
-fn velocity_name(param: &str) -> String {
-    format!("{param}_velocity_0")
+/// The optimizer state of every trained parameter as `(key, shape, values)`,
+/// keys as Paddle names its accumulators.
+fn optimizer_state<B: Backend>(trainer: &Trainer<B>) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let suffixes = trainer.config.optimizer.state_suffixes();
+    let mut state = Vec::new();
+    for (index, slot) in trainer.model.net().slots().iter().enumerate() {
+        let spec = &slot.param.spec;
+        for (suffix, values) in suffixes.iter().zip(trainer.optimizer_state(index)) {
+            state.push((format!("{}{suffix}", spec.name), spec.shape.clone(), values));
+        }
+    }
+    state
 }
 
 /// Writes the model and optimizer state at iteration `trainer.step`.
 pub fn save<B: Backend>(trainer: &Trainer<B>, paths: &SnapshotPaths, seed: u64) -> Result<()> {
     let mut optimizer = Checkpoint::new();
-    for (index, slot) in trainer.model.slots().iter().enumerate() {
-        if let Some(v) = trainer.velocity(index) {
-            optimizer.insert(
-                velocity_name(&slot.param.spec.name),
-                RawTensor::from_f32(slot.param.spec.shape.clone(), &v),
-            );
-        }
+    for (key, shape, values) in optimizer_state(trainer) {
+        optimizer.insert(key, RawTensor::from_f32(shape, &values));
     }
     let step = trainer.step;
     optimizer.metadata.insert(
@@ -70,33 +76,25 @@ pub fn save<B: Backend>(trainer: &Trainer<B>, paths: &SnapshotPaths, seed: u64) 
         .insert("pulsefocus_seed".into(), json!(seed));
     save_checkpoint(&optimizer, &paths.optimizer, Format::Pdparams)?;
     save_checkpoint(
-        &trainer.model.to_checkpoint(),
+        &trainer.model.net().to_checkpoint(),
         &paths.params,
         Format::Pdparams,
     )
 }
 
-/// The name of the first parameter, running statistic or velocity holding a
-/// NaN or infinity; such a state is not worth a snapshot.
+/// The name of the first parameter, running statistic or optimizer state
+/// holding a NaN or infinity; such a state is not worth a snapshot.
 pub fn first_non_finite<B: Backend>(trainer: &Trainer<B>) -> Option<String> {
-    let model = trainer.model.to_checkpoint();
+    let model = trainer.model.net().to_checkpoint();
     let params = model
         .iter()
         .find(|(_, t)| t.to_f32_vec().iter().any(|v| !v.is_finite()))
         .map(|(name, _)| name.to_string());
     params.or_else(|| {
-        trainer
-            .model
-            .slots()
-            .iter()
-            .enumerate()
-            .find_map(|(i, slot)| {
-                let velocity = trainer.velocity(i)?;
-                velocity
-                    .iter()
-                    .any(|v| !v.is_finite())
-                    .then(|| velocity_name(&slot.param.spec.name))
-            })
+        optimizer_state(trainer)
+            .into_iter()
+            .find(|(_, _, values)| values.iter().any(|v| !v.is_finite()))
+            .map(|(key, _, _)| key)
     })
 }
 
@@ -107,7 +105,7 @@ pub fn restore<B: Backend>(
     paths: &SnapshotPaths,
 ) -> Result<(u64, Option<u64>)> {
     let params = load_checkpoint(&paths.params)?;
-    for slot in trainer.model.slots().to_vec() {
+    for slot in trainer.model.net().slots().to_vec() {
         let name = &slot.param.spec.name;
         let tensor = params.get(name).ok_or_else(|| {
             Error::at(
@@ -118,19 +116,23 @@ pub fn restore<B: Backend>(
         })?;
         trainer
             .model
+            .net_mut()
             .set_param(name, &tensor.to_f32_vec())
             .map_err(|e| Error::at(&paths.params, format!("variable {name}"), e.to_string()))?;
     }
     let optimizer = load_checkpoint(&paths.optimizer)?;
-    for (index, slot) in trainer.model.slots().to_vec().iter().enumerate() {
-        let key = velocity_name(&slot.param.spec.name);
-        if let Some(v) = optimizer.get(&key) {
-            if !trainer.set_velocity(index, &v.to_f32_vec()) {
-                return Err(Error::at(
-                    &paths.optimizer,
-                    key,
-                    "does not fit the model's parameter",
-                ));
+    let suffixes = trainer.config.optimizer.state_suffixes();
+    for (index, slot) in trainer.model.net().slots().to_vec().iter().enumerate() {
+        for (which, suffix) in suffixes.iter().enumerate() {
+            let key = format!("{}{suffix}", slot.param.spec.name);
+            if let Some(v) = optimizer.get(&key) {
+                if !trainer.set_optimizer_state(index, which, &v.to_f32_vec()) {
+                    return Err(Error::at(
+                        &paths.optimizer,
+                        key,
+                        "does not fit the model's parameter",
+                    ));
+                }
             }
         }
     }

@@ -9,7 +9,7 @@ use std::path::Path;
 use pulsefocus_formats::{load_checkpoint, Error, Result};
 
 use crate::backend::Backend;
-use crate::models::Yolov3;
+use crate::models::ConvNet;
 
 /// Loads every parameter of `model` from the checkpoint at `path`: a
 /// `.pdparams`, a directory of per-variable files, a `.tar`, a
@@ -18,7 +18,7 @@ use crate::models::Yolov3;
 /// snapshot may hold more); a missing parameter, one of another shape or one
 /// that is not a float is an error naming the file and the parameter.
 /// Returns the checkpoint reader's warnings, for the caller to show.
-pub fn load_weights<B: Backend>(model: &mut Yolov3<B>, path: &Path) -> Result<Vec<String>> {
+pub fn load_weights<B: Backend>(model: &mut ConvNet<B>, path: &Path) -> Result<Vec<String>> {
     let checkpoint = load_checkpoint(path)?;
     for slot in model.slots().to_vec() {
         let spec = &slot.param.spec;
@@ -61,7 +61,7 @@ pub fn load_weights<B: Backend>(model: &mut Yolov3<B>, path: &Path) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::Yolov3Spec;
+    use crate::models::{Yolov3, Yolov3Spec};
     use crate::CpuBackend;
     use pulsefocus_formats::{save_checkpoint, Checkpoint, Format};
 
@@ -71,15 +71,15 @@ mod tests {
         let trained = Yolov3::new(&cpu, Yolov3Spec::tiny(3), 1);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("model_final.pdparams");
-        save_checkpoint(&trained.to_checkpoint(), &file, Format::Pdparams).unwrap();
+        save_checkpoint(&trained.net.to_checkpoint(), &file, Format::Pdparams).unwrap();
 
         let mut fresh = Yolov3::new(&cpu, Yolov3Spec::tiny(3), 2);
-        load_weights(&mut fresh, &dir.path().join("model_final")).unwrap();
-        for slot in trained.slots() {
+        load_weights(&mut fresh.net, &dir.path().join("model_final")).unwrap();
+        for slot in trained.net.slots() {
             let name = &slot.param.spec.name;
             assert_eq!(
-                fresh.param_values(name),
-                trained.param_values(name),
+                fresh.net.param_values(name),
+                trained.net.param_values(name),
                 "{name}"
             );
         }
@@ -91,10 +91,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("five.pdparams");
         let five = Yolov3::new(&cpu, Yolov3Spec::tiny(5), 1);
-        save_checkpoint(&five.to_checkpoint(), &file, Format::Pdparams).unwrap();
+        save_checkpoint(&five.net.to_checkpoint(), &file, Format::Pdparams).unwrap();
 
         let mut three = Yolov3::new(&cpu, Yolov3Spec::tiny(3), 1);
-        let message = load_weights(&mut three, &file).unwrap_err().to_string();
+        let message = load_weights(&mut three.net, &file).unwrap_err().to_string();
         assert!(message.contains("five.pdparams"), "{message}");
         assert!(message.contains("yolo_output"), "{message}");
         assert!(message.contains("has shape"), "{message}");
@@ -104,8 +104,8 @@ mod tests {
     fn a_missing_parameter_is_named() {
         let cpu = CpuBackend::new();
         let model = Yolov3::new(&cpu, Yolov3Spec::tiny(3), 1);
-        let full = model.to_checkpoint();
-        let dropped = model.slots()[0].param.spec.name.clone();
+        let full = model.net.to_checkpoint();
+        let dropped = model.net.slots()[0].param.spec.name.clone();
         let mut partial = Checkpoint::new();
         for (name, tensor) in full.iter().filter(|(name, _)| *name != dropped) {
             partial.insert(name, tensor.clone());
@@ -115,7 +115,9 @@ mod tests {
         save_checkpoint(&partial, &file, Format::Safetensors).unwrap();
 
         let mut target = Yolov3::new(&cpu, Yolov3Spec::tiny(3), 1);
-        let message = load_weights(&mut target, &file).unwrap_err().to_string();
+        let message = load_weights(&mut target.net, &file)
+            .unwrap_err()
+            .to_string();
         assert!(message.contains(&dropped), "{message}");
         assert!(message.contains("missing"), "{message}");
     }
@@ -124,7 +126,7 @@ mod tests {
     fn a_missing_file_is_an_error_not_a_panic() {
         let cpu = CpuBackend::new();
         let mut model = Yolov3::new(&cpu, Yolov3Spec::tiny(3), 1);
-        let message = load_weights(&mut model, Path::new("no/such/weights"))
+        let message = load_weights(&mut model.net, Path::new("no/such/weights"))
             .unwrap_err()
             .to_string();
         assert!(message.contains("no/such/weights"), "{message}");

@@ -109,21 +109,34 @@ pub fn forward<B: Backend>(
     }
 }
 
-/// Backward from the gradients of the three features. Units before `stop` are
-/// frozen and get nothing (the pass ends at unit `stop`).
+/// Backward through the chain of `units` from the gradients of its
+/// features: `features` are unit indices in increasing order, the last one
+/// the last unit, and `feature_grads[k]` the gradient of unit
+/// `features[k]`'s output from the layers above (the head). SSD's backbone
+/// (with its extra blocks) is the same chain with more features. Units
+/// before `stop` are frozen and get nothing (the pass ends at unit `stop`).
+#[allow(clippy::too_many_arguments)]
 pub fn backward<B: Backend>(
-    spec: &MobileNetV1Spec,
     backend: &B,
     units: &mut [ConvUnit<B>],
     image: &Tensor<B>,
-    feature_grads: &[Tensor<B>; 3],
+    features: &[usize],
+    feature_grads: &[Tensor<B>],
     stop: usize,
     s: &mut Scratch<B>,
 ) {
-    let features = spec.feature_units();
     let last = units.len() - 1;
-    assert_eq!(features[2], last, "the deepest feature is the last unit");
-    copy_into(backend, &feature_grads[2], &mut s.grad);
+    assert_eq!(
+        features.last(),
+        Some(&last),
+        "the deepest feature is the last unit"
+    );
+    assert_eq!(
+        features.len(),
+        feature_grads.len(),
+        "one gradient per feature"
+    );
+    copy_into(backend, &feature_grads[features.len() - 1], &mut s.grad);
     for i in (stop..=last).rev() {
         let (done, rest) = units.split_at_mut(i);
         let x = done.last().map_or(image, |u| u.output());
@@ -134,7 +147,7 @@ pub fn backward<B: Backend>(
         }
         s.step_down();
         // A feature's output also feeds the head: its gradient adds up.
-        if let Some(k) = features[..2].iter().position(|&f| f == i - 1) {
+        if let Some(k) = features.iter().position(|&f| f == i - 1) {
             accumulate(backend, &feature_grads[k], &mut s.grad);
         }
     }

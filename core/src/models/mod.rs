@@ -7,8 +7,14 @@ pub mod conv_unit;
 pub mod darknet53;
 pub mod init;
 pub mod mobilenet_v1;
+pub mod network;
 pub mod ssd;
+pub mod ssd_detector;
 pub mod yolov3;
+pub mod yolov3_detector;
 pub mod yolov3_head;
 
-pub use yolov3::{Backbone, SetParamError, Yolov3, Yolov3Spec};
+pub use network::{ConvNet, ParamSlot, SetParamError};
+pub use ssd_detector::SsdDetector;
+pub use yolov3::{Backbone, Yolov3, Yolov3Spec};
+pub use yolov3_detector::Yolov3Detector;

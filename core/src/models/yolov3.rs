@@ -3,17 +3,16 @@
 //! description everything else is derived from: the parameter list the
 //! loading rules read, the model that trains, and the checkpoints it writes.
 
-use super::conv_unit::{ConvUnit, ConvUnitSpec, ParamRole, Scratch, UnitParam};
+use super::conv_unit::{ConvUnit, ConvUnitSpec, Scratch, UnitParam};
 use super::darknet53::DarkNet53Spec;
-use super::init::Rng;
 use super::mobilenet_v1::MobileNetV1Spec;
+use super::network::ConvNet;
 use super::yolov3_head::{HeadLinks, Yolov3HeadSpec};
 use super::{darknet53, mobilenet_v1, yolov3_head};
 use crate::backend::Backend;
 use crate::layers::Add;
 use crate::params::ParamSpec;
 use crate::tensor::Tensor;
-use pulsefocus_formats::{Checkpoint, RawTensor};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Backbone {
@@ -164,43 +163,19 @@ impl Yolov3Spec {
     }
 }
 
-/// Why a value could not be set on a model parameter.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SetParamError {
-    #[error("the model has no parameter named {0}")]
-    Unknown(String),
-    #[error("parameter {name} has {expected} values, got {got}")]
-    Length {
-        name: String,
-        expected: usize,
-        got: usize,
-    },
-}
-
-/// Where a parameter lives: its unit, its role there, and its declaration.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParamSlot {
-    pub unit: usize,
-    pub param: UnitParam,
-}
-
 /// A YOLOv3 model at run time on backend `B`: every conv unit (backbone
 /// first, in model order), the layers between them, and the gradient buffers
 /// of a backward pass. Memory is sized by the first pass at a given batch and
 /// input size and reused after (`plan` does that pass up front).
 pub struct Yolov3<B: Backend> {
     pub spec: Yolov3Spec,
-    backend: B,
-    pub units: Vec<ConvUnit<B>>,
-    slots: Vec<ParamSlot>,
+    pub net: ConvNet<B>,
     backbone_units: usize,
     /// DarkNet53's residual sums (empty for MobileNetV1).
     residuals: Vec<Add<B>>,
     links: HeadLinks<B>,
     feature_grads: [Tensor<B>; 3],
     scratch: Scratch<B>,
-    /// Units before this index are frozen: no gradient, no update.
-    frozen_units: usize,
 }
 
 impl<B: Backend> Yolov3<B> {
@@ -218,20 +193,6 @@ impl<B: Backend> Yolov3<B> {
         unit_specs: Vec<ConvUnitSpec>,
         seed: u64,
     ) -> Self {
-        let mut rng = Rng::from_state(seed);
-        let slots = unit_specs
-            .iter()
-            .enumerate()
-            .flat_map(|(unit, u)| {
-                u.params()
-                    .into_iter()
-                    .map(move |param| ParamSlot { unit, param })
-            })
-            .collect();
-        let units = unit_specs
-            .into_iter()
-            .map(|u| ConvUnit::new(backend, u, &mut rng))
-            .collect();
         let residuals = match spec.backbone {
             Backbone::DarkNet53(_) => (0..DarkNet53Spec::residual_count())
                 .map(|_| Add::new(backend))
@@ -241,153 +202,40 @@ impl<B: Backend> Yolov3<B> {
         let empty = || Tensor::zeros(backend, &[0]);
         Yolov3 {
             backbone_units: spec.backbone_unit_count(),
+            net: ConvNet::new(backend, unit_specs, seed),
             spec,
-            backend: backend.clone(),
-            units,
-            slots,
             residuals,
             links: HeadLinks::new(backend),
             feature_grads: [empty(), empty(), empty()],
             scratch: Scratch::new(backend),
-            frozen_units: 0,
         }
     }
 
     pub fn backend(&self) -> &B {
-        &self.backend
-    }
-
-    /// Every parameter's place, in model order (the order of `param_specs`).
-    pub fn slots(&self) -> &[ParamSlot] {
-        &self.slots
-    }
-
-    fn slot(&self, name: &str) -> Option<&ParamSlot> {
-        self.slots.iter().find(|s| s.param.spec.name == name)
-    }
-
-    /// A parameter's values, downloaded from the backend.
-    pub fn param_values(&self, name: &str) -> Option<Vec<f32>> {
-        let slot = self.slot(name)?;
-        Some(
-            self.units[slot.unit]
-                .tensor(slot.param.role)
-                .to_host(&self.backend),
-        )
-    }
-
-    /// A parameter's gradient from the last `backward`, downloaded; None for
-    /// running statistics and unknown names.
-    pub fn param_grad(&self, name: &str) -> Option<Vec<f32>> {
-        let slot = self.slot(name)?;
-        Some(
-            self.units[slot.unit]
-                .grad(slot.param.role)?
-                .to_host(&self.backend),
-        )
-    }
-
-    /// Overwrites one parameter's values (row-major, as in the checkpoint).
-    pub fn set_param(&mut self, name: &str, values: &[f32]) -> Result<(), SetParamError> {
-        let slot = self
-            .slot(name)
-            .ok_or_else(|| SetParamError::Unknown(name.to_string()))?
-            .clone();
-        let expected = slot.param.spec.numel();
-        if values.len() != expected {
-            return Err(SetParamError::Length {
-                name: name.to_string(),
-                expected,
-                got: values.len(),
-            });
-        }
-        self.units[slot.unit]
-            .tensor_mut(slot.param.role)
-            .upload(&self.backend, values);
-        Ok(())
-    }
-
-    /// Every parameter as f32 under its legacy name, in model order, so a
-    /// snapshot loads back into PaddleDetection.
-    pub fn to_checkpoint(&self) -> Checkpoint {
-        let mut checkpoint = Checkpoint::new();
-        for slot in &self.slots {
-            let values = self.units[slot.unit]
-                .tensor(slot.param.role)
-                .to_host(&self.backend);
-            let spec = &slot.param.spec;
-            checkpoint.insert(
-                spec.name.clone(),
-                RawTensor::from_f32(spec.shape.clone(), &values),
-            );
-        }
-        checkpoint
-    }
-
-    /// Freezes the first `units` conv units (e.g. `backbone_unit_count()` for
-    /// the whole backbone): they get no gradient and no update, and the
-    /// backward pass stops above them.
-    pub fn freeze_units(&mut self, units: usize) {
-        self.frozen_units = units.min(self.units.len());
-    }
-
-    pub fn frozen_units(&self) -> usize {
-        self.frozen_units
-    }
-
-    /// Paddle's `freeze_norm`: every batch norm uses its running statistics
-    /// and its scale and offset are not trained.
-    pub fn freeze_norm(&mut self, frozen: bool) {
-        for bn in self.units.iter_mut().filter_map(|u| u.bn.as_mut()) {
-            bn.frozen = frozen;
-        }
-    }
-
-    /// Training (batch statistics) or inference (running statistics) mode.
-    pub fn set_training(&mut self, training: bool) {
-        for bn in self.units.iter_mut().filter_map(|u| u.bn.as_mut()) {
-            bn.training = training;
-        }
-    }
-
-    /// Whether the parameter in `slot` is trained: not a running statistic,
-    /// not in a frozen unit, not a frozen norm's scale or offset.
-    pub fn is_trained(&self, slot: &ParamSlot) -> bool {
-        let role = slot.param.role;
-        let frozen_norm = matches!(role, ParamRole::BnScale | ParamRole::BnOffset)
-            && self.units[slot.unit]
-                .bn
-                .as_ref()
-                .is_some_and(|bn| bn.frozen);
-        role.is_trainable() && slot.unit >= self.frozen_units && !frozen_norm
+        self.net.backend()
     }
 
     /// The three head outputs `[N, anchors * (C + 5), H, W]`, strides 32, 16, 8.
     pub fn outputs(&self) -> [&Tensor<B>; 3] {
         let levels = self.spec.head().level_units();
-        levels.map(|l| self.units[self.backbone_units + l.output].output())
+        levels.map(|l| self.net.units[self.backbone_units + l.output].output())
     }
 
     /// Runs the model on an NCHW image batch; see `outputs`.
     pub fn forward(&mut self, image: &Tensor<B>) -> [&Tensor<B>; 3] {
-        let (backbone, head) = self.units.split_at_mut(self.backbone_units);
+        let backend = self.net.backend().clone();
+        let (backbone, head) = self.net.units.split_at_mut(self.backbone_units);
         let workspace = &mut self.scratch.workspace;
         match self.spec.backbone {
-            Backbone::MobileNetV1(_) => {
-                mobilenet_v1::forward(&self.backend, backbone, image, workspace)
+            Backbone::MobileNetV1(_) => mobilenet_v1::forward(&backend, backbone, image, workspace),
+            Backbone::DarkNet53(_) => {
+                darknet53::forward(&backend, backbone, &mut self.residuals, image, workspace)
             }
-            Backbone::DarkNet53(_) => darknet53::forward(
-                &self.backend,
-                backbone,
-                &mut self.residuals,
-                image,
-                workspace,
-            ),
         }
         let features = backbone_features(&self.spec.backbone, backbone, &self.residuals);
         yolov3_head::forward(
             &self.spec.head(),
-            &self.backend,
+            &backend,
             head,
             &mut self.links,
             features,
@@ -400,11 +248,13 @@ impl<B: Backend> Yolov3<B> {
     /// `outputs`) after a `forward` on `image`: every trained parameter's
     /// gradient is overwritten.
     pub fn backward(&mut self, image: &Tensor<B>, output_grads: &[Tensor<B>; 3]) {
-        let (backbone, head) = self.units.split_at_mut(self.backbone_units);
+        let backend = self.net.backend().clone();
+        let stop = self.net.frozen_units();
+        let (backbone, head) = self.net.units.split_at_mut(self.backbone_units);
         let features = backbone_features(&self.spec.backbone, backbone, &self.residuals);
         yolov3_head::backward(
             &self.spec.head(),
-            &self.backend,
+            &backend,
             head,
             &mut self.links,
             features,
@@ -412,22 +262,21 @@ impl<B: Backend> Yolov3<B> {
             &mut self.feature_grads,
             &mut self.scratch,
         );
-        let stop = self.frozen_units;
         if stop >= self.backbone_units {
             return;
         }
         match self.spec.backbone {
             Backbone::MobileNetV1(m) => mobilenet_v1::backward(
-                &m,
-                &self.backend,
+                &backend,
                 backbone,
                 image,
+                &m.feature_units(),
                 &self.feature_grads,
                 stop,
                 &mut self.scratch,
             ),
             Backbone::DarkNet53(_) => darknet53::backward(
-                &self.backend,
+                &backend,
                 backbone,
                 &self.residuals,
                 image,
@@ -442,38 +291,22 @@ impl<B: Backend> Yolov3<B> {
     /// forward and backward pass on zeros (running statistics are restored
     /// afterwards), and returns the bytes the model then holds.
     pub fn plan(&mut self, batch: usize, size: usize) -> usize {
-        let running: Vec<(usize, ParamRole, Vec<f32>)> = self
-            .slots
-            .iter()
-            .filter(|s| matches!(s.param.role, ParamRole::BnMean | ParamRole::BnVariance))
-            .map(|s| {
-                (
-                    s.unit,
-                    s.param.role,
-                    self.units[s.unit]
-                        .tensor(s.param.role)
-                        .to_host(&self.backend),
-                )
-            })
-            .collect();
-        let image = Tensor::zeros(&self.backend, &[batch, 3, size, size]);
+        let running = self.net.save_running_stats();
+        let backend = self.net.backend().clone();
+        let image = Tensor::zeros(&backend, &[batch, 3, size, size]);
         let shapes = self.forward(&image).map(|t| t.shape().to_vec());
-        let grads = shapes.map(|shape| Tensor::zeros(&self.backend, &shape));
+        let grads = shapes.map(|shape| Tensor::zeros(&backend, &shape));
         self.backward(&image, &grads);
-        self.scratch.equalize(&self.backend);
-        for (unit, role, values) in running {
-            self.units[unit]
-                .tensor_mut(role)
-                .upload(&self.backend, &values);
-        }
+        self.scratch.equalize(&backend);
+        self.net.restore_running_stats(running);
         self.planned_bytes()
     }
 
     /// Bytes held now: parameters, gradients, activations, saved statistics
     /// and gradient buffers.
     pub fn planned_bytes(&self) -> usize {
-        let b = &self.backend;
-        self.units.iter().map(|u| u.planned_bytes(b)).sum::<usize>()
+        let b = self.net.backend();
+        self.net.planned_bytes()
             + self
                 .residuals
                 .iter()
@@ -504,6 +337,8 @@ fn backbone_features<'a, B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gradcheck::check_params;
+    use crate::models::SetParamError;
     use crate::CpuBackend;
 
     fn find<'a>(specs: &'a [ParamSpec], name: &str) -> &'a ParamSpec {
@@ -598,24 +433,37 @@ mod tests {
         let cpu = CpuBackend::new();
         let spec = Yolov3Spec::small(3);
         let mut model = Yolov3::new(&cpu, spec.clone(), 7);
-        let names: Vec<_> = model.slots().iter().map(|s| s.param.spec.clone()).collect();
+        let names: Vec<_> = model
+            .net
+            .slots()
+            .iter()
+            .map(|s| s.param.spec.clone())
+            .collect();
         assert_eq!(names, spec.param_specs());
         assert!(model
+            .net
             .param_values("conv1_bn_variance")
             .unwrap()
             .iter()
             .all(|&v| v == 1.0));
         assert!(model
+            .net
             .param_values("conv1_weights")
             .unwrap()
             .iter()
             .any(|&v| v != 0.0));
 
         let bias = vec![0.5; 3 * 8];
-        model.set_param("yolo_output.1.conv.bias", &bias).unwrap();
-        assert_eq!(model.param_values("yolo_output.1.conv.bias").unwrap(), bias);
+        model
+            .net
+            .set_param("yolo_output.1.conv.bias", &bias)
+            .unwrap();
         assert_eq!(
-            model.set_param("yolo_output.1.conv.bias", &[1.0]),
+            model.net.param_values("yolo_output.1.conv.bias").unwrap(),
+            bias
+        );
+        assert_eq!(
+            model.net.set_param("yolo_output.1.conv.bias", &[1.0]),
             Err(SetParamError::Length {
                 name: "yolo_output.1.conv.bias".into(),
                 expected: 24,
@@ -623,20 +471,20 @@ mod tests {
             })
         );
         assert!(matches!(
-            model.set_param("nope", &[]),
+            model.net.set_param("nope", &[]),
             Err(SetParamError::Unknown(_))
         ));
 
-        let checkpoint = model.to_checkpoint();
+        let checkpoint = model.net.to_checkpoint();
         assert_eq!(checkpoint.len(), 241);
         let mut other = Yolov3::new(&cpu, spec.clone(), 8);
         for (name, tensor) in checkpoint.iter() {
-            other.set_param(name, &tensor.to_f32_vec()).unwrap();
+            other.net.set_param(name, &tensor.to_f32_vec()).unwrap();
         }
         for p in spec.param_specs() {
             assert_eq!(
-                model.param_values(&p.name),
-                other.param_values(&p.name),
+                model.net.param_values(&p.name),
+                other.net.param_values(&p.name),
                 "{}",
                 p.name
             );
@@ -650,17 +498,18 @@ mod tests {
         let mut model = Yolov3::new(&cpu, spec.clone(), 0);
         let trained = |m: &Yolov3<CpuBackend>, name: &str| {
             let slot = m
+                .net
                 .slots()
                 .iter()
                 .find(|s| s.param.spec.name == name)
                 .unwrap();
-            m.is_trained(slot)
+            m.net.is_trained(slot)
         };
-        model.freeze_units(spec.backbone_unit_count());
+        model.net.freeze_units(spec.backbone_unit_count());
         assert!(!trained(&model, "conv6_sep_weights"));
         assert!(trained(&model, "yolo_block.0.0.0.conv.weights"));
-        model.freeze_units(0);
-        model.freeze_norm(true);
+        model.net.freeze_units(0);
+        model.net.freeze_norm(true);
         assert!(trained(&model, "conv6_sep_weights"));
         assert!(!trained(&model, "yolo_block.0.0.0.bn.scale"));
         assert!(!trained(&model, "yolo_block.0.0.0.bn.mean"));
@@ -722,47 +571,18 @@ mod tests {
             let grads = [0, 1, 2].map(|l| Tensor::from_host(&cpu, &shapes[l], &probes[l]));
             model.backward(&image, &grads);
             let steps = (3e-3, 0.1);
-            check_params(&mut model, names, &format!("seed {seed}"), steps, |model| {
-                let outs = model.forward(&image).map(|t| t.to_host(&cpu));
-                (0..3).map(|l| probe_loss(&outs[l], &probes[l])).sum()
-            });
+            check_params(
+                &mut model,
+                |m| &mut m.net,
+                names,
+                &format!("seed {seed}"),
+                steps,
+                |model| {
+                    let outs = model.forward(&image).map(|t| t.to_host(&cpu));
+                    (0..3).map(|l| probe_loss(&outs[l], &probes[l])).sum()
+                },
+            );
         }
-    }
-
-    /// Checks `model.param_grad(name)` (set by a backward of `loss`) for each
-    /// name against finite differences of `loss`, restoring every parameter.
-    /// A model is some sixty f32 layers deep, which sets the rounding the
-    /// tolerance allows for.
-    fn check_params(
-        model: &mut Yolov3<CpuBackend>,
-        names: &[&str],
-        case: &str,
-        (step, max_kink_fraction): (f32, f64),
-        mut loss: impl FnMut(&mut Yolov3<CpuBackend>) -> crate::gradcheck::Probe,
-    ) {
-        use crate::gradcheck::{check_gradient, GradCheck};
-        let opts = GradCheck {
-            step,
-            depth: 16.0 * model.units.len() as f64,
-            max_points: 12,
-            max_kink_fraction,
-        };
-        let mut failures = Vec::new();
-        for &name in names {
-            let analytic = model.param_grad(name).unwrap();
-            let x = model.param_values(name).unwrap();
-            assert!(analytic.iter().any(|&g| g != 0.0), "{name}: zero gradient");
-            let mut at = |v: &[f32]| {
-                model.set_param(name, v).unwrap();
-                loss(model)
-            };
-            let result = check_gradient(&format!("{case} {name}"), &x, &analytic, &mut at, opts);
-            model.set_param(name, &x).unwrap();
-            if let Err(e) = result {
-                failures.push(e);
-            }
-        }
-        assert!(failures.is_empty(), "{failures:#?}");
     }
 
     /// The whole training gradient, as a step computes it: the model with its
@@ -774,7 +594,8 @@ mod tests {
     #[test]
     fn model_gradients_through_the_yolo_loss() {
         use crate::gradcheck::{Probe, SEEDS};
-        use crate::train::{loss_config, SyntheticBatch};
+        use crate::models::yolov3_detector::loss_config;
+        use crate::train::SyntheticBatch;
         use crate::yolo::{yolov3_loss, Head};
         let cpu = CpuBackend::new();
         let spec = Yolov3Spec::tiny(4);
@@ -820,6 +641,7 @@ mod tests {
             model.backward(&image, &output_grads);
             check_params(
                 &mut model,
+                |m| &mut m.net,
                 &[
                     "conv1_weights",
                     "conv2_1_dw_weights",

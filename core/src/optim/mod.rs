@@ -17,7 +17,7 @@ pub enum Optimizer {
     Momentum { momentum: f32 },
     /// `RMSPropOptimizer` (the SSD configs), not centred. State: a mean
     /// square and a moment per parameter (`<name>_mean_square_0`,
-    /// `<name>_moment_0`).
+    /// `<name>_momentum_0`).
     RmsProp {
         rho: f32,
         epsilon: f32,
@@ -41,7 +41,7 @@ impl Optimizer {
     pub fn state_suffixes(&self) -> &'static [&'static str] {
         match self {
             Optimizer::Momentum { .. } => &["_velocity_0"],
-            Optimizer::RmsProp { .. } => &["_mean_square_0", "_moment_0"],
+            Optimizer::RmsProp { .. } => &["_mean_square_0", "_momentum_0"],
         }
     }
 }

@@ -1,0 +1,213 @@
+//! What every detector here is made of: a list of conv units in model order
+//! (the backbone's first) and the bookkeeping of their parameters. The
+//! loading rules, snapshots, the optimizer and freezing work on this, the same
+//! for every architecture; each detector adds only its wiring.
+
+use super::conv_unit::{ConvUnit, ConvUnitSpec, ParamRole, UnitParam};
+use super::init::Rng;
+use crate::backend::Backend;
+use pulsefocus_formats::{Checkpoint, RawTensor};
+
+/// Why a value could not be set on a model parameter.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SetParamError {
+    #[error("the model has no parameter named {0}")]
+    Unknown(String),
+    #[error("parameter {name} has {expected} values, got {got}")]
+    Length {
+        name: String,
+        expected: usize,
+        got: usize,
+    },
+}
+
+/// Where a parameter lives: its unit, its role there, and its declaration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSlot {
+    pub unit: usize,
+    pub param: UnitParam,
+}
+
+/// Running statistics saved before a pass that would move them (planning).
+pub struct SavedRunningStats(Vec<(usize, ParamRole, Vec<f32>)>);
+
+/// A detector's conv units on backend `B` with their parameter slots.
+pub struct ConvNet<B: Backend> {
+    backend: B,
+    pub units: Vec<ConvUnit<B>>,
+    slots: Vec<ParamSlot>,
+    /// Units before this index are frozen: no gradient, no update.
+    frozen_units: usize,
+}
+
+impl<B: Backend> ConvNet<B> {
+    /// Builds the units with PaddleDetection's initial values drawn from
+    /// `seed`, in order.
+    pub fn new(backend: &B, unit_specs: Vec<ConvUnitSpec>, seed: u64) -> Self {
+        let mut rng = Rng::from_state(seed);
+        let slots = unit_specs
+            .iter()
+            .enumerate()
+            .flat_map(|(unit, u)| {
+                u.params()
+                    .into_iter()
+                    .map(move |param| ParamSlot { unit, param })
+            })
+            .collect();
+        let units = unit_specs
+            .into_iter()
+            .map(|u| ConvUnit::new(backend, u, &mut rng))
+            .collect();
+        ConvNet {
+            backend: backend.clone(),
+            units,
+            slots,
+            frozen_units: 0,
+        }
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Every parameter's place, in model order (the order of `param_specs`).
+    pub fn slots(&self) -> &[ParamSlot] {
+        &self.slots
+    }
+
+    fn slot(&self, name: &str) -> Option<&ParamSlot> {
+        self.slots.iter().find(|s| s.param.spec.name == name)
+    }
+
+    /// A parameter's values, downloaded from the backend.
+    pub fn param_values(&self, name: &str) -> Option<Vec<f32>> {
+        let slot = self.slot(name)?;
+        Some(
+            self.units[slot.unit]
+                .tensor(slot.param.role)
+                .to_host(&self.backend),
+        )
+    }
+
+    /// A parameter's gradient from the last backward pass, downloaded; None
+    /// for running statistics and unknown names.
+    pub fn param_grad(&self, name: &str) -> Option<Vec<f32>> {
+        let slot = self.slot(name)?;
+        Some(
+            self.units[slot.unit]
+                .grad(slot.param.role)?
+                .to_host(&self.backend),
+        )
+    }
+
+    /// Overwrites one parameter's values (row-major, as in the checkpoint).
+    pub fn set_param(&mut self, name: &str, values: &[f32]) -> Result<(), SetParamError> {
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| SetParamError::Unknown(name.to_string()))?
+            .clone();
+        let expected = slot.param.spec.numel();
+        if values.len() != expected {
+            return Err(SetParamError::Length {
+                name: name.to_string(),
+                expected,
+                got: values.len(),
+            });
+        }
+        self.units[slot.unit]
+            .tensor_mut(slot.param.role)
+            .upload(&self.backend, values);
+        Ok(())
+    }
+
+    /// Every parameter as f32 under its legacy name, in model order, so a
+    /// snapshot loads back into PaddleDetection.
+    pub fn to_checkpoint(&self) -> Checkpoint {
+        let mut checkpoint = Checkpoint::new();
+        for slot in &self.slots {
+            let values = self.units[slot.unit]
+                .tensor(slot.param.role)
+                .to_host(&self.backend);
+            let spec = &slot.param.spec;
+            checkpoint.insert(
+                spec.name.clone(),
+                RawTensor::from_f32(spec.shape.clone(), &values),
+            );
+        }
+        checkpoint
+    }
+
+    /// Freezes the first `units` conv units (the backbone's come first): they
+    /// get no gradient and no update, and the backward pass stops above them.
+    pub fn freeze_units(&mut self, units: usize) {
+        self.frozen_units = units.min(self.units.len());
+    }
+
+    pub fn frozen_units(&self) -> usize {
+        self.frozen_units
+    }
+
+    /// Paddle's `freeze_norm`: every batch norm uses its running statistics
+    /// and its scale and offset are not trained.
+    pub fn freeze_norm(&mut self, frozen: bool) {
+        for bn in self.units.iter_mut().filter_map(|u| u.bn.as_mut()) {
+            bn.frozen = frozen;
+        }
+    }
+
+    /// Training (batch statistics) or inference (running statistics) mode.
+    pub fn set_training(&mut self, training: bool) {
+        for bn in self.units.iter_mut().filter_map(|u| u.bn.as_mut()) {
+            bn.training = training;
+        }
+    }
+
+    /// Whether the parameter in `slot` is trained: not a running statistic,
+    /// not in a frozen unit, not a frozen norm's scale or offset.
+    pub fn is_trained(&self, slot: &ParamSlot) -> bool {
+        let role = slot.param.role;
+        let frozen_norm = matches!(role, ParamRole::BnScale | ParamRole::BnOffset)
+            && self.units[slot.unit]
+                .bn
+                .as_ref()
+                .is_some_and(|bn| bn.frozen);
+        role.is_trainable() && slot.unit >= self.frozen_units && !frozen_norm
+    }
+
+    /// The running statistics as they are now, for `restore_running_stats`
+    /// after a pass on made-up data (planning) has moved them.
+    pub fn save_running_stats(&self) -> SavedRunningStats {
+        SavedRunningStats(
+            self.slots
+                .iter()
+                .filter(|s| matches!(s.param.role, ParamRole::BnMean | ParamRole::BnVariance))
+                .map(|s| {
+                    (
+                        s.unit,
+                        s.param.role,
+                        self.units[s.unit]
+                            .tensor(s.param.role)
+                            .to_host(&self.backend),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    pub fn restore_running_stats(&mut self, saved: SavedRunningStats) {
+        for (unit, role, values) in saved.0 {
+            self.units[unit]
+                .tensor_mut(role)
+                .upload(&self.backend, &values);
+        }
+    }
+
+    /// Bytes of the units' parameters, gradients, activations and saved
+    /// statistics.
+    pub fn planned_bytes(&self) -> usize {
+        self.units
+            .iter()
+            .map(|u| u.planned_bytes(&self.backend))
+            .sum()
+    }
+}

@@ -1,0 +1,578 @@
+//! SSD at run time, as PaddleDetection's `SSD` architecture trains and
+//! predicts: the backbone chain (MobileNetV1 and its extra blocks) run in
+//! order, two head convs per feature level (box offsets, class scores), each
+//! head output gathered into the rows of all priors (`multi_box_head`'s
+//! transpose, reshape and concat: `Backend::head_rows_*`), then `ssd_loss`
+//! on the host from the downloaded rows (its gradients uploaded for the
+//! backward pass), or decode and NMS (`ssd::detect`).
+//!
+//! The priors depend only on the input and feature-map sizes: they are
+//! computed on the host once per input size and kept, on the host for the
+//! loss and on the device for detection.
+
+use super::conv_unit::{accumulate, copy_into, Scratch};
+use super::mobilenet_v1;
+use super::network::ConvNet;
+use super::ssd::SsdSpec;
+use crate::backend::{Backend, HeadRows};
+use crate::box_coder::BoxXyxy;
+use crate::detector::{Detector, Losses};
+use crate::ssd::{detect, ssd_loss, ssd_nms, ImageTruth, SsdLossConfig};
+use crate::tensor::Tensor;
+use crate::yolo::{Detection, GroundTruth, NmsConfig};
+
+/// The loss terms, as the progress line shows them.
+pub const LOSS_NAMES: &[&str] = &["loc", "conf"];
+
+/// `multi_box_head`'s prior variances (Paddle's default, which
+/// PaddleDetection's SSD keeps).
+pub const PRIOR_VARIANCE: [f32; 4] = [0.1, 0.1, 0.2, 0.2];
+
+/// Below this width or height a ground-truth slot is padding.
+const PADDING: f32 = 1e-6;
+
+/// Offsets (4 values per prior) and scores (one per class): the two convs of
+/// each level, in this order.
+const LOC: usize = 0;
+const CONF: usize = 1;
+
+/// The priors of one input size, on the host and the device.
+struct PriorCache<B: Backend> {
+    size: [usize; 2],
+    boxes: Vec<BoxXyxy>,
+    variances: Vec<[f32; 4]>,
+    boxes_device: Tensor<B>,
+    variances_device: Tensor<B>,
+}
+
+/// An SSD network with its loss and output settings and the buffers of a
+/// step. Memory is sized by the first pass at a given batch and input size
+/// and reused after (`plan` does that pass up front).
+pub struct SsdDetector<B: Backend> {
+    pub spec: SsdSpec,
+    pub net: ConvNet<B>,
+    pub loss: SsdLossConfig,
+    pub nms: NmsConfig,
+    backbone_units: usize,
+    /// Backbone unit index of each feature level.
+    features: Vec<usize>,
+    /// `[N, priors, 4]` box offsets and `[N, priors, classes]` scores of all
+    /// levels (`LOC`, `CONF`), their gradients, and both on the host.
+    rows: [Tensor<B>; 2],
+    row_grads: [Tensor<B>; 2],
+    host_rows: [Vec<f32>; 2],
+    host_grads: [Vec<f32>; 2],
+    /// Gradient of the output of the head conv being run backward, and of
+    /// its input.
+    head_grad: Tensor<B>,
+    head_dx: Tensor<B>,
+    /// Gradient of each feature from the head.
+    feature_grads: Vec<Tensor<B>>,
+    scratch: Scratch<B>,
+    priors: Option<PriorCache<B>>,
+}
+
+impl<B: Backend> SsdDetector<B> {
+    /// Builds the model with PaddleDetection's initial values drawn from
+    /// `seed`, and `ssd_loss`'s and `SSDOutputDecoder`'s default settings.
+    pub fn new(backend: &B, spec: SsdSpec, seed: u64) -> Self {
+        let mut units = spec.backbone_units();
+        let backbone_units = units.len();
+        units.extend(spec.head_units());
+        let features = spec.feature_units();
+        let empty = || Tensor::zeros(backend, &[0]);
+        SsdDetector {
+            net: ConvNet::new(backend, units, seed),
+            loss: SsdLossConfig::default(),
+            nms: ssd_nms(),
+            backbone_units,
+            feature_grads: features.iter().map(|_| empty()).collect(),
+            features,
+            rows: [empty(), empty()],
+            row_grads: [empty(), empty()],
+            host_rows: Default::default(),
+            host_grads: Default::default(),
+            head_grad: empty(),
+            head_dx: empty(),
+            scratch: Scratch::new(backend),
+            priors: None,
+            spec,
+        }
+    }
+
+    /// The head unit (index into the net's units) of `level`'s offsets
+    /// (`LOC`) or scores (`CONF`).
+    fn head_unit(&self, level: usize, which: usize) -> usize {
+        self.backbone_units + 2 * level + which
+    }
+
+    /// Values per prior of the offsets (4) or the scores (classes).
+    fn values(&self, which: usize) -> usize {
+        if which == LOC {
+            4
+        } else {
+            self.spec.num_classes
+        }
+    }
+
+    /// Where `level`'s head output `which` goes in the rows, after a forward
+    /// pass, and the rows in all.
+    fn row_geometry(&self, level: usize, which: usize) -> HeadRows {
+        let priors_per_cell = |l: usize| self.spec.priors[l].priors_per_cell();
+        let cells = |l: usize| {
+            let (_, _, h, w) = self.net.units[self.head_unit(l, which)].output().nchw();
+            h * w
+        };
+        let levels = self.features.len();
+        let (batch, _, height, width) =
+            self.net.units[self.head_unit(level, which)].output().nchw();
+        HeadRows {
+            batch,
+            anchors: priors_per_cell(level),
+            values: self.values(which),
+            height,
+            width,
+            total_rows: (0..levels).map(|l| cells(l) * priors_per_cell(l)).sum(),
+            first_row: (0..level).map(|l| cells(l) * priors_per_cell(l)).sum(),
+        }
+    }
+
+    /// Runs the network on `image` and gathers the head outputs into `rows`.
+    fn forward(&mut self, image: &Tensor<B>) {
+        let backend = self.net.backend().clone();
+        let workspace = &mut self.scratch.workspace;
+        let (backbone, head) = self.net.units.split_at_mut(self.backbone_units);
+        mobilenet_v1::forward(&backend, backbone, image, workspace);
+        for (k, unit) in head.iter_mut().enumerate() {
+            let feature = backbone[self.features[k / 2]].output();
+            unit.forward(&backend, feature, workspace);
+        }
+        for which in [LOC, CONF] {
+            for level in 0..self.features.len() {
+                let g = self.row_geometry(level, which);
+                let shape = [g.batch, g.total_rows, g.values];
+                if level == 0 {
+                    self.rows[which].reshape_reuse(&backend, &shape);
+                }
+                let x = self.net.units[self.head_unit(level, which)].output();
+                backend.head_rows_forward(&g, x.buf(), self.rows[which].buf_mut());
+            }
+        }
+        self.update_priors([image.shape()[2], image.shape()[3]]);
+    }
+
+    /// Makes the prior cache that of input size `[height, width]` (the
+    /// feature maps of the last forward pass give the grid of each level).
+    fn update_priors(&mut self, size: [usize; 2]) {
+        if self.priors.as_ref().is_some_and(|p| p.size == size) {
+            return;
+        }
+        let mut boxes = Vec::new();
+        for (level, priors) in self.spec.priors.iter().enumerate() {
+            let (_, _, h, w) = self.net.units[self.features[level]].output().nchw();
+            boxes.extend(priors.priors([h, w], size));
+        }
+        let variances = vec![PRIOR_VARIANCE; boxes.len()];
+        let backend = self.net.backend();
+        let flat = |v: &[[f32; 4]]| v.iter().flatten().copied().collect::<Vec<f32>>();
+        let count = boxes.len();
+        self.priors = Some(PriorCache {
+            size,
+            boxes_device: Tensor::from_host(backend, &[count, 4], &flat(&boxes)),
+            variances_device: Tensor::from_host(backend, &[count, 4], &flat(&variances)),
+            boxes,
+            variances,
+        });
+    }
+
+    /// Backward from `row_grads` after a `forward` on `image`: every
+    /// trained parameter's gradient is overwritten.
+    fn backward(&mut self, image: &Tensor<B>) {
+        let backend = self.net.backend().clone();
+        let stop = self.net.frozen_units();
+        let backbone_trained = stop < self.backbone_units;
+        for level in 0..self.features.len() {
+            for which in [LOC, CONF] {
+                let g = self.row_geometry(level, which);
+                let unit = self.head_unit(level, which);
+                let (backbone, head) = self.net.units.split_at_mut(self.backbone_units);
+                let conv = &mut head[unit - self.backbone_units];
+                self.head_grad
+                    .reshape_reuse(&backend, conv.output().shape());
+                backend.head_rows_backward(
+                    &g,
+                    self.row_grads[which].buf(),
+                    self.head_grad.buf_mut(),
+                );
+                let feature = backbone[self.features[level]].output();
+                let dx = backbone_trained.then_some(&mut self.head_dx);
+                conv.backward(
+                    &backend,
+                    feature,
+                    &self.head_grad,
+                    &mut self.scratch.dz,
+                    dx,
+                    &mut self.scratch.workspace,
+                );
+                if !backbone_trained {
+                    continue;
+                }
+                if which == LOC {
+                    copy_into(&backend, &self.head_dx, &mut self.feature_grads[level]);
+                } else {
+                    accumulate(&backend, &self.head_dx, &mut self.feature_grads[level]);
+                }
+            }
+        }
+        if !backbone_trained {
+            return;
+        }
+        let (backbone, _) = self.net.units.split_at_mut(self.backbone_units);
+        mobilenet_v1::backward(
+            &backend,
+            backbone,
+            image,
+            &self.features,
+            &self.feature_grads,
+            stop,
+            &mut self.scratch,
+        );
+    }
+
+    /// Bytes held now: parameters, gradients, activations, rows, priors and
+    /// gradient buffers.
+    fn planned_bytes(&self) -> usize {
+        let b = self.net.backend();
+        let tensors = self
+            .rows
+            .iter()
+            .chain(&self.row_grads)
+            .chain([&self.head_grad, &self.head_dx])
+            .chain(&self.feature_grads)
+            .chain(
+                self.priors
+                    .iter()
+                    .flat_map(|p| [&p.boxes_device, &p.variances_device]),
+            )
+            .map(|t| t.capacity_bytes(b))
+            .sum::<usize>();
+        let host = self
+            .host_rows
+            .iter()
+            .chain(&self.host_grads)
+            .map(|v| v.capacity() * 4)
+            .sum::<usize>();
+        self.net.planned_bytes() + tensors + host + self.scratch.planned_bytes(b)
+    }
+}
+
+/// Each image's ground truth from the loader's slots: corner boxes and
+/// class indices (the dataset's, with the background as 0), padding left
+/// out.
+fn image_truths(truth: &GroundTruth, images: usize) -> Vec<(Vec<BoxXyxy>, Vec<usize>)> {
+    let m = truth.max_boxes;
+    (0..images)
+        .map(|n| {
+            let mut boxes = Vec::new();
+            let mut labels = Vec::new();
+            for k in 0..m {
+                let b = &truth.boxes[(n * m + k) * 4..][..4];
+                if b[2] < PADDING || b[3] < PADDING {
+                    continue;
+                }
+                let (half_w, half_h) = (b[2] / 2.0, b[3] / 2.0);
+                boxes.push([b[0] - half_w, b[1] - half_h, b[0] + half_w, b[1] + half_h]);
+                labels.push(truth.labels[n * m + k] as usize);
+            }
+            (boxes, labels)
+        })
+        .collect()
+}
+
+impl<B: Backend> Detector<B> for SsdDetector<B> {
+    fn net(&self) -> &ConvNet<B> {
+        &self.net
+    }
+
+    fn net_mut(&mut self) -> &mut ConvNet<B> {
+        &mut self.net
+    }
+
+    fn loss_names(&self) -> &'static [&'static str] {
+        LOSS_NAMES
+    }
+
+    fn plan(&mut self, batch: usize, size: usize) -> usize {
+        let running = self.net.save_running_stats();
+        let backend = self.net.backend().clone();
+        let image = Tensor::zeros(&backend, &[batch, 3, size, size]);
+        self.forward(&image);
+        for which in [LOC, CONF] {
+            let shape = self.rows[which].shape().to_vec();
+            self.row_grads[which].reshape_reuse(&backend, &shape);
+            backend.fill(
+                self.row_grads[which].buf_mut(),
+                self.rows[which].numel(),
+                0.0,
+            );
+            let numel = self.rows[which].numel();
+            self.host_rows[which].resize(numel, 0.0);
+            self.host_grads[which].resize(numel, 0.0);
+        }
+        self.backward(&image);
+        self.scratch.equalize(&backend);
+        self.net.restore_running_stats(running);
+        self.planned_bytes()
+    }
+
+    fn train_pass(&mut self, image: &Tensor<B>, truth: &GroundTruth) -> Losses {
+        let backend = self.net.backend().clone();
+        self.forward(image);
+        for which in [LOC, CONF] {
+            let numel = self.rows[which].numel();
+            self.host_rows[which].resize(numel, 0.0);
+            self.host_grads[which].resize(numel, 0.0);
+            backend.download(self.rows[which].buf(), &mut self.host_rows[which]);
+        }
+        let images = image.shape()[0];
+        let owned = image_truths(truth, images);
+        let truths: Vec<ImageTruth> = owned
+            .iter()
+            .map(|(boxes, labels)| ImageTruth { boxes, labels })
+            .collect();
+        let priors = self.priors.as_ref().expect("forward computed the priors");
+        let [grad_loc, grad_conf] = &mut self.host_grads;
+        let loss = ssd_loss(
+            &self.loss,
+            &priors.boxes,
+            &priors.variances,
+            self.spec.num_classes,
+            &self.host_rows[LOC],
+            &self.host_rows[CONF],
+            &truths,
+            grad_loc,
+            grad_conf,
+        );
+        for which in [LOC, CONF] {
+            let shape = self.rows[which].shape().to_vec();
+            self.row_grads[which].reshape_reuse(&backend, &shape);
+            self.row_grads[which].upload(&backend, &self.host_grads[which]);
+        }
+        self.backward(image);
+        Losses::new(LOSS_NAMES, &[loss.location, loss.confidence])
+    }
+
+    fn detect(&mut self, image: &Tensor<B>, original_sizes: &[[u32; 2]]) -> Vec<Vec<Detection>> {
+        let backend = self.net.backend().clone();
+        self.forward(image);
+        for which in [LOC, CONF] {
+            let numel = self.rows[which].numel();
+            self.host_rows[which].resize(numel, 0.0);
+            backend.download(self.rows[which].buf(), &mut self.host_rows[which]);
+        }
+        let priors = self.priors.as_ref().expect("forward computed the priors");
+        let (count, classes) = (priors.boxes.len(), self.spec.num_classes);
+        let per_image: Vec<Vec<Detection>> = (0..image.shape()[0])
+            .map(|n| {
+                detect(
+                    &self.nms,
+                    &priors.boxes,
+                    &priors.variances,
+                    classes,
+                    &self.host_rows[LOC][n * count * 4..][..count * 4],
+                    &self.host_rows[CONF][n * count * classes..][..count * classes],
+                )
+            })
+            .collect();
+        // PaddleDetection's `bbox2out` for normalised boxes: clipped to the
+        // picture, scaled by its size, no pixel `+1`. Class 0 is the
+        // background, never reported: objects are numbered from 0 here.
+        per_image
+            .into_iter()
+            .zip(original_sizes)
+            .map(|(detections, &[w, h])| {
+                let (w, h) = (w as f32, h as f32);
+                detections
+                    .into_iter()
+                    .map(|d| {
+                        let [x1, y1, x2, y2] = d.bbox.map(|v| v.clamp(0.0, 1.0));
+                        Detection {
+                            class: d.class - 1,
+                            score: d.score,
+                            bbox: [x1 * w, y1 * h, x2 * w, y2 * h],
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn boxes_normalized(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Activation;
+    use crate::gradcheck::{check_params, probe_loss, random_vec, Probe, SEEDS};
+    use crate::models::mobilenet_v1::MobileNetV1Spec;
+    use crate::train::SyntheticBatch;
+    use crate::CpuBackend;
+
+    /// MobileNet-SSD at an eighth of the width, extra blocks an eighth as
+    /// wide: every path of the full model in a few thousand parameters.
+    fn tiny_spec(classes: usize) -> SsdSpec {
+        let full = SsdSpec::mobilenet_v1(classes);
+        SsdSpec {
+            backbone: MobileNetV1Spec { scale: 0.125 },
+            extra_blocks: full
+                .extra_blocks
+                .iter()
+                .map(|&(a, b)| (a / 8, b / 8))
+                .collect(),
+            ..full
+        }
+    }
+
+    fn image(cpu: &CpuBackend, batch: usize, size: usize, seed: u64) -> Tensor<CpuBackend> {
+        Tensor::from_host(
+            cpu,
+            &[batch, 3, size, size],
+            &random_vec(seed, batch * 3 * size * size),
+        )
+    }
+
+    /// The rows hold each level's outputs where `multi_box_head` puts them:
+    /// level by level, cell by cell, prior by prior; and the prior count
+    /// matches the priors.
+    #[test]
+    fn rows_follow_multi_box_heads_layout() {
+        let cpu = CpuBackend::new();
+        let mut model = SsdDetector::new(&cpu, tiny_spec(3), 1);
+        let (batch, size) = (2, 96);
+        model.forward(&image(&cpu, batch, size, 2));
+        let count = model.priors.as_ref().unwrap().boxes.len();
+        assert_eq!(model.rows[LOC].shape(), [batch, count, 4]);
+        assert_eq!(model.rows[CONF].shape(), [batch, count, 3]);
+        let rows = model.rows[CONF].to_host(&cpu);
+        // Level 1 (conv6, 3x3 at 96 pixels, 6 priors per cell): image 1,
+        // cell (1, 2), prior 4, class 2 is channel 4 * 3 + 2 at (1, 2).
+        let level = 1;
+        let out = model.net.units[model.head_unit(level, CONF)]
+            .output()
+            .to_host(&cpu);
+        let (_, channels, h, w) = model.net.units[model.head_unit(level, CONF)]
+            .output()
+            .nchw();
+        assert_eq!((h, w), (3, 3));
+        let first_row = model.row_geometry(level, CONF).first_row;
+        let (n, y, x, prior, class) = (1, 1, 2, 4, 2);
+        let c = prior * 3 + class;
+        let expected = out[((n * channels + c) * h + y) * w + x];
+        let row = first_row + (y * w + x) * 6 + prior;
+        assert_eq!(rows[(n * count + row) * 3 + class], expected);
+    }
+
+    /// Finite differences of a probe loss on both row tensors against the
+    /// backward pass, for parameters in the backbone, the extra blocks and
+    /// the head. What is checked is the wiring (the gather, the two convs
+    /// per feature adding up, the chain below), so activations are the
+    /// identity and batch norms are frozen to their running statistics (the
+    /// extra blocks' maps are 1x1: a batch norm over two values is all
+    /// curvature); the layers and `ssd_loss` have their own checks.
+    #[test]
+    fn model_gradients_match_finite_differences() {
+        let cpu = CpuBackend::new();
+        for seed in SEEDS {
+            let mut model = SsdDetector::new(&cpu, tiny_spec(3), seed);
+            for bn in model.net.units.iter_mut().filter_map(|u| u.bn.as_mut()) {
+                bn.act = Activation::Identity;
+            }
+            model.net.freeze_norm(true);
+            let image = image(&cpu, 2, 64, seed + 100);
+            model.forward(&image);
+            let probes: Vec<Vec<f32>> = [LOC, CONF]
+                .map(|w| random_vec(seed + 200 + w as u64, model.rows[w].numel()))
+                .to_vec();
+            for which in [LOC, CONF] {
+                let shape = model.rows[which].shape().to_vec();
+                model.row_grads[which] = Tensor::from_host(&cpu, &shape, &probes[which]);
+            }
+            model.backward(&image);
+            check_params(
+                &mut model,
+                |m| &mut m.net,
+                &[
+                    "conv1_weights",
+                    "conv4_2_dw_weights",
+                    "conv5_5_sep_weights",
+                    "conv6_sep_weights",
+                    "conv7_1_extra1_weights",
+                    "conv7_4_extra2_weights",
+                    "conv2d_22.w_0",
+                    "conv2d_25.b_0",
+                    "conv2d_33.w_0",
+                ],
+                &format!("seed {seed}"),
+                (3e-3, 0.1),
+                |model| {
+                    model.forward(&image);
+                    [LOC, CONF]
+                        .map(|w| probe_loss(&model.rows[w].to_host(&cpu), &probes[w]))
+                        .into_iter()
+                        .sum::<Probe>()
+                },
+            );
+        }
+    }
+
+    /// A few steps of the real thing on one batch: the loss falls, planning
+    /// sized every buffer, and detections come out in the picture's pixels
+    /// with object classes numbered from 0.
+    #[test]
+    fn training_lowers_the_loss_and_detection_reports_pixels() {
+        use crate::optim::{Optimizer, Schedule};
+        use crate::train::{TrainConfig, Trainer};
+        let cpu = CpuBackend::new();
+        let classes = 4;
+        let model = SsdDetector::new(&cpu, tiny_spec(classes), 3);
+        let config = TrainConfig {
+            optimizer: Optimizer::rmsprop(0.0),
+            weight_decay: 5e-5,
+            schedule: Schedule::piecewise(1e-3, 0.1, &[], 0, 1.0),
+            ..TrainConfig::yolov3()
+        };
+        let mut trainer = Trainer::new(Box::new(model), config);
+        let (batch, size) = (2, 96);
+        let mut data = SyntheticBatch::new(batch, size, classes - 1, 9);
+        data.number_from_one();
+        let planned = trainer.plan(batch, size);
+        let losses: Vec<f32> = (0..20)
+            .map(|_| {
+                let report = trainer.step(&data.images, batch, size, &data.ground_truth());
+                assert_eq!(report.loss.names(), LOSS_NAMES);
+                report.loss.total()
+            })
+            .collect();
+        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+        assert!(losses[19] < 0.6 * losses[0], "{losses:?}");
+        assert_eq!(trainer.plan(batch, size), planned);
+
+        let image = Tensor::from_host(&cpu, &[batch, 3, size, size], &data.images);
+        trainer.model.net_mut().set_training(false);
+        let per_image = trainer.model.detect(&image, &[[640, 480], [320, 240]]);
+        assert_eq!(per_image.len(), batch);
+        for (dets, [w, h]) in per_image.iter().zip([[640.0, 480.0], [320.0, 240.0]]) {
+            assert!(!dets.is_empty());
+            for d in dets {
+                assert!(d.class < classes - 1, "{d:?}");
+                assert!(
+                    d.bbox[0] >= 0.0 && d.bbox[2] <= w && d.bbox[3] <= h,
+                    "{d:?}"
+                );
+            }
+        }
+    }
+}
