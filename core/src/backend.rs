@@ -647,4 +647,27 @@ pub trait Backend: Clone + Send + Sync + 'static {
         image_sizes: &[[u32; 2]],
         nms: &NmsConfig,
     ) -> Vec<Vec<Detection>>;
+
+    /// PaddleDetection's SSD prediction (`detection_output`), as
+    /// `ssd::detect` computes it per image: each prior's `location`
+    /// offsets decoded against `priors` (`[priors_count, 4]`, normalised
+    /// x1, y1, x2, y2) with `variances` (`[priors_count, 4]`), the
+    /// `confidence` logits softmaxed over the `classes`, then Paddle's
+    /// `multiclass_nms` (the background is `nms.background_label`).
+    /// `location` is `[images, priors_count, 4]`, `confidence` `[images,
+    /// priors_count, classes]`. Boxes stay normalised; each image's
+    /// detections grouped by class, best first within a class. Only the
+    /// detections leave the device.
+    #[allow(clippy::too_many_arguments)]
+    fn ssd_detect(
+        &self,
+        nms: &NmsConfig,
+        priors: &Self::Buffer,
+        variances: &Self::Buffer,
+        classes: usize,
+        location: &Self::Buffer,
+        confidence: &Self::Buffer,
+        images: usize,
+        priors_count: usize,
+    ) -> Vec<Vec<Detection>>;
 }

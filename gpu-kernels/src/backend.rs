@@ -388,6 +388,23 @@ impl Backend for GpuBackend {
             heads.iter().map(|h| (h.buf, h.height, h.width)).collect();
         self.run(|gpu| gpu.yolo_detect(cfg, &heads, image_sizes, nms))
     }
+
+    /// Decode, softmax and NMS on the device (`ops::ssd`); only the
+    /// detections are downloaded.
+    fn ssd_detect(
+        &self,
+        nms: &NmsConfig,
+        priors: &DeviceBuffer,
+        variances: &DeviceBuffer,
+        classes: usize,
+        location: &DeviceBuffer,
+        confidence: &DeviceBuffer,
+        images: usize,
+        priors_count: usize,
+    ) -> Vec<Vec<Detection>> {
+        let shape = [images, priors_count, classes];
+        self.run(|gpu| gpu.ssd_detect(nms, priors, variances, location, confidence, shape))
+    }
 }
 
 #[cfg(test)]

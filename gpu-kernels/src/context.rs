@@ -83,6 +83,8 @@ pub const KERNELS: &[&str] = &[
     "sum_blocks",
     "channel_sum",
     "yolo_decode",
+    "ssd_decode",
+    "softmax_rows",
     "nms_count_candidates",
     "nms_compact_candidates",
     "bitonic_sort_step",

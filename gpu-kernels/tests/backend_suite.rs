@@ -82,6 +82,12 @@ fn rows_without_the_transpose_are_caught() {
     checks::head_rows_forward_matches(&Faulty(Fault::AnchorMajorRows));
 }
 
+#[test]
+#[should_panic(expected = "ssd_detect")]
+fn a_reported_background_class_is_caught() {
+    checks::ssd_detect_matches(&Faulty(Fault::KeepsBackground));
+}
+
 /// The real GPU, or None (printing why) on a machine without one.
 fn cuda() -> Option<pulsefocus_gpu::GpuBackend> {
     match pulsefocus_gpu::GpuBackend::open() {

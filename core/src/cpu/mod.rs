@@ -321,4 +321,36 @@ impl Backend for CpuBackend {
             .collect();
         detect(cfg, &heads, image_sizes, nms)
     }
+
+    fn ssd_detect(
+        &self,
+        nms: &NmsConfig,
+        priors: &Vec<f32>,
+        variances: &Vec<f32>,
+        classes: usize,
+        location: &Vec<f32>,
+        confidence: &Vec<f32>,
+        images: usize,
+        priors_count: usize,
+    ) -> Vec<Vec<Detection>> {
+        let quads = |buf: &[f32]| -> Vec<[f32; 4]> {
+            buf[..priors_count * 4]
+                .chunks_exact(4)
+                .map(|q| [q[0], q[1], q[2], q[3]])
+                .collect()
+        };
+        let (priors, variances) = (quads(priors), quads(variances));
+        (0..images)
+            .map(|n| {
+                crate::ssd::detect(
+                    nms,
+                    &priors,
+                    &variances,
+                    classes,
+                    &location[n * priors_count * 4..][..priors_count * 4],
+                    &confidence[n * priors_count * classes..][..priors_count * classes],
+                )
+            })
+            .collect()
+    }
 }

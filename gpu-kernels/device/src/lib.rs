@@ -46,6 +46,7 @@ pub mod pool;
 pub mod reduce;
 pub mod rmsprop;
 pub mod sgd;
+pub mod ssd_decode;
 pub mod tile;
 pub mod upsample;
 pub mod yolo_decode;

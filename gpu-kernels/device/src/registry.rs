@@ -93,6 +93,8 @@ host_entries! {
     reduce::channel_sum,
     rmsprop::rmsprop,
     sgd::momentum_sgd,
+    ssd_decode::ssd_decode,
+    ssd_decode::softmax_rows,
     upsample::upsample_nearest_forward,
     upsample::upsample_nearest_backward,
     yolo_decode::yolo_decode,

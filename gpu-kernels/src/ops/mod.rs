@@ -24,6 +24,7 @@ pub mod pool;
 pub mod reduce;
 pub mod rmsprop;
 pub mod sgd;
+pub mod ssd;
 pub mod upsample;
 pub mod yolo;
 

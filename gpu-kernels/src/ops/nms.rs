@@ -68,6 +68,26 @@ pub fn plan(
     })
 }
 
+/// The plan of an NMS of `[batch, boxes_per_image, classes]` under `nms`,
+/// checked before any work (the decoders call it before decoding); None
+/// when there is nothing to detect on (no image, box or class).
+pub fn plan_for(
+    [batch, boxes_per_image, classes]: [usize; 3],
+    nms: &NmsConfig,
+) -> Result<Option<NmsPlan>, PlanError> {
+    if batch == 0 || classes == 0 || boxes_per_image == 0 {
+        return Ok(None);
+    }
+    plan(
+        batch,
+        classes,
+        boxes_per_image,
+        nms.nms_top_k,
+        nms.keep_top_k,
+    )
+    .map(Some)
+}
+
 /// The `(j, k)` stages of the bitonic sort of `padded` keys, in launch order.
 pub fn bitonic_stages(padded: u32) -> Vec<(u32, u32)> {
     let mut stages = Vec::new();
@@ -125,16 +145,9 @@ impl Gpu {
         nms: &NmsConfig,
     ) -> Result<Vec<Vec<Detection>>, GpuError> {
         const NAME: &str = "multiclass_nms";
-        if batch == 0 || classes == 0 || boxes_per_image == 0 {
+        let Some(p) = plan_for([batch, boxes_per_image, classes], nms)? else {
             return Ok(vec![Vec::new(); batch]);
-        }
-        let p = plan(
-            batch,
-            classes,
-            boxes_per_image,
-            nms.nms_top_k,
-            nms.keep_top_k,
-        )?;
+        };
         let (box_len, score_len) = (
             batch * boxes_per_image * 4,
             batch * boxes_per_image * classes,

@@ -43,17 +43,9 @@ impl Gpu {
             .zip(&cfg.anchor_masks)
             .map(|(&(_, h, w), mask)| mask.len() * h * w)
             .sum();
-        if batch == 0 || classes == 0 || boxes_per_image == 0 {
+        if super::nms::plan_for([batch, boxes_per_image, classes], nms)?.is_none() {
             return Ok(vec![Vec::new(); batch]);
         }
-        // Checks the sizes of the whole batch before any work.
-        super::nms::plan(
-            batch,
-            classes,
-            boxes_per_image,
-            nms.nms_top_k,
-            nms.keep_top_k,
-        )?;
         let (box_len, score_len) = (
             batch * boxes_per_image * 4,
             batch * boxes_per_image * classes,

@@ -27,6 +27,8 @@ pub enum Fault {
     /// `head_rows_forward` without the transpose to NHWC: the level's rows
     /// anchor-major (`a * H * W + p`) instead of cell-major (`p * A + a`).
     AnchorMajorRows,
+    /// `ssd_detect` reports the background class too.
+    KeepsBackground,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -351,5 +353,31 @@ impl Backend for Faulty {
         nms: &NmsConfig,
     ) -> Vec<Vec<Detection>> {
         CPU.yolo_detect(cfg, heads, image_sizes, nms)
+    }
+    fn ssd_detect(
+        &self,
+        nms: &NmsConfig,
+        priors: &Vec<f32>,
+        variances: &Vec<f32>,
+        classes: usize,
+        location: &Vec<f32>,
+        confidence: &Vec<f32>,
+        images: usize,
+        priors_count: usize,
+    ) -> Vec<Vec<Detection>> {
+        let mut nms = nms.clone();
+        if self.0 == Fault::KeepsBackground {
+            nms.background_label = None;
+        }
+        CPU.ssd_detect(
+            &nms,
+            priors,
+            variances,
+            classes,
+            location,
+            confidence,
+            images,
+            priors_count,
+        )
     }
 }

@@ -238,6 +238,7 @@ macro_rules! backend_tests {
             sgd_momentum_matches,
             rmsprop_matches,
             yolo_detect_matches,
+            ssd_detect_matches,
         );
     };
     ($module:ident, $open:expr; $($check:ident),+ $(,)?) => {
@@ -265,7 +266,7 @@ pub mod checks {
     pub use super::conv::{
         conv2d_backward_data_matches, conv2d_backward_filter_matches, conv2d_forward_matches,
     };
-    pub use super::detect::yolo_detect_matches;
+    pub use super::detect::{ssd_detect_matches, yolo_detect_matches};
     pub use super::elementwise::{
         activation_backward_matches, activation_forward_matches, add_matches, axpy_matches,
         scale_matches, sigmoid_backward_matches, sigmoid_forward_matches, sum_matches,
