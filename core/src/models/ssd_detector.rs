@@ -4,7 +4,8 @@
 //! head output gathered into the rows of all priors (`multi_box_head`'s
 //! transpose, reshape and concat: `Backend::head_rows_*`), then `ssd_loss`
 //! on the host from the downloaded rows (its gradients uploaded for the
-//! backward pass), or decode and NMS (`ssd::detect`).
+//! backward pass), or decode and NMS where the rows are
+//! (`Backend::ssd_detect`).
 //!
 //! The priors depend only on the input and feature-map sizes: they are
 //! computed on the host once per input size and kept, on the host for the
@@ -17,7 +18,7 @@ use super::ssd::SsdSpec;
 use crate::backend::{Backend, HeadRows};
 use crate::box_coder::BoxXyxy;
 use crate::detector::{Detector, Losses};
-use crate::ssd::{detect, ssd_loss, ssd_nms, ImageTruth, SsdLossConfig};
+use crate::ssd::{ssd_loss, ssd_nms, ImageTruth, SsdLossConfig};
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth, NmsConfig};
 
@@ -365,25 +366,18 @@ impl<B: Backend> Detector<B> for SsdDetector<B> {
     fn detect(&mut self, image: &Tensor<B>, original_sizes: &[[u32; 2]]) -> Vec<Vec<Detection>> {
         let backend = self.net.backend().clone();
         self.forward(image);
-        for which in [LOC, CONF] {
-            let numel = self.rows[which].numel();
-            self.host_rows[which].resize(numel, 0.0);
-            backend.download(self.rows[which].buf(), &mut self.host_rows[which]);
-        }
         let priors = self.priors.as_ref().expect("forward computed the priors");
-        let (count, classes) = (priors.boxes.len(), self.spec.num_classes);
-        let per_image: Vec<Vec<Detection>> = (0..image.shape()[0])
-            .map(|n| {
-                detect(
-                    &self.nms,
-                    &priors.boxes,
-                    &priors.variances,
-                    classes,
-                    &self.host_rows[LOC][n * count * 4..][..count * 4],
-                    &self.host_rows[CONF][n * count * classes..][..count * classes],
-                )
-            })
-            .collect();
+        // Decode and NMS where the rows are: only the detections come back.
+        let per_image = backend.ssd_detect(
+            &self.nms,
+            priors.boxes_device.buf(),
+            priors.variances_device.buf(),
+            self.spec.num_classes,
+            self.rows[LOC].buf(),
+            self.rows[CONF].buf(),
+            image.shape()[0],
+            priors.boxes.len(),
+        );
         // PaddleDetection's `bbox2out` for normalised boxes: clipped to the
         // picture, scaled by its size, no pixel `+1`. Class 0 is the
         // background, never reported: objects are numbered from 0 here.
