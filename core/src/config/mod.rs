@@ -339,23 +339,66 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// The architectures `Config::check` accepts (`architecture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum Architecture {
+    YOLOv3,
+    SSD,
+}
+
 /// Whether a reader sets a key (`Config::warnings`).
 type ReaderTest = fn(&Reader) -> bool;
 
 impl Config {
     /// Checks values that types alone cannot: known architecture and
-    /// backbone, anchor shapes, masks that index the anchors.
+    /// backbone, anchor shapes, masks that index the anchors, priors, the
+    /// optimizer and schedule, and every reader's transforms.
     pub fn check(&self, path: &Path) -> Result<(), Error> {
         let bad = |key: &str, msg: String| Error::at(path, format!("key {key}"), msg);
-        if self.architecture != "YOLOv3" {
+        let arch = match self.architecture.as_str() {
+            "YOLOv3" => Architecture::YOLOv3,
+            "SSD" => Architecture::SSD,
+            other => {
+                return Err(bad(
+                    "architecture",
+                    format!(
+                        "'{other}' is not supported (supported: {})",
+                        ARCHITECTURES.join(", ")
+                    ),
+                ))
+            }
+        };
+        match arch {
+            Architecture::YOLOv3 => self.check_yolov3(path)?,
+            Architecture::SSD => self.check_ssd(path)?,
+        }
+        let minimum = if arch == Architecture::SSD { 2 } else { 1 };
+        if self.num_classes < minimum {
             return Err(bad(
-                "architecture",
+                "num_classes",
                 format!(
-                    "'{}' is not supported (supported: YOLOv3)",
-                    self.architecture
+                    "must be at least {minimum}{}",
+                    if minimum == 2 {
+                        " (SSD counts the background class)"
+                    } else {
+                        ""
+                    }
                 ),
             ));
         }
+        self.check_optimizer(path)?;
+        for (name, reader) in self.readers() {
+            if let Some(reader) = reader {
+                reader.pipeline_for(path, name, arch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The YOLOv3 sections.
+    fn check_yolov3(&self, path: &Path) -> Result<(), Error> {
+        let bad = |key: &str, msg: String| Error::at(path, format!("key {key}"), msg);
         if !BACKBONES.contains(&self.yolov3.backbone.as_str()) {
             return Err(bad(
                 "YOLOv3.backbone",
@@ -434,9 +477,6 @@ impl Config {
                 "must be a positive multiple of 4".into(),
             ));
         }
-        if self.num_classes == 0 {
-            return Err(bad("num_classes", "must be at least 1".into()));
-        }
         let head = &self.yolov3_head;
         if let Some(i) = head.anchors.iter().position(|a| a.len() != 2) {
             return Err(bad(
@@ -464,9 +504,192 @@ impl Config {
                 "YOLOv3 has three output levels: give three masks".into(),
             ));
         }
+        // The YOLOv3 model has no per-layer learning rate.
+        if self.yolov3.backbone == "MobileNet" && self.mobilenet.conv_learning_rate != 1.0 {
+            return Err(bad(
+                "MobileNet.conv_learning_rate",
+                format!(
+                    "{} is not supported for YOLOv3 (supported: 1)",
+                    self.mobilenet.conv_learning_rate
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The SSD sections: MobileNet with its extra blocks, the priors, the
+    /// head convs and the output decoder.
+    fn check_ssd(&self, path: &Path) -> Result<(), Error> {
+        let bad = |key: &str, msg: String| Error::at(path, format!("key {key}"), msg);
+        let ssd = self.ssd.clone().unwrap_or_default();
+        match ssd.backbone.as_str() {
+            "MobileNet" => {}
+            "VGG" => {
+                return Err(bad(
+                    "SSD.backbone",
+                    "'VGG' is not supported yet (supported: MobileNet)".into(),
+                ))
+            }
+            other => {
+                return Err(bad(
+                    "SSD.backbone",
+                    format!("'{other}' is not supported (supported: MobileNet)"),
+                ))
+            }
+        }
+        if ssd.multi_box_head != "MultiBoxHead" {
+            return Err(bad(
+                "SSD.multi_box_head",
+                format!(
+                    "'{}' is not supported (supported: MultiBoxHead)",
+                    ssd.multi_box_head
+                ),
+            ));
+        }
+        let m = &self.mobilenet;
+        if !["bn", "sync_bn"].contains(&m.norm_type.as_str()) {
+            return Err(bad(
+                "MobileNet.norm_type",
+                format!(
+                    "'{}' is not supported (supported: bn, sync_bn)",
+                    m.norm_type
+                ),
+            ));
+        }
+        // Batch-norm scale and offset are never decayed (`conv_unit.rs`).
+        if m.norm_decay != 0.0 {
+            return Err(bad(
+                "MobileNet.norm_decay",
+                format!("{} is not supported (supported: 0)", m.norm_decay),
+            ));
+        }
+        if !(m.conv_group_scale > 0.0 && m.conv_group_scale <= 4.0) {
+            return Err(bad(
+                "MobileNet.conv_group_scale",
+                format!("{} is outside (0, 4]", m.conv_group_scale),
+            ));
+        }
+        if m.conv_learning_rate.is_nan() || m.conv_learning_rate < 0.0 {
+            return Err(bad(
+                "MobileNet.conv_learning_rate",
+                "must be at least 0".into(),
+            ));
+        }
+        if !m.with_extra_blocks {
+            return Err(bad(
+                "MobileNet.with_extra_blocks",
+                "must be true for SSD: the head reads the extra blocks' features".into(),
+            ));
+        }
+        let pairs = m
+            .extra_block_filters
+            .iter()
+            .all(|f| f.len() == 2 && !f.contains(&0));
+        if m.extra_block_filters.len() != 4 || !pairs {
+            return Err(bad(
+                "MobileNet.extra_block_filters",
+                "must be four [1x1 width, 3x3 width] pairs of positive widths: MobileNet builds four extra blocks".into(),
+            ));
+        }
+        let head = self.multi_box_head.clone().unwrap_or_default();
+        if head.kernel_size == 0 || head.pad != head.kernel_size / 2 {
+            return Err(bad(
+                "MultiBoxHead.pad",
+                format!(
+                    "{} is not supported with kernel_size {} (supported: kernel_size / 2, which keeps the feature map's size)",
+                    head.pad, head.kernel_size
+                ),
+            ));
+        }
+        self.prior_levels()
+            .map_err(|(key, message)| bad(&format!("MultiBoxHead.{key}"), message))?;
+        let decoder = &ssd.output_decoder;
+        let key = |k: &str| format!("SSD.output_decoder.{k}");
+        if decoder.nms_eta != 1.0 {
+            return Err(bad(
+                &key("nms_eta"),
+                format!(
+                    "{} is not supported (supported: 1.0, plain NMS)",
+                    decoder.nms_eta
+                ),
+            ));
+        }
+        for (name, k) in [
+            ("nms_top_k", decoder.nms_top_k),
+            ("keep_top_k", decoder.keep_top_k),
+        ] {
+            if k == 0 || k < -1 {
+                return Err(bad(&key(name), "must be positive, or -1 for all".into()));
+            }
+        }
+        let label = decoder.background_label;
+        if label < -1 || label >= self.num_classes as i32 {
+            return Err(bad(
+                &key("background_label"),
+                format!(
+                    "must be a class below num_classes ({}), or -1 for none",
+                    self.num_classes
+                ),
+            ));
+        }
+        // Class 0 is the background: the datasets number their classes from 1.
         for (name, reader) in self.readers() {
-            if let Some(reader) = reader {
-                reader.pipeline(path, name)?;
+            if let Some(dataset) = reader.map(|r| &r.dataset) {
+                if !dataset.with_background() {
+                    return Err(bad(
+                        &format!("{name}.dataset.{}.with_background", dataset.kind()),
+                        "must be true for SSD: its class 0 is the background".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `OptimizerBuilder` and the `PiecewiseDecay` rates.
+    fn check_optimizer(&self, path: &Path) -> Result<(), Error> {
+        let bad = |key: &str, msg: String| Error::at(path, format!("key {key}"), msg);
+        let opt = &self.optimizer_builder.optimizer;
+        match opt.kind.as_str() {
+            "Momentum" => {
+                for (key, given) in [("rho", opt.rho), ("epsilon", opt.epsilon)] {
+                    if given.is_some() {
+                        return Err(bad(
+                            &format!("OptimizerBuilder.optimizer.{key}"),
+                            "is an RMSPropOptimizer setting; Momentum has none".into(),
+                        ));
+                    }
+                }
+            }
+            "RMSPropOptimizer" => {}
+            other => {
+                return Err(bad(
+                    "OptimizerBuilder.optimizer.type",
+                    format!("'{other}' is not supported (supported: Momentum, RMSPropOptimizer)"),
+                ))
+            }
+        }
+        let regularizer = &self.optimizer_builder.regularizer.kind;
+        if regularizer != "L2" {
+            return Err(bad(
+                "OptimizerBuilder.regularizer.type",
+                format!("'{regularizer}' is not supported (supported: L2)"),
+            ));
+        }
+        for (i, s) in self.learning_rate.schedulers.iter().enumerate() {
+            if let Scheduler::PiecewiseDecay(p) = s {
+                if let Some(values) = &p.values {
+                    if values.len() != p.milestones.len() + 1 {
+                        return Err(bad(
+                            &format!("LearningRate.schedulers[{i}].PiecewiseDecay.values"),
+                            format!(
+                                "{} rates for {} milestones: give one more rate than milestones",
+                                values.len(),
+                                p.milestones.len()
+                            ),
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -560,6 +783,19 @@ impl Config {
             anchors: head.anchor_pairs(),
             anchor_masks: head.anchor_masks.clone(),
         }
+    }
+
+    /// The architecture (after `check`, which refuses any other).
+    pub fn arch(&self) -> Architecture {
+        if self.architecture == "SSD" {
+            Architecture::SSD
+        } else {
+            Architecture::YOLOv3
+        }
+    }
+
+    pub fn is_ssd(&self) -> bool {
+        self.arch() == Architecture::SSD
     }
 
     /// The exclusion patterns with `preset` expanded for this architecture.

@@ -1,5 +1,6 @@
 //! The input transforms, one file each: per sample Mixup, ColorDistort,
-//! RandomExpand, RandomCrop, RandomFlip (and a training ResizeImage), run in
+//! RandomDistort, RandomExpand, RandomCrop, RandomFlip (and a training
+//! ResizeImage, with OpenCV's or PIL's resampling), run in
 //! the order the reader lists them; then per batch the resize to the batch's
 //! size, NormalizeBox/PadBox/XYXY->XYWH (`targets`) and Normalize+Permute.
 //! Each transform has a plain function that takes its parameters (tested on
@@ -9,7 +10,9 @@
 pub mod color_distort;
 pub mod mixup;
 pub mod normalize;
+pub mod pil_resize;
 pub mod random_crop;
+pub mod random_distort;
 pub mod random_expand;
 pub mod random_flip;
 pub mod resize;
@@ -20,6 +23,7 @@ use super::sample::{ColorAffine, Sample};
 use color_distort::ColorDistortParams;
 use mixup::MixupParams;
 use random_crop::CropParams;
+use random_distort::RandomDistortParams;
 use random_expand::ExpandParams;
 use resize::Interp;
 
@@ -28,6 +32,8 @@ use resize::Interp;
 pub enum Augment {
     Mixup(MixupParams),
     ColorDistort(ColorDistortParams),
+    /// SSD's `RandomDistort`, on the 8-bit picture.
+    RandomDistort(RandomDistortParams),
     Expand(ExpandParams),
     Crop(CropParams),
     /// `RandomFlipImage`'s chance of mirroring.
@@ -95,6 +101,10 @@ pub fn augment(
             }
             Augment::ColorDistort(params) => {
                 color_distort::random_color_distort(sample, params, rng)
+            }
+            Augment::RandomDistort(params) => {
+                decoded(sample);
+                random_distort::random_distort(sample, params, rng);
             }
             Augment::Expand(params) => {
                 decoded(sample);
