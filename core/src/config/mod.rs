@@ -764,7 +764,11 @@ impl Config {
 
     /// The model this config describes (after `check`).
     pub fn model_spec(&self) -> ModelSpec {
-        ModelSpec::Yolov3(self.yolov3_spec())
+        if self.is_ssd() {
+            ModelSpec::Ssd(self.ssd_spec())
+        } else {
+            ModelSpec::Yolov3(self.yolov3_spec())
+        }
     }
 
     /// The YOLOv3 model of a `YOLOv3` config.

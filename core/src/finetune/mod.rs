@@ -205,7 +205,11 @@ pub fn build_detector<B: Backend>(backend: &B, config: &Config, seed: u64) -> Bo
             detector.nms = config.nms_config();
             Box::new(detector)
         }
-        ModelSpec::Ssd(spec) => Box::new(SsdDetector::new(backend, spec, seed)),
+        ModelSpec::Ssd(spec) => {
+            let mut detector = SsdDetector::new(backend, spec, seed);
+            detector.nms = config.ssd_nms_config();
+            Box::new(detector)
+        }
     }
 }
 
