@@ -656,6 +656,60 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Without size lists, `multi_box_head`'s sizes: 10% and 20% of
+        /// base_size at level 0, then equal ratio steps, each level's max
+        /// the next level's min. A level's size written as a number or as a
+        /// one-element list is the same prior.
+        #[test]
+        fn prior_sizes_follow_the_ratios_or_the_lists(
+            min_ratio in 1i64..60, span in 4i64..120, base in 100f32..600.0,
+            sizes in proptest::collection::vec(10f32..200.0, 6),
+            extra in proptest::collection::vec(1f32..100.0, 6),
+        ) {
+            use crate::config::{MultiBoxHead, PerLevel};
+            let mut config = shipped("ssd_mobilenet_v1_voc.ron");
+            let with_head = |config: &mut Config, head: MultiBoxHead| {
+                config.multi_box_head = Some(head);
+                config.ssd_spec().priors
+            };
+            let head = MultiBoxHead {
+                min_sizes: None,
+                max_sizes: None,
+                min_ratio,
+                max_ratio: min_ratio + span,
+                base_size: base,
+                ..MultiBoxHead::default()
+            };
+            let priors = with_head(&mut config, head.clone());
+            prop_assert_eq!(priors.len(), 6);
+            prop_assert_eq!(&priors[0].min_sizes, &vec![base * 0.1]);
+            prop_assert_eq!(&priors[0].max_sizes, &vec![base * 0.2]);
+            prop_assert_eq!(priors[1].min_sizes[0], base * min_ratio as f32 / 100.0);
+            for level in 1..5 {
+                prop_assert_eq!(&priors[level].max_sizes, &priors[level + 1].min_sizes);
+                prop_assert!(priors[level].min_sizes[0] < priors[level + 1].min_sizes[0]);
+            }
+            let maxes: Vec<f32> = sizes.iter().zip(&extra).map(|(s, e)| s + e).collect();
+            let as_numbers = with_head(&mut config, MultiBoxHead {
+                min_sizes: Some(sizes.iter().map(|&s| PerLevel::One(s)).collect()),
+                max_sizes: Some(maxes.iter().map(|&s| PerLevel::One(s)).collect()),
+                ..head.clone()
+            });
+            let as_lists = with_head(&mut config, MultiBoxHead {
+                min_sizes: Some(sizes.iter().map(|&s| PerLevel::List(vec![s])).collect()),
+                max_sizes: Some(maxes.iter().map(|&s| PerLevel::List(vec![s])).collect()),
+                ..head
+            });
+            prop_assert_eq!(&as_numbers, &as_lists);
+            for (level, prior) in as_numbers.iter().enumerate() {
+                prop_assert_eq!(&prior.min_sizes, &vec![sizes[level]]);
+                prop_assert_eq!(&prior.max_sizes, &vec![maxes[level]]);
+                prop_assert!(!prior.clip);
+            }
+        }
+    }
+
     #[test]
     fn image_folders_name_classes_but_are_not_training_data() {
         let voc = shipped("yolov3_mobilenet_v1_voc.ron");

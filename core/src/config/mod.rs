@@ -702,7 +702,33 @@ impl Config {
         if self.use_gpu.is_some() {
             lines.push("use_gpu has no effect: --device picks the device".to_string());
         }
-        if self.yolov3_loss.batch_size != -1 {
+        // The other architecture's sections, where given.
+        let unused: Vec<&str> = match self.arch() {
+            Architecture::SSD => [
+                ("YOLOv3", self.yolov3 != YOLOv3::default()),
+                ("YOLOv3Head", self.yolov3_head != YOLOv3Head::default()),
+                ("YOLOv3Loss", self.yolov3_loss != YOLOv3Loss::default()),
+                ("DarkNet", self.darknet != DarkNet::default()),
+            ]
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect(),
+            Architecture::YOLOv3 => [
+                ("SSD", self.ssd.is_some()),
+                ("MultiBoxHead", self.multi_box_head.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect(),
+        };
+        if !unused.is_empty() {
+            lines.push(format!(
+                "{} has no effect: architecture is {}",
+                unused.join(", "),
+                self.architecture
+            ));
+        }
+        if self.yolov3_loss.batch_size != -1 && self.arch() == Architecture::YOLOv3 {
             lines.push(
                 "YOLOv3Loss.batch_size has no effect: TrainReader.batch_size sets the batch (PaddleDetection ignores it too)".into(),
             );

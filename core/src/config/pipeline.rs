@@ -864,6 +864,113 @@ mod tests {
         }
     }
 
+    /// SSD's TrainReader (`configs/ssd_mobilenet_v1_voc.ron`, as the YAML):
+    /// RandomDistort, RandomExpand, RandomCrop without the no-crop choice,
+    /// PIL's Lanczos resize to 300, the flip, then BGR and (v - 127.5) / 127.5.
+    #[test]
+    fn ssd_training_reader_runs_paddledetections_ssd_transforms() {
+        use crate::data::transforms::random_distort::RandomDistortParams;
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/ssd_mobilenet_v1_voc.ron");
+        let config = load(&path, &[]).unwrap();
+        let reader = &config.train_reader;
+        let pipeline = reader
+            .pipeline_for(&path, "TrainReader", Architecture::SSD)
+            .unwrap();
+        let range = |lower, upper| DistortRange {
+            lower,
+            upper,
+            probability: 0.5,
+        };
+        assert_eq!(
+            pipeline.sample.steps,
+            vec![
+                Augment::RandomDistort(RandomDistortParams {
+                    brightness: range(0.875, 1.125),
+                    contrast: range(0.5, 1.5),
+                    saturation: range(0.5, 1.5),
+                    hue: range(-18.0, 18.0),
+                    count: 4,
+                    is_order: true,
+                }),
+                Augment::Expand(ExpandParams {
+                    max_ratio: 4.0,
+                    skip_probability: 0.5,
+                    fill: [127.5; 3],
+                }),
+                Augment::Crop(CropParams {
+                    allow_no_crop: false,
+                    ..CropParams::default()
+                }),
+                Augment::Resize {
+                    size: 300,
+                    interp: Interp::Pil(PilFilter::Lanczos),
+                },
+                Augment::Flip(0.5),
+            ]
+        );
+        let want =
+            ChannelNorm::IDENTITY
+                .then_reverse()
+                .then_normalize([127.5; 3], [127.502_23; 3], false);
+        assert_eq!(pipeline.normalize, want);
+        assert!(!pipeline.pad_box);
+        // The YOLOv3 loss would need centre-size boxes in fixed slots.
+        let error = error(reader, "TrainReader");
+        assert!(
+            error.contains("NormalizeBox, BboxXYXY2XYWH and PadBox"),
+            "{error}"
+        );
+        let loader = reader
+            .train_loader_config_for(&path, 1, Architecture::SSD)
+            .unwrap();
+        let Mode::Train(augment) = &loader.mode else {
+            panic!("training mode")
+        };
+        assert_eq!(
+            (augment.sizes.as_slice(), loader.batch_size),
+            (&[300][..], 32)
+        );
+        // The EvalReader resizes with PIL too; the TestReader with OpenCV.
+        for (name, interp) in [
+            ("EvalReader", Interp::Pil(PilFilter::Lanczos)),
+            ("TestReader", Interp::Linear),
+        ] {
+            let r = if name == "EvalReader" {
+                config.eval_reader.as_ref()
+            } else {
+                config.test_reader.as_ref()
+            };
+            let eval = r.unwrap().eval_loader_config(&path, name).unwrap();
+            assert_eq!(eval.mode, Mode::Eval { size: 300, interp }, "{name}");
+            assert_eq!(eval.normalize, want);
+        }
+    }
+
+    #[test]
+    fn ssd_readers_need_normalized_corner_boxes_and_may_pad() {
+        let file = Path::new(FILE);
+        let ssd = |sample: &str| {
+            reader(sample, TO_NETWORK).pipeline_for(file, "TrainReader", Architecture::SSD)
+        };
+        assert!(ssd("[DecodeImage(), NormalizeBox()]").is_ok());
+        assert!(ssd("[DecodeImage(), NormalizeBox(), PadBox(num_max_boxes: 3)]").is_ok());
+        for sample in [
+            "[DecodeImage()]",
+            "[DecodeImage(), NormalizeBox(), BboxXYXY2XYWH()]",
+        ] {
+            let e = ssd(sample).unwrap_err().to_string();
+            assert!(
+                e.contains(
+                    "key TrainReader.sample_transforms): needs NormalizeBox and no BboxXYXY2XYWH"
+                ),
+                "{e}"
+            );
+        }
+        // RandomDistort leaves boxes alone: it may follow NormalizeBox.
+        assert!(ssd("[DecodeImage(), NormalizeBox(), RandomDistort()]").is_ok());
+    }
+
     #[test]
     fn mixup_needs_its_second_picture_decoded_while_it_runs() {
         let sample = format!("[DecodeImage(with_mixup: false), MixupImage(), {BOXES}]");
@@ -888,6 +995,7 @@ mod tests {
             "yolov3_mobilenet_v1_coco.ron",
             "yolov3_darknet_voc.ron",
             "yolov3_darknet_coco.ron",
+            "ssd_mobilenet_v1_voc.ron",
         ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../configs")

@@ -277,7 +277,7 @@ pub struct MobileNet {
 impl Default for MobileNet {
     fn default() -> Self {
         MobileNet {
-            norm_type: "sync_bn".into(),
+            norm_type: "bn".into(),
             norm_decay: 0.0,
             conv_group_scale: 1.0,
             conv_learning_rate: 1.0,
@@ -969,9 +969,11 @@ pub struct Permute {
 }
 
 impl Default for Permute {
+    /// PaddleDetection's: BGR (the SSD configs rely on it; the YOLOv3
+    /// configs set `to_bgr: false`).
     fn default() -> Self {
         Permute {
-            to_bgr: false,
+            to_bgr: true,
             channel_first: true,
         }
     }

@@ -223,6 +223,23 @@ mod tests {
         );
     }
 
+    /// The SSD configs' RandomDistort.
+    fn ssd_distort() -> RandomDistortParams {
+        let range = |lower, upper| random_distort::DistortRange {
+            lower,
+            upper,
+            probability: 0.5,
+        };
+        RandomDistortParams {
+            brightness: range(0.875, 1.125),
+            contrast: range(0.5, 1.5),
+            saturation: range(0.5, 1.5),
+            hue: range(-18.0, 18.0),
+            count: 4,
+            is_order: true,
+        }
+    }
+
     proptest! {
         #[test]
         fn boxes_stay_valid_and_inside_after_every_transform(
@@ -241,6 +258,10 @@ mod tests {
                 assert_valid(&s, "mixup");
             }
             color_distort::random_color_distort(&mut s, &ColorDistortParams::default(), &mut rng);
+            let boxes = s.boxes.clone();
+            decoded(&mut s);
+            random_distort::random_distort(&mut s, &ssd_distort(), &mut rng);
+            prop_assert_eq!(&s.boxes, &boxes);
             random_expand::random_expand(&mut s, &ExpandParams::default(), &mut rng);
             assert_valid(&s, "expand");
             random_crop::random_crop(&mut s, &CropParams::default(), &mut rng);
@@ -251,6 +272,9 @@ mod tests {
             let mut out = vec![0.0; 24 * 16 * 3];
             resize::resize_into(&s, 24, 16, resize::Interp::Cubic, &mut out);
             prop_assert!(out.iter().all(|v| v.is_finite()));
+            let lanczos = resize::Interp::Pil(pil_resize::PilFilter::Lanczos);
+            resize::resize_into(&s, 24, 16, lanczos, &mut out);
+            prop_assert!(out.iter().all(|v| v.fract() == 0.0 && (0.0..=255.0).contains(v)));
         }
 
         #[test]

@@ -255,6 +255,83 @@ mod tests {
         }
     }
 
+    /// With fixed deltas, `is_order` runs brightness, contrast, saturation,
+    /// hue or brightness, saturation, hue, contrast (each seen), the first
+    /// `count` of them only; without it any `count` of them.
+    #[test]
+    fn the_operations_run_in_paddledetections_orders() {
+        let fixed = |v: f32| DistortRange {
+            lower: v,
+            upper: v,
+            probability: 1.0,
+        };
+        let params = |count, is_order| RandomDistortParams {
+            brightness: fixed(1.1),
+            contrast: fixed(0.7),
+            saturation: fixed(1.4),
+            hue: fixed(9.0),
+            count,
+            is_order,
+        };
+        let delta = |op| match op {
+            Brightness => 1.1,
+            Contrast => 0.7,
+            Saturation => 1.4,
+            Hue => 9.0,
+        };
+        let base = gradient_sample(12, 9, &[]);
+        let in_order = |ops: &[Operation]| {
+            let mut picture: Vec<u8> = base.pixels.iter().map(|&v| v as u8).collect();
+            for &op in ops {
+                distort(&mut picture, op, delta(op));
+            }
+            picture.iter().map(|&v| f32::from(v)).collect::<Vec<f32>>()
+        };
+        let first = in_order(&[Brightness, Contrast, Saturation, Hue]);
+        let second = in_order(&[Brightness, Saturation, Hue, Contrast]);
+        assert_ne!(first, second);
+        let (mut seen_first, mut seen_second) = (false, false);
+        for seed in 0..40 {
+            let mut s = base.clone();
+            random_distort(&mut s, &params(4, true), &mut Rng::new(seed));
+            seen_first |= s.pixels == first;
+            seen_second |= s.pixels == second;
+            assert!(s.pixels == first || s.pixels == second, "seed {seed}");
+            let mut s = base.clone();
+            random_distort(&mut s, &params(2, true), &mut Rng::new(seed));
+            let two = [
+                in_order(&[Brightness, Contrast]),
+                in_order(&[Brightness, Saturation]),
+            ];
+            assert!(two.contains(&s.pixels), "seed {seed}");
+            // Any two, in any order.
+            let mut s = base.clone();
+            random_distort(&mut s, &params(2, false), &mut Rng::new(seed));
+            let ops = [Brightness, Contrast, Saturation, Hue];
+            let any_two = ops.iter().flat_map(|&a| {
+                ops.iter()
+                    .filter(move |&&b| b != a)
+                    .map(move |&b| in_order(&[a, b]))
+            });
+            assert!(any_two.into_iter().any(|p| p == s.pixels), "seed {seed}");
+        }
+        assert!(seen_first && seen_second);
+    }
+
+    /// Each operation draws its delta and its chance whether it runs or
+    /// not, as operators.py does: what follows sees the same random stream.
+    #[test]
+    fn the_draws_do_not_depend_on_what_runs() {
+        let mut after = Vec::new();
+        for probability in [0.0, 0.5, 1.0] {
+            let mut rng = Rng::new(11);
+            let mut s = gradient_sample(5, 4, &[]);
+            random_distort(&mut s, &params(probability, 3, true), &mut rng);
+            after.push(rng.next_u64());
+        }
+        assert!(after.iter().all(|&a| a == after[0]), "{after:?}");
+    }
+
     #[test]
     fn never_running_or_none_counted_leaves_the_picture() {
         let base = gradient_sample(9, 6, &[]);
