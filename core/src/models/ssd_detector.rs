@@ -760,4 +760,46 @@ mod paddle_parity {
             }
         }
     }
+
+    /// The seed guide's SSD rule on weights PaddleDetection saved, as a
+    /// per-variable directory and as one `.pdparams`: everything loads but
+    /// the 24 head tensors, which `^conv2d_` excludes; without the caret
+    /// the pattern (anchored by `re.match`) excludes the same.
+    #[test]
+    fn conv2d_excludes_exactly_the_head_of_a_paddle_checkpoint() {
+        use crate::loading::{plan_loading, ExcludePatterns, TensorInfo};
+        use pulsefocus_formats::{load_checkpoint, save_checkpoint, Format};
+        let spec = fixture().spec;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/ssd/model_parity");
+        let from_dir = load_checkpoint(&dir).expect("the fixture loads");
+        let tmp = tempfile::tempdir().expect("a temporary directory");
+        let pdparams = tmp.path().join("ssd.pdparams");
+        save_checkpoint(&from_dir, &pdparams, Format::Pdparams).expect("saved");
+        let from_file = load_checkpoint(&pdparams).expect("loads back");
+        let head: Vec<String> = spec
+            .head_units()
+            .iter()
+            .flat_map(|u| u.params())
+            .map(|p| p.spec.name)
+            .collect();
+        assert_eq!(head.len(), 24);
+        for checkpoint in [&from_dir, &from_file] {
+            let nothing = ExcludePatterns::new(&[]).expect("no patterns");
+            let all = plan_loading(&spec.param_specs(), &TensorInfo::list(checkpoint), &nothing);
+            assert_eq!(all.loaded.len(), spec.param_specs().len());
+            assert!(all.missing.is_empty() && all.unused.is_empty());
+            for pattern in ["^conv2d_", "conv2d_"] {
+                let exclude = ExcludePatterns::new(&[pattern.to_string()]).expect("valid");
+                let report =
+                    plan_loading(&spec.param_specs(), &TensorInfo::list(checkpoint), &exclude);
+                let excluded: Vec<&str> = report.excluded.iter().map(|e| e.name.as_str()).collect();
+                assert_eq!(excluded, head, "{pattern}");
+                assert!(report.excluded.iter().all(|e| e.pattern == pattern));
+                assert_eq!(report.loaded.len(), spec.param_specs().len() - 24);
+                assert!(report.missing.is_empty() && report.unused.is_empty());
+                assert!(report.shape_mismatch.is_empty());
+            }
+        }
+    }
 }
