@@ -842,6 +842,19 @@ fn ssd_yaml_and_ron_give_the_same_model_and_training() {
             .unwrap()
             .is_ssd()
     );
+    // The 20 VOC labels and the background make 21 classes.
+    let labels: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+    let file = Path::new("ssd.yml");
+    assert!(yaml.check_num_classes(file, &labels, "labels").is_ok());
+    let e = yaml
+        .check_num_classes(file, &labels[..19], "labels")
+        .unwrap_err();
+    assert!(
+        e.message
+            .contains("21 classes with the background but labels names 19"),
+        "{e}"
+    );
+    assert!(e.message.ends_with("set -o num_classes=20"), "{e}");
 
     let ours: Vec<(String, Vec<usize>)> = yaml
         .ssd_spec()
