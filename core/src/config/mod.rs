@@ -481,6 +481,13 @@ impl Config {
                 "YOLOv3 has three output levels: give three masks".into(),
             ));
         }
+        // PaddleDetection's YOLOv3 head would read the extra blocks.
+        if self.yolov3.backbone == "MobileNet" && self.mobilenet.with_extra_blocks {
+            return Err(bad(
+                "MobileNet.with_extra_blocks",
+                "true is not supported for YOLOv3 (supported: false)".into(),
+            ));
+        }
         // The YOLOv3 model has no per-layer learning rate.
         if self.yolov3.backbone == "MobileNet" && self.mobilenet.conv_learning_rate != 1.0 {
             return Err(bad(

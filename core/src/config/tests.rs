@@ -552,6 +552,16 @@ fn unimplemented_yolov3_keys_are_errors() {
             "key MobileNet.norm_decay",
             "(supported: 0)",
         ),
+        (
+            &["MobileNet.with_extra_blocks=true"],
+            "key MobileNet.with_extra_blocks",
+            "(supported: false)",
+        ),
+        (
+            &["MobileNet.conv_learning_rate=0.1"],
+            "key MobileNet.conv_learning_rate",
+            "(supported: 1)",
+        ),
     ];
     for (o, key, supported) in cases {
         let e = load(&fruit, &overrides(o)).unwrap_err().to_string();
