@@ -432,43 +432,21 @@ impl Config {
                 ),
             ));
         }
-        let (norm_type, norm_decay) = match self.yolov3.backbone.as_str() {
-            "MobileNet" => (&self.mobilenet.norm_type, self.mobilenet.norm_decay),
-            _ => (&self.darknet.norm_type, self.darknet.norm_decay),
-        };
-        let backbone = &self.yolov3.backbone;
-        if !["bn", "sync_bn"].contains(&norm_type.as_str()) {
-            return Err(bad(
-                &format!("{backbone}.norm_type"),
-                format!("'{norm_type}' is not supported (supported: bn, sync_bn)"),
-            ));
-        }
+        self.check_backbone(path, &self.yolov3.backbone)?;
         // Batch-norm scale and offset are never decayed (`conv_unit.rs`).
-        for (key, decay) in [
-            (format!("{backbone}.norm_decay"), norm_decay),
-            (
-                "YOLOv3Head.norm_decay".to_string(),
-                self.yolov3_head.norm_decay,
-            ),
-        ] {
-            if decay != 0.0 {
-                return Err(bad(
-                    &key,
-                    format!("{decay} is not supported (supported: 0)"),
-                ));
-            }
+        if self.yolov3_head.norm_decay != 0.0 {
+            return Err(bad(
+                "YOLOv3Head.norm_decay",
+                format!(
+                    "{} is not supported (supported: 0)",
+                    self.yolov3_head.norm_decay
+                ),
+            ));
         }
         if self.yolov3.backbone == "DarkNet" && self.darknet.depth != 53 {
             return Err(bad(
                 "DarkNet.depth",
                 format!("{} is not supported (supported: 53)", self.darknet.depth),
-            ));
-        }
-        let scale = self.mobilenet.conv_group_scale;
-        if self.yolov3.backbone == "MobileNet" && !(scale > 0.0 && scale <= 4.0) {
-            return Err(bad(
-                "MobileNet.conv_group_scale",
-                format!("{scale} is outside (0, 4]"),
             ));
         }
         if self.yolov3_head.width < 4 || !self.yolov3_head.width.is_multiple_of(4) {
@@ -504,6 +482,13 @@ impl Config {
                 "YOLOv3 has three output levels: give three masks".into(),
             ));
         }
+        // PaddleDetection's YOLOv3 head would read the extra blocks.
+        if self.yolov3.backbone == "MobileNet" && self.mobilenet.with_extra_blocks {
+            return Err(bad(
+                "MobileNet.with_extra_blocks",
+                "true is not supported for YOLOv3 (supported: false)".into(),
+            ));
+        }
         // The YOLOv3 model has no per-layer learning rate.
         if self.yolov3.backbone == "MobileNet" && self.mobilenet.conv_learning_rate != 1.0 {
             return Err(bad(
@@ -512,6 +497,38 @@ impl Config {
                     "{} is not supported for YOLOv3 (supported: 1)",
                     self.mobilenet.conv_learning_rate
                 ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A backbone section (`MobileNet` or `DarkNet`): its batch norm is
+    /// `bn` or `sync_bn` (the same on one device) and never decayed, and
+    /// MobileNet's width multiplier is in (0, 4].
+    fn check_backbone(&self, path: &Path, backbone: &str) -> Result<(), Error> {
+        let bad = |key: &str, msg: String| Error::at(path, format!("key {key}"), msg);
+        let (norm_type, norm_decay) = match backbone {
+            "MobileNet" => (&self.mobilenet.norm_type, self.mobilenet.norm_decay),
+            _ => (&self.darknet.norm_type, self.darknet.norm_decay),
+        };
+        if !["bn", "sync_bn"].contains(&norm_type.as_str()) {
+            return Err(bad(
+                &format!("{backbone}.norm_type"),
+                format!("'{norm_type}' is not supported (supported: bn, sync_bn)"),
+            ));
+        }
+        // Batch-norm scale and offset are never decayed (`conv_unit.rs`).
+        if norm_decay != 0.0 {
+            return Err(bad(
+                &format!("{backbone}.norm_decay"),
+                format!("{norm_decay} is not supported (supported: 0)"),
+            ));
+        }
+        let scale = self.mobilenet.conv_group_scale;
+        if backbone == "MobileNet" && !(scale > 0.0 && scale <= 4.0) {
+            return Err(bad(
+                "MobileNet.conv_group_scale",
+                format!("{scale} is outside (0, 4]"),
             ));
         }
         Ok(())
@@ -546,29 +563,8 @@ impl Config {
                 ),
             ));
         }
+        self.check_backbone(path, "MobileNet")?;
         let m = &self.mobilenet;
-        if !["bn", "sync_bn"].contains(&m.norm_type.as_str()) {
-            return Err(bad(
-                "MobileNet.norm_type",
-                format!(
-                    "'{}' is not supported (supported: bn, sync_bn)",
-                    m.norm_type
-                ),
-            ));
-        }
-        // Batch-norm scale and offset are never decayed (`conv_unit.rs`).
-        if m.norm_decay != 0.0 {
-            return Err(bad(
-                "MobileNet.norm_decay",
-                format!("{} is not supported (supported: 0)", m.norm_decay),
-            ));
-        }
-        if !(m.conv_group_scale > 0.0 && m.conv_group_scale <= 4.0) {
-            return Err(bad(
-                "MobileNet.conv_group_scale",
-                format!("{} is outside (0, 4]", m.conv_group_scale),
-            ));
-        }
         if m.conv_learning_rate.is_nan() || m.conv_learning_rate < 0.0 {
             return Err(bad(
                 "MobileNet.conv_learning_rate",

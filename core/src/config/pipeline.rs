@@ -814,6 +814,27 @@ mod tests {
             ),
             (
                 "TrainReader",
+                format!("[DecodeImage(), RandomExpand(ratio: 1.0), {BOXES}]"),
+                TO_NETWORK,
+                "TrainReader.sample_transforms[1].RandomExpand.ratio",
+                "more than 1.01",
+            ),
+            (
+                "TrainReader",
+                format!("[DecodeImage(), RandomDistort(hue_prob: 2), {BOXES}]"),
+                TO_NETWORK,
+                "TrainReader.sample_transforms[1].RandomDistort.hue_prob",
+                "in [0, 1]",
+            ),
+            (
+                "EvalReader",
+                "[DecodeImage(), RandomDistort(), ResizeImage()]".into(),
+                "[NormalizeImage(), Permute()]",
+                "EvalReader.sample_transforms[1].RandomDistort",
+                "TrainReader only",
+            ),
+            (
+                "TrainReader",
                 format!("[RandomFlipImage(), DecodeImage(), {BOXES}]"),
                 TO_NETWORK,
                 "TrainReader.sample_transforms[0].RandomFlipImage",

@@ -552,6 +552,16 @@ fn unimplemented_yolov3_keys_are_errors() {
             "key MobileNet.norm_decay",
             "(supported: 0)",
         ),
+        (
+            &["MobileNet.with_extra_blocks=true"],
+            "key MobileNet.with_extra_blocks",
+            "(supported: false)",
+        ),
+        (
+            &["MobileNet.conv_learning_rate=0.1"],
+            "key MobileNet.conv_learning_rate",
+            "(supported: 1)",
+        ),
     ];
     for (o, key, supported) in cases {
         let e = load(&fruit, &overrides(o)).unwrap_err().to_string();
@@ -842,6 +852,19 @@ fn ssd_yaml_and_ron_give_the_same_model_and_training() {
             .unwrap()
             .is_ssd()
     );
+    // The 20 VOC labels and the background make 21 classes.
+    let labels: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+    let file = Path::new("ssd.yml");
+    assert!(yaml.check_num_classes(file, &labels, "labels").is_ok());
+    let e = yaml
+        .check_num_classes(file, &labels[..19], "labels")
+        .unwrap_err();
+    assert!(
+        e.message
+            .contains("21 classes with the background but labels names 19"),
+        "{e}"
+    );
+    assert!(e.message.ends_with("set -o num_classes=20"), "{e}");
 
     let ours: Vec<(String, Vec<usize>)> = yaml
         .ssd_spec()
