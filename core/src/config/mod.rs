@@ -45,8 +45,9 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Config, Error> {
     Ok(config)
 }
 
-/// The config as RON: every key with its value, defaults included, bases
-/// and overrides resolved; `load` reads it back to the same config.
+/// The config as RON: every key with its value, defaults included (but for
+/// the other architecture's unset sections), bases and overrides resolved;
+/// `load` reads it back to the same config.
 pub fn to_ron(config: &Config) -> String {
     let pretty = ron::ser::PrettyConfig::new()
         .struct_names(false)
