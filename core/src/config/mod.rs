@@ -46,8 +46,9 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Config, Error> {
     Ok(config)
 }
 
-/// The config as RON: every key with its value, defaults included, bases
-/// and overrides resolved; `load` reads it back to the same config.
+/// The config as RON: every key with its value, defaults included (but for
+/// the other architecture's unset sections), bases and overrides resolved;
+/// `load` reads it back to the same config.
 pub fn to_ron(config: &Config) -> String {
     let pretty = ron::ser::PrettyConfig::new()
         .struct_names(false)
@@ -57,10 +58,29 @@ pub fn to_ron(config: &Config) -> String {
         .expect("a config serialises: it holds strings, numbers, lists and structs only");
     // The `#![enable(...)]` line ron writes for its extensions: pulsefocus
     // reads every config with them on.
-    text.lines()
-        .skip_while(|l| l.starts_with("#!["))
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut lines = text.lines().skip_while(|l| l.starts_with("#!["));
+    // The other architecture's sections, at their defaults, would only
+    // confuse: they are left out (loading fills them in again).
+    let unset: Vec<String> = config
+        .other_architecture_sections()
+        .into_iter()
+        .filter(|(_, set)| !set)
+        .map(|(name, _)| format!("    {name}: ("))
+        .collect();
+    let mut kept = Vec::new();
+    while let Some(line) = lines.next() {
+        if unset.iter().any(|u| u == line) {
+            // The section ends where its closing bracket is indented as it is.
+            for inner in lines.by_ref() {
+                if inner == "    )," {
+                    break;
+                }
+            }
+            continue;
+        }
+        kept.push(line);
+    }
+    kept.join("\n")
 }
 
 /// The config as PaddleDetection YAML, every key with its value.
@@ -699,24 +719,11 @@ impl Config {
             lines.push("use_gpu has no effect: --device picks the device".to_string());
         }
         // The other architecture's sections, where given.
-        let unused: Vec<&str> = match self.arch() {
-            Architecture::SSD => [
-                ("YOLOv3", self.yolov3 != YOLOv3::default()),
-                ("YOLOv3Head", self.yolov3_head != YOLOv3Head::default()),
-                ("YOLOv3Loss", self.yolov3_loss != YOLOv3Loss::default()),
-                ("DarkNet", self.darknet != DarkNet::default()),
-            ]
+        let unused: Vec<&str> = self
+            .other_architecture_sections()
             .into_iter()
             .filter_map(|(name, set)| set.then_some(name))
-            .collect(),
-            Architecture::YOLOv3 => [
-                ("SSD", self.ssd.is_some()),
-                ("MultiBoxHead", self.multi_box_head.is_some()),
-            ]
-            .into_iter()
-            .filter_map(|(name, set)| set.then_some(name))
-            .collect(),
-        };
+            .collect();
         if !unused.is_empty() {
             lines.push(format!(
                 "{} has no effect: architecture is {}",
@@ -808,6 +815,23 @@ impl Config {
             num_classes: self.num_classes,
             anchors: head.anchor_pairs(),
             anchor_masks: head.anchor_masks.clone(),
+        }
+    }
+
+    /// The sections only the other architecture reads, each with whether
+    /// it is set (differs from its default).
+    fn other_architecture_sections(&self) -> Vec<(&'static str, bool)> {
+        match self.arch() {
+            Architecture::SSD => vec![
+                ("YOLOv3", self.yolov3 != YOLOv3::default()),
+                ("YOLOv3Head", self.yolov3_head != YOLOv3Head::default()),
+                ("YOLOv3Loss", self.yolov3_loss != YOLOv3Loss::default()),
+                ("DarkNet", self.darknet != DarkNet::default()),
+            ],
+            Architecture::YOLOv3 => vec![
+                ("SSD", self.ssd.is_some()),
+                ("MultiBoxHead", self.multi_box_head.is_some()),
+            ],
         }
     }
 

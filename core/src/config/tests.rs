@@ -368,6 +368,26 @@ fn show_and_convert_round_trip_every_shipped_config() {
     }
 }
 
+/// `config show` of an SSD config leaves out the YOLOv3 sections it does
+/// not set, and keeps those it sets (with their warning).
+#[test]
+fn shown_ssd_configs_leave_out_unset_yolov3_sections() {
+    let path = configs_dir().join("ssd_mobilenet_v1_voc.ron");
+    let shown = to_ron(&load(&path, &[]).unwrap());
+    for section in ["YOLOv3", "YOLOv3Head", "YOLOv3Loss", "DarkNet"] {
+        assert!(!shown.contains(&format!("    {section}: (")), "{shown}");
+    }
+    assert!(shown.contains("    MultiBoxHead: (") && shown.contains("    TrainReader: ("));
+    let set = load(&path, &overrides(&["YOLOv3Loss.ignore_thresh=0.5"])).unwrap();
+    let dir = write_configs(&[("shown.ron", &to_ron(&set))]);
+    let back = load(&dir.path().join("shown.ron"), &[]).unwrap();
+    assert_eq!(back, set);
+    assert_eq!(back.yolov3_loss.ignore_thresh, 0.5);
+    // A YOLOv3 config shows every section it reads.
+    let yolo = to_ron(&load(&configs_dir().join("yolov3_darknet_voc.ron"), &[]).unwrap());
+    assert!(yolo.contains("    YOLOv3Loss: (") && yolo.contains("    DarkNet: ("));
+}
+
 /// `MINIMAL` as PaddleDetection writes it.
 const MINIMAL_YAML: &str = "architecture: YOLOv3\nnum_classes: 4\nmax_iters: 10\n\
     TrainReader:\n  batch_size: 2\n  dataset:\n    !VOCDataSet\n    dataset_dir: d\n\
