@@ -80,6 +80,8 @@ pub const KERNELS: &[&str] = &[
     "copy_channels",
     "head_rows_forward",
     "head_rows_backward",
+    "roi_align_forward",
+    "roi_align_backward",
     "sum_blocks",
     "channel_sum",
     "yolo_decode",

@@ -9,10 +9,11 @@ pub mod gemm;
 pub mod head_rows;
 mod pool;
 pub mod rmsprop;
+pub mod roi_align;
 
 use crate::backend::{
     Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, HeadRows, PoolGeom,
-    RmsPropStep, SgdStep,
+    RmsPropStep, RoiAlignGeom, SgdStep,
 };
 use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
 
@@ -269,6 +270,28 @@ impl Backend for CpuBackend {
 
     fn head_rows_backward(&self, g: &HeadRows, rows_grad: &Vec<f32>, x_grad: &mut Vec<f32>) {
         head_rows::backward(g, rows_grad, x_grad);
+    }
+
+    fn roi_align_forward(
+        &self,
+        g: &RoiAlignGeom,
+        x: &Vec<f32>,
+        rois: &Vec<f32>,
+        roi_batch: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) {
+        roi_align::forward(g, x, rois, roi_batch, y);
+    }
+
+    fn roi_align_backward(
+        &self,
+        g: &RoiAlignGeom,
+        dy: &Vec<f32>,
+        rois: &Vec<f32>,
+        roi_batch: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) {
+        roi_align::backward(g, dy, rois, roi_batch, dx);
     }
 
     fn sgd_momentum(

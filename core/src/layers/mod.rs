@@ -20,6 +20,7 @@ pub mod batch_norm;
 pub mod concat;
 pub mod conv2d;
 pub mod max_pool;
+pub mod roi_align;
 pub mod sigmoid;
 pub mod upsample;
 
@@ -29,6 +30,7 @@ pub use batch_norm::BatchNorm;
 pub use concat::Concat;
 pub use conv2d::{Conv2d, Conv2dConfig};
 pub use max_pool::MaxPool2d;
+pub use roi_align::RoiAlign;
 pub use sigmoid::Sigmoid;
 pub use upsample::Upsample2x;
 

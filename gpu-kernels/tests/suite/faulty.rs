@@ -3,7 +3,7 @@
 //! tests are in `backend_suite.rs`).
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, HeadRows, PoolGeom,
-    RmsPropStep, SgdStep,
+    RmsPropStep, RoiAlignGeom, SgdStep,
 };
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::{Backend, CpuBackend};
@@ -14,7 +14,8 @@ pub enum Fault {
     WritesPastTheEnd,
     /// `sum` adds the element after `len` (a NaN in the suite's buffers).
     ReadsPastTheEnd,
-    /// `conv2d_backward_filter` adds into `dw` instead of overwriting it.
+    /// `conv2d_backward_filter` adds into `dw` instead of overwriting it,
+    /// and so does `roi_align_backward` into `dx`.
     Accumulates,
     /// `conv2d_forward` drops the last output channel's bias.
     ForgetsOneBias,
@@ -27,6 +28,9 @@ pub enum Fault {
     /// `head_rows_forward` without the transpose to NHWC: the level's rows
     /// anchor-major (`a * H * W + p`) instead of cell-major (`p * A + a`).
     AnchorMajorRows,
+    /// `roi_align_forward` with the half-pixel offset of Paddle 2's and
+    /// torchvision's `aligned` RoIAlign, which Paddle 1.8 does not have.
+    HalfPixelOffset,
     /// `ssd_detect` reports the background class too.
     KeepsBackground,
 }
@@ -315,6 +319,38 @@ impl Backend for Faulty {
     }
     fn head_rows_backward(&self, g: &HeadRows, rows_grad: &Vec<f32>, x_grad: &mut Vec<f32>) {
         CPU.head_rows_backward(g, rows_grad, x_grad)
+    }
+    fn roi_align_forward(
+        &self,
+        g: &RoiAlignGeom,
+        x: &Vec<f32>,
+        rois: &Vec<f32>,
+        roi_batch: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) {
+        let mut rois = rois.clone();
+        if self.0 == Fault::HalfPixelOffset {
+            for v in &mut rois[..g.rois_len()] {
+                *v -= 0.5 / g.spatial_scale;
+            }
+        }
+        CPU.roi_align_forward(g, x, &rois, roi_batch, y)
+    }
+    fn roi_align_backward(
+        &self,
+        g: &RoiAlignGeom,
+        dy: &Vec<f32>,
+        rois: &Vec<f32>,
+        roi_batch: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) {
+        let before = dx.clone();
+        CPU.roi_align_backward(g, dy, rois, roi_batch, dx);
+        if self.0 == Fault::Accumulates {
+            for i in 0..g.input_len() {
+                dx[i] += before[i];
+            }
+        }
     }
     fn sgd_momentum(
         &self,

@@ -31,6 +31,7 @@ pub mod head_rows;
 pub mod memory;
 pub mod optim;
 pub mod pool;
+pub mod roi_align;
 
 use pulsefocus_core::{Backend, CpuBackend};
 
@@ -235,6 +236,8 @@ macro_rules! backend_tests {
             copy_channels_matches,
             head_rows_forward_matches,
             head_rows_backward_matches,
+            roi_align_forward_matches,
+            roi_align_backward_matches,
             sgd_momentum_matches,
             rmsprop_matches,
             yolo_detect_matches,
@@ -279,4 +282,5 @@ pub mod checks {
         copy_channels_matches, max_pool_backward_matches, max_pool_forward_matches,
         upsample2x_backward_matches, upsample2x_forward_matches,
     };
+    pub use super::roi_align::{roi_align_backward_matches, roi_align_forward_matches};
 }
