@@ -12,7 +12,7 @@
 //! `depthwise_conv2d`). The seed guide's `^conv2d_` exclusion pattern relies
 //! on exactly these names.
 
-use super::conv_unit::{Activation, ConvUnitSpec, NameStyle, WeightInit};
+use super::conv_unit::{Activation, ConvUnitSpec, NameStyle, Norm, ParamAttr, WeightInit};
 use super::mobilenet_v1::MobileNetV1Spec;
 use crate::params::ParamSpec;
 use crate::ssd::PriorBoxLevel;
@@ -93,7 +93,7 @@ impl SsdSpec {
             channels = second;
         }
         for unit in &mut units {
-            unit.learning_rate = self.conv_learning_rate;
+            unit.weight.learning_rate = self.conv_learning_rate;
         }
         units
     }
@@ -134,12 +134,10 @@ impl SsdSpec {
                     kernel: self.head_kernel,
                     stride: 1,
                     groups: 1,
-                    batch_norm: false,
+                    norm: Norm::Bias(ParamAttr::DEFAULT),
                     activation: Activation::Identity,
                     init: WeightInit::ConvDefaultNormal,
-                    weight_decay: None,
-                    bias_decay: None,
-                    learning_rate: 1.0,
+                    weight: ParamAttr::DEFAULT,
                 });
             }
         }
@@ -174,12 +172,10 @@ fn extra_unit(
         kernel,
         stride,
         groups: 1,
-        batch_norm: true,
+        norm: Norm::BatchNorm(ParamAttr::NO_DECAY),
         activation: Activation::Relu6,
         init: WeightInit::MsraUniform,
-        weight_decay: Some(0.0),
-        bias_decay: None,
-        learning_rate: 1.0,
+        weight: ParamAttr::NO_DECAY,
     }
 }
 
@@ -188,21 +184,7 @@ mod tests {
     use super::*;
 
     fn fixture(classes: usize) -> Vec<ParamSpec> {
-        let list =
-            crate::fixtures::read(&format!("ssd/ssd_mobilenet_v1_voc.{classes}.params.json"));
-        list.as_array()
-            .expect("a list")
-            .iter()
-            .map(|p| {
-                let shape: Vec<usize> = p["shape"]
-                    .as_array()
-                    .expect("shape")
-                    .iter()
-                    .map(|d| d.as_u64().expect("dim") as usize)
-                    .collect();
-                ParamSpec::new(p["name"].as_str().expect("name"), &shape)
-            })
-            .collect()
+        crate::fixtures::param_specs(&format!("ssd/ssd_mobilenet_v1_voc.{classes}.params.json"))
     }
 
     /// The parameter list PaddleDetection's own code builds for
