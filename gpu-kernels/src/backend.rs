@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, HeadOutput, HeadRows,
-    PoolGeom, RmsPropStep, SgdStep,
+    L2NormGeom, PoolGeom, RmsPropStep, SgdStep,
 };
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::Backend;
@@ -351,6 +351,30 @@ impl Backend for GpuBackend {
         x_grad: &mut DeviceBuffer,
     ) {
         self.run(|gpu| gpu.head_rows_backward(g, rows_grad, x_grad))
+    }
+
+    fn l2_norm_forward(
+        &self,
+        g: &L2NormGeom,
+        epsilon: f32,
+        x: &DeviceBuffer,
+        scale: &DeviceBuffer,
+        norm: &mut DeviceBuffer,
+        y: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.l2_norm_forward(g, epsilon, x, scale, norm, y))
+    }
+    fn l2_norm_backward(
+        &self,
+        g: &L2NormGeom,
+        x: &DeviceBuffer,
+        scale: &DeviceBuffer,
+        norm: &DeviceBuffer,
+        dy: &DeviceBuffer,
+        dx: &mut DeviceBuffer,
+        dscale: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.l2_norm_backward(g, x, scale, norm, dy, dx, dscale))
     }
 
     fn sgd_momentum(
