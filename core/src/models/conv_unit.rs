@@ -7,7 +7,7 @@
 use super::init::{init_param, Rng};
 pub use crate::backend::Activation;
 use crate::backend::Backend;
-use crate::layers::{BatchNorm, Conv2d, Conv2dConfig};
+use crate::layers::{BatchNorm, Conv2d, Conv2dConfig, L2Norm};
 use crate::params::ParamSpec;
 use crate::tensor::Tensor;
 
@@ -20,6 +20,9 @@ pub enum NameStyle {
     /// MobileNetV1: `P_weights`, `P_bn_scale`, `P_bn_offset`, `P_bn_mean`,
     /// `P_bn_variance`.
     Underscored,
+    /// VGG (`VGG._conv_layer`, the names of the Caffe-converted weights):
+    /// `P_weights`, `P_biases`. Its convs have biases, never a batch norm.
+    Vgg,
     /// A conv built without a name, as SSD's head convs: Paddle names its
     /// parameters after the layer's unique name `P` (`conv2d_22`):
     /// `P.w_0`, `P.b_0`. Such convs here never have a batch norm.
@@ -50,6 +53,10 @@ pub enum ParamRole {
     /// Running statistics: persistable, saved and loaded, never trained.
     BnMean,
     BnVariance,
+    /// The scale of an L2 norm on the unit's output (`ConvUnit::l2_norm`,
+    /// VGG16-SSD's `conv4_3_norm`): a parameter of its own layer, which
+    /// `network::L2NormSpec` declares and names.
+    L2NormScale,
 }
 
 impl ParamRole {
@@ -67,9 +74,15 @@ pub struct ConvUnitSpec {
     pub style: NameStyle,
     pub in_channels: usize,
     pub out_channels: usize,
-    /// Square kernel; padding is always `kernel / 2` ("same" at stride 1).
+    /// Square kernel.
     pub kernel: usize,
     pub stride: usize,
+    /// Padding on every side when the layer declares its own (VGG's
+    /// `fc6`: 6; its extra blocks' 3x3 convs: 0 or 1); None is "same"
+    /// padding, `kernel / 2`, as every other conv here.
+    pub padding: Option<usize>,
+    /// Spacing of the kernel taps (Paddle's `dilation`; VGG's `fc6`: 6).
+    pub dilation: usize,
     pub groups: usize,
     /// true: conv without bias, then batch norm. false: conv with a bias.
     pub batch_norm: bool,
@@ -99,12 +112,12 @@ pub struct UnitParam {
 
 impl ConvUnitSpec {
     pub fn padding(&self) -> usize {
-        self.kernel / 2
+        self.padding.unwrap_or(self.kernel / 2)
     }
 
     /// Output spatial size for an input of `size` pixels along one axis.
     pub fn output_size(&self, size: usize) -> usize {
-        (size + 2 * self.padding() - self.kernel) / self.stride + 1
+        (size + 2 * self.padding() - self.dilation * (self.kernel - 1) - 1) / self.stride + 1
     }
 
     pub fn weight_shape(&self) -> [usize; 4] {
@@ -131,11 +144,19 @@ impl ConvUnitSpec {
             (NameStyle::Underscored, ParamRole::BnOffset) => format!("{p}_bn_offset"),
             (NameStyle::Underscored, ParamRole::BnMean) => format!("{p}_bn_mean"),
             (NameStyle::Underscored, ParamRole::BnVariance) => format!("{p}_bn_variance"),
+            (NameStyle::Vgg, ParamRole::ConvWeight) => format!("{p}_weights"),
+            (NameStyle::Vgg, ParamRole::ConvBias) => format!("{p}_biases"),
             (NameStyle::Generated, ParamRole::ConvWeight) => format!("{p}.w_0"),
             (NameStyle::Generated, ParamRole::ConvBias) => format!("{p}.b_0"),
+            // Paddle names an L2 norm's scale after its own `Scale` layer
+            // (`Scale_N.w_0`), which the unit does not know:
+            // `L2NormSpec::name` has it.
+            (_, ParamRole::L2NormScale) => format!("{p}.unnamed_l2_norm_scale"),
             // Paddle would name an unnamed batch norm after its own layer
             // (`batch_norm_N`); no model here has one, and the names say so.
-            (NameStyle::Generated, role) => format!("{p}.unnamed_batch_norm_{role:?}"),
+            (NameStyle::Generated | NameStyle::Vgg, role) => {
+                format!("{p}.unnamed_batch_norm_{role:?}")
+            }
         }
     }
 
@@ -170,7 +191,7 @@ impl ConvUnitSpec {
                     ParamRole::ConvWeight => self.weight_decay,
                     ParamRole::ConvBias => self.bias_decay,
                     ParamRole::BnScale | ParamRole::BnOffset => Some(0.0),
-                    ParamRole::BnMean | ParamRole::BnVariance => None,
+                    ParamRole::BnMean | ParamRole::BnVariance | ParamRole::L2NormScale => None,
                 };
                 UnitParam {
                     spec: ParamSpec::new(self.param_name(role), &shape),
@@ -193,17 +214,26 @@ pub struct ConvUnit<B: Backend> {
     pub spec: ConvUnitSpec,
     pub conv: Conv2d<B>,
     pub bn: Option<BatchNorm<B>>,
+    /// An L2 norm of the unit's output that the detector feeds to its head
+    /// instead (VGG16-SSD's `conv4_3_norm`; `ConvNet::with_norms` adds it).
+    /// The unit's `forward` does not run it: the chain below continues from
+    /// the output itself.
+    pub l2_norm: Option<L2Norm<B>>,
 }
 
 impl<B: Backend> ConvUnit<B> {
     /// Builds the unit with Paddle's initial values.
     pub fn new(backend: &B, spec: ConvUnitSpec, rng: &mut Rng) -> Self {
-        let config = Conv2dConfig::new(
-            spec.in_channels,
-            spec.out_channels,
-            spec.kernel,
-            spec.stride,
-        )
+        let config = Conv2dConfig {
+            pad: spec.padding(),
+            dilation: spec.dilation,
+            ..Conv2dConfig::new(
+                spec.in_channels,
+                spec.out_channels,
+                spec.kernel,
+                spec.stride,
+            )
+        }
         .groups(spec.groups);
         let config = if spec.batch_norm {
             config
@@ -214,7 +244,12 @@ impl<B: Backend> ConvUnit<B> {
         let bn = spec
             .batch_norm
             .then(|| BatchNorm::new(backend, spec.out_channels, spec.activation));
-        let mut unit = ConvUnit { spec, conv, bn };
+        let mut unit = ConvUnit {
+            spec,
+            conv,
+            bn,
+            l2_norm: None,
+        };
         for declared in unit.spec.params() {
             let mut values = vec![0.0; declared.spec.numel()];
             init_param(&unit.spec, declared.role, &mut values, rng);
@@ -230,6 +265,11 @@ impl<B: Backend> ConvUnit<B> {
                 .as_ref()
                 .expect("batch-norm role on a unit without BN")
         };
+        let l2_norm = || {
+            self.l2_norm
+                .as_ref()
+                .expect("L2-norm role on a unit without an L2 norm")
+        };
         match role {
             ParamRole::ConvWeight => &self.conv.weight,
             ParamRole::ConvBias => self
@@ -241,6 +281,7 @@ impl<B: Backend> ConvUnit<B> {
             ParamRole::BnOffset => &bn().offset,
             ParamRole::BnMean => &bn().mean,
             ParamRole::BnVariance => &bn().variance,
+            ParamRole::L2NormScale => &l2_norm().scale,
         }
     }
 
@@ -252,6 +293,13 @@ impl<B: Backend> ConvUnit<B> {
                 .bias
                 .as_mut()
                 .expect("bias role on a unit without bias"),
+            ParamRole::L2NormScale => {
+                &mut self
+                    .l2_norm
+                    .as_mut()
+                    .expect("L2-norm role on a unit without an L2 norm")
+                    .scale
+            }
             _ => {
                 let bn = self
                     .bn
@@ -274,6 +322,7 @@ impl<B: Backend> ConvUnit<B> {
             ParamRole::ConvBias => self.conv.bias_grad.as_ref(),
             ParamRole::BnScale => self.bn.as_ref().map(|bn| &bn.scale_grad),
             ParamRole::BnOffset => self.bn.as_ref().map(|bn| &bn.offset_grad),
+            ParamRole::L2NormScale => self.l2_norm.as_ref().map(|n| &n.scale_grad),
             ParamRole::BnMean | ParamRole::BnVariance => None,
         }
     }
@@ -286,6 +335,7 @@ impl<B: Backend> ConvUnit<B> {
             ParamRole::ConvBias => Some((self.conv.bias.as_mut()?, self.conv.bias_grad.as_ref()?)),
             ParamRole::BnScale => self.bn.as_mut().map(|bn| (&mut bn.scale, &bn.scale_grad)),
             ParamRole::BnOffset => self.bn.as_mut().map(|bn| (&mut bn.offset, &bn.offset_grad)),
+            ParamRole::L2NormScale => self.l2_norm.as_mut().map(|n| (&mut n.scale, &n.scale_grad)),
             ParamRole::BnMean | ParamRole::BnVariance => None,
         }
     }
@@ -330,6 +380,10 @@ impl<B: Backend> ConvUnit<B> {
     pub fn planned_bytes(&self, backend: &B) -> usize {
         self.conv.planned_bytes(backend)
             + self.bn.as_ref().map_or(0, |bn| bn.planned_bytes(backend))
+            + self
+                .l2_norm
+                .as_ref()
+                .map_or(0, |n| n.planned_bytes(backend))
     }
 }
 
@@ -422,6 +476,8 @@ mod tests {
             out_channels: 4,
             kernel: 3,
             stride: 2,
+            padding: None,
+            dilation: 1,
             groups: 2,
             batch_norm,
             activation: Activation::LEAKY_0_1,
@@ -496,5 +552,26 @@ mod tests {
         let u = unit(NameStyle::Dotted, true);
         assert_eq!(u.output_size(320), 160);
         assert_eq!(u.output_size(7), 4);
+    }
+
+    /// VGG's `fc6` (3x3, dilation 6, padding 6) keeps the size; an
+    /// unpadded 3x3 (its last extra blocks) takes 2 off.
+    #[test]
+    fn explicit_padding_and_dilation() {
+        let fc6 = ConvUnitSpec {
+            stride: 1,
+            padding: Some(6),
+            dilation: 6,
+            ..unit(NameStyle::Vgg, false)
+        };
+        assert_eq!((fc6.padding(), fc6.output_size(19)), (6, 19));
+        let unpadded = ConvUnitSpec {
+            padding: Some(0),
+            dilation: 1,
+            ..fc6.clone()
+        };
+        assert_eq!(unpadded.output_size(5), 3);
+        let names: Vec<_> = fc6.params().into_iter().map(|p| p.spec.name).collect();
+        assert_eq!(names, ["p_weights", "p_biases"]);
     }
 }

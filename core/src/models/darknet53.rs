@@ -38,6 +38,8 @@ pub(crate) fn dotted_unit(
         out_channels: cout,
         kernel,
         stride,
+        padding: None,
+        dilation: 1,
         groups: 1,
         batch_norm: true,
         activation: Activation::LEAKY_0_1,

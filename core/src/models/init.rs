@@ -31,7 +31,9 @@ pub fn init_param(unit: &ConvUnitSpec, role: ParamRole, values: &mut [f32], rng:
                 }
             }
         }
-        ParamRole::BnScale | ParamRole::BnVariance => values.fill(1.0),
+        // 1 is also `_l2_norm_scale`'s default `init_scale`; the configs'
+        // (`normalizations`) come from `L2NormSpec`.
+        ParamRole::BnScale | ParamRole::BnVariance | ParamRole::L2NormScale => values.fill(1.0),
         ParamRole::ConvBias | ParamRole::BnOffset | ParamRole::BnMean => values.fill(0.0),
     }
 }
@@ -49,6 +51,8 @@ mod tests {
             out_channels: 64,
             kernel: 3,
             stride: 1,
+            padding: None,
+            dilation: 1,
             groups,
             batch_norm: true,
             activation: Activation::LEAKY_0_1,

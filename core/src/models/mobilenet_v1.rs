@@ -55,6 +55,8 @@ impl MobileNetV1Spec {
             out_channels: cout,
             kernel,
             stride,
+            padding: None,
+            dilation: 1,
             groups,
             batch_norm: true,
             activation: Activation::Relu,

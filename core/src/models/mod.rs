@@ -10,6 +10,7 @@ pub mod mobilenet_v1;
 pub mod network;
 pub mod ssd;
 pub mod ssd_detector;
+pub mod vgg;
 pub mod yolov3;
 pub mod yolov3_detector;
 pub mod yolov3_head;

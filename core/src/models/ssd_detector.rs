@@ -412,6 +412,7 @@ mod tests {
     use crate::backend::Activation;
     use crate::gradcheck::{check_params, probe_loss, random_vec, Probe, SEEDS};
     use crate::models::mobilenet_v1::MobileNetV1Spec;
+    use crate::models::ssd::SsdBackbone;
     use crate::train::SyntheticBatch;
     use crate::CpuBackend;
 
@@ -420,7 +421,7 @@ mod tests {
     fn tiny_spec(classes: usize) -> SsdSpec {
         let full = SsdSpec::mobilenet_v1(classes);
         SsdSpec {
-            backbone: MobileNetV1Spec { scale: 0.125 },
+            backbone: SsdBackbone::MobileNetV1(MobileNetV1Spec { scale: 0.125 }),
             extra_blocks: full
                 .extra_blocks
                 .iter()

@@ -86,6 +86,8 @@ impl Yolov3HeadSpec {
                 out_channels: self.output_channels(i),
                 kernel: 1,
                 stride: 1,
+                padding: None,
+                dilation: 1,
                 groups: 1,
                 batch_norm: false,
                 activation: Activation::Identity,
