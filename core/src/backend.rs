@@ -230,7 +230,7 @@ impl BatchNormGeom {
     }
 }
 
-/// Shape of a max pool (Paddle pool2d, floor mode; padding never wins the max).
+/// Shape of a max pool (Paddle pool2d; padding never wins the max).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PoolGeom {
     pub batch: usize,
@@ -240,15 +240,40 @@ pub struct PoolGeom {
     pub kernel: usize,
     pub stride: usize,
     pub pad: usize,
+    /// Paddle's `ceil_mode` (VGG's pools): a last window that runs past
+    /// the padded input still gives an output, from the cells it covers.
+    /// false: floor mode, every window inside.
+    pub ceil_mode: bool,
 }
 
 impl PoolGeom {
+    fn pooled(&self, size: usize) -> usize {
+        let span = size + 2 * self.pad - self.kernel;
+        if self.ceil_mode {
+            span.div_ceil(self.stride) + 1
+        } else {
+            span / self.stride + 1
+        }
+    }
+
     pub fn h_out(&self) -> usize {
-        (self.h_in + 2 * self.pad - self.kernel) / self.stride + 1
+        self.pooled(self.h_in)
     }
 
     pub fn w_out(&self) -> usize {
-        (self.w_in + 2 * self.pad - self.kernel) / self.stride + 1
+        self.pooled(self.w_in)
+    }
+
+    /// Whether every window fits and covers at least one input cell (in
+    /// ceil mode a last window could start in the padding, past the input).
+    pub fn fits(&self) -> bool {
+        self.kernel > 0
+            && self.stride > 0
+            && self.pad < self.kernel
+            && self.h_in + 2 * self.pad >= self.kernel
+            && self.w_in + 2 * self.pad >= self.kernel
+            && (self.h_out() - 1) * self.stride < self.h_in + self.pad
+            && (self.w_out() - 1) * self.stride < self.w_in + self.pad
     }
 
     pub fn input_len(&self) -> usize {

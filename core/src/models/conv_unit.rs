@@ -1,13 +1,14 @@
 //! The description of one convolution unit as PaddleDetection declares it: a
-//! conv2d (no bias) followed by batch norm and an activation, or, for the
-//! `yolo_output` layers, a conv2d with a bias and nothing after it. Every model
+//! conv2d (no bias) followed by batch norm and an activation, or a conv2d
+//! with a bias and its activation (VGG's ReLU; the identity for the
+//! `yolo_output` layers and SSD's head). Every model
 //! here is a list of these units plus the wiring between them; the parameter
 //! list, the initialisation and the weight decay overrides all come from it.
 
 use super::init::{init_param, Rng};
 pub use crate::backend::Activation;
 use crate::backend::Backend;
-use crate::layers::{BatchNorm, Conv2d, Conv2dConfig, L2Norm};
+use crate::layers::{ActivationLayer, BatchNorm, Conv2d, Conv2dConfig, L2Norm};
 use crate::params::ParamSpec;
 use crate::tensor::Tensor;
 
@@ -86,6 +87,7 @@ pub struct ConvUnitSpec {
     pub groups: usize,
     /// true: conv without bias, then batch norm. false: conv with a bias.
     pub batch_norm: bool,
+    /// Fused into the batch norm, or after the biased conv.
     pub activation: Activation,
     pub init: WeightInit,
     /// The L2 decay the conv weight declares itself (its `ParamAttr`
@@ -208,12 +210,14 @@ impl ConvUnitSpec {
     }
 }
 
-/// A conv unit at run time: D1's conv layer and, for every unit but
-/// `yolo_output`, a batch norm fused with the unit's activation.
+/// A conv unit at run time: D1's conv layer and either a batch norm fused
+/// with the unit's activation, or (a conv with a bias) the activation on its
+/// own unless it is the identity.
 pub struct ConvUnit<B: Backend> {
     pub spec: ConvUnitSpec,
     pub conv: Conv2d<B>,
     pub bn: Option<BatchNorm<B>>,
+    pub act: Option<ActivationLayer<B>>,
     /// An L2 norm of the unit's output that the detector feeds to its head
     /// instead (VGG16-SSD's `conv4_3_norm`; `ConvNet::with_norms` adds it).
     /// The unit's `forward` does not run it: the chain below continues from
@@ -244,10 +248,13 @@ impl<B: Backend> ConvUnit<B> {
         let bn = spec
             .batch_norm
             .then(|| BatchNorm::new(backend, spec.out_channels, spec.activation));
+        let act = (!spec.batch_norm && spec.activation != Activation::Identity)
+            .then(|| ActivationLayer::new(backend, spec.activation));
         let mut unit = ConvUnit {
             spec,
             conv,
             bn,
+            act,
             l2_norm: None,
         };
         for declared in unit.spec.params() {
@@ -342,17 +349,47 @@ impl<B: Backend> ConvUnit<B> {
 
     pub fn forward(&mut self, backend: &B, x: &Tensor<B>, workspace: &mut Tensor<B>) -> &Tensor<B> {
         let z = self.conv.forward(backend, x, workspace);
-        match &mut self.bn {
-            Some(bn) => bn.forward(backend, z),
-            None => z,
+        match (&mut self.bn, &mut self.act) {
+            (Some(bn), _) => bn.forward(backend, z),
+            (None, Some(act)) => act.forward(backend, z),
+            (None, None) => z,
         }
     }
 
     pub fn output(&self) -> &Tensor<B> {
-        match &self.bn {
-            Some(bn) => bn.output(),
-            None => self.conv.output(),
+        unit_output(&self.conv, &self.bn, &self.act)
+    }
+
+    /// What a detector head reads from this unit: the output, or its L2
+    /// norm's output after `forward_l2_norm`.
+    pub fn head_input(&self) -> &Tensor<B> {
+        match &self.l2_norm {
+            Some(norm) => norm.output(),
+            None => self.output(),
         }
+    }
+
+    /// Runs the unit's L2 norm (if any) on its output, after `forward`.
+    pub fn forward_l2_norm(&mut self, backend: &B) {
+        if let Some(norm) = &mut self.l2_norm {
+            norm.forward(backend, unit_output(&self.conv, &self.bn, &self.act));
+        }
+    }
+
+    /// From `dy`, the gradient of the L2 norm's output, to its scale's
+    /// gradient and the unit output's (into `dx`). The unit must have an L2
+    /// norm.
+    pub fn backward_l2_norm(&mut self, backend: &B, dy: &Tensor<B>, dx: &mut Tensor<B>) {
+        let norm = self
+            .l2_norm
+            .as_mut()
+            .expect("backward_l2_norm on a unit without an L2 norm");
+        norm.backward(
+            backend,
+            unit_output(&self.conv, &self.bn, &self.act),
+            dy,
+            dx,
+        );
     }
 
     /// From `dy` (gradient of the unit's output) to the parameter gradients
@@ -367,12 +404,16 @@ impl<B: Backend> ConvUnit<B> {
         dx: Option<&mut Tensor<B>>,
         workspace: &mut Tensor<B>,
     ) {
-        match &mut self.bn {
-            Some(bn) => {
+        match (&mut self.bn, &mut self.act) {
+            (Some(bn), _) => {
                 bn.backward(backend, self.conv.output(), dy, Some(&mut *dz));
                 self.conv.backward(backend, x, dz, dx, workspace);
             }
-            None => self.conv.backward(backend, x, dy, dx, workspace),
+            (None, Some(act)) => {
+                act.backward(backend, dy, dz);
+                self.conv.backward(backend, x, dz, dx, workspace);
+            }
+            (None, None) => self.conv.backward(backend, x, dy, dx, workspace),
         }
     }
 
@@ -381,9 +422,26 @@ impl<B: Backend> ConvUnit<B> {
         self.conv.planned_bytes(backend)
             + self.bn.as_ref().map_or(0, |bn| bn.planned_bytes(backend))
             + self
+                .act
+                .as_ref()
+                .map_or(0, |act| act.planned_bytes(backend))
+            + self
                 .l2_norm
                 .as_ref()
                 .map_or(0, |n| n.planned_bytes(backend))
+    }
+}
+
+/// A unit's output: its batch norm's, its activation's, or its conv's.
+fn unit_output<'a, B: Backend>(
+    conv: &'a Conv2d<B>,
+    bn: &'a Option<BatchNorm<B>>,
+    act: &'a Option<ActivationLayer<B>>,
+) -> &'a Tensor<B> {
+    match (bn, act) {
+        (Some(bn), _) => bn.output(),
+        (None, Some(act)) => act.output(),
+        (None, None) => conv.output(),
     }
 }
 
