@@ -394,25 +394,30 @@ mod tests {
         );
     }
 
-    /// The seed guide's pattern excludes exactly the 24 head tensors.
+    /// The seed guide's pattern excludes exactly the 24 head tensors, in
+    /// both models.
     #[test]
     fn the_head_is_exactly_what_conv2d_names() {
-        let spec = SsdSpec::mobilenet_v1(21);
-        let head: Vec<String> = spec
-            .head_units()
-            .iter()
-            .flat_map(|u| u.params())
-            .map(|p| p.spec.name)
-            .collect();
-        assert_eq!(head.len(), 24);
-        assert_eq!(head[0], "conv2d_22.w_0");
-        assert_eq!(head[23], "conv2d_33.b_0");
-        let named_conv2d = spec
-            .param_specs()
-            .iter()
-            .filter(|p| p.name.starts_with("conv2d_"))
-            .count();
-        assert_eq!(named_conv2d, 24);
+        for (spec, first, last) in [
+            (SsdSpec::mobilenet_v1(21), "conv2d_22.w_0", "conv2d_33.b_0"),
+            (SsdSpec::vgg16(21), "conv2d_0.w_0", "conv2d_11.b_0"),
+        ] {
+            let head: Vec<String> = spec
+                .head_units()
+                .iter()
+                .flat_map(|u| u.params())
+                .map(|p| p.spec.name)
+                .collect();
+            assert_eq!(head.len(), 24);
+            assert_eq!(head[0], first);
+            assert_eq!(head[23], last);
+            let named_conv2d = spec
+                .param_specs()
+                .iter()
+                .filter(|p| p.name.starts_with("conv2d_"))
+                .count();
+            assert_eq!(named_conv2d, 24);
+        }
     }
 
     #[test]
