@@ -17,16 +17,11 @@ With --rounds N the two alternate N times and the medians are compared.
 With --device cuda both run on the GPU (PyTorch with cuDNN, pulsefocus with
 `--device gpu`), comparing device memory instead of RSS.
 """
-import argparse
-import json
-import resource
-import statistics
-import subprocess
-import time
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import torch_step
 
 ANCHORS = [[10, 13], [16, 30], [33, 23], [30, 61], [62, 45], [59, 119],
            [116, 90], [156, 198], [373, 326]]
@@ -50,7 +45,7 @@ def synthetic_boxes(batch, num_classes):
 def conv_bn(cin, cout, k, stride=1, groups=1, act="leaky"):
     layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
               nn.BatchNorm2d(cout, eps=1e-5, momentum=0.1)]
-    layers.append(nn.ReLU() if act == "relu" else nn.LeakyReLU(0.1))
+    layers.append({"relu": nn.ReLU, "relu6": nn.ReLU6}.get(act, lambda: nn.LeakyReLU(0.1))())
     return nn.Sequential(*layers)
 
 
@@ -171,40 +166,10 @@ def yolov3_loss(outs, gt_box, gt_label, num_classes, input_size, ignore_thresh=0
     return total / batch
 
 
-def run_pulsefocus(binary, args):
-    device = "gpu" if args.device == "cuda" else "cpu"
-    cmd = [binary, "bench", "train-step", "--device", device, "--model", "yolov3_mobilenet_v1", "--classes",
-           str(args.classes), "--batch", str(args.batch), "--size", str(args.size),
-           "--steps", str(args.steps), "--warmup", str(args.warmup), "--json"]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--size", type=int, default=320)
-    ap.add_argument("--classes", type=int, default=20)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--pulsefocus", help="path to a release pulsefocus binary to compare against")
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                    help="cuda: PyTorch + cuDNN on the GPU against `pulsefocus --device gpu`, "
-                         "comparing device memory (torch.cuda.max_memory_allocated / the pool's peak)")
-    ap.add_argument("--rounds", type=int, default=1,
-                    help="alternate torch and pulsefocus this many times and compare medians "
-                         "(the machine's speed drifts; back-to-back pairs see the same drift)")
+    ap = torch_step.arguments(size=320, classes=20)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    on_gpu = args.device == "cuda"
-    if on_gpu:
-        # Every tensor the model, the batch and the loss create lives there.
-        torch.set_default_device("cuda")
-        torch.backends.cudnn.benchmark = True
-    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
-
+    torch_step.setup(args)
     backbone, head = MobileNetV1(), Yolov3Head(args.classes)
     # PaddleDetection's decay: MobileNet convs, BN and yolo_output biases get 0.
     decayed = [m.weight for m in head.modules() if isinstance(m, nn.Conv2d)]
@@ -222,36 +187,8 @@ def main():
         opt.step()
         return loss.item()
 
-    for _ in range(args.warmup):
-        step()
-    torch_ips, pf_ips = [], []
-    for round_ in range(args.rounds):
-        sync()
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            loss = step()
-        sync()
-        torch_ips.append(args.batch * args.steps / (time.perf_counter() - start))
-        line = f"round {round_ + 1}: torch {torch_ips[-1]:.2f} images/s"
-        if args.pulsefocus:
-            pf = run_pulsefocus(args.pulsefocus, args)
-            pf_ips.append(pf["images_per_second"])
-            line += f", pulsefocus {pf_ips[-1]:.2f} images/s"
-        if args.rounds > 1:
-            print(line, flush=True)
-    ips = statistics.median(torch_ips)
-    if on_gpu:
-        memory, what, pf_key = torch.cuda.max_memory_allocated(), "peak device memory", "peak_device_bytes"
-        name = f"torch {torch.__version__} on {torch.cuda.get_device_name()}"
-    else:
-        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        what, pf_key, name = "peak RSS", "peak_rss_bytes", f"torch {torch.__version__}"
-    print(f"{name}: {ips:.2f} images/s, {what} {memory / 2**20:.0f} MiB, last loss {loss:.2f}")
-    if args.pulsefocus:
-        pf_median = statistics.median(pf_ips)
-        print(f"pulsefocus: {pf_median:.2f} images/s, {what} {pf[pf_key] / 2**20:.0f} MiB")
-        print(f"ratio pulsefocus/torch: speed {pf_median / ips:.2f}, "
-              f"memory {pf[pf_key] / memory:.2f}")
+    torch_step.compare(args, step, ["--model", "yolov3_mobilenet_v1", "--classes", str(args.classes)])
+
 
 if __name__ == "__main__":
     main()

@@ -412,6 +412,73 @@ impl L2NormGeom {
     }
 }
 
+/// Shape of a RoIAlign (Paddle 1.8's `roi_align`): `rois` boxes `[x1, y1,
+/// x2, y2]` in input-image pixels, each on one image of the batch, pooled
+/// from the `[batch, channels, height, width]` feature map into `[rois,
+/// channels, pooled_h, pooled_w]`. A box is scaled by `spatial_scale` (1/16
+/// for a stride-16 map), made at least 1x1, and cut into `pooled_h x
+/// pooled_w` bins; each bin averages `grid_h x grid_w` bilinear samples at
+/// the centres of an even sub-grid, `grid` being `sampling_ratio` when it is
+/// positive and `ceil(bin size)` otherwise. No half-pixel offset (Paddle 1.8
+/// has no `aligned`). A sample more than one pixel outside the map adds 0;
+/// one within a pixel of it reads the border (coordinates clamped to the map).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoiAlignGeom {
+    pub batch: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub rois: usize,
+    pub pooled_h: usize,
+    pub pooled_w: usize,
+    pub spatial_scale: f32,
+    /// Samples per bin side; 0 or less: `ceil(bin size)`, per RoI.
+    pub sampling_ratio: i32,
+}
+
+impl RoiAlignGeom {
+    /// Elements of the feature map `[batch, channels, height, width]`.
+    pub fn input_len(&self) -> usize {
+        self.batch * self.channels * self.height * self.width
+    }
+
+    /// Elements of the pooled output `[rois, channels, pooled_h, pooled_w]`.
+    pub fn output_len(&self) -> usize {
+        self.rois * self.channels * self.pooled_h * self.pooled_w
+    }
+
+    /// Elements of the boxes `[rois, 4]`.
+    pub fn rois_len(&self) -> usize {
+        self.rois * 4
+    }
+
+    /// Checks every size is positive (zero RoIs is allowed: nothing to
+    /// pool) and the scale is a positive number; returns a message naming
+    /// the first problem.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("batch", self.batch),
+            ("channels", self.channels),
+            ("height", self.height),
+            ("width", self.width),
+            ("pooled_h", self.pooled_h),
+            ("pooled_w", self.pooled_w),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(format!("roi_align: {name} must be positive"));
+            }
+        }
+        if !(self.spatial_scale.is_finite() && self.spatial_scale > 0.0) {
+            return Err(format!(
+                "roi_align: spatial_scale {} must be a positive number",
+                self.spatial_scale
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Momentum SGD with L2 decay, as Paddle's `momentum` op with an L2Decay
 /// regulariser: `v = momentum * v + (grad + decay * param)`, `param -= lr * v`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -713,6 +780,32 @@ pub trait Backend: Clone + Send + Sync + 'static {
         dy: &Self::Buffer,
         dx: &mut Self::Buffer,
         dscale: &mut Self::Buffer,
+    );
+
+    /// RoIAlign (see [`RoiAlignGeom`]): `y[r, c]` pooled from `x`'s image
+    /// `roi_batch[r]` inside box `rois[r]` (`[R, 4]`). `roi_batch` holds
+    /// each RoI's image index as an f32 (`[R]`; buffers are f32, and
+    /// indices below 2^24 are exact); a RoI whose index is not an integer in
+    /// `0..batch` gets NaN outputs.
+    fn roi_align_forward(
+        &self,
+        g: &RoiAlignGeom,
+        x: &Self::Buffer,
+        rois: &Self::Buffer,
+        roi_batch: &Self::Buffer,
+        y: &mut Self::Buffer,
+    );
+    /// `dx = d roi_align / d x` applied to `dy` (`[batch, channels, height,
+    /// width]`, overwritten): each sample's bin gradient over the sample
+    /// count, shared among its four pixels by the bilinear weights. RoIs
+    /// with a bad image index add nothing.
+    fn roi_align_backward(
+        &self,
+        g: &RoiAlignGeom,
+        dy: &Self::Buffer,
+        rois: &Self::Buffer,
+        roi_batch: &Self::Buffer,
+        dx: &mut Self::Buffer,
     );
 
     // ---- optimizer ----

@@ -9,6 +9,24 @@ pub fn read(path: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// A parameter list written by a `make_fixtures.py` (`[{"name", "shape"}]`).
+pub fn param_specs(path: &str) -> Vec<crate::params::ParamSpec> {
+    read(path)
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|p| {
+            let shape: Vec<usize> = p["shape"]
+                .as_array()
+                .expect("shape")
+                .iter()
+                .map(|d| d.as_u64().expect("dim") as usize)
+                .collect();
+            crate::params::ParamSpec::new(p["name"].as_str().expect("name"), &shape)
+        })
+        .collect()
+}
+
 /// A list of numbers as f32.
 pub fn floats(v: &Value) -> Vec<f32> {
     v.as_array()

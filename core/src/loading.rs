@@ -608,6 +608,20 @@ mod tests {
         assert!(err.to_string().contains("YOLOv3"), "{err}");
     }
 
+    /// SSD's head convs are unnamed (`conv2d_22.w_0` ...): its preset is
+    /// anchored at the start, so that it excludes them and no backbone name
+    /// that merely contains `conv2d_`.
+    #[test]
+    fn ssd_preset_is_the_anchored_conv2d_pattern() {
+        let got = expand_presets("SSD", &["preset".into(), "^conv2d_".into()]).unwrap();
+        assert_eq!(got, ["^conv2d_"]);
+        let patterns = ExcludePatterns::new(&got).unwrap();
+        assert!(patterns.first_match("conv2d_22.w_0").is_some());
+        assert!(patterns.first_match("conv2d_33.b_0").is_some());
+        assert!(patterns.first_match("conv7_1_extra1_weights").is_none());
+        assert!(patterns.first_match("x_conv2d_1.w_0").is_none());
+    }
+
     #[test]
     fn precedence_and_report() {
         let model = [

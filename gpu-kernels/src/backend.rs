@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, HeadOutput, HeadRows,
-    L2NormGeom, PoolGeom, RmsPropStep, SgdStep,
+    L2NormGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
 };
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::Backend;
@@ -375,6 +375,26 @@ impl Backend for GpuBackend {
         dscale: &mut DeviceBuffer,
     ) {
         self.run(|gpu| gpu.l2_norm_backward(g, x, scale, norm, dy, dx, dscale))
+    }
+    fn roi_align_forward(
+        &self,
+        g: &RoiAlignGeom,
+        x: &DeviceBuffer,
+        rois: &DeviceBuffer,
+        roi_batch: &DeviceBuffer,
+        y: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.roi_align_forward(g, x, rois, roi_batch, y))
+    }
+    fn roi_align_backward(
+        &self,
+        g: &RoiAlignGeom,
+        dy: &DeviceBuffer,
+        rois: &DeviceBuffer,
+        roi_batch: &DeviceBuffer,
+        dx: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.roi_align_backward(g, dy, rois, roi_batch, dx))
     }
 
     fn sgd_momentum(

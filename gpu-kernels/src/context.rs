@@ -83,6 +83,8 @@ pub const KERNELS: &[&str] = &[
     "l2_norm_forward",
     "l2_norm_backward_data",
     "l2_norm_backward_scale",
+    "roi_align_forward",
+    "roi_align_backward",
     "sum_blocks",
     "channel_sum",
     "yolo_decode",

@@ -89,6 +89,18 @@ fn rows_without_the_transpose_are_caught() {
 }
 
 #[test]
+#[should_panic(expected = "roi_align_forward")]
+fn a_half_pixel_offset_in_roi_align_is_caught() {
+    checks::roi_align_forward_matches(&Faulty(Fault::HalfPixelOffset));
+}
+
+#[test]
+#[should_panic(expected = "roi_align_backward")]
+fn roi_align_gradients_accumulated_into_dx_are_caught() {
+    checks::roi_align_backward_matches(&Faulty(Fault::Accumulates));
+}
+
+#[test]
 #[should_panic(expected = "ssd_detect")]
 fn a_reported_background_class_is_caught() {
     checks::ssd_detect_matches(&Faulty(Fault::KeepsBackground));

@@ -48,7 +48,7 @@ pub struct TrainStepArgs {
     pub classes: Option<usize>,
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// Input size in pixels (square, a multiple of 32).
+    /// Input size in pixels (square; a multiple of 32 for YOLOv3).
     #[arg(long, default_value_t = 320)]
     pub size: usize,
     /// Timed steps.
@@ -109,13 +109,22 @@ fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
     if args.batch == 0 || args.steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
-    if args.size == 0 || !args.size.is_multiple_of(32) {
+    if args.size == 0 {
+        bail!("--size must be at least 1");
+    }
+    let (name, model) = model_spec(&args)?;
+    let yolov3 = match &model {
+        Model::Config(config) => matches!(config.model_spec(), ModelSpec::Yolov3(_)),
+        Model::BuiltIn(_) => true,
+    };
+    // YOLOv3 concatenates upsampled maps with the backbone's: every stride
+    // must divide the input. SSD's maps take any size (300 in its configs).
+    if yolov3 && !args.size.is_multiple_of(32) {
         bail!(
             "--size {} is not a positive multiple of 32 (YOLOv3's largest stride)",
             args.size
         );
     }
-    let (name, model) = model_spec(&args)?;
     let device = args.device.clone();
     device.run_on(TrainStep { args, name, model })
 }

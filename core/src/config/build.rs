@@ -11,23 +11,28 @@ use pulsefocus_formats::voc::{VocDataSet as VocReader, DEFAULT_LABELS};
 use pulsefocus_formats::{Error, Result};
 
 use super::pipeline::RandomShapeParams;
-use super::{CocoDataSet, Config, DataSet, Reader, Scheduler, VocDataSet};
+use super::{Architecture, CocoDataSet, Config, DataSet, Reader, Scheduler, VocDataSet};
 use crate::data::loader::{LoaderConfig, Mode, TrainAugment};
+use crate::models::mobilenet_v1::MobileNetV1Spec;
+use crate::models::ssd::{SsdBackbone, SsdSpec};
 use crate::optim::{Optimizer, Schedule};
+use crate::ssd::{sizes_from_ratios, PriorBoxLevel};
 use crate::train::TrainConfig;
 use crate::yolo::{NmsConfig, YoloConfig};
 
 impl Config {
-    /// `LearningRate`: LinearWarmup around PiecewiseDecay.
+    /// `LearningRate`: LinearWarmup around PiecewiseDecay (its `values`
+    /// when given, else `base_lr` and `gamma`).
     pub fn schedule(&self) -> Schedule {
         let lr = &self.learning_rate;
-        let (mut gamma, mut milestones) = (1.0, Vec::new());
+        let (mut gamma, mut milestones, mut values) = (1.0, Vec::new(), None);
         let (mut warmup_steps, mut warmup_start) = (0, 1.0);
         for s in &lr.schedulers {
             match s {
                 Scheduler::PiecewiseDecay(p) => {
                     gamma = p.gamma;
                     milestones = p.milestones.iter().map(|&m| m as u64).collect();
+                    values = p.values.clone();
                 }
                 Scheduler::LinearWarmup(w) => {
                     warmup_steps = w.steps as u64;
@@ -35,16 +40,38 @@ impl Config {
                 }
             }
         }
-        Schedule::piecewise(lr.base_lr, gamma, &milestones, warmup_steps, warmup_start)
+        match values {
+            Some(values) => Schedule::piecewise_values(
+                lr.base_lr,
+                &milestones,
+                values,
+                warmup_steps,
+                warmup_start,
+            ),
+            None => Schedule::piecewise(lr.base_lr, gamma, &milestones, warmup_steps, warmup_start),
+        }
     }
 
-    /// `OptimizerBuilder` and `LearningRate`.
+    /// `OptimizerBuilder` and `LearningRate`. RMSProp's `rho` and
+    /// `epsilon` default to Paddle's.
     pub fn train_config(&self) -> TrainConfig {
         let opt = &self.optimizer_builder;
-        TrainConfig {
-            optimizer: Optimizer::Momentum {
-                momentum: opt.optimizer.momentum,
+        let o = &opt.optimizer;
+        let optimizer = match o.kind.as_str() {
+            "RMSPropOptimizer" => {
+                let mut rmsprop = Optimizer::rmsprop(o.momentum.unwrap_or(0.0));
+                if let Optimizer::RmsProp { rho, epsilon, .. } = &mut rmsprop {
+                    *rho = o.rho.unwrap_or(*rho);
+                    *epsilon = o.epsilon.unwrap_or(*epsilon);
+                }
+                rmsprop
+            }
+            _ => Optimizer::Momentum {
+                momentum: o.momentum.unwrap_or(0.9),
             },
+        };
+        TrainConfig {
+            optimizer,
             weight_decay: opt.regularizer.factor,
             schedule: self.schedule(),
             ..TrainConfig::yolov3()
@@ -78,6 +105,128 @@ impl Config {
         }
     }
 
+    /// `SSD.output_decoder`, as `detection_output` runs it: boxes are
+    /// normalised (0..1 of the input).
+    pub fn ssd_nms_config(&self) -> NmsConfig {
+        let decoder = self.ssd.clone().unwrap_or_default().output_decoder;
+        let positive = |k: i64| usize::try_from(k).ok().filter(|&k| k > 0);
+        NmsConfig {
+            score_threshold: decoder.score_threshold,
+            nms_top_k: positive(decoder.nms_top_k),
+            keep_top_k: positive(decoder.keep_top_k),
+            nms_threshold: decoder.nms_threshold,
+            normalized: true,
+            background_label: usize::try_from(decoder.background_label).ok(),
+        }
+    }
+
+    /// The SSD model (after `check`): MobileNet with its extra blocks,
+    /// `MultiBoxHead`'s priors and convs, `num_classes` with the background.
+    pub fn ssd_spec(&self) -> SsdSpec {
+        let m = &self.mobilenet;
+        SsdSpec {
+            backbone: SsdBackbone::MobileNetV1(MobileNetV1Spec {
+                scale: m.conv_group_scale,
+            }),
+            extra_blocks: m.extra_block_filters.iter().map(|f| (f[0], f[1])).collect(),
+            num_classes: self.num_classes,
+            priors: self
+                .prior_levels()
+                .unwrap_or_else(|(key, e)| panic!("check() accepts MultiBoxHead.{key}: {e}")),
+            head_kernel: self.multi_box_head.clone().unwrap_or_default().kernel_size,
+            conv_learning_rate: m.conv_learning_rate,
+        }
+    }
+
+    /// `fluid.layers.multi_box_head`'s `prior_box` settings, one per
+    /// feature level (MobileNet-SSD: `conv5_5`, `conv6` and the four extra
+    /// blocks): sizes from `min_sizes`/`max_sizes`, or when neither is given
+    /// from `min_ratio`/`max_ratio` of `base_size`; the same `steps` across
+    /// and down; never clipped. An error names the key (in MultiBoxHead).
+    pub(super) fn prior_levels(&self) -> std::result::Result<Vec<PriorBoxLevel>, (String, String)> {
+        let head = self.multi_box_head.clone().unwrap_or_default();
+        let levels = 2 + self.mobilenet.extra_block_filters.len();
+        let per_level = |key: &str, len: usize| {
+            if len == levels {
+                Ok(())
+            } else {
+                Err((
+                    key.to_string(),
+                    format!("has {len} entries: give one per feature level ({levels})"),
+                ))
+            }
+        };
+        let (min_sizes, max_sizes): (Vec<Vec<f32>>, Vec<Vec<f32>>) =
+            match (&head.min_sizes, &head.max_sizes) {
+                (Some(min), Some(max)) => {
+                    per_level("min_sizes", min.len())?;
+                    per_level("max_sizes", max.len())?;
+                    (
+                        min.iter().map(|m| m.values()).collect(),
+                        max.iter().map(|m| m.values()).collect(),
+                    )
+                }
+                (None, None) => {
+                    let (min, max) =
+                        sizes_from_ratios(levels, head.base_size, head.min_ratio, head.max_ratio)
+                            .map_err(|e| ("max_ratio".to_string(), e))?;
+                    // Paddle steps through the ratios and uses the first ones.
+                    (
+                        min.iter().take(levels).map(|&m| vec![m]).collect(),
+                        max.iter().take(levels).map(|&m| vec![m]).collect(),
+                    )
+                }
+                (None, Some(_)) | (Some(_), None) => {
+                    return Err((
+                        "min_sizes".into(),
+                        "give both min_sizes and max_sizes, or neither (then min_ratio and max_ratio set them)".into(),
+                    ))
+                }
+            };
+        per_level("aspect_ratios", head.aspect_ratios.len())?;
+        if let Some(steps) = &head.steps {
+            per_level("steps", steps.len())?;
+            if steps.iter().any(|&s| s.is_nan() || s < 0.0) {
+                return Err(("steps".into(), "must not be negative".into()));
+            }
+        }
+        let mut priors = Vec::with_capacity(levels);
+        for level in 0..levels {
+            let (min, max) = (&min_sizes[level], &max_sizes[level]);
+            if min.is_empty() || min.iter().any(|&m| m.is_nan() || m <= 0.0) {
+                return Err((
+                    format!("min_sizes[{level}]"),
+                    "must be one or more positive sizes".into(),
+                ));
+            }
+            if !max.is_empty()
+                && (max.len() != min.len()
+                    || max.iter().zip(min).any(|(a, b)| a.is_nan() || a <= b))
+            {
+                return Err((
+                    format!("max_sizes[{level}]"),
+                    "must be empty or one size per min size, each larger than it".into(),
+                ));
+            }
+            let aspect_ratios = head.aspect_ratios[level].values();
+            if aspect_ratios.iter().any(|&r| r.is_nan() || r <= 0.0) {
+                return Err((format!("aspect_ratios[{level}]"), "must be positive".into()));
+            }
+            let step = head.steps.as_ref().map_or(0.0, |s| s[level]);
+            priors.push(PriorBoxLevel {
+                min_sizes: min.clone(),
+                max_sizes: max.clone(),
+                aspect_ratios,
+                flip: head.flip,
+                clip: false,
+                step: [step, step],
+                offset: head.offset,
+                min_max_order: head.min_max_aspect_ratios_order,
+            });
+        }
+        Ok(priors)
+    }
+
     /// Checks a dataset's class names against `num_classes`; `from` says
     /// where the names come from (`DataSet::class_names_from`).
     pub fn check_num_classes(
@@ -86,18 +235,25 @@ impl Config {
         names: &[String],
         from: &str,
     ) -> Result<()> {
-        if names.len() == self.num_classes {
+        // SSD counts the background as class 0.
+        let background = usize::from(self.arch() == Architecture::SSD);
+        if names.len() + background == self.num_classes {
             return Ok(());
         }
         Err(Error::at(
             config_path,
             "key num_classes",
             format!(
-                "the config says {} classes but {from} names {} ({}); set -o num_classes={}",
+                "the config says {} classes{} but {from} names {} ({}); set -o num_classes={}",
                 self.num_classes,
+                if background == 1 {
+                    " with the background"
+                } else {
+                    ""
+                },
                 names.len(),
                 names.join(", "),
-                names.len()
+                names.len() + background
             ),
         ))
     }
@@ -147,6 +303,24 @@ impl From<&VocDataSet> for VocReader {
 }
 
 impl DataSet {
+    /// Whether class 0 is the background (the dataset's classes from 1).
+    pub fn with_background(&self) -> bool {
+        match self {
+            DataSet::COCODataSet(d) => d.with_background,
+            DataSet::VOCDataSet(d) => d.with_background,
+            DataSet::ImageFolder(d) => d.with_background,
+        }
+    }
+
+    /// The kind, as configs write it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DataSet::COCODataSet(_) => "COCODataSet",
+            DataSet::VOCDataSet(_) => "VOCDataSet",
+            DataSet::ImageFolder(_) => "ImageFolder",
+        }
+    }
+
     /// The annotated dataset this names, read with PaddleDetection's rules.
     /// An `ImageFolder` names images only: an error.
     pub fn source(&self) -> Result<DatasetSource> {
@@ -270,9 +444,15 @@ impl Reader {
     /// The training pipeline: the per-sample transforms `sample_transforms`
     /// lists, in its order; batch sizes from `RandomShape` (else the
     /// `ResizeImage` size); mixup for `mixup_epoch` epochs; the decode order
-    /// and normalisation the lists ask for. `file` names the config in errors.
-    pub fn train_loader_config(&self, file: &Path, seed: u64) -> Result<LoaderConfig> {
-        let pipeline = self.pipeline(file, "TrainReader")?;
+    /// and normalisation the lists ask for; the boxes `arch`'s loss takes.
+    /// `file` names the config in errors.
+    pub fn train_loader_config_for(
+        &self,
+        file: &Path,
+        seed: u64,
+        arch: Architecture,
+    ) -> Result<LoaderConfig> {
+        let pipeline = self.pipeline_for(file, "TrainReader", arch)?;
         let sizes = match (pipeline.random_shape, pipeline.resize) {
             (Some(shape), _) => shape,
             // The ResizeImage step made every picture this size already.
@@ -300,6 +480,11 @@ impl Reader {
             normalize: pipeline.normalize,
             ..LoaderConfig::train(self.batch_size, seed)
         })
+    }
+
+    /// `train_loader_config_for` a YOLOv3 reader.
+    pub fn train_loader_config(&self, file: &Path, seed: u64) -> Result<LoaderConfig> {
+        self.train_loader_config_for(file, seed, Architecture::YOLOv3)
     }
 
     /// The evaluation pipeline: every image once, resized as `ResizeImage`
@@ -468,6 +653,60 @@ mod tests {
                 with_background,
             });
             prop_assert_eq!(voc.source().unwrap(), want);
+        }
+    }
+
+    proptest! {
+        /// Without size lists, `multi_box_head`'s sizes: 10% and 20% of
+        /// base_size at level 0, then equal ratio steps, each level's max
+        /// the next level's min. A level's size written as a number or as a
+        /// one-element list is the same prior.
+        #[test]
+        fn prior_sizes_follow_the_ratios_or_the_lists(
+            min_ratio in 1i64..60, span in 4i64..120, base in 100f32..600.0,
+            sizes in proptest::collection::vec(10f32..200.0, 6),
+            extra in proptest::collection::vec(1f32..100.0, 6),
+        ) {
+            use crate::config::{MultiBoxHead, PerLevel};
+            let mut config = shipped("ssd_mobilenet_v1_voc.ron");
+            let with_head = |config: &mut Config, head: MultiBoxHead| {
+                config.multi_box_head = Some(head);
+                config.ssd_spec().priors
+            };
+            let head = MultiBoxHead {
+                min_sizes: None,
+                max_sizes: None,
+                min_ratio,
+                max_ratio: min_ratio + span,
+                base_size: base,
+                ..MultiBoxHead::default()
+            };
+            let priors = with_head(&mut config, head.clone());
+            prop_assert_eq!(priors.len(), 6);
+            prop_assert_eq!(&priors[0].min_sizes, &vec![base * 0.1]);
+            prop_assert_eq!(&priors[0].max_sizes, &vec![base * 0.2]);
+            prop_assert_eq!(priors[1].min_sizes[0], base * min_ratio as f32 / 100.0);
+            for level in 1..5 {
+                prop_assert_eq!(&priors[level].max_sizes, &priors[level + 1].min_sizes);
+                prop_assert!(priors[level].min_sizes[0] < priors[level + 1].min_sizes[0]);
+            }
+            let maxes: Vec<f32> = sizes.iter().zip(&extra).map(|(s, e)| s + e).collect();
+            let as_numbers = with_head(&mut config, MultiBoxHead {
+                min_sizes: Some(sizes.iter().map(|&s| PerLevel::One(s)).collect()),
+                max_sizes: Some(maxes.iter().map(|&s| PerLevel::One(s)).collect()),
+                ..head.clone()
+            });
+            let as_lists = with_head(&mut config, MultiBoxHead {
+                min_sizes: Some(sizes.iter().map(|&s| PerLevel::List(vec![s])).collect()),
+                max_sizes: Some(maxes.iter().map(|&s| PerLevel::List(vec![s])).collect()),
+                ..head
+            });
+            prop_assert_eq!(&as_numbers, &as_lists);
+            for (level, prior) in as_numbers.iter().enumerate() {
+                prop_assert_eq!(&prior.min_sizes, &vec![sizes[level]]);
+                prop_assert_eq!(&prior.max_sizes, &vec![maxes[level]]);
+                prop_assert!(!prior.clip);
+            }
         }
     }
 

@@ -46,8 +46,9 @@ pub fn load(path: &Path, overrides: &[Override]) -> Result<Config, Error> {
     Ok(config)
 }
 
-/// The config as RON: every key with its value, defaults included, bases
-/// and overrides resolved; `load` reads it back to the same config.
+/// The config as RON: every key with its value, defaults included (but for
+/// the other architecture's unset sections), bases and overrides resolved;
+/// `load` reads it back to the same config.
 pub fn to_ron(config: &Config) -> String {
     let pretty = ron::ser::PrettyConfig::new()
         .struct_names(false)
@@ -57,10 +58,29 @@ pub fn to_ron(config: &Config) -> String {
         .expect("a config serialises: it holds strings, numbers, lists and structs only");
     // The `#![enable(...)]` line ron writes for its extensions: pulsefocus
     // reads every config with them on.
-    text.lines()
-        .skip_while(|l| l.starts_with("#!["))
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut lines = text.lines().skip_while(|l| l.starts_with("#!["));
+    // The other architecture's sections, at their defaults, would only
+    // confuse: they are left out (loading fills them in again).
+    let unset: Vec<String> = config
+        .other_architecture_sections()
+        .into_iter()
+        .filter(|(_, set)| !set)
+        .map(|(name, _)| format!("    {name}: ("))
+        .collect();
+    let mut kept = Vec::new();
+    while let Some(line) = lines.next() {
+        if unset.iter().any(|u| u == line) {
+            // The section ends where its closing bracket is indented as it is.
+            for inner in lines.by_ref() {
+                if inner == "    )," {
+                    break;
+                }
+            }
+            continue;
+        }
+        kept.push(line);
+    }
+    kept.join("\n")
 }
 
 /// The config as PaddleDetection YAML, every key with its value.
@@ -339,23 +359,66 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// The architectures `Config::check` accepts (`architecture`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum Architecture {
+    YOLOv3,
+    SSD,
+}
+
 /// Whether a reader sets a key (`Config::warnings`).
 type ReaderTest = fn(&Reader) -> bool;
 
 impl Config {
     /// Checks values that types alone cannot: known architecture and
-    /// backbone, anchor shapes, masks that index the anchors.
+    /// backbone, anchor shapes, masks that index the anchors, priors, the
+    /// optimizer and schedule, and every reader's transforms.
     pub fn check(&self, path: &Path) -> Result<(), Error> {
         let bad = |key: &str, msg: String| Error::at(path, format!("key {key}"), msg);
-        if self.architecture != "YOLOv3" {
+        let arch = match self.architecture.as_str() {
+            "YOLOv3" => Architecture::YOLOv3,
+            "SSD" => Architecture::SSD,
+            other => {
+                return Err(bad(
+                    "architecture",
+                    format!(
+                        "'{other}' is not supported (supported: {})",
+                        ARCHITECTURES.join(", ")
+                    ),
+                ))
+            }
+        };
+        match arch {
+            Architecture::YOLOv3 => self.check_yolov3(path)?,
+            Architecture::SSD => self.check_ssd(path)?,
+        }
+        let minimum = if arch == Architecture::SSD { 2 } else { 1 };
+        if self.num_classes < minimum {
             return Err(bad(
-                "architecture",
+                "num_classes",
                 format!(
-                    "'{}' is not supported (supported: YOLOv3)",
-                    self.architecture
+                    "must be at least {minimum}{}",
+                    if minimum == 2 {
+                        " (SSD counts the background class)"
+                    } else {
+                        ""
+                    }
                 ),
             ));
         }
+        self.check_optimizer(path)?;
+        for (name, reader) in self.readers() {
+            if let Some(reader) = reader {
+                reader.pipeline_for(path, name, arch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The YOLOv3 sections.
+    fn check_yolov3(&self, path: &Path) -> Result<(), Error> {
+        let bad = |key: &str, msg: String| Error::at(path, format!("key {key}"), msg);
         if !BACKBONES.contains(&self.yolov3.backbone.as_str()) {
             return Err(bad(
                 "YOLOv3.backbone",
@@ -389,31 +452,16 @@ impl Config {
                 ),
             ));
         }
-        let (norm_type, norm_decay) = match self.yolov3.backbone.as_str() {
-            "MobileNet" => (&self.mobilenet.norm_type, self.mobilenet.norm_decay),
-            _ => (&self.darknet.norm_type, self.darknet.norm_decay),
-        };
-        let backbone = &self.yolov3.backbone;
-        if !["bn", "sync_bn"].contains(&norm_type.as_str()) {
-            return Err(bad(
-                &format!("{backbone}.norm_type"),
-                format!("'{norm_type}' is not supported (supported: bn, sync_bn)"),
-            ));
-        }
+        self.check_backbone(path, &self.yolov3.backbone)?;
         // Batch-norm scale and offset are never decayed (`conv_unit.rs`).
-        for (key, decay) in [
-            (format!("{backbone}.norm_decay"), norm_decay),
-            (
-                "YOLOv3Head.norm_decay".to_string(),
-                self.yolov3_head.norm_decay,
-            ),
-        ] {
-            if decay != 0.0 {
-                return Err(bad(
-                    &key,
-                    format!("{decay} is not supported (supported: 0)"),
-                ));
-            }
+        if self.yolov3_head.norm_decay != 0.0 {
+            return Err(bad(
+                "YOLOv3Head.norm_decay",
+                format!(
+                    "{} is not supported (supported: 0)",
+                    self.yolov3_head.norm_decay
+                ),
+            ));
         }
         if self.yolov3.backbone == "DarkNet" && self.darknet.depth != 53 {
             return Err(bad(
@@ -421,21 +469,11 @@ impl Config {
                 format!("{} is not supported (supported: 53)", self.darknet.depth),
             ));
         }
-        let scale = self.mobilenet.conv_group_scale;
-        if self.yolov3.backbone == "MobileNet" && !(scale > 0.0 && scale <= 4.0) {
-            return Err(bad(
-                "MobileNet.conv_group_scale",
-                format!("{scale} is outside (0, 4]"),
-            ));
-        }
         if self.yolov3_head.width < 4 || !self.yolov3_head.width.is_multiple_of(4) {
             return Err(bad(
                 "YOLOv3Head.width",
                 "must be a positive multiple of 4".into(),
             ));
-        }
-        if self.num_classes == 0 {
-            return Err(bad("num_classes", "must be at least 1".into()));
         }
         let head = &self.yolov3_head;
         if let Some(i) = head.anchors.iter().position(|a| a.len() != 2) {
@@ -464,9 +502,210 @@ impl Config {
                 "YOLOv3 has three output levels: give three masks".into(),
             ));
         }
+        // PaddleDetection's YOLOv3 head would read the extra blocks.
+        if self.yolov3.backbone == "MobileNet" && self.mobilenet.with_extra_blocks {
+            return Err(bad(
+                "MobileNet.with_extra_blocks",
+                "true is not supported for YOLOv3 (supported: false)".into(),
+            ));
+        }
+        // The YOLOv3 model has no per-layer learning rate.
+        if self.yolov3.backbone == "MobileNet" && self.mobilenet.conv_learning_rate != 1.0 {
+            return Err(bad(
+                "MobileNet.conv_learning_rate",
+                format!(
+                    "{} is not supported for YOLOv3 (supported: 1)",
+                    self.mobilenet.conv_learning_rate
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A backbone section (`MobileNet` or `DarkNet`): its batch norm is
+    /// `bn` or `sync_bn` (the same on one device) and never decayed, and
+    /// MobileNet's width multiplier is in (0, 4].
+    fn check_backbone(&self, path: &Path, backbone: &str) -> Result<(), Error> {
+        let bad = |key: &str, msg: String| Error::at(path, format!("key {key}"), msg);
+        let (norm_type, norm_decay) = match backbone {
+            "MobileNet" => (&self.mobilenet.norm_type, self.mobilenet.norm_decay),
+            _ => (&self.darknet.norm_type, self.darknet.norm_decay),
+        };
+        if !["bn", "sync_bn"].contains(&norm_type.as_str()) {
+            return Err(bad(
+                &format!("{backbone}.norm_type"),
+                format!("'{norm_type}' is not supported (supported: bn, sync_bn)"),
+            ));
+        }
+        // Batch-norm scale and offset are never decayed (`conv_unit.rs`).
+        if norm_decay != 0.0 {
+            return Err(bad(
+                &format!("{backbone}.norm_decay"),
+                format!("{norm_decay} is not supported (supported: 0)"),
+            ));
+        }
+        let scale = self.mobilenet.conv_group_scale;
+        if backbone == "MobileNet" && !(scale > 0.0 && scale <= 4.0) {
+            return Err(bad(
+                "MobileNet.conv_group_scale",
+                format!("{scale} is outside (0, 4]"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The SSD sections: MobileNet with its extra blocks, the priors, the
+    /// head convs and the output decoder.
+    fn check_ssd(&self, path: &Path) -> Result<(), Error> {
+        let bad = |key: &str, msg: String| Error::at(path, format!("key {key}"), msg);
+        let ssd = self.ssd.clone().unwrap_or_default();
+        match ssd.backbone.as_str() {
+            "MobileNet" => {}
+            "VGG" => {
+                return Err(bad(
+                    "SSD.backbone",
+                    "'VGG' is not supported yet (supported: MobileNet)".into(),
+                ))
+            }
+            other => {
+                return Err(bad(
+                    "SSD.backbone",
+                    format!("'{other}' is not supported (supported: MobileNet)"),
+                ))
+            }
+        }
+        if ssd.multi_box_head != "MultiBoxHead" {
+            return Err(bad(
+                "SSD.multi_box_head",
+                format!(
+                    "'{}' is not supported (supported: MultiBoxHead)",
+                    ssd.multi_box_head
+                ),
+            ));
+        }
+        self.check_backbone(path, "MobileNet")?;
+        let m = &self.mobilenet;
+        if m.conv_learning_rate.is_nan() || m.conv_learning_rate < 0.0 {
+            return Err(bad(
+                "MobileNet.conv_learning_rate",
+                "must be at least 0".into(),
+            ));
+        }
+        if !m.with_extra_blocks {
+            return Err(bad(
+                "MobileNet.with_extra_blocks",
+                "must be true for SSD: the head reads the extra blocks' features".into(),
+            ));
+        }
+        let pairs = m
+            .extra_block_filters
+            .iter()
+            .all(|f| f.len() == 2 && !f.contains(&0));
+        if m.extra_block_filters.len() != 4 || !pairs {
+            return Err(bad(
+                "MobileNet.extra_block_filters",
+                "must be four [1x1 width, 3x3 width] pairs of positive widths: MobileNet builds four extra blocks".into(),
+            ));
+        }
+        let head = self.multi_box_head.clone().unwrap_or_default();
+        if head.kernel_size == 0 || head.pad != head.kernel_size / 2 {
+            return Err(bad(
+                "MultiBoxHead.pad",
+                format!(
+                    "{} is not supported with kernel_size {} (supported: kernel_size / 2, which keeps the feature map's size)",
+                    head.pad, head.kernel_size
+                ),
+            ));
+        }
+        self.prior_levels()
+            .map_err(|(key, message)| bad(&format!("MultiBoxHead.{key}"), message))?;
+        let decoder = &ssd.output_decoder;
+        let key = |k: &str| format!("SSD.output_decoder.{k}");
+        if decoder.nms_eta != 1.0 {
+            return Err(bad(
+                &key("nms_eta"),
+                format!(
+                    "{} is not supported (supported: 1.0, plain NMS)",
+                    decoder.nms_eta
+                ),
+            ));
+        }
+        for (name, k) in [
+            ("nms_top_k", decoder.nms_top_k),
+            ("keep_top_k", decoder.keep_top_k),
+        ] {
+            if k == 0 || k < -1 {
+                return Err(bad(&key(name), "must be positive, or -1 for all".into()));
+            }
+        }
+        let label = decoder.background_label;
+        if label < -1 || label >= self.num_classes as i32 {
+            return Err(bad(
+                &key("background_label"),
+                format!(
+                    "must be a class below num_classes ({}), or -1 for none",
+                    self.num_classes
+                ),
+            ));
+        }
+        // Class 0 is the background: the datasets number their classes from 1.
         for (name, reader) in self.readers() {
-            if let Some(reader) = reader {
-                reader.pipeline(path, name)?;
+            if let Some(dataset) = reader.map(|r| &r.dataset) {
+                if !dataset.with_background() {
+                    return Err(bad(
+                        &format!("{name}.dataset.{}.with_background", dataset.kind()),
+                        "must be true for SSD: its class 0 is the background".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `OptimizerBuilder` and the `PiecewiseDecay` rates.
+    fn check_optimizer(&self, path: &Path) -> Result<(), Error> {
+        let bad = |key: &str, msg: String| Error::at(path, format!("key {key}"), msg);
+        let opt = &self.optimizer_builder.optimizer;
+        match opt.kind.as_str() {
+            "Momentum" => {
+                for (key, given) in [("rho", opt.rho), ("epsilon", opt.epsilon)] {
+                    if given.is_some() {
+                        return Err(bad(
+                            &format!("OptimizerBuilder.optimizer.{key}"),
+                            "is an RMSPropOptimizer setting; Momentum has none".into(),
+                        ));
+                    }
+                }
+            }
+            "RMSPropOptimizer" => {}
+            other => {
+                return Err(bad(
+                    "OptimizerBuilder.optimizer.type",
+                    format!("'{other}' is not supported (supported: Momentum, RMSPropOptimizer)"),
+                ))
+            }
+        }
+        let regularizer = &self.optimizer_builder.regularizer.kind;
+        if regularizer != "L2" {
+            return Err(bad(
+                "OptimizerBuilder.regularizer.type",
+                format!("'{regularizer}' is not supported (supported: L2)"),
+            ));
+        }
+        for (i, s) in self.learning_rate.schedulers.iter().enumerate() {
+            if let Scheduler::PiecewiseDecay(p) = s {
+                if let Some(values) = &p.values {
+                    if values.len() != p.milestones.len() + 1 {
+                        return Err(bad(
+                            &format!("LearningRate.schedulers[{i}].PiecewiseDecay.values"),
+                            format!(
+                                "{} rates for {} milestones: give one more rate than milestones",
+                                values.len(),
+                                p.milestones.len()
+                            ),
+                        ));
+                    }
+                }
             }
         }
         Ok(())
@@ -479,7 +718,20 @@ impl Config {
         if self.use_gpu.is_some() {
             lines.push("use_gpu has no effect: --device picks the device".to_string());
         }
-        if self.yolov3_loss.batch_size != -1 {
+        // The other architecture's sections, where given.
+        let unused: Vec<&str> = self
+            .other_architecture_sections()
+            .into_iter()
+            .filter_map(|(name, set)| set.then_some(name))
+            .collect();
+        if !unused.is_empty() {
+            lines.push(format!(
+                "{} has no effect: architecture is {}",
+                unused.join(", "),
+                self.architecture
+            ));
+        }
+        if self.yolov3_loss.batch_size != -1 && self.arch() == Architecture::YOLOv3 {
             lines.push(
                 "YOLOv3Loss.batch_size has no effect: TrainReader.batch_size sets the batch (PaddleDetection ignores it too)".into(),
             );
@@ -541,7 +793,11 @@ impl Config {
 
     /// The model this config describes (after `check`).
     pub fn model_spec(&self) -> ModelSpec {
-        ModelSpec::Yolov3(self.yolov3_spec())
+        if self.is_ssd() {
+            ModelSpec::Ssd(self.ssd_spec())
+        } else {
+            ModelSpec::Yolov3(self.yolov3_spec())
+        }
     }
 
     /// The YOLOv3 model of a `YOLOv3` config.
@@ -560,6 +816,36 @@ impl Config {
             anchors: head.anchor_pairs(),
             anchor_masks: head.anchor_masks.clone(),
         }
+    }
+
+    /// The sections only the other architecture reads, each with whether
+    /// it is set (differs from its default).
+    fn other_architecture_sections(&self) -> Vec<(&'static str, bool)> {
+        match self.arch() {
+            Architecture::SSD => vec![
+                ("YOLOv3", self.yolov3 != YOLOv3::default()),
+                ("YOLOv3Head", self.yolov3_head != YOLOv3Head::default()),
+                ("YOLOv3Loss", self.yolov3_loss != YOLOv3Loss::default()),
+                ("DarkNet", self.darknet != DarkNet::default()),
+            ],
+            Architecture::YOLOv3 => vec![
+                ("SSD", self.ssd.is_some()),
+                ("MultiBoxHead", self.multi_box_head.is_some()),
+            ],
+        }
+    }
+
+    /// The architecture (after `check`, which refuses any other).
+    pub fn arch(&self) -> Architecture {
+        if self.architecture == "SSD" {
+            Architecture::SSD
+        } else {
+            Architecture::YOLOv3
+        }
+    }
+
+    pub fn is_ssd(&self) -> bool {
+        self.arch() == Architecture::SSD
     }
 
     /// The exclusion patterns with `preset` expanded for this architecture.

@@ -13,11 +13,13 @@ use std::path::Path;
 
 use pulsefocus_formats::{Error, Result};
 
-use super::{Reader, Transform};
+use super::{Architecture, Reader, Transform};
 use crate::data::transforms::color_distort::{ColorDistortParams, DeltaRange};
 use crate::data::transforms::mixup::MixupParams;
 use crate::data::transforms::normalize::ChannelNorm;
+use crate::data::transforms::pil_resize::PilFilter;
 use crate::data::transforms::random_crop::CropParams;
+use crate::data::transforms::random_distort::{DistortRange, RandomDistortParams};
 use crate::data::transforms::random_expand::ExpandParams;
 use crate::data::transforms::resize::Interp;
 use crate::data::transforms::{Augment, SampleAugment};
@@ -27,10 +29,17 @@ impl Reader {
     /// PaddleDetection runs them, into what the loader does; every parameter
     /// either takes effect or is an error naming its key (e.g.
     /// `TrainReader.sample_transforms[2].RandomExpand.ratio`). `reader` is
-    /// the reader's key; only `TrainReader` augments.
-    pub fn pipeline(&self, file: &Path, reader: &str) -> Result<ReaderPipeline> {
+    /// the reader's key; only `TrainReader` augments. A training reader must
+    /// give the boxes `arch`'s loss takes.
+    pub fn pipeline_for(
+        &self,
+        file: &Path,
+        reader: &str,
+        arch: Architecture,
+    ) -> Result<ReaderPipeline> {
         let training = reader == "TrainReader";
         let mut walk = Walk {
+            arch,
             training,
             pipeline: ReaderPipeline {
                 to_rgb: true,
@@ -73,6 +82,11 @@ impl Reader {
         walk.finish()
             .map_err(|message| Error::at(file, format!("key {reader}.sample_transforms"), message))
     }
+
+    /// `pipeline_for` a YOLOv3 reader (callers that train YOLOv3 only).
+    pub fn pipeline(&self, file: &Path, reader: &str) -> Result<ReaderPipeline> {
+        self.pipeline_for(file, reader, Architecture::YOLOv3)
+    }
 }
 
 /// What a reader's transform lists ask of the loader.
@@ -104,6 +118,7 @@ pub struct RandomShapeParams {
 
 /// The state of the picture and boxes while walking a reader's transforms.
 struct Walk {
+    arch: Architecture,
     training: bool,
     pipeline: ReaderPipeline,
     decoded: bool,
@@ -125,6 +140,7 @@ fn transform_name(t: &Transform) -> &'static str {
         Transform::DecodeImage(_) => "DecodeImage",
         Transform::MixupImage(_) => "MixupImage",
         Transform::ColorDistort(_) => "ColorDistort",
+        Transform::RandomDistort(_) => "RandomDistort",
         Transform::RandomExpand(_) => "RandomExpand",
         Transform::ExpandImage(_) => "ExpandImage",
         Transform::RandomCrop(_) => "RandomCrop",
@@ -162,6 +178,7 @@ impl Walk {
             t,
             Transform::MixupImage(_)
                 | Transform::ColorDistort(_)
+                | Transform::RandomDistort(_)
                 | Transform::RandomExpand(_)
                 | Transform::ExpandImage(_)
                 | Transform::RandomCrop(_)
@@ -182,7 +199,9 @@ impl Walk {
             }
             let on_normalized_boxes =
                 matches!(t, Transform::RandomFlipImage(_) | Transform::ExpandImage(_));
-            if self.boxes_xywh || (self.boxes_normalized && !on_normalized_boxes) {
+            // RandomDistort leaves the boxes alone.
+            let moves_boxes = !matches!(t, Transform::RandomDistort(_));
+            if moves_boxes && (self.boxes_xywh || (self.boxes_normalized && !on_normalized_boxes)) {
                 return Err((
                     None,
                     "must come before NormalizeBox and BboxXYXY2XYWH: it works on pixel corner boxes"
@@ -258,9 +277,77 @@ impl Walk {
                     random_apply: c.random_apply,
                 }));
             }
+            Transform::RandomDistort(d) => {
+                let mut ranges = [DistortRange {
+                    lower: 0.0,
+                    upper: 0.0,
+                    probability: 0.0,
+                }; 4];
+                let listed = [
+                    (
+                        ["brightness_lower", "brightness_prob"],
+                        d.brightness_lower,
+                        d.brightness_upper,
+                        d.brightness_prob,
+                    ),
+                    (
+                        ["contrast_lower", "contrast_prob"],
+                        d.contrast_lower,
+                        d.contrast_upper,
+                        d.contrast_prob,
+                    ),
+                    (
+                        ["saturation_lower", "saturation_prob"],
+                        d.saturation_lower,
+                        d.saturation_upper,
+                        d.saturation_prob,
+                    ),
+                    (
+                        ["hue_lower", "hue_prob"],
+                        d.hue_lower,
+                        d.hue_upper,
+                        d.hue_prob,
+                    ),
+                ];
+                for (range, ([lower_key, prob_key], lower, upper, prob)) in
+                    ranges.iter_mut().zip(listed)
+                {
+                    // numpy's uniform(lower, upper); an enhancement factor
+                    // below 0 is no picture (hue is a shift: any sign).
+                    let factor = lower_key != "hue_lower";
+                    if lower.is_nan() || upper.is_nan() || lower > upper || (factor && lower < 0.0)
+                    {
+                        return bad(
+                            lower_key,
+                            "must be at most the upper bound (and, but for hue, not negative)",
+                        );
+                    }
+                    if !probability(prob) {
+                        return bad(prob_key, "must be in [0, 1]");
+                    }
+                    *range = DistortRange {
+                        lower,
+                        upper,
+                        probability: f64::from(prob),
+                    };
+                }
+                if d.count > 4 {
+                    return bad("count", "must be at most 4: there are four distortions");
+                }
+                let [brightness, contrast, saturation, hue] = ranges;
+                steps.push(Augment::RandomDistort(RandomDistortParams {
+                    brightness,
+                    contrast,
+                    saturation,
+                    hue,
+                    count: d.count,
+                    is_order: d.is_order,
+                }));
+            }
             Transform::RandomExpand(e) => {
-                if e.ratio.is_nan() || e.ratio < 1.0 {
-                    return bad("ratio", "must be at least 1");
+                // PaddleDetection asserts it.
+                if e.ratio.is_nan() || e.ratio <= 1.01 {
+                    return bad("ratio", "must be more than 1.01");
                 }
                 if !probability(e.prob) {
                     return bad("prob", "must be in [0, 1]");
@@ -268,6 +355,9 @@ impl Walk {
                 let [r, g, b] = e.fill_value[..] else {
                     return bad("fill_value", "must be 3 values, one per channel");
                 };
+                // PaddleDetection fills a uint8 canvas (127.5 is 127): the
+                // 8-bit SSD pipeline truncates the fill in its PIL resize;
+                // the YOLOv3 pipeline keeps the fraction, as it always has.
                 steps.push(Augment::Expand(ExpandParams {
                     max_ratio: f64::from(e.ratio),
                     skip_probability: f64::from(e.prob),
@@ -364,16 +454,31 @@ impl Walk {
                 self.pipeline.pad_box = true;
             }
             Transform::ResizeImage(r) => {
-                let interp = match r.interp {
-                    0 => Interp::Nearest,
-                    1 => Interp::Linear,
-                    2 => Interp::Cubic,
-                    _ => {
+                if r.max_size != 0 {
+                    return bad(
+                        "max_size",
+                        "must be 0: only the square target_size x target_size resize is supported, not the short-side resize capped at max_size",
+                    );
+                }
+                let interp = match (r.use_cv2, r.interp) {
+                    (true, 0) => Interp::Nearest,
+                    (true, 1) => Interp::Linear,
+                    (true, 2) => Interp::Cubic,
+                    (true, _) => {
                         return bad(
                             "interp",
                             "must be 0 (nearest), 1 (linear) or 2 (cubic); OpenCV's area and Lanczos are not supported",
                         )
                     }
+                    (false, code) => match PilFilter::from_code(code) {
+                        Some(filter) => Interp::Pil(filter),
+                        None => {
+                            return bad(
+                                "interp",
+                                "with use_cv2: false is a PIL filter: 1 (Lanczos), 2 (bilinear), 3 (bicubic), 4 (box) or 5 (Hamming); PIL's nearest (0) is not supported",
+                            )
+                        }
+                    },
                 };
                 if r.target_size == 0 {
                     return bad("target_size", "must be positive");
@@ -440,10 +545,12 @@ impl Walk {
                 if std.contains(&0.0) {
                     return bad("std", "must not be 0");
                 }
-                if n.is_channel_first != self.channel_first {
+                if n.is_channel_first
+                    .is_some_and(|first| first != self.channel_first)
+                {
                     return bad(
                         "is_channel_first",
-                        if n.is_channel_first {
+                        if !self.channel_first {
                             "is true but the picture is height x width x channels here (Permute comes later): set false"
                         } else {
                             "is false but Permute came before (the picture is channels-first here): set true"
@@ -495,8 +602,17 @@ impl Walk {
             if self.pipeline.random_shape.is_none() && self.pipeline.resize.is_none() {
                 return Err("needs a RandomShape or a ResizeImage: a batch has one size".into());
             }
-            if !(self.boxes_normalized && self.boxes_xywh && self.pipeline.pad_box) {
-                return Err("needs NormalizeBox, BboxXYXY2XYWH and PadBox: the YOLOv3 loss takes 0..1 centre-size boxes in fixed slots".into());
+            match self.arch {
+                Architecture::YOLOv3 => {
+                    if !(self.boxes_normalized && self.boxes_xywh && self.pipeline.pad_box) {
+                        return Err("needs NormalizeBox, BboxXYXY2XYWH and PadBox: the YOLOv3 loss takes 0..1 centre-size boxes in fixed slots".into());
+                    }
+                }
+                Architecture::SSD => {
+                    if !self.boxes_normalized || self.boxes_xywh {
+                        return Err("needs NormalizeBox and no BboxXYXY2XYWH: the SSD loss takes 0..1 corner boxes".into());
+                    }
+                }
             }
         } else if self.pipeline.resize.is_none() {
             return Err("needs a ResizeImage with a target_size: the size the network sees".into());
@@ -635,7 +751,7 @@ mod tests {
             (
                 "TrainReader",
                 flip_first.clone(),
-                "[RandomShape(sizes: [64]), Permute(), NormalizeImage()]",
+                "[RandomShape(sizes: [64]), Permute(), NormalizeImage(is_channel_first: false)]",
                 "TrainReader.batch_transforms[2].NormalizeImage.is_channel_first",
                 "set true",
             ),
@@ -698,6 +814,27 @@ mod tests {
             ),
             (
                 "TrainReader",
+                format!("[DecodeImage(), RandomExpand(ratio: 1.0), {BOXES}]"),
+                TO_NETWORK,
+                "TrainReader.sample_transforms[1].RandomExpand.ratio",
+                "more than 1.01",
+            ),
+            (
+                "TrainReader",
+                format!("[DecodeImage(), RandomDistort(hue_prob: 2), {BOXES}]"),
+                TO_NETWORK,
+                "TrainReader.sample_transforms[1].RandomDistort.hue_prob",
+                "in [0, 1]",
+            ),
+            (
+                "EvalReader",
+                "[DecodeImage(), RandomDistort(), ResizeImage()]".into(),
+                "[NormalizeImage(), Permute()]",
+                "EvalReader.sample_transforms[1].RandomDistort",
+                "TrainReader only",
+            ),
+            (
+                "TrainReader",
                 format!("[RandomFlipImage(), DecodeImage(), {BOXES}]"),
                 TO_NETWORK,
                 "TrainReader.sample_transforms[0].RandomFlipImage",
@@ -748,6 +885,113 @@ mod tests {
         }
     }
 
+    /// SSD's TrainReader (`configs/ssd_mobilenet_v1_voc.ron`, as the YAML):
+    /// RandomDistort, RandomExpand, RandomCrop without the no-crop choice,
+    /// PIL's Lanczos resize to 300, the flip, then BGR and (v - 127.5) / 127.5.
+    #[test]
+    fn ssd_training_reader_runs_paddledetections_ssd_transforms() {
+        use crate::data::transforms::random_distort::RandomDistortParams;
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/ssd_mobilenet_v1_voc.ron");
+        let config = load(&path, &[]).unwrap();
+        let reader = &config.train_reader;
+        let pipeline = reader
+            .pipeline_for(&path, "TrainReader", Architecture::SSD)
+            .unwrap();
+        let range = |lower, upper| DistortRange {
+            lower,
+            upper,
+            probability: 0.5,
+        };
+        assert_eq!(
+            pipeline.sample.steps,
+            vec![
+                Augment::RandomDistort(RandomDistortParams {
+                    brightness: range(0.875, 1.125),
+                    contrast: range(0.5, 1.5),
+                    saturation: range(0.5, 1.5),
+                    hue: range(-18.0, 18.0),
+                    count: 4,
+                    is_order: true,
+                }),
+                Augment::Expand(ExpandParams {
+                    max_ratio: 4.0,
+                    skip_probability: 0.5,
+                    fill: [127.5; 3],
+                }),
+                Augment::Crop(CropParams {
+                    allow_no_crop: false,
+                    ..CropParams::default()
+                }),
+                Augment::Resize {
+                    size: 300,
+                    interp: Interp::Pil(PilFilter::Lanczos),
+                },
+                Augment::Flip(0.5),
+            ]
+        );
+        let want =
+            ChannelNorm::IDENTITY
+                .then_reverse()
+                .then_normalize([127.5; 3], [127.502_23; 3], false);
+        assert_eq!(pipeline.normalize, want);
+        assert!(!pipeline.pad_box);
+        // The YOLOv3 loss would need centre-size boxes in fixed slots.
+        let error = error(reader, "TrainReader");
+        assert!(
+            error.contains("NormalizeBox, BboxXYXY2XYWH and PadBox"),
+            "{error}"
+        );
+        let loader = reader
+            .train_loader_config_for(&path, 1, Architecture::SSD)
+            .unwrap();
+        let Mode::Train(augment) = &loader.mode else {
+            panic!("training mode")
+        };
+        assert_eq!(
+            (augment.sizes.as_slice(), loader.batch_size),
+            (&[300][..], 32)
+        );
+        // The EvalReader resizes with PIL too; the TestReader with OpenCV.
+        for (name, interp) in [
+            ("EvalReader", Interp::Pil(PilFilter::Lanczos)),
+            ("TestReader", Interp::Linear),
+        ] {
+            let r = if name == "EvalReader" {
+                config.eval_reader.as_ref()
+            } else {
+                config.test_reader.as_ref()
+            };
+            let eval = r.unwrap().eval_loader_config(&path, name).unwrap();
+            assert_eq!(eval.mode, Mode::Eval { size: 300, interp }, "{name}");
+            assert_eq!(eval.normalize, want);
+        }
+    }
+
+    #[test]
+    fn ssd_readers_need_normalized_corner_boxes_and_may_pad() {
+        let file = Path::new(FILE);
+        let ssd = |sample: &str| {
+            reader(sample, TO_NETWORK).pipeline_for(file, "TrainReader", Architecture::SSD)
+        };
+        assert!(ssd("[DecodeImage(), NormalizeBox()]").is_ok());
+        assert!(ssd("[DecodeImage(), NormalizeBox(), PadBox(num_max_boxes: 3)]").is_ok());
+        for sample in [
+            "[DecodeImage()]",
+            "[DecodeImage(), NormalizeBox(), BboxXYXY2XYWH()]",
+        ] {
+            let e = ssd(sample).unwrap_err().to_string();
+            assert!(
+                e.contains(
+                    "key TrainReader.sample_transforms): needs NormalizeBox and no BboxXYXY2XYWH"
+                ),
+                "{e}"
+            );
+        }
+        // RandomDistort leaves boxes alone: it may follow NormalizeBox.
+        assert!(ssd("[DecodeImage(), NormalizeBox(), RandomDistort()]").is_ok());
+    }
+
     #[test]
     fn mixup_needs_its_second_picture_decoded_while_it_runs() {
         let sample = format!("[DecodeImage(with_mixup: false), MixupImage(), {BOXES}]");
@@ -772,6 +1016,7 @@ mod tests {
             "yolov3_mobilenet_v1_coco.ron",
             "yolov3_darknet_voc.ron",
             "yolov3_darknet_coco.ron",
+            "ssd_mobilenet_v1_voc.ron",
         ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../configs")

@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 /// Backbones the YOLOv3 model is built with (`YOLOv3.backbone`).
 pub const BACKBONES: &[&str] = &["MobileNet", "DarkNet"];
 
+/// The architectures pulsefocus builds (`architecture`).
+pub const ARCHITECTURES: &[&str] = &["YOLOv3", "SSD"];
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -62,6 +65,15 @@ pub struct Config {
     pub yolov3_head: YOLOv3Head,
     #[serde(rename = "YOLOv3Loss", default)]
     pub yolov3_loss: YOLOv3Loss,
+    /// Only with `architecture: SSD` (left out of YOLOv3 configs).
+    #[serde(rename = "SSD", default, skip_serializing_if = "Option::is_none")]
+    pub ssd: Option<SSD>,
+    #[serde(
+        rename = "MultiBoxHead",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub multi_box_head: Option<MultiBoxHead>,
     #[serde(rename = "TrainReader")]
     pub train_reader: Reader,
     #[serde(rename = "EvalReader", default)]
@@ -116,6 +128,7 @@ impl Default for LearningRate {
                 Scheduler::PiecewiseDecay(PiecewiseDecay {
                     gamma: 0.1,
                     milestones: vec![55000, 62000],
+                    values: None,
                 }),
                 Scheduler::LinearWarmup(LinearWarmup {
                     start_factor: 0.0,
@@ -132,12 +145,16 @@ pub enum Scheduler {
     LinearWarmup(LinearWarmup),
 }
 
-/// Multiplies the rate by `gamma` at each milestone step.
+/// Multiplies the rate by `gamma` at each milestone step; with `values`,
+/// the rates themselves, one more than the milestones (`gamma` and
+/// `base_lr` then play no part, as in PaddleDetection).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PiecewiseDecay {
     pub gamma: f32,
     pub milestones: Vec<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<f32>>,
 }
 
 impl Default for PiecewiseDecay {
@@ -145,6 +162,7 @@ impl Default for PiecewiseDecay {
         PiecewiseDecay {
             gamma: 0.1,
             milestones: Vec::new(),
+            values: None,
         }
     }
 }
@@ -173,20 +191,33 @@ pub struct OptimizerBuilder {
     pub regularizer: Regularizer,
 }
 
+/// The update rule and its settings, as `fluid.optimizer`'s keyword
+/// arguments.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Optimizer {
-    /// `Momentum` (the only one YOLOv3 configs use).
+    /// `Momentum` (the YOLOv3 configs) or `RMSPropOptimizer` (the SSD configs).
     #[serde(rename = "type")]
     pub kind: String,
-    pub momentum: f32,
+    /// Not given: 0.9 for Momentum (PaddleDetection's default optimizer),
+    /// 0 for RMSPropOptimizer (Paddle's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub momentum: Option<f32>,
+    /// RMSPropOptimizer only: the mean square's decay (Paddle: 0.95).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rho: Option<f32>,
+    /// RMSPropOptimizer only: added to the root mean square (Paddle: 1e-6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f32>,
 }
 
 impl Default for Optimizer {
     fn default() -> Self {
         Optimizer {
             kind: "Momentum".into(),
-            momentum: 0.9,
+            momentum: Some(0.9),
+            rho: None,
+            epsilon: None,
         }
     }
 }
@@ -235,16 +266,26 @@ pub struct MobileNet {
     pub norm_decay: f32,
     /// Width multiplier: every channel count is `int(width * scale)`.
     pub conv_group_scale: f32,
+    /// Learning-rate factor of every backbone conv weight (SSD: 0.1).
+    pub conv_learning_rate: f32,
+    /// SSD's four extra blocks after `conv6`.
     pub with_extra_blocks: bool,
+    /// The extra blocks' `[1x1 width, 3x3 width]`, one pair per block.
+    pub extra_block_filters: Vec<Vec<usize>>,
 }
 
 impl Default for MobileNet {
     fn default() -> Self {
         MobileNet {
-            norm_type: "sync_bn".into(),
+            norm_type: "bn".into(),
             norm_decay: 0.0,
             conv_group_scale: 1.0,
+            conv_learning_rate: 1.0,
             with_extra_blocks: false,
+            extra_block_filters: crate::models::ssd::MOBILENET_EXTRA_BLOCKS
+                .iter()
+                .map(|&(a, b)| vec![a, b])
+                .collect(),
         }
     }
 }
@@ -372,6 +413,128 @@ impl Default for MultiClassNMS {
     }
 }
 
+/// `architecture: SSD`: the backbone and head sections it names, and the
+/// output decoder's settings.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SSD {
+    /// `MobileNet` (VGG is not built yet); that section configures it.
+    pub backbone: String,
+    /// `MultiBoxHead`, the section with the priors and head convs.
+    pub multi_box_head: String,
+    pub output_decoder: SSDOutputDecoder,
+}
+
+impl Default for SSD {
+    fn default() -> Self {
+        SSD {
+            backbone: "MobileNet".into(),
+            multi_box_head: "MultiBoxHead".into(),
+            output_decoder: SSDOutputDecoder::default(),
+        }
+    }
+}
+
+/// `detection_output`'s settings (PaddleDetection's `SSDOutputDecoder`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SSDOutputDecoder {
+    pub background_label: i32,
+    /// Detections kept per image after NMS (-1: all).
+    pub keep_top_k: i64,
+    /// Adaptive NMS threshold factor; only 1 (plain NMS) is implemented.
+    pub nms_eta: f32,
+    pub nms_threshold: f32,
+    /// Candidates per class before NMS (-1: all).
+    pub nms_top_k: i64,
+    pub score_threshold: f32,
+}
+
+impl Default for SSDOutputDecoder {
+    fn default() -> Self {
+        SSDOutputDecoder {
+            background_label: 0,
+            keep_top_k: 200,
+            nms_eta: 1.0,
+            nms_threshold: 0.45,
+            nms_top_k: 400,
+            score_threshold: 0.01,
+        }
+    }
+}
+
+/// One feature level's entry in a `MultiBoxHead` list: a number or a list
+/// of numbers (`[]` for none), as `fluid.layers.multi_box_head` takes it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum PerLevel {
+    One(f32),
+    List(Vec<f32>),
+}
+
+impl PerLevel {
+    pub fn values(&self) -> Vec<f32> {
+        match self {
+            PerLevel::One(v) => vec![*v],
+            PerLevel::List(v) => v.clone(),
+        }
+    }
+}
+
+/// The SSD head: `fluid.layers.multi_box_head`'s prior-box settings per
+/// feature level and its two convs per level. Sizes are in input pixels;
+/// without `min_sizes` and `max_sizes` (both `None`) they follow from
+/// `min_ratio`/`max_ratio` percent of `base_size`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MultiBoxHead {
+    pub min_ratio: i64,
+    pub max_ratio: i64,
+    pub base_size: f32,
+    pub min_sizes: Option<Vec<PerLevel>>,
+    pub max_sizes: Option<Vec<PerLevel>>,
+    pub aspect_ratios: Vec<PerLevel>,
+    /// Pixels between prior centres per level (`None`: image size over
+    /// feature-map size).
+    pub steps: Option<Vec<f32>>,
+    pub offset: f32,
+    pub flip: bool,
+    pub min_max_aspect_ratios_order: bool,
+    pub kernel_size: usize,
+    /// Must be `kernel_size / 2`: the head keeps the feature map's size.
+    pub pad: usize,
+}
+
+impl Default for MultiBoxHead {
+    fn default() -> Self {
+        let list = |v: &[f32]| PerLevel::List(v.to_vec());
+        MultiBoxHead {
+            min_ratio: 20,
+            max_ratio: 90,
+            base_size: 300.0,
+            min_sizes: Some(
+                [60.0, 105.0, 150.0, 195.0, 240.0, 285.0]
+                    .map(PerLevel::One)
+                    .to_vec(),
+            ),
+            max_sizes: Some(
+                std::iter::once(list(&[]))
+                    .chain([150.0, 195.0, 240.0, 285.0, 300.0].map(PerLevel::One))
+                    .collect(),
+            ),
+            aspect_ratios: std::iter::once(list(&[2.0]))
+                .chain(std::iter::repeat_n(list(&[2.0, 3.0]), 5))
+                .collect(),
+            steps: None,
+            offset: 0.5,
+            flip: true,
+            min_max_aspect_ratios_order: false,
+            kernel_size: 1,
+            pad: 0,
+        }
+    }
+}
+
 /// `TrainReader` / `EvalReader` / `TestReader`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -444,7 +607,8 @@ pub struct CocoDataSet {
     pub image_dir: String,
     /// Annotation JSON, inside `dataset_dir`.
     pub anno_path: String,
-    /// Class index = position in `categories` + this (YOLO: false).
+    /// Class index = position in `categories` + this: class 0 is the
+    /// background (PaddleDetection's default, SSD's; the YOLOv3 configs set false).
     pub with_background: bool,
     /// Keep `iscrowd: 1` annotations.
     pub load_crowd: bool,
@@ -458,7 +622,7 @@ impl Default for CocoDataSet {
             dataset_dir: "dataset/coco".into(),
             image_dir: "train2017".into(),
             anno_path: "annotations/instances_train2017.json".into(),
-            with_background: false,
+            with_background: true,
             load_crowd: false,
             allow_empty: false,
         }
@@ -484,13 +648,13 @@ impl Default for VocDataSet {
             anno_path: "trainval.txt".into(),
             use_default_label: true,
             label_list: "label_list.txt".into(),
-            with_background: false,
+            with_background: true,
         }
     }
 }
 
 /// Images for inference; labels come from the annotation file when given.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ImageFolder {
     pub dataset_dir: String,
@@ -500,12 +664,26 @@ pub struct ImageFolder {
     pub with_background: bool,
 }
 
+impl Default for ImageFolder {
+    /// PaddleDetection's: class 0 is the background.
+    fn default() -> Self {
+        ImageFolder {
+            dataset_dir: String::new(),
+            image_dir: String::new(),
+            anno_path: String::new(),
+            use_default_label: false,
+            with_background: true,
+        }
+    }
+}
+
 /// A data transform, named as PaddleDetection's operators are.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub enum Transform {
     DecodeImage(DecodeImage),
     MixupImage(MixupImage),
     ColorDistort(ColorDistort),
+    RandomDistort(RandomDistort),
     RandomExpand(RandomExpand),
     ExpandImage(ExpandImage),
     RandomCrop(RandomCrop),
@@ -573,6 +751,50 @@ impl Default for ColorDistort {
             contrast: vec![0.5, 1.5, 0.5],
             brightness: vec![0.5, 1.5, 0.5],
             random_apply: true,
+        }
+    }
+}
+
+/// SSD's colour distortion, with PIL's image enhancers: brightness,
+/// contrast, saturation, hue, each with its own range and chance; the first
+/// `count` of them in a fixed order (`is_order`: one of two orders drawn),
+/// else `count` of them in random order.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RandomDistort {
+    pub brightness_lower: f32,
+    pub brightness_upper: f32,
+    pub contrast_lower: f32,
+    pub contrast_upper: f32,
+    pub saturation_lower: f32,
+    pub saturation_upper: f32,
+    pub hue_lower: f32,
+    pub hue_upper: f32,
+    pub brightness_prob: f32,
+    pub contrast_prob: f32,
+    pub saturation_prob: f32,
+    pub hue_prob: f32,
+    pub count: usize,
+    pub is_order: bool,
+}
+
+impl Default for RandomDistort {
+    fn default() -> Self {
+        RandomDistort {
+            brightness_lower: 0.5,
+            brightness_upper: 1.5,
+            contrast_lower: 0.5,
+            contrast_upper: 1.5,
+            saturation_lower: 0.5,
+            saturation_upper: 1.5,
+            hue_lower: -18.0,
+            hue_upper: 18.0,
+            brightness_prob: 0.5,
+            contrast_prob: 0.5,
+            saturation_prob: 0.5,
+            hue_prob: 0.5,
+            count: 4,
+            is_order: false,
         }
     }
 }
@@ -673,12 +895,17 @@ impl Default for PadBox {
 #[serde(deny_unknown_fields)]
 pub struct BboxXYXY2XYWH {}
 
-/// Resize to `target_size` square; `interp` 1 linear, 2 cubic (OpenCV codes).
+/// Resize to `target_size` square. `interp` is an OpenCV code (0 nearest,
+/// 1 linear, 2 cubic) with `use_cv2`, else a PIL one (1 Lanczos, 2
+/// bilinear, 3 bicubic, 4 box, 5 Hamming). `max_size` (PaddleDetection's
+/// short-side resize capped at it) must be 0.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResizeImage {
     pub target_size: usize,
     pub interp: u32,
+    pub max_size: usize,
+    pub use_cv2: bool,
 }
 
 impl Default for ResizeImage {
@@ -686,6 +913,8 @@ impl Default for ResizeImage {
         ResizeImage {
             target_size: 608,
             interp: 1,
+            max_size: 0,
+            use_cv2: true,
         }
     }
 }
@@ -714,7 +943,11 @@ pub struct NormalizeImage {
     pub std: Vec<f32>,
     /// Divide by 255 first.
     pub is_scale: bool,
-    pub is_channel_first: bool,
+    /// Whether the picture is channels-first here (after Permute). Not
+    /// given: as the picture is (PaddleDetection's default, true, is right
+    /// after Permute only, where the SSD configs leave it out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_channel_first: Option<bool>,
 }
 
 impl Default for NormalizeImage {
@@ -723,7 +956,7 @@ impl Default for NormalizeImage {
             mean: vec![0.485, 0.456, 0.406],
             std: vec![0.229, 0.224, 0.225],
             is_scale: true,
-            is_channel_first: false,
+            is_channel_first: None,
         }
     }
 }
@@ -736,9 +969,11 @@ pub struct Permute {
 }
 
 impl Default for Permute {
+    /// PaddleDetection's: BGR (the SSD configs rely on it; the YOLOv3
+    /// configs set `to_bgr: false`).
     fn default() -> Self {
         Permute {
-            to_bgr: false,
+            to_bgr: true,
             channel_first: true,
         }
     }

@@ -401,10 +401,32 @@ fn flow(node: &Node) -> String {
         }
         Node::Ident(word) if word == "None" => "null".into(),
         Node::Ident(word) => quoted_if_needed(word),
-        Node::Number(n) => n.clone(),
+        Node::Number(n) => yaml_number(n),
         Node::Bool(b) => b.to_string(),
         Node::Str(s) => quoted_if_needed(s),
     }
+}
+
+/// A number as PyYAML reads it back as one: an exponent needs a dot before
+/// it and a sign (`1e-5` would be a string there, `1.0e-5` is a float).
+fn yaml_number(n: &str) -> String {
+    let Some((mantissa, exponent)) = n
+        .split_once(['e', 'E'])
+        .filter(|_| n.parse::<f64>().is_ok())
+    else {
+        return n.to_string();
+    };
+    let mantissa = if mantissa.contains('.') {
+        mantissa.to_string()
+    } else {
+        format!("{mantissa}.0")
+    };
+    let exponent = if exponent.starts_with(['-', '+']) {
+        exponent.to_string()
+    } else {
+        format!("+{exponent}")
+    };
+    format!("{mantissa}e{exponent}")
 }
 
 /// A string plain where PyYAML reads it back as the same string, else in
@@ -545,6 +567,10 @@ mod tests {
         let rendered = render(&tree);
         assert_eq!(parse_ok(&rendered), tree, "{rendered}");
         assert!(rendered.contains("  - !PiecewiseDecay\n"), "{rendered}");
+        // Numbers with an exponent are written as PyYAML reads floats.
+        assert_eq!(yaml_number("1e-5"), "1.0e-5");
+        assert_eq!(yaml_number("2.5E7"), "2.5e+7");
+        assert_eq!(yaml_number("0.001"), "0.001");
         // PyYAML reads 1e-4 as a string, so it needs no quotes; `yes` does.
         assert!(rendered.contains("name: 1e-4\n"), "{rendered}");
         assert!(rendered.contains("yes_word: 'yes'\n"), "{rendered}");

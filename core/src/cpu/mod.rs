@@ -10,10 +10,11 @@ pub mod head_rows;
 pub mod l2_norm;
 mod pool;
 pub mod rmsprop;
+pub mod roi_align;
 
 use crate::backend::{
     Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, HeadRows, L2NormGeom,
-    PoolGeom, RmsPropStep, SgdStep,
+    PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
 };
 use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
 
@@ -295,6 +296,28 @@ impl Backend for CpuBackend {
         dscale: &mut Vec<f32>,
     ) {
         l2_norm::backward(g, x, scale, norm, dy, dx, dscale);
+    }
+
+    fn roi_align_forward(
+        &self,
+        g: &RoiAlignGeom,
+        x: &Vec<f32>,
+        rois: &Vec<f32>,
+        roi_batch: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) {
+        roi_align::forward(g, x, rois, roi_batch, y);
+    }
+
+    fn roi_align_backward(
+        &self,
+        g: &RoiAlignGeom,
+        dy: &Vec<f32>,
+        rois: &Vec<f32>,
+        roi_batch: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) {
+        roi_align::backward(g, dy, rois, roi_batch, dx);
     }
 
     fn sgd_momentum(

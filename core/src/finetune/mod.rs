@@ -205,7 +205,11 @@ pub fn build_detector<B: Backend>(backend: &B, config: &Config, seed: u64) -> Bo
             detector.nms = config.nms_config();
             Box::new(detector)
         }
-        ModelSpec::Ssd(spec) => Box::new(SsdDetector::new(backend, spec, seed)),
+        ModelSpec::Ssd(spec) => {
+            let mut detector = SsdDetector::new(backend, spec, seed);
+            detector.nms = config.ssd_nms_config();
+            Box::new(detector)
+        }
     }
 }
 
@@ -294,7 +298,10 @@ pub fn train<B: Backend>(
     let start = trainer.step;
     let max_iters = config.max_iters as u64;
 
-    let loader_config = config.train_reader.train_loader_config(config_path, seed)?;
+    let loader_config =
+        config
+            .train_reader
+            .train_loader_config_for(config_path, seed, config.arch())?;
     let largest = match &loader_config.mode {
         crate::data::loader::Mode::Train(a) => a.sizes.iter().copied().max().unwrap_or(608),
         crate::data::loader::Mode::Eval { size, .. } => *size,

@@ -21,6 +21,7 @@ pub mod concat;
 pub mod conv2d;
 pub mod l2_norm;
 pub mod max_pool;
+pub mod roi_align;
 pub mod sigmoid;
 pub mod upsample;
 
@@ -31,6 +32,7 @@ pub use concat::Concat;
 pub use conv2d::{Conv2d, Conv2dConfig};
 pub use l2_norm::L2Norm;
 pub use max_pool::MaxPool2d;
+pub use roi_align::RoiAlign;
 pub use sigmoid::Sigmoid;
 pub use upsample::Upsample2x;
 

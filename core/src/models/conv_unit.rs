@@ -1,9 +1,10 @@
 //! The description of one convolution unit as PaddleDetection declares it: a
-//! conv2d (no bias) followed by batch norm and an activation, or a conv2d
-//! with a bias and its activation (VGG's ReLU; the identity for the
-//! `yolo_output` layers and SSD's head). Every model
-//! here is a list of these units plus the wiring between them; the parameter
-//! list, the initialisation and the weight decay overrides all come from it.
+//! conv2d (no bias) followed by a norm (batch norm, or ResNet's affine
+//! channel) and an activation, or a conv2d with a bias and its activation
+//! (VGG's ReLU; the identity for `yolo_output` and the SSD, FPN and RPN
+//! head convs). Every model here is a
+//! list of these units plus the wiring between them; the parameter list, the
+//! initialisation and the weight decay overrides all come from it.
 
 use super::init::{init_param, Rng};
 pub use crate::backend::Activation;
@@ -26,12 +27,20 @@ pub enum NameStyle {
     Vgg,
     /// A conv built without a name, as SSD's head convs: Paddle names its
     /// parameters after the layer's unique name `P` (`conv2d_22`):
-    /// `P.w_0`, `P.b_0`. Such convs here never have a batch norm.
+    /// `P.w_0`, `P.b_0`. Such convs here never have a norm.
     Generated,
+    /// ResNet's ImageNet names (`name_adapter.py`): `P_weights`, and the norm
+    /// named `bn` + `P` without its `res` (`res2a_branch2a` ->
+    /// `bn2a_branch2a_scale`; the stem `conv1` -> `bn_conv1_scale`), with
+    /// `_offset`, `_mean`, `_variance`. ResNet convs never have a bias.
+    ResNet,
+    /// The Detectron names of the FPN, RPN and fully connected layers:
+    /// `P_w`, `P_b`. Such convs here never have a norm.
+    Suffixed,
 }
 
-/// How a conv weight is drawn when no checkpoint provides it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a weight is drawn when no checkpoint provides it.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum WeightInit {
     /// Paddle's `fluid.layers.conv2d` default for a `ParamAttr` without an
     /// initializer: Normal(0, sqrt(2 / (k * k * input_channels))), with the full
@@ -41,6 +50,61 @@ pub enum WeightInit {
     /// l = sqrt(6 / fan_in), fan_in = (input_channels / groups) * k * k.
     /// Legacy MobileNetV1 uses it for every conv.
     MsraUniform,
+    /// `Normal(loc=0., scale=std)`: the RPN convs (0.01), `cls_score` (0.01)
+    /// and `bbox_pred` (0.001).
+    Normal { std: f32 },
+    /// `Xavier(fan_out=...)` (uniform by default): U(-l, l) with
+    /// l = sqrt(6 / (fan_in + fan_out)). A fan left None is Paddle's
+    /// `_compute_fans` of the weight's shape: conv `[out, in/g, k, k]` gives
+    /// fan_in `in/g * k * k`, fan_out `out * k * k`; fully connected
+    /// `[in, out]` gives `in`, `out`. The FPN convs and `fc6` set fan_out,
+    /// `fc7` neither.
+    XavierUniform {
+        fan_in: Option<usize>,
+        fan_out: Option<usize>,
+    },
+}
+
+/// What Paddle's `ParamAttr` says of one parameter beyond its name: its own
+/// L2 decay (the `regularizer`, which wins over the optimizer's; None = the
+/// optimizer's) and its factor on the scheduled learning rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParamAttr {
+    pub decay: Option<f32>,
+    pub learning_rate: f32,
+}
+
+impl ParamAttr {
+    /// No regulariser, learning rate 1: the optimizer decides.
+    pub const DEFAULT: ParamAttr = ParamAttr {
+        decay: None,
+        learning_rate: 1.0,
+    };
+    /// `L2Decay(0.)`, learning rate 1: the batch norms of DarkNet and
+    /// MobileNet, `yolo_output`'s bias.
+    pub const NO_DECAY: ParamAttr = ParamAttr {
+        decay: Some(0.0),
+        learning_rate: 1.0,
+    };
+    /// `learning_rate=2., regularizer=L2Decay(0.)`: every bias of the Faster
+    /// R-CNN heads (FPN, RPN, fully connected layers).
+    pub const DETECTRON_BIAS: ParamAttr = ParamAttr {
+        decay: Some(0.0),
+        learning_rate: 2.0,
+    };
+}
+
+/// What follows the conv, and the attributes of its parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Norm {
+    /// No norm: the conv has a bias (initially 0) with these attributes.
+    Bias(ParamAttr),
+    /// `batch_norm`: scale (initially 1) and offset (0) with these
+    /// attributes, then the running mean (0) and variance (1).
+    BatchNorm(ParamAttr),
+    /// `affine_channel`: `y = scale * x + offset` per channel, scale and
+    /// offset only (ResNet's default in PaddleDetection, always frozen there).
+    AffineChannel(ParamAttr),
 }
 
 /// What a parameter is inside its unit; the optimizer, freezing and the
@@ -49,6 +113,7 @@ pub enum WeightInit {
 pub enum ParamRole {
     ConvWeight,
     ConvBias,
+    /// The norm's scale and offset: batch norm's or affine channel's.
     BnScale,
     BnOffset,
     /// Running statistics: persistable, saved and loaded, never trained.
@@ -58,6 +123,9 @@ pub enum ParamRole {
     /// VGG16-SSD's `conv4_3_norm`): a parameter of its own layer, which
     /// `network::L2NormSpec` declares and names.
     L2NormScale,
+    /// A fully connected layer's weight, `[inputs, outputs]`, and bias.
+    FcWeight,
+    FcBias,
 }
 
 impl ParamRole {
@@ -85,20 +153,13 @@ pub struct ConvUnitSpec {
     /// Spacing of the kernel taps (Paddle's `dilation`; VGG's `fc6`: 6).
     pub dilation: usize,
     pub groups: usize,
-    /// true: conv without bias, then batch norm. false: conv with a bias.
-    pub batch_norm: bool,
+    pub norm: Norm,
     /// Fused into the batch norm, or after the biased conv.
     pub activation: Activation,
     pub init: WeightInit,
-    /// The L2 decay the conv weight declares itself (its `ParamAttr`
-    /// regularizer), which wins over the optimizer's; None = the optimizer's.
-    pub weight_decay: Option<f32>,
-    /// The same for the conv bias (units without batch norm).
-    pub bias_decay: Option<f32>,
-    /// The conv weight's own learning-rate factor (its `ParamAttr`
-    /// `learning_rate`, e.g. MobileNet's `conv_learning_rate`): its updates
-    /// use the scheduled rate times this. Biases and batch norms keep 1.
-    pub learning_rate: f32,
+    /// The conv weight's own attributes (e.g. MobileNet's `conv_decay` and
+    /// `conv_learning_rate`).
+    pub weight: ParamAttr,
 }
 
 /// One parameter of a unit: its name and shape, what it is, and the L2 decay
@@ -110,6 +171,17 @@ pub struct UnitParam {
     pub weight_decay: Option<f32>,
     /// Factor on the scheduled learning rate for this parameter.
     pub learning_rate: f32,
+}
+
+impl UnitParam {
+    pub fn new(name: String, shape: &[usize], role: ParamRole, attr: ParamAttr) -> UnitParam {
+        UnitParam {
+            spec: ParamSpec::new(name, shape),
+            role,
+            weight_decay: attr.decay,
+            learning_rate: attr.learning_rate,
+        }
+    }
 }
 
 impl ConvUnitSpec {
@@ -154,33 +226,53 @@ impl ConvUnitSpec {
             // (`Scale_N.w_0`), which the unit does not know:
             // `L2NormSpec::name` has it.
             (_, ParamRole::L2NormScale) => format!("{p}.unnamed_l2_norm_scale"),
-            // Paddle would name an unnamed batch norm after its own layer
-            // (`batch_norm_N`); no model here has one, and the names say so.
-            (NameStyle::Generated | NameStyle::Vgg, role) => {
-                format!("{p}.unnamed_batch_norm_{role:?}")
+            (NameStyle::ResNet, ParamRole::ConvWeight) => format!("{p}_weights"),
+            (NameStyle::ResNet, ParamRole::BnScale) => format!("{}_scale", resnet_norm_name(p)),
+            (NameStyle::ResNet, ParamRole::BnOffset) => format!("{}_offset", resnet_norm_name(p)),
+            (NameStyle::ResNet, ParamRole::BnMean) => format!("{}_mean", resnet_norm_name(p)),
+            (NameStyle::ResNet, ParamRole::BnVariance) => {
+                format!("{}_variance", resnet_norm_name(p))
             }
+            (NameStyle::Suffixed, ParamRole::ConvWeight) => format!("{p}_w"),
+            (NameStyle::Suffixed, ParamRole::ConvBias) => format!("{p}_b"),
+            // Combinations no model here has (a norm after an unnamed,
+            // VGG-named or Detectron-named conv, a bias on a ResNet conv, a
+            // fully connected role on a conv): the names say so.
+            (_, role) => format!("{p}.unnamed_{role:?}"),
         }
     }
 
     /// The roles this unit has, in the order Paddle creates the variables:
-    /// conv weight, conv bias (if any), then BN scale, offset, mean, variance.
+    /// conv weight, conv bias (if any), then the norm's scale, offset and,
+    /// for batch norm, mean and variance.
     pub fn roles(&self) -> Vec<ParamRole> {
-        if self.batch_norm {
-            vec![
+        match self.norm {
+            Norm::Bias(_) => vec![ParamRole::ConvWeight, ParamRole::ConvBias],
+            Norm::BatchNorm(_) => vec![
                 ParamRole::ConvWeight,
                 ParamRole::BnScale,
                 ParamRole::BnOffset,
                 ParamRole::BnMean,
                 ParamRole::BnVariance,
-            ]
-        } else {
-            vec![ParamRole::ConvWeight, ParamRole::ConvBias]
+            ],
+            Norm::AffineChannel(_) => vec![
+                ParamRole::ConvWeight,
+                ParamRole::BnScale,
+                ParamRole::BnOffset,
+            ],
         }
     }
 
-    /// The unit's parameters in model order. BN scale and offset carry
-    /// `L2Decay(0.)` in PaddleDetection (the configs set `norm_decay: 0.`),
-    /// so they say Some(0.0); weights and biases say what the unit declares.
+    /// The attributes of the bias or of the norm's scale and offset.
+    fn norm_attr(&self) -> ParamAttr {
+        match self.norm {
+            Norm::Bias(attr) | Norm::BatchNorm(attr) | Norm::AffineChannel(attr) => attr,
+        }
+    }
+
+    /// The unit's parameters in model order, each with the attributes its
+    /// `ParamAttr` declares; running statistics have no regulariser and are
+    /// not trained (their learning rate is never read).
     pub fn params(&self) -> Vec<UnitParam> {
         self.roles()
             .into_iter()
@@ -189,30 +281,58 @@ impl ConvUnitSpec {
                     ParamRole::ConvWeight => self.weight_shape().to_vec(),
                     _ => vec![self.out_channels],
                 };
-                let weight_decay = match role {
-                    ParamRole::ConvWeight => self.weight_decay,
-                    ParamRole::ConvBias => self.bias_decay,
-                    ParamRole::BnScale | ParamRole::BnOffset => Some(0.0),
-                    ParamRole::BnMean | ParamRole::BnVariance | ParamRole::L2NormScale => None,
+                let attr = match role {
+                    ParamRole::ConvWeight => self.weight,
+                    // The L2 norm's scale is no role of `roles()`
+                    // (`L2NormSpec` declares it); were it listed, it would
+                    // have `create_parameter`'s defaults.
+                    ParamRole::BnMean | ParamRole::BnVariance | ParamRole::L2NormScale => {
+                        ParamAttr::DEFAULT
+                    }
+                    _ => self.norm_attr(),
                 };
-                UnitParam {
-                    spec: ParamSpec::new(self.param_name(role), &shape),
-                    role,
-                    weight_decay,
-                    learning_rate: if role == ParamRole::ConvWeight {
-                        self.learning_rate
-                    } else {
-                        1.0
-                    },
-                }
+                UnitParam::new(self.param_name(role), &shape, role, attr)
             })
             .collect()
     }
+
+    /// Paddle's fans of the conv weight, for the initialisers.
+    pub fn fans(&self) -> WeightFans {
+        let k2 = self.kernel * self.kernel;
+        WeightFans {
+            fan_in: self.in_channels / self.groups * k2,
+            fan_out: self.out_channels * k2,
+            conv_default_elems: self.in_channels * k2,
+        }
+    }
 }
 
-/// A conv unit at run time: D1's conv layer and either a batch norm fused
-/// with the unit's activation, or (a conv with a bias) the activation on its
-/// own unless it is the identity.
+/// What an initialiser needs to know of the weight it fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightFans {
+    /// Paddle's `_compute_fans` of the weight's shape (see `XavierUniform`).
+    pub fan_in: usize,
+    pub fan_out: usize,
+    /// `k * k * input_channels` with every input channel, what conv2d's
+    /// default Normal counts (`ConvDefaultNormal`).
+    pub conv_default_elems: usize,
+}
+
+/// ResNet's norm name for conv `name` (`NameAdapter.fix_conv_norm_name`):
+/// `bn_conv1` for the stem, else `bn` + the name without its first three
+/// characters (`res`).
+fn resnet_norm_name(name: &str) -> String {
+    if name == "conv1" {
+        "bn_conv1".to_string()
+    } else {
+        format!("bn{}", name.get(3..).unwrap_or_default())
+    }
+}
+
+/// A conv unit at run time: D1's conv layer and either a norm, a batch norm
+/// fused with the unit's activation (an affine channel runs as a frozen
+/// batch norm, see `new`), or (a conv with a bias) the activation on its own
+/// unless it is the identity.
 pub struct ConvUnit<B: Backend> {
     pub spec: ConvUnitSpec,
     pub conv: Conv2d<B>,
@@ -239,16 +359,31 @@ impl<B: Backend> ConvUnit<B> {
             )
         }
         .groups(spec.groups);
-        let config = if spec.batch_norm {
-            config
-        } else {
-            config.with_bias()
+        let config = match spec.norm {
+            Norm::Bias(_) => config.with_bias(),
+            Norm::BatchNorm(_) | Norm::AffineChannel(_) => config,
         };
         let conv = Conv2d::new(backend, config);
-        let bn = spec
-            .batch_norm
-            .then(|| BatchNorm::new(backend, spec.out_channels, spec.activation));
-        let act = (!spec.batch_norm && spec.activation != Activation::Identity)
+        let bn = match spec.norm {
+            Norm::Bias(_) => None,
+            Norm::BatchNorm(_) => Some(BatchNorm::new(backend, spec.out_channels, spec.activation)),
+            Norm::AffineChannel(attr) => {
+                assert!(
+                    attr.learning_rate == 0.0,
+                    "{}: affine channel with trained scale and offset (freeze_norm: false) \
+                     is not built yet",
+                    spec.prefix
+                );
+                // `act(scale * x + offset)` is exactly a frozen batch norm
+                // whose mean is 0, variance 1 and epsilon 0, forward and
+                // backward; its statistics are no parameters of the unit.
+                let mut bn = BatchNorm::new(backend, spec.out_channels, spec.activation);
+                bn.eps = 0.0;
+                bn.frozen = true;
+                Some(bn)
+            }
+        };
+        let act = (bn.is_none() && spec.activation != Activation::Identity)
             .then(|| ActivationLayer::new(backend, spec.activation));
         let mut unit = ConvUnit {
             spec,
@@ -289,6 +424,12 @@ impl<B: Backend> ConvUnit<B> {
             ParamRole::BnMean => &bn().mean,
             ParamRole::BnVariance => &bn().variance,
             ParamRole::L2NormScale => &l2_norm().scale,
+            ParamRole::FcWeight | ParamRole::FcBias => {
+                panic!(
+                    "{role:?}: a fully connected role on conv unit {}",
+                    self.spec.prefix
+                )
+            }
         }
     }
 
@@ -307,6 +448,12 @@ impl<B: Backend> ConvUnit<B> {
                     .expect("L2-norm role on a unit without an L2 norm")
                     .scale
             }
+            ParamRole::FcWeight | ParamRole::FcBias => {
+                panic!(
+                    "{role:?}: a fully connected role on conv unit {}",
+                    self.spec.prefix
+                )
+            }
             _ => {
                 let bn = self
                     .bn
@@ -322,7 +469,8 @@ impl<B: Backend> ConvUnit<B> {
         }
     }
 
-    /// The gradient of the parameter of `role` (None for running statistics).
+    /// The gradient of the parameter of `role` (None for running statistics
+    /// and roles the unit does not have).
     pub fn grad(&self, role: ParamRole) -> Option<&Tensor<B>> {
         match role {
             ParamRole::ConvWeight => Some(&self.conv.weight_grad),
@@ -330,12 +478,14 @@ impl<B: Backend> ConvUnit<B> {
             ParamRole::BnScale => self.bn.as_ref().map(|bn| &bn.scale_grad),
             ParamRole::BnOffset => self.bn.as_ref().map(|bn| &bn.offset_grad),
             ParamRole::L2NormScale => self.l2_norm.as_ref().map(|n| &n.scale_grad),
-            ParamRole::BnMean | ParamRole::BnVariance => None,
+            ParamRole::BnMean | ParamRole::BnVariance | ParamRole::FcWeight | ParamRole::FcBias => {
+                None
+            }
         }
     }
 
     /// The parameter and its gradient, for the optimizer; None for the running
-    /// statistics, which have no gradient.
+    /// statistics, which have no gradient, and roles the unit does not have.
     pub fn param_and_grad_mut(&mut self, role: ParamRole) -> Option<(&mut Tensor<B>, &Tensor<B>)> {
         match role {
             ParamRole::ConvWeight => Some((&mut self.conv.weight, &self.conv.weight_grad)),
@@ -343,7 +493,9 @@ impl<B: Backend> ConvUnit<B> {
             ParamRole::BnScale => self.bn.as_mut().map(|bn| (&mut bn.scale, &bn.scale_grad)),
             ParamRole::BnOffset => self.bn.as_mut().map(|bn| (&mut bn.offset, &bn.offset_grad)),
             ParamRole::L2NormScale => self.l2_norm.as_mut().map(|n| (&mut n.scale, &n.scale_grad)),
-            ParamRole::BnMean | ParamRole::BnVariance => None,
+            ParamRole::BnMean | ParamRole::BnVariance | ParamRole::FcWeight | ParamRole::FcBias => {
+                None
+            }
         }
     }
 
@@ -526,7 +678,7 @@ pub fn accumulate<B: Backend>(backend: &B, src: &Tensor<B>, dst: &mut Tensor<B>)
 mod tests {
     use super::*;
 
-    fn unit(style: NameStyle, batch_norm: bool) -> ConvUnitSpec {
+    fn unit(style: NameStyle, norm: Norm) -> ConvUnitSpec {
         ConvUnitSpec {
             prefix: "p".into(),
             style,
@@ -537,18 +689,18 @@ mod tests {
             padding: None,
             dilation: 1,
             groups: 2,
-            batch_norm,
+            norm,
             activation: Activation::LEAKY_0_1,
             init: WeightInit::ConvDefaultNormal,
-            weight_decay: None,
-            bias_decay: None,
-            learning_rate: 1.0,
+            weight: ParamAttr::DEFAULT,
         }
     }
 
+    const BN: Norm = Norm::BatchNorm(ParamAttr::NO_DECAY);
+
     #[test]
     fn dotted_names_and_shapes() {
-        let names: Vec<_> = unit(NameStyle::Dotted, true)
+        let names: Vec<_> = unit(NameStyle::Dotted, BN)
             .params()
             .into_iter()
             .map(|p| (p.spec.name, p.spec.shape))
@@ -567,7 +719,7 @@ mod tests {
 
     #[test]
     fn underscored_names_and_bias_unit() {
-        let names: Vec<_> = unit(NameStyle::Underscored, true)
+        let names: Vec<_> = unit(NameStyle::Underscored, BN)
             .params()
             .into_iter()
             .map(|p| p.spec.name)
@@ -582,15 +734,11 @@ mod tests {
                 "p_bn_variance"
             ]
         );
-        let with_bias = unit(NameStyle::Dotted, false).params();
+        let with_bias = unit(NameStyle::Dotted, Norm::Bias(ParamAttr::DEFAULT)).params();
         assert_eq!(with_bias.len(), 2);
         assert_eq!(with_bias[1].spec.name, "p.conv.bias");
         assert_eq!(with_bias[1].weight_decay, None);
-        let declared = ConvUnitSpec {
-            bias_decay: Some(0.0),
-            learning_rate: 1.0,
-            ..unit(NameStyle::Generated, false)
-        };
+        let declared = unit(NameStyle::Generated, Norm::Bias(ParamAttr::NO_DECAY));
         let names: Vec<_> = declared
             .params()
             .into_iter()
@@ -607,7 +755,7 @@ mod tests {
 
     #[test]
     fn output_size_follows_same_padding() {
-        let u = unit(NameStyle::Dotted, true);
+        let u = unit(NameStyle::Dotted, BN);
         assert_eq!(u.output_size(320), 160);
         assert_eq!(u.output_size(7), 4);
     }
@@ -620,7 +768,7 @@ mod tests {
             stride: 1,
             padding: Some(6),
             dilation: 6,
-            ..unit(NameStyle::Vgg, false)
+            ..unit(NameStyle::Vgg, Norm::Bias(ParamAttr::DEFAULT))
         };
         assert_eq!((fc6.padding(), fc6.output_size(19)), (6, 19));
         let unpadded = ConvUnitSpec {
@@ -631,5 +779,112 @@ mod tests {
         assert_eq!(unpadded.output_size(5), 3);
         let names: Vec<_> = fc6.params().into_iter().map(|p| p.spec.name).collect();
         assert_eq!(names, ["p_weights", "p_biases"]);
+    }
+
+    #[test]
+    fn resnet_and_suffixed_names() {
+        let frozen = ParamAttr {
+            decay: Some(0.0),
+            learning_rate: 0.0,
+        };
+        let named = |prefix: &str, style, norm| {
+            ConvUnitSpec {
+                prefix: prefix.into(),
+                ..unit(style, norm)
+            }
+            .params()
+            .into_iter()
+            .map(|p| (p.spec.name, p.learning_rate))
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            named("conv1", NameStyle::ResNet, Norm::AffineChannel(frozen)),
+            [
+                ("conv1_weights".to_string(), 1.0),
+                ("bn_conv1_scale".to_string(), 0.0),
+                ("bn_conv1_offset".to_string(), 0.0)
+            ]
+        );
+        let names: Vec<String> = named(
+            "res4b22_branch1",
+            NameStyle::ResNet,
+            Norm::BatchNorm(frozen),
+        )
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "res4b22_branch1_weights",
+                "bn4b22_branch1_scale",
+                "bn4b22_branch1_offset",
+                "bn4b22_branch1_mean",
+                "bn4b22_branch1_variance"
+            ]
+        );
+        let rpn = ConvUnitSpec {
+            prefix: "conv_rpn".into(),
+            ..unit(NameStyle::Suffixed, Norm::Bias(ParamAttr::DETECTRON_BIAS))
+        }
+        .params();
+        assert_eq!(rpn[0].spec.name, "conv_rpn_w");
+        assert_eq!((rpn[0].weight_decay, rpn[0].learning_rate), (None, 1.0));
+        assert_eq!(rpn[1].spec.name, "conv_rpn_b");
+        assert_eq!(
+            (rpn[1].weight_decay, rpn[1].learning_rate),
+            (Some(0.0), 2.0)
+        );
+    }
+
+    /// Paddle's `affine_channel` with a ReLU: `y = relu(scale * z + offset)`
+    /// per channel of the conv output `z`, and in backward
+    /// `dz = dy * relu'(y) * scale`, scale and offset frozen.
+    #[test]
+    fn affine_channel_is_scale_times_conv_plus_offset() {
+        use crate::layers::test_util::{cpu, tensor};
+        let b = cpu();
+        let frozen = ParamAttr {
+            decay: Some(0.0),
+            learning_rate: 0.0,
+        };
+        let spec = ConvUnitSpec {
+            groups: 1,
+            activation: Activation::Relu,
+            ..unit(NameStyle::ResNet, Norm::AffineChannel(frozen))
+        };
+        let mut u = ConvUnit::new(&b, spec, &mut Rng::from_state(3));
+        let (scale, offset) = ([1.5, -0.5, 0.25, 2.0], [0.1, -0.2, 0.3, 0.0]);
+        u.tensor_mut(ParamRole::BnScale).upload(&b, &scale);
+        u.tensor_mut(ParamRole::BnOffset).upload(&b, &offset);
+        let x = tensor(&[2, 8, 6, 6], 7);
+        let mut workspace = Tensor::zeros(&b, &[0]);
+        u.forward(&b, &x, &mut workspace);
+        let z = u.conv.output().to_host(&b);
+        let y = u.output().to_host(&b);
+        let plane = 3 * 3;
+        let channel = |i: usize| (i / plane) % 4;
+        for (i, (&zi, &yi)) in z.iter().zip(&y).enumerate() {
+            let want = (scale[channel(i)] * zi + offset[channel(i)]).max(0.0);
+            assert!(
+                (yi - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "y[{i}] {yi} vs {want}"
+            );
+        }
+        let dy = tensor(u.output().shape(), 8);
+        let mut dz = Tensor::zeros(&b, &[0]);
+        let mut dx = Tensor::zeros(&b, &[0]);
+        u.backward(&b, &x, &dy, &mut dz, Some(&mut dx), &mut workspace);
+        let (dy, dz) = (dy.to_host(&b), dz.to_host(&b));
+        for i in 0..dz.len() {
+            let want = if y[i] > 0.0 {
+                dy[i] * scale[channel(i)]
+            } else {
+                0.0
+            };
+            assert!((dz[i] - want).abs() <= 1e-6, "dz[{i}] {} vs {want}", dz[i]);
+        }
+        let scale_grad = u.grad(ParamRole::BnScale).expect("a scale").to_host(&b);
+        assert!(scale_grad.iter().all(|&g| g == 0.0));
     }
 }

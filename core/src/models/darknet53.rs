@@ -7,7 +7,8 @@
 //! (strides 8, 16, 32).
 
 use super::conv_unit::{
-    accumulate, copy_into, Activation, ConvUnit, ConvUnitSpec, NameStyle, Scratch, WeightInit,
+    accumulate, copy_into, Activation, ConvUnit, ConvUnitSpec, NameStyle, Norm, ParamAttr, Scratch,
+    WeightInit,
 };
 use crate::backend::Backend;
 use crate::layers::Add;
@@ -41,12 +42,10 @@ pub(crate) fn dotted_unit(
         padding: None,
         dilation: 1,
         groups: 1,
-        batch_norm: true,
+        norm: Norm::BatchNorm(ParamAttr::NO_DECAY),
         activation: Activation::LEAKY_0_1,
         init: WeightInit::ConvDefaultNormal,
-        weight_decay: None,
-        bias_decay: None,
-        learning_rate: 1.0,
+        weight: ParamAttr::DEFAULT,
     }
 }
 

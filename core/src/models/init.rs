@@ -1,10 +1,10 @@
 //! Initial parameter values when no checkpoint provides them, following
-//! PaddleDetection's legacy models: conv weights from `WeightInit`, conv biases
-//! 0, BN scale 1, offset 0, running mean 0, running variance 1. A seeded
-//! generator makes runs repeatable (Paddle's default seed 0 means "random";
-//! we always take an explicit seed).
+//! PaddleDetection's legacy models: weights from `WeightInit`, biases 0, norm
+//! scale 1, offset 0, running mean 0, running variance 1. A seeded generator
+//! makes runs repeatable (Paddle's default seed 0 means "random"; we always
+//! take an explicit seed).
 
-use super::conv_unit::{ConvUnitSpec, ParamRole, WeightInit};
+use super::conv_unit::{ConvUnitSpec, ParamRole, WeightFans, WeightInit};
 
 /// The generator initial weights are drawn from, seeded with
 /// `Rng::from_state(seed)`.
@@ -12,36 +12,56 @@ pub use pulsefocus_formats::rng::Rng;
 
 /// Fills `values` (the parameter of `role` in `unit`) with its initial value.
 pub fn init_param(unit: &ConvUnitSpec, role: ParamRole, values: &mut [f32], rng: &mut Rng) {
+    if role == ParamRole::ConvWeight {
+        init_weight(unit.init, unit.fans(), values, rng)
+    } else {
+        values.fill(constant_init(role))
+    }
+}
+
+/// The constant every parameter but a weight starts from.
+pub fn constant_init(role: ParamRole) -> f32 {
     match role {
-        ParamRole::ConvWeight => {
-            let k2 = (unit.kernel * unit.kernel) as f64;
-            match unit.init {
-                WeightInit::ConvDefaultNormal => {
-                    let std = (2.0 / (k2 * unit.in_channels as f64)).sqrt();
-                    values
-                        .iter_mut()
-                        .for_each(|v| *v = (rng.normal() * std) as f32);
-                }
-                WeightInit::MsraUniform => {
-                    let fan_in = k2 * (unit.in_channels / unit.groups) as f64;
-                    let limit = (6.0 / fan_in).sqrt();
-                    values
-                        .iter_mut()
-                        .for_each(|v| *v = ((2.0 * rng.uniform() - 1.0) * limit) as f32);
-                }
-            }
-        }
         // 1 is also `_l2_norm_scale`'s default `init_scale`; the configs'
         // (`normalizations`) come from `L2NormSpec`.
-        ParamRole::BnScale | ParamRole::BnVariance | ParamRole::L2NormScale => values.fill(1.0),
-        ParamRole::ConvBias | ParamRole::BnOffset | ParamRole::BnMean => values.fill(0.0),
+        ParamRole::BnScale | ParamRole::BnVariance | ParamRole::L2NormScale => 1.0,
+        ParamRole::ConvBias | ParamRole::FcBias | ParamRole::BnOffset | ParamRole::BnMean => 0.0,
+        ParamRole::ConvWeight | ParamRole::FcWeight => {
+            panic!("{role:?} is drawn from its WeightInit, not a constant")
+        }
+    }
+}
+
+/// Draws a weight of `fans` from `init`.
+pub fn init_weight(init: WeightInit, fans: WeightFans, values: &mut [f32], rng: &mut Rng) {
+    let uniform = |limit: f64, values: &mut [f32], rng: &mut Rng| {
+        values
+            .iter_mut()
+            .for_each(|v| *v = ((2.0 * rng.uniform() - 1.0) * limit) as f32)
+    };
+    let normal = |std: f64, values: &mut [f32], rng: &mut Rng| {
+        values
+            .iter_mut()
+            .for_each(|v| *v = (rng.normal() * std) as f32)
+    };
+    match init {
+        WeightInit::ConvDefaultNormal => {
+            normal((2.0 / fans.conv_default_elems as f64).sqrt(), values, rng)
+        }
+        WeightInit::MsraUniform => uniform((6.0 / fans.fan_in as f64).sqrt(), values, rng),
+        WeightInit::Normal { std } => normal(std as f64, values, rng),
+        WeightInit::XavierUniform { fan_in, fan_out } => {
+            let fan_in = fan_in.unwrap_or(fans.fan_in);
+            let fan_out = fan_out.unwrap_or(fans.fan_out);
+            uniform((6.0 / (fan_in + fan_out) as f64).sqrt(), values, rng)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::conv_unit::{Activation, NameStyle};
+    use crate::models::conv_unit::{Activation, NameStyle, Norm, ParamAttr};
 
     fn unit(init: WeightInit, cin: usize, groups: usize) -> ConvUnitSpec {
         ConvUnitSpec {
@@ -54,12 +74,10 @@ mod tests {
             padding: None,
             dilation: 1,
             groups,
-            batch_norm: true,
+            norm: Norm::BatchNorm(ParamAttr::NO_DECAY),
             activation: Activation::LEAKY_0_1,
             init,
-            weight_decay: None,
-            bias_decay: None,
-            learning_rate: 1.0,
+            weight: ParamAttr::DEFAULT,
         }
     }
 
@@ -109,5 +127,31 @@ mod tests {
             init_param(&u, role, &mut v, &mut rng);
             assert!(v.iter().all(|&x| x == value), "{role:?}");
         }
+    }
+
+    #[test]
+    fn normal_and_xavier_follow_their_parameters() {
+        let fans = WeightFans {
+            fan_in: 200,
+            fan_out: 30,
+            conv_default_elems: 200,
+        };
+        let mut w = vec![0.0; 20_000];
+        let normal = WeightInit::Normal { std: 0.01 };
+        init_weight(normal, fans, &mut w, &mut Rng::from_state(4));
+        let (mean, std) = moments(&w);
+        assert!(
+            mean.abs() < 2e-4 && (std / 0.01 - 1.0).abs() < 0.03,
+            "{mean} {std}"
+        );
+        // `Xavier(fan_out=100)`: the given fan_out, the shape's fan_in.
+        let xavier = WeightInit::XavierUniform {
+            fan_in: None,
+            fan_out: Some(100),
+        };
+        init_weight(xavier, fans, &mut w, &mut Rng::from_state(5));
+        let limit = (6.0f32 / 300.0).sqrt();
+        assert!(w.iter().all(|v| v.abs() <= limit));
+        assert!(w.iter().any(|v| v.abs() > 0.99 * limit));
     }
 }

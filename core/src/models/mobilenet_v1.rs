@@ -5,7 +5,8 @@
 //! `conv4_2` (stride 16) and `conv6` (stride 32).
 
 use super::conv_unit::{
-    accumulate, copy_into, Activation, ConvUnit, ConvUnitSpec, NameStyle, Scratch, WeightInit,
+    accumulate, copy_into, Activation, ConvUnit, ConvUnitSpec, NameStyle, Norm, ParamAttr, Scratch,
+    WeightInit,
 };
 use crate::backend::Backend;
 use crate::layers::MaxPool2d;
@@ -59,13 +60,11 @@ impl MobileNetV1Spec {
             padding: None,
             dilation: 1,
             groups,
-            batch_norm: true,
+            norm: Norm::BatchNorm(ParamAttr::NO_DECAY),
             activation: Activation::Relu,
             init: WeightInit::MsraUniform,
             // The YOLOv3 configs build MobileNet with conv_decay 0.
-            weight_decay: Some(0.0),
-            bias_decay: None,
-            learning_rate: 1.0,
+            weight: ParamAttr::NO_DECAY,
         }
     }
 

@@ -1,13 +1,20 @@
-//! YOLOv3 models with PaddleDetection's legacy parameter names. Each network is
-//! described by a list of conv units (`conv_unit`) plus its wiring; the
-//! parameter list, initialisation, forward and backward all follow from that
-//! one description.
+//! YOLOv3, SSD and (so far as descriptions) Faster R-CNN models with
+//! PaddleDetection's legacy parameter names. Each network is described by a
+//! list of conv units (`conv_unit`), fully connected layers (`fc`) and its
+//! wiring; the parameter list, initialisation, forward and backward all
+//! follow from that one description.
 
+pub mod bbox_head;
 pub mod conv_unit;
 pub mod darknet53;
+pub mod faster_rcnn;
+pub mod fc;
+pub mod fpn;
 pub mod init;
 pub mod mobilenet_v1;
 pub mod network;
+pub mod resnet;
+pub mod rpn_head;
 pub mod ssd;
 pub mod ssd_detector;
 pub mod vgg;
@@ -15,6 +22,7 @@ pub mod yolov3;
 pub mod yolov3_detector;
 pub mod yolov3_head;
 
+pub use faster_rcnn::FasterRcnnSpec;
 pub use network::{ConvNet, ParamSlot, SetParamError};
 pub use ssd_detector::SsdDetector;
 pub use yolov3::{Backbone, Yolov3, Yolov3Spec};

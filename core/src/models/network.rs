@@ -3,11 +3,10 @@
 //! loading rules, snapshots, the optimizer and freezing work on this, the same
 //! for every architecture; each detector adds only its wiring.
 
-use super::conv_unit::{ConvUnit, ConvUnitSpec, ParamRole, UnitParam};
+use super::conv_unit::{ConvUnit, ConvUnitSpec, Norm, ParamAttr, ParamRole, UnitParam};
 use super::init::Rng;
 use crate::backend::Backend;
 use crate::layers::L2Norm;
-use crate::params::ParamSpec;
 use pulsefocus_formats::{Checkpoint, RawTensor};
 
 /// Why a value could not be set on a model parameter.
@@ -53,13 +52,13 @@ pub struct L2NormSpec {
 
 impl L2NormSpec {
     fn param(&self, channels: usize) -> UnitParam {
-        UnitParam {
-            spec: ParamSpec::new(&self.name, &[channels]),
-            role: ParamRole::L2NormScale,
-            // `create_parameter` without a regularizer: the optimizer's.
-            weight_decay: None,
-            learning_rate: 1.0,
-        }
+        // `create_parameter` without a regularizer: the optimizer's decay.
+        UnitParam::new(
+            self.name.clone(),
+            &[channels],
+            ParamRole::L2NormScale,
+            ParamAttr::DEFAULT,
+        )
     }
 }
 
@@ -214,10 +213,13 @@ impl<B: Backend> ConvNet<B> {
     }
 
     /// Paddle's `freeze_norm`: every batch norm uses its running statistics
-    /// and its scale and offset are not trained.
+    /// and its scale and offset are not trained. Affine-channel units stay
+    /// frozen whatever this says (they run as frozen batch norms).
     pub fn freeze_norm(&mut self, frozen: bool) {
-        for bn in self.units.iter_mut().filter_map(|u| u.bn.as_mut()) {
-            bn.frozen = frozen;
+        for unit in &mut self.units {
+            if let (Norm::BatchNorm(_), Some(bn)) = (unit.spec.norm, unit.bn.as_mut()) {
+                bn.frozen = frozen;
+            }
         }
     }
 
@@ -275,5 +277,58 @@ impl<B: Backend> ConvNet<B> {
             .iter()
             .map(|u| u.planned_bytes(&self.backend))
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::conv_unit::{Activation, NameStyle, ParamAttr, WeightInit};
+    use crate::CpuBackend;
+
+    /// `freeze_norm(false)` unfreezes batch norms only: an affine channel
+    /// stays frozen (it has no trained form yet), and its scale is not trained.
+    #[test]
+    fn affine_channel_stays_frozen() {
+        let affine = ConvUnitSpec {
+            prefix: "conv1".into(),
+            style: NameStyle::ResNet,
+            in_channels: 3,
+            out_channels: 4,
+            kernel: 3,
+            stride: 1,
+            padding: None,
+            dilation: 1,
+            groups: 1,
+            norm: Norm::AffineChannel(ParamAttr {
+                decay: Some(0.0),
+                learning_rate: 0.0,
+            }),
+            activation: Activation::Relu,
+            init: WeightInit::ConvDefaultNormal,
+            weight: ParamAttr::DEFAULT,
+        };
+        let bn = ConvUnitSpec {
+            prefix: "b".into(),
+            style: NameStyle::Underscored,
+            in_channels: 4,
+            norm: Norm::BatchNorm(ParamAttr::NO_DECAY),
+            ..affine.clone()
+        };
+        let mut net = ConvNet::new(&CpuBackend::new(), vec![affine, bn], 1);
+        net.freeze_norm(false);
+        let frozen: Vec<bool> = net
+            .units
+            .iter()
+            .map(|u| u.bn.as_ref().unwrap().frozen)
+            .collect();
+        assert_eq!(frozen, [true, false]);
+        let trained: Vec<(&str, bool)> = net
+            .slots()
+            .iter()
+            .filter(|s| s.param.role == ParamRole::BnScale)
+            .map(|s| (s.param.spec.name.as_str(), net.is_trained(s)))
+            .collect();
+        assert_eq!(trained, [("bn_conv1_scale", false), ("b_bn_scale", true)]);
     }
 }

@@ -15,7 +15,7 @@
 //! starts at `conv2d_0`). The seed guide's `^conv2d_` exclusion pattern
 //! relies on exactly these names.
 
-use super::conv_unit::{Activation, ConvUnitSpec, NameStyle, WeightInit};
+use super::conv_unit::{Activation, ConvUnitSpec, NameStyle, Norm, ParamAttr, WeightInit};
 use super::mobilenet_v1::MobileNetV1Spec;
 use super::network::{param_slots, L2NormSpec};
 use super::vgg::{VggPool, VggSpec};
@@ -147,7 +147,7 @@ impl SsdSpec {
                     channels = second;
                 }
                 for unit in &mut units {
-                    unit.learning_rate = self.conv_learning_rate;
+                    unit.weight.learning_rate = self.conv_learning_rate;
                 }
                 units
             }
@@ -244,12 +244,10 @@ impl SsdSpec {
                     padding: None,
                     dilation: 1,
                     groups: 1,
-                    batch_norm: false,
+                    norm: Norm::Bias(ParamAttr::DEFAULT),
                     activation: Activation::Identity,
                     init: WeightInit::ConvDefaultNormal,
-                    weight_decay: None,
-                    bias_decay: None,
-                    learning_rate: 1.0,
+                    weight: ParamAttr::DEFAULT,
                 });
             }
         }
@@ -287,12 +285,10 @@ fn extra_unit(
         padding: None,
         dilation: 1,
         groups: 1,
-        batch_norm: true,
+        norm: Norm::BatchNorm(ParamAttr::NO_DECAY),
         activation: Activation::Relu6,
         init: WeightInit::MsraUniform,
-        weight_decay: Some(0.0),
-        bias_decay: None,
-        learning_rate: 1.0,
+        weight: ParamAttr::NO_DECAY,
     }
 }
 
@@ -301,20 +297,7 @@ mod tests {
     use super::*;
 
     fn fixture(config: &str, classes: usize) -> Vec<ParamSpec> {
-        let list = crate::fixtures::read(&format!("ssd/{config}.{classes}.params.json"));
-        list.as_array()
-            .expect("a list")
-            .iter()
-            .map(|p| {
-                let shape: Vec<usize> = p["shape"]
-                    .as_array()
-                    .expect("shape")
-                    .iter()
-                    .map(|d| d.as_u64().expect("dim") as usize)
-                    .collect();
-                ParamSpec::new(p["name"].as_str().expect("name"), &shape)
-            })
-            .collect()
+        crate::fixtures::param_specs(&format!("ssd/{config}.{classes}.params.json"))
     }
 
     /// The parameter list PaddleDetection's own code builds for

@@ -720,3 +720,237 @@ mod tests {
         check_training(tiny_vgg_spec, 100);
     }
 }
+
+/// Whole-model parity with PaddleDetection's own SSD
+/// (`core/tests/fixtures/ssd/model_parity.py`): MobileNet-SSD at an eighth
+/// of the width, 4 classes, a batch of four 300x300 images, on weights
+/// Paddle initialised and saved (batch norms and score biases perturbed
+/// there).
+#[cfg(test)]
+mod paddle_parity {
+    use super::*;
+    use crate::fixtures::{floats, quads, read};
+    use crate::models::mobilenet_v1::MobileNetV1Spec;
+    use crate::models::ssd::SsdBackbone;
+    use crate::CpuBackend;
+    use serde_json::Value;
+
+    struct Fixture {
+        json: Value,
+        spec: SsdSpec,
+        images: usize,
+        size: usize,
+    }
+
+    /// The fixture and the `SsdSpec` of the script's model: the config's
+    /// head and priors, its MobileNet scale and extra-block widths.
+    fn fixture() -> Fixture {
+        let json = read("ssd/model_parity.json");
+        let extra_blocks = json["extra_blocks"]
+            .as_array()
+            .expect("extra_blocks")
+            .iter()
+            .map(|b| {
+                let b = floats(b);
+                (b[0] as usize, b[1] as usize)
+            })
+            .collect();
+        let spec = SsdSpec {
+            backbone: SsdBackbone::MobileNetV1(MobileNetV1Spec {
+                scale: json["scale"].as_f64().expect("scale") as f32,
+            }),
+            extra_blocks,
+            ..SsdSpec::mobilenet_v1(json["classes"].as_u64().expect("classes") as usize)
+        };
+        Fixture {
+            images: json["gt_boxes"].as_array().expect("gt_boxes").len(),
+            size: json["size"].as_u64().expect("size") as usize,
+            json,
+            spec,
+        }
+    }
+
+    /// The model with every persistable Paddle saved (per-variable files):
+    /// each of ours set, none of Paddle's left over.
+    fn model(cpu: &CpuBackend, spec: &SsdSpec) -> SsdDetector<CpuBackend> {
+        let dir = format!(
+            "{}/tests/fixtures/ssd/model_parity",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let checkpoint = pulsefocus_formats::load_checkpoint(std::path::Path::new(&dir))
+            .unwrap_or_else(|e| panic!("{dir}: {e}"));
+        let mut model = SsdDetector::new(cpu, spec.clone(), 0);
+        for (name, tensor) in checkpoint.iter() {
+            model
+                .net_mut()
+                .set_param(name, &tensor.to_f32_vec())
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        }
+        assert_eq!(checkpoint.len(), model.net().slots().len());
+        model
+    }
+
+    /// The images as the script makes them: a hash of the position, exact
+    /// in f32.
+    fn images(cpu: &CpuBackend, images: usize, size: usize) -> Tensor<CpuBackend> {
+        let mut values = Vec::with_capacity(images * 3 * size * size);
+        for n in 0..images {
+            for c in 0..3 {
+                for y in 0..size {
+                    for x in 0..size {
+                        let hash = (x * x * 7 + x * y * 3 + y * 13 + c * 29 + n * 31) % 17;
+                        values.push((hash as f32 - 8.0) / 4.0);
+                    }
+                }
+            }
+        }
+        Tensor::from_host(cpu, &[images, 3, size, size], &values)
+    }
+
+    /// Paddle's train program on batch statistics: reduce_sum of ssd_loss
+    /// within 1e-4 relative, and the gradients of parameters in the
+    /// backbone, the extra blocks and the head within their float32 spread:
+    /// how far Paddle's own gradients move when its weights move by a
+    /// relative 1e-6 (the backbone's by several percent, the head's by
+    /// about 1e-4 of their largest value; see the script).
+    #[test]
+    fn loss_and_gradients_equal_paddledetections() {
+        let cpu = CpuBackend::new();
+        let Fixture {
+            json,
+            spec,
+            images: count,
+            size,
+        } = fixture();
+        let mut model = model(&cpu, &spec);
+        model.net_mut().set_training(true);
+
+        // Paddle's corner boxes as the loader's centre-size slots, padding
+        // after each image's boxes.
+        let max_boxes = 4;
+        let mut boxes = vec![0.0; count * max_boxes * 4];
+        let mut labels = vec![0; count * max_boxes];
+        for n in 0..count {
+            let corners = quads(&json["gt_boxes"][n]);
+            let classes = floats(&json["gt_labels"][n]);
+            assert!(corners.len() <= max_boxes);
+            for (k, ([x1, y1, x2, y2], class)) in corners.iter().zip(classes).enumerate() {
+                let slot = n * max_boxes + k;
+                boxes[slot * 4..][..4].copy_from_slice(&[
+                    (x1 + x2) / 2.0,
+                    (y1 + y2) / 2.0,
+                    x2 - x1,
+                    y2 - y1,
+                ]);
+                labels[slot] = class as i32;
+            }
+        }
+        let truth = GroundTruth {
+            boxes: &boxes,
+            labels: &labels,
+            scores: None,
+            max_boxes,
+        };
+        let loss = model.train_pass(&images(&cpu, count, size), &truth).total();
+        let expected = json["loss"].as_f64().expect("loss") as f32;
+        assert!(
+            (loss - expected).abs() <= 1e-4 * expected.abs(),
+            "loss {loss}, Paddle's {expected}"
+        );
+
+        for (name, paddle) in json["grads"].as_object().expect("grads") {
+            let paddle = floats(paddle);
+            let ours = model
+                .net()
+                .param_grad(name)
+                .unwrap_or_else(|| panic!("{name}: no gradient"));
+            assert_eq!(ours.len(), paddle.len(), "{name}");
+            assert!(paddle.iter().any(|&g| g != 0.0), "{name}: all zero");
+            let spread = json["grad_spread"][name].as_f64().expect("spread") as f32;
+            let worst = ours
+                .iter()
+                .zip(&paddle)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst <= spread, "{name}: off by {worst}, spread {spread}");
+        }
+    }
+
+    /// Paddle's test program on running statistics: the same detections in
+    /// the same order (the script keeps one class's scores 1e-4 apart and
+    /// from the threshold), clipped to the picture and scaled to its size,
+    /// classes numbered from 0. Scores within 1e-5 and corners within 5e-5
+    /// of the picture: about five times the largest float32 differences seen
+    /// (2e-6, 3e-3 pixels).
+    #[test]
+    fn detections_equal_paddledetections() {
+        let cpu = CpuBackend::new();
+        let Fixture {
+            json,
+            spec,
+            images: count,
+            size,
+        } = fixture();
+        let mut model = model(&cpu, &spec);
+        model.net_mut().set_training(false);
+        let picture = [size as u32, size as u32];
+        let ours = model.detect(&images(&cpu, count, size), &vec![picture; count]);
+        let scale = size as f32;
+        for (n, ours) in ours.iter().enumerate() {
+            let paddle = json["detections"][n].as_array().expect("detections");
+            assert!(!paddle.is_empty());
+            assert_eq!(ours.len(), paddle.len(), "image {n}");
+            for (d, row) in ours.iter().zip(paddle) {
+                let row = floats(row);
+                let close = d.class == row[0] as usize - 1
+                    && (d.score - row[1]).abs() <= 1e-5
+                    && d.bbox.iter().zip(&row[2..]).all(|(ours, theirs)| {
+                        (ours - theirs.clamp(0.0, 1.0) * scale).abs() <= 5e-5 * scale
+                    });
+                assert!(close, "image {n}: {d:?}, Paddle's {row:?}");
+            }
+        }
+    }
+
+    /// The seed guide's SSD rule on weights PaddleDetection saved, as a
+    /// per-variable directory and as one `.pdparams`: everything loads but
+    /// the 24 head tensors, which `^conv2d_` excludes; without the caret
+    /// the pattern (anchored by `re.match`) excludes the same.
+    #[test]
+    fn conv2d_excludes_exactly_the_head_of_a_paddle_checkpoint() {
+        use crate::loading::{plan_loading, ExcludePatterns, TensorInfo};
+        use pulsefocus_formats::{load_checkpoint, save_checkpoint, Format};
+        let spec = fixture().spec;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/ssd/model_parity");
+        let from_dir = load_checkpoint(&dir).expect("the fixture loads");
+        let tmp = tempfile::tempdir().expect("a temporary directory");
+        let pdparams = tmp.path().join("ssd.pdparams");
+        save_checkpoint(&from_dir, &pdparams, Format::Pdparams).expect("saved");
+        let from_file = load_checkpoint(&pdparams).expect("loads back");
+        let head: Vec<String> = spec
+            .head_units()
+            .iter()
+            .flat_map(|u| u.params())
+            .map(|p| p.spec.name)
+            .collect();
+        assert_eq!(head.len(), 24);
+        for checkpoint in [&from_dir, &from_file] {
+            let nothing = ExcludePatterns::new(&[]).expect("no patterns");
+            let all = plan_loading(&spec.param_specs(), &TensorInfo::list(checkpoint), &nothing);
+            assert_eq!(all.loaded.len(), spec.param_specs().len());
+            assert!(all.missing.is_empty() && all.unused.is_empty());
+            for pattern in ["^conv2d_", "conv2d_"] {
+                let exclude = ExcludePatterns::new(&[pattern.to_string()]).expect("valid");
+                let report =
+                    plan_loading(&spec.param_specs(), &TensorInfo::list(checkpoint), &exclude);
+                let excluded: Vec<&str> = report.excluded.iter().map(|e| e.name.as_str()).collect();
+                assert_eq!(excluded, head, "{pattern}");
+                assert!(report.excluded.iter().all(|e| e.pattern == pattern));
+                assert_eq!(report.loaded.len(), spec.param_specs().len() - 24);
+                assert!(report.missing.is_empty() && report.unused.is_empty());
+                assert!(report.shape_mismatch.is_empty());
+            }
+        }
+    }
+}

@@ -6,7 +6,7 @@
 //! and stride). The head reads `conv4_3` (through an L2 norm with a learned
 //! per-channel scale), `fc7`, and each extra block.
 
-use super::conv_unit::{Activation, ConvUnitSpec, NameStyle, WeightInit};
+use super::conv_unit::{Activation, ConvUnitSpec, NameStyle, Norm, ParamAttr, WeightInit};
 
 /// `VGG.extra_block_filters`' default, which the SSD configs keep: (1x1
 /// width, 3x3 width, padding, stride, kernel) per block.
@@ -215,12 +215,12 @@ fn vgg_unit(
         padding: Some(padding),
         dilation,
         groups: 1,
-        batch_norm: false,
+        // `ParamAttr(name=...)` for weight and bias alike: the optimizer's
+        // decay, learning rate 1.
+        norm: Norm::Bias(ParamAttr::DEFAULT),
         activation: Activation::Relu,
         init: WeightInit::ConvDefaultNormal,
-        weight_decay: None,
-        bias_decay: None,
-        learning_rate: 1.0,
+        weight: ParamAttr::DEFAULT,
     }
 }
 

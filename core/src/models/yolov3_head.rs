@@ -15,7 +15,7 @@
 //! All units but `yolo_output` are conv + BN + leaky ReLU (0.1).
 
 use super::conv_unit::{
-    accumulate, Activation, ConvUnit, ConvUnitSpec, NameStyle, Scratch, WeightInit,
+    accumulate, Activation, ConvUnit, ConvUnitSpec, NameStyle, Norm, ParamAttr, Scratch, WeightInit,
 };
 use super::darknet53::dotted_unit;
 use crate::backend::Backend;
@@ -89,13 +89,11 @@ impl Yolov3HeadSpec {
                 padding: None,
                 dilation: 1,
                 groups: 1,
-                batch_norm: false,
+                // `yolo_output`'s bias declares L2Decay(0.).
+                norm: Norm::Bias(ParamAttr::NO_DECAY),
                 activation: Activation::Identity,
                 init: WeightInit::ConvDefaultNormal,
-                weight_decay: None,
-                // `yolo_output`'s bias declares L2Decay(0.).
-                bias_decay: Some(0.0),
-                learning_rate: 1.0,
+                weight: ParamAttr::DEFAULT,
             });
             if i < 2 {
                 units.push(dotted_unit(

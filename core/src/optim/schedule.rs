@@ -28,6 +28,30 @@ impl Schedule {
         for k in 0..boundaries.len() {
             values.push(base_lr * gamma / 10f32.powi(k as i32));
         }
+        Schedule::piecewise_values(
+            base_lr,
+            boundaries,
+            values,
+            warmup_steps,
+            warmup_start_factor,
+        )
+    }
+
+    /// PiecewiseDecay with explicit `values`, one more than `boundaries`
+    /// (the SSD configs). The warm-up still ends at `base_lr`, as
+    /// PaddleDetection's LinearWarmup does whatever the decay's values.
+    pub fn piecewise_values(
+        base_lr: f32,
+        boundaries: &[u64],
+        values: Vec<f32>,
+        warmup_steps: u64,
+        warmup_start_factor: f32,
+    ) -> Self {
+        assert_eq!(
+            values.len(),
+            boundaries.len() + 1,
+            "piecewise decay: one value more than boundaries"
+        );
         Schedule {
             base_lr,
             warmup_steps,
@@ -71,6 +95,22 @@ mod tests {
         assert!(close(s.lr_at(61999), 1e-4));
         assert!(close(s.lr_at(62000), 1e-5));
         assert!(close(s.lr_at(70000), 1e-5));
+    }
+
+    #[test]
+    fn explicit_values_are_the_rates_between_boundaries() {
+        // ssd_mobilenet_v1_voc.yml, no warm-up.
+        let values = vec![1e-3, 5e-4, 2.5e-4, 1e-4, 1e-5];
+        let s = Schedule::piecewise_values(0.01, &[10000, 15000, 20000, 25000], values, 0, 1.0);
+        let at = [0, 9999, 10000, 14999, 15000, 20000, 24999, 25000, 99999];
+        let want = [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 1e-4, 1e-4, 1e-5, 1e-5];
+        for (step, lr) in at.into_iter().zip(want) {
+            assert_eq!(s.lr_at(step), lr, "step {step}");
+        }
+        // A warm-up rises towards base_lr, not the first value.
+        let s = Schedule::piecewise_values(0.01, &[100], vec![1e-3, 1e-4], 10, 0.0);
+        assert!((s.lr_at(5) - 0.005).abs() < 1e-9);
+        assert_eq!(s.lr_at(10), 1e-3);
     }
 
     #[test]

@@ -95,6 +95,8 @@ host_entries! {
     reduce::sum_blocks,
     reduce::channel_sum,
     rmsprop::rmsprop,
+    roi_align::roi_align_forward,
+    roi_align::roi_align_backward,
     sgd::momentum_sgd,
     ssd_decode::ssd_decode,
     ssd_decode::softmax_rows,

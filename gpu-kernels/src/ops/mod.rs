@@ -24,6 +24,7 @@ pub mod nms;
 pub mod pool;
 pub mod reduce;
 pub mod rmsprop;
+pub mod roi_align;
 pub mod sgd;
 pub mod ssd;
 pub mod upsample;

@@ -3,7 +3,7 @@
 //! tests are in `backend_suite.rs`).
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, HeadRows, L2NormGeom, PoolGeom,
-    RmsPropStep, SgdStep,
+    RmsPropStep, RoiAlignGeom, SgdStep,
 };
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::{Backend, CpuBackend};
@@ -14,7 +14,8 @@ pub enum Fault {
     WritesPastTheEnd,
     /// `sum` adds the element after `len` (a NaN in the suite's buffers).
     ReadsPastTheEnd,
-    /// `conv2d_backward_filter` adds into `dw` instead of overwriting it.
+    /// `conv2d_backward_filter` adds into `dw` instead of overwriting it,
+    /// and so does `roi_align_backward` into `dx`.
     Accumulates,
     /// `conv2d_forward` drops the last output channel's bias.
     ForgetsOneBias,
@@ -30,6 +31,9 @@ pub enum Fault {
     /// `l2_norm_forward` without the epsilon: a position whose channels
     /// are all zero divides 0 by 0.
     DropsEpsilon,
+    /// `roi_align_forward` with the half-pixel offset of Paddle 2's and
+    /// torchvision's `aligned` RoIAlign, which Paddle 1.8 does not have.
+    HalfPixelOffset,
     /// `ssd_detect` reports the background class too.
     KeepsBackground,
 }
@@ -347,6 +351,38 @@ impl Backend for Faulty {
         dscale: &mut Vec<f32>,
     ) {
         CPU.l2_norm_backward(g, x, scale, norm, dy, dx, dscale)
+    }
+    fn roi_align_forward(
+        &self,
+        g: &RoiAlignGeom,
+        x: &Vec<f32>,
+        rois: &Vec<f32>,
+        roi_batch: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) {
+        let mut rois = rois.clone();
+        if self.0 == Fault::HalfPixelOffset {
+            for v in &mut rois[..g.rois_len()] {
+                *v -= 0.5 / g.spatial_scale;
+            }
+        }
+        CPU.roi_align_forward(g, x, &rois, roi_batch, y)
+    }
+    fn roi_align_backward(
+        &self,
+        g: &RoiAlignGeom,
+        dy: &Vec<f32>,
+        rois: &Vec<f32>,
+        roi_batch: &Vec<f32>,
+        dx: &mut Vec<f32>,
+    ) {
+        let before = dx.clone();
+        CPU.roi_align_backward(g, dy, rois, roi_batch, dx);
+        if self.0 == Fault::Accumulates {
+            for i in 0..g.input_len() {
+                dx[i] += before[i];
+            }
+        }
     }
     fn sgd_momentum(
         &self,

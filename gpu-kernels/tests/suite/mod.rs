@@ -32,6 +32,7 @@ pub mod l2_norm;
 pub mod memory;
 pub mod optim;
 pub mod pool;
+pub mod roi_align;
 
 use pulsefocus_core::{Backend, CpuBackend};
 
@@ -238,6 +239,8 @@ macro_rules! backend_tests {
             head_rows_backward_matches,
             l2_norm_forward_matches,
             l2_norm_backward_matches,
+            roi_align_forward_matches,
+            roi_align_backward_matches,
             sgd_momentum_matches,
             rmsprop_matches,
             yolo_detect_matches,
@@ -283,4 +286,5 @@ pub mod checks {
         copy_channels_matches, max_pool_backward_matches, max_pool_forward_matches,
         upsample2x_backward_matches, upsample2x_forward_matches,
     };
+    pub use super::roi_align::{roi_align_backward_matches, roi_align_forward_matches};
 }

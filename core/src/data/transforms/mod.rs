@@ -1,5 +1,6 @@
 //! The input transforms, one file each: per sample Mixup, ColorDistort,
-//! RandomExpand, RandomCrop, RandomFlip (and a training ResizeImage), run in
+//! RandomDistort, RandomExpand, RandomCrop, RandomFlip (and a training
+//! ResizeImage, with OpenCV's or PIL's resampling), run in
 //! the order the reader lists them; then per batch the resize to the batch's
 //! size, NormalizeBox/PadBox/XYXY->XYWH (`targets`) and Normalize+Permute.
 //! Each transform has a plain function that takes its parameters (tested on
@@ -9,7 +10,9 @@
 pub mod color_distort;
 pub mod mixup;
 pub mod normalize;
+pub mod pil_resize;
 pub mod random_crop;
+pub mod random_distort;
 pub mod random_expand;
 pub mod random_flip;
 pub mod resize;
@@ -20,6 +23,7 @@ use super::sample::{ColorAffine, Sample};
 use color_distort::ColorDistortParams;
 use mixup::MixupParams;
 use random_crop::CropParams;
+use random_distort::RandomDistortParams;
 use random_expand::ExpandParams;
 use resize::Interp;
 
@@ -28,6 +32,8 @@ use resize::Interp;
 pub enum Augment {
     Mixup(MixupParams),
     ColorDistort(ColorDistortParams),
+    /// SSD's `RandomDistort`, on the 8-bit picture.
+    RandomDistort(RandomDistortParams),
     Expand(ExpandParams),
     Crop(CropParams),
     /// `RandomFlipImage`'s chance of mirroring.
@@ -95,6 +101,10 @@ pub fn augment(
             }
             Augment::ColorDistort(params) => {
                 color_distort::random_color_distort(sample, params, rng)
+            }
+            Augment::RandomDistort(params) => {
+                decoded(sample);
+                random_distort::random_distort(sample, params, rng);
             }
             Augment::Expand(params) => {
                 decoded(sample);
@@ -213,6 +223,23 @@ mod tests {
         );
     }
 
+    /// The SSD configs' RandomDistort.
+    fn ssd_distort() -> RandomDistortParams {
+        let range = |lower, upper| random_distort::DistortRange {
+            lower,
+            upper,
+            probability: 0.5,
+        };
+        RandomDistortParams {
+            brightness: range(0.875, 1.125),
+            contrast: range(0.5, 1.5),
+            saturation: range(0.5, 1.5),
+            hue: range(-18.0, 18.0),
+            count: 4,
+            is_order: true,
+        }
+    }
+
     proptest! {
         #[test]
         fn boxes_stay_valid_and_inside_after_every_transform(
@@ -231,6 +258,10 @@ mod tests {
                 assert_valid(&s, "mixup");
             }
             color_distort::random_color_distort(&mut s, &ColorDistortParams::default(), &mut rng);
+            let boxes = s.boxes.clone();
+            decoded(&mut s);
+            random_distort::random_distort(&mut s, &ssd_distort(), &mut rng);
+            prop_assert_eq!(&s.boxes, &boxes);
             random_expand::random_expand(&mut s, &ExpandParams::default(), &mut rng);
             assert_valid(&s, "expand");
             random_crop::random_crop(&mut s, &CropParams::default(), &mut rng);
@@ -241,6 +272,9 @@ mod tests {
             let mut out = vec![0.0; 24 * 16 * 3];
             resize::resize_into(&s, 24, 16, resize::Interp::Cubic, &mut out);
             prop_assert!(out.iter().all(|v| v.is_finite()));
+            let lanczos = resize::Interp::Pil(pil_resize::PilFilter::Lanczos);
+            resize::resize_into(&s, 24, 16, lanczos, &mut out);
+            prop_assert!(out.iter().all(|v| v.fract() == 0.0 && (0.0..=255.0).contains(v)));
         }
 
         #[test]

@@ -13,9 +13,12 @@
 //! The sampling positions and weights are OpenCV's (`cv::resize`): output
 //! pixel `d` looks at source position `(d + 0.5) * in / out - 0.5`, edge
 //! pixels repeated; bicubic uses a = -0.75. Results are floats, unrounded.
+//! `ResizeImage(use_cv2: false)` resizes with PIL instead (`pil_resize`):
+//! the picture as uint8, resampled with PIL's filters, rounded to uint8.
 
 use super::super::rng::Rng;
 use super::super::sample::{ColorAffine, Sample, View};
+use super::pil_resize::{pil_resize, PilFilter};
 
 /// The training sizes of the YOLOv3 configs.
 pub const TRAIN_SIZES: [usize; 10] = [320, 352, 384, 416, 448, 480, 512, 544, 576, 608];
@@ -26,9 +29,13 @@ pub enum Interp {
     Nearest,
     Linear,
     Cubic,
+    /// PIL's `Image.resize` with this filter.
+    Pil(PilFilter),
 }
 
 impl Interp {
+    /// OpenCV's interpolations, those `RandomShape` and `RandomInterpImage`
+    /// draw from.
     pub const ALL: [Interp; 3] = [Interp::Nearest, Interp::Linear, Interp::Cubic];
 }
 
@@ -68,6 +75,7 @@ fn axis_taps(
         Interp::Nearest => 1,
         Interp::Linear => 2,
         Interp::Cubic => 4,
+        Interp::Pil(_) => unreachable!("resize_into hands PIL filters to pil_resize"),
     };
     let mut source = Vec::with_capacity(len_out * taps);
     let mut weight = Vec::with_capacity(len_out * taps);
@@ -92,7 +100,8 @@ fn axis_taps(
                 source.push(source_of(clamp(i + 1)));
                 weight.extend_from_slice(&[1.0 - f, f]);
             }
-            Interp::Cubic => {
+            // Cubic: `taps` above has refused PIL filters.
+            _ => {
                 let pos = (d as f64 + 0.5) * scale - 0.5;
                 let i = pos.floor() as i64;
                 let f = (pos - i as f64) as f32;
@@ -123,6 +132,9 @@ fn cubic_weights(f: f32) -> [f32; 4] {
 /// into `out` (`out_w * out_h * 3`).
 pub fn resize_into(sample: &Sample, out_w: usize, out_h: usize, interp: Interp, out: &mut [f32]) {
     assert_eq!(out.len(), out_w * out_h * 3);
+    if let Interp::Pil(filter) = interp {
+        return resize_with_pil(sample, out_w, out_h, filter, out);
+    }
     let cols = axis_taps(sample.width(), out_w, interp, |u| sample.source_x(u));
     let rows = axis_taps(sample.height(), out_h, interp, |v| sample.source_y(v));
     let fill = sample.view.fill;
@@ -158,6 +170,29 @@ pub fn resize_into(sample: &Sample, out_w: usize, out_h: usize, interp: Interp, 
                 out[o + c] = colored[c] + fill_weight * fill[c];
             }
         }
+    }
+}
+
+/// PaddleDetection's `im.astype('uint8')` then PIL's resize: what the
+/// sample shows as bytes (truncated; values outside 0..255, which the
+/// 8-bit SSD pipeline never makes, saturate where numpy would wrap them).
+fn resize_with_pil(
+    sample: &Sample,
+    out_w: usize,
+    out_h: usize,
+    filter: PilFilter,
+    out: &mut [f32],
+) {
+    let (w, h) = (sample.width(), sample.height());
+    let mut picture = Vec::with_capacity(w * h * 3);
+    for v in 0..h {
+        for u in 0..w {
+            picture.extend(sample.at(u, v).map(|c| c as u8));
+        }
+    }
+    let resized = pil_resize(&picture, (w, h), (out_w, out_h), filter);
+    for (o, &b) in out.iter_mut().zip(&resized) {
+        *o = f32::from(b);
     }
 }
 
