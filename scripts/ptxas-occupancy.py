@@ -103,7 +103,8 @@ def block_sizes():
             "batch_norm_eval_forward", "batch_norm_eval_backward",
             "max_pool_forward", "max_pool_backward",
             "upsample_nearest_forward", "upsample_nearest_backward", "copy_channels",
-            "head_rows_forward", "head_rows_backward", "roi_align_forward", "roi_align_backward",
+            "head_rows_forward", "head_rows_backward", "l2_norm_forward", "l2_norm_backward_data",
+            "roi_align_forward", "roi_align_backward",
             "yolo_decode", "ssd_decode", "softmax_rows", "bitonic_sort_step", "nms_bounds", "nms_rank_keys", "nms_keep_top",
             "depthwise_conv2d_forward", "depthwise_conv2d_backward_data",
         ]),
@@ -113,6 +114,7 @@ def block_sizes():
         (reduce, [
             "sum_blocks", "channel_sum", "batch_norm_train_forward",
             "batch_norm_train_backward", "depthwise_conv2d_backward_filter",
+            "l2_norm_backward_scale",
         ]),
         # ops::nms: NMS_THREADS blocks (per span of entries, (image, class) or image).
         (rust_const(nms, "NMS_THREADS"), [

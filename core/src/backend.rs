@@ -230,7 +230,7 @@ impl BatchNormGeom {
     }
 }
 
-/// Shape of a max pool (Paddle pool2d, floor mode; padding never wins the max).
+/// Shape of a max pool (Paddle pool2d; padding never wins the max).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PoolGeom {
     pub batch: usize,
@@ -240,15 +240,40 @@ pub struct PoolGeom {
     pub kernel: usize,
     pub stride: usize,
     pub pad: usize,
+    /// Paddle's `ceil_mode` (VGG's pools): a last window that runs past
+    /// the padded input still gives an output, from the cells it covers.
+    /// false: floor mode, every window inside.
+    pub ceil_mode: bool,
 }
 
 impl PoolGeom {
+    fn pooled(&self, size: usize) -> usize {
+        let span = size + 2 * self.pad - self.kernel;
+        if self.ceil_mode {
+            span.div_ceil(self.stride) + 1
+        } else {
+            span / self.stride + 1
+        }
+    }
+
     pub fn h_out(&self) -> usize {
-        (self.h_in + 2 * self.pad - self.kernel) / self.stride + 1
+        self.pooled(self.h_in)
     }
 
     pub fn w_out(&self) -> usize {
-        (self.w_in + 2 * self.pad - self.kernel) / self.stride + 1
+        self.pooled(self.w_in)
+    }
+
+    /// Whether every window fits and covers at least one input cell (in
+    /// ceil mode a last window could start in the padding, past the input).
+    pub fn fits(&self) -> bool {
+        self.kernel > 0
+            && self.stride > 0
+            && self.pad < self.kernel
+            && self.h_in + 2 * self.pad >= self.kernel
+            && self.w_in + 2 * self.pad >= self.kernel
+            && (self.h_out() - 1) * self.stride < self.h_in + self.pad
+            && (self.w_out() - 1) * self.stride < self.w_in + self.pad
     }
 
     pub fn input_len(&self) -> usize {
@@ -335,6 +360,53 @@ impl HeadRows {
                 self.anchors,
                 self.total_rows
             ));
+        }
+        Ok(())
+    }
+}
+
+/// Shape of an L2 normalisation over the channels of an NCHW tensor with a
+/// learnable per-channel scale, as VGG16-SSD normalises `conv4_3` for its
+/// head (PaddleDetection's `_l2_norm_scale`: Paddle's `norm` op along axis
+/// 1, then `elementwise_mul` by a `[channels]` parameter). Each of the
+/// `batch * spatial` positions is normalised on its own:
+/// `norm[n, p] = sqrt(sum_c x[n, c, p]^2 + epsilon)` (the epsilon inside
+/// the root, as Paddle's `norm` kernel adds it) and
+/// `y[n, c, p] = x[n, c, p] / norm[n, p] * scale[c]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct L2NormGeom {
+    pub batch: usize,
+    pub channels: usize,
+    /// Height x width.
+    pub spatial: usize,
+}
+
+impl L2NormGeom {
+    /// Elements of `x` and `y`.
+    pub fn len(&self) -> usize {
+        self.batch * self.channels * self.spatial
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Positions normalised (`batch * spatial`): the length of `norm`.
+    pub fn positions(&self) -> usize {
+        self.batch * self.spatial
+    }
+
+    /// Checks every size is positive; returns a message naming the first
+    /// that is not.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("batch", self.batch),
+            ("channels", self.channels),
+            ("spatial", self.spatial),
+        ] {
+            if value == 0 {
+                return Err(format!("l2_norm: {name} must be positive"));
+            }
         }
         Ok(())
     }
@@ -678,6 +750,37 @@ pub trait Backend: Clone + Send + Sync + 'static {
     /// The adjoint: this level's rows of `rows_grad` back into `x_grad`
     /// (`[N, A * K, H, W]`, overwritten).
     fn head_rows_backward(&self, g: &HeadRows, rows_grad: &Self::Buffer, x_grad: &mut Self::Buffer);
+
+    // ---- L2 normalisation over channels ----
+
+    /// `y = x / norm * scale` per position and channel (see [`L2NormGeom`]),
+    /// saving `norm` (`[batch, spatial]`) for the backward pass.
+    #[allow(clippy::too_many_arguments)]
+    fn l2_norm_forward(
+        &self,
+        g: &L2NormGeom,
+        epsilon: f32,
+        x: &Self::Buffer,
+        scale: &Self::Buffer,
+        norm: &mut Self::Buffer,
+        y: &mut Self::Buffer,
+    );
+    /// The gradients of `l2_norm_forward` from its `x`, `scale` and saved
+    /// `norm`: with `g = dy * scale[c]`,
+    /// `dx = (g - x * sum_c(g * x) / norm^2) / norm` per position, and
+    /// `dscale[c] = sum over batch and space of dy * x / norm`. Both
+    /// overwritten.
+    #[allow(clippy::too_many_arguments)]
+    fn l2_norm_backward(
+        &self,
+        g: &L2NormGeom,
+        x: &Self::Buffer,
+        scale: &Self::Buffer,
+        norm: &Self::Buffer,
+        dy: &Self::Buffer,
+        dx: &mut Self::Buffer,
+        dscale: &mut Self::Buffer,
+    );
 
     /// RoIAlign (see [`RoiAlignGeom`]): `y[r, c]` pooled from `x`'s image
     /// `roi_batch[r]` inside box `rois[r]` (`[R, 4]`). `roi_batch` holds

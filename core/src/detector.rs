@@ -7,7 +7,7 @@
 //! turns it into a detector on a backend.
 
 use crate::backend::Backend;
-use crate::models::ssd::SsdSpec;
+use crate::models::ssd::{SsdBackbone, SsdSpec};
 use crate::models::{Backbone, ConvNet, Yolov3Spec};
 use crate::params::ParamSpec;
 use crate::tensor::Tensor;
@@ -123,7 +123,13 @@ impl ModelSpec {
                     Backbone::DarkNet53(_) => "DarkNet",
                 },
             ),
-            ModelSpec::Ssd(_) => ("SSD", "MobileNet"),
+            ModelSpec::Ssd(s) => (
+                "SSD",
+                match s.backbone {
+                    SsdBackbone::MobileNetV1(_) => "MobileNet",
+                    SsdBackbone::Vgg(_) => "VGG",
+                },
+            ),
         };
         format!("{architecture} with {backbone} backbone")
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, HeadOutput, HeadRows,
-    PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
+    L2NormGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
 };
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::Backend;
@@ -353,6 +353,29 @@ impl Backend for GpuBackend {
         self.run(|gpu| gpu.head_rows_backward(g, rows_grad, x_grad))
     }
 
+    fn l2_norm_forward(
+        &self,
+        g: &L2NormGeom,
+        epsilon: f32,
+        x: &DeviceBuffer,
+        scale: &DeviceBuffer,
+        norm: &mut DeviceBuffer,
+        y: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.l2_norm_forward(g, epsilon, x, scale, norm, y))
+    }
+    fn l2_norm_backward(
+        &self,
+        g: &L2NormGeom,
+        x: &DeviceBuffer,
+        scale: &DeviceBuffer,
+        norm: &DeviceBuffer,
+        dy: &DeviceBuffer,
+        dx: &mut DeviceBuffer,
+        dscale: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.l2_norm_backward(g, x, scale, norm, dy, dx, dscale))
+    }
     fn roi_align_forward(
         &self,
         g: &RoiAlignGeom,

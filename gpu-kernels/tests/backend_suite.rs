@@ -77,6 +77,12 @@ fn skipped_running_statistics_are_caught() {
 }
 
 #[test]
+#[should_panic(expected = "l2_norm_forward")]
+fn an_epsilon_left_out_of_the_norm_is_caught() {
+    checks::l2_norm_forward_matches(&Faulty(Fault::DropsEpsilon));
+}
+
+#[test]
 #[should_panic(expected = "head_rows_forward")]
 fn rows_without_the_transpose_are_caught() {
     checks::head_rows_forward_matches(&Faulty(Fault::AnchorMajorRows));

@@ -14,7 +14,8 @@ use super::pipeline::RandomShapeParams;
 use super::{Architecture, CocoDataSet, Config, DataSet, Reader, Scheduler, VocDataSet};
 use crate::data::loader::{LoaderConfig, Mode, TrainAugment};
 use crate::models::mobilenet_v1::MobileNetV1Spec;
-use crate::models::ssd::SsdSpec;
+use crate::models::ssd::{SsdBackbone, SsdSpec};
+use crate::models::vgg::{VggExtraBlock, VggSpec};
 use crate::optim::{Optimizer, Schedule};
 use crate::ssd::{sizes_from_ratios, PriorBoxLevel};
 use crate::train::TrainConfig;
@@ -120,32 +121,81 @@ impl Config {
         }
     }
 
-    /// The SSD model (after `check`): MobileNet with its extra blocks,
-    /// `MultiBoxHead`'s priors and convs, `num_classes` with the background.
+    /// The SSD model (after `check`): MobileNet with its extra blocks, or
+    /// VGG with its own and its L2 norms; `MultiBoxHead`'s priors and convs,
+    /// `num_classes` with the background.
     pub fn ssd_spec(&self) -> SsdSpec {
+        let priors = self
+            .prior_levels()
+            .unwrap_or_else(|(key, e)| panic!("check() accepts MultiBoxHead.{key}: {e}"));
+        let head_kernel = self.multi_box_head.clone().unwrap_or_default().kernel_size;
+        let num_classes = self.num_classes;
+        if self.ssd_on_vgg() {
+            let v = self.vgg.clone().unwrap_or_default();
+            let vgg = VggSpec {
+                depth: v.depth,
+                scale: 1.0,
+                extra_blocks: v
+                    .extra_block_filters
+                    .iter()
+                    .map(|f| VggExtraBlock::new(f[0], f[1], f[2], f[3], f[4]))
+                    .collect(),
+                // Paddle skips a norm whose entry is exactly -1.
+                normalizations: v
+                    .normalizations
+                    .iter()
+                    .map(|&n| (n != -1.0).then_some(n))
+                    .collect(),
+            };
+            return SsdSpec {
+                backbone: SsdBackbone::Vgg(vgg),
+                extra_blocks: Vec::new(),
+                num_classes,
+                priors,
+                head_kernel,
+                conv_learning_rate: 1.0,
+            };
+        }
         let m = &self.mobilenet;
         SsdSpec {
-            backbone: MobileNetV1Spec {
+            backbone: SsdBackbone::MobileNetV1(MobileNetV1Spec {
                 scale: m.conv_group_scale,
-            },
+            }),
             extra_blocks: m.extra_block_filters.iter().map(|f| (f[0], f[1])).collect(),
-            num_classes: self.num_classes,
-            priors: self
-                .prior_levels()
-                .unwrap_or_else(|(key, e)| panic!("check() accepts MultiBoxHead.{key}: {e}")),
-            head_kernel: self.multi_box_head.clone().unwrap_or_default().kernel_size,
+            num_classes,
+            priors,
+            head_kernel,
             conv_learning_rate: m.conv_learning_rate,
+        }
+    }
+
+    /// Whether the SSD's backbone is VGG (`SSD.backbone: VGG`), not MobileNet.
+    pub(super) fn ssd_on_vgg(&self) -> bool {
+        self.ssd.as_ref().is_some_and(|ssd| ssd.backbone == "VGG")
+    }
+
+    /// The SSD head's feature levels: the backbone's two, then one per
+    /// extra block.
+    pub(super) fn ssd_levels(&self) -> usize {
+        2 + if self.ssd_on_vgg() {
+            self.vgg
+                .clone()
+                .unwrap_or_default()
+                .extra_block_filters
+                .len()
+        } else {
+            self.mobilenet.extra_block_filters.len()
         }
     }
 
     /// `fluid.layers.multi_box_head`'s `prior_box` settings, one per
     /// feature level (MobileNet-SSD: `conv5_5`, `conv6` and the four extra
-    /// blocks): sizes from `min_sizes`/`max_sizes`, or when neither is given
+    /// blocks; VGG16-SSD: `conv4_3`, `fc7` and its four): sizes from `min_sizes`/`max_sizes`, or when neither is given
     /// from `min_ratio`/`max_ratio` of `base_size`; the same `steps` across
     /// and down; never clipped. An error names the key (in MultiBoxHead).
     pub(super) fn prior_levels(&self) -> std::result::Result<Vec<PriorBoxLevel>, (String, String)> {
         let head = self.multi_box_head.clone().unwrap_or_default();
-        let levels = 2 + self.mobilenet.extra_block_filters.len();
+        let levels = self.ssd_levels();
         let per_level = |key: &str, len: usize| {
             if len == levels {
                 Ok(())

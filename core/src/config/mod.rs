@@ -554,23 +554,18 @@ impl Config {
         Ok(())
     }
 
-    /// The SSD sections: MobileNet with its extra blocks, the priors, the
+    /// The SSD sections: the backbone's (MobileNet or VGG), the priors, the
     /// head convs and the output decoder.
     fn check_ssd(&self, path: &Path) -> Result<(), Error> {
         let bad = |key: &str, msg: String| Error::at(path, format!("key {key}"), msg);
         let ssd = self.ssd.clone().unwrap_or_default();
         match ssd.backbone.as_str() {
-            "MobileNet" => {}
-            "VGG" => {
-                return Err(bad(
-                    "SSD.backbone",
-                    "'VGG' is not supported yet (supported: MobileNet)".into(),
-                ))
-            }
+            "MobileNet" => self.check_ssd_mobilenet(path)?,
+            "VGG" => self.check_ssd_vgg(path)?,
             other => {
                 return Err(bad(
                     "SSD.backbone",
-                    format!("'{other}' is not supported (supported: MobileNet)"),
+                    format!("'{other}' is not supported (supported: MobileNet, VGG)"),
                 ))
             }
         }
@@ -581,30 +576,6 @@ impl Config {
                     "'{}' is not supported (supported: MultiBoxHead)",
                     ssd.multi_box_head
                 ),
-            ));
-        }
-        self.check_backbone(path, "MobileNet")?;
-        let m = &self.mobilenet;
-        if m.conv_learning_rate.is_nan() || m.conv_learning_rate < 0.0 {
-            return Err(bad(
-                "MobileNet.conv_learning_rate",
-                "must be at least 0".into(),
-            ));
-        }
-        if !m.with_extra_blocks {
-            return Err(bad(
-                "MobileNet.with_extra_blocks",
-                "must be true for SSD: the head reads the extra blocks' features".into(),
-            ));
-        }
-        let pairs = m
-            .extra_block_filters
-            .iter()
-            .all(|f| f.len() == 2 && !f.contains(&0));
-        if m.extra_block_filters.len() != 4 || !pairs {
-            return Err(bad(
-                "MobileNet.extra_block_filters",
-                "must be four [1x1 width, 3x3 width] pairs of positive widths: MobileNet builds four extra blocks".into(),
             ));
         }
         let head = self.multi_box_head.clone().unwrap_or_default();
@@ -658,6 +629,88 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// SSD's MobileNet section: its batch norm, width, learning rate and
+    /// four extra blocks.
+    fn check_ssd_mobilenet(&self, path: &Path) -> Result<(), Error> {
+        let bad = |key: &str, msg: String| Error::at(path, format!("key {key}"), msg);
+        self.check_backbone(path, "MobileNet")?;
+        let m = &self.mobilenet;
+        if m.conv_learning_rate.is_nan() || m.conv_learning_rate < 0.0 {
+            return Err(bad(
+                "MobileNet.conv_learning_rate",
+                "must be at least 0".into(),
+            ));
+        }
+        if !m.with_extra_blocks {
+            return Err(bad(
+                "MobileNet.with_extra_blocks",
+                "must be true for SSD: the head reads the extra blocks' features".into(),
+            ));
+        }
+        let pairs = m
+            .extra_block_filters
+            .iter()
+            .all(|f| f.len() == 2 && !f.contains(&0));
+        if m.extra_block_filters.len() != 4 || !pairs {
+            return Err(bad(
+                "MobileNet.extra_block_filters",
+                "must be four [1x1 width, 3x3 width] pairs of positive widths: MobileNet builds four extra blocks".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// SSD's VGG section: depth 16 or 19, the extra blocks on, each block
+    /// five positive numbers but the padding, and one L2 norm entry (a
+    /// positive initial scale, or -1) per feature level.
+    fn check_ssd_vgg(&self, path: &Path) -> Result<(), Error> {
+        let bad = |key: &str, msg: String| Error::at(path, format!("key {key}"), msg);
+        let v = self.vgg.clone().unwrap_or_default();
+        if ![16, 19].contains(&v.depth) {
+            return Err(bad(
+                "VGG.depth",
+                format!("{} is not supported (supported: 16, 19)", v.depth),
+            ));
+        }
+        if !v.with_extra_blocks {
+            return Err(bad(
+                "VGG.with_extra_blocks",
+                "must be true for SSD: the head reads the extra blocks' features".into(),
+            ));
+        }
+        for (k, f) in v.extra_block_filters.iter().enumerate() {
+            if f.len() != 5 || f.iter().enumerate().any(|(i, &n)| i != 2 && n == 0) {
+                return Err(bad(
+                    &format!("VGG.extra_block_filters[{k}]"),
+                    "must be [1x1 width, 3x3 width, padding, stride, kernel] with positive widths, stride and kernel".into(),
+                ));
+            }
+        }
+        let levels = self.ssd_levels();
+        if v.normalizations.len() != levels {
+            return Err(bad(
+                "VGG.normalizations",
+                format!(
+                    "has {} entries: give one per feature level ({levels}: conv4_3, fc7, each extra block)",
+                    v.normalizations.len()
+                ),
+            ));
+        }
+        if let Some(n) = v
+            .normalizations
+            .iter()
+            .find(|&&n| n != -1.0 && !(n.is_finite() && n > 0.0))
+        {
+            return Err(bad(
+                "VGG.normalizations",
+                format!(
+                    "{n} is not supported (supported: a positive initial scale, or -1 for no norm)"
+                ),
+            ));
         }
         Ok(())
     }
@@ -830,6 +883,7 @@ impl Config {
             ],
             Architecture::YOLOv3 => vec![
                 ("SSD", self.ssd.is_some()),
+                ("VGG", self.vgg.is_some()),
                 ("MultiBoxHead", self.multi_box_head.is_some()),
             ],
         }

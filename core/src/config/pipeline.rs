@@ -1017,6 +1017,7 @@ mod tests {
             "yolov3_darknet_voc.ron",
             "yolov3_darknet_coco.ron",
             "ssd_mobilenet_v1_voc.ron",
+            "ssd_vgg16_300_voc.ron",
         ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("../configs")

@@ -68,6 +68,9 @@ pub struct Config {
     /// Only with `architecture: SSD` (left out of YOLOv3 configs).
     #[serde(rename = "SSD", default, skip_serializing_if = "Option::is_none")]
     pub ssd: Option<SSD>,
+    /// Only with `SSD.backbone: VGG`.
+    #[serde(rename = "VGG", default, skip_serializing_if = "Option::is_none")]
+    pub vgg: Option<VGG>,
     #[serde(
         rename = "MultiBoxHead",
         default,
@@ -418,7 +421,7 @@ impl Default for MultiClassNMS {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SSD {
-    /// `MobileNet` (VGG is not built yet); that section configures it.
+    /// `MobileNet` or `VGG`; that section configures it.
     pub backbone: String,
     /// `MultiBoxHead`, the section with the priors and head convs.
     pub multi_box_head: String,
@@ -431,6 +434,41 @@ impl Default for SSD {
             backbone: "MobileNet".into(),
             multi_box_head: "MultiBoxHead".into(),
             output_decoder: SSDOutputDecoder::default(),
+        }
+    }
+}
+
+/// SSD's VGG backbone (PaddleDetection's `VGG`; defaults its code's).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VGG {
+    /// 16 or 19.
+    pub depth: usize,
+    /// The extra blocks after `fc7`, whose features the SSD head reads.
+    pub with_extra_blocks: bool,
+    /// Per feature (`conv4_3`, `fc7`, then each extra block) the initial
+    /// scale of an L2 norm before the head, or -1 for none.
+    pub normalizations: Vec<f32>,
+    /// Per extra block `[1x1 width, 3x3 width, padding, stride, kernel]`.
+    pub extra_block_filters: Vec<Vec<usize>>,
+}
+
+impl Default for VGG {
+    fn default() -> Self {
+        let vgg = crate::models::vgg::VggSpec::vgg16();
+        VGG {
+            depth: 16,
+            with_extra_blocks: false,
+            normalizations: vgg
+                .normalizations
+                .iter()
+                .map(|n| n.unwrap_or(-1.0))
+                .collect(),
+            extra_block_filters: vgg
+                .extra_blocks
+                .iter()
+                .map(|b| vec![b.first_width, b.second_width, b.padding, b.stride, b.kernel])
+                .collect(),
         }
     }
 }

@@ -843,7 +843,8 @@ fn shipped_ron_configs_mirror_paddledetections_yaml() {
 /// PaddleDetection's train program creates (`make_fixtures.py`).
 #[test]
 fn ssd_yaml_and_ron_give_the_same_model_and_training() {
-    use crate::models::ssd::SsdSpec;
+    use crate::models::mobilenet_v1::MobileNetV1Spec;
+    use crate::models::ssd::{SsdBackbone, SsdSpec};
     use crate::optim::{Optimizer, Schedule};
     use crate::ssd::ssd_nms;
     let yaml = load(&ppdet_fixture("ssd_mobilenet_v1_voc.yml"), &[]).unwrap();
@@ -909,7 +910,13 @@ fn ssd_yaml_and_ron_give_the_same_model_and_training() {
     let o = overrides(&["num_classes=81", "MobileNet.conv_group_scale=0.5"]);
     let c = load(&ppdet_fixture("ssd_mobilenet_v1_voc.yml"), &o).unwrap();
     let spec = c.ssd_spec();
-    assert_eq!((spec.num_classes, spec.backbone.scale), (81, 0.5));
+    assert_eq!(
+        (spec.num_classes, &spec.backbone),
+        (
+            81,
+            &SsdBackbone::MobileNetV1(MobileNetV1Spec { scale: 0.5 })
+        )
+    );
     assert_eq!(spec.priors, SsdSpec::mobilenet_v1(81).priors);
 }
 
@@ -980,6 +987,78 @@ fn ssd_yaml_fixture_matches_paddledetections_own_code() {
         .contains(&"MultiBoxHead has no effect: architecture is YOLOv3".to_string()));
 }
 
+/// PaddleDetection's VGG16-SSD YAML (ssd_vgg16_300_voc.yml) and its RON
+/// mirror are `SsdSpec::vgg16(21)` trained with Momentum; VGG values
+/// pulsefocus cannot build are one-line errors naming the file and the key.
+#[test]
+fn ssd_vgg16_yaml_and_ron_are_vgg16_ssd() {
+    use crate::models::ssd::SsdSpec;
+    use crate::optim::{Optimizer, Schedule};
+    let yaml = load(&ppdet_fixture("ssd_vgg16_300_voc.yml"), &[]).unwrap();
+    let path = configs_dir().join("ssd_vgg16_300_voc.ron");
+    let ron = load(&path, &[]).unwrap();
+    for c in [&yaml, &ron] {
+        assert!(c.is_ssd());
+        assert_eq!(c.ssd_spec(), SsdSpec::vgg16(21));
+        let train = c.train_config();
+        assert_eq!(train.optimizer, Optimizer::Momentum { momentum: 0.9 });
+        assert_eq!(train.weight_decay, 5e-4);
+        assert_eq!(
+            train.schedule,
+            Schedule::piecewise(1e-3, 0.1, &[80000, 100000], 0, 1.0)
+        );
+    }
+    assert_eq!(yaml.ssd_nms_config(), ron.ssd_nms_config());
+    assert_eq!(yaml.train_config(), ron.train_config());
+    // VGG19 and a norm on fc7 too: the spec follows the section.
+    let o = overrides(&[
+        "VGG.depth=19",
+        "VGG.normalizations=[20, 10, -1, -1, -1, -1]",
+    ]);
+    let spec = load(&path, &o).unwrap().ssd_spec();
+    let mut want = SsdSpec::vgg16(21);
+    if let crate::models::ssd::SsdBackbone::Vgg(vgg) = &mut want.backbone {
+        vgg.depth = 19;
+        vgg.normalizations[1] = Some(10.0);
+    }
+    assert_eq!(spec, want);
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["VGG.depth=13"], "key VGG.depth", "(supported: 16, 19)"),
+        (
+            &["VGG.with_extra_blocks=false"],
+            "key VGG.with_extra_blocks",
+            "must be true",
+        ),
+        (
+            &["VGG.extra_block_filters=[[256, 512, 1, 2, 3], [128, 0, 1, 2, 3], [128, 256, 0, 1, 3], [128, 256, 0, 1, 3]]"],
+            "key VGG.extra_block_filters[1]",
+            "positive widths",
+        ),
+        (
+            &["VGG.normalizations=[20, -1, -1]"],
+            "key VGG.normalizations",
+            "has 3 entries: give one per feature level (6",
+        ),
+        (
+            &["VGG.normalizations=[0, -1, -1, -1, -1, -1]"],
+            "key VGG.normalizations",
+            "0 is not supported",
+        ),
+        (
+            &["MultiBoxHead.steps=[8, 16]"],
+            "key MultiBoxHead.steps",
+            "one per feature level (6)",
+        ),
+    ];
+    for (o, key, message) in cases {
+        let e = load(&path, &overrides(o)).unwrap_err().to_string();
+        assert!(e.contains("ssd_vgg16_300_voc.ron"), "{e}");
+        assert!(e.contains(key), "{key}: {e}");
+        assert!(e.contains(message), "{message}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+}
+
 /// SSD keys and values pulsefocus cannot honour are one-line errors naming
 /// the file and the key.
 #[test]
@@ -987,9 +1066,9 @@ fn unsupported_ssd_values_are_errors_naming_the_key() {
     let yaml = ppdet_fixture("ssd_mobilenet_v1_voc.yml");
     let cases: &[(&[&str], &str, &str)] = &[
         (
-            &["SSD.backbone=VGG"],
+            &["SSD.backbone=ResNet"],
             "key SSD.backbone",
-            "'VGG' is not supported yet",
+            "'ResNet' is not supported (supported: MobileNet, VGG)",
         ),
         (
             &["SSD.output_decoder.nms_eta=0.5"],

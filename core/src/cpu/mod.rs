@@ -7,13 +7,14 @@ pub mod conv;
 mod elementwise;
 pub mod gemm;
 pub mod head_rows;
+pub mod l2_norm;
 mod pool;
 pub mod rmsprop;
 pub mod roi_align;
 
 use crate::backend::{
-    Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, HeadRows, PoolGeom,
-    RmsPropStep, RoiAlignGeom, SgdStep,
+    Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, HeadRows, L2NormGeom,
+    PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
 };
 use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
 
@@ -270,6 +271,31 @@ impl Backend for CpuBackend {
 
     fn head_rows_backward(&self, g: &HeadRows, rows_grad: &Vec<f32>, x_grad: &mut Vec<f32>) {
         head_rows::backward(g, rows_grad, x_grad);
+    }
+
+    fn l2_norm_forward(
+        &self,
+        g: &L2NormGeom,
+        epsilon: f32,
+        x: &Vec<f32>,
+        scale: &Vec<f32>,
+        norm: &mut Vec<f32>,
+        y: &mut Vec<f32>,
+    ) {
+        l2_norm::forward(g, epsilon, x, scale, norm, y);
+    }
+
+    fn l2_norm_backward(
+        &self,
+        g: &L2NormGeom,
+        x: &Vec<f32>,
+        scale: &Vec<f32>,
+        norm: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+        dscale: &mut Vec<f32>,
+    ) {
+        l2_norm::backward(g, x, scale, norm, dy, dx, dscale);
     }
 
     fn roi_align_forward(

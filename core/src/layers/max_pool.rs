@@ -1,5 +1,6 @@
-//! Max pooling (square window, floor mode). Backward recomputes each window's
-//! first maximum from the saved input instead of storing indices.
+//! Max pooling (square window, floor or Paddle's ceil mode). Backward
+//! recomputes each window's first maximum from the saved input instead of
+//! storing indices.
 
 use crate::backend::{Backend, PoolGeom};
 use crate::tensor::Tensor;
@@ -8,6 +9,8 @@ pub struct MaxPool2d<B: Backend> {
     pub kernel: usize,
     pub stride: usize,
     pub pad: usize,
+    /// Paddle's `ceil_mode` (VGG's pools); floor mode when false.
+    pub ceil_mode: bool,
     output: Tensor<B>,
 }
 
@@ -21,17 +24,22 @@ impl<B: Backend> MaxPool2d<B> {
             kernel,
             stride,
             pad,
+            ceil_mode: false,
             output: Tensor::zeros(backend, &[0]),
+        }
+    }
+
+    /// The same pool in ceil mode.
+    pub fn ceil(self) -> Self {
+        MaxPool2d {
+            ceil_mode: true,
+            ..self
         }
     }
 
     fn geom_for(&self, x: &Tensor<B>) -> PoolGeom {
         let (n, c, h, w) = x.nchw();
-        assert!(
-            h + 2 * self.pad >= self.kernel && w + 2 * self.pad >= self.kernel,
-            "max_pool: window larger than input"
-        );
-        PoolGeom {
+        let g = PoolGeom {
             batch: n,
             channels: c,
             h_in: h,
@@ -39,7 +47,10 @@ impl<B: Backend> MaxPool2d<B> {
             kernel: self.kernel,
             stride: self.stride,
             pad: self.pad,
-        }
+            ceil_mode: self.ceil_mode,
+        };
+        assert!(g.fits(), "max_pool: window does not fit {g:?}");
+        g
     }
 
     pub fn forward(&mut self, backend: &B, x: &Tensor<B>) -> &Tensor<B> {
@@ -85,10 +96,25 @@ mod tests {
 
     fn check_backward(seed: u64) {
         let b = cpu();
-        for (k, s, p) in [(2, 2, 0), (3, 1, 1), (5, 1, 2), (3, 2, 1)] {
+        for (k, s, p, ceil) in [
+            (2, 2, 0, false),
+            (3, 1, 1, false),
+            (5, 1, 2, false),
+            (3, 2, 1, false),
+            (2, 2, 0, true),
+            (3, 2, 0, true),
+        ] {
             let shape = [2, 2, 7, 6];
             let xs = random_vec(seed + k as u64, 168);
-            let mut pool = MaxPool2d::new(&b, k, s, p);
+            let new = || {
+                let pool = MaxPool2d::new(&b, k, s, p);
+                if ceil {
+                    pool.ceil()
+                } else {
+                    pool
+                }
+            };
+            let mut pool = new();
             let x = Tensor::from_host(&b, &shape, &xs);
             let out = pool.forward(&b, &x).numel();
             let r = random_vec(seed + 10, out);
@@ -100,7 +126,7 @@ mod tests {
                 &mut dx,
             );
             let loss = |v: &[f32]| {
-                let mut fresh = MaxPool2d::new(&b, k, s, p);
+                let mut fresh = new();
                 probe_loss(
                     &fresh
                         .forward(&b, &Tensor::from_host(&b, &shape, v))
@@ -113,7 +139,7 @@ mod tests {
                 ..GradCheck::default()
             };
             check_gradient(
-                &format!("max_pool k{k} s{s} p{p}"),
+                &format!("max_pool k{k} s{s} p{p} ceil {ceil}"),
                 &xs,
                 &dx.to_host(&b),
                 loss,
@@ -121,6 +147,19 @@ mod tests {
             )
             .unwrap();
         }
+    }
+
+    /// Paddle's ceil mode on a 7x6 input, 2x2 stride 2: 4x3 outputs, the
+    /// last row of windows holding the input's last row only.
+    #[test]
+    fn ceil_mode_keeps_the_last_partial_windows() {
+        let b = cpu();
+        let xs: Vec<f32> = (0..42).map(|v| v as f32).collect();
+        let x = Tensor::from_host(&b, &[1, 1, 7, 6], &xs);
+        let mut pool = MaxPool2d::new(&b, 2, 2, 0).ceil();
+        let y = pool.forward(&b, &x);
+        assert_eq!(y.shape(), [1, 1, 4, 3]);
+        assert_eq!(y.to_host(&b)[9..], [37.0, 39.0, 41.0]);
     }
 
     #[test]

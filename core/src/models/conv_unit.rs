@@ -1,14 +1,15 @@
 //! The description of one convolution unit as PaddleDetection declares it: a
 //! conv2d (no bias) followed by a norm (batch norm, or ResNet's affine
-//! channel) and an activation, or a conv2d with a bias and nothing after it
-//! (`yolo_output`, the SSD, FPN and RPN head convs). Every model here is a
+//! channel) and an activation, or a conv2d with a bias and its activation
+//! (VGG's ReLU; the identity for `yolo_output` and the SSD, FPN and RPN
+//! head convs). Every model here is a
 //! list of these units plus the wiring between them; the parameter list, the
 //! initialisation and the weight decay overrides all come from it.
 
 use super::init::{init_param, Rng};
 pub use crate::backend::Activation;
 use crate::backend::Backend;
-use crate::layers::{BatchNorm, Conv2d, Conv2dConfig};
+use crate::layers::{ActivationLayer, BatchNorm, Conv2d, Conv2dConfig, L2Norm};
 use crate::params::ParamSpec;
 use crate::tensor::Tensor;
 
@@ -21,6 +22,9 @@ pub enum NameStyle {
     /// MobileNetV1: `P_weights`, `P_bn_scale`, `P_bn_offset`, `P_bn_mean`,
     /// `P_bn_variance`.
     Underscored,
+    /// VGG (`VGG._conv_layer`, the names of the Caffe-converted weights):
+    /// `P_weights`, `P_biases`. Its convs have biases, never a batch norm.
+    Vgg,
     /// A conv built without a name, as SSD's head convs: Paddle names its
     /// parameters after the layer's unique name `P` (`conv2d_22`):
     /// `P.w_0`, `P.b_0`. Such convs here never have a norm.
@@ -115,6 +119,10 @@ pub enum ParamRole {
     /// Running statistics: persistable, saved and loaded, never trained.
     BnMean,
     BnVariance,
+    /// The scale of an L2 norm on the unit's output (`ConvUnit::l2_norm`,
+    /// VGG16-SSD's `conv4_3_norm`): a parameter of its own layer, which
+    /// `network::L2NormSpec` declares and names.
+    L2NormScale,
     /// A fully connected layer's weight, `[inputs, outputs]`, and bias.
     FcWeight,
     FcBias,
@@ -135,11 +143,18 @@ pub struct ConvUnitSpec {
     pub style: NameStyle,
     pub in_channels: usize,
     pub out_channels: usize,
-    /// Square kernel; padding is always `kernel / 2` ("same" at stride 1).
+    /// Square kernel.
     pub kernel: usize,
     pub stride: usize,
+    /// Padding on every side when the layer declares its own (VGG's
+    /// `fc6`: 6; its extra blocks' 3x3 convs: 0 or 1); None is "same"
+    /// padding, `kernel / 2`, as every other conv here.
+    pub padding: Option<usize>,
+    /// Spacing of the kernel taps (Paddle's `dilation`; VGG's `fc6`: 6).
+    pub dilation: usize,
     pub groups: usize,
     pub norm: Norm,
+    /// Fused into the batch norm, or after the biased conv.
     pub activation: Activation,
     pub init: WeightInit,
     /// The conv weight's own attributes (e.g. MobileNet's `conv_decay` and
@@ -171,12 +186,12 @@ impl UnitParam {
 
 impl ConvUnitSpec {
     pub fn padding(&self) -> usize {
-        self.kernel / 2
+        self.padding.unwrap_or(self.kernel / 2)
     }
 
     /// Output spatial size for an input of `size` pixels along one axis.
     pub fn output_size(&self, size: usize) -> usize {
-        (size + 2 * self.padding() - self.kernel) / self.stride + 1
+        (size + 2 * self.padding() - self.dilation * (self.kernel - 1) - 1) / self.stride + 1
     }
 
     pub fn weight_shape(&self) -> [usize; 4] {
@@ -203,8 +218,14 @@ impl ConvUnitSpec {
             (NameStyle::Underscored, ParamRole::BnOffset) => format!("{p}_bn_offset"),
             (NameStyle::Underscored, ParamRole::BnMean) => format!("{p}_bn_mean"),
             (NameStyle::Underscored, ParamRole::BnVariance) => format!("{p}_bn_variance"),
+            (NameStyle::Vgg, ParamRole::ConvWeight) => format!("{p}_weights"),
+            (NameStyle::Vgg, ParamRole::ConvBias) => format!("{p}_biases"),
             (NameStyle::Generated, ParamRole::ConvWeight) => format!("{p}.w_0"),
             (NameStyle::Generated, ParamRole::ConvBias) => format!("{p}.b_0"),
+            // Paddle names an L2 norm's scale after its own `Scale` layer
+            // (`Scale_N.w_0`), which the unit does not know:
+            // `L2NormSpec::name` has it.
+            (_, ParamRole::L2NormScale) => format!("{p}.unnamed_l2_norm_scale"),
             (NameStyle::ResNet, ParamRole::ConvWeight) => format!("{p}_weights"),
             (NameStyle::ResNet, ParamRole::BnScale) => format!("{}_scale", resnet_norm_name(p)),
             (NameStyle::ResNet, ParamRole::BnOffset) => format!("{}_offset", resnet_norm_name(p)),
@@ -214,9 +235,9 @@ impl ConvUnitSpec {
             }
             (NameStyle::Suffixed, ParamRole::ConvWeight) => format!("{p}_w"),
             (NameStyle::Suffixed, ParamRole::ConvBias) => format!("{p}_b"),
-            // Combinations no model here has (a norm after an unnamed or
-            // Detectron-named conv, a bias on a ResNet conv, a fully
-            // connected role on a conv): the names say so.
+            // Combinations no model here has (a norm after an unnamed,
+            // VGG-named or Detectron-named conv, a bias on a ResNet conv, a
+            // fully connected role on a conv): the names say so.
             (_, role) => format!("{p}.unnamed_{role:?}"),
         }
     }
@@ -262,7 +283,12 @@ impl ConvUnitSpec {
                 };
                 let attr = match role {
                     ParamRole::ConvWeight => self.weight,
-                    ParamRole::BnMean | ParamRole::BnVariance => ParamAttr::DEFAULT,
+                    // The L2 norm's scale is no role of `roles()`
+                    // (`L2NormSpec` declares it); were it listed, it would
+                    // have `create_parameter`'s defaults.
+                    ParamRole::BnMean | ParamRole::BnVariance | ParamRole::L2NormScale => {
+                        ParamAttr::DEFAULT
+                    }
                     _ => self.norm_attr(),
                 };
                 UnitParam::new(self.param_name(role), &shape, role, attr)
@@ -303,24 +329,35 @@ fn resnet_norm_name(name: &str) -> String {
     }
 }
 
-/// A conv unit at run time: D1's conv layer and, for every unit with a norm,
-/// a batch norm fused with the unit's activation (an affine channel runs as
-/// a frozen batch norm, see `new`).
+/// A conv unit at run time: D1's conv layer and either a norm, a batch norm
+/// fused with the unit's activation (an affine channel runs as a frozen
+/// batch norm, see `new`), or (a conv with a bias) the activation on its own
+/// unless it is the identity.
 pub struct ConvUnit<B: Backend> {
     pub spec: ConvUnitSpec,
     pub conv: Conv2d<B>,
     pub bn: Option<BatchNorm<B>>,
+    pub act: Option<ActivationLayer<B>>,
+    /// An L2 norm of the unit's output that the detector feeds to its head
+    /// instead (VGG16-SSD's `conv4_3_norm`; `ConvNet::with_norms` adds it).
+    /// The unit's `forward` does not run it: the chain below continues from
+    /// the output itself.
+    pub l2_norm: Option<L2Norm<B>>,
 }
 
 impl<B: Backend> ConvUnit<B> {
     /// Builds the unit with Paddle's initial values.
     pub fn new(backend: &B, spec: ConvUnitSpec, rng: &mut Rng) -> Self {
-        let config = Conv2dConfig::new(
-            spec.in_channels,
-            spec.out_channels,
-            spec.kernel,
-            spec.stride,
-        )
+        let config = Conv2dConfig {
+            pad: spec.padding(),
+            dilation: spec.dilation,
+            ..Conv2dConfig::new(
+                spec.in_channels,
+                spec.out_channels,
+                spec.kernel,
+                spec.stride,
+            )
+        }
         .groups(spec.groups);
         let config = match spec.norm {
             Norm::Bias(_) => config.with_bias(),
@@ -346,7 +383,15 @@ impl<B: Backend> ConvUnit<B> {
                 Some(bn)
             }
         };
-        let mut unit = ConvUnit { spec, conv, bn };
+        let act = (bn.is_none() && spec.activation != Activation::Identity)
+            .then(|| ActivationLayer::new(backend, spec.activation));
+        let mut unit = ConvUnit {
+            spec,
+            conv,
+            bn,
+            act,
+            l2_norm: None,
+        };
         for declared in unit.spec.params() {
             let mut values = vec![0.0; declared.spec.numel()];
             init_param(&unit.spec, declared.role, &mut values, rng);
@@ -362,6 +407,11 @@ impl<B: Backend> ConvUnit<B> {
                 .as_ref()
                 .expect("batch-norm role on a unit without BN")
         };
+        let l2_norm = || {
+            self.l2_norm
+                .as_ref()
+                .expect("L2-norm role on a unit without an L2 norm")
+        };
         match role {
             ParamRole::ConvWeight => &self.conv.weight,
             ParamRole::ConvBias => self
@@ -373,6 +423,7 @@ impl<B: Backend> ConvUnit<B> {
             ParamRole::BnOffset => &bn().offset,
             ParamRole::BnMean => &bn().mean,
             ParamRole::BnVariance => &bn().variance,
+            ParamRole::L2NormScale => &l2_norm().scale,
             ParamRole::FcWeight | ParamRole::FcBias => {
                 panic!(
                     "{role:?}: a fully connected role on conv unit {}",
@@ -390,6 +441,13 @@ impl<B: Backend> ConvUnit<B> {
                 .bias
                 .as_mut()
                 .expect("bias role on a unit without bias"),
+            ParamRole::L2NormScale => {
+                &mut self
+                    .l2_norm
+                    .as_mut()
+                    .expect("L2-norm role on a unit without an L2 norm")
+                    .scale
+            }
             ParamRole::FcWeight | ParamRole::FcBias => {
                 panic!(
                     "{role:?}: a fully connected role on conv unit {}",
@@ -419,6 +477,7 @@ impl<B: Backend> ConvUnit<B> {
             ParamRole::ConvBias => self.conv.bias_grad.as_ref(),
             ParamRole::BnScale => self.bn.as_ref().map(|bn| &bn.scale_grad),
             ParamRole::BnOffset => self.bn.as_ref().map(|bn| &bn.offset_grad),
+            ParamRole::L2NormScale => self.l2_norm.as_ref().map(|n| &n.scale_grad),
             ParamRole::BnMean | ParamRole::BnVariance | ParamRole::FcWeight | ParamRole::FcBias => {
                 None
             }
@@ -433,6 +492,7 @@ impl<B: Backend> ConvUnit<B> {
             ParamRole::ConvBias => Some((self.conv.bias.as_mut()?, self.conv.bias_grad.as_ref()?)),
             ParamRole::BnScale => self.bn.as_mut().map(|bn| (&mut bn.scale, &bn.scale_grad)),
             ParamRole::BnOffset => self.bn.as_mut().map(|bn| (&mut bn.offset, &bn.offset_grad)),
+            ParamRole::L2NormScale => self.l2_norm.as_mut().map(|n| (&mut n.scale, &n.scale_grad)),
             ParamRole::BnMean | ParamRole::BnVariance | ParamRole::FcWeight | ParamRole::FcBias => {
                 None
             }
@@ -441,17 +501,47 @@ impl<B: Backend> ConvUnit<B> {
 
     pub fn forward(&mut self, backend: &B, x: &Tensor<B>, workspace: &mut Tensor<B>) -> &Tensor<B> {
         let z = self.conv.forward(backend, x, workspace);
-        match &mut self.bn {
-            Some(bn) => bn.forward(backend, z),
-            None => z,
+        match (&mut self.bn, &mut self.act) {
+            (Some(bn), _) => bn.forward(backend, z),
+            (None, Some(act)) => act.forward(backend, z),
+            (None, None) => z,
         }
     }
 
     pub fn output(&self) -> &Tensor<B> {
-        match &self.bn {
-            Some(bn) => bn.output(),
-            None => self.conv.output(),
+        unit_output(&self.conv, &self.bn, &self.act)
+    }
+
+    /// What a detector head reads from this unit: the output, or its L2
+    /// norm's output after `forward_l2_norm`.
+    pub fn head_input(&self) -> &Tensor<B> {
+        match &self.l2_norm {
+            Some(norm) => norm.output(),
+            None => self.output(),
         }
+    }
+
+    /// Runs the unit's L2 norm (if any) on its output, after `forward`.
+    pub fn forward_l2_norm(&mut self, backend: &B) {
+        if let Some(norm) = &mut self.l2_norm {
+            norm.forward(backend, unit_output(&self.conv, &self.bn, &self.act));
+        }
+    }
+
+    /// From `dy`, the gradient of the L2 norm's output, to its scale's
+    /// gradient and the unit output's (into `dx`). The unit must have an L2
+    /// norm.
+    pub fn backward_l2_norm(&mut self, backend: &B, dy: &Tensor<B>, dx: &mut Tensor<B>) {
+        let norm = self
+            .l2_norm
+            .as_mut()
+            .expect("backward_l2_norm on a unit without an L2 norm");
+        norm.backward(
+            backend,
+            unit_output(&self.conv, &self.bn, &self.act),
+            dy,
+            dx,
+        );
     }
 
     /// From `dy` (gradient of the unit's output) to the parameter gradients
@@ -466,12 +556,16 @@ impl<B: Backend> ConvUnit<B> {
         dx: Option<&mut Tensor<B>>,
         workspace: &mut Tensor<B>,
     ) {
-        match &mut self.bn {
-            Some(bn) => {
+        match (&mut self.bn, &mut self.act) {
+            (Some(bn), _) => {
                 bn.backward(backend, self.conv.output(), dy, Some(&mut *dz));
                 self.conv.backward(backend, x, dz, dx, workspace);
             }
-            None => self.conv.backward(backend, x, dy, dx, workspace),
+            (None, Some(act)) => {
+                act.backward(backend, dy, dz);
+                self.conv.backward(backend, x, dz, dx, workspace);
+            }
+            (None, None) => self.conv.backward(backend, x, dy, dx, workspace),
         }
     }
 
@@ -479,6 +573,27 @@ impl<B: Backend> ConvUnit<B> {
     pub fn planned_bytes(&self, backend: &B) -> usize {
         self.conv.planned_bytes(backend)
             + self.bn.as_ref().map_or(0, |bn| bn.planned_bytes(backend))
+            + self
+                .act
+                .as_ref()
+                .map_or(0, |act| act.planned_bytes(backend))
+            + self
+                .l2_norm
+                .as_ref()
+                .map_or(0, |n| n.planned_bytes(backend))
+    }
+}
+
+/// A unit's output: its batch norm's, its activation's, or its conv's.
+fn unit_output<'a, B: Backend>(
+    conv: &'a Conv2d<B>,
+    bn: &'a Option<BatchNorm<B>>,
+    act: &'a Option<ActivationLayer<B>>,
+) -> &'a Tensor<B> {
+    match (bn, act) {
+        (Some(bn), _) => bn.output(),
+        (None, Some(act)) => act.output(),
+        (None, None) => conv.output(),
     }
 }
 
@@ -571,6 +686,8 @@ mod tests {
             out_channels: 4,
             kernel: 3,
             stride: 2,
+            padding: None,
+            dilation: 1,
             groups: 2,
             norm,
             activation: Activation::LEAKY_0_1,
@@ -641,6 +758,27 @@ mod tests {
         let u = unit(NameStyle::Dotted, BN);
         assert_eq!(u.output_size(320), 160);
         assert_eq!(u.output_size(7), 4);
+    }
+
+    /// VGG's `fc6` (3x3, dilation 6, padding 6) keeps the size; an
+    /// unpadded 3x3 (its last extra blocks) takes 2 off.
+    #[test]
+    fn explicit_padding_and_dilation() {
+        let fc6 = ConvUnitSpec {
+            stride: 1,
+            padding: Some(6),
+            dilation: 6,
+            ..unit(NameStyle::Vgg, Norm::Bias(ParamAttr::DEFAULT))
+        };
+        assert_eq!((fc6.padding(), fc6.output_size(19)), (6, 19));
+        let unpadded = ConvUnitSpec {
+            padding: Some(0),
+            dilation: 1,
+            ..fc6.clone()
+        };
+        assert_eq!(unpadded.output_size(5), 3);
+        let names: Vec<_> = fc6.params().into_iter().map(|p| p.spec.name).collect();
+        assert_eq!(names, ["p_weights", "p_biases"]);
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub(crate) fn dotted_unit(
         out_channels: cout,
         kernel,
         stride,
+        padding: None,
+        dilation: 1,
         groups: 1,
         norm: Norm::BatchNorm(ParamAttr::NO_DECAY),
         activation: Activation::LEAKY_0_1,

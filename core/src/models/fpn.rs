@@ -60,6 +60,8 @@ impl FpnSpec {
             out_channels: self.num_chan,
             kernel,
             stride: 1,
+            padding: None,
+            dilation: 1,
             groups: 1,
             norm: Norm::Bias(ParamAttr::DETECTRON_BIAS),
             activation: Activation::Identity,

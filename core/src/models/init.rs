@@ -22,7 +22,9 @@ pub fn init_param(unit: &ConvUnitSpec, role: ParamRole, values: &mut [f32], rng:
 /// The constant every parameter but a weight starts from.
 pub fn constant_init(role: ParamRole) -> f32 {
     match role {
-        ParamRole::BnScale | ParamRole::BnVariance => 1.0,
+        // 1 is also `_l2_norm_scale`'s default `init_scale`; the configs'
+        // (`normalizations`) come from `L2NormSpec`.
+        ParamRole::BnScale | ParamRole::BnVariance | ParamRole::L2NormScale => 1.0,
         ParamRole::ConvBias | ParamRole::FcBias | ParamRole::BnOffset | ParamRole::BnMean => 0.0,
         ParamRole::ConvWeight | ParamRole::FcWeight => {
             panic!("{role:?} is drawn from its WeightInit, not a constant")
@@ -69,6 +71,8 @@ mod tests {
             out_channels: 64,
             kernel: 3,
             stride: 1,
+            padding: None,
+            dilation: 1,
             groups,
             norm: Norm::BatchNorm(ParamAttr::NO_DECAY),
             activation: Activation::LEAKY_0_1,

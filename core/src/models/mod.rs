@@ -17,6 +17,7 @@ pub mod resnet;
 pub mod rpn_head;
 pub mod ssd;
 pub mod ssd_detector;
+pub mod vgg;
 pub mod yolov3;
 pub mod yolov3_detector;
 pub mod yolov3_head;

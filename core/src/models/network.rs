@@ -3,9 +3,10 @@
 //! loading rules, snapshots, the optimizer and freezing work on this, the same
 //! for every architecture; each detector adds only its wiring.
 
-use super::conv_unit::{ConvUnit, ConvUnitSpec, Norm, ParamRole, UnitParam};
+use super::conv_unit::{ConvUnit, ConvUnitSpec, Norm, ParamAttr, ParamRole, UnitParam};
 use super::init::Rng;
 use crate::backend::Backend;
+use crate::layers::L2Norm;
 use pulsefocus_formats::{Checkpoint, RawTensor};
 
 /// Why a value could not be set on a model parameter.
@@ -22,10 +23,63 @@ pub enum SetParamError {
 }
 
 /// Where a parameter lives: its unit, its role there, and its declaration.
+/// An L2 norm's scale lives in the unit whose output it normalises
+/// (`ConvUnit::l2_norm`) and is frozen with it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamSlot {
     pub unit: usize,
     pub param: UnitParam,
+}
+
+/// An L2 norm with a learned per-channel scale on a unit's output, which
+/// the detector feeds to its head in place of the output (VGG16-SSD's
+/// `conv4_3_norm`, `VGG._l2_norm_scale`). Its scale is a parameter of its
+/// own layer, not of the conv's, so it is declared here and not by the
+/// unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct L2NormSpec {
+    /// The scale's name: Paddle's `Scale` layers are unnamed, so their
+    /// parameters are `Scale_N.w_0` by that layer type's counter.
+    pub name: String,
+    /// The unit whose output it normalises.
+    pub unit: usize,
+    /// The scale's initial value (`VGG.normalizations`: 20).
+    pub init_scale: f32,
+    /// The unit after whose parameters Paddle creates this one (VGG adds
+    /// its norms once the extra blocks are built): the slot order.
+    pub declared_after: usize,
+}
+
+impl L2NormSpec {
+    fn param(&self, channels: usize) -> UnitParam {
+        // `create_parameter` without a regularizer: the optimizer's decay.
+        UnitParam::new(
+            self.name.clone(),
+            &[channels],
+            ParamRole::L2NormScale,
+            ParamAttr::DEFAULT,
+        )
+    }
+}
+
+/// Every parameter's slot in Paddle's creation order: each unit's, with
+/// each L2 norm's after the unit it names in `declared_after`.
+pub fn param_slots(units: &[ConvUnitSpec], norms: &[L2NormSpec]) -> Vec<ParamSlot> {
+    let mut slots = Vec::new();
+    for (unit, u) in units.iter().enumerate() {
+        slots.extend(
+            u.params()
+                .into_iter()
+                .map(|param| ParamSlot { unit, param }),
+        );
+        for norm in norms.iter().filter(|n| n.declared_after == unit) {
+            slots.push(ParamSlot {
+                unit: norm.unit,
+                param: norm.param(units[norm.unit].out_channels),
+            });
+        }
+    }
+    slots
 }
 
 /// Running statistics saved before a pass that would move them (planning).
@@ -44,20 +98,31 @@ impl<B: Backend> ConvNet<B> {
     /// Builds the units with PaddleDetection's initial values drawn from
     /// `seed`, in order.
     pub fn new(backend: &B, unit_specs: Vec<ConvUnitSpec>, seed: u64) -> Self {
+        ConvNet::with_norms(backend, unit_specs, &[], seed)
+    }
+
+    /// `new`, with L2 norms on the outputs of some units (their scales at
+    /// their initial values; they draw nothing from `seed`).
+    pub fn with_norms(
+        backend: &B,
+        unit_specs: Vec<ConvUnitSpec>,
+        norms: &[L2NormSpec],
+        seed: u64,
+    ) -> Self {
         let mut rng = Rng::from_state(seed);
-        let slots = unit_specs
-            .iter()
-            .enumerate()
-            .flat_map(|(unit, u)| {
-                u.params()
-                    .into_iter()
-                    .map(move |param| ParamSlot { unit, param })
-            })
-            .collect();
-        let units = unit_specs
+        let slots = param_slots(&unit_specs, norms);
+        let mut units: Vec<ConvUnit<B>> = unit_specs
             .into_iter()
             .map(|u| ConvUnit::new(backend, u, &mut rng))
             .collect();
+        for norm in norms {
+            let unit = &mut units[norm.unit];
+            unit.l2_norm = Some(L2Norm::new(
+                backend,
+                unit.spec.out_channels,
+                norm.init_scale,
+            ));
+        }
         ConvNet {
             backend: backend.clone(),
             units,
@@ -232,6 +297,8 @@ mod tests {
             out_channels: 4,
             kernel: 3,
             stride: 1,
+            padding: None,
+            dilation: 1,
             groups: 1,
             norm: Norm::AffineChannel(ParamAttr {
                 decay: Some(0.0),

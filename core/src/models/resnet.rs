@@ -159,6 +159,8 @@ impl ResNetSpec {
             out_channels: cout,
             kernel,
             stride,
+            padding: None,
+            dilation: 1,
             groups: 1,
             norm: match self.norm_type {
                 NormType::BatchNorm => Norm::BatchNorm(attr),

@@ -93,6 +93,8 @@ impl RpnHeadSpec {
             out_channels: cout,
             kernel,
             stride: 1,
+            padding: None,
+            dilation: 1,
             groups: 1,
             norm: Norm::Bias(ParamAttr::DETECTRON_BIAS),
             activation: act,

@@ -1,6 +1,8 @@
 //! SSD at run time, as PaddleDetection's `SSD` architecture trains and
-//! predicts: the backbone chain (MobileNetV1 and its extra blocks) run in
-//! order, two head convs per feature level (box offsets, class scores), each
+//! predicts: the backbone chain (MobileNetV1 and its extra blocks, or VGG
+//! with its max pools and extra blocks) run in order, L2 norms on the
+//! features that have one (VGG16's `conv4_3`), two head convs per feature
+//! level (box offsets, class scores), each
 //! head output gathered into the rows of all priors (`multi_box_head`'s
 //! transpose, reshape and concat: `Backend::head_rows_*`), then `ssd_loss`
 //! on the host from the downloaded rows (its gradients uploaded for the
@@ -18,6 +20,7 @@ use super::ssd::SsdSpec;
 use crate::backend::{Backend, HeadRows};
 use crate::box_coder::BoxXyxy;
 use crate::detector::{Detector, Losses};
+use crate::layers::MaxPool2d;
 use crate::ssd::{ssd_loss, ssd_nms, ImageTruth, SsdLossConfig};
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth, NmsConfig};
@@ -57,6 +60,8 @@ pub struct SsdDetector<B: Backend> {
     backbone_units: usize,
     /// Backbone unit index of each feature level.
     features: Vec<usize>,
+    /// VGG's max pools, each with the unit whose output it takes.
+    pools: Vec<(usize, MaxPool2d<B>)>,
     /// `[N, priors, 4]` box offsets and `[N, priors, classes]` scores of all
     /// levels (`LOC`, `CONF`), their gradients, and both on the host.
     rows: [Tensor<B>; 2],
@@ -81,9 +86,21 @@ impl<B: Backend> SsdDetector<B> {
         let backbone_units = units.len();
         units.extend(spec.head_units());
         let features = spec.feature_units();
+        // PaddleDetection's VGG pools in ceil mode.
+        let pools = spec
+            .pools()
+            .into_iter()
+            .map(|(after, p)| {
+                (
+                    after,
+                    MaxPool2d::new(backend, p.kernel, p.stride, p.pad).ceil(),
+                )
+            })
+            .collect();
         let empty = || Tensor::zeros(backend, &[0]);
         SsdDetector {
-            net: ConvNet::new(backend, units, seed),
+            net: ConvNet::with_norms(backend, units, &spec.l2_norms(), seed),
+            pools,
             loss: SsdLossConfig::default(),
             nms: ssd_nms(),
             backbone_units,
@@ -143,9 +160,12 @@ impl<B: Backend> SsdDetector<B> {
         let backend = self.net.backend().clone();
         let workspace = &mut self.scratch.workspace;
         let (backbone, head) = self.net.units.split_at_mut(self.backbone_units);
-        mobilenet_v1::forward(&backend, backbone, image, workspace);
+        mobilenet_v1::forward(&backend, backbone, &mut self.pools, image, workspace);
+        for &feature in &self.features {
+            backbone[feature].forward_l2_norm(&backend);
+        }
         for (k, unit) in head.iter_mut().enumerate() {
-            let feature = backbone[self.features[k / 2]].output();
+            let feature = backbone[self.features[k / 2]].head_input();
             unit.forward(&backend, feature, workspace);
         }
         for which in [LOC, CONF] {
@@ -205,7 +225,7 @@ impl<B: Backend> SsdDetector<B> {
                     self.row_grads[which].buf(),
                     self.head_grad.buf_mut(),
                 );
-                let feature = backbone[self.features[level]].output();
+                let feature = backbone[self.features[level]].head_input();
                 let dx = backbone_trained.then_some(&mut self.head_dx);
                 conv.backward(
                     &backend,
@@ -224,6 +244,15 @@ impl<B: Backend> SsdDetector<B> {
                     accumulate(&backend, &self.head_dx, &mut self.feature_grads[level]);
                 }
             }
+            // Through the feature's L2 norm: its scale's gradient, and the
+            // gradient of the unit's own output.
+            let unit = &mut self.net.units[self.features[level]];
+            if backbone_trained && unit.l2_norm.is_some() {
+                unit.backward_l2_norm(&backend, &self.feature_grads[level], &mut self.head_dx);
+                // A copy, not a swap: each buffer keeps the size planned
+                // for it.
+                copy_into(&backend, &self.head_dx, &mut self.feature_grads[level]);
+            }
         }
         if !backbone_trained {
             return;
@@ -232,6 +261,7 @@ impl<B: Backend> SsdDetector<B> {
         mobilenet_v1::backward(
             &backend,
             backbone,
+            &mut self.pools,
             image,
             &self.features,
             &self.feature_grads,
@@ -263,7 +293,12 @@ impl<B: Backend> SsdDetector<B> {
             .chain(&self.host_grads)
             .map(|v| v.capacity() * 4)
             .sum::<usize>();
-        self.net.planned_bytes() + tensors + host + self.scratch.planned_bytes(b)
+        let pools = self
+            .pools
+            .iter()
+            .map(|(_, p)| p.planned_bytes(b))
+            .sum::<usize>();
+        self.net.planned_bytes() + tensors + host + pools + self.scratch.planned_bytes(b)
     }
 }
 
@@ -412,6 +447,8 @@ mod tests {
     use crate::backend::Activation;
     use crate::gradcheck::{check_params, probe_loss, random_vec, Probe, SEEDS};
     use crate::models::mobilenet_v1::MobileNetV1Spec;
+    use crate::models::ssd::SsdBackbone;
+    use crate::models::vgg::{VggExtraBlock, VggSpec};
     use crate::train::SyntheticBatch;
     use crate::CpuBackend;
 
@@ -420,7 +457,7 @@ mod tests {
     fn tiny_spec(classes: usize) -> SsdSpec {
         let full = SsdSpec::mobilenet_v1(classes);
         SsdSpec {
-            backbone: MobileNetV1Spec { scale: 0.125 },
+            backbone: SsdBackbone::MobileNetV1(MobileNetV1Spec { scale: 0.125 }),
             extra_blocks: full
                 .extra_blocks
                 .iter()
@@ -469,28 +506,82 @@ mod tests {
         assert_eq!(rows[(n * count + row) * 3 + class], expected);
     }
 
-    /// Finite differences of a probe loss on both row tensors against the
-    /// backward pass, for parameters in the backbone, the extra blocks and
-    /// the head. What is checked is the wiring (the gather, the two convs
-    /// per feature adding up, the chain below), so activations are the
-    /// identity and batch norms are frozen to their running statistics (the
-    /// extra blocks' maps are 1x1: a batch norm over two values is all
-    /// curvature); the layers and `ssd_loss` have their own checks. The
-    /// network is then linear in each weight, so the differences are exact
-    /// for any step and a step of 1 keeps the rounding allowance (about
-    /// 3 * depth * eps * |loss| / step) well under the gradients: at 3e-3 it
-    /// exceeded them, and a backward that dropped level 0's score gradient
-    /// passed.
+    /// VGG16-SSD at a sixteenth of the width with two extra blocks (the
+    /// second unpadded, as VGG16's last two), and L2 norms on `conv4_3`
+    /// (VGG16's) and on the first extra block (a second `Scale_1.w_0`), so
+    /// that a 100-pixel input reaches every path: the ceil-mode pools
+    /// (25 -> 13 -> 7), the dilated `fc6`, the norms.
+    fn tiny_vgg_spec(classes: usize) -> SsdSpec {
+        let full = SsdSpec::vgg16(classes);
+        SsdSpec {
+            backbone: SsdBackbone::Vgg(VggSpec {
+                depth: 16,
+                scale: 1.0 / 16.0,
+                extra_blocks: vec![
+                    VggExtraBlock::new(8, 16, 1, 2, 3),
+                    VggExtraBlock::new(8, 16, 0, 1, 3),
+                ],
+                normalizations: vec![Some(20.0), None, Some(5.0), None],
+            }),
+            priors: full.priors[..4].to_vec(),
+            ..full
+        }
+    }
+
+    /// The VGG path's feature maps at 100 pixels: the pools in ceil mode
+    /// (100 -> 50 -> 25 -> 13 for `conv4_3`, 7 after pool4 and the
+    /// same-size pool5 and `fc6`), then 4 and 2 for the extra blocks; the
+    /// head reads the norms' outputs.
     #[test]
-    fn model_gradients_match_finite_differences() {
+    fn vgg_features_follow_paddles_pools() {
+        let cpu = CpuBackend::new();
+        let mut model = SsdDetector::new(&cpu, tiny_vgg_spec(3), 1);
+        model.forward(&image(&cpu, 2, 100, 2));
+        let sizes: Vec<(usize, usize)> = model
+            .features
+            .iter()
+            .map(|&f| {
+                let (_, _, h, w) = model.net.units[f].output().nchw();
+                (h, w)
+            })
+            .collect();
+        assert_eq!(sizes, [(13, 13), (7, 7), (4, 4), (2, 2)]);
+        let conv4_3 = &model.net.units[model.features[0]];
+        let norm = conv4_3.l2_norm.as_ref().expect("conv4_3 has its norm");
+        assert!(std::ptr::eq(conv4_3.head_input(), norm.output()));
+        // Each position of the norm's output has length 20 (its scale).
+        let (_, channels, h, w) = norm.output().nchw();
+        let out = norm.output().to_host(&cpu);
+        let length: f32 = (0..channels)
+            .map(|c| out[c * h * w].powi(2))
+            .sum::<f32>()
+            .sqrt();
+        assert!((length - 20.0).abs() < 1e-3, "{length}");
+    }
+
+    /// Finite differences of a probe loss on both row tensors against the
+    /// backward pass, for the named parameters of `spec`'s model at `size`
+    /// pixels, with steps of `step`. What is checked is the wiring (the
+    /// gather, the two convs per feature adding up, the L2 norms, the chain
+    /// below with its pools), so
+    /// activations are the identity and batch norms are frozen to their
+    /// running statistics (the extra blocks' maps are 1x1: a batch norm
+    /// over two values is all curvature); the layers and `ssd_loss` have
+    /// their own checks.
+    fn check_model_gradients(spec: SsdSpec, size: usize, step: f32, names: &[&str]) {
         let cpu = CpuBackend::new();
         for seed in SEEDS {
-            let mut model = SsdDetector::new(&cpu, tiny_spec(3), seed);
-            for bn in model.net.units.iter_mut().filter_map(|u| u.bn.as_mut()) {
-                bn.act = Activation::Identity;
+            let mut model = SsdDetector::new(&cpu, spec.clone(), seed);
+            for unit in &mut model.net.units {
+                if let Some(bn) = &mut unit.bn {
+                    bn.act = Activation::Identity;
+                }
+                if let Some(act) = &mut unit.act {
+                    act.act = Activation::Identity;
+                }
             }
             model.net.freeze_norm(true);
-            let image = image(&cpu, 2, 64, seed + 100);
+            let image = image(&cpu, 2, size, seed + 100);
             model.forward(&image);
             let probes: Vec<Vec<f32>> = [LOC, CONF]
                 .map(|w| random_vec(seed + 200 + w as u64, model.rows[w].numel()))
@@ -503,19 +594,9 @@ mod tests {
             check_params(
                 &mut model,
                 |m| &mut m.net,
-                &[
-                    "conv1_weights",
-                    "conv4_2_dw_weights",
-                    "conv5_5_sep_weights",
-                    "conv6_sep_weights",
-                    "conv7_1_extra1_weights",
-                    "conv7_4_extra2_weights",
-                    "conv2d_22.w_0",
-                    "conv2d_25.b_0",
-                    "conv2d_33.w_0",
-                ],
+                names,
                 &format!("seed {seed}"),
-                (1.0, 0.1),
+                (step, 0.1),
                 |model| {
                     model.forward(&image);
                     [LOC, CONF]
@@ -527,16 +608,74 @@ mod tests {
         }
     }
 
-    /// A few steps of the real thing on one batch: the loss falls, planning
-    /// sized every buffer, and detections come out in the picture's pixels
-    /// with object classes numbered from 0.
+    /// MobileNet-SSD: the backbone, the extra blocks and the head. Without
+    /// pools or norms the network is linear in each weight, so the
+    /// differences are exact for any step, and a step of 1 keeps the rounding
+    /// allowance (about 3 * depth * eps * |loss| / step) under the gradients:
+    /// at 3e-3 it exceeded them, and a backward that dropped level 0's score
+    /// gradient passed (it fails at 1).
     #[test]
-    fn training_lowers_the_loss_and_detection_reports_pixels() {
+    fn model_gradients_match_finite_differences() {
+        check_model_gradients(
+            tiny_spec(3),
+            64,
+            1.0,
+            &[
+                "conv1_weights",
+                "conv4_2_dw_weights",
+                "conv5_5_sep_weights",
+                "conv6_sep_weights",
+                "conv7_1_extra1_weights",
+                "conv7_4_extra2_weights",
+                "conv2d_22.w_0",
+                "conv2d_25.b_0",
+                "conv2d_33.w_0",
+            ],
+        );
+    }
+
+    /// VGG16-SSD: below and above each pool, `fc6`, the extra blocks, both
+    /// L2 norms' scales and the head. The norms make the head's inputs
+    /// vectors of length 20 whatever the weights, so the probe loss adds up
+    /// large terms and its rounding allowance (`3 * noise / h`) is large: a
+    /// step of 3e-2 brings it under the gradients (at 3e-3 a model whose
+    /// backward skipped `conv4_3`'s norm passed; at 3e-2 it fails). With
+    /// identity activations the loss is linear in each conv weight between
+    /// max-pool switches, so the longer step adds little truncation.
+    #[test]
+    fn vgg_model_gradients_match_finite_differences() {
+        check_model_gradients(
+            tiny_vgg_spec(3),
+            100,
+            3e-2,
+            &[
+                "conv1_1_weights",
+                "conv3_3_biases",
+                "conv4_3_weights",
+                "conv5_1_weights",
+                "fc6_weights",
+                "fc7_biases",
+                "conv6_2_weights",
+                "conv7_2_weights",
+                "Scale_0.w_0",
+                "Scale_1.w_0",
+                "conv2d_0.w_0",
+                "conv2d_5.b_0",
+                "conv2d_7.w_0",
+            ],
+        );
+    }
+
+    /// A few steps of the real thing on one batch of `size`-pixel images
+    /// with `spec(classes)`'s model: the loss falls, planning sized every
+    /// buffer, and detections come out in the picture's pixels with object
+    /// classes numbered from 0.
+    fn check_training(spec: fn(usize) -> SsdSpec, size: usize) {
         use crate::optim::{Optimizer, Schedule};
         use crate::train::{TrainConfig, Trainer};
         let cpu = CpuBackend::new();
         let classes = 4;
-        let model = SsdDetector::new(&cpu, tiny_spec(classes), 3);
+        let model = SsdDetector::new(&cpu, spec(classes), 3);
         let config = TrainConfig {
             optimizer: Optimizer::rmsprop(0.0),
             weight_decay: 5e-5,
@@ -544,7 +683,7 @@ mod tests {
             ..TrainConfig::yolov3()
         };
         let mut trainer = Trainer::new(Box::new(model), config);
-        let (batch, size) = (2, 96);
+        let batch = 2;
         let mut data = SyntheticBatch::new(batch, size, classes - 1, 9);
         data.number_from_one();
         let planned = trainer.plan(batch, size);
@@ -574,6 +713,18 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn training_lowers_the_loss_and_detection_reports_pixels() {
+        check_training(tiny_spec, 96);
+    }
+
+    /// The same for VGG16-SSD: its pools and norms are planned too (the
+    /// second plan allocates nothing new).
+    #[test]
+    fn vgg_training_lowers_the_loss_and_detection_reports_pixels() {
+        check_training(tiny_vgg_spec, 100);
+    }
 }
 
 /// Whole-model parity with PaddleDetection's own SSD
@@ -586,6 +737,7 @@ mod paddle_parity {
     use super::*;
     use crate::fixtures::{floats, quads, read};
     use crate::models::mobilenet_v1::MobileNetV1Spec;
+    use crate::models::ssd::SsdBackbone;
     use crate::CpuBackend;
     use serde_json::Value;
 
@@ -610,9 +762,9 @@ mod paddle_parity {
             })
             .collect();
         let spec = SsdSpec {
-            backbone: MobileNetV1Spec {
+            backbone: SsdBackbone::MobileNetV1(MobileNetV1Spec {
                 scale: json["scale"].as_f64().expect("scale") as f32,
-            },
+            }),
             extra_blocks,
             ..SsdSpec::mobilenet_v1(json["classes"].as_u64().expect("classes") as usize)
         };

@@ -227,7 +227,9 @@ impl<B: Backend> Yolov3<B> {
         let (backbone, head) = self.net.units.split_at_mut(self.backbone_units);
         let workspace = &mut self.scratch.workspace;
         match self.spec.backbone {
-            Backbone::MobileNetV1(_) => mobilenet_v1::forward(&backend, backbone, image, workspace),
+            Backbone::MobileNetV1(_) => {
+                mobilenet_v1::forward(&backend, backbone, &mut [], image, workspace)
+            }
             Backbone::DarkNet53(_) => {
                 darknet53::forward(&backend, backbone, &mut self.residuals, image, workspace)
             }
@@ -269,6 +271,7 @@ impl<B: Backend> Yolov3<B> {
             Backbone::MobileNetV1(m) => mobilenet_v1::backward(
                 &backend,
                 backbone,
+                &mut [],
                 image,
                 &m.feature_units(),
                 &self.feature_grads,

@@ -86,6 +86,8 @@ impl Yolov3HeadSpec {
                 out_channels: self.output_channels(i),
                 kernel: 1,
                 stride: 1,
+                padding: None,
+                dilation: 1,
                 groups: 1,
                 // `yolo_output`'s bias declares L2Decay(0.).
                 norm: Norm::Bias(ParamAttr::NO_DECAY),

@@ -1,13 +1,19 @@
-//! Max pooling over NCHW (square window, floor mode, padding that never
-//! wins), forward and backward side by side. The backward pass recomputes
+//! Max pooling over NCHW (square window, floor or ceil mode, padding that
+//! never wins), forward and backward side by side. The backward pass recomputes
 //! each window's winner from `x` (the first maximum in row-major order, as
 //! the CPU backend), so forward stores nothing extra; one thread per input
 //! pixel gathers the gradients of the outputs it won (no atomics).
 use crate::{grid_stride, kernel};
 
+/// Outputs along one axis; `ceil` non-zero for Paddle's `ceil_mode`.
 #[inline(always)]
-fn pooled(len: u32, size: u32, stride: u32, pad: u32) -> u32 {
-    (len + 2 * pad - size) / stride + 1
+fn pooled(len: u32, size: u32, stride: u32, pad: u32, ceil: u32) -> u32 {
+    let span = len + 2 * pad - size;
+    if ceil != 0 {
+        span.div_ceil(stride) + 1
+    } else {
+        span / stride + 1
+    }
 }
 
 /// A square pooling window.
@@ -53,8 +59,8 @@ unsafe fn window_max(
 
 kernel! {
     /// `y = max over the window`, over `planes` = N*C planes.
-    pub fn max_pool_forward(ctx, x: *const f32, y: *mut f32, planes: u32, h: u32, w: u32, size: u32, stride: u32, pad: u32) {
-        let (ho, wo) = (pooled(h, size, stride, pad), pooled(w, size, stride, pad));
+    pub fn max_pool_forward(ctx, x: *const f32, y: *mut f32, planes: u32, h: u32, w: u32, size: u32, stride: u32, pad: u32, ceil: u32) {
+        let (ho, wo) = (pooled(h, size, stride, pad, ceil), pooled(w, size, stride, pad, ceil));
         grid_stride(ctx, planes * ho * wo, |i| {
             let i = i as u32;
             let (plane, oy, ox) = (i / (ho * wo), i % (ho * wo) / wo, i % wo);
@@ -65,8 +71,8 @@ kernel! {
 
 kernel! {
     /// `dx[p] = sum of dy over the outputs whose window's first maximum is p`.
-    pub fn max_pool_backward(ctx, x: *const f32, dy: *const f32, dx: *mut f32, planes: u32, h: u32, w: u32, size: u32, stride: u32, pad: u32) {
-        let (ho, wo) = (pooled(h, size, stride, pad), pooled(w, size, stride, pad));
+    pub fn max_pool_backward(ctx, x: *const f32, dy: *const f32, dx: *mut f32, planes: u32, h: u32, w: u32, size: u32, stride: u32, pad: u32, ceil: u32) {
+        let (ho, wo) = (pooled(h, size, stride, pad, ceil), pooled(w, size, stride, pad, ceil));
         grid_stride(ctx, planes * h * w, |i| {
             let i = i as u32;
             let (plane, at) = (i / (h * w), i % (h * w));
@@ -100,16 +106,19 @@ mod tests {
     proptest! {
         #[test]
         fn forward_and_backward_match_reference(planes in 1u32..4, h in 2u32..10, w in 2u32..10,
-            size in 1u32..4, stride in 1u32..3, pad in 0u32..2, levels in 2u32..50, seed in 0u32..1000) {
+            size in 1u32..4, stride in 1u32..3, pad in 0u32..2, levels in 2u32..50, seed in 0u32..1000, ceil in 0u32..2) {
             prop_assume!(h + 2 * pad >= size && w + 2 * pad >= size && pad < size);
+            // In ceil mode every window must still start inside the input.
+            prop_assume!((pooled(h, size, stride, pad, ceil) - 1) * stride < h + pad);
+            prop_assume!((pooled(w, size, stride, pad, ceil) - 1) * stride < w + pad);
             // Few distinct values, so ties happen and the first maximum must win.
             let x: Vec<f32> = (0..planes * h * w).map(|i| ((i * 7919 + seed) % levels) as f32).collect();
-            let (ho, wo) = (pooled(h, size, stride, pad), pooled(w, size, stride, pad));
+            let (ho, wo) = (pooled(h, size, stride, pad, ceil), pooled(w, size, stride, pad, ceil));
             let dy: Vec<f32> = (0..planes * ho * wo).map(|i| i as f32 * 0.5 + 1.0).collect();
             let (xb, yb) = (DeviceBuf::new(&x), DeviceBuf::filled(dy.len(), f32::NAN));
             let (dyb, dxb) = (DeviceBuf::new(&dy), DeviceBuf::filled(x.len(), f32::NAN));
-            launch_independent(Dim3::x(2), Dim3::x(32), |c| unsafe { max_pool_forward(c, xb.ptr(), yb.ptr(), planes, h, w, size, stride, pad) });
-            launch_independent(Dim3::x(2), Dim3::x(32), |c| unsafe { max_pool_backward(c, xb.ptr(), dyb.ptr(), dxb.ptr(), planes, h, w, size, stride, pad) });
+            launch_independent(Dim3::x(2), Dim3::x(32), |c| unsafe { max_pool_forward(c, xb.ptr(), yb.ptr(), planes, h, w, size, stride, pad, ceil) });
+            launch_independent(Dim3::x(2), Dim3::x(32), |c| unsafe { max_pool_backward(c, xb.ptr(), dyb.ptr(), dxb.ptr(), planes, h, w, size, stride, pad, ceil) });
             let mut want_dx = vec![0.0f32; x.len()];
             let y = yb.to_vec();
             for p in 0..planes { for oy in 0..ho { for ox in 0..wo {

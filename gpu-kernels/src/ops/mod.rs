@@ -19,6 +19,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod gemm;
 pub mod head_rows;
+pub mod l2_norm;
 pub mod nms;
 pub mod pool;
 pub mod reduce;

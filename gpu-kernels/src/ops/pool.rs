@@ -1,20 +1,16 @@
 //! Max pooling (`device/src/pool.rs`) over `planes` = N*C planes, square
-//! window, floor mode.
+//! window, floor or ceil mode.
 use pulsefocus_core::backend::PoolGeom;
 
 use super::{at_least, elementwise, fail, index_count, PlanError};
 use crate::driver::KernelArgs;
 use crate::{DeviceBuffer, Gpu, GpuError};
 
-/// A pool as the kernels take it, `[planes, h, w, size, stride, pad]`,
-/// with the input and output element counts, after checking the window fits.
-fn plan(kernel: &'static str, g: &PoolGeom) -> Result<([u32; 6], usize, usize), PlanError> {
-    if g.kernel == 0
-        || g.stride == 0
-        || g.pad >= g.kernel
-        || g.h_in + 2 * g.pad < g.kernel
-        || g.w_in + 2 * g.pad < g.kernel
-    {
+/// A pool as the kernels take it, `[planes, h, w, size, stride, pad,
+/// ceil]`, with the input and output element counts, after checking the
+/// window fits.
+fn plan(kernel: &'static str, g: &PoolGeom) -> Result<([u32; 7], usize, usize), PlanError> {
+    if !g.fits() {
         return fail(kernel, format!("window does not fit: {g:?}"));
     }
     let (input, output) = (g.input_len(), g.output_len());
@@ -27,11 +23,12 @@ fn plan(kernel: &'static str, g: &PoolGeom) -> Result<([u32; 6], usize, usize), 
         index_count(kernel, "kernel", g.kernel)?,
         index_count(kernel, "stride", g.stride)?,
         index_count(kernel, "pad", g.pad)?,
+        g.ceil_mode as u32,
     ];
     Ok((args, input, output))
 }
 
-fn push(args: &mut KernelArgs, shape: [u32; 6]) {
+fn push(args: &mut KernelArgs, shape: [u32; 7]) {
     for value in shape {
         args.u32(value);
     }
@@ -87,6 +84,7 @@ mod tests {
             kernel: 5,
             stride: 1,
             pad: 0,
+            ceil_mode: false,
         };
         assert!(plan("max_pool_forward", &g)
             .unwrap_err()
@@ -97,6 +95,21 @@ mod tests {
             stride: 2,
             ..g
         };
-        assert_eq!(plan("p", &ok).unwrap(), ([2, 3, 3, 2, 2, 0], 18, 2));
+        assert_eq!(plan("p", &ok).unwrap(), ([2, 3, 3, 2, 2, 0, 0], 18, 2));
+        let ceil = PoolGeom {
+            ceil_mode: true,
+            ..ok
+        };
+        assert_eq!(plan("p", &ceil).unwrap(), ([2, 3, 3, 2, 2, 0, 1], 18, 8));
+        // Ceil mode with a window that would start in the padding.
+        let past = PoolGeom {
+            h_in: 4,
+            w_in: 4,
+            pad: 1,
+            kernel: 2,
+            stride: 3,
+            ..ceil
+        };
+        assert!(plan("p", &past).is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! of the kinds a GPU port makes, each of which some check must catch (the
 //! tests are in `backend_suite.rs`).
 use pulsefocus_core::backend::{
-    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, HeadRows, PoolGeom,
+    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, HeadRows, L2NormGeom, PoolGeom,
     RmsPropStep, RoiAlignGeom, SgdStep,
 };
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
@@ -28,6 +28,9 @@ pub enum Fault {
     /// `head_rows_forward` without the transpose to NHWC: the level's rows
     /// anchor-major (`a * H * W + p`) instead of cell-major (`p * A + a`).
     AnchorMajorRows,
+    /// `l2_norm_forward` without the epsilon: a position whose channels
+    /// are all zero divides 0 by 0.
+    DropsEpsilon,
     /// `roi_align_forward` with the half-pixel offset of Paddle 2's and
     /// torchvision's `aligned` RoIAlign, which Paddle 1.8 does not have.
     HalfPixelOffset,
@@ -319,6 +322,35 @@ impl Backend for Faulty {
     }
     fn head_rows_backward(&self, g: &HeadRows, rows_grad: &Vec<f32>, x_grad: &mut Vec<f32>) {
         CPU.head_rows_backward(g, rows_grad, x_grad)
+    }
+    fn l2_norm_forward(
+        &self,
+        g: &L2NormGeom,
+        epsilon: f32,
+        x: &Vec<f32>,
+        scale: &Vec<f32>,
+        norm: &mut Vec<f32>,
+        y: &mut Vec<f32>,
+    ) {
+        let epsilon = if self.0 == Fault::DropsEpsilon {
+            0.0
+        } else {
+            epsilon
+        };
+        CPU.l2_norm_forward(g, epsilon, x, scale, norm, y)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn l2_norm_backward(
+        &self,
+        g: &L2NormGeom,
+        x: &Vec<f32>,
+        scale: &Vec<f32>,
+        norm: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+        dscale: &mut Vec<f32>,
+    ) {
+        CPU.l2_norm_backward(g, x, scale, norm, dy, dx, dscale)
     }
     fn roi_align_forward(
         &self,

@@ -28,6 +28,7 @@ pub mod detect;
 pub mod elementwise;
 pub mod faulty;
 pub mod head_rows;
+pub mod l2_norm;
 pub mod memory;
 pub mod optim;
 pub mod pool;
@@ -236,6 +237,8 @@ macro_rules! backend_tests {
             copy_channels_matches,
             head_rows_forward_matches,
             head_rows_backward_matches,
+            l2_norm_forward_matches,
+            l2_norm_backward_matches,
             roi_align_forward_matches,
             roi_align_backward_matches,
             sgd_momentum_matches,
@@ -276,6 +279,7 @@ pub mod checks {
         sum_squares_matches,
     };
     pub use super::head_rows::{head_rows_backward_matches, head_rows_forward_matches};
+    pub use super::l2_norm::{l2_norm_backward_matches, l2_norm_forward_matches};
     pub use super::memory::{device_queries_are_sane, memory_matches};
     pub use super::optim::{rmsprop_matches, sgd_momentum_matches};
     pub use super::pool::{

@@ -26,14 +26,23 @@ fn pool(
         kernel,
         stride,
         pad,
+        ceil_mode: false,
     }
 }
 
 /// YOLOv3-tiny's 2x2 stride 2, ResNet's 3x3 stride 2 pad 1, the SPP
 /// block's 5/9/13 stride 1 (windows overlapping up to 169 times), a 2x2
-/// stride 1 and a window reaching past odd edges.
+/// stride 1 and a window reaching past odd edges; in ceil mode, VGG's 2x2
+/// stride 2 on odd maps (75 -> 38 at 300 pixels) and a 3x3 stride 2 whose
+/// last window covers one row and column.
 pub fn shapes() -> Vec<PoolGeom> {
+    let ceil = |g: PoolGeom| PoolGeom {
+        ceil_mode: true,
+        ..g
+    };
     vec![
+        ceil(pool(2, 3, (9, 7), 2, 2, 0)),
+        ceil(pool(1, 2, (8, 8), 3, 2, 1)),
         pool(2, 3, (8, 8), 2, 2, 0),
         pool(2, 3, (9, 8), 3, 2, 1),
         pool(1, 2, (13, 13), 5, 1, 2),
