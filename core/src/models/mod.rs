@@ -5,6 +5,7 @@
 //! follow from that one description.
 
 pub mod bbox_head;
+pub mod chain;
 pub mod conv_unit;
 pub mod darknet53;
 pub mod faster_rcnn;

@@ -13,8 +13,8 @@
 //! computed on the host once per input size and kept, on the host for the
 //! loss and on the device for detection.
 
+use super::chain;
 use super::conv_unit::{accumulate, copy_into, Scratch};
-use super::mobilenet_v1;
 use super::network::ConvNet;
 use super::ssd::SsdSpec;
 use crate::backend::{Backend, HeadRows};
@@ -160,7 +160,7 @@ impl<B: Backend> SsdDetector<B> {
         let backend = self.net.backend().clone();
         let workspace = &mut self.scratch.workspace;
         let (backbone, head) = self.net.units.split_at_mut(self.backbone_units);
-        mobilenet_v1::forward(&backend, backbone, &mut self.pools, image, workspace);
+        chain::forward(&backend, backbone, &mut self.pools, image, workspace);
         for &feature in &self.features {
             backbone[feature].forward_l2_norm(&backend);
         }
@@ -258,7 +258,7 @@ impl<B: Backend> SsdDetector<B> {
             return;
         }
         let (backbone, _) = self.net.units.split_at_mut(self.backbone_units);
-        mobilenet_v1::backward(
+        chain::backward(
             &backend,
             backbone,
             &mut self.pools,

@@ -8,7 +8,7 @@ use super::darknet53::DarkNet53Spec;
 use super::mobilenet_v1::MobileNetV1Spec;
 use super::network::ConvNet;
 use super::yolov3_head::{HeadLinks, Yolov3HeadSpec};
-use super::{darknet53, mobilenet_v1, yolov3_head};
+use super::{chain, darknet53, yolov3_head};
 use crate::backend::Backend;
 use crate::layers::Add;
 use crate::params::ParamSpec;
@@ -228,7 +228,7 @@ impl<B: Backend> Yolov3<B> {
         let workspace = &mut self.scratch.workspace;
         match self.spec.backbone {
             Backbone::MobileNetV1(_) => {
-                mobilenet_v1::forward(&backend, backbone, &mut [], image, workspace)
+                chain::forward(&backend, backbone, &mut [], image, workspace)
             }
             Backbone::DarkNet53(_) => {
                 darknet53::forward(&backend, backbone, &mut self.residuals, image, workspace)
@@ -268,7 +268,7 @@ impl<B: Backend> Yolov3<B> {
             return;
         }
         match self.spec.backbone {
-            Backbone::MobileNetV1(m) => mobilenet_v1::backward(
+            Backbone::MobileNetV1(m) => chain::backward(
                 &backend,
                 backbone,
                 &mut [],
