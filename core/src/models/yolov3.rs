@@ -573,7 +573,11 @@ mod tests {
                 .collect();
             let grads = [0, 1, 2].map(|l| Tensor::from_host(&cpu, &shapes[l], &probes[l]));
             model.backward(&image, &grads);
-            let steps = (3e-3, 0.1);
+            // At 3e-3 the rounding allowance (about 3 * depth * eps * |loss|
+            // / step) exceeded the gradients, and a chain that dropped the
+            // stride-8 feature's gradient passed; at 3e-2 it fails and the
+            // batch norms' curvature still fits the truncation estimate.
+            let steps = (3e-2, 0.1);
             check_params(
                 &mut model,
                 |m| &mut m.net,
