@@ -496,7 +496,7 @@ impl Reader {
     /// `ResizeImage` size); mixup for `mixup_epoch` epochs; the decode order
     /// and normalisation the lists ask for; the boxes `arch`'s loss takes.
     /// `file` names the config in errors.
-    pub fn train_loader_config_for(
+    pub fn train_loader_config(
         &self,
         file: &Path,
         seed: u64,
@@ -530,11 +530,6 @@ impl Reader {
             normalize: pipeline.normalize,
             ..LoaderConfig::train(self.batch_size, seed)
         })
-    }
-
-    /// `train_loader_config_for` a YOLOv3 reader.
-    pub fn train_loader_config(&self, file: &Path, seed: u64) -> Result<LoaderConfig> {
-        self.train_loader_config_for(file, seed, Architecture::YOLOv3)
     }
 
     /// The evaluation pipeline: every image once, resized as `ResizeImage`
@@ -586,7 +581,10 @@ mod tests {
         assert_eq!(config.yolo_config(), YoloConfig::yolov3(20));
         assert_eq!(config.nms_config(), NmsConfig::yolov3());
         let file = Path::new("yolov3_mobilenet_v1_voc.ron");
-        let loader = config.train_reader.train_loader_config(file, 3).unwrap();
+        let loader = config
+            .train_reader
+            .train_loader_config(file, 3, Architecture::YOLOv3)
+            .unwrap();
         assert_eq!(loader.batch_size, 8);
         assert!(loader.shuffle && loader.drop_last);
         assert!(loader.to_rgb);
@@ -603,7 +601,9 @@ mod tests {
         assert!(!eval.shuffle && !eval.drop_last);
         let mut in_order = config.train_reader.clone();
         (in_order.shuffle, in_order.drop_last) = (false, false);
-        let loader = in_order.train_loader_config(file, 3).unwrap();
+        let loader = in_order
+            .train_loader_config(file, 3, Architecture::YOLOv3)
+            .unwrap();
         assert!(!loader.shuffle && !loader.drop_last);
         assert_eq!(
             eval.mode,
@@ -631,7 +631,7 @@ mod tests {
         let file = Path::new("demo.ron");
         let Mode::Train(augment) = config
             .train_reader
-            .train_loader_config(file, 0)
+            .train_loader_config(file, 0, Architecture::YOLOv3)
             .unwrap()
             .mode
         else {
@@ -649,7 +649,11 @@ mod tests {
         assert_eq!(augment.mixup_epochs, config.train_reader.mixup_epoch as u64);
         let mut never = config.train_reader.clone();
         never.mixup_epoch = -1;
-        let Mode::Train(augment) = never.train_loader_config(file, 0).unwrap().mode else {
+        let Mode::Train(augment) = never
+            .train_loader_config(file, 0, Architecture::YOLOv3)
+            .unwrap()
+            .mode
+        else {
             panic!("training mode")
         };
         assert_eq!(augment.mixup_epochs, 0);

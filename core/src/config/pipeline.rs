@@ -943,7 +943,7 @@ mod tests {
             "{error}"
         );
         let loader = reader
-            .train_loader_config_for(&path, 1, Architecture::SSD)
+            .train_loader_config(&path, 1, Architecture::SSD)
             .unwrap();
         let Mode::Train(augment) = &loader.mode else {
             panic!("training mode")
@@ -1065,7 +1065,9 @@ mod tests {
             let reader = reader(case["ron"].as_str().unwrap(), "[]");
             let file = Path::new(FILE);
             let config = match case.get("gt_bbox") {
-                Some(_) => reader.train_loader_config(file, 5).unwrap(),
+                Some(_) => reader
+                    .train_loader_config(file, 5, Architecture::YOLOv3)
+                    .unwrap(),
                 None => reader.eval_loader_config(file, "EvalReader").unwrap(),
             };
             let config = LoaderConfig {

@@ -301,7 +301,7 @@ pub fn train<B: Backend>(
     let loader_config =
         config
             .train_reader
-            .train_loader_config_for(config_path, seed, config.arch())?;
+            .train_loader_config(config_path, seed, config.arch())?;
     let largest = match &loader_config.mode {
         crate::data::loader::Mode::Train(a) => a.sizes.iter().copied().max().unwrap_or(608),
         crate::data::loader::Mode::Eval { size, .. } => *size,
