@@ -27,6 +27,15 @@ pub fn param_specs(path: &str) -> Vec<crate::params::ParamSpec> {
         .collect()
 }
 
+/// A list of byte values (a picture's pixels) as bytes.
+pub fn bytes(v: &Value) -> Vec<u8> {
+    v.as_array()
+        .expect("a list")
+        .iter()
+        .map(|x| x.as_u64().expect("a byte") as u8)
+        .collect()
+}
+
 /// A list of numbers as f32.
 pub fn floats(v: &Value) -> Vec<f32> {
     v.as_array()

@@ -221,7 +221,7 @@ pub fn pil_resize(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::read;
+    use crate::fixtures::{bytes, read};
     use proptest::prelude::*;
 
     const ALL: [PilFilter; 5] = [
@@ -231,14 +231,6 @@ mod tests {
         PilFilter::Box,
         PilFilter::Hamming,
     ];
-
-    fn bytes(v: &serde_json::Value) -> Vec<u8> {
-        v.as_array()
-            .expect("list")
-            .iter()
-            .map(|x| x.as_u64().expect("byte") as u8)
-            .collect()
-    }
 
     /// PIL's own output (`tests/fixtures/pil/make_fixtures.py`) for every
     /// filter, shrinking (where the support widens) and enlarging, equal to

@@ -197,15 +197,7 @@ fn hsv_to_rgb([h, s, v]: [u8; 3]) -> [u8; 3] {
 mod tests {
     use super::*;
     use crate::data::sample::tests::gradient_sample;
-    use crate::fixtures::read;
-
-    fn bytes(v: &serde_json::Value) -> Vec<u8> {
-        v.as_array()
-            .expect("list")
-            .iter()
-            .map(|x| x.as_u64().expect("byte") as u8)
-            .collect()
-    }
+    use crate::fixtures::{bytes, read};
 
     /// Each operation equals PIL's (`tests/fixtures/pil/make_fixtures.py`)
     /// byte for byte, for deltas shrinking and growing, and hue shifts that
