@@ -21,6 +21,7 @@
 //! through them, as in Paddle.
 
 use crate::box_coder::{encode, BoxXyxy};
+use crate::losses::{smooth_l1, softmax_cross_entropy};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SsdLossConfig {
@@ -125,38 +126,6 @@ pub fn match_priors(
     matched
 }
 
-/// Softmax cross-entropy of `logits` against `label`, and its gradient
-/// `softmax - onehot` scaled by `scale` written to `grad` when given.
-fn softmax_cross_entropy(logits: &[f32], label: usize, grad: Option<(&mut [f32], f32)>) -> f32 {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let sum: f32 = logits.iter().map(|&v| (v - max).exp()).sum();
-    let log_sum = sum.ln();
-    if let Some((grad, scale)) = grad {
-        for (c, (g, &v)) in grad.iter_mut().zip(logits).enumerate() {
-            let p = (v - max - log_sum).exp();
-            *g = scale * (p - if c == label { 1.0 } else { 0.0 });
-        }
-    }
-    max + log_sum - logits[label]
-}
-
-/// Smooth L1 with sigma 1 summed over the four offsets, and its gradient
-/// scaled by `scale` written to `grad`.
-fn smooth_l1(pred: &[f32], target: &[f32; 4], grad: &mut [f32], scale: f32) -> f32 {
-    let mut loss = 0.0;
-    for k in 0..4 {
-        let d = pred[k] - target[k];
-        if d.abs() < 1.0 {
-            loss += 0.5 * d * d;
-            grad[k] = scale * d;
-        } else {
-            loss += d.abs() - 0.5;
-            grad[k] = scale * d.signum();
-        }
-    }
-    loss
-}
-
 /// The loss of a batch of `truths.len()` images and its gradients.
 /// `location` is `[images, priors, 4]`, `confidence` `[images, priors,
 /// classes]`; the gradients have the same shapes and are overwritten.
@@ -255,8 +224,13 @@ pub fn ssd_loss(
             conf_sum += softmax_cross_entropy(logits, label, Some((grad, conf_scale))) as f64;
             let target = encode(&priors[p], &variances[p], &truth.boxes[g], true);
             let pred = &location[at * 4..][..4];
-            loc_sum +=
-                smooth_l1(pred, &target, &mut grad_location[at * 4..][..4], loc_scale) as f64;
+            loc_sum += smooth_l1(
+                pred,
+                &target,
+                1.0,
+                &mut grad_location[at * 4..][..4],
+                loc_scale,
+            ) as f64;
         }
         for &p in mined {
             let at = n * count + p;

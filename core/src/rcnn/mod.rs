@@ -1,0 +1,12 @@
+//! The two-stage (R-CNN) detectors' non-learned operations, as Paddle 1.8's
+//! operators compute them for PaddleDetection's `FasterRCNN`: anchors, the
+//! RPN's targets and losses, proposals, the sampled RoIs and their labels,
+//! and the box head's losses and detection output. They run on the host on
+//! a few thousand boxes per image; the convolutional parts are `models::`.
+//!
+//! Boxes are pixel boxes `[x1, y1, x2, y2]` whose width is `x2 - x1 + 1`,
+//! as in Paddle's R-CNN operators.
+
+pub mod config;
+
+pub use config::{BBoxAssignerConfig, ProposalConfig, RcnnConfig, RpnTargetConfig};
