@@ -26,7 +26,7 @@ fn bench_model(c: &mut Criterion, name: &str, spec: Yolov3Spec, batch: usize, si
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(20));
     group.bench_function(format!("{name}/batch{batch}/{size}px"), |b| {
-        b.iter(|| trainer.step(&data.images, batch, size, &gt))
+        b.iter(|| trainer.step(&data.images, batch, [size, size], &gt, &[]))
     });
     group.finish();
 }

@@ -75,13 +75,29 @@ pub trait Detector<B: Backend>: Send {
     /// the architecture's loss against `truth` (mean over the batch as
     /// PaddleDetection normalises it), and backward: every trained
     /// parameter's gradient is overwritten. Returns the loss.
-    fn train_pass(&mut self, image: &Tensor<B>, truth: &GroundTruth) -> Losses;
+    ///
+    /// `im_info` is Paddle's per image `[resized height, resized width,
+    /// scale]`: where each picture lies in the (padded) input and how much it
+    /// was scaled. Architectures whose reader resizes every image to the
+    /// input's size (YOLOv3, SSD) do not read it.
+    fn train_pass(
+        &mut self,
+        image: &Tensor<B>,
+        truth: &GroundTruth,
+        im_info: &[[f32; 3]],
+    ) -> Losses;
 
     /// Detections per image in the current mode: boxes in each image's own
     /// pixels (`original_sizes` are `[width, height]`), classes numbered
     /// from 0 over the object classes (an SSD's background is not one),
     /// grouped by class, best first within a class.
-    fn detect(&mut self, image: &Tensor<B>, original_sizes: &[[u32; 2]]) -> Vec<Vec<Detection>>;
+    /// `im_info` as for `train_pass`.
+    fn detect(
+        &mut self,
+        image: &Tensor<B>,
+        original_sizes: &[[u32; 2]],
+        im_info: &[[f32; 3]],
+    ) -> Vec<Vec<Detection>>;
 
     /// Whether PaddleDetection scores this architecture's boxes as
     /// normalised (`is_bbox_normalized`): widths without the pixel `+1`.

@@ -133,24 +133,27 @@ impl<B: Backend> Trainer<B> {
         model_bytes + tensors
     }
 
-    /// One step on `images` (`[N, 3, size, size]`, normalised as the reader
-    /// gives them) and their ground truth. Returns the loss before the update.
+    /// One step on `images` (`[N, 3, height, width]`, normalised as the
+    /// reader gives them) and their ground truth; `im_info` as
+    /// [`Detector::train_pass`] takes it. Returns the loss before the update.
     pub fn step(
         &mut self,
         images: &[f32],
         batch: usize,
-        size: usize,
+        [height, width]: [usize; 2],
         gt: &GroundTruth,
+        im_info: &[[f32; 3]],
     ) -> StepReport {
         let backend = self.model.net().backend().clone();
         assert_eq!(
             images.len(),
-            batch * 3 * size * size,
-            "images are [N, 3, size, size]"
+            batch * 3 * height * width,
+            "images are [N, 3, height, width]"
         );
-        self.image.reshape_reuse(&backend, &[batch, 3, size, size]);
+        self.image
+            .reshape_reuse(&backend, &[batch, 3, height, width]);
         self.image.upload(&backend, images);
-        let loss = self.model.train_pass(&self.image, gt);
+        let loss = self.model.train_pass(&self.image, gt, im_info);
         let learning_rate = self.config.schedule.lr_at(self.step);
         self.update(learning_rate);
         self.step += 1;
@@ -310,7 +313,7 @@ mod tests {
         let losses: Vec<f32> = (0..8)
             .map(|_| {
                 trainer
-                    .step(&data.images, batch, size, &data.ground_truth())
+                    .step(&data.images, batch, [size, size], &data.ground_truth(), &[])
                     .loss
                     .total()
             })
@@ -345,7 +348,7 @@ mod tests {
             .param_values("yolo_block.0.0.0.conv.weights")
             .unwrap();
         let data = SyntheticBatch::new(2, 64, 2, 1);
-        trainer.step(&data.images, 2, 64, &data.ground_truth());
+        trainer.step(&data.images, 2, [64, 64], &data.ground_truth(), &[]);
         assert_eq!(
             trainer
                 .model
@@ -402,7 +405,7 @@ mod tests {
         let name = "yolo_block.1.1.0.conv.weights";
         let before = trainer.model.net().param_values(name).unwrap();
         let data = SyntheticBatch::new(2, 64, 2, 2);
-        trainer.step(&data.images, 2, 64, &data.ground_truth());
+        trainer.step(&data.images, 2, [64, 64], &data.ground_truth(), &[]);
         let grad = trainer.model.net().param_grad(name).unwrap();
         let after = trainer.model.net().param_values(name).unwrap();
         for i in 0..before.len() {

@@ -161,13 +161,13 @@ impl OnBackend for TrainStep {
         }
         let gt = data.ground_truth();
         for _ in 0..args.warmup {
-            trainer.step(&data.images, args.batch, args.size, &gt);
+            trainer.step(&data.images, args.batch, [args.size, args.size], &gt, &[]);
         }
         backend.synchronize();
         let start = Instant::now();
         let mut last = None;
         for _ in 0..args.steps {
-            last = Some(trainer.step(&data.images, args.batch, args.size, &gt));
+            last = Some(trainer.step(&data.images, args.batch, [args.size, args.size], &gt, &[]));
         }
         backend.synchronize();
         // Figures of steps the device skipped after a failure mean nothing.

@@ -99,6 +99,7 @@ pub fn evaluate<B: Backend>(
             batch.h,
             batch.w,
             &batch.original_sizes,
+            &[],
         );
         // A device failure makes the detections meaningless: stop here.
         model.net().backend().check().map_err(|e| {

@@ -353,7 +353,7 @@ pub fn train<B: Backend>(
             scores: Some(&batch.gt_scores),
             max_boxes: batch.max_boxes,
         };
-        let step = trainer.step(&batch.images, batch.n, batch.h, &gt);
+        let step = trainer.step(&batch.images, batch.n, [batch.h, batch.w], &gt, &[]);
         backend.check().map_err(device_failed)?;
         let iteration = trainer.step;
         let diverged = |what: String| {

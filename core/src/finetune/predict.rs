@@ -32,7 +32,8 @@ impl<B: Backend> Predictor<B> {
 
     /// Runs `model` in evaluation mode (batch norm with running statistics)
     /// on `images` (`[n, 3, h, w]`); `original_sizes` are each image's
-    /// `[width, height]` as decoded. The model is left in evaluation mode.
+    /// `[width, height]` as decoded, `im_info` as [`Detector::train_pass`]
+    /// takes it. The model is left in evaluation mode.
     pub fn predict(
         &mut self,
         model: &mut dyn Detector<B>,
@@ -41,12 +42,13 @@ impl<B: Backend> Predictor<B> {
         h: usize,
         w: usize,
         original_sizes: &[[u32; 2]],
+        im_info: &[[f32; 3]],
     ) -> Vec<Vec<Detection>> {
         let backend = model.net().backend().clone();
         model.net_mut().set_training(false);
         self.image.reshape_reuse(&backend, &[n, 3, h, w]);
         self.image.upload(&backend, images);
-        model.detect(&self.image, original_sizes)
+        model.detect(&self.image, original_sizes, im_info)
     }
 
     /// One decoded image through the reader's pipeline (`input`): resized,
@@ -72,7 +74,7 @@ impl<B: Backend> Predictor<B> {
             original,
             &mut Vec::new(),
         );
-        let mut per_image = self.predict(model, &batch.images, 1, size, size, &[original]);
+        let mut per_image = self.predict(model, &batch.images, 1, size, size, &[original], &[]);
         per_image.pop().unwrap_or_default()
     }
 }

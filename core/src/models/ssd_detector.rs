@@ -361,7 +361,7 @@ impl<B: Backend> Detector<B> for SsdDetector<B> {
         self.planned_bytes()
     }
 
-    fn train_pass(&mut self, image: &Tensor<B>, truth: &GroundTruth) -> Losses {
+    fn train_pass(&mut self, image: &Tensor<B>, truth: &GroundTruth, _: &[[f32; 3]]) -> Losses {
         let backend = self.net.backend().clone();
         self.forward(image);
         for which in [LOC, CONF] {
@@ -398,7 +398,12 @@ impl<B: Backend> Detector<B> for SsdDetector<B> {
         Losses::new(LOSS_NAMES, &[loss.location, loss.confidence])
     }
 
-    fn detect(&mut self, image: &Tensor<B>, original_sizes: &[[u32; 2]]) -> Vec<Vec<Detection>> {
+    fn detect(
+        &mut self,
+        image: &Tensor<B>,
+        original_sizes: &[[u32; 2]],
+        _: &[[f32; 3]],
+    ) -> Vec<Vec<Detection>> {
         let backend = self.net.backend().clone();
         self.forward(image);
         let priors = self.priors.as_ref().expect("forward computed the priors");
@@ -689,7 +694,8 @@ mod tests {
         let planned = trainer.plan(batch, size);
         let losses: Vec<f32> = (0..20)
             .map(|_| {
-                let report = trainer.step(&data.images, batch, size, &data.ground_truth());
+                let report =
+                    trainer.step(&data.images, batch, [size, size], &data.ground_truth(), &[]);
                 assert_eq!(report.loss.names(), LOSS_NAMES);
                 report.loss.total()
             })
@@ -700,7 +706,7 @@ mod tests {
 
         let image = Tensor::from_host(&cpu, &[batch, 3, size, size], &data.images);
         trainer.model.net_mut().set_training(false);
-        let per_image = trainer.model.detect(&image, &[[640, 480], [320, 240]]);
+        let per_image = trainer.model.detect(&image, &[[640, 480], [320, 240]], &[]);
         assert_eq!(per_image.len(), batch);
         for (dets, [w, h]) in per_image.iter().zip([[640.0, 480.0], [320.0, 240.0]]) {
             assert!(!dets.is_empty());
@@ -857,7 +863,9 @@ mod paddle_parity {
             scores: None,
             max_boxes,
         };
-        let loss = model.train_pass(&images(&cpu, count, size), &truth).total();
+        let loss = model
+            .train_pass(&images(&cpu, count, size), &truth, &[])
+            .total();
         let expected = json["loss"].as_f64().expect("loss") as f32;
         assert!(
             (loss - expected).abs() <= 1e-4 * expected.abs(),
@@ -900,7 +908,7 @@ mod paddle_parity {
         let mut model = model(&cpu, &spec);
         model.net_mut().set_training(false);
         let picture = [size as u32, size as u32];
-        let ours = model.detect(&images(&cpu, count, size), &vec![picture; count]);
+        let ours = model.detect(&images(&cpu, count, size), &vec![picture; count], &[]);
         let scale = size as f32;
         for (n, ours) in ours.iter().enumerate() {
             let paddle = json["detections"][n].as_array().expect("detections");

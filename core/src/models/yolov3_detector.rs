@@ -95,7 +95,7 @@ impl<B: Backend> Detector<B> for Yolov3Detector<B> {
         model_bytes + host + grads
     }
 
-    fn train_pass(&mut self, image: &Tensor<B>, truth: &GroundTruth) -> Losses {
+    fn train_pass(&mut self, image: &Tensor<B>, truth: &GroundTruth, _: &[[f32; 3]]) -> Losses {
         let backend = self.model.backend().clone();
         self.model.forward(image);
         let shapes = self.size_buffers();
@@ -119,7 +119,12 @@ impl<B: Backend> Detector<B> for Yolov3Detector<B> {
         Losses::new(LOSS_NAMES, &[loss.xy, loss.wh, loss.obj, loss.cls])
     }
 
-    fn detect(&mut self, image: &Tensor<B>, original_sizes: &[[u32; 2]]) -> Vec<Vec<Detection>> {
+    fn detect(
+        &mut self,
+        image: &Tensor<B>,
+        original_sizes: &[[u32; 2]],
+        _: &[[f32; 3]],
+    ) -> Vec<Vec<Detection>> {
         let backend = self.model.backend().clone();
         let outputs = self.model.forward(image);
         let heads: Vec<HeadOutput<B::Buffer>> = outputs
