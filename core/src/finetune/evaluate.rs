@@ -95,9 +95,7 @@ pub fn evaluate<B: Backend>(
         let per_image = predictor.predict(
             model,
             &batch.images,
-            batch.n,
-            batch.h,
-            batch.w,
+            [batch.n, batch.h, batch.w],
             &batch.original_sizes,
             &[],
         );

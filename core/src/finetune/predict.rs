@@ -38,9 +38,7 @@ impl<B: Backend> Predictor<B> {
         &mut self,
         model: &mut dyn Detector<B>,
         images: &[f32],
-        n: usize,
-        h: usize,
-        w: usize,
+        [n, h, w]: [usize; 3],
         original_sizes: &[[u32; 2]],
         im_info: &[[f32; 3]],
     ) -> Vec<Vec<Detection>> {
@@ -74,7 +72,7 @@ impl<B: Backend> Predictor<B> {
             original,
             &mut Vec::new(),
         );
-        let mut per_image = self.predict(model, &batch.images, 1, size, size, &[original], &[]);
+        let mut per_image = self.predict(model, &batch.images, [1, size, size], &[original], &[]);
         per_image.pop().unwrap_or_default()
     }
 }
