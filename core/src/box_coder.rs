@@ -51,17 +51,56 @@ pub fn decode(
     deltas: &[f32; 4],
     normalized: bool,
 ) -> BoxXyxy {
+    decode_clamped(prior, variance, deltas, normalized, f32::INFINITY)
+}
+
+/// The largest log-scale `generate_proposals` lets a delta grow an anchor by
+/// (Paddle's `kBBoxClipDefault`, `ln(1000 / 16)`), so that an untrained RPN's
+/// wild `dw`, `dh` cannot overflow `exp`.
+pub fn proposal_log_scale_clamp() -> f32 {
+    (1000.0f64 / 16.0).ln() as f32
+}
+
+/// [`decode`] of pixel boxes as Paddle's `generate_proposals` does it: the
+/// scaled log-sizes `variance * dw`, `variance * dh` are first capped at
+/// [`proposal_log_scale_clamp`].
+pub fn decode_proposal(anchor: &BoxXyxy, variance: &[f32; 4], deltas: &[f32; 4]) -> BoxXyxy {
+    decode_clamped(anchor, variance, deltas, false, proposal_log_scale_clamp())
+}
+
+fn decode_clamped(
+    prior: &BoxXyxy,
+    variance: &[f32; 4],
+    deltas: &[f32; 4],
+    normalized: bool,
+    max_log_scale: f32,
+) -> BoxXyxy {
     let [px, py, pw, ph] = center_size(prior, normalized);
     let one = if normalized { 0.0 } else { 1.0 };
     let cx = variance[0] * deltas[0] * pw + px;
     let cy = variance[1] * deltas[1] * ph + py;
-    let w = (variance[2] * deltas[2]).exp() * pw;
-    let h = (variance[3] * deltas[3]).exp() * ph;
+    let w = (variance[2] * deltas[2]).min(max_log_scale).exp() * pw;
+    let h = (variance[3] * deltas[3]).min(max_log_scale).exp() * ph;
     [
         cx - w / 2.0,
         cy - h / 2.0,
         cx + w / 2.0 - one,
         cy + h / 2.0 - one,
+    ]
+}
+
+/// Paddle's `BoxToDelta` (`detection/bbox_util.h`) for pixel boxes, the
+/// R-CNN box head's regression targets: as [`encode`] with `weights` as the
+/// variances, but the target's centre is also `x_min + w / 2` (with the
+/// pixel `+1`), so a box encodes onto itself as exactly zero.
+pub fn box_to_delta(proposal: &BoxXyxy, target: &BoxXyxy, weights: &[f32; 4]) -> [f32; 4] {
+    let [px, py, pw, ph] = center_size(proposal, false);
+    let [tx, ty, tw, th] = center_size(target, false);
+    [
+        (tx - px) / pw / weights[0],
+        (ty - py) / ph / weights[1],
+        (tw / pw).ln() / weights[2],
+        (th / ph).ln() / weights[3],
     ]
 }
 
@@ -170,6 +209,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn proposal_decoding_caps_the_growth() {
+        let anchor = [0.0, 0.0, 15.0, 15.0];
+        // dw 9 is capped: exp(ln(1000 / 16)) * 16 = 1000 wide; dh 0.5 is not.
+        let deltas = [0.1, 0.2, 9.0, 0.5];
+        let capped = decode_proposal(&anchor, &[1.0; 4], &deltas);
+        let free = decode(&anchor, &[1.0; 4], &deltas, false);
+        assert!(
+            (capped[2] - capped[0] + 1.0 - 1000.0).abs() < 1e-2,
+            "{capped:?}"
+        );
+        assert_eq!([capped[1], capped[3]], [free[1], free[3]]);
+        assert!(free[2] - free[0] > 8000.0, "{free:?}");
+    }
+
+    #[test]
+    fn box_to_delta_of_a_box_onto_itself_is_zero() {
+        let b = [3.0, 4.0, 20.5, 9.0];
+        assert_eq!(box_to_delta(&b, &b, &[0.1, 0.1, 0.2, 0.2]), [0.0; 4]);
+        // A target twice as wide with the same left edge: centre moves by
+        // half the width, log-width ln 2, each over its weight.
+        let wider = [3.0, 4.0, 39.0, 9.0];
+        let d = box_to_delta(&b, &wider, &[0.5, 1.0, 2.0, 1.0]);
+        assert_eq!(d[0], 1.0);
+        assert_eq!(d[1], 0.0);
+        assert!((d[2] - 2f32.ln() / 2.0).abs() < 1e-7);
     }
 
     #[test]

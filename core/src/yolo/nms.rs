@@ -120,6 +120,60 @@ impl KeptBoxes {
     }
 }
 
+/// Greedy suppression of `ranked` (indices into `boxes`, best first) into
+/// `kept`: a box is kept unless it overlaps an already kept one by more than
+/// the threshold. `eta < 1` is Paddle's adaptive NMS: after each kept box,
+/// a threshold still above 0.5 is multiplied by `eta`.
+#[allow(clippy::too_many_arguments)]
+fn suppress(
+    kept_boxes: &mut KeptBoxes,
+    boxes: &[[f32; 4]],
+    areas: &[f32],
+    ranked: &[usize],
+    nms_threshold: f32,
+    eta: f32,
+    pixel: f32,
+    kept: &mut Vec<usize>,
+) {
+    kept_boxes.clear();
+    let mut threshold = nms_threshold;
+    for &m in ranked {
+        if !kept_boxes.overlaps_any(&boxes[m], areas[m], threshold, pixel) {
+            kept_boxes.push(&boxes[m], areas[m]);
+            kept.push(m);
+            if eta < 1.0 && threshold > 0.5 {
+                threshold *= eta;
+            }
+        }
+    }
+}
+
+/// Single-class NMS (Paddle's `NMS` in `generate_proposals`, and
+/// `multiclass_nms`'s per-class step): the indices of `ranked` (best first)
+/// that survive, in rank order. See [`suppress`] for `eta`.
+pub fn greedy_nms(
+    boxes: &[[f32; 4]],
+    ranked: &[usize],
+    nms_threshold: f32,
+    eta: f32,
+    normalized: bool,
+) -> Vec<usize> {
+    let pixel = if normalized { 0.0 } else { 1.0 };
+    let areas: Vec<f32> = boxes.iter().map(|b| box_area(b, normalized)).collect();
+    let mut kept = Vec::new();
+    suppress(
+        &mut KeptBoxes::default(),
+        boxes,
+        &areas,
+        ranked,
+        nms_threshold,
+        eta,
+        pixel,
+        &mut kept,
+    );
+    kept
+}
+
 /// NMS over one image's `boxes` (`[M, 4]`) and box-major `scores`
 /// (`[M, classes]`, the layout `yolo_box` writes).
 pub fn multiclass_nms(
@@ -150,13 +204,16 @@ pub fn multiclass_nms(
         if let Some(top_k) = cfg.nms_top_k {
             candidates.truncate(top_k);
         }
-        kept_boxes.clear();
-        for &m in &candidates {
-            if !kept_boxes.overlaps_any(&boxes[m], areas[m], cfg.nms_threshold, pixel) {
-                kept_boxes.push(&boxes[m], areas[m]);
-                kept.push(m);
-            }
-        }
+        suppress(
+            &mut kept_boxes,
+            boxes,
+            &areas,
+            &candidates,
+            cfg.nms_threshold,
+            1.0,
+            pixel,
+            kept,
+        );
     }
 
     let total: usize = kept_per_class.iter().map(Vec::len).sum();
@@ -255,6 +312,36 @@ mod tests {
         with_background.background_label = Some(0);
         let out = multiclass_nms(&with_background, &boxes, &scores, 2);
         assert!(out.iter().all(|d| d.class == 1));
+    }
+
+    #[test]
+    fn adaptive_threshold_by_hand() {
+        // Box 1 overlaps box 0 by 0.6 (10x10 pixels against 10x10 shifted by
+        // 2.5), box 2 is apart, box 3 overlaps box 2 by 0.6 too.
+        let boxes = [
+            [0.0, 0.0, 9.0, 9.0],
+            [0.0, 2.5, 9.0, 11.5],
+            [50.0, 50.0, 59.0, 59.0],
+            [50.0, 52.5, 59.0, 61.5],
+        ];
+        assert!((jaccard_overlap(&boxes[0], &boxes[1], false) - 0.6).abs() < 1e-6);
+        let ranked = [0, 2, 1, 3];
+        // At 0.65 both overlaps pass; with eta 0.9 the threshold is 0.585
+        // after box 0 and 0.5265 after box 2, so boxes 1 and 3 go.
+        assert_eq!(
+            greedy_nms(&boxes, &ranked, 0.65, 1.0, false),
+            vec![0, 2, 1, 3]
+        );
+        assert_eq!(greedy_nms(&boxes, &ranked, 0.65, 0.9, false), vec![0, 2]);
+        // The threshold shrinks only while above 0.5: 0.55 becomes 0.275
+        // after box 0 and stays there, so box 4 (0.25 over box 2) survives.
+        let mut with_third = boxes.to_vec();
+        with_third.push([50.0, 56.0, 59.0, 65.0]);
+        assert!((jaccard_overlap(&with_third[2], &with_third[4], false) - 0.25).abs() < 1e-6);
+        assert_eq!(
+            greedy_nms(&with_third, &[0, 2, 4], 0.55, 0.5, false),
+            vec![0, 2, 4]
+        );
     }
 
     /// A plain reference: the full IoU matrix, then for each candidate in rank
