@@ -120,8 +120,9 @@ impl KeptBoxes {
     }
 }
 
-/// NMS over one image's `boxes` (`[M, 4]`) and box-major `scores`
-/// (`[M, classes]`, the layout `yolo_box` writes).
+/// NMS over one image's `boxes` (`[M, 4]`, one box per candidate for all
+/// classes) and box-major `scores` (`[M, classes]`, the layout `yolo_box`
+/// writes).
 pub fn multiclass_nms(
     cfg: &NmsConfig,
     boxes: &[[f32; 4]],
@@ -133,6 +134,41 @@ pub fn multiclass_nms(
         boxes.len() * classes,
         "scores must be [boxes, classes]"
     );
+    nms(cfg, boxes, false, scores, classes)
+}
+
+/// NMS over one image's `boxes` given per class (`[M, classes, 4]`: box
+/// `m * classes + c` is candidate `m`'s box for class `c`) and `scores`
+/// (`[M, classes]`): Paddle's `multiclass_nms` with 2-D scores, as the
+/// R-CNN box head calls it on its per-class decoded boxes. Paddle orders
+/// each class's detections by candidate index in this form (not by score,
+/// also before the `keep_top_k` cut, which sets the order of ties), and so
+/// does this.
+pub fn multiclass_nms_class_boxes(
+    cfg: &NmsConfig,
+    boxes: &[[f32; 4]],
+    scores: &[f32],
+    classes: usize,
+) -> Vec<Detection> {
+    assert_eq!(
+        scores.len(),
+        boxes.len(),
+        "boxes must be [candidates, classes] when scores are"
+    );
+    nms(cfg, boxes, true, scores, classes)
+}
+
+/// Both forms: candidate `m`'s box for class `c` is `boxes[m * classes + c]`
+/// when `class_boxes`, else `boxes[m]`.
+fn nms(
+    cfg: &NmsConfig,
+    boxes: &[[f32; 4]],
+    class_boxes: bool,
+    scores: &[f32],
+    classes: usize,
+) -> Vec<Detection> {
+    let candidates_count = scores.len() / classes.max(1);
+    let at = |m: usize, class: usize| if class_boxes { m * classes + class } else { m };
     let pixel = if cfg.normalized { 0.0 } else { 1.0 };
     let areas: Vec<f32> = boxes.iter().map(|b| box_area(b, cfg.normalized)).collect();
     let mut kept_per_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
@@ -144,7 +180,7 @@ pub fn multiclass_nms(
         }
         let score = |m: usize| scores[m * classes + class];
         candidates.clear();
-        candidates.extend((0..boxes.len()).filter(|&m| score(m) > cfg.score_threshold));
+        candidates.extend((0..candidates_count).filter(|&m| score(m) > cfg.score_threshold));
         // Stable: equal scores keep input order, as Paddle's std::stable_sort.
         candidates.sort_by(|&a, &b| score(b).total_cmp(&score(a)));
         if let Some(top_k) = cfg.nms_top_k {
@@ -152,10 +188,14 @@ pub fn multiclass_nms(
         }
         kept_boxes.clear();
         for &m in &candidates {
-            if !kept_boxes.overlaps_any(&boxes[m], areas[m], cfg.nms_threshold, pixel) {
-                kept_boxes.push(&boxes[m], areas[m]);
+            let b = at(m, class);
+            if !kept_boxes.overlaps_any(&boxes[b], areas[b], cfg.nms_threshold, pixel) {
+                kept_boxes.push(&boxes[b], areas[b]);
                 kept.push(m);
             }
+        }
+        if class_boxes {
+            kept.sort_unstable();
         }
     }
 
@@ -173,6 +213,11 @@ pub fn multiclass_nms(
         for (_, c, m) in all {
             kept_per_class[c].push(m);
         }
+        if class_boxes {
+            kept_per_class
+                .iter_mut()
+                .for_each(|kept| kept.sort_unstable());
+        }
     }
 
     kept_per_class
@@ -182,7 +227,7 @@ pub fn multiclass_nms(
             kept.iter().map(move |&m| Detection {
                 class,
                 score: scores[m * classes + class],
-                bbox: boxes[m],
+                bbox: boxes[at(m, class)],
             })
         })
         .collect()
@@ -259,15 +304,16 @@ mod tests {
 
     /// A plain reference: the full IoU matrix, then for each candidate in rank
     /// order, suppress every later candidate it overlaps.
+    /// `box_of(m, c)` is candidate `m`'s box for class `c`.
     fn brute_force(
         cfg: &NmsConfig,
-        boxes: &[[f32; 4]],
+        box_of: impl Fn(usize, usize) -> [f32; 4],
         scores: &[f32],
         classes: usize,
     ) -> Vec<(usize, usize)> {
         let mut kept = Vec::new();
         for c in 0..classes {
-            let mut order: Vec<usize> = (0..boxes.len())
+            let mut order: Vec<usize> = (0..scores.len() / classes)
                 .filter(|&m| scores[m * classes + c] > cfg.score_threshold)
                 .collect();
             order.sort_by(|&a, &b| {
@@ -283,7 +329,7 @@ mod tests {
                 }
                 kept.push((c, order[i]));
                 for j in i + 1..order.len() {
-                    if jaccard_overlap(&boxes[order[i]], &boxes[order[j]], cfg.normalized)
+                    if jaccard_overlap(&box_of(order[i], c), &box_of(order[j], c), cfg.normalized)
                         > cfg.nms_threshold
                     {
                         suppressed[j] = true;
@@ -334,7 +380,7 @@ mod tests {
                 .iter()
                 .map(|d| (d.class, boxes.iter().position(|b| *b == d.bbox).unwrap()))
                 .collect();
-            let mut reference = brute_force(&cfg, &boxes, &scores, 3);
+            let mut reference = brute_force(&cfg, |m, _| boxes[m], &scores, 3);
             let mut sorted_ours = ours.clone();
             sorted_ours.sort();
             reference.sort();
@@ -344,6 +390,39 @@ mod tests {
                 prop_assert!(pair[0].class < pair[1].class
                     || (pair[0].class == pair[1].class && pair[0].score >= pair[1].score));
             }
+        }
+
+        /// Per-class boxes (`[M, classes, 4]`): each class is suppressed on
+        /// its own column of boxes, and a detection reports that column's box.
+        #[test]
+        fn class_boxes_equal_brute_force(
+            (boxes, scores) in boxes_and_scores(3),
+            keep_top_k in prop::option::of(1usize..40),
+            nms_threshold in 0.1f32..0.9,
+        ) {
+            let cfg = NmsConfig { nms_threshold, normalized: false, ..config(None, keep_top_k) };
+            // Candidate m's box for class c: box (m + c) of the drawn list,
+            // so the three classes see different boxes.
+            let count = boxes.len();
+            let class_boxes: Vec<[f32; 4]> = (0..count * 3)
+                .map(|i| boxes[(i / 3 + i % 3) % count])
+                .collect();
+            let out = multiclass_nms_class_boxes(&cfg, &class_boxes, &scores, 3);
+            let mut ours: Vec<(usize, usize)> = Vec::new();
+            // Grouped by class, in candidate order within a class.
+            for pair in out.windows(2) {
+                prop_assert!(pair[0].class <= pair[1].class);
+            }
+            for d in &out {
+                let m = (0..count).find(|&m| class_boxes[m * 3 + d.class] == d.bbox
+                    && scores[m * 3 + d.class] == d.score);
+                prop_assert!(m.is_some(), "{d:?} is no candidate's box for its class");
+                ours.push((d.class, m.unwrap_or_default()));
+            }
+            let mut reference = brute_force(&cfg, |m, c| class_boxes[m * 3 + c], &scores, 3);
+            prop_assert!(ours.windows(2).all(|p| p[0] < p[1]), "{ours:?}");
+            reference.sort();
+            prop_assert_eq!(ours, reference);
         }
     }
 }
