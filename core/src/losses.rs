@@ -2,7 +2,8 @@
 //! returning its value and writing its gradient, as Paddle's operators
 //! compute them: `softmax_with_cross_entropy` (SSD's confidence, the R-CNN
 //! box head's classification) and `smooth_l1` (SSD's and the R-CNN stages'
-//! box regression).
+//! box regression); and the `softmax` that turns the same logits into
+//! scores at test time.
 
 /// Softmax cross-entropy of `logits` against `label`, and its gradient
 /// `softmax - onehot` scaled by `scale` written to `grad` when given.
@@ -19,24 +20,56 @@ pub fn softmax_cross_entropy(logits: &[f32], label: usize, grad: Option<(&mut [f
     max + log_sum - logits[label]
 }
 
+/// Paddle's `softmax` of one row of logits, in place: `exp(x - max)`
+/// normalised to sum 1 (the probabilities `softmax_cross_entropy` compares
+/// with the label; the detectors' outputs score boxes with them).
+pub fn softmax_in_place(row: &mut [f32]) {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    row.iter_mut().for_each(|v| *v /= sum);
+}
+
 /// Paddle's `smooth_l1` for one row, summed over its elements: with
-/// `d = pred - target`, `0.5 * (sigma * d)^2` where `|d| < 1 / sigma^2`,
-/// else `|d| - 0.5 / sigma^2`. The gradient with respect to `pred`, scaled
-/// by `scale`, is written to `grad`. (Paddle's inside and outside weights
-/// are 0 or 1 in every detector here: callers pass only the rows whose
-/// weights are 1.)
-pub fn smooth_l1(pred: &[f32], target: &[f32], sigma: f32, grad: &mut [f32], scale: f32) -> f32 {
+/// `d = inside * (pred - target)`, `outside * 0.5 * (sigma * d)^2` where
+/// `|d| < 1 / sigma^2`, else `outside * (|d| - 0.5 / sigma^2)`. `weights`
+/// are the optional `(inside, outside)` weights of the row (the R-CNN box
+/// head's `bbox_inside_weights` and `bbox_outside_weights`); without them
+/// both are 1 (SSD). The gradient with respect to `pred`,
+/// `inside * outside * dloss/dd`, scaled by `scale`, is written to `grad`.
+pub fn smooth_l1(
+    pred: &[f32],
+    target: &[f32],
+    weights: Option<(&[f32], &[f32])>,
+    sigma: f32,
+    grad: &mut [f32],
+    scale: f32,
+) -> f32 {
+    assert_eq!(pred.len(), target.len(), "smooth_l1: target length");
+    assert_eq!(pred.len(), grad.len(), "smooth_l1: gradient length");
+    if let Some((inside, outside)) = weights {
+        assert_eq!(pred.len(), inside.len(), "smooth_l1: inside weights length");
+        assert_eq!(
+            pred.len(),
+            outside.len(),
+            "smooth_l1: outside weights length"
+        );
+    }
     let sigma2 = sigma * sigma;
     let mut loss = 0.0;
-    for ((&p, &t), g) in pred.iter().zip(target).zip(grad.iter_mut()) {
-        let d = p - t;
-        if d.abs() < 1.0 / sigma2 {
-            loss += 0.5 * sigma2 * d * d;
-            *g = scale * sigma2 * d;
+    for (k, ((&p, &t), g)) in pred.iter().zip(target).zip(grad.iter_mut()).enumerate() {
+        let (inside, outside) = weights.map_or((1.0, 1.0), |(i, o)| (i[k], o[k]));
+        let d = (p - t) * inside;
+        let (value, slope) = if d.abs() < 1.0 / sigma2 {
+            (0.5 * sigma2 * d * d, sigma2 * d)
         } else {
-            loss += d.abs() - 0.5 / sigma2;
-            *g = scale * d.signum();
-        }
+            (d.abs() - 0.5 / sigma2, d.signum())
+        };
+        loss += outside * value;
+        *g = scale * outside * inside * slope;
     }
     loss
 }
@@ -58,20 +91,31 @@ mod tests {
         for seed in SEEDS {
             let pred = random_vec(seed, 16);
             let target = random_vec(seed + 100, 16);
-            for sigma in [1.0, 3.0] {
-                let mut grad = vec![0.0; 16];
-                smooth_l1(&pred, &target, sigma, &mut grad, 0.5);
-                check_gradient(
-                    "smooth_l1",
-                    &pred,
-                    &grad,
-                    |p| probe(0.5 * smooth_l1(p, &target, sigma, &mut [0.0; 16], 1.0)),
-                    GradCheck {
-                        step: 1e-3,
-                        ..GradCheck::default()
-                    },
-                )
-                .unwrap_or_else(|e| panic!("seed {seed}, sigma {sigma}: {e}"));
+            // Weights in [0, 2): the inside weight scales the difference
+            // across the kink at 1 / sigma^2, the outside weight the result.
+            let inside: Vec<f32> = random_vec(seed + 200, 16).iter().map(|w| w + 1.0).collect();
+            let outside: Vec<f32> = random_vec(seed + 300, 16).iter().map(|w| w + 1.0).collect();
+            for weights in [None, Some((&inside[..], &outside[..]))] {
+                for sigma in [1.0, 3.0] {
+                    let mut grad = vec![0.0; 16];
+                    smooth_l1(&pred, &target, weights, sigma, &mut grad, 0.5);
+                    check_gradient(
+                        "smooth_l1",
+                        &pred,
+                        &grad,
+                        |p| probe(0.5 * smooth_l1(p, &target, weights, sigma, &mut [0.0; 16], 1.0)),
+                        GradCheck {
+                            step: 1e-3,
+                            ..GradCheck::default()
+                        },
+                    )
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "seed {seed}, sigma {sigma}, weighted {}: {e}",
+                            weights.is_some()
+                        )
+                    });
+                }
             }
         }
     }
@@ -81,9 +125,41 @@ mod tests {
         // sigma 3: d = 0.05 is inside 1/9 (0.5 * 9 * 0.05^2), d = -1.5 outside
         // (1.5 - 0.5 / 9).
         let mut grad = [0.0; 2];
-        let value = smooth_l1(&[0.05, -1.5], &[0.0, 0.0], 3.0, &mut grad, 1.0);
+        let value = smooth_l1(&[0.05, -1.5], &[0.0, 0.0], None, 3.0, &mut grad, 1.0);
         assert!((value - (0.01125 + 1.5 - 0.5 / 9.0)).abs() < 1e-6);
         assert_eq!(grad, [9.0 * 0.05, -1.0]);
+    }
+
+    #[test]
+    fn smooth_l1_inside_weight_scales_the_difference_and_outside_the_loss() {
+        // sigma 1, difference 0.8 (quadratic branch): inside 2 makes it 1.6
+        // (linear branch, 1.6 - 0.5 = 1.1), outside 3 triples that; the
+        // gradient is 3 * 2 * sign. Weights 0 remove an element.
+        let mut grad = [0.0; 2];
+        let value = smooth_l1(
+            &[0.8, 5.0],
+            &[0.0, 0.0],
+            Some((&[2.0, 0.0], &[3.0, 1.0])),
+            1.0,
+            &mut grad,
+            1.0,
+        );
+        assert!((value - 3.0 * 1.1).abs() < 1e-6, "{value}");
+        assert_eq!(grad, [6.0, 0.0]);
+    }
+
+    #[test]
+    fn softmax_is_the_cross_entropy_gradient_plus_the_one_hot() {
+        let logits = [1.0, -2.0, 0.5, 3.0];
+        let mut probabilities = logits;
+        softmax_in_place(&mut probabilities);
+        let mut grad = [0.0; 4];
+        softmax_cross_entropy(&logits, 2, Some((&mut grad, 1.0)));
+        for c in 0..4 {
+            let one_hot = if c == 2 { 1.0 } else { 0.0 };
+            assert!((probabilities[c] - (grad[c] + one_hot)).abs() < 1e-6);
+        }
+        assert!((probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-6);
     }
 
     #[test]

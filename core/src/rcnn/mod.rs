@@ -7,12 +7,18 @@
 //! Boxes are pixel boxes `[x1, y1, x2, y2]` whose width is `x2 - x1 + 1`,
 //! as in Paddle's R-CNN operators.
 
+pub mod bbox_detect;
+pub mod bbox_loss;
 pub mod bbox_overlaps;
+pub mod box_clip;
 pub mod config;
 pub mod proposal_labels;
 pub mod proposals;
 
+pub use bbox_detect::bbox_head_detect;
+pub use bbox_loss::{bbox_head_loss, BBoxHeadLoss, RoiTargets};
 pub use bbox_overlaps::bbox_overlap;
+pub use box_clip::box_clip;
 pub use config::{BBoxAssignerConfig, ProposalConfig, RcnnConfig, RpnTargetConfig};
 pub use proposal_labels::{generate_proposal_labels, SampledRois};
 pub use proposals::{generate_proposals, Proposals};

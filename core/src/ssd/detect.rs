@@ -5,6 +5,7 @@
 //! the caller scales them to the picture.
 
 use crate::box_coder::{decode, BoxXyxy};
+use crate::losses::softmax_in_place;
 use crate::yolo::{multiclass_nms, Detection, NmsConfig};
 
 /// PaddleDetection's `SSDOutputDecoder` defaults (the SSD configs keep them).
@@ -45,15 +46,7 @@ pub fn detect(
         })
         .collect();
     let mut scores = confidence.to_vec();
-    for logits in scores.chunks_exact_mut(classes) {
-        let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sum = 0.0;
-        for v in logits.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
-        }
-        logits.iter_mut().for_each(|v| *v /= sum);
-    }
+    scores.chunks_exact_mut(classes).for_each(softmax_in_place);
     multiclass_nms(nms, &boxes, &scores, classes)
 }
 

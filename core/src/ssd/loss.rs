@@ -227,6 +227,7 @@ pub fn ssd_loss(
             loc_sum += smooth_l1(
                 pred,
                 &target,
+                None,
                 1.0,
                 &mut grad_location[at * 4..][..4],
                 loc_scale,

@@ -9,7 +9,7 @@ pub mod nms;
 
 pub use decode::{detect, yolo_box, DecodeConfig, DecodedBoxes};
 pub use loss::{yolov3_loss, GroundTruth, Head, LossTerms, YoloLoss};
-pub use nms::{greedy_nms, multiclass_nms, Detection, NmsConfig};
+pub use nms::{greedy_nms, multiclass_nms, multiclass_nms_class_boxes, Detection, NmsConfig};
 
 /// The YOLOv3 head settings shared by loss and decode.
 #[derive(Debug, Clone, PartialEq)]

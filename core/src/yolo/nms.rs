@@ -120,9 +120,9 @@ impl KeptBoxes {
     }
 }
 
-/// Greedy suppression of `ranked` (indices into `boxes`, best first) into
-/// `kept`: a box is kept unless it overlaps an already kept one by more than
-/// the threshold. `eta < 1` is Paddle's adaptive NMS: after each kept box,
+/// Greedy suppression of `ranked` (candidates, best first; candidate `m`'s
+/// box is `boxes[box_of(m)]`) into `kept`: a box is kept unless it overlaps
+/// an already kept one by more than the threshold. `eta < 1` is Paddle's adaptive NMS: after each kept box,
 /// a threshold still above 0.5 is multiplied by `eta`.
 #[allow(clippy::too_many_arguments)]
 fn suppress(
@@ -130,6 +130,7 @@ fn suppress(
     boxes: &[[f32; 4]],
     areas: &[f32],
     ranked: &[usize],
+    box_of: impl Fn(usize) -> usize,
     nms_threshold: f32,
     eta: f32,
     pixel: f32,
@@ -138,8 +139,9 @@ fn suppress(
     kept_boxes.clear();
     let mut threshold = nms_threshold;
     for &m in ranked {
-        if !kept_boxes.overlaps_any(&boxes[m], areas[m], threshold, pixel) {
-            kept_boxes.push(&boxes[m], areas[m]);
+        let b = box_of(m);
+        if !kept_boxes.overlaps_any(&boxes[b], areas[b], threshold, pixel) {
+            kept_boxes.push(&boxes[b], areas[b]);
             kept.push(m);
             if eta < 1.0 && threshold > 0.5 {
                 threshold *= eta;
@@ -166,6 +168,7 @@ pub fn greedy_nms(
         boxes,
         &areas,
         ranked,
+        |m| m,
         nms_threshold,
         eta,
         pixel,
@@ -174,8 +177,9 @@ pub fn greedy_nms(
     kept
 }
 
-/// NMS over one image's `boxes` (`[M, 4]`) and box-major `scores`
-/// (`[M, classes]`, the layout `yolo_box` writes).
+/// NMS over one image's `boxes` (`[M, 4]`, one box per candidate for all
+/// classes) and box-major `scores` (`[M, classes]`, the layout `yolo_box`
+/// writes).
 pub fn multiclass_nms(
     cfg: &NmsConfig,
     boxes: &[[f32; 4]],
@@ -187,6 +191,41 @@ pub fn multiclass_nms(
         boxes.len() * classes,
         "scores must be [boxes, classes]"
     );
+    nms(cfg, boxes, false, scores, classes)
+}
+
+/// NMS over one image's `boxes` given per class (`[M, classes, 4]`: box
+/// `m * classes + c` is candidate `m`'s box for class `c`) and `scores`
+/// (`[M, classes]`): Paddle's `multiclass_nms` with 2-D scores, as the
+/// R-CNN box head calls it on its per-class decoded boxes. Paddle orders
+/// each class's detections by candidate index in this form (not by score,
+/// also before the `keep_top_k` cut, which sets the order of ties), and so
+/// does this.
+pub fn multiclass_nms_class_boxes(
+    cfg: &NmsConfig,
+    boxes: &[[f32; 4]],
+    scores: &[f32],
+    classes: usize,
+) -> Vec<Detection> {
+    assert_eq!(
+        scores.len(),
+        boxes.len(),
+        "boxes must be [candidates, classes] when scores are"
+    );
+    nms(cfg, boxes, true, scores, classes)
+}
+
+/// Both forms: candidate `m`'s box for class `c` is `boxes[m * classes + c]`
+/// when `class_boxes`, else `boxes[m]`.
+fn nms(
+    cfg: &NmsConfig,
+    boxes: &[[f32; 4]],
+    class_boxes: bool,
+    scores: &[f32],
+    classes: usize,
+) -> Vec<Detection> {
+    let candidates_count = scores.len() / classes.max(1);
+    let at = |m: usize, class: usize| if class_boxes { m * classes + class } else { m };
     let pixel = if cfg.normalized { 0.0 } else { 1.0 };
     let areas: Vec<f32> = boxes.iter().map(|b| box_area(b, cfg.normalized)).collect();
     let mut kept_per_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
@@ -198,7 +237,7 @@ pub fn multiclass_nms(
         }
         let score = |m: usize| scores[m * classes + class];
         candidates.clear();
-        candidates.extend((0..boxes.len()).filter(|&m| score(m) > cfg.score_threshold));
+        candidates.extend((0..candidates_count).filter(|&m| score(m) > cfg.score_threshold));
         // Stable: equal scores keep input order, as Paddle's std::stable_sort.
         candidates.sort_by(|&a, &b| score(b).total_cmp(&score(a)));
         if let Some(top_k) = cfg.nms_top_k {
@@ -209,11 +248,15 @@ pub fn multiclass_nms(
             boxes,
             &areas,
             &candidates,
+            |m| at(m, class),
             cfg.nms_threshold,
             1.0,
             pixel,
             kept,
         );
+        if class_boxes {
+            kept.sort_unstable();
+        }
     }
 
     let total: usize = kept_per_class.iter().map(Vec::len).sum();
@@ -230,6 +273,11 @@ pub fn multiclass_nms(
         for (_, c, m) in all {
             kept_per_class[c].push(m);
         }
+        if class_boxes {
+            kept_per_class
+                .iter_mut()
+                .for_each(|kept| kept.sort_unstable());
+        }
     }
 
     kept_per_class
@@ -239,7 +287,7 @@ pub fn multiclass_nms(
             kept.iter().map(move |&m| Detection {
                 class,
                 score: scores[m * classes + class],
-                bbox: boxes[m],
+                bbox: boxes[at(m, class)],
             })
         })
         .collect()
@@ -346,15 +394,16 @@ mod tests {
 
     /// A plain reference: the full IoU matrix, then for each candidate in rank
     /// order, suppress every later candidate it overlaps.
+    /// `box_of(m, c)` is candidate `m`'s box for class `c`.
     fn brute_force(
         cfg: &NmsConfig,
-        boxes: &[[f32; 4]],
+        box_of: impl Fn(usize, usize) -> [f32; 4],
         scores: &[f32],
         classes: usize,
     ) -> Vec<(usize, usize)> {
         let mut kept = Vec::new();
         for c in 0..classes {
-            let mut order: Vec<usize> = (0..boxes.len())
+            let mut order: Vec<usize> = (0..scores.len() / classes)
                 .filter(|&m| scores[m * classes + c] > cfg.score_threshold)
                 .collect();
             order.sort_by(|&a, &b| {
@@ -370,7 +419,7 @@ mod tests {
                 }
                 kept.push((c, order[i]));
                 for j in i + 1..order.len() {
-                    if jaccard_overlap(&boxes[order[i]], &boxes[order[j]], cfg.normalized)
+                    if jaccard_overlap(&box_of(order[i], c), &box_of(order[j], c), cfg.normalized)
                         > cfg.nms_threshold
                     {
                         suppressed[j] = true;
@@ -421,7 +470,7 @@ mod tests {
                 .iter()
                 .map(|d| (d.class, boxes.iter().position(|b| *b == d.bbox).unwrap()))
                 .collect();
-            let mut reference = brute_force(&cfg, &boxes, &scores, 3);
+            let mut reference = brute_force(&cfg, |m, _| boxes[m], &scores, 3);
             let mut sorted_ours = ours.clone();
             sorted_ours.sort();
             reference.sort();
@@ -431,6 +480,39 @@ mod tests {
                 prop_assert!(pair[0].class < pair[1].class
                     || (pair[0].class == pair[1].class && pair[0].score >= pair[1].score));
             }
+        }
+
+        /// Per-class boxes (`[M, classes, 4]`): each class is suppressed on
+        /// its own column of boxes, and a detection reports that column's box.
+        #[test]
+        fn class_boxes_equal_brute_force(
+            (boxes, scores) in boxes_and_scores(3),
+            keep_top_k in prop::option::of(1usize..40),
+            nms_threshold in 0.1f32..0.9,
+        ) {
+            let cfg = NmsConfig { nms_threshold, normalized: false, ..config(None, keep_top_k) };
+            // Candidate m's box for class c: box (m + c) of the drawn list,
+            // so the three classes see different boxes.
+            let count = boxes.len();
+            let class_boxes: Vec<[f32; 4]> = (0..count * 3)
+                .map(|i| boxes[(i / 3 + i % 3) % count])
+                .collect();
+            let out = multiclass_nms_class_boxes(&cfg, &class_boxes, &scores, 3);
+            let mut ours: Vec<(usize, usize)> = Vec::new();
+            // Grouped by class, in candidate order within a class.
+            for pair in out.windows(2) {
+                prop_assert!(pair[0].class <= pair[1].class);
+            }
+            for d in &out {
+                let m = (0..count).find(|&m| class_boxes[m * 3 + d.class] == d.bbox
+                    && scores[m * 3 + d.class] == d.score);
+                prop_assert!(m.is_some(), "{d:?} is no candidate's box for its class");
+                ours.push((d.class, m.unwrap_or_default()));
+            }
+            let mut reference = brute_force(&cfg, |m, c| class_boxes[m * 3 + c], &scores, 3);
+            prop_assert!(ours.windows(2).all(|p| p[0] < p[1]), "{ours:?}");
+            reference.sort();
+            prop_assert_eq!(ours, reference);
         }
     }
 }

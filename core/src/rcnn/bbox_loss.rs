@@ -1,0 +1,312 @@
+//! The Faster R-CNN box head's loss, as PaddleDetection's `BBoxHead.get_loss`
+//! writes it with Paddle's operators, and its gradient with respect to the
+//! head's two outputs, side by side.
+//!
+//! For the `R` RoIs `generate_proposal_labels` sampled (every image's,
+//! concatenated):
+//! - `loss_cls = reduce_mean(softmax_with_cross_entropy(cls_score, label))`:
+//!   the mean over the `R` RoIs of the cross-entropy of its `C` class logits
+//!   (background is class 0) against its label;
+//! - `loss_bbox = reduce_mean(smooth_l1(bbox_pred, bbox_targets, inside,
+//!   outside, sigma 1))`: `smooth_l1` sums each RoI's `4 * C` elements, and
+//!   the mean is again over the `R` RoIs. The weights are 1 on the four
+//!   deltas of a foreground RoI's own class and 0 elsewhere, so only those
+//!   deltas learn, but the divisor is all `R` RoIs, background ones included.
+//!
+//! The labels and targets are constants of the step, as in Paddle.
+
+use crate::losses::{smooth_l1, softmax_cross_entropy};
+
+/// What `generate_proposal_labels` writes for the sampled RoIs, in its
+/// layout: `labels` `[R]` (0 background), the others `[R, 4 * C]` (row `r`
+/// holds four deltas per class, class-major).
+#[derive(Debug, Clone, Copy)]
+pub struct RoiTargets<'a> {
+    pub labels: &'a [i32],
+    pub bbox_targets: &'a [f32],
+    pub bbox_inside_weights: &'a [f32],
+    pub bbox_outside_weights: &'a [f32],
+}
+
+/// The box head's two loss terms (`loss_cls`, `loss_bbox`), each already a
+/// mean over the RoIs; the total is their sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BBoxHeadLoss {
+    pub cls: f32,
+    pub bbox: f32,
+}
+
+/// The loss of `cls_score` (`[R, classes]` logits) and `bbox_pred`
+/// (`[R, 4 * classes]`) against `targets`; the gradients of `cls + bbox`
+/// with respect to both are written to (overwrite) `grad_cls_score` and
+/// `grad_bbox_pred`. No RoIs cost nothing (Paddle would take the mean of
+/// nothing; `generate_proposal_labels` always returns the ground truth
+/// boxes among the RoIs, so a batch has some).
+pub fn bbox_head_loss(
+    cls_score: &[f32],
+    bbox_pred: &[f32],
+    classes: usize,
+    targets: &RoiTargets,
+    grad_cls_score: &mut [f32],
+    grad_bbox_pred: &mut [f32],
+) -> BBoxHeadLoss {
+    let rois = targets.labels.len();
+    let deltas = 4 * classes;
+    assert_eq!(
+        cls_score.len(),
+        rois * classes,
+        "bbox_head_loss: cls_score is [R, C]"
+    );
+    assert_eq!(
+        bbox_pred.len(),
+        rois * deltas,
+        "bbox_head_loss: bbox_pred is [R, 4C]"
+    );
+    for (what, v) in [
+        ("bbox_targets", targets.bbox_targets),
+        ("bbox_inside_weights", targets.bbox_inside_weights),
+        ("bbox_outside_weights", targets.bbox_outside_weights),
+    ] {
+        assert_eq!(v.len(), rois * deltas, "bbox_head_loss: {what} is [R, 4C]");
+    }
+    assert_eq!(
+        grad_cls_score.len(),
+        cls_score.len(),
+        "bbox_head_loss: grad_cls_score"
+    );
+    assert_eq!(
+        grad_bbox_pred.len(),
+        bbox_pred.len(),
+        "bbox_head_loss: grad_bbox_pred"
+    );
+    if rois == 0 {
+        return BBoxHeadLoss::default();
+    }
+    // reduce_mean over the RoIs: each RoI's term and gradient weigh 1 / R.
+    let scale = 1.0 / rois as f32;
+    let (mut cls_sum, mut bbox_sum) = (0.0f64, 0.0f64);
+    for (r, &label) in targets.labels.iter().enumerate() {
+        let label = usize::try_from(label)
+            .ok()
+            .filter(|&l| l < classes)
+            .unwrap_or_else(|| {
+                panic!("bbox_head_loss: RoI {r} has label {label} of {classes} classes")
+            });
+        let logits = &cls_score[r * classes..][..classes];
+        let grad = &mut grad_cls_score[r * classes..][..classes];
+        cls_sum += softmax_cross_entropy(logits, label, Some((grad, scale))) as f64;
+        let row = r * deltas..(r + 1) * deltas;
+        bbox_sum += smooth_l1(
+            &bbox_pred[row.clone()],
+            &targets.bbox_targets[row.clone()],
+            Some((
+                &targets.bbox_inside_weights[row.clone()],
+                &targets.bbox_outside_weights[row.clone()],
+            )),
+            1.0,
+            &mut grad_bbox_pred[row],
+            scale,
+        ) as f64;
+    }
+    BBoxHeadLoss {
+        cls: (cls_sum / rois as f64) as f32,
+        bbox: (bbox_sum / rois as f64) as f32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{floats, read};
+    use crate::gradcheck::{check_gradient, random_vec, GradCheck, Probe, SEEDS};
+
+    fn targets_of(case: &serde_json::Value) -> (Vec<i32>, [Vec<f32>; 3]) {
+        let labels = case["labels"]
+            .as_array()
+            .expect("labels")
+            .iter()
+            .map(|l| l.as_i64().expect("a label") as i32)
+            .collect();
+        (
+            labels,
+            [
+                floats(&case["bbox_targets"]),
+                floats(&case["bbox_inside_weights"]),
+                floats(&case["bbox_outside_weights"]),
+            ],
+        )
+    }
+
+    /// Paddle's `get_loss` ops on targets `generate_proposal_labels` made for
+    /// two images, and on fractional hand-made weights
+    /// (`core/tests/fixtures/faster_rcnn/bbox_head.py`): both losses within
+    /// 1e-4 relative, both gradients within 1e-5.
+    #[test]
+    fn loss_and_gradients_equal_paddles() {
+        let f = read("faster_rcnn/bbox_head.json");
+        let classes = f["classes"].as_u64().expect("classes") as usize;
+        for case in f["losses"].as_array().expect("losses") {
+            let name = case["name"].as_str().expect("name");
+            let (labels, [bbox_targets, inside, outside]) = targets_of(case);
+            let targets = RoiTargets {
+                labels: &labels,
+                bbox_targets: &bbox_targets,
+                bbox_inside_weights: &inside,
+                bbox_outside_weights: &outside,
+            };
+            let cls_score = floats(&case["cls_score"]);
+            let bbox_pred = floats(&case["bbox_pred"]);
+            // Stale values in the gradient buffers must be overwritten.
+            let mut grad_cls = vec![7.0; cls_score.len()];
+            let mut grad_bbox = vec![7.0; bbox_pred.len()];
+            let loss = bbox_head_loss(
+                &cls_score,
+                &bbox_pred,
+                classes,
+                &targets,
+                &mut grad_cls,
+                &mut grad_bbox,
+            );
+            for (what, got, want) in [
+                ("loss_cls", loss.cls, &case["loss_cls"]),
+                ("loss_bbox", loss.bbox, &case["loss_bbox"]),
+            ] {
+                let want = want.as_f64().expect("a loss") as f32;
+                assert!(
+                    (got - want).abs() <= 1e-4 * want.abs(),
+                    "{name} {what}: {got} vs Paddle's {want}"
+                );
+            }
+            for (what, got, want) in [
+                ("cls_score", &grad_cls, floats(&case["grad_cls_score"])),
+                ("bbox_pred", &grad_bbox, floats(&case["grad_bbox_pred"])),
+            ] {
+                assert_eq!(got.len(), want.len(), "{name} grad {what}");
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() <= 1e-5, "{name} grad {what}[{i}]: {g} vs {w}");
+                }
+            }
+        }
+    }
+
+    /// The gradient of `cls + bbox` against central differences, for RoIs
+    /// of three kinds: background (weights 0), foreground with 0/1 weights as
+    /// `generate_proposal_labels` writes them, and fractional weights.
+    #[test]
+    fn gradient_matches_finite_differences_for_any_seed() {
+        let (rois, classes) = (6, 3);
+        let deltas = 4 * classes;
+        for seed in SEEDS {
+            let cls_score = random_vec(seed, rois * classes);
+            let bbox_pred: Vec<f32> = random_vec(seed + 10, rois * deltas)
+                .iter()
+                .map(|v| 2.0 * v)
+                .collect();
+            let bbox_targets = random_vec(seed + 20, rois * deltas);
+            let labels: Vec<i32> = (0..rois as i32).map(|r| r % classes as i32).collect();
+            let mut inside = vec![0.0; rois * deltas];
+            for (r, &label) in labels.iter().enumerate() {
+                let own = r * deltas + 4 * label as usize..r * deltas + 4 * label as usize + 4;
+                if label > 0 {
+                    inside[own].fill(1.0);
+                }
+            }
+            // The last RoI: fractional weights on every delta.
+            let fractional = random_vec(seed + 30, deltas);
+            for (w, f) in inside[(rois - 1) * deltas..].iter_mut().zip(&fractional) {
+                *w = f + 1.0;
+            }
+            let outside: Vec<f32> = inside
+                .iter()
+                .map(|&w| if w > 0.0 { 2.0 - w * 0.5 } else { 0.0 })
+                .collect();
+            let targets = RoiTargets {
+                labels: &labels,
+                bbox_targets: &bbox_targets,
+                bbox_inside_weights: &inside,
+                bbox_outside_weights: &outside,
+            };
+            let mut grad_cls = vec![0.0; cls_score.len()];
+            let mut grad_bbox = vec![0.0; bbox_pred.len()];
+            bbox_head_loss(
+                &cls_score,
+                &bbox_pred,
+                classes,
+                &targets,
+                &mut grad_cls,
+                &mut grad_bbox,
+            );
+            let total = |score: &[f32], pred: &[f32]| {
+                let mut scratch = (vec![0.0; score.len()], vec![0.0; pred.len()]);
+                let loss = bbox_head_loss(
+                    score,
+                    pred,
+                    classes,
+                    &targets,
+                    &mut scratch.0,
+                    &mut scratch.1,
+                );
+                let value = loss.cls as f64 + loss.bbox as f64;
+                Probe {
+                    value,
+                    magnitude: loss.cls.abs() as f64 + loss.bbox.abs() as f64,
+                }
+            };
+            check_gradient(
+                "bbox_head_loss cls_score",
+                &cls_score,
+                &grad_cls,
+                |x| total(x, &bbox_pred),
+                GradCheck::default(),
+            )
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            check_gradient(
+                "bbox_head_loss bbox_pred",
+                &bbox_pred,
+                &grad_bbox,
+                |x| total(&cls_score, x),
+                GradCheck {
+                    step: 1e-3,
+                    ..GradCheck::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            assert!(
+                grad_bbox.iter().any(|&g| g != 0.0),
+                "seed {seed}: no box gradient"
+            );
+        }
+    }
+
+    #[test]
+    fn background_rois_count_in_the_box_mean_but_learn_no_box() {
+        // Two RoIs of 2 classes: RoI 0 foreground (class 1, deltas 4..8 off by
+        // 0.5: 4 * 0.125 = 0.5), RoI 1 background. loss_bbox = 0.5 / 2.
+        let labels = [1, 0];
+        let mut inside = [0.0; 16];
+        inside[4..8].fill(1.0);
+        let targets = RoiTargets {
+            labels: &labels,
+            bbox_targets: &[0.0; 16],
+            bbox_inside_weights: &inside,
+            bbox_outside_weights: &inside,
+        };
+        let mut bbox_pred = [3.0; 16];
+        bbox_pred[4..8].fill(0.5);
+        let (mut grad_cls, mut grad_bbox) = ([0.0; 4], [9.0; 16]);
+        let loss = bbox_head_loss(
+            &[0.0; 4],
+            &bbox_pred,
+            2,
+            &targets,
+            &mut grad_cls,
+            &mut grad_bbox,
+        );
+        assert!((loss.bbox - 0.25).abs() < 1e-7, "{loss:?}");
+        assert!((loss.cls - 2f32.ln()).abs() < 1e-6, "{loss:?}");
+        let mut want = [0.0; 16];
+        want[4..8].fill(0.25);
+        assert_eq!(grad_bbox, want);
+        assert_eq!(grad_cls, [0.25, -0.25, -0.25, 0.25]);
+    }
+}
