@@ -9,10 +9,14 @@
 
 pub mod bbox_overlaps;
 pub mod config;
+pub mod fpn_proposals;
 pub mod proposal_labels;
 pub mod proposals;
 
 pub use bbox_overlaps::bbox_overlap;
 pub use config::{BBoxAssignerConfig, ProposalConfig, RcnnConfig, RpnTargetConfig};
+pub use fpn_proposals::{
+    collect_fpn_proposals, distribute_fpn_proposals, DistributedRois, FpnLevels,
+};
 pub use proposal_labels::{generate_proposal_labels, SampledRois};
 pub use proposals::{generate_proposals, Proposals};
