@@ -12,6 +12,7 @@ pub mod bbox_loss;
 pub mod bbox_overlaps;
 pub mod box_clip;
 pub mod config;
+pub mod fpn_proposals;
 pub mod proposal_labels;
 pub mod proposals;
 
@@ -20,5 +21,8 @@ pub use bbox_loss::{bbox_head_loss, BBoxHeadLoss, RoiTargets};
 pub use bbox_overlaps::bbox_overlap;
 pub use box_clip::box_clip;
 pub use config::{BBoxAssignerConfig, ProposalConfig, RcnnConfig, RpnTargetConfig};
+pub use fpn_proposals::{
+    collect_fpn_proposals, distribute_fpn_proposals, DistributedRois, FpnLevels,
+};
 pub use proposal_labels::{generate_proposal_labels, SampledRois};
 pub use proposals::{generate_proposals, Proposals};
