@@ -65,6 +65,23 @@ pub fn decode(
     ]
 }
 
+/// Paddle's `BoxToDelta` (`detection/bbox_util.h`), the R-CNN operators'
+/// regression targets of pixel box `target` relative to `prior` (an anchor
+/// or a proposal): both centres taken as `x_min + w / 2` with the pixel
+/// `+1` in `w` (unlike [`encode`], whose target centre is
+/// `(x_min + x_max) / 2`), each delta divided by its weight (`[1; 4]` for
+/// none: `rpn_target_assign`; `bbox_reg_weights`: `generate_proposal_labels`).
+pub fn box_to_delta(prior: &BoxXyxy, target: &BoxXyxy, weights: &[f32; 4]) -> [f32; 4] {
+    let [px, py, pw, ph] = center_size(prior, false);
+    let [tx, ty, tw, th] = center_size(target, false);
+    [
+        (tx - px) / pw / weights[0],
+        (ty - py) / ph / weights[1],
+        (tw / pw).ln() / weights[2],
+        (th / ph).ln() / weights[3],
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +186,21 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn box_to_delta_takes_both_centres_with_the_pixel() {
+        // The same 10-pixel box: zero deltas (encode gives -0.05, above).
+        let b = [0.0, 0.0, 9.0, 9.0];
+        assert_eq!(box_to_delta(&b, &b, &[1.0; 4]), [0.0; 4]);
+        // Target 20 pixels wide centred 10 pixels right: dx = 10 / 10,
+        // dw = ln 2, divided by the weights.
+        let t = [5.0, 0.0, 24.0, 9.0];
+        let d = box_to_delta(&b, &t, &[0.1, 0.1, 0.2, 0.2]);
+        let want = [10.0, 0.0, 2f32.ln() / 0.2, 0.0];
+        for k in 0..4 {
+            assert!((d[k] - want[k]).abs() < 1e-6, "{d:?} vs {want:?}");
         }
     }
 

@@ -7,6 +7,7 @@
 //! Boxes are pixel boxes `[x1, y1, x2, y2]` whose width is `x2 - x1 + 1`,
 //! as in Paddle's R-CNN operators.
 
+pub mod bbox_overlaps;
 pub mod config;
 
 pub use config::{BBoxAssignerConfig, ProposalConfig, RcnnConfig, RpnTargetConfig};
