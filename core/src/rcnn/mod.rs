@@ -7,7 +7,13 @@
 //! Boxes are pixel boxes `[x1, y1, x2, y2]` whose width is `x2 - x1 + 1`,
 //! as in Paddle's R-CNN operators.
 
+pub mod anchors;
 pub mod bbox_overlaps;
 pub mod config;
+pub mod rpn_loss;
+pub mod rpn_target;
 
+pub use anchors::{anchor_generator, rpn_anchors, Anchors};
 pub use config::{BBoxAssignerConfig, ProposalConfig, RcnnConfig, RpnTargetConfig};
+pub use rpn_loss::{rpn_loss, RpnLevelGrad, RpnLevelOutput, RpnLoss};
+pub use rpn_target::{rpn_target_assign, ImInfo, RpnTargets};
