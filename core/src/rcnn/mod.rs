@@ -7,6 +7,7 @@
 //! Boxes are pixel boxes `[x1, y1, x2, y2]` whose width is `x2 - x1 + 1`,
 //! as in Paddle's R-CNN operators.
 
+pub mod anchors;
 pub mod bbox_detect;
 pub mod bbox_loss;
 pub mod bbox_overlaps;
@@ -15,7 +16,10 @@ pub mod config;
 pub mod fpn_proposals;
 pub mod proposal_labels;
 pub mod proposals;
+pub mod rpn_loss;
+pub mod rpn_target;
 
+pub use anchors::{anchor_generator, rpn_anchors, Anchors};
 pub use bbox_detect::bbox_head_detect;
 pub use bbox_loss::{bbox_head_loss, BBoxHeadLoss, RoiTargets};
 pub use bbox_overlaps::bbox_overlap;
@@ -26,3 +30,5 @@ pub use fpn_proposals::{
 };
 pub use proposal_labels::{generate_proposal_labels, SampledRois};
 pub use proposals::{generate_proposals, Proposals};
+pub use rpn_loss::{rpn_loss, RpnLevelGrad, RpnLevelOutput, RpnLoss};
+pub use rpn_target::{rpn_target_assign, ImInfo, RpnTargets};
