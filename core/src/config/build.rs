@@ -98,7 +98,7 @@ impl Config {
         let positive = |k: usize| (k > 0).then_some(k);
         NmsConfig {
             score_threshold: nms.score_threshold,
-            nms_top_k: positive(nms.nms_top_k),
+            nms_top_k: usize::try_from(nms.nms_top_k).ok().and_then(positive),
             keep_top_k: positive(nms.keep_top_k),
             nms_threshold: nms.nms_threshold,
             normalized: nms.normalized,
@@ -503,14 +503,18 @@ impl Reader {
         arch: Architecture,
     ) -> Result<LoaderConfig> {
         let pipeline = self.pipeline_for(file, "TrainReader", arch)?;
-        let sizes = match (pipeline.random_shape, pipeline.resize) {
+        let sizes = match (pipeline.random_shape.clone(), pipeline.resize) {
             (Some(shape), _) => shape,
             // The ResizeImage step made every picture this size already.
             (None, Some((size, _))) => RandomShapeParams {
                 sizes: vec![size],
                 random_interp: false,
             },
-            (None, None) => unreachable!("pipeline() requires one of them in a TrainReader"),
+            // The R-CNN readers: each picture's own size (`short_side`).
+            (None, None) => RandomShapeParams {
+                sizes: Vec::new(),
+                random_interp: false,
+            },
         };
         let augment = TrainAugment {
             sample: pipeline.sample,
@@ -528,18 +532,30 @@ impl Reader {
             mode: Mode::Train(Box::new(augment)),
             to_rgb: pipeline.to_rgb,
             normalize: pipeline.normalize,
+            short_side: pipeline.short_side,
             ..LoaderConfig::train(self.batch_size, seed)
         })
     }
 
     /// The evaluation pipeline: every image once, resized as `ResizeImage`
-    /// says, decoded and normalised as the lists say. `reader` is the
-    /// reader's key (`EvalReader` or `TestReader`) for errors.
-    pub fn eval_loader_config(&self, file: &Path, reader: &str) -> Result<LoaderConfig> {
-        let pipeline = self.pipeline(file, reader)?;
-        let (size, interp) = pipeline
-            .resize
-            .expect("pipeline() requires a ResizeImage outside a TrainReader");
+    /// says (`short_side` for `arch` FasterRCNN), decoded and normalised as
+    /// the lists say. `reader` is the reader's key (`EvalReader` or
+    /// `TestReader`) for errors.
+    pub fn eval_loader_config(
+        &self,
+        file: &Path,
+        reader: &str,
+        arch: Architecture,
+    ) -> Result<LoaderConfig> {
+        let pipeline = self.pipeline_for(file, reader, arch)?;
+        let (size, interp) = match (&pipeline.resize, &pipeline.short_side) {
+            (Some(square), _) => *square,
+            // Not read: `short_side` sizes each picture.
+            (None, Some(resize)) => (0, resize.interp),
+            (None, None) => {
+                unreachable!("pipeline_for() requires a ResizeImage outside a TrainReader")
+            }
+        };
         Ok(LoaderConfig {
             workers: self.worker_num.max(1),
             shuffle: self.shuffle,
@@ -547,6 +563,7 @@ impl Reader {
             mode: Mode::Eval { size, interp },
             to_rgb: pipeline.to_rgb,
             normalize: pipeline.normalize,
+            short_side: pipeline.short_side,
             ..LoaderConfig::eval(self.batch_size)
         })
     }
@@ -596,7 +613,9 @@ mod tests {
         assert_eq!(augment.sample, SampleAugment::yolov3());
         let (name, reader) = config.eval_or_test_reader().unwrap();
         assert_eq!(name, "EvalReader");
-        let eval = reader.eval_loader_config(file, name).unwrap();
+        let eval = reader
+            .eval_loader_config(file, name, Architecture::YOLOv3)
+            .unwrap();
         assert_eq!(eval.normalize, ChannelNorm::imagenet());
         assert!(!eval.shuffle && !eval.drop_last);
         let mut in_order = config.train_reader.clone();

@@ -10,6 +10,7 @@
 //! and wrong types are errors naming the key (and the closest valid keys).
 
 mod build;
+mod faster_rcnn;
 pub mod overrides;
 mod pipeline;
 mod sections;
@@ -365,6 +366,7 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 pub enum Architecture {
     YOLOv3,
     SSD,
+    FasterRCNN,
 }
 
 /// Whether a reader sets a key (`Config::warnings`).
@@ -379,6 +381,7 @@ impl Config {
         let arch = match self.architecture.as_str() {
             "YOLOv3" => Architecture::YOLOv3,
             "SSD" => Architecture::SSD,
+            "FasterRCNN" => Architecture::FasterRCNN,
             other => {
                 return Err(bad(
                     "architecture",
@@ -392,15 +395,19 @@ impl Config {
         match arch {
             Architecture::YOLOv3 => self.check_yolov3(path)?,
             Architecture::SSD => self.check_ssd(path)?,
+            Architecture::FasterRCNN => {
+                self.faster_rcnn_spec(path)?;
+                self.rcnn_config(path)?;
+            }
         }
-        let minimum = if arch == Architecture::SSD { 2 } else { 1 };
+        let minimum = if arch == Architecture::YOLOv3 { 1 } else { 2 };
         if self.num_classes < minimum {
             return Err(bad(
                 "num_classes",
                 format!(
                     "must be at least {minimum}{}",
                     if minimum == 2 {
-                        " (SSD counts the background class)"
+                        " (it counts the background class)"
                     } else {
                         ""
                     }
@@ -844,12 +851,15 @@ impl Config {
         lines
     }
 
-    /// The model this config describes (after `check`).
+    /// The model this config describes (after `check`). FasterRCNN has no
+    /// `ModelSpec` yet: its parts are `faster_rcnn_spec` and `rcnn_config`.
     pub fn model_spec(&self) -> ModelSpec {
-        if self.is_ssd() {
-            ModelSpec::Ssd(self.ssd_spec())
-        } else {
-            ModelSpec::Yolov3(self.yolov3_spec())
+        match self.arch() {
+            Architecture::SSD => ModelSpec::Ssd(self.ssd_spec()),
+            Architecture::YOLOv3 => ModelSpec::Yolov3(self.yolov3_spec()),
+            Architecture::FasterRCNN => panic!(
+                "architecture FasterRCNN: the model is not wired into training, evaluation and inference yet"
+            ),
         }
     }
 
@@ -874,14 +884,42 @@ impl Config {
     /// The sections only the other architecture reads, each with whether
     /// it is set (differs from its default).
     fn other_architecture_sections(&self) -> Vec<(&'static str, bool)> {
+        let rcnn = [
+            ("FasterRCNN", self.faster_rcnn.is_some()),
+            ("ResNet", self.resnet.is_some()),
+            ("ResNetC5", self.resnet_c5.is_some()),
+            ("FPN", self.fpn.is_some()),
+            ("RPNHead", self.rpn_head.is_some()),
+            ("FPNRPNHead", self.fpn_rpn_head.is_some()),
+            ("RoIAlign", self.roi_align.is_some()),
+            ("FPNRoIAlign", self.fpn_roi_align.is_some()),
+            ("BBoxAssigner", self.bbox_assigner.is_some()),
+            ("BBoxHead", self.bbox_head.is_some()),
+            ("TwoFCHead", self.two_fc_head.is_some()),
+        ];
         match self.arch() {
-            Architecture::SSD => vec![
+            Architecture::SSD => [
                 ("YOLOv3", self.yolov3 != YOLOv3::default()),
                 ("YOLOv3Head", self.yolov3_head != YOLOv3Head::default()),
                 ("YOLOv3Loss", self.yolov3_loss != YOLOv3Loss::default()),
                 ("DarkNet", self.darknet != DarkNet::default()),
-            ],
-            Architecture::YOLOv3 => vec![
+            ]
+            .into_iter()
+            .chain(rcnn)
+            .collect(),
+            Architecture::YOLOv3 => [
+                ("SSD", self.ssd.is_some()),
+                ("VGG", self.vgg.is_some()),
+                ("MultiBoxHead", self.multi_box_head.is_some()),
+            ]
+            .into_iter()
+            .chain(rcnn)
+            .collect(),
+            Architecture::FasterRCNN => vec![
+                ("YOLOv3", self.yolov3 != YOLOv3::default()),
+                ("YOLOv3Head", self.yolov3_head != YOLOv3Head::default()),
+                ("YOLOv3Loss", self.yolov3_loss != YOLOv3Loss::default()),
+                ("DarkNet", self.darknet != DarkNet::default()),
                 ("SSD", self.ssd.is_some()),
                 ("VGG", self.vgg.is_some()),
                 ("MultiBoxHead", self.multi_box_head.is_some()),
@@ -891,10 +929,10 @@ impl Config {
 
     /// The architecture (after `check`, which refuses any other).
     pub fn arch(&self) -> Architecture {
-        if self.architecture == "SSD" {
-            Architecture::SSD
-        } else {
-            Architecture::YOLOv3
+        match self.architecture.as_str() {
+            "SSD" => Architecture::SSD,
+            "FasterRCNN" => Architecture::FasterRCNN,
+            _ => Architecture::YOLOv3,
         }
     }
 

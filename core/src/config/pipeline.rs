@@ -14,6 +14,7 @@ use std::path::Path;
 use pulsefocus_formats::{Error, Result};
 
 use super::{Architecture, Reader, Transform};
+use crate::data::loader::ShortSideResize;
 use crate::data::transforms::color_distort::{ColorDistortParams, DeltaRange};
 use crate::data::transforms::mixup::MixupParams;
 use crate::data::transforms::normalize::ChannelNorm;
@@ -49,6 +50,7 @@ impl Reader {
                 normalize: ChannelNorm::IDENTITY,
                 max_boxes: self.inputs_def.num_max_boxes,
                 pad_box: false,
+                short_side: None,
             },
             decoded: false,
             with_mixup: false,
@@ -79,8 +81,19 @@ impl Reader {
                     Error::at(file, format!("key {reader}.{list}[{i}].{key}"), message)
                 })?;
         }
-        walk.finish()
-            .map_err(|message| Error::at(file, format!("key {reader}.sample_transforms"), message))
+        let pipeline = walk.finish().map_err(|message| {
+            Error::at(file, format!("key {reader}.sample_transforms"), message)
+        })?;
+        if let Some(resize) = &pipeline.short_side {
+            if resize.pad_to_stride == 0 && self.batch_size > 1 {
+                return Err(Error::at(
+                    file,
+                    format!("key {reader}.batch_transforms"),
+                    "needs a PadBatch: ResizeImage with max_size makes pictures of different sizes, and a batch of more than one holds them in one size",
+                ));
+            }
+        }
+        Ok(pipeline)
     }
 
     /// `pipeline_for` a YOLOv3 reader (callers that train YOLOv3 only).
@@ -107,6 +120,9 @@ pub struct ReaderPipeline {
     /// PadBox is listed: only the first `max_boxes` boxes of an image are
     /// kept (also those PaddleDetection's VOC evaluation scores against).
     pub pad_box: bool,
+    /// ResizeImage with `max_size` and PadBatch (the R-CNN readers), in
+    /// place of `resize`; `pad_to_stride` 0 when there is no PadBatch.
+    pub short_side: Option<ShortSideResize>,
 }
 
 /// `RandomShape`'s parameters.
@@ -154,6 +170,7 @@ fn transform_name(t: &Transform) -> &'static str {
         Transform::NormalizeImage(_) => "NormalizeImage",
         Transform::Permute(_) => "Permute",
         Transform::Gt2YoloTarget(_) => "Gt2YoloTarget",
+        Transform::PadBatch(_) => "PadBatch",
     }
 }
 
@@ -195,6 +212,19 @@ impl Walk {
                 return Err((
                     None,
                     format!("must come before {done}: it works on the 0..255 picture"),
+                ));
+            }
+            if self.pipeline.short_side.is_some() {
+                return Err((
+                    None,
+                    "must come before ResizeImage with max_size: the batch resizes each picture last".into(),
+                ));
+            }
+            if self.arch == Architecture::FasterRCNN && !matches!(t, Transform::RandomFlipImage(_))
+            {
+                return Err((
+                    None,
+                    "is not supported in a FasterRCNN reader (RandomFlipImage is): the R-CNN ops take boxes in the decoded picture's pixels".into(),
                 ));
             }
             let on_normalized_boxes =
@@ -454,12 +484,6 @@ impl Walk {
                 self.pipeline.pad_box = true;
             }
             Transform::ResizeImage(r) => {
-                if r.max_size != 0 {
-                    return bad(
-                        "max_size",
-                        "must be 0: only the square target_size x target_size resize is supported, not the short-side resize capped at max_size",
-                    );
-                }
                 let interp = match (r.use_cv2, r.interp) {
                     (true, 0) => Interp::Nearest,
                     (true, 1) => Interp::Linear,
@@ -480,18 +504,64 @@ impl Walk {
                         }
                     },
                 };
-                if r.target_size == 0 {
-                    return bad("target_size", "must be positive");
+                let sizes = r.target_size.values();
+                if sizes.is_empty() || sizes.contains(&0) {
+                    return bad(
+                        "target_size",
+                        "must be positive (one size or a list of them)",
+                    );
                 }
-                if self.training {
-                    steps.push(Augment::Resize {
-                        size: r.target_size,
+                let resized = self.pipeline.resize.is_some() && (r.max_size != 0 || !self.training);
+                if resized || self.pipeline.short_side.is_some() {
+                    return Err((None, "listed twice: the picture is resized once".into()));
+                }
+                if r.max_size != 0 {
+                    if !r.use_cv2 {
+                        return bad(
+                            "use_cv2",
+                            "must be true with max_size (PaddleDetection refuses PIL there)",
+                        );
+                    }
+                    if self.pipeline.random_shape.is_some() {
+                        return Err((None, "with max_size cannot follow RandomShape: each picture keeps its own size".into()));
+                    }
+                    self.pipeline.short_side = Some(ShortSideResize {
+                        target_sizes: sizes,
+                        max_size: r.max_size,
                         interp,
+                        pad_to_stride: 0,
+                        padded_im_info: false,
                     });
-                } else if self.pipeline.resize.is_some() {
-                    return Err((None, "listed twice: evaluation resizes once".into()));
+                    return Ok(());
                 }
-                self.pipeline.resize = Some((r.target_size, interp));
+                let [size] = sizes[..] else {
+                    return bad(
+                        "target_size",
+                        "a list needs max_size: only the short-side resize draws a size per picture",
+                    );
+                };
+                if self.training {
+                    steps.push(Augment::Resize { size, interp });
+                }
+                self.pipeline.resize = Some((size, interp));
+            }
+            Transform::PadBatch(p) => {
+                let Some(resize) = &mut self.pipeline.short_side else {
+                    return Err((
+                        None,
+                        "needs a ResizeImage with max_size before it: the square resizes make pictures of one size already".into(),
+                    ));
+                };
+                if p.pad_to_stride < -1 {
+                    return bad(
+                        "pad_to_stride",
+                        "must be -1 or 0 (pad to the largest picture) or a positive stride",
+                    );
+                }
+                // PaddleDetection's 0 leaves the pictures as they are, which
+                // only stacks for pictures of one size: the largest then.
+                resize.pad_to_stride = p.pad_to_stride.max(1) as usize;
+                resize.padded_im_info = p.use_padded_im_info;
             }
             Transform::RandomInterpImage(r) => {
                 if !self.training {
@@ -526,6 +596,13 @@ impl Walk {
                 }
                 if self.pipeline.random_shape.is_some() {
                     return Err((None, "listed twice".into()));
+                }
+                if self.pipeline.short_side.is_some() {
+                    return Err((
+                        None,
+                        "cannot follow ResizeImage with max_size: each picture keeps its own size"
+                            .into(),
+                    ));
                 }
                 self.pipeline.random_shape = Some(RandomShapeParams {
                     sizes: r.sizes.clone(),
@@ -598,6 +675,21 @@ impl Walk {
                 "needs a Permute(channel_first: true): the network reads channels first".into(),
             );
         }
+        if self.arch == Architecture::FasterRCNN {
+            if self.pipeline.short_side.is_none() {
+                return Err("needs a ResizeImage with max_size: the R-CNN models take each picture at its aspect ratio".into());
+            }
+            if self.boxes_normalized || self.boxes_xywh {
+                return Err("needs no NormalizeBox and no BboxXYXY2XYWH: the R-CNN ops take pixel corner boxes".into());
+            }
+            return Ok(self.pipeline);
+        }
+        if self.pipeline.short_side.is_some() {
+            return Err(
+                "has a ResizeImage with max_size, which only FasterRCNN takes: set max_size: 0"
+                    .into(),
+            );
+        }
         if self.training {
             if self.pipeline.random_shape.is_none() && self.pipeline.resize.is_none() {
                 return Err("needs a RandomShape or a ResizeImage: a batch has one size".into());
@@ -613,6 +705,7 @@ impl Walk {
                         return Err("needs NormalizeBox and no BboxXYXY2XYWH: the SSD loss takes 0..1 corner boxes".into());
                     }
                 }
+                Architecture::FasterRCNN => unreachable!("returned above"),
             }
         } else if self.pipeline.resize.is_none() {
             return Err("needs a ResizeImage with a target_size: the size the network sees".into());
@@ -962,7 +1055,10 @@ mod tests {
             } else {
                 config.test_reader.as_ref()
             };
-            let eval = r.unwrap().eval_loader_config(&path, name).unwrap();
+            let eval = r
+                .unwrap()
+                .eval_loader_config(&path, name, config.arch())
+                .unwrap();
             assert_eq!(eval.mode, Mode::Eval { size: 300, interp }, "{name}");
             assert_eq!(eval.normalize, want);
         }
@@ -1068,7 +1164,9 @@ mod tests {
                 Some(_) => reader
                     .train_loader_config(file, 5, Architecture::YOLOv3)
                     .unwrap(),
-                None => reader.eval_loader_config(file, "EvalReader").unwrap(),
+                None => reader
+                    .eval_loader_config(file, "EvalReader", Architecture::YOLOv3)
+                    .unwrap(),
             };
             let config = LoaderConfig {
                 workers: 1,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub const BACKBONES: &[&str] = &["MobileNet", "DarkNet"];
 
 /// The architectures pulsefocus builds (`architecture`).
-pub const ARCHITECTURES: &[&str] = &["YOLOv3", "SSD"];
+pub const ARCHITECTURES: &[&str] = &["YOLOv3", "SSD", "FasterRCNN"];
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +77,47 @@ pub struct Config {
         skip_serializing_if = "Option::is_none"
     )]
     pub multi_box_head: Option<MultiBoxHead>,
+    /// Only with `architecture: FasterRCNN` (left out of other configs), as
+    /// are the sections it names below.
+    #[serde(
+        rename = "FasterRCNN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub faster_rcnn: Option<FasterRCNN>,
+    #[serde(rename = "ResNet", default, skip_serializing_if = "Option::is_none")]
+    pub resnet: Option<ResNet>,
+    /// The C4 model's RoI head (`BBoxHead.head: ResNetC5`).
+    #[serde(rename = "ResNetC5", default, skip_serializing_if = "Option::is_none")]
+    pub resnet_c5: Option<ResNet>,
+    #[serde(rename = "FPN", default, skip_serializing_if = "Option::is_none")]
+    pub fpn: Option<FPN>,
+    #[serde(rename = "RPNHead", default, skip_serializing_if = "Option::is_none")]
+    pub rpn_head: Option<RPNHead>,
+    #[serde(
+        rename = "FPNRPNHead",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fpn_rpn_head: Option<RPNHead>,
+    #[serde(rename = "RoIAlign", default, skip_serializing_if = "Option::is_none")]
+    pub roi_align: Option<RoIAlign>,
+    #[serde(
+        rename = "FPNRoIAlign",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fpn_roi_align: Option<FPNRoIAlign>,
+    #[serde(
+        rename = "BBoxAssigner",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub bbox_assigner: Option<BBoxAssigner>,
+    #[serde(rename = "BBoxHead", default, skip_serializing_if = "Option::is_none")]
+    pub bbox_head: Option<BBoxHead>,
+    #[serde(rename = "TwoFCHead", default, skip_serializing_if = "Option::is_none")]
+    pub two_fc_head: Option<TwoFCHead>,
     #[serde(rename = "TrainReader")]
     pub train_reader: Reader,
     #[serde(rename = "EvalReader", default)]
@@ -112,6 +153,15 @@ mod defaults {
     }
     pub fn expand_image_mean() -> Vec<f32> {
         vec![127.5; 3]
+    }
+    pub fn roi_align() -> String {
+        "RoIAlign".into()
+    }
+    pub fn bbox_head() -> String {
+        "BBoxHead".into()
+    }
+    pub fn bbox_assigner() -> String {
+        "BBoxAssigner".into()
     }
 }
 
@@ -361,7 +411,14 @@ impl Default for YOLOv3Head {
             scale_x_y: 1.0,
             norm_decay: 0.0,
             width: 512,
-            nms: MultiClassNMS::default(),
+            nms: MultiClassNMS {
+                score_threshold: 0.01,
+                nms_top_k: 1000,
+                keep_top_k: 100,
+                nms_threshold: 0.45,
+                background_label: -1,
+                normalized: false,
+            },
         }
     }
 }
@@ -392,11 +449,15 @@ impl Default for YOLOv3Loss {
     }
 }
 
+/// `multiclass_nms`'s settings. Defaults: PaddleDetection's `MultiClassNMS`
+/// class (what keys left out of a given `nms` take there too); a head
+/// without an `nms` has its own (`YOLOv3Head`'s, `BBoxHead`'s).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MultiClassNMS {
     pub score_threshold: f32,
-    pub nms_top_k: usize,
+    /// -1: every box above the threshold.
+    pub nms_top_k: i64,
     pub keep_top_k: usize,
     pub nms_threshold: f32,
     pub background_label: i32,
@@ -406,11 +467,11 @@ pub struct MultiClassNMS {
 impl Default for MultiClassNMS {
     fn default() -> Self {
         MultiClassNMS {
-            score_threshold: 0.01,
-            nms_top_k: 1000,
+            score_threshold: 0.05,
+            nms_top_k: -1,
             keep_top_k: 100,
-            nms_threshold: 0.45,
-            background_label: -1,
+            nms_threshold: 0.5,
+            background_label: 0,
             normalized: false,
         }
     }
@@ -570,6 +631,306 @@ impl Default for MultiBoxHead {
             kernel_size: 1,
             pad: 0,
         }
+    }
+}
+
+/// A number or a list of numbers, as PaddleDetection takes `target_size`
+/// and `feature_maps`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum OneOrList {
+    One(usize),
+    List(Vec<usize>),
+}
+
+impl OneOrList {
+    pub fn values(&self) -> Vec<usize> {
+        match self {
+            OneOrList::One(v) => vec![*v],
+            OneOrList::List(v) => v.clone(),
+        }
+    }
+}
+
+/// `architecture: FasterRCNN`: the sections it is built from, by name.
+/// `fpn` given: the FPN model (`FPNRPNHead`, `FPNRoIAlign`, `TwoFCHead`),
+/// else the C4 one (`RPNHead`, `RoIAlign`, `ResNetC5`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FasterRCNN {
+    pub backbone: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fpn: Option<String>,
+    pub rpn_head: String,
+    #[serde(default = "defaults::roi_align")]
+    pub roi_extractor: String,
+    #[serde(default = "defaults::bbox_head")]
+    pub bbox_head: String,
+    #[serde(default = "defaults::bbox_assigner")]
+    pub bbox_assigner: String,
+}
+
+/// `ResNet` (and `ResNetC5`, the same network's res5 on each RoI, whose
+/// `feature_maps` is not read). Defaults: PaddleDetection's.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResNet {
+    /// 18, 34, 50, 101, 152 or 200.
+    pub depth: usize,
+    /// Stages up to this one are frozen (0: none).
+    pub freeze_at: usize,
+    /// `affine_channel` or `bn`.
+    pub norm_type: String,
+    pub freeze_norm: bool,
+    pub norm_decay: f32,
+    /// Only `b` (the stride on the 3x3 conv) is built.
+    pub variant: String,
+    /// The stages whose outputs are features (2..=5).
+    pub feature_maps: OneOrList,
+    /// Not PaddleDetection keys (small models for tests and demos): the
+    /// stem's channels (64) and the blocks per stage (the depth's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<Vec<usize>>,
+}
+
+impl Default for ResNet {
+    fn default() -> Self {
+        ResNet {
+            depth: 50,
+            freeze_at: 2,
+            norm_type: "affine_channel".into(),
+            freeze_norm: true,
+            norm_decay: 0.0,
+            variant: "b".into(),
+            feature_maps: OneOrList::List(vec![2, 3, 4, 5]),
+            width: None,
+            blocks: None,
+        }
+    }
+}
+
+/// The feature pyramid (PaddleDetection's `FPN`; only its defaults for the
+/// keys not listed here are built).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FPN {
+    pub num_chan: usize,
+    pub min_level: usize,
+    pub max_level: usize,
+    /// Of the backbone features, deepest first.
+    pub spatial_scale: Vec<f32>,
+}
+
+impl Default for FPN {
+    fn default() -> Self {
+        FPN {
+            num_chan: 256,
+            min_level: 2,
+            max_level: 6,
+            spatial_scale: vec![1.0 / 32.0, 1.0 / 16.0, 1.0 / 8.0, 1.0 / 4.0],
+        }
+    }
+}
+
+/// `RPNHead` and `FPNRPNHead` (which adds `anchor_start_size`, `num_chan`,
+/// `min_level`, `max_level`; `check` refuses them in an `RPNHead`). A
+/// sub-section given in the YAML replaces the default whole, its left-out
+/// keys taking the operator class's defaults, as in PaddleDetection.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RPNHead {
+    pub anchor_generator: AnchorGenerator,
+    pub rpn_target_assign: RPNTargetAssign,
+    pub train_proposal: GenerateProposals,
+    pub test_proposal: GenerateProposals,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anchor_start_size: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_chan: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_level: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_level: Option<usize>,
+}
+
+impl Default for RPNHead {
+    fn default() -> Self {
+        RPNHead {
+            anchor_generator: AnchorGenerator::default(),
+            rpn_target_assign: RPNTargetAssign::default(),
+            train_proposal: GenerateProposals {
+                pre_nms_top_n: 12000,
+                post_nms_top_n: 2000,
+                ..GenerateProposals::default()
+            },
+            test_proposal: GenerateProposals::default(),
+            anchor_start_size: None,
+            num_chan: None,
+            min_level: None,
+            max_level: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnchorGenerator {
+    pub anchor_sizes: Vec<f32>,
+    pub aspect_ratios: Vec<f32>,
+    /// Not read by `FPNRPNHead` (each level's stride is `2^level`).
+    pub stride: Vec<f32>,
+    pub variance: Vec<f32>,
+}
+
+impl Default for AnchorGenerator {
+    fn default() -> Self {
+        AnchorGenerator {
+            anchor_sizes: vec![32.0, 64.0, 128.0, 256.0, 512.0],
+            aspect_ratios: vec![0.5, 1.0, 2.0],
+            stride: vec![16.0, 16.0],
+            variance: vec![1.0; 4],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RPNTargetAssign {
+    pub rpn_batch_size_per_im: usize,
+    pub rpn_straddle_thresh: f32,
+    pub rpn_fg_fraction: f32,
+    pub rpn_positive_overlap: f32,
+    pub rpn_negative_overlap: f32,
+    pub use_random: bool,
+}
+
+impl Default for RPNTargetAssign {
+    fn default() -> Self {
+        RPNTargetAssign {
+            rpn_batch_size_per_im: 256,
+            rpn_straddle_thresh: 0.0,
+            rpn_fg_fraction: 0.5,
+            rpn_positive_overlap: 0.7,
+            rpn_negative_overlap: 0.3,
+            use_random: true,
+        }
+    }
+}
+
+/// `generate_proposals`' settings; defaults the operator class's.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenerateProposals {
+    pub pre_nms_top_n: usize,
+    pub post_nms_top_n: usize,
+    pub nms_thresh: f32,
+    pub min_size: f32,
+    pub eta: f32,
+}
+
+impl Default for GenerateProposals {
+    fn default() -> Self {
+        GenerateProposals {
+            pre_nms_top_n: 6000,
+            post_nms_top_n: 1000,
+            nms_thresh: 0.5,
+            min_size: 0.1,
+            eta: 1.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoIAlign {
+    pub resolution: usize,
+    pub spatial_scale: f32,
+    pub sampling_ratio: usize,
+}
+
+impl Default for RoIAlign {
+    fn default() -> Self {
+        RoIAlign {
+            resolution: 7,
+            spatial_scale: 1.0 / 16.0,
+            sampling_ratio: 0,
+        }
+    }
+}
+
+/// `canconical_level` is PaddleDetection's spelling.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FPNRoIAlign {
+    pub sampling_ratio: usize,
+    pub min_level: usize,
+    pub max_level: usize,
+    pub canconical_level: usize,
+    pub canonical_size: f32,
+    pub box_resolution: usize,
+}
+
+impl Default for FPNRoIAlign {
+    fn default() -> Self {
+        FPNRoIAlign {
+            sampling_ratio: 0,
+            min_level: 2,
+            max_level: 5,
+            canconical_level: 4,
+            canonical_size: 224.0,
+            box_resolution: 7,
+        }
+    }
+}
+
+/// `generate_proposal_labels`' settings (`num_classes` is the config's).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BBoxAssigner {
+    pub batch_size_per_im: usize,
+    pub fg_fraction: f32,
+    pub fg_thresh: f32,
+    pub bg_thresh_hi: f32,
+    pub bg_thresh_lo: f32,
+    pub bbox_reg_weights: Vec<f32>,
+    pub shuffle_before_sample: bool,
+}
+
+impl Default for BBoxAssigner {
+    fn default() -> Self {
+        BBoxAssigner {
+            batch_size_per_im: 512,
+            fg_fraction: 0.25,
+            fg_thresh: 0.5,
+            bg_thresh_hi: 0.5,
+            bg_thresh_lo: 0.0,
+            bbox_reg_weights: vec![0.1, 0.1, 0.2, 0.2],
+            shuffle_before_sample: true,
+        }
+    }
+}
+
+/// The box head: the RoI head it runs on (`ResNetC5` or `TwoFCHead`) and
+/// the NMS of its detections (`num_classes` is the config's).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BBoxHead {
+    pub head: String,
+    #[serde(default)]
+    pub nms: MultiClassNMS,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TwoFCHead {
+    pub mlp_dim: usize,
+}
+
+impl Default for TwoFCHead {
+    fn default() -> Self {
+        TwoFCHead { mlp_dim: 1024 }
     }
 }
 
@@ -735,6 +1096,7 @@ pub enum Transform {
     NormalizeImage(NormalizeImage),
     Permute(Permute),
     Gt2YoloTarget(Gt2YoloTarget),
+    PadBatch(PadBatch),
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -933,14 +1295,15 @@ impl Default for PadBox {
 #[serde(deny_unknown_fields)]
 pub struct BboxXYXY2XYWH {}
 
-/// Resize to `target_size` square. `interp` is an OpenCV code (0 nearest,
-/// 1 linear, 2 cubic) with `use_cv2`, else a PIL one (1 Lanczos, 2
-/// bilinear, 3 bicubic, 4 box, 5 Hamming). `max_size` (PaddleDetection's
-/// short-side resize capped at it) must be 0.
+/// Resize to `target_size` square, or with `max_size` (the R-CNN readers)
+/// keeping the aspect ratio: the shorter side to `target_size` (a list:
+/// one drawn per image), the longer capped at `max_size`. `interp` is an
+/// OpenCV code (0 nearest, 1 linear, 2 cubic) with `use_cv2`, else a PIL
+/// one (1 Lanczos, 2 bilinear, 3 bicubic, 4 box, 5 Hamming; square only).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResizeImage {
-    pub target_size: usize,
+    pub target_size: OneOrList,
     pub interp: u32,
     pub max_size: usize,
     pub use_cv2: bool,
@@ -949,10 +1312,30 @@ pub struct ResizeImage {
 impl Default for ResizeImage {
     fn default() -> Self {
         ResizeImage {
-            target_size: 608,
+            target_size: OneOrList::One(608),
             interp: 1,
             max_size: 0,
             use_cv2: true,
+        }
+    }
+}
+
+/// Pads a batch's pictures (bottom and right, with zeros after
+/// normalisation) to its largest (`pad_to_stride` 0 or -1), rounded up to a
+/// multiple of `pad_to_stride` when positive. `use_padded_im_info`: im_info's
+/// height and width are the padded ones.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PadBatch {
+    pub pad_to_stride: i64,
+    pub use_padded_im_info: bool,
+}
+
+impl Default for PadBatch {
+    fn default() -> Self {
+        PadBatch {
+            pad_to_stride: 0,
+            use_padded_im_info: true,
         }
     }
 }

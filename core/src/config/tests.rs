@@ -1150,9 +1150,9 @@ fn unsupported_ssd_values_are_errors_naming_the_key() {
             "(supported: L2)",
         ),
         (
-            &["architecture=FasterRCNN"],
+            &["architecture=RetinaNet"],
             "key architecture",
-            "(supported: YOLOv3, SSD)",
+            "(supported: YOLOv3, SSD, FasterRCNN)",
         ),
     ];
     for (o, key, message) in cases {
@@ -1170,7 +1170,7 @@ fn unsupported_ssd_values_are_errors_naming_the_key() {
         ("brightness_lower: 0.875", "brightness_lower: 1.5", "key TrainReader.sample_transforms[1].RandomDistort.brightness_lower)"),
         ("127.502231]\n  batch_size: 32", "127.502231]\n  - !BboxXYXY2XYWH {}\n  batch_size: 32", "key TrainReader.sample_transforms): needs NormalizeBox and no BboxXYXY2XYWH"),
         ("    interp: 1\n    target_size: 300\n    use_cv2: false\n  - !RandomFlipImage", "    interp: 0\n    target_size: 300\n    use_cv2: false\n  - !RandomFlipImage", "key TrainReader.sample_transforms[5].ResizeImage.interp): with use_cv2: false is a PIL filter"),
-        ("    max_size: 0\n", "    max_size: 1000\n", "key TestReader.sample_transforms[1].ResizeImage.max_size): must be 0"),
+        ("    max_size: 0\n", "    max_size: 1000\n", "key TestReader.sample_transforms): has a ResizeImage with max_size, which only FasterRCNN takes"),
     ];
     for (from, to, want) in edits {
         assert!(text.contains(from), "{from}");
@@ -1180,4 +1180,134 @@ fn unsupported_ssd_values_are_errors_naming_the_key() {
             .to_string();
         assert!(e.contains("ssd.yml (") && e.contains(want), "{want}: {e}");
     }
+}
+
+/// PaddleDetection's two Faster R-CNN configs (with their `_READER_`
+/// files) build the models and operator settings their constructors give.
+#[test]
+fn faster_rcnn_yaml_gives_the_constructors_model_and_settings() {
+    use crate::models::faster_rcnn::FasterRcnnSpec;
+    use crate::rcnn::config::{ProposalConfig, RcnnConfig};
+    let c4_path = ppdet_fixture("faster_rcnn_r50_1x.yml");
+    let c4 = load(&c4_path, &[]).unwrap();
+    assert_eq!(c4.arch(), Architecture::FasterRCNN);
+    assert_eq!(
+        c4.faster_rcnn_spec(&c4_path).unwrap(),
+        FasterRcnnSpec::r50_c4(81)
+    );
+    assert_eq!(
+        c4.rcnn_config(&c4_path).unwrap(),
+        RcnnConfig::faster_rcnn(81)
+    );
+    let fpn_path = ppdet_fixture("faster_rcnn_r50_fpn_1x.yml");
+    let fpn = load(&fpn_path, &[]).unwrap();
+    assert_eq!(
+        fpn.faster_rcnn_spec(&fpn_path).unwrap(),
+        FasterRcnnSpec::r50_fpn(81)
+    );
+    // The FPN config differs in the proposals' top-n only (and its
+    // rpn_target_assign leaves use_random at its default, true).
+    let per_level = |pre, post| ProposalConfig {
+        pre_nms_top_n: pre,
+        post_nms_top_n: post,
+        ..ProposalConfig::train()
+    };
+    let want = RcnnConfig {
+        train_proposal: per_level(2000, 2000),
+        test_proposal: per_level(1000, 1000),
+        ..RcnnConfig::faster_rcnn(81)
+    };
+    assert_eq!(fpn.rcnn_config(&fpn_path).unwrap(), want);
+    // Momentum with a linear warmup into piecewise decay.
+    let train = fpn.train_config();
+    assert_eq!(train.weight_decay, 1e-4);
+    assert_eq!(fpn.train_reader.batch_size, 2);
+    assert_eq!(
+        fpn.exclude_patterns().unwrap(),
+        Vec::<String>::new(),
+        "no finetune list in the YAML"
+    );
+}
+
+/// Values the Faster R-CNN sections refuse name their key.
+#[test]
+fn faster_rcnn_values_that_do_not_build_name_their_key() {
+    let c4 = ppdet_fixture("faster_rcnn_r50_1x.yml");
+    let fpn = ppdet_fixture("faster_rcnn_r50_fpn_1x.yml");
+    let cases: [(&PathBuf, &[&str], &str); 6] = [
+        (&c4, &["ResNet.depth=42"], "key ResNet.depth"),
+        (&c4, &["ResNet.norm_type=gn"], "key ResNet.norm_type"),
+        (&c4, &["ResNetC5.depth=101"], "key ResNetC5.depth"),
+        (&c4, &["BBoxHead.head=TwoFCHead"], "key BBoxHead.head"),
+        (
+            &fpn,
+            &["FPNRPNHead.num_chan=128"],
+            "key FPNRPNHead.num_chan",
+        ),
+        (
+            &fpn,
+            &["TrainReader.batch_transforms=[]"],
+            "key TrainReader.batch_transforms",
+        ),
+    ];
+    for (path, o, key) in cases {
+        let e = load(path, &overrides(o)).unwrap_err().to_string();
+        assert!(e.contains(key), "{o:?}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+}
+
+/// The RON mirrors of PaddleDetection's Faster R-CNN configs are the same
+/// configs: model, operators, optimizer, schedule and readers.
+#[test]
+fn faster_rcnn_ron_mirrors_equal_the_yaml() {
+    for name in ["faster_rcnn_r50_1x", "faster_rcnn_r50_fpn_1x"] {
+        let ron = load(&configs_dir().join(format!("{name}.ron")), &[]).unwrap();
+        let mut yaml = load(&ppdet_fixture(&format!("{name}.yml")), &[]).unwrap();
+        // The keys without effect, left out of the mirrors.
+        yaml.use_gpu = None;
+        for reader in [
+            Some(&mut yaml.train_reader),
+            yaml.eval_reader.as_mut(),
+            yaml.test_reader.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            reader.inputs_def.fields.clear();
+            reader.use_process = None;
+        }
+        assert_eq!(ron, yaml, "{name}");
+    }
+}
+
+/// The demo config is `FasterRcnnSpec::small_c4` at 4 classes, with the
+/// R-CNN reader: one of three short sides per picture, padded to 32.
+#[test]
+fn faster_rcnn_demo_is_the_small_c4_model_with_the_rcnn_reader() {
+    use crate::data::loader::ShortSideResize;
+    use crate::models::faster_rcnn::FasterRcnnSpec;
+    let path = configs_dir().join("faster_rcnn_demo.ron");
+    let c = load(&path, &[]).unwrap();
+    assert_eq!(
+        c.faster_rcnn_spec(&path).unwrap(),
+        FasterRcnnSpec::small_c4(4)
+    );
+    let train = c
+        .train_reader
+        .train_loader_config(&path, 0, c.arch())
+        .unwrap();
+    let want = ShortSideResize {
+        target_sizes: vec![128, 144, 160],
+        max_size: 256,
+        interp: crate::data::Interp::Linear,
+        pad_to_stride: 32,
+        padded_im_info: false,
+    };
+    assert_eq!(train.short_side, Some(want));
+    let (name, eval) = c.eval_or_test_reader().unwrap();
+    let eval = eval.eval_loader_config(&path, name, c.arch()).unwrap();
+    let resize = eval.short_side.unwrap();
+    // No PadBatch: batches of one, nothing to pad.
+    assert_eq!((resize.target_sizes, resize.pad_to_stride), (vec![128], 0));
 }

@@ -24,7 +24,7 @@ use super::batch::Batch;
 use super::rng::Rng;
 use super::sample::Sample;
 use super::transforms::normalize::ChannelNorm;
-use super::transforms::resize::{random_shape, Interp, EVAL_SIZE, TRAIN_SIZES};
+use super::transforms::resize::{random_shape, Interp, ShortSideScale, EVAL_SIZE, TRAIN_SIZES};
 use super::transforms::targets::MAX_BOXES;
 use super::transforms::{augment, SampleAugment};
 
@@ -66,6 +66,32 @@ pub enum Mode {
     Eval { size: usize, interp: Interp },
 }
 
+/// The R-CNN readers' ResizeImage with `max_size` and their PadBatch: each
+/// picture keeps its aspect ratio, and the batch is as large as its
+/// largest picture, rounded up to a multiple of `pad_to_stride`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShortSideResize {
+    /// The shorter side; one is drawn per image when there are several.
+    pub target_sizes: Vec<usize>,
+    /// The longer side's cap.
+    pub max_size: usize,
+    /// OpenCV's nearest, linear or cubic.
+    pub interp: Interp,
+    /// PadBatch's `pad_to_stride` (1: to the largest picture).
+    pub pad_to_stride: usize,
+    /// PadBatch's `use_padded_im_info`.
+    pub padded_im_info: bool,
+}
+
+impl ShortSideResize {
+    /// The batch size for pictures of these (width, height).
+    pub fn padded_size(&self, sizes: impl Iterator<Item = (usize, usize)>) -> (usize, usize) {
+        let (w, h) = sizes.fold((0, 0), |(w, h), (a, b)| (w.max(a), h.max(b)));
+        let stride = self.pad_to_stride.max(1);
+        (w.div_ceil(stride) * stride, h.div_ceil(stride) * stride)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoaderConfig {
     pub batch_size: usize,
@@ -87,6 +113,9 @@ pub struct LoaderConfig {
     pub to_rgb: bool,
     /// NormalizeImage and Permute, in the reader's order.
     pub normalize: ChannelNorm,
+    /// Given: the R-CNN readers' resize and padding, in place of the square
+    /// size `mode` names (its augmentations still run).
+    pub short_side: Option<ShortSideResize>,
 }
 
 impl LoaderConfig {
@@ -104,6 +133,7 @@ impl LoaderConfig {
             mode: Mode::Train(Box::default()),
             to_rgb: true,
             normalize: ChannelNorm::imagenet(),
+            short_side: None,
         }
     }
 
@@ -125,6 +155,7 @@ impl LoaderConfig {
             },
             to_rgb: true,
             normalize: ChannelNorm::imagenet(),
+            short_side: None,
         }
     }
 }
@@ -175,23 +206,7 @@ impl Plan {
         let start = step as usize * bs;
         let positions = &order[start..(start + bs).min(order.len())];
         let seed = self.config.seed;
-        let (size, interp) = match &self.config.mode {
-            Mode::Train(aug) => random_shape(
-                &aug.sizes,
-                aug.random_interp,
-                &mut Rng::derive(seed, &[SHAPE_STREAM, epoch, step]),
-            ),
-            Mode::Eval { size, interp } => (*size, *interp),
-        };
-        let mut batch = Batch::new(
-            positions.len(),
-            size,
-            size,
-            self.config.max_boxes,
-            epoch,
-            step,
-        );
-        let mut scratch = Vec::new();
+        let mut samples = Vec::with_capacity(positions.len());
         let n = self.used.len();
         for &pos in positions {
             if stop.load(Ordering::Relaxed) {
@@ -199,8 +214,8 @@ impl Plan {
             }
             let index = self.used[pos];
             let (mut sample, original_size) = self.load(index)?;
+            let mut rng = Rng::derive(seed, &[SAMPLE_STREAM, epoch, index as u64]);
             if let Mode::Train(aug) = &self.config.mode {
-                let mut rng = Rng::derive(seed, &[SAMPLE_STREAM, epoch, index as u64]);
                 // PaddleDetection's partner: a uniformly drawn other record.
                 let partner = if aug.sample.has_mixup() && epoch < aug.mixup_epochs && n > 1 {
                     let other = self.used[(pos + 1 + rng.below(n as u64 - 1) as usize) % n];
@@ -210,12 +225,58 @@ impl Plan {
                 };
                 augment(&mut sample, partner, &aug.sample, &mut rng);
             }
+            samples.push((sample, index, original_size, rng));
+        }
+        let mut scratch = Vec::new();
+        if let Some(resize) = &self.config.short_side {
+            // ResizeImage after the augmentations, its size drawn per image.
+            let shapes: Vec<ShortSideScale> = samples
+                .iter_mut()
+                .map(|(sample, _, _, rng)| {
+                    let sizes = &resize.target_sizes;
+                    let target = sizes[rng.below(sizes.len() as u64) as usize];
+                    ShortSideScale::new(sample.width(), sample.height(), target, resize.max_size)
+                })
+                .collect();
+            let (w, h) = resize.padded_size(shapes.iter().map(|s| (s.w, s.h)));
+            let mut batch = Batch::new(samples.len(), w, h, self.config.max_boxes, epoch, step);
+            for ((sample, index, original_size, _), shape) in samples.iter().zip(&shapes) {
+                batch.put_short_side(
+                    sample,
+                    shape,
+                    resize.interp,
+                    resize.padded_im_info,
+                    &self.config.normalize,
+                    *index,
+                    *original_size,
+                    &mut scratch,
+                );
+            }
+            return Ok(batch);
+        }
+        let (size, interp) = match &self.config.mode {
+            Mode::Train(aug) => random_shape(
+                &aug.sizes,
+                aug.random_interp,
+                &mut Rng::derive(seed, &[SHAPE_STREAM, epoch, step]),
+            ),
+            Mode::Eval { size, interp } => (*size, *interp),
+        };
+        let mut batch = Batch::new(
+            samples.len(),
+            size,
+            size,
+            self.config.max_boxes,
+            epoch,
+            step,
+        );
+        for (sample, index, original_size, _) in &samples {
             batch.put(
-                &sample,
+                sample,
                 interp,
                 &self.config.normalize,
-                index,
-                original_size,
+                *index,
+                *original_size,
                 &mut scratch,
             );
         }
@@ -276,9 +337,20 @@ impl Loader {
         if config.batch_size == 0 {
             return Err(invalid("batch size must be at least 1".into()));
         }
-        if let Mode::Train(aug) = &config.mode {
+        if let (Mode::Train(aug), None) = (&config.mode, &config.short_side) {
             if aug.sizes.is_empty() || aug.sizes.contains(&0) {
                 return Err(invalid(format!("bad training sizes {:?}", aug.sizes)));
+            }
+        }
+        if let Some(resize) = &config.short_side {
+            if resize.target_sizes.is_empty()
+                || resize.target_sizes.contains(&0)
+                || resize.max_size == 0
+            {
+                return Err(invalid(format!(
+                    "bad ResizeImage target sizes {:?} or max_size {}",
+                    resize.target_sizes, resize.max_size
+                )));
             }
         }
         let used: Vec<usize> = (0..records.len())

@@ -248,7 +248,7 @@ pub fn evaluate_config<B: Backend>(
         model,
         config.model_spec().foreground_classes(),
         dataset,
-        reader.eval_loader_config(config_path, name)?,
+        reader.eval_loader_config(config_path, name, config.arch())?,
         &metric_for(config, config_path)?,
         with_background(&reader.dataset),
     )

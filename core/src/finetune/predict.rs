@@ -8,7 +8,7 @@ use pulsefocus_formats::image::RgbImage;
 use pulsefocus_formats::{Error, Result};
 
 use crate::backend::Backend;
-use crate::config::{Config, Reader};
+use crate::config::{Architecture, Config, Reader};
 use crate::data::loader::Mode;
 use crate::data::sample::Sample;
 use crate::data::transforms::normalize::ChannelNorm;
@@ -108,7 +108,8 @@ pub struct ImageInput {
 impl ImageInput {
     /// The input of `reader`, whose key is `name`.
     pub fn of_reader(reader: &Reader, name: &str, config_path: &Path) -> Result<ImageInput> {
-        let loader = reader.eval_loader_config(config_path, name)?;
+        // The square readers': YOLOv3's and SSD's check alike outside training.
+        let loader = reader.eval_loader_config(config_path, name, Architecture::SSD)?;
         let Mode::Eval { size, interp } = loader.mode else {
             unreachable!("eval_loader_config gives an evaluation mode")
         };

@@ -40,6 +40,27 @@ pub enum RoiExtractorSpec {
 }
 
 impl RoiExtractorSpec {
+    /// `faster_rcnn_r50_1x.yml`'s `RoIAlign`.
+    pub fn c4_r50() -> RoiExtractorSpec {
+        RoiExtractorSpec::RoiAlign {
+            resolution: 14,
+            sampling_ratio: 0,
+            spatial_scale: 1.0 / 16.0,
+        }
+    }
+
+    /// `faster_rcnn_r50_fpn_1x.yml`'s `FPNRoIAlign`.
+    pub fn fpn_r50() -> RoiExtractorSpec {
+        RoiExtractorSpec::FpnRoiAlign {
+            resolution: 7,
+            sampling_ratio: 2,
+            canonical_level: 4,
+            canonical_size: 224.0,
+            min_level: 2,
+            max_level: 5,
+        }
+    }
+
     pub fn resolution(&self) -> usize {
         match *self {
             RoiExtractorSpec::RoiAlign { resolution, .. }
@@ -61,8 +82,9 @@ pub struct FasterRcnnSpec {
 }
 
 impl FasterRcnnSpec {
-    /// The C4 model on `backbone` (whose last feature stage is res4).
-    fn c4(backbone: ResNetSpec, num_classes: usize) -> FasterRcnnSpec {
+    /// The C4 model on `backbone` (whose last feature stage is res4), with
+    /// the configs' anchors and `RoIAlign`.
+    pub fn c4(backbone: ResNetSpec, num_classes: usize) -> FasterRcnnSpec {
         let channels = *backbone.feature_channels().last().expect("a feature");
         FasterRcnnSpec {
             rpn: RpnHeadSpec {
@@ -70,11 +92,7 @@ impl FasterRcnnSpec {
                 anchors: AnchorGeneratorSpec::faster_rcnn(),
                 levels: None,
             },
-            roi_extractor: RoiExtractorSpec::RoiAlign {
-                resolution: 14,
-                sampling_ratio: 0,
-                spatial_scale: 1.0 / 16.0,
-            },
+            roi_extractor: RoiExtractorSpec::c4_r50(),
             roi_head: RoiHeadSpec::ResNetC5(backbone.c5_head()),
             fpn: None,
             backbone,
@@ -82,21 +100,16 @@ impl FasterRcnnSpec {
         }
     }
 
-    /// The FPN model on `backbone` (features res2..res5) with `fpn`.
-    fn with_fpn(
+    /// The FPN model on `backbone` (features res2..res5) with `fpn`, the
+    /// configs' anchors and `roi_extractor` (whose resolution sizes the
+    /// first fully connected layer).
+    pub fn with_fpn(
         backbone: ResNetSpec,
         fpn: FpnSpec,
+        roi_extractor: RoiExtractorSpec,
         mlp_dim: usize,
         num_classes: usize,
     ) -> FasterRcnnSpec {
-        let roi_extractor = RoiExtractorSpec::FpnRoiAlign {
-            resolution: 7,
-            sampling_ratio: 2,
-            canonical_level: 4,
-            canonical_size: 224.0,
-            min_level: 2,
-            max_level: 5,
-        };
         let in_features = fpn.num_chan * roi_extractor.resolution().pow(2);
         FasterRcnnSpec {
             rpn: RpnHeadSpec {
@@ -134,7 +147,14 @@ impl FasterRcnnSpec {
             norm_type: NormType::BatchNorm,
             ..ResNetSpec::new(50).expect("ResNet50")
         };
-        FasterRcnnSpec::with_fpn(backbone, FpnSpec::r50_fpn(), 1024, num_classes)
+        let fpn = FpnSpec::r50_fpn();
+        FasterRcnnSpec::with_fpn(
+            backbone,
+            fpn,
+            RoiExtractorSpec::fpn_r50(),
+            1024,
+            num_classes,
+        )
     }
 
     /// ResNet50's structure at an eighth of its width with one or two
@@ -163,7 +183,7 @@ impl FasterRcnnSpec {
             num_chan: 16,
             ..FpnSpec::r50_fpn()
         };
-        FasterRcnnSpec::with_fpn(backbone, fpn, 32, num_classes)
+        FasterRcnnSpec::with_fpn(backbone, fpn, RoiExtractorSpec::fpn_r50(), 32, num_classes)
     }
 
     /// The FPN's convs (none without FPN).

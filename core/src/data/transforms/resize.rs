@@ -60,15 +60,16 @@ struct AxisTaps {
     weight: Vec<f32>,
 }
 
-/// Sampling taps of an axis of `len_in` view pixels resized to `len_out`;
+/// Sampling taps of an axis of `len_in` view pixels resized to `len_out`,
+/// output pixel `d` centred on input position `(d + 0.5) * scale - 0.5`;
 /// `source_of` maps a view index to the pixel behind it.
 fn axis_taps(
     len_in: usize,
     len_out: usize,
+    scale: f64,
     interp: Interp,
     source_of: impl Fn(usize) -> Option<usize>,
 ) -> AxisTaps {
-    let scale = len_in as f64 / len_out as f64;
     let last = len_in as i64 - 1;
     let clamp = |i: i64| i.clamp(0, last) as usize;
     let taps = match interp {
@@ -131,12 +132,84 @@ fn cubic_weights(f: f32) -> [f32; 4] {
 /// Resizes what `sample` shows to `out_w` x `out_h`, writing RGB HWC floats
 /// into `out` (`out_w * out_h * 3`).
 pub fn resize_into(sample: &Sample, out_w: usize, out_h: usize, interp: Interp, out: &mut [f32]) {
-    assert_eq!(out.len(), out_w * out_h * 3);
     if let Interp::Pil(filter) = interp {
+        assert_eq!(out.len(), out_w * out_h * 3);
         return resize_with_pil(sample, out_w, out_h, filter, out);
     }
-    let cols = axis_taps(sample.width(), out_w, interp, |u| sample.source_x(u));
-    let rows = axis_taps(sample.height(), out_h, interp, |v| sample.source_y(v));
+    let scale_x = sample.width() as f64 / out_w as f64;
+    let scale_y = sample.height() as f64 / out_h as f64;
+    resize_scaled_into(sample, [out_w, out_h], [scale_x, scale_y], interp, out);
+}
+
+/// ResizeImage with `max_size` (the R-CNN readers): the shorter side to
+/// `target`, unless the longer would then exceed `max_size` (after
+/// rounding, numpy's half to even), in which case the longer side to
+/// `max_size`. `scale` is PaddleDetection's `im_scale` (float64, as Python
+/// computes it); the picture becomes `round(w * scale)` x
+/// `round(h * scale)` (OpenCV's `cvRound`, half to even, for `fx = fy =
+/// scale`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShortSideScale {
+    pub scale: f64,
+    pub w: usize,
+    pub h: usize,
+}
+
+impl ShortSideScale {
+    pub fn new(w: usize, h: usize, target: usize, max_size: usize) -> ShortSideScale {
+        let (short, long) = (w.min(h) as f64, w.max(h) as f64);
+        let mut scale = target as f64 / short;
+        if (scale * long).round_ties_even() > max_size as f64 {
+            scale = max_size as f64 / long;
+        }
+        ShortSideScale {
+            scale,
+            w: (w as f64 * scale).round_ties_even() as usize,
+            h: (h as f64 * scale).round_ties_even() as usize,
+        }
+    }
+
+    /// PaddleDetection's `im_info`: `[h * scale, w * scale, scale]` as
+    /// float32, the products unrounded (they may differ from the pixel
+    /// size by up to half a pixel).
+    pub fn im_info(&self, w: usize, h: usize) -> [f32; 3] {
+        [
+            (h as f64 * self.scale) as f32,
+            (w as f64 * self.scale) as f32,
+            self.scale as f32,
+        ]
+    }
+}
+
+/// `cv2.resize(im, None, fx=scale, fy=scale)`: what `sample` shows to
+/// `shape.w` x `shape.h`, sampled with OpenCV's factor (`1 / scale` input
+/// pixels per output pixel, not `in / out`).
+pub fn resize_short_side_into(
+    sample: &Sample,
+    shape: &ShortSideScale,
+    interp: Interp,
+    out: &mut [f32],
+) {
+    let step = 1.0 / shape.scale;
+    resize_scaled_into(sample, [shape.w, shape.h], [step, step], interp, out);
+}
+
+/// OpenCV's resampling to `out_w` x `out_h` with `scale` input pixels per
+/// output pixel along x and y.
+fn resize_scaled_into(
+    sample: &Sample,
+    [out_w, out_h]: [usize; 2],
+    [scale_x, scale_y]: [f64; 2],
+    interp: Interp,
+    out: &mut [f32],
+) {
+    assert_eq!(out.len(), out_w * out_h * 3);
+    let cols = axis_taps(sample.width(), out_w, scale_x, interp, |u| {
+        sample.source_x(u)
+    });
+    let rows = axis_taps(sample.height(), out_h, scale_y, interp, |v| {
+        sample.source_y(v)
+    });
     let fill = sample.view.fill;
     let taps = cols.taps;
     for oy in 0..out_h {
@@ -308,6 +381,55 @@ mod tests {
             for (x, y) in a.iter().zip(&b) {
                 assert!((x - y).abs() < 1e-3, "{interp:?}: {x} {y}");
             }
+        }
+    }
+
+    /// PaddleDetection's ResizeImage (`target_size`, `max_size`), by hand:
+    /// `scale = target / short`, unless `np.round(scale * long) > max_size`,
+    /// then `max_size / long`; the picture `cvRound(side * scale)`;
+    /// `im_info = [h * scale, w * scale, scale]`.
+    #[test]
+    fn short_side_resize_is_paddles_formula() {
+        // 640x480 to 800: 800 / 480; 1066.67 rounds to 1067 <= 1333.
+        let s = ShortSideScale::new(640, 480, 800, 1333);
+        assert_eq!((s.w, s.h), (1067, 800));
+        assert_eq!(s.scale, 800.0 / 480.0);
+        assert_eq!(
+            s.im_info(640, 480),
+            [
+                800.0,
+                (640.0f64 * 800.0 / 480.0) as f32,
+                (800.0f64 / 480.0) as f32
+            ]
+        );
+        // 1000x200: 4 x 1000 > 1333, so 1333 / 1000; 266.6 rounds to 267.
+        let s = ShortSideScale::new(1000, 200, 800, 1333);
+        assert_eq!((s.w, s.h, s.scale), (1333, 267, 1.333));
+        assert_eq!(s.im_info(1000, 200), [266.6, 1333.0, 1.333]);
+        // Halves round to even, in the cap test and in the size: 5x2 to 3
+        // is 7.5 -> 8 long, over a cap of 7 (7 / 5: 7x3) but not of 8 (8x3).
+        let s = ShortSideScale::new(5, 2, 3, 7);
+        assert_eq!((s.w, s.h, s.scale), (7, 3, 1.4));
+        let s = ShortSideScale::new(5, 2, 3, 8);
+        assert_eq!((s.w, s.h, s.scale), (8, 3, 1.5));
+        // 4.5 -> 4: im_info keeps the unrounded 4.5.
+        let s = ShortSideScale::new(3, 2, 3, 100);
+        assert_eq!((s.w, s.h), (4, 3));
+        assert_eq!(s.im_info(3, 2), [3.0, 4.5, 1.5]);
+    }
+
+    #[test]
+    fn short_side_resize_samples_with_opencvs_factor() {
+        // 3 -> 4 columns at factor 1.5: OpenCV reads (d + 0.5) / 1.5 - 0.5,
+        // i.e. -1/6 (clamped to 0), 0.5, 7/6, 11/6, not in/out = 0.75 apart.
+        let s = gradient_sample(3, 2, &[]);
+        let shape = ShortSideScale::new(3, 2, 3, 100);
+        let mut out = vec![0.0; 4 * 3 * 3];
+        resize_short_side_into(&s, &shape, Interp::Linear, &mut out);
+        let red: Vec<f32> = out[..12].chunks(3).map(|p| p[0]).collect();
+        let want = [0.0, 0.5, 7.0 / 6.0, 11.0 / 6.0];
+        for (a, b) in red.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{red:?}");
         }
     }
 }

@@ -1,0 +1,337 @@
+//! `architecture: FasterRCNN`: the model (`FasterRcnnSpec`) and the R-CNN
+//! operators' settings (`RcnnConfig`) from the sections the `FasterRCNN`
+//! section names, with PaddleDetection's defaults for sections left out.
+//! Without `FasterRCNN.fpn` the C4 model (`RPNHead`, `RoIAlign`,
+//! `BBoxHead.head: ResNetC5`), with `fpn: FPN` the FPN one (`FPNRPNHead`,
+//! `FPNRoIAlign`, `BBoxHead.head: TwoFCHead`).
+
+use std::path::Path;
+
+use pulsefocus_formats::{Error, Result};
+
+use super::{Config, MultiClassNMS, RPNHead, ResNet};
+use crate::models::faster_rcnn::{FasterRcnnSpec, RoiExtractorSpec};
+use crate::models::fpn::FpnSpec;
+use crate::models::resnet::{NormType, ResNetSpec};
+use crate::models::rpn_head::{AnchorGeneratorSpec, RpnLevels};
+use crate::rcnn::config::{BBoxAssignerConfig, ProposalConfig, RcnnConfig, RpnTargetConfig};
+use crate::yolo::NmsConfig;
+
+/// The section names each model is built from: (`rpn_head`,
+/// `roi_extractor`, `BBoxHead.head`).
+const C4_PARTS: [&str; 3] = ["RPNHead", "RoIAlign", "ResNetC5"];
+const FPN_PARTS: [&str; 3] = ["FPNRPNHead", "FPNRoIAlign", "TwoFCHead"];
+
+impl Config {
+    /// The Faster R-CNN model of a `FasterRCNN` config; errors name `file`
+    /// and the key.
+    pub fn faster_rcnn_spec(&self, file: &Path) -> Result<FasterRcnnSpec> {
+        let bad = |key: &str, msg: String| Error::at(file, format!("key {key}"), msg);
+        let Some(arch) = &self.faster_rcnn else {
+            return Err(bad(
+                "FasterRCNN",
+                "missing: architecture FasterRCNN names its backbone and heads there".into(),
+            ));
+        };
+        let with_fpn = self.with_fpn(file)?;
+        let parts = if with_fpn { FPN_PARTS } else { C4_PARTS };
+        let head = self.bbox_head.as_ref().map_or("", |h| h.head.as_str());
+        for (key, given, want) in [
+            ("FasterRCNN.backbone", arch.backbone.as_str(), "ResNet"),
+            ("FasterRCNN.rpn_head", &arch.rpn_head, parts[0]),
+            ("FasterRCNN.roi_extractor", &arch.roi_extractor, parts[1]),
+            ("FasterRCNN.bbox_head", &arch.bbox_head, "BBoxHead"),
+            (
+                "FasterRCNN.bbox_assigner",
+                &arch.bbox_assigner,
+                "BBoxAssigner",
+            ),
+            ("BBoxHead.head", head, parts[2]),
+        ] {
+            if given != want {
+                return Err(bad(
+                    key,
+                    format!(
+                        "is '{given}': the {} model takes {want}",
+                        if with_fpn { "FPN" } else { "C4" }
+                    ),
+                ));
+            }
+        }
+        let resnet = self.resnet.clone().unwrap_or_default();
+        let backbone =
+            resnet_spec(&resnet).map_err(|(key, msg)| bad(&format!("ResNet.{key}"), msg))?;
+        let rpn = self.rpn(with_fpn);
+        let anchors = anchor_generator(rpn)
+            .map_err(|(k, m)| bad(&format!("{}.anchor_generator.{k}", parts[0]), m))?;
+        let num_classes = self.num_classes;
+        let mut spec = if with_fpn {
+            let f = self.fpn.clone().unwrap_or_default();
+            let fpn = FpnSpec {
+                num_chan: f.num_chan,
+                min_level: f.min_level,
+                max_level: f.max_level,
+                spatial_scale: f.spatial_scale.clone(),
+            };
+            if fpn.spatial_scale.len() != backbone.feature_maps.len() {
+                return Err(bad(
+                    "FPN.spatial_scale",
+                    format!(
+                        "has {} scales for {} backbone features (ResNet.feature_maps)",
+                        fpn.spatial_scale.len(),
+                        backbone.feature_maps.len()
+                    ),
+                ));
+            }
+            let levels = RpnLevels {
+                anchor_start_size: rpn.anchor_start_size.unwrap_or(32.0),
+                min_level: rpn.min_level.unwrap_or(2),
+                max_level: rpn.max_level.unwrap_or(6),
+            };
+            if (levels.min_level, levels.max_level) != (fpn.min_level, fpn.max_level) {
+                return Err(bad(
+                    "FPNRPNHead.min_level",
+                    "and max_level must equal FPN's: the head runs on every pyramid level".into(),
+                ));
+            }
+            if rpn.num_chan.unwrap_or(256) != fpn.num_chan {
+                return Err(bad(
+                    "FPNRPNHead.num_chan",
+                    format!("must equal FPN.num_chan ({})", fpn.num_chan),
+                ));
+            }
+            let r = self.fpn_roi_align.clone().unwrap_or_default();
+            let extractor = RoiExtractorSpec::FpnRoiAlign {
+                resolution: r.box_resolution,
+                sampling_ratio: r.sampling_ratio,
+                canonical_level: r.canconical_level,
+                canonical_size: r.canonical_size,
+                min_level: r.min_level,
+                max_level: r.max_level,
+            };
+            let mlp_dim = self.two_fc_head.clone().unwrap_or_default().mlp_dim;
+            let mut spec = FasterRcnnSpec::with_fpn(backbone, fpn, extractor, mlp_dim, num_classes);
+            spec.rpn.levels = Some(levels);
+            spec
+        } else {
+            if let Some(key) = fpn_only_key(rpn) {
+                return Err(bad(
+                    &format!("RPNHead.{key}"),
+                    "is an FPNRPNHead key: the C4 model has one level".into(),
+                ));
+            }
+            if backbone.feature_maps.len() != 1 {
+                return Err(bad(
+                    "ResNet.feature_maps",
+                    "must be one stage (4): the C4 model runs its RPN and RoIAlign on it".into(),
+                ));
+            }
+            let c5 = self.resnet_c5.clone().unwrap_or_default();
+            for (key, same) in [
+                ("depth", c5.depth == resnet.depth),
+                ("norm_type", c5.norm_type == resnet.norm_type),
+                ("freeze_norm", c5.freeze_norm == resnet.freeze_norm),
+                ("norm_decay", c5.norm_decay == resnet.norm_decay),
+                ("variant", c5.variant == resnet.variant),
+                ("width", c5.width == resnet.width),
+                ("blocks", c5.blocks == resnet.blocks),
+            ] {
+                if !same {
+                    return Err(bad(
+                        &format!("ResNetC5.{key}"),
+                        "must equal ResNet's: the RoI head is the backbone's res5".into(),
+                    ));
+                }
+            }
+            let r = self.roi_align.clone().unwrap_or_default();
+            let mut spec = FasterRcnnSpec::c4(backbone, num_classes);
+            spec.roi_extractor = RoiExtractorSpec::RoiAlign {
+                resolution: r.resolution,
+                sampling_ratio: r.sampling_ratio,
+                spatial_scale: r.spatial_scale,
+            };
+            spec
+        };
+        spec.rpn.anchors = anchors;
+        Ok(spec)
+    }
+
+    /// The R-CNN operators' settings of a `FasterRCNN` config.
+    pub fn rcnn_config(&self, file: &Path) -> Result<RcnnConfig> {
+        let bad = |key: &str, msg: String| Error::at(file, format!("key {key}"), msg);
+        let with_fpn = self.with_fpn(file)?;
+        let rpn = self.rpn(with_fpn);
+        let section = if with_fpn { FPN_PARTS[0] } else { C4_PARTS[0] };
+        let t = &rpn.rpn_target_assign;
+        let rpn_target = RpnTargetConfig {
+            batch_size_per_im: t.rpn_batch_size_per_im,
+            fg_fraction: t.rpn_fg_fraction,
+            positive_overlap: t.rpn_positive_overlap,
+            negative_overlap: t.rpn_negative_overlap,
+            straddle_thresh: t.rpn_straddle_thresh,
+            use_random: t.use_random,
+        };
+        if !(0.0..=1.0).contains(&rpn_target.fg_fraction) {
+            return Err(bad(
+                &format!("{section}.rpn_target_assign.rpn_fg_fraction"),
+                "must be in [0, 1]".into(),
+            ));
+        }
+        let proposal = |p: &super::GenerateProposals| ProposalConfig {
+            pre_nms_top_n: p.pre_nms_top_n,
+            post_nms_top_n: p.post_nms_top_n,
+            nms_thresh: p.nms_thresh,
+            min_size: p.min_size,
+            eta: p.eta,
+        };
+        let a = self.bbox_assigner.clone().unwrap_or_default();
+        let Ok(bbox_reg_weights) = <[f32; 4]>::try_from(&a.bbox_reg_weights[..]) else {
+            return Err(bad(
+                "BBoxAssigner.bbox_reg_weights",
+                "must be 4 values: [wx, wy, ww, wh]".into(),
+            ));
+        };
+        if !(0.0..=1.0).contains(&a.fg_fraction) {
+            return Err(bad("BBoxAssigner.fg_fraction", "must be in [0, 1]".into()));
+        }
+        let nms = self
+            .bbox_head
+            .as_ref()
+            .map_or_else(MultiClassNMS::default, |h| h.nms.clone());
+        let positive = |k: i64| usize::try_from(k).ok().filter(|&k| k > 0);
+        Ok(RcnnConfig {
+            rpn_target,
+            train_proposal: proposal(&rpn.train_proposal),
+            test_proposal: proposal(&rpn.test_proposal),
+            bbox_assigner: BBoxAssignerConfig {
+                batch_size_per_im: a.batch_size_per_im,
+                fg_fraction: a.fg_fraction,
+                fg_thresh: a.fg_thresh,
+                bg_thresh_hi: a.bg_thresh_hi,
+                bg_thresh_lo: a.bg_thresh_lo,
+                bbox_reg_weights,
+                class_nums: self.num_classes,
+                use_random: a.shuffle_before_sample,
+            },
+            nms: NmsConfig {
+                score_threshold: nms.score_threshold,
+                nms_top_k: positive(nms.nms_top_k),
+                keep_top_k: Some(nms.keep_top_k).filter(|&k| k > 0),
+                nms_threshold: nms.nms_threshold,
+                normalized: nms.normalized,
+                background_label: usize::try_from(nms.background_label).ok(),
+            },
+        })
+    }
+
+    /// `FasterRCNN.fpn`: `FPN` (the FPN model) or not given (C4).
+    fn with_fpn(&self, file: &Path) -> Result<bool> {
+        match self.faster_rcnn.as_ref().and_then(|a| a.fpn.as_deref()) {
+            None => Ok(false),
+            Some("FPN") => Ok(true),
+            Some(other) => Err(Error::at(
+                file,
+                "key FasterRCNN.fpn",
+                format!("'{other}' is not supported (supported: FPN, or no fpn key for C4)"),
+            )),
+        }
+    }
+
+    /// The RPN head section the model reads, or its defaults.
+    fn rpn(&self, with_fpn: bool) -> &RPNHead {
+        static DEFAULT: std::sync::OnceLock<RPNHead> = std::sync::OnceLock::new();
+        let given = if with_fpn {
+            &self.fpn_rpn_head
+        } else {
+            &self.rpn_head
+        };
+        given
+            .as_ref()
+            .unwrap_or_else(|| DEFAULT.get_or_init(RPNHead::default))
+    }
+}
+
+/// A key only `FPNRPNHead` has, where an `RPNHead` sets it.
+fn fpn_only_key(rpn: &RPNHead) -> Option<&'static str> {
+    [
+        ("anchor_start_size", rpn.anchor_start_size.is_some()),
+        ("num_chan", rpn.num_chan.is_some()),
+        ("min_level", rpn.min_level.is_some()),
+        ("max_level", rpn.max_level.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(key, set)| set.then_some(key))
+}
+
+type KeyError = (&'static str, String);
+
+fn resnet_spec(r: &ResNet) -> std::result::Result<ResNetSpec, KeyError> {
+    let Some(base) = ResNetSpec::new(r.depth) else {
+        return Err((
+            "depth",
+            format!("{} is not a ResNet (18, 34, 50, 101, 152, 200)", r.depth),
+        ));
+    };
+    let norm_type = match r.norm_type.as_str() {
+        "affine_channel" => NormType::AffineChannel,
+        "bn" => NormType::BatchNorm,
+        other => {
+            return Err((
+                "norm_type",
+                format!("'{other}' is not supported (supported: affine_channel, bn)"),
+            ))
+        }
+    };
+    if r.variant != "b" {
+        return Err((
+            "variant",
+            format!("'{}' is not supported (supported: b)", r.variant),
+        ));
+    }
+    let feature_maps = r.feature_maps.values();
+    if feature_maps.is_empty() || feature_maps.iter().any(|s| !(2..=5).contains(s)) {
+        return Err(("feature_maps", "must be stages among 2, 3, 4, 5".into()));
+    }
+    if r.freeze_at > 5 {
+        return Err(("freeze_at", "must be at most 5 (0: nothing frozen)".into()));
+    }
+    if r.width == Some(0) {
+        return Err(("width", "must be positive".into()));
+    }
+    let blocks = match &r.blocks {
+        None => base.blocks,
+        Some(b) => match <[usize; 4]>::try_from(&b[..]) {
+            Ok(b) if !b.contains(&0) => b,
+            _ => return Err(("blocks", "must be 4 positive counts, one per stage".into())),
+        },
+    };
+    Ok(ResNetSpec {
+        width: r.width.unwrap_or(base.width),
+        blocks,
+        norm_type,
+        freeze_norm: r.freeze_norm,
+        norm_decay: r.norm_decay,
+        freeze_at: r.freeze_at,
+        feature_maps,
+        ..base
+    })
+}
+
+fn anchor_generator(rpn: &RPNHead) -> std::result::Result<AnchorGeneratorSpec, KeyError> {
+    let g = &rpn.anchor_generator;
+    let Ok(stride) = <[f32; 2]>::try_from(&g.stride[..]) else {
+        return Err(("stride", "must be 2 values".into()));
+    };
+    let Ok(variance) = <[f32; 4]>::try_from(&g.variance[..]) else {
+        return Err(("variance", "must be 4 values".into()));
+    };
+    if g.anchor_sizes.is_empty() || g.aspect_ratios.is_empty() {
+        return Err(("anchor_sizes", "and aspect_ratios must not be empty".into()));
+    }
+    Ok(AnchorGeneratorSpec {
+        anchor_sizes: g.anchor_sizes.clone(),
+        aspect_ratios: g.aspect_ratios.clone(),
+        stride,
+        variance,
+    })
+}
