@@ -479,6 +479,91 @@ impl RoiAlignGeom {
     }
 }
 
+/// Shape of a fully connected layer as Paddle's `fluid.layers.fc` computes
+/// it (the `mul` op, then `elementwise_add`, then the activation): `rows`
+/// inputs of `inputs` values each (the input flattened from NCHW to `[rows,
+/// C*H*W]`), the weight in Paddle's `[inputs, outputs]` layout and a bias of
+/// `outputs`: `y = act(x W + b)`, `[rows, outputs]`. Zero rows is allowed
+/// (no RoIs: nothing to compute, the parameter gradients are 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FcGeom {
+    pub rows: usize,
+    pub inputs: usize,
+    pub outputs: usize,
+}
+
+impl FcGeom {
+    /// Elements of `x`, `[rows, inputs]`.
+    pub fn input_len(&self) -> usize {
+        self.rows * self.inputs
+    }
+
+    /// Elements of `y`, `[rows, outputs]`.
+    pub fn output_len(&self) -> usize {
+        self.rows * self.outputs
+    }
+
+    /// Elements of the weight, `[inputs, outputs]`.
+    pub fn weight_len(&self) -> usize {
+        self.inputs * self.outputs
+    }
+
+    /// Multiply-adds of the forward pass times two (each backward pass
+    /// costs the same).
+    pub fn flops(&self) -> f64 {
+        2.0 * self.rows as f64 * self.inputs as f64 * self.outputs as f64
+    }
+
+    /// Checks `inputs` and `outputs` are positive; returns a message naming
+    /// the first that is not.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [("inputs", self.inputs), ("outputs", self.outputs)] {
+            if value == 0 {
+                return Err(format!("fc: {name} must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Shape of a global average pool (Paddle's `pool2d(pool_type='avg',
+/// global_pooling=True)`, after the C4 head's res5): each of the `batch *
+/// channels` planes of `spatial` (height x width) values becomes its mean,
+/// `[batch, channels, 1, 1]`. Paddle adds a plane's values in order and
+/// divides the sum by the count; its gradient is `dy * (1 / count)` on
+/// every value of the plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GlobalPoolGeom {
+    pub batch: usize,
+    pub channels: usize,
+    /// Height x width.
+    pub spatial: usize,
+}
+
+impl GlobalPoolGeom {
+    /// Planes pooled (`batch * channels`): the elements of `y`.
+    pub fn planes(&self) -> usize {
+        self.batch * self.channels
+    }
+
+    /// Elements of `x`.
+    pub fn input_len(&self) -> usize {
+        self.planes() * self.spatial
+    }
+
+    /// Checks `channels` and `spatial` are positive (an empty batch is
+    /// allowed: nothing to pool); returns a message naming the first that
+    /// is not.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [("channels", self.channels), ("spatial", self.spatial)] {
+            if value == 0 {
+                return Err(format!("global_avg_pool: {name} must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Momentum SGD with L2 decay, as Paddle's `momentum` op with an L2Decay
 /// regulariser: `v = momentum * v + (grad + decay * param)`, `param -= lr * v`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -805,6 +890,51 @@ pub trait Backend: Clone + Send + Sync + 'static {
         dy: &Self::Buffer,
         rois: &Self::Buffer,
         roi_batch: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    );
+
+    // ---- fully connected layers and global pooling (the R-CNN box heads) ----
+
+    /// `y = act(x W + b)` (see [`FcGeom`]): `x` `[rows, inputs]`, `w`
+    /// `[inputs, outputs]`, `bias` `[outputs]`, `y` `[rows, outputs]`.
+    #[allow(clippy::too_many_arguments)]
+    fn fc_forward(
+        &self,
+        g: &FcGeom,
+        act: Activation,
+        x: &Self::Buffer,
+        w: &Self::Buffer,
+        bias: &Self::Buffer,
+        y: &mut Self::Buffer,
+    );
+    /// `dx = dz W^T` (`[rows, inputs]`, overwritten), `dz` being the
+    /// gradient of `x W + b`, before the activation (`activation_backward`
+    /// of `fc_forward`'s output gives it).
+    fn fc_backward_data(
+        &self,
+        g: &FcGeom,
+        dz: &Self::Buffer,
+        w: &Self::Buffer,
+        dx: &mut Self::Buffer,
+    );
+    /// `dw = x^T dz` (`[inputs, outputs]`) and `dbias` = the column sums of
+    /// `dz` (`[outputs]`), both summed over the rows and overwritten; `dz`
+    /// as in `fc_backward_data`.
+    fn fc_backward_weight(
+        &self,
+        g: &FcGeom,
+        x: &Self::Buffer,
+        dz: &Self::Buffer,
+        dw: &mut Self::Buffer,
+        dbias: &mut Self::Buffer,
+    );
+    /// `y[p]` = the mean of plane `p` of `x` (see [`GlobalPoolGeom`]).
+    fn global_avg_pool_forward(&self, g: &GlobalPoolGeom, x: &Self::Buffer, y: &mut Self::Buffer);
+    /// `dx` (overwritten) = `dy[p] * (1 / spatial)` on every value of plane `p`.
+    fn global_avg_pool_backward(
+        &self,
+        g: &GlobalPoolGeom,
+        dy: &Self::Buffer,
         dx: &mut Self::Buffer,
     );
 

@@ -5,7 +5,9 @@
 mod batch_norm;
 pub mod conv;
 mod elementwise;
+pub mod fc;
 pub mod gemm;
+pub mod global_avg_pool;
 pub mod head_rows;
 pub mod l2_norm;
 mod pool;
@@ -13,8 +15,8 @@ pub mod rmsprop;
 pub mod roi_align;
 
 use crate::backend::{
-    Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, HeadRows, L2NormGeom,
-    PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
+    Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, GlobalPoolGeom,
+    HeadOutput, HeadRows, L2NormGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
 };
 use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
 
@@ -318,6 +320,41 @@ impl Backend for CpuBackend {
         dx: &mut Vec<f32>,
     ) {
         roi_align::backward(g, dy, rois, roi_batch, dx);
+    }
+
+    fn fc_forward(
+        &self,
+        g: &FcGeom,
+        act: Activation,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        bias: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) {
+        fc::forward(g, act, x, w, bias, y);
+    }
+
+    fn fc_backward_data(&self, g: &FcGeom, dz: &Vec<f32>, w: &Vec<f32>, dx: &mut Vec<f32>) {
+        fc::backward_data(g, dz, w, dx);
+    }
+
+    fn fc_backward_weight(
+        &self,
+        g: &FcGeom,
+        x: &Vec<f32>,
+        dz: &Vec<f32>,
+        dw: &mut Vec<f32>,
+        dbias: &mut Vec<f32>,
+    ) {
+        fc::backward_weight(g, x, dz, dw, dbias);
+    }
+
+    fn global_avg_pool_forward(&self, g: &GlobalPoolGeom, x: &Vec<f32>, y: &mut Vec<f32>) {
+        global_avg_pool::forward(g, x, y);
+    }
+
+    fn global_avg_pool_backward(&self, g: &GlobalPoolGeom, dy: &Vec<f32>, dx: &mut Vec<f32>) {
+        global_avg_pool::backward(g, dy, dx);
     }
 
     fn sgd_momentum(
