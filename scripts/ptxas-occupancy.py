@@ -105,11 +105,12 @@ def block_sizes():
             "upsample_nearest_forward", "upsample_nearest_backward", "copy_channels",
             "head_rows_forward", "head_rows_backward", "l2_norm_forward", "l2_norm_backward_data",
             "roi_align_forward", "roi_align_backward",
+            "global_avg_pool_forward", "global_avg_pool_backward",
             "yolo_decode", "ssd_decode", "softmax_rows", "bitonic_sort_step", "nms_bounds", "nms_rank_keys", "nms_keep_top",
             "depthwise_conv2d_forward", "depthwise_conv2d_backward_data",
         ]),
         # ops::tiled: the tile engine, (BM / TM) * (BN / TN) threads.
-        (tiled, ["gemm", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter"]),
+        (tiled, ["gemm", "fc_forward", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter"]),
         # ops::block_per_item and Gpu::sum: one block_sum per block.
         (reduce, [
             "sum_blocks", "channel_sum", "batch_norm_train_forward",

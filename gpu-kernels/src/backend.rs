@@ -8,8 +8,8 @@
 use std::sync::{Arc, Mutex};
 
 use pulsefocus_core::backend::{
-    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, HeadOutput, HeadRows,
-    L2NormGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
+    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, FcGeom, GlobalPoolGeom,
+    HeadOutput, HeadRows, L2NormGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
 };
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::Backend;
@@ -395,6 +395,48 @@ impl Backend for GpuBackend {
         dx: &mut DeviceBuffer,
     ) {
         self.run(|gpu| gpu.roi_align_backward(g, dy, rois, roi_batch, dx))
+    }
+
+    fn fc_forward(
+        &self,
+        g: &FcGeom,
+        act: Activation,
+        x: &DeviceBuffer,
+        w: &DeviceBuffer,
+        bias: &DeviceBuffer,
+        y: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.fc_forward(g, act, x, w, bias, y))
+    }
+    fn fc_backward_data(
+        &self,
+        g: &FcGeom,
+        dz: &DeviceBuffer,
+        w: &DeviceBuffer,
+        dx: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.fc_backward_data(g, dz, w, dx))
+    }
+    fn fc_backward_weight(
+        &self,
+        g: &FcGeom,
+        x: &DeviceBuffer,
+        dz: &DeviceBuffer,
+        dw: &mut DeviceBuffer,
+        dbias: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.fc_backward_weight(g, x, dz, dw, dbias))
+    }
+    fn global_avg_pool_forward(&self, g: &GlobalPoolGeom, x: &DeviceBuffer, y: &mut DeviceBuffer) {
+        self.run(|gpu| gpu.global_avg_pool_forward(g, x, y))
+    }
+    fn global_avg_pool_backward(
+        &self,
+        g: &GlobalPoolGeom,
+        dy: &DeviceBuffer,
+        dx: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.global_avg_pool_backward(g, dy, dx))
     }
 
     fn sgd_momentum(

@@ -106,6 +106,26 @@ fn a_reported_background_class_is_caught() {
     checks::ssd_detect_matches(&Faulty(Fault::KeepsBackground));
 }
 
+#[test]
+#[should_panic(expected = "fc_forward fc6")]
+fn a_missing_fc_bias_is_caught() {
+    checks::fc_forward_matches(&Faulty(Fault::ForgetsOneBias));
+}
+
+#[test]
+#[should_panic(
+    expected = "fc_backward_weight fc6 on 7x7 RoI features, ReLU, several tiles each way"
+)]
+fn an_fc_bias_gradient_accumulated_is_caught() {
+    checks::fc_backward_weight_matches(&Faulty(Fault::Accumulates));
+}
+
+#[test]
+#[should_panic(expected = "global_avg_pool_backward")]
+fn the_sums_gradient_for_the_means_is_caught() {
+    checks::global_avg_pool_backward_matches(&Faulty(Fault::UnscaledPoolGradient));
+}
+
 /// The real GPU, or None (printing why) on a machine without one.
 fn cuda() -> Option<pulsefocus_gpu::GpuBackend> {
     match pulsefocus_gpu::GpuBackend::open() {

@@ -2,8 +2,8 @@
 //! of the kinds a GPU port makes, each of which some check must catch (the
 //! tests are in `backend_suite.rs`).
 use pulsefocus_core::backend::{
-    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, HeadOutput, HeadRows, L2NormGeom, PoolGeom,
-    RmsPropStep, RoiAlignGeom, SgdStep,
+    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, GlobalPoolGeom, HeadOutput,
+    HeadRows, L2NormGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
 };
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::{Backend, CpuBackend};
@@ -15,9 +15,11 @@ pub enum Fault {
     /// `sum` adds the element after `len` (a NaN in the suite's buffers).
     ReadsPastTheEnd,
     /// `conv2d_backward_filter` adds into `dw` instead of overwriting it,
-    /// and so does `roi_align_backward` into `dx`.
+    /// and so do `roi_align_backward` into `dx` and `fc_backward_weight`
+    /// into `dbias`.
     Accumulates,
-    /// `conv2d_forward` drops the last output channel's bias.
+    /// `conv2d_forward` drops the last output channel's bias, and so does
+    /// `fc_forward`.
     ForgetsOneBias,
     /// `max_pool_backward` sends a tie's gradient to the last maximum.
     LastMaximum,
@@ -36,6 +38,9 @@ pub enum Fault {
     HalfPixelOffset,
     /// `ssd_detect` reports the background class too.
     KeepsBackground,
+    /// `global_avg_pool_backward` hands each value the whole output
+    /// gradient, not its share (the sum's gradient, not the mean's).
+    UnscaledPoolGradient,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -381,6 +386,51 @@ impl Backend for Faulty {
         if self.0 == Fault::Accumulates {
             for i in 0..g.input_len() {
                 dx[i] += before[i];
+            }
+        }
+    }
+    fn fc_forward(
+        &self,
+        g: &FcGeom,
+        act: Activation,
+        x: &Vec<f32>,
+        w: &Vec<f32>,
+        bias: &Vec<f32>,
+        y: &mut Vec<f32>,
+    ) {
+        let mut bias = bias.clone();
+        if self.0 == Fault::ForgetsOneBias {
+            bias[g.outputs - 1] = 0.0;
+        }
+        CPU.fc_forward(g, act, x, w, &bias, y)
+    }
+    fn fc_backward_data(&self, g: &FcGeom, dz: &Vec<f32>, w: &Vec<f32>, dx: &mut Vec<f32>) {
+        CPU.fc_backward_data(g, dz, w, dx)
+    }
+    fn fc_backward_weight(
+        &self,
+        g: &FcGeom,
+        x: &Vec<f32>,
+        dz: &Vec<f32>,
+        dw: &mut Vec<f32>,
+        dbias: &mut Vec<f32>,
+    ) {
+        let before = dbias.clone();
+        CPU.fc_backward_weight(g, x, dz, dw, dbias);
+        if self.0 == Fault::Accumulates {
+            for i in 0..g.outputs {
+                dbias[i] += before[i];
+            }
+        }
+    }
+    fn global_avg_pool_forward(&self, g: &GlobalPoolGeom, x: &Vec<f32>, y: &mut Vec<f32>) {
+        CPU.global_avg_pool_forward(g, x, y)
+    }
+    fn global_avg_pool_backward(&self, g: &GlobalPoolGeom, dy: &Vec<f32>, dx: &mut Vec<f32>) {
+        CPU.global_avg_pool_backward(g, dy, dx);
+        if self.0 == Fault::UnscaledPoolGradient {
+            for v in &mut dx[..g.input_len()] {
+                *v *= g.spatial as f32;
             }
         }
     }

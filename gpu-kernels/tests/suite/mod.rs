@@ -27,6 +27,8 @@ pub mod conv;
 pub mod detect;
 pub mod elementwise;
 pub mod faulty;
+pub mod fc;
+pub mod global_avg_pool;
 pub mod head_rows;
 pub mod l2_norm;
 pub mod memory;
@@ -241,6 +243,11 @@ macro_rules! backend_tests {
             l2_norm_backward_matches,
             roi_align_forward_matches,
             roi_align_backward_matches,
+            fc_forward_matches,
+            fc_backward_data_matches,
+            fc_backward_weight_matches,
+            global_avg_pool_forward_matches,
+            global_avg_pool_backward_matches,
             sgd_momentum_matches,
             rmsprop_matches,
             yolo_detect_matches,
@@ -277,6 +284,10 @@ pub mod checks {
         activation_backward_matches, activation_forward_matches, add_matches, axpy_matches,
         scale_matches, sigmoid_backward_matches, sigmoid_forward_matches, sum_matches,
         sum_squares_matches,
+    };
+    pub use super::fc::{fc_backward_data_matches, fc_backward_weight_matches, fc_forward_matches};
+    pub use super::global_avg_pool::{
+        global_avg_pool_backward_matches, global_avg_pool_forward_matches,
     };
     pub use super::head_rows::{head_rows_backward_matches, head_rows_forward_matches};
     pub use super::l2_norm::{l2_norm_backward_matches, l2_norm_forward_matches};
