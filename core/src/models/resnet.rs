@@ -396,12 +396,11 @@ impl<B: Backend> ResNetLinks<B> {
                 let x = if k == first { x } else { done[k - 1].output() };
                 rest[0].forward(backend, x, workspace);
             }
-            if block.shortcut {
+            let short = if block.shortcut {
                 units[first + branch].forward(backend, x, workspace);
-            }
-            let short = match block.shortcut {
-                true => units[first + branch].output(),
-                false => x,
+                units[first + branch].output()
+            } else {
+                x
             };
             let sum = self
                 .sum
