@@ -32,7 +32,8 @@ fn pool(
 
 /// YOLOv3-tiny's 2x2 stride 2, ResNet's 3x3 stride 2 pad 1, the SPP
 /// block's 5/9/13 stride 1 (windows overlapping up to 169 times), a 2x2
-/// stride 1 and a window reaching past odd edges; in ceil mode, VGG's 2x2
+/// stride 1, a window reaching past odd edges and FPN's P6 (kernel 1
+/// stride 2, a subsampling, here of odd maps); in ceil mode, VGG's 2x2
 /// stride 2 on odd maps (75 -> 38 at 300 pixels) and a 3x3 stride 2 whose
 /// last window covers one row and column.
 pub fn shapes() -> Vec<PoolGeom> {
@@ -50,6 +51,7 @@ pub fn shapes() -> Vec<PoolGeom> {
         pool(1, 1, (13, 13), 13, 1, 6),
         pool(2, 2, (7, 5), 2, 1, 0),
         pool(1, 3, (7, 7), 3, 3, 1),
+        pool(2, 3, (5, 3), 1, 2, 0),
     ]
 }
 
