@@ -508,12 +508,6 @@ impl FcGeom {
         self.inputs * self.outputs
     }
 
-    /// Multiply-adds of the forward pass times two (each backward pass
-    /// costs the same).
-    pub fn flops(&self) -> f64 {
-        2.0 * self.rows as f64 * self.inputs as f64 * self.outputs as f64
-    }
-
     /// Checks `inputs` and `outputs` are positive; returns a message naming
     /// the first that is not.
     pub fn validate(&self) -> Result<(), String> {

@@ -199,6 +199,7 @@ impl<B: Backend> FullyConnected<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{floats, read};
     use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck, SEEDS};
     use crate::layers::test_util::cpu;
     use crate::models::conv_unit::WeightInit;
@@ -335,6 +336,50 @@ mod tests {
         fc.forward(&b, &Tensor::zeros(&b, &SHAPE));
         // Weight, its gradient, bias, its gradient and the 2 x 24 output.
         assert_eq!(fc.planned_bytes(&b), 4 * (2 * 12 * 24 + 2 * 24 + 2 * 24));
+    }
+
+    /// Paddle 1.8.5's `fluid.layers.fc(x, 5, act='relu')` on a `[3, 4, 3,
+    /// 3]` input and its gradients
+    /// (`core/tests/fixtures/faster_rcnn/box_head_ops.py`): the flattening
+    /// order and the `[K, M]` weight layout are Paddle's.
+    #[test]
+    fn equals_paddles_fc_and_gradients() {
+        let b = cpu();
+        let fixture = &read("faster_rcnn/box_head_ops.json")["fc"];
+        let shape: Vec<usize> = floats(&fixture["x_shape"])
+            .iter()
+            .map(|&d| d as usize)
+            .collect();
+        let outputs = fixture["outputs"].as_u64().expect("outputs") as usize;
+        let inputs: usize = shape[1..].iter().product();
+        let xavier = WeightInit::XavierUniform {
+            fan_in: None,
+            fan_out: None,
+        };
+        let spec = FcSpec::detectron("fc6", inputs, outputs, Activation::Relu, xavier);
+        let mut fc = FullyConnected::new(&b, spec, &mut Rng::from_state(0));
+        fc.weight.upload(&b, &floats(&fixture["w"]));
+        fc.bias.upload(&b, &floats(&fixture["b"]));
+        let x = Tensor::from_host(&b, &shape, &floats(&fixture["x"]));
+        let y = fc.forward(&b, &x).to_host(&b);
+        let dy = Tensor::from_host(&b, &[shape[0], outputs], &floats(&fixture["probe"]));
+        let mut dx = Tensor::zeros(&b, &[0]);
+        fc.backward(&b, &x, &dy, Some(&mut dx));
+        for (what, got, key) in [
+            ("y", y, "out"),
+            ("dx", dx.to_host(&b), "dx"),
+            ("dw", fc.weight_grad.to_host(&b), "dw"),
+            ("db", fc.bias_grad.to_host(&b), "db"),
+        ] {
+            let want = floats(&fixture[key]);
+            assert_eq!(got.len(), want.len(), "{what}");
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                    "{what}[{i}]: {g} vs Paddle's {w}"
+                );
+            }
+        }
     }
 
     #[test]

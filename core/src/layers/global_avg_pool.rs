@@ -64,6 +64,7 @@ impl<B: Backend> GlobalAvgPool<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{floats, read};
     use crate::gradcheck::{check_gradient, probe_loss, random_vec, GradCheck, SEEDS};
     use crate::layers::test_util::cpu;
 
@@ -88,6 +89,28 @@ mod tests {
             let name = format!("global_avg_pool seed {seed}");
             check_gradient(&name, &xs, &dx.to_host(&b), loss, GradCheck::default()).unwrap();
         }
+    }
+
+    /// Paddle 1.8.5's `pool2d(pool_type='avg', global_pooling=True)` on
+    /// 7x7 planes and its gradient
+    /// (`core/tests/fixtures/faster_rcnn/box_head_ops.py`): the same sum
+    /// order and rounding, so the same bits.
+    #[test]
+    fn equals_paddles_global_pool_and_gradient() {
+        let b = cpu();
+        let fixture = &read("faster_rcnn/box_head_ops.json")["global_avg_pool"];
+        let shape: Vec<usize> = floats(&fixture["x_shape"])
+            .iter()
+            .map(|&d| d as usize)
+            .collect();
+        let x = Tensor::from_host(&b, &shape, &floats(&fixture["x"]));
+        let mut pool = GlobalAvgPool::new(&b);
+        let y = pool.forward(&b, &x).to_host(&b);
+        let dy = Tensor::from_host(&b, &[shape[0], shape[1], 1, 1], &floats(&fixture["probe"]));
+        let mut dx = Tensor::zeros(&b, &[0]);
+        pool.backward(&b, &x, &dy, &mut dx);
+        assert_eq!(y, floats(&fixture["out"]));
+        assert_eq!(dx.to_host(&b), floats(&fixture["dx"]));
     }
 
     #[test]
