@@ -7,6 +7,7 @@
 //! turns it into a detector on a backend.
 
 use crate::backend::Backend;
+use crate::models::faster_rcnn::FasterRcnnSpec;
 use crate::models::ssd::{SsdBackbone, SsdSpec};
 use crate::models::{Backbone, ConvNet, Yolov3Spec};
 use crate::params::ParamSpec;
@@ -109,6 +110,7 @@ pub trait Detector<B: Backend>: Send {
 pub enum ModelSpec {
     Yolov3(Yolov3Spec),
     Ssd(SsdSpec),
+    FasterRcnn(Box<FasterRcnnSpec>),
 }
 
 impl ModelSpec {
@@ -117,6 +119,7 @@ impl ModelSpec {
         match self {
             ModelSpec::Yolov3(s) => s.param_specs(),
             ModelSpec::Ssd(s) => s.param_specs(),
+            ModelSpec::FasterRcnn(s) => s.params().into_iter().map(|p| p.spec).collect(),
         }
     }
 
@@ -126,6 +129,7 @@ impl ModelSpec {
         match self {
             ModelSpec::Yolov3(s) => s.backbone_unit_count(),
             ModelSpec::Ssd(s) => s.backbone_units().len(),
+            ModelSpec::FasterRcnn(s) => s.backbone.units().len(),
         }
     }
 
@@ -146,6 +150,13 @@ impl ModelSpec {
                     SsdBackbone::Vgg(_) => "VGG",
                 },
             ),
+            ModelSpec::FasterRcnn(s) => (
+                "Faster R-CNN",
+                match s.fpn {
+                    None => "ResNet",
+                    Some(_) => "ResNet-FPN",
+                },
+            ),
         };
         format!("{architecture} with {backbone} backbone")
     }
@@ -156,6 +167,7 @@ impl ModelSpec {
         match self {
             ModelSpec::Yolov3(s) => s.num_classes,
             ModelSpec::Ssd(s) => s.num_classes - 1,
+            ModelSpec::FasterRcnn(s) => s.num_classes - 1,
         }
     }
 }

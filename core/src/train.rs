@@ -176,8 +176,8 @@ impl<B: Backend> Trainer<B> {
             }
             let lr = lr * slot.param.learning_rate;
             let weight_decay = slot.param.weight_decay.unwrap_or(self.config.weight_decay);
-            let (param, grad) = net.units[slot.unit]
-                .param_and_grad_mut(slot.param.role)
+            let (param, grad) = net
+                .param_and_grad_mut(slot)
                 .expect("trained parameters have gradients");
             let len = param.numel();
             match (self.config.optimizer, &mut state[..]) {

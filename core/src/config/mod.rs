@@ -851,15 +851,16 @@ impl Config {
         lines
     }
 
-    /// The model this config describes (after `check`). FasterRCNN has no
-    /// `ModelSpec` yet: its parts are `faster_rcnn_spec` and `rcnn_config`.
+    /// The model this config describes (after `check`, which has read the
+    /// Faster R-CNN sections without error).
     pub fn model_spec(&self) -> ModelSpec {
         match self.arch() {
             Architecture::SSD => ModelSpec::Ssd(self.ssd_spec()),
             Architecture::YOLOv3 => ModelSpec::Yolov3(self.yolov3_spec()),
-            Architecture::FasterRCNN => panic!(
-                "architecture FasterRCNN: the model is not wired into training, evaluation and inference yet"
-            ),
+            Architecture::FasterRCNN => ModelSpec::FasterRcnn(Box::new(
+                self.faster_rcnn_spec(Path::new(""))
+                    .expect("check() read the Faster R-CNN sections"),
+            )),
         }
     }
 

@@ -36,7 +36,7 @@ use crate::data::loader::Loader;
 use crate::detector::{Detector, Losses, ModelSpec};
 use crate::loading::{apply_loaded, plan_for_config, LoadReport};
 use crate::metrics::voc::ApType;
-use crate::models::{SsdDetector, Yolov3, Yolov3Detector};
+use crate::models::{FasterRcnnDetector, SsdDetector, Yolov3, Yolov3Detector};
 use crate::train::Trainer;
 use crate::yolo::GroundTruth;
 use curves::Curves;
@@ -209,6 +209,12 @@ pub fn build_detector<B: Backend>(backend: &B, config: &Config, seed: u64) -> Bo
             let mut detector = SsdDetector::new(backend, spec, seed);
             detector.nms = config.ssd_nms_config();
             Box::new(detector)
+        }
+        ModelSpec::FasterRcnn(spec) => {
+            let rcnn = config
+                .rcnn_config(Path::new(""))
+                .expect("check() read the Faster R-CNN sections");
+            Box::new(FasterRcnnDetector::new(backend, *spec, rcnn, seed))
         }
     }
 }

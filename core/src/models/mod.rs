@@ -1,4 +1,4 @@
-//! YOLOv3, SSD and (so far as descriptions) Faster R-CNN models with
+//! YOLOv3, SSD and Faster R-CNN models with
 //! PaddleDetection's legacy parameter names. Each network is described by a
 //! list of conv units (`conv_unit`), fully connected layers (`fc`) and its
 //! wiring; the parameter list, initialisation, forward and backward all
@@ -9,6 +9,7 @@ pub mod chain;
 pub mod conv_unit;
 pub mod darknet53;
 pub mod faster_rcnn;
+pub mod faster_rcnn_detector;
 pub mod fc;
 pub mod fpn;
 pub mod init;
@@ -24,6 +25,7 @@ pub mod yolov3_detector;
 pub mod yolov3_head;
 
 pub use faster_rcnn::FasterRcnnSpec;
+pub use faster_rcnn_detector::FasterRcnnDetector;
 pub use network::{ConvNet, ParamSlot, SetParamError};
 pub use ssd_detector::SsdDetector;
 pub use yolov3::{Backbone, Yolov3, Yolov3Spec};

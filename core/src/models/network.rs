@@ -4,9 +4,11 @@
 //! for every architecture; each detector adds only its wiring.
 
 use super::conv_unit::{ConvUnit, ConvUnitSpec, Norm, ParamAttr, ParamRole, UnitParam};
+use super::fc::FcSpec;
 use super::init::Rng;
 use crate::backend::Backend;
-use crate::layers::L2Norm;
+use crate::layers::{FullyConnected, L2Norm};
+use crate::tensor::Tensor;
 use pulsefocus_formats::{Checkpoint, RawTensor};
 
 /// Why a value could not be set on a model parameter.
@@ -24,7 +26,9 @@ pub enum SetParamError {
 
 /// Where a parameter lives: its unit, its role there, and its declaration.
 /// An L2 norm's scale lives in the unit whose output it normalises
-/// (`ConvUnit::l2_norm`) and is frozen with it.
+/// (`ConvUnit::l2_norm`) and is frozen with it. A fully connected layer's
+/// weight and bias (roles `FcWeight`, `FcBias`) live in `ConvNet::fcs`, and
+/// `unit` is then the index there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamSlot {
     pub unit: usize,
@@ -63,8 +67,9 @@ impl L2NormSpec {
 }
 
 /// Every parameter's slot in Paddle's creation order: each unit's, with
-/// each L2 norm's after the unit it names in `declared_after`.
-pub fn param_slots(units: &[ConvUnitSpec], norms: &[L2NormSpec]) -> Vec<ParamSlot> {
+/// each L2 norm's after the unit it names in `declared_after`, then the fully
+/// connected layers' (the R-CNN box heads, created after every conv).
+pub fn param_slots(units: &[ConvUnitSpec], norms: &[L2NormSpec], fcs: &[FcSpec]) -> Vec<ParamSlot> {
     let mut slots = Vec::new();
     for (unit, u) in units.iter().enumerate() {
         slots.extend(
@@ -79,6 +84,13 @@ pub fn param_slots(units: &[ConvUnitSpec], norms: &[L2NormSpec]) -> Vec<ParamSlo
             });
         }
     }
+    for (unit, fc) in fcs.iter().enumerate() {
+        slots.extend(
+            fc.params()
+                .into_iter()
+                .map(|param| ParamSlot { unit, param }),
+        );
+    }
     slots
 }
 
@@ -89,6 +101,9 @@ pub struct SavedRunningStats(Vec<(usize, ParamRole, Vec<f32>)>);
 pub struct ConvNet<B: Backend> {
     backend: B,
     pub units: Vec<ConvUnit<B>>,
+    /// Fully connected layers after the convs (R-CNN box heads), never
+    /// frozen by `freeze_units`.
+    pub fcs: Vec<FullyConnected<B>>,
     slots: Vec<ParamSlot>,
     /// Units before this index are frozen: no gradient, no update.
     frozen_units: usize,
@@ -98,7 +113,17 @@ impl<B: Backend> ConvNet<B> {
     /// Builds the units with PaddleDetection's initial values drawn from
     /// `seed`, in order.
     pub fn new(backend: &B, unit_specs: Vec<ConvUnitSpec>, seed: u64) -> Self {
-        ConvNet::with_norms(backend, unit_specs, &[], seed)
+        ConvNet::build(backend, unit_specs, &[], Vec::new(), seed)
+    }
+
+    /// `new`, with fully connected layers after the convs, drawn after them.
+    pub fn with_fcs(
+        backend: &B,
+        unit_specs: Vec<ConvUnitSpec>,
+        fc_specs: Vec<FcSpec>,
+        seed: u64,
+    ) -> Self {
+        ConvNet::build(backend, unit_specs, &[], fc_specs, seed)
     }
 
     /// `new`, with L2 norms on the outputs of some units (their scales at
@@ -109,11 +134,25 @@ impl<B: Backend> ConvNet<B> {
         norms: &[L2NormSpec],
         seed: u64,
     ) -> Self {
+        ConvNet::build(backend, unit_specs, norms, Vec::new(), seed)
+    }
+
+    fn build(
+        backend: &B,
+        unit_specs: Vec<ConvUnitSpec>,
+        norms: &[L2NormSpec],
+        fc_specs: Vec<FcSpec>,
+        seed: u64,
+    ) -> Self {
         let mut rng = Rng::from_state(seed);
-        let slots = param_slots(&unit_specs, norms);
+        let slots = param_slots(&unit_specs, norms, &fc_specs);
         let mut units: Vec<ConvUnit<B>> = unit_specs
             .into_iter()
             .map(|u| ConvUnit::new(backend, u, &mut rng))
+            .collect();
+        let fcs = fc_specs
+            .into_iter()
+            .map(|f| FullyConnected::new(backend, f, &mut rng))
             .collect();
         for norm in norms {
             let unit = &mut units[norm.unit];
@@ -126,6 +165,7 @@ impl<B: Backend> ConvNet<B> {
         ConvNet {
             backend: backend.clone(),
             units,
+            fcs,
             slots,
             frozen_units: 0,
         }
@@ -144,25 +184,53 @@ impl<B: Backend> ConvNet<B> {
         self.slots.iter().find(|s| s.param.spec.name == name)
     }
 
+    /// The tensor holding the parameter in `slot`.
+    pub fn tensor(&self, slot: &ParamSlot) -> &Tensor<B> {
+        match slot.param.role {
+            ParamRole::FcWeight | ParamRole::FcBias => self.fcs[slot.unit].tensor(slot.param.role),
+            role => self.units[slot.unit].tensor(role),
+        }
+    }
+
+    fn tensor_mut(&mut self, slot: &ParamSlot) -> &mut Tensor<B> {
+        match slot.param.role {
+            ParamRole::FcWeight | ParamRole::FcBias => {
+                self.fcs[slot.unit].tensor_mut(slot.param.role)
+            }
+            role => self.units[slot.unit].tensor_mut(role),
+        }
+    }
+
+    /// The gradient of the parameter in `slot` from the last backward pass;
+    /// None for running statistics.
+    pub fn grad(&self, slot: &ParamSlot) -> Option<&Tensor<B>> {
+        match slot.param.role {
+            ParamRole::FcWeight | ParamRole::FcBias => self.fcs[slot.unit].grad(slot.param.role),
+            role => self.units[slot.unit].grad(role),
+        }
+    }
+
+    /// The parameter in `slot` and its gradient, for the optimizer.
+    pub fn param_and_grad_mut(&mut self, slot: &ParamSlot) -> Option<(&mut Tensor<B>, &Tensor<B>)> {
+        match slot.param.role {
+            ParamRole::FcWeight | ParamRole::FcBias => {
+                self.fcs[slot.unit].param_and_grad_mut(slot.param.role)
+            }
+            role => self.units[slot.unit].param_and_grad_mut(role),
+        }
+    }
+
     /// A parameter's values, downloaded from the backend.
     pub fn param_values(&self, name: &str) -> Option<Vec<f32>> {
         let slot = self.slot(name)?;
-        Some(
-            self.units[slot.unit]
-                .tensor(slot.param.role)
-                .to_host(&self.backend),
-        )
+        Some(self.tensor(slot).to_host(&self.backend))
     }
 
     /// A parameter's gradient from the last backward pass, downloaded; None
     /// for running statistics and unknown names.
     pub fn param_grad(&self, name: &str) -> Option<Vec<f32>> {
         let slot = self.slot(name)?;
-        Some(
-            self.units[slot.unit]
-                .grad(slot.param.role)?
-                .to_host(&self.backend),
-        )
+        Some(self.grad(slot)?.to_host(&self.backend))
     }
 
     /// Overwrites one parameter's values (row-major, as in the checkpoint).
@@ -179,9 +247,8 @@ impl<B: Backend> ConvNet<B> {
                 got: values.len(),
             });
         }
-        self.units[slot.unit]
-            .tensor_mut(slot.param.role)
-            .upload(&self.backend, values);
+        let backend = self.backend.clone();
+        self.tensor_mut(&slot).upload(&backend, values);
         Ok(())
     }
 
@@ -190,9 +257,7 @@ impl<B: Backend> ConvNet<B> {
     pub fn to_checkpoint(&self) -> Checkpoint {
         let mut checkpoint = Checkpoint::new();
         for slot in &self.slots {
-            let values = self.units[slot.unit]
-                .tensor(slot.param.role)
-                .to_host(&self.backend);
+            let values = self.tensor(slot).to_host(&self.backend);
             let spec = &slot.param.spec;
             checkpoint.insert(
                 spec.name.clone(),
@@ -239,7 +304,9 @@ impl<B: Backend> ConvNet<B> {
                 .bn
                 .as_ref()
                 .is_some_and(|bn| bn.frozen);
-        role.is_trainable() && slot.unit >= self.frozen_units && !frozen_norm
+        let frozen_unit = !matches!(role, ParamRole::FcWeight | ParamRole::FcBias)
+            && slot.unit < self.frozen_units;
+        role.is_trainable() && !frozen_unit && !frozen_norm
     }
 
     /// The running statistics as they are now, for `restore_running_stats`
@@ -273,10 +340,17 @@ impl<B: Backend> ConvNet<B> {
     /// Bytes of the units' parameters, gradients, activations and saved
     /// statistics.
     pub fn planned_bytes(&self) -> usize {
-        self.units
+        let units: usize = self
+            .units
             .iter()
             .map(|u| u.planned_bytes(&self.backend))
-            .sum()
+            .sum();
+        let fcs: usize = self
+            .fcs
+            .iter()
+            .map(|f| f.planned_bytes(&self.backend))
+            .sum();
+        units + fcs
     }
 }
 
