@@ -398,6 +398,16 @@ impl Config {
             Architecture::FasterRCNN => {
                 self.faster_rcnn_spec(path)?;
                 self.rcnn_config(path)?;
+                for (name, reader) in self.readers() {
+                    if let Some(DataSet::COCODataSet(coco)) = reader.map(|r| &r.dataset) {
+                        if coco.load_crowd {
+                            return Err(bad(
+                                &format!("{name}.dataset.load_crowd"),
+                                "must be false for FasterRCNN: the batch has no is_crowd, so crowd boxes would be trained on as objects (PaddleDetection 0.x drops them too)".into(),
+                            ));
+                        }
+                    }
+                }
             }
         }
         let minimum = if arch == Architecture::YOLOv3 { 1 } else { 2 };

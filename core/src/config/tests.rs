@@ -1234,7 +1234,12 @@ fn faster_rcnn_yaml_gives_the_constructors_model_and_settings() {
 fn faster_rcnn_values_that_do_not_build_name_their_key() {
     let c4 = ppdet_fixture("faster_rcnn_r50_1x.yml");
     let fpn = ppdet_fixture("faster_rcnn_r50_fpn_1x.yml");
-    let cases: [(&PathBuf, &[&str], &str); 6] = [
+    let cases: [(&PathBuf, &[&str], &str); 7] = [
+        (
+            &c4,
+            &["TrainReader.dataset.load_crowd=true"],
+            "key TrainReader.dataset.load_crowd",
+        ),
         (&c4, &["ResNet.depth=42"], "key ResNet.depth"),
         (&c4, &["ResNet.norm_type=gn"], "key ResNet.norm_type"),
         (&c4, &["ResNetC5.depth=101"], "key ResNetC5.depth"),
