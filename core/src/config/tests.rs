@@ -1310,6 +1310,8 @@ fn faster_rcnn_demo_is_the_small_c4_model_with_the_rcnn_reader() {
         padded_im_info: false,
     };
     assert_eq!(train.short_side, Some(want));
+    // Every box kept: slots for the most an image has.
+    assert_eq!(train.max_boxes, 0);
     let (name, eval) = c.eval_or_test_reader().unwrap();
     let eval = eval.eval_loader_config(&path, name, c.arch()).unwrap();
     let resize = eval.short_side.unwrap();

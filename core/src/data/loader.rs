@@ -106,6 +106,9 @@ pub struct LoaderConfig {
     pub drop_last: bool,
     /// Keep records without boxes (PaddleDetection's training reader drops them).
     pub allow_empty: bool,
+    /// Box slots per image; boxes beyond are dropped. 0: as many as the
+    /// records used have at most (the R-CNN readers, which keep every box
+    /// and never add any).
     pub max_boxes: usize,
     pub mode: Mode,
     /// DecodeImage's `to_rgb`: false keeps OpenCV's BGR order, so every
@@ -330,7 +333,7 @@ impl Loader {
     /// the first batch and of one past the last.
     fn start(
         records: Arc<Vec<Record>>,
-        config: LoaderConfig,
+        mut config: LoaderConfig,
         span: impl FnOnce(u64) -> (u64, Option<u64>),
     ) -> Result<Loader> {
         let invalid = |msg: String| Error::new("data loader", msg);
@@ -356,6 +359,10 @@ impl Loader {
         let used: Vec<usize> = (0..records.len())
             .filter(|&i| config.allow_empty || !records[i].objects.is_empty())
             .collect();
+        if config.max_boxes == 0 {
+            let most = used.iter().map(|&i| records[i].objects.len()).max();
+            config.max_boxes = most.unwrap_or(0).max(1);
+        }
         let batches_per_epoch = if config.drop_last {
             used.len() / config.batch_size
         } else {
@@ -672,6 +679,7 @@ mod tests {
                 random_interp: false,
             })),
             short_side: Some(resize),
+            max_boxes: 0,
             ..LoaderConfig::train(2, 7)
         };
         let batches: Vec<Batch> = Loader::new(records.clone(), config, 0, Some(2))
@@ -680,6 +688,7 @@ mod tests {
             .collect();
         let (mut flipped, mut targets) = (0, std::collections::BTreeSet::new());
         for b in &batches {
+            assert_eq!(b.max_boxes, 1, "slots for the most boxes a record has");
             assert!(b.h % 32 == 0 && b.w % 32 == 0, "{}x{}", b.w, b.h);
             assert_eq!(b.images.len(), b.n * 3 * b.h * b.w);
             for i in 0..b.n {
