@@ -926,6 +926,7 @@ impl Config {
             .chain(rcnn)
             .collect(),
             Architecture::FasterRCNN => vec![
+                ("MobileNet", self.mobilenet != MobileNet::default()),
                 ("YOLOv3", self.yolov3 != YOLOv3::default()),
                 ("YOLOv3Head", self.yolov3_head != YOLOv3Head::default()),
                 ("YOLOv3Loss", self.yolov3_loss != YOLOv3Loss::default()),
