@@ -62,7 +62,7 @@ impl Config {
         let backbone =
             resnet_spec(&resnet).map_err(|(key, msg)| bad(&format!("ResNet.{key}"), msg))?;
         let rpn = self.rpn(with_fpn);
-        let anchors = anchor_generator(rpn)
+        let anchors = anchor_generator(&rpn)
             .map_err(|(k, m)| bad(&format!("{}.anchor_generator.{k}", parts[0]), m))?;
         let num_classes = self.num_classes;
         let mut spec = if with_fpn {
@@ -114,7 +114,7 @@ impl Config {
             spec.rpn.levels = Some(levels);
             spec
         } else {
-            if let Some(key) = fpn_only_key(rpn) {
+            if let Some(key) = fpn_only_key(&rpn) {
                 return Err(bad(
                     &format!("RPNHead.{key}"),
                     "is an FPNRPNHead key: the C4 model has one level".into(),
@@ -238,16 +238,13 @@ impl Config {
     }
 
     /// The RPN head section the model reads, or its defaults.
-    fn rpn(&self, with_fpn: bool) -> &RPNHead {
-        static DEFAULT: std::sync::OnceLock<RPNHead> = std::sync::OnceLock::new();
+    fn rpn(&self, with_fpn: bool) -> RPNHead {
         let given = if with_fpn {
             &self.fpn_rpn_head
         } else {
             &self.rpn_head
         };
-        given
-            .as_ref()
-            .unwrap_or_else(|| DEFAULT.get_or_init(RPNHead::default))
+        given.clone().unwrap_or_default()
     }
 }
 

@@ -398,6 +398,16 @@ impl Config {
             Architecture::FasterRCNN => {
                 self.faster_rcnn_spec(path)?;
                 self.rcnn_config(path)?;
+                for (name, reader) in self.readers() {
+                    if let Some(DataSet::COCODataSet(coco)) = reader.map(|r| &r.dataset) {
+                        if coco.load_crowd {
+                            return Err(bad(
+                                &format!("{name}.dataset.load_crowd"),
+                                "must be false for FasterRCNN: the batch has no is_crowd, so crowd boxes would be trained on as objects (PaddleDetection 0.x drops them too)".into(),
+                            ));
+                        }
+                    }
+                }
             }
         }
         let minimum = if arch == Architecture::YOLOv3 { 1 } else { 2 };
@@ -917,6 +927,7 @@ impl Config {
             .chain(rcnn)
             .collect(),
             Architecture::FasterRCNN => vec![
+                ("MobileNet", self.mobilenet != MobileNet::default()),
                 ("YOLOv3", self.yolov3 != YOLOv3::default()),
                 ("YOLOv3Head", self.yolov3_head != YOLOv3Head::default()),
                 ("YOLOv3Loss", self.yolov3_loss != YOLOv3Loss::default()),

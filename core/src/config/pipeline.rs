@@ -115,7 +115,8 @@ pub struct ReaderPipeline {
     /// NormalizeImage and Permute, in order.
     pub normalize: ChannelNorm,
     /// Box slots: PadBox's `num_max_boxes`, which must agree with
-    /// `inputs_def.num_max_boxes`.
+    /// `inputs_def.num_max_boxes`; 0 (a FasterRCNN reader without PadBox):
+    /// as many as the dataset's most (`LoaderConfig::max_boxes`).
     pub max_boxes: usize,
     /// PadBox is listed: only the first `max_boxes` boxes of an image are
     /// kept (also those PaddleDetection's VOC evaluation scores against).
@@ -666,7 +667,7 @@ impl Walk {
     }
 
     /// What the lists must hold as a whole.
-    fn finish(self) -> std::result::Result<ReaderPipeline, String> {
+    fn finish(mut self) -> std::result::Result<ReaderPipeline, String> {
         if !self.decoded {
             return Err("needs DecodeImage first: it reads the picture".into());
         }
@@ -681,6 +682,11 @@ impl Walk {
             }
             if self.boxes_normalized || self.boxes_xywh {
                 return Err("needs no NormalizeBox and no BboxXYXY2XYWH: the R-CNN ops take pixel corner boxes".into());
+            }
+            // PaddleDetection's R-CNN keeps every box: slots for the most an
+            // image has, unless a PadBox caps them.
+            if !self.pipeline.pad_box {
+                self.pipeline.max_boxes = 0;
             }
             return Ok(self.pipeline);
         }

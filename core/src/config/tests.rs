@@ -1234,7 +1234,12 @@ fn faster_rcnn_yaml_gives_the_constructors_model_and_settings() {
 fn faster_rcnn_values_that_do_not_build_name_their_key() {
     let c4 = ppdet_fixture("faster_rcnn_r50_1x.yml");
     let fpn = ppdet_fixture("faster_rcnn_r50_fpn_1x.yml");
-    let cases: [(&PathBuf, &[&str], &str); 6] = [
+    let cases: [(&PathBuf, &[&str], &str); 7] = [
+        (
+            &c4,
+            &["TrainReader.dataset.load_crowd=true"],
+            "key TrainReader.dataset.load_crowd",
+        ),
         (&c4, &["ResNet.depth=42"], "key ResNet.depth"),
         (&c4, &["ResNet.norm_type=gn"], "key ResNet.norm_type"),
         (&c4, &["ResNetC5.depth=101"], "key ResNetC5.depth"),
@@ -1305,6 +1310,8 @@ fn faster_rcnn_demo_is_the_small_c4_model_with_the_rcnn_reader() {
         padded_im_info: false,
     };
     assert_eq!(train.short_side, Some(want));
+    // Every box kept: slots for the most an image has.
+    assert_eq!(train.max_boxes, 0);
     let (name, eval) = c.eval_or_test_reader().unwrap();
     let eval = eval.eval_loader_config(&path, name, c.arch()).unwrap();
     let resize = eval.short_side.unwrap();

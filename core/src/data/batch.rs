@@ -321,4 +321,99 @@ mod tests {
         }
         assert!(batch.gt_pixel_boxes(1).is_empty());
     }
+
+    /// PaddleDetection's own NormalizeImage, ResizeImage (`max_size`),
+    /// Permute and PadBatch on pictures of different sizes
+    /// (`core/tests/fixtures/faster_rcnn/reader.py`): the same padded
+    /// batch size, `im_info` and network input.
+    #[test]
+    fn short_side_batches_equal_paddledetections() {
+        use crate::data::loader::ShortSideResize;
+        use crate::fixtures::{floats, read};
+        use pulsefocus_formats::image::RgbImage;
+        let cases = read("faster_rcnn/reader.json");
+        for case in cases.as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let number = |key: &str| case[key].as_i64().unwrap();
+            let resize = ShortSideResize {
+                target_sizes: vec![number("target_size") as usize],
+                max_size: number("max_size") as usize,
+                interp: Interp::Linear,
+                // As Reader::pipeline_for reads PadBatch: -1 and 0 pad to the largest.
+                pad_to_stride: number("pad_to_stride").max(1) as usize,
+                padded_im_info: case["use_padded_im_info"].as_bool().unwrap(),
+            };
+            let samples: Vec<Sample> = case["pictures"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    Sample::from_image(&RgbImage {
+                        width: p["width"].as_u64().unwrap() as u32,
+                        height: p["height"].as_u64().unwrap() as u32,
+                        data: crate::fixtures::bytes(&p["rgb"]),
+                    })
+                })
+                .collect();
+            let shapes: Vec<ShortSideScale> = samples
+                .iter()
+                .map(|s| {
+                    ShortSideScale::new(
+                        s.width(),
+                        s.height(),
+                        resize.target_sizes[0],
+                        resize.max_size,
+                    )
+                })
+                .collect();
+            let (w, h) = resize.padded_size(shapes.iter().map(|s| (s.w, s.h)));
+            let shape: Vec<usize> = case["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            assert_eq!(shape, [3, h, w], "{name}");
+            let mut batch = Batch::new(samples.len(), w, h, 1, 0, 0);
+            let mut scratch = Vec::new();
+            for (i, (sample, shape)) in samples.iter().zip(&shapes).enumerate() {
+                let size = [sample.width() as u32, sample.height() as u32];
+                let norm = ChannelNorm::imagenet();
+                batch.put_short_side(
+                    sample,
+                    shape,
+                    Interp::Linear,
+                    resize.padded_im_info,
+                    &norm,
+                    i,
+                    size,
+                    &mut scratch,
+                );
+            }
+            for (i, (info, chw)) in case["im_info"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(case["chw"].as_array().unwrap())
+                .enumerate()
+            {
+                let want = floats(info);
+                for (a, b) in batch.im_info[i].iter().zip(&want) {
+                    assert!(
+                        (a - b).abs() <= 1e-6 * b.abs(),
+                        "{name} image {i}: im_info {:?} vs {want:?}",
+                        batch.im_info[i]
+                    );
+                }
+                let plane = 3 * w * h;
+                let ours = &batch.images[i * plane..(i + 1) * plane];
+                for (k, (a, b)) in ours.iter().zip(floats(chw)).enumerate() {
+                    assert!(
+                        (a - b).abs() < 1e-5,
+                        "{name} image {i} value {k}: {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -106,6 +106,9 @@ pub struct LoaderConfig {
     pub drop_last: bool,
     /// Keep records without boxes (PaddleDetection's training reader drops them).
     pub allow_empty: bool,
+    /// Box slots per image; boxes beyond are dropped. 0: as many as the
+    /// records used have at most (the R-CNN readers, which keep every box
+    /// and never add any).
     pub max_boxes: usize,
     pub mode: Mode,
     /// DecodeImage's `to_rgb`: false keeps OpenCV's BGR order, so every
@@ -330,7 +333,7 @@ impl Loader {
     /// the first batch and of one past the last.
     fn start(
         records: Arc<Vec<Record>>,
-        config: LoaderConfig,
+        mut config: LoaderConfig,
         span: impl FnOnce(u64) -> (u64, Option<u64>),
     ) -> Result<Loader> {
         let invalid = |msg: String| Error::new("data loader", msg);
@@ -356,6 +359,10 @@ impl Loader {
         let used: Vec<usize> = (0..records.len())
             .filter(|&i| config.allow_empty || !records[i].objects.is_empty())
             .collect();
+        if config.max_boxes == 0 {
+            let most = used.iter().map(|&i| records[i].objects.len()).max();
+            config.max_boxes = most.unwrap_or(0).max(1);
+        }
         let batches_per_epoch = if config.drop_last {
             used.len() / config.batch_size
         } else {
@@ -464,6 +471,7 @@ impl Drop for Loader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::transforms::SampleAugment;
     use pulsefocus_formats::dataset::GroundTruth;
     use pulsefocus_formats::image::{write_png, RgbImage};
     use std::path::Path;
@@ -645,5 +653,69 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("2 usable images"), "{err}");
+    }
+
+    /// The R-CNN readers' batches: pictures at their aspect ratio, a target
+    /// drawn per picture, padded to 32; im_info and the pixel boxes follow
+    /// each picture (flipped or not).
+    #[test]
+    fn short_side_batches_keep_each_pictures_scale_and_boxes() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dataset(dir.path(), 10);
+        let resize = ShortSideResize {
+            target_sizes: vec![40, 48],
+            max_size: 64,
+            interp: Interp::Linear,
+            pad_to_stride: 32,
+            padded_im_info: false,
+        };
+        let config = LoaderConfig {
+            mode: Mode::Train(Box::new(TrainAugment {
+                sample: SampleAugment {
+                    steps: vec![super::super::transforms::Augment::Flip(0.5)],
+                },
+                mixup_epochs: 0,
+                sizes: Vec::new(),
+                random_interp: false,
+            })),
+            short_side: Some(resize),
+            max_boxes: 0,
+            ..LoaderConfig::train(2, 7)
+        };
+        let batches: Vec<Batch> = Loader::new(records.clone(), config, 0, Some(2))
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        let (mut flipped, mut targets) = (0, std::collections::BTreeSet::new());
+        for b in &batches {
+            assert_eq!(b.max_boxes, 1, "slots for the most boxes a record has");
+            assert!(b.h % 32 == 0 && b.w % 32 == 0, "{}x{}", b.w, b.h);
+            assert_eq!(b.images.len(), b.n * 3 * b.h * b.w);
+            for i in 0..b.n {
+                let [w, h] = b.original_sizes[i].map(|v| v as usize);
+                let target = [40, 48]
+                    .into_iter()
+                    .find(|&t| ShortSideScale::new(w, h, t, 64).scale as f32 == b.im_info[i][2])
+                    .expect("the scale of a drawn target");
+                targets.insert(target);
+                let shape = ShortSideScale::new(w, h, target, 64);
+                assert_eq!(b.im_info[i], shape.im_info(w, h));
+                assert!(shape.w <= b.w && shape.h <= b.h);
+                // Box [2, 3, 15, 14]: x2 = 14 in Paddle's convention, or mirrored.
+                let (pixel, class) = b.gt_pixel_boxes(i)[0];
+                let want = if pixel[0] > 2.5 {
+                    flipped += 1;
+                    [w as f32 - 15.0, 3.0, w as f32 - 3.0, 13.0]
+                } else {
+                    [2.0, 3.0, 14.0, 13.0]
+                };
+                for (a, b) in pixel.iter().zip(want) {
+                    assert!((a - b).abs() < 1e-4, "{pixel:?} vs {want:?}");
+                }
+                assert_eq!(class, (b.record_indices[i] % 4) as i32);
+            }
+        }
+        assert!(flipped > 0 && flipped < 14, "{flipped} of 14 flipped");
+        assert_eq!(targets.len(), 2, "both targets drawn");
     }
 }
