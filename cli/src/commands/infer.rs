@@ -82,7 +82,7 @@ impl OnBackend for Inference<'_> {
         let mut model = build_detector(backend, &config, 0);
         print_warnings(&load_weights(model.net_mut(), Path::new(weights))?);
         let (reader_name, reader) = infer_reader(&config, config_path)?;
-        let input = ImageInput::of_reader(reader, reader_name, config_path)?;
+        let input = ImageInput::of_reader(reader, reader_name, config_path, config.arch())?;
         // A TestReader is usually a bare ImageFolder: the names of the classes
         // trained on are in the EvalReader's dataset when there is one.
         let names = class_names(

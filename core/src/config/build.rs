@@ -285,8 +285,8 @@ impl Config {
         names: &[String],
         from: &str,
     ) -> Result<()> {
-        // SSD counts the background as class 0.
-        let background = usize::from(self.arch() == Architecture::SSD);
+        // SSD and Faster R-CNN count the background as class 0.
+        let background = usize::from(self.arch() != Architecture::YOLOv3);
         if names.len() + background == self.num_classes {
             return Ok(());
         }

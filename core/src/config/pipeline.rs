@@ -95,11 +95,6 @@ impl Reader {
         }
         Ok(pipeline)
     }
-
-    /// `pipeline_for` a YOLOv3 reader (callers that train YOLOv3 only).
-    pub fn pipeline(&self, file: &Path, reader: &str) -> Result<ReaderPipeline> {
-        self.pipeline_for(file, reader, Architecture::YOLOv3)
-    }
 }
 
 /// What a reader's transform lists ask of the loader.
@@ -764,7 +759,7 @@ mod tests {
 
     fn error(reader: &Reader, name: &str) -> String {
         reader
-            .pipeline(Path::new(FILE), name)
+            .pipeline_for(Path::new(FILE), name, Architecture::YOLOv3)
             .unwrap_err()
             .to_string()
     }
@@ -776,7 +771,7 @@ mod tests {
              RandomExpand(ratio: 2.0, prob: 0.25, fill_value: [1, 2, 3]), {BOXES}]"
         );
         let pipeline = reader(&sample, TO_NETWORK)
-            .pipeline(Path::new(FILE), "TrainReader")
+            .pipeline_for(Path::new(FILE), "TrainReader", Architecture::YOLOv3)
             .unwrap();
         assert!(!pipeline.to_rgb);
         assert_eq!(
@@ -807,7 +802,7 @@ mod tests {
         let batch = "[Permute(to_bgr: true), NormalizeImage(mean: [127.5, 127.5, 127.5], \
              std: [127.502231, 127.502231, 127.502231], is_scale: false, is_channel_first: true)]";
         let pipeline = reader(sample, batch)
-            .pipeline(Path::new(FILE), "TrainReader")
+            .pipeline_for(Path::new(FILE), "TrainReader", Architecture::YOLOv3)
             .unwrap();
         assert_eq!(
             pipeline.sample.steps,
@@ -1099,7 +1094,9 @@ mod tests {
         let sample = format!("[DecodeImage(with_mixup: false), MixupImage(), {BOXES}]");
         let mut train = reader(&sample, TO_NETWORK);
         train.mixup_epoch = 0;
-        assert!(train.pipeline(Path::new(FILE), "TrainReader").is_ok());
+        assert!(train
+            .pipeline_for(Path::new(FILE), "TrainReader", Architecture::YOLOv3)
+            .is_ok());
         train.mixup_epoch = 10;
         let error = error(&train, "TrainReader");
         assert!(

@@ -515,7 +515,10 @@ fn real_yolov3_yaml_configs_load_and_name_keys_without_effect() {
     let fruit = load(&ppdet_fixture("yolov3_mobilenet_v1_fruit.yml"), &[]).unwrap();
     assert_eq!(fruit.train_reader.mixup_epoch, -1);
     let file = Path::new("fruit.yml");
-    let pipeline = fruit.train_reader.pipeline(file, "TrainReader").unwrap();
+    let pipeline = fruit
+        .train_reader
+        .pipeline_for(file, "TrainReader", Architecture::YOLOv3)
+        .unwrap();
     use crate::data::transforms::random_expand::ExpandParams;
     use crate::data::transforms::Augment;
     assert_eq!(

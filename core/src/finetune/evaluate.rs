@@ -97,7 +97,7 @@ pub fn evaluate<B: Backend>(
             &batch.images,
             [batch.n, batch.h, batch.w],
             &batch.original_sizes,
-            &[],
+            &batch.im_info,
         );
         // A device failure makes the detections meaningless: stop here.
         model.net().backend().check().map_err(|e| {

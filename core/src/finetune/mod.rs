@@ -132,7 +132,7 @@ pub fn metric_for(config: &Config, config_path: &Path) -> Result<Metric> {
             evaluate_difficult: false,
             max_ground_truth: match config.eval_or_test_reader() {
                 Some((name, reader)) => {
-                    let pipeline = reader.pipeline(config_path, name)?;
+                    let pipeline = reader.pipeline_for(config_path, name, config.arch())?;
                     pipeline.pad_box.then_some(pipeline.max_boxes)
                 }
                 None => None,
@@ -359,7 +359,13 @@ pub fn train<B: Backend>(
             scores: Some(&batch.gt_scores),
             max_boxes: batch.max_boxes,
         };
-        let step = trainer.step(&batch.images, batch.n, [batch.h, batch.w], &gt, &[]);
+        let step = trainer.step(
+            &batch.images,
+            batch.n,
+            [batch.h, batch.w],
+            &gt,
+            &batch.im_info,
+        );
         backend.check().map_err(device_failed)?;
         let iteration = trainer.step;
         let diverged = |what: String| {

@@ -9,10 +9,10 @@ use pulsefocus_formats::{Error, Result};
 
 use crate::backend::Backend;
 use crate::config::{Architecture, Config, Reader};
-use crate::data::loader::Mode;
+use crate::data::loader::{Mode, ShortSideResize};
 use crate::data::sample::Sample;
 use crate::data::transforms::normalize::ChannelNorm;
-use crate::data::transforms::resize::Interp;
+use crate::data::transforms::resize::{Interp, ShortSideScale};
 use crate::data::Batch;
 use crate::detector::Detector;
 use crate::tensor::Tensor;
@@ -58,21 +58,49 @@ impl<B: Backend> Predictor<B> {
         input: &ImageInput,
     ) -> Vec<Detection> {
         let original = [image.width, image.height];
-        let size = input.size;
         let mut sample = Sample::from_image(image);
         if !input.to_rgb {
             sample.reverse_channels();
         }
-        let mut batch = Batch::new(1, size, size, 0, 0, 0);
-        batch.put(
-            &sample,
-            input.interp,
-            &input.normalize,
-            0,
-            original,
-            &mut Vec::new(),
-        );
-        let mut per_image = self.predict(model, &batch.images, [1, size, size], &[original], &[]);
+        let mut scratch = Vec::new();
+        let batch = match &input.resize {
+            InputResize::Square { size, interp } => {
+                let mut batch = Batch::new(1, *size, *size, 0, 0, 0);
+                batch.put(
+                    &sample,
+                    *interp,
+                    &input.normalize,
+                    0,
+                    original,
+                    &mut scratch,
+                );
+                batch
+            }
+            InputResize::ShortSide(resize) => {
+                // One picture: the first target size, padded as the reader pads.
+                let shape = ShortSideScale::new(
+                    sample.width(),
+                    sample.height(),
+                    resize.target_sizes[0],
+                    resize.max_size,
+                );
+                let (w, h) = resize.padded_size(std::iter::once((shape.w, shape.h)));
+                let mut batch = Batch::new(1, w, h, 0, 0, 0);
+                batch.put_short_side(
+                    &sample,
+                    &shape,
+                    resize.interp,
+                    resize.padded_im_info,
+                    &input.normalize,
+                    0,
+                    original,
+                    &mut scratch,
+                );
+                batch
+            }
+        };
+        let shape = [1, batch.h, batch.w];
+        let mut per_image = self.predict(model, &batch.images, shape, &[original], &batch.im_info);
         per_image.pop().unwrap_or_default()
     }
 }
@@ -99,23 +127,37 @@ pub fn infer_reader<'a>(
 /// DecodeImage's channel order, ResizeImage, NormalizeImage and Permute.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageInput {
-    pub size: usize,
-    pub interp: Interp,
+    pub resize: InputResize,
     pub to_rgb: bool,
     pub normalize: ChannelNorm,
 }
 
+/// How a picture is sized for the network.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputResize {
+    /// To `size` x `size` (YOLOv3's and SSD's readers).
+    Square { size: usize, interp: Interp },
+    /// The shorter side to a target, the longer capped, padded (the R-CNN
+    /// readers: ResizeImage with `max_size`, PadBatch).
+    ShortSide(ShortSideResize),
+}
+
 impl ImageInput {
-    /// The input of `reader`, whose key is `name`.
-    pub fn of_reader(reader: &Reader, name: &str, config_path: &Path) -> Result<ImageInput> {
-        // The square readers': YOLOv3's and SSD's check alike outside training.
-        let loader = reader.eval_loader_config(config_path, name, Architecture::SSD)?;
-        let Mode::Eval { size, interp } = loader.mode else {
-            unreachable!("eval_loader_config gives an evaluation mode")
+    /// The input of `reader`, whose key is `name`, for architecture `arch`.
+    pub fn of_reader(
+        reader: &Reader,
+        name: &str,
+        config_path: &Path,
+        arch: Architecture,
+    ) -> Result<ImageInput> {
+        let loader = reader.eval_loader_config(config_path, name, arch)?;
+        let resize = match (loader.short_side, loader.mode) {
+            (Some(resize), _) => InputResize::ShortSide(resize),
+            (None, Mode::Eval { size, interp }) => InputResize::Square { size, interp },
+            (None, Mode::Train(_)) => unreachable!("eval_loader_config gives an evaluation mode"),
         };
         Ok(ImageInput {
-            size,
-            interp,
+            resize,
             to_rgb: loader.to_rgb,
             normalize: loader.normalize,
         })
@@ -161,15 +203,17 @@ mod tests {
         let config = load(&path, &[]).unwrap();
         let (name, reader) = infer_reader(&config, &path).unwrap();
         assert_eq!(name, "TestReader");
-        let input = ImageInput::of_reader(reader, name, &path).unwrap();
+        let input = ImageInput::of_reader(reader, name, &path, config.arch()).unwrap();
         let normalize = ChannelNorm::IDENTITY
             .then_reverse()
             .then_normalize([127.5; 3], [127.5; 3], false);
         assert_eq!(
             input,
             ImageInput {
-                size: 96,
-                interp: Interp::Nearest,
+                resize: InputResize::Square {
+                    size: 96,
+                    interp: Interp::Nearest,
+                },
                 to_rgb: false,
                 normalize,
             }
