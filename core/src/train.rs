@@ -22,9 +22,12 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     /// Freeze the first this many conv units of the model (the backbone's
     /// come first); `ModelSpec::backbone_unit_count()` freezes the backbone.
+    /// A model that freezes more itself (Faster R-CNN's `freeze_at`) keeps
+    /// its own.
     pub frozen_units: usize,
     /// Paddle's `freeze_norm`: batch norms use running statistics and their
-    /// scale and offset are not trained.
+    /// scale and offset are not trained. False leaves the model's own
+    /// setting (the ResNet of the R-CNN configs freezes its norms).
     pub freeze_norm: bool,
 }
 
@@ -65,8 +68,10 @@ pub struct Trainer<B: Backend> {
 impl<B: Backend> Trainer<B> {
     pub fn new(mut model: Box<dyn Detector<B>>, config: TrainConfig) -> Self {
         let net = model.net_mut();
-        net.freeze_units(config.frozen_units);
-        net.freeze_norm(config.freeze_norm);
+        net.freeze_units(net.frozen_units().max(config.frozen_units));
+        if config.freeze_norm {
+            net.freeze_norm(true);
+        }
         net.set_training(true);
         let backend = net.backend().clone();
         let kept = config.optimizer.state_suffixes().len();

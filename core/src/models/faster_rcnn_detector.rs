@@ -166,6 +166,7 @@ impl<B: Backend> FasterRcnnDetector<B> {
         units.extend(spec.roi_head.conv_units());
         let mut net = ConvNet::with_fcs(backend, units, spec.bbox_head().layers(), seed);
         net.freeze_units(spec.backbone.frozen_units());
+        net.freeze_norm(spec.backbone.freeze_norm);
         let empty = || Tensor::zeros(backend, &[0]);
         FasterRcnnDetector {
             net,
