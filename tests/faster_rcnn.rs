@@ -141,7 +141,7 @@ fn fine_tunes_with_the_seed_exclusion_then_evaluates_infers_and_trains_on_the_gp
         &["train", "-c", config, "--eval", "-o", &weights, exclude],
     );
     let report = stdout(&trained) + &stderr(&trained);
-    assert!(report.contains("loaded 66/70 parameters"), "{report}");
+    assert!(report.contains("loaded 106/110 parameters"), "{report}");
     assert!(
         report.contains("excluded 2 by 'cls_score', 2 by 'bbox_pred'"),
         "{report}"

@@ -1289,17 +1289,22 @@ fn faster_rcnn_ron_mirrors_equal_the_yaml() {
     }
 }
 
-/// The demo config is `FasterRcnnSpec::small_c4` at 4 classes, with the
-/// R-CNN reader: one of three short sides per picture, padded to 32.
+/// The demo config is `FasterRcnnSpec::small_c4` at 4 classes with frozen
+/// batch norms for its affine channels, with the R-CNN reader: one of three
+/// short sides per picture, padded to 32.
 #[test]
 fn faster_rcnn_demo_is_the_small_c4_model_with_the_rcnn_reader() {
     use crate::data::loader::ShortSideResize;
     use crate::models::faster_rcnn::FasterRcnnSpec;
+    use crate::models::resnet::NormType;
     let path = configs_dir().join("faster_rcnn_demo.ron");
     let c = load(&path, &[]).unwrap();
+    let mut backbone = FasterRcnnSpec::small_c4(4).backbone;
+    backbone.norm_type = NormType::BatchNorm;
+    assert!(backbone.freeze_norm);
     assert_eq!(
         c.faster_rcnn_spec(&path).unwrap(),
-        FasterRcnnSpec::small_c4(4)
+        FasterRcnnSpec::c4(backbone, 4)
     );
     let train = c
         .train_reader

@@ -308,9 +308,15 @@ pub fn train<B: Backend>(
         config
             .train_reader
             .train_loader_config(config_path, seed, config.arch())?;
-    let largest = match &loader_config.mode {
-        crate::data::loader::Mode::Train(a) => a.sizes.iter().copied().max().unwrap_or(608),
-        crate::data::loader::Mode::Eval { size, .. } => *size,
+    let largest = match (&loader_config.short_side, &loader_config.mode) {
+        // The R-CNN readers: no picture is longer than `max_size`, padded.
+        (Some(resize), _) => {
+            resize
+                .padded_size(std::iter::once((resize.max_size, resize.max_size)))
+                .0
+        }
+        (None, crate::data::loader::Mode::Train(a)) => a.sizes.iter().copied().max().unwrap_or(608),
+        (None, crate::data::loader::Mode::Eval { size, .. }) => *size,
     };
     let planned_bytes = trainer.plan(loader_config.batch_size, largest);
     backend.check().map_err(device_failed)?;
