@@ -279,6 +279,13 @@ fn resnet_spec(r: &ResNet) -> std::result::Result<ResNetSpec, KeyError> {
             ))
         }
     };
+    if norm_type == NormType::AffineChannel && !r.freeze_norm {
+        return Err((
+            "freeze_norm",
+            "a trained affine channel is not supported: use freeze_norm: true, or norm_type: bn"
+                .into(),
+        ));
+    }
     if r.variant != "b" {
         return Err((
             "variant",

@@ -1237,7 +1237,7 @@ fn faster_rcnn_yaml_gives_the_constructors_model_and_settings() {
 fn faster_rcnn_values_that_do_not_build_name_their_key() {
     let c4 = ppdet_fixture("faster_rcnn_r50_1x.yml");
     let fpn = ppdet_fixture("faster_rcnn_r50_fpn_1x.yml");
-    let cases: [(&PathBuf, &[&str], &str); 7] = [
+    let cases: [(&PathBuf, &[&str], &str); 8] = [
         (
             &c4,
             &["TrainReader.dataset.load_crowd=true"],
@@ -1245,6 +1245,7 @@ fn faster_rcnn_values_that_do_not_build_name_their_key() {
         ),
         (&c4, &["ResNet.depth=42"], "key ResNet.depth"),
         (&c4, &["ResNet.norm_type=gn"], "key ResNet.norm_type"),
+        (&c4, &["ResNet.freeze_norm=false"], "key ResNet.freeze_norm"),
         (&c4, &["ResNetC5.depth=101"], "key ResNetC5.depth"),
         (&c4, &["BBoxHead.head=TwoFCHead"], "key BBoxHead.head"),
         (
