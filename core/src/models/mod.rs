@@ -10,6 +10,8 @@ pub mod conv_unit;
 pub mod darknet53;
 pub mod faster_rcnn;
 pub mod faster_rcnn_detector;
+#[cfg(test)]
+mod faster_rcnn_parity;
 pub mod fc;
 pub mod fpn;
 pub mod init;
