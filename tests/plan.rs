@@ -265,3 +265,47 @@ fn a_deeply_nested_config_is_a_one_line_error() {
         );
     }
 }
+
+/// The seed's Faster R-CNN command on a checkpoint PaddleDetection's own
+/// `FasterRCNN` saved (the parity fixture: `faster_rcnn_demo.ron`'s small C4
+/// model, 4 classes): it loads whole without patterns, and
+/// `finetune_exclude_pretrained_params=['cls_score','bbox_pred']` excludes
+/// exactly the box head's four tensors, named with their patterns.
+#[test]
+fn the_seeds_faster_rcnn_command_on_a_paddle_checkpoint() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let config = root.join("configs/faster_rcnn_demo.ron");
+    let weights = format!(
+        "pretrain_weights={}",
+        root.join("core/tests/fixtures/faster_rcnn/model_parity")
+            .display()
+    );
+    let config = config.to_str().unwrap();
+    let out = plan(&["-c", config, "-o", &weights]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}{}", text, stderr(&out));
+    assert!(
+        text.contains(
+            "loaded 70/70 parameters (100.0% of values); excluded 0; 0 shape mismatches; \
+             0 unused in checkpoint"
+        ),
+        "{text}"
+    );
+
+    let seed = "finetune_exclude_pretrained_params=['cls_score','bbox_pred']";
+    let out = plan(&["-c", config, "-o", &weights, seed]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}{}", text, stderr(&out));
+    assert!(
+        text.contains("loaded 66/70 parameters (")
+            && text.contains(
+                "excluded 2 by 'cls_score', 2 by 'bbox_pred'; 0 shape mismatches; \
+                 0 unused in checkpoint"
+            ),
+        "{text}"
+    );
+    for name in ["cls_score_w", "cls_score_b", "bbox_pred_w", "bbox_pred_b"] {
+        assert!(text.contains(name), "{name}: {text}");
+    }
+    assert!(!text.contains("conv_rpn_w"), "{text}");
+}

@@ -23,7 +23,9 @@
 //! Ties: Paddle picks the pre-NMS top-n with `std::nth_element` and ranks
 //! them with a stable sort of that arbitrary order, so equal scores come out
 //! in an order no other program reproduces; here equal scores rank by anchor
-//! index. With real-valued RPN scores ties do not occur.
+//! index. Ties are rare but real: the sigmoid rounds to exactly 1.0 in f32
+//! for logits above about 17 (an untrained RPN with large weights has dozens
+//! of such anchors, see `tests/fixtures/faster_rcnn/model_parity.py`).
 
 use crate::box_coder::{decode_proposal, BoxXyxy};
 use crate::rcnn::ProposalConfig;
