@@ -268,7 +268,7 @@ fn a_deeply_nested_config_is_a_one_line_error() {
 
 /// The seed's Faster R-CNN command on a checkpoint PaddleDetection's own
 /// `FasterRCNN` saved (the parity fixture: `faster_rcnn_demo.ron`'s small C4
-/// model, 4 classes): it loads whole without patterns, and
+/// model with affine channels, 4 classes): it loads whole without patterns, and
 /// `finetune_exclude_pretrained_params=['cls_score','bbox_pred']` excludes
 /// exactly the box head's four tensors, named with their patterns.
 #[test]
@@ -281,7 +281,12 @@ fn the_seeds_faster_rcnn_command_on_a_paddle_checkpoint() {
             .display()
     );
     let config = config.to_str().unwrap();
-    let out = plan(&["-c", config, "-o", &weights]);
+    // The demo's model with the C4 YAML's affine channels, as the fixture's.
+    let affine = [
+        "ResNet.norm_type=affine_channel",
+        "ResNetC5.norm_type=affine_channel",
+    ];
+    let out = plan(&["-c", config, "-o", &weights, affine[0], affine[1]]);
     let text = stdout(&out);
     assert!(out.status.success(), "{}{}", text, stderr(&out));
     assert!(
@@ -293,7 +298,7 @@ fn the_seeds_faster_rcnn_command_on_a_paddle_checkpoint() {
     );
 
     let seed = "finetune_exclude_pretrained_params=['cls_score','bbox_pred']";
-    let out = plan(&["-c", config, "-o", &weights, seed]);
+    let out = plan(&["-c", config, "-o", &weights, affine[0], affine[1], seed]);
     let text = stdout(&out);
     assert!(out.status.success(), "{}{}", text, stderr(&out));
     assert!(
