@@ -10,6 +10,7 @@ pub mod conv_unit;
 pub mod darknet53;
 pub mod faster_rcnn;
 pub mod faster_rcnn_detector;
+mod faster_rcnn_rois;
 pub mod fc;
 pub mod fpn;
 pub mod init;
