@@ -89,7 +89,6 @@ impl Config {
             schedule: self.schedule(),
             frozen_units,
             freeze_norm,
-            ..TrainConfig::yolov3()
         }
     }
 
