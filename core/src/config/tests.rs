@@ -1241,7 +1241,7 @@ fn faster_rcnn_yaml_gives_the_constructors_model_and_settings() {
 fn faster_rcnn_values_that_do_not_build_name_their_key() {
     let c4 = ppdet_fixture("faster_rcnn_r50_1x.yml");
     let fpn = ppdet_fixture("faster_rcnn_r50_fpn_1x.yml");
-    let cases: [(&PathBuf, &[&str], &str); 7] = [
+    let cases: [(&PathBuf, &[&str], &str); 8] = [
         (
             &c4,
             &["TrainReader.dataset.load_crowd=true"],
@@ -1260,6 +1260,11 @@ fn faster_rcnn_values_that_do_not_build_name_their_key() {
             &fpn,
             &["TrainReader.batch_transforms=[]"],
             "key TrainReader.batch_transforms",
+        ),
+        (
+            &fpn,
+            &["EvalReader.batch_transforms=[]"],
+            "key EvalReader.batch_transforms",
         ),
     ];
     for (path, o, key) in cases {
