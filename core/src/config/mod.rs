@@ -24,6 +24,7 @@ use pulsefocus_formats::Error;
 
 use crate::detector::ModelSpec;
 use crate::models::darknet53::DarkNet53Spec;
+use crate::models::fpn::FpnSpec;
 use crate::models::mobilenet_v1::MobileNetV1Spec;
 use crate::models::{Backbone, Yolov3Spec};
 pub use overrides::Override;
@@ -396,8 +397,11 @@ impl Config {
             Architecture::YOLOv3 => self.check_yolov3(path)?,
             Architecture::SSD => self.check_ssd(path)?,
             Architecture::FasterRCNN => {
-                self.faster_rcnn_spec(path)?;
+                let spec = self.faster_rcnn_spec(path)?;
                 self.rcnn_config(path)?;
+                if let Some(fpn) = &spec.fpn {
+                    self.check_fpn_padding(path, fpn)?;
+                }
                 for (name, reader) in self.readers() {
                     if let Some(DataSet::COCODataSet(coco)) = reader.map(|r| &r.dataset) {
                         if coco.load_crowd {
@@ -428,6 +432,33 @@ impl Config {
         for (name, reader) in self.readers() {
             if let Some(reader) = reader {
                 reader.pipeline_for(path, name, arch)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pyramid adds each level to the one above upsampled 2x, so every
+    /// reader must give pictures whose sides are multiples of the coarsest
+    /// backbone stride (PaddleDetection's FPN readers pad to 32).
+    fn check_fpn_padding(&self, path: &Path, fpn: &FpnSpec) -> Result<(), Error> {
+        let stride = (1.0 / fpn.spatial_scale[0]).round() as usize;
+        for (name, reader) in self.readers() {
+            let Some(reader) = reader else { continue };
+            let pipeline = reader.pipeline_for(path, name, Architecture::FasterRCNN)?;
+            let (key, fits) = match (&pipeline.short_side, pipeline.resize) {
+                (Some(r), _) => (
+                    "batch_transforms",
+                    r.pad_to_stride > 0 && r.pad_to_stride % stride == 0,
+                ),
+                (None, Some((size, _))) => ("sample_transforms", size % stride == 0),
+                (None, None) => continue,
+            };
+            if !fits {
+                return Err(Error::at(
+                    path,
+                    format!("key {name}.{key}"),
+                    format!("must make pictures whose sides are multiples of {stride} for the FPN model (PadBatch with pad_to_stride: {stride})"),
+                ));
             }
         }
         Ok(())

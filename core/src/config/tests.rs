@@ -1224,6 +1224,10 @@ fn faster_rcnn_yaml_gives_the_constructors_model_and_settings() {
     // Momentum with a linear warmup into piecewise decay.
     let train = fpn.train_config();
     assert_eq!(train.weight_decay, 1e-4);
+    // freeze_at 2 and freeze_norm, which the trainer applies.
+    let backbone = FasterRcnnSpec::r50_fpn(81).backbone;
+    assert_eq!(train.frozen_units, backbone.frozen_units());
+    assert!(train.freeze_norm);
     assert_eq!(fpn.train_reader.batch_size, 2);
     assert_eq!(
         fpn.exclude_patterns().unwrap(),
@@ -1237,7 +1241,7 @@ fn faster_rcnn_yaml_gives_the_constructors_model_and_settings() {
 fn faster_rcnn_values_that_do_not_build_name_their_key() {
     let c4 = ppdet_fixture("faster_rcnn_r50_1x.yml");
     let fpn = ppdet_fixture("faster_rcnn_r50_fpn_1x.yml");
-    let cases: [(&PathBuf, &[&str], &str); 8] = [
+    let cases: [(&PathBuf, &[&str], &str); 9] = [
         (
             &c4,
             &["TrainReader.dataset.load_crowd=true"],
@@ -1257,6 +1261,11 @@ fn faster_rcnn_values_that_do_not_build_name_their_key() {
             &fpn,
             &["TrainReader.batch_transforms=[]"],
             "key TrainReader.batch_transforms",
+        ),
+        (
+            &fpn,
+            &["EvalReader.batch_transforms=[]"],
+            "key EvalReader.batch_transforms",
         ),
     ];
     for (path, o, key) in cases {
@@ -1326,4 +1335,25 @@ fn faster_rcnn_demo_is_the_small_c4_model_with_the_rcnn_reader() {
     let resize = eval.short_side.unwrap();
     // No PadBatch: batches of one, nothing to pad.
     assert_eq!((resize.target_sizes, resize.pad_to_stride), (vec![128], 0));
+}
+
+/// The FPN demo config is `FasterRcnnSpec::small_fpn` at 4 classes, every
+/// reader padding to the pyramid's coarsest stride.
+#[test]
+fn faster_rcnn_fpn_demo_is_the_small_fpn_model_padded_to_32() {
+    use crate::models::faster_rcnn::FasterRcnnSpec;
+    let path = configs_dir().join("faster_rcnn_fpn_demo.ron");
+    let c = load(&path, &[]).unwrap();
+    assert_eq!(
+        c.faster_rcnn_spec(&path).unwrap(),
+        FasterRcnnSpec::small_fpn(4)
+    );
+    let train = c
+        .train_reader
+        .train_loader_config(&path, 0, c.arch())
+        .unwrap();
+    assert_eq!(train.short_side.unwrap().pad_to_stride, 32);
+    let (name, eval) = c.eval_or_test_reader().unwrap();
+    let eval = eval.eval_loader_config(&path, name, c.arch()).unwrap();
+    assert_eq!(eval.short_side.unwrap().pad_to_stride, 32);
 }

@@ -1,40 +1,49 @@
 //! Faster R-CNN at run time, as PaddleDetection's `FasterRCNN` architecture
-//! trains and predicts with `configs/faster_rcnn_r50_1x.yml` (the C4 form):
+//! trains and predicts with `configs/faster_rcnn_r50_1x.yml` (C4) and
+//! `configs/faster_rcnn_r50_fpn_1x.yml` (FPN):
 //!
-//! 1. ResNet res2..res4 on the image (`ResNetLinks::backbone`);
-//! 2. the RPN head on res4: `conv_rpn` (3x3, ReLU), then `rpn_cls_logits`
-//!    and `rpn_bbox_pred` (1x1);
+//! 1. the features the heads read: ResNet res2..res4 on the image and res4
+//!    itself (C4), or res2..res5 and the pyramid on them, P2..P6 (FPN,
+//!    `FpnLinks`);
+//! 2. the RPN head on each of those features with one set of weights
+//!    (`FPNRPNHead` shares `conv_rpn_fpn2` and the rest over the levels):
+//!    `conv_rpn` (3x3, ReLU), then `rpn_cls_logits` and `rpn_bbox_pred`
+//!    (1x1);
 //! 3. on the host, from the downloaded head outputs: the anchors, in
-//!    training `rpn_target_assign` and the RPN loss (its gradients uploaded
-//!    for the backward pass), and `generate_proposals` per image; in
-//!    training `generate_proposal_labels` samples the RoIs the box head
-//!    learns from;
-//! 4. RoIAlign of each RoI from res4 (`14 x 14` at 1/16), res5 on the RoIs
-//!    (`ResNetC5`), a global average pool, and the two fully connected
-//!    layers `cls_score` and `bbox_pred`;
+//!    training `rpn_target_assign` and the RPN loss over all levels (its
+//!    gradients uploaded for the backward pass), and `generate_proposals`
+//!    per image and level (FPN: then `collect_fpn_proposals`, the batch's
+//!    best); in training `generate_proposal_labels` samples the RoIs the
+//!    box head learns from;
+//! 4. RoIAlign of each RoI (`faster_rcnn_rois`: from res4, `14 x 14` at
+//!    1/16, or from the pyramid level its size picks, `7 x 7`), the RoI
+//!    head (res5 and a global average pool, or `fc6` and `fc7`), and the
+//!    two fully connected layers `cls_score` and `bbox_pred`;
 //! 5. on the host again: the box head's loss (gradients uploaded), or
 //!    `get_prediction`'s decode, clip and NMS.
 //!
-//! The backward pass runs the same way down: the box head, res5, RoIAlign's
-//! gradient into res4's, the RPN head's added to it, then the backbone down
-//! to its frozen stages (`freeze_at`).
+//! The backward pass runs the same way down: the box head, RoIAlign's
+//! gradient into each feature's, the RPN head's added to it, then the
+//! pyramid and the backbone down to its frozen stages (`freeze_at`).
 
 use super::bbox_head::RoiHeadSpec;
-use super::conv_unit::{accumulate, Scratch};
+use super::conv_unit::{accumulate, ConvUnit, Scratch};
 use super::faster_rcnn::{FasterRcnnSpec, RoiExtractorSpec};
+use super::faster_rcnn_rois::{RoiExtractor, Rois};
+use super::fpn::FpnLinks;
 use super::network::ConvNet;
 use super::resnet::ResNetLinks;
 use crate::backend::Backend;
 use crate::box_coder::BoxXyxy;
 use crate::data::rng::Rng;
 use crate::detector::{Detector, Losses};
-use crate::layers::{GlobalAvgPool, RoiAlign};
+use crate::layers::{FullyConnected, GlobalAvgPool};
 use crate::rcnn::anchors::{rpn_anchors, Anchors};
 use crate::rcnn::rpn_loss::{rpn_loss, RpnLevelGrad, RpnLevelOutput};
 use crate::rcnn::rpn_target::{rpn_target_assign, ImInfo};
 use crate::rcnn::{
-    bbox_head_detect, bbox_head_loss, generate_proposal_labels, generate_proposals, RcnnConfig,
-    RoiTargets,
+    bbox_head_detect, bbox_head_loss, collect_fpn_proposals, generate_proposal_labels,
+    generate_proposals, FpnLevels, Proposals, RcnnConfig, RoiTargets,
 };
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth};
@@ -46,15 +55,10 @@ pub const LOSS_NAMES: &[&str] = &["rpn_cls", "rpn_bbox", "cls", "bbox"];
 /// Below this width or height a ground-truth slot is padding.
 const PADDING: f32 = 1e-6;
 
-/// The RPN head's convs after the backbone's units: `conv_rpn`, then its
-/// two outputs `rpn_cls_logits` and `rpn_bbox_pred` (index 0 and 1 of the
-/// RPN buffers below).
+/// The RPN head's convs after the backbone's (and the pyramid's) units:
+/// `conv_rpn`, then its two outputs `rpn_cls_logits` and `rpn_bbox_pred`
+/// (output 0 and 1 below).
 const RPN_UNITS: usize = 3;
-
-/// The box head's fully connected layers in the net (`cls_score`, then
-/// `bbox_pred`).
-const CLS_SCORE: usize = 0;
-const BBOX_PRED: usize = 1;
 
 /// One image's ground truth as Paddle's R-CNN operators take it: boxes in
 /// original-image pixels (width `x2 - x1 + 1`) and classes from 1.
@@ -63,137 +67,313 @@ struct ImageTruth {
     classes: Vec<i32>,
 }
 
-/// The RoIs of a pass, on the host and the device: boxes in input pixels
-/// and the image each belongs to.
-struct Rois<B: Backend> {
-    boxes: Vec<BoxXyxy>,
-    images: Vec<usize>,
-    boxes_device: Tensor<B>,
-    images_device: Tensor<B>,
+/// One feature the RPN head runs on (a pyramid level, or C4's res4): its
+/// size, the head's outputs on the host, and their gradients on the host
+/// and the device.
+struct RpnLevel<B: Backend> {
+    size: [usize; 2],
+    host: [Vec<f32>; 2],
+    host_grads: [Vec<f32>; 2],
+    grads: [Tensor<B>; 2],
 }
 
-impl<B: Backend> Rois<B> {
-    fn new(backend: &B) -> Self {
-        Rois {
-            boxes: Vec::new(),
-            images: Vec::new(),
-            boxes_device: Tensor::zeros(backend, &[0]),
-            images_device: Tensor::zeros(backend, &[0]),
+/// What runs on each RoI's features before `cls_score` and `bbox_pred`.
+enum BoxHead<B: Backend> {
+    /// C4: res5 (the net's units after the RPN head's), then a global
+    /// average pool.
+    ResNetC5 {
+        res5: ResNetLinks<B>,
+        pool: GlobalAvgPool<B>,
+        res5_grad: [Tensor<B>; 1],
+    },
+    /// FPN: `fc6` and `fc7` (the net's first two fully connected layers),
+    /// and the gradient of `fc6`'s output.
+    TwoFc { fc6_grad: Tensor<B> },
+}
+
+impl<B: Backend> BoxHead<B> {
+    /// The net's fully connected layers that are the head's (the first
+    /// ones; `cls_score` and `bbox_pred` follow).
+    fn fc_count(&self) -> usize {
+        match self {
+            BoxHead::ResNetC5 { .. } => 0,
+            BoxHead::TwoFc { .. } => 2,
         }
     }
 
-    fn clear(&mut self) {
-        self.boxes.clear();
-        self.images.clear();
+    /// The head on the RoI features `x`; `units` and `fcs` are its own.
+    fn forward(
+        &mut self,
+        backend: &B,
+        units: &mut [ConvUnit<B>],
+        fcs: &mut [FullyConnected<B>],
+        x: &Tensor<B>,
+        workspace: &mut Tensor<B>,
+    ) {
+        match self {
+            BoxHead::ResNetC5 { res5, pool, .. } => {
+                res5.forward(backend, units, x, workspace);
+                pool.forward(backend, res5.features()[0]);
+            }
+            BoxHead::TwoFc { .. } => {
+                let (fc6, fc7) = fcs.split_at_mut(1);
+                let hidden = fc6[0].forward(backend, x);
+                fc7[0].forward(backend, hidden);
+            }
+        }
     }
 
-    fn upload(&mut self, backend: &B) {
-        let flat: Vec<f32> = self.boxes.iter().flatten().copied().collect();
-        let images: Vec<f32> = self.images.iter().map(|&i| i as f32).collect();
-        let count = self.boxes.len();
-        self.boxes_device.reshape_reuse(backend, &[count, 4]);
-        self.boxes_device.upload(backend, &flat);
-        self.images_device.reshape_reuse(backend, &[count]);
-        self.images_device.upload(backend, &images);
+    /// What `cls_score` and `bbox_pred` read, after `forward`.
+    fn output<'a>(&'a self, fcs: &'a [FullyConnected<B>]) -> &'a Tensor<B> {
+        match self {
+            BoxHead::ResNetC5 { pool, .. } => pool.output(),
+            BoxHead::TwoFc { .. } => fcs[1].output(),
+        }
+    }
+
+    /// From `dy`, the gradient of `output()`, to the parameters' and the
+    /// RoI features' (`dx`), after a `forward` on `x`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &mut self,
+        backend: &B,
+        units: &mut [ConvUnit<B>],
+        fcs: &mut [FullyConnected<B>],
+        x: &Tensor<B>,
+        dy: &Tensor<B>,
+        dx: &mut Tensor<B>,
+        scratch: &mut Scratch<B>,
+    ) {
+        match self {
+            BoxHead::ResNetC5 {
+                res5,
+                pool,
+                res5_grad,
+            } => {
+                pool.backward(backend, res5.features()[0], dy, &mut res5_grad[0]);
+                res5.backward(backend, units, x, res5_grad, 0, Some(dx), scratch);
+            }
+            BoxHead::TwoFc { fc6_grad } => {
+                let (fc6, fc7) = fcs.split_at_mut(1);
+                fc7[0].backward(backend, fc6[0].output(), dy, Some(fc6_grad));
+                fc6[0].backward(backend, x, fc6_grad, Some(dx));
+            }
+        }
+    }
+
+    fn planned_bytes(&self, backend: &B) -> usize {
+        match self {
+            BoxHead::ResNetC5 {
+                res5,
+                pool,
+                res5_grad,
+            } => {
+                res5.planned_bytes(backend)
+                    + pool.planned_bytes(backend)
+                    + res5_grad[0].capacity_bytes(backend)
+            }
+            BoxHead::TwoFc { fc6_grad } => fc6_grad.capacity_bytes(backend),
+        }
     }
 }
 
-/// A Faster R-CNN (C4) with its operator settings and the buffers of a
-/// step.
+/// The features the heads read, lowest level first: the backbone's one
+/// feature (C4), or the pyramid's outputs P2..P6. `body` are the units
+/// before the RPN head's: the backbone's, then the pyramid's.
+fn head_features<'a, B: Backend>(
+    backbone: &'a ResNetLinks<B>,
+    fpn: Option<&'a FpnLinks<B>>,
+    body: &'a [ConvUnit<B>],
+    backbone_units: usize,
+) -> Vec<&'a Tensor<B>> {
+    match fpn {
+        None => backbone.features(),
+        Some(fpn) => fpn
+            .outputs(&body[backbone_units..])
+            .into_iter()
+            .rev()
+            .collect(),
+    }
+}
+
+/// The RPN head's three units on one feature.
+fn rpn_forward<B: Backend>(
+    backend: &B,
+    units: &mut [ConvUnit<B>],
+    x: &Tensor<B>,
+    workspace: &mut Tensor<B>,
+) {
+    let (conv, outputs) = units.split_at_mut(1);
+    let hidden = conv[0].forward(backend, x, workspace);
+    for unit in outputs {
+        unit.forward(backend, hidden, workspace);
+    }
+}
+
+/// The RPN head's parameter gradients, which each level's backward
+/// overwrites.
+fn rpn_param_grads<B: Backend>(units: &mut [ConvUnit<B>]) -> impl Iterator<Item = &mut Tensor<B>> {
+    units.iter_mut().flat_map(|u| {
+        [Some(&mut u.conv.weight_grad), u.conv.bias_grad.as_mut()]
+            .into_iter()
+            .flatten()
+    })
+}
+
+/// A Faster R-CNN (C4 or FPN) with its operator settings and the buffers
+/// of a step.
 pub struct FasterRcnnDetector<B: Backend> {
     pub spec: FasterRcnnSpec,
     pub config: RcnnConfig,
-    /// Conv units: the backbone's, the RPN head's, res5's; fully connected
-    /// layers: `cls_score`, `bbox_pred`.
+    /// Conv units: the backbone's, the pyramid's (FPN), the RPN head's,
+    /// res5's (C4); fully connected layers: `fc6`, `fc7` (FPN),
+    /// `cls_score`, `bbox_pred`.
     pub net: ConvNet<B>,
     backbone: ResNetLinks<B>,
-    head: ResNetLinks<B>,
     backbone_units: usize,
-    roi_align: RoiAlign<B>,
-    pool: GlobalAvgPool<B>,
+    /// FPN: the pyramid on the backbone's features, and their gradients.
+    fpn: Option<FpnLinks<B>>,
+    body_grads: Vec<Tensor<B>>,
+    /// The RPN head's first unit.
+    rpn_unit: usize,
+    /// One per feature the heads read, lowest level first, and those
+    /// features' gradients (the RPN head's and RoIAlign's).
+    levels: Vec<RpnLevel<B>>,
+    level_grads: Vec<Tensor<B>>,
+    /// The RPN head's parameter gradients summed over the levels.
+    rpn_param_sums: Vec<Tensor<B>>,
     rois: Rois<B>,
-    /// The RPN outputs (`RPN_CLS`, `RPN_BBOX`) and box head outputs
-    /// (`CLS_SCORE`, `BBOX_PRED`) on the host, their gradients there and
-    /// on the device.
-    rpn_host: [Vec<f32>; 2],
-    rpn_host_grads: [Vec<f32>; 2],
-    rpn_grads: [Tensor<B>; 2],
+    extractor: RoiExtractor<B>,
+    box_head: BoxHead<B>,
+    /// `cls_score`'s and `bbox_pred`'s outputs on the host in Paddle's
+    /// order of the RoIs, their gradients there, and on the device in the
+    /// device's order.
     box_host: [Vec<f32>; 2],
     box_host_grads: [Vec<f32>; 2],
     box_grads: [Tensor<B>; 2],
-    /// Gradients on the way down: of the pooled features, of res5's output,
-    /// of the RoI features, of `conv_rpn`'s output and its input, and of
-    /// res4 (the sum of RoIAlign's and the RPN's).
-    pooled_grad: Tensor<B>,
-    pooled_grad_part: Tensor<B>,
-    res5_grad: [Tensor<B>; 1],
+    /// Gradients on the way down: of the RoI head's output, of the RoI
+    /// features, of `conv_rpn`'s output, and a feature-sized part.
+    head_grad: Tensor<B>,
+    head_grad_part: Tensor<B>,
     roi_features_grad: Tensor<B>,
     rpn_conv_grad: Tensor<B>,
     rpn_conv_grad_part: Tensor<B>,
-    feature_grad: [Tensor<B>; 1],
     feature_grad_part: Tensor<B>,
     scratch: Scratch<B>,
-    /// The anchors of the last feature-map size.
-    anchors: Option<([usize; 2], Anchors)>,
+    /// The anchors of the last feature sizes, the levels one after another.
+    anchors: Option<(Vec<[usize; 2]>, Anchors)>,
     /// Draws `rpn_target_assign`'s and `generate_proposal_labels`' samples.
     rng: Rng,
 }
 
 impl<B: Backend> FasterRcnnDetector<B> {
     /// Builds the model with PaddleDetection's initial values drawn from
-    /// `seed`, the backbone frozen up to `freeze_at`.
+    /// `seed`, the backbone frozen up to `freeze_at` and its norms as
+    /// `freeze_norm` says.
     pub fn new(backend: &B, spec: FasterRcnnSpec, config: RcnnConfig, seed: u64) -> Self {
-        assert!(
-            spec.fpn.is_none(),
-            "Faster R-CNN with FPN is not wired at run time yet"
-        );
-        let RoiExtractorSpec::RoiAlign {
-            resolution,
-            sampling_ratio,
-            spatial_scale,
-        } = spec.roi_extractor
-        else {
-            unreachable!("the C4 model pools with RoIAlign")
-        };
-        let RoiHeadSpec::ResNetC5(c5) = &spec.roi_head else {
-            unreachable!("the C4 model's RoI head is ResNetC5")
-        };
+        let empty = || Tensor::zeros(backend, &[0]);
         let backbone = ResNetLinks::backbone(backend, &spec.backbone);
-        let head = ResNetLinks::head(backend, c5);
         let backbone_units = backbone.unit_count();
+        let fpn_units = spec.fpn_units();
+        let rpn_unit = backbone_units + fpn_units.len();
         let mut units = spec.backbone.units();
+        units.extend(fpn_units);
         units.extend(spec.rpn.units());
         units.extend(spec.roi_head.conv_units());
-        let mut net = ConvNet::with_fcs(backend, units, spec.bbox_head().layers(), seed);
+        let mut fcs = spec.roi_head.fc_layers();
+        fcs.extend(spec.bbox_head().layers());
+        let mut net = ConvNet::with_fcs(backend, units, fcs, seed);
         net.freeze_units(spec.backbone.frozen_units());
         net.freeze_norm(spec.backbone.freeze_norm);
-        let empty = || Tensor::zeros(backend, &[0]);
+        let rpn_param_sums = rpn_param_grads(&mut net.units[rpn_unit..][..RPN_UNITS])
+            .map(|g| Tensor::zeros(backend, g.shape()))
+            .collect();
+
+        // The features, lowest level first, and the RoIs' levels among them.
+        let (level_count, extractor, roi_levels) = match (&spec.fpn, &spec.roi_extractor) {
+            (
+                None,
+                &RoiExtractorSpec::RoiAlign {
+                    resolution,
+                    sampling_ratio,
+                    spatial_scale,
+                },
+            ) => {
+                let extractor =
+                    RoiExtractor::new(backend, resolution, sampling_ratio, &[spatial_scale], 0);
+                (1, extractor, None)
+            }
+            (
+                Some(fpn),
+                &RoiExtractorSpec::FpnRoiAlign {
+                    resolution,
+                    sampling_ratio,
+                    canonical_level,
+                    canonical_size,
+                    min_level,
+                    max_level,
+                },
+            ) => {
+                assert!(
+                    fpn.min_level <= min_level && max_level <= fpn.max_level,
+                    "FPNRoIAlign's levels {min_level}..={max_level} must be the pyramid's"
+                );
+                let mut scales = fpn.output_scales();
+                scales.reverse();
+                let first = min_level - fpn.min_level;
+                let levels = FpnLevels {
+                    min_level,
+                    max_level,
+                    refer_level: canonical_level,
+                    refer_scale: canonical_size,
+                };
+                let extractor = RoiExtractor::new(
+                    backend,
+                    resolution,
+                    sampling_ratio,
+                    &scales[first..=max_level - fpn.min_level],
+                    first,
+                );
+                (scales.len(), extractor, Some(levels))
+            }
+            _ => unreachable!("C4 pools with RoIAlign, FPN with FPNRoIAlign"),
+        };
+        let box_head = match &spec.roi_head {
+            RoiHeadSpec::ResNetC5(c5) => BoxHead::ResNetC5 {
+                res5: ResNetLinks::head(backend, c5),
+                pool: GlobalAvgPool::new(backend),
+                res5_grad: [empty()],
+            },
+            RoiHeadSpec::TwoFc(_) => BoxHead::TwoFc { fc6_grad: empty() },
+        };
         FasterRcnnDetector {
             net,
             backbone,
-            head,
             backbone_units,
-            roi_align: RoiAlign::new(
-                backend,
-                (resolution, resolution),
-                spatial_scale,
-                sampling_ratio as i32,
-            ),
-            pool: GlobalAvgPool::new(backend),
-            rois: Rois::new(backend),
-            rpn_host: Default::default(),
-            rpn_host_grads: Default::default(),
-            rpn_grads: [empty(), empty()],
+            fpn: spec.fpn.as_ref().map(|f| FpnLinks::new(backend, f)),
+            body_grads: spec.backbone.feature_maps.iter().map(|_| empty()).collect(),
+            rpn_unit,
+            levels: (0..level_count)
+                .map(|_| RpnLevel {
+                    size: [0, 0],
+                    host: Default::default(),
+                    host_grads: Default::default(),
+                    grads: [empty(), empty()],
+                })
+                .collect(),
+            level_grads: (0..level_count).map(|_| empty()).collect(),
+            rpn_param_sums,
+            rois: Rois::new(backend, roi_levels),
+            extractor,
+            box_head,
             box_host: Default::default(),
             box_host_grads: Default::default(),
             box_grads: [empty(), empty()],
-            pooled_grad: empty(),
-            pooled_grad_part: empty(),
-            res5_grad: [empty()],
+            head_grad: empty(),
+            head_grad_part: empty(),
             roi_features_grad: empty(),
             rpn_conv_grad: empty(),
             rpn_conv_grad_part: empty(),
-            feature_grad: [empty()],
             feature_grad_part: empty(),
             scratch: Scratch::new(backend),
             anchors: None,
@@ -203,95 +383,129 @@ impl<B: Backend> FasterRcnnDetector<B> {
         }
     }
 
-    /// The unit of the RPN output `k` (0: `rpn_cls_logits`, 1:
-    /// `rpn_bbox_pred`).
-    fn rpn_output_unit(&self, k: usize) -> usize {
-        self.backbone_units + 1 + k
-    }
-
-    fn head_units(&self) -> std::ops::Range<usize> {
-        self.backbone_units + RPN_UNITS..self.net.units.len()
-    }
-
-    /// The backbone and the RPN head on `image`; the head's outputs are then
-    /// on the host and the anchors those of the feature map's size.
+    /// The backbone, the pyramid and the RPN head on `image`; the head's
+    /// outputs are then on the host and the anchors those of the features'
+    /// sizes.
     fn forward_rpn(&mut self, image: &Tensor<B>) {
         let backend = self.net.backend().clone();
         let workspace = &mut self.scratch.workspace;
-        let (backbone, rest) = self.net.units.split_at_mut(self.backbone_units);
+        let (body, rest) = self.net.units.split_at_mut(self.rpn_unit);
+        let (backbone, pyramid) = body.split_at_mut(self.backbone_units);
         self.backbone.forward(&backend, backbone, image, workspace);
-        let feature = self.backbone.features()[0];
-        let (conv, outputs) = rest.split_at_mut(1);
-        let hidden = conv[0].forward(&backend, feature, workspace);
-        for (k, unit) in outputs[..2].iter_mut().enumerate() {
-            let out = unit.forward(&backend, hidden, workspace);
-            self.rpn_host[k].resize(out.numel(), 0.0);
-            backend.download(out.buf(), &mut self.rpn_host[k]);
+        if let Some(fpn) = &mut self.fpn {
+            fpn.forward(&backend, pyramid, &self.backbone.features(), workspace);
         }
-        let (_, _, h, w) = feature.nchw();
-        if self
-            .anchors
-            .as_ref()
-            .is_none_or(|(size, _)| *size != [h, w])
-        {
-            self.anchors = Some(([h, w], rpn_anchors(&self.spec.rpn, &[[h, w]])));
+        let features = head_features(&self.backbone, self.fpn.as_ref(), body, self.backbone_units);
+        let rpn_units = &mut rest[..RPN_UNITS];
+        for (level, x) in self.levels.iter_mut().zip(features) {
+            rpn_forward(&backend, rpn_units, x, workspace);
+            for (k, host) in level.host.iter_mut().enumerate() {
+                let out = rpn_units[1 + k].output();
+                host.resize(out.numel(), 0.0);
+                backend.download(out.buf(), host);
+            }
+            let (_, _, h, w) = x.nchw();
+            level.size = [h, w];
+        }
+        let sizes: Vec<[usize; 2]> = self.levels.iter().map(|l| l.size).collect();
+        if self.anchors.as_ref().is_none_or(|(s, _)| *s != sizes) {
+            let anchors = rpn_anchors(&self.spec.rpn, &sizes);
+            self.anchors = Some((sizes, anchors));
         }
     }
 
-    /// `generate_proposals` for image `n` of the last `forward_rpn`.
-    fn proposals(&self, n: usize, im_info: [f32; 3], training: bool) -> Vec<BoxXyxy> {
-        let ([h, w], anchors) = self.anchors.as_ref().expect("forward_rpn made the anchors");
-        let per_image = self.rpn_host[0].len() / self.batch_of_rpn();
-        let scores: Vec<f32> = self.rpn_host[0][n * per_image..][..per_image]
-            .iter()
-            .map(|&x| 1.0 / (1.0 + (-x).exp()))
-            .collect();
-        let deltas = &self.rpn_host[1][n * 4 * per_image..][..4 * per_image];
+    /// Each image's proposals from the last `forward_rpn`:
+    /// `generate_proposals` per level, then (FPN) `collect_fpn_proposals`.
+    fn proposals(&self, im_info: &[[f32; 3]], training: bool) -> Vec<Vec<BoxXyxy>> {
+        let (_, anchors) = self.anchors.as_ref().expect("forward_rpn made the anchors");
         let cfg = if training {
             &self.config.train_proposal
         } else {
             &self.config.test_proposal
         };
-        generate_proposals(
-            cfg,
-            &scores,
-            deltas,
-            &anchors.boxes,
-            &anchors.variances,
-            (*h, *w),
-            im_info,
-        )
-        .boxes
+        let per_cell = self.spec.rpn.anchors_per_cell();
+        let mut first = 0;
+        let mut per_level: Vec<Vec<Proposals>> = self
+            .levels
+            .iter()
+            .map(|level| {
+                let [h, w] = level.size;
+                let count = h * w * per_cell;
+                let boxes = &anchors.boxes[first..][..count];
+                let variances = &anchors.variances[first..][..count];
+                first += count;
+                im_info
+                    .iter()
+                    .enumerate()
+                    .map(|(n, &info)| {
+                        let scores: Vec<f32> = level.host[0][n * count..][..count]
+                            .iter()
+                            .map(|&x| 1.0 / (1.0 + (-x).exp()))
+                            .collect();
+                        let deltas = &level.host[1][n * 4 * count..][..4 * count];
+                        generate_proposals(cfg, &scores, deltas, boxes, variances, (h, w), info)
+                    })
+                    .collect()
+            })
+            .collect();
+        let proposals = match self.fpn {
+            None => per_level.pop().expect("one level"),
+            Some(_) => collect_fpn_proposals(&per_level, cfg.post_nms_top_n),
+        };
+        proposals.into_iter().map(|p| p.boxes).collect()
     }
 
-    fn batch_of_rpn(&self) -> usize {
-        self.net.units[self.rpn_output_unit(0)].output().shape()[0]
-    }
-
-    /// RoIAlign on res4, res5, the pool and both fully connected layers on
-    /// the RoIs in `self.rois` (uploaded); their outputs are then on the host.
+    /// RoIAlign, the RoI head and both fully connected layers on the RoIs
+    /// in `self.rois` (uploaded); their outputs are then on the host, in
+    /// Paddle's order.
     fn forward_box_head(&mut self) {
         let backend = self.net.backend().clone();
-        let head_units = self.head_units();
-        let workspace = &mut self.scratch.workspace;
-        let feature = self.backbone.features()[0];
-        let roi_features = self.roi_align.forward(
+        let (body, rest) = self.net.units.split_at_mut(self.rpn_unit);
+        let features = head_features(&self.backbone, self.fpn.as_ref(), body, self.backbone_units);
+        let roi_features = self.extractor.forward(&backend, &features, &self.rois);
+        let (head_fcs, outputs) = self.net.fcs.split_at_mut(self.box_head.fc_count());
+        self.box_head.forward(
             &backend,
-            feature,
-            &self.rois.boxes_device,
-            &self.rois.images_device,
-        );
-        self.head.forward(
-            &backend,
-            &mut self.net.units[head_units],
+            &mut rest[RPN_UNITS..],
+            head_fcs,
             roi_features,
-            workspace,
+            &mut self.scratch.workspace,
         );
-        let pooled = self.pool.forward(&backend, self.head.features()[0]);
-        for (k, fc) in self.net.fcs.iter_mut().enumerate() {
-            let out = fc.forward(&backend, pooled);
+        let x = self.box_head.output(head_fcs);
+        for (k, fc) in outputs.iter_mut().enumerate() {
+            let out = fc.forward(&backend, x);
             self.box_host[k].resize(out.numel(), 0.0);
             backend.download(out.buf(), &mut self.box_host[k]);
+            self.rois
+                .to_paddle_order(&mut self.box_host[k], fc.spec.outputs);
+        }
+    }
+
+    /// Uploads the gradients of the RPN head's outputs (`levels[_].host_grads`).
+    fn upload_rpn_grads(&mut self) {
+        let backend = self.net.backend().clone();
+        let per_cell = self.spec.rpn.anchors_per_cell();
+        for level in &mut self.levels {
+            let [h, w] = level.size;
+            let batch = level.host[0].len() / (per_cell * h * w);
+            for (k, channels) in [per_cell, 4 * per_cell].into_iter().enumerate() {
+                level.grads[k].reshape_reuse(&backend, &[batch, channels, h, w]);
+                level.grads[k].upload(&backend, &level.host_grads[k]);
+            }
+        }
+    }
+
+    /// Uploads the gradients of the box head's outputs (`box_host_grads`,
+    /// Paddle's order).
+    fn upload_box_grads(&mut self) {
+        let backend = self.net.backend().clone();
+        let rows = self.rois.boxes.len();
+        let classes = self.spec.num_classes;
+        for (k, width) in [classes, 4 * classes].into_iter().enumerate() {
+            let grad = &mut self.box_host_grads[k];
+            self.rois.to_device_order(grad, width);
+            self.box_grads[k].reshape_reuse(&backend, &[rows, width]);
+            self.box_grads[k].upload(&backend, grad);
         }
     }
 
@@ -299,120 +513,170 @@ impl<B: Backend> FasterRcnnDetector<B> {
     /// outputs, after a training forward on `image`.
     fn backward(&mut self, image: &Tensor<B>) {
         let backend = self.net.backend().clone();
-        let head_units = self.head_units();
-        // The box head: both layers read the pooled features.
-        let pooled = self.pool.output();
-        for (k, fc) in self.net.fcs.iter_mut().enumerate() {
-            let dx = if k == CLS_SCORE {
-                &mut self.pooled_grad
+        let stop = self.net.frozen_units();
+        let (body, rest) = self.net.units.split_at_mut(self.rpn_unit);
+        let (rpn_units, head_units) = rest.split_at_mut(RPN_UNITS);
+        let (head_fcs, outputs) = self.net.fcs.split_at_mut(self.box_head.fc_count());
+
+        // The box head: both output layers read the RoI head's output.
+        let x = self.box_head.output(head_fcs);
+        for (k, fc) in outputs.iter_mut().enumerate() {
+            let dx = if k == 0 {
+                &mut self.head_grad
             } else {
-                &mut self.pooled_grad_part
+                &mut self.head_grad_part
             };
-            fc.backward(&backend, pooled, &self.box_grads[k], Some(dx));
+            fc.backward(&backend, x, &self.box_grads[k], Some(dx));
         }
-        accumulate(&backend, &self.pooled_grad_part, &mut self.pooled_grad);
-        self.pool.backward(
+        accumulate(&backend, &self.head_grad_part, &mut self.head_grad);
+        self.box_head.backward(
             &backend,
-            self.head.features()[0],
-            &self.pooled_grad,
-            &mut self.res5_grad[0],
-        );
-        self.head.backward(
-            &backend,
-            &mut self.net.units[head_units],
-            self.roi_align.output(),
-            &self.res5_grad,
-            0,
-            Some(&mut self.roi_features_grad),
+            head_units,
+            head_fcs,
+            self.extractor.output(),
+            &self.head_grad,
+            &mut self.roi_features_grad,
             &mut self.scratch,
         );
-        let feature = self.backbone.features()[0];
-        self.roi_align.backward(
-            &backend,
-            feature,
-            &self.rois.boxes_device,
-            &self.rois.images_device,
-            &self.roi_features_grad,
-            &mut self.feature_grad[0],
-        );
-        // The RPN head: both outputs read conv_rpn's.
-        let stop = self.net.frozen_units();
-        let (backbone, rest) = self.net.units.split_at_mut(self.backbone_units);
-        let (conv, outputs) = rest.split_at_mut(1);
-        for (k, unit) in outputs[..2].iter_mut().enumerate() {
-            let dx = if k == 0 {
-                &mut self.rpn_conv_grad
-            } else {
-                &mut self.rpn_conv_grad_part
-            };
-            unit.backward(
+
+        // The RPN head on each level, the last run forward first: the others
+        // run forward again for the activations their backward reads. The
+        // parameter gradients are summed over the levels in
+        // `rpn_param_sums` (each backward overwrites the units'), then
+        // swapped back into the units.
+        let features_trained = self.fpn.is_some() || stop < self.backbone_units;
+        let features = head_features(&self.backbone, self.fpn.as_ref(), body, self.backbone_units);
+        let last = self.levels.len() - 1;
+        for l in (0..=last).rev() {
+            if l < last {
+                rpn_forward(
+                    &backend,
+                    rpn_units,
+                    features[l],
+                    &mut self.scratch.workspace,
+                );
+            }
+            let (conv, outputs) = rpn_units.split_at_mut(1);
+            for (k, unit) in outputs.iter_mut().enumerate() {
+                let dx = if k == 0 {
+                    &mut self.rpn_conv_grad
+                } else {
+                    &mut self.rpn_conv_grad_part
+                };
+                unit.backward(
+                    &backend,
+                    conv[0].output(),
+                    &self.levels[l].grads[k],
+                    &mut self.scratch.dz,
+                    Some(dx),
+                    &mut self.scratch.workspace,
+                );
+            }
+            accumulate(&backend, &self.rpn_conv_grad_part, &mut self.rpn_conv_grad);
+            conv[0].backward(
                 &backend,
-                conv[0].output(),
-                &self.rpn_grads[k],
+                features[l],
+                &self.rpn_conv_grad,
                 &mut self.scratch.dz,
-                Some(dx),
+                features_trained.then_some(&mut self.level_grads[l]),
                 &mut self.scratch.workspace,
             );
+            if last > 0 {
+                let sums = self.rpn_param_sums.iter_mut();
+                for (grad, sum) in rpn_param_grads(rpn_units).zip(sums) {
+                    if l == last {
+                        std::mem::swap(grad, sum);
+                    } else {
+                        accumulate(&backend, grad, sum);
+                    }
+                }
+            }
         }
-        accumulate(&backend, &self.rpn_conv_grad_part, &mut self.rpn_conv_grad);
-        let backbone_trained = stop < self.backbone_units;
-        conv[0].backward(
-            &backend,
-            feature,
-            &self.rpn_conv_grad,
-            &mut self.scratch.dz,
-            backbone_trained.then_some(&mut self.feature_grad_part),
-            &mut self.scratch.workspace,
-        );
-        if !backbone_trained {
+        if last > 0 {
+            let sums = self.rpn_param_sums.iter_mut();
+            for (grad, sum) in rpn_param_grads(rpn_units).zip(sums) {
+                std::mem::swap(grad, sum);
+            }
+        }
+        if !features_trained {
             return;
         }
-        accumulate(&backend, &self.feature_grad_part, &mut self.feature_grad[0]);
-        self.backbone.backward(
+        self.extractor.backward(
             &backend,
-            backbone,
-            image,
-            &self.feature_grad,
-            stop,
-            None,
-            &mut self.scratch,
+            &features,
+            &self.rois,
+            &self.roi_features_grad,
+            &mut self.level_grads,
+            &mut self.feature_grad_part,
         );
+
+        // The pyramid, then the backbone.
+        let backbone_trained = stop < self.backbone_units;
+        let (backbone, pyramid) = body.split_at_mut(self.backbone_units);
+        let feature_grads = match &mut self.fpn {
+            None => &self.level_grads,
+            Some(fpn) => {
+                let deepest_first: Vec<&Tensor<B>> = self.level_grads.iter().rev().collect();
+                fpn.backward(
+                    &backend,
+                    pyramid,
+                    &self.backbone.features(),
+                    &deepest_first,
+                    &mut self.body_grads,
+                    self.backbone.frozen_features(stop),
+                    &mut self.scratch,
+                );
+                &self.body_grads
+            }
+        };
+        if backbone_trained {
+            self.backbone.backward(
+                &backend,
+                backbone,
+                image,
+                feature_grads,
+                stop,
+                None,
+                &mut self.scratch,
+            );
+        }
     }
 
     /// Bytes held now on the device and the host.
     fn planned_bytes(&self) -> usize {
         let b = self.net.backend();
         let tensors = self
-            .rpn_grads
+            .levels
             .iter()
+            .flat_map(|l| &l.grads)
+            .chain(&self.level_grads)
+            .chain(&self.body_grads)
+            .chain(&self.rpn_param_sums)
             .chain(&self.box_grads)
-            .chain(&self.res5_grad)
-            .chain(&self.feature_grad)
             .chain([
-                &self.pooled_grad,
-                &self.pooled_grad_part,
+                &self.head_grad,
+                &self.head_grad_part,
                 &self.roi_features_grad,
                 &self.rpn_conv_grad,
                 &self.rpn_conv_grad_part,
                 &self.feature_grad_part,
-                &self.rois.boxes_device,
-                &self.rois.images_device,
             ])
             .map(|t| t.capacity_bytes(b))
             .sum::<usize>();
         let host = self
-            .rpn_host
+            .levels
             .iter()
-            .chain(&self.rpn_host_grads)
+            .flat_map(|l| l.host.iter().chain(&l.host_grads))
             .chain(&self.box_host)
             .chain(&self.box_host_grads)
             .map(|v| v.capacity() * 4)
             .sum::<usize>();
         self.net.planned_bytes()
             + self.backbone.planned_bytes(b)
-            + self.head.planned_bytes(b)
-            + self.roi_align.planned_bytes(b)
-            + self.pool.planned_bytes(b)
+            + self.fpn.as_ref().map_or(0, |f| f.planned_bytes(b))
+            + self.box_head.planned_bytes(b)
+            + self.extractor.planned_bytes(b)
+            + self.rois.planned_bytes(b)
             + self.scratch.planned_bytes(b)
             + tensors
             + host
@@ -474,7 +738,14 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
 
     fn plan(&mut self, batch: usize, size: usize) -> usize {
         // One pass on zeros, with one whole-image box per image as the truth:
-        // every buffer takes the size of a step on this input.
+        // every buffer takes the size of a step on this input. The pyramid
+        // takes images padded to its coarsest stride (PadBatch).
+        let stride = self
+            .spec
+            .fpn
+            .as_ref()
+            .map_or(1, |f| (1.0 / f.spatial_scale[0]).round() as usize);
+        let size = size.div_ceil(stride) * stride;
         let running = self.net.save_running_stats();
         let backend = self.net.backend().clone();
         let image = Tensor::zeros(&backend, &[batch, 3, size, size]);
@@ -503,7 +774,7 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
         let truths = image_truths(truth, &im_info);
         self.forward_rpn(image);
 
-        // The RPN's loss over the batch.
+        // The RPN's loss over the batch and every level.
         let (_, anchors) = self.anchors.as_ref().expect("forward_rpn made the anchors");
         let targets: Vec<_> = truths
             .iter()
@@ -523,34 +794,36 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
                 )
             })
             .collect();
-        let (_, _, h, w) = self.net.units[self.rpn_output_unit(0)].output().nchw();
-        for k in 0..2 {
-            let len = self.rpn_host[k].len();
-            self.rpn_host_grads[k].resize(len, 0.0);
-        }
-        let [grad_cls, grad_bbox] = &mut self.rpn_host_grads;
+        let (outputs, mut grads): (Vec<_>, Vec<_>) = self
+            .levels
+            .iter_mut()
+            .map(|level| {
+                let [height, width] = level.size;
+                let host: &[Vec<f32>; 2] = &level.host;
+                let [cls, bbox] = &mut level.host_grads;
+                cls.resize(host[0].len(), 0.0);
+                bbox.resize(host[1].len(), 0.0);
+                (
+                    RpnLevelOutput {
+                        height,
+                        width,
+                        cls_logits: &host[0],
+                        bbox_pred: &host[1],
+                    },
+                    RpnLevelGrad {
+                        cls_logits: cls,
+                        bbox_pred: bbox,
+                    },
+                )
+            })
+            .unzip();
         let rpn = rpn_loss(
-            &[RpnLevelOutput {
-                height: h,
-                width: w,
-                cls_logits: &self.rpn_host[0],
-                bbox_pred: &self.rpn_host[1],
-            }],
+            &outputs,
             self.spec.rpn.anchors_per_cell(),
             &targets,
-            &mut [RpnLevelGrad {
-                cls_logits: grad_cls,
-                bbox_pred: grad_bbox,
-            }],
+            &mut grads,
         );
-        for k in 0..2 {
-            let shape = self.net.units[self.rpn_output_unit(k)]
-                .output()
-                .shape()
-                .to_vec();
-            self.rpn_grads[k].reshape_reuse(&backend, &shape);
-            self.rpn_grads[k].upload(&backend, &self.rpn_host_grads[k]);
-        }
+        self.upload_rpn_grads();
 
         // The RoIs the box head learns from, and their targets.
         self.rois.clear();
@@ -558,8 +831,8 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
         let mut labels = Vec::new();
         let mut bbox_targets = Vec::new();
         let mut bbox_weights = Vec::new();
-        for (n, (t, &info)) in truths.iter().zip(&im_info).enumerate() {
-            let proposals = self.proposals(n, info, true);
+        let proposals = self.proposals(&im_info, true);
+        for (n, ((t, &info), proposals)) in truths.iter().zip(&im_info).zip(proposals).enumerate() {
             let sampled = generate_proposal_labels(
                 &self.config.bbox_assigner,
                 &proposals,
@@ -585,8 +858,8 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
         }
         let [grad_cls, grad_bbox] = &mut self.box_host_grads;
         let boxes = bbox_head_loss(
-            &self.box_host[CLS_SCORE],
-            &self.box_host[BBOX_PRED],
+            &self.box_host[0],
+            &self.box_host[1],
             classes,
             &RoiTargets {
                 labels: &labels,
@@ -597,11 +870,7 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
             grad_cls,
             grad_bbox,
         );
-        for k in 0..2 {
-            let shape = self.net.fcs[k].output().shape().to_vec();
-            self.box_grads[k].reshape_reuse(&backend, &shape);
-            self.box_grads[k].upload(&backend, &self.box_host_grads[k]);
-        }
+        self.upload_box_grads();
         self.backward(image);
         Losses::new(
             LOSS_NAMES,
@@ -620,8 +889,7 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
         self.forward_rpn(image);
         self.rois.clear();
         let mut counts = Vec::with_capacity(im_info.len());
-        for (n, &info) in im_info.iter().enumerate() {
-            let proposals = self.proposals(n, info, false);
+        for (n, proposals) in self.proposals(&im_info, false).into_iter().enumerate() {
             counts.push(proposals.len());
             self.rois
                 .images
@@ -647,8 +915,8 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
                     &self.rois.boxes[rows.clone()],
                     info[2],
                     &[oh as f32, ow as f32, 1.0],
-                    &self.box_host[CLS_SCORE][rows.start * classes..rows.end * classes],
-                    &self.box_host[BBOX_PRED][rows.start * 4 * classes..rows.end * 4 * classes],
+                    &self.box_host[0][rows.start * classes..rows.end * classes],
+                    &self.box_host[1][rows.start * 4 * classes..rows.end * 4 * classes],
                 );
                 // Paddle lists a class's detections by RoI in this form: best
                 // first here, as every detector reports them; classes from 0.
@@ -676,114 +944,187 @@ mod tests {
         Tensor::from_host(cpu, &[n, 3, h, w], &random_vec(seed, n * 3 * h * w))
     }
 
-    /// A planned model trains a pass with finite, non-zero loss terms and
-    /// detects with classes numbered from 0 over the object classes.
+    /// A planned model (C4 and FPN) trains a pass with finite, non-zero
+    /// loss terms and detects with classes numbered from 0 over the object
+    /// classes.
     #[test]
-    fn small_c4_trains_a_pass_and_detects() {
+    fn small_models_train_a_pass_and_detect() {
         let cpu = CpuBackend::new();
-        let spec = FasterRcnnSpec::small_c4(4);
-        let mut model = FasterRcnnDetector::new(&cpu, spec, RcnnConfig::faster_rcnn(4), 7);
-        assert!(model.plan(1, 96) > 0);
-        let image = image(&cpu, 1, 96, 128, 3);
-        let boxes = [0.4, 0.5, 0.3, 0.4, 0.7, 0.3, 0.2, 0.2];
-        let labels = [1, 3];
-        let truth = GroundTruth {
-            boxes: &boxes,
-            labels: &labels,
-            scores: None,
-            max_boxes: 2,
-        };
-        let losses = model.train_pass(&image, &truth, &[[96.0, 128.0, 1.0]]);
-        assert!(losses.values().iter().all(|v| v.is_finite()), "{losses:?}");
-        assert!(
-            losses.values()[0] > 0.0 && losses.values()[2] > 0.0,
-            "{losses:?}"
-        );
-        let found = model.detect(&image, &[[128, 96]], &[[96.0, 128.0, 1.0]]);
-        assert_eq!(found.len(), 1);
-        assert!(found[0].iter().all(|d| d.class < 3));
+        for spec in [FasterRcnnSpec::small_c4(4), FasterRcnnSpec::small_fpn(4)] {
+            let mut model = FasterRcnnDetector::new(&cpu, spec, RcnnConfig::faster_rcnn(4), 7);
+            // FPN plans on 96: 90 rounded up to a multiple of 32.
+            assert!(model.plan(1, 90) > 0);
+            let image = image(&cpu, 1, 96, 128, 3);
+            let boxes = [0.4, 0.5, 0.3, 0.4, 0.7, 0.3, 0.2, 0.2];
+            let labels = [1, 3];
+            let truth = GroundTruth {
+                boxes: &boxes,
+                labels: &labels,
+                scores: None,
+                max_boxes: 2,
+            };
+            let losses = model.train_pass(&image, &truth, &[[96.0, 128.0, 1.0]]);
+            assert!(losses.values().iter().all(|v| v.is_finite()), "{losses:?}");
+            assert!(
+                losses.values()[0] > 0.0 && losses.values()[2] > 0.0,
+                "{losses:?}"
+            );
+            let found = model.detect(&image, &[[128, 96]], &[[96.0, 128.0, 1.0]]);
+            assert_eq!(found.len(), 1);
+            assert!(found[0].iter().all(|d| d.class < 3));
+        }
     }
 
-    /// The wiring of the backward pass, whatever the targets: with fixed
-    /// RoIs (the samplers pick them on the host and no gradient flows into
-    /// their boxes, as in Paddle) and random probes as the gradients of the
-    /// RPN's and the box head's outputs, every parameter's gradient is the
-    /// finite difference of `sum(outputs * probes)`: the box head, res5, the
-    /// RoIAlign and RPN gradients added into res4, and the backbone's
-    /// trained stages.
+    /// The FPN model's batch norms are frozen (`freeze_norm`), its stem and
+    /// res2 (`freeze_at: 2`) too, and its parameters are Paddle's in
+    /// Paddle's order.
     #[test]
-    fn backward_matches_finite_differences_for_any_seed() {
+    fn fpn_model_freezes_as_the_config_says() {
         let cpu = CpuBackend::new();
+        let spec = FasterRcnnSpec::small_fpn(4);
+        let model = FasterRcnnDetector::new(&cpu, spec.clone(), RcnnConfig::faster_rcnn(4), 7);
+        let specs: Vec<_> = model
+            .net
+            .slots()
+            .iter()
+            .map(|s| s.param.spec.clone())
+            .collect();
+        assert_eq!(specs, spec.param_specs());
+        let trained = |name: &str| {
+            let slot = model.net.slots().iter().find(|s| s.param.spec.name == name);
+            model.net.is_trained(slot.expect(name))
+        };
+        assert!(!trained("bn3a_branch2a_scale"));
+        assert!(!trained("res2a_branch2a_weights"));
+        assert!(trained("res3a_branch2a_weights"));
+        assert!(trained("fc6_w"));
+    }
+
+    /// The wiring of the backward pass of `spec`'s model, whatever the
+    /// targets: with fixed RoIs (the samplers pick them on the host and no
+    /// gradient flows into their boxes, as in Paddle) on a `[2, 3, h, w]`
+    /// image and random probes as the gradients of the RPN's outputs on
+    /// every level and of the box head's, every parameter in `names` has
+    /// the finite difference of `sum(outputs * probes)` as its gradient.
+    fn check_backward_wiring(
+        spec: FasterRcnnSpec,
+        (h, w): (usize, usize),
+        rois: &[BoxXyxy],
+        names: &[&str],
+    ) {
+        let cpu = CpuBackend::new();
+        let classes = spec.num_classes;
         for seed in SEEDS {
-            let spec = FasterRcnnSpec::small_c4(3);
-            let mut model = FasterRcnnDetector::new(&cpu, spec, RcnnConfig::faster_rcnn(3), seed);
-            let image = image(&cpu, 2, 64, 48, seed + 100);
-            let rois = [
-                [3.0, 5.0, 40.0, 30.0],
-                [10.0, 0.0, 47.0, 63.0],
-                [0.5, 8.0, 20.0, 50.5],
-            ];
+            let config = RcnnConfig::faster_rcnn(classes);
+            let mut model = FasterRcnnDetector::new(&cpu, spec.clone(), config, seed);
+            let image = image(&cpu, 2, h, w, seed + 100);
             let run = |m: &mut FasterRcnnDetector<CpuBackend>| {
                 m.forward_rpn(&image);
                 m.rois.clear();
                 m.rois.boxes.extend(rois);
-                m.rois.images.extend([0, 1, 1]);
+                m.rois.images.extend((0..rois.len()).map(|i| i % 2));
                 m.rois.upload(&cpu);
                 m.forward_box_head();
             };
             run(&mut model);
-            let probes: Vec<Vec<f32>> = (0..4)
-                .map(|k| {
-                    let len = if k < 2 {
-                        model.rpn_host[k].len()
-                    } else {
-                        model.box_host[k - 2].len()
-                    };
-                    random_vec(seed + 200 + k as u64, len)
-                })
-                .collect();
-            for k in 0..2 {
-                let rpn = model.net.units[model.rpn_output_unit(k)]
-                    .output()
-                    .shape()
-                    .to_vec();
-                model.rpn_grads[k] = Tensor::from_host(&cpu, &rpn, &probes[k]);
-                let fc = model.net.fcs[k].output().shape().to_vec();
-                model.box_grads[k] = Tensor::from_host(&cpu, &fc, &probes[2 + k]);
+            let mut probes: Vec<Vec<f32>> = Vec::new();
+            for level in &mut model.levels {
+                for k in 0..2 {
+                    let probe = random_vec(seed + 200 + probes.len() as u64, level.host[k].len());
+                    level.host_grads[k] = probe.clone();
+                    probes.push(probe);
+                }
             }
+            for k in 0..2 {
+                let probe = random_vec(seed + 200 + probes.len() as u64, model.box_host[k].len());
+                model.box_host_grads[k] = probe.clone();
+                probes.push(probe);
+            }
+            model.upload_rpn_grads();
+            model.upload_box_grads();
             model.backward(&image);
             check_params(
                 &mut model,
                 |m| &mut m.net,
-                &[
-                    "res3a_branch2b_weights",
-                    "res4a_branch1_weights",
-                    "res4b_branch2c_weights",
-                    "conv_rpn_w",
-                    "rpn_cls_logits_b",
-                    "rpn_bbox_pred_w",
-                    "res5a_branch2a_weights",
-                    "res5a_branch1_weights",
-                    "cls_score_w",
-                    "bbox_pred_b",
-                ],
+                names,
                 &format!("seed {seed}"),
                 (1e-2, 0.2),
                 |m| {
                     run(m);
-                    let outputs = [
-                        &m.rpn_host[0],
-                        &m.rpn_host[1],
-                        &m.box_host[0],
-                        &m.box_host[1],
-                    ];
-                    outputs
-                        .iter()
+                    let rpn = m.levels.iter().flat_map(|l| &l.host);
+                    rpn.chain(&m.box_host)
                         .zip(&probes)
                         .map(|(y, r)| probe_loss(y, r))
                         .sum::<Probe>()
                 },
             );
         }
+    }
+
+    /// C4: the box head, res5, the RoIAlign and RPN gradients added into
+    /// res4, and the backbone's trained stages.
+    #[test]
+    fn backward_matches_finite_differences_for_any_seed() {
+        check_backward_wiring(
+            FasterRcnnSpec::small_c4(3),
+            (64, 48),
+            &[
+                [3.0, 5.0, 40.0, 30.0],
+                [10.0, 0.0, 47.0, 63.0],
+                [0.5, 8.0, 20.0, 50.5],
+            ],
+            &[
+                "res3a_branch2b_weights",
+                "res4a_branch1_weights",
+                "res4b_branch2c_weights",
+                "conv_rpn_w",
+                "rpn_cls_logits_b",
+                "rpn_bbox_pred_w",
+                "res5a_branch2a_weights",
+                "res5a_branch1_weights",
+                "cls_score_w",
+                "bbox_pred_b",
+            ],
+        );
+    }
+
+    /// FPN: RoIs on each of the levels 2..5 (RoIs larger than the picture
+    /// reach the coarse levels), the shared RPN head's gradients summed over
+    /// P2..P6, the pyramid and the backbone's trained stages.
+    #[test]
+    fn fpn_backward_matches_finite_differences_for_any_seed() {
+        let rois = [
+            [3.0, 5.0, 40.0, 30.0],
+            [-40.0, -30.0, 100.0, 90.0],
+            [-100.0, -90.0, 150.0, 160.0],
+            [-250.0, -200.0, 300.0, 280.0],
+            [0.5, 8.0, 20.0, 50.5],
+        ];
+        let levels = FpnLevels::faster_rcnn_fpn();
+        let mut reached: Vec<usize> = rois.iter().map(|r| levels.level_of(r)).collect();
+        reached.sort();
+        reached.dedup();
+        assert_eq!(reached, [2, 3, 4, 5]);
+        check_backward_wiring(
+            FasterRcnnSpec::small_fpn(3),
+            (64, 32),
+            &rois,
+            &[
+                "res3a_branch2b_weights",
+                "res4a_branch1_weights",
+                "res5a_branch2c_weights",
+                "fpn_inner_res5_sum_w",
+                "fpn_inner_res2_sum_lateral_b",
+                "fpn_res4_sum_w",
+                "fpn_res2_sum_b",
+                "conv_rpn_fpn2_w",
+                "rpn_cls_logits_fpn2_b",
+                "rpn_bbox_pred_fpn2_w",
+                "fc6_w",
+                "fc7_b",
+                "cls_score_w",
+                "bbox_pred_b",
+            ],
+        );
     }
 }

@@ -208,7 +208,7 @@ impl<B: Backend> FpnLinks<B> {
         backend: &B,
         units: &mut [ConvUnit<B>],
         body: &[&Tensor<B>],
-        output_grads: &[Tensor<B>],
+        output_grads: &[&Tensor<B>],
         body_grads: &mut [Tensor<B>],
         first_body_grad: usize,
         s: &mut Scratch<B>,
@@ -222,10 +222,10 @@ impl<B: Backend> FpnLinks<B> {
             pool.backward(
                 backend,
                 units[levels].output(),
-                &output_grads[0],
+                output_grads[0],
                 &mut s.grad_branch,
             );
-            accumulate(backend, &output_grads[1], &mut s.grad_branch);
+            accumulate(backend, output_grads[1], &mut s.grad_branch);
         }
         // From the finest level up: s.grad collects each inner level's
         // gradient, from its output conv and from the level below through
@@ -234,7 +234,7 @@ impl<B: Backend> FpnLinks<B> {
             let dy = if i == 0 && pooled == 1 {
                 &s.grad_branch
             } else {
-                &output_grads[pooled + i]
+                output_grads[pooled + i]
             };
             let (inner_units, outputs) = units.split_at_mut(levels);
             let x = inner(&self.sums, inner_units, i);
@@ -336,7 +336,7 @@ mod tests {
                 &cpu,
                 pyramid,
                 &self.body.features(),
-                output_grads,
+                &output_grads.iter().collect::<Vec<_>>(),
                 &mut self.body_grads,
                 self.body.frozen_features(stop),
                 s,
@@ -556,9 +556,15 @@ mod tests {
             let inputs: Vec<&Tensor<CpuBackend>> = inputs.iter().collect();
             let units = &mut model.net.units;
             let s = &mut model.scratch;
-            model
-                .links
-                .backward(&cpu, units, &inputs, &grads, &mut body_grads, 1, s);
+            model.links.backward(
+                &cpu,
+                units,
+                &inputs,
+                &grads.iter().collect::<Vec<_>>(),
+                &mut body_grads,
+                1,
+                s,
+            );
             assert_eq!(body_grads[0].numel(), 0, "the frozen feature's gradient");
             let case = format!("seed {seed}");
             check_params(

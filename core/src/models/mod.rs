@@ -12,6 +12,7 @@ pub mod faster_rcnn;
 pub mod faster_rcnn_detector;
 #[cfg(test)]
 mod faster_rcnn_parity;
+mod faster_rcnn_rois;
 pub mod fc;
 pub mod fpn;
 pub mod init;

@@ -1,0 +1,142 @@
+//! Faster R-CNN with FPN end to end: `synth` a VOC dataset, train
+//! `configs/faster_rcnn_fpn_demo.ron` (the small FPN model) for a few steps
+//! on 64-pixel pictures padded to multiples of 32, evaluate and infer with
+//! what it saved. Whether the demo learns is measured in docs, not here.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+mod common;
+use common::{pulsefocus, stderr, stdout};
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    let out = pulsefocus()
+        .current_dir(dir)
+        .env_remove("PULSEFOCUS_GPU_EMULATOR")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pulsefocus {args:?} failed:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+/// `fpn.ron` in `dir`: the FPN demo with pictures of 64 (train: 64 or 96)
+/// on the short side, at most 128, and three steps.
+fn write_config(dir: &Path) -> PathBuf {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/faster_rcnn_fpn_demo.ron");
+    let transforms = |sizes: &str, flip: &str| {
+        format!(
+            r#"sample_transforms: [
+            DecodeImage(to_rgb: true),
+            {flip}
+            NormalizeImage(is_channel_first: false, is_scale: true, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]),
+            ResizeImage(target_size: {sizes}, max_size: 128, interp: 1, use_cv2: true),
+            Permute(to_bgr: false, channel_first: true),
+        ],"#
+        )
+    };
+    let config = format!(
+        r#"(
+    _BASE_: ["{demo}"],
+    max_iters: 3,
+    snapshot_iter: 3,
+    log_iter: 1,
+    TrainReader: ({train}),
+    EvalReader: ({eval}),
+    TestReader: ({eval}),
+)"#,
+        demo = demo.display(),
+        train = transforms("[64, 96]", "RandomFlipImage(prob: 0.5),"),
+        eval = transforms("64", ""),
+    );
+    let path = dir.join("fpn.ron");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+#[test]
+fn fpn_trains_evaluates_and_infers() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    run(
+        dir,
+        &[
+            "synth",
+            "--out",
+            "dataset/synth",
+            "--format",
+            "voc",
+            "--classes",
+            "3",
+            "--images",
+            "6",
+            "--size",
+            "96",
+            "--seed",
+            "3",
+        ],
+    );
+    let config = write_config(dir);
+    let config = config.to_str().unwrap();
+    run(dir, &["train", "-c", config]);
+
+    let save_dir = dir.join("output/fpn");
+    let rows = losses(&save_dir);
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().flatten().all(|v| v.is_finite()), "{rows:?}");
+    // The pyramid's, the shared RPN head's and TwoFCHead's parameters under
+    // Paddle's names.
+    let saved =
+        pulsefocus_formats::load_checkpoint(&save_dir.join("model_final.pdparams")).unwrap();
+    for name in ["fpn_res2_sum_w", "conv_rpn_fpn2_w", "fc6_w", "fc7_b"] {
+        assert!(saved.get(name).is_some(), "{name} saved");
+    }
+
+    let weights = format!("weights={}", save_dir.join("model_final").display());
+    let eval = run(dir, &["eval", "-c", config, "-o", &weights]);
+    assert!(stdout(&eval).contains("mAP(0.50)"), "{}", stdout(&eval));
+
+    let picture = std::fs::read_dir(dir.join("dataset/synth/JPEGImages"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let infer = run(
+        dir,
+        &[
+            "infer",
+            "-c",
+            config,
+            "-o",
+            &weights,
+            "--draw_threshold",
+            "0.0",
+            "--output_dir",
+            "drawn",
+            "--infer_img",
+            picture.to_str().unwrap(),
+        ],
+    );
+    assert!(stdout(&infer).contains("detections"), "{}", stdout(&infer));
+    let drawn = dir.join("drawn").join(picture.file_name().unwrap());
+    assert!(drawn.is_file(), "{drawn:?}");
+}
+
+/// The loss terms of each step of a run's loss.csv (after the iteration).
+fn losses(save_dir: &Path) -> Vec<Vec<f64>> {
+    let text = std::fs::read_to_string(save_dir.join("loss.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("iteration,loss,loss_rpn_cls,loss_rpn_bbox,loss_cls,loss_bbox")
+    );
+    lines
+        .map(|l| l.split(',').skip(1).map(|c| c.parse().unwrap()).collect())
+        .collect()
+}
