@@ -1,7 +1,8 @@
 """What the PyTorch training-step scripts share (`train_step_torch.py`,
-`train_step_ssd_torch.py`): the command line, timing a step function against
-`pulsefocus bench train-step` in alternating rounds, and the report (medians,
-peak memory, the pulsefocus / torch ratios)."""
+`train_step_ssd_torch.py`, `train_step_faster_rcnn_torch.py`): the command
+line, timing a step function against `pulsefocus bench train-step` in
+alternating rounds, and the report (medians, peak memory, the pulsefocus /
+torch ratios)."""
 import argparse
 import json
 import resource
@@ -48,6 +49,14 @@ def run_pulsefocus(binary, args, model_args):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def rate(images_per_second):
+    """Two decimals, or three significant digits below 1 (Faster R-CNN's
+    seconds-long steps)."""
+    if images_per_second >= 1:
+        return f"{images_per_second:.2f}"
+    return f"{images_per_second:.3g}"
+
+
 def compare(args, step, model_args):
     """Times `step` (one training step, returning the loss) after the warm-up,
     alternating with `pulsefocus bench train-step MODEL_ARGS` when
@@ -64,11 +73,11 @@ def compare(args, step, model_args):
             loss = step()
         sync()
         torch_ips.append(args.batch * args.steps / (time.perf_counter() - start))
-        line = f"round {round_ + 1}: torch {torch_ips[-1]:.2f} images/s"
+        line = f"round {round_ + 1}: torch {rate(torch_ips[-1])} images/s"
         if args.pulsefocus:
             pf = run_pulsefocus(args.pulsefocus, args, model_args)
             pf_ips.append(pf["images_per_second"])
-            line += f", pulsefocus {pf_ips[-1]:.2f} images/s"
+            line += f", pulsefocus {rate(pf_ips[-1])} images/s"
         if args.rounds > 1:
             print(line, flush=True)
     ips = statistics.median(torch_ips)
@@ -78,9 +87,9 @@ def compare(args, step, model_args):
     else:
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         what, pf_key, name = "peak RSS", "peak_rss_bytes", f"torch {torch.__version__}"
-    print(f"{name}: {ips:.2f} images/s, {what} {memory / 2**20:.0f} MiB, last loss {loss:.2f}")
+    print(f"{name}: {rate(ips)} images/s, {what} {memory / 2**20:.0f} MiB, last loss {loss:.4g}")
     if args.pulsefocus:
         pf_median = statistics.median(pf_ips)
-        print(f"pulsefocus: {pf_median:.2f} images/s, {what} {pf[pf_key] / 2**20:.0f} MiB")
+        print(f"pulsefocus: {rate(pf_median)} images/s, {what} {pf[pf_key] / 2**20:.0f} MiB")
         print(f"ratio pulsefocus/torch: speed {pf_median / ips:.2f}, "
               f"memory {pf[pf_key] / memory:.2f}")

@@ -117,3 +117,35 @@ fn bad_arguments_are_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("config.ron"));
 }
+
+#[test]
+fn size_rule_follows_the_architecture() {
+    // Faster R-CNN C4's single stride-16 map takes any size.
+    let demo = repo().join("configs/faster_rcnn_demo.ron");
+    let out = bench(&[
+        "-c",
+        demo.to_str().unwrap(),
+        "--batch",
+        "1",
+        "--size",
+        "72",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The FPN adds upsampled maps to the backbone's, as YOLOv3 does.
+    let fpn = repo().join("configs/faster_rcnn_r50_fpn_1x.ron");
+    let out = bench(&["-c", fpn.to_str().unwrap(), "--size", "100"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a multiple of 32 (the FPN's"),
+        "{stderr}"
+    );
+}

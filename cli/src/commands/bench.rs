@@ -48,7 +48,7 @@ pub struct TrainStepArgs {
     pub classes: Option<usize>,
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// Input size in pixels (square; a multiple of 32 for YOLOv3).
+    /// Input size in pixels (square; a multiple of 32 for YOLOv3 and FPN).
     #[arg(long, default_value_t = 320)]
     pub size: usize,
     /// Timed steps.
@@ -113,20 +113,25 @@ fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
         bail!("--size must be at least 1");
     }
     let (name, model) = model_spec(&args)?;
-    let yolov3 = match &model {
-        Model::Config(config) => matches!(config.model_spec(), ModelSpec::Yolov3(_)),
-        Model::BuiltIn(_) => true,
+    let spec = match &model {
+        Model::Config(config) => config.model_spec(),
+        Model::BuiltIn(spec) => ModelSpec::Yolov3(spec.clone()),
     };
-    // YOLOv3 concatenates upsampled maps with the backbone's: every stride
-    // must divide the input. SSD's maps take any size (300 in its configs).
-    if yolov3 && !args.size.is_multiple_of(32) {
-        bail!(
-            "--size {} is not a positive multiple of 32 (YOLOv3's largest stride)",
-            args.size
-        );
+    if let Some((multiple, why)) = size_multiple(&spec) {
+        if !args.size.is_multiple_of(multiple) {
+            bail!(
+                "--size {} is not a multiple of {multiple} ({why})",
+                args.size
+            );
+        }
     }
     let device = args.device.clone();
-    device.run_on(TrainStep { args, name, model })
+    device.run_on(TrainStep {
+        args,
+        name,
+        model,
+        spec,
+    })
 }
 
 /// The timed steps, on whichever backend `--device` picked.
@@ -134,29 +139,31 @@ struct TrainStep {
     args: TrainStepArgs,
     name: String,
     model: Model,
+    spec: ModelSpec,
 }
 
 impl OnBackend for TrainStep {
     fn run<B: Backend>(self, backend: &B) -> anyhow::Result<()> {
-        let TrainStep { args, name, model } = self;
-        let (detector, train_config, spec): (Box<dyn Detector<B>>, _, _) = match model {
-            Model::Config(config) => (
-                build_detector(backend, &config, 0),
-                config.train_config(),
-                config.model_spec(),
-            ),
+        let TrainStep {
+            args,
+            name,
+            model,
+            spec,
+        } = self;
+        let (detector, train_config): (Box<dyn Detector<B>>, _) = match model {
+            Model::Config(config) => (build_detector(backend, &config, 0), config.train_config()),
             Model::BuiltIn(spec) => (
-                Box::new(Yolov3Detector::new(Yolov3::new(backend, spec.clone(), 0))),
+                Box::new(Yolov3Detector::new(Yolov3::new(backend, spec, 0))),
                 TrainConfig::yolov3(),
-                ModelSpec::Yolov3(spec),
             ),
         };
         let classes = spec.foreground_classes();
         let mut trainer = Trainer::new(detector, train_config);
         let planned = trainer.plan(args.batch, args.size);
         let mut data = SyntheticBatch::new(args.batch, args.size, classes, 1);
-        if let ModelSpec::Ssd(_) = spec {
-            // SSD's class 0 is the background: objects are 1 and up.
+        if !matches!(spec, ModelSpec::Yolov3(_)) {
+            // SSD's and Faster R-CNN's class 0 is the background: objects
+            // are 1 and up.
             data.number_from_one();
         }
         let gt = data.ground_truth();
@@ -210,6 +217,20 @@ impl OnBackend for TrainStep {
             mib(peak_rss)
         );
         Ok(())
+    }
+}
+
+/// The multiple every input side must be, and why, for models that add or
+/// concatenate upsampled maps to the backbone's: every stride must divide the
+/// input. SSD's maps and Faster R-CNN C4's single stride-16 map take any size
+/// (300 and 800 in their configs).
+fn size_multiple(spec: &ModelSpec) -> Option<(usize, &'static str)> {
+    match spec {
+        ModelSpec::Yolov3(_) => Some((32, "YOLOv3's largest stride")),
+        ModelSpec::FasterRcnn(s) if s.fpn.is_some() => {
+            Some((32, "the FPN's deepest backbone stride"))
+        }
+        ModelSpec::Ssd(_) | ModelSpec::FasterRcnn(_) => None,
     }
 }
 
