@@ -4,26 +4,9 @@
 //! what it saved. Whether the demo learns is measured in docs, not here.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 mod common;
-use common::{pulsefocus, stderr, stdout};
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    let out = pulsefocus()
-        .current_dir(dir)
-        .env_remove("PULSEFOCUS_GPU_EMULATOR")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pulsefocus {args:?} failed:\n{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    out
-}
+use common::{run_ok as run, stdout};
 
 /// `fpn.ron` in `dir`: the FPN demo with pictures of 64 (train: 64 or 96)
 /// on the short side, at most 128, and three steps.

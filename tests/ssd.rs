@@ -7,10 +7,9 @@
 //! docs/models.md, not here.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 mod common;
-use common::{pulsefocus, stderr, stdout};
+use common::{pulsefocus, run_ok as run, stderr, stdout};
 
 /// `ssd.ron` in `dir`: configs/ssd_demo.ron on 96-pixel inputs in batches of
 /// two, every reader on `dataset`, with `keys` (top-level RON entries, each
@@ -66,22 +65,6 @@ fn write_config(dir: &Path, name: &str, dataset: &str, keys: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, config).unwrap();
     path
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    let out = pulsefocus()
-        .current_dir(dir)
-        .env_remove("PULSEFOCUS_GPU_EMULATOR")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pulsefocus {args:?} failed:\n{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    out
 }
 
 fn synth(dir: &Path, out: &str, first_class: &str) {

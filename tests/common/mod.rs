@@ -10,6 +10,24 @@ pub fn pulsefocus() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pulsefocus"))
 }
 
+/// `pulsefocus ARGS` in `dir` on this machine as it is (never the emulated
+/// GPU unless asked), which must succeed; its output.
+pub fn run_ok(dir: &Path, args: &[&str]) -> Output {
+    let out = pulsefocus()
+        .current_dir(dir)
+        .env_remove("PULSEFOCUS_GPU_EMULATOR")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pulsefocus {args:?} failed:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
