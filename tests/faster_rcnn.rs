@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{pulsefocus, run_ok as run, stderr, stdout};
+use common::{evaluates_and_draws, pulsefocus, run_ok as run, stderr, stdout};
 
 /// configs/faster_rcnn_demo.ron on 64-pixel pictures (at most 96) in batches
 /// of two, every reader on `dataset`, with `keys` (top-level RON entries,
@@ -143,34 +143,7 @@ fn fine_tunes_with_the_seed_exclusion_then_evaluates_infers_and_trains_on_the_gp
     assert_eq!(cpu_losses.len(), 3);
 
     let final_weights = format!("weights={}", save_dir.join("model_final").display());
-    let eval = run(dir, &["eval", "-c", config, "-o", &final_weights]);
-    assert!(stdout(&eval).contains("mAP(0.50)"), "{}", stdout(&eval));
-
-    let picture = std::fs::read_dir(dir.join("dataset/synth/JPEGImages"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let infer = run(
-        dir,
-        &[
-            "infer",
-            "-c",
-            config,
-            "-o",
-            &final_weights,
-            "--draw_threshold",
-            "0.0",
-            "--output_dir",
-            "drawn",
-            "--infer_img",
-            picture.to_str().unwrap(),
-        ],
-    );
-    assert!(stdout(&infer).contains("detections"), "{}", stdout(&infer));
-    let drawn = dir.join("drawn").join(picture.file_name().unwrap());
-    assert!(drawn.is_file(), "{drawn:?}");
+    evaluates_and_draws(dir, config, &final_weights);
 
     // The same fine-tune on the emulated GPU: the first step's loss terms
     // are the CPU's up to the order of f32 sums (the same anchors and RoIs

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{run_ok as run, stdout};
+use common::{evaluates_and_draws, run_ok as run};
 
 /// `fpn.ron` in `dir`: the FPN demo with pictures of 64 (train: 64 or 96)
 /// on the short side, at most 128, and three steps.
@@ -81,34 +81,7 @@ fn fpn_trains_evaluates_and_infers() {
     }
 
     let weights = format!("weights={}", save_dir.join("model_final").display());
-    let eval = run(dir, &["eval", "-c", config, "-o", &weights]);
-    assert!(stdout(&eval).contains("mAP(0.50)"), "{}", stdout(&eval));
-
-    let picture = std::fs::read_dir(dir.join("dataset/synth/JPEGImages"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let infer = run(
-        dir,
-        &[
-            "infer",
-            "-c",
-            config,
-            "-o",
-            &weights,
-            "--draw_threshold",
-            "0.0",
-            "--output_dir",
-            "drawn",
-            "--infer_img",
-            picture.to_str().unwrap(),
-        ],
-    );
-    assert!(stdout(&infer).contains("detections"), "{}", stdout(&infer));
-    let drawn = dir.join("drawn").join(picture.file_name().unwrap());
-    assert!(drawn.is_file(), "{drawn:?}");
+    evaluates_and_draws(dir, config, &weights);
 }
 
 /// The loss terms of each step of a run's loss.csv (after the iteration).

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{pulsefocus, run_ok as run, stderr, stdout};
+use common::{evaluates_and_draws, pulsefocus, run_ok as run, stderr, stdout};
 
 /// `ssd.ron` in `dir`: configs/ssd_demo.ron on 96-pixel inputs in batches of
 /// two, every reader on `dataset`, with `keys` (top-level RON entries, each
@@ -159,34 +159,7 @@ fn fine_tunes_with_conv2d_excluded_then_evaluates_infers_and_trains_on_the_gpu()
     assert_eq!(cpu_losses.len(), 4);
 
     let final_weights = format!("weights={}", save_dir.join("model_final").display());
-    let eval = run(dir, &["eval", "-c", config, "-o", &final_weights]);
-    assert!(stdout(&eval).contains("mAP(0.50)"), "{}", stdout(&eval));
-
-    let picture = std::fs::read_dir(dir.join("dataset/synth/JPEGImages"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let infer = run(
-        dir,
-        &[
-            "infer",
-            "-c",
-            config,
-            "-o",
-            &final_weights,
-            "--draw_threshold",
-            "0.0",
-            "--output_dir",
-            "drawn",
-            "--infer_img",
-            picture.to_str().unwrap(),
-        ],
-    );
-    assert!(stdout(&infer).contains("detections"), "{}", stdout(&infer));
-    let drawn = dir.join("drawn").join(picture.file_name().unwrap());
-    assert!(drawn.is_file(), "{drawn:?}");
+    evaluates_and_draws(dir, config, &final_weights);
 
     // The same fine-tune on the emulated GPU. The first step's loss terms
     // are the CPU's up to the order of f32 sums (the augmentations draw the

@@ -28,6 +28,39 @@ pub fn run_ok(dir: &Path, args: &[&str]) -> Output {
     out
 }
 
+/// `eval -c CONFIG -o WEIGHTS` in `dir` reports a mAP, and `infer` with
+/// the same weights draws the first picture of `dataset/synth/JPEGImages`
+/// (every detection, threshold 0) into `drawn/`.
+pub fn evaluates_and_draws(dir: &Path, config: &str, weights: &str) {
+    let eval = run_ok(dir, &["eval", "-c", config, "-o", weights]);
+    assert!(stdout(&eval).contains("mAP(0.50)"), "{}", stdout(&eval));
+    let picture = std::fs::read_dir(dir.join("dataset/synth/JPEGImages"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let infer = run_ok(
+        dir,
+        &[
+            "infer",
+            "-c",
+            config,
+            "-o",
+            weights,
+            "--draw_threshold",
+            "0.0",
+            "--output_dir",
+            "drawn",
+            "--infer_img",
+            picture.to_str().unwrap(),
+        ],
+    );
+    assert!(stdout(&infer).contains("detections"), "{}", stdout(&infer));
+    let drawn = dir.join("drawn").join(picture.file_name().unwrap());
+    assert!(drawn.is_file(), "{drawn:?}");
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
