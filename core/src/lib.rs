@@ -22,6 +22,7 @@ pub mod optim;
 pub mod params;
 mod python_re;
 pub mod rcnn;
+pub mod retinanet;
 pub mod ssd;
 pub mod tensor;
 pub mod train;

@@ -1,0 +1,9 @@
+//! RetinaNet's non-learned operations, as Paddle 1.8's operators compute
+//! them for PaddleDetection's `RetinaNet`: target assignment, the sigmoid
+//! focal loss and the detection output. Boxes are pixel boxes
+//! `[x1, y1, x2, y2]` whose width is `x2 - x1 + 1`, as in the R-CNN
+//! operators (`crate::rcnn`), whose anchor generator RetinaNet shares.
+
+pub mod config;
+
+pub use config::{RetinaConfig, RetinaOutputConfig, RetinaTargetConfig};
