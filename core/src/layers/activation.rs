@@ -44,6 +44,11 @@ impl<B: Backend> ActivationLayer<B> {
         &self.output
     }
 
+    /// Exchanges the saved output with `saved` (see `ConvUnit::swap_activations`).
+    pub fn swap_output(&mut self, saved: &mut Tensor<B>) {
+        std::mem::swap(&mut self.output, saved);
+    }
+
     pub fn planned_bytes(&self, backend: &B) -> usize {
         self.output.capacity_bytes(backend)
     }

@@ -166,6 +166,11 @@ impl<B: Backend> Conv2d<B> {
         &self.output
     }
 
+    /// Exchanges the saved output with `saved` (see `ConvUnit::swap_activations`).
+    pub fn swap_output(&mut self, saved: &mut Tensor<B>) {
+        std::mem::swap(&mut self.output, saved);
+    }
+
     /// Bytes held: parameters, gradients, output (not the shared workspace).
     pub fn planned_bytes(&self, backend: &B) -> usize {
         let params = [

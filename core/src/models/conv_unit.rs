@@ -569,6 +569,25 @@ impl<B: Backend> ConvUnit<B> {
         }
     }
 
+    /// Exchanges what the unit saved in its last forward pass (the conv's
+    /// and the activation's outputs) with `saved`. A head whose parameters
+    /// are shared over several inputs (RetinaNet's over the pyramid levels)
+    /// runs forward on each and swaps that run's activations out, then
+    /// swaps them back in for the backward pass of that input: no copy, and
+    /// no second forward pass. Units with a batch norm keep statistics of
+    /// their input and cannot be shared this way.
+    pub fn swap_activations(&mut self, saved: &mut UnitActivations<B>) {
+        assert!(
+            self.bn.is_none(),
+            "{}: a unit with a batch norm cannot swap its activations",
+            self.spec.prefix
+        );
+        self.conv.swap_output(&mut saved.conv);
+        if let Some(act) = &mut self.act {
+            act.swap_output(&mut saved.act);
+        }
+    }
+
     /// Bytes of parameters, gradients, activations and saved statistics.
     pub fn planned_bytes(&self, backend: &B) -> usize {
         self.conv.planned_bytes(backend)
@@ -581,6 +600,26 @@ impl<B: Backend> ConvUnit<B> {
                 .l2_norm
                 .as_ref()
                 .map_or(0, |n| n.planned_bytes(backend))
+    }
+}
+
+/// The tensors a bias-and-activation unit saves in a forward pass, held
+/// outside it (`ConvUnit::swap_activations`).
+pub struct UnitActivations<B: Backend> {
+    conv: Tensor<B>,
+    act: Tensor<B>,
+}
+
+impl<B: Backend> UnitActivations<B> {
+    pub fn new(backend: &B) -> Self {
+        UnitActivations {
+            conv: Tensor::zeros(backend, &[0]),
+            act: Tensor::zeros(backend, &[0]),
+        }
+    }
+
+    pub fn planned_bytes(&self, backend: &B) -> usize {
+        self.conv.capacity_bytes(backend) + self.act.capacity_bytes(backend)
     }
 }
 
@@ -886,5 +925,40 @@ mod tests {
         }
         let scale_grad = u.grad(ParamRole::BnScale).expect("a scale").to_host(&b);
         assert!(scale_grad.iter().all(|&g| g == 0.0));
+    }
+
+    /// A unit run on two inputs, the first run's activations swapped out and
+    /// back in, gives the first input the backward pass it gets alone.
+    #[test]
+    fn swapped_activations_give_each_input_its_own_backward() {
+        use crate::layers::test_util::{cpu, tensor};
+        let b = cpu();
+        let spec = ConvUnitSpec {
+            groups: 1,
+            activation: Activation::Relu,
+            ..unit(NameStyle::Suffixed, Norm::Bias(ParamAttr::DEFAULT))
+        };
+        let mut u = ConvUnit::new(&b, spec, &mut Rng::from_state(5));
+        let mut workspace = Tensor::zeros(&b, &[0]);
+        let (mut dz, mut dx) = (Tensor::zeros(&b, &[0]), Tensor::zeros(&b, &[0]));
+        let (x1, x2) = (tensor(&[1, 8, 6, 6], 1), tensor(&[2, 8, 10, 4], 2));
+        let dy = tensor(&[1, 4, 3, 3], 3);
+        let mut alone = |u: &mut ConvUnit<crate::CpuBackend>| {
+            u.backward(&b, &x1, &dy, &mut dz, Some(&mut dx), &mut workspace);
+            (
+                dx.to_host(&b),
+                u.conv.weight_grad.to_host(&b),
+                u.output().to_host(&b),
+            )
+        };
+        u.forward(&b, &x1, &mut Tensor::zeros(&b, &[0]));
+        let want = alone(&mut u);
+
+        let mut saved = UnitActivations::new(&b);
+        u.forward(&b, &x1, &mut Tensor::zeros(&b, &[0]));
+        u.swap_activations(&mut saved);
+        u.forward(&b, &x2, &mut Tensor::zeros(&b, &[0]));
+        u.swap_activations(&mut saved);
+        assert_eq!(alone(&mut u), want);
     }
 }

@@ -41,6 +41,7 @@ use crate::layers::{FullyConnected, GlobalAvgPool};
 use crate::rcnn::anchors::{rpn_anchors, Anchors};
 use crate::rcnn::rpn_loss::{rpn_loss, RpnLevelGrad, RpnLevelOutput};
 use crate::rcnn::rpn_target::{rpn_target_assign, ImInfo};
+use crate::rcnn::truth::{image_infos, image_truths};
 use crate::rcnn::{
     bbox_head_detect, bbox_head_loss, collect_fpn_proposals, generate_proposal_labels,
     generate_proposals, FpnLevels, Proposals, RcnnConfig, RoiTargets,
@@ -52,20 +53,10 @@ use crate::yolo::{Detection, GroundTruth};
 /// `loss_cls`, `loss_bbox`), in that order.
 pub const LOSS_NAMES: &[&str] = &["rpn_cls", "rpn_bbox", "cls", "bbox"];
 
-/// Below this width or height a ground-truth slot is padding.
-const PADDING: f32 = 1e-6;
-
 /// The RPN head's convs after the backbone's (and the pyramid's) units:
 /// `conv_rpn`, then its two outputs `rpn_cls_logits` and `rpn_bbox_pred`
 /// (output 0 and 1 below).
 const RPN_UNITS: usize = 3;
-
-/// One image's ground truth as Paddle's R-CNN operators take it: boxes in
-/// original-image pixels (width `x2 - x1 + 1`) and classes from 1.
-struct ImageTruth {
-    boxes: Vec<BoxXyxy>,
-    classes: Vec<i32>,
-}
 
 /// One feature the RPN head runs on (a pyramid level, or C4's res4): its
 /// size, the head's outputs on the host, and their gradients on the host
@@ -680,46 +671,6 @@ impl<B: Backend> FasterRcnnDetector<B> {
             + self.scratch.planned_bytes(b)
             + tensors
             + host
-    }
-}
-
-/// Each image's ground truth from the loader's slots (normalised
-/// `[cx, cy, w, h]` relative to the resized picture, classes with the
-/// background as 0) in original-image pixels, Paddle's COCO convention
-/// `x2 = x1 + w - 1`.
-fn image_truths(truth: &GroundTruth, im_info: &[[f32; 3]]) -> Vec<ImageTruth> {
-    let m = truth.max_boxes;
-    im_info
-        .iter()
-        .enumerate()
-        .map(|(n, &[height, width, scale])| {
-            let (w, h) = (width / scale, height / scale);
-            let mut boxes = Vec::new();
-            let mut classes = Vec::new();
-            for k in 0..m {
-                let b = &truth.boxes[(n * m + k) * 4..][..4];
-                if b[2] < PADDING || b[3] < PADDING {
-                    continue;
-                }
-                let x1 = (b[0] - b[2] / 2.0) * w;
-                let y1 = (b[1] - b[3] / 2.0) * h;
-                boxes.push([x1, y1, x1 + b[2] * w - 1.0, y1 + b[3] * h - 1.0]);
-                classes.push(truth.labels[n * m + k]);
-            }
-            ImageTruth { boxes, classes }
-        })
-        .collect()
-}
-
-/// `im_info` as given, or for callers that give none (inputs that are the
-/// pictures, unscaled) `[height, width, 1]` of the input.
-fn image_infos<B: Backend>(image: &Tensor<B>, im_info: &[[f32; 3]]) -> Vec<[f32; 3]> {
-    let (n, _, h, w) = image.nchw();
-    if im_info.is_empty() {
-        vec![[h as f32, w as f32, 1.0]; n]
-    } else {
-        assert_eq!(im_info.len(), n, "one im_info per image");
-        im_info.to_vec()
     }
 }
 

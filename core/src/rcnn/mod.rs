@@ -18,6 +18,7 @@ pub mod proposal_labels;
 pub mod proposals;
 pub mod rpn_loss;
 pub mod rpn_target;
+pub mod truth;
 
 pub use anchors::{anchor_generator, rpn_anchors, Anchors};
 pub use bbox_detect::bbox_head_detect;
