@@ -623,6 +623,63 @@ impl<B: Backend> UnitActivations<B> {
     }
 }
 
+/// Parameter gradients summed over several backward passes of the same
+/// units (a head shared over pyramid levels): each pass overwrites the
+/// units' gradients, so after each one `add` moves them into the sums (the
+/// first by a swap), and `finish` swaps the sums back into the units.
+pub struct GradSums<B: Backend> {
+    sums: Vec<Tensor<B>>,
+    passes: usize,
+}
+
+/// The trained gradients of `units`: each conv's weight's and bias's.
+fn param_grads<B: Backend>(units: &mut [ConvUnit<B>]) -> impl Iterator<Item = &mut Tensor<B>> {
+    units.iter_mut().flat_map(|u| {
+        [Some(&mut u.conv.weight_grad), u.conv.bias_grad.as_mut()]
+            .into_iter()
+            .flatten()
+    })
+}
+
+impl<B: Backend> GradSums<B> {
+    /// Sums for the gradients of `units` (bias-and-activation units: a
+    /// batch norm's would be left out).
+    pub fn new(backend: &B, units: &mut [ConvUnit<B>]) -> Self {
+        GradSums {
+            sums: param_grads(units)
+                .map(|g| Tensor::zeros(backend, g.shape()))
+                .collect(),
+            passes: 0,
+        }
+    }
+
+    /// Adds the gradients of the backward pass that just ran on `units`.
+    pub fn add(&mut self, backend: &B, units: &mut [ConvUnit<B>]) {
+        for (grad, sum) in param_grads(units).zip(&mut self.sums) {
+            if self.passes == 0 {
+                std::mem::swap(grad, sum);
+            } else {
+                accumulate(backend, grad, sum);
+            }
+        }
+        self.passes += 1;
+    }
+
+    /// Puts the sums into `units` as their gradients, for the next passes.
+    pub fn finish(&mut self, units: &mut [ConvUnit<B>]) {
+        if self.passes > 0 {
+            for (grad, sum) in param_grads(units).zip(&mut self.sums) {
+                std::mem::swap(grad, sum);
+            }
+        }
+        self.passes = 0;
+    }
+
+    pub fn planned_bytes(&self, backend: &B) -> usize {
+        self.sums.iter().map(|t| t.capacity_bytes(backend)).sum()
+    }
+}
+
 /// A unit's output: its batch norm's, its activation's, or its conv's.
 fn unit_output<'a, B: Backend>(
     conv: &'a Conv2d<B>,

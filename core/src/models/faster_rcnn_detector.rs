@@ -27,7 +27,7 @@
 //! pyramid and the backbone down to its frozen stages (`freeze_at`).
 
 use super::bbox_head::RoiHeadSpec;
-use super::conv_unit::{accumulate, ConvUnit, Scratch};
+use super::conv_unit::{accumulate, ConvUnit, GradSums, Scratch};
 use super::faster_rcnn::{FasterRcnnSpec, RoiExtractorSpec};
 use super::faster_rcnn_rois::{RoiExtractor, Rois};
 use super::fpn::FpnLinks;
@@ -201,16 +201,6 @@ fn rpn_forward<B: Backend>(
     }
 }
 
-/// The RPN head's parameter gradients, which each level's backward
-/// overwrites.
-fn rpn_param_grads<B: Backend>(units: &mut [ConvUnit<B>]) -> impl Iterator<Item = &mut Tensor<B>> {
-    units.iter_mut().flat_map(|u| {
-        [Some(&mut u.conv.weight_grad), u.conv.bias_grad.as_mut()]
-            .into_iter()
-            .flatten()
-    })
-}
-
 /// A Faster R-CNN (C4 or FPN) with its operator settings and the buffers
 /// of a step.
 pub struct FasterRcnnDetector<B: Backend> {
@@ -232,7 +222,7 @@ pub struct FasterRcnnDetector<B: Backend> {
     levels: Vec<RpnLevel<B>>,
     level_grads: Vec<Tensor<B>>,
     /// The RPN head's parameter gradients summed over the levels.
-    rpn_param_sums: Vec<Tensor<B>>,
+    rpn_param_sums: GradSums<B>,
     rois: Rois<B>,
     extractor: RoiExtractor<B>,
     box_head: BoxHead<B>,
@@ -276,9 +266,7 @@ impl<B: Backend> FasterRcnnDetector<B> {
         let mut net = ConvNet::with_fcs(backend, units, fcs, seed);
         net.freeze_units(spec.backbone.frozen_units());
         net.freeze_norm(spec.backbone.freeze_norm);
-        let rpn_param_sums = rpn_param_grads(&mut net.units[rpn_unit..][..RPN_UNITS])
-            .map(|g| Tensor::zeros(backend, g.shape()))
-            .collect();
+        let rpn_param_sums = GradSums::new(backend, &mut net.units[rpn_unit..][..RPN_UNITS]);
 
         // The features, lowest level first, and the RoIs' levels among them.
         let (level_count, extractor, roi_levels) = match (&spec.fpn, &spec.roi_extractor) {
@@ -533,8 +521,7 @@ impl<B: Backend> FasterRcnnDetector<B> {
         // The RPN head on each level, the last run forward first: the others
         // run forward again for the activations their backward reads. The
         // parameter gradients are summed over the levels in
-        // `rpn_param_sums` (each backward overwrites the units'), then
-        // swapped back into the units.
+        // `rpn_param_sums`.
         let features_trained = self.fpn.is_some() || stop < self.backbone_units;
         let features = head_features(&self.backbone, self.fpn.as_ref(), body, self.backbone_units);
         let last = self.levels.len() - 1;
@@ -572,23 +559,9 @@ impl<B: Backend> FasterRcnnDetector<B> {
                 features_trained.then_some(&mut self.level_grads[l]),
                 &mut self.scratch.workspace,
             );
-            if last > 0 {
-                let sums = self.rpn_param_sums.iter_mut();
-                for (grad, sum) in rpn_param_grads(rpn_units).zip(sums) {
-                    if l == last {
-                        std::mem::swap(grad, sum);
-                    } else {
-                        accumulate(&backend, grad, sum);
-                    }
-                }
-            }
+            self.rpn_param_sums.add(&backend, rpn_units);
         }
-        if last > 0 {
-            let sums = self.rpn_param_sums.iter_mut();
-            for (grad, sum) in rpn_param_grads(rpn_units).zip(sums) {
-                std::mem::swap(grad, sum);
-            }
-        }
+        self.rpn_param_sums.finish(rpn_units);
         if !features_trained {
             return;
         }
@@ -642,7 +615,6 @@ impl<B: Backend> FasterRcnnDetector<B> {
             .flat_map(|l| &l.grads)
             .chain(&self.level_grads)
             .chain(&self.body_grads)
-            .chain(&self.rpn_param_sums)
             .chain(&self.box_grads)
             .chain([
                 &self.head_grad,
@@ -669,6 +641,7 @@ impl<B: Backend> FasterRcnnDetector<B> {
             + self.extractor.planned_bytes(b)
             + self.rois.planned_bytes(b)
             + self.scratch.planned_bytes(b)
+            + self.rpn_param_sums.planned_bytes(b)
             + tensors
             + host
     }
