@@ -84,15 +84,15 @@ pub fn retinanet_detection_output(
             0.0
         };
         // Pair i = (cell * A + a) * K + k, Paddle's index into the
-        // transposed [H*W*A, K] scores, read from the NCHW layout.
+        // transposed [H*W*A, K] scores. The NCHW scores are read channel by
+        // channel (contiguously); the sort below orders them by score and
+        // then pair, so the order they are gathered in does not matter.
         ranked.clear();
-        for cell in 0..cells {
-            for a in 0..anchors_per_cell {
-                for k in 0..classes {
-                    let score = scores[l][(a * classes + k) * cells + cell];
-                    if score > threshold {
-                        ranked.push((score, (cell * anchors_per_cell + a) * classes + k));
-                    }
+        for (channel, plane) in scores[l].chunks_exact(cells.max(1)).enumerate() {
+            let (a, k) = (channel / classes, channel % classes);
+            for (cell, &score) in plane.iter().enumerate() {
+                if score > threshold {
+                    ranked.push((score, (cell * anchors_per_cell + a) * classes + k));
                 }
             }
         }
