@@ -22,7 +22,9 @@
 //! picture's pixels.
 //!
 //! Paddle's Python layer `fluid.layers.retinanet_detection_output` passes
-//! `nms_eta` 1 whatever it is given; the operator, and this, honour it.
+//! the operator `nms_eta` 1 whatever it is given, so PaddleDetection never
+//! adapts the threshold; the operator itself, and this function, apply
+//! `nms_eta` as given (`retinanet_r50_fpn_1x.yml`'s is 1).
 
 use crate::box_coder::{decode, BoxXyxy};
 use crate::rcnn::box_clip::box_clip;
