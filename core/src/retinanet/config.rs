@@ -17,10 +17,12 @@ pub struct RetinaTargetConfig {
 /// outputs to detections.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetinaOutputConfig {
-    /// Scores at or below this are dropped (`score_thresh`).
+    /// Scores at or below this are dropped (`score_thresh`), but on the
+    /// last level, where Paddle keeps every score above 0.
     pub score_thresh: f32,
     pub nms_thresh: f32,
-    /// Best-scoring anchors kept per level before NMS (`pre_nms_top_n`).
+    /// Best-scoring (anchor, class) pairs kept per level before NMS
+    /// (`pre_nms_top_n`).
     pub pre_nms_top_n: usize,
     /// Detections kept per image after NMS (`detections_per_im`).
     pub detections_per_im: usize,

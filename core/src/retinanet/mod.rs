@@ -5,5 +5,7 @@
 //! operators (`crate::rcnn`), whose anchor generator RetinaNet shares.
 
 pub mod config;
+pub mod detection_output;
 
 pub use config::{RetinaConfig, RetinaOutputConfig, RetinaTargetConfig};
+pub use detection_output::retinanet_detection_output;
