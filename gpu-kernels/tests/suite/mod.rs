@@ -232,6 +232,7 @@ macro_rules! backend_tests {
             scale_matches,
             sum_matches,
             sum_squares_matches,
+            channel_sum_matches,
             max_pool_forward_matches,
             max_pool_backward_matches,
             upsample2x_forward_matches,
@@ -282,8 +283,8 @@ pub mod checks {
     pub use super::detect::{ssd_detect_matches, yolo_detect_matches};
     pub use super::elementwise::{
         activation_backward_matches, activation_forward_matches, add_matches, axpy_matches,
-        scale_matches, sigmoid_backward_matches, sigmoid_forward_matches, sum_matches,
-        sum_squares_matches,
+        channel_sum_matches, scale_matches, sigmoid_backward_matches, sigmoid_forward_matches,
+        sum_matches, sum_squares_matches,
     };
     pub use super::fc::{fc_backward_data_matches, fc_backward_weight_matches, fc_forward_matches};
     pub use super::global_avg_pool::{
