@@ -24,6 +24,7 @@
 
 pub mod batch_norm;
 pub mod conv;
+pub mod conv_transpose;
 pub mod detect;
 pub mod elementwise;
 pub mod faulty;
@@ -219,6 +220,7 @@ macro_rules! backend_tests {
             conv2d_forward_matches,
             conv2d_backward_data_matches,
             conv2d_backward_filter_matches,
+            conv_transpose2d_layer_matches,
             batch_norm_forward_train_matches,
             batch_norm_forward_eval_matches,
             batch_norm_backward_train_matches,
@@ -280,6 +282,7 @@ pub mod checks {
     pub use super::conv::{
         conv2d_backward_data_matches, conv2d_backward_filter_matches, conv2d_forward_matches,
     };
+    pub use super::conv_transpose::conv_transpose2d_layer_matches;
     pub use super::detect::{ssd_detect_matches, yolo_detect_matches};
     pub use super::elementwise::{
         activation_backward_matches, activation_forward_matches, add_matches, axpy_matches,
