@@ -1,8 +1,8 @@
 //! Transposed 2-D convolution, as Paddle's `fluid.layers.conv2d_transpose`
 //! (Mask R-CNN's `conv5_mask`): stride, padding, dilation, groups, optional
 //! bias, an activation after the bias. Weights `[c_in, c_out / groups, k,
-//! k]`; an `h x w` input gives `(h - 1) * stride - 2 * pad + dilation * (k
-//! - 1) + 1` rows (and likewise columns).
+//! k]`; an input of `h` rows gives `(h - 1) * stride - 2 * pad +
+//! dilation * (k - 1) + 1` rows, and likewise columns.
 //!
 //! The transposed convolution is the adjoint of the convolution `G` that
 //! maps this layer's output shape back to its input shape with the same
@@ -14,6 +14,12 @@
 //! - input gradient `dx = G dz`: `G`'s forward;
 //! - weight gradient: `G`'s backward-filter with its `x` and `dy` swapped
 //!   (`G`'s input is our output gradient `dz`, its output our input `x`).
+//!
+//! Every one of them overwrites its output (`G`'s backward-data writes 0
+//! where no input reaches, as with a stride wider than the kernel), and
+//! `G` always passes `Conv2dGeom::validate`: its input, this layer's
+//! output, spans at least the kernel's reach, and its output size works
+//! out to exactly this layer's input size.
 //!
 //! The bias and the activation, `y = act(z + bias)`, run as a frozen batch
 //! norm of scale 1, mean 0 and variance 1 (epsilon 0), as `ConvUnit` runs
