@@ -787,6 +787,17 @@ pub trait Backend: Clone + Send + Sync + 'static {
     fn sum(&self, len: usize, x: &Self::Buffer) -> f64;
     /// Sum of squares of the first `len` elements (accumulated in f64).
     fn sum_squares(&self, len: usize, x: &Self::Buffer) -> f64;
+    /// `out[c]` (overwritten) = the sum of channel `c` of `x`, an NCHW
+    /// tensor `[batch, channels, plane]` (`plane` = height x width), over
+    /// the batch and the plane: the gradient of a per-channel bias.
+    fn channel_sum(
+        &self,
+        batch: usize,
+        channels: usize,
+        plane: usize,
+        x: &Self::Buffer,
+        out: &mut Self::Buffer,
+    );
 
     // ---- pooling, resampling, concat ----
 

@@ -304,6 +304,16 @@ impl Backend for GpuBackend {
     fn sum_squares(&self, len: usize, x: &DeviceBuffer) -> f64 {
         self.run(|gpu| gpu.sum(len, x, true))
     }
+    fn channel_sum(
+        &self,
+        batch: usize,
+        channels: usize,
+        plane: usize,
+        x: &DeviceBuffer,
+        out: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.channel_sum(x, out, (batch, channels, plane)))
+    }
 
     fn max_pool_forward(&self, g: &PoolGeom, x: &DeviceBuffer, y: &mut DeviceBuffer) {
         self.run(|gpu| gpu.max_pool_forward(g, x, y))

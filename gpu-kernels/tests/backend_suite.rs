@@ -47,6 +47,12 @@ fn accumulating_instead_of_overwriting_is_caught() {
 }
 
 #[test]
+#[should_panic(expected = "channel_sum (1, 1, 1) seed 1")]
+fn channel_sums_accumulated_are_caught() {
+    checks::channel_sum_matches(&Faulty(Fault::Accumulates));
+}
+
+#[test]
 #[should_panic(expected = "bias true seed 1")]
 fn a_missing_bias_is_caught() {
     checks::conv2d_forward_matches(&Faulty(Fault::ForgetsOneBias));

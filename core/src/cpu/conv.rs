@@ -449,17 +449,7 @@ pub fn backward_filter(
             dbias.len() >= g.c_out,
             "conv2d: bias gradient buffer too short"
         );
-        dbias[..g.c_out]
-            .par_iter_mut()
-            .enumerate()
-            .for_each(|(c, db)| {
-                let mut sum = 0.0f64;
-                for n in 0..g.batch {
-                    let p = &dy[(n * g.c_out + c) * plane..][..plane];
-                    sum += p.iter().map(|&v| v as f64).sum::<f64>();
-                }
-                *db = sum as f32;
-            });
+        super::elementwise::channel_sum(g.batch, g.c_out, plane, dy, dbias);
     }
     if g.is_depthwise() {
         depthwise_backward_filter(g, x, dy, dw);

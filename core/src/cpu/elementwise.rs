@@ -92,6 +92,26 @@ pub fn sum_squares(x: &[f32]) -> f64 {
         .sum()
 }
 
+/// `out[c]` = the sum of channel `c` of `x` (`[batch, channels, plane]`)
+/// over the batch and the plane, accumulated in f64.
+pub fn channel_sum(batch: usize, channels: usize, plane: usize, x: &[f32], out: &mut [f32]) {
+    assert!(
+        x.len() >= batch * channels * plane && out.len() >= channels,
+        "channel_sum: buffers shorter than [{batch}, {channels}, {plane}]"
+    );
+    out[..channels]
+        .par_iter_mut()
+        .enumerate()
+        .for_each(|(c, total)| {
+            let mut sum = 0.0f64;
+            for n in 0..batch {
+                let p = &x[(n * channels + c) * plane..][..plane];
+                sum += p.iter().map(|&v| v as f64).sum::<f64>();
+            }
+            *total = sum as f32;
+        });
+}
+
 pub fn sgd_momentum(step: &SgdStep, param: &mut [f32], grad: &[f32], velocity: &mut [f32]) {
     param
         .par_chunks_mut(CHUNK)

@@ -233,6 +233,17 @@ impl Backend for CpuBackend {
         elementwise::sum_squares(&x[..len])
     }
 
+    fn channel_sum(
+        &self,
+        batch: usize,
+        channels: usize,
+        plane: usize,
+        x: &Vec<f32>,
+        out: &mut Vec<f32>,
+    ) {
+        elementwise::channel_sum(batch, channels, plane, x, out);
+    }
+
     fn max_pool_forward(&self, g: &PoolGeom, x: &Vec<f32>, y: &mut Vec<f32>) {
         pool::max_pool_forward(g, x, y);
     }

@@ -53,6 +53,10 @@ pub enum WeightInit {
     /// `Normal(loc=0., scale=std)`: the RPN convs (0.01), `cls_score` (0.01)
     /// and `bbox_pred` (0.001).
     Normal { std: f32 },
+    /// `MSRA(uniform=False, fan_in=fan_in)`: Normal(0, sqrt(2 / fan_in))
+    /// with the fan the layer states, which for the Mask R-CNN head is not
+    /// always the weight's (`mask_fcn_logits` passes its class count).
+    MsraNormal { fan_in: usize },
     /// `Xavier(fan_out=...)` (uniform by default): U(-l, l) with
     /// l = sqrt(6 / (fan_in + fan_out)). A fan left None is Paddle's
     /// `_compute_fans` of the weight's shape: conv `[out, in/g, k, k]` gives
@@ -204,42 +208,7 @@ impl ConvUnitSpec {
     }
 
     pub fn param_name(&self, role: ParamRole) -> String {
-        let p = &self.prefix;
-        match (self.style, role) {
-            (NameStyle::Dotted, ParamRole::ConvWeight) => format!("{p}.conv.weights"),
-            (NameStyle::Dotted, ParamRole::ConvBias) => format!("{p}.conv.bias"),
-            (NameStyle::Dotted, ParamRole::BnScale) => format!("{p}.bn.scale"),
-            (NameStyle::Dotted, ParamRole::BnOffset) => format!("{p}.bn.offset"),
-            (NameStyle::Dotted, ParamRole::BnMean) => format!("{p}.bn.mean"),
-            (NameStyle::Dotted, ParamRole::BnVariance) => format!("{p}.bn.var"),
-            (NameStyle::Underscored, ParamRole::ConvWeight) => format!("{p}_weights"),
-            (NameStyle::Underscored, ParamRole::ConvBias) => format!("{p}_bias"),
-            (NameStyle::Underscored, ParamRole::BnScale) => format!("{p}_bn_scale"),
-            (NameStyle::Underscored, ParamRole::BnOffset) => format!("{p}_bn_offset"),
-            (NameStyle::Underscored, ParamRole::BnMean) => format!("{p}_bn_mean"),
-            (NameStyle::Underscored, ParamRole::BnVariance) => format!("{p}_bn_variance"),
-            (NameStyle::Vgg, ParamRole::ConvWeight) => format!("{p}_weights"),
-            (NameStyle::Vgg, ParamRole::ConvBias) => format!("{p}_biases"),
-            (NameStyle::Generated, ParamRole::ConvWeight) => format!("{p}.w_0"),
-            (NameStyle::Generated, ParamRole::ConvBias) => format!("{p}.b_0"),
-            // Paddle names an L2 norm's scale after its own `Scale` layer
-            // (`Scale_N.w_0`), which the unit does not know:
-            // `L2NormSpec::name` has it.
-            (_, ParamRole::L2NormScale) => format!("{p}.unnamed_l2_norm_scale"),
-            (NameStyle::ResNet, ParamRole::ConvWeight) => format!("{p}_weights"),
-            (NameStyle::ResNet, ParamRole::BnScale) => format!("{}_scale", resnet_norm_name(p)),
-            (NameStyle::ResNet, ParamRole::BnOffset) => format!("{}_offset", resnet_norm_name(p)),
-            (NameStyle::ResNet, ParamRole::BnMean) => format!("{}_mean", resnet_norm_name(p)),
-            (NameStyle::ResNet, ParamRole::BnVariance) => {
-                format!("{}_variance", resnet_norm_name(p))
-            }
-            (NameStyle::Suffixed, ParamRole::ConvWeight) => format!("{p}_w"),
-            (NameStyle::Suffixed, ParamRole::ConvBias) => format!("{p}_b"),
-            // Combinations no model here has (a norm after an unnamed,
-            // VGG-named or Detectron-named conv, a bias on a ResNet conv, a
-            // fully connected role on a conv): the names say so.
-            (_, role) => format!("{p}.unnamed_{role:?}"),
-        }
+        param_name(&self.prefix, self.style, role)
     }
 
     /// The roles this unit has, in the order Paddle creates the variables:
@@ -304,6 +273,48 @@ impl ConvUnitSpec {
             fan_out: self.out_channels * k2,
             conv_default_elems: self.in_channels * k2,
         }
+    }
+}
+
+/// The name of the parameter of `role` in a unit named `prefix` in `style`
+/// (a convolution's, or a transposed convolution's, which Paddle names
+/// alike).
+pub fn param_name(prefix: &str, style: NameStyle, role: ParamRole) -> String {
+    let p = prefix;
+    match (style, role) {
+        (NameStyle::Dotted, ParamRole::ConvWeight) => format!("{p}.conv.weights"),
+        (NameStyle::Dotted, ParamRole::ConvBias) => format!("{p}.conv.bias"),
+        (NameStyle::Dotted, ParamRole::BnScale) => format!("{p}.bn.scale"),
+        (NameStyle::Dotted, ParamRole::BnOffset) => format!("{p}.bn.offset"),
+        (NameStyle::Dotted, ParamRole::BnMean) => format!("{p}.bn.mean"),
+        (NameStyle::Dotted, ParamRole::BnVariance) => format!("{p}.bn.var"),
+        (NameStyle::Underscored, ParamRole::ConvWeight) => format!("{p}_weights"),
+        (NameStyle::Underscored, ParamRole::ConvBias) => format!("{p}_bias"),
+        (NameStyle::Underscored, ParamRole::BnScale) => format!("{p}_bn_scale"),
+        (NameStyle::Underscored, ParamRole::BnOffset) => format!("{p}_bn_offset"),
+        (NameStyle::Underscored, ParamRole::BnMean) => format!("{p}_bn_mean"),
+        (NameStyle::Underscored, ParamRole::BnVariance) => format!("{p}_bn_variance"),
+        (NameStyle::Vgg, ParamRole::ConvWeight) => format!("{p}_weights"),
+        (NameStyle::Vgg, ParamRole::ConvBias) => format!("{p}_biases"),
+        (NameStyle::Generated, ParamRole::ConvWeight) => format!("{p}.w_0"),
+        (NameStyle::Generated, ParamRole::ConvBias) => format!("{p}.b_0"),
+        // Paddle names an L2 norm's scale after its own `Scale` layer
+        // (`Scale_N.w_0`), which the unit does not know:
+        // `L2NormSpec::name` has it.
+        (_, ParamRole::L2NormScale) => format!("{p}.unnamed_l2_norm_scale"),
+        (NameStyle::ResNet, ParamRole::ConvWeight) => format!("{p}_weights"),
+        (NameStyle::ResNet, ParamRole::BnScale) => format!("{}_scale", resnet_norm_name(p)),
+        (NameStyle::ResNet, ParamRole::BnOffset) => format!("{}_offset", resnet_norm_name(p)),
+        (NameStyle::ResNet, ParamRole::BnMean) => format!("{}_mean", resnet_norm_name(p)),
+        (NameStyle::ResNet, ParamRole::BnVariance) => {
+            format!("{}_variance", resnet_norm_name(p))
+        }
+        (NameStyle::Suffixed, ParamRole::ConvWeight) => format!("{p}_w"),
+        (NameStyle::Suffixed, ParamRole::ConvBias) => format!("{p}_b"),
+        // Combinations no model here has (a norm after an unnamed,
+        // VGG-named or Detectron-named conv, a bias on a ResNet conv, a
+        // fully connected role on a conv): the names say so.
+        (_, role) => format!("{p}.unnamed_{role:?}"),
     }
 }
 

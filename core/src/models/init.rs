@@ -50,6 +50,7 @@ pub fn init_weight(init: WeightInit, fans: WeightFans, values: &mut [f32], rng: 
         }
         WeightInit::MsraUniform => uniform((6.0 / fans.fan_in as f64).sqrt(), values, rng),
         WeightInit::Normal { std } => normal(std as f64, values, rng),
+        WeightInit::MsraNormal { fan_in } => normal((2.0 / fan_in as f64).sqrt(), values, rng),
         WeightInit::XavierUniform { fan_in, fan_out } => {
             let fan_in = fan_in.unwrap_or(fans.fan_in);
             let fan_out = fan_out.unwrap_or(fans.fan_out);
@@ -142,6 +143,14 @@ mod tests {
         let (mean, std) = moments(&w);
         assert!(
             mean.abs() < 2e-4 && (std / 0.01 - 1.0).abs() < 0.03,
+            "{mean} {std}"
+        );
+        // `MSRA(uniform=False, fan_in=50)`: the stated fan, not the shape's.
+        let msra = WeightInit::MsraNormal { fan_in: 50 };
+        init_weight(msra, fans, &mut w, &mut Rng::from_state(6));
+        let (mean, std) = moments(&w);
+        assert!(
+            mean.abs() < 2e-3 && (std / 0.2 - 1.0).abs() < 0.03,
             "{mean} {std}"
         );
         // `Xavier(fan_out=100)`: the given fan_out, the shape's fan_in.

@@ -1,4 +1,4 @@
-//! YOLOv3, SSD and Faster R-CNN models with
+//! YOLOv3, SSD, Faster R-CNN and Mask R-CNN models with
 //! PaddleDetection's legacy parameter names. Each network is described by a
 //! list of conv units (`conv_unit`), fully connected layers (`fc`) and its
 //! wiring; the parameter list, initialisation, forward and backward all
@@ -16,6 +16,8 @@ mod faster_rcnn_rois;
 pub mod fc;
 pub mod fpn;
 pub mod init;
+pub mod mask_head;
+pub mod mask_rcnn;
 pub mod mobilenet_v1;
 pub mod network;
 pub mod resnet;
@@ -29,6 +31,7 @@ pub mod yolov3_head;
 
 pub use faster_rcnn::FasterRcnnSpec;
 pub use faster_rcnn_detector::FasterRcnnDetector;
+pub use mask_rcnn::MaskRcnnSpec;
 pub use network::{ConvNet, ParamSlot, SetParamError};
 pub use ssd_detector::SsdDetector;
 pub use yolov3::{Backbone, Yolov3, Yolov3Spec};

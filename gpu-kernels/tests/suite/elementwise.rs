@@ -1,11 +1,12 @@
-//! Activations, sigmoid, add, axpy, scale, sum and sum of squares, over
-//! lengths shorter than their buffers. Activations, add and scale are one
-//! select or one correctly rounded operation per element: the same bits.
+//! Activations, sigmoid, add, axpy, scale, sum, sum of squares and
+//! per-channel sums, over lengths shorter than their buffers. Activations,
+//! add and scale are one select or one correctly rounded operation per
+//! element: the same bits.
 use pulsefocus_core::Backend;
 
 use super::{
-    assert_tail_kept, assert_unchanged, assert_within, buffer, cpu, garbage, input, read, Rng, Tol,
-    SEEDS,
+    abs, assert_tail_kept, assert_unchanged, assert_within, buffer, cpu, garbage, input, read,
+    summation_bound, Rng, Tol, SEEDS,
 };
 use crate::suite::batch_norm::ACTIVATIONS;
 
@@ -244,4 +245,39 @@ pub fn sum_matches<B: Backend>(b: &B) {
 
 pub fn sum_squares_matches<B: Backend>(b: &B) {
     sum_check(b, true);
+}
+
+/// `channel_sum` of `x` into a buffer starting as `out0`; the whole buffer.
+fn channel_sum_run<B: Backend>(
+    b: &B,
+    (batch, channels, plane): (usize, usize, usize),
+    x: &[f32],
+    out0: &[f32],
+) -> Vec<f32> {
+    run(b, &[x], out0, |be, i, out| {
+        be.channel_sum(batch, channels, plane, &i[0], out)
+    })
+}
+
+/// Per-channel sums of NCHW tensors: a single value, planes no block size
+/// divides, several images. Each sum has `batch * plane` terms in another
+/// order on each backend (f32 per thread and a tree on the GPU, f64 on the
+/// CPU): within the rounding bound of such a sum.
+pub fn channel_sum_matches<B: Backend>(b: &B) {
+    let reference = cpu();
+    for seed in SEEDS {
+        for shape in [(1, 1, 1), (2, 3, 257), (3, 5, 1000), (1, 7, 49)] {
+            let (batch, channels, plane) = shape;
+            let mut rng = Rng::new(seed);
+            let x = input(&rng.values(batch * channels * plane, -0.5, 1.0));
+            let out0 = garbage(&mut rng, channels);
+            let what = format!("channel_sum {shape:?} seed {seed}");
+            let got = channel_sum_run(b, shape, &x, &out0);
+            let want = channel_sum_run(&reference, shape, &x, &out0);
+            let envelope = channel_sum_run(&reference, shape, &abs(&x), &out0);
+            let bound = summation_bound(&envelope[..channels], batch * plane);
+            assert_within(&what, &got, &want, &bound);
+            assert_tail_kept(&what, &got, channels, &out0);
+        }
+    }
 }

@@ -15,8 +15,8 @@ pub enum Fault {
     /// `sum` adds the element after `len` (a NaN in the suite's buffers).
     ReadsPastTheEnd,
     /// `conv2d_backward_filter` adds into `dw` instead of overwriting it,
-    /// and so do `roi_align_backward` into `dx` and `fc_backward_weight`
-    /// into `dbias`.
+    /// and so do `roi_align_backward` into `dx`, `fc_backward_weight`
+    /// into `dbias` and `channel_sum` into `out`.
     Accumulates,
     /// `conv2d_forward` drops the last output channel's bias, and so does
     /// `fc_forward`.
@@ -250,6 +250,22 @@ impl Backend for Faulty {
     }
     fn sum_squares(&self, len: usize, x: &Vec<f32>) -> f64 {
         CPU.sum_squares(len, x)
+    }
+    fn channel_sum(
+        &self,
+        batch: usize,
+        channels: usize,
+        plane: usize,
+        x: &Vec<f32>,
+        out: &mut Vec<f32>,
+    ) {
+        let before = out.clone();
+        CPU.channel_sum(batch, channels, plane, x, out);
+        if self.0 == Fault::Accumulates {
+            for (o, b) in out[..channels].iter_mut().zip(before) {
+                *o += b;
+            }
+        }
     }
     fn max_pool_forward(&self, g: &PoolGeom, x: &Vec<f32>, y: &mut Vec<f32>) {
         CPU.max_pool_forward(g, x, y)

@@ -24,6 +24,7 @@
 
 pub mod batch_norm;
 pub mod conv;
+pub mod conv_transpose;
 pub mod detect;
 pub mod elementwise;
 pub mod faulty;
@@ -219,6 +220,7 @@ macro_rules! backend_tests {
             conv2d_forward_matches,
             conv2d_backward_data_matches,
             conv2d_backward_filter_matches,
+            conv_transpose2d_layer_matches,
             batch_norm_forward_train_matches,
             batch_norm_forward_eval_matches,
             batch_norm_backward_train_matches,
@@ -232,6 +234,7 @@ macro_rules! backend_tests {
             scale_matches,
             sum_matches,
             sum_squares_matches,
+            channel_sum_matches,
             max_pool_forward_matches,
             max_pool_backward_matches,
             upsample2x_forward_matches,
@@ -279,11 +282,12 @@ pub mod checks {
     pub use super::conv::{
         conv2d_backward_data_matches, conv2d_backward_filter_matches, conv2d_forward_matches,
     };
+    pub use super::conv_transpose::conv_transpose2d_layer_matches;
     pub use super::detect::{ssd_detect_matches, yolo_detect_matches};
     pub use super::elementwise::{
         activation_backward_matches, activation_forward_matches, add_matches, axpy_matches,
-        scale_matches, sigmoid_backward_matches, sigmoid_forward_matches, sum_matches,
-        sum_squares_matches,
+        channel_sum_matches, scale_matches, sigmoid_backward_matches, sigmoid_forward_matches,
+        sum_matches, sum_squares_matches,
     };
     pub use super::fc::{fc_backward_data_matches, fc_backward_weight_matches, fc_forward_matches};
     pub use super::global_avg_pool::{
