@@ -617,6 +617,23 @@ mod tests {
     }
 
     proptest! {
+        /// Any string and any polygon give an RLE covering the mask exactly,
+        /// or an error; never a panic.
+        #[test]
+        fn arbitrary_input_never_panics(
+            s in "[0-o]{0,24}|\\PC{0,8}",
+            poly in proptest::collection::vec(-1e4f64..1e4, 0..16),
+            h in 0u32..50, w in 0u32..50,
+        ) {
+            if let Ok(rle) = Rle::from_compressed(&s, h, w) {
+                prop_assert_eq!(rle.counts().iter().map(|&c| c as u64).sum::<u64>(), (h * w) as u64);
+            }
+            if let Ok(rle) = Rle::from_polygon(&poly, h, w) {
+                prop_assert!(Rle::new(h, w, rle.counts().to_vec()).is_ok());
+                prop_assert!(rle.area() <= (h * w) as u64);
+            }
+        }
+
         #[test]
         fn encode_decode_round_trip((h, w, mask) in mask_strategy()) {
             let rle = Rle::encode(&mask, h, w).unwrap();
@@ -729,5 +746,29 @@ mod tests {
             }
         }
         assert!(objects >= 50, "only {objects} objects checked");
+    }
+
+    /// pycocotools' `encode` of random masks, which it reads column by column.
+    #[test]
+    fn encode_equals_pycocotools() {
+        let cases: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(FIXTURE).unwrap()).unwrap();
+        let masks = cases["masks"].as_array().unwrap();
+        assert!(masks.len() >= 10);
+        for case in masks {
+            let (h, w) = (
+                case["h"].as_u64().unwrap() as u32,
+                case["w"].as_u64().unwrap() as u32,
+            );
+            let mask: Vec<u8> = case["mask"]
+                .as_str()
+                .unwrap()
+                .bytes()
+                .map(|b| b - b'0')
+                .collect();
+            let rle = Rle::encode(&mask, h, w).unwrap();
+            assert_eq!(rle.to_compressed(), case["counts"].as_str().unwrap());
+            assert_eq!(rle.decode(), mask);
+        }
     }
 }
