@@ -576,6 +576,37 @@ mod tests {
     }
 
     #[test]
+    fn segm_needs_ground_truth_masks_and_scores_exact_masks_one() {
+        let mut gt = CocoGroundTruth {
+            image_ids: vec![1],
+            category_ids: vec![1],
+            annotations: vec![gt_box(4, 1, 1, [0.0, 0.0, 40.0, 40.0], false)],
+        };
+        let square =
+            Rle::from_polygon(&[0.0, 0.0, 40.0, 0.0, 40.0, 40.0, 0.0, 40.0], 60, 60).unwrap();
+        let results = vec![CocoMaskResult {
+            image_id: 1,
+            category_id: 1,
+            segmentation: square.clone(),
+            bbox: None,
+            score: 0.5,
+        }];
+        assert_eq!(
+            evaluate_segm(&gt, &results).unwrap_err(),
+            CocoEvalError::NoMask { annotation_id: 4 }
+        );
+        gt.annotations[0].mask = Some(square);
+        let stats = evaluate_segm(&gt, &results).unwrap().stats;
+        // One medium object found exactly: 1 everywhere but small and large (-1).
+        let expected = [
+            1.0, 1.0, 1.0, -1.0, 1.0, -1.0, 1.0, 1.0, 1.0, -1.0, 1.0, -1.0,
+        ];
+        for (s, e) in stats.iter().zip(expected) {
+            assert!((s - e).abs() < 1e-12, "{stats:?}");
+        }
+    }
+
+    #[test]
     fn summary_layout_is_pycocotools() {
         let eval = CocoEval {
             category_ids: vec![],
