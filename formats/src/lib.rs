@@ -14,6 +14,7 @@ pub mod image;
 pub mod load;
 pub mod paddle;
 pub mod plot;
+pub mod rle;
 pub mod rng;
 pub mod safetensors_io;
 pub mod synth;

@@ -2,6 +2,9 @@
 //! - `--gt ANNOTATIONS.json --detections bbox.json [--json]` scores an
 //!   existing COCO results file against COCO annotations exactly as
 //!   pycocotools' COCOeval(bbox) does and prints its 12 numbers in its layout;
+//!   a results file of masks (`segm.json`) is scored as COCOeval(segm), and
+//!   as COCOeval(bbox) as well when its detections also carry boxes (the two
+//!   tables PaddleDetection prints for Mask R-CNN);
 //! - `-c CONFIG -o weights=PATH [--json] [--output_eval DIR]` runs a trained
 //!   model over the config's `EvalReader` dataset as PaddleDetection's
 //!   `tools/eval.py` does, prints the config's metric (VOC mAP with a
@@ -17,10 +20,11 @@ use pulsefocus_core::finetune::weights::load_weights;
 use pulsefocus_core::finetune::{
     build_detector, evaluate_config, load_dataset_for, EvalResult, Metric,
 };
-use pulsefocus_core::metrics::{evaluate_bbox, summary_lines};
+use pulsefocus_core::metrics::{evaluate_bbox, evaluate_segm, summary_lines};
 use pulsefocus_core::Backend;
 use pulsefocus_formats::coco_results::{
-    read_coco_ground_truth, read_coco_results, write_coco_results,
+    read_coco_detections, read_coco_ground_truth, read_coco_ground_truth_with_masks,
+    write_coco_results, CocoDetections, CocoResult,
 };
 
 use super::config_args::ConfigArgs;
@@ -33,7 +37,8 @@ pub struct Args {
     /// COCO annotations file (the ground truth).
     #[arg(long, value_name = "ANNOTATIONS.json", requires = "detections")]
     pub gt: Option<PathBuf>,
-    /// COCO results file: a list of {image_id, category_id, bbox, score}.
+    /// COCO results file: a list of {image_id, category_id, bbox, score}, or
+    /// of {image_id, category_id, segmentation (RLE), score} for masks.
     #[arg(long, value_name = "bbox.json", requires = "gt")]
     pub detections: Option<PathBuf>,
     /// The config file (RON) whose model and EvalReader dataset to evaluate.
@@ -80,21 +85,59 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn score_results_file(gt_path: &Path, detections: &Path, json: bool) -> anyhow::Result<()> {
-    let gt = read_coco_ground_truth(gt_path)?;
-    let results = read_coco_results(detections)?;
-    let eval = evaluate_bbox(&gt, &results)
-        .with_context(|| format!("{} against {}", detections.display(), gt_path.display()))?;
+    let context = || format!("{} against {}", detections.display(), gt_path.display());
+    // (name, stats) per evaluation, the box one first as PaddleDetection prints them.
+    let (gt, count, evals) = match read_coco_detections(detections)? {
+        CocoDetections::Boxes(results) => {
+            let gt = read_coco_ground_truth(gt_path)?;
+            let eval = evaluate_bbox(&gt, &results).with_context(context)?;
+            (gt, results.len(), vec![("bbox", eval)])
+        }
+        CocoDetections::Masks(results) => {
+            let gt = read_coco_ground_truth_with_masks(gt_path)?;
+            let mut evals = Vec::new();
+            let boxes: Option<Vec<CocoResult>> = results
+                .iter()
+                .map(|r| {
+                    r.bbox.map(|bbox| CocoResult {
+                        image_id: r.image_id,
+                        category_id: r.category_id,
+                        bbox,
+                        score: r.score,
+                    })
+                })
+                .collect();
+            if let Some(boxes) = boxes {
+                evals.push(("bbox", evaluate_bbox(&gt, &boxes).with_context(context)?));
+            }
+            evals.push(("segm", evaluate_segm(&gt, &results).with_context(context)?));
+            (gt, results.len(), evals)
+        }
+    };
     if json {
-        let out = serde_json::json!({
-            "stats": eval.stats,
+        // "stats" is the mask evaluation's where there is one; "bbox_stats"
+        // is there whenever boxes were scored beside masks.
+        let (main_type, main) = evals.last().context("no evaluation")?;
+        let mut out = serde_json::json!({
+            "iou_type": main_type,
+            "stats": main.stats,
             "images": gt.image_ids.len(),
-            "categories": eval.category_ids.len(),
-            "detections": results.len(),
+            "categories": main.category_ids.len(),
+            "detections": count,
         });
+        if evals.len() == 2 {
+            out["bbox_stats"] = serde_json::json!(evals[0].1.stats);
+        }
         println!("{out}");
     } else {
-        for line in summary_lines(&eval.stats) {
-            println!("{line}");
+        let titled = evals.len() > 1 || evals[0].0 == "segm";
+        for (iou_type, eval) in &evals {
+            if titled {
+                println!("IoU metric: {iou_type}");
+            }
+            for line in summary_lines(&eval.stats) {
+                println!("{line}");
+            }
         }
     }
     Ok(())

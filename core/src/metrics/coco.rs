@@ -1,18 +1,25 @@
-//! A port of pycocotools' `COCOeval` for `iouType="bbox"`, step by step
-//! (`evaluateImg`, `accumulate`, `summarize`), so that its 12 numbers equal
-//! pycocotools' on the same files.
+//! A port of pycocotools' `COCOeval` for `iouType="bbox"` and `"segm"`, step
+//! by step (`evaluateImg`, `accumulate`, `summarize`), so that its 12 numbers
+//! equal pycocotools' on the same files. The two differ only in the IoU (of
+//! boxes, or of RLE masks: `pulsefocus_formats::rle`) and in where a
+//! detection's area comes from; everything else is one code path.
 //!
 //! Things pycocotools does that are easy to get wrong, kept here on purpose:
 //! a crowd ground truth's "IoU" is intersection over the detection's area and
 //! it can absorb any number of detections; a ground truth is ignored for an area
-//! range by its `area` field, a detection (if unmatched) by its box area;
+//! range by its `area` field (in both modes: never its box or mask), a
+//! detection (if unmatched) by the area `loadRes` gave it (its box's `w * h`
+//! whenever the results carry boxes, its mask's pixel count otherwise);
 //! detections are ranked by score with a stable sort, per image first and then
 //! over all images in sorted image-id order; precision is interpolated at 101
 //! recall points; cells with no ground truth are -1 and left out of the means.
 
 use std::collections::HashMap;
 
-use pulsefocus_formats::coco_results::{CocoGroundTruth, CocoResult};
+use pulsefocus_formats::coco_results::{
+    CocoGroundTruth, CocoGtAnnotation, CocoMaskResult, CocoResult,
+};
+use pulsefocus_formats::rle::{self, bbox_iou, Rle};
 
 pub const IOU_THRESHOLDS: usize = 10;
 pub const RECALL_POINTS: usize = 101;
@@ -40,19 +47,35 @@ fn recall_thresholds() -> [f64; RECALL_POINTS] {
 pub enum CocoEvalError {
     #[error("detection {index} refers to image id {image_id}, which is not in the ground truth")]
     UnknownImage { index: usize, image_id: i64 },
+    #[error(
+        "annotation id {annotation_id} has no mask: read the ground truth with its segmentations"
+    )]
+    NoMask { annotation_id: i64 },
 }
 
-/// A box as pycocotools sees it in `evaluateImg`.
-struct GtBox {
+/// A ground truth as pycocotools sees it in `evaluateImg`; `region` is what
+/// the IoU is computed on (a box or a mask).
+struct GtRegion<'a, R> {
     id: i64,
-    bbox: [f64; 4],
+    region: &'a R,
     area: f64,
     crowd: bool,
 }
 
-struct DtBox {
+/// A detection as `evaluateImg` sees it: `area` tests the area range.
+struct DtRegion<'a, R> {
     id: i64,
-    bbox: [f64; 4],
+    region: &'a R,
+    area: f64,
+    score: f64,
+}
+
+/// One detection of a results file, whatever its region.
+struct Detection<'a, R> {
+    image_id: i64,
+    category_id: i64,
+    region: &'a R,
+    area: f64,
     score: f64,
 }
 
@@ -78,27 +101,6 @@ pub struct CocoEval {
     pub stats: [f64; 12],
 }
 
-/// pycocotools' IoU of a detection and a ground truth box (x, y, w, h);
-/// for a crowd ground truth, the union is the detection alone.
-fn iou(d: &[f64; 4], g: &[f64; 4], crowd: bool) -> f64 {
-    let w = (d[0] + d[2]).min(g[0] + g[2]) - d[0].max(g[0]);
-    if w <= 0.0 {
-        return 0.0;
-    }
-    let h = (d[1] + d[3]).min(g[1] + g[3]) - d[1].max(g[1]);
-    if h <= 0.0 {
-        return 0.0;
-    }
-    let inter = w * h;
-    let detection_area = d[2] * d[3];
-    let union = if crowd {
-        detection_area
-    } else {
-        detection_area + g[2] * g[3] - inter
-    };
-    inter / union
-}
-
 /// Stable ranking by descending score (numpy's mergesort of `-score`).
 fn rank_by_score(scores: impl Iterator<Item = f64>) -> Vec<usize> {
     let scores: Vec<f64> = scores.collect();
@@ -107,23 +109,28 @@ fn rank_by_score(scores: impl Iterator<Item = f64>) -> Vec<usize> {
     order
 }
 
-fn evaluate_image(
-    gts: &[&GtBox],
-    dts: &[&DtBox],
+fn evaluate_image<R>(
+    gts: &[GtRegion<R>],
+    dts: &[&DtRegion<R>],
     area: (f64, f64),
     thresholds: &[f64],
+    iou: fn(&R, &R, bool) -> f64,
 ) -> ImageEval {
     // Ground truths out of the area range (and crowds) are ignored and go last.
     let outside = |a: f64| a < area.0 || a > area.1;
-    let gt_ignore_of = |g: &GtBox| g.crowd || outside(g.area);
+    let gt_ignore_of = |g: &GtRegion<R>| g.crowd || outside(g.area);
     let mut gt_order: Vec<usize> = (0..gts.len()).collect();
-    gt_order.sort_by_key(|&g| gt_ignore_of(gts[g]));
-    let gts: Vec<&GtBox> = gt_order.iter().map(|&g| gts[g]).collect();
+    gt_order.sort_by_key(|&g| gt_ignore_of(&gts[g]));
+    let gts: Vec<&GtRegion<R>> = gt_order.iter().map(|&g| &gts[g]).collect();
     let gt_ignored: Vec<bool> = gts.iter().map(|g| gt_ignore_of(g)).collect();
     // `dts` arrive ranked and cut to 100 already.
     let ious: Vec<Vec<f64>> = dts
         .iter()
-        .map(|d| gts.iter().map(|g| iou(&d.bbox, &g.bbox, g.crowd)).collect())
+        .map(|d| {
+            gts.iter()
+                .map(|g| iou(d.region, g.region, g.crowd))
+                .collect()
+        })
         .collect();
 
     let mut matched = vec![vec![0i64; dts.len()]; thresholds.len()];
@@ -159,7 +166,7 @@ fn evaluate_image(
         // Unmatched detections outside the area range are ignored. (pycocotools
         // tests "matched" as a non-zero ground-truth id; so does this.)
         for (d, det) in dts.iter().enumerate() {
-            if matched[t][d] == 0 && outside(det.bbox[2] * det.bbox[3]) {
+            if matched[t][d] == 0 && outside(det.area) {
                 ignored[t][d] = true;
             }
         }
@@ -176,6 +183,45 @@ fn evaluate_image(
 pub fn evaluate_bbox(
     gt: &CocoGroundTruth,
     results: &[CocoResult],
+) -> Result<CocoEval, CocoEvalError> {
+    let detections = results.iter().map(|r| Detection {
+        image_id: r.image_id,
+        category_id: r.category_id,
+        region: &r.bbox,
+        area: r.bbox[2] * r.bbox[3],
+        score: r.score,
+    });
+    evaluate(gt, |ann| Ok(&ann.bbox), detections, bbox_iou)
+}
+
+/// Scores mask `results` against `gt` (read with its masks) as pycocotools'
+/// COCOeval(segm) does.
+pub fn evaluate_segm<'a>(
+    gt: &'a CocoGroundTruth,
+    results: &'a [CocoMaskResult],
+) -> Result<CocoEval, CocoEvalError> {
+    let detections = results.iter().map(|r| Detection {
+        image_id: r.image_id,
+        category_id: r.category_id,
+        region: &r.segmentation,
+        area: r.bbox.map_or(r.segmentation.area() as f64, |b| b[2] * b[3]),
+        score: r.score,
+    });
+    let mask_of = |ann: &'a CocoGtAnnotation| -> Result<&'a Rle, CocoEvalError> {
+        ann.mask.as_ref().ok_or(CocoEvalError::NoMask {
+            annotation_id: ann.id,
+        })
+    };
+    evaluate(gt, mask_of, detections, rle::iou)
+}
+
+/// `evaluate` and `accumulate` for regions of type `R` compared by `iou`;
+/// `gt_region` gives a ground truth's region (called only for scored ones).
+fn evaluate<'a, R: 'a>(
+    gt: &'a CocoGroundTruth,
+    gt_region: impl Fn(&'a CocoGtAnnotation) -> Result<&'a R, CocoEvalError>,
+    detections: impl Iterator<Item = Detection<'a, R>>,
+    iou: fn(&R, &R, bool) -> f64,
 ) -> Result<CocoEval, CocoEvalError> {
     let mut image_ids = gt.image_ids.clone();
     image_ids.sort_unstable();
@@ -195,23 +241,25 @@ pub fn evaluate_bbox(
         .collect();
     let (images, categories) = (image_ids.len(), category_ids.len());
 
-    // Boxes per (category, image), in file order.
-    let mut gt_cells: Vec<Vec<GtBox>> = (0..images * categories).map(|_| Vec::new()).collect();
+    // Regions per (category, image), in file order.
+    let mut gt_cells: Vec<Vec<GtRegion<R>>> =
+        (0..images * categories).map(|_| Vec::new()).collect();
     for ann in &gt.annotations {
         if let (Some(&i), Some(&k)) = (
             image_index.get(&ann.image_id),
             category_index.get(&ann.category_id),
         ) {
-            gt_cells[k * images + i].push(GtBox {
+            gt_cells[k * images + i].push(GtRegion {
                 id: ann.id,
-                bbox: ann.bbox,
+                region: gt_region(ann)?,
                 area: ann.area,
                 crowd: ann.iscrowd,
             });
         }
     }
-    let mut dt_cells: Vec<Vec<DtBox>> = (0..images * categories).map(|_| Vec::new()).collect();
-    for (index, r) in results.iter().enumerate() {
+    let mut dt_cells: Vec<Vec<DtRegion<R>>> =
+        (0..images * categories).map(|_| Vec::new()).collect();
+    for (index, r) in detections.enumerate() {
         let Some(&i) = image_index.get(&r.image_id) else {
             return Err(CocoEvalError::UnknownImage {
                 index,
@@ -220,9 +268,10 @@ pub fn evaluate_bbox(
         };
         // Detections of categories the ground truth does not have are not scored.
         if let Some(&k) = category_index.get(&r.category_id) {
-            dt_cells[k * images + i].push(DtBox {
+            dt_cells[k * images + i].push(DtRegion {
                 id: index as i64 + 1,
-                bbox: r.bbox,
+                region: r.region,
+                area: r.area,
                 score: r.score,
             });
         }
@@ -240,13 +289,12 @@ pub fn evaluate_bbox(
                     evals.push(None);
                     continue;
                 }
-                let ranked: Vec<&DtBox> = rank_by_score(dts.iter().map(|d| d.score))
+                let ranked: Vec<&DtRegion<R>> = rank_by_score(dts.iter().map(|d| d.score))
                     .into_iter()
                     .take(max_det)
                     .map(|d| &dts[d])
                     .collect();
-                let gts: Vec<&GtBox> = gts.iter().collect();
-                evals.push(Some(evaluate_image(&gts, &ranked, area, &thresholds)));
+                evals.push(Some(evaluate_image(gts, &ranked, area, &thresholds, iou)));
             }
         }
     }
@@ -443,6 +491,7 @@ mod tests {
             bbox,
             area: bbox[2] * bbox[3],
             iscrowd,
+            mask: None,
         }
     }
 
@@ -527,6 +576,37 @@ mod tests {
     }
 
     #[test]
+    fn segm_needs_ground_truth_masks_and_scores_exact_masks_one() {
+        let mut gt = CocoGroundTruth {
+            image_ids: vec![1],
+            category_ids: vec![1],
+            annotations: vec![gt_box(4, 1, 1, [0.0, 0.0, 40.0, 40.0], false)],
+        };
+        let square =
+            Rle::from_polygon(&[0.0, 0.0, 40.0, 0.0, 40.0, 40.0, 0.0, 40.0], 60, 60).unwrap();
+        let results = vec![CocoMaskResult {
+            image_id: 1,
+            category_id: 1,
+            segmentation: square.clone(),
+            bbox: None,
+            score: 0.5,
+        }];
+        assert_eq!(
+            evaluate_segm(&gt, &results).unwrap_err(),
+            CocoEvalError::NoMask { annotation_id: 4 }
+        );
+        gt.annotations[0].mask = Some(square);
+        let stats = evaluate_segm(&gt, &results).unwrap().stats;
+        // One medium object found exactly: 1 everywhere but small and large (-1).
+        let expected = [
+            1.0, 1.0, 1.0, -1.0, 1.0, -1.0, 1.0, 1.0, 1.0, -1.0, 1.0, -1.0,
+        ];
+        for (s, e) in stats.iter().zip(expected) {
+            assert!((s - e).abs() < 1e-12, "{stats:?}");
+        }
+    }
+
+    #[test]
     fn summary_layout_is_pycocotools() {
         let eval = CocoEval {
             category_ids: vec![],
@@ -560,18 +640,29 @@ mod tests {
         }
     }
 
-    fn evaluate_files(dir: &std::path::Path) -> [f64; 12] {
-        use pulsefocus_formats::coco_results::{read_coco_ground_truth, read_coco_results};
-        let gt = read_coco_ground_truth(&dir.join("gt.json")).unwrap();
-        let results = read_coco_results(&dir.join("dt.json")).unwrap();
-        evaluate_bbox(&gt, &results).unwrap().stats
+    /// The stats of `dir/dt.json` against `dir/gt.json`, of masks when `segm`.
+    fn evaluate_files(dir: &std::path::Path, segm: bool) -> [f64; 12] {
+        use pulsefocus_formats::coco_results::{
+            read_coco_detections, read_coco_ground_truth, read_coco_ground_truth_with_masks,
+            CocoDetections,
+        };
+        let gt = dir.join("gt.json");
+        match read_coco_detections(&dir.join("dt.json")).unwrap() {
+            CocoDetections::Masks(results) if segm => {
+                let gt = read_coco_ground_truth_with_masks(&gt).unwrap();
+                evaluate_segm(&gt, &results).unwrap().stats
+            }
+            CocoDetections::Boxes(results) if !segm => {
+                let gt = read_coco_ground_truth(&gt).unwrap();
+                evaluate_bbox(&gt, &results).unwrap().stats
+            }
+            _ => panic!("dt.json holds the other kind of detections"),
+        }
     }
 
-    /// The committed cases (made by `make_cases.py --fixture`) give pycocotools'
-    /// stats: crowds, area fields, sparse ids, ties, >100 detections per image.
-    #[test]
-    fn matches_pycocotools_on_committed_cases() {
-        let text = std::fs::read_to_string(format!("{FIXTURES}/cases.json")).unwrap();
+    /// Each case of a committed file gives pycocotools' stats.
+    fn check_committed_cases(file: &str, segm: bool) {
+        let text = std::fs::read_to_string(format!("{FIXTURES}/{file}")).unwrap();
         let cases: serde_json::Value = serde_json::from_str(&text).unwrap();
         let dir = tempfile::tempdir().unwrap();
         for case in cases.as_array().unwrap() {
@@ -584,17 +675,30 @@ mod tests {
                 .map(|v| v.as_f64().unwrap())
                 .collect();
             assert_stats_equal(
-                &evaluate_files(dir.path()),
+                &evaluate_files(dir.path(), segm),
                 &theirs,
-                &format!("seed {}", case["seed"]),
+                &format!("{file} seed {}", case["seed"]),
             );
         }
     }
 
-    /// New random cases scored live by pycocotools. Skips (saying so) where
-    /// pycocotools is missing, unless `CI` is set.
+    /// The committed cases (made by `make_cases.py --fixture`) give pycocotools'
+    /// stats: crowds, area fields, sparse ids, ties, >100 detections per image.
     #[test]
-    fn matches_pycocotools_live() {
+    fn matches_pycocotools_on_committed_cases() {
+        check_committed_cases("cases.json", false);
+    }
+
+    /// The same for masks (`make_segm_cases.py --fixture`): polygon, RLE and
+    /// crowd ground truth, detections of every quality, with and without boxes.
+    #[test]
+    fn segm_matches_pycocotools_on_committed_cases() {
+        check_committed_cases("segm_cases.json", true);
+    }
+
+    /// New random cases made by `script` and scored live by pycocotools. Skips
+    /// (saying so) where pycocotools is missing, unless `CI` is set.
+    fn check_live_cases(script: &str, segm: bool) {
         let available = std::process::Command::new("python3")
             .args(["-c", "import pycocotools.cocoeval, numpy"])
             .output()
@@ -610,7 +714,7 @@ mod tests {
         for seed in 100..106 {
             let dir = tempfile::tempdir().unwrap();
             let out = std::process::Command::new("python3")
-                .arg(format!("{FIXTURES}/make_cases.py"))
+                .arg(format!("{FIXTURES}/{script}"))
                 .args(["--seed", &seed.to_string(), "--out"])
                 .arg(dir.path())
                 .output()
@@ -625,10 +729,20 @@ mod tests {
             )
             .unwrap();
             assert_stats_equal(
-                &evaluate_files(dir.path()),
+                &evaluate_files(dir.path(), segm),
                 &theirs,
-                &format!("seed {seed}"),
+                &format!("{script} seed {seed}"),
             );
         }
+    }
+
+    #[test]
+    fn matches_pycocotools_live() {
+        check_live_cases("make_cases.py", false);
+    }
+
+    #[test]
+    fn segm_matches_pycocotools_live() {
+        check_live_cases("make_segm_cases.py", true);
     }
 }

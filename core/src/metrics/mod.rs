@@ -4,5 +4,5 @@
 pub mod coco;
 pub mod voc;
 
-pub use coco::{evaluate_bbox, summary_lines, CocoEval, CocoEvalError};
+pub use coco::{evaluate_bbox, evaluate_segm, summary_lines, CocoEval, CocoEvalError};
 pub use voc::{ApType, DetectionMap};
