@@ -72,31 +72,32 @@ pub fn retinanet_target_assign(
     let all: Vec<usize> = (0..boxes.len()).collect();
     let matches = match_anchors(boxes, &all, &gts);
 
-    let fg_candidates: Vec<usize> = all
+    // Paddle labels the foreground candidates, then overwrites the
+    // background ones with 0.
+    let candidate = |i: usize| matches[i].is_foreground(config.positive_overlap);
+    let background = |i: usize| matches[i].best_overlap < config.negative_overlap;
+    let labels: Vec<i32> = all
         .iter()
-        .copied()
-        .filter(|&i| matches[i].is_foreground(config.positive_overlap))
+        .map(|&i| match (background(i), candidate(i)) {
+            (true, _) => 0,
+            (false, true) => gt_classes[matches[i].best_gt],
+            (false, false) => -1,
+        })
         .collect();
-    let mut labels = vec![-1i32; boxes.len()];
-    for &i in &fg_candidates {
-        labels[i] = gt_classes[matches[i].best_gt];
-    }
-    let mut fakes = 0;
-    for (label, m) in labels.iter_mut().zip(&matches) {
-        if m.best_overlap < config.negative_overlap {
-            fakes += usize::from(*label >= 1);
-            *label = 0;
-        }
-    }
-
-    let fake_rows = std::iter::repeat_n((fg_candidates.first().copied(), 0.0), fakes);
-    let real_rows = (0..boxes.len())
-        .filter(|&i| labels[i] >= 1)
-        .map(|i| (Some(i), 1.0));
+    let fakes = all
+        .iter()
+        .filter(|&&i| candidate(i) && background(i))
+        .count();
+    let first_candidate = all.iter().copied().find(|&i| candidate(i));
+    let fake_rows = first_candidate
+        .into_iter()
+        .flat_map(|first| std::iter::repeat_n((first, 0.0), fakes));
+    let real_rows = all
+        .iter()
+        .filter(|&&i| candidate(i) && !background(i))
+        .map(|&i| (i, 1.0));
     let mut targets = RetinaTargets::default();
-    // A fake row exists only when some candidate does.
     for (anchor, weight) in fake_rows.chain(real_rows) {
-        let anchor = anchor.expect("a fake foreground row has a first candidate");
         targets.fg_anchors.push(anchor);
         targets.bbox_targets.push(box_to_delta(
             &boxes[anchor],
