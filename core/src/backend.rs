@@ -558,6 +558,72 @@ impl GlobalPoolGeom {
     }
 }
 
+/// One FPN level of RetinaNet's classification loss, Paddle's
+/// `sigmoid_focal_loss` as `RetinaHead.get_loss` applies it: the logits are
+/// the level's head output `[batch, anchors_per_cell * classes, height,
+/// width]` (channel `a * classes + k` scores class `k + 1` of anchor slot
+/// `a`), the labels one per anchor in Paddle's order `n * (height * width *
+/// anchors_per_cell) + (h * width + w) * anchors_per_cell + a`, as floats:
+/// -1 ignored (no loss, zero gradient), 0 background (every class
+/// negative), `c >= 1` class `c` positive and the others negative. With `p
+/// = sigmoid(x)`, a positive costs `-alpha (1 - p)^gamma ln p /
+/// normalizer`, a negative `-(1 - alpha) p^gamma ln(1 - p) / normalizer`;
+/// `normalizer` is Paddle's `max(fg_num, 1)`, the batch's
+/// `ForegroundNumber`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FocalLossGeom {
+    pub batch: usize,
+    pub anchors_per_cell: usize,
+    /// Foreground classes (`num_classes - 1`).
+    pub classes: usize,
+    pub height: usize,
+    pub width: usize,
+    pub gamma: f32,
+    pub alpha: f32,
+    pub normalizer: f32,
+}
+
+impl FocalLossGeom {
+    /// Anchors of the level over the batch: the elements of the labels.
+    pub fn anchors(&self) -> usize {
+        self.batch * self.height * self.width * self.anchors_per_cell
+    }
+
+    /// Elements of the logits (and of the gradient and the losses).
+    pub fn logits_len(&self) -> usize {
+        self.anchors() * self.classes
+    }
+
+    /// Checks the sizes are positive (an empty batch is allowed), `gamma`
+    /// is not negative and `normalizer` is positive, all finite; returns a
+    /// message naming the first that is not.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("anchors_per_cell", self.anchors_per_cell),
+            ("classes", self.classes),
+            ("height", self.height),
+            ("width", self.width),
+        ] {
+            if value == 0 {
+                return Err(format!("sigmoid_focal_loss: {name} must be positive"));
+            }
+        }
+        if !(self.gamma >= 0.0 && self.gamma.is_finite()) {
+            return Err(format!(
+                "sigmoid_focal_loss: gamma must be finite and not negative, got {}",
+                self.gamma
+            ));
+        }
+        if !(self.normalizer > 0.0 && self.normalizer.is_finite() && self.alpha.is_finite()) {
+            return Err(format!(
+                "sigmoid_focal_loss: normalizer must be positive and alpha finite, got {} and {}",
+                self.normalizer, self.alpha
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Momentum SGD with L2 decay, as Paddle's `momentum` op with an L2Decay
 /// regulariser: `v = momentum * v + (grad + decay * param)`, `param -= lr * v`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -941,6 +1007,22 @@ pub trait Backend: Clone + Send + Sync + 'static {
         g: &GlobalPoolGeom,
         dy: &Self::Buffer,
         dx: &mut Self::Buffer,
+    );
+
+    // ---- RetinaNet's classification loss ----
+
+    /// Paddle's `sigmoid_focal_loss` over one level (see [`FocalLossGeom`]):
+    /// `losses` gets each logit's loss (already divided by the normalizer),
+    /// `grad` the gradient of their sum with respect to each logit; both
+    /// shaped as `logits` and overwritten (0 for ignored anchors). `labels`
+    /// holds one float per anchor.
+    fn sigmoid_focal_loss(
+        &self,
+        g: &FocalLossGeom,
+        logits: &Self::Buffer,
+        labels: &Self::Buffer,
+        grad: &mut Self::Buffer,
+        losses: &mut Self::Buffer,
     );
 
     // ---- optimizer ----

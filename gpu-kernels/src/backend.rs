@@ -8,8 +8,8 @@
 use std::sync::{Arc, Mutex};
 
 use pulsefocus_core::backend::{
-    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, FcGeom, GlobalPoolGeom,
-    HeadOutput, HeadRows, L2NormGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
+    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, FcGeom, FocalLossGeom,
+    GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
 };
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::Backend;
@@ -447,6 +447,17 @@ impl Backend for GpuBackend {
         dx: &mut DeviceBuffer,
     ) {
         self.run(|gpu| gpu.global_avg_pool_backward(g, dy, dx))
+    }
+
+    fn sigmoid_focal_loss(
+        &self,
+        g: &FocalLossGeom,
+        logits: &DeviceBuffer,
+        labels: &DeviceBuffer,
+        grad: &mut DeviceBuffer,
+        losses: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.sigmoid_focal_loss(g, logits, labels, grad, losses))
     }
 
     fn sgd_momentum(

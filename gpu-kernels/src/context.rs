@@ -88,6 +88,7 @@ pub const KERNELS: &[&str] = &[
     "fc_forward",
     "global_avg_pool_forward",
     "global_avg_pool_backward",
+    "sigmoid_focal_loss",
     "sum_blocks",
     "channel_sum",
     "yolo_decode",

@@ -132,6 +132,12 @@ fn the_sums_gradient_for_the_means_is_caught() {
     checks::global_avg_pool_backward_matches(&Faulty(Fault::UnscaledPoolGradient));
 }
 
+#[test]
+#[should_panic(expected = "sigmoid_focal_loss RetinaNet P3")]
+fn an_ignored_anchor_taken_for_background_is_caught() {
+    checks::sigmoid_focal_loss_matches(&Faulty(Fault::IgnoredAsBackground));
+}
+
 /// The real GPU, or None (printing why) on a machine without one.
 fn cuda() -> Option<pulsefocus_gpu::GpuBackend> {
     match pulsefocus_gpu::GpuBackend::open() {

@@ -13,10 +13,11 @@ pub mod l2_norm;
 mod pool;
 pub mod rmsprop;
 pub mod roi_align;
+pub mod sigmoid_focal_loss;
 
 use crate::backend::{
-    Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, GlobalPoolGeom,
-    HeadOutput, HeadRows, L2NormGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
+    Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom,
+    GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
 };
 use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
 
@@ -366,6 +367,17 @@ impl Backend for CpuBackend {
 
     fn global_avg_pool_backward(&self, g: &GlobalPoolGeom, dy: &Vec<f32>, dx: &mut Vec<f32>) {
         global_avg_pool::backward(g, dy, dx);
+    }
+
+    fn sigmoid_focal_loss(
+        &self,
+        g: &FocalLossGeom,
+        logits: &Vec<f32>,
+        labels: &Vec<f32>,
+        grad: &mut Vec<f32>,
+        losses: &mut Vec<f32>,
+    ) {
+        sigmoid_focal_loss::forward_backward(g, logits, labels, grad, losses);
     }
 
     fn sgd_momentum(

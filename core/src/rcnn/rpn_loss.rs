@@ -51,10 +51,30 @@ pub struct RpnLoss {
 
 /// Where one anchor's outputs are: its level, its cell `h * W + w` there
 /// and its slot `a` in the cell.
-struct AnchorSite {
-    level: usize,
-    cell: usize,
-    a: usize,
+pub(crate) struct AnchorSite {
+    pub level: usize,
+    pub cell: usize,
+    pub a: usize,
+}
+
+impl AnchorSite {
+    /// Anchor `anchor` of an image whose levels (concatenated in order)
+    /// have `cells[l]` cells of `anchors_per_cell` anchors each.
+    pub fn locate(anchor: usize, cells: &[usize], anchors_per_cell: usize) -> AnchorSite {
+        let mut k = anchor;
+        for (level, &count) in cells.iter().enumerate() {
+            let count = count * anchors_per_cell;
+            if k < count {
+                return AnchorSite {
+                    level,
+                    cell: k / anchors_per_cell,
+                    a: k % anchors_per_cell,
+                };
+            }
+            k -= count;
+        }
+        panic!("anchor {anchor} beyond the levels' anchors");
+    }
 }
 
 /// The loss of the batch whose image `n` has targets `targets[n]`, with
@@ -99,21 +119,8 @@ pub fn rpn_loss(
         grad.cls_logits.fill(0.0);
         grad.bbox_pred.fill(0.0);
     }
-    let site = |anchor: usize| -> AnchorSite {
-        let mut k = anchor;
-        for (level, out) in levels.iter().enumerate() {
-            let count = out.height * out.width * a_count;
-            if k < count {
-                return AnchorSite {
-                    level,
-                    cell: k / a_count,
-                    a: k % a_count,
-                };
-            }
-            k -= count;
-        }
-        panic!("rpn_loss: anchor {anchor} beyond the levels' anchors");
-    };
+    let cells: Vec<usize> = levels.iter().map(|l| l.height * l.width).collect();
+    let site = |anchor: usize| AnchorSite::locate(anchor, &cells, a_count);
 
     let sampled: usize = targets.iter().map(|t| t.fg.len() + t.bg.len()).sum();
     if sampled == 0 {

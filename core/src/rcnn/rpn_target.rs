@@ -90,36 +90,9 @@ pub fn rpn_target_assign(
         .map(|(b, _)| b.map(|v| v * im_info.scale))
         .collect();
 
-    // Overlaps of the inside anchors (rows) with the boxes (columns), each
-    // anchor's best overlap and box, and each box's best overlap. With no
-    // box every anchor's best is the lowest float (Eigen's empty maximum):
-    // all background.
-    let overlaps: Vec<f32> = inside
-        .iter()
-        .flat_map(|&i| gts.iter().map(move |g| bbox_overlap(&anchors[i], g)))
-        .collect();
-    let row = |r: usize| &overlaps[r * gts.len()..(r + 1) * gts.len()];
-    let mut anchor_max = vec![f32::MIN; inside.len()];
-    let mut anchor_argmax = vec![0usize; inside.len()];
-    let mut gt_max = vec![f32::MIN; gts.len()];
-    for r in 0..inside.len() {
-        for (g, &v) in row(r).iter().enumerate() {
-            if v > anchor_max[r] {
-                anchor_max[r] = v;
-                anchor_argmax[r] = g;
-            }
-            gt_max[g] = gt_max[g].max(v);
-        }
-    }
-
+    let matches = match_anchors(anchors, &inside, &gts);
     let mut fg_candidates: Vec<usize> = (0..inside.len())
-        .filter(|&r| {
-            anchor_max[r] >= config.positive_overlap
-                || row(r)
-                    .iter()
-                    .zip(&gt_max)
-                    .any(|(&v, &best)| (v - best).abs() < BEST_OVERLAP_EPSILON)
-        })
+        .filter(|&r| matches[r].is_foreground(config.positive_overlap))
         .collect();
     // A fraction or a batch of 0 turns the sampling off (all candidates).
     let sampling = config.fg_fraction > 0.0 && config.batch_size_per_im > 0;
@@ -133,7 +106,7 @@ pub fn rpn_target_assign(
         label[r] = 1;
     }
     let mut bg_candidates: Vec<usize> = (0..inside.len())
-        .filter(|&r| anchor_max[r] < config.negative_overlap)
+        .filter(|&r| matches[r].best_overlap < config.negative_overlap)
         .collect();
     if sampling {
         let bg_quota = config.batch_size_per_im.saturating_sub(fg_candidates.len());
@@ -150,7 +123,7 @@ pub fn rpn_target_assign(
                 targets.fg.push(inside[r]);
                 targets.fg_deltas.push(box_to_delta(
                     &anchors[inside[r]],
-                    &gts[anchor_argmax[r]],
+                    &gts[matches[r].best_gt],
                     &[1.0; 4],
                 ));
             }
@@ -159,6 +132,67 @@ pub fn rpn_target_assign(
         }
     }
     targets
+}
+
+/// How one anchor overlaps the ground truth, as Paddle's target operators
+/// (`rpn_target_assign`, `retinanet_target_assign`) both see it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AnchorMatch {
+    /// Its best overlap with any box; the lowest float without boxes
+    /// (Eigen's empty maximum), which makes every anchor background.
+    pub best_overlap: f32,
+    /// The box of that overlap (the first on ties).
+    pub best_gt: usize,
+    /// Whether it is one of some box's best anchors: its overlap with that
+    /// box is within `BEST_OVERLAP_EPSILON` of the box's best, even when
+    /// that best is below the negative threshold.
+    pub best_for_a_box: bool,
+}
+
+impl AnchorMatch {
+    /// Paddle's foreground rule: overlapping some box by `positive_overlap`,
+    /// or one of a box's best anchors.
+    pub fn is_foreground(&self, positive_overlap: f32) -> bool {
+        self.best_overlap >= positive_overlap || self.best_for_a_box
+    }
+}
+
+/// The matches of `anchors[i]` for each `i` in `which` with the boxes
+/// `gts` (in the anchors' pixels), in `which`'s order.
+pub(crate) fn match_anchors(
+    anchors: &[BoxXyxy],
+    which: &[usize],
+    gts: &[BoxXyxy],
+) -> Vec<AnchorMatch> {
+    // Overlaps of the anchors (rows) with the boxes (columns).
+    let overlaps: Vec<f32> = which
+        .iter()
+        .flat_map(|&i| gts.iter().map(move |g| bbox_overlap(&anchors[i], g)))
+        .collect();
+    let row = |r: usize| &overlaps[r * gts.len()..(r + 1) * gts.len()];
+    let mut gt_max = vec![f32::MIN; gts.len()];
+    for r in 0..which.len() {
+        for (best, &v) in gt_max.iter_mut().zip(row(r)) {
+            *best = best.max(v);
+        }
+    }
+    (0..which.len())
+        .map(|r| {
+            let mut m = AnchorMatch {
+                best_overlap: f32::MIN,
+                best_gt: 0,
+                best_for_a_box: false,
+            };
+            for (g, (&v, &best)) in row(r).iter().zip(&gt_max).enumerate() {
+                if v > m.best_overlap {
+                    m.best_overlap = v;
+                    m.best_gt = g;
+                }
+                m.best_for_a_box |= (v - best).abs() < BEST_OVERLAP_EPSILON;
+            }
+            m
+        })
+        .collect()
 }
 
 /// Keeps `quota` of `candidates`: a uniform random subset (in reservoir

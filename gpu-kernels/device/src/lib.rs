@@ -50,6 +50,7 @@ pub mod reduce;
 pub mod rmsprop;
 pub mod roi_align;
 pub mod sgd;
+pub mod sigmoid_focal_loss;
 pub mod ssd_decode;
 pub mod tile;
 pub mod upsample;

@@ -32,6 +32,18 @@ mod imp {
         unsafe { asm!("cvt.rmi.f32.f32 {y}, {x};", y = out(reg32) y, x = in(reg32) x) };
         y
     }
+    /// `x^y` for `x >= 0` as `2^(y log2 x)` (CUDA's fast-math `__powf`),
+    /// with `powf`'s `x^0 = 1` and `0^y = 0` for `y > 0`.
+    #[inline(always)]
+    pub fn pow(x: f32, y: f32) -> f32 {
+        if y == 0.0 {
+            1.0
+        } else if x == 0.0 {
+            0.0
+        } else {
+            exp(y * ln(x))
+        }
+    }
 }
 
 #[cfg(not(target_arch = "nvptx64"))]
@@ -52,9 +64,13 @@ mod imp {
     pub fn floor(x: f32) -> f32 {
         x.floor()
     }
+    #[inline(always)]
+    pub fn pow(x: f32, y: f32) -> f32 {
+        x.powf(y)
+    }
 }
 
-pub use imp::{exp, floor, ln, sqrt};
+pub use imp::{exp, floor, ln, pow, sqrt};
 
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {

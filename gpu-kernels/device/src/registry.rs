@@ -101,6 +101,7 @@ host_entries! {
     roi_align::roi_align_forward,
     roi_align::roi_align_backward,
     sgd::momentum_sgd,
+    sigmoid_focal_loss::sigmoid_focal_loss,
     ssd_decode::ssd_decode,
     ssd_decode::softmax_rows,
     upsample::upsample_nearest_forward,

@@ -28,6 +28,7 @@ pub mod reduce;
 pub mod rmsprop;
 pub mod roi_align;
 pub mod sgd;
+pub mod sigmoid_focal_loss;
 pub mod ssd;
 pub mod upsample;
 pub mod yolo;

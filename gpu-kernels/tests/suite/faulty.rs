@@ -2,8 +2,8 @@
 //! of the kinds a GPU port makes, each of which some check must catch (the
 //! tests are in `backend_suite.rs`).
 use pulsefocus_core::backend::{
-    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, GlobalPoolGeom, HeadOutput,
-    HeadRows, L2NormGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
+    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom, GlobalPoolGeom,
+    HeadOutput, HeadRows, L2NormGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
 };
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::{Backend, CpuBackend};
@@ -41,6 +41,9 @@ pub enum Fault {
     /// `global_avg_pool_backward` hands each value the whole output
     /// gradient, not its share (the sum's gradient, not the mean's).
     UnscaledPoolGradient,
+    /// `sigmoid_focal_loss` takes an ignored anchor (label -1) for
+    /// background: every class negative instead of no loss.
+    IgnoredAsBackground,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -449,6 +452,24 @@ impl Backend for Faulty {
                 *v *= g.spatial as f32;
             }
         }
+    }
+    fn sigmoid_focal_loss(
+        &self,
+        g: &FocalLossGeom,
+        logits: &Vec<f32>,
+        labels: &Vec<f32>,
+        grad: &mut Vec<f32>,
+        losses: &mut Vec<f32>,
+    ) {
+        let mut labels = labels.clone();
+        if self.0 == Fault::IgnoredAsBackground {
+            for label in &mut labels[..g.anchors()] {
+                if *label == -1.0 {
+                    *label = 0.0;
+                }
+            }
+        }
+        CPU.sigmoid_focal_loss(g, logits, &labels, grad, losses)
     }
     fn sgd_momentum(
         &self,

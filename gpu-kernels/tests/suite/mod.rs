@@ -36,6 +36,7 @@ pub mod memory;
 pub mod optim;
 pub mod pool;
 pub mod roi_align;
+pub mod sigmoid_focal_loss;
 
 use pulsefocus_core::{Backend, CpuBackend};
 
@@ -251,6 +252,7 @@ macro_rules! backend_tests {
             fc_backward_weight_matches,
             global_avg_pool_forward_matches,
             global_avg_pool_backward_matches,
+            sigmoid_focal_loss_matches,
             sgd_momentum_matches,
             rmsprop_matches,
             yolo_detect_matches,
@@ -302,4 +304,5 @@ pub mod checks {
         upsample2x_backward_matches, upsample2x_forward_matches,
     };
     pub use super::roi_align::{roi_align_backward_matches, roi_align_forward_matches};
+    pub use super::sigmoid_focal_loss::sigmoid_focal_loss_matches;
 }
