@@ -8,6 +8,7 @@
 
 use crate::backend::Backend;
 use crate::models::faster_rcnn::FasterRcnnSpec;
+use crate::models::retinanet::RetinaNetSpec;
 use crate::models::ssd::{SsdBackbone, SsdSpec};
 use crate::models::{Backbone, ConvNet, Yolov3Spec};
 use crate::params::ParamSpec;
@@ -111,6 +112,7 @@ pub enum ModelSpec {
     Yolov3(Yolov3Spec),
     Ssd(SsdSpec),
     FasterRcnn(Box<FasterRcnnSpec>),
+    RetinaNet(Box<RetinaNetSpec>),
 }
 
 impl ModelSpec {
@@ -120,6 +122,7 @@ impl ModelSpec {
             ModelSpec::Yolov3(s) => s.param_specs(),
             ModelSpec::Ssd(s) => s.param_specs(),
             ModelSpec::FasterRcnn(s) => s.params().into_iter().map(|p| p.spec).collect(),
+            ModelSpec::RetinaNet(s) => s.param_specs(),
         }
     }
 
@@ -130,6 +133,7 @@ impl ModelSpec {
             ModelSpec::Yolov3(s) => s.backbone_unit_count(),
             ModelSpec::Ssd(s) => s.backbone_units().len(),
             ModelSpec::FasterRcnn(s) => s.backbone.units().len(),
+            ModelSpec::RetinaNet(s) => s.backbone.units().len(),
         }
     }
 
@@ -157,6 +161,7 @@ impl ModelSpec {
                     Some(_) => "ResNet-FPN",
                 },
             ),
+            ModelSpec::RetinaNet(_) => ("RetinaNet", "ResNet-FPN"),
         };
         format!("{architecture} with {backbone} backbone")
     }
@@ -168,6 +173,7 @@ impl ModelSpec {
             ModelSpec::Yolov3(s) => s.num_classes,
             ModelSpec::Ssd(s) => s.num_classes - 1,
             ModelSpec::FasterRcnn(s) => s.num_classes - 1,
+            ModelSpec::RetinaNet(s) => s.num_classes - 1,
         }
     }
 }

@@ -231,6 +231,8 @@ fn size_multiple(spec: &ModelSpec) -> Option<(usize, &'static str)> {
             Some((32, "the FPN's deepest backbone stride"))
         }
         ModelSpec::Ssd(_) | ModelSpec::FasterRcnn(_) => None,
+        // TODO(lead): the RetinaNet arm (its pyramid's deepest stride, 128).
+        ModelSpec::RetinaNet(_) => unimplemented!("RetinaNetDetector: wired by the lead"),
     }
 }
 

@@ -72,6 +72,7 @@ impl Config {
                 min_level: f.min_level,
                 max_level: f.max_level,
                 spatial_scale: f.spatial_scale.clone(),
+                has_extra_convs: false,
             };
             if fpn.spatial_scale.len() != backbone.feature_maps.len() {
                 return Err(bad(

@@ -216,6 +216,8 @@ pub fn build_detector<B: Backend>(backend: &B, config: &Config, seed: u64) -> Bo
                 .expect("check() read the Faster R-CNN sections");
             Box::new(FasterRcnnDetector::new(backend, *spec, rcnn, seed))
         }
+        // TODO(lead): replaced by the RetinaNet detector.
+        ModelSpec::RetinaNet(_) => unimplemented!("RetinaNetDetector: wired by the lead"),
     }
 }
 

@@ -71,11 +71,17 @@ pub enum WeightInit {
 
 /// What Paddle's `ParamAttr` says of one parameter beyond its name: its own
 /// L2 decay (the `regularizer`, which wins over the optimizer's; None = the
-/// optimizer's) and its factor on the scheduled learning rate.
+/// optimizer's), its factor on the scheduled learning rate and, for a conv's
+/// bias, a `Constant` initializer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ParamAttr {
     pub decay: Option<f32>,
     pub learning_rate: f32,
+    /// `initializer=Constant(value)` of a conv's bias (`Norm::Bias`), as
+    /// RetinaNet's class prediction declares its prior; None: the role's
+    /// usual start (`init::constant_init`). Weights draw from their
+    /// `WeightInit` and norms start at their fixed values whatever it says.
+    pub constant: Option<f32>,
 }
 
 impl ParamAttr {
@@ -83,19 +89,30 @@ impl ParamAttr {
     pub const DEFAULT: ParamAttr = ParamAttr {
         decay: None,
         learning_rate: 1.0,
+        constant: None,
     };
     /// `L2Decay(0.)`, learning rate 1: the batch norms of DarkNet and
     /// MobileNet, `yolo_output`'s bias.
     pub const NO_DECAY: ParamAttr = ParamAttr {
         decay: Some(0.0),
-        learning_rate: 1.0,
+        ..ParamAttr::DEFAULT
     };
     /// `learning_rate=2., regularizer=L2Decay(0.)`: every bias of the Faster
-    /// R-CNN heads (FPN, RPN, fully connected layers).
+    /// R-CNN and RetinaNet heads (FPN, RPN, fully connected layers, the
+    /// RetinaNet subnets).
     pub const DETECTRON_BIAS: ParamAttr = ParamAttr {
         decay: Some(0.0),
         learning_rate: 2.0,
+        constant: None,
     };
+
+    /// The same attributes with a `Constant(value)` initializer.
+    pub const fn with_constant(self, value: f32) -> ParamAttr {
+        ParamAttr {
+            constant: Some(value),
+            ..self
+        }
+    }
 }
 
 /// What follows the conv, and the attributes of its parameters.
@@ -893,6 +910,7 @@ mod tests {
         let frozen = ParamAttr {
             decay: Some(0.0),
             learning_rate: 0.0,
+            constant: None,
         };
         let named = |prefix: &str, style, norm| {
             ConvUnitSpec {
@@ -954,6 +972,7 @@ mod tests {
         let frozen = ParamAttr {
             decay: Some(0.0),
             learning_rate: 0.0,
+            constant: None,
         };
         let spec = ConvUnitSpec {
             groups: 1,

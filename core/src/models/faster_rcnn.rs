@@ -158,8 +158,9 @@ impl FasterRcnnSpec {
     }
 
     /// ResNet50's structure at an eighth of its width with one or two
-    /// blocks per stage: the same names as far as they go.
-    fn small_resnet(norm_type: NormType, feature_maps: Vec<usize>) -> ResNetSpec {
+    /// blocks per stage: the same names as far as they go (also
+    /// `RetinaNetSpec::small`'s backbone).
+    pub(crate) fn small_resnet(norm_type: NormType, feature_maps: Vec<usize>) -> ResNetSpec {
         ResNetSpec {
             blocks: [1, 1, 2, 1],
             width: 8,

@@ -1,29 +1,34 @@
 //! The feature pyramid as PaddleDetection 0.x's `FPN` builds it
-//! (`ppdet/modeling/backbones/fpn.py`) without norms or extra convs, as
-//! `faster_rcnn_r50_fpn_1x.yml` does. From the deepest backbone feature
-//! (`res5_sum`) down:
+//! (`ppdet/modeling/backbones/fpn.py`) without norms, as
+//! `faster_rcnn_r50_fpn_1x.yml` and `retinanet_r50_fpn_1x.yml` do. From the
+//! deepest backbone feature (`res5_sum`) down:
 //!
 //! - `fpn_inner_res5_sum`: a 1x1 conv to `num_chan` channels;
 //! - for each shallower feature `resN_sum`: a 1x1 lateral conv
 //!   `fpn_inner_resN_sum_lateral` plus the level above upsampled 2x
 //!   (nearest);
 //! - on each of those a 3x3 conv `fpn_resN_sum`, the pyramid's outputs;
-//! - when `max_level - min_level` equals the number of backbone levels, one
-//!   more level on top: the deepest output max-pooled with kernel 1,
-//!   stride 2 (P6, no parameters).
+//! - without extra convs, when `max_level - min_level` equals the number of
+//!   backbone levels, one more level on top: the deepest output max-pooled
+//!   with kernel 1, stride 2 (P6, no parameters);
+//! - with extra convs (`has_extra_convs`, RetinaNet), one level per level
+//!   above the backbone's up to `max_level`: `fpn_6`, a 3x3 stride-2 conv
+//!   on the deepest backbone feature itself (Paddle's `use_c5`, its
+//!   default), then `fpn_7` on ReLU(`fpn_6`), and so on; each conv's output
+//!   (before any ReLU) is its level.
 //!
 //! Every conv has a bias (learning rate 2, no decay) and an `Xavier` weight
 //! whose `fan_out` is the conv's input channels times its kernel area.
 //!
-//! At run time `FpnLinks` holds the upsamplings, sums and the pool, and runs
-//! forward and backward on the slice of the detector's `ConvNet` units that
-//! `units` lists.
+//! At run time `FpnLinks` holds the upsamplings, sums, the pool and the
+//! ReLUs between extra convs, and runs forward and backward on the slice of
+//! the detector's `ConvNet` units that `units` lists.
 
 use super::conv_unit::{
     accumulate, Activation, ConvUnit, ConvUnitSpec, NameStyle, Norm, ParamAttr, Scratch, WeightInit,
 };
 use crate::backend::Backend;
-use crate::layers::{Add, MaxPool2d, Upsample2x};
+use crate::layers::{ActivationLayer, Add, MaxPool2d, Upsample2x};
 use crate::tensor::Tensor;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +38,9 @@ pub struct FpnSpec {
     pub max_level: usize,
     /// One per backbone level, deepest first (`[1/32, 1/16, 1/8, 1/4]`).
     pub spatial_scale: Vec<f32>,
+    /// Levels above the backbone's are strided convs (RetinaNet) instead of
+    /// the max-pooled top.
+    pub has_extra_convs: bool,
 }
 
 impl FpnSpec {
@@ -43,19 +51,48 @@ impl FpnSpec {
             min_level: 2,
             max_level: 6,
             spatial_scale: vec![1.0 / 32.0, 1.0 / 16.0, 1.0 / 8.0, 1.0 / 4.0],
+            has_extra_convs: false,
+        }
+    }
+
+    /// `retinanet_r50_fpn_1x.yml`'s FPN over res3..res5, with P6 and P7 by
+    /// extra convs.
+    pub fn r50_retinanet() -> FpnSpec {
+        FpnSpec {
+            num_chan: 256,
+            min_level: 3,
+            max_level: 7,
+            spatial_scale: vec![1.0 / 32.0, 1.0 / 16.0, 1.0 / 8.0],
+            has_extra_convs: true,
         }
     }
 
     /// Whether the pyramid has the max-pooled level on top.
     pub fn has_pooled_top(&self) -> bool {
-        self.max_level - self.min_level == self.spatial_scale.len()
+        !self.has_extra_convs && self.max_level - self.min_level == self.spatial_scale.len()
     }
 
-    /// The output levels' spatial scales, deepest first (the pooled level's
-    /// is half the deepest backbone level's).
+    /// The level of the deepest backbone feature.
+    fn highest_backbone_level(&self) -> usize {
+        self.min_level + self.spatial_scale.len() - 1
+    }
+
+    /// How many levels extra convs add above the backbone's (0 without
+    /// `has_extra_convs`).
+    pub fn extra_levels(&self) -> usize {
+        if self.has_extra_convs {
+            self.max_level.saturating_sub(self.highest_backbone_level())
+        } else {
+            0
+        }
+    }
+
+    /// The output levels' spatial scales, deepest first (each level above
+    /// the backbone's, pooled or by an extra conv, half the one below).
     pub fn output_scales(&self) -> Vec<f32> {
         let mut scales = self.spatial_scale.clone();
-        if self.has_pooled_top() {
+        let above = self.extra_levels() + usize::from(self.has_pooled_top());
+        for _ in 0..above {
             scales.insert(0, scales[0] * 0.5);
         }
         scales
@@ -84,7 +121,8 @@ impl FpnSpec {
 
     /// The convs in Paddle's creation order for backbone features `body`:
     /// (stage, channels) in backbone order (res2 first). Inner convs deepest
-    /// first, then the outputs deepest first.
+    /// first, then the outputs deepest first, then the extra convs upwards
+    /// (`fpn_6` on the deepest feature, `fpn_7`, ...).
     pub fn units(&self, body: &[(usize, usize)]) -> Vec<ConvUnitSpec> {
         let deepest_first: Vec<&(usize, usize)> = body.iter().rev().collect();
         let mut units: Vec<ConvUnitSpec> = deepest_first
@@ -100,16 +138,28 @@ impl FpnSpec {
                 .iter()
                 .map(|&&(stage, _)| self.conv(format!("fpn_res{stage}_sum"), self.num_chan, 3)),
         );
+        let first = self.highest_backbone_level() + 1;
+        units.extend((0..self.extra_levels()).map(|e| {
+            let cin = match e {
+                0 => deepest_first[0].1,
+                _ => self.num_chan,
+            };
+            ConvUnitSpec {
+                stride: 2,
+                ..self.conv(format!("fpn_{}", first + e), cin, 3)
+            }
+        }));
         units
     }
 }
 
 /// The pyramid's layers that are not conv units: the top-down upsamplings
 /// (`resize_nearest` at scale 2, which with Paddle's `align_corners`
-/// repeats each value twice as `Upsample2x` does) and sums, and P6's max
-/// pool. The conv units are a slice of the detector's `ConvNet` in
-/// `FpnSpec::units` order: `levels` inner convs, deepest first, then
-/// `levels` output convs, deepest first.
+/// repeats each value twice as `Upsample2x` does) and sums, P6's max pool,
+/// and the ReLUs before the second and later extra convs. The conv units
+/// are a slice of the detector's `ConvNet` in `FpnSpec::units` order:
+/// `levels` inner convs, deepest first, `levels` output convs, deepest
+/// first, then the extra convs upwards.
 pub struct FpnLinks<B: Backend> {
     levels: usize,
     /// `upsamples[i]`, `sums[i]`: from inner level i to i + 1 (deepest is 0).
@@ -117,6 +167,11 @@ pub struct FpnLinks<B: Backend> {
     sums: Vec<Add<B>>,
     /// P6: kernel 1, stride 2 (floor mode) on the deepest output.
     pooled_top: Option<MaxPool2d<B>>,
+    /// Levels above the backbone's by strided convs.
+    extras: usize,
+    /// `relus[e]`: ReLU of extra level e's output, the input of extra conv
+    /// e + 1 (one fewer than the extra convs).
+    relus: Vec<ActivationLayer<B>>,
 }
 
 /// Inner level `i` (deepest is 0): the deepest inner conv, or a sum.
@@ -136,6 +191,7 @@ impl<B: Backend> FpnLinks<B> {
     /// spatial scales.
     pub fn new(backend: &B, spec: &FpnSpec) -> Self {
         let levels = spec.spatial_scale.len();
+        let extras = spec.extra_levels();
         FpnLinks {
             levels,
             upsamples: (1..levels).map(|_| Upsample2x::new(backend)).collect(),
@@ -143,6 +199,10 @@ impl<B: Backend> FpnLinks<B> {
             pooled_top: spec
                 .has_pooled_top()
                 .then(|| MaxPool2d::new(backend, 1, 2, 0)),
+            extras,
+            relus: (1..extras.max(1))
+                .map(|_| ActivationLayer::new(backend, Activation::Relu))
+                .collect(),
         }
     }
 
@@ -157,9 +217,9 @@ impl<B: Backend> FpnLinks<B> {
         body: &[&Tensor<B>],
         workspace: &mut Tensor<B>,
     ) {
-        let levels = self.levels;
+        let (levels, extras) = (self.levels, self.extras);
         assert_eq!(body.len(), levels, "FPN: one feature per level");
-        assert_eq!(units.len(), 2 * levels, "FPN: unit count");
+        assert_eq!(units.len(), 2 * levels + extras, "FPN: unit count");
         for i in 0..levels {
             let feature = body[levels - 1 - i];
             units[i].forward(backend, feature, workspace);
@@ -184,16 +244,28 @@ impl<B: Backend> FpnLinks<B> {
         if let Some(pool) = &mut self.pooled_top {
             pool.forward(backend, units[levels].output());
         }
+        // Extra level e: a strided conv on the deepest feature (e = 0) or
+        // on ReLU(level e - 1).
+        for e in 0..extras {
+            let (below, rest) = units.split_at_mut(2 * levels + e);
+            let x = match e {
+                0 => body[levels - 1],
+                _ => self.relus[e - 1].forward(backend, below[2 * levels + e - 1].output()),
+            };
+            rest[0].forward(backend, x, workspace);
+        }
     }
 
     /// The pyramid's outputs after `forward`, deepest first as Paddle's
-    /// `fpn_dict`: P6 (the pooled level, if any), then P5..P2 (for the
-    /// backbone's res5..res2).
+    /// `fpn_dict`: the extra levels (P7, P6) or the pooled level (P6), if
+    /// any, then one per backbone feature (P5..P2 for res5..res2).
     pub fn outputs<'a>(&'a self, units: &'a [ConvUnit<B>]) -> Vec<&'a Tensor<B>> {
-        let convs = units[self.levels..].iter().map(|u| u.output());
-        self.pooled_top
+        let extras = units[2 * self.levels..].iter().rev().map(|u| u.output());
+        let convs = units[self.levels..2 * self.levels]
             .iter()
-            .map(|p| p.output())
+            .map(|u| u.output());
+        extras
+            .chain(self.pooled_top.iter().map(|p| p.output()))
             .chain(convs)
             .collect()
     }
@@ -213,10 +285,40 @@ impl<B: Backend> FpnLinks<B> {
         first_body_grad: usize,
         s: &mut Scratch<B>,
     ) {
-        let levels = self.levels;
-        let pooled = usize::from(self.pooled_top.is_some());
-        assert_eq!(output_grads.len(), levels + pooled, "FPN: output gradients");
+        let (levels, extras) = (self.levels, self.extras);
+        let above = extras + usize::from(self.pooled_top.is_some());
+        assert_eq!(output_grads.len(), levels + above, "FPN: output gradients");
         assert_eq!(body_grads.len(), levels, "FPN: one gradient per feature");
+        // The extra levels from the top down: s.grad holds the gradient of
+        // level e's output, its own plus what flows back through the ReLU
+        // from level e + 1. The deepest feature's share ends in
+        // s.grad_branch.
+        let deepest_trained = first_body_grad < levels;
+        for e in (0..extras).rev() {
+            let dy = if e == extras - 1 {
+                output_grads[0]
+            } else {
+                &s.grad
+            };
+            let unit = &mut units[2 * levels + e];
+            if e == 0 {
+                let dx = deepest_trained.then_some(&mut s.grad_branch);
+                unit.backward(
+                    backend,
+                    body[levels - 1],
+                    dy,
+                    &mut s.dz,
+                    dx,
+                    &mut s.workspace,
+                );
+            } else {
+                let x = self.relus[e - 1].output();
+                let dx = Some(&mut s.grad_next);
+                unit.backward(backend, x, dy, &mut s.dz, dx, &mut s.workspace);
+                self.relus[e - 1].backward(backend, &s.grad_next, &mut s.grad);
+                accumulate(backend, output_grads[extras - e], &mut s.grad);
+            }
+        }
         // The deepest output's gradient: its own plus what P6 gives it.
         if let Some(pool) = &mut self.pooled_top {
             pool.backward(
@@ -231,10 +333,10 @@ impl<B: Backend> FpnLinks<B> {
         // gradient, from its output conv and from the level below through
         // the upsampling.
         for i in (0..levels).rev() {
-            let dy = if i == 0 && pooled == 1 {
+            let dy = if i == 0 && self.pooled_top.is_some() {
                 &s.grad_branch
             } else {
-                output_grads[pooled + i]
+                output_grads[above + i]
             };
             let (inner_units, outputs) = units.split_at_mut(levels);
             let x = inner(&self.sums, inner_units, i);
@@ -260,15 +362,20 @@ impl<B: Backend> FpnLinks<B> {
                 s.step_down();
             }
         }
+        // The deepest feature also feeds the first extra conv.
+        if extras > 0 && deepest_trained {
+            accumulate(backend, &s.grad_branch, &mut body_grads[levels - 1]);
+        }
     }
 
-    /// Bytes of the upsamplings', sums' and pool's outputs.
+    /// Bytes of the upsamplings', sums', pool's and ReLUs' outputs.
     pub fn planned_bytes(&self, backend: &B) -> usize {
         self.upsamples
             .iter()
             .map(|u| u.planned_bytes(backend))
             .chain(self.sums.iter().map(|a| a.planned_bytes(backend)))
             .chain(self.pooled_top.iter().map(|p| p.planned_bytes(backend)))
+            .chain(self.relus.iter().map(|r| r.planned_bytes(backend)))
             .sum()
     }
 }
@@ -279,6 +386,7 @@ mod tests {
     use crate::gradcheck::{check_params, probe_loss, random_vec, Probe, SEEDS};
     use crate::models::resnet::fixture::{self, SIZES};
     use crate::models::resnet::{ResNetLinks, ResNetSpec};
+    use crate::models::retinanet::RetinaNetSpec;
     use crate::models::{ConvNet, FasterRcnnSpec};
     use crate::CpuBackend;
 
@@ -365,34 +473,46 @@ mod tests {
         ("fpn_res2_sum", 6),
     ];
 
-    /// `small_fpn`'s backbone (frozen batch norm on Paddle's running
-    /// statistics) and pyramid on Paddle's weights: P6..P2 at two image
-    /// sizes and back, and with `freeze_at: 2` the gradients of a probe
-    /// loss for the pyramid's and the backbone's parameters, none for the
-    /// stem and res2. Within 1e-5 of the largest value (seen: 5e-7 for the
-    /// outputs, 1e-6 for the gradients).
-    #[test]
-    fn pyramid_equals_paddledetections() {
+    /// The same for RetinaNet's pyramid, P7 first.
+    const RETINA_OUTPUTS: [(&str, usize); 5] = [
+        ("fpn_7", 7),
+        ("fpn_6", 8),
+        ("fpn_res5_sum", 3),
+        ("fpn_res4_sum", 4),
+        ("fpn_res3_sum", 5),
+    ];
+
+    /// One of the fixture's pyramids (`backbone` under `fpn`) on Paddle's
+    /// weights: its `outputs` (named `<tag><size>.<name>` in the fixture) at
+    /// two image sizes and back, then the gradients of a probe loss for
+    /// `grads` (`grad.<program>.<name>`), with `freeze_at: 2` none for the
+    /// stem and res2. Within 1e-5 of the largest value.
+    fn equals_paddles(
+        backbone: &ResNetSpec,
+        fpn: &FpnSpec,
+        (tag, program): (&str, &str),
+        outputs: &[(&str, usize)],
+        grads: &[&str],
+    ) {
         let cpu = CpuBackend::new();
         let expected = fixture::expected();
-        let spec = FasterRcnnSpec::small_fpn(5);
-        let fpn = spec.fpn.clone().expect("an FPN");
-        let mut model = Pyramid::new(&cpu, &spec.backbone, &fpn, 1);
+        let mut model = Pyramid::new(&cpu, backbone, fpn, 1);
         crate::finetune::weights::load_weights(&mut model.net, &fixture::weights())
             .expect("the weights load");
         let mut image = Tensor::zeros(&cpu, &[0]);
         let mut shapes = Vec::new();
         for (h, w) in [SIZES[0], SIZES[1], SIZES[0]] {
             image = Tensor::from_host(&cpu, &[1, 3, h, w], &fixture::image(h, w));
-            let outputs = model.forward(&image);
-            shapes = outputs.iter().map(|o| o.shape().to_vec()).collect();
-            for ((name, _), ours) in OUTPUTS.iter().zip(outputs) {
-                let (shape, paddle) = fixture::tensor(&expected, &format!("{h}x{w}.{name}"));
+            let ours = model.forward(&image);
+            assert_eq!(ours.len(), outputs.len(), "the pyramid's levels");
+            shapes = ours.iter().map(|o| o.shape().to_vec()).collect();
+            for ((name, _), ours) in outputs.iter().zip(ours) {
+                let (shape, paddle) = fixture::tensor(&expected, &format!("{tag}{h}x{w}.{name}"));
                 assert_eq!(ours.shape(), shape.as_slice(), "{name}");
                 fixture::assert_close(name, &ours.to_host(&cpu), &paddle, 1e-5);
             }
         }
-        let grads: Vec<Tensor<CpuBackend>> = OUTPUTS
+        let output_grads: Vec<Tensor<CpuBackend>> = outputs
             .iter()
             .zip(&shapes)
             .map(|(&(_, k), shape)| {
@@ -400,8 +520,23 @@ mod tests {
                 Tensor::from_host(&cpu, shape, &fixture::probe(k, n))
             })
             .collect();
-        model.backward(&image, &grads);
-        for name in [
+        model.backward(&image, &output_grads);
+        for name in grads {
+            let (_, paddle) = fixture::tensor(&expected, &format!("grad.{program}.{name}"));
+            let ours = model.net.param_grad(name).expect("a gradient");
+            fixture::assert_close(name, &ours, &paddle, 1e-5);
+        }
+        fixture::assert_frozen_untouched(&model.net);
+    }
+
+    /// `small_fpn`'s backbone (frozen batch norm on Paddle's running
+    /// statistics) and pyramid on Paddle's weights: P6..P2 (seen: within
+    /// 5e-7 for the outputs, 1e-6 for the gradients).
+    #[test]
+    fn pyramid_equals_paddledetections() {
+        let spec = FasterRcnnSpec::small_fpn(5);
+        let fpn = spec.fpn.clone().expect("an FPN");
+        let grads = [
             "res3a_branch2a_weights",
             "res4b_branch2a_weights",
             "res5a_branch2a_weights",
@@ -411,80 +546,121 @@ mod tests {
             "fpn_res2_sum_w",
             "fpn_res4_sum_b",
             "fpn_res5_sum_w",
-        ] {
-            let (_, paddle) = fixture::tensor(&expected, &format!("grad.fpn.{name}"));
-            let ours = model.net.param_grad(name).expect("a gradient");
-            fixture::assert_close(name, &ours, &paddle, 1e-5);
-        }
-        fixture::assert_frozen_untouched(&model.net);
+        ];
+        equals_paddles(&spec.backbone, &fpn, ("", "fpn"), &OUTPUTS, &grads);
     }
 
-    /// Finite differences of a probe loss on P6..P2 against `backward`, for
-    /// every inner, lateral and output conv and the backbone's stages
-    /// under them (with `freeze_at: 2` and without), on the tiny ResNet:
-    /// the top-down sums, P6's pool and the features' gradients into the
-    /// backbone.
+    /// `RetinaNetSpec::small`'s backbone (affine channel, res3..res5) and
+    /// pyramid on Paddle's weights: P7..P3 with `fpn_6` on res5 and `fpn_7`
+    /// on its ReLU, and the gradients through them into res5 (seen: within
+    /// 1.1e-6 for the outputs and the gradients).
+    #[test]
+    fn extra_convs_equal_paddledetections() {
+        let spec = RetinaNetSpec::small(5);
+        let grads = [
+            "res3a_branch2a_weights",
+            "res5a_branch2a_weights",
+            "fpn_inner_res5_sum_w",
+            "fpn_res3_sum_w",
+            "fpn_res5_sum_b",
+            "fpn_6_w",
+            "fpn_6_b",
+            "fpn_7_w",
+            "fpn_7_b",
+        ];
+        let tags = ("retina.", "retina");
+        equals_paddles(&spec.backbone, &spec.fpn, tags, &RETINA_OUTPUTS, &grads);
+    }
+
+    /// Finite differences of a probe loss on the pyramid's outputs against
+    /// `backward`, for every kind of conv and the backbone's stages under
+    /// them (with `freeze_at: 2` and without), on the tiny ResNet: Faster
+    /// R-CNN's P6..P2 (the top-down sums, P6's pool) and RetinaNet's P7..P3
+    /// (the extra convs, the ReLU between them, res5's two consumers).
     #[test]
     fn gradients_match_finite_differences() {
         let cpu = CpuBackend::new();
-        let fpn = FpnSpec {
-            num_chan: 4,
-            ..FpnSpec::r50_fpn()
-        };
-        for freeze_at in [0, 2] {
-            let backbone = ResNetSpec {
-                blocks: [1, 1, 2, 1],
-                width: 2,
-                norm_type: crate::models::resnet::NormType::BatchNorm,
-                freeze_at,
-                ..ResNetSpec::new(50).expect("ResNet50")
-            };
-            for seed in SEEDS {
-                let mut model = Pyramid::new(&cpu, &backbone, &fpn, seed);
-                let image_shape = [2, 3, 64, 32];
-                let image = Tensor::from_host(
-                    &cpu,
-                    &image_shape,
-                    &random_vec(seed + 100, image_shape.iter().product()),
-                );
-                let shapes: Vec<Vec<usize>> = model
-                    .forward(&image)
-                    .iter()
-                    .map(|o| o.shape().to_vec())
-                    .collect();
-                let probes: Vec<Vec<f32>> = shapes
-                    .iter()
-                    .enumerate()
-                    .map(|(k, s)| random_vec(seed + 200 + k as u64, s.iter().product()))
-                    .collect();
-                let grads: Vec<Tensor<CpuBackend>> = shapes
-                    .iter()
-                    .zip(&probes)
-                    .map(|(s, r)| Tensor::from_host(&cpu, s, r))
-                    .collect();
-                model.backward(&image, &grads);
-                fixture::assert_frozen_untouched(&model.net);
-                let mut names = vec![
-                    "fpn_inner_res5_sum_w",
-                    "fpn_inner_res4_sum_lateral_w",
-                    "fpn_inner_res2_sum_lateral_b",
-                    "fpn_res5_sum_w",
-                    "fpn_res3_sum_b",
-                    "fpn_res2_sum_w",
-                    "res3a_branch1_weights",
-                    "res5a_branch2b_weights",
-                ];
-                if freeze_at == 0 {
-                    names.extend(["conv1_weights", "res2a_branch2a_weights"]);
+        let faster = (
+            vec![2, 3, 4, 5],
+            FpnSpec {
+                num_chan: 4,
+                ..FpnSpec::r50_fpn()
+            },
+            vec![
+                "fpn_inner_res5_sum_w",
+                "fpn_inner_res4_sum_lateral_w",
+                "fpn_inner_res2_sum_lateral_b",
+                "fpn_res5_sum_w",
+                "fpn_res3_sum_b",
+                "fpn_res2_sum_w",
+            ],
+        );
+        let retina = (
+            vec![3, 4, 5],
+            FpnSpec {
+                num_chan: 4,
+                ..FpnSpec::r50_retinanet()
+            },
+            vec![
+                "fpn_inner_res5_sum_w",
+                "fpn_inner_res3_sum_lateral_b",
+                "fpn_res4_sum_w",
+                "fpn_6_w",
+                "fpn_6_b",
+                "fpn_7_w",
+                "fpn_7_b",
+            ],
+        );
+        for (feature_maps, fpn, pyramid_names) in [faster, retina] {
+            for freeze_at in [0, 2] {
+                let backbone = ResNetSpec {
+                    blocks: [1, 1, 2, 1],
+                    width: 2,
+                    norm_type: crate::models::resnet::NormType::BatchNorm,
+                    freeze_at,
+                    feature_maps: feature_maps.clone(),
+                    ..ResNetSpec::new(50).expect("ResNet50")
+                };
+                for seed in SEEDS {
+                    let mut model = Pyramid::new(&cpu, &backbone, &fpn, seed);
+                    let image_shape = [2, 3, 64, 32];
+                    let image = Tensor::from_host(
+                        &cpu,
+                        &image_shape,
+                        &random_vec(seed + 100, image_shape.iter().product()),
+                    );
+                    let shapes: Vec<Vec<usize>> = model
+                        .forward(&image)
+                        .iter()
+                        .map(|o| o.shape().to_vec())
+                        .collect();
+                    assert_eq!(shapes.len(), 5, "{feature_maps:?}: the pyramid's levels");
+                    let probes: Vec<Vec<f32>> = shapes
+                        .iter()
+                        .enumerate()
+                        .map(|(k, s)| random_vec(seed + 200 + k as u64, s.iter().product()))
+                        .collect();
+                    let grads: Vec<Tensor<CpuBackend>> = shapes
+                        .iter()
+                        .zip(&probes)
+                        .map(|(s, r)| Tensor::from_host(&cpu, s, r))
+                        .collect();
+                    model.backward(&image, &grads);
+                    fixture::assert_frozen_untouched(&model.net);
+                    let mut names = pyramid_names.clone();
+                    names.extend(["res3a_branch1_weights", "res5a_branch2b_weights"]);
+                    if freeze_at == 0 {
+                        names.extend(["conv1_weights", "res2a_branch2a_weights"]);
+                    }
+                    check_params(
+                        &mut model,
+                        |m| &mut m.net,
+                        &names,
+                        &format!("{feature_maps:?} freeze_at {freeze_at} seed {seed}"),
+                        (3e-3, 0.1),
+                        |m| m.probe(&image, &probes),
+                    );
                 }
-                check_params(
-                    &mut model,
-                    |m| &mut m.net,
-                    &names,
-                    &format!("freeze_at {freeze_at} seed {seed}"),
-                    (3e-3, 0.1),
-                    |m| m.probe(&image, &probes),
-                );
             }
         }
     }
@@ -677,6 +853,53 @@ mod tests {
         let bias = &units[0].params()[1];
         assert_eq!(bias.spec.name, "fpn_inner_res5_sum_b");
         assert_eq!((bias.learning_rate, bias.weight_decay), (2.0, Some(0.0)));
+    }
+
+    /// RetinaNet's pyramid: no pooled top, `fpn_6` (3x3, stride 2) on
+    /// res5's 2048 channels and `fpn_7` on `fpn_6`'s, after the outputs, as
+    /// Paddle creates them; P7 is 1/128.
+    #[test]
+    fn extra_convs_are_p6_and_p7() {
+        let fpn = FpnSpec::r50_retinanet();
+        assert!(!fpn.has_pooled_top());
+        assert_eq!(fpn.extra_levels(), 2);
+        assert_eq!(
+            fpn.output_scales(),
+            [1.0 / 128.0, 1.0 / 64.0, 1.0 / 32.0, 1.0 / 16.0, 1.0 / 8.0]
+        );
+        let units = fpn.units(&[(3, 512), (4, 1024), (5, 2048)]);
+        let got: Vec<(&str, [usize; 4], usize)> = units
+            .iter()
+            .map(|u| (u.prefix.as_str(), u.weight_shape(), u.stride))
+            .collect();
+        assert_eq!(
+            got[4..],
+            [
+                ("fpn_res4_sum", [256, 256, 3, 3], 1),
+                ("fpn_res3_sum", [256, 256, 3, 3], 1),
+                ("fpn_6", [256, 2048, 3, 3], 2),
+                ("fpn_7", [256, 256, 3, 3], 2),
+            ]
+        );
+        assert_eq!(units[6].padding(), 1);
+        assert_eq!(
+            units[6].init,
+            WeightInit::XavierUniform {
+                fan_in: None,
+                fan_out: Some(2048 * 9)
+            }
+        );
+        let bias = &units[7].params()[1];
+        assert_eq!(bias.spec.name, "fpn_7_b");
+        assert_eq!((bias.learning_rate, bias.weight_decay), (2.0, Some(0.0)));
+        // Without extra convs and a level above the backbone's: the pool.
+        let pooled = FpnSpec {
+            has_extra_convs: false,
+            max_level: 6,
+            ..FpnSpec::r50_retinanet()
+        };
+        assert!(pooled.has_pooled_top());
+        assert_eq!(pooled.units(&[(3, 512), (4, 1024), (5, 2048)]).len(), 6);
     }
 
     #[test]

@@ -4,18 +4,26 @@
 //! makes runs repeatable (Paddle's default seed 0 means "random"; we always
 //! take an explicit seed).
 
-use super::conv_unit::{ConvUnitSpec, ParamRole, WeightFans, WeightInit};
+use super::conv_unit::{ConvUnitSpec, Norm, ParamAttr, ParamRole, WeightFans, WeightInit};
 
 /// The generator initial weights are drawn from, seeded with
 /// `Rng::from_state(seed)`.
 pub use pulsefocus_formats::rng::Rng;
 
-/// Fills `values` (the parameter of `role` in `unit`) with its initial value.
+/// Fills `values` (the parameter of `role` in `unit`) with its initial value:
+/// a weight drawn from its `WeightInit`, a bias its `ParamAttr`'s constant if
+/// it declares one, anything else `constant_init`.
 pub fn init_param(unit: &ConvUnitSpec, role: ParamRole, values: &mut [f32], rng: &mut Rng) {
-    if role == ParamRole::ConvWeight {
-        init_weight(unit.init, unit.fans(), values, rng)
-    } else {
-        values.fill(constant_init(role))
+    match (role, unit.norm) {
+        (ParamRole::ConvWeight, _) => init_weight(unit.init, unit.fans(), values, rng),
+        (
+            ParamRole::ConvBias,
+            Norm::Bias(ParamAttr {
+                constant: Some(value),
+                ..
+            }),
+        ) => values.fill(value),
+        _ => values.fill(constant_init(role)),
     }
 }
 
@@ -125,6 +133,26 @@ mod tests {
             (ParamRole::ConvBias, 0.0),
         ] {
             let mut v = vec![7.0; 5];
+            init_param(&u, role, &mut v, &mut rng);
+            assert!(v.iter().all(|&x| x == value), "{role:?}");
+        }
+    }
+
+    /// A bias declaring `Constant(value)` starts at it; the default bias at
+    /// 0, and a constant on a norm's attributes moves neither scale nor offset.
+    #[test]
+    fn a_constant_initializer_sets_the_bias_only() {
+        let mut u = unit(WeightInit::Normal { std: 0.01 }, 3, 1);
+        u.norm = Norm::Bias(ParamAttr::DETECTRON_BIAS.with_constant(-4.595));
+        let mut rng = Rng::from_state(0);
+        let mut v = vec![7.0; 5];
+        init_param(&u, ParamRole::ConvBias, &mut v, &mut rng);
+        assert!(v.iter().all(|&x| x == -4.595), "{v:?}");
+        u.norm = Norm::Bias(ParamAttr::DETECTRON_BIAS);
+        init_param(&u, ParamRole::ConvBias, &mut v, &mut rng);
+        assert!(v.iter().all(|&x| x == 0.0), "{v:?}");
+        u.norm = Norm::BatchNorm(ParamAttr::NO_DECAY.with_constant(3.0));
+        for (role, value) in [(ParamRole::BnScale, 1.0), (ParamRole::BnOffset, 0.0)] {
             init_param(&u, role, &mut v, &mut rng);
             assert!(v.iter().all(|&x| x == value), "{role:?}");
         }

@@ -1,4 +1,4 @@
-//! YOLOv3, SSD, Faster R-CNN and Mask R-CNN models with
+//! YOLOv3, SSD, Faster R-CNN, Mask R-CNN and RetinaNet models with
 //! PaddleDetection's legacy parameter names. Each network is described by a
 //! list of conv units (`conv_unit`), fully connected layers (`fc`) and its
 //! wiring; the parameter list, initialisation, forward and backward all
@@ -21,6 +21,9 @@ pub mod mask_rcnn;
 pub mod mobilenet_v1;
 pub mod network;
 pub mod resnet;
+pub mod retina_head;
+pub mod retinanet;
+pub mod retinanet_detector;
 pub mod rpn_head;
 pub mod ssd;
 pub mod ssd_detector;
@@ -33,6 +36,8 @@ pub use faster_rcnn::FasterRcnnSpec;
 pub use faster_rcnn_detector::FasterRcnnDetector;
 pub use mask_rcnn::MaskRcnnSpec;
 pub use network::{ConvNet, ParamSlot, SetParamError};
+pub use retinanet::RetinaNetSpec;
+pub use retinanet_detector::RetinaNetDetector;
 pub use ssd_detector::SsdDetector;
 pub use yolov3::{Backbone, Yolov3, Yolov3Spec};
 pub use yolov3_detector::Yolov3Detector;

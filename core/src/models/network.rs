@@ -377,6 +377,7 @@ mod tests {
             norm: Norm::AffineChannel(ParamAttr {
                 decay: Some(0.0),
                 learning_rate: 0.0,
+                constant: None,
             }),
             activation: Activation::Relu,
             init: WeightInit::ConvDefaultNormal,

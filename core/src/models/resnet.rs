@@ -163,6 +163,7 @@ impl ResNetSpec {
         let attr = ParamAttr {
             decay: Some(self.norm_decay),
             learning_rate: if self.freeze_norm { 0.0 } else { 1.0 },
+            constant: None,
         };
         ConvUnitSpec {
             prefix: name,

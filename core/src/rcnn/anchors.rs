@@ -11,6 +11,7 @@
 //! the operator's, in f32, to the bit.
 
 use crate::box_coder::BoxXyxy;
+use crate::models::retina_head::RetinaHeadSpec;
 use crate::models::rpn_head::{AnchorGeneratorSpec, RpnHeadSpec};
 
 /// Paddle's `offset` attribute (PaddleDetection keeps its default): a cell's
@@ -66,12 +67,29 @@ pub fn anchor_generator(spec: &AnchorGeneratorSpec, height: usize, width: usize)
 /// them (and the head's outputs, see `rpn_loss`).
 pub fn rpn_anchors(spec: &RpnHeadSpec, feature_sizes: &[[usize; 2]]) -> Anchors {
     let first_level = spec.levels.as_ref().map_or(0, |l| l.min_level);
+    levels_anchors(feature_sizes, |i| spec.level_anchors(first_level + i))
+}
+
+/// The anchors of RetinaNet's head over pyramid levels `min_level..`,
+/// `feature_sizes[i]` being `[height, width]` of level `min_level + i`,
+/// lowest level first as `RetinaHead` concatenates them (and the head's
+/// outputs).
+pub fn retina_anchors(spec: &RetinaHeadSpec, feature_sizes: &[[usize; 2]]) -> Anchors {
+    levels_anchors(feature_sizes, |i| spec.level_anchors(spec.min_level + i))
+}
+
+/// The anchors of each feature map, the `i`-th from `generator(i)`, one
+/// level after another.
+fn levels_anchors(
+    feature_sizes: &[[usize; 2]],
+    generator: impl Fn(usize) -> AnchorGeneratorSpec,
+) -> Anchors {
     let mut all = Anchors {
         boxes: Vec::new(),
         variances: Vec::new(),
     };
     for (i, &[height, width]) in feature_sizes.iter().enumerate() {
-        let level = anchor_generator(&spec.level_anchors(first_level + i), height, width);
+        let level = anchor_generator(&generator(i), height, width);
         all.boxes.extend(level.boxes);
         all.variances.extend(level.variances);
     }
@@ -192,5 +210,32 @@ mod tests {
             };
             assert_eq!(rpn_anchors(&spec, &sizes).boxes, want, "{case}");
         }
+    }
+
+    /// Paddle's anchors for RetinaNet's P3..P7 on a 64x96 input
+    /// (`core/tests/fixtures/retinanet/anchors.py`, `RetinaHead` of
+    /// `retinanet_r50_fpn_1x.yml`): the sizes each level computes and every
+    /// anchor and variance, to the bit.
+    #[test]
+    fn retina_anchors_equal_paddles() {
+        let fixture = read("retinanet/anchors.json");
+        let spec = RetinaHeadSpec::r50_fpn(81);
+        let mut sizes = Vec::new();
+        let mut want = Anchors {
+            boxes: Vec::new(),
+            variances: Vec::new(),
+        };
+        for level in fixture["levels"].as_array().expect("levels") {
+            let dim = |k: &str| level[k].as_u64().expect("a size") as usize;
+            let generator = spec.level_anchors(dim("level"));
+            assert_eq!(generator.anchor_sizes, floats(&level["anchor_sizes"]));
+            sizes.push([dim("height"), dim("width")]);
+            want.boxes.extend(quads(&level["anchors"]));
+            want.variances.extend(quads(&level["variances"]));
+        }
+        assert_eq!(sizes.len(), 5, "P3..P7");
+        let ours = retina_anchors(&spec, &sizes);
+        assert_eq!(ours.boxes.len(), (96 + 24 + 6 + 2 + 1) * 9);
+        assert_eq!(ours, want);
     }
 }
