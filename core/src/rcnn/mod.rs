@@ -15,6 +15,7 @@ pub mod box_clip;
 pub mod config;
 pub mod fpn_proposals;
 pub mod mask_labels;
+pub mod mask_loss;
 pub mod proposal_labels;
 pub mod proposals;
 pub mod rpn_loss;
@@ -30,6 +31,7 @@ pub use fpn_proposals::{
     collect_fpn_proposals, distribute_fpn_proposals, DistributedRois, FpnLevels,
 };
 pub use mask_labels::{generate_mask_labels, MaskTargets};
+pub use mask_loss::mask_loss;
 pub use proposal_labels::{generate_proposal_labels, SampledRois};
 pub use proposals::{generate_proposals, Proposals};
 pub use rpn_loss::{rpn_loss, RpnLevelGrad, RpnLevelOutput, RpnLoss};
