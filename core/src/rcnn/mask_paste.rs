@@ -28,8 +28,8 @@
 //! summed as `(a + b) + (c + d)` in the 4-wide SIMD loop and as
 //! `((a + b) + c) + d` in its scalar tail (the last `w % 4` columns). This
 //! is what the opencv-python wheel of PaddleDetection's environment (4.2.0)
-//! computes: a Python model of these rules was equal to it on 3000 random
-//! resizes.
+//! computes (checked on 38 resizes in `cv2_resize.json`; a Python model
+//! of these rules was also equal to it on 3000 random ones).
 
 use crate::box_coder::BoxXyxy;
 use pulsefocus_formats::rle::Rle;
@@ -189,6 +189,29 @@ mod tests {
             }
         }
         assert_eq!(compared, 24);
+    }
+
+    /// `cv2.resize` (OpenCV 4.2.0) of padded-mask-sized f32 pictures up,
+    /// down, to half (INTER_AREA) and to the same size, half of them within
+    /// 1e-6 of 0.5 (`core/tests/fixtures/mask_rcnn/cv2_resize.py`): every
+    /// value equal.
+    #[test]
+    fn resize_equals_opencvs() {
+        let fixture = read("mask_rcnn/cv2_resize.json");
+        let cases = fixture["cases"].as_array().expect("cases");
+        for (k, case) in cases.iter().enumerate() {
+            let size = |key: &str| case[key].as_u64().expect(key) as usize;
+            let (side, w, h) = (size("side"), size("w"), size("h"));
+            let got = resize_like_opencv(&floats(&case["src"]), side, side, w, h);
+            let expected = floats(&case["out"]);
+            let differing = got.iter().zip(&expected).filter(|(a, b)| a != b).count();
+            assert_eq!(
+                (got.len(), differing),
+                (w * h, 0),
+                "case {k}: {side} to {w}x{h}"
+            );
+        }
+        assert_eq!(cases.len(), 38);
     }
 
     #[test]
