@@ -1,9 +1,10 @@
 //! The per-row loss functions the detection losses are made of, each
 //! returning its value and writing its gradient, as Paddle's operators
 //! compute them: `softmax_with_cross_entropy` (SSD's confidence, the R-CNN
-//! box head's classification) and `smooth_l1` (SSD's and the R-CNN stages'
-//! box regression); and the `softmax` that turns the same logits into
-//! scores at test time.
+//! box head's classification), `smooth_l1` (SSD's and the R-CNN stages'
+//! box regression) and `sigmoid_cross_entropy_with_logits` (the Mask R-CNN
+//! mask head); and the `softmax` that turns the same logits into scores at
+//! test time.
 
 /// Softmax cross-entropy of `logits` against `label`, and its gradient
 /// `softmax - onehot` scaled by `scale` written to `grad` when given.
@@ -18,6 +19,21 @@ pub fn softmax_cross_entropy(logits: &[f32], label: usize, grad: Option<(&mut [f
         }
     }
     max + log_sum - logits[label]
+}
+
+/// Paddle's `sigmoid_cross_entropy_with_logits` of one logit `x` against a
+/// `label` in [0, 1]: `max(x, 0) - x * label + log(1 + exp(-|x|))`, which
+/// never overflows; written as the operator's kernel does (`log(1 + e)`, not
+/// `ln_1p`) so that the values are Paddle's to the last bit. Its gradient
+/// is `sigmoid(x) - label` (`sigmoid_cross_entropy_gradient`).
+pub fn sigmoid_cross_entropy(x: f32, label: f32) -> f32 {
+    x.max(0.0) - x * label + (1.0 + (-x.abs()).exp()).ln()
+}
+
+/// The gradient of `sigmoid_cross_entropy` with respect to `x`, as Paddle's
+/// kernel computes it: `1 / (1 + exp(-x)) - label`.
+pub fn sigmoid_cross_entropy_gradient(x: f32, label: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp()) - label
 }
 
 /// Paddle's `softmax` of one row of logits, in place: `exp(x - max)`
@@ -84,6 +100,48 @@ mod tests {
             value: value as f64,
             magnitude: value.abs() as f64,
         }
+    }
+
+    #[test]
+    fn sigmoid_cross_entropy_gradient_matches_finite_differences_for_any_seed() {
+        for seed in SEEDS {
+            // Logits in [-8, 8), labels 0, 1 and in between.
+            let x: Vec<f32> = random_vec(seed, 24).iter().map(|v| 8.0 * v).collect();
+            let labels: Vec<f32> = (0..24).map(|i| [0.0, 1.0, 0.3][i % 3]).collect();
+            let grad: Vec<f32> = x
+                .iter()
+                .zip(&labels)
+                .map(|(&v, &l)| sigmoid_cross_entropy_gradient(v, l))
+                .collect();
+            check_gradient(
+                "sigmoid_cross_entropy",
+                &x,
+                &grad,
+                |x| {
+                    x.iter()
+                        .zip(&labels)
+                        .map(|(&v, &l)| probe(sigmoid_cross_entropy(v, l)))
+                        .sum()
+                },
+                GradCheck {
+                    step: 1e-3,
+                    ..GradCheck::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        }
+    }
+
+    #[test]
+    fn sigmoid_cross_entropy_by_hand() {
+        // x = 0: log 2 for any label; large |x| without overflow.
+        assert_eq!(sigmoid_cross_entropy(0.0, 1.0), 2f32.ln());
+        assert_eq!(sigmoid_cross_entropy(0.0, 0.0), 2f32.ln());
+        assert_eq!(sigmoid_cross_entropy(100.0, 0.0), 100.0);
+        assert_eq!(sigmoid_cross_entropy(100.0, 1.0), 0.0);
+        assert_eq!(sigmoid_cross_entropy(-100.0, 0.0), 0.0);
+        assert_eq!(sigmoid_cross_entropy_gradient(0.0, 1.0), -0.5);
+        assert_eq!(sigmoid_cross_entropy_gradient(-100.0, 0.0), 0.0);
     }
 
     #[test]

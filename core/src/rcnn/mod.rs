@@ -14,6 +14,9 @@ pub mod bbox_overlaps;
 pub mod box_clip;
 pub mod config;
 pub mod fpn_proposals;
+pub mod mask_labels;
+pub mod mask_loss;
+pub mod mask_paste;
 pub mod proposal_labels;
 pub mod proposals;
 pub mod rpn_loss;
@@ -29,6 +32,9 @@ pub use config::{BBoxAssignerConfig, ProposalConfig, RcnnConfig, RpnTargetConfig
 pub use fpn_proposals::{
     collect_fpn_proposals, distribute_fpn_proposals, DistributedRois, FpnLevels,
 };
+pub use mask_labels::{generate_mask_labels, MaskTargets};
+pub use mask_loss::mask_loss;
+pub use mask_paste::paste_mask;
 pub use proposal_labels::{generate_proposal_labels, SampledRois};
 pub use proposals::{generate_proposals, Proposals};
 pub use rpn_loss::{rpn_loss, RpnLevelGrad, RpnLevelOutput, RpnLoss};
