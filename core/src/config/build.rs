@@ -557,8 +557,8 @@ impl Reader {
     }
 
     /// The evaluation pipeline: every image once, resized as `ResizeImage`
-    /// says (`short_side` for `arch` FasterRCNN), decoded and normalised as
-    /// the lists say. `reader` is the reader's key (`EvalReader` or
+    /// says (`short_side` for the R-CNN reader's architectures), decoded
+    /// and normalised as the lists say. `reader` is the reader's key (`EvalReader` or
     /// `TestReader`) for errors.
     pub fn eval_loader_config(
         &self,
