@@ -314,3 +314,76 @@ fn the_seeds_faster_rcnn_command_on_a_paddle_checkpoint() {
     }
     assert!(!text.contains("conv_rpn_w"), "{text}");
 }
+
+/// A checkpoint of PaddleDetection's own RetinaNet at COCO's 81 classes:
+/// every parameter its train program creates for `retinanet_r50_fpn_1x.yml`
+/// (names and shapes from `core/tests/fixtures/retinanet/param_list.py`),
+/// zeros for values (150 MB, written for the test).
+fn write_paddle_retinanet_checkpoint(path: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let list = root.join("core/tests/fixtures/retinanet/retinanet_r50_fpn_1x.81.params.json");
+    let list: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(list).unwrap()).unwrap();
+    let mut checkpoint = Checkpoint::new();
+    for p in list.as_array().unwrap() {
+        let shape: Vec<usize> = p["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
+        let zeros = vec![0.0; shape.iter().product()];
+        let name = p["name"].as_str().unwrap();
+        checkpoint.insert(name, RawTensor::from_f32(shape, &zeros));
+    }
+    save_checkpoint(&checkpoint, path, Format::Safetensors).unwrap();
+}
+
+/// `configs/retinanet_r50_fpn_1x.ron` on PaddleDetection's COCO RetinaNet:
+/// with the preset's pattern every parameter loads but the class
+/// prediction's two, excluded by it; in a 21-class model without patterns
+/// those two are the only shape mismatches.
+#[test]
+fn retinanet_on_a_paddle_coco_checkpoint() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let config = root.join("configs/retinanet_r50_fpn_1x.ron");
+    let config = config.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("retinanet_r50_fpn_1x.safetensors");
+    write_paddle_retinanet_checkpoint(&ckpt);
+    let weights = format!("pretrain_weights={}", ckpt.display());
+    let pattern = "finetune_exclude_pretrained_params=['retnet_cls_pred_fpn']";
+    let out = plan(&["-c", config, "-o", &weights, pattern]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}{}", text, stderr(&out));
+    assert!(
+        text.contains("model: RetinaNet with ResNet-FPN backbone, 80 classes: 195 parameters"),
+        "{text}"
+    );
+    assert!(
+        text.contains("loaded 193/195 parameters (")
+            && text.contains(
+                "excluded 2 by 'retnet_cls_pred_fpn'; 0 shape mismatches; 0 unused in checkpoint"
+            ),
+        "{text}"
+    );
+    assert!(!text.contains("missing from checkpoint"), "{text}");
+    for name in ["retnet_cls_pred_fpn3_w", "retnet_cls_pred_fpn3_b"] {
+        assert!(text.contains(name), "{name}: {text}");
+    }
+    assert!(!text.contains("retnet_bbox_pred_fpn3_w"), "{text}");
+
+    let voc = "num_classes=21";
+    let out = plan(&["-c", config, "-o", &weights, voc]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}{}", text, stderr(&out));
+    assert!(
+        text.contains("loaded 193/195 parameters (")
+            && text.contains("excluded 0; 2 shape mismatches; 0 unused in checkpoint"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[180, 256, 3, 3]") && text.contains("[720, 256, 3, 3]"),
+        "{text}"
+    );
+}

@@ -71,18 +71,24 @@ impl Config {
                 momentum: o.momentum.unwrap_or(0.9),
             },
         };
-        // Faster R-CNN's backbone freezes its first stages (`freeze_at`) and,
-        // with `freeze_norm`, its batch norms; the trainer applies both.
-        let (frozen_units, freeze_norm) = match self.arch() {
-            Architecture::FasterRCNN => {
-                let backbone = self
-                    .faster_rcnn_spec(Path::new(""))
+        // Faster R-CNN's and RetinaNet's ResNet freezes its first stages
+        // (`freeze_at`) and, with `freeze_norm`, its batch norms; the trainer
+        // applies both.
+        let backbone = match self.arch() {
+            Architecture::FasterRCNN => Some(
+                self.faster_rcnn_spec(Path::new(""))
                     .expect("check() read the Faster R-CNN sections")
-                    .backbone;
-                (backbone.frozen_units(), backbone.freeze_norm)
-            }
-            Architecture::YOLOv3 | Architecture::SSD => (0, false),
+                    .backbone,
+            ),
+            Architecture::RetinaNet => Some(
+                self.retinanet_spec(Path::new(""))
+                    .expect("check() read the RetinaNet sections")
+                    .backbone,
+            ),
+            Architecture::YOLOv3 | Architecture::SSD => None,
         };
+        let (frozen_units, freeze_norm) =
+            backbone.map_or((0, false), |b| (b.frozen_units(), b.freeze_norm));
         TrainConfig {
             optimizer,
             weight_decay: opt.regularizer.factor,
@@ -551,8 +557,8 @@ impl Reader {
     }
 
     /// The evaluation pipeline: every image once, resized as `ResizeImage`
-    /// says (`short_side` for `arch` FasterRCNN), decoded and normalised as
-    /// the lists say. `reader` is the reader's key (`EvalReader` or
+    /// says (`short_side` for the R-CNN reader's architectures), decoded
+    /// and normalised as the lists say. `reader` is the reader's key (`EvalReader` or
     /// `TestReader`) for errors.
     pub fn eval_loader_config(
         &self,

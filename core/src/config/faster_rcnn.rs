@@ -72,8 +72,14 @@ impl Config {
                 min_level: f.min_level,
                 max_level: f.max_level,
                 spatial_scale: f.spatial_scale.clone(),
-                has_extra_convs: false,
+                has_extra_convs: f.has_extra_convs,
             };
+            if fpn.has_extra_convs {
+                return Err(bad(
+                    "FPN.has_extra_convs",
+                    "true is not supported for FasterRCNN (supported: false, P6 max-pooled)".into(),
+                ));
+            }
             if fpn.spatial_scale.len() != backbone.feature_maps.len() {
                 return Err(bad(
                     "FPN.spatial_scale",
@@ -261,9 +267,9 @@ fn fpn_only_key(rpn: &RPNHead) -> Option<&'static str> {
     .find_map(|(key, set)| set.then_some(key))
 }
 
-type KeyError = (&'static str, String);
+pub(super) type KeyError = (&'static str, String);
 
-fn resnet_spec(r: &ResNet) -> std::result::Result<ResNetSpec, KeyError> {
+pub(super) fn resnet_spec(r: &ResNet) -> std::result::Result<ResNetSpec, KeyError> {
     let Some(base) = ResNetSpec::new(r.depth) else {
         return Err((
             "depth",

@@ -13,6 +13,7 @@ mod build;
 mod faster_rcnn;
 pub mod overrides;
 mod pipeline;
+mod retinanet;
 mod sections;
 pub mod tree;
 pub mod yaml;
@@ -24,7 +25,6 @@ use pulsefocus_formats::Error;
 
 use crate::detector::ModelSpec;
 use crate::models::darknet53::DarkNet53Spec;
-use crate::models::fpn::FpnSpec;
 use crate::models::mobilenet_v1::MobileNetV1Spec;
 use crate::models::{Backbone, Yolov3Spec};
 pub use overrides::Override;
@@ -368,6 +368,18 @@ pub enum Architecture {
     YOLOv3,
     SSD,
     FasterRCNN,
+    RetinaNet,
+}
+
+impl Architecture {
+    /// Whether its reader is PaddleDetection's R-CNN reader
+    /// (`faster_reader.yml`, `faster_fpn_reader.yml`): each picture resized
+    /// by its short side (`ResizeImage` with `max_size`) and padded by
+    /// `PadBatch`, `im_info` per image, boxes in its pixels, every box kept
+    /// (no `PadBox`), no crowd boxes.
+    pub fn uses_rcnn_reader(self) -> bool {
+        matches!(self, Architecture::FasterRCNN | Architecture::RetinaNet)
+    }
 }
 
 /// Whether a reader sets a key (`Config::warnings`).
@@ -383,6 +395,7 @@ impl Config {
             "YOLOv3" => Architecture::YOLOv3,
             "SSD" => Architecture::SSD,
             "FasterRCNN" => Architecture::FasterRCNN,
+            "RetinaNet" => Architecture::RetinaNet,
             other => {
                 return Err(bad(
                     "architecture",
@@ -400,16 +413,24 @@ impl Config {
                 let spec = self.faster_rcnn_spec(path)?;
                 self.rcnn_config(path)?;
                 if let Some(fpn) = &spec.fpn {
-                    self.check_fpn_padding(path, fpn)?;
+                    let stride = (1.0 / fpn.spatial_scale[0]).round() as usize;
+                    self.check_padding(path, stride, "the FPN model")?;
                 }
-                for (name, reader) in self.readers() {
-                    if let Some(DataSet::COCODataSet(coco)) = reader.map(|r| &r.dataset) {
-                        if coco.load_crowd {
-                            return Err(bad(
-                                &format!("{name}.dataset.load_crowd"),
-                                "must be false for FasterRCNN: the batch has no is_crowd, so crowd boxes would be trained on as objects (PaddleDetection 0.x drops them too)".into(),
-                            ));
-                        }
+            }
+            Architecture::RetinaNet => {
+                let spec = self.retinanet_spec(path)?;
+                self.retina_config(path)?;
+                self.check_padding(path, 1 << spec.fpn.max_level, "RetinaNet's P7")?;
+            }
+        }
+        if arch.uses_rcnn_reader() {
+            for (name, reader) in self.readers() {
+                if let Some(DataSet::COCODataSet(coco)) = reader.map(|r| &r.dataset) {
+                    if coco.load_crowd {
+                        return Err(bad(
+                            &format!("{name}.dataset.load_crowd"),
+                            format!("must be false for {}: the batch has no is_crowd, so crowd boxes would be trained on as objects (PaddleDetection 0.x drops them too)", self.architecture),
+                        ));
                     }
                 }
             }
@@ -438,13 +459,14 @@ impl Config {
     }
 
     /// The pyramid adds each level to the one above upsampled 2x, so every
-    /// reader must give pictures whose sides are multiples of the coarsest
-    /// backbone stride (PaddleDetection's FPN readers pad to 32).
-    fn check_fpn_padding(&self, path: &Path, fpn: &FpnSpec) -> Result<(), Error> {
-        let stride = (1.0 / fpn.spatial_scale[0]).round() as usize;
+    /// reader must give pictures whose sides are multiples of `stride`
+    /// (`model`'s): the coarsest backbone stride for Faster R-CNN's FPN
+    /// (PaddleDetection's readers pad to 32), `2^max_level` for RetinaNet
+    /// (its config pads to 128).
+    fn check_padding(&self, path: &Path, stride: usize, model: &str) -> Result<(), Error> {
         for (name, reader) in self.readers() {
             let Some(reader) = reader else { continue };
-            let pipeline = reader.pipeline_for(path, name, Architecture::FasterRCNN)?;
+            let pipeline = reader.pipeline_for(path, name, self.arch())?;
             let (key, fits) = match (&pipeline.short_side, pipeline.resize) {
                 (Some(r), _) => (
                     "batch_transforms",
@@ -457,7 +479,7 @@ impl Config {
                 return Err(Error::at(
                     path,
                     format!("key {name}.{key}"),
-                    format!("must make pictures whose sides are multiples of {stride} for the FPN model (PadBatch with pad_to_stride: {stride})"),
+                    format!("must make pictures whose sides are multiples of {stride} for {model} (PadBatch with pad_to_stride: {stride})"),
                 ));
             }
         }
@@ -893,7 +915,7 @@ impl Config {
     }
 
     /// The model this config describes (after `check`, which has read the
-    /// Faster R-CNN sections without error).
+    /// Faster R-CNN or RetinaNet sections without error).
     pub fn model_spec(&self) -> ModelSpec {
         match self.arch() {
             Architecture::SSD => ModelSpec::Ssd(self.ssd_spec()),
@@ -901,6 +923,10 @@ impl Config {
             Architecture::FasterRCNN => ModelSpec::FasterRcnn(Box::new(
                 self.faster_rcnn_spec(Path::new(""))
                     .expect("check() read the Faster R-CNN sections"),
+            )),
+            Architecture::RetinaNet => ModelSpec::RetinaNet(Box::new(
+                self.retinanet_spec(Path::new(""))
+                    .expect("check() read the RetinaNet sections"),
             )),
         }
     }
@@ -923,14 +949,25 @@ impl Config {
         }
     }
 
-    /// The sections only the other architecture reads, each with whether
+    /// The sections only the other architectures read, each with whether
     /// it is set (differs from its default).
     fn other_architecture_sections(&self) -> Vec<(&'static str, bool)> {
+        let yolo = [
+            ("YOLOv3", self.yolov3 != YOLOv3::default()),
+            ("YOLOv3Head", self.yolov3_head != YOLOv3Head::default()),
+            ("YOLOv3Loss", self.yolov3_loss != YOLOv3Loss::default()),
+            ("DarkNet", self.darknet != DarkNet::default()),
+        ];
+        let ssd = [
+            ("SSD", self.ssd.is_some()),
+            ("VGG", self.vgg.is_some()),
+            ("MultiBoxHead", self.multi_box_head.is_some()),
+        ];
+        let mobilenet = [("MobileNet", self.mobilenet != MobileNet::default())];
+        // Faster R-CNN's and RetinaNet's own sections, and the two share.
         let rcnn = [
             ("FasterRCNN", self.faster_rcnn.is_some()),
-            ("ResNet", self.resnet.is_some()),
             ("ResNetC5", self.resnet_c5.is_some()),
-            ("FPN", self.fpn.is_some()),
             ("RPNHead", self.rpn_head.is_some()),
             ("FPNRPNHead", self.fpn_rpn_head.is_some()),
             ("RoIAlign", self.roi_align.is_some()),
@@ -939,35 +976,21 @@ impl Config {
             ("BBoxHead", self.bbox_head.is_some()),
             ("TwoFCHead", self.two_fc_head.is_some()),
         ];
-        match self.arch() {
-            Architecture::SSD => [
-                ("YOLOv3", self.yolov3 != YOLOv3::default()),
-                ("YOLOv3Head", self.yolov3_head != YOLOv3Head::default()),
-                ("YOLOv3Loss", self.yolov3_loss != YOLOv3Loss::default()),
-                ("DarkNet", self.darknet != DarkNet::default()),
-            ]
-            .into_iter()
-            .chain(rcnn)
-            .collect(),
-            Architecture::YOLOv3 => [
-                ("SSD", self.ssd.is_some()),
-                ("VGG", self.vgg.is_some()),
-                ("MultiBoxHead", self.multi_box_head.is_some()),
-            ]
-            .into_iter()
-            .chain(rcnn)
-            .collect(),
-            Architecture::FasterRCNN => vec![
-                ("MobileNet", self.mobilenet != MobileNet::default()),
-                ("YOLOv3", self.yolov3 != YOLOv3::default()),
-                ("YOLOv3Head", self.yolov3_head != YOLOv3Head::default()),
-                ("YOLOv3Loss", self.yolov3_loss != YOLOv3Loss::default()),
-                ("DarkNet", self.darknet != DarkNet::default()),
-                ("SSD", self.ssd.is_some()),
-                ("VGG", self.vgg.is_some()),
-                ("MultiBoxHead", self.multi_box_head.is_some()),
-            ],
-        }
+        let retina = [
+            ("RetinaNet", self.retinanet.is_some()),
+            ("RetinaHead", self.retina_head.is_some()),
+        ];
+        let resnet_fpn = [
+            ("ResNet", self.resnet.is_some()),
+            ("FPN", self.fpn.is_some()),
+        ];
+        let lists: Vec<&[(&'static str, bool)]> = match self.arch() {
+            Architecture::SSD => vec![&yolo, &resnet_fpn, &rcnn, &retina],
+            Architecture::YOLOv3 => vec![&ssd, &resnet_fpn, &rcnn, &retina],
+            Architecture::FasterRCNN => vec![&mobilenet, &yolo, &ssd, &retina],
+            Architecture::RetinaNet => vec![&mobilenet, &yolo, &ssd, &rcnn],
+        };
+        lists.concat()
     }
 
     /// The architecture (after `check`, which refuses any other).
@@ -975,6 +998,7 @@ impl Config {
         match self.architecture.as_str() {
             "SSD" => Architecture::SSD,
             "FasterRCNN" => Architecture::FasterRCNN,
+            "RetinaNet" => Architecture::RetinaNet,
             _ => Architecture::YOLOv3,
         }
     }

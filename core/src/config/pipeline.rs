@@ -216,11 +216,10 @@ impl Walk {
                     "must come before ResizeImage with max_size: the batch resizes each picture last".into(),
                 ));
             }
-            if self.arch == Architecture::FasterRCNN && !matches!(t, Transform::RandomFlipImage(_))
-            {
+            if self.arch.uses_rcnn_reader() && !matches!(t, Transform::RandomFlipImage(_)) {
                 return Err((
                     None,
-                    "is not supported in a FasterRCNN reader (RandomFlipImage is): the R-CNN ops take boxes in the decoded picture's pixels".into(),
+                    format!("is not supported in a {:?} reader (RandomFlipImage is): the R-CNN reader's targets take boxes in the decoded picture's pixels", self.arch),
                 ));
             }
             let on_normalized_boxes =
@@ -671,7 +670,7 @@ impl Walk {
                 "needs a Permute(channel_first: true): the network reads channels first".into(),
             );
         }
-        if self.arch == Architecture::FasterRCNN {
+        if self.arch.uses_rcnn_reader() {
             if self.pipeline.short_side.is_none() {
                 return Err("needs a ResizeImage with max_size: the R-CNN models take each picture at its aspect ratio".into());
             }
@@ -687,7 +686,7 @@ impl Walk {
         }
         if self.pipeline.short_side.is_some() {
             return Err(
-                "has a ResizeImage with max_size, which only FasterRCNN takes: set max_size: 0"
+                "has a ResizeImage with max_size, which only FasterRCNN and RetinaNet take: set max_size: 0"
                     .into(),
             );
         }
@@ -706,7 +705,9 @@ impl Walk {
                         return Err("needs NormalizeBox and no BboxXYXY2XYWH: the SSD loss takes 0..1 corner boxes".into());
                     }
                 }
-                Architecture::FasterRCNN => unreachable!("returned above"),
+                Architecture::FasterRCNN | Architecture::RetinaNet => {
+                    unreachable!("returned above")
+                }
             }
         } else if self.pipeline.resize.is_none() {
             return Err("needs a ResizeImage with a target_size: the size the network sees".into());

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub const BACKBONES: &[&str] = &["MobileNet", "DarkNet"];
 
 /// The architectures pulsefocus builds (`architecture`).
-pub const ARCHITECTURES: &[&str] = &["YOLOv3", "SSD", "FasterRCNN"];
+pub const ARCHITECTURES: &[&str] = &["YOLOv3", "SSD", "FasterRCNN", "RetinaNet"];
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +118,17 @@ pub struct Config {
     pub bbox_head: Option<BBoxHead>,
     #[serde(rename = "TwoFCHead", default, skip_serializing_if = "Option::is_none")]
     pub two_fc_head: Option<TwoFCHead>,
+    /// Only with `architecture: RetinaNet` (left out of other configs), as
+    /// is `RetinaHead`; `ResNet` and `FPN` above configure its backbone
+    /// and pyramid.
+    #[serde(rename = "RetinaNet", default, skip_serializing_if = "Option::is_none")]
+    pub retinanet: Option<RetinaNet>,
+    #[serde(
+        rename = "RetinaHead",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retina_head: Option<RetinaHead>,
     #[serde(rename = "TrainReader")]
     pub train_reader: Reader,
     #[serde(rename = "EvalReader", default)]
@@ -721,6 +732,9 @@ pub struct FPN {
     pub max_level: usize,
     /// Of the backbone features, deepest first.
     pub spatial_scale: Vec<f32>,
+    /// Levels above the backbone's by strided convs on res5 (RetinaNet)
+    /// instead of the max-pooled top.
+    pub has_extra_convs: bool,
 }
 
 impl Default for FPN {
@@ -730,6 +744,7 @@ impl Default for FPN {
             min_level: 2,
             max_level: 6,
             spatial_scale: vec![1.0 / 32.0, 1.0 / 16.0, 1.0 / 8.0, 1.0 / 4.0],
+            has_extra_convs: false,
         }
     }
 }
@@ -931,6 +946,98 @@ pub struct TwoFCHead {
 impl Default for TwoFCHead {
     fn default() -> Self {
         TwoFCHead { mlp_dim: 1024 }
+    }
+}
+
+/// `architecture: RetinaNet`: the sections it is built from, by name.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetinaNet {
+    pub backbone: String,
+    pub fpn: String,
+    pub retina_head: String,
+}
+
+/// RetinaNet's head (PaddleDetection's `RetinaHead`; defaults its code's,
+/// `num_classes` is the config's). Its `anchor_generator` reads
+/// `aspect_ratios` and `variance` only: each level's sizes and stride come
+/// from the octave scales.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetinaHead {
+    pub anchor_generator: AnchorGenerator,
+    pub target_assign: RetinaTargetAssign,
+    pub output_decoder: RetinaOutputDecoder,
+    pub num_convs_per_octave: usize,
+    pub num_chan: usize,
+    pub max_level: usize,
+    pub min_level: usize,
+    pub prior_prob: f32,
+    pub base_scale: f32,
+    pub num_scales_per_octave: usize,
+    pub gamma: f32,
+    pub alpha: f32,
+    pub sigma: f32,
+}
+
+impl Default for RetinaHead {
+    fn default() -> Self {
+        RetinaHead {
+            anchor_generator: AnchorGenerator::default(),
+            target_assign: RetinaTargetAssign::default(),
+            output_decoder: RetinaOutputDecoder::default(),
+            num_convs_per_octave: 4,
+            num_chan: 256,
+            max_level: 7,
+            min_level: 3,
+            prior_prob: 0.01,
+            base_scale: 4.0,
+            num_scales_per_octave: 3,
+            gamma: 2.0,
+            alpha: 0.25,
+            sigma: 3.015_113_4,
+        }
+    }
+}
+
+/// `retinanet_target_assign`'s thresholds; defaults the operator class's.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetinaTargetAssign {
+    pub positive_overlap: f32,
+    pub negative_overlap: f32,
+}
+
+impl Default for RetinaTargetAssign {
+    fn default() -> Self {
+        RetinaTargetAssign {
+            positive_overlap: 0.5,
+            negative_overlap: 0.4,
+        }
+    }
+}
+
+/// `retinanet_detection_output`'s settings; defaults the operator class's
+/// (its `nms_thresh` 0.3; the config's is 0.5).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetinaOutputDecoder {
+    pub score_thresh: f32,
+    pub nms_thresh: f32,
+    pub pre_nms_top_n: usize,
+    pub detections_per_im: usize,
+    pub nms_eta: f32,
+}
+
+impl Default for RetinaOutputDecoder {
+    fn default() -> Self {
+        RetinaOutputDecoder {
+            score_thresh: 0.05,
+            nms_thresh: 0.3,
+            pre_nms_top_n: 1000,
+            detections_per_im: 100,
+            nms_eta: 1.0,
+        }
     }
 }
 

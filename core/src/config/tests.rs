@@ -1153,9 +1153,9 @@ fn unsupported_ssd_values_are_errors_naming_the_key() {
             "(supported: L2)",
         ),
         (
-            &["architecture=RetinaNet"],
+            &["architecture=CascadeRCNN"],
             "key architecture",
-            "(supported: YOLOv3, SSD, FasterRCNN)",
+            "(supported: YOLOv3, SSD, FasterRCNN, RetinaNet)",
         ),
     ];
     for (o, key, message) in cases {
@@ -1173,7 +1173,7 @@ fn unsupported_ssd_values_are_errors_naming_the_key() {
         ("brightness_lower: 0.875", "brightness_lower: 1.5", "key TrainReader.sample_transforms[1].RandomDistort.brightness_lower)"),
         ("127.502231]\n  batch_size: 32", "127.502231]\n  - !BboxXYXY2XYWH {}\n  batch_size: 32", "key TrainReader.sample_transforms): needs NormalizeBox and no BboxXYXY2XYWH"),
         ("    interp: 1\n    target_size: 300\n    use_cv2: false\n  - !RandomFlipImage", "    interp: 0\n    target_size: 300\n    use_cv2: false\n  - !RandomFlipImage", "key TrainReader.sample_transforms[5].ResizeImage.interp): with use_cv2: false is a PIL filter"),
-        ("    max_size: 0\n", "    max_size: 1000\n", "key TestReader.sample_transforms): has a ResizeImage with max_size, which only FasterRCNN takes"),
+        ("    max_size: 0\n", "    max_size: 1000\n", "key TestReader.sample_transforms): has a ResizeImage with max_size, which only FasterRCNN and RetinaNet take"),
     ];
     for (from, to, want) in edits {
         assert!(text.contains(from), "{from}");
@@ -1275,11 +1275,15 @@ fn faster_rcnn_values_that_do_not_build_name_their_key() {
     }
 }
 
-/// The RON mirrors of PaddleDetection's Faster R-CNN configs are the same
-/// configs: model, operators, optimizer, schedule and readers.
+/// The RON mirrors of PaddleDetection's Faster R-CNN and RetinaNet configs
+/// are the same configs: model, operators, optimizer, schedule and readers.
 #[test]
-fn faster_rcnn_ron_mirrors_equal_the_yaml() {
-    for name in ["faster_rcnn_r50_1x", "faster_rcnn_r50_fpn_1x"] {
+fn rcnn_reader_ron_mirrors_equal_the_yaml() {
+    for name in [
+        "faster_rcnn_r50_1x",
+        "faster_rcnn_r50_fpn_1x",
+        "retinanet_r50_fpn_1x",
+    ] {
         let ron = load(&configs_dir().join(format!("{name}.ron")), &[]).unwrap();
         let mut yaml = load(&ppdet_fixture(&format!("{name}.yml")), &[]).unwrap();
         // The keys without effect, left out of the mirrors.
@@ -1297,6 +1301,140 @@ fn faster_rcnn_ron_mirrors_equal_the_yaml() {
         }
         assert_eq!(ron, yaml, "{name}");
     }
+}
+
+/// PaddleDetection's RetinaNet config (with its `_READER_`, the FPN R-CNN
+/// reader padded to 128) builds the model and operator settings its
+/// constructors give, and trains as Faster R-CNN's ResNet does.
+#[test]
+fn retinanet_yaml_gives_the_constructors_model_and_settings() {
+    use crate::models::retinanet::RetinaNetSpec;
+    use crate::retinanet::RetinaConfig;
+    let path = ppdet_fixture("retinanet_r50_fpn_1x.yml");
+    let c = load(&path, &[]).unwrap();
+    assert_eq!(c.arch(), Architecture::RetinaNet);
+    assert!(c.arch().uses_rcnn_reader());
+    let spec = RetinaNetSpec::r50_fpn(81);
+    assert_eq!(c.retinanet_spec(&path).unwrap(), spec);
+    assert_eq!(c.retina_config(&path).unwrap(), RetinaConfig::default());
+    let model = c.model_spec();
+    assert_eq!(model.describe(), "RetinaNet with ResNet-FPN backbone");
+    assert_eq!(model.foreground_classes(), 80);
+    assert_eq!(model.backbone_unit_count(), spec.backbone.units().len());
+    // freeze_at 2 and frozen affine channels, which the trainer applies.
+    let train = c.train_config();
+    assert_eq!(train.frozen_units, spec.backbone.frozen_units());
+    assert!(train.freeze_norm);
+    assert_eq!(train.weight_decay, 1e-4);
+    // The R-CNN reader: short side 800 capped at 1333, padded to 128,
+    // every box kept.
+    let loader = c
+        .train_reader
+        .train_loader_config(&path, 0, c.arch())
+        .unwrap();
+    let resize = loader.short_side.unwrap();
+    assert_eq!((resize.target_sizes, resize.max_size), (vec![800], 1333));
+    assert_eq!(resize.pad_to_stride, 128);
+    assert_eq!(loader.max_boxes, 0);
+    let (name, eval) = c.eval_or_test_reader().unwrap();
+    let eval = eval.eval_loader_config(&path, name, c.arch()).unwrap();
+    assert_eq!(eval.short_side.unwrap().pad_to_stride, 128);
+    let preset = load(
+        &path,
+        &overrides(&["finetune_exclude_pretrained_params=preset"]),
+    )
+    .unwrap();
+    assert_eq!(preset.exclude_patterns().unwrap(), ["retnet_cls_pred_fpn"]);
+}
+
+/// Values the RetinaNet sections refuse name their key, in one line; so do
+/// extra convs in a Faster R-CNN pyramid.
+#[test]
+fn retinanet_values_that_do_not_build_name_their_key() {
+    let retina = ppdet_fixture("retinanet_r50_fpn_1x.yml");
+    let fpn = ppdet_fixture("faster_rcnn_r50_fpn_1x.yml");
+    let cases: [(&PathBuf, &[&str], &str); 13] = [
+        (&retina, &["RetinaNet.fpn=FPNX"], "key RetinaNet.fpn"),
+        (
+            &retina,
+            &["FPN.has_extra_convs=false"],
+            "key FPN.has_extra_convs",
+        ),
+        (
+            &retina,
+            &["FPN.spatial_scale=[0.03125,0.0625,0.25]"],
+            "key FPN.spatial_scale",
+        ),
+        (
+            &retina,
+            &["ResNet.feature_maps=[2,3,4]"],
+            "key ResNet.feature_maps",
+        ),
+        (
+            &retina,
+            &["RetinaHead.max_level=6"],
+            "key RetinaHead.min_level",
+        ),
+        (
+            &retina,
+            &["RetinaHead.prior_prob=0"],
+            "key RetinaHead.prior_prob",
+        ),
+        (
+            &retina,
+            &["RetinaHead.num_scales_per_octave=0"],
+            "key RetinaHead.num_scales_per_octave",
+        ),
+        (
+            &retina,
+            &["RetinaHead.anchor_generator.variance=[1.0,1.0]"],
+            "key RetinaHead.anchor_generator.variance",
+        ),
+        (
+            &retina,
+            &["RetinaHead.target_assign.negative_overlap=0.6"],
+            "key RetinaHead.target_assign.negative_overlap",
+        ),
+        (
+            &retina,
+            &["RetinaHead.output_decoder.nms_eta=0"],
+            "key RetinaHead.output_decoder.nms_eta",
+        ),
+        (
+            &retina,
+            &["TrainReader.dataset.load_crowd=true"],
+            "key TrainReader.dataset.load_crowd",
+        ),
+        (
+            &retina,
+            &["EvalReader.batch_transforms=[]"],
+            "key EvalReader.batch_transforms",
+        ),
+        (
+            &fpn,
+            &["FPN.has_extra_convs=true"],
+            "key FPN.has_extra_convs",
+        ),
+    ];
+    for (path, o, key) in cases {
+        let e = load(path, &overrides(o)).unwrap_err().to_string();
+        assert!(e.contains(key), "{o:?}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    // Padded to 32, as Faster R-CNN's reader: not enough for P7.
+    let text = fs::read_to_string(&retina).unwrap();
+    let reader = fs::read_to_string(ppdet_fixture("faster_fpn_reader.yml")).unwrap();
+    let padded_32 = text.replacen("pad_to_stride: 128", "pad_to_stride: 32", 1);
+    let dir = write_configs(&[
+        ("retina.yml", &padded_32),
+        ("faster_fpn_reader.yml", &reader),
+    ]);
+    let e = load(&dir.path().join("retina.yml"), &[])
+        .unwrap_err()
+        .to_string();
+    let want = "key TrainReader.batch_transforms): must make pictures whose sides are \
+                multiples of 128 for RetinaNet's P7 (PadBatch with pad_to_stride: 128)";
+    assert!(e.contains(want), "{e}");
 }
 
 /// The demo config is `FasterRcnnSpec::small_c4` at 4 classes with frozen
