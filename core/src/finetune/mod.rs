@@ -36,7 +36,7 @@ use crate::data::loader::Loader;
 use crate::detector::{Detector, Losses, ModelSpec};
 use crate::loading::{apply_loaded, plan_for_config, LoadReport};
 use crate::metrics::voc::ApType;
-use crate::models::{FasterRcnnDetector, SsdDetector, Yolov3, Yolov3Detector};
+use crate::models::{FasterRcnnDetector, RetinaNetDetector, SsdDetector, Yolov3, Yolov3Detector};
 use crate::train::Trainer;
 use crate::yolo::GroundTruth;
 use curves::Curves;
@@ -216,8 +216,12 @@ pub fn build_detector<B: Backend>(backend: &B, config: &Config, seed: u64) -> Bo
                 .expect("check() read the Faster R-CNN sections");
             Box::new(FasterRcnnDetector::new(backend, *spec, rcnn, seed))
         }
-        // TODO(lead): replaced by the RetinaNet detector.
-        ModelSpec::RetinaNet(_) => unimplemented!("RetinaNetDetector: wired by the lead"),
+        ModelSpec::RetinaNet(spec) => {
+            let retina = config
+                .retina_config(Path::new(""))
+                .expect("check() read the RetinaNet sections");
+            Box::new(RetinaNetDetector::new(backend, *spec, retina, seed))
+        }
     }
 }
 
