@@ -24,6 +24,8 @@ pub mod resnet;
 pub mod retina_head;
 pub mod retinanet;
 pub mod retinanet_detector;
+#[cfg(test)]
+mod retinanet_parity;
 pub mod rpn_head;
 pub mod ssd;
 pub mod ssd_detector;
