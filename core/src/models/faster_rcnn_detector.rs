@@ -41,7 +41,7 @@ use crate::layers::{FullyConnected, GlobalAvgPool};
 use crate::rcnn::anchors::{rpn_anchors, Anchors};
 use crate::rcnn::rpn_loss::{rpn_loss, RpnLevelGrad, RpnLevelOutput};
 use crate::rcnn::rpn_target::{rpn_target_assign, ImInfo};
-use crate::rcnn::truth::{image_infos, image_truths};
+use crate::rcnn::truth::{by_class_from_zero, image_infos, image_truths, train_on_zeros};
 use crate::rcnn::{
     bbox_head_detect, bbox_head_loss, collect_fpn_proposals, generate_proposal_labels,
     generate_proposals, FpnLevels, Proposals, RcnnConfig, RoiTargets,
@@ -661,29 +661,15 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
     }
 
     fn plan(&mut self, batch: usize, size: usize) -> usize {
-        // One pass on zeros, with one whole-image box per image as the truth:
-        // every buffer takes the size of a step on this input. The pyramid
-        // takes images padded to its coarsest stride (PadBatch).
+        // The pyramid takes images padded to its coarsest stride (PadBatch).
         let stride = self
             .spec
             .fpn
             .as_ref()
             .map_or(1, |f| (1.0 / f.spatial_scale[0]).round() as usize);
-        let size = size.div_ceil(stride) * stride;
-        let running = self.net.save_running_stats();
+        train_on_zeros(self, batch, size, stride);
         let backend = self.net.backend().clone();
-        let image = Tensor::zeros(&backend, &[batch, 3, size, size]);
-        let boxes: Vec<f32> = (0..batch).flat_map(|_| [0.5, 0.5, 0.5, 0.5]).collect();
-        let labels = vec![1; batch];
-        let truth = GroundTruth {
-            boxes: &boxes,
-            labels: &labels,
-            scores: None,
-            max_boxes: 1,
-        };
-        self.train_pass(&image, &truth, &[]);
         self.scratch.equalize(&backend);
-        self.net.restore_running_stats(running);
         self.planned_bytes()
     }
 
@@ -834,7 +820,7 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
             .map(|((&count, info), &[ow, oh])| {
                 let rows = first..first + count;
                 first += count;
-                let mut found = bbox_head_detect(
+                let found = bbox_head_detect(
                     &self.config,
                     &self.rois.boxes[rows.clone()],
                     info[2],
@@ -842,13 +828,8 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
                     &self.box_host[0][rows.start * classes..rows.end * classes],
                     &self.box_host[1][rows.start * 4 * classes..rows.end * 4 * classes],
                 );
-                // Paddle lists a class's detections by RoI in this form: best
-                // first here, as every detector reports them; classes from 0.
-                found.sort_by(|a, b| a.class.cmp(&b.class).then(b.score.total_cmp(&a.score)));
-                for d in &mut found {
-                    d.class -= 1;
-                }
-                found
+                // Paddle lists a class's detections by RoI.
+                by_class_from_zero(found)
             })
             .collect()
     }

@@ -34,7 +34,7 @@ use crate::box_coder::BoxXyxy;
 use crate::detector::{Detector, Losses};
 use crate::rcnn::anchors::{retina_anchors, Anchors};
 use crate::rcnn::rpn_target::ImInfo;
-use crate::rcnn::truth::{image_infos, image_truths};
+use crate::rcnn::truth::{by_class_from_zero, image_infos, image_truths, train_on_zeros};
 use crate::retinanet::{
     focal_normalizer, level_labels, retina_box_loss, retinanet_detection_output,
     retinanet_target_assign, sigmoid_focal_loss, RetinaConfig, RetinaOutputConfig, RetinaTargets,
@@ -403,25 +403,11 @@ impl<B: Backend> Detector<B> for RetinaNetDetector<B> {
     }
 
     fn plan(&mut self, batch: usize, size: usize) -> usize {
-        // One pass on zeros, with one whole-image box per image as the truth:
-        // every buffer takes the size of a step on this input, padded to
-        // the coarsest level's stride as the reader pads (PadBatch).
+        // The reader pads to the coarsest level's stride (PadBatch).
         let stride = 1 << self.spec.fpn.max_level;
-        let size = size.div_ceil(stride) * stride;
-        let running = self.net.save_running_stats();
+        train_on_zeros(self, batch, size, stride);
         let backend = self.net.backend().clone();
-        let image = Tensor::zeros(&backend, &[batch, 3, size, size]);
-        let boxes: Vec<f32> = (0..batch).flat_map(|_| [0.5, 0.5, 0.5, 0.5]).collect();
-        let labels = vec![1; batch];
-        let truth = GroundTruth {
-            boxes: &boxes,
-            labels: &labels,
-            scores: None,
-            max_boxes: 1,
-        };
-        self.train_pass(&image, &truth, &[]);
         self.scratch.equalize(&backend);
-        self.net.restore_running_stats(running);
         self.planned_bytes()
     }
 
@@ -552,7 +538,7 @@ impl<B: Backend> Detector<B> for RetinaNetDetector<B> {
                     .iter()
                     .map(|l| image_part(&l.box_host, n, images))
                     .collect();
-                let mut found = retinanet_detection_output(
+                let found = retinanet_detection_output(
                     &scores,
                     &deltas,
                     &sizes,
@@ -565,13 +551,7 @@ impl<B: Backend> Detector<B> for RetinaNetDetector<B> {
                     },
                     &output,
                 );
-                // Best first within each class, as every detector reports
-                // them; classes from 0.
-                found.sort_by(|a, b| a.class.cmp(&b.class).then(b.score.total_cmp(&a.score)));
-                for d in &mut found {
-                    d.class -= 1;
-                }
-                found
+                by_class_from_zero(found)
             })
             .collect()
     }

@@ -1,10 +1,14 @@
-//! The loader's batch as Paddle's R-CNN-style operators (and RetinaNet's)
-//! take it: each image's ground truth in its own pixels and its `im_info`.
+//! What the detectors whose readers resize the short side (Faster R-CNN,
+//! RetinaNet) share around their operators: the loader's batch as Paddle's
+//! R-CNN-style operators take it (each image's ground truth in its own
+//! pixels, its `im_info`), planning on zeros, and the detections in the
+//! form every detector reports.
 
 use crate::backend::Backend;
 use crate::box_coder::BoxXyxy;
+use crate::detector::Detector;
 use crate::tensor::Tensor;
-use crate::yolo::GroundTruth;
+use crate::yolo::{Detection, GroundTruth};
 
 /// Below this width or height a ground-truth slot is padding.
 const PADDING: f32 = 1e-6;
@@ -54,4 +58,41 @@ pub fn image_infos<B: Backend>(image: &Tensor<B>, im_info: &[[f32; 3]]) -> Vec<[
         assert_eq!(im_info.len(), n, "one im_info per image");
         im_info.to_vec()
     }
+}
+
+/// Sizes every buffer of `model` for `batch` images of `size` x `size`
+/// padded up to a multiple of `stride` (as `PadBatch` pads the batch): one
+/// training pass on zeros with one whole-image box per image as the truth.
+/// The net's running statistics are kept.
+pub fn train_on_zeros<B: Backend>(
+    model: &mut dyn Detector<B>,
+    batch: usize,
+    size: usize,
+    stride: usize,
+) {
+    let size = size.div_ceil(stride) * stride;
+    let running = model.net().save_running_stats();
+    let backend = model.net().backend().clone();
+    let image = Tensor::zeros(&backend, &[batch, 3, size, size]);
+    let boxes: Vec<f32> = (0..batch).flat_map(|_| [0.5, 0.5, 0.5, 0.5]).collect();
+    let labels = vec![1; batch];
+    let truth = GroundTruth {
+        boxes: &boxes,
+        labels: &labels,
+        scores: None,
+        max_boxes: 1,
+    };
+    model.train_pass(&image, &truth, &[]);
+    model.net_mut().restore_running_stats(running);
+}
+
+/// An image's detections as Paddle's operators number them (classes from 1,
+/// the background 0) in the form every detector reports: grouped by class,
+/// best first within a class, classes from 0.
+pub fn by_class_from_zero(mut found: Vec<Detection>) -> Vec<Detection> {
+    found.sort_by(|a, b| a.class.cmp(&b.class).then(b.score.total_cmp(&a.score)));
+    for d in &mut found {
+        d.class -= 1;
+    }
+    found
 }
