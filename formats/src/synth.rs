@@ -710,6 +710,7 @@ mod tests {
             with_background: false,
             allow_empty: true,
             load_crowd: true,
+            with_polygons: false,
         }
         .load()
         .unwrap();

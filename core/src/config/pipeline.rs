@@ -1160,6 +1160,7 @@ mod tests {
                     difficult: false,
                     crowd: false,
                 }],
+                polygons: Vec::new(),
             }]);
             let reader = reader(case["ron"].as_str().unwrap(), "[]");
             let file = Path::new(FILE);

@@ -500,6 +500,7 @@ mod tests {
                     width: w,
                     height: h,
                     objects,
+                    polygons: Vec::new(),
                 }
             })
             .collect();

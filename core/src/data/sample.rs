@@ -247,6 +247,7 @@ pub(crate) mod tests {
                     crowd: false,
                 })
                 .collect(),
+            polygons: Vec::new(),
         };
         Sample::new(&image, &record)
     }
