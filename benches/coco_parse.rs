@@ -74,6 +74,7 @@ fn coco_parse(c: &mut Criterion) {
         with_background: false,
         allow_empty: true,
         load_crowd: false,
+        with_polygons: false,
     };
     let dataset = config.load().unwrap();
     assert!(

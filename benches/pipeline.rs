@@ -64,6 +64,7 @@ fn records() -> Vec<Record> {
                 width: img.width,
                 height: img.height,
                 objects,
+                polygons: Vec::new(),
             }
         })
         .collect()

@@ -2,15 +2,30 @@
 //! `COCODataSet` builds its records (see `docs/datasets.md` for the few places
 //! where pulsefocus deliberately differs).
 //!
-//! The JSON is parsed with typed structs: unknown keys (segmentation polygons,
-//! licenses, info, ...) are skipped by the parser without being built, which
-//! is most of why this is much faster than `pycocotools.coco.COCO`.
+//! The JSON is parsed with typed structs: unknown keys (licenses, info, and
+//! segmentations unless `with_polygons` asks for them) are skipped by the
+//! parser without being built, which is most of why this is much faster than
+//! `pycocotools.coco.COCO`.
+//!
+//! With `with_polygons` every kept box also keeps its `segmentation` polygons
+//! (`Record::polygons`), as PaddleDetection 0.x's `COCODataSet` keeps
+//! `gt_poly` for Mask R-CNN. Its reader then feeds them to
+//! `generate_mask_labels` as point lists (`reader.py` `_segm`), which works
+//! for polygons only: a non-crowd box whose segmentation is missing, empty
+//! or an RLE makes PaddleDetection fail with a Python error mid-training, so
+//! here it is an error at load time naming the file and annotation. Crowd
+//! boxes (`load_crowd`; PaddleDetection 0.x never loads them) get no
+//! polygons: `generate_mask_labels` gives crowds no mask, and their
+//! segmentation, usually an RLE, is not read.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use serde::de::IgnoredAny;
 use serde::Deserialize;
+use serde_json::Value;
 
+use crate::coco_results::{segmentation, Segmentation};
 use crate::dataset::{Dataset, GroundTruth, Problem, Record};
 use crate::error::{Error, Result};
 
@@ -27,16 +42,22 @@ pub struct CocoDataSet {
     pub allow_empty: bool,
     /// Keep `iscrowd: 1` annotations as (crowd-flagged) boxes.
     pub load_crowd: bool,
+    /// Keep each box's `segmentation` polygons in `Record::polygons` (the
+    /// Mask R-CNN readers); off, segmentations are not even parsed.
+    pub with_polygons: bool,
 }
 
-/// The parts of an instances JSON the reader uses.
+/// The parts of an instances JSON the reader uses. `S` is what an
+/// annotation's `segmentation` becomes: skipped unread (`IgnoredAny`) or
+/// the JSON value (`Option<Value>`, for `with_polygons`).
 #[derive(Debug, Deserialize)]
-pub struct CocoFile {
+#[serde(bound = "S: Deserialize<'de> + Default")]
+pub struct CocoFile<S = IgnoredAny> {
     pub images: Vec<CocoImage>,
     #[serde(default)]
     pub categories: Vec<CocoCategory>,
     /// Absent in an image-list file (inference input).
-    pub annotations: Option<Vec<CocoAnnotation>>,
+    pub annotations: Option<Vec<CocoAnnotation<S>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,7 +76,7 @@ pub struct CocoCategory {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct CocoAnnotation {
+pub struct CocoAnnotation<S = IgnoredAny> {
     pub id: i64,
     pub image_id: i64,
     pub category_id: i64,
@@ -69,6 +90,26 @@ pub struct CocoAnnotation {
     pub iscrowd: Flag,
     #[serde(default)]
     pub ignore: Flag,
+    #[serde(default)]
+    pub segmentation: S,
+}
+
+/// An annotation's `segmentation` as parsed: the JSON value, if it was read
+/// and is there.
+pub trait SegmentationField {
+    fn json(&self) -> Option<&Value>;
+}
+
+impl SegmentationField for IgnoredAny {
+    fn json(&self) -> Option<&Value> {
+        None
+    }
+}
+
+impl SegmentationField for Option<Value> {
+    fn json(&self) -> Option<&Value> {
+        self.as_ref()
+    }
 }
 
 /// A 0/1 flag that tools write as an integer, a float or a boolean.
@@ -146,6 +187,18 @@ impl<'de> Deserialize<'de> for Bbox {
 
 /// Parses an instances JSON; syntax and type errors name the line and column.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<CocoFile> {
+    parse_as(path, bytes)
+}
+
+/// `parse` keeping every annotation's `segmentation` as a JSON value.
+pub fn parse_with_segmentations(path: &Path, bytes: &[u8]) -> Result<CocoFile<Option<Value>>> {
+    parse_as(path, bytes)
+}
+
+fn parse_as<S: serde::de::DeserializeOwned + Default>(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<CocoFile<S>> {
     serde_json::from_slice(bytes).map_err(|e| {
         Error::at(
             path,
@@ -187,12 +240,20 @@ impl CocoDataSet {
     pub fn load(&self) -> Result<Dataset> {
         let path = self.anno_file();
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let file = parse(&path, &bytes)?;
-        Ok(self.build(&path, &file))
+        if self.with_polygons {
+            self.build(&path, &parse_with_segmentations(&path, &bytes)?)
+        } else {
+            self.build(&path, &parse(&path, &bytes)?)
+        }
     }
 
-    /// Turns a parsed file into records, checking images on disk.
-    pub fn build(&self, anno_file: &Path, coco: &CocoFile) -> Dataset {
+    /// Turns a parsed file into records, checking images on disk. Fails only
+    /// on a segmentation `with_polygons` cannot use.
+    pub fn build<S: SegmentationField>(
+        &self,
+        anno_file: &Path,
+        coco: &CocoFile<S>,
+    ) -> Result<Dataset> {
         let file_name = anno_file.display().to_string();
         let mut problems = Vec::new();
         let problem = |place: String, what: String| Problem {
@@ -232,7 +293,7 @@ impl CocoDataSet {
         let mut order: Vec<(i64, usize)> = image_index.iter().map(|(&id, &i)| (id, i)).collect();
         order.sort_unstable();
 
-        let mut annotations_of: HashMap<i64, Vec<&CocoAnnotation>> = HashMap::new();
+        let mut annotations_of: HashMap<i64, Vec<&CocoAnnotation<S>>> = HashMap::new();
         let annotations = coco.annotations.as_deref().unwrap_or(&[]);
         for ann in annotations {
             if !image_index.contains_key(&ann.image_id) {
@@ -276,6 +337,7 @@ impl CocoDataSet {
             }
             let (w, h) = (img.width, img.height);
             let mut objects = Vec::new();
+            let mut polygons = Vec::new();
             for ann in annotations_of.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
                 let place = || format!("annotation id {}", ann.id);
                 if ann.iscrowd.0 && !self.load_crowd {
@@ -336,6 +398,13 @@ impl CocoDataSet {
                         ),
                     ));
                 }
+                if self.with_polygons {
+                    polygons.push(if ann.iscrowd.0 {
+                        Vec::new()
+                    } else {
+                        training_polygons(anno_file, &place(), ann.segmentation.json())?
+                    });
+                }
                 objects.push(GroundTruth {
                     bbox: clipped.map(|v| round3(v) as f32),
                     class: class + background,
@@ -356,13 +425,43 @@ impl CocoDataSet {
                 width: w as u32,
                 height: h as u32,
                 objects,
+                polygons,
             });
         }
 
-        Dataset {
+        Ok(Dataset {
             class_names,
             records,
             problems,
+        })
+    }
+}
+
+/// A non-crowd box's segmentation as the Mask R-CNN reader needs it: one or
+/// more polygons of at least three `x, y` points, in image pixels as written.
+fn training_polygons(path: &Path, place: &str, value: Option<&Value>) -> Result<Vec<Vec<f64>>> {
+    let refuse = |what: &str| {
+        Err(Error::at(
+            path,
+            place,
+            format!("\"segmentation\" {what}; Mask R-CNN training needs the polygons of every non-crowd box"),
+        ))
+    };
+    let Some(value) = value else {
+        return refuse("is missing");
+    };
+    match segmentation(path, place, value)? {
+        Segmentation::Rle(_) => refuse("is an RLE (PaddleDetection reads polygons only)"),
+        Segmentation::Polygons(polygons) => {
+            for (j, polygon) in polygons.iter().enumerate() {
+                if polygon.len() < 6 || polygon.len() % 2 != 0 {
+                    return refuse(&format!(
+                        "[{j}] has {} numbers, not x, y pairs of at least 3 points",
+                        polygon.len()
+                    ));
+                }
+            }
+            Ok(polygons)
         }
     }
 }
@@ -389,6 +488,7 @@ mod tests {
             with_background: false,
             allow_empty: false,
             load_crowd: false,
+            with_polygons: false,
         };
         (dir, config)
     }
@@ -503,6 +603,98 @@ mod tests {
         config.allow_empty = true;
         let ds = config.load().unwrap();
         assert_eq!(ds.records.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 4]);
+    }
+
+    /// `with_polygons`: each kept box's polygons, in box order; a crowd
+    /// (RLE) box gets none, a skipped box takes its polygons with it.
+    #[test]
+    fn polygons_follow_their_boxes_with_with_polygons() {
+        let json = format!(
+            r#"{{"images": [{{"id": 1, "file_name": "a.jpg", "width": 20, "height": 10}}], {CATS},
+                "annotations": [
+                  {{"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 4, 4], "area": 8, "iscrowd": 0,
+                    "segmentation": [[1, 1, 5, 1, 5, 5], [1.5, 2, 2, 2, 2, 3.25]]}},
+                  {{"id": 2, "image_id": 1, "category_id": 3, "bbox": [30, 1, 4, 4], "area": 8, "iscrowd": 0,
+                    "segmentation": [[30, 1, 34, 1, 34, 5]]}},
+                  {{"id": 3, "image_id": 1, "category_id": 7, "bbox": [2, 2, 2, 2], "area": 4, "iscrowd": 1,
+                    "segmentation": {{"size": [10, 20], "counts": [22, 2, 176]}}}},
+                  {{"id": 4, "image_id": 1, "category_id": 7, "bbox": [8, 2, 4, 6], "area": 12, "iscrowd": 0,
+                    "segmentation": [[8, 2, 12, 2, 12, 8, 8, 8]]}}]}}"#
+        );
+        let (_dir, mut config) = dataset(&json, &["a.jpg"]);
+        let boxes_only = config.load().unwrap();
+        assert!(boxes_only.records[0].polygons.is_empty());
+        config.with_polygons = true;
+        config.load_crowd = true;
+        let ds = config.load().unwrap();
+        let record = &ds.records[0];
+        assert_eq!(
+            record.objects.len(),
+            3,
+            "annotation 2 lies outside the image"
+        );
+        assert_eq!(record.polygons.len(), 3);
+        assert_eq!(
+            record.polygons[0],
+            [
+                vec![1.0, 1.0, 5.0, 1.0, 5.0, 5.0],
+                vec![1.5, 2.0, 2.0, 2.0, 2.0, 3.25]
+            ]
+        );
+        assert!(record.objects[1].crowd && record.polygons[1].is_empty());
+        assert_eq!(record.objects[2].bbox, [8.0, 2.0, 12.0, 8.0]);
+        assert_eq!(
+            record.polygons[2],
+            [vec![8.0, 2.0, 12.0, 2.0, 12.0, 8.0, 8.0, 8.0]]
+        );
+        // Without load_crowd (PaddleDetection 0.x), the crowd box is gone.
+        config.load_crowd = false;
+        let ds = config.load().unwrap();
+        assert_eq!(ds.records[0].polygons.len(), 2);
+        assert_eq!(ds.records[0].polygons[1].len(), 1);
+    }
+
+    /// A segmentation Mask R-CNN training cannot use is one line naming the
+    /// file and the annotation; boxes-only reading never looks at it.
+    #[test]
+    fn unusable_segmentations_name_file_and_annotation() {
+        let cases = [
+            (
+                r#""segmentation": [[1, 1, "x", 5, 5, 5]]"#,
+                r#"[0] must be a polygon"#,
+            ),
+            (r#""segmentation": 7"#, "must be polygons or an RLE"),
+            (r#""segmentation": []"#, "is an empty list"),
+            (r#""segmentation": [[1, 1, 5, 5]]"#, "[0] has 4 numbers"),
+            (r#""segmentation": [[1, 1, 5, 1, 5]]"#, "[0] has 5 numbers"),
+            (
+                r#""segmentation": {"size": [10, 10], "counts": [100]}"#,
+                "is an RLE",
+            ),
+            (
+                r#""segmentation": {"size": [10, 10], "counts": [3]}"#,
+                "not a valid RLE",
+            ),
+            (r#""segmentation": null"#, "is missing"),
+            (r#""other": 0"#, "is missing"),
+        ];
+        for (segmentation, what) in cases {
+            let json = format!(
+                r#"{{"images": [{{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}}], {CATS},
+                    "annotations": [{{"id": 41, "image_id": 1, "category_id": 3, "bbox": [1, 1, 4, 4],
+                                      "area": 16, "iscrowd": 0, {segmentation}}}]}}"#
+            );
+            let (_dir, mut config) = dataset(&json, &["a.jpg"]);
+            assert_eq!(config.load().unwrap().records[0].objects.len(), 1);
+            config.with_polygons = true;
+            let err = config.load().unwrap_err().to_string();
+            assert!(
+                err.contains("instances.json (annotation id 41): \"segmentation\"")
+                    && err.contains(what)
+                    && !err.contains('\n'),
+                "{segmentation}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,10 @@ pub struct Record {
     pub width: u32,
     pub height: u32,
     pub objects: Vec<GroundTruth>,
+    /// Per object of `objects`, its polygons `[x1, y1, x2, y2, ...]` in image
+    /// pixels as the file has them (none for a crowd box), when the reader
+    /// was asked for them (COCO `with_polygons`); else empty.
+    pub polygons: Vec<Vec<Vec<f64>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

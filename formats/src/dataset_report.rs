@@ -235,6 +235,7 @@ mod tests {
                     crowd: false,
                 })
                 .collect(),
+            polygons: Vec::new(),
         }
     }
 

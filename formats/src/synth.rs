@@ -10,12 +10,20 @@
 //!
 //! Boxes are pixel extents `[x, y, x + w, y + h]` with every shape inside
 //! `[0, S-1]`, so the VOC and COCO readers give the same boxes with no clipping.
+//!
+//! COCO annotations carry each object's outline as its `segmentation`: the
+//! polygon of the drawn shape in the same pixel coordinates (pixel `(x, y)`
+//! covers `[x, x + 1] x [y, y + 1]`, which is how pycocotools rasterises a
+//! polygon: a pixel is in when its centre is), the whole shape even where a
+//! later one covers part of it; a crowd cluster's is the RLE of its tiny
+//! shapes, as COCO writes crowds. `area` is pycocotools' area of that mask.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::atomic;
 use crate::error::{Error, Result};
+use crate::rle::Rle;
 use crate::rng::Rng;
 
 pub const SHAPES: [&str; 6] = ["square", "circle", "triangle", "cross", "ring", "diamond"];
@@ -81,14 +89,26 @@ impl Default for SynthConfig {
 }
 
 /// One annotated object; `class` indexes the dataset's own class list.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SynthObject {
     pub class: usize,
     /// Pixel extent `[x, y, w, h]`.
     pub rect: [u32; 4],
     /// A cluster of tiny shapes under one box: VOC difficult, COCO crowd.
     pub cluster: bool,
+    /// Index into `SHAPES` of what was drawn.
+    pub shape: usize,
+    /// The `[x, y, w, h]` each drawn shape fills: `rect` alone, or a
+    /// cluster's tiny shapes.
+    pub parts: Vec<[u32; 4]>,
 }
+
+/// Vertices per ellipse (circle, ring) outline.
+const ELLIPSE_VERTICES: usize = 32;
+/// Half the width of a cross's arms, and the squared inner radius of a ring,
+/// in the normalised box coordinates of `inside`.
+const CROSS_ARM: f32 = 0.34;
+const RING_INNER2: f32 = 0.3;
 
 /// Whether normalised point (u, v) in [-1, 1]^2 of the box lies in the shape.
 fn inside(shape: usize, u: f32, v: f32) -> bool {
@@ -97,9 +117,96 @@ fn inside(shape: usize, u: f32, v: f32) -> bool {
         1 => u * u + v * v <= 1.0,
         // Apex at the top centre, base along the bottom edge.
         2 => u.abs() <= (v + 1.0) * 0.5,
-        3 => u.abs() <= 0.34 || v.abs() <= 0.34,
-        4 => (0.3..=1.0).contains(&(u * u + v * v)),
+        3 => u.abs() <= CROSS_ARM || v.abs() <= CROSS_ARM,
+        4 => (RING_INNER2..=1.0).contains(&(u * u + v * v)),
         _ => u.abs() + v.abs() <= 1.0,
+    }
+}
+
+/// The outline of `inside`'s region for a shape filling `rect`, as one COCO
+/// polygon `[x1, y1, x2, y2, ...]` in pixel coordinates (normalised `u = -1`
+/// is the box's left edge `x`, `u = 1` its right edge `x + w`), rounded to
+/// 0.01 px as COCO files write them. Ellipses are 32-gons with their
+/// vertices on the curve. A ring is one "keyhole" polygon: the outer loop,
+/// a cut to the inner loop, the inner loop the other way round and the cut
+/// back; pycocotools' rasteriser toggles pixels at each crossing, so the
+/// cut, crossed twice at the same place, leaves nothing and the hole stays
+/// empty (COCO polygons have no other way to hold a hole).
+pub fn shape_polygon(shape: usize, rect: [u32; 4]) -> Vec<f64> {
+    let [x, y, w, h] = rect.map(f64::from);
+    let ellipse = |radius: f64, reverse: bool| -> Vec<[f64; 2]> {
+        (0..ELLIPSE_VERTICES)
+            .map(|k| {
+                let k = if reverse {
+                    (ELLIPSE_VERTICES - k) % ELLIPSE_VERTICES
+                } else {
+                    k
+                };
+                let angle = std::f64::consts::TAU * k as f64 / ELLIPSE_VERTICES as f64;
+                [radius * angle.cos(), radius * angle.sin()]
+            })
+            .collect()
+    };
+    let a = CROSS_ARM as f64;
+    let uv: Vec<[f64; 2]> = match shape {
+        0 => vec![[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]],
+        1 => ellipse(1.0, false),
+        2 => vec![[0.0, -1.0], [1.0, 1.0], [-1.0, 1.0]],
+        3 => vec![
+            [-a, -1.0],
+            [a, -1.0],
+            [a, -a],
+            [1.0, -a],
+            [1.0, a],
+            [a, a],
+            [a, 1.0],
+            [-a, 1.0],
+            [-a, a],
+            [-1.0, a],
+            [-1.0, -a],
+            [-a, -a],
+        ],
+        4 => {
+            let (outer, inner) = (
+                ellipse(1.0, false),
+                ellipse((RING_INNER2 as f64).sqrt(), true),
+            );
+            // Both loops start at angle 0, so the cut is the segment between.
+            [&outer[..], &outer[..1], &inner[..], &inner[..1]].concat()
+        }
+        _ => vec![[0.0, -1.0], [1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]],
+    };
+    let round = |v: f64| (v * 100.0).round() / 100.0;
+    uv.iter()
+        .flat_map(|[u, v]| {
+            [
+                round(x + (u + 1.0) * 0.5 * w),
+                round(y + (v + 1.0) * 0.5 * h),
+            ]
+        })
+        .collect()
+}
+
+/// An object's COCO `segmentation` in a `side` x `side` image and its
+/// pycocotools area: the shape's polygon, or for a cluster the RLE (counts
+/// uncompressed, as COCO's crowds) of its tiny shapes.
+fn segmentation(object: &SynthObject, side: u32) -> (serde_json::Value, u64) {
+    let polygons: Vec<Vec<f64>> = object
+        .parts
+        .iter()
+        .map(|&rect| shape_polygon(object.shape, rect))
+        .collect();
+    let masks: Vec<Rle> = polygons
+        .iter()
+        .map(|p| Rle::from_polygon(p, side, side).expect("synth polygons are valid"))
+        .collect();
+    let mask = Rle::merge(&masks).expect("every object has a part");
+    let area = mask.area();
+    if object.cluster {
+        let rle = serde_json::json!({"size": [side, side], "counts": mask.counts()});
+        (rle, area)
+    } else {
+        (serde_json::json!(polygons), area)
     }
 }
 
@@ -236,6 +343,8 @@ pub fn render(config: &SynthConfig, index: usize) -> (Vec<u8>, Vec<SynthObject>)
             class,
             rect,
             cluster: false,
+            shape,
+            parts: vec![rect],
         });
     }
     // About one image in twelve gets a cluster of tiny same-class shapes.
@@ -249,6 +358,7 @@ pub fn render(config: &SynthConfig, index: usize) -> (Vec<u8>, Vec<SynthObject>)
             rng.between(0, side - 1 - span),
         );
         let (mut x1, mut y1, mut x2, mut y2) = (u32::MAX, u32::MAX, 0, 0);
+        let mut parts = Vec::new();
         for _ in 0..rng.between(3, 5) {
             let rect = [
                 cx + rng.between(0, span - tiny),
@@ -261,11 +371,14 @@ pub fn render(config: &SynthConfig, index: usize) -> (Vec<u8>, Vec<SynthObject>)
             y1 = y1.min(rect[1]);
             x2 = x2.max(rect[0] + tiny);
             y2 = y2.max(rect[1] + tiny);
+            parts.push(rect);
         }
         objects.push(SynthObject {
             class,
             rect: [x1, y1, x2 - x1, y2 - y1],
             cluster: true,
+            shape,
+            parts,
         });
     }
     (pixels, objects)
@@ -377,12 +490,11 @@ pub fn write(out: &Path, config: &SynthConfig) -> Result<SynthSummary> {
                     "width": config.size, "height": config.size,
                 }));
                 for o in &objects {
-                    let [x, y, w, h] = o.rect;
-                    let (x2, y2) = (x + w, y + h);
+                    let (segmentation, area) = segmentation(o, config.size);
                     coco_annotations[split].push(serde_json::json!({
                         "id": annotation_id, "image_id": image_id, "category_id": o.class + 1,
-                        "bbox": [x, y, w, h], "area": w * h, "iscrowd": o.cluster as u8,
-                        "segmentation": [[x, y, x2, y, x2, y2, x, y2]],
+                        "bbox": o.rect, "area": area, "iscrowd": o.cluster as u8,
+                        "segmentation": segmentation,
                     }));
                     annotation_id += 1;
                 }
@@ -498,6 +610,73 @@ mod tests {
         assert_ne!(render(&config, 0).0, render(&other, 0).0);
     }
 
+    /// Each object's segmentation, rasterised as pycocotools does, covers
+    /// the pixels its shape was drawn on (drawn alone, on a black canvas, so
+    /// nothing else is counted), stays inside its box, and `area` is that
+    /// mask's area.
+    #[test]
+    fn segmentations_rasterise_to_the_drawn_shapes_inside_their_boxes() {
+        let side = 160;
+        let config = SynthConfig {
+            size: side,
+            classes: CATALOGUE_LEN,
+            ..SynthConfig::default()
+        };
+        let (mut shapes_seen, mut clusters) = ([0; SHAPES.len()], 0);
+        for index in 0..60 {
+            for o in render(&config, index).1 {
+                let mut canvas = vec![0u8; (side * side * 3) as usize];
+                for &part in &o.parts {
+                    let colour = COLOURS[catalogue(o.class).1].1;
+                    draw_shape(&mut canvas, side, part, o.shape, colour, &mut Rng::new(0));
+                }
+                let drawn: Vec<bool> = canvas.chunks(3).map(|p| p != [0, 0, 0]).collect();
+                let (value, area) = segmentation(&o, side);
+                let parsed =
+                    crate::coco_results::segmentation(Path::new("t"), "t", &value).unwrap();
+                assert_eq!(
+                    matches!(parsed, crate::coco_results::Segmentation::Rle(_)),
+                    o.cluster
+                );
+                let mask = parsed.to_rle(side, side).unwrap();
+                assert_eq!(mask.area(), area);
+                let mask = mask.decode();
+                let [x, y, w, h] = o.rect;
+                let (mut both, mut either) = (0u64, 0u64);
+                for (p, (&m, &d)) in mask.iter().zip(&drawn).enumerate() {
+                    let (px, py) = (p as u32 % side, p as u32 / side);
+                    if m == 1 {
+                        assert!(
+                            (x..x + w).contains(&px) && (y..y + h).contains(&py),
+                            "image {index}: {o:?} pixel ({px}, {py}) outside its box"
+                        );
+                    }
+                    both += (m == 1 && d) as u64;
+                    either += (m == 1 || d) as u64;
+                }
+                let drawn_area = drawn.iter().filter(|&&d| d).count() as f64;
+                let iou = both as f64 / either as f64;
+                let area_error = (area as f64 - drawn_area).abs() / drawn_area;
+                // The drawing keeps pixels whose centre lies exactly on an
+                // edge (a diamond's, at even sizes), the rasteriser half of
+                // them: a small shape's edge rows weigh more.
+                let (min_iou, max_area_error) = match w.min(h) {
+                    32.. => (0.97, 0.03),
+                    16.. => (0.88, 0.12),
+                    _ => (0.8, 0.2),
+                };
+                assert!(
+                    iou >= min_iou && area_error <= max_area_error,
+                    "image {index}: {o:?} IoU {iou}, area {area} vs {drawn_area} drawn"
+                );
+                shapes_seen[o.shape] += 1;
+                clusters += o.cluster as usize;
+            }
+        }
+        assert!(shapes_seen.iter().all(|&n| n > 5), "{shapes_seen:?}");
+        assert!(clusters > 0);
+    }
+
     #[test]
     fn voc_and_coco_outputs_load_to_the_same_boxes() {
         let dir = tempfile::tempdir().unwrap();
@@ -531,6 +710,7 @@ mod tests {
             with_background: false,
             allow_empty: true,
             load_crowd: true,
+            with_polygons: false,
         }
         .load()
         .unwrap();

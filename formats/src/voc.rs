@@ -407,6 +407,7 @@ impl VocDataSet {
             width: w as u32,
             height: h as u32,
             objects,
+            polygons: Vec::new(),
         }))
     }
 }

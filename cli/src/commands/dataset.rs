@@ -103,6 +103,7 @@ impl DatasetArgs {
                 with_background: self.with_background,
                 allow_empty: self.allow_empty,
                 load_crowd: self.load_crowd,
+                with_polygons: false,
             }),
             DatasetType::Voc => DatasetSource::Voc(VocDataSet {
                 dataset_dir,

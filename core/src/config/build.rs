@@ -355,6 +355,8 @@ impl From<&CocoDataSet> for CocoReader {
             with_background: d.with_background,
             allow_empty: d.allow_empty,
             load_crowd: d.load_crowd,
+            // No config trains masks yet; a Mask R-CNN reader will set it.
+            with_polygons: false,
         }
     }
 }
@@ -727,6 +729,7 @@ mod tests {
                 with_background,
                 allow_empty: allow_empty || !drop_empty,
                 load_crowd,
+                with_polygons: false,
             });
             prop_assert_eq!(reader.dataset_source().unwrap(), want);
 

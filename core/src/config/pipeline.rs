@@ -1161,6 +1161,7 @@ mod tests {
                     difficult: false,
                     crowd: false,
                 }],
+                polygons: Vec::new(),
             }]);
             let reader = reader(case["ron"].as_str().unwrap(), "[]");
             let file = Path::new(FILE);

@@ -38,6 +38,13 @@ pub struct Batch {
     pub gt_classes: Vec<i32>,
     /// `n x max_boxes`: 1, or the mixup weight; 0 in padding.
     pub gt_scores: Vec<f32>,
+    /// With the loader's `with_polygons` (Mask R-CNN), per image, per box
+    /// slot in use (the boxes `gt_pixel_boxes` lists, in order), that
+    /// object's polygons `[x1, y1, x2, y2, ...]` in the pixels of the
+    /// original picture (flipped with it, `x -> width - x - 1`), f32 as
+    /// Paddle feeds `gt_mask`: `generate_mask_labels`' `gt_polygons` with
+    /// `im_info`. A crowd box has none. Empty without `with_polygons`.
+    pub gt_polys: Vec<Vec<Vec<Vec<f32>>>>,
     /// The index in the record list of each image.
     pub record_indices: Vec<usize>,
     /// `[width, height]` of each image as decoded, to map detections back.
@@ -60,6 +67,7 @@ impl Batch {
             gt_boxes: vec![0.0; n * max_boxes * 4],
             gt_classes: vec![0; n * max_boxes],
             gt_scores: vec![0.0; n * max_boxes],
+            gt_polys: Vec::new(),
             record_indices: Vec::with_capacity(n),
             original_sizes: Vec::with_capacity(n),
             epoch,
@@ -171,6 +179,21 @@ impl Batch {
             &mut self.gt_classes[i * m..(i + 1) * m],
             &mut self.gt_scores[i * m..(i + 1) * m],
         );
+        if let Some(polygons) = &sample.polygons {
+            // The boxes beyond the slots are dropped with theirs.
+            self.gt_polys.push(
+                polygons
+                    .iter()
+                    .take(m)
+                    .map(|object| {
+                        object
+                            .iter()
+                            .map(|polygon| polygon.iter().map(|&v| v as f32).collect())
+                            .collect()
+                    })
+                    .collect(),
+            );
+        }
         self.im_info.push(im_info);
         self.record_indices.push(record_index);
         self.original_sizes.push(original_size);

@@ -26,7 +26,7 @@ use super::sample::Sample;
 use super::transforms::normalize::ChannelNorm;
 use super::transforms::resize::{random_shape, Interp, ShortSideScale, EVAL_SIZE, TRAIN_SIZES};
 use super::transforms::targets::MAX_BOXES;
-use super::transforms::{augment, SampleAugment};
+use super::transforms::{augment, Augment, SampleAugment};
 
 /// Independent random streams, so adding draws to one never shifts another.
 const SHUFFLE_STREAM: u64 = 1;
@@ -119,6 +119,11 @@ pub struct LoaderConfig {
     /// Given: the R-CNN readers' resize and padding, in place of the square
     /// size `mode` names (its augmentations still run).
     pub short_side: Option<ShortSideResize>,
+    /// Carry each box's polygons (`Record::polygons`, read with the COCO
+    /// reader's `with_polygons`) into `Batch::gt_polys`, as PaddleDetection
+    /// 0.x's Mask R-CNN readers carry `gt_poly` into `gt_mask`. Needs
+    /// `short_side` and no augmentation that moves pixels but the flip.
+    pub with_polygons: bool,
 }
 
 impl LoaderConfig {
@@ -137,6 +142,7 @@ impl LoaderConfig {
             to_rgb: true,
             normalize: ChannelNorm::imagenet(),
             short_side: None,
+            with_polygons: false,
         }
     }
 
@@ -159,6 +165,7 @@ impl LoaderConfig {
             to_rgb: true,
             normalize: ChannelNorm::imagenet(),
             short_side: None,
+            with_polygons: false,
         }
     }
 }
@@ -186,6 +193,9 @@ impl Plan {
         let record = &self.records[index];
         let image = decode_file(&record.image_path)?;
         let mut sample = Sample::new(&image, record);
+        if self.config.with_polygons {
+            sample.polygons = Some(record.polygons.clone());
+        }
         if !self.config.to_rgb {
             sample.reverse_channels();
         }
@@ -287,6 +297,44 @@ impl Plan {
     }
 }
 
+/// `with_polygons` keeps polygons in the original picture's pixels, so the
+/// batch must keep `im_info`'s scale to it (the R-CNN resize) and only the
+/// flip, which moves polygons with the picture, may change geometry; and
+/// every record must have been read with its polygons.
+fn check_polygon_pipeline(config: &LoaderConfig, records: &[Record], used: &[usize]) -> Result<()> {
+    let invalid = |msg: String| Err(Error::new("data loader", msg));
+    if config.short_side.is_none() {
+        return invalid("with_polygons needs the R-CNN resize (short_side): polygons stay in original pixels, mapped by im_info's scale".into());
+    }
+    if let Mode::Train(aug) = &config.mode {
+        for step in &aug.sample.steps {
+            let keeps_polygons = matches!(
+                step,
+                Augment::Flip(_) | Augment::ColorDistort(_) | Augment::RandomDistort(_)
+            );
+            if !keeps_polygons {
+                return invalid(format!(
+                    "with_polygons: {step:?} would move the boxes away from their polygons (only flips and colour changes follow them)"
+                ));
+            }
+        }
+    }
+    for &i in used {
+        let record = &records[i];
+        if record.polygons.len() != record.objects.len() {
+            return Err(Error::new(
+                &record.image_path,
+                format!(
+                    "{} boxes but {} polygon lists: with_polygons needs the records read with polygons (the COCO reader's with_polygons)",
+                    record.objects.len(),
+                    record.polygons.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub struct Loader {
     receivers: Vec<Receiver<Result<Batch>>>,
     workers: Vec<JoinHandle<()>>,
@@ -359,6 +407,9 @@ impl Loader {
         let used: Vec<usize> = (0..records.len())
             .filter(|&i| config.allow_empty || !records[i].objects.is_empty())
             .collect();
+        if config.with_polygons {
+            check_polygon_pipeline(&config, &records, &used)?;
+        }
         if config.max_boxes == 0 {
             let most = used.iter().map(|&i| records[i].objects.len()).max();
             config.max_boxes = most.unwrap_or(0).max(1);
@@ -500,6 +551,7 @@ mod tests {
                     width: w,
                     height: h,
                     objects,
+                    polygons: Vec::new(),
                 }
             })
             .collect();
@@ -717,5 +769,183 @@ mod tests {
         }
         assert!(flipped > 0 && flipped < 14, "{flipped} of 14 flipped");
         assert_eq!(targets.len(), 2, "both targets drawn");
+    }
+
+    /// A Mask R-CNN-like reader: the R-CNN resize, a flip half the time,
+    /// polygons carried.
+    fn polygon_config(batch_size: usize, steps: Vec<Augment>) -> LoaderConfig {
+        LoaderConfig {
+            mode: Mode::Train(Box::new(TrainAugment {
+                sample: SampleAugment { steps },
+                mixup_epochs: 0,
+                sizes: Vec::new(),
+                random_interp: false,
+            })),
+            short_side: Some(ShortSideResize {
+                target_sizes: vec![48],
+                max_size: 80,
+                interp: Interp::Linear,
+                pad_to_stride: 32,
+                padded_im_info: false,
+            }),
+            max_boxes: 0,
+            with_polygons: true,
+            ..LoaderConfig::train(batch_size, 11)
+        }
+    }
+
+    /// synth -> COCO reader with polygons -> batches: every box slot in use
+    /// has its object's polygons, flipped with the picture as PaddleDetection
+    /// 0.x flips them, still spanning the box (synth outlines reach all four
+    /// sides of their box).
+    #[test]
+    fn polygons_stay_with_their_boxes_through_flips_into_the_batch() {
+        use pulsefocus_formats::coco::CocoDataSet;
+        use pulsefocus_formats::synth::{self, SynthConfig, SynthFormat};
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("shapes");
+        let synth_config = SynthConfig {
+            images: 16,
+            size: 64,
+            classes: 6,
+            format: SynthFormat::Coco,
+            ..SynthConfig::default()
+        };
+        synth::write(&out, &synth_config).unwrap();
+        let dataset = CocoDataSet {
+            dataset_dir: out,
+            image_dir: "JPEGImages".into(),
+            anno_path: "annotations/instances_train.json".into(),
+            with_background: true,
+            allow_empty: false,
+            load_crowd: false,
+            with_polygons: true,
+        }
+        .load()
+        .unwrap();
+        assert!(dataset.problems.is_empty(), "{:?}", dataset.problems);
+        let records = Arc::new(dataset.records);
+        let config = polygon_config(2, vec![Augment::Flip(0.5)]);
+        let batches: Vec<Batch> = Loader::new(records.clone(), config, 0, Some(3))
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        let (mut flipped, mut kept, mut objects) = (0, 0, 0);
+        for b in &batches {
+            assert_eq!(b.gt_polys.len(), b.n);
+            for i in 0..b.n {
+                let record = &records[b.record_indices[i]];
+                let boxes = b.gt_pixel_boxes(i);
+                assert_eq!(b.gt_polys[i].len(), boxes.len());
+                assert_eq!(boxes.len(), record.objects.len());
+                let width = record.width as f32;
+                // The first box tells whether the picture was mirrored.
+                let is_flipped = (boxes[0].0[0] - record.objects[0].bbox[0]).abs() > 1e-3;
+                if is_flipped {
+                    flipped += 1;
+                } else {
+                    kept += 1;
+                }
+                for (k, ((pixel, class), polygons)) in boxes.iter().zip(&b.gt_polys[i]).enumerate()
+                {
+                    assert_eq!(*class as u32, record.objects[k].class);
+                    let want: Vec<Vec<f32>> = record.polygons[k]
+                        .iter()
+                        .map(|p| {
+                            p.iter()
+                                .enumerate()
+                                .map(|(j, &v)| {
+                                    let v = if is_flipped && j % 2 == 0 {
+                                        record.width as f64 - v - 1.0
+                                    } else {
+                                        v
+                                    };
+                                    v as f32
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    assert_eq!(polygons, &want);
+                    let span = |axis: usize| {
+                        let values = polygons.iter().flat_map(|p| p.iter().skip(axis).step_by(2));
+                        values.fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+                    };
+                    let ((x_lo, x_hi), (y_lo, y_hi)) = (span(0), span(1));
+                    // Box x2 = x1 + w - 1 (Paddle's convention); a polygon
+                    // spans x1..x1 + w, mirrored one pixel further left.
+                    let shift = if is_flipped { 1.0 } else { 0.0 };
+                    let close = |a: f32, b: f32| (a - b).abs() < 1e-3;
+                    assert!(
+                        close(x_lo, pixel[0] - shift)
+                            && close(x_hi, pixel[2] + 1.0 - shift)
+                            && close(y_lo, pixel[1])
+                            && close(y_hi, pixel[3] + 1.0),
+                        "box {pixel:?} polygon x {x_lo}..{x_hi} y {y_lo}..{y_hi} (width {width})"
+                    );
+                    objects += 1;
+                }
+            }
+        }
+        assert!(flipped > 0 && kept > 0, "{flipped} flipped, {kept} kept");
+        assert!(objects > 20, "{objects}");
+    }
+
+    #[test]
+    fn polygons_need_polygon_records_the_rcnn_resize_and_geometry_that_follows_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dataset(dir.path(), 4);
+        let err = |config: LoaderConfig, records: Arc<Vec<Record>>| {
+            Loader::new(records, config, 0, Some(1))
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let e = err(polygon_config(1, vec![Augment::Flip(0.5)]), records.clone());
+        assert!(e.contains("0.png: 1 boxes but 0 polygon lists"), "{e}");
+        let mut with_polygons: Vec<Record> = records.to_vec();
+        for r in &mut with_polygons {
+            r.polygons = vec![vec![vec![2.0, 3.0, 15.0, 3.0, 15.0, 14.0]]; r.objects.len()];
+        }
+        let with_polygons = Arc::new(with_polygons);
+        let crop = Augment::Crop(super::super::transforms::random_crop::CropParams::default());
+        let e = err(
+            polygon_config(1, vec![Augment::Flip(0.5), crop]),
+            with_polygons.clone(),
+        );
+        assert!(e.contains("with_polygons: Crop"), "{e}");
+        let square = LoaderConfig {
+            short_side: None,
+            mode: Mode::Eval {
+                size: 32,
+                interp: Interp::Linear,
+            },
+            ..polygon_config(1, vec![])
+        };
+        assert!(err(square, with_polygons.clone()).contains("needs the R-CNN resize"));
+        // Without the flag nothing is carried, with it every image is.
+        let run = |config: LoaderConfig| -> Vec<Batch> {
+            Loader::new(with_polygons.clone(), config, 0, Some(1))
+                .unwrap()
+                .map(|b| b.unwrap())
+                .collect()
+        };
+        let plain = run(LoaderConfig {
+            with_polygons: false,
+            ..polygon_config(2, vec![])
+        });
+        assert!(plain.iter().all(|b| b.gt_polys.is_empty()));
+        let carried = run(polygon_config(2, vec![]));
+        assert!(carried.iter().all(|b| b.gt_polys.len() == b.n));
+        assert_eq!(
+            carried[0].gt_polys[0],
+            [vec![vec![2.0, 3.0, 15.0, 3.0, 15.0, 14.0]]]
+        );
+        // The same pictures and boxes either way.
+        for (a, b) in plain.iter().zip(&carried) {
+            assert_eq!(
+                (&a.images, &a.gt_boxes, &a.im_info),
+                (&b.images, &b.gt_boxes, &b.im_info)
+            );
+        }
     }
 }

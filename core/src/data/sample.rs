@@ -116,6 +116,11 @@ pub struct Sample {
     pub classes: Vec<u32>,
     /// 1 for an ordinary box; mixup weights the two images' boxes by f and 1 - f.
     pub scores: Vec<f32>,
+    /// Per box, its polygons `[x1, y1, x2, y2, ...]` in the pixels of the
+    /// picture as shown, when the loader carries them (`with_polygons`, the
+    /// Mask R-CNN readers, whose only geometric transform is the flip);
+    /// `None` otherwise.
+    pub polygons: Option<Vec<Vec<Vec<f64>>>>,
 }
 
 impl Sample {
@@ -131,6 +136,7 @@ impl Sample {
             boxes: Vec::new(),
             classes: Vec::new(),
             scores: Vec::new(),
+            polygons: None,
         }
     }
 
@@ -247,6 +253,7 @@ pub(crate) mod tests {
                     crowd: false,
                 })
                 .collect(),
+            polygons: Vec::new(),
         };
         Sample::new(&image, &record)
     }
