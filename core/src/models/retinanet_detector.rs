@@ -600,6 +600,36 @@ mod tests {
         assert!(found.iter().flatten().all(|d| d.class < 3));
     }
 
+    /// A pass after a pass on another input size (the reader's multi-scale
+    /// training) gives what a fresh model gives: no buffer keeps anything
+    /// of an earlier shape.
+    #[test]
+    fn a_pass_after_another_size_equals_a_fresh_pass() {
+        let cpu = CpuBackend::new();
+        let boxes = [0.4, 0.5, 0.3, 0.4, 0.6, 0.4, 0.5, 0.6];
+        let labels = [1, 2];
+        let truth = GroundTruth {
+            boxes: &boxes,
+            labels: &labels,
+            scores: None,
+            max_boxes: 1,
+        };
+        let new =
+            || RetinaNetDetector::new(&cpu, RetinaNetSpec::small(3), RetinaConfig::default(), 7);
+        let (mut fresh, mut reused) = (new(), new());
+        let large = image(&cpu, 2, 256, 384, 2);
+        reused.train_pass(&large, &truth, &[[256.0, 384.0, 1.5], [200.0, 300.0, 1.2]]);
+        let small = image(&cpu, 2, 128, 128, 1);
+        let info = [[128.0, 128.0, 1.0], [100.0, 128.0, 0.5]];
+        let want = fresh.train_pass(&small, &truth, &info);
+        assert_eq!(reused.train_pass(&small, &truth, &info), want);
+        for slot in fresh.net.slots() {
+            let grad =
+                |m: &RetinaNetDetector<CpuBackend>| m.net.grad(slot).map(|g| g.to_host(&cpu));
+            assert_eq!(grad(&reused), grad(&fresh), "{}", slot.param.spec.name);
+        }
+    }
+
     /// The wiring of the backward pass, whatever the targets: with random
     /// probes as the gradients of both subnets' outputs on every level of a
     /// `[2, 3, 128, 64]` image, every parameter in the list (the head's,
