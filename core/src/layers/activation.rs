@@ -44,7 +44,7 @@ impl<B: Backend> ActivationLayer<B> {
         &self.output
     }
 
-    /// Exchanges the saved output with `saved` (see `ConvUnit::swap_activations`).
+    /// Exchanges the saved output with `saved` (see `ConvUnit::swap_output`).
     pub fn swap_output(&mut self, saved: &mut Tensor<B>) {
         std::mem::swap(&mut self.output, saved);
     }

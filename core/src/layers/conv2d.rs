@@ -140,7 +140,14 @@ impl<B: Backend> Conv2d<B> {
         workspace: &mut Tensor<B>,
     ) {
         let g = self.geom_for(x);
-        assert_eq!(dy.shape(), self.output.shape(), "conv2d backward: dy shape");
+        // Checked against `x`'s geometry, not the saved output: the pass
+        // does not read the output, which a unit shared over several inputs
+        // may have overwritten since (`ConvUnit::swap_output`).
+        assert_eq!(
+            dy.shape(),
+            [g.batch, g.c_out, g.h_out(), g.w_out()],
+            "conv2d backward: dy shape"
+        );
         grow(backend, workspace, backend.conv2d_workspace_len(&g));
         backend.conv2d_backward_filter(
             &g,
@@ -166,7 +173,7 @@ impl<B: Backend> Conv2d<B> {
         &self.output
     }
 
-    /// Exchanges the saved output with `saved` (see `ConvUnit::swap_activations`).
+    /// Exchanges the saved output with `saved` (see `ConvUnit::swap_output`).
     pub fn swap_output(&mut self, saved: &mut Tensor<B>) {
         std::mem::swap(&mut self.output, saved);
     }

@@ -597,22 +597,26 @@ impl<B: Backend> ConvUnit<B> {
         }
     }
 
-    /// Exchanges what the unit saved in its last forward pass (the conv's
-    /// and the activation's outputs) with `saved`. A head whose parameters
-    /// are shared over several inputs (RetinaNet's over the pyramid levels)
-    /// runs forward on each and swaps that run's activations out, then
-    /// swaps them back in for the backward pass of that input: no copy, and
-    /// no second forward pass. Units with a batch norm keep statistics of
-    /// their input and cannot be shared this way.
-    pub fn swap_activations(&mut self, saved: &mut UnitActivations<B>) {
+    /// Exchanges the unit's output (its activation's, or its conv's if it
+    /// has none) with `saved`. A head whose parameters are shared over
+    /// several inputs (RetinaNet's over the pyramid levels) runs forward on
+    /// each and swaps that run's outputs out, then swaps them back in for
+    /// the backward pass of that input: no copy, and no second forward pass.
+    /// A unit's backward reads its activation's output and its input (the
+    /// unit below's output), never its conv's output under an activation,
+    /// so that one is not kept per input. The last unit of a chain needs
+    /// none of its outputs kept once its output gradient is known. Units
+    /// with a batch norm keep statistics of their input and cannot be
+    /// shared this way.
+    pub fn swap_output(&mut self, saved: &mut Tensor<B>) {
         assert!(
             self.bn.is_none(),
-            "{}: a unit with a batch norm cannot swap its activations",
+            "{}: a unit with a batch norm cannot swap its output",
             self.spec.prefix
         );
-        self.conv.swap_output(&mut saved.conv);
-        if let Some(act) = &mut self.act {
-            act.swap_output(&mut saved.act);
+        match &mut self.act {
+            Some(act) => act.swap_output(saved),
+            None => self.conv.swap_output(saved),
         }
     }
 
@@ -628,26 +632,6 @@ impl<B: Backend> ConvUnit<B> {
                 .l2_norm
                 .as_ref()
                 .map_or(0, |n| n.planned_bytes(backend))
-    }
-}
-
-/// The tensors a bias-and-activation unit saves in a forward pass, held
-/// outside it (`ConvUnit::swap_activations`).
-pub struct UnitActivations<B: Backend> {
-    conv: Tensor<B>,
-    act: Tensor<B>,
-}
-
-impl<B: Backend> UnitActivations<B> {
-    pub fn new(backend: &B) -> Self {
-        UnitActivations {
-            conv: Tensor::zeros(backend, &[0]),
-            act: Tensor::zeros(backend, &[0]),
-        }
-    }
-
-    pub fn planned_bytes(&self, backend: &B) -> usize {
-        self.conv.capacity_bytes(backend) + self.act.capacity_bytes(backend)
     }
 }
 
@@ -1014,8 +998,9 @@ mod tests {
         assert!(scale_grad.iter().all(|&g| g == 0.0));
     }
 
-    /// A unit run on two inputs, the first run's activations swapped out and
-    /// back in, gives the first input the backward pass it gets alone.
+    /// A unit run on two inputs, the first run's output swapped out and back
+    /// in, gives the first input the backward pass it gets alone (its conv's
+    /// output is then the second run's).
     #[test]
     fn swapped_activations_give_each_input_its_own_backward() {
         use crate::layers::test_util::{cpu, tensor};
@@ -1041,11 +1026,11 @@ mod tests {
         u.forward(&b, &x1, &mut Tensor::zeros(&b, &[0]));
         let want = alone(&mut u);
 
-        let mut saved = UnitActivations::new(&b);
+        let mut saved = Tensor::zeros(&b, &[0]);
         u.forward(&b, &x1, &mut Tensor::zeros(&b, &[0]));
-        u.swap_activations(&mut saved);
+        u.swap_output(&mut saved);
         u.forward(&b, &x2, &mut Tensor::zeros(&b, &[0]));
-        u.swap_activations(&mut saved);
+        u.swap_output(&mut saved);
         assert_eq!(alone(&mut u), want);
     }
 }

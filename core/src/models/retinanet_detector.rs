@@ -24,7 +24,7 @@
 //! feature (their parameter gradients summed over the levels), then the
 //! pyramid and the backbone down to its frozen stages (`freeze_at`).
 
-use super::conv_unit::{accumulate, ConvUnit, GradSums, Scratch, UnitActivations};
+use super::conv_unit::{accumulate, ConvUnit, GradSums, Scratch};
 use super::fpn::FpnLinks;
 use super::network::ConvNet;
 use super::resnet::ResNetLinks;
@@ -49,9 +49,10 @@ pub const LOSS_NAMES: &[&str] = &["cls", "bbox"];
 /// on it, and what the losses give its outputs.
 struct HeadLevel<B: Backend> {
     size: [usize; 2],
-    /// One per head unit, holding this level's forward pass while another
-    /// level's is in the units.
-    activations: Vec<UnitActivations<B>>,
+    /// The outputs of the subnets' convs below their predictions, holding
+    /// this level's forward pass while another level's is in the units
+    /// (the predictions' outputs are read before the next level runs).
+    activations: Vec<Tensor<B>>,
     /// Per anchor (`[N, H * W * A]`): -1 ignored, 0 background, else the
     /// class (the focal loss's labels).
     labels: Tensor<B>,
@@ -106,6 +107,17 @@ fn head_outputs<B: Backend>(head: &[ConvUnit<B>], split: usize) -> (&Tensor<B>, 
 fn image_part(host: &[f32], n: usize, images: usize) -> &[f32] {
     let per_image = host.len() / images;
     &host[n * per_image..][..per_image]
+}
+
+/// Exchanges the outputs of the head's units below its two predictions
+/// (the class subnet is the first `split` units) with `saved`.
+fn swap_outputs<B: Backend>(head: &mut [ConvUnit<B>], split: usize, saved: &mut [Tensor<B>]) {
+    let (cls, bbox) = head.split_at_mut(split);
+    let (cls_convs, bbox_convs) = (cls.len() - 1, bbox.len() - 1);
+    let below = cls[..cls_convs].iter_mut().chain(&mut bbox[..bbox_convs]);
+    for (unit, saved) in below.zip(saved) {
+        unit.swap_output(saved);
+    }
 }
 
 /// A subnet's units on `x`: the convs, then the prediction.
@@ -181,9 +193,7 @@ impl<B: Backend> RetinaNetDetector<B> {
             levels: (0..level_count)
                 .map(|_| HeadLevel {
                     size: [0, 0],
-                    activations: (0..head_count)
-                        .map(|_| UnitActivations::new(backend))
-                        .collect(),
+                    activations: (0..head_count - 2).map(|_| empty()).collect(),
                     labels: empty(),
                     cls_grad: empty(),
                     box_grad: empty(),
@@ -245,12 +255,15 @@ impl<B: Backend> RetinaNetDetector<B> {
         subnet_forward(&backend, bbox, x, &mut self.scratch.workspace);
     }
 
-    /// Exchanges the head units' activations with level `l`'s store.
+    /// Exchanges the head's outputs below its predictions with level `l`'s
+    /// store.
     fn swap_level(&mut self, l: usize) {
-        let head = &mut self.net.units[self.head_unit..];
-        for (unit, saved) in head.iter_mut().zip(&mut self.levels[l].activations) {
-            unit.swap_activations(saved);
-        }
+        let split = self.subnet_len();
+        swap_outputs(
+            &mut self.net.units[self.head_unit..],
+            split,
+            &mut self.levels[l].activations,
+        );
     }
 
     /// The anchors of each level, lowest first.
@@ -301,9 +314,7 @@ impl<B: Backend> RetinaNetDetector<B> {
             for l in (0..=last).rev() {
                 let level = &mut self.levels[l];
                 if l < last {
-                    for (unit, saved) in head.iter_mut().zip(&mut level.activations) {
-                        unit.swap_activations(saved);
-                    }
+                    swap_outputs(head, split, &mut level.activations);
                 }
                 let x = outputs[last - l];
                 let (cls, bbox) = head.split_at_mut(split);
@@ -364,12 +375,9 @@ impl<B: Backend> RetinaNetDetector<B> {
             .map(|l| {
                 l.activations
                     .iter()
-                    .map(|a| a.planned_bytes(b))
+                    .chain([&l.labels, &l.cls_grad, &l.box_grad, &l.feature_grad])
+                    .map(|t| t.capacity_bytes(b))
                     .sum::<usize>()
-                    + [&l.labels, &l.cls_grad, &l.box_grad, &l.feature_grad]
-                        .iter()
-                        .map(|t| t.capacity_bytes(b))
-                        .sum::<usize>()
                     + 4 * (l.cls_host.capacity() + l.box_host.capacity())
             })
             .sum::<usize>();
