@@ -10,7 +10,7 @@
 //!    the same convs and `retnet_bbox_pred` (`A * 4` deltas per cell). Each
 //!    level's activations are swapped out of the shared units after its
 //!    forward pass and back in for its backward pass
-//!    (`ConvUnit::swap_activations`), so no level runs forward twice;
+//!    (`ConvUnit::swap_output`), so no level runs forward twice;
 //! 3. in training: the anchors of each level, `retinanet_target_assign` per
 //!    image on the host (it reads only the anchors and the ground truth),
 //!    the sigmoid focal loss on the device over each level's logits against
