@@ -14,9 +14,10 @@ use crate::models::{Backbone, ConvNet, Yolov3Spec};
 use crate::params::ParamSpec;
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth};
+use pulsefocus_formats::rle::Rle;
 
 /// The most loss terms an architecture reports.
-pub const MAX_LOSS_TERMS: usize = 4;
+pub const MAX_LOSS_TERMS: usize = 9;
 
 /// A step's loss term by term, under the names its architecture gives them
 /// (YOLOv3: `xy`, `wh`, `obj`, `cls`; SSD: `loc`, `conf`). The total is
@@ -104,6 +105,13 @@ pub trait Detector<B: Backend>: Send {
     /// Whether PaddleDetection scores this architecture's boxes as
     /// normalised (`is_bbox_normalized`): widths without the pixel `+1`.
     fn boxes_normalized(&self) -> bool;
+
+    /// The masks of the last `detect`: per image, one per detection in the
+    /// same order, in the image's own pixels. None for an architecture
+    /// without a mask head.
+    fn masks(&self) -> Option<&[Vec<Rle>]> {
+        None
+    }
 }
 
 /// An architecture's structural description.

@@ -286,6 +286,7 @@ impl SyntheticBatch {
             labels: &self.labels,
             scores: None,
             max_boxes: self.max_boxes,
+            polygons: &[],
         }
     }
 }

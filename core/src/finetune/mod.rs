@@ -370,6 +370,7 @@ pub fn train<B: Backend>(
             labels: &batch.gt_classes,
             scores: Some(&batch.gt_scores),
             max_boxes: batch.max_boxes,
+            polygons: &batch.gt_polys,
         };
         let step = trainer.step(
             &batch.images,

@@ -867,6 +867,7 @@ mod tests {
                 labels: &labels,
                 scores: None,
                 max_boxes: 2,
+                polygons: &[],
             };
             let losses = model.train_pass(&image, &truth, &[[96.0, 128.0, 1.0]]);
             assert!(losses.values().iter().all(|v| v.is_finite()), "{losses:?}");

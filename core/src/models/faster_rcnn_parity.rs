@@ -141,6 +141,7 @@ fn losses_and_gradients_equal_paddledetections() {
         labels: &labels,
         scores: None,
         max_boxes: MAX_BOXES,
+        polygons: &[],
     };
     let losses = model.train_pass(&images(&cpu, &f), &truth, &f.im_info);
     for (name, &ours) in ["loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox"]

@@ -598,6 +598,7 @@ mod tests {
             labels: &labels,
             scores: None,
             max_boxes: 2,
+            polygons: &[],
         };
         let info = [[128.0, 256.0, 1.0], [128.0, 200.0, 1.0]];
         let losses = model.train_pass(&image, &truth, &info);
@@ -621,6 +622,7 @@ mod tests {
             labels: &labels,
             scores: None,
             max_boxes: 1,
+            polygons: &[],
         };
         let new =
             || RetinaNetDetector::new(&cpu, RetinaNetSpec::small(3), RetinaConfig::default(), 7);

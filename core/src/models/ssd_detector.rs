@@ -862,6 +862,7 @@ mod paddle_parity {
             labels: &labels,
             scores: None,
             max_boxes,
+            polygons: &[],
         };
         let loss = model
             .train_pass(&images(&cpu, count, size), &truth, &[])

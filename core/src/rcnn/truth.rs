@@ -81,6 +81,7 @@ pub fn train_on_zeros<B: Backend>(
         labels: &labels,
         scores: None,
         max_boxes: 1,
+        polygons: &[],
     };
     model.train_pass(&image, &truth, &[]);
     model.net_mut().restore_running_stats(running);

@@ -35,6 +35,10 @@ pub struct GroundTruth<'a> {
     /// `[N, max_boxes]` mixup weights; `None` means 1 for every box.
     pub scores: Option<&'a [f32]>,
     pub max_boxes: usize,
+    /// Per image, per box, its polygons `[x0, y0, x1, y1, ...]` in the
+    /// original picture's pixels (`Batch::gt_polys`, Mask R-CNN); empty for
+    /// every other architecture.
+    pub polygons: &'a [Vec<Vec<Vec<f32>>>],
 }
 
 /// The loss split the way the progress bar shows it.
@@ -380,6 +384,7 @@ mod tests {
                 labels: &self.labels,
                 scores: Some(&self.scores),
                 max_boxes: self.max_boxes,
+                polygons: &[],
             };
             let mut grad_refs: Vec<&mut [f32]> =
                 grads.iter_mut().map(|g| g.as_mut_slice()).collect();
@@ -461,6 +466,7 @@ mod tests {
             labels: &[0],
             scores: None,
             max_boxes: 1,
+            polygons: &[],
         };
         let head = Head {
             data: &data,
@@ -495,6 +501,7 @@ mod tests {
             labels: &[0],
             scores: None,
             max_boxes: 1,
+            polygons: &[],
         };
         let head = Head {
             data: &data,
@@ -551,6 +558,7 @@ mod tests {
                 labels: &labels,
                 scores: Some(&scores),
                 max_boxes: case["max_boxes"].as_u64().unwrap() as usize,
+                polygons: &[],
             };
             for level in 0..3 {
                 let data = floats(&case["heads"][level]);
