@@ -27,6 +27,7 @@
 
 use super::conv2d::grow;
 use crate::backend::{Activation, Backend, BatchNormGeom, Conv2dGeom};
+use crate::models::conv_unit::ParamRole;
 use crate::tensor::Tensor;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -278,6 +279,42 @@ impl<B: Backend> ConvTranspose2d<B> {
 
     pub fn output(&self) -> &Tensor<B> {
         &self.output
+    }
+
+    /// The parameter of `role` (`TransposedWeight`, `TransposedBias`).
+    pub fn tensor(&self, role: ParamRole) -> &Tensor<B> {
+        match (role, &self.bias) {
+            (ParamRole::TransposedWeight, _) => &self.weight,
+            (ParamRole::TransposedBias, Some(bias)) => bias,
+            _ => panic!("{role:?}: not a role of this conv2d_transpose"),
+        }
+    }
+
+    pub fn tensor_mut(&mut self, role: ParamRole) -> &mut Tensor<B> {
+        match (role, &mut self.bias) {
+            (ParamRole::TransposedWeight, _) => &mut self.weight,
+            (ParamRole::TransposedBias, Some(bias)) => bias,
+            _ => panic!("{role:?}: not a role of this conv2d_transpose"),
+        }
+    }
+
+    /// The gradient of the parameter of `role`; None for roles the layer
+    /// does not have.
+    pub fn grad(&self, role: ParamRole) -> Option<&Tensor<B>> {
+        match role {
+            ParamRole::TransposedWeight => Some(&self.weight_grad),
+            ParamRole::TransposedBias => self.bias_grad.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The parameter and its gradient, for the optimizer.
+    pub fn param_and_grad_mut(&mut self, role: ParamRole) -> Option<(&mut Tensor<B>, &Tensor<B>)> {
+        match role {
+            ParamRole::TransposedWeight => Some((&mut self.weight, &self.weight_grad)),
+            ParamRole::TransposedBias => Some((self.bias.as_mut()?, self.bias_grad.as_ref()?)),
+            _ => None,
+        }
     }
 
     /// Bytes held: parameters, gradients, constants, outputs (not the

@@ -147,6 +147,11 @@ pub enum ParamRole {
     /// A fully connected layer's weight, `[inputs, outputs]`, and bias.
     FcWeight,
     FcBias,
+    /// A transposed conv's weight, `[in_channels, out_channels, k, k]`, and
+    /// bias (Mask R-CNN's `conv5_mask`); the layer lives in
+    /// `ConvNet::transposed`.
+    TransposedWeight,
+    TransposedBias,
 }
 
 impl ParamRole {
@@ -154,6 +159,19 @@ impl ParamRole {
     /// of the loss).
     pub fn is_trainable(self) -> bool {
         !matches!(self, ParamRole::BnMean | ParamRole::BnVariance)
+    }
+
+    /// Whether the parameter lives in a conv unit (`ConvNet::units`), which
+    /// the backbone's freezing reaches; the heads' fully connected and
+    /// transposed layers live apart.
+    pub fn in_conv_unit(self) -> bool {
+        !matches!(
+            self,
+            ParamRole::FcWeight
+                | ParamRole::FcBias
+                | ParamRole::TransposedWeight
+                | ParamRole::TransposedBias
+        )
     }
 }
 
@@ -326,8 +344,12 @@ pub fn param_name(prefix: &str, style: NameStyle, role: ParamRole) -> String {
         (NameStyle::ResNet, ParamRole::BnVariance) => {
             format!("{}_variance", resnet_norm_name(p))
         }
-        (NameStyle::Suffixed, ParamRole::ConvWeight) => format!("{p}_w"),
-        (NameStyle::Suffixed, ParamRole::ConvBias) => format!("{p}_b"),
+        (NameStyle::Suffixed, ParamRole::ConvWeight | ParamRole::TransposedWeight) => {
+            format!("{p}_w")
+        }
+        (NameStyle::Suffixed, ParamRole::ConvBias | ParamRole::TransposedBias) => {
+            format!("{p}_b")
+        }
         // Combinations no model here has (a norm after an unnamed,
         // VGG-named or Detectron-named conv, a bias on a ResNet conv, a
         // fully connected role on a conv): the names say so.
@@ -452,11 +474,11 @@ impl<B: Backend> ConvUnit<B> {
             ParamRole::BnMean => &bn().mean,
             ParamRole::BnVariance => &bn().variance,
             ParamRole::L2NormScale => &l2_norm().scale,
-            ParamRole::FcWeight | ParamRole::FcBias => {
-                panic!(
-                    "{role:?}: a fully connected role on conv unit {}",
-                    self.spec.prefix
-                )
+            role @ (ParamRole::FcWeight
+            | ParamRole::FcBias
+            | ParamRole::TransposedWeight
+            | ParamRole::TransposedBias) => {
+                panic!("{role:?}: not a role of conv unit {}", self.spec.prefix)
             }
         }
     }
@@ -476,11 +498,11 @@ impl<B: Backend> ConvUnit<B> {
                     .expect("L2-norm role on a unit without an L2 norm")
                     .scale
             }
-            ParamRole::FcWeight | ParamRole::FcBias => {
-                panic!(
-                    "{role:?}: a fully connected role on conv unit {}",
-                    self.spec.prefix
-                )
+            role @ (ParamRole::FcWeight
+            | ParamRole::FcBias
+            | ParamRole::TransposedWeight
+            | ParamRole::TransposedBias) => {
+                panic!("{role:?}: not a role of conv unit {}", self.spec.prefix)
             }
             _ => {
                 let bn = self
@@ -506,9 +528,12 @@ impl<B: Backend> ConvUnit<B> {
             ParamRole::BnScale => self.bn.as_ref().map(|bn| &bn.scale_grad),
             ParamRole::BnOffset => self.bn.as_ref().map(|bn| &bn.offset_grad),
             ParamRole::L2NormScale => self.l2_norm.as_ref().map(|n| &n.scale_grad),
-            ParamRole::BnMean | ParamRole::BnVariance | ParamRole::FcWeight | ParamRole::FcBias => {
-                None
-            }
+            ParamRole::BnMean
+            | ParamRole::BnVariance
+            | ParamRole::FcWeight
+            | ParamRole::FcBias
+            | ParamRole::TransposedWeight
+            | ParamRole::TransposedBias => None,
         }
     }
 
@@ -521,9 +546,12 @@ impl<B: Backend> ConvUnit<B> {
             ParamRole::BnScale => self.bn.as_mut().map(|bn| (&mut bn.scale, &bn.scale_grad)),
             ParamRole::BnOffset => self.bn.as_mut().map(|bn| (&mut bn.offset, &bn.offset_grad)),
             ParamRole::L2NormScale => self.l2_norm.as_mut().map(|n| (&mut n.scale, &n.scale_grad)),
-            ParamRole::BnMean | ParamRole::BnVariance | ParamRole::FcWeight | ParamRole::FcBias => {
-                None
-            }
+            ParamRole::BnMean
+            | ParamRole::BnVariance
+            | ParamRole::FcWeight
+            | ParamRole::FcBias
+            | ParamRole::TransposedWeight
+            | ParamRole::TransposedBias => None,
         }
     }
 

@@ -22,17 +22,28 @@
 //! 5. on the host again: the box head's loss (gradients uploaded), or
 //!    `get_prediction`'s decode, clip and NMS.
 //!
-//! The backward pass runs the same way down: the box head, RoIAlign's
-//! gradient into each feature's, the RPN head's added to it, then the
-//! pyramid and the backbone down to its frozen stages (`freeze_at`).
+//! Built `with_mask_head`, it is Mask R-CNN: the mask branch
+//! (`mask_branch`) runs after the box head, on the foreground RoIs in
+//! training (`generate_mask_labels` on the host, the loss there too) and on
+//! the detections at inference, whose masks are then pasted into each
+//! picture (`Detector::masks`).
+//!
+//! The backward pass runs the same way down: the mask head and the box
+//! head, RoIAlign's gradient into each feature's, the RPN head's added to
+//! it, then the pyramid and the backbone down to its frozen stages
+//! (`freeze_at`).
 
 use super::bbox_head::RoiHeadSpec;
 use super::conv_unit::{accumulate, ConvUnit, GradSums, Scratch};
 use super::faster_rcnn::{FasterRcnnSpec, RoiExtractorSpec};
 use super::faster_rcnn_rois::{RoiExtractor, Rois};
-use super::fpn::FpnLinks;
+use super::fpn::{FpnLinks, FpnSpec};
+use super::mask_branch::{MaskBranch, MaskInput};
+use super::mask_rcnn::MaskRcnnSpec;
 use super::network::ConvNet;
 use super::resnet::ResNetLinks;
+use std::ops::Range;
+
 use crate::backend::Backend;
 use crate::box_coder::BoxXyxy;
 use crate::data::rng::Rng;
@@ -43,15 +54,24 @@ use crate::rcnn::rpn_loss::{rpn_loss, RpnLevelGrad, RpnLevelOutput};
 use crate::rcnn::rpn_target::{rpn_target_assign, ImInfo};
 use crate::rcnn::truth::{by_class_from_zero, image_infos, image_truths, train_on_zeros};
 use crate::rcnn::{
-    bbox_head_detect, bbox_head_loss, collect_fpn_proposals, generate_proposal_labels,
-    generate_proposals, FpnLevels, Proposals, RcnnConfig, RoiTargets,
+    bbox_head_detect, bbox_head_loss, collect_fpn_proposals, generate_mask_labels,
+    generate_proposal_labels, generate_proposals, mask_loss, paste_mask, FpnLevels, Proposals,
+    RcnnConfig, RoiTargets,
 };
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth};
+use pulsefocus_formats::rle::Rle;
 
 /// PaddleDetection's loss terms (`loss_rpn_cls`, `loss_rpn_bbox`,
 /// `loss_cls`, `loss_bbox`), in that order.
 pub const LOSS_NAMES: &[&str] = &["rpn_cls", "rpn_bbox", "cls", "bbox"];
+
+/// Mask R-CNN's: Faster R-CNN's, then `loss_mask`.
+pub const MASK_LOSS_NAMES: &[&str] = &["rpn_cls", "rpn_bbox", "cls", "bbox", "mask"];
+
+/// PaddleDetection's threshold on the pasted mask probabilities
+/// (`mask_encode`'s `thresh_binarize`).
+const MASK_THRESHOLD: f32 = 0.5;
 
 /// The RPN head's convs after the backbone's (and the pyramid's) units:
 /// `conv_rpn`, then its two outputs `rpn_cls_logits` and `rpn_bbox_pred`
@@ -114,6 +134,15 @@ impl<B: Backend> BoxHead<B> {
         }
     }
 
+    /// C4: res5's output on the RoIs (before the pool), which the mask
+    /// head reads too.
+    fn res5_output(&self) -> Option<&Tensor<B>> {
+        match self {
+            BoxHead::ResNetC5 { res5, .. } => Some(res5.features()[0]),
+            BoxHead::TwoFc { .. } => None,
+        }
+    }
+
     /// What `cls_score` and `bbox_pred` read, after `forward`.
     fn output<'a>(&'a self, fcs: &'a [FullyConnected<B>]) -> &'a Tensor<B> {
         match self {
@@ -123,7 +152,9 @@ impl<B: Backend> BoxHead<B> {
     }
 
     /// From `dy`, the gradient of `output()`, to the parameters' and the
-    /// RoI features' (`dx`), after a `forward` on `x`.
+    /// RoI features' (`dx`), after a `forward` on `x`. C4: `mask` (Mask
+    /// R-CNN's branch, which read res5's output too) adds its gradient
+    /// into res5's output's.
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &mut self,
@@ -133,6 +164,7 @@ impl<B: Backend> BoxHead<B> {
         x: &Tensor<B>,
         dy: &Tensor<B>,
         dx: &mut Tensor<B>,
+        mask: Option<&mut MaskBranch<B>>,
         scratch: &mut Scratch<B>,
     ) {
         match self {
@@ -142,6 +174,9 @@ impl<B: Backend> BoxHead<B> {
                 res5_grad,
             } => {
                 pool.backward(backend, res5.features()[0], dy, &mut res5_grad[0]);
+                if let Some(mask) = mask {
+                    mask.add_res5_rows_grad(backend, &mut res5_grad[0]);
+                }
                 res5.backward(backend, units, x, res5_grad, 0, Some(dx), scratch);
             }
             BoxHead::TwoFc { fc6_grad } => {
@@ -245,6 +280,70 @@ pub struct FasterRcnnDetector<B: Backend> {
     anchors: Option<(Vec<[usize; 2]>, Anchors)>,
     /// Draws `rpn_target_assign`'s and `generate_proposal_labels`' samples.
     rng: Rng,
+    /// Mask R-CNN: the mask branch, the step's mask targets (Paddle's
+    /// `MaskInt32`, Paddle's order of the mask RoIs) and the last
+    /// `detect`'s masks.
+    mask: Option<MaskBranch<B>>,
+    mask_targets: Vec<i32>,
+    masks: Vec<Vec<Rle>>,
+}
+
+/// The RoI extractor `extractor` describes on the features of `fpn` (None:
+/// C4's one feature): the features' count, the extractor, and for FPN the
+/// levels its RoIs are distributed over.
+fn roi_extractor<B: Backend>(
+    backend: &B,
+    fpn: Option<&FpnSpec>,
+    extractor: &RoiExtractorSpec,
+) -> (usize, RoiExtractor<B>, Option<FpnLevels>) {
+    match (fpn, extractor) {
+        (
+            None,
+            &RoiExtractorSpec::RoiAlign {
+                resolution,
+                sampling_ratio,
+                spatial_scale,
+            },
+        ) => {
+            let extractor =
+                RoiExtractor::new(backend, resolution, sampling_ratio, &[spatial_scale], 0);
+            (1, extractor, None)
+        }
+        (
+            Some(fpn),
+            &RoiExtractorSpec::FpnRoiAlign {
+                resolution,
+                sampling_ratio,
+                canonical_level,
+                canonical_size,
+                min_level,
+                max_level,
+            },
+        ) => {
+            assert!(
+                fpn.min_level <= min_level && max_level <= fpn.max_level,
+                "FPNRoIAlign's levels {min_level}..={max_level} must be the pyramid's"
+            );
+            let mut scales = fpn.output_scales();
+            scales.reverse();
+            let first = min_level - fpn.min_level;
+            let levels = FpnLevels {
+                min_level,
+                max_level,
+                refer_level: canonical_level,
+                refer_scale: canonical_size,
+            };
+            let extractor = RoiExtractor::new(
+                backend,
+                resolution,
+                sampling_ratio,
+                &scales[first..=max_level - fpn.min_level],
+                first,
+            );
+            (scales.len(), extractor, Some(levels))
+        }
+        _ => unreachable!("C4 pools with RoIAlign, FPN with FPNRoIAlign"),
+    }
 }
 
 impl<B: Backend> FasterRcnnDetector<B> {
@@ -252,6 +351,23 @@ impl<B: Backend> FasterRcnnDetector<B> {
     /// `seed`, the backbone frozen up to `freeze_at` and its norms as
     /// `freeze_norm` says.
     pub fn new(backend: &B, spec: FasterRcnnSpec, config: RcnnConfig, seed: u64) -> Self {
+        FasterRcnnDetector::build(backend, spec, None, config, seed)
+    }
+
+    /// Mask R-CNN: `spec`'s Faster R-CNN with its mask branch; the
+    /// parameters are in Paddle's order, the mask head's last.
+    pub fn with_mask_head(backend: &B, spec: MaskRcnnSpec, config: RcnnConfig, seed: u64) -> Self {
+        let faster_rcnn = spec.faster_rcnn.clone();
+        FasterRcnnDetector::build(backend, faster_rcnn, Some(spec), config, seed)
+    }
+
+    fn build(
+        backend: &B,
+        spec: FasterRcnnSpec,
+        mask_spec: Option<MaskRcnnSpec>,
+        config: RcnnConfig,
+        seed: u64,
+    ) -> Self {
         let empty = || Tensor::zeros(backend, &[0]);
         let backbone = ResNetLinks::backbone(backend, &spec.backbone);
         let backbone_units = backbone.unit_count();
@@ -261,62 +377,50 @@ impl<B: Backend> FasterRcnnDetector<B> {
         units.extend(fpn_units);
         units.extend(spec.rpn.units());
         units.extend(spec.roi_head.conv_units());
+        let mask_unit = units.len();
         let mut fcs = spec.roi_head.fc_layers();
         fcs.extend(spec.bbox_head().layers());
-        let mut net = ConvNet::with_fcs(backend, units, fcs, seed);
+        let mut net = match &mask_spec {
+            None => ConvNet::with_fcs(backend, units, fcs, seed),
+            Some(whole) => {
+                let head = &whole.mask_head;
+                units.extend(head.conv_units());
+                units.push(head.logits());
+                let order = whole.param_specs();
+                ConvNet::with_transposed(backend, units, fcs, &[head.upsample()], &order, seed)
+            }
+        };
         net.freeze_units(spec.backbone.frozen_units());
         net.freeze_norm(spec.backbone.freeze_norm);
         let rpn_param_sums = GradSums::new(backend, &mut net.units[rpn_unit..][..RPN_UNITS]);
 
         // The features, lowest level first, and the RoIs' levels among them.
-        let (level_count, extractor, roi_levels) = match (&spec.fpn, &spec.roi_extractor) {
-            (
-                None,
-                &RoiExtractorSpec::RoiAlign {
-                    resolution,
-                    sampling_ratio,
-                    spatial_scale,
-                },
-            ) => {
-                let extractor =
-                    RoiExtractor::new(backend, resolution, sampling_ratio, &[spatial_scale], 0);
-                (1, extractor, None)
-            }
-            (
-                Some(fpn),
-                &RoiExtractorSpec::FpnRoiAlign {
-                    resolution,
-                    sampling_ratio,
-                    canonical_level,
-                    canonical_size,
-                    min_level,
-                    max_level,
-                },
-            ) => {
-                assert!(
-                    fpn.min_level <= min_level && max_level <= fpn.max_level,
-                    "FPNRoIAlign's levels {min_level}..={max_level} must be the pyramid's"
-                );
-                let mut scales = fpn.output_scales();
-                scales.reverse();
-                let first = min_level - fpn.min_level;
-                let levels = FpnLevels {
-                    min_level,
-                    max_level,
-                    refer_level: canonical_level,
-                    refer_scale: canonical_size,
-                };
-                let extractor = RoiExtractor::new(
-                    backend,
-                    resolution,
-                    sampling_ratio,
-                    &scales[first..=max_level - fpn.min_level],
-                    first,
-                );
-                (scales.len(), extractor, Some(levels))
-            }
-            _ => unreachable!("C4 pools with RoIAlign, FPN with FPNRoIAlign"),
-        };
+        let (level_count, extractor, roi_levels) =
+            roi_extractor(backend, spec.fpn.as_ref(), &spec.roi_extractor);
+        let mask = mask_spec.map(|whole| {
+            let head = &whole.mask_head;
+            let (input, rois) = match &whole.mask_roi_extractor {
+                Some(e) => {
+                    let (_, extractor, levels) = roi_extractor(backend, spec.fpn.as_ref(), e);
+                    (MaskInput::Pyramid(extractor), Rois::new(backend, levels))
+                }
+                None => {
+                    let input = MaskInput::Res5 {
+                        rows: empty(),
+                        blocks: Vec::new(),
+                        rows_grad: empty(),
+                    };
+                    (input, Rois::new(backend, roi_levels.clone()))
+                }
+            };
+            MaskBranch::new(
+                backend,
+                (mask_unit, head.num_convs),
+                (head.num_classes, head.resolution),
+                input,
+                rois,
+            )
+        });
         let box_head = match &spec.roi_head {
             RoiHeadSpec::ResNetC5(c5) => BoxHead::ResNetC5 {
                 res5: ResNetLinks::head(backend, c5),
@@ -357,6 +461,9 @@ impl<B: Backend> FasterRcnnDetector<B> {
             scratch: Scratch::new(backend),
             anchors: None,
             rng: Rng::from_state(seed ^ 0x5a17_c0de),
+            mask,
+            mask_targets: Vec::new(),
+            masks: Vec::new(),
             spec,
             config,
         }
@@ -434,22 +541,46 @@ impl<B: Backend> FasterRcnnDetector<B> {
         proposals.into_iter().map(|p| p.boxes).collect()
     }
 
+    /// The net's units of the RoI head (C4's res5) end here; the mask
+    /// head's follow.
+    fn roi_head_end(&self) -> usize {
+        self.mask
+            .as_ref()
+            .map_or(self.net.units.len(), |m| m.first_unit)
+    }
+
+    /// RoIAlign and the RoI head (res5 and the pool, or `fc6` and `fc7`) on
+    /// the RoIs in `self.rois`, or with `on_mask_rois` on the mask
+    /// branch's (C4 Mask R-CNN at inference); uploaded.
+    fn forward_roi_head(&mut self, on_mask_rois: bool) {
+        let backend = self.net.backend().clone();
+        let head_units = self.rpn_unit + RPN_UNITS..self.roi_head_end();
+        let (body, rest) = self.net.units.split_at_mut(self.rpn_unit);
+        let features = head_features(&self.backbone, self.fpn.as_ref(), body, self.backbone_units);
+        let rois = match (&self.mask, on_mask_rois) {
+            (Some(mask), true) => &mask.rois,
+            _ => &self.rois,
+        };
+        let roi_features = self.extractor.forward(&backend, &features, rois);
+        let head_units =
+            &mut rest[head_units.start - self.rpn_unit..head_units.end - self.rpn_unit];
+        let head_fcs = &mut self.net.fcs[..self.box_head.fc_count()];
+        self.box_head.forward(
+            &backend,
+            head_units,
+            head_fcs,
+            roi_features,
+            &mut self.scratch.workspace,
+        );
+    }
+
     /// RoIAlign, the RoI head and both fully connected layers on the RoIs
     /// in `self.rois` (uploaded); their outputs are then on the host, in
     /// Paddle's order.
     fn forward_box_head(&mut self) {
         let backend = self.net.backend().clone();
-        let (body, rest) = self.net.units.split_at_mut(self.rpn_unit);
-        let features = head_features(&self.backbone, self.fpn.as_ref(), body, self.backbone_units);
-        let roi_features = self.extractor.forward(&backend, &features, &self.rois);
+        self.forward_roi_head(false);
         let (head_fcs, outputs) = self.net.fcs.split_at_mut(self.box_head.fc_count());
-        self.box_head.forward(
-            &backend,
-            &mut rest[RPN_UNITS..],
-            head_fcs,
-            roi_features,
-            &mut self.scratch.workspace,
-        );
         let x = self.box_head.output(head_fcs);
         for (k, fc) in outputs.iter_mut().enumerate() {
             let out = fc.forward(&backend, x);
@@ -488,13 +619,130 @@ impl<B: Backend> FasterRcnnDetector<B> {
         }
     }
 
+    /// The mask head on the RoIs in the mask branch's `rois` (uploaded):
+    /// their features cut from the pyramid (FPN), or (C4) the rows `blocks`
+    /// of res5's output on the box head's RoIs, after `forward_roi_head`.
+    /// The logits are then on the host, in the device's order.
+    fn forward_mask_head(&mut self, blocks: Vec<Range<usize>>) {
+        let backend = self.net.backend().clone();
+        let mask = self.mask.as_mut().expect("a mask head");
+        match &mask.input {
+            MaskInput::Pyramid(_) => {
+                let body = &self.net.units[..self.rpn_unit];
+                let features =
+                    head_features(&self.backbone, self.fpn.as_ref(), body, self.backbone_units);
+                mask.extract(&backend, &features);
+            }
+            MaskInput::Res5 { .. } => {
+                let res5 = self
+                    .box_head
+                    .res5_output()
+                    .expect("C4 runs res5 on the RoIs");
+                mask.gather_res5_rows(&backend, res5, blocks);
+            }
+        }
+        mask.forward(
+            &backend,
+            &mut self.net.units,
+            &mut self.net.transposed[0],
+            &mut self.scratch.workspace,
+        );
+    }
+
+    /// Mask R-CNN in training, after `forward_box_head`: the mask head on the
+    /// mask RoIs (in the mask branch's `rois`, not uploaded; C4: the rows
+    /// `blocks` of the box head's RoIs) and its loss against
+    /// `mask_targets`; the logits' gradient is then on the host.
+    fn mask_loss(&mut self, blocks: Vec<Range<usize>>) -> f32 {
+        let backend = self.net.backend().clone();
+        self.mask
+            .as_mut()
+            .expect("a mask head")
+            .rois
+            .upload(&backend);
+        self.forward_mask_head(blocks);
+        let mask = self.mask.as_mut().expect("a mask head");
+        let width = mask.num_classes * mask.resolution * mask.resolution;
+        mask.rois.to_paddle_order(&mut mask.logits, width);
+        mask.logits_host_grad.resize(mask.logits.len(), 0.0);
+        let loss = mask_loss(&mask.logits, &self.mask_targets, &mut mask.logits_host_grad);
+        mask.rois.to_device_order(&mut mask.logits_host_grad, width);
+        loss
+    }
+
+    /// Mask R-CNN at inference: each detection's mask in its picture, from
+    /// the mask head on the detected boxes (`found`, per image, boxes in
+    /// the image's pixels; `im_info` and `original_sizes` as `detect`
+    /// takes them), after `forward_rpn`.
+    fn detect_masks(
+        &mut self,
+        found: &[Vec<Detection>],
+        im_info: &[[f32; 3]],
+        original_sizes: &[[u32; 2]],
+    ) -> Vec<Vec<Rle>> {
+        let backend = self.net.backend().clone();
+        let mask = self.mask.as_mut().expect("a mask head");
+        mask.rois.clear();
+        for (n, dets) in found.iter().enumerate() {
+            let scale = im_info[n][2];
+            for d in dets {
+                mask.rois.images.push(n);
+                mask.rois.boxes.push(d.bbox.map(|v| v * scale));
+            }
+        }
+        let count = mask.rois.boxes.len();
+        if count == 0 {
+            return vec![Vec::new(); found.len()];
+        }
+        mask.rois.upload(&backend);
+        if let MaskInput::Res5 { .. } = mask.input {
+            // C4: res5 again, on the detected boxes.
+            self.forward_roi_head(true);
+        }
+        self.forward_mask_head(Vec::from([0..count]));
+        let mask = self.mask.as_mut().expect("a mask head");
+        let m = mask.resolution;
+        let width = mask.num_classes * m * m;
+        mask.rois.to_paddle_order(&mut mask.logits, width);
+        let mut rows = mask.logits.chunks_exact(width);
+        found
+            .iter()
+            .zip(original_sizes)
+            .map(|(dets, &[ow, oh])| {
+                dets.iter()
+                    .map(|d| {
+                        let row = rows.next().expect("one logit row per detection");
+                        // The detection's class map (class 0 is the background).
+                        let logits = &row[(d.class + 1) * m * m..][..m * m];
+                        let probs: Vec<f32> =
+                            logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect();
+                        paste_mask(&probs, m, &d.bbox, oh, ow, MASK_THRESHOLD)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Backward from the uploaded gradients of the box head's and the RPN's
-    /// outputs, after a training forward on `image`.
+    /// outputs (and the mask head's on the host), after a training forward
+    /// on `image`.
     fn backward(&mut self, image: &Tensor<B>) {
         let backend = self.net.backend().clone();
         let stop = self.net.frozen_units();
+        // The mask head first: C4's box head adds the gradient of its
+        // input into res5's output's.
+        if let Some(mask) = &mut self.mask {
+            mask.backward(
+                &backend,
+                &mut self.net.units,
+                &mut self.net.transposed[0],
+                &mut self.scratch,
+            );
+        }
+        let head_end = self.roi_head_end() - self.rpn_unit - RPN_UNITS;
         let (body, rest) = self.net.units.split_at_mut(self.rpn_unit);
         let (rpn_units, head_units) = rest.split_at_mut(RPN_UNITS);
+        let head_units = &mut head_units[..head_end];
         let (head_fcs, outputs) = self.net.fcs.split_at_mut(self.box_head.fc_count());
 
         // The box head: both output layers read the RoI head's output.
@@ -515,6 +763,7 @@ impl<B: Backend> FasterRcnnDetector<B> {
             self.extractor.output(),
             &self.head_grad,
             &mut self.roi_features_grad,
+            self.mask.as_mut(),
             &mut self.scratch,
         );
 
@@ -573,6 +822,14 @@ impl<B: Backend> FasterRcnnDetector<B> {
             &mut self.level_grads,
             &mut self.feature_grad_part,
         );
+        if let (Some(mask), Some(_)) = (&mut self.mask, &self.fpn) {
+            mask.extract_backward(
+                &backend,
+                &features,
+                &mut self.level_grads,
+                &mut self.feature_grad_part,
+            );
+        }
 
         // The pyramid, then the backbone.
         let backbone_trained = stop < self.backbone_units;
@@ -642,6 +899,8 @@ impl<B: Backend> FasterRcnnDetector<B> {
             + self.rois.planned_bytes(b)
             + self.scratch.planned_bytes(b)
             + self.rpn_param_sums.planned_bytes(b)
+            + self.mask.as_ref().map_or(0, |m| m.planned_bytes(b))
+            + self.mask_targets.capacity() * 4
             + tensors
             + host
     }
@@ -657,7 +916,10 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
     }
 
     fn loss_names(&self) -> &'static [&'static str] {
-        LOSS_NAMES
+        match self.mask {
+            None => LOSS_NAMES,
+            Some(_) => MASK_LOSS_NAMES,
+        }
     }
 
     fn plan(&mut self, batch: usize, size: usize) -> usize {
@@ -742,6 +1004,13 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
         let mut bbox_targets = Vec::new();
         let mut bbox_weights = Vec::new();
         let proposals = self.proposals(&im_info, true);
+        // Mask R-CNN: the mask RoIs, their targets, and (C4) the blocks of
+        // the box head's RoIs they are.
+        let mut mask_blocks: Vec<Range<usize>> = Vec::new();
+        self.mask_targets.clear();
+        if let Some(mask) = &mut self.mask {
+            mask.rois.clear();
+        }
         for (n, ((t, &info), proposals)) in truths.iter().zip(&im_info).zip(proposals).enumerate() {
             let sampled = generate_proposal_labels(
                 &self.config.bbox_assigner,
@@ -752,6 +1021,41 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
                 info,
                 &mut self.rng,
             );
+            if let Some(mask) = &mut self.mask {
+                let polygons = truth.polygons.get(n).expect(
+                    "a mask head trains on each image's polygons (the reader's with_polygons)",
+                );
+                let polygons: Vec<Vec<Vec<f32>>> =
+                    t.slots.iter().map(|&k| polygons[k].clone()).collect();
+                let [height, width, scale] = info;
+                let targets = generate_mask_labels(
+                    &sampled.rois,
+                    &sampled.labels,
+                    ImInfo {
+                        height,
+                        width,
+                        scale,
+                    },
+                    &polygons,
+                    &t.classes,
+                    &vec![false; t.boxes.len()],
+                    classes,
+                    mask.resolution,
+                )
+                .expect("the COCO reader gives every non-crowd box polygons of 3 points or more");
+                let first = self.rois.boxes.len();
+                for &i in &targets.roi_indices {
+                    match mask_blocks.last_mut() {
+                        Some(block) if block.end == first + i => block.end += 1,
+                        _ => mask_blocks.push(first + i..first + i + 1),
+                    }
+                }
+                mask.rois
+                    .images
+                    .extend(std::iter::repeat_n(n, targets.rois.len()));
+                mask.rois.boxes.extend(&targets.rois);
+                self.mask_targets.extend(&targets.targets);
+            }
             self.rois
                 .images
                 .extend(std::iter::repeat_n(n, sampled.rois.len()));
@@ -781,11 +1085,12 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
             grad_bbox,
         );
         self.upload_box_grads();
+        let mut losses = vec![rpn.loss_rpn_cls, rpn.loss_rpn_bbox, boxes.cls, boxes.bbox];
+        if self.mask.is_some() {
+            losses.push(self.mask_loss(mask_blocks));
+        }
         self.backward(image);
-        Losses::new(
-            LOSS_NAMES,
-            &[rpn.loss_rpn_cls, rpn.loss_rpn_bbox, boxes.cls, boxes.bbox],
-        )
+        Losses::new(self.loss_names(), &losses)
     }
 
     fn detect(
@@ -807,13 +1112,14 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
             self.rois.boxes.extend(proposals);
         }
         if self.rois.boxes.is_empty() {
+            self.masks = vec![Vec::new(); im_info.len()];
             return vec![Vec::new(); im_info.len()];
         }
         self.rois.upload(&backend);
         self.forward_box_head();
         let classes = self.spec.num_classes;
         let mut first = 0;
-        counts
+        let found: Vec<Vec<Detection>> = counts
             .iter()
             .zip(&im_info)
             .zip(original_sizes)
@@ -831,11 +1137,19 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
                 // Paddle lists a class's detections by RoI.
                 by_class_from_zero(found)
             })
-            .collect()
+            .collect();
+        if self.mask.is_some() {
+            self.masks = self.detect_masks(&found, &im_info, original_sizes);
+        }
+        found
     }
 
     fn boxes_normalized(&self) -> bool {
         false
+    }
+
+    fn masks(&self) -> Option<&[Vec<Rle>]> {
+        self.mask.as_ref().map(|_| &self.masks[..])
     }
 }
 
@@ -843,10 +1157,29 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
 mod tests {
     use super::*;
     use crate::gradcheck::{check_params, probe_loss, random_vec, Probe, SEEDS};
+    use crate::models::mask_rcnn::MaskRcnnSpec;
     use crate::CpuBackend;
 
     fn image(cpu: &CpuBackend, n: usize, h: usize, w: usize, seed: u64) -> Tensor<CpuBackend> {
         Tensor::from_host(cpu, &[n, 3, h, w], &random_vec(seed, n * 3 * h * w))
+    }
+
+    fn faster_rcnn(
+        cpu: &CpuBackend,
+        spec: FasterRcnnSpec,
+        seed: u64,
+    ) -> FasterRcnnDetector<CpuBackend> {
+        let config = RcnnConfig::faster_rcnn(spec.num_classes);
+        FasterRcnnDetector::new(cpu, spec, config, seed)
+    }
+
+    fn mask_rcnn(
+        cpu: &CpuBackend,
+        spec: MaskRcnnSpec,
+        seed: u64,
+    ) -> FasterRcnnDetector<CpuBackend> {
+        let config = RcnnConfig::faster_rcnn(spec.faster_rcnn.num_classes);
+        FasterRcnnDetector::with_mask_head(cpu, spec, config, seed)
     }
 
     /// A planned model (C4 and FPN) trains a pass with finite, non-zero
@@ -912,17 +1245,18 @@ mod tests {
     /// image and random probes as the gradients of the RPN's outputs on
     /// every level and of the box head's, every parameter in `names` has
     /// the finite difference of `sum(outputs * probes)` as its gradient.
+    ///
+    /// A Mask R-CNN (`build` makes the model from a seed) runs its mask head
+    /// on the first two RoIs as well, with a probe on its logits.
     fn check_backward_wiring(
-        spec: FasterRcnnSpec,
+        build: impl Fn(&CpuBackend, u64) -> FasterRcnnDetector<CpuBackend>,
         (h, w): (usize, usize),
         rois: &[BoxXyxy],
         names: &[&str],
     ) {
         let cpu = CpuBackend::new();
-        let classes = spec.num_classes;
         for seed in SEEDS {
-            let config = RcnnConfig::faster_rcnn(classes);
-            let mut model = FasterRcnnDetector::new(&cpu, spec.clone(), config, seed);
+            let mut model = build(&cpu, seed);
             let image = image(&cpu, 2, h, w, seed + 100);
             let run = |m: &mut FasterRcnnDetector<CpuBackend>| {
                 m.forward_rpn(&image);
@@ -931,6 +1265,13 @@ mod tests {
                 m.rois.images.extend((0..rois.len()).map(|i| i % 2));
                 m.rois.upload(&cpu);
                 m.forward_box_head();
+                if let Some(mask) = &mut m.mask {
+                    mask.rois.clear();
+                    mask.rois.boxes.extend(&rois[..2]);
+                    mask.rois.images.extend([0, 1]);
+                    mask.rois.upload(&cpu);
+                    m.forward_mask_head(Vec::from([0..2]));
+                }
             };
             run(&mut model);
             let mut probes: Vec<Vec<f32>> = Vec::new();
@@ -946,6 +1287,11 @@ mod tests {
                 model.box_host_grads[k] = probe.clone();
                 probes.push(probe);
             }
+            if let Some(mask) = &mut model.mask {
+                let probe = random_vec(seed + 200 + probes.len() as u64, mask.logits.len());
+                mask.logits_host_grad = probe.clone();
+                probes.push(probe);
+            }
             model.upload_rpn_grads();
             model.upload_box_grads();
             model.backward(&image);
@@ -958,7 +1304,9 @@ mod tests {
                 |m| {
                     run(m);
                     let rpn = m.levels.iter().flat_map(|l| &l.host);
+                    let mask = m.mask.iter().map(|mask| &mask.logits);
                     rpn.chain(&m.box_host)
+                        .chain(mask)
                         .zip(&probes)
                         .map(|(y, r)| probe_loss(y, r))
                         .sum::<Probe>()
@@ -972,7 +1320,7 @@ mod tests {
     #[test]
     fn backward_matches_finite_differences_for_any_seed() {
         check_backward_wiring(
-            FasterRcnnSpec::small_c4(3),
+            |cpu, seed| faster_rcnn(cpu, FasterRcnnSpec::small_c4(3), seed),
             (64, 48),
             &[
                 [3.0, 5.0, 40.0, 30.0],
@@ -1012,7 +1360,7 @@ mod tests {
         reached.dedup();
         assert_eq!(reached, [2, 3, 4, 5]);
         check_backward_wiring(
-            FasterRcnnSpec::small_fpn(3),
+            |cpu, seed| faster_rcnn(cpu, FasterRcnnSpec::small_fpn(3), seed),
             (64, 32),
             &rois,
             &[
@@ -1032,5 +1380,98 @@ mod tests {
                 "bbox_pred_b",
             ],
         );
+    }
+
+    /// C4 Mask R-CNN: the mask head's gradients (`conv5_mask` on res5's
+    /// rows), and res5's and the backbone's with the mask head's added.
+    #[test]
+    fn c4_mask_backward_matches_finite_differences_for_any_seed() {
+        check_backward_wiring(
+            |cpu, seed| mask_rcnn(cpu, MaskRcnnSpec::small_c4(3), seed),
+            (64, 48),
+            &[
+                [3.0, 5.0, 40.0, 30.0],
+                [10.0, 0.0, 47.0, 63.0],
+                [0.5, 8.0, 20.0, 50.5],
+            ],
+            &[
+                "res4b_branch2c_weights",
+                "res5a_branch2a_weights",
+                "conv5_mask_w",
+                "conv5_mask_b",
+                "mask_fcn_logits_w",
+                "mask_fcn_logits_b",
+            ],
+        );
+    }
+
+    /// FPN Mask R-CNN: the mask head's convs, and the pyramid's and the
+    /// backbone's gradients with the mask RoIAlign's added.
+    #[test]
+    fn fpn_mask_backward_matches_finite_differences_for_any_seed() {
+        check_backward_wiring(
+            |cpu, seed| mask_rcnn(cpu, MaskRcnnSpec::small_fpn(3), seed),
+            (64, 32),
+            &[
+                [3.0, 5.0, 40.0, 30.0],
+                [-100.0, -90.0, 150.0, 160.0],
+                [0.5, 8.0, 20.0, 50.5],
+            ],
+            &[
+                "res5a_branch2c_weights",
+                "fpn_res2_sum_w",
+                "fpn_res4_sum_b",
+                "mask_inter_feat_1_w",
+                "mask_inter_feat_4_b",
+                "conv5_mask_w",
+                "mask_fcn_logits_w",
+            ],
+        );
+    }
+
+    /// A planned Mask R-CNN (C4 and FPN) trains a pass on polygons with five
+    /// finite loss terms, the mask's positive, and detects with one mask
+    /// per detection, each the size of its picture; its parameters are
+    /// Paddle's in Paddle's order.
+    #[test]
+    fn small_mask_models_train_a_pass_and_detect_masks() {
+        let cpu = CpuBackend::new();
+        for spec in [MaskRcnnSpec::small_c4(4), MaskRcnnSpec::small_fpn(4)] {
+            let mut model = mask_rcnn(&cpu, spec.clone(), 7);
+            let names: Vec<_> = model
+                .net
+                .slots()
+                .iter()
+                .map(|s| s.param.spec.clone())
+                .collect();
+            assert_eq!(names, spec.param_specs());
+            assert!(model.plan(1, 90) > 0);
+            let image = image(&cpu, 1, 96, 128, 3);
+            let boxes = [0.4, 0.5, 0.3, 0.4, 0.7, 0.3, 0.2, 0.2];
+            let labels = [1, 3];
+            // The boxes' outlines (128 x 96 pixels, scale 1) as triangles.
+            let polygons = vec![vec![
+                vec![vec![32.0, 29.0, 63.0, 29.0, 47.0, 66.0]],
+                vec![vec![77.0, 19.0, 102.0, 19.0, 90.0, 38.0]],
+            ]];
+            let truth = GroundTruth {
+                boxes: &boxes,
+                labels: &labels,
+                scores: None,
+                max_boxes: 2,
+                polygons: &polygons,
+            };
+            let losses = model.train_pass(&image, &truth, &[[96.0, 128.0, 1.0]]);
+            assert_eq!(losses.names(), MASK_LOSS_NAMES);
+            assert!(losses.values().iter().all(|v| v.is_finite()), "{losses:?}");
+            assert!(losses.values()[4] > 0.0, "{losses:?}");
+            let found = model.detect(&image, &[[128, 96]], &[[96.0, 128.0, 1.0]]);
+            let masks = model.masks().expect("a mask head");
+            assert_eq!(masks.len(), 1);
+            assert_eq!(masks[0].len(), found[0].len());
+            assert!(masks[0]
+                .iter()
+                .all(|m| (m.height(), m.width()) == (96, 128)));
+        }
     }
 }

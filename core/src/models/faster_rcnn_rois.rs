@@ -133,7 +133,7 @@ pub(super) struct RoiExtractor<B: Backend> {
 
 /// A block of `count` RoI rows of `row` values each, from row `src_first`
 /// of a tensor of `src_rows` to row `dst_first` of one of `dst_rows`.
-fn row_copy(
+pub(super) fn row_copy(
     row: usize,
     (src_rows, src_first): (usize, usize),
     (dst_rows, dst_first): (usize, usize),

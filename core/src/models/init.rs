@@ -33,8 +33,12 @@ pub fn constant_init(role: ParamRole) -> f32 {
         // 1 is also `_l2_norm_scale`'s default `init_scale`; the configs'
         // (`normalizations`) come from `L2NormSpec`.
         ParamRole::BnScale | ParamRole::BnVariance | ParamRole::L2NormScale => 1.0,
-        ParamRole::ConvBias | ParamRole::FcBias | ParamRole::BnOffset | ParamRole::BnMean => 0.0,
-        ParamRole::ConvWeight | ParamRole::FcWeight => {
+        ParamRole::ConvBias
+        | ParamRole::FcBias
+        | ParamRole::TransposedBias
+        | ParamRole::BnOffset
+        | ParamRole::BnMean => 0.0,
+        ParamRole::ConvWeight | ParamRole::FcWeight | ParamRole::TransposedWeight => {
             panic!("{role:?} is drawn from its WeightInit, not a constant")
         }
     }

@@ -19,9 +19,11 @@
 
 use super::conv_unit::{
     param_name, Activation, ConvUnitSpec, NameStyle, Norm, ParamAttr, ParamRole, UnitParam,
-    WeightInit,
+    WeightFans, WeightInit,
 };
-use crate::layers::ConvTranspose2dConfig;
+use super::init::{init_weight, Rng};
+use crate::backend::Backend;
+use crate::layers::{ConvTranspose2d, ConvTranspose2dConfig};
 
 /// A transposed conv with a bias and an activation, as
 /// `fluid.layers.conv2d_transpose` declares it (no padding, dilation 1,
@@ -56,6 +58,28 @@ impl ConvTransposeUnitSpec {
         .with_activation(self.activation)
     }
 
+    /// The layer with Paddle's initial values drawn from `rng`: the weight
+    /// from `init`, the bias its attribute's constant or 0.
+    pub fn build<B: Backend>(&self, backend: &B, rng: &mut Rng) -> ConvTranspose2d<B> {
+        let mut layer = ConvTranspose2d::new(backend, self.config());
+        let [c_in, c_out, k, _] = self.weight_shape();
+        // Paddle's fans of a `[c_in, c_out, k, k]` filter: dims 1 and 0
+        // times the kernel's area.
+        let fans = WeightFans {
+            fan_in: c_out * k * k,
+            fan_out: c_in * k * k,
+            conv_default_elems: c_out * k * k,
+        };
+        let mut weight = vec![0.0; c_in * c_out * k * k];
+        init_weight(self.init, fans, &mut weight, rng);
+        layer.weight.upload(backend, &weight);
+        let bias = vec![self.bias.constant.unwrap_or(0.0); c_out];
+        layer
+            .tensor_mut(ParamRole::TransposedBias)
+            .upload(backend, &bias);
+        layer
+    }
+
     /// Paddle's filter layout `[in_channels, out_channels, k, k]`.
     pub fn weight_shape(&self) -> [usize; 4] {
         self.config().weight_shape()
@@ -66,15 +90,15 @@ impl ConvTransposeUnitSpec {
     pub fn params(&self) -> Vec<UnitParam> {
         vec![
             UnitParam::new(
-                param_name(&self.prefix, self.style, ParamRole::ConvWeight),
+                param_name(&self.prefix, self.style, ParamRole::TransposedWeight),
                 &self.weight_shape(),
-                ParamRole::ConvWeight,
+                ParamRole::TransposedWeight,
                 self.weight,
             ),
             UnitParam::new(
-                param_name(&self.prefix, self.style, ParamRole::ConvBias),
+                param_name(&self.prefix, self.style, ParamRole::TransposedBias),
                 &[self.out_channels],
-                ParamRole::ConvBias,
+                ParamRole::TransposedBias,
                 self.bias,
             ),
         ]

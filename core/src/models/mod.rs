@@ -16,6 +16,7 @@ mod faster_rcnn_rois;
 pub mod fc;
 pub mod fpn;
 pub mod init;
+mod mask_branch;
 pub mod mask_head;
 pub mod mask_rcnn;
 pub mod mobilenet_v1;

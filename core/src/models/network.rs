@@ -6,8 +6,10 @@
 use super::conv_unit::{ConvUnit, ConvUnitSpec, Norm, ParamAttr, ParamRole, UnitParam};
 use super::fc::FcSpec;
 use super::init::Rng;
+use super::mask_head::ConvTransposeUnitSpec;
 use crate::backend::Backend;
-use crate::layers::{FullyConnected, L2Norm};
+use crate::layers::{ConvTranspose2d, FullyConnected, L2Norm};
+use crate::params::ParamSpec;
 use crate::tensor::Tensor;
 use pulsefocus_formats::{Checkpoint, RawTensor};
 
@@ -27,8 +29,9 @@ pub enum SetParamError {
 /// Where a parameter lives: its unit, its role there, and its declaration.
 /// An L2 norm's scale lives in the unit whose output it normalises
 /// (`ConvUnit::l2_norm`) and is frozen with it. A fully connected layer's
-/// weight and bias (roles `FcWeight`, `FcBias`) live in `ConvNet::fcs`, and
-/// `unit` is then the index there.
+/// weight and bias (roles `FcWeight`, `FcBias`) live in `ConvNet::fcs`, a
+/// transposed conv's (`TransposedWeight`, `TransposedBias`) in
+/// `ConvNet::transposed`, and `unit` is then the index there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamSlot {
     pub unit: usize,
@@ -66,10 +69,17 @@ impl L2NormSpec {
     }
 }
 
-/// Every parameter's slot in Paddle's creation order: each unit's, with
-/// each L2 norm's after the unit it names in `declared_after`, then the fully
-/// connected layers' (the R-CNN box heads, created after every conv).
-pub fn param_slots(units: &[ConvUnitSpec], norms: &[L2NormSpec], fcs: &[FcSpec]) -> Vec<ParamSlot> {
+/// Every parameter's slot: each unit's, with each L2 norm's after the unit
+/// it names in `declared_after`, then the fully connected layers' (the R-CNN
+/// box heads, created after every conv), then the transposed convs'. This is
+/// Paddle's creation order unless a head's convs come after its fully
+/// connected layers (Mask R-CNN): `ConvNet::order_slots` puts them there.
+pub fn param_slots(
+    units: &[ConvUnitSpec],
+    norms: &[L2NormSpec],
+    fcs: &[FcSpec],
+    transposed: &[ConvTransposeUnitSpec],
+) -> Vec<ParamSlot> {
     let mut slots = Vec::new();
     for (unit, u) in units.iter().enumerate() {
         slots.extend(
@@ -91,6 +101,13 @@ pub fn param_slots(units: &[ConvUnitSpec], norms: &[L2NormSpec], fcs: &[FcSpec])
                 .map(|param| ParamSlot { unit, param }),
         );
     }
+    for (unit, t) in transposed.iter().enumerate() {
+        slots.extend(
+            t.params()
+                .into_iter()
+                .map(|param| ParamSlot { unit, param }),
+        );
+    }
     slots
 }
 
@@ -104,6 +121,9 @@ pub struct ConvNet<B: Backend> {
     /// Fully connected layers after the convs (R-CNN box heads), never
     /// frozen by `freeze_units`.
     pub fcs: Vec<FullyConnected<B>>,
+    /// Transposed convs of the heads (Mask R-CNN's `conv5_mask`), never
+    /// frozen by `freeze_units`.
+    pub transposed: Vec<ConvTranspose2d<B>>,
     slots: Vec<ParamSlot>,
     /// Units before this index are frozen: no gradient, no update.
     frozen_units: usize,
@@ -113,7 +133,7 @@ impl<B: Backend> ConvNet<B> {
     /// Builds the units with PaddleDetection's initial values drawn from
     /// `seed`, in order.
     pub fn new(backend: &B, unit_specs: Vec<ConvUnitSpec>, seed: u64) -> Self {
-        ConvNet::build(backend, unit_specs, &[], Vec::new(), seed)
+        ConvNet::build(backend, unit_specs, &[], Vec::new(), &[], seed)
     }
 
     /// `new`, with fully connected layers after the convs, drawn after them.
@@ -123,7 +143,35 @@ impl<B: Backend> ConvNet<B> {
         fc_specs: Vec<FcSpec>,
         seed: u64,
     ) -> Self {
-        ConvNet::build(backend, unit_specs, &[], fc_specs, seed)
+        ConvNet::build(backend, unit_specs, &[], fc_specs, &[], seed)
+    }
+
+    /// `with_fcs`, with transposed convs drawn after the fully connected
+    /// layers, and the slots in the order of `creation_order` (every
+    /// parameter's name once: Paddle's creation order).
+    pub fn with_transposed(
+        backend: &B,
+        unit_specs: Vec<ConvUnitSpec>,
+        fc_specs: Vec<FcSpec>,
+        transposed: &[ConvTransposeUnitSpec],
+        creation_order: &[ParamSpec],
+        seed: u64,
+    ) -> Self {
+        let mut net = ConvNet::build(backend, unit_specs, &[], fc_specs, transposed, seed);
+        let position = |slot: &ParamSlot| {
+            let name = &slot.param.spec.name;
+            creation_order
+                .iter()
+                .position(|p| p == &slot.param.spec)
+                .unwrap_or_else(|| panic!("{name} is not in the creation order given"))
+        };
+        assert_eq!(
+            net.slots.len(),
+            creation_order.len(),
+            "one slot per parameter of the creation order"
+        );
+        net.slots.sort_by_key(position);
+        net
     }
 
     /// `new`, with L2 norms on the outputs of some units (their scales at
@@ -134,7 +182,7 @@ impl<B: Backend> ConvNet<B> {
         norms: &[L2NormSpec],
         seed: u64,
     ) -> Self {
-        ConvNet::build(backend, unit_specs, norms, Vec::new(), seed)
+        ConvNet::build(backend, unit_specs, norms, Vec::new(), &[], seed)
     }
 
     fn build(
@@ -142,10 +190,11 @@ impl<B: Backend> ConvNet<B> {
         unit_specs: Vec<ConvUnitSpec>,
         norms: &[L2NormSpec],
         fc_specs: Vec<FcSpec>,
+        transposed: &[ConvTransposeUnitSpec],
         seed: u64,
     ) -> Self {
         let mut rng = Rng::from_state(seed);
-        let slots = param_slots(&unit_specs, norms, &fc_specs);
+        let slots = param_slots(&unit_specs, norms, &fc_specs, transposed);
         let mut units: Vec<ConvUnit<B>> = unit_specs
             .into_iter()
             .map(|u| ConvUnit::new(backend, u, &mut rng))
@@ -153,6 +202,10 @@ impl<B: Backend> ConvNet<B> {
         let fcs = fc_specs
             .into_iter()
             .map(|f| FullyConnected::new(backend, f, &mut rng))
+            .collect();
+        let transposed = transposed
+            .iter()
+            .map(|t| t.build(backend, &mut rng))
             .collect();
         for norm in norms {
             let unit = &mut units[norm.unit];
@@ -166,6 +219,7 @@ impl<B: Backend> ConvNet<B> {
             backend: backend.clone(),
             units,
             fcs,
+            transposed,
             slots,
             frozen_units: 0,
         }
@@ -188,6 +242,9 @@ impl<B: Backend> ConvNet<B> {
     pub fn tensor(&self, slot: &ParamSlot) -> &Tensor<B> {
         match slot.param.role {
             ParamRole::FcWeight | ParamRole::FcBias => self.fcs[slot.unit].tensor(slot.param.role),
+            ParamRole::TransposedWeight | ParamRole::TransposedBias => {
+                self.transposed[slot.unit].tensor(slot.param.role)
+            }
             role => self.units[slot.unit].tensor(role),
         }
     }
@@ -196,6 +253,9 @@ impl<B: Backend> ConvNet<B> {
         match slot.param.role {
             ParamRole::FcWeight | ParamRole::FcBias => {
                 self.fcs[slot.unit].tensor_mut(slot.param.role)
+            }
+            ParamRole::TransposedWeight | ParamRole::TransposedBias => {
+                self.transposed[slot.unit].tensor_mut(slot.param.role)
             }
             role => self.units[slot.unit].tensor_mut(role),
         }
@@ -206,6 +266,9 @@ impl<B: Backend> ConvNet<B> {
     pub fn grad(&self, slot: &ParamSlot) -> Option<&Tensor<B>> {
         match slot.param.role {
             ParamRole::FcWeight | ParamRole::FcBias => self.fcs[slot.unit].grad(slot.param.role),
+            ParamRole::TransposedWeight | ParamRole::TransposedBias => {
+                self.transposed[slot.unit].grad(slot.param.role)
+            }
             role => self.units[slot.unit].grad(role),
         }
     }
@@ -215,6 +278,9 @@ impl<B: Backend> ConvNet<B> {
         match slot.param.role {
             ParamRole::FcWeight | ParamRole::FcBias => {
                 self.fcs[slot.unit].param_and_grad_mut(slot.param.role)
+            }
+            ParamRole::TransposedWeight | ParamRole::TransposedBias => {
+                self.transposed[slot.unit].param_and_grad_mut(slot.param.role)
             }
             role => self.units[slot.unit].param_and_grad_mut(role),
         }
@@ -304,8 +370,7 @@ impl<B: Backend> ConvNet<B> {
                 .bn
                 .as_ref()
                 .is_some_and(|bn| bn.frozen);
-        let frozen_unit = !matches!(role, ParamRole::FcWeight | ParamRole::FcBias)
-            && slot.unit < self.frozen_units;
+        let frozen_unit = role.in_conv_unit() && slot.unit < self.frozen_units;
         role.is_trainable() && !frozen_unit && !frozen_norm
     }
 
@@ -350,7 +415,12 @@ impl<B: Backend> ConvNet<B> {
             .iter()
             .map(|f| f.planned_bytes(&self.backend))
             .sum();
-        units + fcs
+        let transposed: usize = self
+            .transposed
+            .iter()
+            .map(|t| t.planned_bytes(&self.backend))
+            .sum();
+        units + fcs + transposed
     }
 }
 

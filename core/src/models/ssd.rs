@@ -259,7 +259,7 @@ impl SsdSpec {
     pub fn param_specs(&self) -> Vec<ParamSpec> {
         let mut units = self.backbone_units();
         units.extend(self.head_units());
-        param_slots(&units, &self.l2_norms(), &[])
+        param_slots(&units, &self.l2_norms(), &[], &[])
             .into_iter()
             .map(|slot| slot.param.spec)
             .collect()

@@ -18,6 +18,9 @@ const PADDING: f32 = 1e-6;
 pub struct ImageTruth {
     pub boxes: Vec<BoxXyxy>,
     pub classes: Vec<i32>,
+    /// Each box's slot in the loader's (what `GroundTruth::polygons` is
+    /// indexed by).
+    pub slots: Vec<usize>,
 }
 
 /// Each image's ground truth from the loader's slots (normalised
@@ -33,6 +36,7 @@ pub fn image_truths(truth: &GroundTruth, im_info: &[[f32; 3]]) -> Vec<ImageTruth
             let (w, h) = (width / scale, height / scale);
             let mut boxes = Vec::new();
             let mut classes = Vec::new();
+            let mut slots = Vec::new();
             for k in 0..m {
                 let b = &truth.boxes[(n * m + k) * 4..][..4];
                 if b[2] < PADDING || b[3] < PADDING {
@@ -42,8 +46,13 @@ pub fn image_truths(truth: &GroundTruth, im_info: &[[f32; 3]]) -> Vec<ImageTruth
                 let y1 = (b[1] - b[3] / 2.0) * h;
                 boxes.push([x1, y1, x1 + b[2] * w - 1.0, y1 + b[3] * h - 1.0]);
                 classes.push(truth.labels[n * m + k]);
+                slots.push(k);
             }
-            ImageTruth { boxes, classes }
+            ImageTruth {
+                boxes,
+                classes,
+                slots,
+            }
         })
         .collect()
 }
@@ -62,7 +71,8 @@ pub fn image_infos<B: Backend>(image: &Tensor<B>, im_info: &[[f32; 3]]) -> Vec<[
 
 /// Sizes every buffer of `model` for `batch` images of `size` x `size`
 /// padded up to a multiple of `stride` (as `PadBatch` pads the batch): one
-/// training pass on zeros with one whole-image box per image as the truth.
+/// training pass on zeros with one box per image, the middle half of the
+/// picture, as the truth (its outline as its polygon).
 /// The net's running statistics are kept.
 pub fn train_on_zeros<B: Backend>(
     model: &mut dyn Detector<B>,
@@ -76,12 +86,16 @@ pub fn train_on_zeros<B: Backend>(
     let image = Tensor::zeros(&backend, &[batch, 3, size, size]);
     let boxes: Vec<f32> = (0..batch).flat_map(|_| [0.5, 0.5, 0.5, 0.5]).collect();
     let labels = vec![1; batch];
+    // The box's outline as its object's polygon, for a mask head.
+    let (lo, hi) = (0.25 * size as f32, 0.75 * size as f32);
+    let outline = vec![lo, lo, hi, lo, hi, hi, lo, hi];
+    let polygons = vec![vec![vec![outline]]; batch];
     let truth = GroundTruth {
         boxes: &boxes,
         labels: &labels,
         scores: None,
         max_boxes: 1,
-        polygons: &[],
+        polygons: &polygons,
     };
     model.train_pass(&image, &truth, &[]);
     model.net_mut().restore_running_stats(running);
