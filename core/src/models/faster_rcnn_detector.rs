@@ -699,7 +699,7 @@ impl<B: Backend> FasterRcnnDetector<B> {
             // C4: res5 again, on the detected boxes.
             self.forward_roi_head(true);
         }
-        self.forward_mask_head(Vec::from([0..count]));
+        self.forward_mask_head(std::iter::once(0..count).collect());
         let mask = self.mask.as_mut().expect("a mask head");
         let m = mask.resolution;
         let width = mask.num_classes * m * m;
@@ -1270,7 +1270,7 @@ mod tests {
                     mask.rois.boxes.extend(&rois[..2]);
                     mask.rois.images.extend([0, 1]);
                     mask.rois.upload(&cpu);
-                    m.forward_mask_head(Vec::from([0..2]));
+                    m.forward_mask_head(std::iter::once(0..2).collect());
                 }
             };
             run(&mut model);
