@@ -624,6 +624,64 @@ impl FocalLossGeom {
     }
 }
 
+/// Mask R-CNN's mask loss over `rois` RoIs, Paddle's
+/// `sigmoid_cross_entropy_with_logits(ignore_index=-1, normalize=True)` as
+/// `MaskHead.get_loss` applies it (core's `rcnn::mask_loss`), in the compact
+/// form a device can hold: the logits are the head's `[rois, classes, side,
+/// side]`, each RoI has one class (a float; negative for the placeholder
+/// row Paddle fills with -1, which costs nothing) and one `[side, side]`
+/// target of 0/1. Only the RoI's class channel is scored, every other
+/// channel being Paddle's -1; `normalizer` is the number of scored elements
+/// (Paddle's count of targets that are not -1: `side * side` per RoI that
+/// is not a placeholder).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaskLossGeom {
+    pub rois: usize,
+    /// Channels of the logits, the background's included (`num_classes`).
+    pub classes: usize,
+    /// The mask resolution `M`.
+    pub side: usize,
+    pub normalizer: f32,
+}
+
+impl MaskLossGeom {
+    /// Elements of one RoI's target (and of one channel of its logits).
+    pub fn cells(&self) -> usize {
+        self.side * self.side
+    }
+
+    /// Elements of the targets and of the losses: `[rois, side, side]`.
+    pub fn targets_len(&self) -> usize {
+        self.rois * self.cells()
+    }
+
+    /// Elements of the logits and of the gradient.
+    pub fn logits_len(&self) -> usize {
+        self.targets_len() * self.classes
+    }
+
+    /// Checks the sizes are positive and `normalizer` positive and finite;
+    /// returns a message naming the first that is not.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("rois", self.rois),
+            ("classes", self.classes),
+            ("side", self.side),
+        ] {
+            if value == 0 {
+                return Err(format!("mask_loss: {name} must be positive"));
+            }
+        }
+        if !(self.normalizer > 0.0 && self.normalizer.is_finite()) {
+            return Err(format!(
+                "mask_loss: normalizer must be positive and finite, got {}",
+                self.normalizer
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Momentum SGD with L2 decay, as Paddle's `momentum` op with an L2Decay
 /// regulariser: `v = momentum * v + (grad + decay * param)`, `param -= lr * v`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1021,6 +1079,25 @@ pub trait Backend: Clone + Send + Sync + 'static {
         g: &FocalLossGeom,
         logits: &Self::Buffer,
         labels: &Self::Buffer,
+        grad: &mut Self::Buffer,
+        losses: &mut Self::Buffer,
+    );
+
+    // ---- Mask R-CNN's mask loss ----
+
+    /// Paddle's masked sigmoid cross-entropy over the RoIs (see
+    /// [`MaskLossGeom`]): `grad`, shaped as `logits`, gets `(sigmoid(x) -
+    /// t) / normalizer` on each RoI's class channel and 0 everywhere else
+    /// (all of a placeholder row); `losses`, `[rois, side, side]`, each
+    /// scored element's loss divided by the normalizer (0 on placeholder
+    /// rows), so the loss is their sum. Both overwritten. `roi_classes`
+    /// holds one float per RoI, `targets` the 0/1 masks.
+    fn mask_loss(
+        &self,
+        g: &MaskLossGeom,
+        logits: &Self::Buffer,
+        roi_classes: &Self::Buffer,
+        targets: &Self::Buffer,
         grad: &mut Self::Buffer,
         losses: &mut Self::Buffer,
     );

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, FcGeom, FocalLossGeom,
-    GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
+    GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, PoolGeom, RmsPropStep,
+    RoiAlignGeom, SgdStep,
 };
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::Backend;
@@ -458,6 +459,18 @@ impl Backend for GpuBackend {
         losses: &mut DeviceBuffer,
     ) {
         self.run(|gpu| gpu.sigmoid_focal_loss(g, logits, labels, grad, losses))
+    }
+
+    fn mask_loss(
+        &self,
+        g: &MaskLossGeom,
+        logits: &DeviceBuffer,
+        roi_classes: &DeviceBuffer,
+        targets: &DeviceBuffer,
+        grad: &mut DeviceBuffer,
+        losses: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.mask_loss(g, logits, roi_classes, targets, grad, losses))
     }
 
     fn sgd_momentum(

@@ -89,6 +89,7 @@ pub const KERNELS: &[&str] = &[
     "global_avg_pool_forward",
     "global_avg_pool_backward",
     "sigmoid_focal_loss",
+    "mask_loss",
     "sum_blocks",
     "channel_sum",
     "yolo_decode",

@@ -138,6 +138,12 @@ fn an_ignored_anchor_taken_for_background_is_caught() {
     checks::sigmoid_focal_loss_matches(&Faulty(Fault::IgnoredAsBackground));
 }
 
+#[test]
+#[should_panic(expected = "mask_loss C4 14x14, 5 classes")]
+fn a_placeholder_roi_scored_is_caught() {
+    checks::mask_loss_matches(&Faulty(Fault::PlaceholderScored));
+}
+
 /// The real GPU, or None (printing why) on a machine without one.
 fn cuda() -> Option<pulsefocus_gpu::GpuBackend> {
     match pulsefocus_gpu::GpuBackend::open() {

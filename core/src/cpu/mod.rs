@@ -10,6 +10,7 @@ pub mod gemm;
 pub mod global_avg_pool;
 pub mod head_rows;
 pub mod l2_norm;
+pub mod mask_loss;
 mod pool;
 pub mod rmsprop;
 pub mod roi_align;
@@ -17,7 +18,8 @@ pub mod sigmoid_focal_loss;
 
 use crate::backend::{
     Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom,
-    GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
+    GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, PoolGeom, RmsPropStep,
+    RoiAlignGeom, SgdStep,
 };
 use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
 
@@ -378,6 +380,18 @@ impl Backend for CpuBackend {
         losses: &mut Vec<f32>,
     ) {
         sigmoid_focal_loss::forward_backward(g, logits, labels, grad, losses);
+    }
+
+    fn mask_loss(
+        &self,
+        g: &MaskLossGeom,
+        logits: &Vec<f32>,
+        roi_classes: &Vec<f32>,
+        targets: &Vec<f32>,
+        grad: &mut Vec<f32>,
+        losses: &mut Vec<f32>,
+    ) {
+        mask_loss::forward_backward(g, logits, roi_classes, targets, grad, losses);
     }
 
     fn sgd_momentum(

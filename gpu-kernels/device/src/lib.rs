@@ -44,6 +44,7 @@ pub mod gemm;
 pub mod global_avg_pool;
 pub mod head_rows;
 pub mod l2_norm;
+pub mod mask_loss;
 pub mod nms;
 pub mod pool;
 pub mod reduce;

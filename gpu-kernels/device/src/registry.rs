@@ -85,6 +85,7 @@ host_entries! {
     l2_norm::l2_norm_forward,
     l2_norm::l2_norm_backward_data,
     l2_norm::l2_norm_backward_scale,
+    mask_loss::mask_loss,
     nms::nms_count_candidates,
     nms::nms_compact_candidates,
     nms::bitonic_sort_step,

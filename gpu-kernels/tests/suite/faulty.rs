@@ -3,7 +3,7 @@
 //! tests are in `backend_suite.rs`).
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom, GlobalPoolGeom,
-    HeadOutput, HeadRows, L2NormGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
+    HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
 };
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::{Backend, CpuBackend};
@@ -44,6 +44,9 @@ pub enum Fault {
     /// `sigmoid_focal_loss` takes an ignored anchor (label -1) for
     /// background: every class negative instead of no loss.
     IgnoredAsBackground,
+    /// `mask_loss` reads a placeholder RoI's class -1 as an unsigned
+    /// channel, saturating to 0: the row is scored on channel 0.
+    PlaceholderScored,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -470,6 +473,23 @@ impl Backend for Faulty {
             }
         }
         CPU.sigmoid_focal_loss(g, logits, &labels, grad, losses)
+    }
+    fn mask_loss(
+        &self,
+        g: &MaskLossGeom,
+        logits: &Vec<f32>,
+        roi_classes: &Vec<f32>,
+        targets: &Vec<f32>,
+        grad: &mut Vec<f32>,
+        losses: &mut Vec<f32>,
+    ) {
+        let mut roi_classes = roi_classes.clone();
+        if self.0 == Fault::PlaceholderScored {
+            for class in &mut roi_classes[..g.rois] {
+                *class = class.max(0.0);
+            }
+        }
+        CPU.mask_loss(g, logits, &roi_classes, targets, grad, losses)
     }
     fn sgd_momentum(
         &self,

@@ -32,6 +32,7 @@ pub mod fc;
 pub mod global_avg_pool;
 pub mod head_rows;
 pub mod l2_norm;
+pub mod mask_loss;
 pub mod memory;
 pub mod optim;
 pub mod pool;
@@ -253,6 +254,7 @@ macro_rules! backend_tests {
             global_avg_pool_forward_matches,
             global_avg_pool_backward_matches,
             sigmoid_focal_loss_matches,
+            mask_loss_matches,
             sgd_momentum_matches,
             rmsprop_matches,
             yolo_detect_matches,
@@ -297,6 +299,7 @@ pub mod checks {
     };
     pub use super::head_rows::{head_rows_backward_matches, head_rows_forward_matches};
     pub use super::l2_norm::{l2_norm_backward_matches, l2_norm_forward_matches};
+    pub use super::mask_loss::mask_loss_matches;
     pub use super::memory::{device_queries_are_sane, memory_matches};
     pub use super::optim::{rmsprop_matches, sgd_momentum_matches};
     pub use super::pool::{
