@@ -55,8 +55,8 @@ use crate::rcnn::rpn_target::{rpn_target_assign, ImInfo};
 use crate::rcnn::truth::{by_class_from_zero, image_infos, image_truths, train_on_zeros};
 use crate::rcnn::{
     bbox_head_detect, bbox_head_loss, collect_fpn_proposals, generate_mask_labels,
-    generate_proposal_labels, generate_proposals, mask_loss, paste_mask, FpnLevels, Proposals,
-    RcnnConfig, RoiTargets,
+    generate_proposal_labels, generate_proposals, paste_mask, FpnLevels, Proposals, RcnnConfig,
+    RoiTargets,
 };
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth};
@@ -280,11 +280,8 @@ pub struct FasterRcnnDetector<B: Backend> {
     anchors: Option<(Vec<[usize; 2]>, Anchors)>,
     /// Draws `rpn_target_assign`'s and `generate_proposal_labels`' samples.
     rng: Rng,
-    /// Mask R-CNN: the mask branch, the step's mask targets (Paddle's
-    /// `MaskInt32`, Paddle's order of the mask RoIs) and the last
-    /// `detect`'s masks.
+    /// Mask R-CNN: the mask branch and the last `detect`'s masks.
     mask: Option<MaskBranch<B>>,
-    mask_targets: Vec<i32>,
     masks: Vec<Vec<Rle>>,
 }
 
@@ -462,7 +459,6 @@ impl<B: Backend> FasterRcnnDetector<B> {
             anchors: None,
             rng: Rng::from_state(seed ^ 0x5a17_c0de),
             mask,
-            mask_targets: Vec::new(),
             masks: Vec::new(),
             spec,
             config,
@@ -651,23 +647,20 @@ impl<B: Backend> FasterRcnnDetector<B> {
 
     /// Mask R-CNN in training, after `forward_box_head`: the mask head on the
     /// mask RoIs (in the mask branch's `rois`, not uploaded; C4: the rows
-    /// `blocks` of the box head's RoIs) and its loss against
-    /// `mask_targets`; the logits' gradient is then on the host.
-    fn mask_loss(&mut self, blocks: Vec<Range<usize>>) -> f32 {
+    /// `blocks` of the box head's RoIs) and its loss against their classes
+    /// and targets (`MaskBranch::loss`).
+    fn mask_loss(
+        &mut self,
+        blocks: Vec<Range<usize>>,
+        classes: Vec<f32>,
+        targets: Vec<f32>,
+    ) -> f32 {
         let backend = self.net.backend().clone();
-        self.mask
-            .as_mut()
-            .expect("a mask head")
-            .rois
-            .upload(&backend);
+        let mask = self.mask.as_mut().expect("a mask head");
+        mask.rois.upload(&backend);
         self.forward_mask_head(blocks);
         let mask = self.mask.as_mut().expect("a mask head");
-        let width = mask.num_classes * mask.resolution * mask.resolution;
-        mask.rois.to_paddle_order(&mut mask.logits, width);
-        mask.logits_host_grad.resize(mask.logits.len(), 0.0);
-        let loss = mask_loss(&mask.logits, &self.mask_targets, &mut mask.logits_host_grad);
-        mask.rois.to_device_order(&mut mask.logits_host_grad, width);
-        loss
+        mask.loss(&backend, &mut self.net.units, classes, targets)
     }
 
     /// Mask R-CNN at inference: each detection's mask in its picture, from
@@ -701,6 +694,7 @@ impl<B: Backend> FasterRcnnDetector<B> {
         }
         self.forward_mask_head(std::iter::once(0..count).collect());
         let mask = self.mask.as_mut().expect("a mask head");
+        mask.download_logits(&backend, &mut self.net.units);
         let m = mask.resolution;
         let width = mask.num_classes * m * m;
         mask.rois.to_paddle_order(&mut mask.logits, width);
@@ -900,7 +894,6 @@ impl<B: Backend> FasterRcnnDetector<B> {
             + self.scratch.planned_bytes(b)
             + self.rpn_param_sums.planned_bytes(b)
             + self.mask.as_ref().map_or(0, |m| m.planned_bytes(b))
-            + self.mask_targets.capacity() * 4
             + tensors
             + host
     }
@@ -1007,7 +1000,8 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
         // Mask R-CNN: the mask RoIs, their targets, and (C4) the blocks of
         // the box head's RoIs they are.
         let mut mask_blocks: Vec<Range<usize>> = Vec::new();
-        self.mask_targets.clear();
+        let mut mask_classes = Vec::new();
+        let mut mask_targets = Vec::new();
         if let Some(mask) = &mut self.mask {
             mask.rois.clear();
         }
@@ -1044,17 +1038,24 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
                 )
                 .expect("the COCO reader gives every non-crowd box polygons of 3 points or more");
                 let first = self.rois.boxes.len();
-                for &i in &targets.roi_indices {
+                let cells = mask.resolution * mask.resolution;
+                let row = classes * cells;
+                for (r, &i) in targets.roi_indices.iter().enumerate() {
                     match mask_blocks.last_mut() {
                         Some(block) if block.end == first + i => block.end += 1,
                         _ => mask_blocks.push(first + i..first + i + 1),
                     }
+                    // The RoI's class map of `MaskInt32` (all -1 for a
+                    // placeholder row, whose label is the background).
+                    let class = sampled.labels[i] as usize;
+                    let target = &targets.targets[r * row + class * cells..][..cells];
+                    mask_classes.push(if class > 0 { class as f32 } else { -1.0 });
+                    mask_targets.extend(target.iter().map(|&t| t.max(0) as f32));
                 }
                 mask.rois
                     .images
                     .extend(std::iter::repeat_n(n, targets.rois.len()));
                 mask.rois.boxes.extend(&targets.rois);
-                self.mask_targets.extend(&targets.targets);
             }
             self.rois
                 .images
@@ -1087,7 +1088,7 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
         self.upload_box_grads();
         let mut losses = vec![rpn.loss_rpn_cls, rpn.loss_rpn_bbox, boxes.cls, boxes.bbox];
         if self.mask.is_some() {
-            losses.push(self.mask_loss(mask_blocks));
+            losses.push(self.mask_loss(mask_blocks, mask_classes, mask_targets));
         }
         self.backward(image);
         Losses::new(self.loss_names(), &losses)
@@ -1271,6 +1272,8 @@ mod tests {
                     mask.rois.images.extend([0, 1]);
                     mask.rois.upload(&cpu);
                     m.forward_mask_head(std::iter::once(0..2).collect());
+                    let mask = m.mask.as_mut().expect("a mask head");
+                    mask.download_logits(&cpu, &mut m.net.units);
                 }
             };
             run(&mut model);
@@ -1289,7 +1292,8 @@ mod tests {
             }
             if let Some(mask) = &mut model.mask {
                 let probe = random_vec(seed + 200 + probes.len() as u64, mask.logits.len());
-                mask.logits_host_grad = probe.clone();
+                let shape = [2, mask.num_classes, mask.resolution, mask.resolution];
+                mask.logits_grad = Tensor::from_host(&cpu, &shape, &probe);
                 probes.push(probe);
             }
             model.upload_rpn_grads();

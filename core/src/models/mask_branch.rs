@@ -8,9 +8,10 @@
 //! - the head: `mask_inter_feat_1..n` (3x3, ReLU; FPN only), `conv5_mask`
 //!   (2x2 stride-2 transposed conv, ReLU), `mask_fcn_logits` (1x1), one
 //!   `M x M` logit map per class;
-//! - in training the loss against `generate_mask_labels`' targets, at
-//!   inference the sigmoid of each detection's class map pasted into the
-//!   picture.
+//! - in training the loss against `generate_mask_labels`' targets
+//!   (`Backend::mask_loss`, on the device: only the logits' gradient is
+//!   kept, nothing is downloaded), at inference the sigmoid of each
+//!   detection's class map pasted into the picture.
 //!
 //! The backward pass mirrors the forward: the logits' gradient down the head
 //! to the gradient of its input, which the detector adds into the features'
@@ -21,7 +22,7 @@ use std::ops::Range;
 
 use super::conv_unit::{ConvUnit, Scratch};
 use super::faster_rcnn_rois::{row_copy, RoiExtractor, Rois};
-use crate::backend::Backend;
+use crate::backend::{Backend, MaskLossGeom};
 use crate::layers::ConvTranspose2d;
 use crate::models::chain;
 use crate::tensor::Tensor;
@@ -55,10 +56,14 @@ pub(super) struct MaskBranch<B: Backend> {
     /// detections (in input pixels) at inference.
     pub rois: Rois<B>,
     /// The logits `[R, classes, M, M]` on the host (device order of
-    /// `rois`), their gradient there and on the device.
+    /// `rois`), after `download_logits`; their gradient on the device.
     pub logits: Vec<f32>,
-    pub logits_host_grad: Vec<f32>,
-    logits_grad: Tensor<B>,
+    pub logits_grad: Tensor<B>,
+    /// The loss's inputs on the device: each RoI's class (-1: a placeholder
+    /// row), its `M x M` target; and each scored element's loss.
+    roi_classes: Tensor<B>,
+    targets: Tensor<B>,
+    losses: Tensor<B>,
     /// Gradients on the way down: of `conv5_mask`'s output and of the
     /// head's input.
     upsample_grad: Tensor<B>,
@@ -82,8 +87,10 @@ impl<B: Backend> MaskBranch<B> {
             input,
             rois,
             logits: Vec::new(),
-            logits_host_grad: Vec::new(),
             logits_grad: empty(),
+            roi_classes: empty(),
+            targets: empty(),
+            losses: empty(),
             upsample_grad: empty(),
             input_grad: empty(),
         }
@@ -174,8 +181,7 @@ impl<B: Backend> MaskBranch<B> {
         }
     }
 
-    /// The head on its input (`extract` or `gather_res5_rows` made it);
-    /// the logits are then on the host, in the device's order of the RoIs.
+    /// The head on its input (`extract` or `gather_res5_rows` made it).
     pub fn forward(
         &mut self,
         backend: &B,
@@ -189,14 +195,66 @@ impl<B: Backend> MaskBranch<B> {
         chain::forward(backend, convs, &mut [], x, workspace);
         let hidden = convs.last().map_or(x, |c| c.output());
         let up = upsample.forward(backend, hidden, workspace);
-        let out = logits[0].forward(backend, up, workspace);
+        logits[0].forward(backend, up, workspace);
+    }
+
+    /// The logits of the last `forward` onto the host, in `logits`.
+    pub fn download_logits(&mut self, backend: &B, units: &mut [ConvUnit<B>]) {
+        let head = head_units(units, self.first_unit, self.num_convs);
+        let out = head[self.num_convs].output();
         self.logits.resize(out.numel(), 0.0);
         backend.download(out.buf(), &mut self.logits);
     }
 
-    /// From `logits_host_grad` (device order) down the head, after a
-    /// `forward`: the parameters' gradients, and the input's in
-    /// `input_grad`.
+    /// The loss of the last `forward`'s logits against each RoI's class
+    /// (`classes`, -1 for a placeholder row) and `M x M` 0/1 target
+    /// (`targets`), both in Paddle's order of the RoIs; its gradient is
+    /// then in `logits_grad`. PaddleDetection's `MaskHead.get_loss`: the
+    /// mean over the scored elements (every cell of each non-placeholder
+    /// RoI's class map); 0 with a zero gradient when there are none.
+    pub fn loss(
+        &mut self,
+        backend: &B,
+        units: &mut [ConvUnit<B>],
+        mut classes: Vec<f32>,
+        mut targets: Vec<f32>,
+    ) -> f32 {
+        let head = head_units(units, self.first_unit, self.num_convs);
+        let logits = head[self.num_convs].output();
+        self.logits_grad.reshape_reuse(backend, logits.shape());
+        let cells = self.resolution * self.resolution;
+        let scored = classes.iter().filter(|&&c| c >= 0.0).count() * cells;
+        if scored == 0 {
+            self.logits_grad.fill(backend, 0.0);
+            return 0.0;
+        }
+        self.rois.to_device_order(&mut classes, 1);
+        self.rois.to_device_order(&mut targets, cells);
+        let rois = classes.len();
+        self.roi_classes.reshape_reuse(backend, &[rois]);
+        self.roi_classes.upload(backend, &classes);
+        self.targets.reshape_reuse(backend, &[rois, cells]);
+        self.targets.upload(backend, &targets);
+        self.losses.reshape_reuse(backend, &[rois, cells]);
+        let g = MaskLossGeom {
+            rois,
+            classes: self.num_classes,
+            side: self.resolution,
+            normalizer: scored as f32,
+        };
+        backend.mask_loss(
+            &g,
+            logits.buf(),
+            self.roi_classes.buf(),
+            self.targets.buf(),
+            self.logits_grad.buf_mut(),
+            self.losses.buf_mut(),
+        );
+        backend.sum(self.losses.numel(), self.losses.buf()) as f32
+    }
+
+    /// From `logits_grad` down the head, after a `forward`: the
+    /// parameters' gradients, and the input's in `input_grad`.
     pub fn backward(
         &mut self,
         backend: &B,
@@ -207,9 +265,6 @@ impl<B: Backend> MaskBranch<B> {
         let x = input_of(&self.input);
         let head = head_units(units, self.first_unit, self.num_convs);
         let (convs, logits) = head.split_at_mut(self.num_convs);
-        self.logits_grad
-            .reshape_reuse(backend, logits[0].output().shape());
-        self.logits_grad.upload(backend, &self.logits_host_grad);
         logits[0].backward(
             backend,
             upsample.output(),
@@ -263,11 +318,18 @@ impl<B: Backend> MaskBranch<B> {
         };
         input
             + self.rois.planned_bytes(backend)
-            + [&self.logits_grad, &self.upsample_grad, &self.input_grad]
-                .iter()
-                .map(|t| t.capacity_bytes(backend))
-                .sum::<usize>()
-            + (self.logits.capacity() + self.logits_host_grad.capacity()) * 4
+            + [
+                &self.logits_grad,
+                &self.roi_classes,
+                &self.targets,
+                &self.losses,
+                &self.upsample_grad,
+                &self.input_grad,
+            ]
+            .iter()
+            .map(|t| t.capacity_bytes(backend))
+            .sum::<usize>()
+            + self.logits.capacity() * 4
     }
 }
 
