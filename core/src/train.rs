@@ -233,12 +233,14 @@ impl<B: Backend> Trainer<B> {
 /// A deterministic batch for benchmarks and tests: images in [-1, 1) and six
 /// boxes per image spread over the frame (the formula
 /// `benches/train_step_torch.py` and `train_step_paddle.py` use), padded to 50
-/// as PaddleDetection's reader pads them.
+/// as PaddleDetection's reader pads them. Each box's outline is its object's
+/// polygon (in pixels, Paddle's `x2 = x1 + w - 1`), for a mask head.
 pub struct SyntheticBatch {
     pub images: Vec<f32>,
     pub boxes: Vec<f32>,
     pub labels: Vec<i32>,
     pub max_boxes: usize,
+    pub polygons: Vec<Vec<Vec<Vec<f32>>>>,
 }
 
 impl SyntheticBatch {
@@ -249,6 +251,7 @@ impl SyntheticBatch {
         let images = crate::gradcheck::random_vec(seed, batch * 3 * size * size);
         let mut boxes = vec![0.0; batch * Self::MAX_BOXES * 4];
         let mut labels = vec![0; batch * Self::MAX_BOXES];
+        let mut polygons = vec![Vec::new(); batch];
         for b in 0..batch {
             for k in 0..Self::BOXES_PER_IMAGE {
                 let i = b * Self::BOXES_PER_IMAGE + k;
@@ -260,6 +263,10 @@ impl SyntheticBatch {
                     boxes[slot * 4 + j] = *v as f32;
                 }
                 labels[slot] = (i % num_classes.max(1)) as i32;
+                let [cx, cy, w, h] = cxcywh.map(|v| (v * size as f64) as f32);
+                let (x1, y1) = (cx - w / 2.0, cy - h / 2.0);
+                let (x2, y2) = (x1 + w - 1.0, y1 + h - 1.0);
+                polygons[b].push(vec![vec![x1, y1, x2, y1, x2, y2, x1, y2]]);
             }
         }
         SyntheticBatch {
@@ -267,6 +274,7 @@ impl SyntheticBatch {
             boxes,
             labels,
             max_boxes: Self::MAX_BOXES,
+            polygons,
         }
     }
 
@@ -286,7 +294,7 @@ impl SyntheticBatch {
             labels: &self.labels,
             scores: None,
             max_boxes: self.max_boxes,
-            polygons: &[],
+            polygons: &self.polygons,
         }
     }
 }
