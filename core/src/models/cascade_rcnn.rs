@@ -248,7 +248,10 @@ mod tests {
 
     const CONFIGS: [(&str, Constructor); 2] = [
         ("cascade_rcnn_r50_fpn_1x", CascadeRcnnSpec::r50_fpn),
-        ("cascade_mask_rcnn_r50_fpn_1x", CascadeRcnnSpec::r50_fpn_mask),
+        (
+            "cascade_mask_rcnn_r50_fpn_1x",
+            CascadeRcnnSpec::r50_fpn_mask,
+        ),
     ];
 
     fn fixture(config: &str, classes: usize) -> serde_json::Value {
