@@ -9,6 +9,8 @@
 //! - `cls_score` (`num_classes` logits, Normal(0, 0.01)) and `bbox_pred`
 //!   (four deltas per class, Normal(0, 0.001)), no activation. These two
 //!   depend on the class count: the transfer-learning guide excludes them.
+//!   Cascade R-CNN's `bbox_pred` is class-agnostic (`cls_agnostic_bbox_reg`
+//!   2): four deltas for the background and four for any object.
 //!
 //! Every fully connected bias has learning rate 2 and no decay.
 
@@ -102,7 +104,15 @@ pub struct BBoxHeadSpec {
     pub in_features: usize,
     /// Classes including the background (label 0).
     pub num_classes: usize,
+    /// The classes `bbox_pred` has four deltas for: `num_classes`, or
+    /// [`CLASS_AGNOSTIC_BOXES`].
+    pub box_classes: usize,
 }
+
+/// Cascade R-CNN's `cls_agnostic_bbox_reg`: `bbox_pred` regresses the
+/// background's box and one box for whatever object (columns 4..8), not
+/// one per class.
+pub const CLASS_AGNOSTIC_BOXES: usize = 2;
 
 impl BBoxHeadSpec {
     /// `cls_score`, then `bbox_pred`.
@@ -118,7 +128,7 @@ impl BBoxHeadSpec {
         };
         vec![
             layer("cls_score", self.num_classes, 0.01),
-            layer("bbox_pred", 4 * self.num_classes, 0.001),
+            layer("bbox_pred", 4 * self.box_classes, 0.001),
         ]
     }
 }
@@ -145,6 +155,7 @@ mod tests {
         let outputs = BBoxHeadSpec {
             in_features: head.out_features(),
             num_classes: 21,
+            box_classes: 21,
         };
         let got: Vec<(String, Vec<usize>)> = head
             .params()

@@ -206,14 +206,21 @@ impl FasterRcnnSpec {
         BBoxHeadSpec {
             in_features: self.roi_head.out_features(),
             num_classes: self.num_classes,
+            box_classes: self.num_classes,
         }
+    }
+
+    /// The parameters before the RoI head's (backbone, FPN, RPN head), in
+    /// Paddle's creation order: what Cascade R-CNN shares.
+    pub fn trunk_params(&self) -> Vec<UnitParam> {
+        let convs = [self.backbone.units(), self.fpn_units(), self.rpn.units()];
+        convs.iter().flatten().flat_map(|u| u.params()).collect()
     }
 
     /// Every parameter with its role and attributes, in Paddle's creation
     /// order: backbone, FPN, RPN head, RoI head, `cls_score`, `bbox_pred`.
     pub fn params(&self) -> Vec<UnitParam> {
-        let convs = [self.backbone.units(), self.fpn_units(), self.rpn.units()];
-        let mut params: Vec<UnitParam> = convs.iter().flatten().flat_map(|u| u.params()).collect();
+        let mut params = self.trunk_params();
         params.extend(self.roi_head.params());
         params.extend(self.bbox_head().layers().iter().flat_map(|f| f.params()));
         params

@@ -1,10 +1,11 @@
-//! YOLOv3, SSD, Faster R-CNN, Mask R-CNN and RetinaNet models with
+//! YOLOv3, SSD, Faster R-CNN, Mask R-CNN, Cascade R-CNN and RetinaNet models with
 //! PaddleDetection's legacy parameter names. Each network is described by a
 //! list of conv units (`conv_unit`), fully connected layers (`fc`) and its
 //! wiring; the parameter list, initialisation, forward and backward all
 //! follow from that one description.
 
 pub mod bbox_head;
+pub mod cascade_rcnn;
 pub mod chain;
 pub mod conv_unit;
 pub mod darknet53;
@@ -35,6 +36,7 @@ pub mod yolov3;
 pub mod yolov3_detector;
 pub mod yolov3_head;
 
+pub use cascade_rcnn::CascadeRcnnSpec;
 pub use faster_rcnn::FasterRcnnSpec;
 pub use faster_rcnn_detector::FasterRcnnDetector;
 pub use mask_rcnn::MaskRcnnSpec;

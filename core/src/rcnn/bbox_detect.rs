@@ -14,15 +14,30 @@
 //! 5. multiclass NMS with the background class 0 left out, each class on
 //!    its own boxes (`multiclass_nms` with 2-D scores).
 //!
+//! Cascade R-CNN's `get_prediction` (`rcnn::cascade_detect`) shares steps
+//! 1 and 3-5 ([`BoxRegression::ClassAgnostic`]).
+//!
 //! Detections are grouped by class and carry Paddle's labels: 1 to `C - 1`
 //! for the object classes (the dataset's class `k`, 0-based, is label
 //! `k + 1`); boxes are in the original picture's pixels.
 
 use crate::box_coder::{decode, BoxXyxy};
 use crate::losses::softmax_in_place;
+use crate::models::bbox_head::CLASS_AGNOSTIC_BOXES;
 use crate::rcnn::box_clip::box_clip;
 use crate::rcnn::RcnnConfig;
-use crate::yolo::{multiclass_nms_class_boxes, Detection};
+use crate::yolo::{multiclass_nms_class_boxes, Detection, NmsConfig};
+
+/// How `bbox_pred` holds a RoI's deltas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoxRegression {
+    /// `[R, 4C]`: each class's box from its own four deltas.
+    PerClass,
+    /// Cascade R-CNN's `cls_agnostic_bbox_reg` (`[R, 8]`): the foreground's
+    /// four (columns 4..8) decode the one box every class shares (Paddle
+    /// slices them out and expands them to every class before `box_coder`).
+    ClassAgnostic,
+}
 
 /// One image's detections from its `rois` (`[R]`, resized-input pixels) and
 /// the head's `cls_score` (`[R, C]` logits) and `bbox_pred` (`[R, 4 * C]`),
@@ -38,29 +53,69 @@ pub fn bbox_head_detect(
     bbox_pred: &[f32],
 ) -> Vec<Detection> {
     let classes = cfg.bbox_assigner.class_nums;
-    let variances = &cfg.bbox_assigner.bbox_reg_weights;
     assert_eq!(
         cls_score.len(),
         rois.len() * classes,
         "bbox_head_detect: cls_score is [R, C]"
     );
-    assert_eq!(
-        bbox_pred.len(),
-        rois.len() * 4 * classes,
-        "bbox_head_detect: bbox_pred is [R, 4C]"
-    );
     let mut scores = cls_score.to_vec();
     scores.chunks_exact_mut(classes).for_each(softmax_in_place);
+    detect_decoded(
+        &cfg.nms,
+        rois,
+        im_scale,
+        im_shape,
+        &scores,
+        classes,
+        bbox_pred,
+        BoxRegression::PerClass,
+        &cfg.bbox_assigner.bbox_reg_weights,
+    )
+}
+
+/// Steps 1 and 3-5 on class probabilities `scores` (`[R, classes]`): the
+/// RoIs back to the original picture, decoded by `bbox_pred` as
+/// `regression` says with `variances`, clipped to `im_shape`, and NMS.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn detect_decoded(
+    nms: &NmsConfig,
+    rois: &[BoxXyxy],
+    im_scale: f32,
+    im_shape: &[f32; 3],
+    scores: &[f32],
+    classes: usize,
+    bbox_pred: &[f32],
+    regression: BoxRegression,
+    variances: &[f32; 4],
+) -> Vec<Detection> {
+    assert_eq!(scores.len(), rois.len() * classes, "scores are [R, C]");
+    let box_classes = match regression {
+        BoxRegression::PerClass => classes,
+        BoxRegression::ClassAgnostic => CLASS_AGNOSTIC_BOXES,
+    };
+    assert_eq!(
+        bbox_pred.len(),
+        rois.len() * 4 * box_classes,
+        "bbox_pred is [R, {}]",
+        4 * box_classes
+    );
     // [R, C] boxes: RoI r's box for class c at r * C + c.
     let mut boxes = Vec::with_capacity(rois.len() * classes);
-    for (roi, deltas) in rois.iter().zip(bbox_pred.chunks_exact(4 * classes)) {
+    for (roi, deltas) in rois.iter().zip(bbox_pred.chunks_exact(4 * box_classes)) {
         let prior = roi.map(|v| v / im_scale);
-        for d in deltas.chunks_exact(4) {
+        let decode_clip = |d: &[f32]| {
             let decoded = decode(&prior, variances, &[d[0], d[1], d[2], d[3]], false);
-            boxes.push(box_clip(&decoded, im_shape));
+            box_clip(&decoded, im_shape)
+        };
+        match regression {
+            BoxRegression::PerClass => boxes.extend(deltas.chunks_exact(4).map(decode_clip)),
+            BoxRegression::ClassAgnostic => {
+                let shared = decode_clip(&deltas[4..8]);
+                boxes.extend(std::iter::repeat_n(shared, classes));
+            }
         }
     }
-    multiclass_nms_class_boxes(&cfg.nms, &boxes, &scores, classes)
+    multiclass_nms_class_boxes(nms, &boxes, scores, classes)
 }
 
 #[cfg(test)]

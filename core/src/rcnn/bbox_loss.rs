@@ -1,6 +1,8 @@
 //! The Faster R-CNN box head's loss, as PaddleDetection's `BBoxHead.get_loss`
 //! writes it with Paddle's operators, and its gradient with respect to the
-//! head's two outputs, side by side.
+//! head's two outputs, side by side; Cascade R-CNN's stages
+//! (`CascadeBBoxHead.get_loss`) are the same with class-agnostic boxes and
+//! each stage's loss weight.
 //!
 //! For the `R` RoIs `generate_proposal_labels` sampled (every image's,
 //! concatenated):
@@ -8,18 +10,22 @@
 //!   the mean over the `R` RoIs of the cross-entropy of its `C` class logits
 //!   (background is class 0) against its label;
 //! - `loss_bbox = reduce_mean(smooth_l1(bbox_pred, bbox_targets, inside,
-//!   outside, sigma 1))`: `smooth_l1` sums each RoI's `4 * C` elements, and
-//!   the mean is again over the `R` RoIs. The weights are 1 on the four
-//!   deltas of a foreground RoI's own class and 0 elsewhere, so only those
-//!   deltas learn, but the divisor is all `R` RoIs, background ones included.
+//!   outside, sigma 1))`: `smooth_l1` sums each RoI's `4 * C` elements
+//!   (8 class-agnostic), and the mean is again over the `R` RoIs. The weights
+//!   are 1 on the four deltas of a foreground RoI's own class (class 1
+//!   class-agnostic) and 0 elsewhere, so only those deltas learn, but the
+//!   divisor is all `R` RoIs, background ones included;
+//! - a cascade stage multiplies both means by its loss weight (1, 0.5,
+//!   0.25: `loss_cls_{i}`, `loss_loc_{i}`).
 //!
 //! The labels and targets are constants of the step, as in Paddle.
 
 use crate::losses::{smooth_l1, softmax_cross_entropy};
+use crate::models::bbox_head::CLASS_AGNOSTIC_BOXES;
 
 /// What `generate_proposal_labels` writes for the sampled RoIs, in its
 /// layout: `labels` `[R]` (0 background), the others `[R, 4 * C]` (row `r`
-/// holds four deltas per class, class-major).
+/// holds four deltas per class, class-major) or `[R, 8]` class-agnostic.
 #[derive(Debug, Clone, Copy)]
 pub struct RoiTargets<'a> {
     pub labels: &'a [i32],
@@ -50,24 +56,56 @@ pub fn bbox_head_loss(
     grad_cls_score: &mut [f32],
     grad_bbox_pred: &mut [f32],
 ) -> BBoxHeadLoss {
+    weighted_bbox_head_loss(
+        cls_score,
+        bbox_pred,
+        classes,
+        targets,
+        1.0,
+        grad_cls_score,
+        grad_bbox_pred,
+    )
+}
+
+/// [`bbox_head_loss`] times `loss_weight` (both terms and the gradients),
+/// with `bbox_pred` and the targets either `[R, 4 * classes]` or
+/// class-agnostic `[R, 8]`: a cascade stage's `loss_cls_{i}` and
+/// `loss_loc_{i}`.
+pub fn weighted_bbox_head_loss(
+    cls_score: &[f32],
+    bbox_pred: &[f32],
+    classes: usize,
+    targets: &RoiTargets,
+    loss_weight: f32,
+    grad_cls_score: &mut [f32],
+    grad_bbox_pred: &mut [f32],
+) -> BBoxHeadLoss {
     let rois = targets.labels.len();
-    let deltas = 4 * classes;
     assert_eq!(
         cls_score.len(),
         rois * classes,
         "bbox_head_loss: cls_score is [R, C]"
     );
+    let deltas = if bbox_pred.len() == rois * 4 * CLASS_AGNOSTIC_BOXES {
+        4 * CLASS_AGNOSTIC_BOXES
+    } else {
+        4 * classes
+    };
     assert_eq!(
         bbox_pred.len(),
         rois * deltas,
-        "bbox_head_loss: bbox_pred is [R, 4C]"
+        "bbox_head_loss: bbox_pred is [R, 4C] or [R, 8]"
     );
     for (what, v) in [
         ("bbox_targets", targets.bbox_targets),
         ("bbox_inside_weights", targets.bbox_inside_weights),
         ("bbox_outside_weights", targets.bbox_outside_weights),
     ] {
-        assert_eq!(v.len(), rois * deltas, "bbox_head_loss: {what} is [R, 4C]");
+        assert_eq!(
+            v.len(),
+            bbox_pred.len(),
+            "bbox_head_loss: {what} is as bbox_pred"
+        );
     }
     assert_eq!(
         grad_cls_score.len(),
@@ -82,8 +120,9 @@ pub fn bbox_head_loss(
     if rois == 0 {
         return BBoxHeadLoss::default();
     }
-    // reduce_mean over the RoIs: each RoI's term and gradient weigh 1 / R.
-    let scale = 1.0 / rois as f32;
+    // reduce_mean over the RoIs, times the weight: each RoI's term and
+    // gradient weigh loss_weight / R.
+    let scale = loss_weight / rois as f32;
     let (mut cls_sum, mut bbox_sum) = (0.0f64, 0.0f64);
     for (r, &label) in targets.labels.iter().enumerate() {
         let label = usize::try_from(label)
@@ -109,8 +148,8 @@ pub fn bbox_head_loss(
         ) as f64;
     }
     BBoxHeadLoss {
-        cls: (cls_sum / rois as f64) as f32,
-        bbox: (bbox_sum / rois as f64) as f32,
+        cls: (cls_sum / rois as f64) as f32 * loss_weight,
+        bbox: (bbox_sum / rois as f64) as f32 * loss_weight,
     }
 }
 
@@ -191,90 +230,154 @@ mod tests {
 
     /// The gradient of `cls + bbox` against central differences, for RoIs
     /// of three kinds: background (weights 0), foreground with 0/1 weights as
-    /// `generate_proposal_labels` writes them, and fractional weights.
+    /// `generate_proposal_labels` writes them, and fractional weights; per
+    /// class at weight 1 and class-agnostic at a cascade stage's 0.25.
     #[test]
     fn gradient_matches_finite_differences_for_any_seed() {
         let (rois, classes) = (6, 3);
-        let deltas = 4 * classes;
-        for seed in SEEDS {
-            let cls_score = random_vec(seed, rois * classes);
-            let bbox_pred: Vec<f32> = random_vec(seed + 10, rois * deltas)
-                .iter()
-                .map(|v| 2.0 * v)
-                .collect();
-            let bbox_targets = random_vec(seed + 20, rois * deltas);
-            let labels: Vec<i32> = (0..rois as i32).map(|r| r % classes as i32).collect();
-            let mut inside = vec![0.0; rois * deltas];
-            for (r, &label) in labels.iter().enumerate() {
-                let own = r * deltas + 4 * label as usize..r * deltas + 4 * label as usize + 4;
-                if label > 0 {
-                    inside[own].fill(1.0);
-                }
+        for (agnostic, loss_weight) in [(false, 1.0), (true, 0.25)] {
+            let deltas = if agnostic { 8 } else { 4 * classes };
+            for seed in SEEDS {
+                let what = format!("seed {seed}, class-agnostic {agnostic}");
+                gradient_check(rois, classes, deltas, loss_weight, seed, &what);
             }
-            // The last RoI: fractional weights on every delta.
-            let fractional = random_vec(seed + 30, deltas);
-            for (w, f) in inside[(rois - 1) * deltas..].iter_mut().zip(&fractional) {
-                *w = f + 1.0;
+        }
+    }
+
+    fn gradient_check(
+        rois: usize,
+        classes: usize,
+        deltas: usize,
+        loss_weight: f32,
+        seed: u64,
+        what: &str,
+    ) {
+        let cls_score = random_vec(seed, rois * classes);
+        let bbox_pred: Vec<f32> = random_vec(seed + 10, rois * deltas)
+            .iter()
+            .map(|v| 2.0 * v)
+            .collect();
+        let bbox_targets = random_vec(seed + 20, rois * deltas);
+        let labels: Vec<i32> = (0..rois as i32).map(|r| r % classes as i32).collect();
+        let mut inside = vec![0.0; rois * deltas];
+        for (r, &label) in labels.iter().enumerate() {
+            let column = if deltas == 8 { 1 } else { label as usize };
+            if label > 0 {
+                inside[r * deltas + 4 * column..][..4].fill(1.0);
             }
-            let outside: Vec<f32> = inside
-                .iter()
-                .map(|&w| if w > 0.0 { 2.0 - w * 0.5 } else { 0.0 })
-                .collect();
+        }
+        // The last RoI: fractional weights on every delta.
+        let fractional = random_vec(seed + 30, deltas);
+        for (w, f) in inside[(rois - 1) * deltas..].iter_mut().zip(&fractional) {
+            *w = f + 1.0;
+        }
+        let outside: Vec<f32> = inside
+            .iter()
+            .map(|&w| if w > 0.0 { 2.0 - w * 0.5 } else { 0.0 })
+            .collect();
+        let targets = RoiTargets {
+            labels: &labels,
+            bbox_targets: &bbox_targets,
+            bbox_inside_weights: &inside,
+            bbox_outside_weights: &outside,
+        };
+        let loss = |score: &[f32], pred: &[f32], grads: &mut (Vec<f32>, Vec<f32>)| {
+            weighted_bbox_head_loss(
+                score,
+                pred,
+                classes,
+                &targets,
+                loss_weight,
+                &mut grads.0,
+                &mut grads.1,
+            )
+        };
+        let mut grads = (vec![0.0; cls_score.len()], vec![0.0; bbox_pred.len()]);
+        loss(&cls_score, &bbox_pred, &mut grads);
+        let total = |score: &[f32], pred: &[f32]| {
+            let mut scratch = (vec![0.0; score.len()], vec![0.0; pred.len()]);
+            let l = loss(score, pred, &mut scratch);
+            Probe {
+                value: l.cls as f64 + l.bbox as f64,
+                magnitude: l.cls.abs() as f64 + l.bbox.abs() as f64,
+            }
+        };
+        check_gradient(
+            "bbox_head_loss cls_score",
+            &cls_score,
+            &grads.0,
+            |x| total(x, &bbox_pred),
+            GradCheck::default(),
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        check_gradient(
+            "bbox_head_loss bbox_pred",
+            &bbox_pred,
+            &grads.1,
+            |x| total(&cls_score, x),
+            GradCheck {
+                step: 1e-3,
+                ..GradCheck::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(grads.1.iter().any(|&g| g != 0.0), "{what}: no box gradient");
+    }
+
+    /// Paddle's `CascadeBBoxHead.get_loss` on three stages (loss weights 1,
+    /// 0.5, 0.25; class-agnostic `[R, 8]` boxes), the first two on
+    /// `generate_proposal_labels`' class-agnostic targets, the third on
+    /// fractional weights (`core/tests/fixtures/cascade_rcnn/cascade_head.py`):
+    /// `loss_cls_{i}`, `loss_loc_{i}` within 1e-4 relative, the gradients of
+    /// their sum within 1e-5.
+    #[test]
+    fn cascade_stage_losses_equal_paddles() {
+        let f = read("cascade_rcnn/cascade_head.json");
+        let classes = f["classes"].as_u64().expect("classes") as usize;
+        for (i, stage) in f["losses"].as_array().expect("stages").iter().enumerate() {
+            let (labels, [bbox_targets, inside, outside]) = targets_of(stage);
             let targets = RoiTargets {
                 labels: &labels,
                 bbox_targets: &bbox_targets,
                 bbox_inside_weights: &inside,
                 bbox_outside_weights: &outside,
             };
-            let mut grad_cls = vec![0.0; cls_score.len()];
-            let mut grad_bbox = vec![0.0; bbox_pred.len()];
-            bbox_head_loss(
+            let cls_score = floats(&stage["cls_score"]);
+            let bbox_pred = floats(&stage["bbox_pred"]);
+            assert_eq!(bbox_pred.len(), labels.len() * 8);
+            let mut grad_cls = vec![7.0; cls_score.len()];
+            let mut grad_bbox = vec![7.0; bbox_pred.len()];
+            let loss = weighted_bbox_head_loss(
                 &cls_score,
                 &bbox_pred,
                 classes,
                 &targets,
+                stage["loss_weight"].as_f64().expect("weight") as f32,
                 &mut grad_cls,
                 &mut grad_bbox,
             );
-            let total = |score: &[f32], pred: &[f32]| {
-                let mut scratch = (vec![0.0; score.len()], vec![0.0; pred.len()]);
-                let loss = bbox_head_loss(
-                    score,
-                    pred,
-                    classes,
-                    &targets,
-                    &mut scratch.0,
-                    &mut scratch.1,
+            for (what, got, want) in [
+                ("loss_cls", loss.cls, &stage["loss_cls"]),
+                ("loss_loc", loss.bbox, &stage["loss_loc"]),
+            ] {
+                let want = want.as_f64().expect("a loss") as f32;
+                assert!(
+                    (got - want).abs() <= 1e-4 * want.abs(),
+                    "stage {i} {what}: {got} vs Paddle's {want}"
                 );
-                let value = loss.cls as f64 + loss.bbox as f64;
-                Probe {
-                    value,
-                    magnitude: loss.cls.abs() as f64 + loss.bbox.abs() as f64,
+            }
+            for (what, got, want) in [
+                ("cls_score", &grad_cls, floats(&stage["grad_cls_score"])),
+                ("bbox_pred", &grad_bbox, floats(&stage["grad_bbox_pred"])),
+            ] {
+                assert_eq!(got.len(), want.len(), "stage {i} grad {what}");
+                for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-5,
+                        "stage {i} grad {what}[{k}]: {g} vs {w}"
+                    );
                 }
-            };
-            check_gradient(
-                "bbox_head_loss cls_score",
-                &cls_score,
-                &grad_cls,
-                |x| total(x, &bbox_pred),
-                GradCheck::default(),
-            )
-            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-            check_gradient(
-                "bbox_head_loss bbox_pred",
-                &bbox_pred,
-                &grad_bbox,
-                |x| total(&cls_score, x),
-                GradCheck {
-                    step: 1e-3,
-                    ..GradCheck::default()
-                },
-            )
-            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-            assert!(
-                grad_bbox.iter().any(|&g| g != 0.0),
-                "seed {seed}: no box gradient"
-            );
+            }
         }
     }
 

@@ -1,8 +1,10 @@
 //! The two-stage (R-CNN) detectors' non-learned operations, as Paddle 1.8's
-//! operators compute them for PaddleDetection's `FasterRCNN`: anchors, the
-//! RPN's targets and losses, proposals, the sampled RoIs and their labels,
-//! and the box head's losses and detection output. They run on the host on
-//! a few thousand boxes per image; the convolutional parts are `models::`.
+//! operators compute them for PaddleDetection's `FasterRCNN` (and Paddle
+//! 2.0's for `CascadeRCNN`'s labels): anchors, the RPN's targets and losses,
+//! proposals, the sampled RoIs and their labels, the box head's losses and
+//! detection output, and the cascade's refinement between stages. They run
+//! on the host on a few thousand boxes per image; the convolutional parts
+//! are `models::`.
 //!
 //! Boxes are pixel boxes `[x1, y1, x2, y2]` whose width is `x2 - x1 + 1`,
 //! as in Paddle's R-CNN operators.
@@ -12,6 +14,7 @@ pub mod bbox_detect;
 pub mod bbox_loss;
 pub mod bbox_overlaps;
 pub mod box_clip;
+pub mod cascade_detect;
 pub mod config;
 pub mod fpn_proposals;
 pub mod mask_labels;
@@ -25,9 +28,10 @@ pub mod truth;
 
 pub use anchors::{anchor_generator, rpn_anchors, Anchors};
 pub use bbox_detect::bbox_head_detect;
-pub use bbox_loss::{bbox_head_loss, BBoxHeadLoss, RoiTargets};
+pub use bbox_loss::{bbox_head_loss, weighted_bbox_head_loss, BBoxHeadLoss, RoiTargets};
 pub use bbox_overlaps::bbox_overlap;
 pub use box_clip::box_clip;
+pub use cascade_detect::{cascade_head_detect, refine_rois};
 pub use config::{BBoxAssignerConfig, ProposalConfig, RcnnConfig, RpnTargetConfig};
 pub use fpn_proposals::{
     collect_fpn_proposals, distribute_fpn_proposals, DistributedRois, FpnLevels,
@@ -35,7 +39,9 @@ pub use fpn_proposals::{
 pub use mask_labels::{generate_mask_labels, MaskTargets};
 pub use mask_loss::mask_loss;
 pub use mask_paste::paste_mask;
-pub use proposal_labels::{generate_proposal_labels, SampledRois};
+pub use proposal_labels::{
+    generate_proposal_labels, generate_proposal_labels_with, LabelSwitches, SampledRois,
+};
 pub use proposals::{generate_proposals, Proposals};
 pub use rpn_loss::{rpn_loss, RpnLevelGrad, RpnLevelOutput, RpnLoss};
 pub use rpn_target::{rpn_target_assign, ImInfo, RpnTargets};
