@@ -163,7 +163,10 @@ pub fn load_dataset_for(config: &Config, config_path: &Path, which: &str) -> Res
         _ => config.eval_or_test_reader().map(|(_, r)| r),
     }
     .ok_or_else(|| Error::at(config_path, which, "missing: no dataset to evaluate on"))?;
-    let dataset = reader.load_dataset()?;
+    // Mask R-CNN trains on the polygons; evaluation reads the masks from
+    // the annotation file itself (`Metric::Coco`).
+    let polygons = which == "TrainReader" && config.arch().has_masks();
+    let dataset = reader.load_dataset(polygons)?;
     let anno = dataset_file(&reader.dataset);
     if dataset.records.is_empty() {
         return Err(Error::new(
@@ -215,6 +218,14 @@ pub fn build_detector<B: Backend>(backend: &B, config: &Config, seed: u64) -> Bo
                 .rcnn_config(Path::new(""))
                 .expect("check() read the Faster R-CNN sections");
             Box::new(FasterRcnnDetector::new(backend, *spec, rcnn, seed))
+        }
+        ModelSpec::MaskRcnn(spec) => {
+            let rcnn = config
+                .rcnn_config(Path::new(""))
+                .expect("check() read the Mask R-CNN sections");
+            Box::new(FasterRcnnDetector::with_mask_head(
+                backend, *spec, rcnn, seed,
+            ))
         }
         ModelSpec::RetinaNet(spec) => {
             let retina = config
