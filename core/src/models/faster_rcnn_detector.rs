@@ -248,17 +248,6 @@ pub struct FasterRcnnDetector<B: Backend> {
 }
 
 impl<B: Backend> FasterRcnnDetector<B> {
-    /// TEMP placeholder so that the Mask R-CNN plumbing compiles before the
-    /// mask head's runtime lands: the Faster R-CNN part only.
-    pub fn with_mask_head(
-        backend: &B,
-        spec: crate::models::MaskRcnnSpec,
-        config: RcnnConfig,
-        seed: u64,
-    ) -> Self {
-        FasterRcnnDetector::new(backend, spec.faster_rcnn, config, seed)
-    }
-
     /// Builds the model with PaddleDetection's initial values drawn from
     /// `seed`, the backbone frozen up to `freeze_at` and its norms as
     /// `freeze_norm` says.
