@@ -8,6 +8,7 @@
 
 use crate::backend::Backend;
 use crate::models::faster_rcnn::FasterRcnnSpec;
+use crate::models::mask_rcnn::MaskRcnnSpec;
 use crate::models::retinanet::RetinaNetSpec;
 use crate::models::ssd::{SsdBackbone, SsdSpec};
 use crate::models::{Backbone, ConvNet, Yolov3Spec};
@@ -120,6 +121,7 @@ pub enum ModelSpec {
     Yolov3(Yolov3Spec),
     Ssd(SsdSpec),
     FasterRcnn(Box<FasterRcnnSpec>),
+    MaskRcnn(Box<MaskRcnnSpec>),
     RetinaNet(Box<RetinaNetSpec>),
 }
 
@@ -130,6 +132,7 @@ impl ModelSpec {
             ModelSpec::Yolov3(s) => s.param_specs(),
             ModelSpec::Ssd(s) => s.param_specs(),
             ModelSpec::FasterRcnn(s) => s.params().into_iter().map(|p| p.spec).collect(),
+            ModelSpec::MaskRcnn(s) => s.param_specs(),
             ModelSpec::RetinaNet(s) => s.param_specs(),
         }
     }
@@ -141,6 +144,7 @@ impl ModelSpec {
             ModelSpec::Yolov3(s) => s.backbone_unit_count(),
             ModelSpec::Ssd(s) => s.backbone_units().len(),
             ModelSpec::FasterRcnn(s) => s.backbone.units().len(),
+            ModelSpec::MaskRcnn(s) => s.faster_rcnn.backbone.units().len(),
             ModelSpec::RetinaNet(s) => s.backbone.units().len(),
         }
     }
@@ -162,13 +166,8 @@ impl ModelSpec {
                     SsdBackbone::Vgg(_) => "VGG",
                 },
             ),
-            ModelSpec::FasterRcnn(s) => (
-                "Faster R-CNN",
-                match s.fpn {
-                    None => "ResNet",
-                    Some(_) => "ResNet-FPN",
-                },
-            ),
+            ModelSpec::FasterRcnn(s) => ("Faster R-CNN", resnet_name(s)),
+            ModelSpec::MaskRcnn(s) => ("Mask R-CNN", resnet_name(&s.faster_rcnn)),
             ModelSpec::RetinaNet(_) => ("RetinaNet", "ResNet-FPN"),
         };
         format!("{architecture} with {backbone} backbone")
@@ -181,7 +180,16 @@ impl ModelSpec {
             ModelSpec::Yolov3(s) => s.num_classes,
             ModelSpec::Ssd(s) => s.num_classes - 1,
             ModelSpec::FasterRcnn(s) => s.num_classes - 1,
+            ModelSpec::MaskRcnn(s) => s.faster_rcnn.num_classes - 1,
             ModelSpec::RetinaNet(s) => s.num_classes - 1,
         }
+    }
+}
+
+/// An R-CNN's backbone as reports name it: `ResNet` (C4) or `ResNet-FPN`.
+fn resnet_name(spec: &FasterRcnnSpec) -> &'static str {
+    match spec.fpn {
+        None => "ResNet",
+        Some(_) => "ResNet-FPN",
     }
 }

@@ -399,6 +399,15 @@ pub fn write_coco_results(path: &Path, results: &[CocoResult]) -> Result<()> {
     write_json_list(path, results)
 }
 
+/// A mask as results files write it: `{size: [h, w], counts: "..."}`,
+/// the counts compressed as pycocotools' `encode` gives them.
+pub fn segmentation_json(mask: &Rle) -> Value {
+    serde_json::json!({
+        "size": [mask.height(), mask.width()],
+        "counts": mask.to_compressed(),
+    })
+}
+
 /// Writes a mask results file atomically, masks as compressed RLEs.
 pub fn write_coco_mask_results(path: &Path, results: &[CocoMaskResult]) -> Result<()> {
     let items: Vec<Value> = results
@@ -407,10 +416,7 @@ pub fn write_coco_mask_results(path: &Path, results: &[CocoMaskResult]) -> Resul
             let mut item = serde_json::json!({
                 "image_id": r.image_id,
                 "category_id": r.category_id,
-                "segmentation": {
-                    "size": [r.segmentation.height(), r.segmentation.width()],
-                    "counts": r.segmentation.to_compressed(),
-                },
+                "segmentation": segmentation_json(&r.segmentation),
                 "score": r.score,
             });
             if let Some(bbox) = r.bbox {

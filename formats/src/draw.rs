@@ -1,12 +1,15 @@
-//! Drawing detections onto an RGB8 image: box outlines, filled label
-//! backgrounds and text in a small built-in bitmap font, with one colour per
-//! class. `infer` and the demo use it to write pictures of what the detector
-//! found. Labels are kept whole inside the picture and off each other.
+//! Drawing detections onto an RGB8 image: translucent instance masks (Mask
+//! R-CNN), box outlines, filled label backgrounds and text in a small
+//! built-in bitmap font, with one colour per class for boxes and labels and
+//! one per instance for masks. `infer` and the demo use it to write pictures
+//! of what the detector found. Labels are kept whole inside the picture and
+//! off each other.
 //!
 //! Everything is clipped to the image, so boxes that stick out (or lie wholly
 //! outside) are drawn partly or not at all, never out of bounds.
 
 use crate::image::RgbImage;
+use crate::rle::Rle;
 
 /// Glyph cell: 5 columns of 8 rows, plus one blank column between letters.
 pub const GLYPH_WIDTH: u32 = 5;
@@ -146,6 +149,36 @@ pub fn class_color(class: u32) -> [u8; 3] {
     [(r * 255.0) as u8, (g * 255.0) as u8, (b * 255.0) as u8]
 }
 
+/// The colour of the `index`-th instance's mask: the hues of
+/// [`class_color`] by instance, 40% towards white (as PaddleDetection's
+/// `draw_mask` lightens its colour map) so that a mask stands apart from
+/// the saturated box and label colours.
+pub fn instance_color(index: usize) -> [u8; 3] {
+    class_color(index as u32).map(|c| (c as f32 * 0.6 + 255.0 * 0.4).round() as u8)
+}
+
+/// How much of a mask's colour covers the picture under it.
+pub const MASK_ALPHA: f32 = 0.5;
+
+/// Blends `color` at `alpha` over every pixel `mask` covers (an RLE of the
+/// image's own size; a mask of another size is drawn where the two
+/// overlap).
+pub fn blend_mask(img: &mut RgbImage, mask: &Rle, color: [u8; 3], alpha: f32) {
+    let pixels = mask.decode();
+    let mask_width = mask.width() as usize;
+    let width = img.width.min(mask.width()) as usize;
+    let height = img.height.min(mask.height()) as usize;
+    let stride = img.width as usize * 3;
+    for y in 0..height {
+        for x in (0..width).filter(|&x| pixels[y * mask_width + x] != 0) {
+            let pixel = &mut img.data[y * stride + x * 3..][..3];
+            for (p, &c) in pixel.iter_mut().zip(&color) {
+                *p = (*p as f32 * (1.0 - alpha) + c as f32 * alpha).round() as u8;
+            }
+        }
+    }
+}
+
 /// Black or white, whichever reads better on `background`.
 pub fn text_color_on(background: [u8; 3]) -> [u8; 3] {
     let luma =
@@ -218,11 +251,13 @@ pub fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, col
 }
 
 /// A detection to draw: its box `[x1, y1, x2, y2]` in pixels, its class (for
-/// the colour) and its label ("class score"; empty for none).
+/// the colour), its label ("class score"; empty for none) and, from a model
+/// with masks, its mask in the image's pixels.
 pub struct Detection {
     pub bbox: [f32; 4],
     pub class: u32,
     pub label: String,
+    pub mask: Option<Rle>,
 }
 
 /// A label's background, the pixels `x0 <= x < x1`, `y0 <= y < y1`.
@@ -279,15 +314,22 @@ fn place_label(
         .unwrap_or_else(|| at(0))
 }
 
-/// Detections as `infer` shows them: each box in its class colour, then each
-/// label on a filled background of the same colour, placed by [`place_label`]
-/// in the order given (the first detections get the best places), so that
-/// labels stay inside the picture and do not cover one another.
+/// Detections as `infer` shows them: each mask translucent in its
+/// instance's colour, then over them each box in its class colour, then
+/// each label on a filled background of the same colour, placed by
+/// [`place_label`] in the order given (the first detections get the best
+/// places), so that labels stay inside the picture and do not cover one
+/// another.
 pub fn draw_detections(img: &mut RgbImage, detections: &[Detection]) {
     // Lines and text grow with the picture so they stay readable on big photos.
     let short_side = img.width.min(img.height);
     let thickness = (short_side / 300).max(2);
     let scale = (short_side / 400).max(1);
+    for (i, d) in detections.iter().enumerate() {
+        if let Some(mask) = &d.mask {
+            blend_mask(img, mask, instance_color(i), MASK_ALPHA);
+        }
+    }
     for d in detections {
         draw_box(img, d.bbox, thickness, class_color(d.class));
     }
@@ -425,7 +467,54 @@ mod tests {
             bbox,
             class,
             label: label.to_string(),
+            mask: None,
         }
+    }
+
+    /// Each mask is blended at half strength in its instance's colour, two
+    /// instances of one class apart; the box outline is drawn over it and
+    /// pixels outside every mask keep their colour.
+    #[test]
+    fn masks_are_translucent_in_instance_colours_under_their_boxes() {
+        let (w, h) = (40u32, 30u32);
+        let grey = [100, 100, 100];
+        // Row-major: a block at x 5..15, y 5..15 and one at x 20..30, y 10..20.
+        let block = |x0: u32, y0: u32| {
+            let mut m = vec![0u8; (w * h) as usize];
+            for y in y0..y0 + 10 {
+                for x in x0..x0 + 10 {
+                    m[(y * w + x) as usize] = 1;
+                }
+            }
+            Rle::encode(&m, h, w).unwrap()
+        };
+        let mut img = RgbImage::filled(w, h, grey);
+        let mut first = detection([5.0, 5.0, 15.0, 15.0], 2, "");
+        first.mask = Some(block(5, 5));
+        let mut second = detection([20.0, 10.0, 30.0, 20.0], 2, "");
+        second.mask = Some(block(20, 10));
+        draw_detections(&mut img, &[first, second]);
+        let blended = |c: [u8; 3]| c.map(|c| ((100.0 + c as f32) / 2.0).round() as u8);
+        assert_eq!(img.pixel(10, 10), blended(instance_color(0)));
+        assert_eq!(img.pixel(25, 15), blended(instance_color(1)));
+        assert_ne!(img.pixel(10, 10), img.pixel(25, 15));
+        // The outline (2 pixels, inwards) is the class colour, over the mask.
+        assert_eq!(img.pixel(5, 5), class_color(2));
+        assert_eq!(img.pixel(21, 12), class_color(2));
+        assert_eq!(img.pixel(0, 0), grey);
+        assert_eq!(img.pixel(17, 10), grey);
+    }
+
+    #[test]
+    fn a_mask_of_another_size_is_drawn_where_it_overlaps() {
+        let mut img = RgbImage::filled(4, 3, BLACK);
+        let full = Rle::encode(&[1; 6 * 5], 5, 6).unwrap();
+        blend_mask(&mut img, &full, [200, 100, 0], 1.0);
+        assert!((0..3).all(|y| (0..4).all(|x| img.pixel(x, y) == [200, 100, 0])));
+        let mut big = RgbImage::filled(6, 5, BLACK);
+        let small = Rle::encode(&[1; 2 * 2], 2, 2).unwrap();
+        blend_mask(&mut big, &small, RED, 1.0);
+        assert_eq!(painted(&big), vec![(0, 0), (1, 0), (0, 1), (1, 1)]);
     }
 
     #[test]

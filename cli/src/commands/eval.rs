@@ -8,8 +8,10 @@
 //! - `-c CONFIG -o weights=PATH [--json] [--output_eval DIR]` runs a trained
 //!   model over the config's `EvalReader` dataset as PaddleDetection's
 //!   `tools/eval.py` does, prints the config's metric (VOC mAP with a
-//!   per-class AP table, or COCO's 12 numbers) and writes `bbox.json`. The
-//!   model runs on the backend `--device` picks.
+//!   per-class AP table, or COCO's 12 numbers) and writes `bbox.json`; a
+//!   model with masks (Mask R-CNN) also writes `segm.json` and, with the
+//!   COCO metric, prints the masks' 12 numbers after the boxes'. The model
+//!   runs on the backend `--device` picks.
 
 use std::path::{Path, PathBuf};
 
@@ -24,7 +26,7 @@ use pulsefocus_core::metrics::{evaluate_bbox, evaluate_segm, summary_lines};
 use pulsefocus_core::Backend;
 use pulsefocus_formats::coco_results::{
     read_coco_detections, read_coco_ground_truth, read_coco_ground_truth_with_masks,
-    write_coco_results, CocoDetections, CocoResult,
+    write_coco_mask_results, write_coco_results, CocoDetections, CocoResult,
 };
 
 use super::config_args::ConfigArgs;
@@ -47,7 +49,7 @@ pub struct Args {
     /// Overrides as for `train`; `weights=PATH` names the trained model.
     #[arg(short = 'o', long = "opt", num_args = 1.., value_name = "KEY=VALUE", requires = "config")]
     pub overrides: Vec<String>,
-    /// Where `-c` writes `bbox.json`.
+    /// Where `-c` writes `bbox.json` (and `segm.json` for a model with masks).
     #[arg(
         long = "output_eval",
         value_name = "DIR",
@@ -175,12 +177,23 @@ impl OnBackend for ModelEval<'_> {
             .with_context(|| format!("creating {}", output_dir.display()))?;
         let bbox_json = output_dir.join("bbox.json");
         write_coco_results(&bbox_json, &result.detections)?;
+        let segm_json = match &result.mask_detections {
+            Some(masks) => {
+                let path = output_dir.join("segm.json");
+                write_coco_mask_results(&path, masks)?;
+                Some(path)
+            }
+            None => None,
+        };
 
         if json {
             let mut out = serde_json::json!({ "map": result.map, "images": result.images });
             match result.coco_stats {
                 Some(stats) => out["stats"] = serde_json::json!(stats),
                 None => out["per_class"] = per_class_json(&result, &dataset.class_names),
+            }
+            if let Some(stats) = result.segm_stats {
+                out["segm_stats"] = serde_json::json!(stats);
             }
             println!("{out}");
         } else {
@@ -190,6 +203,9 @@ impl OnBackend for ModelEval<'_> {
                 &pulsefocus_core::finetune::metric_for(&config, config_path)?,
             )?;
             println!("detections: {}", bbox_json.display());
+            if let Some(path) = segm_json {
+                println!("masks: {}", path.display());
+            }
         }
         Ok(())
     }
@@ -217,13 +233,21 @@ fn print_table(result: &EvalResult, names: &[String], metric: &Metric) -> anyhow
             }
             println!("mAP(0.50) = {:.4} on {} images", result.map, result.images);
         }
-        // The 12 lines in pycocotools' layout, from the evaluation's own stats.
+        // The 12 lines in pycocotools' layout, from the evaluation's own
+        // stats; with masks, titled as PaddleDetection prints the two.
         Metric::Coco { .. } => {
             let stats = result
                 .coco_stats
                 .context("a COCO evaluation without its 12 stats")?;
-            for line in summary_lines(&stats) {
-                println!("{line}");
+            let mut tables = vec![("bbox", stats)];
+            tables.extend(result.segm_stats.map(|s| ("segm", s)));
+            for (iou_type, stats) in &tables {
+                if tables.len() > 1 {
+                    println!("IoU metric: {iou_type}");
+                }
+                for line in summary_lines(stats) {
+                    println!("{line}");
+                }
             }
         }
     }

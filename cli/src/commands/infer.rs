@@ -3,8 +3,11 @@
 //! pictures as PaddleDetection's `tools/infer.py` does. For each input
 //! `NAME.EXT` it writes `OUTPUT_DIR/NAME.EXT` (the picture with boxes and
 //! "class score" labels, same format) and `OUTPUT_DIR/NAME.json` (every
-//! detection at or above the threshold, boxes in original pixels). The model
-//! runs on the backend `--device` picks.
+//! detection at or above the threshold, boxes in original pixels). A model
+//! with masks (Mask R-CNN) also draws each detection's mask, translucent in
+//! a colour of its own under its box, and lists it in the JSON as
+//! `segmentation`, a COCO RLE as `segm.json` writes it. The model runs on
+//! the backend `--device` picks.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +19,7 @@ use pulsefocus_core::finetune::predict::{class_names, infer_reader, ImageInput, 
 use pulsefocus_core::finetune::weights::load_weights;
 use pulsefocus_core::Backend;
 use pulsefocus_formats::atomic::write_bytes;
+use pulsefocus_formats::coco_results::segmentation_json;
 use pulsefocus_formats::draw::{draw_detections, Detection};
 use pulsefocus_formats::image::{decode_file, write};
 
@@ -99,28 +103,46 @@ impl OnBackend for Inference<'_> {
             let detections = predictor.predict_image(model.as_mut(), &image, &input);
             // A device failure makes the detections meaningless: stop here.
             backend.check()?;
+            // One mask per detection, in the same order, where the model has them.
+            let masks = model.masks().and_then(|m| m.first());
+            if let Some(masks) = masks {
+                anyhow::ensure!(
+                    masks.len() == detections.len(),
+                    "{}: the model gave {} masks for {} detections",
+                    path.display(),
+                    masks.len(),
+                    detections.len()
+                );
+            }
             let mut kept: Vec<_> = detections
                 .iter()
-                .filter(|d| d.score >= args.draw_threshold)
+                .enumerate()
+                .filter(|(_, d)| d.score >= args.draw_threshold)
                 .collect();
             // Best first: their labels get the best places, and the JSON
             // lists them in that order.
-            kept.sort_by(|a, b| b.score.total_cmp(&a.score));
+            kept.sort_by(|(_, a), (_, b)| b.score.total_cmp(&a.score));
             let mut listed = Vec::with_capacity(kept.len());
             let mut drawn = Vec::with_capacity(kept.len());
-            for d in &kept {
+            for &(k, d) in &kept {
                 let name = names.get(d.class).map(String::as_str).unwrap_or("?");
-                drawn.push(Detection {
-                    bbox: d.bbox,
-                    class: d.class as u32,
-                    label: format!("{name} {:.2}", d.score),
-                });
-                listed.push(serde_json::json!({
+                let mask = masks.map(|m| m[k].clone());
+                let mut entry = serde_json::json!({
                     "class": d.class,
                     "class_name": name,
                     "score": d.score,
                     "bbox": d.bbox,
-                }));
+                });
+                if let Some(mask) = &mask {
+                    entry["segmentation"] = segmentation_json(mask);
+                }
+                listed.push(entry);
+                drawn.push(Detection {
+                    bbox: d.bbox,
+                    class: d.class as u32,
+                    label: format!("{name} {:.2}", d.score),
+                    mask,
+                });
             }
             draw_detections(&mut image, &drawn);
             let file_name = path

@@ -213,8 +213,13 @@ impl Progress {
                 result,
                 best,
             } => self.say(format!(
-                "iter {iteration}: mAP {:.4} on {} images{}",
+                "iter {iteration}: mAP {:.4}{} on {} images{}",
                 result.map,
+                // Mask R-CNN: the masks' AP beside the boxes' (which picks
+                // the best model, as PaddleDetection's box AP does).
+                result
+                    .segm_stats
+                    .map_or(String::new(), |s| format!(", mask AP {:.4}", s[0])),
                 result.images,
                 if best { " (best so far)" } else { "" }
             )),

@@ -75,7 +75,8 @@ impl Config {
         // (`freeze_at`) and, with `freeze_norm`, its batch norms; the trainer
         // applies both.
         let backbone = match self.arch() {
-            Architecture::FasterRCNN => Some(
+            // Mask R-CNN's backbone is its Faster R-CNN part's.
+            Architecture::FasterRCNN | Architecture::MaskRCNN => Some(
                 self.faster_rcnn_spec(Path::new(""))
                     .expect("check() read the Faster R-CNN sections")
                     .backbone,
@@ -355,7 +356,7 @@ impl From<&CocoDataSet> for CocoReader {
             with_background: d.with_background,
             allow_empty: d.allow_empty,
             load_crowd: d.load_crowd,
-            // No config trains masks yet; a Mask R-CNN reader will set it.
+            // `Reader::load_dataset` asks for them for Mask R-CNN's training.
             with_polygons: false,
         }
     }
@@ -506,17 +507,23 @@ impl Reader {
         Ok(source)
     }
 
-    /// Reads the dataset this reader names, with PaddleDetection's rules.
-    pub fn load_dataset(&self) -> Result<Dataset> {
-        let source = self.dataset_source()?;
+    /// Reads the dataset this reader names, with PaddleDetection's rules;
+    /// `with_polygons`: each box's polygons too (a COCO dataset's, for
+    /// training Mask R-CNN; `Config::check` refuses other datasets there).
+    pub fn load_dataset(&self, with_polygons: bool) -> Result<Dataset> {
+        let mut source = self.dataset_source()?;
+        if let DatasetSource::Coco(coco) = &mut source {
+            coco.with_polygons = with_polygons;
+        }
         source.load().map_err(|e| self.dataset.name_working_dir(e))
     }
 
     /// The training pipeline: the per-sample transforms `sample_transforms`
     /// lists, in its order; batch sizes from `RandomShape` (else the
     /// `ResizeImage` size); mixup for `mixup_epoch` epochs; the decode order
-    /// and normalisation the lists ask for; the boxes `arch`'s loss takes.
-    /// `file` names the config in errors.
+    /// and normalisation the lists ask for; the boxes `arch`'s loss takes,
+    /// with their polygons for a mask head. `file` names the config in
+    /// errors.
     pub fn train_loader_config(
         &self,
         file: &Path,
@@ -554,6 +561,7 @@ impl Reader {
             to_rgb: pipeline.to_rgb,
             normalize: pipeline.normalize,
             short_side: pipeline.short_side,
+            with_polygons: arch.has_masks(),
             ..LoaderConfig::train(self.batch_size, seed)
         })
     }
@@ -835,7 +843,7 @@ mod tests {
         );
         let err = demo.train_reader.dataset.class_names().unwrap_err();
         assert!(err.message.contains(&hint), "{err}");
-        let err = demo.train_reader.load_dataset().unwrap_err();
+        let err = demo.train_reader.load_dataset(false).unwrap_err();
         assert!(err.message.contains(&hint), "{err}");
 
         // An absolute dataset_dir needs no hint.

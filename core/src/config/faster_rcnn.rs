@@ -3,13 +3,16 @@
 //! section names, with PaddleDetection's defaults for sections left out.
 //! Without `FasterRCNN.fpn` the C4 model (`RPNHead`, `RoIAlign`,
 //! `BBoxHead.head: ResNetC5`), with `fpn: FPN` the FPN one (`FPNRPNHead`,
-//! `FPNRoIAlign`, `BBoxHead.head: TwoFCHead`).
+//! `FPNRoIAlign`, `BBoxHead.head: TwoFCHead`). `architecture: MaskRCNN`
+//! names the same sections by the same keys in its `MaskRCNN` section, and
+//! its Faster R-CNN part is read here too (`mask_rcnn.rs` adds the mask
+//! branch).
 
 use std::path::Path;
 
 use pulsefocus_formats::{Error, Result};
 
-use super::{Config, MultiClassNMS, RPNHead, ResNet};
+use super::{Architecture, Config, FasterRCNN, MaskRCNN, MultiClassNMS, RPNHead, ResNet};
 use crate::models::faster_rcnn::{FasterRcnnSpec, RoiExtractorSpec};
 use crate::models::fpn::FpnSpec;
 use crate::models::resnet::{NormType, ResNetSpec};
@@ -23,34 +26,47 @@ const C4_PARTS: [&str; 3] = ["RPNHead", "RoIAlign", "ResNetC5"];
 const FPN_PARTS: [&str; 3] = ["FPNRPNHead", "FPNRoIAlign", "TwoFCHead"];
 
 impl Config {
-    /// The Faster R-CNN model of a `FasterRCNN` config; errors name `file`
-    /// and the key.
+    /// The R-CNN architecture section of this config's architecture, by
+    /// its name: `MaskRCNN`'s Faster R-CNN keys for Mask R-CNN, else
+    /// `FasterRCNN`; an error naming `file` where it is missing.
+    fn rcnn_section(&self, file: &Path) -> Result<(&'static str, FasterRCNN)> {
+        let (name, section) = match self.arch() {
+            Architecture::MaskRCNN => (
+                "MaskRCNN",
+                self.mask_rcnn.as_ref().map(MaskRCNN::faster_rcnn),
+            ),
+            _ => ("FasterRCNN", self.faster_rcnn.clone()),
+        };
+        let missing = || {
+            Error::at(
+                file,
+                format!("key {name}"),
+                format!("missing: architecture {name} names its backbone and heads there"),
+            )
+        };
+        Ok((name, section.ok_or_else(missing)?))
+    }
+
+    /// The Faster R-CNN model of a `FasterRCNN` config (or the Faster R-CNN
+    /// part of a `MaskRCNN` one); errors name `file` and the key.
     pub fn faster_rcnn_spec(&self, file: &Path) -> Result<FasterRcnnSpec> {
         let bad = |key: &str, msg: String| Error::at(file, format!("key {key}"), msg);
-        let Some(arch) = &self.faster_rcnn else {
-            return Err(bad(
-                "FasterRCNN",
-                "missing: architecture FasterRCNN names its backbone and heads there".into(),
-            ));
-        };
+        let (section, arch) = self.rcnn_section(file)?;
         let with_fpn = self.with_fpn(file)?;
         let parts = if with_fpn { FPN_PARTS } else { C4_PARTS };
         let head = self.bbox_head.as_ref().map_or("", |h| h.head.as_str());
+        let key = |k: &str| format!("{section}.{k}");
         for (key, given, want) in [
-            ("FasterRCNN.backbone", arch.backbone.as_str(), "ResNet"),
-            ("FasterRCNN.rpn_head", &arch.rpn_head, parts[0]),
-            ("FasterRCNN.roi_extractor", &arch.roi_extractor, parts[1]),
-            ("FasterRCNN.bbox_head", &arch.bbox_head, "BBoxHead"),
-            (
-                "FasterRCNN.bbox_assigner",
-                &arch.bbox_assigner,
-                "BBoxAssigner",
-            ),
-            ("BBoxHead.head", head, parts[2]),
+            (key("backbone"), arch.backbone.as_str(), "ResNet"),
+            (key("rpn_head"), &arch.rpn_head, parts[0]),
+            (key("roi_extractor"), &arch.roi_extractor, parts[1]),
+            (key("bbox_head"), &arch.bbox_head, "BBoxHead"),
+            (key("bbox_assigner"), &arch.bbox_assigner, "BBoxAssigner"),
+            ("BBoxHead.head".into(), head, parts[2]),
         ] {
             if given != want {
                 return Err(bad(
-                    key,
+                    &key,
                     format!(
                         "is '{given}': the {} model takes {want}",
                         if with_fpn { "FPN" } else { "C4" }
@@ -163,7 +179,7 @@ impl Config {
         Ok(spec)
     }
 
-    /// The R-CNN operators' settings of a `FasterRCNN` config.
+    /// The R-CNN operators' settings of a `FasterRCNN` or `MaskRCNN` config.
     pub fn rcnn_config(&self, file: &Path) -> Result<RcnnConfig> {
         let bad = |key: &str, msg: String| Error::at(file, format!("key {key}"), msg);
         let with_fpn = self.with_fpn(file)?;
@@ -231,14 +247,16 @@ impl Config {
         })
     }
 
-    /// `FasterRCNN.fpn`: `FPN` (the FPN model) or not given (C4).
-    fn with_fpn(&self, file: &Path) -> Result<bool> {
-        match self.faster_rcnn.as_ref().and_then(|a| a.fpn.as_deref()) {
+    /// `FasterRCNN.fpn` (`MaskRCNN.fpn`): `FPN` (the FPN model) or not
+    /// given (C4).
+    pub(super) fn with_fpn(&self, file: &Path) -> Result<bool> {
+        let (section, arch) = self.rcnn_section(file)?;
+        match arch.fpn.as_deref() {
             None => Ok(false),
             Some("FPN") => Ok(true),
             Some(other) => Err(Error::at(
                 file,
-                "key FasterRCNN.fpn",
+                format!("key {section}.fpn"),
                 format!("'{other}' is not supported (supported: FPN, or no fpn key for C4)"),
             )),
         }

@@ -11,6 +11,7 @@
 
 mod build;
 mod faster_rcnn;
+mod mask_rcnn;
 pub mod overrides;
 mod pipeline;
 mod retinanet;
@@ -368,6 +369,7 @@ pub enum Architecture {
     YOLOv3,
     SSD,
     FasterRCNN,
+    MaskRCNN,
     RetinaNet,
 }
 
@@ -376,9 +378,19 @@ impl Architecture {
     /// (`faster_reader.yml`, `faster_fpn_reader.yml`): each picture resized
     /// by its short side (`ResizeImage` with `max_size`) and padded by
     /// `PadBatch`, `im_info` per image, boxes in its pixels, every box kept
-    /// (no `PadBox`), no crowd boxes.
+    /// (no `PadBox`), no crowd boxes; Mask R-CNN's (`mask_reader.yml`,
+    /// `mask_fpn_reader.yml`) with each box's polygons as well.
     pub fn uses_rcnn_reader(self) -> bool {
-        matches!(self, Architecture::FasterRCNN | Architecture::RetinaNet)
+        matches!(
+            self,
+            Architecture::FasterRCNN | Architecture::MaskRCNN | Architecture::RetinaNet
+        )
+    }
+
+    /// Whether the model predicts masks, and trains on the polygons of a
+    /// COCO dataset (Mask R-CNN).
+    pub fn has_masks(self) -> bool {
+        self == Architecture::MaskRCNN
     }
 }
 
@@ -395,6 +407,7 @@ impl Config {
             "YOLOv3" => Architecture::YOLOv3,
             "SSD" => Architecture::SSD,
             "FasterRCNN" => Architecture::FasterRCNN,
+            "MaskRCNN" => Architecture::MaskRCNN,
             "RetinaNet" => Architecture::RetinaNet,
             other => {
                 return Err(bad(
@@ -409,8 +422,12 @@ impl Config {
         match arch {
             Architecture::YOLOv3 => self.check_yolov3(path)?,
             Architecture::SSD => self.check_ssd(path)?,
-            Architecture::FasterRCNN => {
-                let spec = self.faster_rcnn_spec(path)?;
+            Architecture::FasterRCNN | Architecture::MaskRCNN => {
+                let spec = if arch.has_masks() {
+                    self.mask_rcnn_spec(path)?.faster_rcnn
+                } else {
+                    self.faster_rcnn_spec(path)?
+                };
                 self.rcnn_config(path)?;
                 if let Some(fpn) = &spec.fpn {
                     let stride = (1.0 / fpn.spatial_scale[0]).round() as usize;
@@ -421,6 +438,16 @@ impl Config {
                 let spec = self.retinanet_spec(path)?;
                 self.retina_config(path)?;
                 self.check_padding(path, 1 << spec.fpn.max_level, "RetinaNet's P7")?;
+            }
+        }
+        if arch.has_masks() {
+            for (name, reader) in self.readers() {
+                if let Some(DataSet::VOCDataSet(_)) = reader.map(|r| &r.dataset) {
+                    return Err(bad(
+                        &format!("{name}.dataset"),
+                        format!("VOCDataSet is not supported for {}: VOC has no object polygons to train or score masks on (use a COCODataSet)", self.architecture),
+                    ));
+                }
             }
         }
         if arch.uses_rcnn_reader() {
@@ -924,6 +951,10 @@ impl Config {
                 self.faster_rcnn_spec(Path::new(""))
                     .expect("check() read the Faster R-CNN sections"),
             )),
+            Architecture::MaskRCNN => ModelSpec::MaskRcnn(Box::new(
+                self.mask_rcnn_spec(Path::new(""))
+                    .expect("check() read the Mask R-CNN sections"),
+            )),
             Architecture::RetinaNet => ModelSpec::RetinaNet(Box::new(
                 self.retinanet_spec(Path::new(""))
                     .expect("check() read the RetinaNet sections"),
@@ -964,9 +995,15 @@ impl Config {
             ("MultiBoxHead", self.multi_box_head.is_some()),
         ];
         let mobilenet = [("MobileNet", self.mobilenet != MobileNet::default())];
-        // Faster R-CNN's and RetinaNet's own sections, and the two share.
+        // The R-CNNs' sections, which RetinaNet does not read, and each
+        // architecture section with what only it reads.
+        let faster = [("FasterRCNN", self.faster_rcnn.is_some())];
+        let mask = [
+            ("MaskRCNN", self.mask_rcnn.is_some()),
+            ("MaskHead", self.mask_head.is_some()),
+            ("MaskAssigner", self.mask_assigner.is_some()),
+        ];
         let rcnn = [
-            ("FasterRCNN", self.faster_rcnn.is_some()),
             ("ResNetC5", self.resnet_c5.is_some()),
             ("RPNHead", self.rpn_head.is_some()),
             ("FPNRPNHead", self.fpn_rpn_head.is_some()),
@@ -985,10 +1022,11 @@ impl Config {
             ("FPN", self.fpn.is_some()),
         ];
         let lists: Vec<&[(&'static str, bool)]> = match self.arch() {
-            Architecture::SSD => vec![&yolo, &resnet_fpn, &rcnn, &retina],
-            Architecture::YOLOv3 => vec![&ssd, &resnet_fpn, &rcnn, &retina],
-            Architecture::FasterRCNN => vec![&mobilenet, &yolo, &ssd, &retina],
-            Architecture::RetinaNet => vec![&mobilenet, &yolo, &ssd, &rcnn],
+            Architecture::SSD => vec![&yolo, &resnet_fpn, &rcnn, &faster, &mask, &retina],
+            Architecture::YOLOv3 => vec![&ssd, &resnet_fpn, &rcnn, &faster, &mask, &retina],
+            Architecture::FasterRCNN => vec![&mobilenet, &yolo, &ssd, &retina, &mask],
+            Architecture::MaskRCNN => vec![&mobilenet, &yolo, &ssd, &retina, &faster],
+            Architecture::RetinaNet => vec![&mobilenet, &yolo, &ssd, &rcnn, &faster, &mask],
         };
         lists.concat()
     }
@@ -998,6 +1036,7 @@ impl Config {
         match self.architecture.as_str() {
             "SSD" => Architecture::SSD,
             "FasterRCNN" => Architecture::FasterRCNN,
+            "MaskRCNN" => Architecture::MaskRCNN,
             "RetinaNet" => Architecture::RetinaNet,
             _ => Architecture::YOLOv3,
         }

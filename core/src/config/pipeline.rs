@@ -451,6 +451,14 @@ impl Walk {
                         },
                     );
                 }
+                // The loader flips polygons with their boxes; PaddleDetection
+                // without is_mask_flip would train on masks left unflipped.
+                if self.arch == Architecture::MaskRCNN && !f.is_mask_flip {
+                    return bad(
+                        "is_mask_flip",
+                        "must be true for MaskRCNN: the polygons are mirrored with their boxes",
+                    );
+                }
                 steps.push(Augment::Flip(f64::from(f.prob)));
             }
             Transform::NormalizeBox(_) => {
@@ -686,7 +694,7 @@ impl Walk {
         }
         if self.pipeline.short_side.is_some() {
             return Err(
-                "has a ResizeImage with max_size, which only FasterRCNN and RetinaNet take: set max_size: 0"
+                "has a ResizeImage with max_size, which only FasterRCNN, MaskRCNN and RetinaNet take: set max_size: 0"
                     .into(),
             );
         }
@@ -705,7 +713,7 @@ impl Walk {
                         return Err("needs NormalizeBox and no BboxXYXY2XYWH: the SSD loss takes 0..1 corner boxes".into());
                     }
                 }
-                Architecture::FasterRCNN | Architecture::RetinaNet => {
+                Architecture::FasterRCNN | Architecture::MaskRCNN | Architecture::RetinaNet => {
                     unreachable!("returned above")
                 }
             }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub const BACKBONES: &[&str] = &["MobileNet", "DarkNet"];
 
 /// The architectures pulsefocus builds (`architecture`).
-pub const ARCHITECTURES: &[&str] = &["YOLOv3", "SSD", "FasterRCNN", "RetinaNet"];
+pub const ARCHITECTURES: &[&str] = &["YOLOv3", "SSD", "FasterRCNN", "MaskRCNN", "RetinaNet"];
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +85,11 @@ pub struct Config {
         skip_serializing_if = "Option::is_none"
     )]
     pub faster_rcnn: Option<FasterRCNN>,
+    /// Only with `architecture: MaskRCNN`: `FasterRCNN`'s keys naming the
+    /// same sections, and the mask branch's two (`MaskHead` and
+    /// `MaskAssigner`, below the box head's).
+    #[serde(rename = "MaskRCNN", default, skip_serializing_if = "Option::is_none")]
+    pub mask_rcnn: Option<MaskRCNN>,
     #[serde(rename = "ResNet", default, skip_serializing_if = "Option::is_none")]
     pub resnet: Option<ResNet>,
     /// The C4 model's RoI head (`BBoxHead.head: ResNetC5`).
@@ -118,6 +123,14 @@ pub struct Config {
     pub bbox_head: Option<BBoxHead>,
     #[serde(rename = "TwoFCHead", default, skip_serializing_if = "Option::is_none")]
     pub two_fc_head: Option<TwoFCHead>,
+    #[serde(rename = "MaskHead", default, skip_serializing_if = "Option::is_none")]
+    pub mask_head: Option<MaskHead>,
+    #[serde(
+        rename = "MaskAssigner",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mask_assigner: Option<MaskAssigner>,
     /// Only with `architecture: RetinaNet` (left out of other configs), as
     /// is `RetinaHead`; `ResNet` and `FPN` above configure its backbone
     /// and pyramid.
@@ -173,6 +186,12 @@ mod defaults {
     }
     pub fn bbox_assigner() -> String {
         "BBoxAssigner".into()
+    }
+    pub fn mask_head() -> String {
+        "MaskHead".into()
+    }
+    pub fn mask_assigner() -> String {
+        "MaskAssigner".into()
     }
 }
 
@@ -681,6 +700,81 @@ pub struct FasterRCNN {
     pub bbox_assigner: String,
 }
 
+/// `architecture: MaskRCNN`: `FasterRCNN`'s sections, by the same keys,
+/// and the mask branch's: `mask_head` (`MaskHead`) and `mask_assigner`
+/// (`MaskAssigner`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskRCNN {
+    pub backbone: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fpn: Option<String>,
+    pub rpn_head: String,
+    #[serde(default = "defaults::roi_align")]
+    pub roi_extractor: String,
+    #[serde(default = "defaults::bbox_head")]
+    pub bbox_head: String,
+    #[serde(default = "defaults::bbox_assigner")]
+    pub bbox_assigner: String,
+    #[serde(default = "defaults::mask_head")]
+    pub mask_head: String,
+    #[serde(default = "defaults::mask_assigner")]
+    pub mask_assigner: String,
+}
+
+impl MaskRCNN {
+    /// The keys naming the Faster R-CNN part's sections, as `FasterRCNN`
+    /// has them.
+    pub fn faster_rcnn(&self) -> FasterRCNN {
+        FasterRCNN {
+            backbone: self.backbone.clone(),
+            fpn: self.fpn.clone(),
+            rpn_head: self.rpn_head.clone(),
+            roi_extractor: self.roi_extractor.clone(),
+            bbox_head: self.bbox_head.clone(),
+            bbox_assigner: self.bbox_assigner.clone(),
+        }
+    }
+}
+
+/// Mask R-CNN's mask branch (PaddleDetection's `MaskHead` without a norm;
+/// defaults its code's, `num_classes` is the config's): `num_convs` 3x3
+/// convs `conv_dim` wide with `dilation`, then `conv5_mask` doubling the
+/// RoI features' side to `resolution`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaskHead {
+    pub num_convs: usize,
+    pub conv_dim: usize,
+    pub resolution: usize,
+    pub dilation: usize,
+}
+
+impl Default for MaskHead {
+    fn default() -> Self {
+        MaskHead {
+            num_convs: 0,
+            conv_dim: 256,
+            resolution: 14,
+            dilation: 1,
+        }
+    }
+}
+
+/// `generate_mask_labels`' settings: the side of the mask targets, which
+/// must be the head's `resolution`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaskAssigner {
+    pub resolution: usize,
+}
+
+impl Default for MaskAssigner {
+    fn default() -> Self {
+        MaskAssigner { resolution: 14 }
+    }
+}
+
 /// `ResNet` (and `ResNetC5`, the same network's res5 on each RoI, whose
 /// `feature_maps` is not read). Defaults: PaddleDetection's.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -885,6 +979,8 @@ pub struct FPNRoIAlign {
     pub canconical_level: usize,
     pub canonical_size: f32,
     pub box_resolution: usize,
+    /// Mask R-CNN: the side of the mask head's RoI features.
+    pub mask_resolution: usize,
 }
 
 impl Default for FPNRoIAlign {
@@ -896,6 +992,7 @@ impl Default for FPNRoIAlign {
             canconical_level: 4,
             canonical_size: 224.0,
             box_resolution: 7,
+            mask_resolution: 14,
         }
     }
 }
@@ -1364,11 +1461,14 @@ impl Default for RandomCrop {
     }
 }
 
+/// Mirrors left-right with probability `prob`. `is_mask_flip`: the
+/// polygons are mirrored too (Mask R-CNN's reader; must be true there).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RandomFlipImage {
     pub prob: f32,
     pub is_normalized: bool,
+    pub is_mask_flip: bool,
 }
 
 impl Default for RandomFlipImage {
@@ -1376,6 +1476,7 @@ impl Default for RandomFlipImage {
         RandomFlipImage {
             prob: 0.5,
             is_normalized: false,
+            is_mask_flip: false,
         }
     }
 }

@@ -1155,7 +1155,7 @@ fn unsupported_ssd_values_are_errors_naming_the_key() {
         (
             &["architecture=CascadeRCNN"],
             "key architecture",
-            "(supported: YOLOv3, SSD, FasterRCNN, RetinaNet)",
+            "(supported: YOLOv3, SSD, FasterRCNN, MaskRCNN, RetinaNet)",
         ),
     ];
     for (o, key, message) in cases {
@@ -1173,7 +1173,7 @@ fn unsupported_ssd_values_are_errors_naming_the_key() {
         ("brightness_lower: 0.875", "brightness_lower: 1.5", "key TrainReader.sample_transforms[1].RandomDistort.brightness_lower)"),
         ("127.502231]\n  batch_size: 32", "127.502231]\n  - !BboxXYXY2XYWH {}\n  batch_size: 32", "key TrainReader.sample_transforms): needs NormalizeBox and no BboxXYXY2XYWH"),
         ("    interp: 1\n    target_size: 300\n    use_cv2: false\n  - !RandomFlipImage", "    interp: 0\n    target_size: 300\n    use_cv2: false\n  - !RandomFlipImage", "key TrainReader.sample_transforms[5].ResizeImage.interp): with use_cv2: false is a PIL filter"),
-        ("    max_size: 0\n", "    max_size: 1000\n", "key TestReader.sample_transforms): has a ResizeImage with max_size, which only FasterRCNN and RetinaNet take"),
+        ("    max_size: 0\n", "    max_size: 1000\n", "key TestReader.sample_transforms): has a ResizeImage with max_size, which only FasterRCNN, MaskRCNN and RetinaNet take"),
     ];
     for (from, to, want) in edits {
         assert!(text.contains(from), "{from}");
@@ -1275,13 +1275,16 @@ fn faster_rcnn_values_that_do_not_build_name_their_key() {
     }
 }
 
-/// The RON mirrors of PaddleDetection's Faster R-CNN and RetinaNet configs
+/// The RON mirrors of PaddleDetection's Faster R-CNN, Mask R-CNN and
+/// RetinaNet configs
 /// are the same configs: model, operators, optimizer, schedule and readers.
 #[test]
 fn rcnn_reader_ron_mirrors_equal_the_yaml() {
     for name in [
         "faster_rcnn_r50_1x",
         "faster_rcnn_r50_fpn_1x",
+        "mask_rcnn_r50_1x",
+        "mask_rcnn_r50_fpn_1x",
         "retinanet_r50_fpn_1x",
     ] {
         let ron = load(&configs_dir().join(format!("{name}.ron")), &[]).unwrap();
@@ -1494,4 +1497,199 @@ fn faster_rcnn_fpn_demo_is_the_small_fpn_model_padded_to_32() {
     let (name, eval) = c.eval_or_test_reader().unwrap();
     let eval = eval.eval_loader_config(&path, name, c.arch()).unwrap();
     assert_eq!(eval.short_side.unwrap().pad_to_stride, 32);
+}
+
+/// PaddleDetection's two Mask R-CNN configs (with their `_READER_` files)
+/// build the models their constructors give, with Faster R-CNN's operator
+/// settings, the R-CNN reader carrying polygons for training, and the
+/// preset excluding the three class-dependent predictions.
+#[test]
+fn mask_rcnn_yaml_gives_the_constructors_model_and_settings() {
+    use crate::loading::ExcludePatterns;
+    use crate::models::mask_rcnn::MaskRcnnSpec;
+    use crate::rcnn::config::RcnnConfig;
+    let cases = [
+        (
+            "mask_rcnn_r50_1x",
+            MaskRcnnSpec::r50_c4(81),
+            "Mask R-CNN with ResNet backbone",
+            "faster_rcnn_r50_1x",
+        ),
+        (
+            "mask_rcnn_r50_fpn_1x",
+            MaskRcnnSpec::r50_fpn(81),
+            "Mask R-CNN with ResNet-FPN backbone",
+            "faster_rcnn_r50_fpn_1x",
+        ),
+    ];
+    for (name, spec, describe, faster) in cases {
+        let path = ppdet_fixture(&format!("{name}.yml"));
+        let c = load(&path, &[]).unwrap();
+        assert_eq!(c.arch(), Architecture::MaskRCNN);
+        assert!(c.arch().uses_rcnn_reader() && c.arch().has_masks());
+        assert_eq!(c.mask_rcnn_spec(&path).unwrap(), spec, "{name}");
+        // The Faster R-CNN part's sections are those of the Faster R-CNN
+        // config of the same backbone, and so are the operators' settings.
+        let faster_path = ppdet_fixture(&format!("{faster}.yml"));
+        let faster = load(&faster_path, &[]).unwrap();
+        assert_eq!(c.faster_rcnn_spec(&path).unwrap(), spec.faster_rcnn);
+        let rcnn = c.rcnn_config(&path).unwrap();
+        assert_eq!(rcnn, faster.rcnn_config(&faster_path).unwrap(), "{name}");
+        if name == "mask_rcnn_r50_1x" {
+            assert_eq!(rcnn, RcnnConfig::faster_rcnn(81));
+        }
+        let model = c.model_spec();
+        assert_eq!(model, ModelSpec::MaskRcnn(Box::new(spec.clone())));
+        assert_eq!(model.describe(), describe);
+        assert_eq!(model.foreground_classes(), 80);
+        assert_eq!(
+            model.backbone_unit_count(),
+            spec.faster_rcnn.backbone.units().len()
+        );
+        assert_eq!(model.param_specs(), spec.param_specs());
+        // freeze_at 2 and frozen norms, as Faster R-CNN's backbone.
+        let train = c.train_config();
+        assert_eq!(train.frozen_units, spec.faster_rcnn.backbone.frozen_units());
+        assert!(train.freeze_norm);
+        assert_eq!(train.weight_decay, 1e-4);
+        // Polygons for training only: evaluation scores against the file.
+        let loader = c
+            .train_reader
+            .train_loader_config(&path, 0, c.arch())
+            .unwrap();
+        assert!(loader.with_polygons);
+        assert_eq!(loader.short_side.unwrap().max_size, 1333);
+        let (reader, eval) = c.eval_or_test_reader().unwrap();
+        let eval = eval.eval_loader_config(&path, reader, c.arch()).unwrap();
+        assert!(!eval.with_polygons);
+
+        let preset = load(
+            &path,
+            &overrides(&["finetune_exclude_pretrained_params=preset"]),
+        )
+        .unwrap();
+        let patterns = preset.exclude_patterns().unwrap();
+        assert_eq!(patterns, ["cls_score", "bbox_pred", "mask_fcn_logits"]);
+        let patterns = ExcludePatterns::new(&patterns).unwrap();
+        let excluded: Vec<String> = spec
+            .param_specs()
+            .into_iter()
+            .filter(|p| patterns.first_match(&p.name).is_some())
+            .map(|p| p.name)
+            .collect();
+        let want = [
+            "cls_score_w",
+            "cls_score_b",
+            "bbox_pred_w",
+            "bbox_pred_b",
+            "mask_fcn_logits_w",
+            "mask_fcn_logits_b",
+        ];
+        assert_eq!(excluded, want, "{name}");
+    }
+}
+
+/// Values the Mask R-CNN sections refuse name their key, in one line.
+#[test]
+fn mask_rcnn_values_that_do_not_build_name_their_key() {
+    let c4 = ppdet_fixture("mask_rcnn_r50_1x.yml");
+    let fpn = ppdet_fixture("mask_rcnn_r50_fpn_1x.yml");
+    let faster = ppdet_fixture("faster_rcnn_r50_1x.yml");
+    let cases: [(&PathBuf, &[&str], &str); 12] = [
+        (
+            &c4,
+            &["MaskAssigner.resolution=28"],
+            "key MaskAssigner.resolution",
+        ),
+        (&c4, &["MaskHead.resolution=28"], "key MaskHead.resolution"),
+        (&c4, &["RoIAlign.resolution=7"], "key MaskHead.resolution"),
+        (
+            &fpn,
+            &["FPNRoIAlign.mask_resolution=7"],
+            "key MaskHead.resolution",
+        ),
+        (
+            &fpn,
+            &["FPNRoIAlign.mask_resolution=0"],
+            "key FPNRoIAlign.mask_resolution",
+        ),
+        (&fpn, &["MaskHead.conv_dim=0"], "key MaskHead.conv_dim"),
+        (
+            &c4,
+            &["MaskRCNN.mask_head=MaskHeadX"],
+            "key MaskRCNN.mask_head",
+        ),
+        (
+            &c4,
+            &["MaskRCNN.mask_assigner=Assigner"],
+            "key MaskRCNN.mask_assigner",
+        ),
+        (
+            &c4,
+            &["MaskRCNN.rpn_head=FPNRPNHead"],
+            "key MaskRCNN.rpn_head",
+        ),
+        (&fpn, &["MaskRCNN.fpn=FPNX"], "key MaskRCNN.fpn"),
+        (
+            &fpn,
+            &["TrainReader.dataset.load_crowd=true"],
+            "key TrainReader.dataset.load_crowd",
+        ),
+        (&faster, &["architecture=MaskRCNN"], "key MaskRCNN"),
+    ];
+    for (path, o, key) in cases {
+        let e = load(path, &overrides(o)).unwrap_err().to_string();
+        assert!(e.contains(key), "{o:?}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    // The reader must flip the polygons with the boxes.
+    let text = fs::read_to_string(&c4).unwrap();
+    let reader = fs::read_to_string(ppdet_fixture("mask_reader.yml")).unwrap();
+    let unflipped = reader.replacen("is_mask_flip: true", "is_mask_flip: false", 1);
+    let dir = write_configs(&[("mask.yml", &text), ("mask_reader.yml", &unflipped)]);
+    let e = load(&dir.path().join("mask.yml"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("key TrainReader.sample_transforms[1].RandomFlipImage.is_mask_flip)"),
+        "{e}"
+    );
+    // VOC has no polygons.
+    let base = configs_dir().join("mask_rcnn_r50_fpn_1x.ron");
+    let voc = format!(
+        r#"(_BASE_: ["{}"], TrainReader: (dataset: VOCDataSet(dataset_dir: "d")))"#,
+        base.display()
+    );
+    let dir = write_configs(&[("voc.ron", &voc)]);
+    let e = load(&dir.path().join("voc.ron"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("key TrainReader.dataset)")
+            && e.contains("VOCDataSet is not supported for MaskRCNN"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+}
+
+/// A Faster R-CNN config may carry the mask sections: they change
+/// nothing, and `warnings` says so; Mask R-CNN's own sections are not
+/// named for a Mask R-CNN config.
+#[test]
+fn mask_sections_in_a_faster_rcnn_config_are_named_without_effect() {
+    let faster = ppdet_fixture("faster_rcnn_r50_1x.yml");
+    let c = load(&faster, &overrides(&["MaskHead.conv_dim=128"])).unwrap();
+    let warnings = c.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w == "MaskHead has no effect: architecture is FasterRCNN"),
+        "{warnings:?}"
+    );
+    let mask = load(&ppdet_fixture("mask_rcnn_r50_1x.yml"), &[]).unwrap();
+    assert!(
+        !mask.warnings().iter().any(|w| w.contains("Mask")),
+        "{:?}",
+        mask.warnings()
+    );
 }

@@ -71,6 +71,8 @@ pub fn draw_samples(
                     bbox: [x, y, x + w, y + h].map(|v| v as f32),
                     class: class as u32,
                     label: format!("{name} {:.2}", det.score),
+                    // Drawn from box results (`bbox.json`'s).
+                    mask: None,
                 }
             })
             .collect();

@@ -163,7 +163,10 @@ pub fn load_dataset_for(config: &Config, config_path: &Path, which: &str) -> Res
         _ => config.eval_or_test_reader().map(|(_, r)| r),
     }
     .ok_or_else(|| Error::at(config_path, which, "missing: no dataset to evaluate on"))?;
-    let dataset = reader.load_dataset()?;
+    // Mask R-CNN trains on the polygons; evaluation reads the masks from
+    // the annotation file itself (`Metric::Coco`).
+    let polygons = which == "TrainReader" && config.arch().has_masks();
+    let dataset = reader.load_dataset(polygons)?;
     let anno = dataset_file(&reader.dataset);
     if dataset.records.is_empty() {
         return Err(Error::new(
@@ -215,6 +218,14 @@ pub fn build_detector<B: Backend>(backend: &B, config: &Config, seed: u64) -> Bo
                 .rcnn_config(Path::new(""))
                 .expect("check() read the Faster R-CNN sections");
             Box::new(FasterRcnnDetector::new(backend, *spec, rcnn, seed))
+        }
+        ModelSpec::MaskRcnn(spec) => {
+            let rcnn = config
+                .rcnn_config(Path::new(""))
+                .expect("check() read the Mask R-CNN sections");
+            Box::new(FasterRcnnDetector::with_mask_head(
+                backend, *spec, rcnn, seed,
+            ))
         }
         ModelSpec::RetinaNet(spec) => {
             let retina = config
@@ -493,5 +504,65 @@ mod tests {
         eval.sample_transforms
             .retain(|t| !matches!(t, crate::config::Transform::PadBox(_)));
         assert_eq!(limit(&config), None);
+    }
+
+    /// Mask R-CNN trains on each box's polygons: the training dataset is
+    /// read with them and every batch carries them, one list per box; the
+    /// evaluation dataset is read without (the metric reads the file).
+    #[test]
+    fn mask_rcnn_training_reads_the_polygons_into_the_batches() {
+        use pulsefocus_formats::synth::{self, SynthConfig, SynthFormat};
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("shapes");
+        let synth_config = SynthConfig {
+            images: 10,
+            size: 64,
+            classes: 3,
+            format: SynthFormat::Coco,
+            ..SynthConfig::default()
+        };
+        synth::write(&data, &synth_config).unwrap();
+        let base =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/mask_rcnn_r50_fpn_1x.ron");
+        let dataset = |split: &str| {
+            format!(
+                r#"dataset: COCODataSet(dataset_dir: "{}", image_dir: "JPEGImages", anno_path: "annotations/instances_{split}.json")"#,
+                data.display()
+            )
+        };
+        let path = dir.path().join("mask.ron");
+        std::fs::write(
+            &path,
+            format!(
+                r#"(_BASE_: ["{}"], num_classes: 4, TrainReader: ({}, batch_size: 2), EvalReader: ({}))"#,
+                base.display(),
+                dataset("train"),
+                dataset("val")
+            ),
+        )
+        .unwrap();
+        let config = crate::config::load(&path, &[]).unwrap();
+        let train = load_dataset_for(&config, &path, "TrainReader").unwrap();
+        assert_eq!(train.records.len(), 8);
+        for record in &train.records {
+            assert_eq!(record.polygons.len(), record.objects.len());
+            assert!(record.polygons.iter().all(|p| !p.is_empty()));
+        }
+        let eval = load_dataset_for(&config, &path, "EvalReader").unwrap();
+        assert!(eval.records.iter().all(|r| r.polygons.is_empty()));
+
+        let loader_config = config
+            .train_reader
+            .train_loader_config(&path, 0, config.arch())
+            .unwrap();
+        let records = Arc::new(train.records);
+        let mut loader = Loader::from_batch(records.clone(), loader_config, 0).unwrap();
+        let batch = loader.next().unwrap().unwrap();
+        assert_eq!(batch.gt_polys.len(), 2);
+        for (i, polys) in batch.gt_polys.iter().enumerate() {
+            let record = &records[batch.record_indices[i]];
+            assert_eq!(polys.len(), record.objects.len());
+            assert!(polys.iter().all(|p| !p.is_empty()));
+        }
     }
 }
