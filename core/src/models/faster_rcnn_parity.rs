@@ -6,12 +6,13 @@
 
 use super::faster_rcnn::FasterRcnnSpec;
 use super::faster_rcnn_detector::FasterRcnnDetector;
-use crate::detector::Detector;
+use crate::detector::{Detector, Losses};
 use crate::fixtures::{floats, quads, read};
 use crate::loading::{plan_loading, ExcludePatterns, TensorInfo};
+use crate::models::ConvNet;
 use crate::rcnn::RcnnConfig;
 use crate::tensor::Tensor;
-use crate::yolo::GroundTruth;
+use crate::yolo::{Detection, GroundTruth};
 use crate::CpuBackend;
 use pulsefocus_formats::{load_checkpoint, Checkpoint};
 use serde_json::Value;
@@ -19,18 +20,20 @@ use serde_json::Value;
 /// Ground-truth slots per image in the batch (the fixture has up to 3).
 const MAX_BOXES: usize = 3;
 
-struct Fixture {
-    json: Value,
-    classes: usize,
-    height: usize,
-    width: usize,
-    im_info: Vec<[f32; 3]>,
+/// A whole-model fixture's batch (Mask R-CNN's reads it too).
+pub(super) struct Fixture {
+    pub json: Value,
+    pub classes: usize,
+    pub height: usize,
+    pub width: usize,
+    pub im_info: Vec<[f32; 3]>,
     /// Each picture's original `[height, width]`.
-    pictures: Vec<[f32; 2]>,
+    pub pictures: Vec<[f32; 2]>,
 }
 
-fn fixture() -> Fixture {
-    let json = read("faster_rcnn/model_parity.json");
+/// `tests/fixtures/PATH`, a script's `model_parity.json`.
+pub(super) fn read_fixture(path: &str) -> Fixture {
+    let json = read(path);
     let triples = |key: &str| -> Vec<[f32; 3]> {
         json[key]
             .as_array()
@@ -54,10 +57,20 @@ fn fixture() -> Fixture {
     }
 }
 
-fn checkpoint() -> Checkpoint {
+fn fixture() -> Fixture {
+    read_fixture("faster_rcnn/model_parity.json")
+}
+
+/// The checkpoint directory `tests/fixtures/DIR` as Paddle saved it.
+pub(super) fn read_checkpoint(dir: &str) -> Checkpoint {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/faster_rcnn/model_parity");
+        .join("tests/fixtures")
+        .join(dir);
     load_checkpoint(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
+
+fn checkpoint() -> Checkpoint {
+    read_checkpoint("faster_rcnn/model_parity")
 }
 
 /// The script's settings: the config's, with both samplers taking anchors
@@ -69,25 +82,26 @@ fn config(classes: usize) -> RcnnConfig {
     config
 }
 
-/// The model with every parameter Paddle saved: each of ours set, none of
-/// Paddle's left over.
-fn model(cpu: &CpuBackend, classes: usize) -> FasterRcnnDetector<CpuBackend> {
-    let checkpoint = checkpoint();
-    let spec = FasterRcnnSpec::small_c4(classes);
-    let mut model = FasterRcnnDetector::new(cpu, spec, config(classes), 0);
+/// Sets every parameter of `net` from `checkpoint`: each of ours set, none
+/// of Paddle's left over.
+pub(super) fn set_params(net: &mut ConvNet<CpuBackend>, checkpoint: &Checkpoint) {
     for (name, tensor) in checkpoint.iter() {
-        model
-            .net_mut()
-            .set_param(name, &tensor.to_f32_vec())
+        net.set_param(name, &tensor.to_f32_vec())
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
     }
-    assert_eq!(checkpoint.len(), model.net().slots().len());
+    assert_eq!(checkpoint.len(), net.slots().len());
+}
+
+fn model(cpu: &CpuBackend, classes: usize) -> FasterRcnnDetector<CpuBackend> {
+    let spec = FasterRcnnSpec::small_c4(classes);
+    let mut model = FasterRcnnDetector::new(cpu, spec, config(classes), 0);
+    set_params(model.net_mut(), &checkpoint());
     model
 }
 
 /// The images as the script makes them: a hash of the position, exact in
 /// f32.
-fn images(cpu: &CpuBackend, f: &Fixture) -> Tensor<CpuBackend> {
+pub(super) fn images(cpu: &CpuBackend, f: &Fixture) -> Tensor<CpuBackend> {
     let (count, h, w) = (f.im_info.len(), f.height, f.width);
     let mut values = Vec::with_capacity(count * 3 * h * w);
     for n in 0..count {
@@ -103,30 +117,20 @@ fn images(cpu: &CpuBackend, f: &Fixture) -> Tensor<CpuBackend> {
     Tensor::from_host(cpu, &[count, 3, h, w], &values)
 }
 
-/// Paddle's train program: each of the four losses within 1e-4 relative,
-/// and the gradients of parameters from res3 to `bbox_pred` (every
-/// `stride`-th value) within their float32 spread: how far Paddle's own
-/// gradients move when its weights move by a relative 1e-6 (see the
-/// script), or 1e-4 of their largest value where that is more.
-#[test]
-fn losses_and_gradients_equal_paddledetections() {
-    let cpu = CpuBackend::new();
-    let f = fixture();
-    let mut model = model(&cpu, f.classes);
-    model.net_mut().set_training(true);
-
-    // Paddle's pixel boxes (width x2 - x1 + 1) as the loader's slots:
-    // centre and size relative to the original picture.
+/// Paddle's pixel boxes (width x2 - x1 + 1) as the loader's slots, centre
+/// and size relative to the original picture, `max_boxes` per image; and
+/// their classes.
+pub(super) fn truth_slots(f: &Fixture, max_boxes: usize) -> (Vec<f32>, Vec<i32>) {
     let count = f.im_info.len();
-    let mut boxes = vec![0.0; count * MAX_BOXES * 4];
-    let mut labels = vec![0; count * MAX_BOXES];
+    let mut boxes = vec![0.0; count * max_boxes * 4];
+    let mut labels = vec![0; count * max_boxes];
     for (n, &[height, width]) in f.pictures.iter().enumerate() {
         let corners = quads(&f.json["gt_boxes"][n]);
         let classes = floats(&f.json["gt_classes"][n]);
-        assert!(corners.len() <= MAX_BOXES);
+        assert!(corners.len() <= max_boxes);
         for (k, ([x1, y1, x2, y2], class)) in corners.iter().zip(classes).enumerate() {
             let (w, h) = (x2 - x1 + 1.0, y2 - y1 + 1.0);
-            let slot = n * MAX_BOXES + k;
+            let slot = n * max_boxes + k;
             boxes[slot * 4..][..4].copy_from_slice(&[
                 (x1 + w / 2.0) / width,
                 (y1 + h / 2.0) / height,
@@ -136,30 +140,28 @@ fn losses_and_gradients_equal_paddledetections() {
             labels[slot] = class as i32;
         }
     }
-    let truth = GroundTruth {
-        boxes: &boxes,
-        labels: &labels,
-        scores: None,
-        max_boxes: MAX_BOXES,
-        polygons: &[],
-    };
-    let losses = model.train_pass(&images(&cpu, &f), &truth, &f.im_info);
-    for (name, &ours) in ["loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox"]
-        .iter()
-        .zip(losses.values())
-    {
+    (boxes, labels)
+}
+
+/// Each loss within 1e-4 relative of Paddle's (`names` in our order).
+pub(super) fn assert_losses_equal(f: &Fixture, names: &[&str], losses: &Losses) {
+    assert_eq!(names.len(), losses.values().len());
+    for (name, &ours) in names.iter().zip(losses.values()) {
         let paddle = f.json["losses"][name].as_f64().expect(name) as f32;
         assert!(
             (ours - paddle).abs() <= 1e-4 * paddle.abs(),
             "{name}: {ours}, Paddle's {paddle}"
         );
     }
+}
 
+/// The fixture's gradients (every `stride`-th value) within their float32
+/// spread, or 1e-4 of their largest value where that is more.
+pub(super) fn assert_gradients_equal(f: &Fixture, net: &ConvNet<CpuBackend>) {
     for (name, paddle) in f.json["grads"].as_object().expect("grads") {
         let stride = paddle["stride"].as_u64().expect("stride") as usize;
         let paddle = floats(&paddle["values"]);
-        let ours = model
-            .net()
+        let ours = net
             .param_grad(name)
             .unwrap_or_else(|| panic!("{name}: no gradient"));
         let ours: Vec<f32> = ours.into_iter().step_by(stride).collect();
@@ -180,6 +182,64 @@ fn losses_and_gradients_equal_paddledetections() {
     }
 }
 
+/// Image `n`'s detections in Paddle's test program as our `detect` orders
+/// them (by class, then best first; Paddle lists a class's detections by
+/// RoI), each with its index in Paddle's list; asserts ours (`found`) are
+/// the same: classes from 0, scores within 1e-4 and corners within 1e-2
+/// pixels of the original picture.
+pub(super) fn assert_detections_equal(
+    f: &Fixture,
+    n: usize,
+    found: &[Detection],
+) -> Vec<(usize, Vec<f32>)> {
+    let mut paddle: Vec<(usize, Vec<f32>)> = f.json["detections"][n]
+        .as_array()
+        .expect("detections")
+        .iter()
+        .map(floats)
+        .enumerate()
+        .collect();
+    assert!(!paddle.is_empty());
+    assert_eq!(found.len(), paddle.len(), "image {n}");
+    paddle.sort_by(|(_, a), (_, b)| a[0].total_cmp(&b[0]).then(b[1].total_cmp(&a[1])));
+    for (d, (_, row)) in found.iter().zip(&paddle) {
+        let close = d.class + 1 == row[0] as usize
+            && (d.score - row[1]).abs() <= 1e-4
+            && d.bbox
+                .iter()
+                .zip(&row[2..])
+                .all(|(a, b)| (a - b).abs() <= 1e-2);
+        assert!(close, "image {n}: {d:?}, Paddle's {row:?}");
+    }
+    paddle
+}
+
+/// Paddle's train program: each of the four losses within 1e-4 relative,
+/// and the gradients of parameters from res3 to `bbox_pred` (every
+/// `stride`-th value) within their float32 spread: how far Paddle's own
+/// gradients move when its weights move by a relative 1e-6 (see the
+/// script), or 1e-4 of their largest value where that is more.
+#[test]
+fn losses_and_gradients_equal_paddledetections() {
+    let cpu = CpuBackend::new();
+    let f = fixture();
+    let mut model = model(&cpu, f.classes);
+    model.net_mut().set_training(true);
+
+    let (boxes, labels) = truth_slots(&f, MAX_BOXES);
+    let truth = GroundTruth {
+        boxes: &boxes,
+        labels: &labels,
+        scores: None,
+        max_boxes: MAX_BOXES,
+        polygons: &[],
+    };
+    let losses = model.train_pass(&images(&cpu, &f), &truth, &f.im_info);
+    let names = ["loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox"];
+    assert_losses_equal(&f, &names, &losses);
+    assert_gradients_equal(&f, model.net());
+}
+
 /// Paddle's test program: the same detections per image in the same order
 /// (by class, then by score: the script keeps one class's scores 3.9e-4 or
 /// more apart and from the threshold), classes from 0, scores within 1e-4
@@ -198,25 +258,7 @@ fn detections_equal_paddledetections() {
         .collect();
     let found = model.detect(&images(&cpu, &f), &original, &f.im_info);
     for (n, ours) in found.iter().enumerate() {
-        let mut paddle: Vec<Vec<f32>> = f.json["detections"][n]
-            .as_array()
-            .expect("detections")
-            .iter()
-            .map(floats)
-            .collect();
-        assert!(!paddle.is_empty());
-        assert_eq!(ours.len(), paddle.len(), "image {n}");
-        // Paddle lists a class's detections by RoI; ours best first.
-        paddle.sort_by(|a, b| a[0].total_cmp(&b[0]).then(b[1].total_cmp(&a[1])));
-        for (d, row) in ours.iter().zip(&paddle) {
-            let close = d.class + 1 == row[0] as usize
-                && (d.score - row[1]).abs() <= 1e-4
-                && d.bbox
-                    .iter()
-                    .zip(&row[2..])
-                    .all(|(a, b)| (a - b).abs() <= 1e-2);
-            assert!(close, "image {n}: {d:?}, Paddle's {row:?}");
-        }
+        assert_detections_equal(&f, n, ours);
     }
 }
 
