@@ -82,29 +82,31 @@ fn config(classes: usize) -> RcnnConfig {
     config
 }
 
-/// Sets every parameter of `net` from `checkpoint`: each of ours set, none
+/// Sets every parameter of `net` from `checkpoints` (Mask R-CNN's C4
+/// fixture adds its mask head's to Faster R-CNN's): each of ours set, none
 /// of Paddle's left over.
-pub(super) fn set_params(net: &mut ConvNet<CpuBackend>, checkpoint: &Checkpoint) {
-    for (name, tensor) in checkpoint.iter() {
+pub(super) fn set_params(net: &mut ConvNet<CpuBackend>, checkpoints: &[Checkpoint]) {
+    for (name, tensor) in checkpoints.iter().flat_map(|c| c.iter()) {
         net.set_param(name, &tensor.to_f32_vec())
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
     }
-    assert_eq!(checkpoint.len(), net.slots().len());
+    let count: usize = checkpoints.iter().map(|c| c.len()).sum();
+    assert_eq!(count, net.slots().len());
 }
 
 fn model(cpu: &CpuBackend, classes: usize) -> FasterRcnnDetector<CpuBackend> {
     let spec = FasterRcnnSpec::small_c4(classes);
     let mut model = FasterRcnnDetector::new(cpu, spec, config(classes), 0);
-    set_params(model.net_mut(), &checkpoint());
+    set_params(model.net_mut(), &[checkpoint()]);
     model
 }
 
-/// The images as the script makes them: a hash of the position, exact in
-/// f32.
-pub(super) fn images(cpu: &CpuBackend, f: &Fixture) -> Tensor<CpuBackend> {
-    let (count, h, w) = (f.im_info.len(), f.height, f.width);
-    let mut values = Vec::with_capacity(count * 3 * h * w);
-    for n in 0..count {
+/// The images `which` of the batch as the script makes them: a hash of the
+/// position, exact in f32.
+pub(super) fn images(cpu: &CpuBackend, f: &Fixture, which: &[usize]) -> Tensor<CpuBackend> {
+    let (h, w) = (f.height, f.width);
+    let mut values = Vec::with_capacity(which.len() * 3 * h * w);
+    for &n in which {
         for c in 0..3 {
             for y in 0..h {
                 for x in 0..w {
@@ -114,23 +116,23 @@ pub(super) fn images(cpu: &CpuBackend, f: &Fixture) -> Tensor<CpuBackend> {
             }
         }
     }
-    Tensor::from_host(cpu, &[count, 3, h, w], &values)
+    Tensor::from_host(cpu, &[which.len(), 3, h, w], &values)
 }
 
-/// Paddle's pixel boxes (width x2 - x1 + 1) as the loader's slots, centre
-/// and size relative to the original picture, `max_boxes` per image; and
-/// their classes.
-pub(super) fn truth_slots(f: &Fixture, max_boxes: usize) -> (Vec<f32>, Vec<i32>) {
-    let count = f.im_info.len();
-    let mut boxes = vec![0.0; count * max_boxes * 4];
-    let mut labels = vec![0; count * max_boxes];
-    for (n, &[height, width]) in f.pictures.iter().enumerate() {
+/// Paddle's pixel boxes (width x2 - x1 + 1) of the images `which` as the
+/// loader's slots, centre and size relative to the original picture,
+/// `max_boxes` per image; and their classes.
+pub(super) fn truth_slots(f: &Fixture, which: &[usize], max_boxes: usize) -> (Vec<f32>, Vec<i32>) {
+    let mut boxes = vec![0.0; which.len() * max_boxes * 4];
+    let mut labels = vec![0; which.len() * max_boxes];
+    for (i, &n) in which.iter().enumerate() {
+        let [height, width] = f.pictures[n];
         let corners = quads(&f.json["gt_boxes"][n]);
         let classes = floats(&f.json["gt_classes"][n]);
         assert!(corners.len() <= max_boxes);
         for (k, ([x1, y1, x2, y2], class)) in corners.iter().zip(classes).enumerate() {
             let (w, h) = (x2 - x1 + 1.0, y2 - y1 + 1.0);
-            let slot = n * max_boxes + k;
+            let slot = i * max_boxes + k;
             boxes[slot * 4..][..4].copy_from_slice(&[
                 (x1 + w / 2.0) / width,
                 (y1 + h / 2.0) / height,
@@ -143,11 +145,12 @@ pub(super) fn truth_slots(f: &Fixture, max_boxes: usize) -> (Vec<f32>, Vec<i32>)
     (boxes, labels)
 }
 
-/// Each loss within 1e-4 relative of Paddle's (`names` in our order).
-pub(super) fn assert_losses_equal(f: &Fixture, names: &[&str], losses: &Losses) {
+/// Each loss within 1e-4 relative of Paddle's (`names` in our order) in a
+/// train step's `paddle` (`losses`).
+pub(super) fn assert_losses_equal(paddle: &Value, names: &[&str], losses: &Losses) {
     assert_eq!(names.len(), losses.values().len());
     for (name, &ours) in names.iter().zip(losses.values()) {
-        let paddle = f.json["losses"][name].as_f64().expect(name) as f32;
+        let paddle = paddle["losses"][name].as_f64().expect(name) as f32;
         assert!(
             (ours - paddle).abs() <= 1e-4 * paddle.abs(),
             "{name}: {ours}, Paddle's {paddle}"
@@ -155,10 +158,11 @@ pub(super) fn assert_losses_equal(f: &Fixture, names: &[&str], losses: &Losses) 
     }
 }
 
-/// The fixture's gradients (every `stride`-th value) within their float32
-/// spread, or 1e-4 of their largest value where that is more.
-pub(super) fn assert_gradients_equal(f: &Fixture, net: &ConvNet<CpuBackend>) {
-    for (name, paddle) in f.json["grads"].as_object().expect("grads") {
+/// A train step's gradients in `step` (`grads`: every `stride`-th value)
+/// within their float32 spread (`grad_spread`), or 1e-4 of their largest
+/// value where that is more.
+pub(super) fn assert_gradients_equal(step: &Value, net: &ConvNet<CpuBackend>) {
+    for (name, paddle) in step["grads"].as_object().expect("grads") {
         let stride = paddle["stride"].as_u64().expect("stride") as usize;
         let paddle = floats(&paddle["values"]);
         let ours = net
@@ -168,7 +172,7 @@ pub(super) fn assert_gradients_equal(f: &Fixture, net: &ConvNet<CpuBackend>) {
         assert_eq!(ours.len(), paddle.len(), "{name}");
         let largest = paddle.iter().fold(0.0f32, |m, g| m.max(g.abs()));
         assert!(largest > 0.0, "{name}: all zero");
-        let spread = f.json["grad_spread"][name].as_f64().expect("spread") as f32;
+        let spread = step["grad_spread"][name].as_f64().expect("spread") as f32;
         let allowed = spread.max(1e-4 * largest);
         let worst = ours
             .iter()
@@ -226,7 +230,8 @@ fn losses_and_gradients_equal_paddledetections() {
     let mut model = model(&cpu, f.classes);
     model.net_mut().set_training(true);
 
-    let (boxes, labels) = truth_slots(&f, MAX_BOXES);
+    let batch: Vec<usize> = (0..f.im_info.len()).collect();
+    let (boxes, labels) = truth_slots(&f, &batch, MAX_BOXES);
     let truth = GroundTruth {
         boxes: &boxes,
         labels: &labels,
@@ -234,10 +239,10 @@ fn losses_and_gradients_equal_paddledetections() {
         max_boxes: MAX_BOXES,
         polygons: &[],
     };
-    let losses = model.train_pass(&images(&cpu, &f), &truth, &f.im_info);
+    let losses = model.train_pass(&images(&cpu, &f, &batch), &truth, &f.im_info);
     let names = ["loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox"];
-    assert_losses_equal(&f, &names, &losses);
-    assert_gradients_equal(&f, model.net());
+    assert_losses_equal(&f.json, &names, &losses);
+    assert_gradients_equal(&f.json, model.net());
 }
 
 /// Paddle's test program: the same detections per image in the same order
@@ -256,7 +261,8 @@ fn detections_equal_paddledetections() {
         .iter()
         .map(|&[h, w]| [w as u32, h as u32])
         .collect();
-    let found = model.detect(&images(&cpu, &f), &original, &f.im_info);
+    let batch: Vec<usize> = (0..f.im_info.len()).collect();
+    let found = model.detect(&images(&cpu, &f, &batch), &original, &f.im_info);
     for (n, ours) in found.iter().enumerate() {
         assert_detections_equal(&f, n, ours);
     }
