@@ -1037,6 +1037,11 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
                     mask.resolution,
                 )
                 .expect("the COCO reader gives every non-crowd box polygons of 3 points or more");
+                // The indices are into this image's RoIs; the box head's
+                // rows are the batch's, this image's from `first`. (Paddle's
+                // MaskRCNN gathers with `RoiHasMaskInt32` as it is, so at a
+                // batch of two its C4 mask head reads the first image's rows
+                // for the second; the configs train one image a batch.)
                 let first = self.rois.boxes.len();
                 let cells = mask.resolution * mask.resolution;
                 let row = classes * cells;

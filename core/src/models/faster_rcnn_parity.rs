@@ -6,12 +6,13 @@
 
 use super::faster_rcnn::FasterRcnnSpec;
 use super::faster_rcnn_detector::FasterRcnnDetector;
-use crate::detector::Detector;
+use crate::detector::{Detector, Losses};
 use crate::fixtures::{floats, quads, read};
 use crate::loading::{plan_loading, ExcludePatterns, TensorInfo};
+use crate::models::ConvNet;
 use crate::rcnn::RcnnConfig;
 use crate::tensor::Tensor;
-use crate::yolo::GroundTruth;
+use crate::yolo::{Detection, GroundTruth};
 use crate::CpuBackend;
 use pulsefocus_formats::{load_checkpoint, Checkpoint};
 use serde_json::Value;
@@ -19,18 +20,20 @@ use serde_json::Value;
 /// Ground-truth slots per image in the batch (the fixture has up to 3).
 const MAX_BOXES: usize = 3;
 
-struct Fixture {
-    json: Value,
-    classes: usize,
-    height: usize,
-    width: usize,
-    im_info: Vec<[f32; 3]>,
+/// A whole-model fixture's batch (Mask R-CNN's reads it too).
+pub(super) struct Fixture {
+    pub json: Value,
+    pub classes: usize,
+    pub height: usize,
+    pub width: usize,
+    pub im_info: Vec<[f32; 3]>,
     /// Each picture's original `[height, width]`.
-    pictures: Vec<[f32; 2]>,
+    pub pictures: Vec<[f32; 2]>,
 }
 
-fn fixture() -> Fixture {
-    let json = read("faster_rcnn/model_parity.json");
+/// `tests/fixtures/PATH`, a script's `model_parity.json`.
+pub(super) fn read_fixture(path: &str) -> Fixture {
+    let json = read(path);
     let triples = |key: &str| -> Vec<[f32; 3]> {
         json[key]
             .as_array()
@@ -54,10 +57,20 @@ fn fixture() -> Fixture {
     }
 }
 
-fn checkpoint() -> Checkpoint {
+fn fixture() -> Fixture {
+    read_fixture("faster_rcnn/model_parity.json")
+}
+
+/// The checkpoint directory `tests/fixtures/DIR` as Paddle saved it.
+pub(super) fn read_checkpoint(dir: &str) -> Checkpoint {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/faster_rcnn/model_parity");
+        .join("tests/fixtures")
+        .join(dir);
     load_checkpoint(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+}
+
+fn checkpoint() -> Checkpoint {
+    read_checkpoint("faster_rcnn/model_parity")
 }
 
 /// The script's settings: the config's, with both samplers taking anchors
@@ -69,28 +82,31 @@ fn config(classes: usize) -> RcnnConfig {
     config
 }
 
-/// The model with every parameter Paddle saved: each of ours set, none of
-/// Paddle's left over.
-fn model(cpu: &CpuBackend, classes: usize) -> FasterRcnnDetector<CpuBackend> {
-    let checkpoint = checkpoint();
-    let spec = FasterRcnnSpec::small_c4(classes);
-    let mut model = FasterRcnnDetector::new(cpu, spec, config(classes), 0);
-    for (name, tensor) in checkpoint.iter() {
-        model
-            .net_mut()
-            .set_param(name, &tensor.to_f32_vec())
+/// Sets every parameter of `net` from `checkpoints` (Mask R-CNN's C4
+/// fixture adds its mask head's to Faster R-CNN's): each of ours set, none
+/// of Paddle's left over.
+pub(super) fn set_params(net: &mut ConvNet<CpuBackend>, checkpoints: &[Checkpoint]) {
+    for (name, tensor) in checkpoints.iter().flat_map(|c| c.iter()) {
+        net.set_param(name, &tensor.to_f32_vec())
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
     }
-    assert_eq!(checkpoint.len(), model.net().slots().len());
+    let count: usize = checkpoints.iter().map(|c| c.len()).sum();
+    assert_eq!(count, net.slots().len());
+}
+
+fn model(cpu: &CpuBackend, classes: usize) -> FasterRcnnDetector<CpuBackend> {
+    let spec = FasterRcnnSpec::small_c4(classes);
+    let mut model = FasterRcnnDetector::new(cpu, spec, config(classes), 0);
+    set_params(model.net_mut(), &[checkpoint()]);
     model
 }
 
-/// The images as the script makes them: a hash of the position, exact in
-/// f32.
-fn images(cpu: &CpuBackend, f: &Fixture) -> Tensor<CpuBackend> {
-    let (count, h, w) = (f.im_info.len(), f.height, f.width);
-    let mut values = Vec::with_capacity(count * 3 * h * w);
-    for n in 0..count {
+/// The images `which` of the batch as the script makes them: a hash of the
+/// position, exact in f32.
+pub(super) fn images(cpu: &CpuBackend, f: &Fixture, which: &[usize]) -> Tensor<CpuBackend> {
+    let (h, w) = (f.height, f.width);
+    let mut values = Vec::with_capacity(which.len() * 3 * h * w);
+    for &n in which {
         for c in 0..3 {
             for y in 0..h {
                 for x in 0..w {
@@ -100,7 +116,106 @@ fn images(cpu: &CpuBackend, f: &Fixture) -> Tensor<CpuBackend> {
             }
         }
     }
-    Tensor::from_host(cpu, &[count, 3, h, w], &values)
+    Tensor::from_host(cpu, &[which.len(), 3, h, w], &values)
+}
+
+/// Paddle's pixel boxes (width x2 - x1 + 1) of the images `which` as the
+/// loader's slots, centre and size relative to the original picture,
+/// `max_boxes` per image; and their classes.
+pub(super) fn truth_slots(f: &Fixture, which: &[usize], max_boxes: usize) -> (Vec<f32>, Vec<i32>) {
+    let mut boxes = vec![0.0; which.len() * max_boxes * 4];
+    let mut labels = vec![0; which.len() * max_boxes];
+    for (i, &n) in which.iter().enumerate() {
+        let [height, width] = f.pictures[n];
+        let corners = quads(&f.json["gt_boxes"][n]);
+        let classes = floats(&f.json["gt_classes"][n]);
+        assert!(corners.len() <= max_boxes);
+        for (k, ([x1, y1, x2, y2], class)) in corners.iter().zip(classes).enumerate() {
+            let (w, h) = (x2 - x1 + 1.0, y2 - y1 + 1.0);
+            let slot = i * max_boxes + k;
+            boxes[slot * 4..][..4].copy_from_slice(&[
+                (x1 + w / 2.0) / width,
+                (y1 + h / 2.0) / height,
+                w / width,
+                h / height,
+            ]);
+            labels[slot] = class as i32;
+        }
+    }
+    (boxes, labels)
+}
+
+/// Each loss within 1e-4 relative of Paddle's (`names` in our order) in a
+/// train step's `paddle` (`losses`).
+pub(super) fn assert_losses_equal(paddle: &Value, names: &[&str], losses: &Losses) {
+    assert_eq!(names.len(), losses.values().len());
+    for (name, &ours) in names.iter().zip(losses.values()) {
+        let paddle = paddle["losses"][name].as_f64().expect(name) as f32;
+        assert!(
+            (ours - paddle).abs() <= 1e-4 * paddle.abs(),
+            "{name}: {ours}, Paddle's {paddle}"
+        );
+    }
+}
+
+/// A train step's gradients in `step` (`grads`: every `stride`-th value)
+/// within their float32 spread (`grad_spread`), or 1e-4 of their largest
+/// value where that is more.
+pub(super) fn assert_gradients_equal(step: &Value, net: &ConvNet<CpuBackend>) {
+    for (name, paddle) in step["grads"].as_object().expect("grads") {
+        let stride = paddle["stride"].as_u64().expect("stride") as usize;
+        let paddle = floats(&paddle["values"]);
+        let ours = net
+            .param_grad(name)
+            .unwrap_or_else(|| panic!("{name}: no gradient"));
+        let ours: Vec<f32> = ours.into_iter().step_by(stride).collect();
+        assert_eq!(ours.len(), paddle.len(), "{name}");
+        let largest = paddle.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+        assert!(largest > 0.0, "{name}: all zero");
+        let spread = step["grad_spread"][name].as_f64().expect("spread") as f32;
+        let allowed = spread.max(1e-4 * largest);
+        let worst = ours
+            .iter()
+            .zip(&paddle)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= allowed,
+            "{name}: off by {worst}, allowed {allowed}"
+        );
+    }
+}
+
+/// Image `n`'s detections in Paddle's test program as our `detect` orders
+/// them (by class, then best first; Paddle lists a class's detections by
+/// RoI), each with its index in Paddle's list; asserts ours (`found`) are
+/// the same: classes from 0, scores within 1e-4 and corners within 1e-2
+/// pixels of the original picture.
+pub(super) fn assert_detections_equal(
+    f: &Fixture,
+    n: usize,
+    found: &[Detection],
+) -> Vec<(usize, Vec<f32>)> {
+    let mut paddle: Vec<(usize, Vec<f32>)> = f.json["detections"][n]
+        .as_array()
+        .expect("detections")
+        .iter()
+        .map(floats)
+        .enumerate()
+        .collect();
+    assert!(!paddle.is_empty());
+    assert_eq!(found.len(), paddle.len(), "image {n}");
+    paddle.sort_by(|(_, a), (_, b)| a[0].total_cmp(&b[0]).then(b[1].total_cmp(&a[1])));
+    for (d, (_, row)) in found.iter().zip(&paddle) {
+        let close = d.class + 1 == row[0] as usize
+            && (d.score - row[1]).abs() <= 1e-4
+            && d.bbox
+                .iter()
+                .zip(&row[2..])
+                .all(|(a, b)| (a - b).abs() <= 1e-2);
+        assert!(close, "image {n}: {d:?}, Paddle's {row:?}");
+    }
+    paddle
 }
 
 /// Paddle's train program: each of the four losses within 1e-4 relative,
@@ -115,27 +230,8 @@ fn losses_and_gradients_equal_paddledetections() {
     let mut model = model(&cpu, f.classes);
     model.net_mut().set_training(true);
 
-    // Paddle's pixel boxes (width x2 - x1 + 1) as the loader's slots:
-    // centre and size relative to the original picture.
-    let count = f.im_info.len();
-    let mut boxes = vec![0.0; count * MAX_BOXES * 4];
-    let mut labels = vec![0; count * MAX_BOXES];
-    for (n, &[height, width]) in f.pictures.iter().enumerate() {
-        let corners = quads(&f.json["gt_boxes"][n]);
-        let classes = floats(&f.json["gt_classes"][n]);
-        assert!(corners.len() <= MAX_BOXES);
-        for (k, ([x1, y1, x2, y2], class)) in corners.iter().zip(classes).enumerate() {
-            let (w, h) = (x2 - x1 + 1.0, y2 - y1 + 1.0);
-            let slot = n * MAX_BOXES + k;
-            boxes[slot * 4..][..4].copy_from_slice(&[
-                (x1 + w / 2.0) / width,
-                (y1 + h / 2.0) / height,
-                w / width,
-                h / height,
-            ]);
-            labels[slot] = class as i32;
-        }
-    }
+    let batch: Vec<usize> = (0..f.im_info.len()).collect();
+    let (boxes, labels) = truth_slots(&f, &batch, MAX_BOXES);
     let truth = GroundTruth {
         boxes: &boxes,
         labels: &labels,
@@ -143,41 +239,10 @@ fn losses_and_gradients_equal_paddledetections() {
         max_boxes: MAX_BOXES,
         polygons: &[],
     };
-    let losses = model.train_pass(&images(&cpu, &f), &truth, &f.im_info);
-    for (name, &ours) in ["loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox"]
-        .iter()
-        .zip(losses.values())
-    {
-        let paddle = f.json["losses"][name].as_f64().expect(name) as f32;
-        assert!(
-            (ours - paddle).abs() <= 1e-4 * paddle.abs(),
-            "{name}: {ours}, Paddle's {paddle}"
-        );
-    }
-
-    for (name, paddle) in f.json["grads"].as_object().expect("grads") {
-        let stride = paddle["stride"].as_u64().expect("stride") as usize;
-        let paddle = floats(&paddle["values"]);
-        let ours = model
-            .net()
-            .param_grad(name)
-            .unwrap_or_else(|| panic!("{name}: no gradient"));
-        let ours: Vec<f32> = ours.into_iter().step_by(stride).collect();
-        assert_eq!(ours.len(), paddle.len(), "{name}");
-        let largest = paddle.iter().fold(0.0f32, |m, g| m.max(g.abs()));
-        assert!(largest > 0.0, "{name}: all zero");
-        let spread = f.json["grad_spread"][name].as_f64().expect("spread") as f32;
-        let allowed = spread.max(1e-4 * largest);
-        let worst = ours
-            .iter()
-            .zip(&paddle)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(
-            worst <= allowed,
-            "{name}: off by {worst}, allowed {allowed}"
-        );
-    }
+    let losses = model.train_pass(&images(&cpu, &f, &batch), &truth, &f.im_info);
+    let names = ["loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "loss_bbox"];
+    assert_losses_equal(&f.json, &names, &losses);
+    assert_gradients_equal(&f.json, model.net());
 }
 
 /// Paddle's test program: the same detections per image in the same order
@@ -196,27 +261,10 @@ fn detections_equal_paddledetections() {
         .iter()
         .map(|&[h, w]| [w as u32, h as u32])
         .collect();
-    let found = model.detect(&images(&cpu, &f), &original, &f.im_info);
+    let batch: Vec<usize> = (0..f.im_info.len()).collect();
+    let found = model.detect(&images(&cpu, &f, &batch), &original, &f.im_info);
     for (n, ours) in found.iter().enumerate() {
-        let mut paddle: Vec<Vec<f32>> = f.json["detections"][n]
-            .as_array()
-            .expect("detections")
-            .iter()
-            .map(floats)
-            .collect();
-        assert!(!paddle.is_empty());
-        assert_eq!(ours.len(), paddle.len(), "image {n}");
-        // Paddle lists a class's detections by RoI; ours best first.
-        paddle.sort_by(|a, b| a[0].total_cmp(&b[0]).then(b[1].total_cmp(&a[1])));
-        for (d, row) in ours.iter().zip(&paddle) {
-            let close = d.class + 1 == row[0] as usize
-                && (d.score - row[1]).abs() <= 1e-4
-                && d.bbox
-                    .iter()
-                    .zip(&row[2..])
-                    .all(|(a, b)| (a - b).abs() <= 1e-2);
-            assert!(close, "image {n}: {d:?}, Paddle's {row:?}");
-        }
+        assert_detections_equal(&f, n, ours);
     }
 }
 

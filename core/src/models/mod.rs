@@ -20,6 +20,8 @@ pub mod init;
 mod mask_branch;
 pub mod mask_head;
 pub mod mask_rcnn;
+#[cfg(test)]
+mod mask_rcnn_parity;
 pub mod mobilenet_v1;
 pub mod network;
 pub mod resnet;
