@@ -7,6 +7,7 @@
 //! turns it into a detector on a backend.
 
 use crate::backend::Backend;
+use crate::models::cascade_rcnn::CascadeRcnnSpec;
 use crate::models::faster_rcnn::FasterRcnnSpec;
 use crate::models::retinanet::RetinaNetSpec;
 use crate::models::ssd::{SsdBackbone, SsdSpec};
@@ -120,6 +121,8 @@ pub enum ModelSpec {
     Yolov3(Yolov3Spec),
     Ssd(SsdSpec),
     FasterRcnn(Box<FasterRcnnSpec>),
+    /// Cascade R-CNN, and Cascade Mask R-CNN when it has a mask head.
+    CascadeRcnn(Box<CascadeRcnnSpec>),
     RetinaNet(Box<RetinaNetSpec>),
 }
 
@@ -130,6 +133,7 @@ impl ModelSpec {
             ModelSpec::Yolov3(s) => s.param_specs(),
             ModelSpec::Ssd(s) => s.param_specs(),
             ModelSpec::FasterRcnn(s) => s.params().into_iter().map(|p| p.spec).collect(),
+            ModelSpec::CascadeRcnn(s) => s.param_specs(),
             ModelSpec::RetinaNet(s) => s.param_specs(),
         }
     }
@@ -141,6 +145,7 @@ impl ModelSpec {
             ModelSpec::Yolov3(s) => s.backbone_unit_count(),
             ModelSpec::Ssd(s) => s.backbone_units().len(),
             ModelSpec::FasterRcnn(s) => s.backbone.units().len(),
+            ModelSpec::CascadeRcnn(s) => s.faster_rcnn.backbone.units().len(),
             ModelSpec::RetinaNet(s) => s.backbone.units().len(),
         }
     }
@@ -169,6 +174,13 @@ impl ModelSpec {
                     Some(_) => "ResNet-FPN",
                 },
             ),
+            ModelSpec::CascadeRcnn(s) => (
+                match s.mask {
+                    None => "Cascade R-CNN",
+                    Some(_) => "Cascade Mask R-CNN",
+                },
+                "ResNet-FPN",
+            ),
             ModelSpec::RetinaNet(_) => ("RetinaNet", "ResNet-FPN"),
         };
         format!("{architecture} with {backbone} backbone")
@@ -181,6 +193,7 @@ impl ModelSpec {
             ModelSpec::Yolov3(s) => s.num_classes,
             ModelSpec::Ssd(s) => s.num_classes - 1,
             ModelSpec::FasterRcnn(s) => s.num_classes - 1,
+            ModelSpec::CascadeRcnn(s) => s.num_classes() - 1,
             ModelSpec::RetinaNet(s) => s.num_classes - 1,
         }
     }

@@ -230,6 +230,7 @@ fn size_multiple(spec: &ModelSpec) -> Option<(usize, &'static str)> {
         ModelSpec::FasterRcnn(s) if s.fpn.is_some() => {
             Some((32, "the FPN's deepest backbone stride"))
         }
+        ModelSpec::CascadeRcnn(_) => Some((32, "the FPN's deepest backbone stride")),
         ModelSpec::RetinaNet(_) => Some((128, "RetinaNet's coarsest level (P7)")),
         ModelSpec::Ssd(_) | ModelSpec::FasterRcnn(_) => None,
     }
