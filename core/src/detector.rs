@@ -7,6 +7,7 @@
 //! turns it into a detector on a backend.
 
 use crate::backend::Backend;
+use crate::models::cascade_rcnn::CascadeRcnnSpec;
 use crate::models::faster_rcnn::FasterRcnnSpec;
 use crate::models::mask_rcnn::MaskRcnnSpec;
 use crate::models::retinanet::RetinaNetSpec;
@@ -122,6 +123,8 @@ pub enum ModelSpec {
     Ssd(SsdSpec),
     FasterRcnn(Box<FasterRcnnSpec>),
     MaskRcnn(Box<MaskRcnnSpec>),
+    /// Cascade R-CNN, and Cascade Mask R-CNN when it has a mask head.
+    CascadeRcnn(Box<CascadeRcnnSpec>),
     RetinaNet(Box<RetinaNetSpec>),
 }
 
@@ -133,6 +136,7 @@ impl ModelSpec {
             ModelSpec::Ssd(s) => s.param_specs(),
             ModelSpec::FasterRcnn(s) => s.params().into_iter().map(|p| p.spec).collect(),
             ModelSpec::MaskRcnn(s) => s.param_specs(),
+            ModelSpec::CascadeRcnn(s) => s.param_specs(),
             ModelSpec::RetinaNet(s) => s.param_specs(),
         }
     }
@@ -145,6 +149,7 @@ impl ModelSpec {
             ModelSpec::Ssd(s) => s.backbone_units().len(),
             ModelSpec::FasterRcnn(s) => s.backbone.units().len(),
             ModelSpec::MaskRcnn(s) => s.faster_rcnn.backbone.units().len(),
+            ModelSpec::CascadeRcnn(s) => s.faster_rcnn.backbone.units().len(),
             ModelSpec::RetinaNet(s) => s.backbone.units().len(),
         }
     }
@@ -168,6 +173,13 @@ impl ModelSpec {
             ),
             ModelSpec::FasterRcnn(s) => ("Faster R-CNN", resnet_name(s)),
             ModelSpec::MaskRcnn(s) => ("Mask R-CNN", resnet_name(&s.faster_rcnn)),
+            ModelSpec::CascadeRcnn(s) => (
+                match s.mask {
+                    None => "Cascade R-CNN",
+                    Some(_) => "Cascade Mask R-CNN",
+                },
+                "ResNet-FPN",
+            ),
             ModelSpec::RetinaNet(_) => ("RetinaNet", "ResNet-FPN"),
         };
         format!("{architecture} with {backbone} backbone")
@@ -181,6 +193,7 @@ impl ModelSpec {
             ModelSpec::Ssd(s) => s.num_classes - 1,
             ModelSpec::FasterRcnn(s) => s.num_classes - 1,
             ModelSpec::MaskRcnn(s) => s.faster_rcnn.num_classes - 1,
+            ModelSpec::CascadeRcnn(s) => s.num_classes() - 1,
             ModelSpec::RetinaNet(s) => s.num_classes - 1,
         }
     }

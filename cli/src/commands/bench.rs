@@ -233,6 +233,7 @@ fn size_multiple(spec: &ModelSpec) -> Option<(usize, &'static str)> {
         ModelSpec::MaskRcnn(s) if s.faster_rcnn.fpn.is_some() => {
             Some((32, "the FPN's deepest backbone stride"))
         }
+        ModelSpec::CascadeRcnn(_) => Some((32, "the FPN's deepest backbone stride")),
         ModelSpec::RetinaNet(_) => Some((128, "RetinaNet's coarsest level (P7)")),
         ModelSpec::Ssd(_) | ModelSpec::FasterRcnn(_) | ModelSpec::MaskRcnn(_) => None,
     }

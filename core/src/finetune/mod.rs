@@ -227,6 +227,12 @@ pub fn build_detector<B: Backend>(backend: &B, config: &Config, seed: u64) -> Bo
                 backend, *spec, rcnn, seed,
             ))
         }
+        ModelSpec::CascadeRcnn(spec) => {
+            let rcnn = config
+                .rcnn_config(Path::new(""))
+                .expect("check() read the Cascade R-CNN sections");
+            Box::new(FasterRcnnDetector::cascade(backend, *spec, rcnn, seed))
+        }
         ModelSpec::RetinaNet(spec) => {
             let retina = config
                 .retina_config(Path::new(""))

@@ -22,6 +22,11 @@
 //! 5. on the host again: the box head's loss (gradients uploaded), or
 //!    `get_prediction`'s decode, clip and NMS.
 //!
+//! Built `cascade`, it is Cascade R-CNN (FPN only): three box heads
+//! (`cascade_heads`), each with its own RoIAlign pass, take the place of
+//! steps 4 and 5, every stage after the first on the previous one's RoIs
+//! refined.
+//!
 //! Built `with_mask_head`, it is Mask R-CNN: the mask branch
 //! (`mask_branch`) runs after the box head, on the foreground RoIs in
 //! training (`generate_mask_labels` on the host, the loss there too) and on
@@ -34,11 +39,15 @@
 //! (`freeze_at`).
 
 use super::bbox_head::RoiHeadSpec;
+use super::cascade_heads::{CascadeHeads, Trunk, CASCADE_LOSS_NAMES, CASCADE_MASK_LOSS_NAMES};
+use super::cascade_rcnn::CascadeRcnnSpec;
 use super::conv_unit::{accumulate, ConvUnit, GradSums, Scratch};
 use super::faster_rcnn::{FasterRcnnSpec, RoiExtractorSpec};
 use super::faster_rcnn_rois::{RoiExtractor, Rois};
+use super::fc::FcSpec;
 use super::fpn::{FpnLinks, FpnSpec};
 use super::mask_branch::{MaskBranch, MaskInput};
+use super::mask_head::MaskHeadSpec;
 use super::mask_rcnn::MaskRcnnSpec;
 use super::network::ConvNet;
 use super::resnet::ResNetLinks;
@@ -49,14 +58,17 @@ use crate::box_coder::BoxXyxy;
 use crate::data::rng::Rng;
 use crate::detector::{Detector, Losses};
 use crate::layers::{FullyConnected, GlobalAvgPool};
+use crate::params::ParamSpec;
 use crate::rcnn::anchors::{rpn_anchors, Anchors};
 use crate::rcnn::rpn_loss::{rpn_loss, RpnLevelGrad, RpnLevelOutput};
 use crate::rcnn::rpn_target::{rpn_target_assign, ImInfo};
-use crate::rcnn::truth::{by_class_from_zero, image_infos, image_truths, train_on_zeros};
+use crate::rcnn::truth::{
+    by_class_from_zero, image_infos, image_truths, train_on_zeros, ImageTruth,
+};
 use crate::rcnn::{
     bbox_head_detect, bbox_head_loss, collect_fpn_proposals, generate_mask_labels,
     generate_proposal_labels, generate_proposals, paste_mask, FpnLevels, Proposals, RcnnConfig,
-    RoiTargets,
+    RoiTargets, SampledRois,
 };
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth};
@@ -89,7 +101,7 @@ struct RpnLevel<B: Backend> {
 }
 
 /// What runs on each RoI's features before `cls_score` and `bbox_pred`.
-enum BoxHead<B: Backend> {
+pub(super) enum BoxHead<B: Backend> {
     /// C4: res5 (the net's units after the RPN head's), then a global
     /// average pool.
     ResNetC5 {
@@ -105,7 +117,7 @@ enum BoxHead<B: Backend> {
 impl<B: Backend> BoxHead<B> {
     /// The net's fully connected layers that are the head's (the first
     /// ones; `cls_score` and `bbox_pred` follow).
-    fn fc_count(&self) -> usize {
+    pub(super) fn fc_count(&self) -> usize {
         match self {
             BoxHead::ResNetC5 { .. } => 0,
             BoxHead::TwoFc { .. } => 2,
@@ -113,7 +125,7 @@ impl<B: Backend> BoxHead<B> {
     }
 
     /// The head on the RoI features `x`; `units` and `fcs` are its own.
-    fn forward(
+    pub(super) fn forward(
         &mut self,
         backend: &B,
         units: &mut [ConvUnit<B>],
@@ -144,7 +156,7 @@ impl<B: Backend> BoxHead<B> {
     }
 
     /// What `cls_score` and `bbox_pred` read, after `forward`.
-    fn output<'a>(&'a self, fcs: &'a [FullyConnected<B>]) -> &'a Tensor<B> {
+    pub(super) fn output<'a>(&'a self, fcs: &'a [FullyConnected<B>]) -> &'a Tensor<B> {
         match self {
             BoxHead::ResNetC5 { pool, .. } => pool.output(),
             BoxHead::TwoFc { .. } => fcs[1].output(),
@@ -156,7 +168,7 @@ impl<B: Backend> BoxHead<B> {
     /// R-CNN's branch, which read res5's output too) adds its gradient
     /// into res5's output's.
     #[allow(clippy::too_many_arguments)]
-    fn backward(
+    pub(super) fn backward(
         &mut self,
         backend: &B,
         units: &mut [ConvUnit<B>],
@@ -187,7 +199,7 @@ impl<B: Backend> BoxHead<B> {
         }
     }
 
-    fn planned_bytes(&self, backend: &B) -> usize {
+    pub(super) fn planned_bytes(&self, backend: &B) -> usize {
         match self {
             BoxHead::ResNetC5 {
                 res5,
@@ -200,6 +212,60 @@ impl<B: Backend> BoxHead<B> {
             }
             BoxHead::TwoFc { fc6_grad } => fc6_grad.capacity_bytes(backend),
         }
+    }
+}
+
+/// `cls_score` and `bbox_pred` (`outputs`) on the RoI head's output `x` for
+/// `rois` (uploaded); their outputs downloaded into `host`, in Paddle's
+/// order of the RoIs.
+pub(super) fn forward_box_outputs<B: Backend>(
+    backend: &B,
+    outputs: &mut [FullyConnected<B>],
+    x: &Tensor<B>,
+    rois: &Rois<B>,
+    host: &mut [Vec<f32>; 2],
+) {
+    for (fc, host) in outputs.iter_mut().zip(host) {
+        let out = fc.forward(backend, x);
+        host.resize(out.numel(), 0.0);
+        backend.download(out.buf(), host);
+        rois.to_paddle_order(host, fc.spec.outputs);
+    }
+}
+
+/// Backward through `cls_score` and `bbox_pred` (`outputs`) from their
+/// outputs' gradients `grads`, after `forward_box_outputs` on `x`: both
+/// read `x`, so its gradient in `dx` is the sum of theirs (`part` is
+/// scratch).
+pub(super) fn backward_box_outputs<B: Backend>(
+    backend: &B,
+    outputs: &mut [FullyConnected<B>],
+    x: &Tensor<B>,
+    grads: &[Tensor<B>; 2],
+    dx: &mut Tensor<B>,
+    part: &mut Tensor<B>,
+) {
+    let (cls_score, bbox_pred) = outputs.split_at_mut(1);
+    cls_score[0].backward(backend, x, &grads[0], Some(dx));
+    bbox_pred[0].backward(backend, x, &grads[1], Some(part));
+    accumulate(backend, part, dx);
+}
+
+/// Uploads the gradients of `cls_score`'s and `bbox_pred`'s outputs
+/// (`host_grads`, Paddle's order of `rois`, rows `widths` wide) into
+/// `grads`, in the device's order.
+pub(super) fn upload_box_output_grads<B: Backend>(
+    backend: &B,
+    rois: &Rois<B>,
+    host_grads: &mut [Vec<f32>; 2],
+    widths: [usize; 2],
+    grads: &mut [Tensor<B>; 2],
+) {
+    let rows = rois.boxes.len();
+    for ((grad, width), device) in host_grads.iter_mut().zip(widths).zip(grads) {
+        rois.to_device_order(grad, width);
+        device.reshape_reuse(backend, &[rows, width]);
+        device.upload(backend, grad);
     }
 }
 
@@ -233,6 +299,78 @@ fn rpn_forward<B: Backend>(
     let hidden = conv[0].forward(backend, x, workspace);
     for unit in outputs {
         unit.forward(backend, hidden, workspace);
+    }
+}
+
+/// Mask R-CNN in training: the mask RoIs' classes (-1 for a placeholder
+/// row) and `M x M` 0/1 targets, in Paddle's order, and (C4) the blocks of
+/// the box head's RoIs they are.
+#[derive(Default)]
+struct MaskSamples {
+    blocks: Vec<Range<usize>>,
+    classes: Vec<f32>,
+    targets: Vec<f32>,
+}
+
+impl MaskSamples {
+    /// Image `n`'s mask RoIs (ground truth `t` and `im_info` `info`):
+    /// `generate_mask_labels` on its sampled RoIs `sampled`, which are the
+    /// rows from `first` of the box head's; they go into `mask.rois`, their
+    /// classes, targets and blocks here. `truth` holds the polygons.
+    fn add_image<B: Backend>(
+        &mut self,
+        mask: &mut MaskBranch<B>,
+        truth: &GroundTruth,
+        (n, t, info): (usize, &ImageTruth, [f32; 3]),
+        sampled: &SampledRois,
+        first: usize,
+        classes: usize,
+    ) {
+        let polygons = truth
+            .polygons
+            .get(n)
+            .expect("a mask head trains on each image's polygons (the reader's with_polygons)");
+        let polygons: Vec<Vec<Vec<f32>>> = t.slots.iter().map(|&k| polygons[k].clone()).collect();
+        let [height, width, scale] = info;
+        let targets = generate_mask_labels(
+            &sampled.rois,
+            &sampled.labels,
+            ImInfo {
+                height,
+                width,
+                scale,
+            },
+            &polygons,
+            &t.classes,
+            &vec![false; t.boxes.len()],
+            classes,
+            mask.resolution,
+        )
+        .expect("the COCO reader gives every non-crowd box polygons of 3 points or more");
+        // The indices are into this image's RoIs; the box head's rows are
+        // the batch's, this image's from `first`. (Paddle's MaskRCNN gathers
+        // with `RoiHasMaskInt32` as it is, so at a batch of two its C4 mask
+        // head reads the first image's rows for the second; the configs
+        // train one image a batch.)
+        let cells = mask.resolution * mask.resolution;
+        let row = classes * cells;
+        for (r, &i) in targets.roi_indices.iter().enumerate() {
+            match self.blocks.last_mut() {
+                Some(block) if block.end == first + i => block.end += 1,
+                _ => self.blocks.push(first + i..first + i + 1),
+            }
+            // The RoI's class map of `MaskInt32` (all -1 for a placeholder
+            // row, whose label is the background).
+            let class = sampled.labels[i] as usize;
+            let target = &targets.targets[r * row + class * cells..][..cells];
+            self.classes
+                .push(if class > 0 { class as f32 } else { -1.0 });
+            self.targets.extend(target.iter().map(|&t| t.max(0) as f32));
+        }
+        mask.rois
+            .images
+            .extend(std::iter::repeat_n(n, targets.rois.len()));
+        mask.rois.boxes.extend(&targets.rois);
     }
 }
 
@@ -283,12 +421,33 @@ pub struct FasterRcnnDetector<B: Backend> {
     /// Mask R-CNN: the mask branch and the last `detect`'s masks.
     mask: Option<MaskBranch<B>>,
     masks: Vec<Vec<Rle>>,
+    /// Cascade R-CNN: the three stages, which take the place of the box
+    /// head (`box_head`, `rois`, `extractor` and their buffers stay empty).
+    cascade: Option<CascadeHeads<B>>,
+}
+
+/// Faster R-CNN's box head: the RoI head's fully connected layers (FPN's
+/// `fc6`, `fc7`), then `cls_score` and `bbox_pred`.
+fn box_head_fcs(spec: &FasterRcnnSpec) -> Vec<FcSpec> {
+    let mut fcs = spec.roi_head.fc_layers();
+    fcs.extend(spec.bbox_head().layers());
+    fcs
+}
+
+/// A mask head on the trunk: its convs, its RoI extractor (None: C4's,
+/// which reads the box head's res5 rows), and every parameter of the model
+/// in Paddle's creation order (the head's convs come after the box head's
+/// fully connected layers there).
+struct MaskParts {
+    head: MaskHeadSpec,
+    roi_extractor: Option<RoiExtractorSpec>,
+    creation_order: Vec<ParamSpec>,
 }
 
 /// The RoI extractor `extractor` describes on the features of `fpn` (None:
 /// C4's one feature): the features' count, the extractor, and for FPN the
 /// levels its RoIs are distributed over.
-fn roi_extractor<B: Backend>(
+pub(super) fn roi_extractor<B: Backend>(
     backend: &B,
     fpn: Option<&FpnSpec>,
     extractor: &RoiExtractorSpec,
@@ -348,20 +507,45 @@ impl<B: Backend> FasterRcnnDetector<B> {
     /// `seed`, the backbone frozen up to `freeze_at` and its norms as
     /// `freeze_norm` says.
     pub fn new(backend: &B, spec: FasterRcnnSpec, config: RcnnConfig, seed: u64) -> Self {
-        FasterRcnnDetector::build(backend, spec, None, config, seed)
+        let fcs = box_head_fcs(&spec);
+        FasterRcnnDetector::build(backend, spec, fcs, None, config, seed)
     }
 
     /// Mask R-CNN: `spec`'s Faster R-CNN with its mask branch; the
     /// parameters are in Paddle's order, the mask head's last.
     pub fn with_mask_head(backend: &B, spec: MaskRcnnSpec, config: RcnnConfig, seed: u64) -> Self {
-        let faster_rcnn = spec.faster_rcnn.clone();
-        FasterRcnnDetector::build(backend, faster_rcnn, Some(spec), config, seed)
+        let fcs = box_head_fcs(&spec.faster_rcnn);
+        let mask = MaskParts {
+            creation_order: spec.param_specs(),
+            head: spec.mask_head,
+            roi_extractor: spec.mask_roi_extractor,
+        };
+        FasterRcnnDetector::build(backend, spec.faster_rcnn, fcs, Some(mask), config, seed)
+    }
+
+    /// Cascade R-CNN, or Cascade Mask R-CNN when `spec` has a mask head:
+    /// Faster R-CNN FPN's trunk with the three stages (`cascade_heads`) in
+    /// place of its box head; the parameters are in Paddle's order, the
+    /// stages' after the RPN head's, the mask head's last.
+    pub fn cascade(backend: &B, spec: CascadeRcnnSpec, config: RcnnConfig, seed: u64) -> Self {
+        let fcs = spec.stages.iter().flat_map(|s| s.layers()).collect();
+        let mask = spec.mask.as_ref().map(|m| MaskParts {
+            creation_order: spec.param_specs(),
+            head: m.head.clone(),
+            roi_extractor: Some(m.roi_extractor.clone()),
+        });
+        let heads = CascadeHeads::new(backend, &spec);
+        let mut model =
+            FasterRcnnDetector::build(backend, spec.faster_rcnn, fcs, mask, config, seed);
+        model.cascade = Some(heads);
+        model
     }
 
     fn build(
         backend: &B,
         spec: FasterRcnnSpec,
-        mask_spec: Option<MaskRcnnSpec>,
+        fcs: Vec<FcSpec>,
+        mask_spec: Option<MaskParts>,
         config: RcnnConfig,
         seed: u64,
     ) -> Self {
@@ -375,16 +559,14 @@ impl<B: Backend> FasterRcnnDetector<B> {
         units.extend(spec.rpn.units());
         units.extend(spec.roi_head.conv_units());
         let mask_unit = units.len();
-        let mut fcs = spec.roi_head.fc_layers();
-        fcs.extend(spec.bbox_head().layers());
         let mut net = match &mask_spec {
             None => ConvNet::with_fcs(backend, units, fcs, seed),
             Some(whole) => {
-                let head = &whole.mask_head;
+                let head = &whole.head;
                 units.extend(head.conv_units());
                 units.push(head.logits());
-                let order = whole.param_specs();
-                ConvNet::with_transposed(backend, units, fcs, &[head.upsample()], &order, seed)
+                let order = &whole.creation_order;
+                ConvNet::with_transposed(backend, units, fcs, &[head.upsample()], order, seed)
             }
         };
         net.freeze_units(spec.backbone.frozen_units());
@@ -395,8 +577,8 @@ impl<B: Backend> FasterRcnnDetector<B> {
         let (level_count, extractor, roi_levels) =
             roi_extractor(backend, spec.fpn.as_ref(), &spec.roi_extractor);
         let mask = mask_spec.map(|whole| {
-            let head = &whole.mask_head;
-            let (input, rois) = match &whole.mask_roi_extractor {
+            let head = &whole.head;
+            let (input, rois) = match &whole.roi_extractor {
                 Some(e) => {
                     let (_, extractor, levels) = roi_extractor(backend, spec.fpn.as_ref(), e);
                     (MaskInput::Pyramid(extractor), Rois::new(backend, levels))
@@ -460,6 +642,7 @@ impl<B: Backend> FasterRcnnDetector<B> {
             rng: Rng::from_state(seed ^ 0x5a17_c0de),
             mask,
             masks: Vec::new(),
+            cascade: None,
             spec,
             config,
         }
@@ -578,13 +761,7 @@ impl<B: Backend> FasterRcnnDetector<B> {
         self.forward_roi_head(false);
         let (head_fcs, outputs) = self.net.fcs.split_at_mut(self.box_head.fc_count());
         let x = self.box_head.output(head_fcs);
-        for (k, fc) in outputs.iter_mut().enumerate() {
-            let out = fc.forward(&backend, x);
-            self.box_host[k].resize(out.numel(), 0.0);
-            backend.download(out.buf(), &mut self.box_host[k]);
-            self.rois
-                .to_paddle_order(&mut self.box_host[k], fc.spec.outputs);
-        }
+        forward_box_outputs(&backend, outputs, x, &self.rois, &mut self.box_host);
     }
 
     /// Uploads the gradients of the RPN head's outputs (`levels[_].host_grads`).
@@ -605,14 +782,14 @@ impl<B: Backend> FasterRcnnDetector<B> {
     /// Paddle's order).
     fn upload_box_grads(&mut self) {
         let backend = self.net.backend().clone();
-        let rows = self.rois.boxes.len();
         let classes = self.spec.num_classes;
-        for (k, width) in [classes, 4 * classes].into_iter().enumerate() {
-            let grad = &mut self.box_host_grads[k];
-            self.rois.to_device_order(grad, width);
-            self.box_grads[k].reshape_reuse(&backend, &[rows, width]);
-            self.box_grads[k].upload(&backend, grad);
-        }
+        upload_box_output_grads(
+            &backend,
+            &self.rois,
+            &mut self.box_host_grads,
+            [classes, 4 * classes],
+            &mut self.box_grads,
+        );
     }
 
     /// The mask head on the RoIs in the mask branch's `rois` (uploaded):
@@ -647,20 +824,20 @@ impl<B: Backend> FasterRcnnDetector<B> {
 
     /// Mask R-CNN in training, after `forward_box_head`: the mask head on the
     /// mask RoIs (in the mask branch's `rois`, not uploaded; C4: the rows
-    /// `blocks` of the box head's RoIs) and its loss against their classes
-    /// and targets (`MaskBranch::loss`).
-    fn mask_loss(
-        &mut self,
-        blocks: Vec<Range<usize>>,
-        classes: Vec<f32>,
-        targets: Vec<f32>,
-    ) -> f32 {
+    /// `samples.blocks` of the box head's RoIs) and its loss against their
+    /// classes and targets (`MaskBranch::loss`).
+    fn mask_loss(&mut self, samples: MaskSamples) -> f32 {
         let backend = self.net.backend().clone();
         let mask = self.mask.as_mut().expect("a mask head");
         mask.rois.upload(&backend);
-        self.forward_mask_head(blocks);
+        self.forward_mask_head(samples.blocks);
         let mask = self.mask.as_mut().expect("a mask head");
-        mask.loss(&backend, &mut self.net.units, classes, targets)
+        mask.loss(
+            &backend,
+            &mut self.net.units,
+            samples.classes,
+            samples.targets,
+        )
     }
 
     /// Mask R-CNN at inference: each detection's mask in its picture, from
@@ -717,6 +894,111 @@ impl<B: Backend> FasterRcnnDetector<B> {
             .collect()
     }
 
+    /// Faster R-CNN's (and Mask R-CNN's) box head in training, after the
+    /// RPN's loss: the RoIs sampled from each image's `proposals`, the head
+    /// on them and its loss, `[cls, bbox]`, whose gradients are uploaded. A
+    /// mask head's RoIs and targets go into `mask_samples`.
+    fn train_box_head(
+        &mut self,
+        truth: &GroundTruth,
+        (truths, im_info): (&[ImageTruth], &[[f32; 3]]),
+        proposals: Vec<Vec<BoxXyxy>>,
+        mask_samples: &mut MaskSamples,
+    ) -> Vec<f32> {
+        let backend = self.net.backend().clone();
+        let classes = self.spec.num_classes;
+        // The RoIs the box head learns from, and their targets.
+        self.rois.clear();
+        let mut labels = Vec::new();
+        let mut bbox_targets = Vec::new();
+        let mut bbox_weights = Vec::new();
+        for (n, ((t, &info), proposals)) in truths.iter().zip(im_info).zip(proposals).enumerate() {
+            let sampled = generate_proposal_labels(
+                &self.config.bbox_assigner,
+                &proposals,
+                &t.boxes,
+                &t.classes,
+                &vec![false; t.boxes.len()],
+                info,
+                &mut self.rng,
+            );
+            if let Some(mask) = &mut self.mask {
+                let first = self.rois.boxes.len();
+                mask_samples.add_image(mask, truth, (n, t, info), &sampled, first, classes);
+            }
+            self.rois
+                .images
+                .extend(std::iter::repeat_n(n, sampled.rois.len()));
+            self.rois.boxes.extend(&sampled.rois);
+            labels.extend(&sampled.labels);
+            bbox_targets.extend(&sampled.bbox_targets);
+            bbox_weights.extend(&sampled.bbox_inside_weights);
+        }
+        self.rois.upload(&backend);
+        self.forward_box_head();
+        for k in 0..2 {
+            let len = self.box_host[k].len();
+            self.box_host_grads[k].resize(len, 0.0);
+        }
+        let [grad_cls, grad_bbox] = &mut self.box_host_grads;
+        let boxes = bbox_head_loss(
+            &self.box_host[0],
+            &self.box_host[1],
+            classes,
+            &RoiTargets {
+                labels: &labels,
+                bbox_targets: &bbox_targets,
+                bbox_inside_weights: &bbox_weights,
+                bbox_outside_weights: &bbox_weights,
+            },
+            grad_cls,
+            grad_bbox,
+        );
+        self.upload_box_grads();
+        vec![boxes.cls, boxes.bbox]
+    }
+
+    /// Cascade R-CNN's stages in training, after the RPN's loss
+    /// (`CascadeHeads::train` from each image's `proposals`): their losses
+    /// `[cls_0, loc_0, ..., loc_2]`, whose gradients are uploaded. Cascade
+    /// Mask R-CNN's mask head learns from the last stage's RoIs and labels:
+    /// their mask RoIs and targets go into `mask_samples`.
+    fn train_cascade(
+        &mut self,
+        truth: &GroundTruth,
+        (truths, im_info): (&[ImageTruth], &[[f32; 3]]),
+        proposals: Vec<Vec<BoxXyxy>>,
+        mask_samples: &mut MaskSamples,
+    ) -> Vec<f32> {
+        let backend = self.net.backend().clone();
+        let cascade = self.cascade.as_mut().expect("a cascade");
+        let body = &self.net.units[..self.rpn_unit];
+        let features = head_features(&self.backbone, self.fpn.as_ref(), body, self.backbone_units);
+        let mut trunk = Trunk {
+            features: &features,
+            fcs: &mut self.net.fcs,
+            workspace: &mut self.scratch.workspace,
+        };
+        let losses = cascade.train(
+            &backend,
+            &mut trunk,
+            &self.config.bbox_assigner,
+            proposals,
+            (truths, im_info),
+            &mut self.rng,
+        );
+        if let Some(mask) = &mut self.mask {
+            let mut first = 0;
+            for (n, sampled) in cascade.last_stage_rois().iter().enumerate() {
+                let image = (n, &truths[n], im_info[n]);
+                let classes = self.spec.num_classes;
+                mask_samples.add_image(mask, truth, image, sampled, first, classes);
+                first += sampled.rois.len();
+            }
+        }
+        losses
+    }
+
     /// Backward from the uploaded gradients of the box head's and the RPN's
     /// outputs (and the mask head's on the host), after a training forward
     /// on `image`.
@@ -736,30 +1018,33 @@ impl<B: Backend> FasterRcnnDetector<B> {
         let head_end = self.roi_head_end() - self.rpn_unit - RPN_UNITS;
         let (body, rest) = self.net.units.split_at_mut(self.rpn_unit);
         let (rpn_units, head_units) = rest.split_at_mut(RPN_UNITS);
-        let head_units = &mut head_units[..head_end];
-        let (head_fcs, outputs) = self.net.fcs.split_at_mut(self.box_head.fc_count());
-
-        // The box head: both output layers read the RoI head's output.
-        let x = self.box_head.output(head_fcs);
-        for (k, fc) in outputs.iter_mut().enumerate() {
-            let dx = if k == 0 {
-                &mut self.head_grad
-            } else {
-                &mut self.head_grad_part
-            };
-            fc.backward(&backend, x, &self.box_grads[k], Some(dx));
+        match &mut self.cascade {
+            Some(cascade) => cascade.backward_heads(&backend, &mut self.net.fcs, &mut self.scratch),
+            None => {
+                let head_units = &mut head_units[..head_end];
+                let (head_fcs, outputs) = self.net.fcs.split_at_mut(self.box_head.fc_count());
+                // The box head: both output layers read the RoI head's output.
+                let x = self.box_head.output(head_fcs);
+                backward_box_outputs(
+                    &backend,
+                    outputs,
+                    x,
+                    &self.box_grads,
+                    &mut self.head_grad,
+                    &mut self.head_grad_part,
+                );
+                self.box_head.backward(
+                    &backend,
+                    head_units,
+                    head_fcs,
+                    self.extractor.output(),
+                    &self.head_grad,
+                    &mut self.roi_features_grad,
+                    self.mask.as_mut(),
+                    &mut self.scratch,
+                );
+            }
         }
-        accumulate(&backend, &self.head_grad_part, &mut self.head_grad);
-        self.box_head.backward(
-            &backend,
-            head_units,
-            head_fcs,
-            self.extractor.output(),
-            &self.head_grad,
-            &mut self.roi_features_grad,
-            self.mask.as_mut(),
-            &mut self.scratch,
-        );
 
         // The RPN head on each level, the last run forward first: the others
         // run forward again for the activations their backward reads. The
@@ -808,14 +1093,22 @@ impl<B: Backend> FasterRcnnDetector<B> {
         if !features_trained {
             return;
         }
-        self.extractor.backward(
-            &backend,
-            &features,
-            &self.rois,
-            &self.roi_features_grad,
-            &mut self.level_grads,
-            &mut self.feature_grad_part,
-        );
+        match &mut self.cascade {
+            Some(cascade) => cascade.extract_backward(
+                &backend,
+                &features,
+                &mut self.level_grads,
+                &mut self.feature_grad_part,
+            ),
+            None => self.extractor.backward(
+                &backend,
+                &features,
+                &self.rois,
+                &self.roi_features_grad,
+                &mut self.level_grads,
+                &mut self.feature_grad_part,
+            ),
+        }
         if let (Some(mask), Some(_)) = (&mut self.mask, &self.fpn) {
             mask.extract_backward(
                 &backend,
@@ -894,6 +1187,7 @@ impl<B: Backend> FasterRcnnDetector<B> {
             + self.scratch.planned_bytes(b)
             + self.rpn_param_sums.planned_bytes(b)
             + self.mask.as_ref().map_or(0, |m| m.planned_bytes(b))
+            + self.cascade.as_ref().map_or(0, |c| c.planned_bytes(b))
             + tensors
             + host
     }
@@ -909,9 +1203,11 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
     }
 
     fn loss_names(&self) -> &'static [&'static str] {
-        match self.mask {
-            None => LOSS_NAMES,
-            Some(_) => MASK_LOSS_NAMES,
+        match (&self.cascade, &self.mask) {
+            (None, None) => LOSS_NAMES,
+            (None, Some(_)) => MASK_LOSS_NAMES,
+            (Some(_), None) => CASCADE_LOSS_NAMES,
+            (Some(_), Some(_)) => CASCADE_MASK_LOSS_NAMES,
         }
     }
 
@@ -934,7 +1230,6 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
         truth: &GroundTruth,
         im_info: &[[f32; 3]],
     ) -> Losses {
-        let backend = self.net.backend().clone();
         let im_info = image_infos(image, im_info);
         let truths = image_truths(truth, &im_info);
         self.forward_rpn(image);
@@ -990,110 +1285,21 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
         );
         self.upload_rpn_grads();
 
-        // The RoIs the box head learns from, and their targets.
-        self.rois.clear();
-        let classes = self.spec.num_classes;
-        let mut labels = Vec::new();
-        let mut bbox_targets = Vec::new();
-        let mut bbox_weights = Vec::new();
         let proposals = self.proposals(&im_info, true);
-        // Mask R-CNN: the mask RoIs, their targets, and (C4) the blocks of
-        // the box head's RoIs they are.
-        let mut mask_blocks: Vec<Range<usize>> = Vec::new();
-        let mut mask_classes = Vec::new();
-        let mut mask_targets = Vec::new();
+        let mut losses = vec![rpn.loss_rpn_cls, rpn.loss_rpn_bbox];
+        // Mask R-CNN: the mask RoIs and their targets.
+        let mut mask_samples = MaskSamples::default();
         if let Some(mask) = &mut self.mask {
             mask.rois.clear();
         }
-        for (n, ((t, &info), proposals)) in truths.iter().zip(&im_info).zip(proposals).enumerate() {
-            let sampled = generate_proposal_labels(
-                &self.config.bbox_assigner,
-                &proposals,
-                &t.boxes,
-                &t.classes,
-                &vec![false; t.boxes.len()],
-                info,
-                &mut self.rng,
-            );
-            if let Some(mask) = &mut self.mask {
-                let polygons = truth.polygons.get(n).expect(
-                    "a mask head trains on each image's polygons (the reader's with_polygons)",
-                );
-                let polygons: Vec<Vec<Vec<f32>>> =
-                    t.slots.iter().map(|&k| polygons[k].clone()).collect();
-                let [height, width, scale] = info;
-                let targets = generate_mask_labels(
-                    &sampled.rois,
-                    &sampled.labels,
-                    ImInfo {
-                        height,
-                        width,
-                        scale,
-                    },
-                    &polygons,
-                    &t.classes,
-                    &vec![false; t.boxes.len()],
-                    classes,
-                    mask.resolution,
-                )
-                .expect("the COCO reader gives every non-crowd box polygons of 3 points or more");
-                // The indices are into this image's RoIs; the box head's
-                // rows are the batch's, this image's from `first`. (Paddle's
-                // MaskRCNN gathers with `RoiHasMaskInt32` as it is, so at a
-                // batch of two its C4 mask head reads the first image's rows
-                // for the second; the configs train one image a batch.)
-                let first = self.rois.boxes.len();
-                let cells = mask.resolution * mask.resolution;
-                let row = classes * cells;
-                for (r, &i) in targets.roi_indices.iter().enumerate() {
-                    match mask_blocks.last_mut() {
-                        Some(block) if block.end == first + i => block.end += 1,
-                        _ => mask_blocks.push(first + i..first + i + 1),
-                    }
-                    // The RoI's class map of `MaskInt32` (all -1 for a
-                    // placeholder row, whose label is the background).
-                    let class = sampled.labels[i] as usize;
-                    let target = &targets.targets[r * row + class * cells..][..cells];
-                    mask_classes.push(if class > 0 { class as f32 } else { -1.0 });
-                    mask_targets.extend(target.iter().map(|&t| t.max(0) as f32));
-                }
-                mask.rois
-                    .images
-                    .extend(std::iter::repeat_n(n, targets.rois.len()));
-                mask.rois.boxes.extend(&targets.rois);
-            }
-            self.rois
-                .images
-                .extend(std::iter::repeat_n(n, sampled.rois.len()));
-            self.rois.boxes.extend(&sampled.rois);
-            labels.extend(&sampled.labels);
-            bbox_targets.extend(&sampled.bbox_targets);
-            bbox_weights.extend(&sampled.bbox_inside_weights);
-        }
-        self.rois.upload(&backend);
-        self.forward_box_head();
-        for k in 0..2 {
-            let len = self.box_host[k].len();
-            self.box_host_grads[k].resize(len, 0.0);
-        }
-        let [grad_cls, grad_bbox] = &mut self.box_host_grads;
-        let boxes = bbox_head_loss(
-            &self.box_host[0],
-            &self.box_host[1],
-            classes,
-            &RoiTargets {
-                labels: &labels,
-                bbox_targets: &bbox_targets,
-                bbox_inside_weights: &bbox_weights,
-                bbox_outside_weights: &bbox_weights,
-            },
-            grad_cls,
-            grad_bbox,
-        );
-        self.upload_box_grads();
-        let mut losses = vec![rpn.loss_rpn_cls, rpn.loss_rpn_bbox, boxes.cls, boxes.bbox];
+        // The box head's RoIs and loss, or each cascade stage's.
+        let images = (&truths[..], &im_info[..]);
+        losses.extend(match self.cascade {
+            None => self.train_box_head(truth, images, proposals, &mut mask_samples),
+            Some(_) => self.train_cascade(truth, images, proposals, &mut mask_samples),
+        });
         if self.mask.is_some() {
-            losses.push(self.mask_loss(mask_blocks, mask_classes, mask_targets));
+            losses.push(self.mask_loss(mask_samples));
         }
         self.backward(image);
         Losses::new(self.loss_names(), &losses)
@@ -1108,42 +1314,60 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
         let backend = self.net.backend().clone();
         let im_info = image_infos(image, im_info);
         self.forward_rpn(image);
-        self.rois.clear();
-        let mut counts = Vec::with_capacity(im_info.len());
-        for (n, proposals) in self.proposals(&im_info, false).into_iter().enumerate() {
-            counts.push(proposals.len());
-            self.rois
-                .images
-                .extend(std::iter::repeat_n(n, proposals.len()));
-            self.rois.boxes.extend(proposals);
-        }
-        if self.rois.boxes.is_empty() {
+        let proposals = self.proposals(&im_info, false);
+        if proposals.iter().all(Vec::is_empty) {
             self.masks = vec![Vec::new(); im_info.len()];
             return vec![Vec::new(); im_info.len()];
         }
-        self.rois.upload(&backend);
-        self.forward_box_head();
         let classes = self.spec.num_classes;
-        let mut first = 0;
-        let found: Vec<Vec<Detection>> = counts
-            .iter()
-            .zip(&im_info)
-            .zip(original_sizes)
-            .map(|((&count, info), &[ow, oh])| {
-                let rows = first..first + count;
-                first += count;
-                let found = bbox_head_detect(
-                    &self.config,
-                    &self.rois.boxes[rows.clone()],
-                    info[2],
-                    &[oh as f32, ow as f32, 1.0],
-                    &self.box_host[0][rows.start * classes..rows.end * classes],
-                    &self.box_host[1][rows.start * 4 * classes..rows.end * 4 * classes],
-                );
-                // Paddle lists a class's detections by RoI.
-                by_class_from_zero(found)
-            })
-            .collect();
+        let found = if let Some(cascade) = &mut self.cascade {
+            let body = &self.net.units[..self.rpn_unit];
+            let features =
+                head_features(&self.backbone, self.fpn.as_ref(), body, self.backbone_units);
+            let mut trunk = Trunk {
+                features: &features,
+                fcs: &mut self.net.fcs,
+                workspace: &mut self.scratch.workspace,
+            };
+            cascade.detect(
+                &backend,
+                &mut trunk,
+                proposals,
+                (&im_info, original_sizes),
+                &self.config.nms,
+            )
+        } else {
+            self.rois.clear();
+            let counts: Vec<usize> = proposals.iter().map(Vec::len).collect();
+            for (n, proposals) in proposals.into_iter().enumerate() {
+                self.rois
+                    .images
+                    .extend(std::iter::repeat_n(n, proposals.len()));
+                self.rois.boxes.extend(proposals);
+            }
+            self.rois.upload(&backend);
+            self.forward_box_head();
+            let mut first = 0;
+            counts
+                .iter()
+                .zip(&im_info)
+                .zip(original_sizes)
+                .map(|((&count, info), &[ow, oh])| {
+                    let rows = first..first + count;
+                    first += count;
+                    let found = bbox_head_detect(
+                        &self.config,
+                        &self.rois.boxes[rows.clone()],
+                        info[2],
+                        &[oh as f32, ow as f32, 1.0],
+                        &self.box_host[0][rows.start * classes..rows.end * classes],
+                        &self.box_host[1][rows.start * 4 * classes..rows.end * 4 * classes],
+                    );
+                    // Paddle lists a class's detections by RoI.
+                    by_class_from_zero(found)
+                })
+                .collect()
+        };
         if self.mask.is_some() {
             self.masks = self.detect_masks(&found, &im_info, original_sizes);
         }
@@ -1163,6 +1387,7 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
 mod tests {
     use super::*;
     use crate::gradcheck::{check_params, probe_loss, random_vec, Probe, SEEDS};
+    use crate::models::cascade_rcnn::CascadeRcnnSpec;
     use crate::models::mask_rcnn::MaskRcnnSpec;
     use crate::CpuBackend;
 
@@ -1245,6 +1470,62 @@ mod tests {
         assert!(trained("fc6_w"));
     }
 
+    fn cascade_rcnn(
+        cpu: &CpuBackend,
+        spec: CascadeRcnnSpec,
+        seed: u64,
+    ) -> FasterRcnnDetector<CpuBackend> {
+        let config = RcnnConfig::faster_rcnn(spec.num_classes());
+        FasterRcnnDetector::cascade(cpu, spec, config, seed)
+    }
+
+    /// Each cascade stage of `m` on its own fixed RoIs, after `forward_rpn`:
+    /// stage `k` on `rois` rotated by `k`, the images alternating from `k`.
+    fn forward_stages_on(m: &mut FasterRcnnDetector<CpuBackend>, rois: &[BoxXyxy]) {
+        let cpu = *m.net.backend();
+        let cascade = m.cascade.as_mut().expect("a cascade");
+        let body = &m.net.units[..m.rpn_unit];
+        let features = head_features(&m.backbone, m.fpn.as_ref(), body, m.backbone_units);
+        let mut trunk = Trunk {
+            features: &features,
+            fcs: &mut m.net.fcs,
+            workspace: &mut m.scratch.workspace,
+        };
+        for k in 0..cascade.stages.len() {
+            let stage_rois = &mut cascade.stages[k].rois;
+            stage_rois.clear();
+            stage_rois
+                .boxes
+                .extend(rois.iter().cycle().skip(k).take(rois.len()));
+            stage_rois
+                .images
+                .extend((0..rois.len()).map(|i| (i + k) % 2));
+            stage_rois.upload(&cpu);
+            cascade.forward_stage(&cpu, k, &mut trunk);
+        }
+    }
+
+    /// The box head's outputs on the host (`cls_score`'s, `bbox_pred`'s),
+    /// or every cascade stage's.
+    fn box_outputs(m: &FasterRcnnDetector<CpuBackend>) -> Vec<&Vec<f32>> {
+        match &m.cascade {
+            None => m.box_host.iter().collect(),
+            Some(c) => c.stages.iter().flat_map(|s| &s.host).collect(),
+        }
+    }
+
+    /// Their gradients on the host, in the same order.
+    fn box_output_grads(m: &mut FasterRcnnDetector<CpuBackend>) -> Vec<&mut Vec<f32>> {
+        match &mut m.cascade {
+            None => m.box_host_grads.iter_mut().collect(),
+            Some(c) => c
+                .stages
+                .iter_mut()
+                .flat_map(|s| &mut s.host_grads)
+                .collect(),
+        }
+    }
+
     /// The wiring of the backward pass of `spec`'s model, whatever the
     /// targets: with fixed RoIs (the samplers pick them on the host and no
     /// gradient flows into their boxes, as in Paddle) on a `[2, 3, h, w]`
@@ -1253,7 +1534,9 @@ mod tests {
     /// the finite difference of `sum(outputs * probes)` as its gradient.
     ///
     /// A Mask R-CNN (`build` makes the model from a seed) runs its mask head
-    /// on the first two RoIs as well, with a probe on its logits.
+    /// on the first two RoIs as well, with a probe on its logits. A Cascade
+    /// R-CNN runs each stage on its own RoIs (`forward_stages_on`), with
+    /// probes on every stage's outputs.
     fn check_backward_wiring(
         build: impl Fn(&CpuBackend, u64) -> FasterRcnnDetector<CpuBackend>,
         (h, w): (usize, usize),
@@ -1263,14 +1546,33 @@ mod tests {
         let cpu = CpuBackend::new();
         for seed in SEEDS {
             let mut model = build(&cpu, seed);
+            // The output layers' weights as large as the others' (Paddle
+            // draws them at 0.01 and 0.001), so that the box heads' share
+            // of the features' gradient weighs as much as the RPN's.
+            let outputs: Vec<(String, usize)> = model
+                .net
+                .fcs
+                .iter()
+                .map(|fc| &fc.spec)
+                .filter(|f| f.prefix.starts_with("cls_score") || f.prefix.starts_with("bbox_pred"))
+                .map(|f| (format!("{}_w", f.prefix), f.inputs * f.outputs))
+                .collect();
+            for (i, (name, len)) in outputs.iter().enumerate() {
+                let values = random_vec(seed + 300 + i as u64, *len);
+                model.net.set_param(name, &values).expect(name);
+            }
             let image = image(&cpu, 2, h, w, seed + 100);
             let run = |m: &mut FasterRcnnDetector<CpuBackend>| {
                 m.forward_rpn(&image);
-                m.rois.clear();
-                m.rois.boxes.extend(rois);
-                m.rois.images.extend((0..rois.len()).map(|i| i % 2));
-                m.rois.upload(&cpu);
-                m.forward_box_head();
+                if m.cascade.is_some() {
+                    forward_stages_on(m, rois);
+                } else {
+                    m.rois.clear();
+                    m.rois.boxes.extend(rois);
+                    m.rois.images.extend((0..rois.len()).map(|i| i % 2));
+                    m.rois.upload(&cpu);
+                    m.forward_box_head();
+                }
                 if let Some(mask) = &mut m.mask {
                     mask.rois.clear();
                     mask.rois.boxes.extend(&rois[..2]);
@@ -1290,9 +1592,10 @@ mod tests {
                     probes.push(probe);
                 }
             }
-            for k in 0..2 {
-                let probe = random_vec(seed + 200 + probes.len() as u64, model.box_host[k].len());
-                model.box_host_grads[k] = probe.clone();
+            let lens: Vec<usize> = box_outputs(&model).iter().map(|y| y.len()).collect();
+            for (grad, len) in box_output_grads(&mut model).into_iter().zip(lens) {
+                let probe = random_vec(seed + 200 + probes.len() as u64, len);
+                *grad = probe.clone();
                 probes.push(probe);
             }
             if let Some(mask) = &mut model.mask {
@@ -1302,7 +1605,10 @@ mod tests {
                 probes.push(probe);
             }
             model.upload_rpn_grads();
-            model.upload_box_grads();
+            match &mut model.cascade {
+                None => model.upload_box_grads(),
+                Some(cascade) => cascade.upload_grads(&cpu),
+            }
             model.backward(&image);
             check_params(
                 &mut model,
@@ -1314,7 +1620,7 @@ mod tests {
                     run(m);
                     let rpn = m.levels.iter().flat_map(|l| &l.host);
                     let mask = m.mask.iter().map(|mask| &mask.logits);
-                    rpn.chain(&m.box_host)
+                    rpn.chain(box_outputs(m))
                         .chain(mask)
                         .zip(&probes)
                         .map(|(y, r)| probe_loss(y, r))
@@ -1434,6 +1740,71 @@ mod tests {
                 "mask_inter_feat_4_b",
                 "conv5_mask_w",
                 "mask_fcn_logits_w",
+            ],
+        );
+    }
+
+    /// Cascade R-CNN: every stage's layers, the three stages' RoIAlign
+    /// gradients (each stage on its own RoIs, over levels 2..5) added into
+    /// the pyramid's with the RPN head's, and the backbone's trained stages.
+    #[test]
+    fn cascade_backward_matches_finite_differences_for_any_seed() {
+        check_backward_wiring(
+            |cpu, seed| cascade_rcnn(cpu, CascadeRcnnSpec::small(3), seed),
+            (64, 32),
+            &[
+                [3.0, 5.0, 40.0, 30.0],
+                [-40.0, -30.0, 100.0, 90.0],
+                [-100.0, -90.0, 150.0, 160.0],
+                [-250.0, -200.0, 300.0, 280.0],
+                [0.5, 8.0, 20.0, 50.5],
+            ],
+            &[
+                "res3a_branch2b_weights",
+                "res5a_branch2c_weights",
+                "fpn_inner_res5_sum_w",
+                "fpn_res2_sum_b",
+                "conv_rpn_fpn2_w",
+                "rpn_bbox_pred_fpn2_b",
+                "fc6_w",
+                "fc7_b",
+                "cls_score_w",
+                "bbox_pred_b",
+                "fc6_2_b",
+                "fc7_2_w",
+                "cls_score_2_b",
+                "bbox_pred_2_w",
+                "fc6_3_w",
+                "fc7_3_b",
+                "cls_score_3_w",
+                "bbox_pred_3_b",
+            ],
+        );
+    }
+
+    /// Cascade Mask R-CNN: the mask head's convs and the stages' layers,
+    /// and the pyramid's gradient with the mask RoIAlign's and the stages'
+    /// added.
+    #[test]
+    fn cascade_mask_backward_matches_finite_differences_for_any_seed() {
+        check_backward_wiring(
+            |cpu, seed| cascade_rcnn(cpu, CascadeRcnnSpec::small_mask(3), seed),
+            (64, 32),
+            &[
+                [3.0, 5.0, 40.0, 30.0],
+                [-100.0, -90.0, 150.0, 160.0],
+                [0.5, 8.0, 20.0, 50.5],
+            ],
+            &[
+                "res4a_branch1_weights",
+                "fpn_res3_sum_w",
+                "fpn_inner_res4_sum_lateral_b",
+                "fc6_2_w",
+                "bbox_pred_3_w",
+                "mask_inter_feat_1_w",
+                "mask_inter_feat_4_b",
+                "conv5_mask_w",
+                "mask_fcn_logits_b",
             ],
         );
     }

@@ -5,6 +5,7 @@
 //! follow from that one description.
 
 pub mod bbox_head;
+mod cascade_heads;
 pub mod cascade_rcnn;
 pub mod chain;
 pub mod conv_unit;
@@ -38,6 +39,7 @@ pub mod yolov3;
 pub mod yolov3_detector;
 pub mod yolov3_head;
 
+pub use cascade_heads::{CASCADE_LOSS_NAMES, CASCADE_MASK_LOSS_NAMES};
 pub use cascade_rcnn::CascadeRcnnSpec;
 pub use faster_rcnn::FasterRcnnSpec;
 pub use faster_rcnn_detector::FasterRcnnDetector;
