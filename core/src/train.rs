@@ -252,7 +252,7 @@ impl SyntheticBatch {
         let mut boxes = vec![0.0; batch * Self::MAX_BOXES * 4];
         let mut labels = vec![0; batch * Self::MAX_BOXES];
         let mut polygons = vec![Vec::new(); batch];
-        for b in 0..batch {
+        for (b, image_polygons) in polygons.iter_mut().enumerate() {
             for k in 0..Self::BOXES_PER_IMAGE {
                 let i = b * Self::BOXES_PER_IMAGE + k;
                 let t = (i as f64 * 0.618_033_988_7) % 1.0;
@@ -266,7 +266,7 @@ impl SyntheticBatch {
                 let [cx, cy, w, h] = cxcywh.map(|v| (v * size as f64) as f32);
                 let (x1, y1) = (cx - w / 2.0, cy - h / 2.0);
                 let (x2, y2) = (x1 + w - 1.0, y1 + h - 1.0);
-                polygons[b].push(vec![vec![x1, y1, x2, y1, x2, y2, x1, y2]]);
+                image_polygons.push(vec![vec![x1, y1, x2, y1, x2, y2, x1, y2]]);
             }
         }
         SyntheticBatch {
