@@ -45,8 +45,10 @@ fn json_reports_speed_and_peak_memory() {
     ]);
     let v = json_of(&out);
     let object = v.as_object().unwrap();
-    assert_eq!(object.len(), 2, "{v}");
+    assert_eq!(object.len(), 3, "{v}");
     assert!(v["images_per_second"].as_f64().unwrap() > 0.0);
+    // `Trainer::plan`: at least the parameters, their gradients and momenta.
+    assert!(v["planned_bytes"].as_u64().unwrap() > 1 << 20);
     // At least the model's parameters (about 0.5 MB for the small model).
     assert!(v["peak_rss_bytes"].as_u64().unwrap() > 1 << 20);
 }

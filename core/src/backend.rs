@@ -842,6 +842,22 @@ pub trait Backend: Clone + Send + Sync + 'static {
         var: &Self::Buffer,
         y: &mut Self::Buffer,
     );
+    /// `batch_norm_forward_eval` with `x` and `y` one buffer: `xy =
+    /// act(norm(xy))`, the same bits as the out-of-place op. A frozen norm's
+    /// backward reads only its output and a conv's backward never reads
+    /// its output, so a conv unit keeps one tensor instead of two.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_forward_eval_in_place(
+        &self,
+        g: &BatchNormGeom,
+        act: Activation,
+        eps: f32,
+        xy: &mut Self::Buffer,
+        scale: &Self::Buffer,
+        offset: &Self::Buffer,
+        mean: &Self::Buffer,
+        var: &Self::Buffer,
+    );
     /// Backward of `batch_norm_forward_train`, through the activation (whose
     /// derivative is taken from the output `y`).
     #[allow(clippy::too_many_arguments)]
@@ -883,6 +899,9 @@ pub trait Backend: Clone + Send + Sync + 'static {
         x: &Self::Buffer,
         y: &mut Self::Buffer,
     );
+    /// `activation_forward` with `x` and `y` one buffer: `xy = act(xy)`, the
+    /// same bits (the backward reads only the output).
+    fn activation_forward_in_place(&self, act: Activation, len: usize, xy: &mut Self::Buffer);
     /// `dx = dy * act'(x)`, from the output `y`.
     fn activation_backward(
         &self,

@@ -15,6 +15,7 @@ use pulsefocus_core::backend::{
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::Backend;
 
+use crate::ops::InOut;
 use crate::{DeviceBuffer, Gpu, GpuError};
 
 /// The GPU as a core `Backend`: a cheap handle to one opened [`Gpu`].
@@ -214,7 +215,22 @@ impl Backend for GpuBackend {
         var: &DeviceBuffer,
         y: &mut DeviceBuffer,
     ) {
-        self.run(|gpu| gpu.batch_norm_eval_forward(g, act, x, scale, offset, (mean, var), y, eps))
+        let io = InOut::Apart { x, y };
+        self.run(|gpu| gpu.batch_norm_eval_forward(g, act, io, scale, offset, (mean, var), eps))
+    }
+    fn batch_norm_forward_eval_in_place(
+        &self,
+        g: &BatchNormGeom,
+        act: Activation,
+        eps: f32,
+        xy: &mut DeviceBuffer,
+        scale: &DeviceBuffer,
+        offset: &DeviceBuffer,
+        mean: &DeviceBuffer,
+        var: &DeviceBuffer,
+    ) {
+        let io = InOut::InPlace(xy);
+        self.run(|gpu| gpu.batch_norm_eval_forward(g, act, io, scale, offset, (mean, var), eps))
     }
     fn batch_norm_backward_train(
         &self,
@@ -266,7 +282,10 @@ impl Backend for GpuBackend {
         x: &DeviceBuffer,
         y: &mut DeviceBuffer,
     ) {
-        self.run(|gpu| gpu.activation_forward(act, len, x, y))
+        self.run(|gpu| gpu.activation_forward(act, len, InOut::Apart { x, y }))
+    }
+    fn activation_forward_in_place(&self, act: Activation, len: usize, xy: &mut DeviceBuffer) {
+        self.run(|gpu| gpu.activation_forward(act, len, InOut::InPlace(xy)))
     }
     fn activation_backward(
         &self,

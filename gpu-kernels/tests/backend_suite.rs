@@ -144,6 +144,20 @@ fn a_placeholder_roi_scored_is_caught() {
     checks::mask_loss_matches(&Faulty(Fault::PlaceholderScored));
 }
 
+#[test]
+#[should_panic(expected = "activation_forward_in_place Relu len 1 seed 1 tail")]
+fn an_in_place_write_past_the_tensor_is_caught() {
+    checks::activation_forward_in_place_matches(&Faulty(Fault::WritesPastTheEnd));
+}
+
+#[test]
+#[should_panic(
+    expected = "batch_norm_forward_eval_in_place BatchNormGeom { batch: 2, channels: 6, spatial: 169 } Relu seed 1"
+)]
+fn an_in_place_norm_without_its_activation_is_caught() {
+    checks::batch_norm_forward_eval_in_place_matches(&Faulty(Fault::DropsActivation));
+}
+
 /// The real GPU, or None (printing why) on a machine without one.
 fn cuda() -> Option<pulsefocus_gpu::GpuBackend> {
     match pulsefocus_gpu::GpuBackend::open() {

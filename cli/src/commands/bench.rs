@@ -57,8 +57,9 @@ pub struct TrainStepArgs {
     /// Untimed steps first (the first step also plans memory).
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
-    /// Print one JSON object: {"images_per_second": f, "peak_rss_bytes": n},
-    /// plus "peak_device_bytes": n on a GPU.
+    /// Print one JSON object: {"images_per_second": f, "planned_bytes": n,
+    /// "peak_rss_bytes": n}, plus "peak_device_bytes": n on a GPU
+    /// (`planned_bytes`: what `Trainer::plan` sized for the batch and size).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -186,6 +187,7 @@ impl OnBackend for TrainStep {
         if args.json {
             let mut out = serde_json::json!({
                 "images_per_second": images_per_second,
+                "planned_bytes": planned,
                 "peak_rss_bytes": peak_rss,
             });
             if let Some(bytes) = peak_device {

@@ -81,6 +81,30 @@ fn scale_shift_activate(act: Activation, x: &[f32], a: f32, b: f32, y: &mut [f32
     }
 }
 
+/// `xy = act(xy * a + b)` over one plane: `scale_shift_activate` in place.
+#[multiversion(targets = "simd")]
+fn scale_shift_activate_in_place(act: Activation, a: f32, b: f32, xy: &mut [f32]) {
+    let act = act.piecewise();
+    for v in xy.iter_mut() {
+        *v = act.forward(*v * a + b);
+    }
+}
+
+/// Channel `c`'s `(a, b)` of `y = x * a + b`, the normalisation
+/// `scale * (x - mean) * inv_std + offset` folded.
+fn folded(scale: &[f32], offset: &[f32], mean: &[f32], inv_std: &[f32], c: usize) -> (f32, f32) {
+    let a = scale[c] * inv_std[c];
+    (a, offset[c] - mean[c] * a)
+}
+
+/// `1 / sqrt(var + eps)` per channel.
+fn inv_std(g: &BatchNormGeom, var: &[f32], eps: f32) -> Vec<f32> {
+    var[..g.channels]
+        .iter()
+        .map(|v| 1.0 / (v + eps).sqrt())
+        .collect()
+}
+
 /// Plane `p` (image `p / channels`, channel `p % channels`) of `data`.
 fn plane<'a>(g: &BatchNormGeom, data: &'a [f32], p: usize) -> &'a [f32] {
     &data[p * g.spatial..][..g.spatial]
@@ -150,10 +174,7 @@ fn normalize(
         .zip(x[..g.len()].par_chunks(g.spatial))
         .enumerate()
         .for_each(|(plane, (y_plane, x_plane))| {
-            let c = plane % g.channels;
-            // y = x * a + b with a, b folded per channel.
-            let a = scale[c] * inv_std[c];
-            let b = offset[c] - mean[c] * a;
+            let (a, b) = folded(scale, offset, mean, inv_std, plane % g.channels);
             scale_shift_activate(act, x_plane, a, b, y_plane);
         });
 }
@@ -170,11 +191,30 @@ pub fn forward_eval(
     var: &[f32],
     y: &mut [f32],
 ) {
-    let inv_std: Vec<f32> = var[..g.channels]
-        .iter()
-        .map(|v| 1.0 / (v + eps).sqrt())
-        .collect();
-    normalize(g, act, x, scale, offset, mean, &inv_std, y);
+    normalize(g, act, x, scale, offset, mean, &inv_std(g, var, eps), y);
+}
+
+/// `forward_eval` with `x` and `y` one buffer: the same arithmetic, so the
+/// same bits.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_eval_in_place(
+    g: &BatchNormGeom,
+    act: Activation,
+    eps: f32,
+    xy: &mut [f32],
+    scale: &[f32],
+    offset: &[f32],
+    mean: &[f32],
+    var: &[f32],
+) {
+    let inv_std = inv_std(g, var, eps);
+    xy[..g.len()]
+        .par_chunks_mut(g.spatial)
+        .enumerate()
+        .for_each(|(plane, xy_plane)| {
+            let (a, b) = folded(scale, offset, mean, &inv_std, plane % g.channels);
+            scale_shift_activate_in_place(act, a, b, xy_plane);
+        });
 }
 
 /// `dx = k * (dz - mean_dz - (x - mean) * inv_std * mean_dz_xhat)` over one

@@ -18,6 +18,11 @@ pub fn activation_forward(act: Activation, x: &[f32], y: &mut [f32]) {
         });
 }
 
+pub fn activation_forward_in_place(act: Activation, xy: &mut [f32]) {
+    xy.par_chunks_mut(CHUNK)
+        .for_each(|xy| xy.iter_mut().for_each(|v| *v = act.forward(*v)));
+}
+
 pub fn activation_backward(act: Activation, y: &[f32], dy: &[f32], dx: &mut [f32]) {
     dx.par_chunks_mut(CHUNK)
         .zip(y.par_chunks(CHUNK))

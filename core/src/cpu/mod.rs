@@ -150,6 +150,20 @@ impl Backend for CpuBackend {
         batch_norm::forward_eval(g, act, eps, x, scale, offset, mean, var, y);
     }
 
+    fn batch_norm_forward_eval_in_place(
+        &self,
+        g: &BatchNormGeom,
+        act: Activation,
+        eps: f32,
+        xy: &mut Vec<f32>,
+        scale: &Vec<f32>,
+        offset: &Vec<f32>,
+        mean: &Vec<f32>,
+        var: &Vec<f32>,
+    ) {
+        batch_norm::forward_eval_in_place(g, act, eps, xy, scale, offset, mean, var);
+    }
+
     fn batch_norm_backward_train(
         &self,
         g: &BatchNormGeom,
@@ -195,6 +209,10 @@ impl Backend for CpuBackend {
 
     fn activation_forward(&self, act: Activation, len: usize, x: &Vec<f32>, y: &mut Vec<f32>) {
         elementwise::activation_forward(act, &x[..len], &mut y[..len]);
+    }
+
+    fn activation_forward_in_place(&self, act: Activation, len: usize, xy: &mut Vec<f32>) {
+        elementwise::activation_forward_in_place(act, &mut xy[..len]);
     }
 
     fn activation_backward(

@@ -23,30 +23,35 @@ impl<B: Backend> ActivationLayer<B> {
         &self.output
     }
 
+    /// `xy = act(xy)`: the layer's own output stays empty and `xy` is the
+    /// output `backward_from_output` reads. For an input nothing else reads
+    /// afterwards (a conv's output: its backward does not read it).
+    pub fn forward_in_place(&mut self, backend: &B, xy: &mut Tensor<B>) {
+        self.output.reshape_reuse(backend, &[0]);
+        backend.activation_forward_in_place(self.act, xy.numel(), xy.buf_mut());
+    }
+
     /// The derivative is read from the saved output, so `x` is not needed.
-    pub fn backward(&mut self, backend: &B, dy: &Tensor<B>, dx: &mut Tensor<B>) {
-        assert_eq!(
-            dy.shape(),
-            self.output.shape(),
-            "activation backward: dy shape"
-        );
+    pub fn backward(&self, backend: &B, dy: &Tensor<B>, dx: &mut Tensor<B>) {
+        self.backward_from_output(backend, &self.output, dy, dx);
+    }
+
+    /// `backward` with the output `y` given: the tensor `forward_in_place`
+    /// overwrote.
+    pub fn backward_from_output(
+        &self,
+        backend: &B,
+        y: &Tensor<B>,
+        dy: &Tensor<B>,
+        dx: &mut Tensor<B>,
+    ) {
+        assert_eq!(dy.shape(), y.shape(), "activation backward: dy shape");
         dx.reshape_reuse(backend, dy.shape());
-        backend.activation_backward(
-            self.act,
-            dy.numel(),
-            self.output.buf(),
-            dy.buf(),
-            dx.buf_mut(),
-        );
+        backend.activation_backward(self.act, dy.numel(), y.buf(), dy.buf(), dx.buf_mut());
     }
 
     pub fn output(&self) -> &Tensor<B> {
         &self.output
-    }
-
-    /// Exchanges the saved output with `saved` (see `ConvUnit::swap_output`).
-    pub fn swap_output(&mut self, saved: &mut Tensor<B>) {
-        std::mem::swap(&mut self.output, saved);
     }
 
     pub fn planned_bytes(&self, backend: &B) -> usize {
@@ -99,6 +104,26 @@ mod tests {
                 GradCheck::default(),
             )
             .unwrap();
+        }
+    }
+
+    #[test]
+    fn in_place_matches_out_of_place() {
+        let b = cpu();
+        let xs: Vec<f32> = random_vec(41, 120).iter().map(|v| v * 8.0).collect();
+        let dy = Tensor::from_host(&b, &[2, 60], &random_vec(42, 120));
+        for act in [Activation::Relu, Activation::Relu6, Activation::LEAKY_0_1] {
+            let mut layer = ActivationLayer::new(&b, act);
+            let x = Tensor::from_host(&b, &[2, 60], &xs);
+            let want = layer.forward(&b, &x).to_host(&b);
+            let (mut dx, mut dx_apart) = (Tensor::zeros(&b, &[0]), Tensor::zeros(&b, &[0]));
+            layer.backward(&b, &dy, &mut dx_apart);
+            let mut xy = Tensor::from_host(&b, &[2, 60], &xs);
+            layer.forward_in_place(&b, &mut xy);
+            assert_eq!(xy.to_host(&b), want, "{act:?}");
+            assert_eq!(layer.output().numel(), 0);
+            layer.backward_from_output(&b, &xy, &dy, &mut dx);
+            assert_eq!(dx.to_host(&b), dx_apart.to_host(&b), "{act:?}");
         }
     }
 

@@ -112,6 +112,37 @@ impl<B: Backend> BatchNorm<B> {
         &self.output
     }
 
+    /// Whether `forward_in_place` may run: with the running statistics
+    /// (frozen, or eval) nothing reads the input afterwards, as the frozen
+    /// backward reads only the output; batch statistics' backward reads the
+    /// input.
+    pub fn runs_in_place(&self) -> bool {
+        !self.uses_batch_stats()
+    }
+
+    /// The forward with running statistics on `xy` itself: `xy =
+    /// act(bn(xy))`, the same values as `forward`. The layer's own output
+    /// stays empty (a buffer it had keeps its memory, for a later forward
+    /// with batch statistics); `backward_from_output` takes `xy`.
+    pub fn forward_in_place(&mut self, backend: &B, xy: &mut Tensor<B>) {
+        assert!(
+            self.runs_in_place(),
+            "batch_norm: in place with batch statistics, whose backward reads the input"
+        );
+        let g = self.geom_for(xy);
+        self.output.reshape_reuse(backend, &[0]);
+        backend.batch_norm_forward_eval_in_place(
+            &g,
+            self.act,
+            self.eps,
+            xy.buf_mut(),
+            self.scale.buf(),
+            self.offset.buf(),
+            self.mean.buf(),
+            self.variance.buf(),
+        );
+    }
+
     /// Gradients after a training (or frozen) forward of the same `x`.
     pub fn backward(
         &mut self,
@@ -127,21 +158,7 @@ impl<B: Backend> BatchNorm<B> {
             "batch_norm: backward after an eval-mode forward"
         );
         if self.frozen {
-            self.scale_grad.fill(backend, 0.0);
-            self.offset_grad.fill(backend, 0.0);
-            if let Some(dx) = dx {
-                dx.reshape_reuse(backend, x.shape());
-                backend.batch_norm_backward_eval(
-                    &g,
-                    self.act,
-                    self.eps,
-                    self.output.buf(),
-                    dy.buf(),
-                    self.scale.buf(),
-                    self.variance.buf(),
-                    dx.buf_mut(),
-                );
-            }
+            self.frozen_backward(backend, None, dy, dx);
             return;
         }
         // The parameter gradients come out of the same passes as dx, so dx is
@@ -168,6 +185,51 @@ impl<B: Backend> BatchNorm<B> {
             self.scale_grad.buf_mut(),
             self.offset_grad.buf_mut(),
         );
+    }
+
+    /// `backward` of a frozen norm after `forward_in_place`: the input
+    /// gradient from `y`, the tensor it overwrote.
+    pub fn backward_from_output(
+        &mut self,
+        backend: &B,
+        y: &Tensor<B>,
+        dy: &Tensor<B>,
+        dx: Option<&mut Tensor<B>>,
+    ) {
+        assert!(
+            self.training && self.frozen,
+            "batch_norm: backward from the output needs a frozen norm in training"
+        );
+        self.frozen_backward(backend, Some(y), dy, dx);
+    }
+
+    /// A frozen norm's backward: no parameter gradients, and the input's
+    /// from the output (`y`, or the layer's own when None).
+    fn frozen_backward(
+        &mut self,
+        backend: &B,
+        y: Option<&Tensor<B>>,
+        dy: &Tensor<B>,
+        dx: Option<&mut Tensor<B>>,
+    ) {
+        self.scale_grad.fill(backend, 0.0);
+        self.offset_grad.fill(backend, 0.0);
+        let y = y.unwrap_or(&self.output);
+        let g = self.geom_for(y);
+        assert_eq!(dy.shape(), y.shape(), "batch_norm backward: dy shape");
+        if let Some(dx) = dx {
+            dx.reshape_reuse(backend, y.shape());
+            backend.batch_norm_backward_eval(
+                &g,
+                self.act,
+                self.eps,
+                y.buf(),
+                dy.buf(),
+                self.scale.buf(),
+                self.variance.buf(),
+                dx.buf_mut(),
+            );
+        }
     }
 
     pub fn output(&self) -> &Tensor<B> {
@@ -278,6 +340,41 @@ mod tests {
                 check_backward(act, true, seed);
             }
         }
+    }
+
+    /// With running statistics (frozen, or eval) the in-place forward
+    /// writes the out-of-place output's bits into its input, and the
+    /// backward from that tensor gives the same input gradient.
+    #[test]
+    fn in_place_matches_out_of_place() {
+        let b = cpu();
+        for act in [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::LEAKY_0_1,
+        ] {
+            for (training, frozen) in [(true, true), (false, false)] {
+                let mut bn = layer(&b, act);
+                (bn.training, bn.frozen) = (training, frozen);
+                assert!(bn.runs_in_place());
+                let x = tensor(&[2, 3, 4, 5], 31);
+                let want = bn.forward(&b, &x).to_host(&b);
+                let mut xy = tensor(&[2, 3, 4, 5], 31);
+                bn.forward_in_place(&b, &mut xy);
+                assert_eq!(xy.to_host(&b), want, "{act:?} training={training}");
+                assert_eq!(bn.output().numel(), 0);
+                if training {
+                    let dy = tensor(x.shape(), 32);
+                    let (mut dx, mut dx_apart) = (Tensor::zeros(&b, &[0]), Tensor::zeros(&b, &[0]));
+                    bn.backward_from_output(&b, &xy, &dy, Some(&mut dx));
+                    bn.forward(&b, &x);
+                    bn.backward(&b, &x, &dy, Some(&mut dx_apart));
+                    assert_eq!(dx.to_host(&b), dx_apart.to_host(&b), "{act:?}");
+                }
+            }
+        }
+        let live = layer(&b, Activation::Relu);
+        assert!(!live.runs_in_place(), "batch statistics");
     }
 
     #[test]

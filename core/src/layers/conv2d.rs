@@ -173,6 +173,12 @@ impl<B: Backend> Conv2d<B> {
         &self.output
     }
 
+    /// The output, for a norm or activation that runs in place on it
+    /// (`ConvUnit::forward`): `backward` never reads it.
+    pub fn output_mut(&mut self) -> &mut Tensor<B> {
+        &mut self.output
+    }
+
     /// Exchanges the saved output with `saved` (see `ConvUnit::swap_output`).
     pub fn swap_output(&mut self, saved: &mut Tensor<B>) {
         std::mem::swap(&mut self.output, saved);

@@ -383,6 +383,14 @@ fn resnet_norm_name(name: &str) -> String {
 /// fused with the unit's activation (an affine channel runs as a frozen
 /// batch norm, see `new`), or (a conv with a bias) the activation on its own
 /// unless it is the identity.
+///
+/// The norm or activation runs in place on the conv's output whenever its
+/// backward would not read the conv's output: a batch norm with running
+/// statistics (frozen, as every affine channel, or in eval), and the
+/// activation after a biased conv (both backward passes read only their
+/// output, and the conv's backward reads its input and `dy`). The unit then
+/// keeps one activation tensor instead of two; only a batch norm with
+/// batch statistics keeps the conv's output apart from its own.
 pub struct ConvUnit<B: Backend> {
     pub spec: ConvUnitSpec,
     pub conv: Conv2d<B>,
@@ -393,6 +401,10 @@ pub struct ConvUnit<B: Backend> {
     /// The unit's `forward` does not run it: the chain below continues from
     /// the output itself.
     pub l2_norm: Option<L2Norm<B>>,
+    /// Whether the last `forward` ran the norm or activation in place, so
+    /// the unit's output is the conv's buffer. Decided per call: a batch
+    /// norm may be frozen, unfrozen or switched to eval between calls.
+    in_place: bool,
 }
 
 impl<B: Backend> ConvUnit<B> {
@@ -441,6 +453,7 @@ impl<B: Backend> ConvUnit<B> {
             bn,
             act,
             l2_norm: None,
+            in_place: false,
         };
         for declared in unit.spec.params() {
             let mut values = vec![0.0; declared.spec.numel()];
@@ -556,16 +569,28 @@ impl<B: Backend> ConvUnit<B> {
     }
 
     pub fn forward(&mut self, backend: &B, x: &Tensor<B>, workspace: &mut Tensor<B>) -> &Tensor<B> {
-        let z = self.conv.forward(backend, x, workspace);
-        match (&mut self.bn, &mut self.act) {
-            (Some(bn), _) => bn.forward(backend, z),
-            (None, Some(act)) => act.forward(backend, z),
-            (None, None) => z,
-        }
+        self.conv.forward(backend, x, workspace);
+        let z = self.conv.output_mut();
+        self.in_place = match (&mut self.bn, &mut self.act) {
+            (Some(bn), _) if bn.runs_in_place() => {
+                bn.forward_in_place(backend, z);
+                true
+            }
+            (Some(bn), _) => {
+                bn.forward(backend, z);
+                false
+            }
+            (None, Some(act)) => {
+                act.forward_in_place(backend, z);
+                true
+            }
+            (None, None) => false,
+        };
+        self.output()
     }
 
     pub fn output(&self) -> &Tensor<B> {
-        unit_output(&self.conv, &self.bn, &self.act)
+        unit_output(&self.conv, &self.bn, self.in_place)
     }
 
     /// What a detector head reads from this unit: the output, or its L2
@@ -580,7 +605,7 @@ impl<B: Backend> ConvUnit<B> {
     /// Runs the unit's L2 norm (if any) on its output, after `forward`.
     pub fn forward_l2_norm(&mut self, backend: &B) {
         if let Some(norm) = &mut self.l2_norm {
-            norm.forward(backend, unit_output(&self.conv, &self.bn, &self.act));
+            norm.forward(backend, unit_output(&self.conv, &self.bn, self.in_place));
         }
     }
 
@@ -594,7 +619,7 @@ impl<B: Backend> ConvUnit<B> {
             .expect("backward_l2_norm on a unit without an L2 norm");
         norm.backward(
             backend,
-            unit_output(&self.conv, &self.bn, &self.act),
+            unit_output(&self.conv, &self.bn, self.in_place),
             dy,
             dx,
         );
@@ -612,40 +637,37 @@ impl<B: Backend> ConvUnit<B> {
         dx: Option<&mut Tensor<B>>,
         workspace: &mut Tensor<B>,
     ) {
-        match (&mut self.bn, &mut self.act) {
-            (Some(bn), _) => {
-                bn.backward(backend, self.conv.output(), dy, Some(&mut *dz));
-                self.conv.backward(backend, x, dz, dx, workspace);
+        // After an in-place forward the conv's buffer holds the unit's
+        // output, which the norm's or activation's backward reads.
+        let z_or_y = self.conv.output();
+        match (&mut self.bn, &self.act) {
+            (Some(bn), _) if self.in_place => {
+                bn.backward_from_output(backend, z_or_y, dy, Some(&mut *dz))
             }
-            (None, Some(act)) => {
-                act.backward(backend, dy, dz);
-                self.conv.backward(backend, x, dz, dx, workspace);
-            }
-            (None, None) => self.conv.backward(backend, x, dy, dx, workspace),
+            (Some(bn), _) => bn.backward(backend, z_or_y, dy, Some(&mut *dz)),
+            (None, Some(act)) => act.backward_from_output(backend, z_or_y, dy, dz),
+            (None, None) => return self.conv.backward(backend, x, dy, dx, workspace),
         }
+        self.conv.backward(backend, x, dz, dx, workspace);
     }
 
-    /// Exchanges the unit's output (its activation's, or its conv's if it
-    /// has none) with `saved`. A head whose parameters are shared over
-    /// several inputs (RetinaNet's over the pyramid levels) runs forward on
-    /// each and swaps that run's outputs out, then swaps them back in for
-    /// the backward pass of that input: no copy, and no second forward pass.
-    /// A unit's backward reads its activation's output and its input (the
-    /// unit below's output), never its conv's output under an activation,
-    /// so that one is not kept per input. The last unit of a chain needs
-    /// none of its outputs kept once its output gradient is known. Units
-    /// with a batch norm keep statistics of their input and cannot be
-    /// shared this way.
+    /// Exchanges the unit's output (its conv's buffer, on which any
+    /// activation ran in place) with `saved`. A head whose parameters are
+    /// shared over several inputs (RetinaNet's over the pyramid levels)
+    /// runs forward on each and swaps that run's outputs out, then swaps
+    /// them back in for the backward pass of that input: no copy, and no
+    /// second forward pass. A unit's backward reads its output and its
+    /// input (the unit below's output), nothing else of the forward. The
+    /// last unit of a chain needs none of its outputs kept once its output
+    /// gradient is known. Units with a batch norm keep statistics of their
+    /// input and cannot be shared this way.
     pub fn swap_output(&mut self, saved: &mut Tensor<B>) {
         assert!(
             self.bn.is_none(),
             "{}: a unit with a batch norm cannot swap its output",
             self.spec.prefix
         );
-        match &mut self.act {
-            Some(act) => act.swap_output(saved),
-            None => self.conv.swap_output(saved),
-        }
+        self.conv.swap_output(saved);
     }
 
     /// Bytes of parameters, gradients, activations and saved statistics.
@@ -720,16 +742,16 @@ impl<B: Backend> GradSums<B> {
     }
 }
 
-/// A unit's output: its batch norm's, its activation's, or its conv's.
+/// A unit's output: its batch norm's when that did not run in place, else
+/// its conv's buffer (which any activation overwrote).
 fn unit_output<'a, B: Backend>(
     conv: &'a Conv2d<B>,
     bn: &'a Option<BatchNorm<B>>,
-    act: &'a Option<ActivationLayer<B>>,
+    in_place: bool,
 ) -> &'a Tensor<B> {
-    match (bn, act) {
-        (Some(bn), _) => bn.output(),
-        (None, Some(act)) => act.output(),
-        (None, None) => conv.output(),
+    match bn {
+        Some(bn) if !in_place => bn.output(),
+        _ => conv.output(),
     }
 }
 
@@ -997,9 +1019,9 @@ mod tests {
         u.tensor_mut(ParamRole::BnOffset).upload(&b, &offset);
         let x = tensor(&[2, 8, 6, 6], 7);
         let mut workspace = Tensor::zeros(&b, &[0]);
-        u.forward(&b, &x, &mut workspace);
-        let z = u.conv.output().to_host(&b);
-        let y = u.output().to_host(&b);
+        // The unit's forward overwrites the conv's output with its own.
+        let z = u.conv.forward(&b, &x, &mut workspace).to_host(&b);
+        let y = u.forward(&b, &x, &mut workspace).to_host(&b);
         let plane = 3 * 3;
         let channel = |i: usize| (i / plane) % 4;
         for (i, (&zi, &yi)) in z.iter().zip(&y).enumerate() {
@@ -1024,6 +1046,140 @@ mod tests {
         }
         let scale_grad = u.grad(ParamRole::BnScale).expect("a scale").to_host(&b);
         assert!(scale_grad.iter().all(|&g| g == 0.0));
+    }
+
+    /// What a unit's forward and backward give: output, input gradient,
+    /// conv weight gradient, and the unit's planned bytes after both.
+    type Pass = (Vec<f32>, Vec<f32>, Vec<f32>, usize);
+
+    /// `spec`'s unit (weights from `seed`, the norm's statistics set to
+    /// values far from their start) after `prepare`, run forward and
+    /// backward on `x` and `dy`, through `ConvUnit` when `whole`, else
+    /// layer by layer as the unit ran before its in-place forms: the norm
+    /// or activation reading the conv's output into its own.
+    fn unit_pass(
+        spec: &ConvUnitSpec,
+        prepare: impl Fn(&mut ConvUnit<crate::CpuBackend>),
+        whole: bool,
+    ) -> Pass {
+        use crate::layers::test_util::{cpu, tensor};
+        let b = cpu();
+        let mut u = ConvUnit::new(&b, spec.clone(), &mut Rng::from_state(11));
+        if let Some(bn) = &mut u.bn {
+            bn.scale.upload(&b, &[1.5, -0.5, 0.25, 2.0]);
+            bn.offset.upload(&b, &[0.1, -0.2, 0.3, 0.0]);
+            bn.mean.upload(&b, &[0.2, -0.1, 0.0, 0.3]);
+            bn.variance.upload(&b, &[0.8, 1.3, 0.5, 2.0]);
+        }
+        prepare(&mut u);
+        let x = tensor(&[2, 8, 6, 6], 12);
+        let dy = tensor(&[2, 4, 3, 3], 13);
+        let mut workspace = Tensor::zeros(&b, &[0]);
+        let (mut dz, mut dx) = (Tensor::zeros(&b, &[0]), Tensor::zeros(&b, &[0]));
+        let y = if whole {
+            let y = u.forward(&b, &x, &mut workspace).to_host(&b);
+            u.backward(&b, &x, &dy, &mut dz, Some(&mut dx), &mut workspace);
+            y
+        } else {
+            let z = u.conv.forward(&b, &x, &mut workspace);
+            let y = match (&mut u.bn, &mut u.act) {
+                (Some(bn), _) => bn.forward(&b, z).to_host(&b),
+                (None, Some(act)) => act.forward(&b, z).to_host(&b),
+                (None, None) => z.to_host(&b),
+            };
+            match (&mut u.bn, &mut u.act) {
+                (Some(bn), _) => bn.backward(&b, u.conv.output(), &dy, Some(&mut dz)),
+                (None, Some(act)) => act.backward(&b, &dy, &mut dz),
+                (None, None) => copy_into(&b, &dy, &mut dz),
+            }
+            u.conv.backward(&b, &x, &dz, Some(&mut dx), &mut workspace);
+            y
+        };
+        let grads = u.conv.weight_grad.to_host(&b);
+        (y, dx.to_host(&b), grads, u.planned_bytes(&b))
+    }
+
+    /// A frozen batch norm, an affine channel and a biased conv's ReLU run
+    /// in place: the unit holds one activation tensor (its planned bytes
+    /// are the layer-by-layer run's less exactly the output's), and its
+    /// output and gradients are those of the layer-by-layer run, bit for
+    /// bit. A batch norm with batch statistics keeps both tensors.
+    #[test]
+    fn in_place_units_hold_one_activation_tensor() {
+        let frozen = ParamAttr {
+            decay: Some(0.0),
+            learning_rate: 0.0,
+            constant: None,
+        };
+        let spec = |norm| ConvUnitSpec {
+            groups: 1,
+            activation: Activation::Relu,
+            ..unit(NameStyle::Dotted, norm)
+        };
+        let freeze = |u: &mut ConvUnit<crate::CpuBackend>| {
+            if let Some(bn) = &mut u.bn {
+                bn.frozen = true;
+            }
+        };
+        let output_bytes = 2 * 4 * 3 * 3 * 4;
+        for (name, spec) in [
+            ("frozen batch norm", spec(BN)),
+            ("affine channel", spec(Norm::AffineChannel(frozen))),
+            ("bias and ReLU", spec(Norm::Bias(ParamAttr::DEFAULT))),
+        ] {
+            let whole = unit_pass(&spec, freeze, true);
+            let layers = unit_pass(&spec, freeze, false);
+            assert_eq!(whole.0, layers.0, "{name}: output");
+            assert_eq!(whole.1, layers.1, "{name}: input gradient");
+            assert_eq!(whole.2, layers.2, "{name}: weight gradient");
+            assert_eq!(whole.3 + output_bytes, layers.3, "{name}: planned bytes");
+        }
+        let live = unit_pass(&spec(BN), |_| {}, true);
+        let layers = unit_pass(&spec(BN), |_| {}, false);
+        assert_eq!(live, layers, "batch statistics");
+    }
+
+    /// A unit decides per forward: batch statistics out of place, frozen
+    /// and eval in place on the conv's buffer, and back; each forward's
+    /// output and backward are those of a unit that ran only in that mode.
+    #[test]
+    fn a_unit_switches_between_in_place_and_apart() {
+        use crate::layers::test_util::{cpu, tensor};
+        let b = cpu();
+        let spec = ConvUnitSpec {
+            groups: 1,
+            ..unit(NameStyle::Dotted, BN)
+        };
+        let x = tensor(&[2, 8, 6, 6], 21);
+        let dy = tensor(&[2, 4, 3, 3], 22);
+        let mut workspace = Tensor::zeros(&b, &[0]);
+        // (training, frozen) of each forward; eval runs no backward.
+        let modes = [(true, false), (true, true), (false, false), (true, false)];
+        let run = |u: &mut ConvUnit<crate::CpuBackend>, (training, frozen), ws: &mut Tensor<_>| {
+            let bn = u.bn.as_mut().expect("a batch norm");
+            (bn.training, bn.frozen) = (training, frozen);
+            let y = u.forward(&b, &x, ws).to_host(&b);
+            let (mut dz, mut dx) = (Tensor::zeros(&b, &[0]), Tensor::zeros(&b, &[0]));
+            if training {
+                u.backward(&b, &x, &dy, &mut dz, Some(&mut dx), ws);
+            }
+            (y, dx.to_host(&b))
+        };
+        let mut switching = ConvUnit::new(&b, spec.clone(), &mut Rng::from_state(23));
+        for (k, mode) in modes.into_iter().enumerate() {
+            let mut alone = ConvUnit::new(&b, spec.clone(), &mut Rng::from_state(23));
+            // The running statistics the switching unit has moved so far.
+            for role in [ParamRole::BnMean, ParamRole::BnVariance] {
+                let stats = switching.tensor(role).to_host(&b);
+                alone.tensor_mut(role).upload(&b, &stats);
+            }
+            let want = run(&mut alone, mode, &mut workspace);
+            assert_eq!(
+                run(&mut switching, mode, &mut workspace),
+                want,
+                "forward {k}"
+            );
+        }
     }
 
     /// A unit run on two inputs, the first run's output swapped out and back

@@ -4,7 +4,7 @@
 use pulsefocus_core::backend::{Activation, BatchNormGeom};
 
 use super::elementwise::activation_code;
-use super::{at_least, block_per_item, elementwise, fail, index_count, PlanError};
+use super::{at_least, block_per_item, elementwise, fail, index_count, InOut, PlanError};
 use crate::driver::KernelArgs;
 use crate::{DeviceBuffer, Gpu, GpuError};
 
@@ -128,24 +128,24 @@ impl Gpu {
         self.launch(NAME, block_per_item(NAME, shape[1])?, &args)
     }
 
-    /// Evaluation (running statistics) forward with the activation.
+    /// Evaluation (running statistics) forward with the activation, from
+    /// `x` into `y` or in place.
     #[allow(clippy::too_many_arguments)]
     pub fn batch_norm_eval_forward(
         &self,
         g: &BatchNormGeom,
         act: Activation,
-        x: &DeviceBuffer,
+        mut io: InOut<'_>,
         gamma: &DeviceBuffer,
         beta: &DeviceBuffer,
         running: (&DeviceBuffer, &DeviceBuffer),
-        y: &mut DeviceBuffer,
         epsilon: f32,
     ) -> Result<(), GpuError> {
         const NAME: &str = "batch_norm_eval_forward";
         let (shape, len) = plan(
             NAME,
             g,
-            &[("x", x.len()), ("y", y.len())],
+            &io.lens(),
             &[
                 ("gamma", gamma.len()),
                 ("beta", beta.len()),
@@ -156,8 +156,10 @@ impl Gpu {
         let c = g.channels;
         let (kind, slope) = activation_code(act);
         let mut args = KernelArgs::new();
-        args.input(x, len).input(gamma, c).input(beta, c);
-        args.input(running.0, c).input(running.1, c).output(y, len);
+        io.input(&mut args, len);
+        args.input(gamma, c).input(beta, c);
+        args.input(running.0, c).input(running.1, c);
+        io.output(&mut args, len);
         args.u32(shape[0]).u32(shape[1]).u32(shape[2]);
         args.f32(epsilon).u32(kind).f32(slope);
         self.launch(NAME, elementwise(len as u32), &args)
@@ -213,7 +215,15 @@ mod tests {
         let (x, short) = (gpu.zeros(24).unwrap(), gpu.zeros(2).unwrap());
         let mut y = gpu.zeros(24).unwrap();
         let err = gpu
-            .batch_norm_eval_forward(&g, Activation::Relu, &x, &short, &x, (&x, &x), &mut y, 1e-5)
+            .batch_norm_eval_forward(
+                &g,
+                Activation::Relu,
+                InOut::Apart { x: &x, y: &mut y },
+                &short,
+                &x,
+                (&x, &x),
+                1e-5,
+            )
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -221,9 +231,33 @@ mod tests {
         );
         let empty = BatchNormGeom { batch: 0, ..g };
         assert!(gpu
-            .batch_norm_eval_forward(&empty, Activation::Relu, &x, &x, &x, (&x, &x), &mut y, 1e-5)
+            .batch_norm_eval_forward(
+                &empty,
+                Activation::Relu,
+                InOut::Apart { x: &x, y: &mut y },
+                &x,
+                &x,
+                (&x, &x),
+                1e-5
+            )
             .unwrap_err()
             .to_string()
             .contains("empty batch norm"));
+        let mut xy = gpu.zeros(23).unwrap();
+        let err = gpu
+            .batch_norm_eval_forward(
+                &g,
+                Activation::Relu,
+                InOut::InPlace(&mut xy),
+                &x,
+                &x,
+                (&x, &x),
+                1e-5,
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "kernel batch_norm_eval_forward: x (in place) has 23 elements, needs at least 24"
+        );
     }
 }

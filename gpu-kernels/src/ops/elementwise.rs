@@ -3,7 +3,7 @@
 use pulsefocus_core::backend::Activation;
 use pulsefocus_gpu_device::elementwise as kernels;
 
-use super::{elementwise, elementwise_len};
+use super::{elementwise, elementwise_len, InOut};
 use crate::driver::KernelArgs;
 use crate::{DeviceBuffer, Gpu, GpuError};
 
@@ -27,23 +27,20 @@ impl Gpu {
         self.launch("fill", elementwise(n), &args)
     }
 
-    /// `y = act(x)` over the first `len` elements.
+    /// `y = act(x)` over the first `len` elements (in place: `x = act(x)`).
     pub fn activation_forward(
         &self,
         act: Activation,
         len: usize,
-        x: &DeviceBuffer,
-        y: &mut DeviceBuffer,
+        mut io: InOut<'_>,
     ) -> Result<(), GpuError> {
         const NAME: &str = "activation_forward";
-        let n = elementwise_len(NAME, &[("x", x.len()), ("y", y.len())], len)?;
+        let n = elementwise_len(NAME, &io.lens(), len)?;
         let (kind, slope) = activation_code(act);
         let mut args = KernelArgs::new();
-        args.input(x, len)
-            .output(y, len)
-            .u32(n)
-            .u32(kind)
-            .f32(slope);
+        io.input(&mut args, len);
+        io.output(&mut args, len);
+        args.u32(n).u32(kind).f32(slope);
         self.launch(NAME, elementwise(n), &args)
     }
 

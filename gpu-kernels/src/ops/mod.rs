@@ -11,7 +11,9 @@ use std::fmt;
 
 use pulsefocus_gpu_device::reduce::REDUCE_THREADS;
 
+use crate::driver::KernelArgs;
 pub use crate::driver::LaunchShape;
+use crate::DeviceBuffer;
 
 pub mod batch_norm;
 pub mod concat;
@@ -51,6 +53,44 @@ impl std::error::Error for PlanError {}
 
 pub(crate) fn fail<T>(kernel: &'static str, message: String) -> Result<T, PlanError> {
     Err(PlanError { kernel, message })
+}
+
+/// The input `x` and output `y` of a kernel whose thread reads `x[i]`
+/// before it writes `y[i]` and touches no other element of either (the
+/// activation and evaluation batch norm forwards): two buffers, or one
+/// passed as both, which the kernel then overwrites in place.
+pub enum InOut<'a> {
+    Apart {
+        x: &'a DeviceBuffer,
+        y: &'a mut DeviceBuffer,
+    },
+    InPlace(&'a mut DeviceBuffer),
+}
+
+impl InOut<'_> {
+    /// The buffers' names and lengths, for the argument checks.
+    pub fn lens(&self) -> [(&'static str, usize); 2] {
+        match self {
+            InOut::Apart { x, y } => [("x", x.len()), ("y", y.len())],
+            InOut::InPlace(xy) => [("x (in place)", xy.len()); 2],
+        }
+    }
+
+    /// Adds `x`, `len` elements read.
+    pub fn input(&self, args: &mut KernelArgs, len: usize) {
+        match self {
+            InOut::Apart { x, .. } => args.input(*x, len),
+            InOut::InPlace(xy) => args.input(*xy, len),
+        };
+    }
+
+    /// Adds `y`, `len` elements written.
+    pub fn output(&mut self, args: &mut KernelArgs, len: usize) {
+        match self {
+            InOut::Apart { y, .. } => args.output(*y, len),
+            InOut::InPlace(xy) => args.output(*xy, len),
+        };
+    }
 }
 
 /// Threads per block of the grid-stride kernels.

@@ -11,8 +11,8 @@ use pulsefocus_core::backend::{Activation, BatchNormGeom};
 use pulsefocus_core::Backend;
 
 use super::{
-    assert_close, assert_tail_kept, assert_unchanged, assert_within, buffer, cpu, garbage, input,
-    max_abs, read, Rng, Tol, SEEDS,
+    assert_close, assert_same_bits, assert_tail_kept, assert_unchanged, assert_within, buffer, cpu,
+    garbage, in_place, input, max_abs, read, Rng, Tol, SEEDS,
 };
 
 pub const ACTIVATIONS: [Activation; 4] = [
@@ -304,6 +304,40 @@ pub fn batch_norm_forward_eval_matches<B: Backend>(b: &B) {
                 let what = format!("batch_norm_forward_eval {g:?} {act:?} seed {seed}");
                 assert_within(&what, &got, &want, &PER_ELEMENT.bound(&want[..g.len()]));
                 assert_tail_kept(&what, &got, g.len(), &y0);
+            }
+        }
+    }
+}
+
+/// The in-place form against the same backend's out-of-place op: the
+/// same bits, the statistics unchanged, and the tail past the tensor left
+/// alone.
+pub fn batch_norm_forward_eval_in_place_matches<B: Backend>(b: &B) {
+    for g in shapes() {
+        for act in ACTIVATIONS {
+            for seed in SEEDS {
+                let i = inputs(&g, seed);
+                let mut rng = Rng::new(seed + 700);
+                let xy0 = in_place(&mut rng, &i.x[..g.len()]);
+                let apart = forward_eval_run(b, &g, act, &i, &garbage(&mut rng, g.len()));
+                let (scale, offset) = (buffer(b, &i.scale), buffer(b, &i.offset));
+                let (mean, var) = (buffer(b, &i.mean), buffer(b, &i.var));
+                let mut xy = buffer(b, &xy0);
+                b.batch_norm_forward_eval_in_place(
+                    &g, act, EPS, &mut xy, &scale, &offset, &mean, &var,
+                );
+                for (what, buf, host) in [
+                    ("scale", &scale, &i.scale),
+                    ("offset", &offset, &i.offset),
+                    ("mean", &mean, &i.mean),
+                    ("var", &var, &i.var),
+                ] {
+                    assert_unchanged(b, what, buf, host);
+                }
+                let got = read(b, &xy);
+                let what = format!("batch_norm_forward_eval_in_place {g:?} {act:?} seed {seed}");
+                assert_same_bits(&what, &got[..g.len()], &apart[..g.len()]);
+                assert_tail_kept(&what, &got, g.len(), &xy0);
             }
         }
     }

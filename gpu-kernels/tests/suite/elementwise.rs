@@ -5,8 +5,8 @@
 use pulsefocus_core::Backend;
 
 use super::{
-    abs, assert_tail_kept, assert_unchanged, assert_within, buffer, cpu, garbage, input, read,
-    summation_bound, Rng, Tol, SEEDS,
+    abs, assert_same_bits, assert_tail_kept, assert_unchanged, assert_within, buffer, cpu, garbage,
+    in_place, input, read, summation_bound, Rng, Tol, SEEDS,
 };
 use crate::suite::batch_norm::ACTIVATIONS;
 
@@ -69,6 +69,30 @@ pub fn activation_forward_matches<B: Backend>(b: &B) {
                 let what = format!("activation_forward {act:?} len {len} seed {seed}");
                 compare!(b, &what, len, &[&x], &y0, exact, |be, i, y| be
                     .activation_forward(act, len, &i[0], y));
+            }
+        }
+    }
+}
+
+/// The in-place form against the same backend's out-of-place op: the
+/// same bits, and the tail past the tensor left alone.
+pub fn activation_forward_in_place_matches<B: Backend>(b: &B) {
+    for seed in SEEDS {
+        for len in LENGTHS {
+            for act in ACTIVATIONS {
+                let mut rng = Rng::new(seed);
+                let x = activation_inputs(&mut rng, len);
+                let xy0 = in_place(&mut rng, &x);
+                let y0 = garbage(&mut rng, len);
+                let what = format!("activation_forward_in_place {act:?} len {len} seed {seed}");
+                let got = run(b, &[], &xy0, |be, _, xy| {
+                    be.activation_forward_in_place(act, len, xy)
+                });
+                let apart = run(b, &[&input(&x)], &y0, |be, i, y| {
+                    be.activation_forward(act, len, &i[0], y)
+                });
+                assert_same_bits(&what, &got[..len], &apart[..len]);
+                assert_tail_kept(&what, &got, len, &xy0);
             }
         }
     }

@@ -10,7 +10,8 @@ use pulsefocus_core::{Backend, CpuBackend};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Fault {
-    /// `add` also writes the element after `len`.
+    /// `add` also writes the element after `len`, and so does
+    /// `activation_forward_in_place`.
     WritesPastTheEnd,
     /// `sum` adds the element after `len` (a NaN in the suite's buffers).
     ReadsPastTheEnd,
@@ -47,6 +48,9 @@ pub enum Fault {
     /// `mask_loss` reads a placeholder RoI's class -1 as an unsigned
     /// channel, saturating to 0: the row is scored on channel 0.
     PlaceholderScored,
+    /// `batch_norm_forward_eval_in_place` normalises but leaves out the
+    /// fused activation.
+    DropsActivation,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -171,6 +175,23 @@ impl Backend for Faulty {
     ) {
         CPU.batch_norm_forward_eval(g, act, eps, x, scale, offset, mean, var, y)
     }
+    fn batch_norm_forward_eval_in_place(
+        &self,
+        g: &BatchNormGeom,
+        act: Activation,
+        eps: f32,
+        xy: &mut Vec<f32>,
+        scale: &Vec<f32>,
+        offset: &Vec<f32>,
+        mean: &Vec<f32>,
+        var: &Vec<f32>,
+    ) {
+        let act = match self.0 {
+            Fault::DropsActivation => Activation::Identity,
+            _ => act,
+        };
+        CPU.batch_norm_forward_eval_in_place(g, act, eps, xy, scale, offset, mean, var)
+    }
     fn batch_norm_backward_train(
         &self,
         g: &BatchNormGeom,
@@ -214,6 +235,14 @@ impl Backend for Faulty {
     }
     fn activation_forward(&self, act: Activation, len: usize, x: &Vec<f32>, y: &mut Vec<f32>) {
         CPU.activation_forward(act, len, x, y)
+    }
+    fn activation_forward_in_place(&self, act: Activation, len: usize, xy: &mut Vec<f32>) {
+        let n = if self.0 == Fault::WritesPastTheEnd && len < xy.len() {
+            len + 1
+        } else {
+            len
+        };
+        CPU.activation_forward_in_place(act, n, xy)
     }
     fn activation_backward(
         &self,

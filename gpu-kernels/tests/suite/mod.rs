@@ -105,6 +105,20 @@ pub fn garbage(rng: &mut Rng, len: usize) -> Vec<f32> {
     rng.values(len + TAIL, 100.0, 200.0)
 }
 
+/// `data` followed by garbage of either sign: the host image of a buffer
+/// an op overwrites in place (every activation but the identity changes
+/// such a tail, so a write past the tensor shows).
+pub fn in_place(rng: &mut Rng, data: &[f32]) -> Vec<f32> {
+    let mut host = data.to_vec();
+    let tail = garbage(rng, 0);
+    host.extend(
+        tail.iter()
+            .enumerate()
+            .map(|(k, v)| if k % 2 == 0 { -v } else { *v }),
+    );
+    host
+}
+
 /// A buffer of exactly `host.len()` elements holding `host`.
 pub fn buffer<B: Backend>(b: &B, host: &[f32]) -> B::Buffer {
     let mut buf = b.alloc(host.len());
@@ -225,9 +239,11 @@ macro_rules! backend_tests {
             conv_transpose2d_layer_matches,
             batch_norm_forward_train_matches,
             batch_norm_forward_eval_matches,
+            batch_norm_forward_eval_in_place_matches,
             batch_norm_backward_train_matches,
             batch_norm_backward_eval_matches,
             activation_forward_matches,
+            activation_forward_in_place_matches,
             activation_backward_matches,
             sigmoid_forward_matches,
             sigmoid_backward_matches,
@@ -281,7 +297,8 @@ macro_rules! backend_tests {
 pub mod checks {
     pub use super::batch_norm::{
         batch_norm_backward_eval_matches, batch_norm_backward_train_matches,
-        batch_norm_forward_eval_matches, batch_norm_forward_train_matches,
+        batch_norm_forward_eval_in_place_matches, batch_norm_forward_eval_matches,
+        batch_norm_forward_train_matches,
     };
     pub use super::conv::{
         conv2d_backward_data_matches, conv2d_backward_filter_matches, conv2d_forward_matches,
@@ -289,9 +306,9 @@ pub mod checks {
     pub use super::conv_transpose::conv_transpose2d_layer_matches;
     pub use super::detect::{ssd_detect_matches, yolo_detect_matches};
     pub use super::elementwise::{
-        activation_backward_matches, activation_forward_matches, add_matches, axpy_matches,
-        channel_sum_matches, scale_matches, sigmoid_backward_matches, sigmoid_forward_matches,
-        sum_matches, sum_squares_matches,
+        activation_backward_matches, activation_forward_in_place_matches,
+        activation_forward_matches, add_matches, axpy_matches, channel_sum_matches, scale_matches,
+        sigmoid_backward_matches, sigmoid_forward_matches, sum_matches, sum_squares_matches,
     };
     pub use super::fc::{fc_backward_data_matches, fc_backward_weight_matches, fc_forward_matches};
     pub use super::global_avg_pool::{
