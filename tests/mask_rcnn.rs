@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{pulsefocus, run_ok as run, stderr, stdout};
+use common::{
+    assert_step_matches, loss_terms, run_ok as run, stderr, stdout, train_on_emulated_gpu,
+};
 
 /// configs/mask_rcnn_fpn_demo.ron on 64-pixel pictures (train: 64 or 96),
 /// every reader on the COCO dataset `dataset`, with `keys` (top-level RON
@@ -90,16 +92,10 @@ fn synth(dir: &Path, out: &str, first_class: &str) {
 
 /// Mask R-CNN's five loss terms per step from a run's loss.csv.
 fn losses(save_dir: &Path) -> Vec<Vec<f64>> {
-    let text = std::fs::read_to_string(save_dir.join("loss.csv")).unwrap();
-    let mut lines = text.lines();
-    assert_eq!(
-        lines.next(),
-        Some("iteration,loss,loss_rpn_cls,loss_rpn_bbox,loss_cls,loss_bbox,loss_mask"),
-        "Mask R-CNN's loss terms name the columns"
-    );
-    lines
-        .map(|l| l.split(',').skip(2).map(|c| c.parse().unwrap()).collect())
-        .collect()
+    loss_terms(
+        save_dir,
+        "iteration,loss,loss_rpn_cls,loss_rpn_bbox,loss_cls,loss_bbox,loss_mask",
+    )
 }
 
 #[test]
@@ -219,26 +215,18 @@ fn fine_tunes_with_the_seed_exclusion_then_evaluates_masks_infers_and_trains_on_
     // The same fine-tune on the emulated GPU: the first step's loss terms
     // are the CPU's up to the order of f32 sums (the samplers draw the same
     // RoIs from the same seed).
-    let out = pulsefocus()
-        .current_dir(dir)
-        .env("PULSEFOCUS_GPU_EMULATOR", "1")
-        .args([
-            "train", "-c", config, "--device", "gpu", "-o", &weights, exclude,
-        ])
-        .args(["max_iters=1", "save_dir=output_gpu"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let said = stdout(&out) + &stderr(&out);
-    assert!(said.contains("emulated"), "{said}");
+    train_on_emulated_gpu(
+        dir,
+        config,
+        &[
+            "-o",
+            &weights,
+            exclude,
+            "max_iters=1",
+            "save_dir=output_gpu",
+        ],
+    );
     let gpu_losses = losses(&dir.join("output_gpu/mask_rcnn"));
     assert_eq!(gpu_losses.len(), 1);
-    for (c, g) in cpu_losses[0].iter().zip(&gpu_losses[0]) {
-        assert!(
-            (c - g).abs() <= 1e-3 * c.abs() + 1e-6,
-            "first step: cpu {:?} emulated {:?}",
-            cpu_losses[0],
-            gpu_losses[0]
-        );
-    }
+    assert_step_matches(&cpu_losses, &gpu_losses, 0, 1e-3);
 }
