@@ -2006,23 +2006,31 @@ fn box_head_sections_of_the_other_rcnn_are_named_without_effect() {
     );
 }
 
-/// The cascade demo config is `CascadeRcnnSpec::small` at 4 classes, every
-/// reader padding to the pyramid's coarsest stride.
+/// The cascade demo configs are `CascadeRcnnSpec::small` and `small_mask`
+/// at 4 classes, every reader padding to the pyramid's coarsest stride, the
+/// mask one training on polygons.
 #[test]
-fn cascade_rcnn_fpn_demo_is_the_small_cascade_padded_to_32() {
+fn cascade_demos_are_the_small_cascades_padded_to_32() {
     use crate::models::cascade_rcnn::CascadeRcnnSpec;
-    let path = configs_dir().join("cascade_rcnn_fpn_demo.ron");
-    let c = load(&path, &[]).unwrap();
-    assert_eq!(
-        c.cascade_rcnn_spec(&path).unwrap(),
-        CascadeRcnnSpec::small(4)
-    );
-    let train = c
-        .train_reader
-        .train_loader_config(&path, 0, c.arch())
-        .unwrap();
-    assert_eq!(train.short_side.unwrap().pad_to_stride, 32);
-    let (name, eval) = c.eval_or_test_reader().unwrap();
-    let eval = eval.eval_loader_config(&path, name, c.arch()).unwrap();
-    assert_eq!(eval.short_side.unwrap().pad_to_stride, 32);
+    for (name, spec) in [
+        ("cascade_rcnn_fpn_demo.ron", CascadeRcnnSpec::small(4)),
+        (
+            "cascade_mask_rcnn_fpn_demo.ron",
+            CascadeRcnnSpec::small_mask(4),
+        ),
+    ] {
+        let path = configs_dir().join(name);
+        let c = load(&path, &[]).unwrap();
+        assert_eq!(c.cascade_rcnn_spec(&path).unwrap(), spec, "{name}");
+        let train = c
+            .train_reader
+            .train_loader_config(&path, 0, c.arch())
+            .unwrap();
+        assert_eq!(train.short_side.unwrap().pad_to_stride, 32);
+        assert_eq!(train.with_polygons, spec.mask.is_some());
+        let (reader, eval) = c.eval_or_test_reader().unwrap();
+        let eval = eval.eval_loader_config(&path, reader, c.arch()).unwrap();
+        assert_eq!(eval.short_side.unwrap().pad_to_stride, 32);
+        assert!(c.warnings().is_empty(), "{name}: {:?}", c.warnings());
+    }
 }
