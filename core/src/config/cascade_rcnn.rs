@@ -132,3 +132,82 @@ impl Config {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::{load, CascadeBBoxAssigner};
+
+    fn cascade_yaml() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/ppdet_configs/cascade_rcnn_r50_fpn_1x.yml")
+    }
+
+    /// A list length: mostly the three stages, else any of 0..6.
+    fn length() -> impl Strategy<Value = usize> {
+        prop_oneof![3 => Just(STAGES), 1 => 0..6usize]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Any `CascadeBBoxAssigner`: with three entries in every list and
+        /// positive weights each stage takes its entries (thresholds as
+        /// given, the weight as its variances), and `rcnn_config` stage 1's;
+        /// else the error names the first list at fault, in one line.
+        #[test]
+        fn assigner_lists_feed_the_stages_or_name_their_key(
+            lengths in proptest::array::uniform4(length()),
+            thresholds in proptest::collection::vec(0f32..1.0, 3 * 6),
+            weights in proptest::collection::vec(
+                prop_oneof![4 => 0.5f64..50.0, 1 => -5f64..=0.0],
+                6,
+            ),
+        ) {
+            let path = cascade_yaml();
+            let mut c = load(&path, &[]).unwrap();
+            let list = |k: usize| thresholds[6 * k..6 * k + lengths[k]].to_vec();
+            let given = CascadeBBoxAssigner {
+                fg_thresh: list(0),
+                bg_thresh_hi: list(1),
+                bg_thresh_lo: list(2),
+                bbox_reg_weights: weights[..lengths[3]].to_vec(),
+                ..CascadeBBoxAssigner::default()
+            };
+            c.cascade_bbox_assigner = Some(given.clone());
+            let keys = ["fg_thresh", "bg_thresh_hi", "bg_thresh_lo", "bbox_reg_weights"];
+            let at_fault = match lengths.iter().position(|&n| n != STAGES) {
+                Some(k) => Some(keys[k]),
+                None => given
+                    .bbox_reg_weights
+                    .iter()
+                    .any(|&w| w <= 0.0)
+                    .then_some("bbox_reg_weights"),
+            };
+            match (c.cascade_rcnn_spec(&path), at_fault) {
+                (Ok(spec), None) => {
+                    for (k, stage) in spec.stages.iter().enumerate() {
+                        prop_assert_eq!(stage.fg_thresh, given.fg_thresh[k]);
+                        prop_assert_eq!(stage.bg_thresh_hi, given.bg_thresh_hi[k]);
+                        prop_assert_eq!(stage.bg_thresh_lo, given.bg_thresh_lo[k]);
+                        let w = given.bbox_reg_weights[k];
+                        prop_assert_eq!(stage.bbox_reg_weights, stage_variances(w));
+                    }
+                    let first = c.rcnn_config(&path).unwrap().bbox_assigner;
+                    prop_assert_eq!(first.fg_thresh, given.fg_thresh[0]);
+                    prop_assert_eq!(first.bbox_reg_weights, spec.stages[0].bbox_reg_weights);
+                }
+                (Err(e), Some(key)) => {
+                    let e = e.to_string();
+                    let want = format!("key CascadeBBoxAssigner.{key})");
+                    prop_assert!(e.contains(&want), "{}", e);
+                    prop_assert_eq!(e.lines().count(), 1);
+                }
+                (got, want) => prop_assert!(false, "{:?} for {:?}", got.map(|_| ()), want),
+            }
+        }
+    }
+}
