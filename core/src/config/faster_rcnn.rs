@@ -16,8 +16,8 @@ use std::path::Path;
 use pulsefocus_formats::{Error, Result};
 
 use super::{
-    Architecture, BBoxHead, CascadeMaskRCNN, CascadeRCNN, Config, FasterRCNN, MaskRCNN,
-    MultiClassNMS, RPNHead, ResNet,
+    Architecture, BBoxHead, CascadeRCNN, Config, FasterRCNN, MaskRCNN, MultiClassNMS, RPNHead,
+    ResNet,
 };
 use crate::models::faster_rcnn::{FasterRcnnSpec, RoiExtractorSpec};
 use crate::models::fpn::FpnSpec;
@@ -27,9 +27,10 @@ use crate::rcnn::config::{BBoxAssignerConfig, ProposalConfig, RcnnConfig, RpnTar
 use crate::yolo::NmsConfig;
 
 /// The section names each model is built from: (`rpn_head`,
-/// `roi_extractor`, `BBoxHead.head`).
+/// `roi_extractor`, `BBoxHead.head`; the FPN model's RoI head is its box
+/// head's, below).
 const C4_PARTS: [&str; 3] = ["RPNHead", "RoIAlign", "ResNetC5"];
-const FPN_PARTS: [&str; 3] = ["FPNRPNHead", "FPNRoIAlign", "TwoFCHead"];
+const FPN_PARTS: [&str; 2] = ["FPNRPNHead", "FPNRoIAlign"];
 
 /// The sections the box head is read from: (`bbox_head`, `bbox_assigner`,
 /// the FPN model's RoI head).
@@ -41,7 +42,7 @@ impl Config {
     /// its name: `MaskRCNN`'s Faster R-CNN keys for Mask R-CNN, the
     /// cascades' keys naming the same parts, else `FasterRCNN`; an error
     /// naming `file` where it is missing.
-    pub(super) fn rcnn_section(&self, file: &Path) -> Result<(&'static str, FasterRCNN)> {
+    fn rcnn_section(&self, file: &Path) -> Result<(&'static str, FasterRCNN)> {
         let (name, section) = match self.arch() {
             Architecture::MaskRCNN => (
                 "MaskRCNN",
@@ -55,7 +56,7 @@ impl Config {
                 "CascadeMaskRCNN",
                 self.cascade_mask_rcnn
                     .as_ref()
-                    .map(|s| CascadeMaskRCNN::cascade_rcnn(s).faster_rcnn()),
+                    .map(|s| s.cascade_rcnn().faster_rcnn()),
             ),
             _ => ("FasterRCNN", self.faster_rcnn.clone()),
         };
@@ -77,11 +78,12 @@ impl Config {
         let bad = |key: &str, msg: String| Error::at(file, format!("key {key}"), msg);
         let (section, arch) = self.rcnn_section(file)?;
         let with_fpn = self.with_fpn(file)?;
-        let mut parts = if with_fpn { FPN_PARTS } else { C4_PARTS };
         let (names, box_head) = self.box_head_sections();
-        if with_fpn {
-            parts[2] = names[2];
-        }
+        let parts = if with_fpn {
+            [FPN_PARTS[0], FPN_PARTS[1], names[2]]
+        } else {
+            C4_PARTS
+        };
         let head = box_head.map_or("", |h| h.head.as_str());
         let key = |k: &str| format!("{section}.{k}");
         let model = match (self.arch().is_cascade(), with_fpn) {
