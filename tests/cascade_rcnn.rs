@@ -7,7 +7,10 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{evaluates_and_draws, pulsefocus, run_ok as run, stderr, stdout};
+use common::{
+    assert_step_matches, evaluates_and_draws, loss_terms, run_ok as run, stdout,
+    train_on_emulated_gpu,
+};
 
 /// `NAME` in `dir`: the demo config `demo` with pictures of 64 (train: 64
 /// or 96) on the short side, at most 128, three steps, and `readers` (the
@@ -69,16 +72,10 @@ fn synth(dir: &Path, format: &str) {
     );
 }
 
-/// The header of a run's loss.csv and the loss terms of each step.
-fn losses(save_dir: &Path) -> (String, Vec<Vec<f64>>) {
-    let text = std::fs::read_to_string(save_dir.join("loss.csv")).unwrap();
-    let mut lines = text.lines();
-    let header = lines.next().unwrap().to_string();
-    let rows = lines
-        .map(|l| l.split(',').skip(1).map(|c| c.parse().unwrap()).collect())
-        .collect();
-    (header, rows)
-}
+/// Cascade R-CNN's loss.csv header: the RPN's two terms, then each stage's
+/// classification and box terms.
+const CASCADE_LOSSES: &str = "iteration,loss,loss_rpn_cls,loss_rpn_bbox,\
+    loss_cls_0,loss_loc_0,loss_cls_1,loss_loc_1,loss_cls_2,loss_loc_2";
 
 #[test]
 fn cascade_trains_evaluates_infers_and_trains_on_the_emulated_gpu() {
@@ -109,9 +106,7 @@ fn cascade_trains_evaluates_infers_and_trains_on_the_emulated_gpu() {
     run(dir, &["train", "-c", config]);
 
     let save_dir = dir.join("output/cascade");
-    let (header, rows) = losses(&save_dir);
-    // The RPN's two terms, then each stage's classification and box terms.
-    assert_eq!(header.split(',').count(), 2 + 8, "{header}");
+    let rows = loss_terms(&save_dir, CASCADE_LOSSES);
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().flatten().all(|v| v.is_finite()), "{rows:?}");
     // Every stage's head under Paddle's names.
@@ -137,26 +132,10 @@ fn cascade_trains_evaluates_infers_and_trains_on_the_emulated_gpu() {
 
     // The first step on the emulated GPU: the CPU's loss terms up to the
     // order of f32 sums (the samplers draw from the same seed).
-    let out = pulsefocus()
-        .current_dir(dir)
-        .env("PULSEFOCUS_GPU_EMULATOR", "1")
-        .args(["train", "-c", config, "--device", "gpu", "-o"])
-        .args(["max_iters=1", "save_dir=output_gpu"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let said = stdout(&out) + &stderr(&out);
-    assert!(said.contains("emulated"), "{said}");
-    let (_, gpu) = losses(&dir.join("output_gpu/cascade"));
+    train_on_emulated_gpu(dir, config, &["-o", "max_iters=1", "save_dir=output_gpu"]);
+    let gpu = loss_terms(&dir.join("output_gpu/cascade"), CASCADE_LOSSES);
     assert_eq!(gpu.len(), 1);
-    for (c, g) in rows[0].iter().zip(&gpu[0]) {
-        assert!(
-            (c - g).abs() <= 1e-3 * c.abs() + 1e-6,
-            "first step: cpu {:?} emulated {:?}",
-            rows[0],
-            gpu[0]
-        );
-    }
+    assert_step_matches(&rows, &gpu, 0, 1e-3);
 }
 
 #[test]
@@ -184,10 +163,8 @@ fn cascade_mask_trains_and_evaluates_boxes_and_masks() {
     let config = config.to_str().unwrap();
     run(dir, &["train", "-c", config]);
     let save_dir = dir.join("output/cascade_mask");
-    let (header, rows) = losses(&save_dir);
     // Cascade R-CNN's terms, then the mask loss.
-    assert_eq!(header.split(',').count(), 2 + 9, "{header}");
-    assert!(header.ends_with("mask"), "{header}");
+    let rows = loss_terms(&save_dir, &format!("{CASCADE_LOSSES},loss_mask"));
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().flatten().all(|v| v.is_finite()), "{rows:?}");
     let saved =
