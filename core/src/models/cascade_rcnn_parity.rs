@@ -1,21 +1,24 @@
-//! The whole Cascade R-CNN against PaddleDetection's own `CascadeRCNN` on
-//! the same weights and batch (`tests/fixtures/cascade_rcnn/model_parity.py`):
-//! the eight losses (each stage's weighted as Paddle reports it) and the
-//! parameter gradients of the train program from res3 to every stage's
-//! `bbox_pred`, the test program's detections, and the loading rules on the
-//! checkpoint Paddle saved. The batch and the comparisons are Faster
-//! R-CNN's (`faster_rcnn_parity`). Paddle 1.8.5 lacks 2.0's cascade mode
-//! of `generate_proposal_labels`; the script does what it does with 1.8.5's
-//! op (see its docstring), so stages 2 and 3 label every RoI they are given
-//! as 2.0 does.
+//! The whole Cascade R-CNN and Cascade Mask R-CNN against
+//! PaddleDetection's own `CascadeRCNN` and `CascadeMaskRCNN` on the same
+//! weights and batch (`tests/fixtures/cascade_rcnn/model_parity.py`): the
+//! losses (each stage's weighted as Paddle reports it) and the parameter
+//! gradients of the train program from res3 to every stage's `bbox_pred`
+//! (and the mask head's), the test program's detections (and their pasted
+//! masks), and the loading rules on the checkpoint Paddle saved. The batch
+//! and the comparisons are Faster R-CNN's and Mask R-CNN's
+//! (`faster_rcnn_parity`, `mask_rcnn_parity`). Paddle 1.8.5 lacks 2.0's
+//! cascade mode of `generate_proposal_labels`; the script does what it does
+//! with 1.8.5's op (see its docstring), so stages 2 and 3 label every RoI
+//! they are given as 2.0 does.
 
-use super::cascade_heads::CASCADE_LOSS_NAMES;
+use super::cascade_heads::{CASCADE_LOSS_NAMES, CASCADE_MASK_LOSS_NAMES};
 use super::cascade_rcnn::CascadeRcnnSpec;
 use super::faster_rcnn_detector::FasterRcnnDetector;
 use super::faster_rcnn_parity::{
     assert_detections_equal, assert_gradients_equal, assert_losses_equal, images, read_checkpoint,
     read_fixture, set_params, truth_slots, Fixture,
 };
+use super::mask_rcnn_parity::{assert_detections_and_masks_equal, polygons};
 use crate::detector::Detector;
 use crate::loading::{plan_loading, ExcludePatterns, TensorInfo};
 use crate::rcnn::{ProposalConfig, RcnnConfig};
@@ -26,8 +29,9 @@ use pulsefocus_formats::Checkpoint;
 /// Ground-truth slots per image in the batch (the fixture has up to 3).
 const MAX_BOXES: usize = 3;
 
-/// Paddle's names of the losses, in `CASCADE_LOSS_NAMES`' order.
-const LOSSES: [&str; 8] = [
+/// Paddle's names of the losses, in `CASCADE_MASK_LOSS_NAMES`' order
+/// (Cascade R-CNN's: all but the last).
+const LOSSES: [&str; 9] = [
     "loss_rpn_cls",
     "loss_rpn_bbox",
     "loss_cls_0",
@@ -36,19 +40,70 @@ const LOSSES: [&str; 8] = [
     "loss_loc_1",
     "loss_cls_2",
     "loss_loc_2",
+    "loss_mask",
 ];
 
-fn fixture() -> Fixture {
-    read_fixture("cascade_rcnn/model_parity.json")
+/// The test program's detections over both images (the same for both
+/// models: the mask model is the cascade model with a mask head).
+const DETECTIONS: usize = 26;
+
+/// One of the two models the script builds.
+struct Kind {
+    /// The script's `model_parity<_mask>.json`.
+    fixture: &'static str,
+    spec: fn(usize) -> CascadeRcnnSpec,
+    /// The checkpoint directories that together hold every parameter.
+    checkpoints: &'static [&'static str],
+    loss_names: &'static [&'static str],
+    /// The output layers `finetune_exclude_pretrained_params` names.
+    heads: &'static [&'static str],
 }
 
-fn checkpoint() -> Checkpoint {
-    read_checkpoint("cascade_rcnn/model_parity")
+const CASCADE: Kind = Kind {
+    fixture: "cascade_rcnn/model_parity.json",
+    spec: CascadeRcnnSpec::small,
+    checkpoints: &["cascade_rcnn/model_parity"],
+    loss_names: CASCADE_LOSS_NAMES,
+    heads: &["cls_score", "bbox_pred"],
+};
+
+const MASK: Kind = Kind {
+    fixture: "cascade_rcnn/model_parity_mask.json",
+    spec: CascadeRcnnSpec::small_mask,
+    checkpoints: &[
+        "cascade_rcnn/model_parity",
+        "cascade_rcnn/model_parity_mask",
+    ],
+    loss_names: CASCADE_MASK_LOSS_NAMES,
+    heads: &["cls_score", "bbox_pred", "mask_fcn_logits"],
+};
+
+impl Kind {
+    fn fixture(&self) -> Fixture {
+        read_fixture(self.fixture)
+    }
+
+    fn checkpoints(&self) -> Vec<Checkpoint> {
+        self.checkpoints
+            .iter()
+            .map(|d| read_checkpoint(d))
+            .collect()
+    }
+
+    fn masks(&self) -> bool {
+        self.loss_names.len() == LOSSES.len()
+    }
+
+    fn model(&self, cpu: &CpuBackend, classes: usize) -> FasterRcnnDetector<CpuBackend> {
+        let spec = (self.spec)(classes);
+        let mut model = FasterRcnnDetector::cascade(cpu, spec, config(classes), 0);
+        set_params(model.net_mut(), &self.checkpoints());
+        model
+    }
 }
 
-/// `cascade_rcnn_r50_fpn_1x.yml`'s settings: FPN's proposals (top-n per
-/// level), both samplers taking anchors and RoIs in order as the script
-/// sets them.
+/// The configs' settings: FPN's proposals (top-n per level), both samplers
+/// taking anchors and RoIs in order as the script sets them.
 fn config(classes: usize) -> RcnnConfig {
     let mut config = RcnnConfig::faster_rcnn(classes);
     let per_level = |pre_nms_top_n, post_nms_top_n| ProposalConfig {
@@ -63,50 +118,48 @@ fn config(classes: usize) -> RcnnConfig {
     config
 }
 
-fn model(cpu: &CpuBackend, classes: usize) -> FasterRcnnDetector<CpuBackend> {
-    let spec = CascadeRcnnSpec::small(classes);
-    let mut model = FasterRcnnDetector::cascade(cpu, spec, config(classes), 0);
-    set_params(model.net_mut(), &[checkpoint()]);
-    model
-}
-
-/// Paddle's train program on both images: each of the eight losses within
-/// 1e-4 relative, and the gradients of parameters from res3 through the
-/// pyramid, the RPN and each stage's `fc6`, `fc7`, `cls_score` and
-/// `bbox_pred` (every `stride`-th value) within their float32 spread, or
-/// 1e-4 of their largest value where that is more (seen: the losses within
-/// 2e-7 relative, the gradients within 4e-6 of their largest value).
-#[test]
-fn losses_and_gradients_equal_paddledetections() {
+/// Paddle's train program on both images: each loss within 1e-4 relative,
+/// and the gradients of parameters from res3 through the pyramid, the RPN,
+/// each stage's `fc6`, `fc7`, `cls_score` and `bbox_pred` and the mask
+/// head (every `stride`-th value) within their float32 spread, or 1e-4 of
+/// their largest value where that is more (seen: the losses within 6e-7
+/// relative, the gradients within 4e-6 of their largest value).
+fn losses_and_gradients_equal(kind: &Kind) {
     let cpu = CpuBackend::new();
-    let f = fixture();
-    let mut model = model(&cpu, f.classes);
+    let f = kind.fixture();
+    let mut model = kind.model(&cpu, f.classes);
     model.net_mut().set_training(true);
     let batch: Vec<usize> = (0..f.im_info.len()).collect();
     let (boxes, labels) = truth_slots(&f, &batch, MAX_BOXES);
+    let polygons = if kind.masks() {
+        polygons(&f, &batch)
+    } else {
+        Vec::new()
+    };
     let truth = GroundTruth {
         boxes: &boxes,
         labels: &labels,
         scores: None,
         max_boxes: MAX_BOXES,
-        polygons: &[],
+        polygons: &polygons,
     };
     let losses = model.train_pass(&images(&cpu, &f, &batch), &truth, &f.im_info);
-    assert_eq!(model.loss_names(), CASCADE_LOSS_NAMES);
+    assert_eq!(model.loss_names(), kind.loss_names);
     let step = &f.json["train"];
-    assert_losses_equal(step, &LOSSES, &losses);
+    assert_losses_equal(step, &LOSSES[..kind.loss_names.len()], &losses);
     assert_gradients_equal(step, model.net());
 }
 
 /// Paddle's test program: the same detections per image in the same order
 /// (see `assert_detections_equal`; the script keeps one class's scores
 /// 4e-4 or more apart and 1.5e-4 or more from the threshold; the largest
-/// differences seen: 4e-7 in score and 2e-5 pixels).
-#[test]
-fn detections_equal_paddledetections() {
+/// differences seen: 4e-7 in score and 2e-5 pixels), and the mask model's
+/// masks as Paddle's pasted RLE, pixel for pixel (the script reports how
+/// many pixels flip when every mask logit moves by 1e-4: none).
+fn detections_equal(kind: &Kind) {
     let cpu = CpuBackend::new();
-    let f = fixture();
-    let mut model = model(&cpu, f.classes);
+    let f = kind.fixture();
+    let mut model = kind.model(&cpu, f.classes);
     model.net_mut().set_training(false);
     let original: Vec<[u32; 2]> = f
         .pictures
@@ -115,28 +168,34 @@ fn detections_equal_paddledetections() {
         .collect();
     let batch: Vec<usize> = (0..f.im_info.len()).collect();
     let found = model.detect(&images(&cpu, &f, &batch), &original, &f.im_info);
-    let mut compared = 0;
-    for (n, ours) in found.iter().enumerate() {
-        compared += assert_detections_equal(&f, n, ours).len();
-    }
-    assert_eq!(compared, 26);
+    let compared = match model.masks() {
+        Some(masks) => assert_detections_and_masks_equal(&f, &found, masks, &original),
+        None => (0..found.len())
+            .map(|n| assert_detections_equal(&f, n, &found[n]).len())
+            .sum(),
+    };
+    assert_eq!(model.masks().is_some(), kind.masks());
+    assert_eq!(compared, DETECTIONS);
 }
 
-/// The checkpoint PaddleDetection saved loads whole; the patterns
-/// `['cls_score', 'bbox_pred']` exclude every stage's two output layers
-/// (`cls_score_2` matches `cls_score`), each reported with its pattern, and
-/// the rest loads.
-#[test]
-fn checkpoint_loads_whole_and_the_patterns_exclude_every_stages_outputs() {
-    let specs = CascadeRcnnSpec::small(fixture().classes).param_specs();
-    let tensors = TensorInfo::list(&checkpoint());
+/// The checkpoint PaddleDetection saved loads whole; patterns naming the
+/// output layers exclude every stage's (`cls_score` matches `cls_score_2`)
+/// and the mask head's last, each reported with its pattern, and the rest
+/// loads.
+fn checkpoint_loads_whole_and_the_patterns_exclude_the_outputs(kind: &Kind) {
+    let specs = (kind.spec)(kind.fixture().classes).param_specs();
+    let tensors: Vec<TensorInfo> = kind
+        .checkpoints()
+        .iter()
+        .flat_map(TensorInfo::list)
+        .collect();
     let nothing = ExcludePatterns::new(&[]).expect("no patterns");
     let all = plan_loading(&specs, &tensors, &nothing);
     assert_eq!(all.loaded.len(), specs.len());
     assert!(all.missing.is_empty() && all.unused.is_empty());
     assert!(all.shape_mismatch.is_empty() && all.excluded.is_empty());
 
-    let patterns = ["cls_score", "bbox_pred"].map(String::from);
+    let patterns: Vec<String> = kind.heads.iter().map(|h| h.to_string()).collect();
     let report = plan_loading(
         &specs,
         &tensors,
@@ -147,17 +206,50 @@ fn checkpoint_loads_whole_and_the_patterns_exclude_every_stages_outputs() {
         .iter()
         .map(|e| (e.name.as_str(), e.pattern.as_str()))
         .collect();
-    let mut expected = Vec::new();
+    let mut layers: Vec<(String, &str)> = Vec::new();
     for suffix in ["", "_2", "_3"] {
-        for (layer, pattern) in [("cls_score", "cls_score"), ("bbox_pred", "bbox_pred")] {
-            for part in ["w", "b"] {
-                expected.push((format!("{layer}{suffix}_{part}"), pattern));
-            }
+        for head in &kind.heads[..2] {
+            layers.push((format!("{head}{suffix}"), head));
         }
     }
+    layers.extend(kind.heads[2..].iter().map(|h| (h.to_string(), *h)));
+    let expected: Vec<(String, &str)> = layers
+        .iter()
+        .flat_map(|(layer, head)| ["w", "b"].map(|part| (format!("{layer}_{part}"), *head)))
+        .collect();
     let expected: Vec<(&str, &str)> = expected.iter().map(|(n, p)| (n.as_str(), *p)).collect();
     assert_eq!(excluded, expected);
-    assert_eq!(report.loaded.len(), specs.len() - 12);
+    assert_eq!(report.loaded.len(), specs.len() - expected.len());
     assert!(report.missing.is_empty() && report.unused.is_empty());
     assert!(report.shape_mismatch.is_empty());
+}
+
+#[test]
+fn losses_and_gradients_equal_paddledetections() {
+    losses_and_gradients_equal(&CASCADE);
+}
+
+#[test]
+fn detections_equal_paddledetections() {
+    detections_equal(&CASCADE);
+}
+
+#[test]
+fn checkpoint_loads_whole_and_the_patterns_exclude_every_stages_outputs() {
+    checkpoint_loads_whole_and_the_patterns_exclude_the_outputs(&CASCADE);
+}
+
+#[test]
+fn mask_losses_and_gradients_equal_paddledetections() {
+    losses_and_gradients_equal(&MASK);
+}
+
+#[test]
+fn mask_detections_and_masks_equal_paddledetections() {
+    detections_equal(&MASK);
+}
+
+#[test]
+fn mask_checkpoint_loads_whole_and_the_patterns_exclude_the_outputs() {
+    checkpoint_loads_whole_and_the_patterns_exclude_the_outputs(&MASK);
 }
