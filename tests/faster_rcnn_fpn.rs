@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{evaluates_and_draws, run_ok as run};
+use common::{evaluates_and_draws, loss_terms, run_ok as run};
 
 /// `fpn.ron` in `dir`: the FPN demo with pictures of 64 (train: 64 or 96)
 /// on the short side, at most 128, and three steps.
@@ -84,15 +84,10 @@ fn fpn_trains_evaluates_and_infers() {
     evaluates_and_draws(dir, config, &weights);
 }
 
-/// The loss terms of each step of a run's loss.csv (after the iteration).
+/// The loss terms of each step of a run's loss.csv.
 fn losses(save_dir: &Path) -> Vec<Vec<f64>> {
-    let text = std::fs::read_to_string(save_dir.join("loss.csv")).unwrap();
-    let mut lines = text.lines();
-    assert_eq!(
-        lines.next(),
-        Some("iteration,loss,loss_rpn_cls,loss_rpn_bbox,loss_cls,loss_bbox")
-    );
-    lines
-        .map(|l| l.split(',').skip(1).map(|c| c.parse().unwrap()).collect())
-        .collect()
+    loss_terms(
+        save_dir,
+        "iteration,loss,loss_rpn_cls,loss_rpn_bbox,loss_cls,loss_bbox",
+    )
 }

@@ -468,3 +468,64 @@ fn mask_rcnn_from_a_paddle_faster_rcnn_checkpoint() {
     );
     assert!(text.contains("[21, 256, 1, 1]"), "{text}");
 }
+
+/// `configs/cascade_rcnn_r50_fpn_1x.ron` and
+/// `cascade_mask_rcnn_r50_fpn_1x.ron` on PaddleDetection's COCO cascade
+/// checkpoints (their parameter lists): with the preset every stage's class
+/// score and box output (and the mask logits) are excluded and the rest
+/// loads; at 21 classes without patterns only the three class scores (and
+/// the mask logits) mismatch by shape, every stage's box output being
+/// class-agnostic.
+#[test]
+fn cascades_on_paddle_coco_checkpoints() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "cascade_rcnn_r50_fpn_1x",
+            "Cascade R-CNN with ResNet-FPN backbone, 80 classes: 205 parameters",
+            "loaded 193/205 parameters (",
+            "excluded 6 by 'cls_score', 6 by 'bbox_pred'; 0 shape mismatches; 0 unused",
+            "excluded 0; 6 shape mismatches; 0 unused",
+        ),
+        (
+            "cascade_mask_rcnn_r50_fpn_1x",
+            "Cascade Mask R-CNN with ResNet-FPN backbone, 80 classes: 217 parameters",
+            "loaded 203/217 parameters (",
+            "excluded 6 by 'cls_score', 6 by 'bbox_pred', 2 by 'mask_fcn_logits'; 0 shape mismatches; 0 unused",
+            "excluded 0; 8 shape mismatches; 0 unused",
+        ),
+    ];
+    for (name, model, loaded, preset_counts, voc_counts) in cases {
+        let config = root.join(format!("configs/{name}.ron"));
+        let config = config.to_str().unwrap();
+        let ckpt = dir.path().join(format!("{name}.safetensors"));
+        write_paddle_checkpoint(
+            &format!("cascade_rcnn/{name}.81.params.json"),
+            &ckpt,
+            |_| true,
+        );
+        let weights = format!("pretrain_weights={}", ckpt.display());
+        let preset = "finetune_exclude_pretrained_params=preset";
+        let out = plan(&["-c", config, "-o", &weights, preset]);
+        let text = stdout(&out);
+        assert!(out.status.success(), "{}{}", text, stderr(&out));
+        assert!(text.contains(&format!("model: {model}")), "{text}");
+        assert!(
+            text.contains(loaded) && text.contains(preset_counts),
+            "{text}"
+        );
+        let row = ["cls_score_3_w", "'cls_score'"];
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().eq(row.iter().copied())),
+            "{text}"
+        );
+
+        let out = plan(&["-c", config, "-o", &weights, "num_classes=21"]);
+        let text = stdout(&out);
+        assert!(out.status.success(), "{}{}", text, stderr(&out));
+        assert!(text.contains(voc_counts), "{text}");
+        assert!(text.contains("[1024, 21]"), "{text}");
+    }
+}

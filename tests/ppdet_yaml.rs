@@ -8,6 +8,9 @@
 //! Tiny settings only through `-o`: the demo's small model (so the bundled
 //! small checkpoint is the pretrain_weights) and three steps on 64-pixel
 //! pictures.
+//!
+//! PaddleDetection's cascade configs, unchanged too, plan the parameter
+//! list PaddleDetection's own code creates.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -133,4 +136,59 @@ fn paddledetections_fruit_yaml_trains_evaluates_and_infers_unchanged() {
         .unwrap();
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(stdout(&again), stdout(&ron));
+}
+
+/// PaddleDetection's two cascade configs, unchanged: `plan -c` names the
+/// model and lists its parameters in the order and shapes PaddleDetection's
+/// own code creates them (`core/tests/fixtures/cascade_rcnn/`).
+#[test]
+fn paddledetections_cascade_yamls_plan_paddles_parameter_list() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (name, model) in [
+        (
+            "cascade_rcnn_r50_fpn_1x",
+            "Cascade R-CNN with ResNet-FPN backbone",
+        ),
+        (
+            "cascade_mask_rcnn_r50_fpn_1x",
+            "Cascade Mask R-CNN with ResNet-FPN backbone",
+        ),
+    ] {
+        let yaml = root.join(format!("tests/fixtures/ppdet_configs/{name}.yml"));
+        let list = root.join(format!(
+            "core/tests/fixtures/cascade_rcnn/{name}.81.params.json"
+        ));
+        let paddle: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(list).unwrap()).unwrap();
+        let paddle: Vec<(&str, &serde_json::Value)> = paddle
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap(), &p["shape"]))
+            .collect();
+        // Offline: no pretrain_weights to download.
+        let plan = |json: &[&str]| {
+            let out = pulsefocus()
+                .arg("plan")
+                .arg("-c")
+                .arg(&yaml)
+                .args(["-o", "pretrain_weights="])
+                .args(json)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{name}: {}", stderr(&out));
+            out
+        };
+        let text = stdout(&plan(&[]));
+        let want = format!("model: {model}, 80 classes: {} parameters", paddle.len());
+        assert!(text.contains(&want), "{text}");
+        let json: serde_json::Value = serde_json::from_slice(&plan(&["--json"]).stdout).unwrap();
+        let ours: Vec<(&str, &serde_json::Value)> = json["model"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap(), &p["shape"]))
+            .collect();
+        assert_eq!(ours, paddle, "{name}");
+    }
 }

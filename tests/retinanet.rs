@@ -10,7 +10,10 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{evaluates_and_draws, pulsefocus, run_ok as run, stderr, stdout};
+use common::{
+    assert_step_matches, evaluates_and_draws, loss_terms, run_ok as run, stderr, stdout,
+    train_on_emulated_gpu,
+};
 
 /// configs/retinanet_demo.ron on 128-pixel pictures in batches of two,
 /// every reader on the COCO dataset `dataset`, with `keys` (top-level RON
@@ -76,20 +79,8 @@ fn synth(dir: &Path, out: &str, first_class: &str) {
 }
 
 /// The two loss terms per step from a run's loss.csv.
-fn losses(save_dir: &Path) -> Vec<[f64; 2]> {
-    let text = std::fs::read_to_string(save_dir.join("loss.csv")).unwrap();
-    let mut lines = text.lines();
-    assert_eq!(
-        lines.next(),
-        Some("iteration,loss,loss_cls,loss_bbox"),
-        "RetinaNet's loss terms name the columns"
-    );
-    lines
-        .map(|l| {
-            let v: Vec<f64> = l.split(',').map(|c| c.parse().unwrap()).collect();
-            [v[2], v[3]]
-        })
-        .collect()
+fn losses(save_dir: &Path) -> Vec<Vec<f64>> {
+    loss_terms(save_dir, "iteration,loss,loss_cls,loss_bbox")
 }
 
 #[test]
@@ -159,26 +150,18 @@ fn fine_tunes_with_the_seed_exclusion_then_evaluates_infers_and_trains_on_the_gp
     // The same fine-tune on the emulated GPU: the first step's loss terms
     // are the CPU's up to the order of f32 sums (targets depend only on the
     // anchors and the ground truth).
-    let out = pulsefocus()
-        .current_dir(dir)
-        .env("PULSEFOCUS_GPU_EMULATOR", "1")
-        .args([
-            "train", "-c", config, "--device", "gpu", "-o", &weights, exclude,
-        ])
-        .args(["max_iters=1", "save_dir=output_gpu"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let said = stdout(&out) + &stderr(&out);
-    assert!(said.contains("emulated"), "{said}");
+    train_on_emulated_gpu(
+        dir,
+        config,
+        &[
+            "-o",
+            &weights,
+            exclude,
+            "max_iters=1",
+            "save_dir=output_gpu",
+        ],
+    );
     let gpu_losses = losses(&dir.join("output_gpu/retinanet"));
     assert_eq!(gpu_losses.len(), 1);
-    for (c, g) in cpu_losses[0].iter().zip(&gpu_losses[0]) {
-        assert!(
-            (c - g).abs() <= 1e-3 * c.abs() + 1e-6,
-            "first step: cpu {:?} emulated {:?}",
-            cpu_losses[0],
-            gpu_losses[0]
-        );
-    }
+    assert_step_matches(&cpu_losses, &gpu_losses, 0, 1e-3);
 }

@@ -9,7 +9,10 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{evaluates_and_draws, pulsefocus, run_ok as run, stderr, stdout};
+use common::{
+    assert_step_matches, evaluates_and_draws, loss_terms, run_ok as run, stderr, stdout,
+    train_on_emulated_gpu,
+};
 
 /// `ssd.ron` in `dir`: configs/ssd_demo.ron on 96-pixel inputs in batches of
 /// two, every reader on `dataset`, with `keys` (top-level RON entries, each
@@ -90,21 +93,9 @@ fn synth(dir: &Path, out: &str, first_class: &str) {
     );
 }
 
-/// `(loss_loc, loss_conf)` per step from a run's loss.csv.
-fn losses(save_dir: &Path) -> Vec<(f64, f64)> {
-    let text = std::fs::read_to_string(save_dir.join("loss.csv")).unwrap();
-    let mut lines = text.lines();
-    assert_eq!(
-        lines.next(),
-        Some("iteration,loss,loss_loc,loss_conf"),
-        "SSD's loss terms name the columns"
-    );
-    lines
-        .map(|l| {
-            let v: Vec<f64> = l.split(',').map(|c| c.parse().unwrap()).collect();
-            (v[2], v[3])
-        })
-        .collect()
+/// `[loss_loc, loss_conf]` per step from a run's loss.csv.
+fn losses(save_dir: &Path) -> Vec<Vec<f64>> {
+    loss_terms(save_dir, "iteration,loss,loss_loc,loss_conf")
 }
 
 #[test]
@@ -167,27 +158,19 @@ fn fine_tunes_with_conv2d_excluded_then_evaluates_infers_and_trains_on_the_gpu()
     // every weight by about lr / sqrt(1 - rho) whatever the gradient's size,
     // so a gradient that is rounding noise on both devices moves its weight
     // the full step, in either direction. The second step is checked loosely.
-    let out = pulsefocus()
-        .current_dir(dir)
-        .env("PULSEFOCUS_GPU_EMULATOR", "1")
-        .args([
-            "train", "-c", config, "--device", "gpu", "-o", &weights, exclude,
-        ])
-        .args(["max_iters=2", "save_dir=output_gpu"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let said = stdout(&out) + &stderr(&out);
-    assert!(said.contains("emulated"), "{said}");
+    train_on_emulated_gpu(
+        dir,
+        config,
+        &[
+            "-o",
+            &weights,
+            exclude,
+            "max_iters=2",
+            "save_dir=output_gpu",
+        ],
+    );
     let gpu_losses = losses(&dir.join("output_gpu/ssd"));
     assert_eq!(gpu_losses.len(), 2);
-    for (step, tolerance) in [(0, 1e-4), (1, 5e-2)] {
-        let (cpu, gpu) = (cpu_losses[step], gpu_losses[step]);
-        for (c, g) in [(cpu.0, gpu.0), (cpu.1, gpu.1)] {
-            assert!(
-                (c - g).abs() <= tolerance * c.abs(),
-                "step {step}: {cpu:?} {gpu:?}"
-            );
-        }
-    }
+    assert_step_matches(&cpu_losses, &gpu_losses, 0, 1e-4);
+    assert_step_matches(&cpu_losses, &gpu_losses, 1, 5e-2);
 }

@@ -95,3 +95,43 @@ pub fn tiny_config(keys: &str) -> String {
         demo.display()
     )
 }
+
+/// The loss terms of each step (the columns after `iteration,loss`) of the
+/// loss.csv in `save_dir`, whose header must be `header`: the model's loss
+/// terms name the columns.
+pub fn loss_terms(save_dir: &Path, header: &str) -> Vec<Vec<f64>> {
+    let text = std::fs::read_to_string(save_dir.join("loss.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(header), "{}", save_dir.display());
+    lines
+        .map(|l| l.split(',').skip(2).map(|c| c.parse().unwrap()).collect())
+        .collect()
+}
+
+/// `train -c CONFIG --device gpu ARGS` in `dir` on the emulated GPU, which
+/// must succeed and say it ran there.
+pub fn train_on_emulated_gpu(dir: &Path, config: &str, args: &[&str]) {
+    let out = pulsefocus()
+        .current_dir(dir)
+        .env("PULSEFOCUS_GPU_EMULATOR", "1")
+        .args(["train", "-c", config, "--device", "gpu"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out) + &stderr(&out);
+    assert!(said.contains("emulated"), "{said}");
+}
+
+/// Step `step`'s loss terms on the CPU and the emulated GPU agree within
+/// `tolerance` relative (and 1e-6 absolute, for a term near zero).
+pub fn assert_step_matches(cpu: &[Vec<f64>], gpu: &[Vec<f64>], step: usize, tolerance: f64) {
+    let (c, g) = (&cpu[step], &gpu[step]);
+    assert_eq!(c.len(), g.len());
+    for (a, b) in c.iter().zip(g) {
+        assert!(
+            (a - b).abs() <= tolerance * a.abs() + 1e-6,
+            "step {step}: cpu {c:?} emulated {g:?}"
+        );
+    }
+}

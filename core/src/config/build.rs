@@ -75,8 +75,12 @@ impl Config {
         // (`freeze_at`) and, with `freeze_norm`, its batch norms; the trainer
         // applies both.
         let backbone = match self.arch() {
-            // Mask R-CNN's backbone is its Faster R-CNN part's.
-            Architecture::FasterRCNN | Architecture::MaskRCNN => Some(
+            // Mask R-CNN's backbone is its Faster R-CNN part's, and so is
+            // the cascades' trunk's.
+            Architecture::FasterRCNN
+            | Architecture::MaskRCNN
+            | Architecture::CascadeRCNN
+            | Architecture::CascadeMaskRCNN => Some(
                 self.faster_rcnn_spec(Path::new(""))
                     .expect("check() read the Faster R-CNN sections")
                     .backbone,

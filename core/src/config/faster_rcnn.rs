@@ -6,13 +6,19 @@
 //! `FPNRoIAlign`, `BBoxHead.head: TwoFCHead`). `architecture: MaskRCNN`
 //! names the same sections by the same keys in its `MaskRCNN` section, and
 //! its Faster R-CNN part is read here too (`mask_rcnn.rs` adds the mask
-//! branch).
+//! branch). So is the trunk of `architecture: CascadeRCNN` and
+//! `CascadeMaskRCNN` (FPN only), whose box head is read from
+//! `CascadeBBoxHead`, `CascadeTwoFCHead` and `CascadeBBoxAssigner` instead
+//! (`cascade_rcnn.rs` adds the stages).
 
 use std::path::Path;
 
 use pulsefocus_formats::{Error, Result};
 
-use super::{Architecture, Config, FasterRCNN, MaskRCNN, MultiClassNMS, RPNHead, ResNet};
+use super::{
+    Architecture, BBoxHead, CascadeRCNN, Config, FasterRCNN, MaskRCNN, MultiClassNMS, RPNHead,
+    ResNet,
+};
 use crate::models::faster_rcnn::{FasterRcnnSpec, RoiExtractorSpec};
 use crate::models::fpn::FpnSpec;
 use crate::models::resnet::{NormType, ResNetSpec};
@@ -21,19 +27,36 @@ use crate::rcnn::config::{BBoxAssignerConfig, ProposalConfig, RcnnConfig, RpnTar
 use crate::yolo::NmsConfig;
 
 /// The section names each model is built from: (`rpn_head`,
-/// `roi_extractor`, `BBoxHead.head`).
+/// `roi_extractor`, `BBoxHead.head`; the FPN model's RoI head is its box
+/// head's, below).
 const C4_PARTS: [&str; 3] = ["RPNHead", "RoIAlign", "ResNetC5"];
-const FPN_PARTS: [&str; 3] = ["FPNRPNHead", "FPNRoIAlign", "TwoFCHead"];
+const FPN_PARTS: [&str; 2] = ["FPNRPNHead", "FPNRoIAlign"];
+
+/// The sections the box head is read from: (`bbox_head`, `bbox_assigner`,
+/// the FPN model's RoI head).
+const BOX_HEAD: [&str; 3] = ["BBoxHead", "BBoxAssigner", "TwoFCHead"];
+const CASCADE_BOX_HEAD: [&str; 3] = ["CascadeBBoxHead", "CascadeBBoxAssigner", "CascadeTwoFCHead"];
 
 impl Config {
     /// The R-CNN architecture section of this config's architecture, by
-    /// its name: `MaskRCNN`'s Faster R-CNN keys for Mask R-CNN, else
-    /// `FasterRCNN`; an error naming `file` where it is missing.
+    /// its name: `MaskRCNN`'s Faster R-CNN keys for Mask R-CNN, the
+    /// cascades' keys naming the same parts, else `FasterRCNN`; an error
+    /// naming `file` where it is missing.
     fn rcnn_section(&self, file: &Path) -> Result<(&'static str, FasterRCNN)> {
         let (name, section) = match self.arch() {
             Architecture::MaskRCNN => (
                 "MaskRCNN",
                 self.mask_rcnn.as_ref().map(MaskRCNN::faster_rcnn),
+            ),
+            Architecture::CascadeRCNN => (
+                "CascadeRCNN",
+                self.cascade_rcnn.as_ref().map(CascadeRCNN::faster_rcnn),
+            ),
+            Architecture::CascadeMaskRCNN => (
+                "CascadeMaskRCNN",
+                self.cascade_mask_rcnn
+                    .as_ref()
+                    .map(|s| s.cascade_rcnn().faster_rcnn()),
             ),
             _ => ("FasterRCNN", self.faster_rcnn.clone()),
         };
@@ -48,30 +71,36 @@ impl Config {
     }
 
     /// The Faster R-CNN model of a `FasterRCNN` config (or the Faster R-CNN
-    /// part of a `MaskRCNN` one); errors name `file` and the key.
+    /// part of a `MaskRCNN` one, the trunk of a cascade, whose RoI head is
+    /// the `CascadeTwoFCHead` each stage builds); errors name `file` and
+    /// the key.
     pub fn faster_rcnn_spec(&self, file: &Path) -> Result<FasterRcnnSpec> {
         let bad = |key: &str, msg: String| Error::at(file, format!("key {key}"), msg);
         let (section, arch) = self.rcnn_section(file)?;
         let with_fpn = self.with_fpn(file)?;
-        let parts = if with_fpn { FPN_PARTS } else { C4_PARTS };
-        let head = self.bbox_head.as_ref().map_or("", |h| h.head.as_str());
+        let (names, box_head) = self.box_head_sections();
+        let parts = if with_fpn {
+            [FPN_PARTS[0], FPN_PARTS[1], names[2]]
+        } else {
+            C4_PARTS
+        };
+        let head = box_head.map_or("", |h| h.head.as_str());
         let key = |k: &str| format!("{section}.{k}");
+        let model = match (self.arch().is_cascade(), with_fpn) {
+            (true, _) => "cascade",
+            (false, true) => "FPN model",
+            (false, false) => "C4 model",
+        };
         for (key, given, want) in [
             (key("backbone"), arch.backbone.as_str(), "ResNet"),
             (key("rpn_head"), &arch.rpn_head, parts[0]),
             (key("roi_extractor"), &arch.roi_extractor, parts[1]),
-            (key("bbox_head"), &arch.bbox_head, "BBoxHead"),
-            (key("bbox_assigner"), &arch.bbox_assigner, "BBoxAssigner"),
-            ("BBoxHead.head".into(), head, parts[2]),
+            (key("bbox_head"), &arch.bbox_head, names[0]),
+            (key("bbox_assigner"), &arch.bbox_assigner, names[1]),
+            (format!("{}.head", names[0]), head, parts[2]),
         ] {
             if given != want {
-                return Err(bad(
-                    &key,
-                    format!(
-                        "is '{given}': the {} model takes {want}",
-                        if with_fpn { "FPN" } else { "C4" }
-                    ),
-                ));
+                return Err(bad(&key, format!("is '{given}': the {model} takes {want}")));
             }
         }
         let resnet = self.resnet.clone().unwrap_or_default();
@@ -132,7 +161,23 @@ impl Config {
                 min_level: r.min_level,
                 max_level: r.max_level,
             };
-            let mlp_dim = self.two_fc_head.clone().unwrap_or_default().mlp_dim;
+            let mlp_dim = if self.arch().is_cascade() {
+                let Some(head) = &self.cascade_two_fc_head else {
+                    return Err(bad(
+                        "CascadeTwoFCHead",
+                        "missing: it sets the stages' mlp_dim, which has no default".into(),
+                    ));
+                };
+                head.mlp_dim
+            } else {
+                self.two_fc_head.clone().unwrap_or_default().mlp_dim
+            };
+            if mlp_dim == 0 {
+                return Err(bad(
+                    &format!("{}.mlp_dim", parts[2]),
+                    "must be positive".into(),
+                ));
+            }
             let mut spec = FasterRcnnSpec::with_fpn(backbone, fpn, extractor, mlp_dim, num_classes);
             spec.rpn.levels = Some(levels);
             spec
@@ -179,7 +224,10 @@ impl Config {
         Ok(spec)
     }
 
-    /// The R-CNN operators' settings of a `FasterRCNN` or `MaskRCNN` config.
+    /// The R-CNN operators' settings of a `FasterRCNN`, `MaskRCNN` or
+    /// cascade config (whose `bbox_assigner` is the stages' shared sampling
+    /// with stage 1's thresholds and weights; `cascade_rcnn_spec` gives
+    /// each stage its own).
     pub fn rcnn_config(&self, file: &Path) -> Result<RcnnConfig> {
         let bad = |key: &str, msg: String| Error::at(file, format!("key {key}"), msg);
         let with_fpn = self.with_fpn(file)?;
@@ -207,26 +255,20 @@ impl Config {
             min_size: p.min_size,
             eta: p.eta,
         };
-        let a = self.bbox_assigner.clone().unwrap_or_default();
-        let Ok(bbox_reg_weights) = <[f32; 4]>::try_from(&a.bbox_reg_weights[..]) else {
-            return Err(bad(
-                "BBoxAssigner.bbox_reg_weights",
-                "must be 4 values: [wx, wy, ww, wh]".into(),
-            ));
-        };
-        if !(0.0..=1.0).contains(&a.fg_fraction) {
-            return Err(bad("BBoxAssigner.fg_fraction", "must be in [0, 1]".into()));
-        }
-        let nms = self
-            .bbox_head
-            .as_ref()
-            .map_or_else(MultiClassNMS::default, |h| h.nms.clone());
-        let positive = |k: i64| usize::try_from(k).ok().filter(|&k| k > 0);
-        Ok(RcnnConfig {
-            rpn_target,
-            train_proposal: proposal(&rpn.train_proposal),
-            test_proposal: proposal(&rpn.test_proposal),
-            bbox_assigner: BBoxAssignerConfig {
+        let bbox_assigner = if self.arch().is_cascade() {
+            self.cascade_assigner(file)?
+        } else {
+            let a = self.bbox_assigner.clone().unwrap_or_default();
+            let Ok(bbox_reg_weights) = <[f32; 4]>::try_from(&a.bbox_reg_weights[..]) else {
+                return Err(bad(
+                    "BBoxAssigner.bbox_reg_weights",
+                    "must be 4 values: [wx, wy, ww, wh]".into(),
+                ));
+            };
+            if !(0.0..=1.0).contains(&a.fg_fraction) {
+                return Err(bad("BBoxAssigner.fg_fraction", "must be in [0, 1]".into()));
+            }
+            BBoxAssignerConfig {
                 batch_size_per_im: a.batch_size_per_im,
                 fg_fraction: a.fg_fraction,
                 fg_thresh: a.fg_thresh,
@@ -235,7 +277,18 @@ impl Config {
                 bbox_reg_weights,
                 class_nums: self.num_classes,
                 use_random: a.shuffle_before_sample,
-            },
+            }
+        };
+        let nms = self
+            .box_head_sections()
+            .1
+            .map_or_else(MultiClassNMS::default, |h| h.nms.clone());
+        let positive = |k: i64| usize::try_from(k).ok().filter(|&k| k > 0);
+        Ok(RcnnConfig {
+            rpn_target,
+            train_proposal: proposal(&rpn.train_proposal),
+            test_proposal: proposal(&rpn.test_proposal),
+            bbox_assigner,
             nms: NmsConfig {
                 score_threshold: nms.score_threshold,
                 nms_top_k: positive(nms.nms_top_k),
@@ -248,7 +301,7 @@ impl Config {
     }
 
     /// `FasterRCNN.fpn` (`MaskRCNN.fpn`): `FPN` (the FPN model) or not
-    /// given (C4).
+    /// given (C4); the cascades' is always `FPN`.
     pub(super) fn with_fpn(&self, file: &Path) -> Result<bool> {
         let (section, arch) = self.rcnn_section(file)?;
         match arch.fpn.as_deref() {
@@ -257,8 +310,26 @@ impl Config {
             Some(other) => Err(Error::at(
                 file,
                 format!("key {section}.fpn"),
-                format!("'{other}' is not supported (supported: FPN, or no fpn key for C4)"),
+                format!(
+                    "'{other}' is not supported (supported: FPN{})",
+                    if self.arch().is_cascade() {
+                        ": the cascade runs on the pyramid"
+                    } else {
+                        ", or no fpn key for C4"
+                    }
+                ),
             )),
+        }
+    }
+
+    /// The box head's section names (`BOX_HEAD`, or the cascades'
+    /// `CASCADE_BOX_HEAD`) and its `BBoxHead` (`CascadeBBoxHead`) section
+    /// where given.
+    pub(super) fn box_head_sections(&self) -> ([&'static str; 3], Option<&BBoxHead>) {
+        if self.arch().is_cascade() {
+            (CASCADE_BOX_HEAD, self.cascade_bbox_head.as_ref())
+        } else {
+            (BOX_HEAD, self.bbox_head.as_ref())
         }
     }
 

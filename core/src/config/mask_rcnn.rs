@@ -2,37 +2,47 @@
 //! reads it (the `MaskRCNN` section names the same sections by the same
 //! keys), then the mask branch from `MaskHead`, `MaskAssigner` and, for
 //! FPN, `FPNRoIAlign.mask_resolution`. `rcnn_config` gives the operators'
-//! settings of both.
+//! settings of both. Cascade Mask R-CNN's mask branch is read here too.
 
 use std::path::Path;
 
 use pulsefocus_formats::{Error, Result};
 
 use super::Config;
-use crate::models::faster_rcnn::RoiExtractorSpec;
+use crate::models::faster_rcnn::{FasterRcnnSpec, RoiExtractorSpec};
 use crate::models::mask_rcnn::MaskRcnnSpec;
 
 impl Config {
     /// The Mask R-CNN model of a `MaskRCNN` config; errors name `file` and
     /// the key.
     pub fn mask_rcnn_spec(&self, file: &Path) -> Result<MaskRcnnSpec> {
-        let bad = |key: &str, msg: String| Error::at(file, format!("key {key}"), msg);
         let faster_rcnn = self.faster_rcnn_spec(file)?;
         let arch = self
             .mask_rcnn
             .as_ref()
             .expect("faster_rcnn_spec() found the MaskRCNN section");
+        let names = [arch.mask_head.as_str(), &arch.mask_assigner];
+        self.with_mask_branch(file, faster_rcnn, "MaskRCNN", names)
+    }
+
+    /// `faster_rcnn` with the mask branch the sections give, which
+    /// `section` (`MaskRCNN`, `CascadeMaskRCNN`) names `[mask_head,
+    /// mask_assigner]`.
+    pub(super) fn with_mask_branch(
+        &self,
+        file: &Path,
+        faster_rcnn: FasterRcnnSpec,
+        section: &str,
+        [mask_head, mask_assigner]: [&str; 2],
+    ) -> Result<MaskRcnnSpec> {
+        let bad = |key: &str, msg: String| Error::at(file, format!("key {key}"), msg);
         for (key, given, want) in [
-            ("MaskRCNN.mask_head", &arch.mask_head, "MaskHead"),
-            (
-                "MaskRCNN.mask_assigner",
-                &arch.mask_assigner,
-                "MaskAssigner",
-            ),
+            ("mask_head", mask_head, "MaskHead"),
+            ("mask_assigner", mask_assigner, "MaskAssigner"),
         ] {
             if given != want {
                 return Err(bad(
-                    key,
+                    &format!("{section}.{key}"),
                     format!("'{given}' is not supported (supported: {want})"),
                 ));
             }

@@ -10,6 +10,7 @@
 //! and wrong types are errors naming the key (and the closest valid keys).
 
 mod build;
+mod cascade_rcnn;
 mod faster_rcnn;
 mod mask_rcnn;
 pub mod overrides;
@@ -370,27 +371,50 @@ pub enum Architecture {
     SSD,
     FasterRCNN,
     MaskRCNN,
+    CascadeRCNN,
+    CascadeMaskRCNN,
     RetinaNet,
 }
 
 impl Architecture {
+    /// The architecture `architecture` names, as PaddleDetection spells it.
+    pub fn from_name(name: &str) -> Option<Architecture> {
+        Some(match name {
+            "YOLOv3" => Architecture::YOLOv3,
+            "SSD" => Architecture::SSD,
+            "FasterRCNN" => Architecture::FasterRCNN,
+            "MaskRCNN" => Architecture::MaskRCNN,
+            "CascadeRCNN" => Architecture::CascadeRCNN,
+            "CascadeMaskRCNN" => Architecture::CascadeMaskRCNN,
+            "RetinaNet" => Architecture::RetinaNet,
+            _ => return None,
+        })
+    }
+
     /// Whether its reader is PaddleDetection's R-CNN reader
     /// (`faster_reader.yml`, `faster_fpn_reader.yml`): each picture resized
     /// by its short side (`ResizeImage` with `max_size`) and padded by
     /// `PadBatch`, `im_info` per image, boxes in its pixels, every box kept
     /// (no `PadBox`), no crowd boxes; Mask R-CNN's (`mask_reader.yml`,
-    /// `mask_fpn_reader.yml`) with each box's polygons as well.
+    /// `mask_fpn_reader.yml`) with each box's polygons as well. The
+    /// cascades read the same.
     pub fn uses_rcnn_reader(self) -> bool {
-        matches!(
-            self,
-            Architecture::FasterRCNN | Architecture::MaskRCNN | Architecture::RetinaNet
-        )
+        !matches!(self, Architecture::YOLOv3 | Architecture::SSD)
     }
 
     /// Whether the model predicts masks, and trains on the polygons of a
-    /// COCO dataset (Mask R-CNN).
+    /// COCO dataset (Mask R-CNN, Cascade Mask R-CNN).
     pub fn has_masks(self) -> bool {
-        self == Architecture::MaskRCNN
+        matches!(self, Architecture::MaskRCNN | Architecture::CascadeMaskRCNN)
+    }
+
+    /// Cascade R-CNN or Cascade Mask R-CNN: three box-head stages on
+    /// Faster R-CNN FPN's trunk.
+    pub fn is_cascade(self) -> bool {
+        matches!(
+            self,
+            Architecture::CascadeRCNN | Architecture::CascadeMaskRCNN
+        )
     }
 }
 
@@ -403,30 +427,29 @@ impl Config {
     /// optimizer and schedule, and every reader's transforms.
     pub fn check(&self, path: &Path) -> Result<(), Error> {
         let bad = |key: &str, msg: String| Error::at(path, format!("key {key}"), msg);
-        let arch = match self.architecture.as_str() {
-            "YOLOv3" => Architecture::YOLOv3,
-            "SSD" => Architecture::SSD,
-            "FasterRCNN" => Architecture::FasterRCNN,
-            "MaskRCNN" => Architecture::MaskRCNN,
-            "RetinaNet" => Architecture::RetinaNet,
-            other => {
-                return Err(bad(
-                    "architecture",
-                    format!(
-                        "'{other}' is not supported (supported: {})",
-                        ARCHITECTURES.join(", ")
-                    ),
-                ))
-            }
+        let Some(arch) = Architecture::from_name(&self.architecture) else {
+            return Err(bad(
+                "architecture",
+                format!(
+                    "'{}' is not supported (supported: {})",
+                    self.architecture,
+                    ARCHITECTURES.join(", ")
+                ),
+            ));
         };
         match arch {
             Architecture::YOLOv3 => self.check_yolov3(path)?,
             Architecture::SSD => self.check_ssd(path)?,
-            Architecture::FasterRCNN | Architecture::MaskRCNN => {
-                let spec = if arch.has_masks() {
-                    self.mask_rcnn_spec(path)?.faster_rcnn
-                } else {
-                    self.faster_rcnn_spec(path)?
+            Architecture::FasterRCNN
+            | Architecture::MaskRCNN
+            | Architecture::CascadeRCNN
+            | Architecture::CascadeMaskRCNN => {
+                let spec = match arch {
+                    Architecture::MaskRCNN => self.mask_rcnn_spec(path)?.faster_rcnn,
+                    Architecture::CascadeRCNN | Architecture::CascadeMaskRCNN => {
+                        self.cascade_rcnn_spec(path)?.faster_rcnn
+                    }
+                    _ => self.faster_rcnn_spec(path)?,
                 };
                 self.rcnn_config(path)?;
                 if let Some(fpn) = &spec.fpn {
@@ -955,6 +978,12 @@ impl Config {
                 self.mask_rcnn_spec(Path::new(""))
                     .expect("check() read the Mask R-CNN sections"),
             )),
+            Architecture::CascadeRCNN | Architecture::CascadeMaskRCNN => {
+                ModelSpec::CascadeRcnn(Box::new(
+                    self.cascade_rcnn_spec(Path::new(""))
+                        .expect("check() read the Cascade R-CNN sections"),
+                ))
+            }
             Architecture::RetinaNet => ModelSpec::RetinaNet(Box::new(
                 self.retinanet_spec(Path::new(""))
                     .expect("check() read the RetinaNet sections"),
@@ -983,63 +1012,99 @@ impl Config {
     /// The sections only the other architectures read, each with whether
     /// it is set (differs from its default).
     fn other_architecture_sections(&self) -> Vec<(&'static str, bool)> {
-        let yolo = [
-            ("YOLOv3", self.yolov3 != YOLOv3::default()),
-            ("YOLOv3Head", self.yolov3_head != YOLOv3Head::default()),
-            ("YOLOv3Loss", self.yolov3_loss != YOLOv3Loss::default()),
-            ("DarkNet", self.darknet != DarkNet::default()),
+        use Architecture as A;
+        // Faster and Mask R-CNN's own parts (the C4 model's among them),
+        // the trunk every R-CNN reads, the cascades' box head, the masks'.
+        let own: &[Architecture] = &[A::FasterRCNN, A::MaskRCNN];
+        let rcnns: &[Architecture] = &[
+            A::FasterRCNN,
+            A::MaskRCNN,
+            A::CascadeRCNN,
+            A::CascadeMaskRCNN,
         ];
-        let ssd = [
-            ("SSD", self.ssd.is_some()),
-            ("VGG", self.vgg.is_some()),
-            ("MultiBoxHead", self.multi_box_head.is_some()),
+        let cascades: &[Architecture] = &[A::CascadeRCNN, A::CascadeMaskRCNN];
+        let masks: &[Architecture] = &[A::MaskRCNN, A::CascadeMaskRCNN];
+        let resnet_fpn: &[Architecture] = &[
+            A::FasterRCNN,
+            A::MaskRCNN,
+            A::CascadeRCNN,
+            A::CascadeMaskRCNN,
+            A::RetinaNet,
         ];
-        let mobilenet = [("MobileNet", self.mobilenet != MobileNet::default())];
-        // The R-CNNs' sections, which RetinaNet does not read, and each
-        // architecture section with what only it reads.
-        let faster = [("FasterRCNN", self.faster_rcnn.is_some())];
-        let mask = [
-            ("MaskRCNN", self.mask_rcnn.is_some()),
-            ("MaskHead", self.mask_head.is_some()),
-            ("MaskAssigner", self.mask_assigner.is_some()),
+        let sections: [(&'static str, bool, &[Architecture]); 29] = [
+            ("YOLOv3", self.yolov3 != YOLOv3::default(), &[A::YOLOv3]),
+            (
+                "YOLOv3Head",
+                self.yolov3_head != YOLOv3Head::default(),
+                &[A::YOLOv3],
+            ),
+            (
+                "YOLOv3Loss",
+                self.yolov3_loss != YOLOv3Loss::default(),
+                &[A::YOLOv3],
+            ),
+            ("DarkNet", self.darknet != DarkNet::default(), &[A::YOLOv3]),
+            (
+                "MobileNet",
+                self.mobilenet != MobileNet::default(),
+                &[A::YOLOv3, A::SSD],
+            ),
+            ("SSD", self.ssd.is_some(), &[A::SSD]),
+            ("VGG", self.vgg.is_some(), &[A::SSD]),
+            ("MultiBoxHead", self.multi_box_head.is_some(), &[A::SSD]),
+            ("ResNet", self.resnet.is_some(), resnet_fpn),
+            ("FPN", self.fpn.is_some(), resnet_fpn),
+            ("FasterRCNN", self.faster_rcnn.is_some(), &[A::FasterRCNN]),
+            ("MaskRCNN", self.mask_rcnn.is_some(), &[A::MaskRCNN]),
+            (
+                "CascadeRCNN",
+                self.cascade_rcnn.is_some(),
+                &[A::CascadeRCNN],
+            ),
+            (
+                "CascadeMaskRCNN",
+                self.cascade_mask_rcnn.is_some(),
+                &[A::CascadeMaskRCNN],
+            ),
+            ("ResNetC5", self.resnet_c5.is_some(), own),
+            ("RPNHead", self.rpn_head.is_some(), own),
+            ("FPNRPNHead", self.fpn_rpn_head.is_some(), rcnns),
+            ("RoIAlign", self.roi_align.is_some(), own),
+            ("FPNRoIAlign", self.fpn_roi_align.is_some(), rcnns),
+            ("BBoxAssigner", self.bbox_assigner.is_some(), own),
+            ("BBoxHead", self.bbox_head.is_some(), own),
+            ("TwoFCHead", self.two_fc_head.is_some(), own),
+            (
+                "CascadeBBoxAssigner",
+                self.cascade_bbox_assigner.is_some(),
+                cascades,
+            ),
+            (
+                "CascadeBBoxHead",
+                self.cascade_bbox_head.is_some(),
+                cascades,
+            ),
+            (
+                "CascadeTwoFCHead",
+                self.cascade_two_fc_head.is_some(),
+                cascades,
+            ),
+            ("MaskHead", self.mask_head.is_some(), masks),
+            ("MaskAssigner", self.mask_assigner.is_some(), masks),
+            ("RetinaNet", self.retinanet.is_some(), &[A::RetinaNet]),
+            ("RetinaHead", self.retina_head.is_some(), &[A::RetinaNet]),
         ];
-        let rcnn = [
-            ("ResNetC5", self.resnet_c5.is_some()),
-            ("RPNHead", self.rpn_head.is_some()),
-            ("FPNRPNHead", self.fpn_rpn_head.is_some()),
-            ("RoIAlign", self.roi_align.is_some()),
-            ("FPNRoIAlign", self.fpn_roi_align.is_some()),
-            ("BBoxAssigner", self.bbox_assigner.is_some()),
-            ("BBoxHead", self.bbox_head.is_some()),
-            ("TwoFCHead", self.two_fc_head.is_some()),
-        ];
-        let retina = [
-            ("RetinaNet", self.retinanet.is_some()),
-            ("RetinaHead", self.retina_head.is_some()),
-        ];
-        let resnet_fpn = [
-            ("ResNet", self.resnet.is_some()),
-            ("FPN", self.fpn.is_some()),
-        ];
-        let lists: Vec<&[(&'static str, bool)]> = match self.arch() {
-            Architecture::SSD => vec![&yolo, &resnet_fpn, &rcnn, &faster, &mask, &retina],
-            Architecture::YOLOv3 => vec![&ssd, &resnet_fpn, &rcnn, &faster, &mask, &retina],
-            Architecture::FasterRCNN => vec![&mobilenet, &yolo, &ssd, &retina, &mask],
-            Architecture::MaskRCNN => vec![&mobilenet, &yolo, &ssd, &retina, &faster],
-            Architecture::RetinaNet => vec![&mobilenet, &yolo, &ssd, &rcnn, &faster, &mask],
-        };
-        lists.concat()
+        let arch = self.arch();
+        sections
+            .into_iter()
+            .filter(|(_, _, readers)| !readers.contains(&arch))
+            .map(|(name, set, _)| (name, set))
+            .collect()
     }
 
     /// The architecture (after `check`, which refuses any other).
     pub fn arch(&self) -> Architecture {
-        match self.architecture.as_str() {
-            "SSD" => Architecture::SSD,
-            "FasterRCNN" => Architecture::FasterRCNN,
-            "MaskRCNN" => Architecture::MaskRCNN,
-            "RetinaNet" => Architecture::RetinaNet,
-            _ => Architecture::YOLOv3,
-        }
+        Architecture::from_name(&self.architecture).unwrap_or(Architecture::YOLOv3)
     }
 
     pub fn is_ssd(&self) -> bool {

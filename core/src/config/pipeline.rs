@@ -453,10 +453,13 @@ impl Walk {
                 }
                 // The loader flips polygons with their boxes; PaddleDetection
                 // without is_mask_flip would train on masks left unflipped.
-                if self.arch == Architecture::MaskRCNN && !f.is_mask_flip {
+                if self.arch.has_masks() && !f.is_mask_flip {
                     return bad(
                         "is_mask_flip",
-                        "must be true for MaskRCNN: the polygons are mirrored with their boxes",
+                        &format!(
+                            "must be true for {:?}: the polygons are mirrored with their boxes",
+                            self.arch
+                        ),
                     );
                 }
                 steps.push(Augment::Flip(f64::from(f.prob)));
@@ -694,7 +697,7 @@ impl Walk {
         }
         if self.pipeline.short_side.is_some() {
             return Err(
-                "has a ResizeImage with max_size, which only FasterRCNN, MaskRCNN and RetinaNet take: set max_size: 0"
+                "has a ResizeImage with max_size, which only FasterRCNN, MaskRCNN, CascadeRCNN, CascadeMaskRCNN and RetinaNet take: set max_size: 0"
                     .into(),
             );
         }
@@ -713,7 +716,11 @@ impl Walk {
                         return Err("needs NormalizeBox and no BboxXYXY2XYWH: the SSD loss takes 0..1 corner boxes".into());
                     }
                 }
-                Architecture::FasterRCNN | Architecture::MaskRCNN | Architecture::RetinaNet => {
+                Architecture::FasterRCNN
+                | Architecture::MaskRCNN
+                | Architecture::CascadeRCNN
+                | Architecture::CascadeMaskRCNN
+                | Architecture::RetinaNet => {
                     unreachable!("returned above")
                 }
             }

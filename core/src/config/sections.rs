@@ -8,7 +8,15 @@ use serde::{Deserialize, Serialize};
 pub const BACKBONES: &[&str] = &["MobileNet", "DarkNet"];
 
 /// The architectures pulsefocus builds (`architecture`).
-pub const ARCHITECTURES: &[&str] = &["YOLOv3", "SSD", "FasterRCNN", "MaskRCNN", "RetinaNet"];
+pub const ARCHITECTURES: &[&str] = &[
+    "YOLOv3",
+    "SSD",
+    "FasterRCNN",
+    "MaskRCNN",
+    "CascadeRCNN",
+    "CascadeMaskRCNN",
+    "RetinaNet",
+];
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +98,23 @@ pub struct Config {
     /// `MaskAssigner`, below the box head's).
     #[serde(rename = "MaskRCNN", default, skip_serializing_if = "Option::is_none")]
     pub mask_rcnn: Option<MaskRCNN>,
+    /// Only with `architecture: CascadeRCNN`: the sections it names, the
+    /// trunk's as `FasterRCNN` names them (FPN only), the box head's
+    /// `CascadeBBoxHead` and `CascadeBBoxAssigner`.
+    #[serde(
+        rename = "CascadeRCNN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cascade_rcnn: Option<CascadeRCNN>,
+    /// Only with `architecture: CascadeMaskRCNN`: `CascadeRCNN`'s keys and
+    /// the mask branch's two, as `MaskRCNN` has them.
+    #[serde(
+        rename = "CascadeMaskRCNN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cascade_mask_rcnn: Option<CascadeMaskRCNN>,
     #[serde(rename = "ResNet", default, skip_serializing_if = "Option::is_none")]
     pub resnet: Option<ResNet>,
     /// The C4 model's RoI head (`BBoxHead.head: ResNetC5`).
@@ -123,6 +148,28 @@ pub struct Config {
     pub bbox_head: Option<BBoxHead>,
     #[serde(rename = "TwoFCHead", default, skip_serializing_if = "Option::is_none")]
     pub two_fc_head: Option<TwoFCHead>,
+    /// The cascade's box head (`CascadeRCNN.bbox_head`, `bbox_assigner`):
+    /// each stage's assigner settings, the RoI head every stage builds
+    /// (`CascadeBBoxHead.head: CascadeTwoFCHead`) and the NMS of the
+    /// detections, as `BBoxHead` has them.
+    #[serde(
+        rename = "CascadeBBoxAssigner",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cascade_bbox_assigner: Option<CascadeBBoxAssigner>,
+    #[serde(
+        rename = "CascadeBBoxHead",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cascade_bbox_head: Option<BBoxHead>,
+    #[serde(
+        rename = "CascadeTwoFCHead",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cascade_two_fc_head: Option<CascadeTwoFCHead>,
     #[serde(rename = "MaskHead", default, skip_serializing_if = "Option::is_none")]
     pub mask_head: Option<MaskHead>,
     #[serde(
@@ -192,6 +239,18 @@ mod defaults {
     }
     pub fn mask_assigner() -> String {
         "MaskAssigner".into()
+    }
+    pub fn fpn() -> String {
+        "FPN".into()
+    }
+    pub fn fpn_roi_align() -> String {
+        "FPNRoIAlign".into()
+    }
+    pub fn cascade_bbox_head() -> String {
+        "CascadeBBoxHead".into()
+    }
+    pub fn cascade_bbox_assigner() -> String {
+        "CascadeBBoxAssigner".into()
     }
 }
 
@@ -733,6 +792,117 @@ impl MaskRCNN {
             roi_extractor: self.roi_extractor.clone(),
             bbox_head: self.bbox_head.clone(),
             bbox_assigner: self.bbox_assigner.clone(),
+        }
+    }
+}
+
+/// `architecture: CascadeRCNN`: the sections it is built from, by name,
+/// with PaddleDetection's defaults (`fpn: FPN`: the cascade runs on the
+/// pyramid only).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeRCNN {
+    pub backbone: String,
+    #[serde(default = "defaults::fpn")]
+    pub fpn: String,
+    pub rpn_head: String,
+    #[serde(default = "defaults::fpn_roi_align")]
+    pub roi_extractor: String,
+    #[serde(default = "defaults::cascade_bbox_head")]
+    pub bbox_head: String,
+    #[serde(default = "defaults::cascade_bbox_assigner")]
+    pub bbox_assigner: String,
+}
+
+impl CascadeRCNN {
+    /// The keys naming the trunk's and box head's sections, as
+    /// `FasterRCNN` has them.
+    pub fn faster_rcnn(&self) -> FasterRCNN {
+        FasterRCNN {
+            backbone: self.backbone.clone(),
+            fpn: Some(self.fpn.clone()),
+            rpn_head: self.rpn_head.clone(),
+            roi_extractor: self.roi_extractor.clone(),
+            bbox_head: self.bbox_head.clone(),
+            bbox_assigner: self.bbox_assigner.clone(),
+        }
+    }
+}
+
+/// `architecture: CascadeMaskRCNN`: `CascadeRCNN`'s sections, by the same
+/// keys and defaults, and the mask branch's: `mask_head` (`MaskHead`) and
+/// `mask_assigner` (`MaskAssigner`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeMaskRCNN {
+    pub backbone: String,
+    #[serde(default = "defaults::fpn")]
+    pub fpn: String,
+    pub rpn_head: String,
+    #[serde(default = "defaults::fpn_roi_align")]
+    pub roi_extractor: String,
+    #[serde(default = "defaults::cascade_bbox_head")]
+    pub bbox_head: String,
+    #[serde(default = "defaults::cascade_bbox_assigner")]
+    pub bbox_assigner: String,
+    #[serde(default = "defaults::mask_head")]
+    pub mask_head: String,
+    #[serde(default = "defaults::mask_assigner")]
+    pub mask_assigner: String,
+}
+
+impl CascadeMaskRCNN {
+    /// The keys naming the cascade's sections, as `CascadeRCNN` has them.
+    pub fn cascade_rcnn(&self) -> CascadeRCNN {
+        CascadeRCNN {
+            backbone: self.backbone.clone(),
+            fpn: self.fpn.clone(),
+            rpn_head: self.rpn_head.clone(),
+            roi_extractor: self.roi_extractor.clone(),
+            bbox_head: self.bbox_head.clone(),
+            bbox_assigner: self.bbox_assigner.clone(),
+        }
+    }
+}
+
+/// Each cascade stage's two fully connected layers, `mlp_dim` wide (no
+/// default in PaddleDetection: the configs give it).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeTwoFCHead {
+    pub mlp_dim: usize,
+}
+
+/// `generate_proposal_labels`' settings per cascade stage: one entry per
+/// stage in each list (three stages), the sampling shared. A stage's
+/// regression weight `w` gives the variances `[1/w, 1/w, 2/w, 2/w]` its
+/// targets are divided by and its deltas decoded with. `class_aware`:
+/// class-aware targets and `bbox_pred` (false: class-agnostic, the
+/// configs'). Defaults: PaddleDetection's (`num_classes` is the config's).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CascadeBBoxAssigner {
+    pub batch_size_per_im: usize,
+    pub fg_fraction: f32,
+    pub fg_thresh: Vec<f32>,
+    pub bg_thresh_hi: Vec<f32>,
+    pub bg_thresh_lo: Vec<f32>,
+    pub bbox_reg_weights: Vec<f64>,
+    pub shuffle_before_sample: bool,
+    pub class_aware: bool,
+}
+
+impl Default for CascadeBBoxAssigner {
+    fn default() -> Self {
+        CascadeBBoxAssigner {
+            batch_size_per_im: 512,
+            fg_fraction: 0.25,
+            fg_thresh: vec![0.5, 0.6, 0.7],
+            bg_thresh_hi: vec![0.5, 0.6, 0.7],
+            bg_thresh_lo: vec![0.0; 3],
+            bbox_reg_weights: vec![10.0, 20.0, 30.0],
+            shuffle_before_sample: true,
+            class_aware: false,
         }
     }
 }

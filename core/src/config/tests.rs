@@ -1153,9 +1153,9 @@ fn unsupported_ssd_values_are_errors_naming_the_key() {
             "(supported: L2)",
         ),
         (
-            &["architecture=CascadeRCNN"],
+            &["architecture=HybridTaskCascade"],
             "key architecture",
-            "(supported: YOLOv3, SSD, FasterRCNN, MaskRCNN, RetinaNet)",
+            "(supported: YOLOv3, SSD, FasterRCNN, MaskRCNN, CascadeRCNN, CascadeMaskRCNN, RetinaNet)",
         ),
     ];
     for (o, key, message) in cases {
@@ -1173,7 +1173,7 @@ fn unsupported_ssd_values_are_errors_naming_the_key() {
         ("brightness_lower: 0.875", "brightness_lower: 1.5", "key TrainReader.sample_transforms[1].RandomDistort.brightness_lower)"),
         ("127.502231]\n  batch_size: 32", "127.502231]\n  - !BboxXYXY2XYWH {}\n  batch_size: 32", "key TrainReader.sample_transforms): needs NormalizeBox and no BboxXYXY2XYWH"),
         ("    interp: 1\n    target_size: 300\n    use_cv2: false\n  - !RandomFlipImage", "    interp: 0\n    target_size: 300\n    use_cv2: false\n  - !RandomFlipImage", "key TrainReader.sample_transforms[5].ResizeImage.interp): with use_cv2: false is a PIL filter"),
-        ("    max_size: 0\n", "    max_size: 1000\n", "key TestReader.sample_transforms): has a ResizeImage with max_size, which only FasterRCNN, MaskRCNN and RetinaNet take"),
+        ("    max_size: 0\n", "    max_size: 1000\n", "key TestReader.sample_transforms): has a ResizeImage with max_size, which only FasterRCNN, MaskRCNN, CascadeRCNN, CascadeMaskRCNN and RetinaNet take"),
     ];
     for (from, to, want) in edits {
         assert!(text.contains(from), "{from}");
@@ -1275,8 +1275,8 @@ fn faster_rcnn_values_that_do_not_build_name_their_key() {
     }
 }
 
-/// The RON mirrors of PaddleDetection's Faster R-CNN, Mask R-CNN and
-/// RetinaNet configs
+/// The RON mirrors of PaddleDetection's Faster R-CNN, Mask R-CNN, Cascade
+/// R-CNN and RetinaNet configs
 /// are the same configs: model, operators, optimizer, schedule and readers.
 #[test]
 fn rcnn_reader_ron_mirrors_equal_the_yaml() {
@@ -1285,6 +1285,8 @@ fn rcnn_reader_ron_mirrors_equal_the_yaml() {
         "faster_rcnn_r50_fpn_1x",
         "mask_rcnn_r50_1x",
         "mask_rcnn_r50_fpn_1x",
+        "cascade_rcnn_r50_fpn_1x",
+        "cascade_mask_rcnn_r50_fpn_1x",
         "retinanet_r50_fpn_1x",
     ] {
         let ron = load(&configs_dir().join(format!("{name}.ron")), &[]).unwrap();
@@ -1692,4 +1694,343 @@ fn mask_sections_in_a_faster_rcnn_config_are_named_without_effect() {
         "{:?}",
         mask.warnings()
     );
+}
+
+/// PaddleDetection's two cascade configs (with their `_READER_` files)
+/// build the models the constructors give, each stage's assigner as the
+/// YAML lists it, with Faster R-CNN FPN's operator settings (stage 1's
+/// thresholds and weights are the Faster R-CNN assigner's), the R-CNN
+/// reader (with polygons for Cascade Mask R-CNN's training), and the
+/// preset excluding every stage's class-dependent outputs.
+#[test]
+fn cascade_rcnn_yaml_gives_the_constructors_model_and_settings() {
+    use crate::loading::ExcludePatterns;
+    use crate::models::cascade_rcnn::CascadeRcnnSpec;
+    let faster_path = ppdet_fixture("faster_rcnn_r50_fpn_1x.yml");
+    let faster = load(&faster_path, &[]).unwrap();
+    let cases = [
+        (
+            "cascade_rcnn_r50_fpn_1x",
+            Architecture::CascadeRCNN,
+            CascadeRcnnSpec::r50_fpn(81),
+            "Cascade R-CNN with ResNet-FPN backbone",
+        ),
+        (
+            "cascade_mask_rcnn_r50_fpn_1x",
+            Architecture::CascadeMaskRCNN,
+            CascadeRcnnSpec::r50_fpn_mask(81),
+            "Cascade Mask R-CNN with ResNet-FPN backbone",
+        ),
+    ];
+    for (name, arch, spec, describe) in cases {
+        let path = ppdet_fixture(&format!("{name}.yml"));
+        let c = load(&path, &[]).unwrap();
+        assert_eq!(c.arch(), arch);
+        assert!(c.arch().uses_rcnn_reader() && c.arch().is_cascade());
+        assert_eq!(c.arch().has_masks(), spec.mask.is_some());
+        assert_eq!(c.cascade_rcnn_spec(&path).unwrap(), spec, "{name}");
+        assert_eq!(c.faster_rcnn_spec(&path).unwrap(), spec.faster_rcnn);
+        let rcnn = c.rcnn_config(&path).unwrap();
+        assert_eq!(rcnn, faster.rcnn_config(&faster_path).unwrap(), "{name}");
+        let model = c.model_spec();
+        assert_eq!(model, ModelSpec::CascadeRcnn(Box::new(spec.clone())));
+        assert_eq!(model.describe(), describe);
+        assert_eq!(model.foreground_classes(), 80);
+        assert_eq!(model.param_specs(), spec.param_specs());
+        // Paddle's parameter list (core/tests/fixtures/cascade_rcnn),
+        // names, shapes and order.
+        let paddle = crate::fixtures::param_specs(&format!("cascade_rcnn/{name}.81.params.json"));
+        assert_eq!(model.param_specs(), paddle, "{name}");
+        let train = c.train_config();
+        assert_eq!(train.frozen_units, spec.faster_rcnn.backbone.frozen_units());
+        assert!(train.freeze_norm);
+        let loader = c
+            .train_reader
+            .train_loader_config(&path, 0, c.arch())
+            .unwrap();
+        assert_eq!(loader.with_polygons, arch.has_masks());
+        assert_eq!(loader.short_side.unwrap().pad_to_stride, 32);
+        // Only the cascade's own sections: none named without effect.
+        let warnings = c.warnings();
+        assert!(
+            !warnings.iter().any(|w| w.contains("architecture is")),
+            "{warnings:?}"
+        );
+
+        let preset = load(
+            &path,
+            &overrides(&["finetune_exclude_pretrained_params=preset"]),
+        )
+        .unwrap();
+        let patterns = ExcludePatterns::new(&preset.exclude_patterns().unwrap()).unwrap();
+        let excluded: Vec<String> = spec
+            .param_specs()
+            .into_iter()
+            .filter(|p| patterns.first_match(&p.name).is_some())
+            .map(|p| p.name)
+            .collect();
+        let mut want: Vec<String> = ["", "_2", "_3"]
+            .iter()
+            .flat_map(|s| {
+                ["cls_score", "bbox_pred"]
+                    .map(|o| [format!("{o}{s}_w"), format!("{o}{s}_b")])
+                    .concat()
+            })
+            .collect();
+        if arch.has_masks() {
+            want.extend(["mask_fcn_logits_w".into(), "mask_fcn_logits_b".into()]);
+        }
+        assert_eq!(excluded, want, "{name}");
+    }
+}
+
+/// `CascadeBBoxAssigner`'s lists feed the stages: each stage's thresholds
+/// and variances, the shared sampling and stage 1's in `rcnn_config`.
+#[test]
+fn cascade_assigner_values_feed_the_stages() {
+    use crate::models::cascade_rcnn::stage_variances;
+    let path = ppdet_fixture("cascade_rcnn_r50_fpn_1x.yml");
+    let o = overrides(&[
+        "CascadeBBoxAssigner.fg_thresh=[0.4,0.55,0.65]",
+        "CascadeBBoxAssigner.bg_thresh_hi=[0.3,0.5,0.6]",
+        "CascadeBBoxAssigner.bg_thresh_lo=[0.1,0.0,0.0]",
+        "CascadeBBoxAssigner.bbox_reg_weights=[5,10,40]",
+        "CascadeBBoxAssigner.batch_size_per_im=256",
+        "CascadeBBoxAssigner.shuffle_before_sample=false",
+        "CascadeTwoFCHead.mlp_dim=512",
+        "CascadeBBoxHead.nms.keep_top_k=50",
+    ]);
+    let c = load(&path, &o).unwrap();
+    let spec = c.cascade_rcnn_spec(&path).unwrap();
+    let stages: Vec<(f32, f32, f32, [f32; 4])> = spec
+        .stages
+        .iter()
+        .map(|s| {
+            (
+                s.fg_thresh,
+                s.bg_thresh_hi,
+                s.bg_thresh_lo,
+                s.bbox_reg_weights,
+            )
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            (0.4, 0.3, 0.1, stage_variances(5.0)),
+            (0.55, 0.5, 0.0, stage_variances(10.0)),
+            (0.65, 0.6, 0.0, stage_variances(40.0)),
+        ]
+    );
+    assert_eq!(spec.stages[2].layers()[1].outputs, 512);
+    let rcnn = c.rcnn_config(&path).unwrap();
+    let a = &rcnn.bbox_assigner;
+    assert_eq!(
+        (
+            a.batch_size_per_im,
+            a.use_random,
+            a.fg_thresh,
+            a.bg_thresh_lo
+        ),
+        (256, false, 0.4, 0.1)
+    );
+    assert_eq!(a.bbox_reg_weights, [0.2, 0.2, 0.4, 0.4]);
+    assert_eq!(rcnn.nms.keep_top_k, Some(50));
+}
+
+/// Values the cascade sections refuse name their key, in one line.
+#[test]
+fn cascade_rcnn_values_that_do_not_build_name_their_key() {
+    let cascade = ppdet_fixture("cascade_rcnn_r50_fpn_1x.yml");
+    let mask = ppdet_fixture("cascade_mask_rcnn_r50_fpn_1x.yml");
+    let faster = ppdet_fixture("faster_rcnn_r50_fpn_1x.yml");
+    let a = "CascadeBBoxAssigner";
+    let cases: Vec<(&PathBuf, String, String)> = [
+        (
+            &cascade,
+            "CascadeBBoxAssigner.class_aware=true",
+            "class_aware",
+        ),
+        (
+            &cascade,
+            "CascadeBBoxAssigner.fg_thresh=[0.5,0.6]",
+            "fg_thresh",
+        ),
+        (
+            &cascade,
+            "CascadeBBoxAssigner.bg_thresh_hi=[0.5,0.6,0.7,0.8]",
+            "bg_thresh_hi",
+        ),
+        (
+            &cascade,
+            "CascadeBBoxAssigner.bg_thresh_lo=[0.0]",
+            "bg_thresh_lo",
+        ),
+        (
+            &cascade,
+            "CascadeBBoxAssigner.bbox_reg_weights=[10,20,30,40]",
+            "bbox_reg_weights",
+        ),
+        (
+            &mask,
+            "CascadeBBoxAssigner.bbox_reg_weights=[10,0,30]",
+            "bbox_reg_weights",
+        ),
+        (&cascade, "CascadeBBoxAssigner.fg_fraction=2", "fg_fraction"),
+    ]
+    .into_iter()
+    .map(|(p, o, k)| (p, o.to_string(), format!("key {a}.{k}")))
+    .chain(
+        [
+            (
+                &cascade,
+                "CascadeBBoxHead.head=CascadeXConvNormHead",
+                "CascadeBBoxHead.head",
+            ),
+            (
+                &cascade,
+                "CascadeRCNN.bbox_head=BBoxHead",
+                "CascadeRCNN.bbox_head",
+            ),
+            (
+                &cascade,
+                "CascadeRCNN.bbox_assigner=BBoxAssigner",
+                "CascadeRCNN.bbox_assigner",
+            ),
+            (&cascade, "CascadeRCNN.fpn=BiFPN", "CascadeRCNN.fpn"),
+            (
+                &cascade,
+                "CascadeRCNN.backbone=ResNeXt",
+                "CascadeRCNN.backbone",
+            ),
+            (
+                &cascade,
+                "CascadeRCNN.rpn_head=RPNHead",
+                "CascadeRCNN.rpn_head",
+            ),
+            (
+                &cascade,
+                "CascadeRCNN.roi_extractor=RoIAlign",
+                "CascadeRCNN.roi_extractor",
+            ),
+            (&cascade, "ResNet.variant=d", "ResNet.variant"),
+            (&cascade, "ResNet.depth=42", "ResNet.depth"),
+            (
+                &cascade,
+                "CascadeTwoFCHead.mlp_dim=0",
+                "CascadeTwoFCHead.mlp_dim",
+            ),
+            (
+                &mask,
+                "CascadeMaskRCNN.mask_head=MaskHeadX",
+                "CascadeMaskRCNN.mask_head",
+            ),
+            (
+                &mask,
+                "CascadeMaskRCNN.mask_assigner=X",
+                "CascadeMaskRCNN.mask_assigner",
+            ),
+            (
+                &mask,
+                "MaskAssigner.resolution=14",
+                "MaskAssigner.resolution",
+            ),
+            (
+                &mask,
+                "FPNRoIAlign.mask_resolution=7",
+                "MaskHead.resolution",
+            ),
+            (&faster, "architecture=CascadeRCNN", "CascadeRCNN"),
+            (&faster, "architecture=CascadeMaskRCNN", "CascadeMaskRCNN"),
+        ]
+        .map(|(p, o, k)| (p, o.to_string(), format!("key {k}"))),
+    )
+    .collect();
+    for (path, o, key) in cases {
+        let e = load(path, &overrides(&[&o])).unwrap_err().to_string();
+        assert!(e.contains(&format!("{key})")), "{o}: {e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    // CascadeTwoFCHead has no default width.
+    let text = fs::read_to_string(&cascade).unwrap();
+    let reader = fs::read_to_string(ppdet_fixture("faster_fpn_reader.yml")).unwrap();
+    let without = text.replace("CascadeTwoFCHead:\n  mlp_dim: 1024\n", "");
+    assert_ne!(without, text);
+    let dir = write_configs(&[
+        ("cascade.yml", &without),
+        ("faster_fpn_reader.yml", &reader),
+    ]);
+    let e = load(&dir.path().join("cascade.yml"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("key CascadeTwoFCHead)") && e.contains("mlp_dim"),
+        "{e}"
+    );
+    // Cascade Mask R-CNN's reader must flip the polygons with the boxes.
+    let text = fs::read_to_string(&mask).unwrap();
+    let reader = fs::read_to_string(ppdet_fixture("mask_fpn_reader.yml")).unwrap();
+    let unflipped = reader.replacen("is_mask_flip: true", "is_mask_flip: false", 1);
+    let dir = write_configs(&[("mask.yml", &text), ("mask_fpn_reader.yml", &unflipped)]);
+    let e = load(&dir.path().join("mask.yml"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("RandomFlipImage.is_mask_flip)") && e.contains("CascadeMaskRCNN"),
+        "{e}"
+    );
+}
+
+/// The sections only the other R-CNNs read are named without effect in a
+/// cascade config, and the cascade's in a Faster R-CNN one.
+#[test]
+fn box_head_sections_of_the_other_rcnn_are_named_without_effect() {
+    let cascade = ppdet_fixture("cascade_rcnn_r50_fpn_1x.yml");
+    let o = overrides(&["TwoFCHead.mlp_dim=64", "MaskHead.conv_dim=128"]);
+    let c = load(&cascade, &o).unwrap();
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w == "TwoFCHead, MaskHead has no effect: architecture is CascadeRCNN"),
+        "{:?}",
+        c.warnings()
+    );
+    let faster = ppdet_fixture("faster_rcnn_r50_fpn_1x.yml");
+    let c = load(&faster, &overrides(&["CascadeTwoFCHead.mlp_dim=64"])).unwrap();
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w == "CascadeTwoFCHead has no effect: architecture is FasterRCNN"),
+        "{:?}",
+        c.warnings()
+    );
+}
+
+/// The cascade demo configs are `CascadeRcnnSpec::small` and `small_mask`
+/// at 4 classes, every reader padding to the pyramid's coarsest stride, the
+/// mask one training on polygons.
+#[test]
+fn cascade_demos_are_the_small_cascades_padded_to_32() {
+    use crate::models::cascade_rcnn::CascadeRcnnSpec;
+    for (name, spec) in [
+        ("cascade_rcnn_fpn_demo.ron", CascadeRcnnSpec::small(4)),
+        (
+            "cascade_mask_rcnn_fpn_demo.ron",
+            CascadeRcnnSpec::small_mask(4),
+        ),
+    ] {
+        let path = configs_dir().join(name);
+        let c = load(&path, &[]).unwrap();
+        assert_eq!(c.cascade_rcnn_spec(&path).unwrap(), spec, "{name}");
+        let train = c
+            .train_reader
+            .train_loader_config(&path, 0, c.arch())
+            .unwrap();
+        assert_eq!(train.short_side.unwrap().pad_to_stride, 32);
+        assert_eq!(train.with_polygons, spec.mask.is_some());
+        let (reader, eval) = c.eval_or_test_reader().unwrap();
+        let eval = eval.eval_loader_config(&path, reader, c.arch()).unwrap();
+        assert_eq!(eval.short_side.unwrap().pad_to_stride, 32);
+        assert!(c.warnings().is_empty(), "{name}: {:?}", c.warnings());
+    }
 }

@@ -43,6 +43,14 @@ const STAGE_LOSS_WEIGHTS: [f32; 3] = [1.0, 0.5, 0.25];
 /// `CascadeBBoxAssigner`'s `fg_thresh` and `bg_thresh_hi` (equal).
 const STAGE_IOU: [f32; 3] = [0.5, 0.6, 0.7];
 
+/// The variances `[1/w, 1/w, 2/w, 2/w]` of a stage whose
+/// `CascadeBBoxAssigner.bbox_reg_weights` entry is `w`: Python's `1. / w`
+/// and `2. / w` in double, then the f32 attribute.
+pub fn stage_variances(w: f64) -> [f32; 4] {
+    let (centre, size) = ((1.0 / w) as f32, (2.0 / w) as f32);
+    [centre, centre, size, size]
+}
+
 /// One stage of `CascadeBBoxHead`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CascadeStageSpec {
@@ -68,9 +76,6 @@ pub struct CascadeStageSpec {
 impl CascadeStageSpec {
     /// Stage `index` (0-based) of the configs on `head` for `num_classes`.
     fn new(index: usize, head: &TwoFcHeadSpec, num_classes: usize) -> CascadeStageSpec {
-        // Python's 1. / w and 2. / w in double, then the f32 attribute.
-        let w = STAGE_REG_WEIGHTS[index];
-        let (centre, size) = ((1.0 / w) as f32, (2.0 / w) as f32);
         CascadeStageSpec {
             suffix: if index == 0 {
                 String::new()
@@ -87,7 +92,7 @@ impl CascadeStageSpec {
             fg_thresh: STAGE_IOU[index],
             bg_thresh_hi: STAGE_IOU[index],
             bg_thresh_lo: 0.0,
-            bbox_reg_weights: [centre, centre, size, size],
+            bbox_reg_weights: stage_variances(STAGE_REG_WEIGHTS[index]),
         }
     }
 

@@ -20,7 +20,7 @@ use serde_json::Value;
 /// Ground-truth slots per image in the batch (the fixture has up to 3).
 const MAX_BOXES: usize = 3;
 
-/// A whole-model fixture's batch (Mask R-CNN's reads it too).
+/// A whole-model fixture's batch (Mask R-CNN's and RetinaNet's read it too).
 pub(super) struct Fixture {
     pub json: Value,
     pub classes: usize,
@@ -34,19 +34,17 @@ pub(super) struct Fixture {
 /// `tests/fixtures/PATH`, a script's `model_parity.json`.
 pub(super) fn read_fixture(path: &str) -> Fixture {
     let json = read(path);
-    let triples = |key: &str| -> Vec<[f32; 3]> {
+    let rows = |key: &str| -> Vec<Vec<f32>> {
         json[key]
             .as_array()
             .expect(key)
             .iter()
-            .map(|v| {
-                let v = floats(v);
-                [v[0], v[1], v[2]]
-            })
+            .map(floats)
             .collect()
     };
-    let im_info = triples("im_info");
-    let pictures = triples("im_shape").iter().map(|s| [s[0], s[1]]).collect();
+    let im_info = rows("im_info").iter().map(|v| [v[0], v[1], v[2]]).collect();
+    // `[height, width]`, or R-CNN's `[height, width, 1]`.
+    let pictures = rows("im_shape").iter().map(|s| [s[0], s[1]]).collect();
     Fixture {
         classes: json["classes"].as_u64().expect("classes") as usize,
         height: json["height"].as_u64().expect("height") as usize,

@@ -4,92 +4,41 @@
 //! predictions (P6 and P7's extra convs included), the test program's
 //! detections, and the loading rules on the checkpoint Paddle saved.
 
+use super::faster_rcnn_parity::{
+    assert_gradients_equal, assert_losses_equal, images, read_checkpoint, read_fixture, set_params,
+    truth_slots, Fixture,
+};
 use super::retinanet::RetinaNetSpec;
 use super::retinanet_detector::RetinaNetDetector;
 use crate::detector::Detector;
-use crate::fixtures::{floats, quads, read};
+use crate::fixtures::floats;
 use crate::loading::{plan_loading, ExcludePatterns, TensorInfo};
 use crate::retinanet::RetinaConfig;
-use crate::tensor::Tensor;
 use crate::yolo::GroundTruth;
 use crate::CpuBackend;
-use pulsefocus_formats::{load_checkpoint, Checkpoint};
-use serde_json::Value;
+use pulsefocus_formats::Checkpoint;
 
 /// Ground-truth slots per image in the batch (the fixture has up to 4).
 const MAX_BOXES: usize = 4;
 
-struct Fixture {
-    json: Value,
-    classes: usize,
-    height: usize,
-    width: usize,
-    im_info: Vec<[f32; 3]>,
-    /// Each picture's original `[height, width]`.
-    pictures: Vec<[f32; 2]>,
-}
-
 fn fixture() -> Fixture {
-    let json = read("retinanet/model_parity.json");
-    let rows = |key: &str| -> Vec<Vec<f32>> {
-        json[key]
-            .as_array()
-            .expect(key)
-            .iter()
-            .map(floats)
-            .collect()
-    };
-    let im_info = rows("im_info").iter().map(|v| [v[0], v[1], v[2]]).collect();
-    let pictures = rows("im_shape").iter().map(|s| [s[0], s[1]]).collect();
-    Fixture {
-        classes: json["classes"].as_u64().expect("classes") as usize,
-        height: json["height"].as_u64().expect("height") as usize,
-        width: json["width"].as_u64().expect("width") as usize,
-        im_info,
-        pictures,
-        json,
-    }
+    read_fixture("retinanet/model_parity.json")
 }
 
 fn checkpoint() -> Checkpoint {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/retinanet/model_parity");
-    load_checkpoint(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+    read_checkpoint("retinanet/model_parity")
 }
 
-/// The model with every parameter Paddle saved: each of ours set, none of
-/// Paddle's left over.
+/// The model with every parameter Paddle saved.
 fn model(cpu: &CpuBackend, classes: usize) -> RetinaNetDetector<CpuBackend> {
-    let checkpoint = checkpoint();
     let spec = RetinaNetSpec::small(classes);
     let mut model = RetinaNetDetector::new(cpu, spec, RetinaConfig::default(), 0);
-    for (name, tensor) in checkpoint.iter() {
-        model
-            .net_mut()
-            .set_param(name, &tensor.to_f32_vec())
-            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
-    }
-    assert_eq!(checkpoint.len(), model.net().slots().len());
+    set_params(model.net_mut(), &[checkpoint()]);
     model
 }
 
-/// The images as the script makes them: a hash of the position, exact in
-/// f32.
-fn images(cpu: &CpuBackend, f: &Fixture) -> Tensor<CpuBackend> {
-    let (count, h, w) = (f.im_info.len(), f.height, f.width);
-    let mut values = Vec::with_capacity(count * 3 * h * w);
-    for n in 0..count {
-        for c in 0..3 {
-            for y in 0..h {
-                for x in 0..w {
-                    let hash = (x * x * 7 + x * y * 3 + y * 13 + c * 29 + n * 31) % 17;
-                    values.push((hash as f32 - 8.0) / 4.0);
-                }
-            }
-        }
-    }
-    Tensor::from_host(cpu, &[count, 3, h, w], &values)
-}
+/// Both images of the batch.
+const BOTH: [usize; 2] = [0, 1];
 
 /// Paddle's train program: both losses within 1e-4 relative, and the
 /// gradients of parameters from res3 to `retnet_bbox_pred` (every
@@ -100,30 +49,10 @@ fn images(cpu: &CpuBackend, f: &Fixture) -> Tensor<CpuBackend> {
 fn losses_and_gradients_equal_paddledetections() {
     let cpu = CpuBackend::new();
     let f = fixture();
+    assert_eq!(f.im_info.len(), BOTH.len());
     let mut model = model(&cpu, f.classes);
     model.net_mut().set_training(true);
-
-    // Paddle's pixel boxes (width x2 - x1 + 1) as the loader's slots:
-    // centre and size relative to the original picture.
-    let count = f.im_info.len();
-    let mut boxes = vec![0.0; count * MAX_BOXES * 4];
-    let mut labels = vec![0; count * MAX_BOXES];
-    for (n, &[height, width]) in f.pictures.iter().enumerate() {
-        let corners = quads(&f.json["gt_boxes"][n]);
-        let classes = floats(&f.json["gt_classes"][n]);
-        assert!(corners.len() <= MAX_BOXES);
-        for (k, ([x1, y1, x2, y2], class)) in corners.iter().zip(classes).enumerate() {
-            let (w, h) = (x2 - x1 + 1.0, y2 - y1 + 1.0);
-            let slot = n * MAX_BOXES + k;
-            boxes[slot * 4..][..4].copy_from_slice(&[
-                (x1 + w / 2.0) / width,
-                (y1 + h / 2.0) / height,
-                w / width,
-                h / height,
-            ]);
-            labels[slot] = class as i32;
-        }
-    }
+    let (boxes, labels) = truth_slots(&f, &BOTH, MAX_BOXES);
     let truth = GroundTruth {
         boxes: &boxes,
         labels: &labels,
@@ -131,38 +60,9 @@ fn losses_and_gradients_equal_paddledetections() {
         max_boxes: MAX_BOXES,
         polygons: &[],
     };
-    let losses = model.train_pass(&images(&cpu, &f), &truth, &f.im_info);
-    for (name, &ours) in ["loss_cls", "loss_bbox"].iter().zip(losses.values()) {
-        let paddle = f.json["losses"][name].as_f64().expect(name) as f32;
-        assert!(
-            (ours - paddle).abs() <= 1e-4 * paddle.abs(),
-            "{name}: {ours}, Paddle's {paddle}"
-        );
-    }
-
-    for (name, paddle) in f.json["grads"].as_object().expect("grads") {
-        let stride = paddle["stride"].as_u64().expect("stride") as usize;
-        let paddle = floats(&paddle["values"]);
-        let ours = model
-            .net()
-            .param_grad(name)
-            .unwrap_or_else(|| panic!("{name}: no gradient"));
-        let ours: Vec<f32> = ours.into_iter().step_by(stride).collect();
-        assert_eq!(ours.len(), paddle.len(), "{name}");
-        let largest = paddle.iter().fold(0.0f32, |m, g| m.max(g.abs()));
-        assert!(largest > 0.0, "{name}: all zero");
-        let spread = f.json["grad_spread"][name].as_f64().expect("spread") as f32;
-        let allowed = spread.max(1e-4 * largest);
-        let worst = ours
-            .iter()
-            .zip(&paddle)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(
-            worst <= allowed,
-            "{name}: off by {worst}, allowed {allowed}"
-        );
-    }
+    let losses = model.train_pass(&images(&cpu, &f, &BOTH), &truth, &f.im_info);
+    assert_losses_equal(&f.json, &["loss_cls", "loss_bbox"], &losses);
+    assert_gradients_equal(&f.json, model.net());
 }
 
 /// Paddle's test program: the same detections per image, as sets (Paddle
@@ -180,7 +80,7 @@ fn detections_equal_paddledetections() {
         .iter()
         .map(|&[h, w]| [w as u32, h as u32])
         .collect();
-    let found = model.detect(&images(&cpu, &f), &original, &f.im_info);
+    let found = model.detect(&images(&cpu, &f, &BOTH), &original, &f.im_info);
     assert_eq!(found.len(), f.im_info.len());
     for (n, ours) in found.iter().enumerate() {
         let mut paddle: Vec<Vec<f32>> = f.json["detections"][n]
