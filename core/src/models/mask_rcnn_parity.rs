@@ -20,8 +20,9 @@ use crate::detector::Detector;
 use crate::fixtures::floats;
 use crate::loading::{plan_loading, ExcludePatterns, TensorInfo};
 use crate::rcnn::{ProposalConfig, RcnnConfig};
-use crate::yolo::GroundTruth;
+use crate::yolo::{Detection, GroundTruth};
 use crate::CpuBackend;
+use pulsefocus_formats::rle::Rle;
 use pulsefocus_formats::Checkpoint;
 
 /// Ground-truth slots per image in the batch (the fixture has up to 3).
@@ -92,8 +93,9 @@ impl Kind {
 }
 
 /// The polygons of the images `which` as the loader gives them: per image,
-/// per slot, its polygons `[x0, y0, x1, y1, ...]` in original pixels.
-fn polygons(f: &Fixture, which: &[usize]) -> Vec<Vec<Vec<Vec<f32>>>> {
+/// per slot, its polygons `[x0, y0, x1, y1, ...]` in original pixels
+/// (Cascade Mask R-CNN's fixture has them too).
+pub(super) fn polygons(f: &Fixture, which: &[usize]) -> Vec<Vec<Vec<Vec<f32>>>> {
     which
         .iter()
         .map(|&n| {
@@ -166,10 +168,24 @@ fn detections_and_masks_equal(kind: &Kind) {
     let batch: Vec<usize> = (0..f.im_info.len()).collect();
     let found = model.detect(&images(&cpu, &f, &batch), &original, &f.im_info);
     let masks = model.masks().expect("a mask head's masks");
+    let compared = assert_detections_and_masks_equal(&f, &found, masks, &original);
+    assert_eq!(compared, kind.detections);
+}
+
+/// Each image's detections `found` as `assert_detections_equal` compares
+/// them, and their `masks` (pictures of `original` `[width, height]`) as
+/// Paddle's pasted RLE in the fixture's `masks`, pixel for pixel; returns
+/// how many were compared (Cascade Mask R-CNN's parity uses it too).
+pub(super) fn assert_detections_and_masks_equal(
+    f: &Fixture,
+    found: &[Vec<Detection>],
+    masks: &[Vec<Rle>],
+    original: &[[u32; 2]],
+) -> usize {
     assert_eq!(masks.len(), found.len());
     let mut compared = 0;
     for (n, ours) in found.iter().enumerate() {
-        let paddle = assert_detections_equal(&f, n, ours);
+        let paddle = assert_detections_equal(f, n, ours);
         assert_eq!(masks[n].len(), ours.len(), "image {n}");
         let [w, h] = original[n];
         for (k, (mask, (i, _))) in masks[n].iter().zip(&paddle).enumerate() {
@@ -188,7 +204,7 @@ fn detections_and_masks_equal(kind: &Kind) {
             compared += 1;
         }
     }
-    assert_eq!(compared, kind.detections);
+    compared
 }
 
 /// The checkpoint PaddleDetection saved loads whole; the seed's command's

@@ -7,6 +7,8 @@
 pub mod bbox_head;
 mod cascade_heads;
 pub mod cascade_rcnn;
+#[cfg(test)]
+mod cascade_rcnn_parity;
 pub mod chain;
 pub mod conv_unit;
 pub mod darknet53;
