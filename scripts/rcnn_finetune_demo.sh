@@ -11,7 +11,7 @@
 #   MODEL               config                           data   exclusion
 #   faster_rcnn         configs/faster_rcnn_demo.ron     VOC    cls_score, bbox_pred
 #   mask_rcnn           configs/mask_rcnn_fpn_demo.ron   COCO   ... and mask_fcn_logits
-#   cascade_rcnn        configs/cascade_rcnn_fpn_demo.ron VOC   cls_score, bbox_pred
+#   cascade_rcnn        configs/cascade_rcnn_fpn_demo.ron COCO  cls_score, bbox_pred
 #   cascade_mask_rcnn   configs/cascade_mask_rcnn_fpn_demo.ron COCO ... and mask_fcn_logits
 #
 # The mask models' COCO data carries each shape's outline as a polygon; their
@@ -33,7 +33,7 @@ faster_rcnn)
     ResNetC5: (width: 8, blocks: [1, 1, 2, 1], norm_type: \"bn\", freeze_norm: false),"
     ;;
 mask_rcnn) demo=mask_rcnn_fpn_demo format=coco exclude="$boxes,'mask_fcn_logits'" ;;
-cascade_rcnn) demo=cascade_rcnn_fpn_demo format=voc exclude=$boxes ;;
+cascade_rcnn) demo=cascade_rcnn_fpn_demo format=coco exclude=$boxes ;;
 cascade_mask_rcnn) demo=cascade_mask_rcnn_fpn_demo format=coco exclude="$boxes,'mask_fcn_logits'" ;;
 *)
     echo "error: unknown model '$model' (faster_rcnn, mask_rcnn, cascade_rcnn or cascade_mask_rcnn)" >&2

@@ -1,4 +1,4 @@
-//! Cascade R-CNN and Cascade Mask R-CNN end to end: `synth` a dataset,
+//! Cascade R-CNN and Cascade Mask R-CNN end to end: `synth` a COCO dataset,
 //! train `configs/cascade_rcnn_fpn_demo.ron` (`configs/cascade_mask_rcnn_fpn_demo.ron`)
 //! for a few steps on 64-pixel pictures padded to multiples of 32, evaluate
 //! and infer with what it saved; the emulated GPU's first step gives the
@@ -15,7 +15,7 @@ use common::{
 /// `NAME` in `dir`: the demo config `demo` with pictures of 64 (train: 64
 /// or 96) on the short side, at most 128, three steps, and `readers` (the
 /// datasets, each reader's entries ending in a comma) on top.
-fn write_config(dir: &Path, name: &str, demo: &str, flip: &str, datasets: [&str; 3]) -> PathBuf {
+fn write_config(dir: &Path, name: &str, demo: &str, flip: &str, datasets: [String; 3]) -> PathBuf {
     let demo = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../configs")
         .join(demo);
@@ -50,8 +50,9 @@ fn write_config(dir: &Path, name: &str, demo: &str, flip: &str, datasets: [&str;
     path
 }
 
-/// `synth` six pictures of 96 pixels, three classes, as `format`.
-fn synth(dir: &Path, format: &str) {
+/// `synth` six pictures of 96 pixels, three classes, as a COCO dataset
+/// (with polygons).
+fn synth(dir: &Path) {
     run(
         dir,
         &[
@@ -59,7 +60,7 @@ fn synth(dir: &Path, format: &str) {
             "--out",
             "dataset/synth",
             "--format",
-            format,
+            "coco",
             "--classes",
             "3",
             "--images",
@@ -72,6 +73,20 @@ fn synth(dir: &Path, format: &str) {
     );
 }
 
+/// The three readers' datasets on `synth --format coco`'s dataset/synth.
+fn coco_readers() -> [String; 3] {
+    let coco = |anno: &str| {
+        format!(
+            r#"COCODataSet(dataset_dir: "dataset/synth", image_dir: "JPEGImages", anno_path: "annotations/{anno}")"#
+        )
+    };
+    [
+        coco("instances_train.json"),
+        coco("instances_val.json"),
+        r#"ImageFolder(anno_path: "dataset/synth/annotations/instances_val.json", use_default_label: false)"#.to_string(),
+    ]
+}
+
 /// Cascade R-CNN's loss.csv header: the RPN's two terms, then each stage's
 /// classification and box terms.
 const CASCADE_LOSSES: &str = "iteration,loss,loss_rpn_cls,loss_rpn_bbox,\
@@ -81,20 +96,13 @@ const CASCADE_LOSSES: &str = "iteration,loss,loss_rpn_cls,loss_rpn_bbox,\
 fn cascade_trains_evaluates_infers_and_trains_on_the_emulated_gpu() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    synth(dir, "voc");
-    let voc = |list: &str| {
-        format!(
-            r#"VOCDataSet(dataset_dir: "dataset/synth", anno_path: "{list}", use_default_label: false, label_list: "label_list.txt")"#
-        )
-    };
-    let folder =
-        r#"ImageFolder(anno_path: "dataset/synth/label_list.txt", use_default_label: false)"#;
+    synth(dir);
     let config = write_config(
         dir,
         "cascade.ron",
         "cascade_rcnn_fpn_demo.ron",
         "RandomFlipImage(prob: 0.5),",
-        [&voc("trainval.txt"), &voc("test.txt"), folder],
+        coco_readers(),
     );
     let config = config.to_str().unwrap();
     let plan = run(dir, &["plan", "-c", config]);
@@ -142,23 +150,13 @@ fn cascade_trains_evaluates_infers_and_trains_on_the_emulated_gpu() {
 fn cascade_mask_trains_and_evaluates_boxes_and_masks() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    synth(dir, "coco");
-    let coco = |anno: &str| {
-        format!(
-            r#"COCODataSet(dataset_dir: "dataset/synth", image_dir: "JPEGImages", anno_path: "annotations/{anno}")"#
-        )
-    };
-    let folder = r#"ImageFolder(anno_path: "dataset/synth/annotations/instances_val.json", use_default_label: false)"#;
+    synth(dir);
     let config = write_config(
         dir,
         "cascade_mask.ron",
         "cascade_mask_rcnn_fpn_demo.ron",
         "RandomFlipImage(prob: 0.5, is_mask_flip: true),",
-        [
-            &coco("instances_train.json"),
-            &coco("instances_val.json"),
-            folder,
-        ],
+        coco_readers(),
     );
     let config = config.to_str().unwrap();
     run(dir, &["train", "-c", config]);
