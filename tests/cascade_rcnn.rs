@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::{
     assert_step_matches, evaluates_and_draws, loss_terms, run_ok as run, stdout,
-    train_on_emulated_gpu,
+    synth_three_classes, train_on_emulated_gpu,
 };
 
 /// `NAME` in `dir`: the demo config `demo` with pictures of 64 (train: 64
@@ -53,24 +53,7 @@ fn write_config(dir: &Path, name: &str, demo: &str, flip: &str, datasets: [Strin
 /// `synth` six pictures of 96 pixels, three classes, as a COCO dataset
 /// (with polygons).
 fn synth(dir: &Path) {
-    run(
-        dir,
-        &[
-            "synth",
-            "--out",
-            "dataset/synth",
-            "--format",
-            "coco",
-            "--classes",
-            "3",
-            "--images",
-            "6",
-            "--size",
-            "96",
-            "--seed",
-            "3",
-        ],
-    );
+    synth_three_classes(dir, "dataset/synth", "coco", "0", "6", "96");
 }
 
 /// The three readers' datasets on `synth --format coco`'s dataset/synth.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::{
     assert_step_matches, evaluates_and_draws, loss_terms, run_ok as run, stderr, stdout,
-    train_on_emulated_gpu,
+    synth_three_classes, train_on_emulated_gpu,
 };
 
 /// configs/faster_rcnn_demo.ron on 64-pixel pictures (at most 96) in batches
@@ -55,26 +55,7 @@ fn write_config(dir: &Path, name: &str, dataset: &str, keys: &str) -> PathBuf {
 }
 
 fn synth(dir: &Path, out: &str, first_class: &str) {
-    run(
-        dir,
-        &[
-            "synth",
-            "--out",
-            out,
-            "--format",
-            "voc",
-            "--classes",
-            "3",
-            "--first-class",
-            first_class,
-            "--images",
-            "12",
-            "--size",
-            "96",
-            "--seed",
-            "3",
-        ],
-    );
+    synth_three_classes(dir, out, "voc", first_class, "12", "96");
 }
 
 /// The four loss terms per step from a run's loss.csv.

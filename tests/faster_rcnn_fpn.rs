@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{evaluates_and_draws, loss_terms, run_ok as run};
+use common::{evaluates_and_draws, loss_terms, run_ok as run, synth_three_classes};
 
 /// `fpn.ron` in `dir`: the FPN demo with pictures of 64 (train: 64 or 96)
 /// on the short side, at most 128, and three steps.
@@ -46,24 +46,7 @@ fn write_config(dir: &Path) -> PathBuf {
 fn fpn_trains_evaluates_and_infers() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    run(
-        dir,
-        &[
-            "synth",
-            "--out",
-            "dataset/synth",
-            "--format",
-            "voc",
-            "--classes",
-            "3",
-            "--images",
-            "6",
-            "--size",
-            "96",
-            "--seed",
-            "3",
-        ],
-    );
+    synth_three_classes(dir, "dataset/synth", "voc", "0", "6", "96");
     let config = write_config(dir);
     let config = config.to_str().unwrap();
     run(dir, &["train", "-c", config]);

@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 mod common;
 use common::{
-    assert_step_matches, loss_terms, run_ok as run, stderr, stdout, train_on_emulated_gpu,
+    assert_step_matches, loss_terms, run_ok as run, stderr, stdout, synth_three_classes,
+    train_on_emulated_gpu,
 };
 
 /// configs/mask_rcnn_fpn_demo.ron on 64-pixel pictures (train: 64 or 96),
@@ -68,26 +69,7 @@ fn write_config(dir: &Path, name: &str, dataset: &str, keys: &str) -> PathBuf {
 }
 
 fn synth(dir: &Path, out: &str, first_class: &str) {
-    run(
-        dir,
-        &[
-            "synth",
-            "--out",
-            out,
-            "--format",
-            "coco",
-            "--classes",
-            "3",
-            "--first-class",
-            first_class,
-            "--images",
-            "6",
-            "--size",
-            "96",
-            "--seed",
-            "3",
-        ],
-    );
+    synth_three_classes(dir, out, "coco", first_class, "6", "96");
 }
 
 /// Mask R-CNN's five loss terms per step from a run's loss.csv.

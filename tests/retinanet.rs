@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::{
     assert_step_matches, evaluates_and_draws, loss_terms, run_ok as run, stderr, stdout,
-    train_on_emulated_gpu,
+    synth_three_classes, train_on_emulated_gpu,
 };
 
 /// configs/retinanet_demo.ron on 128-pixel pictures in batches of two,
@@ -56,26 +56,7 @@ fn write_config(dir: &Path, name: &str, dataset: &str, keys: &str) -> PathBuf {
 }
 
 fn synth(dir: &Path, out: &str, first_class: &str) {
-    run(
-        dir,
-        &[
-            "synth",
-            "--out",
-            out,
-            "--format",
-            "coco",
-            "--classes",
-            "3",
-            "--first-class",
-            first_class,
-            "--images",
-            "12",
-            "--size",
-            "128",
-            "--seed",
-            "3",
-        ],
-    );
+    synth_three_classes(dir, out, "coco", first_class, "12", "128");
 }
 
 /// The two loss terms per step from a run's loss.csv.

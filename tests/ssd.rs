@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::{
     assert_step_matches, evaluates_and_draws, loss_terms, run_ok as run, stderr, stdout,
-    train_on_emulated_gpu,
+    synth_three_classes, train_on_emulated_gpu,
 };
 
 /// `ssd.ron` in `dir`: configs/ssd_demo.ron on 96-pixel inputs in batches of
@@ -71,26 +71,7 @@ fn write_config(dir: &Path, name: &str, dataset: &str, keys: &str) -> PathBuf {
 }
 
 fn synth(dir: &Path, out: &str, first_class: &str) {
-    run(
-        dir,
-        &[
-            "synth",
-            "--out",
-            out,
-            "--format",
-            "voc",
-            "--classes",
-            "3",
-            "--first-class",
-            first_class,
-            "--images",
-            "12",
-            "--size",
-            "128",
-            "--seed",
-            "3",
-        ],
-    );
+    synth_three_classes(dir, out, "voc", first_class, "12", "128");
 }
 
 /// `[loss_loc, loss_conf]` per step from a run's loss.csv.

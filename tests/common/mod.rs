@@ -135,3 +135,36 @@ pub fn assert_step_matches(cpu: &[Vec<f64>], gpu: &[Vec<f64>], step: usize, tole
         );
     }
 }
+
+/// `synth` in `dir`: `images` pictures of `size` pixels with three classes
+/// from catalogue entry `first_class` on, as a `format` (voc or coco)
+/// dataset in `out`, seed 3.
+pub fn synth_three_classes(
+    dir: &Path,
+    out: &str,
+    format: &str,
+    first_class: &str,
+    images: &str,
+    size: &str,
+) {
+    run_ok(
+        dir,
+        &[
+            "synth",
+            "--out",
+            out,
+            "--format",
+            format,
+            "--classes",
+            "3",
+            "--first-class",
+            first_class,
+            "--images",
+            images,
+            "--size",
+            size,
+            "--seed",
+            "3",
+        ],
+    );
+}
