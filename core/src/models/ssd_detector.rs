@@ -735,17 +735,45 @@ mod tests {
 
 /// Whole-model parity with PaddleDetection's own SSD
 /// (`core/tests/fixtures/ssd/model_parity.py`): MobileNet-SSD at an eighth
-/// of the width, 4 classes, a batch of four 300x300 images, on weights
-/// Paddle initialised and saved (batch norms and score biases perturbed
-/// there).
+/// of the width and VGG16-SSD at a thirty-second (`--vgg`), 4 classes, a
+/// batch of four 300x300 images, on weights Paddle initialised and saved
+/// (batch norms and score biases perturbed there).
 #[cfg(test)]
 mod paddle_parity {
     use super::*;
     use crate::fixtures::{floats, quads, read};
     use crate::models::mobilenet_v1::MobileNetV1Spec;
     use crate::models::ssd::SsdBackbone;
+    use crate::models::vgg::{VggExtraBlock, VggSpec};
     use crate::CpuBackend;
     use serde_json::Value;
+
+    /// Which of the script's models.
+    #[derive(Clone, Copy)]
+    enum Kind {
+        MobileNet,
+        Vgg,
+    }
+
+    impl Kind {
+        /// The fixture's name: `<stem>.json` and the `<stem>/` weights.
+        fn stem(self) -> &'static str {
+            match self {
+                Kind::MobileNet => "model_parity",
+                Kind::Vgg => "vgg_model_parity",
+            }
+        }
+
+        /// The images' hash (modulus, centre, divisor): VGG's takes a
+        /// modulus whose pattern repeats on none of its strides' grids, so
+        /// no two distant priors tie (see the script).
+        fn hash(self) -> (usize, f32, f32) {
+            match self {
+                Kind::MobileNet => (17, 8.0, 4.0),
+                Kind::Vgg => (251, 125.0, 64.0),
+            }
+        }
+    }
 
     struct Fixture {
         json: Value,
@@ -755,24 +783,36 @@ mod paddle_parity {
     }
 
     /// The fixture and the `SsdSpec` of the script's model: the config's
-    /// head and priors, its MobileNet scale and extra-block widths.
-    fn fixture() -> Fixture {
-        let json = read("ssd/model_parity.json");
-        let extra_blocks = json["extra_blocks"]
+    /// head and priors, its backbone scale and extra blocks.
+    fn fixture(kind: Kind) -> Fixture {
+        let json = read(&format!("ssd/{}.json", kind.stem()));
+        let scale = json["scale"].as_f64().expect("scale") as f32;
+        let classes = json["classes"].as_u64().expect("classes") as usize;
+        let extra_blocks: Vec<Vec<usize>> = json["extra_blocks"]
             .as_array()
             .expect("extra_blocks")
             .iter()
-            .map(|b| {
-                let b = floats(b);
-                (b[0] as usize, b[1] as usize)
-            })
+            .map(|b| floats(b).iter().map(|&w| w as usize).collect())
             .collect();
-        let spec = SsdSpec {
-            backbone: SsdBackbone::MobileNetV1(MobileNetV1Spec {
-                scale: json["scale"].as_f64().expect("scale") as f32,
-            }),
-            extra_blocks,
-            ..SsdSpec::mobilenet_v1(json["classes"].as_u64().expect("classes") as usize)
+        let spec = match kind {
+            Kind::MobileNet => SsdSpec {
+                backbone: SsdBackbone::MobileNetV1(MobileNetV1Spec { scale }),
+                extra_blocks: extra_blocks.iter().map(|b| (b[0], b[1])).collect(),
+                ..SsdSpec::mobilenet_v1(classes)
+            },
+            // [1x1 width, 3x3 width, padding, stride, kernel], as VGG's
+            // `extra_block_filters`.
+            Kind::Vgg => SsdSpec {
+                backbone: SsdBackbone::Vgg(VggSpec {
+                    scale,
+                    extra_blocks: extra_blocks
+                        .iter()
+                        .map(|b| VggExtraBlock::new(b[0], b[1], b[2], b[3], b[4]))
+                        .collect(),
+                    ..VggSpec::vgg16()
+                }),
+                ..SsdSpec::vgg16(classes)
+            },
         };
         Fixture {
             images: json["gt_boxes"].as_array().expect("gt_boxes").len(),
@@ -784,10 +824,11 @@ mod paddle_parity {
 
     /// The model with every persistable Paddle saved (per-variable files):
     /// each of ours set, none of Paddle's left over.
-    fn model(cpu: &CpuBackend, spec: &SsdSpec) -> SsdDetector<CpuBackend> {
+    fn model(cpu: &CpuBackend, kind: Kind, spec: &SsdSpec) -> SsdDetector<CpuBackend> {
         let dir = format!(
-            "{}/tests/fixtures/ssd/model_parity",
-            env!("CARGO_MANIFEST_DIR")
+            "{}/tests/fixtures/ssd/{}",
+            env!("CARGO_MANIFEST_DIR"),
+            kind.stem()
         );
         let checkpoint = pulsefocus_formats::load_checkpoint(std::path::Path::new(&dir))
             .unwrap_or_else(|e| panic!("{dir}: {e}"));
@@ -804,14 +845,15 @@ mod paddle_parity {
 
     /// The images as the script makes them: a hash of the position, exact
     /// in f32.
-    fn images(cpu: &CpuBackend, images: usize, size: usize) -> Tensor<CpuBackend> {
+    fn images(cpu: &CpuBackend, kind: Kind, images: usize, size: usize) -> Tensor<CpuBackend> {
+        let (modulus, centre, divisor) = kind.hash();
         let mut values = Vec::with_capacity(images * 3 * size * size);
         for n in 0..images {
             for c in 0..3 {
                 for y in 0..size {
                     for x in 0..size {
-                        let hash = (x * x * 7 + x * y * 3 + y * 13 + c * 29 + n * 31) % 17;
-                        values.push((hash as f32 - 8.0) / 4.0);
+                        let hash = (x * x * 7 + x * y * 3 + y * 13 + c * 29 + n * 31) % modulus;
+                        values.push((hash as f32 - centre) / divisor);
                     }
                 }
             }
@@ -825,16 +867,15 @@ mod paddle_parity {
     /// how far Paddle's own gradients move when its weights move by a
     /// relative 1e-6 (the backbone's by several percent, the head's by
     /// about 1e-4 of their largest value; see the script).
-    #[test]
-    fn loss_and_gradients_equal_paddledetections() {
+    fn check_loss_and_gradients(kind: Kind) {
         let cpu = CpuBackend::new();
         let Fixture {
             json,
             spec,
             images: count,
             size,
-        } = fixture();
-        let mut model = model(&cpu, &spec);
+        } = fixture(kind);
+        let mut model = model(&cpu, kind, &spec);
         model.net_mut().set_training(true);
 
         // Paddle's corner boxes as the loader's centre-size slots, padding
@@ -865,7 +906,7 @@ mod paddle_parity {
             polygons: &[],
         };
         let loss = model
-            .train_pass(&images(&cpu, count, size), &truth, &[])
+            .train_pass(&images(&cpu, kind, count, size), &truth, &[])
             .total();
         let expected = json["loss"].as_f64().expect("loss") as f32;
         assert!(
@@ -881,35 +922,54 @@ mod paddle_parity {
                 .unwrap_or_else(|| panic!("{name}: no gradient"));
             assert_eq!(ours.len(), paddle.len(), "{name}");
             assert!(paddle.iter().any(|&g| g != 0.0), "{name}: all zero");
+            // A gradient that barely moves with the weights (a head bias
+            // without batch norms below it) still sums thousands of terms in
+            // another order than Paddle: float32 allows 1e-5 of its largest.
+            let largest = paddle.iter().fold(0.0f32, |m, g| m.max(g.abs()));
             let spread = json["grad_spread"][name].as_f64().expect("spread") as f32;
+            let allowed = spread.max(1e-5 * largest);
             let worst = ours
                 .iter()
                 .zip(&paddle)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0f32, f32::max);
-            assert!(worst <= spread, "{name}: off by {worst}, spread {spread}");
+            assert!(
+                worst <= allowed,
+                "{name}: off by {worst}, allowed {allowed}"
+            );
         }
     }
 
-    /// Paddle's test program on running statistics: the same detections in
-    /// the same order (the script keeps one class's scores 1e-4 apart and
-    /// from the threshold), clipped to the picture and scaled to its size,
-    /// classes numbered from 0. Scores within 1e-5 and corners within 5e-5
-    /// of the picture: about five times the largest float32 differences seen
-    /// (2e-6, 3e-3 pixels).
     #[test]
-    fn detections_equal_paddledetections() {
+    fn loss_and_gradients_equal_paddledetections() {
+        check_loss_and_gradients(Kind::MobileNet);
+    }
+
+    /// VGG16-SSD: `conv1_1` to `conv5_3`, `fc6`/`fc7`, the extra blocks,
+    /// `conv4_3`'s L2 norm scale (`Scale_0.w_0`) and the head.
+    #[test]
+    fn vgg_loss_and_gradients_equal_paddledetections() {
+        check_loss_and_gradients(Kind::Vgg);
+    }
+
+    /// Paddle's test program on running statistics: the same detections in
+    /// the same order (the script keeps one class's scores apart, 1e-4 for
+    /// MobileNet and 8e-5 for VGG, and from the threshold), clipped to the
+    /// picture and scaled to its size, classes numbered from 0. Scores within
+    /// 1e-5 and corners within 5e-5 of the picture: about five times the
+    /// largest float32 differences seen (2e-6, 3e-3 pixels).
+    fn check_detections(kind: Kind) {
         let cpu = CpuBackend::new();
         let Fixture {
             json,
             spec,
             images: count,
             size,
-        } = fixture();
-        let mut model = model(&cpu, &spec);
+        } = fixture(kind);
+        let mut model = model(&cpu, kind, &spec);
         model.net_mut().set_training(false);
         let picture = [size as u32, size as u32];
-        let ours = model.detect(&images(&cpu, count, size), &vec![picture; count], &[]);
+        let ours = model.detect(&images(&cpu, kind, count, size), &vec![picture; count], &[]);
         let scale = size as f32;
         for (n, ours) in ours.iter().enumerate() {
             let paddle = json["detections"][n].as_array().expect("detections");
@@ -927,6 +987,16 @@ mod paddle_parity {
         }
     }
 
+    #[test]
+    fn detections_equal_paddledetections() {
+        check_detections(Kind::MobileNet);
+    }
+
+    #[test]
+    fn vgg_detections_equal_paddledetections() {
+        check_detections(Kind::Vgg);
+    }
+
     /// The seed guide's SSD rule on weights PaddleDetection saved, as a
     /// per-variable directory (`save_persistables`) and as one `.pdparams`
     /// (`fluid.save`): both hold the same values and load whole, and
@@ -936,7 +1006,7 @@ mod paddle_parity {
     fn conv2d_excludes_exactly_the_head_of_a_paddle_checkpoint() {
         use crate::loading::{plan_loading, ExcludePatterns, TensorInfo};
         use pulsefocus_formats::load_checkpoint;
-        let spec = fixture().spec;
+        let spec = fixture(Kind::MobileNet).spec;
         let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ssd");
         let from_dir =
             load_checkpoint(&fixtures.join("model_parity")).expect("the directory loads");
