@@ -31,6 +31,16 @@ pub(super) struct Fixture {
     pub pictures: Vec<[f32; 2]>,
 }
 
+impl Fixture {
+    /// Each picture's original `[width, height]`, as `detect` takes them.
+    pub fn original_sizes(&self) -> Vec<[u32; 2]> {
+        self.pictures
+            .iter()
+            .map(|&[h, w]| [w as u32, h as u32])
+            .collect()
+    }
+}
+
 /// `tests/fixtures/PATH`, a script's `model_parity.json`.
 pub(super) fn read_fixture(path: &str) -> Fixture {
     let json = read(path);
@@ -254,11 +264,7 @@ fn detections_equal_paddledetections() {
     let f = fixture();
     let mut model = model(&cpu, f.classes);
     model.net_mut().set_training(false);
-    let original: Vec<[u32; 2]> = f
-        .pictures
-        .iter()
-        .map(|&[h, w]| [w as u32, h as u32])
-        .collect();
+    let original = f.original_sizes();
     let batch: Vec<usize> = (0..f.im_info.len()).collect();
     let found = model.detect(&images(&cpu, &f, &batch), &original, &f.im_info);
     for (n, ours) in found.iter().enumerate() {

@@ -160,11 +160,7 @@ fn detections_and_masks_equal(kind: &Kind) {
     let f = kind.fixture();
     let mut model = kind.model(&cpu, f.classes);
     model.net_mut().set_training(false);
-    let original: Vec<[u32; 2]> = f
-        .pictures
-        .iter()
-        .map(|&[h, w]| [w as u32, h as u32])
-        .collect();
+    let original = f.original_sizes();
     let batch: Vec<usize> = (0..f.im_info.len()).collect();
     let found = model.detect(&images(&cpu, &f, &batch), &original, &f.im_info);
     let masks = model.masks().expect("a mask head's masks");

@@ -75,11 +75,7 @@ fn detections_equal_paddledetections() {
     let f = fixture();
     let mut model = model(&cpu, f.classes);
     model.net_mut().set_training(false);
-    let original: Vec<[u32; 2]> = f
-        .pictures
-        .iter()
-        .map(|&[h, w]| [w as u32, h as u32])
-        .collect();
+    let original = f.original_sizes();
     let found = model.detect(&images(&cpu, &f, &BOTH), &original, &f.im_info);
     assert_eq!(found.len(), f.im_info.len());
     for (n, ours) in found.iter().enumerate() {
