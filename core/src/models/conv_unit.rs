@@ -659,15 +659,22 @@ impl<B: Backend> ConvUnit<B> {
     /// second forward pass. A unit's backward reads its output and its
     /// input (the unit below's output), nothing else of the forward. The
     /// last unit of a chain needs none of its outputs kept once its output
-    /// gradient is known. Units with a batch norm keep statistics of their
-    /// input and cannot be shared this way.
+    /// gradient is known. A batch norm with batch statistics keeps its own
+    /// output and statistics of its input, so such a unit cannot be shared
+    /// this way.
     pub fn swap_output(&mut self, saved: &mut Tensor<B>) {
         assert!(
-            self.bn.is_none(),
-            "{}: a unit with a batch norm cannot swap its output",
+            self.output_is_conv_output(),
+            "{}: a unit whose batch norm uses batch statistics cannot swap its output",
             self.spec.prefix
         );
         self.conv.swap_output(saved);
+    }
+
+    /// Whether the unit's output is its conv's buffer (no batch norm, or
+    /// one that runs in place), so that `swap_output` moves all of it.
+    pub fn output_is_conv_output(&self) -> bool {
+        self.bn.as_ref().is_none_or(|bn| bn.runs_in_place())
     }
 
     /// Bytes of parameters, gradients, activations and saved statistics.

@@ -135,7 +135,7 @@ impl<B: Backend> BoxHead<B> {
     ) {
         match self {
             BoxHead::ResNetC5 { res5, pool, .. } => {
-                res5.forward(backend, units, x, workspace);
+                res5.forward(backend, units, x, 0, workspace);
                 pool.forward(backend, res5.features()[0]);
             }
             BoxHead::TwoFc { .. } => {
@@ -654,9 +654,11 @@ impl<B: Backend> FasterRcnnDetector<B> {
     fn forward_rpn(&mut self, image: &Tensor<B>) {
         let backend = self.net.backend().clone();
         let workspace = &mut self.scratch.workspace;
+        let frozen = self.net.frozen_units();
         let (body, rest) = self.net.units.split_at_mut(self.rpn_unit);
         let (backbone, pyramid) = body.split_at_mut(self.backbone_units);
-        self.backbone.forward(&backend, backbone, image, workspace);
+        self.backbone
+            .forward(&backend, backbone, image, frozen, workspace);
         if let Some(fpn) = &mut self.fpn {
             fpn.forward(&backend, pyramid, &self.backbone.features(), workspace);
         }

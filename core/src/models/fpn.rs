@@ -427,9 +427,10 @@ mod tests {
         /// The outputs, P6 first.
         fn forward(&mut self, image: &Tensor<CpuBackend>) -> Vec<&Tensor<CpuBackend>> {
             let cpu = *self.net.backend();
+            let frozen = self.net.frozen_units();
             let (backbone, pyramid) = self.net.units.split_at_mut(self.backbone_units);
             let workspace = &mut self.scratch.workspace;
-            self.body.forward(&cpu, backbone, image, workspace);
+            self.body.forward(&cpu, backbone, image, frozen, workspace);
             self.fpn
                 .forward(&cpu, pyramid, &self.body.features(), workspace);
             self.fpn.outputs(pyramid)

@@ -225,9 +225,11 @@ impl<B: Backend> RetinaNetDetector<B> {
     fn forward_features(&mut self, image: &Tensor<B>) {
         let backend = self.net.backend().clone();
         let workspace = &mut self.scratch.workspace;
+        let frozen = self.net.frozen_units();
         let (body, _) = self.net.units.split_at_mut(self.head_unit);
         let (backbone, pyramid) = body.split_at_mut(self.backbone_units);
-        self.backbone.forward(&backend, backbone, image, workspace);
+        self.backbone
+            .forward(&backend, backbone, image, frozen, workspace);
         self.fpn
             .forward(&backend, pyramid, &self.backbone.features(), workspace);
         let outputs = self.fpn.outputs(pyramid);
