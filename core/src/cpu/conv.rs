@@ -13,7 +13,9 @@
 //! levels) one image gives a GEMM too thin to run at full speed, so a worker
 //! puts the columns of several images side by side into one GEMM and moves the
 //! result between that `[c_out, images * h*w]` staging matrix and NCHW. With a
-//! single image the GEMM itself is threaded instead.
+//! single image the GEMM itself is threaded instead, and a large map is
+//! unrolled one band of output rows at a time, so that the im2col matrix
+//! stays under `MAX_COL_LEN` whatever the picture's size.
 
 use super::gemm::{sgemm, Operand};
 use crate::backend::Conv2dGeom;
@@ -24,6 +26,19 @@ use std::ops::Range;
 /// Columns a GEMM should have to run near the machine's peak; smaller maps
 /// batch images until they reach it.
 const MIN_GEMM_COLUMNS: usize = 512;
+
+/// Most values an im2col matrix holds. Unrolled whole, FPN's 3x3 conv on
+/// P2 at 800 pixels (256 channels, 200x200) needs 368 MiB; in bands of
+/// output rows it needs 32 MiB, and a band of that size (3640 columns for
+/// that conv) still runs the GEMM at full speed.
+#[cfg(not(test))]
+const MAX_COL_LEN: usize = 8 << 20;
+/// This crate's tests run small maps: a small cap makes every convolution
+/// they run with one image per GEMM (the direct-convolution checks, the
+/// layers' gradient checks, the models' parity with Paddle) go band by
+/// band, several bands to a map.
+#[cfg(test)]
+const MAX_COL_LEN: usize = 4096;
 
 /// Threads to split the batch over.
 fn workers(g: &Conv2dGeom) -> usize {
@@ -61,11 +76,27 @@ fn col_rows(g: &Conv2dGeom) -> usize {
     g.c_in_per_group() * g.kernel_h * g.kernel_w
 }
 
+/// Output rows unrolled at once: the whole map when images share a GEMM
+/// (small maps) or the input is read in place, else as many as fit in
+/// `MAX_COL_LEN` (at least one).
+fn band_rows(g: &Conv2dGeom) -> usize {
+    if images_per_gemm(g) > 1 || reads_input_in_place(g) {
+        return g.h_out();
+    }
+    (MAX_COL_LEN / (col_rows(g) * g.w_out()).max(1)).clamp(1, g.h_out().max(1))
+}
+
+/// The bands of output rows one image's GEMMs run on, top to bottom.
+fn bands(g: &Conv2dGeom) -> impl Iterator<Item = Range<usize>> {
+    let (rows, h) = (band_rows(g), g.h_out());
+    (0..h).step_by(rows).map(move |r| r..(r + rows).min(h))
+}
+
 fn col_len(g: &Conv2dGeom) -> usize {
     if reads_input_in_place(g) {
         0
     } else {
-        col_rows(g) * images_per_gemm(g) * g.h_out() * g.w_out()
+        col_rows(g) * images_per_gemm(g) * band_rows(g) * g.w_out()
     }
 }
 
@@ -122,17 +153,19 @@ fn column_span(g: &Conv2dGeom, kj: usize) -> (Range<usize>, usize) {
     (outputs, first.max(0) as usize)
 }
 
-/// Unrolls one group of one image into `col` (`col_rows` rows of
-/// `h_out*w_out` values, rows `ld` apart); taps in the padding are zero.
+/// Unrolls output rows `band` of one group of one image into `col`
+/// (`col_rows` rows of `band.len() * w_out` values, rows `ld` apart); taps
+/// in the padding are zero.
 /// Each (tap, output row) copies its valid column range in one run (a
 /// plain copy at stride 1) and zero-fills the padding either side.
 // Kept out of line: inlined into `unrolled_input`, the stem and 3x3 forward
 // and filter-gradient passes measured 2-6% slower (docs/benchmarks.md).
 #[inline(never)]
 #[multiversion(targets = "simd")]
-fn im2col(g: &Conv2dGeom, x_group: &[f32], col: &mut [f32], ld: usize) {
+fn im2col(g: &Conv2dGeom, x_group: &[f32], band: Range<usize>, col: &mut [f32], ld: usize) {
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let plane = g.h_in * g.w_in;
+    let band_len = band.len() * w_out;
     for c in 0..g.c_in_per_group() {
         let x_plane = &x_group[c * plane..(c + 1) * plane];
         for ki in 0..g.kernel_h {
@@ -141,9 +174,10 @@ fn im2col(g: &Conv2dGeom, x_group: &[f32], col: &mut [f32], ld: usize) {
             for kj in 0..g.kernel_w {
                 let (columns, first) = column_span(g, kj);
                 let row = (c * g.kernel_h + ki) * g.kernel_w + kj;
-                let col_row = &mut col[row * ld..row * ld + h_out * w_out];
-                for oy in 0..h_out {
-                    let out = &mut col_row[oy * w_out..(oy + 1) * w_out];
+                let col_row = &mut col[row * ld..row * ld + band_len];
+                for oy in band.clone() {
+                    let at = (oy - band.start) * w_out;
+                    let out = &mut col_row[at..at + w_out];
                     if !rows.contains(&oy) || columns.is_empty() {
                         out.fill(0.0);
                         continue;
@@ -166,12 +200,14 @@ fn im2col(g: &Conv2dGeom, x_group: &[f32], col: &mut [f32], ld: usize) {
     }
 }
 
-/// The adjoint of `im2col`: adds every column entry back onto the input
-/// position it was copied from. `x_group` must be zeroed first.
+/// The adjoint of `im2col` on output rows `band`: adds every column entry
+/// back onto the input position it was copied from. `x_group` must be
+/// zeroed before the first band.
 #[multiversion(targets = "simd")]
-fn col2im(g: &Conv2dGeom, col: &[f32], ld: usize, x_group: &mut [f32]) {
+fn col2im(g: &Conv2dGeom, col: &[f32], ld: usize, band: Range<usize>, x_group: &mut [f32]) {
     let (h_out, w_out) = (g.h_out(), g.w_out());
     let plane = g.h_in * g.w_in;
+    let band_len = band.len() * w_out;
     for c in 0..g.c_in_per_group() {
         let x_plane = &mut x_group[c * plane..(c + 1) * plane];
         for ki in 0..g.kernel_h {
@@ -182,11 +218,13 @@ fn col2im(g: &Conv2dGeom, col: &[f32], ld: usize, x_group: &mut [f32]) {
                     continue;
                 }
                 let row = (c * g.kernel_h + ki) * g.kernel_w + kj;
-                let col_row = &col[row * ld..row * ld + h_out * w_out];
-                for oy in valid_outputs(h_out, g.h_in, g.stride_h, row_offset) {
+                let col_row = &col[row * ld..row * ld + band_len];
+                let rows = valid_outputs(h_out, g.h_in, g.stride_h, row_offset);
+                for oy in rows.start.max(band.start)..rows.end.min(band.end) {
                     let iy = ((oy * g.stride_h) as isize + row_offset) as usize;
                     let x_row = &mut x_plane[iy * g.w_in + first..(iy + 1) * g.w_in];
-                    let values = &col_row[oy * w_out..(oy + 1) * w_out][columns.clone()];
+                    let at = (oy - band.start) * w_out;
+                    let values = &col_row[at..at + w_out][columns.clone()];
                     if g.stride_w == 1 {
                         for (x, &v) in x_row.iter_mut().zip(values) {
                             *x += v;
@@ -273,23 +311,31 @@ fn split_workspace<'a>(
     (col, stage, &mut rest[..g.weight_len()])
 }
 
-/// The `[col_rows, images * h_out*w_out]` GEMM operand of one group of a
-/// chunk of images: the input itself for a 1x1 read in place, else its
-/// im2col unrolling in `col`.
+/// The `[col_rows, images * band.len() * w_out]` GEMM operand of output
+/// rows `band` of one group of a chunk of images: the input itself for a
+/// 1x1 read in place (one band, the whole map), else its im2col unrolling
+/// in `col`.
 fn unrolled_input<'a>(
     g: &Conv2dGeom,
     x_chunk: &'a [f32],
     x_planes: &GroupPlanes,
     images: usize,
+    band: Range<usize>,
     col: &'a mut [f32],
 ) -> &'a [f32] {
     if reads_input_in_place(g) {
         return &x_chunk[x_planes.range(0)];
     }
-    let plane = g.h_out() * g.w_out();
-    let ld = images * plane;
+    let band_len = band.len() * g.w_out();
+    let ld = images * band_len;
     for i in 0..images {
-        im2col(g, &x_chunk[x_planes.range(i)], &mut col[i * plane..], ld);
+        im2col(
+            g,
+            &x_chunk[x_planes.range(i)],
+            band.clone(),
+            &mut col[i * band_len..],
+            ld,
+        );
     }
     col
 }
@@ -353,7 +399,7 @@ pub fn forward(
         depthwise_forward(g, x, w, bias, y);
         return;
     }
-    let plane = g.h_out() * g.w_out();
+    let (plane, w_out) = (g.h_out() * g.w_out(), g.w_out());
     let out_image = g.c_out * plane;
     let threads = gemm_threads(g);
     let (k, cout_g) = (col_rows(g), g.c_out_per_group());
@@ -364,19 +410,24 @@ pub fn forward(
         workspace,
         |y_chunk, x_chunk, images, col, stage| {
             let ld = images * plane;
+            let batched = images_per_gemm(g) > 1;
             for grp in 0..g.groups {
-                // y [cout_g x columns] = w_group [cout_g x k] * col [k x columns]
-                let y_planes = output_planes(g, grp);
-                let cols = unrolled_input(g, x_chunk, &input_planes(g, grp), images, col);
-                let batched = images_per_gemm(g) > 1;
-                let out = if batched {
-                    &mut *stage
-                } else {
-                    &mut y_chunk[y_planes.range(0)]
-                };
-                let lhs = Operand::new(&w[group_weights(g, grp)], k);
-                let rhs = Operand::new(cols, ld);
-                sgemm(cout_g, ld, k, lhs, rhs, out, ld, false, threads);
+                // y [cout_g x columns] = w_group [cout_g x k] * col [k x columns],
+                // band by band (the output's columns `band` rows in).
+                let (y_planes, x_planes) = (output_planes(g, grp), input_planes(g, grp));
+                for band in bands(g) {
+                    let n = images * band.len() * w_out;
+                    let cols = unrolled_input(g, x_chunk, &x_planes, images, band.clone(), col);
+                    let out = if batched {
+                        &mut *stage
+                    } else {
+                        &mut y_chunk[y_planes.range(0)]
+                    };
+                    let lhs = Operand::new(&w[group_weights(g, grp)], k);
+                    let rhs = Operand::new(cols, n);
+                    let out = &mut out[band.start * w_out..];
+                    sgemm(cout_g, n, k, lhs, rhs, out, ld, false, threads);
+                }
                 if batched {
                     scatter(stage, &y_planes, images, plane, y_chunk);
                 }
@@ -398,7 +449,7 @@ pub fn backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32], work
         depthwise_backward_data(g, dy, w, dx);
         return;
     }
-    let plane = g.h_out() * g.w_out();
+    let (plane, w_out) = (g.h_out() * g.w_out(), g.w_out());
     let threads = gemm_threads(g);
     let (k, cout_g) = (col_rows(g), g.c_out_per_group());
     for_each_chunk(
@@ -410,23 +461,38 @@ pub fn backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32], work
             let ld = images * plane;
             for grp in 0..g.groups {
                 // dcol [k x columns] = w_group^T [k x cout_g] * dy [cout_g x columns];
-                // a 1x1 read in place writes dcol straight into dx.
+                // a 1x1 read in place writes dcol straight into dx, any other
+                // conv band by band through col2im.
                 let x_planes = input_planes(g, grp);
                 let dy_rows = staged_output(g, dy_chunk, &output_planes(g, grp), images, stage);
-                let in_place = reads_input_in_place(g);
-                let dcol = if in_place {
-                    &mut dx_chunk[x_planes.range(0)]
-                } else {
-                    &mut *col
-                };
-                let lhs = Operand::transposed(&w[group_weights(g, grp)], k);
-                let rhs = Operand::new(dy_rows, ld);
-                sgemm(k, ld, cout_g, lhs, rhs, dcol, ld, false, threads);
-                if !in_place {
+                if reads_input_in_place(g) {
+                    let lhs = Operand::transposed(&w[group_weights(g, grp)], k);
+                    let dx_group = &mut dx_chunk[x_planes.range(0)];
+                    sgemm(
+                        k,
+                        ld,
+                        cout_g,
+                        lhs,
+                        Operand::new(dy_rows, ld),
+                        dx_group,
+                        ld,
+                        false,
+                        threads,
+                    );
+                    continue;
+                }
+                for i in 0..images {
+                    dx_chunk[x_planes.range(i)].fill(0.0);
+                }
+                for band in bands(g) {
+                    let band_len = band.len() * w_out;
+                    let n = images * band_len;
+                    let lhs = Operand::transposed(&w[group_weights(g, grp)], k);
+                    let rhs = Operand::new(&dy_rows[band.start * w_out..], ld);
+                    sgemm(k, n, cout_g, lhs, rhs, col, n, false, threads);
                     for i in 0..images {
                         let dx_group = &mut dx_chunk[x_planes.range(i)];
-                        dx_group.fill(0.0);
-                        col2im(g, &col[i * plane..], ld, dx_group);
+                        col2im(g, &col[i * band_len..], n, band.clone(), dx_group);
                     }
                 }
             }
@@ -443,7 +509,7 @@ pub fn backward_filter(
     workspace: &mut [f32],
 ) {
     check_lengths(g, x.len(), dw.len(), dy.len(), workspace.len());
-    let plane = g.h_out() * g.w_out();
+    let (plane, w_out) = (g.h_out() * g.w_out(), g.w_out());
     if let Some(dbias) = dbias {
         assert!(
             dbias.len() >= g.c_out,
@@ -476,12 +542,19 @@ pub fn backward_filter(
                 let images = dy_chunk.len() / out_image;
                 let ld = images * plane;
                 for grp in 0..g.groups {
-                    // dw_group [cout_g x k] += dy [cout_g x columns] * col^T [columns x k]
-                    let cols = unrolled_input(g, x_chunk, &input_planes(g, grp), images, col);
+                    // dw_group [cout_g x k] += dy [cout_g x columns] * col^T [columns x k],
+                    // summed band by band.
+                    let x_planes = input_planes(g, grp);
                     let dy_rows = staged_output(g, dy_chunk, &output_planes(g, grp), images, stage);
-                    let (lhs, rhs) = (Operand::new(dy_rows, ld), Operand::transposed(cols, ld));
                     let dw_group = &mut partial[group_weights(g, grp)];
-                    sgemm(cout_g, k, ld, lhs, rhs, dw_group, k, !first, threads);
+                    for band in bands(g) {
+                        let n = images * band.len() * w_out;
+                        let cols = unrolled_input(g, x_chunk, &x_planes, images, band.clone(), col);
+                        let lhs = Operand::new(&dy_rows[band.start * w_out..], ld);
+                        let rhs = Operand::transposed(cols, n);
+                        let accumulate = !first || band.start > 0;
+                        sgemm(cout_g, k, n, lhs, rhs, dw_group, k, accumulate, threads);
+                    }
                 }
                 first = false;
             }
