@@ -293,7 +293,8 @@ kernel! {
             let mut kept = 0;
             let mut i = 0;
             while i < count && kept < max_kept {
-                let keep_i = !(*overlaps.add((start + i) as usize) > threshold);
+                let suppressed = *overlaps.add((start + i) as usize) > threshold;
+                let keep_i = !suppressed;
                 if i % threads == tid {
                     *keep.add((start + i) as usize) = if keep_i { KEPT } else { DROPPED };
                 }

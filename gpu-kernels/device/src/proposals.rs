@@ -267,10 +267,10 @@ mod tests {
         let bounds = bounds(&keys2, segments);
         let keep = DeviceBuf::filled(padded2 as usize, 7u32);
         let overlaps = DeviceBuf::filled(padded2 as usize, f32::NAN);
-        let (thresh, max_kept) = match (cfg.nms_thresh > 0.0, cfg.post_nms_top_n) {
-            (false, _) => (f32::INFINITY, u32::MAX),
-            (true, 0) => (cfg.nms_thresh, u32::MAX),
-            (true, post) => (cfg.nms_thresh, post as u32),
+        let (thresh, max_kept) = match (cfg.nms_thresh <= 0.0, cfg.post_nms_top_n) {
+            (true, _) => (f32::INFINITY, u32::MAX),
+            (false, 0) => (cfg.nms_thresh, u32::MAX),
+            (false, post) => (cfg.nms_thresh, post as u32),
         };
         launch(Dim3::x(segments.min(3)), Dim3::x(NMS_THREADS), |c| unsafe {
             nms_suppress(
@@ -331,8 +331,11 @@ mod tests {
             .collect()
     }
 
+    /// One image's proposals as bits: scores, boxes.
+    type ProposalBits = (Vec<u32>, Vec<[u32; 4]>);
+
     /// Proposals to the bit.
-    fn bits(p: &[Vec<Proposals>]) -> Vec<Vec<(Vec<u32>, Vec<[u32; 4]>)>> {
+    fn bits(p: &[Vec<Proposals>]) -> Vec<Vec<ProposalBits>> {
         p.iter()
             .map(|level| {
                 level

@@ -80,10 +80,11 @@ pub fn plan(
             ),
         );
     }
-    let (iou_thresh, max_kept) = match (cfg.nms_thresh > 0.0, cfg.post_nms_top_n) {
-        (false, _) => (f32::INFINITY, u32::MAX),
-        (true, 0) => (cfg.nms_thresh, u32::MAX),
-        (true, post) => (cfg.nms_thresh, post.min(u32::MAX as usize) as u32),
+    // As the CPU: NMS and the cut unless `nms_thresh <= 0` (a NaN runs NMS).
+    let (iou_thresh, max_kept) = match (cfg.nms_thresh <= 0.0, cfg.post_nms_top_n) {
+        (true, _) => (f32::INFINITY, u32::MAX),
+        (false, 0) => (cfg.nms_thresh, u32::MAX),
+        (false, post) => (cfg.nms_thresh, post.min(u32::MAX as usize) as u32),
     };
     let slots = slots as u32;
     Ok(ProposalPlan {
