@@ -12,6 +12,7 @@
 //!   `add`/`axpy`.
 //! - Weights are `[c_out, c_in / groups, kernel_h, kernel_w]`, as in Paddle.
 
+use crate::rcnn::{ProposalConfig, Proposals};
 use crate::yolo::{Detection, NmsConfig, YoloConfig};
 
 /// The activations a layer may apply. The backward of each is computed from
@@ -700,6 +701,32 @@ pub struct HeadOutput<'a, Buf> {
     pub width: usize,
 }
 
+/// One feature map's RPN outputs and anchors on a backend, the input of
+/// [`Backend::generate_proposals`] (Paddle's `generate_proposals` inputs
+/// for one level). With `A` anchors per cell and `N` images:
+/// - `scores`: the objectness probabilities (the sigmoid of
+///   `rpn_cls_logits`), `[N, A, H, W]`;
+/// - `deltas`: `rpn_bbox_pred`, `[N, 4A, H, W]`, channel `4a + k` the
+///   `k`-th of anchor `a`'s `[dx, dy, dw, dh]`;
+/// - `anchors`, `variances`: `[H * W * A, 4]`, anchor `a` of cell `(h, w)`
+///   at row `(h * W + w) * A + a` (the order of `anchor_generator`).
+#[derive(Debug)]
+pub struct RpnProposalInput<'a, Buf> {
+    pub scores: &'a Buf,
+    pub deltas: &'a Buf,
+    pub anchors: &'a Buf,
+    pub variances: &'a Buf,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl<Buf> RpnProposalInput<'_, Buf> {
+    /// Anchors of the level, per image: `H * W * A`.
+    pub fn anchors(&self, anchors_per_cell: usize) -> usize {
+        self.height * self.width * anchors_per_cell
+    }
+}
+
 /// RMSProp with L2 decay, as Paddle's `rmsprop` op (not centered) after an
 /// L2Decay regulariser, which SSD trains with: `g = grad + decay * param`,
 /// `mean_square = rho * mean_square + (1 - rho) * g^2`,
@@ -1120,6 +1147,23 @@ pub trait Backend: Clone + Send + Sync + 'static {
         grad: &mut Self::Buffer,
         losses: &mut Self::Buffer,
     );
+
+    // ---- the R-CNN region proposals ----
+
+    /// Paddle's `generate_proposals` (core's `rcnn::generate_proposals`)
+    /// on each image of each level: `result[l][n]` are image `n`'s
+    /// proposals from level `l` alone (at most `post_nms_top_n` when NMS
+    /// runs), best first, in resized-image pixels. `im_info[n]` is image
+    /// `n`'s `[resized height, resized width, scale]`, and the batch of
+    /// every level's `scores` and `deltas`. Only the proposals leave the
+    /// device; FPN's `collect_fpn_proposals` runs on them afterwards.
+    fn generate_proposals(
+        &self,
+        cfg: &ProposalConfig,
+        levels: &[RpnProposalInput<'_, Self::Buffer>],
+        anchors_per_cell: usize,
+        im_info: &[[f32; 3]],
+    ) -> Vec<Vec<Proposals>>;
 
     // ---- optimizer ----
 

@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, FcGeom, FocalLossGeom,
     GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, PoolGeom, RmsPropStep,
-    RoiAlignGeom, SgdStep,
+    RoiAlignGeom, RpnProposalInput, SgdStep,
 };
+use pulsefocus_core::rcnn::{ProposalConfig, Proposals};
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::Backend;
 
@@ -543,6 +544,23 @@ impl Backend for GpuBackend {
     ) -> Vec<Vec<Detection>> {
         let shape = [images, priors_count, classes];
         self.run(|gpu| gpu.ssd_detect(nms, priors, variances, location, confidence, shape))
+    }
+
+    /// Sorts, decode, NMS on the device (`ops::proposals`); only the
+    /// proposals are downloaded. After a failure every image of every
+    /// level has none.
+    fn generate_proposals(
+        &self,
+        cfg: &ProposalConfig,
+        levels: &[RpnProposalInput<'_, DeviceBuffer>],
+        anchors_per_cell: usize,
+        im_info: &[[f32; 3]],
+    ) -> Vec<Vec<Proposals>> {
+        self.run(|gpu| {
+            gpu.generate_proposals(cfg, levels, anchors_per_cell, im_info)
+                .map(Some)
+        })
+        .unwrap_or_else(|| vec![vec![Proposals::default(); im_info.len()]; levels.len()])
     }
 }
 

@@ -103,6 +103,8 @@ pub const KERNELS: &[&str] = &[
     "nms_rank_keys",
     "nms_keep_top",
     "nms_write",
+    "proposal_keys",
+    "proposal_decode",
 ];
 
 /// The environment variable that makes `--device gpu|auto` open the

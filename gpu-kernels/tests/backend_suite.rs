@@ -158,6 +158,12 @@ fn an_in_place_norm_without_its_activation_is_caught() {
     checks::batch_norm_forward_eval_in_place_matches(&Faulty(Fault::DropsActivation));
 }
 
+#[test]
+#[should_panic(expected = "generate_proposals C4 one level, 2 images, adaptive NMS seed 1")]
+fn proposals_without_adaptive_nms_are_caught() {
+    checks::generate_proposals_matches(&Faulty(Fault::FixedNmsThreshold));
+}
+
 /// The real GPU, or None (printing why) on a machine without one.
 fn cuda() -> Option<pulsefocus_gpu::GpuBackend> {
     match pulsefocus_gpu::GpuBackend::open() {

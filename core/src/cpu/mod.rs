@@ -19,9 +19,11 @@ pub mod sigmoid_focal_loss;
 use crate::backend::{
     Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom,
     GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, PoolGeom, RmsPropStep,
-    RoiAlignGeom, SgdStep,
+    RoiAlignGeom, RpnProposalInput, SgdStep,
 };
+use crate::rcnn::{ProposalConfig, Proposals};
 use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
+use rayon::prelude::*;
 
 /// The CPU. Threads come from rayon's global pool (size it with
 /// `RAYON_NUM_THREADS` or `rayon::ThreadPoolBuilder`).
@@ -474,13 +476,7 @@ impl Backend for CpuBackend {
         images: usize,
         priors_count: usize,
     ) -> Vec<Vec<Detection>> {
-        let quads = |buf: &[f32]| -> Vec<[f32; 4]> {
-            buf[..priors_count * 4]
-                .chunks_exact(4)
-                .map(|q| [q[0], q[1], q[2], q[3]])
-                .collect()
-        };
-        let (priors, variances) = (quads(priors), quads(variances));
+        let (priors, variances) = (quads(priors, priors_count), quads(variances, priors_count));
         (0..images)
             .map(|n| {
                 crate::ssd::detect(
@@ -494,4 +490,46 @@ impl Backend for CpuBackend {
             })
             .collect()
     }
+
+    /// Core's `rcnn::generate_proposals` per level and image, the images
+    /// in parallel.
+    fn generate_proposals(
+        &self,
+        cfg: &ProposalConfig,
+        levels: &[RpnProposalInput<'_, Vec<f32>>],
+        anchors_per_cell: usize,
+        im_info: &[[f32; 3]],
+    ) -> Vec<Vec<Proposals>> {
+        levels
+            .iter()
+            .map(|level| {
+                let count = level.anchors(anchors_per_cell);
+                let (anchors, variances) =
+                    (quads(level.anchors, count), quads(level.variances, count));
+                im_info
+                    .par_iter()
+                    .enumerate()
+                    .map(|(n, &info)| {
+                        crate::rcnn::generate_proposals(
+                            cfg,
+                            &level.scores[n * count..][..count],
+                            &level.deltas[n * 4 * count..][..4 * count],
+                            &anchors,
+                            &variances,
+                            (level.height, level.width),
+                            info,
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// The first `count` rows of a `[count, 4]` buffer (boxes, variances).
+fn quads(buf: &[f32], count: usize) -> Vec<[f32; 4]> {
+    buf[..count * 4]
+        .chunks_exact(4)
+        .map(|q| [q[0], q[1], q[2], q[3]])
+        .collect()
 }

@@ -9,12 +9,14 @@
 //!    (`FPNRPNHead` shares `conv_rpn_fpn2` and the rest over the levels):
 //!    `conv_rpn` (3x3, ReLU), then `rpn_cls_logits` and `rpn_bbox_pred`
 //!    (1x1);
-//! 3. on the host, from the downloaded head outputs: the anchors, in
-//!    training `rpn_target_assign` and the RPN loss over all levels (its
-//!    gradients uploaded for the backward pass), and `generate_proposals`
-//!    per image and level (FPN: then `collect_fpn_proposals`, the batch's
-//!    best); in training `generate_proposal_labels` samples the RoIs the
-//!    box head learns from;
+//! 3. the anchors of the features' sizes (on the host, uploaded once per
+//!    size); `generate_proposals` for every image and level on the backend
+//!    (`Backend::generate_proposals`: only the proposals leave the device),
+//!    then (FPN) `collect_fpn_proposals` on the host, the batch's best; in
+//!    training, on the host from the downloaded head outputs,
+//!    `rpn_target_assign` and the RPN loss over all levels (its gradients
+//!    uploaded for the backward pass), and `generate_proposal_labels`
+//!    samples the RoIs the box head learns from;
 //! 4. RoIAlign of each RoI (`faster_rcnn_rois`: from res4, `14 x 14` at
 //!    1/16, or from the pyramid level its size picks, `7 x 7`), the RoI
 //!    head (res5 and a global average pool, or `fc6` and `fc7`), and the
@@ -53,7 +55,7 @@ use super::network::ConvNet;
 use super::resnet::ResNetLinks;
 use std::ops::Range;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, RpnProposalInput};
 use crate::box_coder::BoxXyxy;
 use crate::data::rng::Rng;
 use crate::detector::{Detector, Losses};
@@ -67,8 +69,7 @@ use crate::rcnn::truth::{
 };
 use crate::rcnn::{
     bbox_head_detect, bbox_head_loss, collect_fpn_proposals, generate_mask_labels,
-    generate_proposal_labels, generate_proposals, paste_mask, FpnLevels, Proposals, RcnnConfig,
-    RoiTargets, SampledRois,
+    generate_proposal_labels, paste_mask, FpnLevels, RcnnConfig, RoiTargets, SampledRois,
 };
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth};
@@ -91,10 +92,15 @@ const MASK_THRESHOLD: f32 = 0.5;
 const RPN_UNITS: usize = 3;
 
 /// One feature the RPN head runs on (a pyramid level, or C4's res4): its
-/// size, the head's outputs on the host, and their gradients on the host
-/// and the device.
+/// size, the head's outputs as the proposals read them (the objectness
+/// probabilities and the deltas, kept on the device: the next level's run
+/// of the shared head overwrites its units' outputs) and its anchors and
+/// their variances there, the head's outputs on the host (training), and
+/// their gradients on the host and the device.
 struct RpnLevel<B: Backend> {
     size: [usize; 2],
+    outputs: [Tensor<B>; 2],
+    anchors: [Tensor<B>; 2],
     host: [Vec<f32>; 2],
     host_grads: [Vec<f32>; 2],
     grads: [Tensor<B>; 2],
@@ -618,6 +624,8 @@ impl<B: Backend> FasterRcnnDetector<B> {
             levels: (0..level_count)
                 .map(|_| RpnLevel {
                     size: [0, 0],
+                    outputs: [empty(), empty()],
+                    anchors: [empty(), empty()],
                     host: Default::default(),
                     host_grads: Default::default(),
                     grads: [empty(), empty()],
@@ -648,10 +656,11 @@ impl<B: Backend> FasterRcnnDetector<B> {
         }
     }
 
-    /// The backbone, the pyramid and the RPN head on `image`; the head's
-    /// outputs are then on the host and the anchors those of the features'
-    /// sizes.
-    fn forward_rpn(&mut self, image: &Tensor<B>) {
+    /// The backbone, the pyramid and the RPN head on `image`; each level's
+    /// `outputs` are then those of the head, and with `download` (training)
+    /// its `host` outputs too, and the anchors (`self.anchors`, each
+    /// level's `anchors`) those of the features' sizes.
+    fn forward_rpn(&mut self, image: &Tensor<B>, download: bool) {
         let backend = self.net.backend().clone();
         let workspace = &mut self.scratch.workspace;
         let frozen = self.net.frozen_units();
@@ -666,10 +675,17 @@ impl<B: Backend> FasterRcnnDetector<B> {
         let rpn_units = &mut rest[..RPN_UNITS];
         for (level, x) in self.levels.iter_mut().zip(features) {
             rpn_forward(&backend, rpn_units, x, workspace);
-            for (k, host) in level.host.iter_mut().enumerate() {
-                let out = rpn_units[1 + k].output();
-                host.resize(out.numel(), 0.0);
-                backend.download(out.buf(), host);
+            let (logits, deltas) = (rpn_units[1].output(), rpn_units[2].output());
+            let [scores, level_deltas] = &mut level.outputs;
+            scores.reshape_reuse(&backend, logits.shape());
+            backend.sigmoid_forward(logits.numel(), logits.buf(), scores.buf_mut());
+            level_deltas.reshape_reuse(&backend, deltas.shape());
+            backend.copy(deltas.numel(), deltas.buf(), level_deltas.buf_mut());
+            if download {
+                for (host, out) in level.host.iter_mut().zip([logits, deltas]) {
+                    host.resize(out.numel(), 0.0);
+                    backend.download(out.buf(), host);
+                }
             }
             let (_, _, h, w) = x.nchw();
             level.size = [h, w];
@@ -677,44 +693,51 @@ impl<B: Backend> FasterRcnnDetector<B> {
         let sizes: Vec<[usize; 2]> = self.levels.iter().map(|l| l.size).collect();
         if self.anchors.as_ref().is_none_or(|(s, _)| *s != sizes) {
             let anchors = rpn_anchors(&self.spec.rpn, &sizes);
+            let per_cell = self.spec.rpn.anchors_per_cell();
+            let mut first = 0;
+            for level in &mut self.levels {
+                let count = level.size[0] * level.size[1] * per_cell;
+                for (device, host) in level
+                    .anchors
+                    .iter_mut()
+                    .zip([&anchors.boxes, &anchors.variances])
+                {
+                    device.reshape_reuse(&backend, &[count, 4]);
+                    device.upload(&backend, host[first..][..count].as_flattened());
+                }
+                first += count;
+            }
             self.anchors = Some((sizes, anchors));
         }
     }
 
-    /// Each image's proposals from the last `forward_rpn`:
-    /// `generate_proposals` per level, then (FPN) `collect_fpn_proposals`.
+    /// Each image's proposals from the last `forward_rpn`: the backend's
+    /// `generate_proposals` on every level, then (FPN)
+    /// `collect_fpn_proposals`.
     fn proposals(&self, im_info: &[[f32; 3]], training: bool) -> Vec<Vec<BoxXyxy>> {
-        let (_, anchors) = self.anchors.as_ref().expect("forward_rpn made the anchors");
         let cfg = if training {
             &self.config.train_proposal
         } else {
             &self.config.test_proposal
         };
-        let per_cell = self.spec.rpn.anchors_per_cell();
-        let mut first = 0;
-        let mut per_level: Vec<Vec<Proposals>> = self
+        let levels: Vec<RpnProposalInput<'_, B::Buffer>> = self
             .levels
             .iter()
-            .map(|level| {
-                let [h, w] = level.size;
-                let count = h * w * per_cell;
-                let boxes = &anchors.boxes[first..][..count];
-                let variances = &anchors.variances[first..][..count];
-                first += count;
-                im_info
-                    .iter()
-                    .enumerate()
-                    .map(|(n, &info)| {
-                        let scores: Vec<f32> = level.host[0][n * count..][..count]
-                            .iter()
-                            .map(|&x| 1.0 / (1.0 + (-x).exp()))
-                            .collect();
-                        let deltas = &level.host[1][n * 4 * count..][..4 * count];
-                        generate_proposals(cfg, &scores, deltas, boxes, variances, (h, w), info)
-                    })
-                    .collect()
+            .map(|level| RpnProposalInput {
+                scores: level.outputs[0].buf(),
+                deltas: level.outputs[1].buf(),
+                anchors: level.anchors[0].buf(),
+                variances: level.anchors[1].buf(),
+                height: level.size[0],
+                width: level.size[1],
             })
             .collect();
+        let mut per_level = self.net.backend().generate_proposals(
+            cfg,
+            &levels,
+            self.spec.rpn.anchors_per_cell(),
+            im_info,
+        );
         let proposals = match self.fpn {
             None => per_level.pop().expect("one level"),
             Some(_) => collect_fpn_proposals(&per_level, cfg.post_nms_top_n),
@@ -1158,7 +1181,7 @@ impl<B: Backend> FasterRcnnDetector<B> {
         let tensors = self
             .levels
             .iter()
-            .flat_map(|l| &l.grads)
+            .flat_map(|l| l.grads.iter().chain(&l.outputs).chain(&l.anchors))
             .chain(&self.level_grads)
             .chain(&self.body_grads)
             .chain(&self.box_grads)
@@ -1234,7 +1257,7 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
     ) -> Losses {
         let im_info = image_infos(image, im_info);
         let truths = image_truths(truth, &im_info);
-        self.forward_rpn(image);
+        self.forward_rpn(image, true);
 
         // The RPN's loss over the batch and every level.
         let (_, anchors) = self.anchors.as_ref().expect("forward_rpn made the anchors");
@@ -1315,7 +1338,7 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
     ) -> Vec<Vec<Detection>> {
         let backend = self.net.backend().clone();
         let im_info = image_infos(image, im_info);
-        self.forward_rpn(image);
+        self.forward_rpn(image, false);
         let proposals = self.proposals(&im_info, false);
         if proposals.iter().all(Vec::is_empty) {
             self.masks = vec![Vec::new(); im_info.len()];
@@ -1565,7 +1588,7 @@ mod tests {
             }
             let image = image(&cpu, 2, h, w, seed + 100);
             let run = |m: &mut FasterRcnnDetector<CpuBackend>| {
-                m.forward_rpn(&image);
+                m.forward_rpn(&image, true);
                 if m.cascade.is_some() {
                     forward_stages_on(m, rois);
                 } else {

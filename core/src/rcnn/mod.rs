@@ -3,7 +3,9 @@
 //! 2.0's for `CascadeRCNN`'s labels): anchors, the RPN's targets and losses,
 //! proposals, the sampled RoIs and their labels, the box head's losses and
 //! detection output, and the cascade's refinement between stages. They run
-//! on the host on a few thousand boxes per image; the convolutional parts
+//! on the host on a few thousand boxes per image, but for the proposals,
+//! which are a backend op (`Backend::generate_proposals`, whose CPU version
+//! is `proposals.rs`; a GPU sorts every anchor); the convolutional parts
 //! are `models::`.
 //!
 //! Boxes are pixel boxes `[x1, y1, x2, y2]` whose width is `x2 - x1 + 1`,

@@ -1,6 +1,8 @@
 //! Paddle 1.8's `generate_proposals` for one image: the RPN's scores and box
 //! deltas at every anchor become at most `post_nms_top_n` RoIs, in resized
-//! image pixels, best first.
+//! image pixels, best first. The CPU backend's
+//! `Backend::generate_proposals` runs it per level and image; the GPU's
+//! kernels decide as it does.
 //!
 //! Steps, as `generate_proposals_op.cc` does them:
 //! 1. the `pre_nms_top_n` best anchors by score (0, or more than there are

@@ -47,6 +47,7 @@ pub mod l2_norm;
 pub mod mask_loss;
 pub mod nms;
 pub mod pool;
+pub mod proposals;
 pub mod reduce;
 pub mod rmsprop;
 pub mod roi_align;

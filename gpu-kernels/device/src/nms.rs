@@ -18,6 +18,8 @@
 //!    candidates in order, keeping a box unless an already kept box of the
 //!    segment overlaps it by more than the threshold (Paddle's jaccard rules,
 //!    computed as the CPU computes them); flags in `keep` by sorted position.
+//!    It also takes Paddle's adaptive threshold (`eta`) and a cap on the
+//!    kept boxes, which `generate_proposals` (`proposals.rs`) uses.
 //! 5. With a `keep_top_k`: `nms_rank_keys` + the sort again + `nms_bounds`
 //!    per image + `nms_keep_top`: the best `keep_top_k` kept entries of each
 //!    image by score, ties in (class, rank) order, flagged 2.
@@ -227,36 +229,44 @@ pub fn box_area(b: [f32; 4], pixel: f32) -> f32 {
     (b[2] - b[0] + pixel) * (b[3] - b[1] + pixel)
 }
 
-/// Whether the kept box `k` suppresses the later `candidate`: Paddle's
-/// `JaccardOverlap(candidate, k) > threshold`, written operation for
-/// operation as the CPU's `KeptBoxes::overlaps_any`.
+/// How much the kept box `k` overlaps the later `candidate`: Paddle's
+/// `JaccardOverlap(candidate, k)`, written operation for operation as the
+/// CPU's `KeptBoxes::overlaps_any`, or -inf when they are apart (which no
+/// threshold lets suppress). The candidate is suppressed when the largest
+/// overlap with a kept box is above the threshold: the CPU's "any kept box
+/// with `!apart & (iou > threshold)`", as `f32::max` passes over a NaN IoU
+/// the way `>` does.
 #[inline(always)]
-pub fn suppresses(
-    k: [f32; 4],
-    k_area: f32,
-    candidate: [f32; 4],
-    area: f32,
-    threshold: f32,
-    pixel: f32,
-) -> bool {
+pub fn overlap(k: [f32; 4], k_area: f32, candidate: [f32; 4], area: f32, pixel: f32) -> f32 {
     let b = candidate;
     let apart = (k[0] > b[2]) | (k[2] < b[0]) | (k[1] > b[3]) | (k[3] < b[1]);
     let inter =
         (b[2].min(k[2]) - b[0].max(k[0]) + pixel) * (b[3].min(k[3]) - b[1].max(k[1]) + pixel);
     let iou = inter / (area + k_area - inter);
-    !apart & (iou > threshold)
+    if apart {
+        f32::NEG_INFINITY
+    } else {
+        iou
+    }
 }
 
 kernel! {
     /// Step 4, one block of `NMS_THREADS` per segment (blocks loop over the
-    /// segments): `keep[p]` for every sorted position `p` of the segment's
-    /// candidates, `KEPT` or `DROPPED` (beyond the first `top_k`, or
-    /// suppressed). Entry `v`'s box is row `(v / boxes_per_image / classes) *
-    /// boxes_per_image + v % boxes_per_image` of `boxes`. `pixel` is 1 for
-    /// Paddle's `normalized: false`, else 0.
+    /// segments): greedy NMS of the segment's first `top_k` candidates in
+    /// sorted order (the CPU's `yolo::nms::suppress`): a candidate is kept
+    /// unless an already kept box overlaps it by more than the threshold,
+    /// which starts at `iou_thresh` and, with `eta < 1` (Paddle's adaptive
+    /// NMS), is multiplied by `eta` after each kept box while above 0.5; the
+    /// walk stops after `max_kept` kept boxes. `keep[p]` = `KEPT` or
+    /// `DROPPED` for every sorted position `p` of the segment's candidates;
+    /// `overlaps[p]` (scratch) is the largest overlap of candidate `p` with
+    /// the boxes kept so far. An infinite threshold suppresses nothing (the
+    /// overlaps are then not computed). Entry `v`'s box is row `(v /
+    /// boxes_per_image / classes) * boxes_per_image + v % boxes_per_image`
+    /// of `boxes`. `pixel` is 1 for Paddle's `normalized: false`, else 0.
     pub fn nms_suppress(ctx, values: *const u32, bounds: *const u32, boxes: *const f32,
-        classes: u32, boxes_per_image: u32, segments: u32, top_k: u32, iou_thresh: f32, pixel: f32,
-        keep: *mut u32) {
+        classes: u32, boxes_per_image: u32, segments: u32, top_k: u32, iou_thresh: f32, eta: f32,
+        max_kept: u32, pixel: f32, keep: *mut u32, overlaps: *mut f32) {
         let tid = ctx.thread_x();
         let threads = ctx.block_dim_x();
         let box_row = |p: u32| {
@@ -270,31 +280,52 @@ kernel! {
             let count = (end - start).min(top_k);
             let mut r = tid;
             while r < end - start {
-                *keep.add((start + r) as usize) = if r < count { KEPT } else { DROPPED };
+                *overlaps.add((start + r) as usize) = f32::NEG_INFINITY;
                 r += threads;
             }
             ctx.sync_threads();
-            // Candidate i, if still kept, suppresses the later ones it
-            // overlaps. Every thread reads the same flag, so the branch and
-            // its barrier are uniform; the flag was last written before the
-            // previous barrier, and this pass writes only later flags.
+            // Every thread walks the candidates and decides alike, so the
+            // branches and their barrier are uniform: candidate i's overlap
+            // was last written before the previous barrier, and a kept box
+            // raises only later candidates' overlaps. Thread i % threads
+            // records the decision (no thread reads `keep` here).
+            let mut threshold = iou_thresh;
+            let mut kept = 0;
             let mut i = 0;
-            while i < count {
-                if *keep.add((start + i) as usize) == KEPT {
-                    let kept = load_box(boxes, box_row(start + i));
-                    let kept_area = box_area(kept, pixel);
-                    let mut j = i + 1 + tid;
-                    while j < count {
-                        let candidate = load_box(boxes, box_row(start + j));
-                        let area = box_area(candidate, pixel);
-                        if suppresses(kept, kept_area, candidate, area, iou_thresh, pixel) {
-                            *keep.add((start + j) as usize) = DROPPED;
+            while i < count && kept < max_kept {
+                let suppressed = *overlaps.add((start + i) as usize) > threshold;
+                let keep_i = !suppressed;
+                if i % threads == tid {
+                    *keep.add((start + i) as usize) = if keep_i { KEPT } else { DROPPED };
+                }
+                if keep_i {
+                    kept += 1;
+                    if kept < max_kept && threshold < f32::INFINITY {
+                        let k = load_box(boxes, box_row(start + i));
+                        let k_area = box_area(k, pixel);
+                        let mut j = i + 1 + tid;
+                        while j < count {
+                            let candidate = load_box(boxes, box_row(start + j));
+                            let area = box_area(candidate, pixel);
+                            let o = overlap(k, k_area, candidate, area, pixel);
+                            let slot = overlaps.add((start + j) as usize);
+                            *slot = (*slot).max(o);
+                            j += threads;
                         }
-                        j += threads;
+                        ctx.sync_threads();
                     }
-                    ctx.sync_threads();
+                    if eta < 1.0 && threshold > 0.5 {
+                        threshold *= eta;
+                    }
                 }
                 i += 1;
+            }
+            // Past where the walk stopped (the top_k, or max_kept kept):
+            // dropped.
+            let mut r = i + tid;
+            while r < end - start {
+                *keep.add((start + r) as usize) = DROPPED;
+                r += threads;
             }
             segment += ctx.grid_dim_x();
         }
@@ -421,7 +452,7 @@ pub(crate) mod emulated {
     const GRID: Dim3 = Dim3::x(3);
     const BLOCK: Dim3 = Dim3::x(32);
 
-    fn sort(keys: &DeviceBuf<u64>, values: &DeviceBuf<u32>) {
+    pub(crate) fn sort(keys: &DeviceBuf<u64>, values: &DeviceBuf<u32>) {
         let padded = keys.len() as u32;
         let mut k = 2;
         while k <= padded {
@@ -436,7 +467,7 @@ pub(crate) mod emulated {
         }
     }
 
-    fn bounds(keys: &DeviceBuf<u64>, segments: u32) -> DeviceBuf<u32> {
+    pub(crate) fn bounds(keys: &DeviceBuf<u64>, segments: u32) -> DeviceBuf<u32> {
         let bounds = DeviceBuf::filled(segments as usize + 1, u32::MAX);
         launch_independent(GRID, BLOCK, |c| unsafe {
             nms_bounds(c, keys.ptr(), keys.len() as u32, segments, bounds.ptr())
@@ -503,6 +534,7 @@ pub(crate) mod emulated {
         let segment_bounds = bounds(&keys, segments);
         // Flags a kernel reads without having written fail the comparison.
         let keep = DeviceBuf::filled(padded as usize, 7u32);
+        let overlaps = DeviceBuf::filled(padded as usize, f32::NAN);
         let top_k = cfg.nms_top_k.map_or(u32::MAX, |k| k.min(m as usize) as u32);
         let pixel = if cfg.normalized { 0.0 } else { 1.0 };
         launch(Dim3::x(segments.min(3)), Dim3::x(NMS_THREADS), |c| unsafe {
@@ -516,8 +548,11 @@ pub(crate) mod emulated {
                 segments,
                 top_k,
                 cfg.nms_threshold,
+                1.0,
+                u32::MAX,
                 pixel,
                 keep.ptr(),
+                overlaps.ptr(),
             )
         });
         let mut want = KEPT;

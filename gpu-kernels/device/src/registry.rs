@@ -96,6 +96,8 @@ host_entries! {
     nms::nms_write,
     pool::max_pool_forward,
     pool::max_pool_backward,
+    proposals::proposal_keys,
+    proposals::proposal_decode,
     reduce::sum_blocks,
     reduce::channel_sum,
     rmsprop::rmsprop,

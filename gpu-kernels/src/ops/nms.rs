@@ -88,6 +88,24 @@ pub fn plan_for(
     .map(Some)
 }
 
+/// The settings of one `nms_suppress` launch (see the kernel): greedy NMS
+/// of each of `segments` segments of sorted candidates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Suppression {
+    pub segments: u32,
+    pub classes: u32,
+    pub boxes_per_image: u32,
+    /// Candidates per segment looked at.
+    pub top_k: u32,
+    pub iou_thresh: f32,
+    /// Paddle's adaptive NMS: 1 turns it off.
+    pub eta: f32,
+    /// Kept boxes per segment after which the rest are dropped.
+    pub max_kept: u32,
+    /// 1 for pixel boxes, 0 for normalised ones.
+    pub pixel: f32,
+}
+
 /// The `(j, k)` stages of the bitonic sort of `padded` keys, in launch order.
 pub fn bitonic_stages(padded: u32) -> Vec<(u32, u32)> {
     let mut stages = Vec::new();
@@ -206,20 +224,18 @@ impl Gpu {
         let bounds = self.bounds(&keys, p.segments)?;
 
         // Step 4: suppression, one block per (image, class).
-        let mut keep = self.alloc::<u32>(n)?;
         let pixel = if nms.normalized { 0.0 } else { 1.0 };
-        let mut args = KernelArgs::new();
-        args.input(&values, n)
-            .input(&bounds, segments + 1)
-            .input(boxes, box_len)
-            .u32(p.classes)
-            .u32(p.boxes_per_image)
-            .u32(p.segments)
-            .u32(p.top_k)
-            .f32(nms.nms_threshold)
-            .f32(pixel)
-            .output(&mut keep, n);
-        self.launch("nms_suppress", block_per_item(p.segments), &args)?;
+        let suppression = Suppression {
+            segments: p.segments,
+            classes: p.classes,
+            boxes_per_image: p.boxes_per_image,
+            top_k: p.top_k,
+            iou_thresh: nms.nms_threshold,
+            eta: 1.0,
+            max_kept: u32::MAX,
+            pixel,
+        };
+        let mut keep = self.suppress(&suppression, &values, &bounds, (boxes, box_len))?;
 
         // Step 5: the best keep_top_k kept entries of each image.
         let want = match nms.keep_top_k {
@@ -272,9 +288,40 @@ impl Gpu {
         Ok(detection_lists(&rows, &counts, p.capacity as usize))
     }
 
+    /// `nms_suppress`: the `keep` flags of every sorted position of
+    /// `values` (`bounds` from [`Gpu::bounds`]), the boxes the first
+    /// `box_len` elements of `boxes`.
+    pub(crate) fn suppress(
+        &self,
+        s: &Suppression,
+        values: &DeviceBuffer<u32>,
+        bounds: &DeviceBuffer<u32>,
+        (boxes, box_len): (&DeviceBuffer, usize),
+    ) -> Result<DeviceBuffer<u32>, GpuError> {
+        let n = values.len();
+        let mut keep = self.alloc::<u32>(n)?;
+        let mut overlaps = self.alloc::<f32>(n)?;
+        let mut args = KernelArgs::new();
+        args.input(values, n)
+            .input(bounds, s.segments as usize + 1)
+            .input(boxes, box_len)
+            .u32(s.classes)
+            .u32(s.boxes_per_image)
+            .u32(s.segments)
+            .u32(s.top_k)
+            .f32(s.iou_thresh)
+            .f32(s.eta)
+            .u32(s.max_kept)
+            .f32(s.pixel)
+            .output(&mut keep, n)
+            .output(&mut overlaps, n);
+        self.launch("nms_suppress", block_per_item(s.segments), &args)?;
+        Ok(keep)
+    }
+
     /// Sorts `keys` ascending, equal keys by value (as many of each, a power
     /// of two).
-    fn bitonic_sort(
+    pub(crate) fn bitonic_sort(
         &self,
         keys: &mut DeviceBuffer<u64>,
         values: &mut DeviceBuffer<u32>,
@@ -297,7 +344,7 @@ impl Gpu {
     /// Where each of `segments` segments starts in the sorted `keys` (its
     /// number in the keys' high 32 bits), and at `segments`, how many
     /// candidates there are.
-    fn bounds(
+    pub(crate) fn bounds(
         &self,
         keys: &DeviceBuffer<u64>,
         segments: u32,

@@ -3,8 +3,10 @@
 //! tests are in `backend_suite.rs`).
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom, GlobalPoolGeom,
-    HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, PoolGeom, RmsPropStep, RoiAlignGeom, SgdStep,
+    HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, PoolGeom, RmsPropStep, RoiAlignGeom,
+    RpnProposalInput, SgdStep,
 };
+use pulsefocus_core::rcnn::{ProposalConfig, Proposals};
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::{Backend, CpuBackend};
 
@@ -51,6 +53,9 @@ pub enum Fault {
     /// `batch_norm_forward_eval_in_place` normalises but leaves out the
     /// fused activation.
     DropsActivation,
+    /// `generate_proposals` with a fixed NMS threshold: `eta` (Paddle's
+    /// adaptive NMS) ignored.
+    FixedNmsThreshold,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -583,5 +588,18 @@ impl Backend for Faulty {
             images,
             priors_count,
         )
+    }
+    fn generate_proposals(
+        &self,
+        cfg: &ProposalConfig,
+        levels: &[RpnProposalInput<'_, Vec<f32>>],
+        anchors_per_cell: usize,
+        im_info: &[[f32; 3]],
+    ) -> Vec<Vec<Proposals>> {
+        let mut cfg = cfg.clone();
+        if self.0 == Fault::FixedNmsThreshold {
+            cfg.eta = 1.0;
+        }
+        CPU.generate_proposals(&cfg, levels, anchors_per_cell, im_info)
     }
 }

@@ -36,6 +36,7 @@ pub mod mask_loss;
 pub mod memory;
 pub mod optim;
 pub mod pool;
+pub mod proposals;
 pub mod roi_align;
 pub mod sigmoid_focal_loss;
 
@@ -275,6 +276,7 @@ macro_rules! backend_tests {
             rmsprop_matches,
             yolo_detect_matches,
             ssd_detect_matches,
+            generate_proposals_matches,
         );
     };
     ($module:ident, $open:expr; $($check:ident),+ $(,)?) => {
@@ -323,6 +325,7 @@ pub mod checks {
         copy_channels_matches, max_pool_backward_matches, max_pool_forward_matches,
         upsample2x_backward_matches, upsample2x_forward_matches,
     };
+    pub use super::proposals::generate_proposals_matches;
     pub use super::roi_align::{roi_align_backward_matches, roi_align_forward_matches};
     pub use super::sigmoid_focal_loss::sigmoid_focal_loss_matches;
 }
