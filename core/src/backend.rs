@@ -683,6 +683,155 @@ impl MaskLossGeom {
     }
 }
 
+/// Mask R-CNN's mask targets drawn from polygons (step 3 of core's
+/// `rcnn::generate_mask_labels`): each of `rois` masks of `side x side` is
+/// the union of its polygons, each drawn as pycocotools' `rleFrPoly` draws
+/// it (formats' `Rle::from_polygon`; see `cpu::polygon_masks`). The
+/// polygons are already moved into their RoI and scaled to `side` pixels;
+/// the tables hold indices as floats (exact below 2^24, [`RoiPolygons`]
+/// builds them):
+/// - `points` `[points, 2]`: x, y of every polygon's vertices, one polygon
+///   after another;
+/// - `polygons` `[polygons, 2]`: each polygon's first point and point count
+///   (at least 3), its coordinates taken by `Rle::check_polygon`;
+/// - `roi_polygons` `[rois, 2]`: each RoI's first polygon and polygon count
+///   (0: an empty mask, as for Paddle's placeholder row).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PolygonMaskGeom {
+    pub rois: usize,
+    /// The mask resolution `M`.
+    pub side: usize,
+    pub polygons: usize,
+    pub points: usize,
+}
+
+impl PolygonMaskGeom {
+    /// Elements of the masks: `[rois, side, side]`.
+    pub fn masks_len(&self) -> usize {
+        self.rois * self.side * self.side
+    }
+
+    /// Checks `rois` and `side` are positive (a batch may hold no polygon:
+    /// every mask is then empty); returns a message naming the first that
+    /// is not.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [("rois", self.rois), ("side", self.side)] {
+            if value == 0 {
+                return Err(format!("polygon_masks: {name} must be positive"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The tables of [`PolygonMaskGeom`] on the host, built one RoI at a time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoiPolygons {
+    pub points: Vec<f32>,
+    pub polygons: Vec<f32>,
+    pub roi_polygons: Vec<f32>,
+}
+
+impl RoiPolygons {
+    /// Adds a RoI whose mask is the union of `polygons`, each `[x0, y0, x1,
+    /// y1, ...]` in mask pixels (none: an empty mask).
+    pub fn push_roi<'a>(&mut self, polygons: impl IntoIterator<Item = &'a [f32]>) {
+        let first_polygon = self.polygons.len() / 2;
+        for polygon in polygons {
+            let first_point = self.points.len() / 2;
+            self.points.extend_from_slice(polygon);
+            self.polygons
+                .extend([first_point as f32, (polygon.len() / 2) as f32]);
+        }
+        let count = self.polygons.len() / 2 - first_polygon;
+        self.roi_polygons
+            .extend([first_polygon as f32, count as f32]);
+        assert!(
+            self.points.len() / 2 < 1 << 24,
+            "polygon_masks: {} points, the tables index below 2^24",
+            self.points.len() / 2
+        );
+    }
+
+    pub fn rois(&self) -> usize {
+        self.roi_polygons.len() / 2
+    }
+
+    pub fn geom(&self, side: usize) -> PolygonMaskGeom {
+        PolygonMaskGeom {
+            rois: self.rois(),
+            side,
+            polygons: self.polygons.len() / 2,
+            points: self.points.len() / 2,
+        }
+    }
+}
+
+/// Values per detection in the table of `Backend::mask_paste` (see
+/// [`MaskPasteGeom`]).
+pub const MASK_PASTE_FIELDS: usize = 11;
+
+/// Mask R-CNN's detections' masks pasted into their pictures (core's
+/// `rcnn::mask_paste`, PaddleDetection's `mask_encode` up to the RLE): each
+/// detection's `side x side` probabilities, padded with a ring of zeros to
+/// `(side + 2)^2`, resized as OpenCV 4.2's `cv2.resize` (bilinear; an exact
+/// half as `INTER_AREA`) to its widened box and thresholded (`> threshold`:
+/// 1, else 0), only the part inside the picture kept. `probs` is `[rows,
+/// channels, side, side]` (the mask head's sigmoid); each detection's entry
+/// of the table `detections` `[detections, MASK_PASTE_FIELDS]` (floats,
+/// integers below 2^24): its row and channel in `probs`; its widened box
+/// `xmin, ymin, width, height` (picture pixels); the part inside the
+/// picture `x0, y0, x1, y1` (`xmin <= x0 <= x1 <= xmin + width`, the same
+/// in y); and the offset of its pixels in `pixels` `[pixels]`, which holds
+/// each detection's part row-major, one after another in the table's order
+/// (the offsets ascending, the parts apart).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaskPasteGeom {
+    pub detections: usize,
+    pub rows: usize,
+    pub channels: usize,
+    pub side: usize,
+    pub pixels: usize,
+    pub threshold: f32,
+}
+
+impl MaskPasteGeom {
+    /// Elements of `probs`.
+    pub fn probs_len(&self) -> usize {
+        self.rows * self.channels * self.side * self.side
+    }
+
+    /// Checks the sizes are positive (zero pixels is allowed: every
+    /// detection outside its picture), `pixels` below 2^24 (the offsets are
+    /// floats) and the threshold finite; returns a message naming the first
+    /// problem.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("detections", self.detections),
+            ("rows", self.rows),
+            ("channels", self.channels),
+            ("side", self.side),
+        ] {
+            if value == 0 {
+                return Err(format!("mask_paste: {name} must be positive"));
+            }
+        }
+        if self.pixels >= 1 << 24 {
+            return Err(format!(
+                "mask_paste: {} pixels; the offsets index below 2^24",
+                self.pixels
+            ));
+        }
+        if !self.threshold.is_finite() {
+            return Err(format!(
+                "mask_paste: threshold must be finite, got {}",
+                self.threshold
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Momentum SGD with L2 decay, as Paddle's `momentum` op with an L2Decay
 /// regulariser: `v = momentum * v + (grad + decay * param)`, `param -= lr * v`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1164,6 +1313,35 @@ pub trait Backend: Clone + Send + Sync + 'static {
         anchors_per_cell: usize,
         im_info: &[[f32; 3]],
     ) -> Vec<Vec<Proposals>>;
+
+    // ---- Mask R-CNN's mask targets ----
+
+    /// Each RoI's polygons drawn into its mask and OR-ed (see
+    /// [`PolygonMaskGeom`]): `masks` `[rois, side, side]`, row-major 0/1,
+    /// overwritten, equal to `Rle::from_polygon(..).decode()` of each
+    /// polygon OR-ed, to the bit.
+    fn polygon_masks(
+        &self,
+        g: &PolygonMaskGeom,
+        points: &Self::Buffer,
+        polygons: &Self::Buffer,
+        roi_polygons: &Self::Buffer,
+        masks: &mut Self::Buffer,
+    );
+
+    // ---- Mask R-CNN's masks at inference ----
+
+    /// Each detection's probabilities resized into its widened box and
+    /// thresholded (see [`MaskPasteGeom`]): `pixels` gets each detection's
+    /// part inside its picture, 0/1 row-major at its offset; the rest of
+    /// `pixels` is left alone.
+    fn mask_paste(
+        &self,
+        g: &MaskPasteGeom,
+        probs: &Self::Buffer,
+        detections: &Self::Buffer,
+        pixels: &mut Self::Buffer,
+    );
 
     // ---- optimizer ----
 

@@ -33,6 +33,51 @@ fn fail<T>(message: String) -> Result<T, RleError> {
 /// is refused rather than walked for seconds.
 const MAX_POLYGON_STEPS: u64 = 1 << 26;
 
+/// `rleFrPoly`'s vertices at 5x resolution, `(x, y)`, the first repeated at
+/// the end, after the checks `Rle::check_polygon` names.
+fn upsample_polygon(poly: &[f64]) -> Result<(Vec<i64>, Vec<i64>), RleError> {
+    if poly.len() < 6 {
+        return fail(format!(
+            "a polygon needs at least 6 numbers (3 points), found {}",
+            poly.len()
+        ));
+    }
+    if let Some(v) = poly.iter().find(|v| !v.is_finite()) {
+        return fail(format!("polygon coordinate {v} is not a finite number"));
+    }
+    let k = poly.len() / 2;
+    // C's `(int)(scale * v + .5)`, which truncates towards zero.
+    let upsample = |v: f64| -> Result<i64, RleError> {
+        let s = 5.0 * v + 0.5;
+        if s.abs() >= i32::MAX as f64 {
+            return fail(format!("polygon coordinate {v} is out of range"));
+        }
+        Ok(s as i64)
+    };
+    let mut x = Vec::with_capacity(k + 1);
+    let mut y = Vec::with_capacity(k + 1);
+    for point in poly.chunks_exact(2) {
+        x.push(upsample(point[0])?);
+        y.push(upsample(point[1])?);
+    }
+    x.push(x[0]);
+    y.push(y[0]);
+    let steps: u64 = (0..k)
+        .map(|j| {
+            (x[j] - x[j + 1])
+                .unsigned_abs()
+                .max((y[j] - y[j + 1]).unsigned_abs())
+                + 1
+        })
+        .sum();
+    if steps > MAX_POLYGON_STEPS {
+        return fail(format!(
+            "polygon boundary is {steps} steps long at 5x resolution (limit {MAX_POLYGON_STEPS})"
+        ));
+    }
+    Ok((x, y))
+}
+
 impl Rle {
     /// Counts as read from a file; they must cover the mask exactly.
     pub fn new(height: u32, width: u32, counts: Vec<u32>) -> Result<Rle, RleError> {
@@ -159,51 +204,23 @@ impl Rle {
         ]
     }
 
+    /// Whether `from_polygon` takes `poly`: at least three points, finite
+    /// coordinates whose 5x upsampled values fit C's `int`, a boundary of at
+    /// most `MAX_POLYGON_STEPS` upsampled steps. A rasteriser that follows
+    /// `from_polygon`'s rules elsewhere (core's `Backend::polygon_masks`)
+    /// checks its polygons here.
+    pub fn check_polygon(poly: &[f64]) -> Result<(), RleError> {
+        upsample_polygon(poly).map(|_| ())
+    }
+
     /// `rleFrPoly`: one polygon `[x1, y1, x2, y2, ...]` rasterised exactly as
     /// pycocotools does (its boundary walked at 5x resolution, then the
     /// crossings of pixel-column centres turned into runs). As `frPoly`, an odd
     /// trailing number is ignored; fewer than three points is an error.
     pub fn from_polygon(poly: &[f64], height: u32, width: u32) -> Result<Rle, RleError> {
-        if poly.len() < 6 {
-            return fail(format!(
-                "a polygon needs at least 6 numbers (3 points), found {}",
-                poly.len()
-            ));
-        }
-        if let Some(v) = poly.iter().find(|v| !v.is_finite()) {
-            return fail(format!("polygon coordinate {v} is not a finite number"));
-        }
+        let (x, y) = upsample_polygon(poly)?;
         let scale = 5.0;
         let k = poly.len() / 2;
-        // C's `(int)(scale * v + .5)`, which truncates towards zero.
-        let upsample = |v: f64| -> Result<i64, RleError> {
-            let s = scale * v + 0.5;
-            if s.abs() >= i32::MAX as f64 {
-                return fail(format!("polygon coordinate {v} is out of range"));
-            }
-            Ok(s as i64)
-        };
-        let mut x = Vec::with_capacity(k + 1);
-        let mut y = Vec::with_capacity(k + 1);
-        for point in poly.chunks_exact(2) {
-            x.push(upsample(point[0])?);
-            y.push(upsample(point[1])?);
-        }
-        x.push(x[0]);
-        y.push(y[0]);
-        let steps: u64 = (0..k)
-            .map(|j| {
-                (x[j] - x[j + 1])
-                    .unsigned_abs()
-                    .max((y[j] - y[j + 1]).unsigned_abs())
-                    + 1
-            })
-            .sum();
-        if steps > MAX_POLYGON_STEPS {
-            return fail(format!(
-                "polygon boundary is {steps} steps long at 5x resolution (limit {MAX_POLYGON_STEPS})"
-            ));
-        }
         if height == 0 || width == 0 {
             return Ok(Rle {
                 height,

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, FcGeom, FocalLossGeom,
-    GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, PoolGeom, RmsPropStep,
-    RoiAlignGeom, RpnProposalInput, SgdStep,
+    GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom,
+    PoolGeom, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
 };
 use pulsefocus_core::rcnn::{ProposalConfig, Proposals};
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
@@ -491,6 +491,27 @@ impl Backend for GpuBackend {
         losses: &mut DeviceBuffer,
     ) {
         self.run(|gpu| gpu.mask_loss(g, logits, roi_classes, targets, grad, losses))
+    }
+
+    fn polygon_masks(
+        &self,
+        g: &PolygonMaskGeom,
+        points: &DeviceBuffer,
+        polygons: &DeviceBuffer,
+        roi_polygons: &DeviceBuffer,
+        masks: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.polygon_masks(g, points, polygons, roi_polygons, masks))
+    }
+
+    fn mask_paste(
+        &self,
+        g: &MaskPasteGeom,
+        probs: &DeviceBuffer,
+        detections: &DeviceBuffer,
+        pixels: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.mask_paste(g, probs, detections, pixels))
     }
 
     fn sgd_momentum(

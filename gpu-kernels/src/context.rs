@@ -90,6 +90,8 @@ pub const KERNELS: &[&str] = &[
     "global_avg_pool_backward",
     "sigmoid_focal_loss",
     "mask_loss",
+    "mask_paste",
+    "polygon_masks",
     "sum_blocks",
     "channel_sum",
     "yolo_decode",

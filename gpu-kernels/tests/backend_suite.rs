@@ -145,6 +145,18 @@ fn a_placeholder_roi_scored_is_caught() {
 }
 
 #[test]
+#[should_panic(expected = "polygon_masks C4 14x14")]
+fn polygons_overwritten_instead_of_ored_are_caught() {
+    checks::polygon_masks_matches(&Faulty(Fault::FirstPolygonOnly));
+}
+
+#[test]
+#[should_panic(expected = "mask_paste C4 14x14, 5 classes")]
+fn a_mask_read_one_channel_early_is_caught() {
+    checks::mask_paste_matches(&Faulty(Fault::ChannelOffByOne));
+}
+
+#[test]
 #[should_panic(expected = "activation_forward_in_place Relu len 1 seed 1 tail")]
 fn an_in_place_write_past_the_tensor_is_caught() {
     checks::activation_forward_in_place_matches(&Faulty(Fault::WritesPastTheEnd));

@@ -11,6 +11,8 @@ pub mod global_avg_pool;
 pub mod head_rows;
 pub mod l2_norm;
 pub mod mask_loss;
+pub mod mask_paste;
+pub mod polygon_masks;
 mod pool;
 pub mod rmsprop;
 pub mod roi_align;
@@ -18,8 +20,8 @@ pub mod sigmoid_focal_loss;
 
 use crate::backend::{
     Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom,
-    GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, PoolGeom, RmsPropStep,
-    RoiAlignGeom, RpnProposalInput, SgdStep,
+    GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom,
+    PoolGeom, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
 };
 use crate::rcnn::{ProposalConfig, Proposals};
 use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
@@ -412,6 +414,27 @@ impl Backend for CpuBackend {
         losses: &mut Vec<f32>,
     ) {
         mask_loss::forward_backward(g, logits, roi_classes, targets, grad, losses);
+    }
+
+    fn polygon_masks(
+        &self,
+        g: &PolygonMaskGeom,
+        points: &Vec<f32>,
+        polygons: &Vec<f32>,
+        roi_polygons: &Vec<f32>,
+        masks: &mut Vec<f32>,
+    ) {
+        polygon_masks::polygon_masks(g, points, polygons, roi_polygons, masks);
+    }
+
+    fn mask_paste(
+        &self,
+        g: &MaskPasteGeom,
+        probs: &Vec<f32>,
+        detections: &Vec<f32>,
+        pixels: &mut Vec<f32>,
+    ) {
+        mask_paste::mask_paste(g, probs, detections, pixels);
     }
 
     fn sgd_momentum(

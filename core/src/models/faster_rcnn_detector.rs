@@ -55,7 +55,7 @@ use super::network::ConvNet;
 use super::resnet::ResNetLinks;
 use std::ops::Range;
 
-use crate::backend::{Backend, RpnProposalInput};
+use crate::backend::{Backend, RoiPolygons, RpnProposalInput};
 use crate::box_coder::BoxXyxy;
 use crate::data::rng::Rng;
 use crate::detector::{Detector, Losses};
@@ -69,7 +69,7 @@ use crate::rcnn::truth::{
 };
 use crate::rcnn::{
     bbox_head_detect, bbox_head_loss, collect_fpn_proposals, generate_mask_labels,
-    generate_proposal_labels, paste_mask, FpnLevels, RcnnConfig, RoiTargets, SampledRois,
+    generate_proposal_labels, paste_masks, FpnLevels, Pasted, RcnnConfig, RoiTargets, SampledRois,
 };
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth};
@@ -309,20 +309,20 @@ fn rpn_forward<B: Backend>(
 }
 
 /// Mask R-CNN in training: the mask RoIs' classes (-1 for a placeholder
-/// row) and `M x M` 0/1 targets, in Paddle's order, and (C4) the blocks of
-/// the box head's RoIs they are.
+/// row) and the polygons their `M x M` targets are drawn from, in Paddle's
+/// order, and (C4) the blocks of the box head's RoIs they are.
 #[derive(Default)]
 struct MaskSamples {
     blocks: Vec<Range<usize>>,
     classes: Vec<f32>,
-    targets: Vec<f32>,
+    polygons: RoiPolygons,
 }
 
 impl MaskSamples {
     /// Image `n`'s mask RoIs (ground truth `t` and `im_info` `info`):
     /// `generate_mask_labels` on its sampled RoIs `sampled`, which are the
     /// rows from `first` of the box head's; they go into `mask.rois`, their
-    /// classes, targets and blocks here. `truth` holds the polygons.
+    /// classes, polygons and blocks here. `truth` holds the polygons.
     fn add_image<B: Backend>(
         &mut self,
         mask: &mut MaskBranch<B>,
@@ -358,20 +358,18 @@ impl MaskSamples {
         // with `RoiHasMaskInt32` as it is, so at a batch of two its C4 mask
         // head reads the first image's rows for the second; the configs
         // train one image a batch.)
-        let cells = mask.resolution * mask.resolution;
-        let row = classes * cells;
         for (r, &i) in targets.roi_indices.iter().enumerate() {
             match self.blocks.last_mut() {
                 Some(block) if block.end == first + i => block.end += 1,
                 _ => self.blocks.push(first + i..first + i + 1),
             }
-            // The RoI's class map of `MaskInt32` (all -1 for a placeholder
-            // row, whose label is the background).
-            let class = sampled.labels[i] as usize;
-            let target = &targets.targets[r * row + class * cells..][..cells];
+            // The class whose map is scored (none for a placeholder row,
+            // whose label is the background and which has no polygons).
+            let class = sampled.labels[i];
             self.classes
                 .push(if class > 0 { class as f32 } else { -1.0 });
-            self.targets.extend(target.iter().map(|&t| t.max(0) as f32));
+            self.polygons
+                .push_roi(targets.polygons[r].iter().map(|p| p.as_slice()));
         }
         mask.rois
             .images
@@ -861,7 +859,7 @@ impl<B: Backend> FasterRcnnDetector<B> {
             &backend,
             &mut self.net.units,
             samples.classes,
-            samples.targets,
+            samples.polygons,
         )
     }
 
@@ -896,24 +894,28 @@ impl<B: Backend> FasterRcnnDetector<B> {
         }
         self.forward_mask_head(std::iter::once(0..count).collect());
         let mask = self.mask.as_mut().expect("a mask head");
-        mask.download_logits(&backend, &mut self.net.units);
-        let m = mask.resolution;
-        let width = mask.num_classes * m * m;
-        mask.rois.to_paddle_order(&mut mask.logits, width);
-        let mut rows = mask.logits.chunks_exact(width);
+        // Each detection's row of the head's output (device order).
+        let mut rows: Vec<f32> = (0..count).map(|r| r as f32).collect();
+        mask.rois.to_paddle_order(&mut rows, 1);
+        let mut pasted = Vec::with_capacity(count);
+        for (dets, &[ow, oh]) in found.iter().zip(original_sizes) {
+            for d in dets {
+                pasted.push(Pasted {
+                    row: rows[pasted.len()] as usize,
+                    // The detection's class map (class 0 is the background).
+                    channel: d.class + 1,
+                    bbox: d.bbox,
+                    image: [oh, ow],
+                });
+            }
+        }
+        let probs = mask.probabilities(&backend, &self.net.units);
+        let mut masks = paste_masks(&backend, probs, &pasted, MASK_THRESHOLD).into_iter();
         found
             .iter()
-            .zip(original_sizes)
-            .map(|(dets, &[ow, oh])| {
+            .map(|dets| {
                 dets.iter()
-                    .map(|d| {
-                        let row = rows.next().expect("one logit row per detection");
-                        // The detection's class map (class 0 is the background).
-                        let logits = &row[(d.class + 1) * m * m..][..m * m];
-                        let probs: Vec<f32> =
-                            logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect();
-                        paste_mask(&probs, m, &d.bbox, oh, ow, MASK_THRESHOLD)
-                    })
+                    .map(|_| masks.next().expect("one mask per detection"))
                     .collect()
             })
             .collect()
@@ -1604,9 +1606,12 @@ mod tests {
                     mask.rois.images.extend([0, 1]);
                     mask.rois.upload(&cpu);
                     m.forward_mask_head(std::iter::once(0..2).collect());
-                    let mask = m.mask.as_mut().expect("a mask head");
-                    mask.download_logits(&cpu, &mut m.net.units);
                 }
+            };
+            // The mask head's logits on the host, if there is one.
+            let mask_logits = |m: &FasterRcnnDetector<CpuBackend>| -> Option<Vec<f32>> {
+                let mask = m.mask.as_ref()?;
+                Some(mask.logits(&m.net.units).to_host(&cpu))
             };
             run(&mut model);
             let mut probes: Vec<Vec<f32>> = Vec::new();
@@ -1623,8 +1628,9 @@ mod tests {
                 *grad = probe.clone();
                 probes.push(probe);
             }
-            if let Some(mask) = &mut model.mask {
-                let probe = random_vec(seed + 200 + probes.len() as u64, mask.logits.len());
+            if let Some(logits) = mask_logits(&model) {
+                let probe = random_vec(seed + 200 + probes.len() as u64, logits.len());
+                let mask = model.mask.as_mut().expect("a mask head");
                 let shape = [2, mask.num_classes, mask.resolution, mask.resolution];
                 mask.logits_grad = Tensor::from_host(&cpu, &shape, &probe);
                 probes.push(probe);
@@ -1644,7 +1650,8 @@ mod tests {
                 |m| {
                     run(m);
                     let rpn = m.levels.iter().flat_map(|l| &l.host);
-                    let mask = m.mask.iter().map(|mask| &mask.logits);
+                    let logits = mask_logits(m);
+                    let mask = logits.iter();
                     rpn.chain(box_outputs(m))
                         .chain(mask)
                         .zip(&probes)

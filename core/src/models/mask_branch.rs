@@ -8,10 +8,13 @@
 //! - the head: `mask_inter_feat_1..n` (3x3, ReLU; FPN only), `conv5_mask`
 //!   (2x2 stride-2 transposed conv, ReLU), `mask_fcn_logits` (1x1), one
 //!   `M x M` logit map per class;
-//! - in training the loss against `generate_mask_labels`' targets
-//!   (`Backend::mask_loss`, on the device: only the logits' gradient is
-//!   kept, nothing is downloaded), at inference the sigmoid of each
-//!   detection's class map pasted into the picture.
+//! - in training the loss against `generate_mask_labels`' targets, drawn
+//!   from their polygons (`Backend::polygon_masks`) and scored
+//!   (`Backend::mask_loss`) on the device: the polygons are uploaded, only
+//!   the logits' gradient is kept, nothing is downloaded; at inference the
+//!   sigmoid of each detection's class map pasted into the picture
+//!   (`rcnn::paste_masks`: resized and thresholded on the device, each
+//!   detection's pixels inside its picture downloaded).
 //!
 //! The backward pass mirrors the forward: the logits' gradient down the head
 //! to the gradient of its input, which the detector adds into the features'
@@ -22,7 +25,7 @@ use std::ops::Range;
 
 use super::conv_unit::{ConvUnit, Scratch};
 use super::faster_rcnn_rois::{row_copy, RoiExtractor, Rois};
-use crate::backend::{Backend, MaskLossGeom};
+use crate::backend::{Backend, MaskLossGeom, RoiPolygons};
 use crate::layers::ConvTranspose2d;
 use crate::models::chain;
 use crate::tensor::Tensor;
@@ -55,13 +58,15 @@ pub(super) struct MaskBranch<B: Backend> {
     /// The RoIs the head runs on: the foreground RoIs in training, the
     /// detections (in input pixels) at inference.
     pub rois: Rois<B>,
-    /// The logits `[R, classes, M, M]` on the host (device order of
-    /// `rois`), after `download_logits`; their gradient on the device.
-    pub logits: Vec<f32>,
+    /// The gradient of the logits `[R, classes, M, M]` (device order of
+    /// `rois`), and at inference their sigmoid.
     pub logits_grad: Tensor<B>,
+    probs: Tensor<B>,
     /// The loss's inputs on the device: each RoI's class (-1: a placeholder
-    /// row), its `M x M` target; and each scored element's loss.
+    /// row), the polygons (`RoiPolygons`' three tables) its `M x M` target
+    /// is drawn from, the target; and each scored element's loss.
     roi_classes: Tensor<B>,
+    polygon_tables: [Tensor<B>; 3],
     targets: Tensor<B>,
     losses: Tensor<B>,
     /// Gradients on the way down: of `conv5_mask`'s output and of the
@@ -86,9 +91,10 @@ impl<B: Backend> MaskBranch<B> {
             resolution,
             input,
             rois,
-            logits: Vec::new(),
             logits_grad: empty(),
+            probs: empty(),
             roi_classes: empty(),
+            polygon_tables: [empty(), empty(), empty()],
             targets: empty(),
             losses: empty(),
             upsample_grad: empty(),
@@ -198,26 +204,33 @@ impl<B: Backend> MaskBranch<B> {
         logits[0].forward(backend, up, workspace);
     }
 
-    /// The logits of the last `forward` onto the host, in `logits`.
-    pub fn download_logits(&mut self, backend: &B, units: &mut [ConvUnit<B>]) {
-        let head = head_units(units, self.first_unit, self.num_convs);
-        let out = head[self.num_convs].output();
-        self.logits.resize(out.numel(), 0.0);
-        backend.download(out.buf(), &mut self.logits);
+    /// The logits of the last `forward`, `[R, classes, M, M]` in the
+    /// device's order of `rois`.
+    pub fn logits<'a>(&self, units: &'a [ConvUnit<B>]) -> &'a Tensor<B> {
+        units[self.first_unit + self.num_convs].output()
+    }
+
+    /// Their sigmoid, on the device (PaddleDetection's mask probabilities).
+    pub fn probabilities(&mut self, backend: &B, units: &[ConvUnit<B>]) -> &Tensor<B> {
+        let logits = self.logits(units);
+        self.probs.reshape_reuse(backend, logits.shape());
+        backend.sigmoid_forward(logits.numel(), logits.buf(), self.probs.buf_mut());
+        &self.probs
     }
 
     /// The loss of the last `forward`'s logits against each RoI's class
-    /// (`classes`, -1 for a placeholder row) and `M x M` 0/1 target
-    /// (`targets`), both in Paddle's order of the RoIs; its gradient is
-    /// then in `logits_grad`. PaddleDetection's `MaskHead.get_loss`: the
-    /// mean over the scored elements (every cell of each non-placeholder
-    /// RoI's class map); 0 with a zero gradient when there are none.
+    /// (`classes`, -1 for a placeholder row) and `M x M` 0/1 target, drawn
+    /// from its polygons (`polygons`, one RoI each), both in Paddle's order
+    /// of the RoIs; its gradient is then in `logits_grad`.
+    /// PaddleDetection's `MaskHead.get_loss`: the mean over the scored
+    /// elements (every cell of each non-placeholder RoI's class map); 0
+    /// with a zero gradient when there are none.
     pub fn loss(
         &mut self,
         backend: &B,
         units: &mut [ConvUnit<B>],
         mut classes: Vec<f32>,
-        mut targets: Vec<f32>,
+        mut polygons: RoiPolygons,
     ) -> f32 {
         let head = head_units(units, self.first_unit, self.num_convs);
         let logits = head[self.num_convs].output();
@@ -229,12 +242,28 @@ impl<B: Backend> MaskBranch<B> {
             return 0.0;
         }
         self.rois.to_device_order(&mut classes, 1);
-        self.rois.to_device_order(&mut targets, cells);
+        self.rois.to_device_order(&mut polygons.roi_polygons, 2);
         let rois = classes.len();
         self.roi_classes.reshape_reuse(backend, &[rois]);
         self.roi_classes.upload(backend, &classes);
+        let shape = polygons.geom(self.resolution);
+        let [points, table, roi_polygons] = &mut self.polygon_tables;
+        for (tensor, values) in [
+            (&mut *points, &polygons.points),
+            (&mut *table, &polygons.polygons),
+            (&mut *roi_polygons, &polygons.roi_polygons),
+        ] {
+            tensor.reshape_reuse(backend, &[values.len() / 2, 2]);
+            tensor.upload(backend, values);
+        }
         self.targets.reshape_reuse(backend, &[rois, cells]);
-        self.targets.upload(backend, &targets);
+        backend.polygon_masks(
+            &shape,
+            points.buf(),
+            table.buf(),
+            roi_polygons.buf(),
+            self.targets.buf_mut(),
+        );
         self.losses.reshape_reuse(backend, &[rois, cells]);
         let g = MaskLossGeom {
             rois,
@@ -320,7 +349,11 @@ impl<B: Backend> MaskBranch<B> {
             + self.rois.planned_bytes(backend)
             + [
                 &self.logits_grad,
+                &self.probs,
                 &self.roi_classes,
+                &self.polygon_tables[0],
+                &self.polygon_tables[1],
+                &self.polygon_tables[2],
                 &self.targets,
                 &self.losses,
                 &self.upsample_grad,
@@ -329,7 +362,6 @@ impl<B: Backend> MaskBranch<B> {
             .iter()
             .map(|t| t.capacity_bytes(backend))
             .sum::<usize>()
-            + self.logits.capacity() * 4
     }
 }
 

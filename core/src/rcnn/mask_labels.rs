@@ -15,10 +15,14 @@
 //!    `resolution` pixels: `(x - x1) * M / w` with `w = max(x2 - x1, 1)`
 //!    (no pixel `+1` here), in f32; each polygon is rasterised as
 //!    pycocotools' `rleFrPoly` and decoded row-major (`Poly2Mask`, the same
-//!    code; we use [`Rle::from_polygon`]), and the polygons are OR-ed;
+//!    code), and the polygons are OR-ed. The rasterising is
+//!    `Backend::polygon_masks` (on the device in training); here the
+//!    polygons are moved and scaled, and checked as `Rle::from_polygon`
+//!    checks them;
 //! 4. `MaskInt32` has `num_classes * M * M` values per foreground RoI: -1
 //!    (ignored by the loss) except the `M * M` of the RoI's class, which
-//!    hold the 0/1 target; `MaskRois` are the RoIs divided by the scale and
+//!    hold the 0/1 target (`Backend::mask_loss` takes the class and the
+//!    target instead); `MaskRois` are the RoIs divided by the scale and
 //!    multiplied back (so they can differ from the input in the last bit);
 //!    `RoiHasMaskInt32` their indices among the image's RoIs.
 //!
@@ -26,7 +30,7 @@
 //! handle empty blobs"): the first background RoI's index, with RoI 0's box
 //! (Paddle copies the box of RoI 0 whichever background RoI it names; with
 //! no foreground and labels >= 0 these are the same RoI), and all -1 (class
-//! 0 writes nothing). An image without RoIs yields no rows (Paddle skips it).
+//! 0 writes nothing): no polygons here. An image without RoIs yields no rows (Paddle skips it).
 //!
 //! Where Paddle is undefined we refuse: foreground RoIs in an image without
 //! any mask ground truth (Paddle reads past an empty vector), an object of
@@ -39,16 +43,18 @@ use crate::rcnn::ImInfo;
 use pulsefocus_formats::rle::{Rle, RleError};
 
 /// One image's mask-head targets (Paddle's `MaskRois`, `RoiHasMaskInt32`,
-/// `MaskInt32`), one entry per foreground RoI in RoI order.
+/// and what `MaskInt32` is drawn from), one entry per foreground RoI in RoI
+/// order.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MaskTargets {
     /// `[x1, y1, x2, y2]` in resized-image pixels (the RoI Align input).
     pub rois: Vec<BoxXyxy>,
     /// Index of each into the RoIs given (to gather the box head's features).
     pub roi_indices: Vec<usize>,
-    /// `[rois, num_classes * resolution^2]`, row-major `[class][y][x]` per
-    /// row: 0/1 in the RoI's class, -1 elsewhere.
-    pub targets: Vec<i32>,
+    /// Each RoI's object's polygons `[x0, y0, x1, y1, ...]` moved into it
+    /// and scaled to `resolution` pixels (none for the placeholder row),
+    /// for `Backend::polygon_masks`.
+    pub polygons: Vec<Vec<Vec<f32>>>,
 }
 
 /// The mask targets of one image's sampled RoIs.
@@ -85,8 +91,6 @@ pub fn generate_mask_labels(
         return Ok(out);
     }
     let scale = im_info.scale;
-    let area = resolution * resolution;
-    let row = num_classes * area;
 
     // 1. The objects with masks and the boxes of their polygons.
     let mut mask_gts: Vec<&[Vec<f32>]> = Vec::new();
@@ -117,7 +121,7 @@ pub fn generate_mask_labels(
         gt_boxes.push(b);
     }
 
-    // 2-4. Foreground RoIs, matched and rasterised.
+    // 2-3. Foreground RoIs, matched, their polygons moved and scaled.
     for (i, (roi, &label)) in rois.iter().zip(labels).enumerate() {
         if label <= 0 {
             continue;
@@ -135,54 +139,50 @@ pub fn generate_mask_labels(
                 (best, matched) = (overlap, g);
             }
         }
-        let mask = polygons_in_box(mask_gts[matched], &original, resolution)?;
-        let start = out.targets.len();
-        out.targets.resize(start + row, -1);
-        let slot = start + label as usize * area;
-        for (t, &m) in out.targets[slot..slot + area].iter_mut().zip(&mask) {
-            *t = m as i32;
-        }
+        out.polygons
+            .push(polygons_in_box(mask_gts[matched], &original, resolution)?);
         out.rois.push(original.map(|v| v * scale));
         out.roi_indices.push(i);
     }
     if out.roi_indices.is_empty() {
         out.rois.push(rois[0].map(|v| v / scale * scale));
         out.roi_indices.push(0);
-        out.targets = vec![-1; row];
+        out.polygons.push(Vec::new());
     }
     Ok(out)
 }
 
-/// Paddle's `Polys2MaskWrtBox`: the union of `polygons` (original pixels)
-/// drawn into `roi` at `m x m`, row-major 0/1.
-fn polygons_in_box(polygons: &[Vec<f32>], roi: &BoxXyxy, m: usize) -> Result<Vec<u8>, RleError> {
+/// Paddle's `Polys2MaskWrtBox` up to the drawing: `polygons` (original
+/// pixels) moved into `roi` and scaled to `m x m`, each checked as
+/// `Rle::from_polygon` checks it (`Backend::polygon_masks` draws them).
+fn polygons_in_box(
+    polygons: &[Vec<f32>],
+    roi: &BoxXyxy,
+    m: usize,
+) -> Result<Vec<Vec<f32>>, RleError> {
     let w = (roi[2] - roi[0]).max(1.0);
     let h = (roi[3] - roi[1]).max(1.0);
     let side = m as f32;
-    let mut mask = vec![0u8; m * m];
+    let mut scaled = Vec::with_capacity(polygons.len());
     for polygon in polygons {
         // f32 as in Paddle; `rleFrPoly` then works in double, as Poly2Mask.
-        let scaled: Vec<f64> = polygon
+        let moved: Vec<f32> = polygon
             .chunks_exact(2)
-            .flat_map(|p| {
-                [
-                    ((p[0] - roi[0]) * side / w) as f64,
-                    ((p[1] - roi[1]) * side / h) as f64,
-                ]
-            })
+            .flat_map(|p| [(p[0] - roi[0]) * side / w, (p[1] - roi[1]) * side / h])
             .collect();
-        let part = Rle::from_polygon(&scaled, m as u32, m as u32)?.decode();
-        for (a, b) in mask.iter_mut().zip(part) {
-            *a |= b;
-        }
+        let coordinates: Vec<f64> = moved.iter().map(|&v| v as f64).collect();
+        Rle::check_polygon(&coordinates)?;
+        scaled.push(moved);
     }
-    Ok(mask)
+    Ok(scaled)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{Backend, RoiPolygons};
     use crate::fixtures::{floats, quads, read};
+    use crate::CpuBackend;
     use proptest::prelude::*;
 
     const INFO: ImInfo = ImInfo {
@@ -193,6 +193,44 @@ mod tests {
 
     fn polygons(v: &serde_json::Value) -> Vec<Vec<f32>> {
         v.as_array().expect("polygons").iter().map(floats).collect()
+    }
+
+    /// Paddle's `MaskInt32` of `got`: each row's polygons drawn by the CPU
+    /// backend's `polygon_masks` into the slot of its RoI's class (`labels`
+    /// of the image's RoIs), -1 elsewhere; all -1 for a background RoI.
+    fn mask_int32(
+        got: &MaskTargets,
+        labels: &[i32],
+        num_classes: usize,
+        resolution: usize,
+    ) -> Vec<i32> {
+        if got.roi_indices.is_empty() {
+            return Vec::new();
+        }
+        let mut tables = RoiPolygons::default();
+        for polygons in &got.polygons {
+            tables.push_roi(polygons.iter().map(|p| p.as_slice()));
+        }
+        let g = tables.geom(resolution);
+        let mut masks = vec![0.0; g.masks_len()];
+        CpuBackend::new().polygon_masks(
+            &g,
+            &tables.points,
+            &tables.polygons,
+            &tables.roi_polygons,
+            &mut masks,
+        );
+        let area = resolution * resolution;
+        let mut rows = vec![-1; got.roi_indices.len() * num_classes * area];
+        for (r, &i) in got.roi_indices.iter().enumerate() {
+            if labels[i] > 0 {
+                let slot = (r * num_classes + labels[i] as usize) * area;
+                for (t, &m) in rows[slot..][..area].iter_mut().zip(&masks[r * area..]) {
+                    *t = m as i32;
+                }
+            }
+        }
+        rows
     }
 
     /// Paddle's `generate_mask_labels` on three images (concave and
@@ -259,17 +297,9 @@ mod tests {
                         _ => 1,
                     })
                     .collect();
-                assert_eq!(
-                    got.targets.len(),
-                    expected.len(),
-                    "image {image} M {resolution}"
-                );
-                let differing = got
-                    .targets
-                    .iter()
-                    .zip(&expected)
-                    .filter(|(a, b)| a != b)
-                    .count();
+                let rows = mask_int32(&got, &labels, num_classes, resolution);
+                assert_eq!(rows.len(), expected.len(), "image {image} M {resolution}");
+                let differing = rows.iter().zip(&expected).filter(|(a, b)| a != b).count();
                 assert_eq!(differing, 0, "image {image} M {resolution}: values differ");
                 compared += got.roi_indices.len();
             }
@@ -291,7 +321,7 @@ mod tests {
         for y in 0..4 {
             expected[2 * 16 + y * 4..2 * 16 + y * 4 + 4].copy_from_slice(&[1, 1, 0, 0]);
         }
-        assert_eq!(got.targets, expected);
+        assert_eq!(mask_int32(&got, &[2], 3, 4), expected);
     }
 
     #[test]
@@ -312,7 +342,7 @@ mod tests {
         .expect("valid");
         assert_eq!(got.roi_indices, vec![0]);
         assert_eq!(got.rois, vec![rois[0]]);
-        assert_eq!(got.targets, vec![-1; 2 * 9]);
+        assert_eq!(got.polygons, vec![Vec::<Vec<f32>>::new()]);
         let none =
             generate_mask_labels(&[], &[], info, &[square], &[1], &[false], 2, 3).expect("valid");
         assert_eq!(none, MaskTargets::default());
@@ -383,13 +413,16 @@ mod tests {
             let got = generate_mask_labels(&rois, labels, INFO, &objects, &classes, &crowd, 4, resolution).expect("valid");
             let area = resolution * resolution;
             let fg: Vec<usize> = (0..rois.len()).filter(|&i| labels[i] > 0).collect();
-            prop_assert_eq!(got.targets.len(), got.roi_indices.len() * 4 * area);
+            let rows = mask_int32(&got, labels, 4, resolution);
+            prop_assert_eq!(rows.len(), got.roi_indices.len() * 4 * area);
+            prop_assert_eq!(got.polygons.len(), got.roi_indices.len());
             if fg.is_empty() {
                 prop_assert_eq!(&got.roi_indices, &vec![0]);
-                prop_assert!(got.targets.iter().all(|&t| t == -1));
+                prop_assert!(got.polygons[0].is_empty());
+                prop_assert!(rows.iter().all(|&t| t == -1));
             } else {
                 prop_assert_eq!(&got.roi_indices, &fg);
-                for (row, &i) in got.targets.chunks(4 * area).zip(&fg) {
+                for (row, &i) in rows.chunks(4 * area).zip(&fg) {
                     let slot = labels[i] as usize * area;
                     for (j, &t) in row.iter().enumerate() {
                         if (slot..slot + area).contains(&j) {

@@ -14,148 +14,211 @@
 //! 3. keeps the pixels above `binary_thresh` (0.5) and pastes the part
 //!    inside the image into an all-zero image-sized mask.
 //!
-//! The threshold decides every pixel, so step 2 is OpenCV's arithmetic to
-//! the last bit, not a bilinear resize in general (hence not
-//! `data::transforms::resize`, which samples pictures through views with
-//! f64 positions): OpenCV 4.2's `resize` on one f32 channel computes each
-//! source position in double, rounds it to f32, and splits it into index and
-//! weight in f32; along x it clamps the position into the source, along y
-//! it only clamps the rows read, keeping the weights (so an edge row comes
-//! out as `r * (1 - f) + r * f`, not always `r`, though for the padded
-//! mask that row is zeros); it filters rows first,
-//! then blends two of them. A resize to exactly half the size in both
-//! directions is done as `INTER_AREA` instead, the mean of 2x2 blocks,
-//! summed as `(a + b) + (c + d)` in the 4-wide SIMD loop and as
-//! `((a + b) + c) + d` in its scalar tail (the last `w % 4` columns). This
-//! is what the opencv-python wheel of PaddleDetection's environment (4.2.0)
-//! computes (checked on 38 resizes in `cv2_resize.json`; a Python model
-//! of these rules was also equal to it on 3000 random ones).
-
+//! Steps 2 and 3 up to the pasting are `Backend::mask_paste` (OpenCV's
+//! arithmetic to the bit, see `cpu::mask_paste`), over all detections at
+//! once, on the device at inference; here are the boxes and the parts
+//! inside the image ([`PasteRegion`]), and the RLE of the pasted mask.
+use crate::backend::{Backend, MaskPasteGeom, MASK_PASTE_FIELDS};
 use crate::box_coder::BoxXyxy;
+use crate::tensor::Tensor;
 use pulsefocus_formats::rle::Rle;
 
-/// The mask of one detection in an `im_height x im_width` image: `mask` the
-/// `resolution x resolution` probabilities of its class (row-major), `bbox`
-/// its box in the image's pixels, `binary_thresh` PaddleDetection's 0.5.
-pub fn paste_mask(
-    mask: &[f32],
-    resolution: usize,
-    bbox: &BoxXyxy,
-    im_height: u32,
-    im_width: u32,
-    binary_thresh: f32,
-) -> Rle {
-    let m = resolution;
-    assert_eq!(mask.len(), m * m, "paste_mask: an M x M mask");
-    // 1. The padded mask and the widened box.
-    let padded_side = m + 2;
-    let mut padded = vec![0.0f32; padded_side * padded_side];
-    for y in 0..m {
-        let row = (y + 1) * padded_side + 1;
-        padded[row..row + m].copy_from_slice(&mask[y * m..(y + 1) * m]);
-    }
-    let scale = ((m as f64 + 2.0) / m as f64) as f32;
-    let w_half = (bbox[2] - bbox[0]) * 0.5 * scale;
-    let h_half = (bbox[3] - bbox[1]) * 0.5 * scale;
-    let x_c = (bbox[2] + bbox[0]) * 0.5;
-    let y_c = (bbox[3] + bbox[1]) * 0.5;
-    let (xmin, xmax) = ((x_c - w_half) as i32 as i64, (x_c + w_half) as i32 as i64);
-    let (ymin, ymax) = ((y_c - h_half) as i32 as i64, (y_c + h_half) as i32 as i64);
-
-    // 2-3. Resized, thresholded, pasted where it overlaps the image.
-    let w = (xmax - xmin + 1).max(1) as usize;
-    let h = (ymax - ymin + 1).max(1) as usize;
-    let resized = resize_like_opencv(&padded, padded_side, padded_side, w, h);
-    let (im_w, im_h) = (im_width as i64, im_height as i64);
-    let x0 = xmin.clamp(0, im_w);
-    let x1 = (xmax + 1).clamp(0, im_w);
-    let y0 = ymin.clamp(0, im_h);
-    let y1 = (ymax + 1).clamp(0, im_h);
-    let mut image = vec![0u8; im_height as usize * im_width as usize];
-    for y in y0..y1 {
-        for x in x0..x1 {
-            let value = resized[(y - ymin) as usize * w + (x - xmin) as usize];
-            image[(y * im_w + x) as usize] = (value > binary_thresh) as u8;
-        }
-    }
-    Rle::encode(&image, im_height, im_width).expect("the mask has the image's size")
+/// One detection whose mask to paste: channel `channel` of row `row` of
+/// the probabilities, its box in its image's pixels, and the image's
+/// `[height, width]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pasted {
+    pub row: usize,
+    pub channel: usize,
+    pub bbox: BoxXyxy,
+    pub image: [u32; 2],
 }
 
-/// `cv2.resize(src, (dst_w, dst_h))` of one f32 channel (`src_w x src_h`,
-/// row-major), bilinear, as OpenCV 4.2 computes it (see the module notes).
-fn resize_like_opencv(
-    src: &[f32],
-    src_w: usize,
-    src_h: usize,
-    dst_w: usize,
-    dst_h: usize,
-) -> Vec<f32> {
-    let mut dst = vec![0.0f32; dst_w * dst_h];
-    if src_w == 2 * dst_w && src_h == 2 * dst_h {
-        let simd_columns = dst_w / 4 * 4;
-        for y in 0..dst_h {
-            let (top, bottom) = (&src[2 * y * src_w..], &src[(2 * y + 1) * src_w..]);
-            for x in 0..dst_w {
-                let (a, b) = (top[2 * x], top[2 * x + 1]);
-                let (c, d) = (bottom[2 * x], bottom[2 * x + 1]);
-                let sum = if x < simd_columns {
-                    (a + b) + (c + d)
-                } else {
-                    ((a + b) + c) + d
-                };
-                dst[y * dst_w + x] = sum * 0.25;
+/// `Backend::mask_paste` takes fewer pixels than this in a call (its
+/// offsets are floats).
+const PIXELS_PER_CALL: usize = 1 << 24;
+
+/// The masks of `detections` in their images: `probs` (`[rows, channels,
+/// M, M]`, on the device) resized and thresholded (`> threshold`) by
+/// `Backend::mask_paste`, as many detections a call as hold fewer than 2^24
+/// pixels, then downloaded and RLE-encoded.
+pub fn paste_masks<B: Backend>(
+    backend: &B,
+    probs: &Tensor<B>,
+    detections: &[Pasted],
+    threshold: f32,
+) -> Vec<Rle> {
+    let &[rows, channels, side, _] = probs.shape() else {
+        panic!(
+            "paste_masks: probabilities [rows, channels, M, M], got {:?}",
+            probs.shape()
+        );
+    };
+    let regions: Vec<PasteRegion> = detections
+        .iter()
+        .map(|d| PasteRegion::new(&d.bbox, side, d.image[0], d.image[1]))
+        .collect();
+    let mut masks = Vec::with_capacity(detections.len());
+    let mut first = 0;
+    while first < detections.len() {
+        // This call's detections, first..end, and their table.
+        let (mut end, mut pixels) = (first, 0);
+        let mut table = Vec::new();
+        while end < detections.len()
+            && (end == first || pixels + regions[end].len() < PIXELS_PER_CALL)
+        {
+            let d = &detections[end];
+            table.extend(regions[end].entry(d.row, d.channel, pixels));
+            pixels += regions[end].len();
+            end += 1;
+        }
+        let g = MaskPasteGeom {
+            detections: end - first,
+            rows,
+            channels,
+            side,
+            pixels,
+            threshold,
+        };
+        let table = Tensor::from_host(backend, &[g.detections, MASK_PASTE_FIELDS], &table);
+        // One element at least: a buffer is never empty.
+        let mut out = Tensor::zeros(backend, &[pixels.max(1)]);
+        backend.mask_paste(&g, probs.buf(), table.buf(), out.buf_mut());
+        let out = out.to_host(backend);
+        let mut offset = 0;
+        for (d, region) in detections[first..end].iter().zip(&regions[first..end]) {
+            masks.push(region.encode(&out[offset..], d.image[0], d.image[1]));
+            offset += region.len();
+        }
+        first = end;
+    }
+    masks
+}
+
+/// Where one detection's mask goes in its `im_height x im_width` image: the
+/// widened box, `width x height` from `(xmin, ymin)`, that the padded mask
+/// is resized to, and its part inside the image, `x0..x1` by `y0..y1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasteRegion {
+    pub xmin: i64,
+    pub ymin: i64,
+    pub width: usize,
+    pub height: usize,
+    pub x0: i64,
+    pub y0: i64,
+    pub x1: i64,
+    pub y1: i64,
+}
+
+impl PasteRegion {
+    /// Step 1 for a detection's `bbox` (image pixels) at mask resolution
+    /// `resolution`, and the part of the widened box inside the image.
+    pub fn new(bbox: &BoxXyxy, resolution: usize, im_height: u32, im_width: u32) -> PasteRegion {
+        let m = resolution as f64;
+        let scale = ((m + 2.0) / m) as f32;
+        let w_half = (bbox[2] - bbox[0]) * 0.5 * scale;
+        let h_half = (bbox[3] - bbox[1]) * 0.5 * scale;
+        let x_c = (bbox[2] + bbox[0]) * 0.5;
+        let y_c = (bbox[3] + bbox[1]) * 0.5;
+        let (xmin, xmax) = ((x_c - w_half) as i32 as i64, (x_c + w_half) as i32 as i64);
+        let (ymin, ymax) = ((y_c - h_half) as i32 as i64, (y_c + h_half) as i32 as i64);
+        let (im_w, im_h) = (im_width as i64, im_height as i64);
+        let (x0, x1) = (xmin.clamp(0, im_w), (xmax + 1).clamp(0, im_w));
+        let (y0, y1) = (ymin.clamp(0, im_h), (ymax + 1).clamp(0, im_h));
+        // A box that misses the image has no part in it: an empty one at
+        // the box's corner, where `Backend::mask_paste` wants parts.
+        let ((x0, x1), (y0, y1)) = if x0 < x1 && y0 < y1 {
+            ((x0, x1), (y0, y1))
+        } else {
+            ((xmin, xmin), (ymin, ymin))
+        };
+        PasteRegion {
+            xmin,
+            ymin,
+            width: (xmax - xmin + 1).max(1) as usize,
+            height: (ymax - ymin + 1).max(1) as usize,
+            x0,
+            y0,
+            x1,
+            y1,
+        }
+    }
+
+    /// Pixels of the part inside the image.
+    pub fn len(&self) -> usize {
+        ((self.x1 - self.x0) * (self.y1 - self.y0)) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The detection's entry of `Backend::mask_paste`'s table: its mask is
+    /// channel `channel` of row `row`, its pixels at `offset`.
+    pub fn entry(&self, row: usize, channel: usize, offset: usize) -> [f32; MASK_PASTE_FIELDS] {
+        [
+            row as f32,
+            channel as f32,
+            self.xmin as f32,
+            self.ymin as f32,
+            self.width as f32,
+            self.height as f32,
+            self.x0 as f32,
+            self.y0 as f32,
+            self.x1 as f32,
+            self.y1 as f32,
+            offset as f32,
+        ]
+    }
+
+    /// The image-sized mask with the part's `pixels` (0/1, row-major, as
+    /// `Backend::mask_paste` writes them) pasted into zeros, as RLE.
+    pub fn encode(&self, pixels: &[f32], im_height: u32, im_width: u32) -> Rle {
+        let mut image = vec![0u8; im_height as usize * im_width as usize];
+        let part_width = (self.x1 - self.x0) as usize;
+        if part_width > 0 {
+            for (k, row) in pixels[..self.len()].chunks_exact(part_width).enumerate() {
+                let start = (self.y0 as usize + k) * im_width as usize + self.x0 as usize;
+                for (pixel, &value) in image[start..start + part_width].iter_mut().zip(row) {
+                    *pixel = value as u8;
+                }
             }
         }
-        return dst;
+        Rle::encode(&image, im_height, im_width).expect("the mask has the image's size")
     }
-    // Index and weights of the first of two taps, f32 as OpenCV's `cbuf`.
-    let tap = |d: usize, src_len: usize, dst_len: usize| -> (i64, f32) {
-        let scale = 1.0 / (dst_len as f64 / src_len as f64);
-        let position = ((d as f64 + 0.5) * scale - 0.5) as f32;
-        let index = position.floor();
-        (index as i64, position - index)
-    };
-    // Rows first: each source row filtered along x (positions clamped).
-    let mut rows = vec![0.0f32; src_h * dst_w];
-    for x in 0..dst_w {
-        let (mut sx, mut fx) = tap(x, src_w, dst_w);
-        if sx < 0 {
-            (sx, fx) = (0, 0.0);
-        }
-        let sx = sx as usize;
-        for y in 0..src_h {
-            let row = &src[y * src_w..(y + 1) * src_w];
-            rows[y * dst_w + x] = if sx + 1 < src_w {
-                row[sx] * (1.0 - fx) + row[sx + 1] * fx
-            } else {
-                row[src_w - 1]
-            };
-        }
-    }
-    // Then two filtered rows blended along y (rows clamped, weights kept).
-    let last = src_h as i64 - 1;
-    for y in 0..dst_h {
-        let (sy, fy) = tap(y, src_h, dst_h);
-        let r0 = sy.clamp(0, last) as usize * dst_w;
-        let r1 = (sy + 1).clamp(0, last) as usize * dst_w;
-        for x in 0..dst_w {
-            dst[y * dst_w + x] = rows[r0 + x] * (1.0 - fy) + rows[r1 + x] * fy;
-        }
-    }
-    dst
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures::{floats, read};
+    use crate::CpuBackend;
     use proptest::prelude::*;
+
+    /// `paste_masks` on the CPU backend, each detection's `masks[k]` (`M x
+    /// M`, row-major) its own row.
+    fn paste(masks: &[Vec<f32>], m: usize, boxes: &[(BoxXyxy, [u32; 2])]) -> Vec<Rle> {
+        let cpu = CpuBackend::new();
+        let probs = Tensor::from_host(&cpu, &[masks.len(), 1, m, m], &masks.concat());
+        let detections: Vec<Pasted> = boxes
+            .iter()
+            .enumerate()
+            .map(|(row, &(bbox, image))| Pasted {
+                row,
+                channel: 0,
+                bbox,
+                image,
+            })
+            .collect();
+        paste_masks(&cpu, &probs, &detections, 0.5)
+    }
 
     /// PaddleDetection's `mask_encode` (cv2 4.2.0, pycocotools) on 12
     /// detections of two images at resolutions 14 and 28, boxes crossing
     /// the edges, thinner than a pixel, at half the padded size (INTER_AREA),
     /// and masks of noise and of values within 1e-6 of the threshold
-    /// (`core/tests/fixtures/mask_rcnn/mask_paste.py`): every RLE equal.
+    /// (`core/tests/fixtures/mask_rcnn/mask_paste.py`), each resolution's
+    /// in one `paste_masks`: every RLE equal.
     #[test]
     fn equals_ppdets_mask_encode() {
         let fixture = read("mask_rcnn/mask_paste.json");
@@ -169,62 +232,28 @@ mod tests {
         for case in fixture["cases"].as_array().expect("cases") {
             let m = case["resolution"].as_u64().expect("resolution") as usize;
             let lengths = floats(&case["lengths"]);
-            let mut detection = 0;
+            let (mut masks, mut boxes) = (Vec::new(), Vec::new());
             for (image, &count) in lengths.iter().enumerate() {
                 let (h, w) = (shapes[image][0] as u32, shapes[image][1] as u32);
                 for _ in 0..count as usize {
-                    let row = floats(&case["bbox"][detection]);
-                    let mask = floats(&case["mask"][detection]);
-                    let got = paste_mask(&mask, m, &[row[2], row[3], row[4], row[5]], h, w, 0.5);
-                    let rle = &case["rle"][detection];
-                    assert_eq!(floats(&rle["size"]), vec![h as f32, w as f32]);
-                    assert_eq!(
-                        got.to_compressed(),
-                        rle["counts"].as_str().expect("counts"),
-                        "M {m}, detection {detection}"
-                    );
-                    detection += 1;
-                    compared += 1;
+                    let row = floats(&case["bbox"][masks.len()]);
+                    boxes.push(([row[2], row[3], row[4], row[5]], [h, w]));
+                    masks.push(floats(&case["mask"][masks.len()]));
                 }
+            }
+            for (detection, got) in paste(&masks, m, &boxes).iter().enumerate() {
+                let rle = &case["rle"][detection];
+                let [h, w] = boxes[detection].1;
+                assert_eq!(floats(&rle["size"]), vec![h as f32, w as f32]);
+                assert_eq!(
+                    got.to_compressed(),
+                    rle["counts"].as_str().expect("counts"),
+                    "M {m}, detection {detection}"
+                );
+                compared += 1;
             }
         }
         assert_eq!(compared, 24);
-    }
-
-    /// `cv2.resize` (OpenCV 4.2.0) of padded-mask-sized f32 pictures up,
-    /// down, to half (INTER_AREA) and to the same size, half of them within
-    /// 1e-6 of 0.5 (`core/tests/fixtures/mask_rcnn/cv2_resize.py`): every
-    /// value equal.
-    #[test]
-    fn resize_equals_opencvs() {
-        let fixture = read("mask_rcnn/cv2_resize.json");
-        let cases = fixture["cases"].as_array().expect("cases");
-        for (k, case) in cases.iter().enumerate() {
-            let size = |key: &str| case[key].as_u64().expect(key) as usize;
-            let (side, w, h) = (size("side"), size("w"), size("h"));
-            let got = resize_like_opencv(&floats(&case["src"]), side, side, w, h);
-            let expected = floats(&case["out"]);
-            let differing = got.iter().zip(&expected).filter(|(a, b)| a != b).count();
-            assert_eq!(
-                (got.len(), differing),
-                (w * h, 0),
-                "case {k}: {side} to {w}x{h}"
-            );
-        }
-        assert_eq!(cases.len(), 38);
-    }
-
-    #[test]
-    fn resize_by_hand() {
-        // 1x3 -> 1x6 along x: positions -0.25, 0.25, 0.75, 1.25, 1.75, 2.25.
-        let row = resize_like_opencv(&[0.0, 1.0, 2.0], 3, 1, 6, 1);
-        assert_eq!(row, vec![0.0, 0.25, 0.75, 1.25, 1.75, 2.0]);
-        // 4x4 -> 2x2: means of 2x2 blocks.
-        let src: Vec<f32> = (0..16).map(|v| v as f32).collect();
-        assert_eq!(
-            resize_like_opencv(&src, 4, 4, 2, 2),
-            vec![2.5, 4.5, 10.5, 12.5]
-        );
     }
 
     #[test]
@@ -233,7 +262,12 @@ mod tests {
         // [0, 0, 6, 6] (7x7) resized from the 4x4 padded mask. Along each
         // axis the values are 0, 0.357, 0.929, 1, 0.929, 0.357, 0: the ring
         // of zeros leaves pixels 2..=4 above 0.5.
-        let rle = paste_mask(&[1.0; 4], 2, &[2.0, 2.0, 5.0, 5.0], 10, 10, 0.5);
+        let region = PasteRegion::new(&[2.0, 2.0, 5.0, 5.0], 2, 10, 10);
+        assert_eq!(
+            (region.xmin, region.ymin, region.width, region.height),
+            (0, 0, 7, 7)
+        );
+        let rle = &paste(&[vec![1.0; 4]], 2, &[([2.0, 2.0, 5.0, 5.0], [10, 10])])[0];
         let mask = rle.decode();
         let set: Vec<(usize, usize)> = (0..100)
             .filter(|&i| mask[i] == 1)
@@ -243,6 +277,24 @@ mod tests {
         assert_eq!((xs.iter().min(), xs.iter().max()), (Some(&2), Some(&4)));
         assert_eq!((ys.iter().min(), ys.iter().max()), (Some(&2), Some(&4)));
         assert_eq!(set.len(), 9);
+    }
+
+    /// A box wholly outside its image has no pixels; its mask is empty.
+    #[test]
+    fn a_box_outside_the_image_pastes_nothing() {
+        let region = PasteRegion::new(&[50.0, 2.0, 60.0, 5.0], 4, 10, 10);
+        assert!(region.is_empty());
+        let got = paste(
+            &[vec![1.0; 16], vec![1.0; 16]],
+            4,
+            &[
+                ([50.0, 2.0, 60.0, 5.0], [10, 10]),
+                ([1.0, 1.0, 8.0, 8.0], [10, 12]),
+            ],
+        );
+        assert_eq!(got[0].area(), 0);
+        assert!(got[1].area() > 0);
+        assert_eq!((got[1].height(), got[1].width()), (10, 12));
     }
 
     proptest! {
@@ -256,7 +308,8 @@ mod tests {
         ) {
             let mask: Vec<f32> = crate::gradcheck::random_vec(seed, m * m).iter().map(|v| v.abs()).collect();
             let bbox = [x, y, x + w, y + h];
-            let pasted = paste_mask(&mask, m, &bbox, 40, 50, 0.5).decode();
+            let got = paste(&[mask, vec![0.0; m * m]], m, &[(bbox, [40, 50]), (bbox, [40, 50])]);
+            let pasted = got[0].decode();
             let grow = (m as f32 + 2.0) / m as f32;
             for (i, &v) in pasted.iter().enumerate() {
                 if v == 1 {
@@ -265,8 +318,7 @@ mod tests {
                     prop_assert!(py >= y - h * grow - 1.0 && py <= y + h + h * grow + 1.0);
                 }
             }
-            let zeros = paste_mask(&vec![0.0; m * m], m, &bbox, 40, 50, 0.5);
-            prop_assert_eq!(zeros.area(), 0);
+            prop_assert_eq!(got[1].area(), 0);
         }
     }
 }

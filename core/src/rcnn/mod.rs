@@ -40,7 +40,7 @@ pub use fpn_proposals::{
 };
 pub use mask_labels::{generate_mask_labels, MaskTargets};
 pub use mask_loss::mask_loss;
-pub use mask_paste::paste_mask;
+pub use mask_paste::{paste_masks, PasteRegion, Pasted};
 pub use proposal_labels::{
     generate_proposal_labels, generate_proposal_labels_with, LabelSwitches, SampledRois,
 };

@@ -1,4 +1,5 @@
-//! The few float functions the kernels need. `core` has no `exp`/`ln`/`sqrt`
+//! The few float functions the kernels need (`floor64`/`ceil64`: f64, exact
+//! on both builds, for rules defined in double). `core` has no `exp`/`ln`/`sqrt`
 //! on nvptx64, so the device build uses the PTX instructions directly (the
 //! same ones CUDA's fast-math `__expf`/`__logf` use); the host build uses std.
 
@@ -30,6 +31,18 @@ mod imp {
     pub fn floor(x: f32) -> f32 {
         let y: f32;
         unsafe { asm!("cvt.rmi.f32.f32 {y}, {x};", y = out(reg32) y, x = in(reg32) x) };
+        y
+    }
+    #[inline(always)]
+    pub fn floor64(x: f64) -> f64 {
+        let y: f64;
+        unsafe { asm!("cvt.rmi.f64.f64 {y}, {x};", y = out(reg64) y, x = in(reg64) x) };
+        y
+    }
+    #[inline(always)]
+    pub fn ceil64(x: f64) -> f64 {
+        let y: f64;
+        unsafe { asm!("cvt.rpi.f64.f64 {y}, {x};", y = out(reg64) y, x = in(reg64) x) };
         y
     }
     /// `x^y` for `x >= 0` as `2^(y log2 x)` (CUDA's fast-math `__powf`),
@@ -65,12 +78,20 @@ mod imp {
         x.floor()
     }
     #[inline(always)]
+    pub fn floor64(x: f64) -> f64 {
+        x.floor()
+    }
+    #[inline(always)]
+    pub fn ceil64(x: f64) -> f64 {
+        x.ceil()
+    }
+    #[inline(always)]
     pub fn pow(x: f32, y: f32) -> f32 {
         x.powf(y)
     }
 }
 
-pub use imp::{exp, floor, ln, pow, sqrt};
+pub use imp::{ceil64, exp, floor, floor64, ln, pow, sqrt};
 
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {

@@ -86,6 +86,8 @@ host_entries! {
     l2_norm::l2_norm_backward_data,
     l2_norm::l2_norm_backward_scale,
     mask_loss::mask_loss,
+    mask_paste::mask_paste,
+    polygon_masks::polygon_masks,
     nms::nms_count_candidates,
     nms::nms_compact_candidates,
     nms::bitonic_sort_step,

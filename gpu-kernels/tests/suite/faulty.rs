@@ -3,8 +3,8 @@
 //! tests are in `backend_suite.rs`).
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom, GlobalPoolGeom,
-    HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, PoolGeom, RmsPropStep, RoiAlignGeom,
-    RpnProposalInput, SgdStep,
+    HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom, PoolGeom,
+    RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep, MASK_PASTE_FIELDS,
 };
 use pulsefocus_core::rcnn::{ProposalConfig, Proposals};
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
@@ -50,6 +50,12 @@ pub enum Fault {
     /// `mask_loss` reads a placeholder RoI's class -1 as an unsigned
     /// channel, saturating to 0: the row is scored on channel 0.
     PlaceholderScored,
+    /// `polygon_masks` draws only each RoI's first polygon (a port that
+    /// overwrites where it should OR).
+    FirstPolygonOnly,
+    /// `mask_paste` reads each detection's mask one channel early (the
+    /// class without the background's channel).
+    ChannelOffByOne,
     /// `batch_norm_forward_eval_in_place` normalises but leaves out the
     /// fused activation.
     DropsActivation,
@@ -524,6 +530,39 @@ impl Backend for Faulty {
             }
         }
         CPU.mask_loss(g, logits, &roi_classes, targets, grad, losses)
+    }
+    fn polygon_masks(
+        &self,
+        g: &PolygonMaskGeom,
+        points: &Vec<f32>,
+        polygons: &Vec<f32>,
+        roi_polygons: &Vec<f32>,
+        masks: &mut Vec<f32>,
+    ) {
+        let mut roi_polygons = roi_polygons.clone();
+        if self.0 == Fault::FirstPolygonOnly {
+            for count in roi_polygons[..2 * g.rois].iter_mut().skip(1).step_by(2) {
+                *count = count.min(1.0);
+            }
+        }
+        CPU.polygon_masks(g, points, polygons, &roi_polygons, masks)
+    }
+    fn mask_paste(
+        &self,
+        g: &MaskPasteGeom,
+        probs: &Vec<f32>,
+        detections: &Vec<f32>,
+        pixels: &mut Vec<f32>,
+    ) {
+        let mut detections = detections.clone();
+        if self.0 == Fault::ChannelOffByOne {
+            for entry in
+                detections[..g.detections * MASK_PASTE_FIELDS].chunks_mut(MASK_PASTE_FIELDS)
+            {
+                entry[1] = (entry[1] - 1.0).max(0.0);
+            }
+        }
+        CPU.mask_paste(g, probs, &detections, pixels)
     }
     fn sgd_momentum(
         &self,

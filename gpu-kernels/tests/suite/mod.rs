@@ -33,8 +33,10 @@ pub mod global_avg_pool;
 pub mod head_rows;
 pub mod l2_norm;
 pub mod mask_loss;
+pub mod mask_paste;
 pub mod memory;
 pub mod optim;
+pub mod polygon_masks;
 pub mod pool;
 pub mod proposals;
 pub mod roi_align;
@@ -272,6 +274,8 @@ macro_rules! backend_tests {
             global_avg_pool_backward_matches,
             sigmoid_focal_loss_matches,
             mask_loss_matches,
+            polygon_masks_matches,
+            mask_paste_matches,
             sgd_momentum_matches,
             rmsprop_matches,
             yolo_detect_matches,
@@ -319,8 +323,10 @@ pub mod checks {
     pub use super::head_rows::{head_rows_backward_matches, head_rows_forward_matches};
     pub use super::l2_norm::{l2_norm_backward_matches, l2_norm_forward_matches};
     pub use super::mask_loss::mask_loss_matches;
+    pub use super::mask_paste::mask_paste_matches;
     pub use super::memory::{device_queries_are_sane, memory_matches};
     pub use super::optim::{rmsprop_matches, sgd_momentum_matches};
+    pub use super::polygon_masks::polygon_masks_matches;
     pub use super::pool::{
         copy_channels_matches, max_pool_backward_matches, max_pool_forward_matches,
         upsample2x_backward_matches, upsample2x_forward_matches,
