@@ -214,7 +214,13 @@ impl<B: Backend> BatchNorm<B> {
     ) {
         self.scale_grad.fill(backend, 0.0);
         self.offset_grad.fill(backend, 0.0);
-        let y = y.unwrap_or(&self.output);
+        // The identity's derivative never reads `y`, whose buffer the unit
+        // may have lent to a later layer since (`ResNetLinks::forward`): the
+        // shape comes from `dy`, which stands in for `y`.
+        let y = match self.act {
+            Activation::Identity => dy,
+            _ => y.unwrap_or(&self.output),
+        };
         let g = self.geom_for(y);
         assert_eq!(dy.shape(), y.shape(), "batch_norm backward: dy shape");
         if let Some(dx) = dx {

@@ -671,6 +671,19 @@ impl<B: Backend> ConvUnit<B> {
         self.conv.swap_output(saved);
     }
 
+    /// Whether `backward` reads the unit's output: the derivative of an
+    /// activation other than the identity reads it, and so does a batch
+    /// norm with batch statistics (its input, the conv's output). A unit
+    /// whose backward does not may lend its output to the layers above once
+    /// they have read it (`ResNetLinks::forward`).
+    pub fn backward_reads_output(&self) -> bool {
+        match &self.bn {
+            Some(bn) => !bn.runs_in_place() || bn.act != Activation::Identity,
+            // The unit keeps an activation only when it is not the identity.
+            None => self.act.is_some(),
+        }
+    }
+
     /// Whether the unit's output is its conv's buffer (no batch norm, or
     /// one that runs in place), so that `swap_output` moves all of it.
     pub fn output_is_conv_output(&self) -> bool {

@@ -113,7 +113,6 @@ pub(super) enum BoxHead<B: Backend> {
     ResNetC5 {
         res5: ResNetLinks<B>,
         pool: GlobalAvgPool<B>,
-        res5_grad: [Tensor<B>; 1],
     },
     /// FPN: `fc6` and `fc7` (the net's first two fully connected layers),
     /// and the gradient of `fc6`'s output.
@@ -172,7 +171,8 @@ impl<B: Backend> BoxHead<B> {
     /// From `dy`, the gradient of `output()`, to the parameters' and the
     /// RoI features' (`dx`), after a `forward` on `x`. C4: `mask` (Mask
     /// R-CNN's branch, which read res5's output too) adds its gradient
-    /// into res5's output's.
+    /// into res5's output's. That gradient is built in `scratch`, where
+    /// res5's backward starts.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn backward(
         &mut self,
@@ -186,16 +186,12 @@ impl<B: Backend> BoxHead<B> {
         scratch: &mut Scratch<B>,
     ) {
         match self {
-            BoxHead::ResNetC5 {
-                res5,
-                pool,
-                res5_grad,
-            } => {
-                pool.backward(backend, res5.features()[0], dy, &mut res5_grad[0]);
+            BoxHead::ResNetC5 { res5, pool } => {
+                pool.backward(backend, res5.features()[0], dy, &mut scratch.grad);
                 if let Some(mask) = mask {
-                    mask.add_res5_rows_grad(backend, &mut res5_grad[0]);
+                    mask.add_res5_rows_grad(backend, &mut scratch.grad);
                 }
-                res5.backward(backend, units, x, res5_grad, 0, Some(dx), scratch);
+                res5.backward_from_scratch(backend, units, x, &[], 0, Some(dx), scratch);
             }
             BoxHead::TwoFc { fc6_grad } => {
                 let (fc6, fc7) = fcs.split_at_mut(1);
@@ -207,14 +203,8 @@ impl<B: Backend> BoxHead<B> {
 
     pub(super) fn planned_bytes(&self, backend: &B) -> usize {
         match self {
-            BoxHead::ResNetC5 {
-                res5,
-                pool,
-                res5_grad,
-            } => {
-                res5.planned_bytes(backend)
-                    + pool.planned_bytes(backend)
-                    + res5_grad[0].capacity_bytes(backend)
+            BoxHead::ResNetC5 { res5, pool } => {
+                res5.planned_bytes(backend) + pool.planned_bytes(backend)
             }
             BoxHead::TwoFc { fc6_grad } => fc6_grad.capacity_bytes(backend),
         }
@@ -608,7 +598,6 @@ impl<B: Backend> FasterRcnnDetector<B> {
             RoiHeadSpec::ResNetC5(c5) => BoxHead::ResNetC5 {
                 res5: ResNetLinks::head(backend, c5),
                 pool: GlobalAvgPool::new(backend),
-                res5_grad: [empty()],
             },
             RoiHeadSpec::TwoFc(_) => BoxHead::TwoFc { fc6_grad: empty() },
         };

@@ -308,12 +308,13 @@ pub struct ResNetLinks<B: Backend> {
     blocks: Vec<Block<B>>,
     /// The block whose output is each feature, in `feature_maps` order.
     feature_blocks: Vec<usize>,
-    /// One sum for every block: it is read once, by the block's ReLU, and
-    /// backward needs only the ReLU's output.
+    /// One sum for every block whose residual path keeps its output: it is
+    /// read once, by the block's ReLU, and backward needs only the ReLU's
+    /// output.
     sum: Add<B>,
-    /// The outputs of the frozen units (see `forward`): two buffers lent in
-    /// turn, as no more than two of those outputs are read at once.
-    frozen_outputs: [Tensor<B>; 2],
+    /// The outputs no backward pass reads (see `forward`): two buffers lent
+    /// in turn, as no more than two of those outputs are read at once.
+    lent_outputs: [Tensor<B>; 2],
 }
 
 /// What block `b` reads: the previous block's output (`earlier` are the
@@ -367,7 +368,7 @@ impl<B: Backend> ResNetLinks<B> {
             blocks,
             feature_blocks,
             sum: Add::new(backend),
-            frozen_outputs: [Tensor::zeros(backend, &[0]), Tensor::zeros(backend, &[0])],
+            lent_outputs: [Tensor::zeros(backend, &[0]), Tensor::zeros(backend, &[0])],
         }
     }
 
@@ -380,14 +381,20 @@ impl<B: Backend> ResNetLinks<B> {
     /// head); the features are then `features()`. Every buffer takes the
     /// shapes of this input (images of any size).
     ///
-    /// No backward pass reads the outputs of the units before `frozen` (the
-    /// stem when `frozen > 0`, and each block whose units all come before
-    /// it: `backward`'s `stop`), only the blocks' sums: those units write
-    /// into two shared buffers, each unit's handed back once the next layer
-    /// has read it, instead of keeping one buffer each (at 800 pixels the
-    /// frozen stem and res2 of ResNet50 hold 224 MiB that way, 82 MiB
-    /// shared). Units whose batch norm uses batch statistics keep their own
-    /// outputs (their norm reads its input in backward).
+    /// Outputs no backward pass reads are not kept: they go into two shared
+    /// buffers (`lent_outputs`), each handed back once the next layer has
+    /// read it, instead of one buffer each. That holds for every unit before
+    /// `frozen` (the stem when `frozen > 0`, and each block whose units all
+    /// come before it: `backward`'s `stop`), and for the two units that end
+    /// a trained block, the residual path's last conv and the projection,
+    /// when their backward does not read their output (an identity after a
+    /// conv and a norm with running statistics: every affine channel). The
+    /// block's sum then goes into the residual path's buffer, and only the
+    /// ReLU on it keeps an output. At 800 pixels that spares ResNet50's
+    /// frozen stem and res2 224 MiB (82 MiB shared), and C4's res5 on 512
+    /// RoIs 980 MiB of its 1764. Units whose batch norm uses batch
+    /// statistics keep their own outputs (their norm reads its input in
+    /// backward), and their blocks' sums go through `sum`.
     pub fn forward(
         &mut self,
         backend: &B,
@@ -397,7 +404,7 @@ impl<B: Backend> ResNetLinks<B> {
         workspace: &mut Tensor<B>,
     ) {
         assert_eq!(units.len(), self.unit_count(), "ResNet: unit count");
-        let shared = &mut self.frozen_outputs;
+        let shared = &mut self.lent_outputs;
         if let Some(pool) = &mut self.stem_pool {
             let lend = frozen > 0 && units[0].output_is_conv_output();
             if lend {
@@ -413,43 +420,62 @@ impl<B: Backend> ResNetLinks<B> {
             let (earlier, rest) = self.blocks.split_at_mut(b);
             let block = &mut rest[0];
             let (first, branch, last) = (block.first, block.branch, block.last_unit());
-            let lend = last < frozen
+            let tail = first + branch - 1;
+            let lend_all = last < frozen
                 && units[first..=last]
                     .iter()
                     .all(ConvUnit::output_is_conv_output);
-            // Branch unit `j` writes into shared buffer `j % 2`, handing
-            // back unit `j - 1`'s once it has read it; the shortcut takes
-            // the buffer the last branch unit does not hold.
-            let mut swap = |unit: &mut ConvUnit<B>, slot: usize| {
-                if lend {
-                    unit.swap_output(&mut shared[slot % 2]);
-                }
+            let unread = |k: usize| {
+                units[k].output_is_conv_output()
+                    && (k < frozen || !units[k].backward_reads_output())
             };
+            let lend_tail = lend_all || unread(tail);
+            let lend_short = block.shortcut && (lend_all || unread(last));
+            // Residual unit `j` lends shared buffer `j % 2`, handing back
+            // unit `j - 1`'s once it has read it; the projection takes the
+            // buffer the path's last unit does not hold.
+            let (tail_slot, short_slot) = ((branch - 1) % 2, branch % 2);
             let x = block_input(&self.stem_pool, earlier, input);
-            for k in first..first + branch {
+            for k in first..=tail {
                 let (done, rest) = units.split_at_mut(k);
-                swap(&mut rest[0], k - first);
+                if (k == tail && lend_tail) || lend_all {
+                    rest[0].swap_output(&mut shared[(k - first) % 2]);
+                }
                 let x = if k == first { x } else { done[k - 1].output() };
                 rest[0].forward(backend, x, workspace);
-                if k > first {
-                    swap(&mut done[k - 1], k - 1 - first);
+                if k > first && lend_all {
+                    done[k - 1].swap_output(&mut shared[(k - 1 - first) % 2]);
                 }
             }
-            let short = if block.shortcut {
-                swap(&mut units[last], branch);
-                units[last].forward(backend, x, workspace);
-                units[last].output()
-            } else {
-                x
-            };
-            let sum = self
-                .sum
-                .forward(backend, short, units[first + branch - 1].output());
-            swap(&mut units[first + branch - 1], branch - 1);
             if block.shortcut {
-                swap(&mut units[last], branch);
+                if lend_short {
+                    units[last].swap_output(&mut shared[short_slot]);
+                }
+                units[last].forward(backend, x, workspace);
             }
+            let sum = if lend_tail {
+                // The path's output, handed back, becomes the sum.
+                units[tail].swap_output(&mut shared[tail_slot]);
+                let short = if block.shortcut {
+                    units[last].output()
+                } else {
+                    x
+                };
+                let sum = &mut shared[tail_slot];
+                backend.axpy(sum.numel(), 1.0, short.buf(), sum.buf_mut());
+                &shared[tail_slot]
+            } else {
+                let short = if block.shortcut {
+                    units[last].output()
+                } else {
+                    x
+                };
+                self.sum.forward(backend, short, units[tail].output())
+            };
             block.relu.forward(backend, sum);
+            if lend_short {
+                units[last].swap_output(&mut shared[short_slot]);
+            }
         }
     }
 
@@ -488,12 +514,34 @@ impl<B: Backend> ResNetLinks<B> {
         input: &Tensor<B>,
         feature_grads: &[Tensor<B>],
         stop: usize,
+        input_grad: Option<&mut Tensor<B>>,
+        s: &mut Scratch<B>,
+    ) {
+        let (deepest, shallower) = feature_grads
+            .split_last()
+            .expect("ResNet: one gradient per feature");
+        copy_into(backend, deepest, &mut s.grad);
+        self.backward_from_scratch(backend, units, input, shallower, stop, input_grad, s);
+    }
+
+    /// `backward` with the deepest feature's gradient already in `s.grad`,
+    /// where its caller wrote it (C4's pool: no buffer of res5's output's
+    /// size besides the scratch, no copy); `shallower_grads` are the other
+    /// features' gradients, in `features()` order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_from_scratch(
+        &mut self,
+        backend: &B,
+        units: &mut [ConvUnit<B>],
+        input: &Tensor<B>,
+        shallower_grads: &[Tensor<B>],
+        stop: usize,
         mut input_grad: Option<&mut Tensor<B>>,
         s: &mut Scratch<B>,
     ) {
         assert_eq!(units.len(), self.unit_count(), "ResNet: unit count");
         assert_eq!(
-            feature_grads.len(),
+            shallower_grads.len() + 1,
             self.feature_blocks.len(),
             "ResNet: one gradient per feature"
         );
@@ -514,12 +562,10 @@ impl<B: Backend> ResNetLinks<B> {
                 return;
             }
             // s.grad: the gradient of the block's output, from the block
-            // above and, for a feature, from the layers on it.
+            // above and, for a shallower feature, from the layers on it.
             if let Some(k) = self.feature_blocks.iter().position(|&f| f == b) {
-                if b == deepest {
-                    copy_into(backend, &feature_grads[k], &mut s.grad);
-                } else {
-                    accumulate(backend, &feature_grads[k], &mut s.grad);
+                if b != deepest {
+                    accumulate(backend, &shallower_grads[k], &mut s.grad);
                 }
             }
             // Anything upstream of the block's input to train, or the
@@ -535,6 +581,10 @@ impl<B: Backend> ResNetLinks<B> {
             // stay fixed: `Scratch::equalize` relies on it): the unit `d`
             // from the end writes grad_next when d is even.
             let x = block_input(&self.stem_pool, &self.blocks[..b], input);
+            // The head's first block writes its input's gradient straight
+            // into `input_grad` (no scratch buffer of the input's size, no
+            // copy: at C4's 512 RoIs that input is 392 MiB).
+            let into_input = b == 0 && self.stem_pool.is_none() && input_grad.is_some();
             for k in (first..first + branch).rev() {
                 if k < stop {
                     break;
@@ -546,12 +596,12 @@ impl<B: Backend> ResNetLinks<B> {
                     _ => (&s.grad_next, &mut s.grad_branch),
                 };
                 let (done, rest) = units.split_at_mut(k);
-                let (xk, wanted) = if k == first {
-                    (x, below)
-                } else {
-                    (done[k - 1].output(), k > stop)
+                let dx = match k == first {
+                    true if into_input => input_grad.as_deref_mut(),
+                    true => below.then_some(dx),
+                    false => (k > stop).then_some(dx),
                 };
-                let dx = wanted.then_some(dx);
+                let xk = if k == first { x } else { done[k - 1].output() };
                 rest[0].backward(backend, xk, dy, &mut s.dz, dx, &mut s.workspace);
             }
             // The residual path's gradient of the input is in grad_next
@@ -571,6 +621,17 @@ impl<B: Backend> ResNetLinks<B> {
             if !below {
                 return;
             }
+            if let Some(dx) = input_grad.as_deref_mut().filter(|_| into_input) {
+                // The path's gradient is in `dx`: add the projection's, or
+                // the identity's (the sum's gradient).
+                let other = match (shortcut, in_next) {
+                    (true, true) => &s.grad_branch,
+                    (true, false) => &s.grad_next,
+                    (false, _) => &s.grad,
+                };
+                accumulate(backend, other, dx);
+                return;
+            }
             if shortcut {
                 // The sum of both, in grad_next either way.
                 accumulate(backend, &s.grad_branch, &mut s.grad_next);
@@ -586,26 +647,31 @@ impl<B: Backend> ResNetLinks<B> {
                 accumulate(backend, path, &mut s.grad);
             }
         }
-        // s.grad: the gradient of the first block's input.
+        // s.grad: the gradient of the first block's input (the head's went
+        // to `input_grad` above).
         if let Some(pool) = &mut self.stem_pool {
             pool.backward(backend, units[0].output(), &s.grad, &mut s.grad_next);
             s.step_down();
-            let dx = input_grad.as_deref_mut();
-            units[0].backward(backend, input, &s.grad, &mut s.dz, dx, &mut s.workspace);
-        } else if let Some(dx) = input_grad {
-            copy_into(backend, &s.grad, dx);
+            units[0].backward(
+                backend,
+                input,
+                &s.grad,
+                &mut s.dz,
+                input_grad,
+                &mut s.workspace,
+            );
         }
     }
 
     /// Bytes of the pool's, the sum's and the ReLUs' outputs and of the
-    /// frozen units' shared ones.
+    /// shared ones the units lend.
     pub fn planned_bytes(&self, backend: &B) -> usize {
         self.stem_pool
             .as_ref()
             .map_or(0, |p| p.planned_bytes(backend))
             + self.sum.planned_bytes(backend)
             + self
-                .frozen_outputs
+                .lent_outputs
                 .iter()
                 .map(|t| t.capacity_bytes(backend))
                 .sum::<usize>()
@@ -1104,12 +1170,17 @@ mod tests {
     }
 
     /// Frozen units lend their outputs from two shared buffers: the
-    /// features are the same bits as with every unit keeping its own, the
-    /// frozen units hold nothing after the pass, and the whole holds less.
-    /// `freeze_at: 3` freezes the stem, res2 and res3 (two blocks there,
-    /// projection and identity), with a trained block after them.
+    /// features are the same bits as with only the blocks' last units
+    /// lending, the frozen units hold nothing after the pass, and the whole
+    /// holds less. Either way every block's last units (`branch2c` and the
+    /// projection `branch1`: an affine channel and no activation, whose
+    /// backward reads no output) hold nothing. `freeze_at: 3` freezes the
+    /// stem, res2 and res3 (two blocks there, projection and identity),
+    /// with a trained block after them. (That the blocks' backward passes
+    /// are right with their last units lent, the finite-difference and
+    /// PaddleDetection checks above show.)
     #[test]
-    fn frozen_units_share_two_output_buffers() {
+    fn unread_outputs_share_two_buffers() {
         let cpu = CpuBackend::new();
         let spec = ResNetSpec {
             blocks: [1, 2, 1, 1],
@@ -1130,6 +1201,12 @@ mod tests {
                 .map(|u| u.output().numel())
                 .sum();
             let held = net.planned_bytes() + links.planned_bytes(&cpu);
+            let last_units = net.units.iter().filter(|u| {
+                u.spec.prefix.ends_with("branch2c") || u.spec.prefix.ends_with("branch1")
+            });
+            assert_eq!(last_units.clone().count(), 7);
+            assert!(last_units.clone().all(|u| !u.backward_reads_output()));
+            assert_eq!(last_units.map(|u| u.output().numel()).sum::<usize>(), 0);
             (features, frozen_held, held)
         };
         let (shared, shared_frozen_held, shared_held) = run(true);
