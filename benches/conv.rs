@@ -78,7 +78,7 @@ fn conv(c: &mut Criterion) {
             bench.iter(|| b.conv2d_forward(&g, &x, &w, None, &mut y, &mut ws))
         });
         group.bench_function("backward_data", |bench| {
-            bench.iter(|| b.conv2d_backward_data(&g, &dy, &w, &mut dx, &mut ws))
+            bench.iter(|| b.conv2d_backward_data(&g, &dy, &w, &mut dx, false, &mut ws))
         });
         group.bench_function("backward_filter", |bench| {
             bench.iter(|| b.conv2d_backward_filter(&g, &x, &dy, &mut dw, None, &mut ws))

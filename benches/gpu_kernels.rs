@@ -77,7 +77,9 @@ fn conv(c: &mut Criterion, gpu: &Gpu) {
                 b.iter(|| {
                     match pass {
                         "forward" => gpu.conv2d_forward(&geo, &x, &w, None, &mut y_out),
-                        "backward_data" => gpu.conv2d_backward_data(&geo, &y, &w, &mut x_out),
+                        "backward_data" => {
+                            gpu.conv2d_backward_data(&geo, &y, &w, &mut x_out, false)
+                        }
                         _ => gpu.conv2d_backward_filter(&geo, &x, &y, &mut w_out),
                     }
                     .expect("launch");

@@ -962,13 +962,16 @@ pub trait Backend: Clone + Send + Sync + 'static {
         y: &mut Self::Buffer,
         workspace: &mut Self::Buffer,
     );
-    /// `dx = d conv / d x` applied to `dy`.
+    /// `dx = d conv / d x` applied to `dy`; with `accumulate`, `dx +=`
+    /// instead (a layer's input read by two convs, whose gradients add up
+    /// without a buffer for the second).
     fn conv2d_backward_data(
         &self,
         g: &Conv2dGeom,
         dy: &Self::Buffer,
         w: &Self::Buffer,
         dx: &mut Self::Buffer,
+        accumulate: bool,
         workspace: &mut Self::Buffer,
     );
     /// `dw` (and `dbias` when given) from `x` and `dy`, summed over the batch.

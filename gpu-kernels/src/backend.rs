@@ -149,9 +149,10 @@ impl Backend for GpuBackend {
         dy: &DeviceBuffer,
         w: &DeviceBuffer,
         dx: &mut DeviceBuffer,
+        accumulate: bool,
         _workspace: &mut DeviceBuffer,
     ) {
-        self.run(|gpu| gpu.conv2d_backward_data(g, dy, w, dx))
+        self.run(|gpu| gpu.conv2d_backward_data(g, dy, w, dx, accumulate))
     }
     fn conv2d_backward_filter(
         &self,

@@ -139,6 +139,12 @@ fn an_ignored_anchor_taken_for_background_is_caught() {
 }
 
 #[test]
+#[should_panic(expected = "accumulate true")]
+fn an_input_gradient_overwritten_instead_of_added_is_caught() {
+    checks::conv2d_backward_data_matches(&Faulty(Fault::OverwritesInsteadOfAccumulating));
+}
+
+#[test]
 #[should_panic(expected = "mask_loss C4 14x14, 5 classes")]
 fn a_placeholder_roi_scored_is_caught() {
     checks::mask_loss_matches(&Faulty(Fault::PlaceholderScored));

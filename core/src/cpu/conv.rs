@@ -443,10 +443,18 @@ pub fn forward(
     );
 }
 
-pub fn backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32], workspace: &mut [f32]) {
+/// `dx = d conv / d x` applied to `dy`, or `dx +=` it with `accumulate`.
+pub fn backward_data(
+    g: &Conv2dGeom,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+    accumulate: bool,
+    workspace: &mut [f32],
+) {
     check_lengths(g, dx.len(), w.len(), dy.len(), workspace.len());
     if g.is_depthwise() {
-        depthwise_backward_data(g, dy, w, dx);
+        depthwise_backward_data(g, dy, w, dx, accumulate);
         return;
     }
     let (plane, w_out) = (g.h_out() * g.w_out(), g.w_out());
@@ -476,13 +484,15 @@ pub fn backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32], work
                         Operand::new(dy_rows, ld),
                         dx_group,
                         ld,
-                        false,
+                        accumulate,
                         threads,
                     );
                     continue;
                 }
-                for i in 0..images {
-                    dx_chunk[x_planes.range(i)].fill(0.0);
+                if !accumulate {
+                    for i in 0..images {
+                        dx_chunk[x_planes.range(i)].fill(0.0);
+                    }
                 }
                 for band in bands(g) {
                     let band_len = band.len() * w_out;
@@ -812,7 +822,13 @@ fn depthwise_forward_plane(
     }
 }
 
-fn depthwise_backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+fn depthwise_backward_data(
+    g: &Conv2dGeom,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+    accumulate: bool,
+) {
     let out_plane = g.h_out() * g.w_out();
     let taps = g.kernel_h * g.kernel_w;
     let columns = column_taps(g);
@@ -823,8 +839,10 @@ fn depthwise_backward_data(g: &Conv2dGeom, dy: &[f32], w: &[f32], dx: &mut [f32]
             let c = plane % g.c_in;
             let dy_plane = &dy[plane * out_plane..(plane + 1) * out_plane];
             let w_c = &w[c * taps..(c + 1) * taps];
-            dx_plane.fill(0.0);
-            depthwise_backward_data_plane(g, &columns, dy_plane, w_c, dx_plane);
+            if !accumulate {
+                dx_plane.fill(0.0);
+            }
+            depthwise_backward_data_plane(g, &columns, dy_plane, w_c, dx_plane, accumulate);
         });
 }
 
@@ -836,6 +854,7 @@ fn depthwise_backward_data_plane(
     dy_plane: &[f32],
     w_c: &[f32],
     dx_plane: &mut [f32],
+    accumulate: bool,
 ) {
     let w_out = g.w_out();
     // Stride 1 accumulates straight into the plane, else into its phases,
@@ -845,6 +864,11 @@ fn depthwise_backward_data_plane(
     let target: &mut [f32] = if g.stride_w == 1 {
         dx_plane
     } else {
+        // The phases start at zero; the plane's values are zeros unless
+        // the caller accumulates into them.
+        if accumulate {
+            phased.split(dx_plane);
+        }
         &mut phased.data
     };
     for (ki, oy, iy) in row_taps(g) {

@@ -91,9 +91,10 @@ impl Backend for CpuBackend {
         dy: &Vec<f32>,
         w: &Vec<f32>,
         dx: &mut Vec<f32>,
+        accumulate: bool,
         workspace: &mut Vec<f32>,
     ) {
-        conv::backward_data(g, dy, w, dx, workspace);
+        conv::backward_data(g, dy, w, dx, accumulate, workspace);
     }
 
     fn conv2d_backward_filter(

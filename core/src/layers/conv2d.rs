@@ -139,6 +139,21 @@ impl<B: Backend> Conv2d<B> {
         dx: Option<&mut Tensor<B>>,
         workspace: &mut Tensor<B>,
     ) {
+        self.backward_filter(backend, x, dy, workspace);
+        if let Some(dx) = dx {
+            dx.reshape_reuse(backend, x.shape());
+            self.backward_data(backend, dy, dx, false, workspace);
+        }
+    }
+
+    /// The parameter gradients alone, from `x` and `dy`.
+    pub fn backward_filter(
+        &mut self,
+        backend: &B,
+        x: &Tensor<B>,
+        dy: &Tensor<B>,
+        workspace: &mut Tensor<B>,
+    ) {
         let g = self.geom_for(x);
         // Checked against `x`'s geometry, not the saved output: the pass
         // does not read the output, which a unit shared over several inputs
@@ -157,16 +172,34 @@ impl<B: Backend> Conv2d<B> {
             self.bias_grad.as_mut().map(|b| b.buf_mut()),
             workspace.buf_mut(),
         );
-        if let Some(dx) = dx {
-            dx.reshape_reuse(backend, x.shape());
-            backend.conv2d_backward_data(
-                &g,
-                dy.buf(),
-                self.weight.buf(),
-                dx.buf_mut(),
-                workspace.buf_mut(),
-            );
-        }
+    }
+
+    /// The input gradient alone, into `dx` (shaped as the input), or added
+    /// onto it with `accumulate`: it needs no input, so `dx` may be the
+    /// input's own buffer once `backward_filter` has read it.
+    pub fn backward_data(
+        &self,
+        backend: &B,
+        dy: &Tensor<B>,
+        dx: &mut Tensor<B>,
+        accumulate: bool,
+        workspace: &mut Tensor<B>,
+    ) {
+        let g = self.geom_for(dx);
+        assert_eq!(
+            dy.shape(),
+            [g.batch, g.c_out, g.h_out(), g.w_out()],
+            "conv2d backward: dy shape"
+        );
+        grow(backend, workspace, backend.conv2d_workspace_len(&g));
+        backend.conv2d_backward_data(
+            &g,
+            dy.buf(),
+            self.weight.buf(),
+            dx.buf_mut(),
+            accumulate,
+            workspace.buf_mut(),
+        );
     }
 
     pub fn output(&self) -> &Tensor<B> {
@@ -278,8 +311,16 @@ mod tests {
         let mut dx = vec![0.0; g.input_len()];
         let mut dw = vec![0.0; g.weight_len()];
         let mut db = vec![0.0; g.c_out];
-        b.conv2d_backward_data(g, &r, &w, &mut dx, &mut ws);
+        b.conv2d_backward_data(g, &r, &w, &mut dx, false, &mut ws);
         b.conv2d_backward_filter(g, &x, &r, &mut dw, with_bias.then_some(&mut db), &mut ws);
+        // Added onto an input-sized gradient already there: x + dx.
+        let mut sum = x.clone();
+        b.conv2d_backward_data(g, &r, &w, &mut sum, true, &mut ws);
+        for (i, ((s, v), d)) in sum.iter().zip(&x).zip(&dx).enumerate() {
+            if (s - (v + d)).abs() > 1e-5 * (1.0 + v.abs() + d.abs()) {
+                return Err(format!("{g:?}: accumulated dx[{i}] = {s}, want {v} + {d}"));
+            }
+        }
         // The probe loss is linear, so each gradient entry equals the loss of
         // a unit input (f64 reference): check a spread of entries exactly.
         let check =

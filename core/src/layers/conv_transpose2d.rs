@@ -196,6 +196,7 @@ impl<B: Backend> ConvTranspose2d<B> {
             x.buf(),
             self.weight.buf(),
             z.buf_mut(),
+            false,
             workspace.buf_mut(),
         );
         if epilogue {

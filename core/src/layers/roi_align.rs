@@ -107,6 +107,12 @@ impl<B: Backend> RoiAlign<B> {
         &self.output
     }
 
+    /// The output, for a head that replaces it by its own gradient once
+    /// read (`BoxHead::backward`): `backward` does not read it.
+    pub fn output_mut(&mut self) -> &mut Tensor<B> {
+        &mut self.output
+    }
+
     pub fn planned_bytes(&self, backend: &B) -> usize {
         self.output.capacity_bytes(backend)
     }

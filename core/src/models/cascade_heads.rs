@@ -86,8 +86,6 @@ pub(super) struct CascadeStage<B: Backend> {
     pub host: [Vec<f32>; 2],
     pub host_grads: [Vec<f32>; 2],
     grads: [Tensor<B>; 2],
-    /// The gradient of the RoI features.
-    roi_features_grad: Tensor<B>,
 }
 
 impl<B: Backend> CascadeStage<B> {
@@ -164,7 +162,6 @@ impl<B: Backend> CascadeStage<B> {
             + self
                 .grads
                 .iter()
-                .chain([&self.roi_features_grad])
                 .map(|t| t.capacity_bytes(backend))
                 .sum::<usize>()
             + host
@@ -227,13 +224,15 @@ impl<B: Backend> CascadeHeads<B> {
                     host: Default::default(),
                     host_grads: Default::default(),
                     grads: [empty(), empty()],
-                    roi_features_grad: empty(),
                 }
             })
             .collect();
         CascadeHeads {
             stages,
-            head: BoxHead::TwoFc { fc6_grad: empty() },
+            head: BoxHead::TwoFc {
+                fc6_grad: empty(),
+                features_grad: empty(),
+            },
             head_grad: empty(),
             head_grad_part: empty(),
             classes: spec.num_classes(),
@@ -356,9 +355,8 @@ impl<B: Backend> CascadeHeads<B> {
                 backend,
                 &mut [],
                 head_fcs,
-                stage.extractor.output(),
+                stage.extractor.output_mut(),
                 &self.head_grad,
-                &mut stage.roi_features_grad,
                 None,
                 scratch,
             );
@@ -376,11 +374,10 @@ impl<B: Backend> CascadeHeads<B> {
         part: &mut Tensor<B>,
     ) {
         for stage in &mut self.stages {
-            stage.extractor.backward(
+            stage.extractor.backward_from_output(
                 backend,
                 features,
                 &stage.rois,
-                &stage.roi_features_grad,
                 feature_grads,
                 part,
             );

@@ -637,18 +637,31 @@ impl<B: Backend> ConvUnit<B> {
         dx: Option<&mut Tensor<B>>,
         workspace: &mut Tensor<B>,
     ) {
+        let dz = if self.conv_output_grad(backend, dy, dz) {
+            dz
+        } else {
+            dy
+        };
+        self.conv.backward(backend, x, dz, dx, workspace);
+    }
+
+    /// The gradient of the conv's output from `dy` (the unit's output's),
+    /// the first half of `backward`: through the norm or activation into
+    /// `dz` (true), or none to take for a bare conv, whose output's
+    /// gradient is `dy` itself (false, `dz` untouched).
+    pub fn conv_output_grad(&mut self, backend: &B, dy: &Tensor<B>, dz: &mut Tensor<B>) -> bool {
         // After an in-place forward the conv's buffer holds the unit's
         // output, which the norm's or activation's backward reads.
         let z_or_y = self.conv.output();
         match (&mut self.bn, &self.act) {
             (Some(bn), _) if self.in_place => {
-                bn.backward_from_output(backend, z_or_y, dy, Some(&mut *dz))
+                bn.backward_from_output(backend, z_or_y, dy, Some(dz))
             }
-            (Some(bn), _) => bn.backward(backend, z_or_y, dy, Some(&mut *dz)),
+            (Some(bn), _) => bn.backward(backend, z_or_y, dy, Some(dz)),
             (None, Some(act)) => act.backward_from_output(backend, z_or_y, dy, dz),
-            (None, None) => return self.conv.backward(backend, x, dy, dx, workspace),
+            (None, None) => return false,
         }
-        self.conv.backward(backend, x, dz, dx, workspace);
+        true
     }
 
     /// Exchanges the unit's output (its conv's buffer, on which any

@@ -115,8 +115,12 @@ pub(super) enum BoxHead<B: Backend> {
         pool: GlobalAvgPool<B>,
     },
     /// FPN: `fc6` and `fc7` (the net's first two fully connected layers),
-    /// and the gradient of `fc6`'s output.
-    TwoFc { fc6_grad: Tensor<B> },
+    /// the gradient of `fc6`'s output and that of the RoI features, which
+    /// trades places with them (see `backward`).
+    TwoFc {
+        fc6_grad: Tensor<B>,
+        features_grad: Tensor<B>,
+    },
 }
 
 impl<B: Backend> BoxHead<B> {
@@ -169,19 +173,21 @@ impl<B: Backend> BoxHead<B> {
     }
 
     /// From `dy`, the gradient of `output()`, to the parameters' and the
-    /// RoI features' (`dx`), after a `forward` on `x`. C4: `mask` (Mask
-    /// R-CNN's branch, which read res5's output too) adds its gradient
-    /// into res5's output's. That gradient is built in `scratch`, where
-    /// res5's backward starts.
+    /// RoI features', after a `forward` on `features`, which then hold
+    /// their gradient (the RoIAlign's backward reads nothing else of
+    /// them): C4's res5 overwrites them (no second buffer of their 392
+    /// MiB), FPN's `fc6` writes a buffer of their size that trades places
+    /// with them. C4: `mask` (Mask R-CNN's branch, which read res5's output
+    /// too) adds its gradient into res5's output's, built in `scratch`,
+    /// where res5's backward starts.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn backward(
         &mut self,
         backend: &B,
         units: &mut [ConvUnit<B>],
         fcs: &mut [FullyConnected<B>],
-        x: &Tensor<B>,
+        features: &mut Tensor<B>,
         dy: &Tensor<B>,
-        dx: &mut Tensor<B>,
         mask: Option<&mut MaskBranch<B>>,
         scratch: &mut Scratch<B>,
     ) {
@@ -191,12 +197,16 @@ impl<B: Backend> BoxHead<B> {
                 if let Some(mask) = mask {
                     mask.add_res5_rows_grad(backend, &mut scratch.grad);
                 }
-                res5.backward_from_scratch(backend, units, x, &[], 0, Some(dx), scratch);
+                res5.backward_replacing_input(backend, units, features, scratch);
             }
-            BoxHead::TwoFc { fc6_grad } => {
+            BoxHead::TwoFc {
+                fc6_grad,
+                features_grad,
+            } => {
                 let (fc6, fc7) = fcs.split_at_mut(1);
                 fc7[0].backward(backend, fc6[0].output(), dy, Some(fc6_grad));
-                fc6[0].backward(backend, x, fc6_grad, Some(dx));
+                fc6[0].backward(backend, features, fc6_grad, Some(features_grad));
+                std::mem::swap(features, features_grad);
             }
         }
     }
@@ -206,7 +216,10 @@ impl<B: Backend> BoxHead<B> {
             BoxHead::ResNetC5 { res5, pool } => {
                 res5.planned_bytes(backend) + pool.planned_bytes(backend)
             }
-            BoxHead::TwoFc { fc6_grad } => fc6_grad.capacity_bytes(backend),
+            BoxHead::TwoFc {
+                fc6_grad,
+                features_grad,
+            } => fc6_grad.capacity_bytes(backend) + features_grad.capacity_bytes(backend),
         }
     }
 }
@@ -399,11 +412,11 @@ pub struct FasterRcnnDetector<B: Backend> {
     box_host: [Vec<f32>; 2],
     box_host_grads: [Vec<f32>; 2],
     box_grads: [Tensor<B>; 2],
-    /// Gradients on the way down: of the RoI head's output, of the RoI
-    /// features, of `conv_rpn`'s output, and a feature-sized part.
+    /// Gradients on the way down: of the RoI head's output, of
+    /// `conv_rpn`'s output, and a feature-sized part (the RoI features'
+    /// replaces them: `BoxHead::backward`).
     head_grad: Tensor<B>,
     head_grad_part: Tensor<B>,
-    roi_features_grad: Tensor<B>,
     rpn_conv_grad: Tensor<B>,
     rpn_conv_grad_part: Tensor<B>,
     feature_grad_part: Tensor<B>,
@@ -599,7 +612,10 @@ impl<B: Backend> FasterRcnnDetector<B> {
                 res5: ResNetLinks::head(backend, c5),
                 pool: GlobalAvgPool::new(backend),
             },
-            RoiHeadSpec::TwoFc(_) => BoxHead::TwoFc { fc6_grad: empty() },
+            RoiHeadSpec::TwoFc(_) => BoxHead::TwoFc {
+                fc6_grad: empty(),
+                features_grad: empty(),
+            },
         };
         FasterRcnnDetector {
             net,
@@ -628,7 +644,6 @@ impl<B: Backend> FasterRcnnDetector<B> {
             box_grads: [empty(), empty()],
             head_grad: empty(),
             head_grad_part: empty(),
-            roi_features_grad: empty(),
             rpn_conv_grad: empty(),
             rpn_conv_grad_part: empty(),
             feature_grad_part: empty(),
@@ -1053,9 +1068,8 @@ impl<B: Backend> FasterRcnnDetector<B> {
                     &backend,
                     head_units,
                     head_fcs,
-                    self.extractor.output(),
+                    self.extractor.output_mut(),
                     &self.head_grad,
-                    &mut self.roi_features_grad,
                     self.mask.as_mut(),
                     &mut self.scratch,
                 );
@@ -1116,11 +1130,10 @@ impl<B: Backend> FasterRcnnDetector<B> {
                 &mut self.level_grads,
                 &mut self.feature_grad_part,
             ),
-            None => self.extractor.backward(
+            None => self.extractor.backward_from_output(
                 &backend,
                 &features,
                 &self.rois,
-                &self.roi_features_grad,
                 &mut self.level_grads,
                 &mut self.feature_grad_part,
             ),
@@ -1160,7 +1173,6 @@ impl<B: Backend> FasterRcnnDetector<B> {
                 image,
                 feature_grads,
                 stop,
-                None,
                 &mut self.scratch,
             );
         }
@@ -1179,7 +1191,6 @@ impl<B: Backend> FasterRcnnDetector<B> {
             .chain([
                 &self.head_grad,
                 &self.head_grad_part,
-                &self.roi_features_grad,
                 &self.rpn_conv_grad,
                 &self.rpn_conv_grad_part,
                 &self.feature_grad_part,

@@ -243,11 +243,35 @@ impl<B: Backend> RoiExtractor<B> {
         }
     }
 
+    /// `backward` from the gradient a box head wrote over the output
+    /// (`BoxHead::backward`), which is then the output again.
+    pub fn backward_from_output(
+        &mut self,
+        backend: &B,
+        features: &[&Tensor<B>],
+        rois: &Rois<B>,
+        feature_grads: &mut [Tensor<B>],
+        part: &mut Tensor<B>,
+    ) {
+        let dy = std::mem::replace(self.output_mut(), Tensor::zeros(backend, &[0]));
+        self.backward(backend, features, rois, &dy, feature_grads, part);
+        *self.output_mut() = dy;
+    }
+
     /// The RoIs' features after `forward`.
     pub fn output(&self) -> &Tensor<B> {
         match &self.aligns[..] {
             [one] => one.output(),
             _ => &self.output,
+        }
+    }
+
+    /// The RoIs' features, for a box head that replaces them by their
+    /// gradient (`backward_from_output`).
+    pub fn output_mut(&mut self) -> &mut Tensor<B> {
+        match &mut self.aligns[..] {
+            [one] => one.output_mut(),
+            _ => &mut self.output,
         }
     }
 

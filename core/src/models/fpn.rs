@@ -451,7 +451,7 @@ mod tests {
                 s,
             );
             self.body
-                .backward(&cpu, backbone, image, &self.body_grads, stop, None, s);
+                .backward(&cpu, backbone, image, &self.body_grads, stop, s);
         }
 
         fn probe(&mut self, image: &Tensor<CpuBackend>, probes: &[Vec<f32>]) -> Probe {

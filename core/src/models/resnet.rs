@@ -331,6 +331,31 @@ fn block_input<'a, B: Backend>(
     }
 }
 
+/// The input of a block's backward pass: read (with whether its gradient
+/// is wanted, then left in `Scratch::grad`), or replaced by its gradient.
+enum BlockInput<'a, B: Backend> {
+    Read { x: &'a Tensor<B>, below: bool },
+    Replace(&'a mut Tensor<B>),
+}
+
+/// The residual path's unit `d` from the block's end: the gradient of its
+/// output and the scratch its input's gradient goes to. Unit 0 reads the
+/// sum's (`grad`) and writes `grad_next`; from there on the two buffers
+/// take turns, unit `d` writing `grad_next` when `d` is even (the roles
+/// stay fixed: `Scratch::equalize` relies on it).
+fn path_grads<'a, B: Backend>(
+    grad: &'a Tensor<B>,
+    grad_next: &'a mut Tensor<B>,
+    grad_branch: &'a mut Tensor<B>,
+    d: usize,
+) -> (&'a Tensor<B>, &'a mut Tensor<B>) {
+    match (d, d % 2) {
+        (0, _) => (grad, grad_next),
+        (_, 0) => (grad_branch, grad_next),
+        _ => (grad_next, grad_branch),
+    }
+}
+
 impl<B: Backend> ResNetLinks<B> {
     /// The backbone: the stem and stages res2 up to the last of
     /// `feature_maps`, on `spec.units()`.
@@ -503,9 +528,9 @@ impl<B: Backend> ResNetLinks<B> {
 
     /// Backward from the features' gradients (`feature_grads[k]` for
     /// `features()[k]`) after a `forward` on `input`: the gradients of the
-    /// units from `stop` on (those before are frozen and get nothing), and
-    /// when `input_grad` is given, the input's (the head's RoI features;
-    /// the stem then must train, `stop` 0).
+    /// units from `stop` on (those before are frozen and get nothing). The
+    /// input gets none (the backbone's image; the head's RoI features take
+    /// `backward_replacing_input`).
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &mut self,
@@ -514,153 +539,195 @@ impl<B: Backend> ResNetLinks<B> {
         input: &Tensor<B>,
         feature_grads: &[Tensor<B>],
         stop: usize,
-        input_grad: Option<&mut Tensor<B>>,
-        s: &mut Scratch<B>,
-    ) {
-        let (deepest, shallower) = feature_grads
-            .split_last()
-            .expect("ResNet: one gradient per feature");
-        copy_into(backend, deepest, &mut s.grad);
-        self.backward_from_scratch(backend, units, input, shallower, stop, input_grad, s);
-    }
-
-    /// `backward` with the deepest feature's gradient already in `s.grad`,
-    /// where its caller wrote it (C4's pool: no buffer of res5's output's
-    /// size besides the scratch, no copy); `shallower_grads` are the other
-    /// features' gradients, in `features()` order.
-    #[allow(clippy::too_many_arguments)]
-    pub fn backward_from_scratch(
-        &mut self,
-        backend: &B,
-        units: &mut [ConvUnit<B>],
-        input: &Tensor<B>,
-        shallower_grads: &[Tensor<B>],
-        stop: usize,
-        mut input_grad: Option<&mut Tensor<B>>,
         s: &mut Scratch<B>,
     ) {
         assert_eq!(units.len(), self.unit_count(), "ResNet: unit count");
         assert_eq!(
-            shallower_grads.len() + 1,
+            feature_grads.len(),
             self.feature_blocks.len(),
             "ResNet: one gradient per feature"
         );
+        let deepest = self.deepest_block();
+        for b in (0..=deepest).rev() {
+            if self.blocks[b].last_unit() < stop {
+                return;
+            }
+            // s.grad: the gradient of the block's output, from the block
+            // above and, for a feature, from the layers on it.
+            if let Some(k) = self.feature_blocks.iter().position(|&f| f == b) {
+                if b == deepest {
+                    copy_into(backend, &feature_grads[k], &mut s.grad);
+                } else {
+                    accumulate(backend, &feature_grads[k], &mut s.grad);
+                }
+            }
+            let x = block_input(&self.stem_pool, &self.blocks[..b], input);
+            // Anything upstream of the block's input to train?
+            let below = self.blocks[b].first > stop;
+            if !self.block_backward(backend, units, b, BlockInput::Read { x, below }, stop, s) {
+                return;
+            }
+        }
+        // s.grad: the gradient of the first block's input.
+        if let Some(pool) = &mut self.stem_pool {
+            pool.backward(backend, units[0].output(), &s.grad, &mut s.grad_next);
+            s.step_down();
+            units[0].backward(backend, input, &s.grad, &mut s.dz, None, &mut s.workspace);
+        }
+    }
+
+    /// The severed head's backward (`ResNetC5`: no stem, one feature,
+    /// every unit trained) from its feature's gradient, which the caller
+    /// has written into `s.grad` (C4's pool: no buffer of res5's output's
+    /// size besides the scratch, no copy), after a `forward` on `input`.
+    /// `input` (the RoI features) then holds its own gradient: the first
+    /// block overwrites it once its convs have read it, with no buffer of
+    /// its size besides (392 MiB at C4's 512 RoIs).
+    pub fn backward_replacing_input(
+        &mut self,
+        backend: &B,
+        units: &mut [ConvUnit<B>],
+        input: &mut Tensor<B>,
+        s: &mut Scratch<B>,
+    ) {
+        assert_eq!(units.len(), self.unit_count(), "ResNet: unit count");
         assert!(
-            input_grad.is_none() || stop == 0,
-            "ResNet: an input gradient through frozen units"
+            self.stem_pool.is_none() && self.feature_blocks.len() == 1,
+            "ResNet: only the severed head replaces its input by its gradient"
         );
+        for b in (1..=self.deepest_block()).rev() {
+            let x = block_input(&self.stem_pool, &self.blocks[..b], input);
+            let read = BlockInput::Read { x, below: true };
+            self.block_backward(backend, units, b, read, 0, s);
+        }
+        self.block_backward(backend, units, 0, BlockInput::Replace(input), 0, s);
+    }
+
+    /// The last block, whose output is the deepest feature.
+    fn deepest_block(&self) -> usize {
         let deepest = self.blocks.len() - 1;
         assert_eq!(
             self.feature_blocks.last(),
             Some(&deepest),
             "the deepest feature is the last block's"
         );
-        for b in (0..self.blocks.len()).rev() {
-            let block = &self.blocks[b];
-            let (first, branch, shortcut) = (block.first, block.branch, block.shortcut);
-            if block.last_unit() < stop {
-                return;
+        deepest
+    }
+
+    /// Backward through block `b` from its output's gradient in `s.grad`:
+    /// the gradients of its units from `stop` on and, when `input` asks
+    /// for it, its input's (in `s.grad`, or replacing the input). Returns
+    /// whether the blocks below need their pass (the input's gradient was
+    /// made).
+    fn block_backward(
+        &self,
+        backend: &B,
+        units: &mut [ConvUnit<B>],
+        b: usize,
+        input: BlockInput<'_, B>,
+        stop: usize,
+        s: &mut Scratch<B>,
+    ) -> bool {
+        let block = &self.blocks[b];
+        let (first, branch, shortcut) = (block.first, block.branch, block.shortcut);
+        let last = block.last_unit();
+        block.relu.backward(backend, &s.grad, &mut s.grad_next);
+        s.step_down();
+        // s.grad: the sum's gradient, which both paths receive. The
+        // residual path, last unit first, passes its gradient between
+        // grad_next and grad_branch (see `path_grads`); the path's
+        // gradient of the block's input lands in grad_next (an odd number
+        // of units, the bottleneck's) or grad_branch, the projection's in
+        // the other.
+        for k in (first + 1..first + branch).rev() {
+            if k < stop {
+                break;
             }
-            // s.grad: the gradient of the block's output, from the block
-            // above and, for a shallower feature, from the layers on it.
-            if let Some(k) = self.feature_blocks.iter().position(|&f| f == b) {
-                if b != deepest {
-                    accumulate(backend, &shallower_grads[k], &mut s.grad);
-                }
-            }
-            // Anything upstream of the block's input to train, or the
-            // input's gradient asked for.
-            let below = first > stop || (first == 0 && input_grad.is_some());
-            self.blocks[b]
-                .relu
-                .backward(backend, &s.grad, &mut s.grad_next);
-            s.step_down();
-            // s.grad: the sum's gradient, which both paths receive. The
-            // residual path, last unit first, passes its gradient between
-            // grad_next and grad_branch (the roles of the scratch buffers
-            // stay fixed: `Scratch::equalize` relies on it): the unit `d`
-            // from the end writes grad_next when d is even.
-            let x = block_input(&self.stem_pool, &self.blocks[..b], input);
-            // The head's first block writes its input's gradient straight
-            // into `input_grad` (no scratch buffer of the input's size, no
-            // copy: at C4's 512 RoIs that input is 392 MiB).
-            let into_input = b == 0 && self.stem_pool.is_none() && input_grad.is_some();
-            for k in (first..first + branch).rev() {
-                if k < stop {
-                    break;
-                }
-                let d = first + branch - 1 - k;
-                let (dy, dx) = match (d, d % 2) {
-                    (0, _) => (&s.grad, &mut s.grad_next),
-                    (_, 0) => (&s.grad_branch, &mut s.grad_next),
-                    _ => (&s.grad_next, &mut s.grad_branch),
-                };
-                let (done, rest) = units.split_at_mut(k);
-                let dx = match k == first {
-                    true if into_input => input_grad.as_deref_mut(),
-                    true => below.then_some(dx),
-                    false => (k > stop).then_some(dx),
-                };
-                let xk = if k == first { x } else { done[k - 1].output() };
-                rest[0].backward(backend, xk, dy, &mut s.dz, dx, &mut s.workspace);
-            }
-            // The residual path's gradient of the input is in grad_next
-            // (an odd number of units, the bottleneck's) or grad_branch;
-            // the projection's goes to the other.
-            let in_next = branch % 2 == 1;
-            if shortcut && first + branch >= stop {
-                let dx = if in_next {
-                    &mut s.grad_branch
-                } else {
-                    &mut s.grad_next
-                };
-                let unit = &mut units[first + branch];
-                let dx = below.then_some(dx);
-                unit.backward(backend, x, &s.grad, &mut s.dz, dx, &mut s.workspace);
-            }
-            if !below {
-                return;
-            }
-            if let Some(dx) = input_grad.as_deref_mut().filter(|_| into_input) {
-                // The path's gradient is in `dx`: add the projection's, or
-                // the identity's (the sum's gradient).
-                let other = match (shortcut, in_next) {
-                    (true, true) => &s.grad_branch,
-                    (true, false) => &s.grad_next,
-                    (false, _) => &s.grad,
-                };
-                accumulate(backend, other, dx);
-                return;
-            }
-            if shortcut {
-                // The sum of both, in grad_next either way.
-                accumulate(backend, &s.grad_branch, &mut s.grad_next);
-                s.step_down();
-            } else {
-                // The identity passes the sum's gradient on: add the
-                // residual path's to it.
-                let path = if in_next {
-                    &s.grad_next
-                } else {
-                    &s.grad_branch
-                };
-                accumulate(backend, path, &mut s.grad);
-            }
-        }
-        // s.grad: the gradient of the first block's input (the head's went
-        // to `input_grad` above).
-        if let Some(pool) = &mut self.stem_pool {
-            pool.backward(backend, units[0].output(), &s.grad, &mut s.grad_next);
-            s.step_down();
-            units[0].backward(
+            let d = first + branch - 1 - k;
+            let (dy, dx) = path_grads(&s.grad, &mut s.grad_next, &mut s.grad_branch, d);
+            let (done, rest) = units.split_at_mut(k);
+            let dx = (k > stop).then_some(dx);
+            rest[0].backward(
                 backend,
-                input,
-                &s.grad,
+                done[k - 1].output(),
+                dy,
                 &mut s.dz,
-                input_grad,
+                dx,
                 &mut s.workspace,
             );
         }
+        let (dy, dx) = path_grads(&s.grad, &mut s.grad_next, &mut s.grad_branch, branch - 1);
+        let (path, rest) = units[first..=last]
+            .split_first_mut()
+            .expect("a block has units");
+        let short = shortcut.then(|| &mut rest[branch - 1]);
+        match input {
+            BlockInput::Read { x, below } => {
+                if first >= stop {
+                    let dx = below.then_some(dx);
+                    path.backward(backend, x, dy, &mut s.dz, dx, &mut s.workspace);
+                }
+                let in_next = branch % 2 == 1;
+                if let Some(short) = short.filter(|_| last >= stop) {
+                    let dx = if in_next {
+                        &mut s.grad_branch
+                    } else {
+                        &mut s.grad_next
+                    };
+                    let dx = below.then_some(dx);
+                    short.backward(backend, x, &s.grad, &mut s.dz, dx, &mut s.workspace);
+                }
+                if !below {
+                    return false;
+                }
+                if shortcut {
+                    // The sum of both, in grad_next either way.
+                    accumulate(backend, &s.grad_branch, &mut s.grad_next);
+                    s.step_down();
+                } else {
+                    // The identity passes the sum's gradient on: add the
+                    // residual path's to it.
+                    let path = if in_next {
+                        &s.grad_next
+                    } else {
+                        &s.grad_branch
+                    };
+                    accumulate(backend, path, &mut s.grad);
+                }
+            }
+            BlockInput::Replace(x) => {
+                // Both convs read `x` for their parameters' gradients
+                // before the path's input gradient overwrites it; the
+                // projection's conv-output gradient waits meanwhile in the
+                // scratch the path's input gradient would have taken, and
+                // its input gradient is added last.
+                let short_dz = short.map(|short| {
+                    let own = short.conv_output_grad(backend, &s.grad, dx);
+                    let dz = if own { &*dx } else { &s.grad };
+                    short.conv.backward_filter(backend, x, dz, &mut s.workspace);
+                    (short, own)
+                });
+                let dz = if path.conv_output_grad(backend, dy, &mut s.dz) {
+                    &s.dz
+                } else {
+                    dy
+                };
+                path.conv.backward_filter(backend, x, dz, &mut s.workspace);
+                path.conv
+                    .backward_data(backend, dz, x, false, &mut s.workspace);
+                match short_dz {
+                    Some((short, own)) => {
+                        let dz = if own { &*dx } else { &s.grad };
+                        short
+                            .conv
+                            .backward_data(backend, dz, x, true, &mut s.workspace);
+                    }
+                    // The identity passes the sum's gradient on.
+                    None => accumulate(backend, &s.grad, x),
+                }
+            }
+        }
+        true
     }
 
     /// Bytes of the pool's, the sum's and the ReLUs' outputs and of the
@@ -829,17 +896,12 @@ mod tests {
         };
         let res4_grad = probe(0, body.features()[0]);
         let res5_grad = probe(1, head.features()[0]);
-        let mut roi_grad = Tensor::zeros(&cpu, &[0]);
-        head.backward(
-            &cpu,
-            head_units,
-            &roi,
-            &[res5_grad],
-            0,
-            Some(&mut roi_grad),
-            &mut s,
-        );
-        body.backward(&cpu, body_units, &image, &[res4_grad], stop, None, &mut s);
+        // The head replaces its input (the same values as `roi`) by its
+        // gradient.
+        let mut roi_grad = Tensor::from_host(&cpu, &fixture::ROI_SHAPE, &fixture::roi_feat());
+        copy_into(&cpu, &res5_grad, &mut s.grad);
+        head.backward_replacing_input(&cpu, head_units, &mut roi_grad, &mut s);
+        body.backward(&cpu, body_units, &image, &[res4_grad], stop, &mut s);
         let (_, paddle) = fixture::tensor(&expected, "grad.c4.roi_feat");
         fixture::assert_close("roi_feat gradient", &roi_grad.to_host(&cpu), &paddle, 1e-5);
         let names = [
@@ -951,17 +1013,19 @@ mod tests {
                 .zip(&probes)
                 .map(|(f, r)| Tensor::from_host(&cpu, f.shape(), r))
                 .collect();
-            let mut input_grad = Tensor::zeros(&cpu, &[0]);
+            // The head replaces its input (a copy: the checks below run
+            // the model on `input` again) by its gradient.
+            let mut input_grad = Tensor::from_host(&cpu, &input_shape, &x);
             let stop = model.net.frozen_units();
-            model.links.backward(
-                &cpu,
-                &mut model.net.units,
-                &input,
-                &grads,
-                stop,
-                head.then_some(&mut input_grad),
-                &mut model.scratch,
-            );
+            let (units, s) = (&mut model.net.units, &mut model.scratch);
+            if head {
+                copy_into(&cpu, &grads[0], &mut s.grad);
+                model
+                    .links
+                    .backward_replacing_input(&cpu, units, &mut input_grad, s);
+            } else {
+                model.links.backward(&cpu, units, &input, &grads, stop, s);
+            }
             fixture::assert_frozen_untouched(&model.net);
             let case = format!("seed {seed}");
             check_params(

@@ -362,7 +362,6 @@ impl<B: Backend> RetinaNetDetector<B> {
                 image,
                 &self.body_grads,
                 stop,
-                None,
                 &mut self.scratch,
             );
         }

@@ -8,9 +8,17 @@
 //! sides) and dilation per axis, as Paddle's conv2d. Tiled kernels: grid
 //! `(tile::grid_for(rows, cols), groups)`, block `tile::THREADS`, with
 //! rows/cols as named per kernel. Every kernel takes the geometry as the same
-//! 14 scalars (or 12 for depthwise: no c_out, no groups), in field order.
+//! 14 scalars (or 12 for depthwise: no c_out, no groups), in field order;
+//! the backward-data kernels then an `accumulate` flag.
 use crate::reduce::{block_sum, REDUCE_THREADS};
 use crate::{grid_stride, kernel, shared_array, tile};
+
+/// `*at = v`, or `*at += v` when `accumulate` is not 0 (a backward-data
+/// kernel adding a second conv's input gradient into the first's).
+#[inline(always)]
+unsafe fn store_or_add(at: *mut f32, v: f32, accumulate: u32) {
+    *at = if accumulate != 0 { *at + v } else { v };
+}
 
 /// One convolution's geometry, with the index arithmetic the kernels share.
 #[derive(Clone, Copy)]
@@ -125,11 +133,13 @@ kernel! {
 }
 
 kernel! {
-    /// `dx = conv_transpose(dy, weight)`. GEMM per group: rows = c_in / groups,
-    /// cols = batch * h * w, depth = (c_out / groups) * k_h * k_w.
+    /// `dx = conv_transpose(dy, weight)`, or `dx +=` it when `accumulate` is
+    /// not 0. GEMM per group: rows = c_in / groups, cols = batch * h * w,
+    /// depth = (c_out / groups) * k_h * k_w.
     pub fn conv2d_backward_data(ctx, dy: *const f32, weight: *const f32, dx: *mut f32,
         batch: u32, c_in: u32, h: u32, w: u32, c_out: u32, k_h: u32, k_w: u32,
-        stride_h: u32, stride_w: u32, pad_h: u32, pad_w: u32, dilation_h: u32, dilation_w: u32, groups: u32) {
+        stride_h: u32, stride_w: u32, pad_h: u32, pad_w: u32, dilation_h: u32, dilation_w: u32, groups: u32,
+        accumulate: u32) {
         let geo = ConvGeometry { batch, c_in, h, w, c_out, k_h, k_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups };
         let g = ctx.block_z();
         let (cin_g, cout_g, taps) = (geo.cin_g(), geo.cout_g(), k_h * k_w);
@@ -141,7 +151,7 @@ kernel! {
             |k, col| geo.dy_through_tap(dy, g, k, col),
             |ci, col, v| {
                 let (n, p) = (col / (h * w), col % (h * w));
-                *dx.add(((n * c_in + g * cin_g + ci) * h * w + p) as usize) = v;
+                store_or_add(dx.add(((n * c_in + g * cin_g + ci) * h * w + p) as usize), v, accumulate);
             });
     }
 }
@@ -193,10 +203,12 @@ kernel! {
 
 kernel! {
     /// Depthwise backward-data: one thread per input pixel, gathering the
-    /// outputs it fed (no atomics, deterministic).
+    /// outputs it fed (no atomics, deterministic); added into `dx` when
+    /// `accumulate` is not 0.
     pub fn depthwise_conv2d_backward_data(ctx, dy: *const f32, weight: *const f32, dx: *mut f32,
         batch: u32, channels: u32, h: u32, w: u32, k_h: u32, k_w: u32,
-        stride_h: u32, stride_w: u32, pad_h: u32, pad_w: u32, dilation_h: u32, dilation_w: u32) {
+        stride_h: u32, stride_w: u32, pad_h: u32, pad_w: u32, dilation_h: u32, dilation_w: u32,
+        accumulate: u32) {
         let geo = ConvGeometry { batch, c_in: channels, h, w, c_out: channels, k_h, k_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups: channels };
         let taps = k_h * k_w;
         grid_stride(ctx, batch * channels * h * w, |i| {
@@ -210,7 +222,7 @@ kernel! {
                 acc += *weight.add((c * taps + k) as usize) * geo.dy_through_tap(dy, c, k, col);
                 k += 1;
             }
-            *dx.add(i as usize) = acc;
+            store_or_add(dx.add(i as usize), acc, accumulate);
         });
     }
 }
@@ -378,21 +390,27 @@ mod tests {
         (dx, dw)
     }
 
-    /// The three passes under the emulator: (y, dx, dw).
+    /// The three passes under the emulator: (y, dx, dw). The input
+    /// gradient is added onto `dx0` when given, else written over NaNs.
     fn run_passes(
         g: &ConvGeometry,
         x: &[f32],
         wt: &[f32],
         dy: &[f32],
         bias: Option<&[f32]>,
+        dx0: Option<&[f32]>,
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (xb, wb, dyb) = (DeviceBuf::new(x), DeviceBuf::new(wt), DeviceBuf::new(dy));
         let bb = DeviceBuf::new(bias.unwrap_or(&[]));
-        let (yb, dxb, dwb) = (
+        let (yb, dwb) = (
             DeviceBuf::filled(dy.len(), f32::NAN),
-            DeviceBuf::filled(x.len(), f32::NAN),
             DeviceBuf::filled(wt.len(), f32::NAN),
         );
+        let dxb = match dx0 {
+            Some(dx0) => DeviceBuf::new(dx0),
+            None => DeviceBuf::filled(x.len(), f32::NAN),
+        };
+        let accumulate = u32::from(dx0.is_some());
         let depthwise = g.groups > 1 && g.groups == g.c_in && g.groups == g.c_out;
         // A function, not a pointer: raw pointers are not Sync, and the
         // emulated threads share the closure.
@@ -447,6 +465,7 @@ mod tests {
                     g.pad_w,
                     g.dilation_h,
                     g.dilation_w,
+                    accumulate,
                 )
             });
             launch(
@@ -519,6 +538,7 @@ mod tests {
                     g.dilation_h,
                     g.dilation_w,
                     g.groups,
+                    accumulate,
                 )
             });
             let (grid, block) = tiled(g.cout_g(), g.filter_len());
@@ -548,7 +568,11 @@ mod tests {
         (yb.to_vec(), dxb.to_vec(), dwb.to_vec())
     }
 
-    fn check_all(geo: &ConvGeometry, with_bias: bool) -> Result<(), TestCaseError> {
+    fn check_all(
+        geo: &ConvGeometry,
+        with_bias: bool,
+        accumulate: bool,
+    ) -> Result<(), TestCaseError> {
         let x = pseudo((geo.batch * geo.c_in * geo.h * geo.w) as usize, 1);
         let wt = pseudo((geo.c_out * geo.filter_len()) as usize, 2);
         let bias = pseudo(geo.c_out as usize, 3);
@@ -556,7 +580,9 @@ mod tests {
             (geo.batch * geo.c_out * geo.out_h() * geo.out_w()) as usize,
             4,
         );
-        let (y, dx, dw) = run_passes(geo, &x, &wt, &dy, with_bias.then_some(&bias[..]));
+        let dx0 = pseudo(x.len(), 5);
+        let onto = accumulate.then_some(&dx0[..]);
+        let (y, dx, dw) = run_passes(geo, &x, &wt, &dy, with_bias.then_some(&bias[..]), onto);
         let mut want_y = conv_ref(geo, &x, &wt);
         if with_bias {
             let plane = (geo.out_h() * geo.out_w()) as usize;
@@ -565,7 +591,12 @@ mod tests {
             }
         }
         check_close(&y, &want_y, "y")?;
-        let (want_dx, want_dw) = grads_ref(geo, &x, &wt, &dy);
+        let (mut want_dx, want_dw) = grads_ref(geo, &x, &wt, &dy);
+        if accumulate {
+            for (want, &v) in want_dx.iter_mut().zip(&dx0) {
+                *want += v as f64;
+            }
+        }
         check_close(&dx, &want_dx, "dx")?;
         check_close(&dw, &want_dw, "dw")
     }
@@ -573,15 +604,16 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(12))]
         #[test]
-        fn implicit_gemm_passes_match_direct_convolution(geo in geometry(), with_bias: bool) {
+        fn implicit_gemm_passes_match_direct_convolution(geo in geometry(), with_bias: bool, accumulate: bool) {
             prop_assume!(!(geo.groups > 1 && geo.cin_g() == 1 && geo.cout_g() == 1));
-            check_all(&geo, with_bias)?;
+            check_all(&geo, with_bias, accumulate)?;
         }
 
         #[test]
-        fn depthwise_passes_match_direct_convolution(base in geometry(), with_bias: bool) {
+        fn depthwise_passes_match_direct_convolution(base in geometry(), with_bias: bool, accumulate: bool) {
             let channels = base.c_in.max(2);
-            check_all(&ConvGeometry { c_in: channels, c_out: channels, groups: channels, ..base }, with_bias)?;
+            let geo = ConvGeometry { c_in: channels, c_out: channels, groups: channels, ..base };
+            check_all(&geo, with_bias, accumulate)?;
         }
     }
 }

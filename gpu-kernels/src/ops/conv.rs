@@ -225,6 +225,7 @@ impl Gpu {
         dy: &DeviceBuffer,
         weight: &DeviceBuffer,
         dx: &mut DeviceBuffer,
+        accumulate: bool,
     ) -> Result<(), GpuError> {
         const NAME: &str = "conv2d_backward_data";
         let buffers = [("dx", dx.len()), ("weight", weight.len()), ("dy", dy.len())];
@@ -244,7 +245,7 @@ impl Gpu {
                     sa,
                     dy,
                     sb,
-                    0.0,
+                    if accumulate { 1.0 } else { 0.0 },
                     dx,
                     plane,
                     c_stride,
@@ -258,6 +259,7 @@ impl Gpu {
             .input(weight, p.weight_len)
             .output(dx, p.x_len);
         push_geometry(&mut args, p.kind, geo);
+        args.u32(accumulate.into());
         self.launch(kernel, backward_data_shape(p.kind, geo), &args)
     }
 
@@ -387,7 +389,8 @@ mod tests {
             let bias = with_bias.then_some(&gb);
             gpu.conv2d_forward(&g, &gx, &gw, bias, &mut gy).unwrap();
             let mut gdx = gpu.zeros(g.input_len()).unwrap();
-            gpu.conv2d_backward_data(&g, &gdy, &gw, &mut gdx).unwrap();
+            gpu.conv2d_backward_data(&g, &gdy, &gw, &mut gdx, false)
+                .unwrap();
             let mut gdw = gpu.zeros(g.weight_len()).unwrap();
             gpu.conv2d_backward_filter(&g, &gx, &gdy, &mut gdw).unwrap();
 
@@ -401,7 +404,7 @@ mod tests {
             let mut cy = cpu.alloc(g.output_len());
             cpu.conv2d_forward(&g, &cx, &cw, with_bias.then_some(&cb), &mut cy, &mut ws);
             let mut cdx = cpu.alloc(g.input_len());
-            cpu.conv2d_backward_data(&g, &cdy, &cw, &mut cdx, &mut ws);
+            cpu.conv2d_backward_data(&g, &cdy, &cw, &mut cdx, false, &mut ws);
             let mut cdw = cpu.alloc(g.weight_len());
             cpu.conv2d_backward_filter(&g, &cx, &cdy, &mut cdw, None, &mut ws);
 

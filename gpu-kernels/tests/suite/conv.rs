@@ -148,11 +148,12 @@ fn backward_data_run<B: Backend>(
     dy: &[f32],
     w: &[f32],
     dx0: &[f32],
+    accumulate: bool,
 ) -> Vec<f32> {
     let (dyb, wb) = (buffer(b, dy), buffer(b, w));
     let mut dxb = buffer(b, dx0);
     let mut ws = buffer(b, &vec![f32::NAN; b.conv2d_workspace_len(g) + TAIL]);
-    b.conv2d_backward_data(g, &dyb, &wb, &mut dxb, &mut ws);
+    b.conv2d_backward_data(g, &dyb, &wb, &mut dxb, accumulate, &mut ws);
     assert_unchanged(b, "dy", &dyb, dy);
     assert_unchanged(b, "w", &wb, w);
     read(b, &dxb)
@@ -221,13 +222,22 @@ pub fn conv2d_backward_data_matches<B: Backend>(b: &B) {
     let reference = cpu();
     for (name, g) in shapes() {
         for seed in SEEDS {
-            let [_, w, _, dy] = case(&g, seed);
-            let dx0 = garbage(&mut Rng::new(seed + 200), g.input_len());
-            let what = format!("conv2d_backward_data {name} {g:?} seed {seed}");
-            let got = backward_data_run(b, &g, &dy, &w, &dx0);
-            let want = backward_data_run(&reference, &g, &dy, &w, &dx0);
-            let envelope = backward_data_run(&reference, &g, &abs(&dy), &abs(&w), &dx0);
-            let terms = g.c_out_per_group() * g.kernel_h * g.kernel_w;
+            let [x, w, _, dy] = case(&g, seed);
+            // Overwriting garbage, and (odd seeds) adding onto an
+            // input-sized gradient already there.
+            let accumulate = seed % 2 == 1;
+            let mut dx0 = garbage(&mut Rng::new(seed + 200), g.input_len());
+            if accumulate {
+                dx0[..g.input_len()].copy_from_slice(&x[..g.input_len()]);
+            }
+            let what =
+                format!("conv2d_backward_data {name} {g:?} seed {seed} accumulate {accumulate}");
+            let got = backward_data_run(b, &g, &dy, &w, &dx0, accumulate);
+            let want = backward_data_run(&reference, &g, &dy, &w, &dx0, accumulate);
+            let onto = if accumulate { abs(&dx0) } else { dx0.clone() };
+            let envelope =
+                backward_data_run(&reference, &g, &abs(&dy), &abs(&w), &onto, accumulate);
+            let terms = g.c_out_per_group() * g.kernel_h * g.kernel_w + usize::from(accumulate);
             let bound = summation_bound(&envelope[..g.input_len()], terms);
             assert_within(&what, &got, &want, &bound);
             assert_tail_kept(&what, &got, g.input_len(), &dx0);

@@ -62,6 +62,8 @@ pub enum Fault {
     /// `generate_proposals` with a fixed NMS threshold: `eta` (Paddle's
     /// adaptive NMS) ignored.
     FixedNmsThreshold,
+    /// `conv2d_backward_data` overwrites `dx` when asked to add into it.
+    OverwritesInsteadOfAccumulating,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -117,9 +119,11 @@ impl Backend for Faulty {
         dy: &Vec<f32>,
         w: &Vec<f32>,
         dx: &mut Vec<f32>,
+        accumulate: bool,
         workspace: &mut Vec<f32>,
     ) {
-        CPU.conv2d_backward_data(g, dy, w, dx, workspace)
+        let accumulate = accumulate && self.0 != Fault::OverwritesInsteadOfAccumulating;
+        CPU.conv2d_backward_data(g, dy, w, dx, accumulate, workspace)
     }
     fn conv2d_backward_filter(
         &self,
