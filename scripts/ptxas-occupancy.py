@@ -109,15 +109,16 @@ def block_sizes():
             "mask_paste", "polygon_masks",
             "yolo_decode", "ssd_decode", "softmax_rows", "bitonic_sort_step", "nms_bounds", "nms_rank_keys", "nms_keep_top",
             "proposal_keys", "proposal_decode",
+            "ssd_mining_keys", "ssd_select_negatives", "ssd_loss_rows",
             "depthwise_conv2d_forward", "depthwise_conv2d_backward_data",
         ]),
         # ops::tiled: the tile engine, (BM / TM) * (BN / TN) threads.
         (tiled, ["gemm", "fc_forward", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter"]),
-        # ops::block_per_item and Gpu::sum: one block_sum per block.
+        # ops::block_per_item, Gpu::sum and ssd_match: block_reduce per block.
         (reduce, [
             "sum_blocks", "channel_sum", "batch_norm_train_forward",
             "batch_norm_train_backward", "depthwise_conv2d_backward_filter",
-            "l2_norm_backward_scale",
+            "l2_norm_backward_scale", "ssd_match",
         ]),
         # ops::nms: NMS_THREADS blocks (per span of entries, (image, class) or image).
         (rust_const(nms, "NMS_THREADS"), [

@@ -13,6 +13,7 @@
 //! - Weights are `[c_out, c_in / groups, kernel_h, kernel_w]`, as in Paddle.
 
 use crate::rcnn::{ProposalConfig, Proposals};
+use crate::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use crate::yolo::{Detection, NmsConfig, YoloConfig};
 
 /// The activations a layer may apply. The backward of each is computed from
@@ -1299,6 +1300,33 @@ pub trait Backend: Clone + Send + Sync + 'static {
         grad: &mut Self::Buffer,
         losses: &mut Self::Buffer,
     );
+
+    // ---- SSD's loss ----
+
+    /// Paddle's `ssd_loss` of a batch (core's `ssd::ssd_loss`): each image's
+    /// priors matched to its ground truth `truths[n]` (bipartite, then per
+    /// prediction), hard negatives mined at `neg_pos_ratio`, softmax
+    /// cross-entropy and smooth-L1 over the batch's matched priors.
+    /// `priors` and `variances` are `[priors_count, 4]` (normalised x1, y1,
+    /// x2, y2), `location` `[images, priors_count, 4]`, `confidence`
+    /// `[images, priors_count, classes]`, `images = truths.len()`;
+    /// `grad_location` and `grad_confidence`, shaped as them, get the
+    /// gradients of the loss (overwritten). The ground truth comes from the
+    /// host (a device uploads it); only the loss terms come back.
+    #[allow(clippy::too_many_arguments)]
+    fn ssd_loss(
+        &self,
+        cfg: &SsdLossConfig,
+        priors: &Self::Buffer,
+        variances: &Self::Buffer,
+        priors_count: usize,
+        classes: usize,
+        location: &Self::Buffer,
+        confidence: &Self::Buffer,
+        truths: &[ImageTruth],
+        grad_location: &mut Self::Buffer,
+        grad_confidence: &mut Self::Buffer,
+    ) -> SsdLoss;
 
     // ---- the R-CNN region proposals ----
 

@@ -13,6 +13,7 @@ use pulsefocus_core::backend::{
     PoolGeom, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
 };
 use pulsefocus_core::rcnn::{ProposalConfig, Proposals};
+use pulsefocus_core::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::Backend;
 
@@ -566,6 +567,37 @@ impl Backend for GpuBackend {
     ) -> Vec<Vec<Detection>> {
         let shape = [images, priors_count, classes];
         self.run(|gpu| gpu.ssd_detect(nms, priors, variances, location, confidence, shape))
+    }
+
+    /// Matching, mining and the losses on the device (`ops::ssd_loss`);
+    /// only the loss terms come back. After a failure the loss is 0 and the
+    /// gradients are left as they were.
+    fn ssd_loss(
+        &self,
+        cfg: &SsdLossConfig,
+        priors: &DeviceBuffer,
+        variances: &DeviceBuffer,
+        priors_count: usize,
+        classes: usize,
+        location: &DeviceBuffer,
+        confidence: &DeviceBuffer,
+        truths: &[ImageTruth],
+        grad_location: &mut DeviceBuffer,
+        grad_confidence: &mut DeviceBuffer,
+    ) -> SsdLoss {
+        self.run(|gpu| {
+            gpu.ssd_loss(
+                cfg,
+                priors,
+                variances,
+                [priors_count, classes],
+                location,
+                confidence,
+                truths,
+                grad_location,
+                grad_confidence,
+            )
+        })
     }
 
     /// Sorts, decode, NMS on the device (`ops::proposals`); only the

@@ -182,6 +182,12 @@ fn proposals_without_adaptive_nms_are_caught() {
     checks::generate_proposals_matches(&Faulty(Fault::FixedNmsThreshold));
 }
 
+#[test]
+#[should_panic(expected = "ssd_loss MobileNet-SSD at 96 pixels, 21 classes seed 1")]
+fn mining_without_the_negative_ratio_is_caught() {
+    checks::ssd_loss_matches(&Faulty(Fault::MinesEveryCandidate));
+}
+
 /// The real GPU, or None (printing why) on a machine without one.
 fn cuda() -> Option<pulsefocus_gpu::GpuBackend> {
     match pulsefocus_gpu::GpuBackend::open() {

@@ -110,8 +110,9 @@ pub struct ReaderPipeline {
     /// NormalizeImage and Permute, in order.
     pub normalize: ChannelNorm,
     /// Box slots: PadBox's `num_max_boxes`, which must agree with
-    /// `inputs_def.num_max_boxes`; 0 (a FasterRCNN reader without PadBox):
-    /// as many as the dataset's most (`LoaderConfig::max_boxes`).
+    /// `inputs_def.num_max_boxes`; 0 (a reader without PadBox, as the R-CNN
+    /// and SSD ones): as many as the dataset's most
+    /// (`LoaderConfig::max_boxes`).
     pub max_boxes: usize,
     /// PadBox is listed: only the first `max_boxes` boxes of an image are
     /// kept (also those PaddleDetection's VOC evaluation scores against).
@@ -681,17 +682,18 @@ impl Walk {
                 "needs a Permute(channel_first: true): the network reads channels first".into(),
             );
         }
+        // Without a PadBox PaddleDetection feeds every box (the R-CNN and
+        // SSD readers' `gt_bbox` is a LoD tensor): slots for the most an
+        // image has. (YOLOv3 needs the PadBox, below.)
+        if !self.pipeline.pad_box {
+            self.pipeline.max_boxes = 0;
+        }
         if self.arch.uses_rcnn_reader() {
             if self.pipeline.short_side.is_none() {
                 return Err("needs a ResizeImage with max_size: the R-CNN models take each picture at its aspect ratio".into());
             }
             if self.boxes_normalized || self.boxes_xywh {
                 return Err("needs no NormalizeBox and no BboxXYXY2XYWH: the R-CNN ops take pixel corner boxes".into());
-            }
-            // PaddleDetection's R-CNN keeps every box: slots for the most an
-            // image has, unless a PadBox caps them.
-            if !self.pipeline.pad_box {
-                self.pipeline.max_boxes = 0;
             }
             return Ok(self.pipeline);
         }
@@ -1087,8 +1089,14 @@ mod tests {
         let ssd = |sample: &str| {
             reader(sample, TO_NETWORK).pipeline_for(file, "TrainReader", Architecture::SSD)
         };
-        assert!(ssd("[DecodeImage(), NormalizeBox()]").is_ok());
-        assert!(ssd("[DecodeImage(), NormalizeBox(), PadBox(num_max_boxes: 3)]").is_ok());
+        // Every box without a PadBox (PaddleDetection's SSD reader feeds
+        // them all), the first 3 with one.
+        let slots = |sample: &str| ssd(sample).map(|p| p.max_boxes).unwrap();
+        assert_eq!(slots("[DecodeImage(), NormalizeBox()]"), 0);
+        assert_eq!(
+            slots("[DecodeImage(), NormalizeBox(), PadBox(num_max_boxes: 3)]"),
+            3
+        );
         for sample in [
             "[DecodeImage()]",
             "[DecodeImage(), NormalizeBox(), BboxXYXY2XYWH()]",

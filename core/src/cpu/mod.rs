@@ -24,6 +24,7 @@ use crate::backend::{
     PoolGeom, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
 };
 use crate::rcnn::{ProposalConfig, Proposals};
+use crate::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
 use rayon::prelude::*;
 
@@ -513,6 +514,35 @@ impl Backend for CpuBackend {
                 )
             })
             .collect()
+    }
+
+    /// Core's `ssd::ssd_loss` on the tensors' part of each buffer.
+    fn ssd_loss(
+        &self,
+        cfg: &SsdLossConfig,
+        priors: &Vec<f32>,
+        variances: &Vec<f32>,
+        priors_count: usize,
+        classes: usize,
+        location: &Vec<f32>,
+        confidence: &Vec<f32>,
+        truths: &[ImageTruth],
+        grad_location: &mut Vec<f32>,
+        grad_confidence: &mut Vec<f32>,
+    ) -> SsdLoss {
+        let (priors, variances) = (quads(priors, priors_count), quads(variances, priors_count));
+        let rows = truths.len() * priors_count;
+        crate::ssd::ssd_loss(
+            cfg,
+            &priors,
+            &variances,
+            classes,
+            &location[..rows * 4],
+            &confidence[..rows * classes],
+            truths,
+            &mut grad_location[..rows * 4],
+            &mut grad_confidence[..rows * classes],
+        )
     }
 
     /// Core's `rcnn::generate_proposals` per level and image, the images

@@ -5,13 +5,12 @@
 //! level (box offsets, class scores), each
 //! head output gathered into the rows of all priors (`multi_box_head`'s
 //! transpose, reshape and concat: `Backend::head_rows_*`), then `ssd_loss`
-//! on the host from the downloaded rows (its gradients uploaded for the
-//! backward pass), or decode and NMS where the rows are
-//! (`Backend::ssd_detect`).
+//! where the rows are (`Backend::ssd_loss`: the ground truth goes up, the
+//! rows' gradients are written beside them and only the loss terms come
+//! back), or decode and NMS there (`Backend::ssd_detect`).
 //!
 //! The priors depend only on the input and feature-map sizes: they are
-//! computed on the host once per input size and kept, on the host for the
-//! loss and on the device for detection.
+//! computed on the host once per input size and kept on the device.
 
 use super::chain;
 use super::conv_unit::{accumulate, copy_into, Scratch};
@@ -21,7 +20,7 @@ use crate::backend::{Backend, HeadRows};
 use crate::box_coder::BoxXyxy;
 use crate::detector::{Detector, Losses};
 use crate::layers::MaxPool2d;
-use crate::ssd::{ssd_loss, ssd_nms, ImageTruth, SsdLossConfig};
+use crate::ssd::{ssd_nms, ImageTruth, SsdLossConfig};
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth, NmsConfig};
 
@@ -40,13 +39,13 @@ const PADDING: f32 = 1e-6;
 const LOC: usize = 0;
 const CONF: usize = 1;
 
-/// The priors of one input size, on the host and the device.
+/// The priors of one input size on the device, `[count, 4]` boxes and
+/// variances.
 struct PriorCache<B: Backend> {
     size: [usize; 2],
-    boxes: Vec<BoxXyxy>,
-    variances: Vec<[f32; 4]>,
-    boxes_device: Tensor<B>,
-    variances_device: Tensor<B>,
+    count: usize,
+    boxes: Tensor<B>,
+    variances: Tensor<B>,
 }
 
 /// An SSD network with its loss and output settings and the buffers of a
@@ -63,11 +62,9 @@ pub struct SsdDetector<B: Backend> {
     /// VGG's max pools, each with the unit whose output it takes.
     pools: Vec<(usize, MaxPool2d<B>)>,
     /// `[N, priors, 4]` box offsets and `[N, priors, classes]` scores of all
-    /// levels (`LOC`, `CONF`), their gradients, and both on the host.
+    /// levels (`LOC`, `CONF`), and their gradients.
     rows: [Tensor<B>; 2],
     row_grads: [Tensor<B>; 2],
-    host_rows: [Vec<f32>; 2],
-    host_grads: [Vec<f32>; 2],
     /// Gradient of the output of the head conv being run backward, and of
     /// its input.
     head_grad: Tensor<B>,
@@ -108,8 +105,6 @@ impl<B: Backend> SsdDetector<B> {
             features,
             rows: [empty(), empty()],
             row_grads: [empty(), empty()],
-            host_rows: Default::default(),
-            host_grads: Default::default(),
             head_grad: empty(),
             head_dx: empty(),
             scratch: Scratch::new(backend),
@@ -199,10 +194,9 @@ impl<B: Backend> SsdDetector<B> {
         let count = boxes.len();
         self.priors = Some(PriorCache {
             size,
-            boxes_device: Tensor::from_host(backend, &[count, 4], &flat(&boxes)),
-            variances_device: Tensor::from_host(backend, &[count, 4], &flat(&variances)),
-            boxes,
-            variances,
+            count,
+            boxes: Tensor::from_host(backend, &[count, 4], &flat(&boxes)),
+            variances: Tensor::from_host(backend, &[count, 4], &flat(&variances)),
         });
     }
 
@@ -280,25 +274,15 @@ impl<B: Backend> SsdDetector<B> {
             .chain(&self.row_grads)
             .chain([&self.head_grad, &self.head_dx])
             .chain(&self.feature_grads)
-            .chain(
-                self.priors
-                    .iter()
-                    .flat_map(|p| [&p.boxes_device, &p.variances_device]),
-            )
+            .chain(self.priors.iter().flat_map(|p| [&p.boxes, &p.variances]))
             .map(|t| t.capacity_bytes(b))
-            .sum::<usize>();
-        let host = self
-            .host_rows
-            .iter()
-            .chain(&self.host_grads)
-            .map(|v| v.capacity() * 4)
             .sum::<usize>();
         let pools = self
             .pools
             .iter()
             .map(|(_, p)| p.planned_bytes(b))
             .sum::<usize>();
-        self.net.planned_bytes() + tensors + host + pools + self.scratch.planned_bytes(b)
+        self.net.planned_bytes() + tensors + pools + self.scratch.planned_bytes(b)
     }
 }
 
@@ -351,9 +335,6 @@ impl<B: Backend> Detector<B> for SsdDetector<B> {
                 self.rows[which].numel(),
                 0.0,
             );
-            let numel = self.rows[which].numel();
-            self.host_rows[which].resize(numel, 0.0);
-            self.host_grads[which].resize(numel, 0.0);
         }
         self.backward(&image);
         self.scratch.equalize(&backend);
@@ -364,36 +345,29 @@ impl<B: Backend> Detector<B> for SsdDetector<B> {
     fn train_pass(&mut self, image: &Tensor<B>, truth: &GroundTruth, _: &[[f32; 3]]) -> Losses {
         let backend = self.net.backend().clone();
         self.forward(image);
-        for which in [LOC, CONF] {
-            let numel = self.rows[which].numel();
-            self.host_rows[which].resize(numel, 0.0);
-            self.host_grads[which].resize(numel, 0.0);
-            backend.download(self.rows[which].buf(), &mut self.host_rows[which]);
-        }
-        let images = image.shape()[0];
-        let owned = image_truths(truth, images);
+        let owned = image_truths(truth, image.shape()[0]);
         let truths: Vec<ImageTruth> = owned
             .iter()
             .map(|(boxes, labels)| ImageTruth { boxes, labels })
             .collect();
-        let priors = self.priors.as_ref().expect("forward computed the priors");
-        let [grad_loc, grad_conf] = &mut self.host_grads;
-        let loss = ssd_loss(
-            &self.loss,
-            &priors.boxes,
-            &priors.variances,
-            self.spec.num_classes,
-            &self.host_rows[LOC],
-            &self.host_rows[CONF],
-            &truths,
-            grad_loc,
-            grad_conf,
-        );
         for which in [LOC, CONF] {
             let shape = self.rows[which].shape().to_vec();
             self.row_grads[which].reshape_reuse(&backend, &shape);
-            self.row_grads[which].upload(&backend, &self.host_grads[which]);
         }
+        let priors = self.priors.as_ref().expect("forward computed the priors");
+        let [grad_loc, grad_conf] = &mut self.row_grads;
+        let loss = backend.ssd_loss(
+            &self.loss,
+            priors.boxes.buf(),
+            priors.variances.buf(),
+            priors.count,
+            self.spec.num_classes,
+            self.rows[LOC].buf(),
+            self.rows[CONF].buf(),
+            &truths,
+            grad_loc.buf_mut(),
+            grad_conf.buf_mut(),
+        );
         self.backward(image);
         Losses::new(LOSS_NAMES, &[loss.location, loss.confidence])
     }
@@ -410,13 +384,13 @@ impl<B: Backend> Detector<B> for SsdDetector<B> {
         // Decode and NMS where the rows are: only the detections come back.
         let per_image = backend.ssd_detect(
             &self.nms,
-            priors.boxes_device.buf(),
-            priors.variances_device.buf(),
+            priors.boxes.buf(),
+            priors.variances.buf(),
             self.spec.num_classes,
             self.rows[LOC].buf(),
             self.rows[CONF].buf(),
             image.shape()[0],
-            priors.boxes.len(),
+            priors.count,
         );
         // PaddleDetection's `bbox2out` for normalised boxes: clipped to the
         // picture, scaled by its size, no pixel `+1`. Class 0 is the
@@ -489,7 +463,7 @@ mod tests {
         let mut model = SsdDetector::new(&cpu, tiny_spec(3), 1);
         let (batch, size) = (2, 96);
         model.forward(&image(&cpu, batch, size, 2));
-        let count = model.priors.as_ref().unwrap().boxes.len();
+        let count = model.priors.as_ref().unwrap().count;
         assert_eq!(model.rows[LOC].shape(), [batch, count, 4]);
         assert_eq!(model.rows[CONF].shape(), [batch, count, 3]);
         let rows = model.rows[CONF].to_host(&cpu);

@@ -56,6 +56,7 @@ pub mod roi_align;
 pub mod sgd;
 pub mod sigmoid_focal_loss;
 pub mod ssd_decode;
+pub mod ssd_loss;
 pub mod tile;
 pub mod upsample;
 pub mod yolo_decode;

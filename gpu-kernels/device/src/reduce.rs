@@ -22,7 +22,19 @@ const _: () = assert!(SUM_LANES * SUM_LANES == REDUCE_THREADS);
 /// The sum of `value` over the block's [`REDUCE_THREADS`] threads, returned
 /// to every thread. All threads must call it (it synchronises).
 ///
-/// Two steps of 16 adds instead of an 8-level tree: 3 barriers instead of
+/// # Safety
+/// `scratch` comes from [`reduce_scratch!`] and the block has `REDUCE_THREADS` threads.
+#[inline(always)]
+pub unsafe fn block_sum(ctx: &Ctx, scratch: *mut f32, value: f32) -> f32 {
+    block_reduce(ctx, scratch, value, 0.0, |a, b| a + b)
+}
+
+/// `value` of the block's [`REDUCE_THREADS`] threads combined by `combine`
+/// from `identity` in a fixed order (the same bits whatever the thread
+/// timing), returned to every thread. All threads must call it (it
+/// synchronises).
+///
+/// Two steps of 16 combines instead of an 8-level tree: 3 barriers instead of
 /// 10. On a GPU the work is about the same (the first step's loads are
 /// consecutive per warp, so free of bank conflicts; the second's are
 /// broadcasts), and under the grid emulator, where every barrier costs two
@@ -30,31 +42,38 @@ const _: () = assert!(SUM_LANES * SUM_LANES == REDUCE_THREADS);
 /// training passes, the depthwise filter gradient) run about 3 times faster.
 ///
 /// # Safety
-/// `scratch` comes from [`reduce_scratch!`] and the block has `REDUCE_THREADS` threads.
+/// `scratch` is a shared array of `REDUCE_THREADS` `T`s, and the block has
+/// `REDUCE_THREADS` threads.
 #[inline(always)]
-pub unsafe fn block_sum(ctx: &Ctx, scratch: *mut f32, value: f32) -> f32 {
+pub unsafe fn block_reduce<T: Copy>(
+    ctx: &Ctx,
+    scratch: *mut T,
+    value: T,
+    identity: T,
+    combine: impl Fn(T, T) -> T,
+) -> T {
     let tid = ctx.thread_x();
     *scratch.add(tid as usize) = value;
     ctx.sync_threads();
-    // Lane l adds the column l, l + 16, l + 32, ... into scratch[l], which
-    // no other lane reads.
+    // Lane l combines the column l, l + 16, l + 32, ... into scratch[l],
+    // which no other lane reads.
     if tid < SUM_LANES {
-        let mut column = 0.0;
+        let mut column = identity;
         let mut row = 0;
         while row < SUM_LANES {
-            column += *scratch.add((row * SUM_LANES + tid) as usize);
+            column = combine(column, *scratch.add((row * SUM_LANES + tid) as usize));
             row += 1;
         }
         *scratch.add(tid as usize) = column;
     }
     ctx.sync_threads();
-    let mut total = 0.0;
+    let mut total = identity;
     let mut lane = 0;
     while lane < SUM_LANES {
-        total += *scratch.add(lane as usize);
+        total = combine(total, *scratch.add(lane as usize));
         lane += 1;
     }
-    // The next block_sum may overwrite the scratch: wait until all have read it.
+    // The next reduction may overwrite the scratch: wait until all have read it.
     ctx.sync_threads();
     total
 }

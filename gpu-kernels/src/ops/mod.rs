@@ -36,6 +36,7 @@ pub mod roi_align;
 pub mod sgd;
 pub mod sigmoid_focal_loss;
 pub mod ssd;
+pub mod ssd_loss;
 pub mod upsample;
 pub mod yolo;
 

@@ -7,6 +7,7 @@ use pulsefocus_core::backend::{
     RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep, MASK_PASTE_FIELDS,
 };
 use pulsefocus_core::rcnn::{ProposalConfig, Proposals};
+use pulsefocus_core::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::{Backend, CpuBackend};
 
@@ -64,6 +65,8 @@ pub enum Fault {
     FixedNmsThreshold,
     /// `conv2d_backward_data` overwrites `dx` when asked to add into it.
     OverwritesInsteadOfAccumulating,
+    /// `ssd_loss` mines every candidate: the `neg_pos_ratio` cap left out.
+    MinesEveryCandidate,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -644,5 +647,35 @@ impl Backend for Faulty {
             cfg.eta = 1.0;
         }
         CPU.generate_proposals(&cfg, levels, anchors_per_cell, im_info)
+    }
+    fn ssd_loss(
+        &self,
+        cfg: &SsdLossConfig,
+        priors: &Vec<f32>,
+        variances: &Vec<f32>,
+        priors_count: usize,
+        classes: usize,
+        location: &Vec<f32>,
+        confidence: &Vec<f32>,
+        truths: &[ImageTruth],
+        grad_location: &mut Vec<f32>,
+        grad_confidence: &mut Vec<f32>,
+    ) -> SsdLoss {
+        let mut cfg = *cfg;
+        if self.0 == Fault::MinesEveryCandidate {
+            cfg.neg_pos_ratio = f32::INFINITY;
+        }
+        CPU.ssd_loss(
+            &cfg,
+            priors,
+            variances,
+            priors_count,
+            classes,
+            location,
+            confidence,
+            truths,
+            grad_location,
+            grad_confidence,
+        )
     }
 }

@@ -41,6 +41,7 @@ pub mod pool;
 pub mod proposals;
 pub mod roi_align;
 pub mod sigmoid_focal_loss;
+pub mod ssd_loss;
 
 use pulsefocus_core::{Backend, CpuBackend};
 
@@ -281,6 +282,7 @@ macro_rules! backend_tests {
             yolo_detect_matches,
             ssd_detect_matches,
             generate_proposals_matches,
+            ssd_loss_matches,
         );
     };
     ($module:ident, $open:expr; $($check:ident),+ $(,)?) => {
@@ -334,4 +336,5 @@ pub mod checks {
     pub use super::proposals::generate_proposals_matches;
     pub use super::roi_align::{roi_align_backward_matches, roi_align_forward_matches};
     pub use super::sigmoid_focal_loss::sigmoid_focal_loss_matches;
+    pub use super::ssd_loss::ssd_loss_matches;
 }
