@@ -108,7 +108,7 @@ def block_sizes():
             "global_avg_pool_forward", "global_avg_pool_backward", "sigmoid_focal_loss", "mask_loss",
             "mask_paste", "polygon_masks",
             "yolo_decode", "ssd_decode", "softmax_rows", "bitonic_sort_step", "nms_bounds", "nms_rank_keys", "nms_keep_top",
-            "proposal_keys", "proposal_decode",
+            "proposal_keys", "proposal_decode", "retina_keys", "retina_decode", "retina_write",
             "depthwise_conv2d_forward", "depthwise_conv2d_backward_data",
         ]),
         # ops::tiled: the tile engine, (BM / TM) * (BN / TN) threads.

@@ -13,6 +13,7 @@
 //! - Weights are `[c_out, c_in / groups, kernel_h, kernel_w]`, as in Paddle.
 
 use crate::rcnn::{ProposalConfig, Proposals};
+use crate::retinanet::RetinaOutputConfig;
 use crate::yolo::{Detection, NmsConfig, YoloConfig};
 
 /// The activations a layer may apply. The backward of each is computed from
@@ -876,6 +877,24 @@ impl<Buf> RpnProposalInput<'_, Buf> {
     }
 }
 
+/// One FPN level's RetinaNet head outputs and anchors on a backend, the
+/// input of [`Backend::retinanet_detect`]. With `A` anchors per cell, `K`
+/// classes and `N` images:
+/// - `scores`: the sigmoid of the class logits, `[N, A * K, H, W]`, channel
+///   `a * K + k` class `k` of anchor `a`;
+/// - `deltas`: the box output, `[N, 4A, H, W]`, channel `4a + j` the `j`-th
+///   of anchor `a`'s `[dx, dy, dw, dh]`;
+/// - `anchors`: `[H * W * A, 4]`, anchor `a` of cell `(h, w)` at row `(h *
+///   W + w) * A + a` (the order of `anchor_generator`).
+#[derive(Debug)]
+pub struct RetinaLevelInput<'a, Buf> {
+    pub scores: &'a Buf,
+    pub deltas: &'a Buf,
+    pub anchors: &'a Buf,
+    pub height: usize,
+    pub width: usize,
+}
+
 /// RMSProp with L2 decay, as Paddle's `rmsprop` op (not centered) after an
 /// L2Decay regulariser, which SSD trains with: `g = grad + decay * param`,
 /// `mean_square = rho * mean_square + (1 - rho) * g^2`,
@@ -1313,6 +1332,24 @@ pub trait Backend: Clone + Send + Sync + 'static {
         anchors_per_cell: usize,
         im_info: &[[f32; 3]],
     ) -> Vec<Vec<Proposals>>;
+
+    // ---- RetinaNet's detections ----
+
+    /// Paddle's `retinanet_detection_output` (core's
+    /// `retinanet::retinanet_detection_output`) on each image of the
+    /// levels' outputs (lowest level first, `classes` classes per anchor):
+    /// each image's detections, best first, labels `1..=classes`, boxes in
+    /// the original picture's pixels. `im_info[n]` is image `n`'s `[resized
+    /// height, resized width, scale]`, and the batch of every level's
+    /// `scores` and `deltas`. Only the detections leave the device.
+    fn retinanet_detect(
+        &self,
+        cfg: &RetinaOutputConfig,
+        levels: &[RetinaLevelInput<'_, Self::Buffer>],
+        anchors_per_cell: usize,
+        classes: usize,
+        im_info: &[[f32; 3]],
+    ) -> Vec<Vec<Detection>>;
 
     // ---- Mask R-CNN's mask targets ----
 

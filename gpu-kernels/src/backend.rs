@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, FcGeom, FocalLossGeom,
     GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom,
-    PoolGeom, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
+    PoolGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
 };
 use pulsefocus_core::rcnn::{ProposalConfig, Proposals};
+use pulsefocus_core::retinanet::RetinaOutputConfig;
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::Backend;
 
@@ -582,6 +583,23 @@ impl Backend for GpuBackend {
                 .map(Some)
         })
         .unwrap_or_else(|| vec![vec![Proposals::default(); im_info.len()]; levels.len()])
+    }
+
+    /// Sorts, decode, NMS on the device (`ops::retinanet`); only the
+    /// detections are downloaded. After a failure every image has none.
+    fn retinanet_detect(
+        &self,
+        cfg: &RetinaOutputConfig,
+        levels: &[RetinaLevelInput<'_, DeviceBuffer>],
+        anchors_per_cell: usize,
+        classes: usize,
+        im_info: &[[f32; 3]],
+    ) -> Vec<Vec<Detection>> {
+        self.run(|gpu| {
+            gpu.retinanet_detect(cfg, levels, anchors_per_cell, classes, im_info)
+                .map(Some)
+        })
+        .unwrap_or_else(|| vec![Vec::new(); im_info.len()])
     }
 }
 

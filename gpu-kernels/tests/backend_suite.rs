@@ -176,6 +176,12 @@ fn proposals_without_adaptive_nms_are_caught() {
     checks::generate_proposals_matches(&Faulty(Fault::FixedNmsThreshold));
 }
 
+#[test]
+#[should_panic(expected = "retinanet_detect one level, 2 images, adaptive NMS, no cuts seed 1")]
+fn retinanet_thresholds_on_the_last_level_are_caught() {
+    checks::retinanet_detect_matches(&Faulty(Fault::ThresholdsEveryLevel));
+}
+
 /// The real GPU, or None (printing why) on a machine without one.
 fn cuda() -> Option<pulsefocus_gpu::GpuBackend> {
     match pulsefocus_gpu::GpuBackend::open() {

@@ -4,9 +4,10 @@
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom, GlobalPoolGeom,
     HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom, PoolGeom,
-    RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep, MASK_PASTE_FIELDS,
+    RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep, MASK_PASTE_FIELDS,
 };
 use pulsefocus_core::rcnn::{ProposalConfig, Proposals};
+use pulsefocus_core::retinanet::RetinaOutputConfig;
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::{Backend, CpuBackend};
 
@@ -62,6 +63,9 @@ pub enum Fault {
     /// `generate_proposals` with a fixed NMS threshold: `eta` (Paddle's
     /// adaptive NMS) ignored.
     FixedNmsThreshold,
+    /// `retinanet_detect` applies `score_thresh` on the last level too,
+    /// where Paddle keeps every positive score.
+    ThresholdsEveryLevel,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -640,5 +644,28 @@ impl Backend for Faulty {
             cfg.eta = 1.0;
         }
         CPU.generate_proposals(&cfg, levels, anchors_per_cell, im_info)
+    }
+    fn retinanet_detect(
+        &self,
+        cfg: &RetinaOutputConfig,
+        levels: &[RetinaLevelInput<'_, Vec<f32>>],
+        anchors_per_cell: usize,
+        classes: usize,
+        im_info: &[[f32; 3]],
+    ) -> Vec<Vec<Detection>> {
+        // The fault: the last level's scores at or below the threshold
+        // zeroed, which the reference's "above 0" there then drops.
+        let mut last_scores = levels.last().map(|l| l.scores.clone());
+        if let (Fault::ThresholdsEveryLevel, Some(scores)) = (self.0, last_scores.as_mut()) {
+            for s in scores.iter_mut().filter(|s| **s <= cfg.score_thresh) {
+                *s = 0.0;
+            }
+        }
+        let mut levels: Vec<RetinaLevelInput<'_, Vec<f32>>> =
+            levels.iter().map(|l| RetinaLevelInput { ..*l }).collect();
+        if let (Some(last), Some(scores)) = (levels.last_mut(), last_scores.as_ref()) {
+            last.scores = scores;
+        }
+        CPU.retinanet_detect(cfg, &levels, anchors_per_cell, classes, im_info)
     }
 }

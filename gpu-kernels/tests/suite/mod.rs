@@ -39,6 +39,7 @@ pub mod optim;
 pub mod polygon_masks;
 pub mod pool;
 pub mod proposals;
+pub mod retinanet_detect;
 pub mod roi_align;
 pub mod sigmoid_focal_loss;
 
@@ -281,6 +282,7 @@ macro_rules! backend_tests {
             yolo_detect_matches,
             ssd_detect_matches,
             generate_proposals_matches,
+            retinanet_detect_matches,
         );
     };
     ($module:ident, $open:expr; $($check:ident),+ $(,)?) => {
@@ -332,6 +334,7 @@ pub mod checks {
         upsample2x_backward_matches, upsample2x_forward_matches,
     };
     pub use super::proposals::generate_proposals_matches;
+    pub use super::retinanet_detect::retinanet_detect_matches;
     pub use super::roi_align::{roi_align_backward_matches, roi_align_forward_matches};
     pub use super::sigmoid_focal_loss::sigmoid_focal_loss_matches;
 }
