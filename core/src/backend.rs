@@ -626,6 +626,65 @@ impl FocalLossGeom {
     }
 }
 
+/// One FPN level of RetinaNet's box loss, Paddle's `smooth_l1` as
+/// `RetinaHead.get_loss` applies it to the regression rows (core's
+/// `retinanet::box_loss`), in the dense form a device can hold: the deltas
+/// are the level's box output `[batch, 4 * anchors_per_cell, height,
+/// width]` (channel `4a + j` the `j`-th of anchor slot `a`'s `[dx, dy, dw,
+/// dh]`), `targets` `[batch * anchors, 4]` and `weights` `[batch *
+/// anchors]` one row per anchor in Paddle's order `n * (height * width *
+/// anchors_per_cell) + (h * width + w) * anchors_per_cell + a`: the
+/// anchor's regression target and its inside (= outside) weight, 1 for a
+/// foreground anchor and 0 for every other (Paddle's weight-0 "fake" rows
+/// add nothing either). With `d = weight * (delta - target)`, an element
+/// costs `weight * 0.5 * (sigma d)^2` where `|d| < 1 / sigma^2`, else
+/// `weight * (|d| - 0.5 / sigma^2)`, divided by `normalizer` (the batch's
+/// `ForegroundNumber`, as the focal loss's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetinaBoxLossGeom {
+    pub batch: usize,
+    pub anchors_per_cell: usize,
+    pub height: usize,
+    pub width: usize,
+    pub sigma: f32,
+    pub normalizer: f32,
+}
+
+impl RetinaBoxLossGeom {
+    /// Anchors of the level over the batch: the rows of the targets.
+    pub fn anchors(&self) -> usize {
+        self.batch * self.height * self.width * self.anchors_per_cell
+    }
+
+    /// Elements of the deltas (and of the gradient and the losses).
+    pub fn deltas_len(&self) -> usize {
+        self.anchors() * 4
+    }
+
+    /// Checks the sizes are positive (an empty batch is allowed), `sigma`
+    /// and `normalizer` positive and finite; returns a message naming the
+    /// first that is not.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("anchors_per_cell", self.anchors_per_cell),
+            ("height", self.height),
+            ("width", self.width),
+        ] {
+            if value == 0 {
+                return Err(format!("retina_box_loss: {name} must be positive"));
+            }
+        }
+        for (name, value) in [("sigma", self.sigma), ("normalizer", self.normalizer)] {
+            if !(value > 0.0 && value.is_finite()) {
+                return Err(format!(
+                    "retina_box_loss: {name} must be positive and finite, got {value}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Mask R-CNN's mask loss over `rois` RoIs, Paddle's
 /// `sigmoid_cross_entropy_with_logits(ignore_index=-1, normalize=True)` as
 /// `MaskHead.get_loss` applies it (core's `rcnn::mask_loss`), in the compact
@@ -1281,7 +1340,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         dx: &mut Self::Buffer,
     );
 
-    // ---- RetinaNet's classification loss ----
+    // ---- RetinaNet's losses ----
 
     /// Paddle's `sigmoid_focal_loss` over one level (see [`FocalLossGeom`]):
     /// `losses` gets each logit's loss (already divided by the normalizer),
@@ -1293,6 +1352,21 @@ pub trait Backend: Clone + Send + Sync + 'static {
         g: &FocalLossGeom,
         logits: &Self::Buffer,
         labels: &Self::Buffer,
+        grad: &mut Self::Buffer,
+        losses: &mut Self::Buffer,
+    );
+
+    /// RetinaNet's box loss over one level (see [`RetinaBoxLossGeom`]):
+    /// `losses` gets each delta's loss (already divided by the
+    /// normalizer), `grad` the gradient of their sum with respect to each
+    /// delta; both shaped as `deltas` and overwritten (0 off the
+    /// foreground).
+    fn retina_box_loss(
+        &self,
+        g: &RetinaBoxLossGeom,
+        deltas: &Self::Buffer,
+        targets: &Self::Buffer,
+        weights: &Self::Buffer,
         grad: &mut Self::Buffer,
         losses: &mut Self::Buffer,
     );

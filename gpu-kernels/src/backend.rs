@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, FcGeom, FocalLossGeom,
     GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom,
-    PoolGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
+    PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput,
+    SgdStep,
 };
 use pulsefocus_core::rcnn::{ProposalConfig, Proposals};
 use pulsefocus_core::retinanet::RetinaOutputConfig;
@@ -480,6 +481,18 @@ impl Backend for GpuBackend {
         losses: &mut DeviceBuffer,
     ) {
         self.run(|gpu| gpu.sigmoid_focal_loss(g, logits, labels, grad, losses))
+    }
+
+    fn retina_box_loss(
+        &self,
+        g: &RetinaBoxLossGeom,
+        deltas: &DeviceBuffer,
+        targets: &DeviceBuffer,
+        weights: &DeviceBuffer,
+        grad: &mut DeviceBuffer,
+        losses: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.retina_box_loss(g, deltas, targets, weights, grad, losses))
     }
 
     fn mask_loss(

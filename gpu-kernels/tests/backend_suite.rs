@@ -182,6 +182,12 @@ fn retinanet_thresholds_on_the_last_level_are_caught() {
     checks::retinanet_detect_matches(&Faulty(Fault::ThresholdsEveryLevel));
 }
 
+#[test]
+#[should_panic(expected = "retina_box_loss RetinaNet P3")]
+fn a_box_loss_over_every_anchor_is_caught() {
+    checks::retina_box_loss_matches(&Faulty(Fault::RegressesEveryAnchor));
+}
+
 /// The real GPU, or None (printing why) on a machine without one.
 fn cuda() -> Option<pulsefocus_gpu::GpuBackend> {
     match pulsefocus_gpu::GpuBackend::open() {

@@ -14,6 +14,7 @@ pub mod mask_loss;
 pub mod mask_paste;
 pub mod polygon_masks;
 mod pool;
+pub mod retina_box_loss;
 pub mod rmsprop;
 pub mod roi_align;
 pub mod sigmoid_focal_loss;
@@ -21,7 +22,8 @@ pub mod sigmoid_focal_loss;
 use crate::backend::{
     Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom,
     GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom,
-    PoolGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
+    PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput,
+    SgdStep,
 };
 use crate::rcnn::{ImInfo, ProposalConfig, Proposals};
 use crate::retinanet::{retinanet_detection_output, RetinaOutputConfig};
@@ -403,6 +405,18 @@ impl Backend for CpuBackend {
         losses: &mut Vec<f32>,
     ) {
         sigmoid_focal_loss::forward_backward(g, logits, labels, grad, losses);
+    }
+
+    fn retina_box_loss(
+        &self,
+        g: &RetinaBoxLossGeom,
+        deltas: &Vec<f32>,
+        targets: &Vec<f32>,
+        weights: &Vec<f32>,
+        grad: &mut Vec<f32>,
+        losses: &mut Vec<f32>,
+    ) {
+        retina_box_loss::forward_backward(g, deltas, targets, weights, grad, losses);
     }
 
     fn mask_loss(

@@ -13,10 +13,11 @@
 //!    (`ConvUnit::swap_output`), so no level runs forward twice;
 //! 3. in training: the anchors of each level, `retinanet_target_assign` per
 //!    image on the host (it reads only the anchors and the ground truth),
-//!    the sigmoid focal loss on the device over each level's logits against
-//!    the uploaded labels, and the smooth-L1 box loss on the host over the
-//!    foreground anchors' downloaded deltas, both divided by the batch's
-//!    foreground count as `RetinaHead.get_loss` does;
+//!    then on the backend over each level's outputs against uploaded
+//!    per-anchor targets: the sigmoid focal loss over the logits and the
+//!    smooth-L1 box loss over the deltas (`Backend::sigmoid_focal_loss`,
+//!    `Backend::retina_box_loss`: only the two sums leave the device), both
+//!    divided by the batch's foreground count as `RetinaHead.get_loss` does;
 //! 4. in detection: the sigmoid of the logits on the device, then
 //!    `retinanet_detection_output` on the backend
 //!    (`Backend::retinanet_detect`: only the detections leave the device).
@@ -30,14 +31,14 @@ use super::fpn::FpnLinks;
 use super::network::ConvNet;
 use super::resnet::ResNetLinks;
 use super::retinanet::RetinaNetSpec;
-use crate::backend::{Backend, FocalLossGeom, RetinaLevelInput};
+use crate::backend::{Backend, FocalLossGeom, RetinaBoxLossGeom, RetinaLevelInput};
 use crate::detector::{Detector, Losses};
 use crate::rcnn::anchors::{retina_anchors, Anchors};
 use crate::rcnn::rpn_target::ImInfo;
 use crate::rcnn::truth::{by_class_from_zero, image_infos, image_truths, train_on_zeros};
 use crate::retinanet::{
-    focal_normalizer, level_labels, retina_box_loss, retinanet_target_assign, sigmoid_focal_loss,
-    RetinaConfig, RetinaOutputConfig, RetinaTargets,
+    focal_normalizer, level_box_targets, level_labels, retina_box_loss, retinanet_target_assign,
+    sigmoid_focal_loss, RetinaConfig, RetinaOutputConfig, RetinaTargets,
 };
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth};
@@ -56,11 +57,12 @@ struct HeadLevel<B: Backend> {
     /// Per anchor (`[N, H * W * A]`): -1 ignored, 0 background, else the
     /// class (the focal loss's labels).
     labels: Tensor<B>,
+    /// Per anchor, the box loss's target (`[N * H * W * A, 4]`) and weight
+    /// (`[N * H * W * A]`: 1 foreground, else 0).
+    box_targets: [Tensor<B>; 2],
     /// Gradients of the class logits and of the box deltas.
     cls_grad: Tensor<B>,
     box_grad: Tensor<B>,
-    /// The box deltas on the host (training).
-    box_host: Vec<f32>,
     /// At detection, the class scores (the sigmoid of the logits) and the
     /// box deltas, kept for the detection output over all levels.
     outputs: [Tensor<B>; 2],
@@ -90,8 +92,8 @@ pub struct RetinaNetDetector<B: Backend> {
     head_param_sums: GradSums<B>,
     /// The box subnet's share of a level's feature gradient.
     feature_grad_part: Tensor<B>,
-    /// Per-logit focal losses, summed on the device.
-    focal_losses: Tensor<B>,
+    /// Per-element losses of either loss, summed on the device.
+    element_losses: Tensor<B>,
     scratch: Scratch<B>,
     /// The anchors of the last levels' sizes, all levels one after another.
     anchors: Option<(Vec<[usize; 2]>, Anchors)>,
@@ -192,7 +194,7 @@ impl<B: Backend> RetinaNetDetector<B> {
                     labels: empty(),
                     cls_grad: empty(),
                     box_grad: empty(),
-                    box_host: Vec::new(),
+                    box_targets: [empty(), empty()],
                     outputs: [empty(), empty()],
                     anchors: empty(),
                     feature_grad: empty(),
@@ -201,7 +203,7 @@ impl<B: Backend> RetinaNetDetector<B> {
             body_grads: spec.backbone.feature_maps.iter().map(|_| empty()).collect(),
             head_param_sums,
             feature_grad_part: empty(),
-            focal_losses: empty(),
+            element_losses: empty(),
             scratch: Scratch::new(backend),
             anchors: None,
             spec,
@@ -272,19 +274,25 @@ impl<B: Backend> RetinaNetDetector<B> {
         );
     }
 
-    /// Each level's focal-loss labels from each image's targets (anchors of
-    /// all levels one after another).
-    fn upload_labels(&mut self, targets: &[RetinaTargets]) {
+    /// Each level's focal-loss labels and box-loss targets from each
+    /// image's targets (anchors of all levels one after another).
+    fn upload_targets(&mut self, targets: &[RetinaTargets]) {
         let backend = self.net.backend().clone();
         let a = self.spec.head.anchors_per_cell();
         let mut first = 0;
         for level in &mut self.levels {
             let count = level.size[0] * level.size[1] * a;
-            let labels = level_labels(targets, first, count);
+            let rows = targets.len() * count;
+            level.labels.reshape_reuse(&backend, &[rows]);
             level
                 .labels
-                .reshape_reuse(&backend, &[targets.len(), count]);
-            backend.upload(&labels, level.labels.buf_mut());
+                .upload(&backend, &level_labels(targets, first, count));
+            let (boxes, weights) = level_box_targets(targets, first, count);
+            let [box_targets, box_weights] = &mut level.box_targets;
+            box_targets.reshape_reuse(&backend, &[rows, 4]);
+            box_targets.upload(&backend, &boxes);
+            box_weights.reshape_reuse(&backend, &[rows]);
+            box_weights.upload(&backend, &weights);
             first += count;
         }
     }
@@ -364,17 +372,17 @@ impl<B: Backend> RetinaNetDetector<B> {
                 l.activations
                     .iter()
                     .chain([&l.labels, &l.cls_grad, &l.box_grad, &l.feature_grad])
+                    .chain(&l.box_targets)
                     .chain(&l.outputs)
                     .chain([&l.anchors])
                     .map(|t| t.capacity_bytes(b))
                     .sum::<usize>()
-                    + 4 * l.box_host.capacity()
             })
             .sum::<usize>();
         let tensors = self
             .body_grads
             .iter()
-            .chain([&self.feature_grad_part, &self.focal_losses])
+            .chain([&self.feature_grad_part, &self.element_losses])
             .map(|t| t.capacity_bytes(b))
             .sum::<usize>();
         self.net.planned_bytes()
@@ -442,14 +450,14 @@ impl<B: Backend> Detector<B> for RetinaNetDetector<B> {
             .collect();
         // Paddle divides both losses by the batch's foreground count.
         let fg_total = focal_normalizer(&targets);
-        self.upload_labels(&targets);
+        self.upload_targets(&targets);
 
-        // Each level: the head, its focal loss on the device, its box
-        // deltas to the host; then its activations out of the units (the
-        // last level's stay for the backward pass, which starts there).
+        // Each level: the head and both its losses on the device; then its
+        // activations out of the units (the last level's stay for the
+        // backward pass, which starts there).
         let batch = im_info.len();
         let a = self.spec.head.anchors_per_cell();
-        let mut loss_cls = 0.0;
+        let (mut loss_cls, mut loss_bbox) = (0.0, 0.0);
         for l in 0..self.levels.len() {
             self.forward_level(l);
             let [height, width] = self.levels[l].size;
@@ -471,24 +479,31 @@ impl<B: Backend> Detector<B> for RetinaNetDetector<B> {
                 &level.labels,
                 &geom,
                 &mut level.cls_grad,
-                &mut self.focal_losses,
+                &mut self.element_losses,
             );
-            level.box_host.resize(deltas.numel(), 0.0);
-            backend.download(deltas.buf(), &mut level.box_host);
-            level.box_grad.reshape_reuse(&backend, deltas.shape());
+            let box_geom = RetinaBoxLossGeom {
+                batch,
+                anchors_per_cell: a,
+                height,
+                width,
+                sigma: self.config.sigma,
+                normalizer: fg_total,
+            };
+            loss_bbox += retina_box_loss(
+                &backend,
+                deltas,
+                &level.box_targets[0],
+                &level.box_targets[1],
+                &box_geom,
+                &mut level.box_grad,
+                &mut self.element_losses,
+            );
             if l + 1 < self.levels.len() {
                 self.swap_level(l);
             }
         }
-
-        let sizes: Vec<[usize; 2]> = self.levels.iter().map(|l| l.size).collect();
-        let deltas: Vec<&[f32]> = self.levels.iter().map(|l| &l.box_host[..]).collect();
-        let boxes = retina_box_loss(&deltas, &sizes, a, &targets, self.config.sigma);
-        for (level, grad) in self.levels.iter_mut().zip(boxes.grads) {
-            backend.upload(&grad, level.box_grad.buf_mut());
-        }
         self.backward(image);
-        Losses::new(LOSS_NAMES, &[loss_cls as f32, boxes.loss])
+        Losses::new(LOSS_NAMES, &[loss_cls as f32, loss_bbox as f32])
     }
 
     fn detect(

@@ -102,6 +102,7 @@ host_entries! {
     proposals::proposal_decode,
     reduce::sum_blocks,
     reduce::channel_sum,
+    retina_box_loss::retina_box_loss,
     retinanet_detect::retina_keys,
     retinanet_detect::retina_decode,
     retinanet_detect::retina_write,

@@ -4,7 +4,8 @@
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom, GlobalPoolGeom,
     HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom, PoolGeom,
-    RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep, MASK_PASTE_FIELDS,
+    RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
+    MASK_PASTE_FIELDS,
 };
 use pulsefocus_core::rcnn::{ProposalConfig, Proposals};
 use pulsefocus_core::retinanet::RetinaOutputConfig;
@@ -66,6 +67,9 @@ pub enum Fault {
     /// `retinanet_detect` applies `score_thresh` on the last level too,
     /// where Paddle keeps every positive score.
     ThresholdsEveryLevel,
+    /// `retina_box_loss` regresses every anchor: the weights (the
+    /// foreground mask) taken as 1.
+    RegressesEveryAnchor,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -644,6 +648,21 @@ impl Backend for Faulty {
             cfg.eta = 1.0;
         }
         CPU.generate_proposals(&cfg, levels, anchors_per_cell, im_info)
+    }
+    fn retina_box_loss(
+        &self,
+        g: &RetinaBoxLossGeom,
+        deltas: &Vec<f32>,
+        targets: &Vec<f32>,
+        weights: &Vec<f32>,
+        grad: &mut Vec<f32>,
+        losses: &mut Vec<f32>,
+    ) {
+        let mut weights = weights.clone();
+        if self.0 == Fault::RegressesEveryAnchor {
+            weights[..g.anchors()].fill(1.0);
+        }
+        CPU.retina_box_loss(g, deltas, targets, &weights, grad, losses)
     }
     fn retinanet_detect(
         &self,
