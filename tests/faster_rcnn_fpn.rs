@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 mod common;
 use common::{
-    evaluates_and_draws, loss_terms, pulsefocus, run_ok as run, stderr, synth_three_classes,
+    evaluates_and_draws, infers_the_same_on_the_emulated_gpu, loss_terms, run_ok as run,
+    synth_three_classes,
 };
 
 /// `fpn.ron` in `dir`: the FPN demo with pictures of 64 (train: 64 or 96)
@@ -73,59 +74,7 @@ fn fpn_trains_evaluates_and_infers() {
     // image's proposals are made on the device at once: the same
     // detections (the convolutions add in another order: scores within
     // 1e-5, box numbers within 1e-2 pixels).
-    let picture = std::fs::read_dir(dir.join("dataset/synth/JPEGImages"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .min()
-        .unwrap();
-    let detections = |device: &str| -> Vec<serde_json::Value> {
-        let out_dir = format!("infer_{device}");
-        let out = pulsefocus()
-            .current_dir(dir)
-            .env("PULSEFOCUS_GPU_EMULATOR", "1")
-            .args([
-                "infer",
-                "-c",
-                config,
-                "-o",
-                &weights,
-                "--draw_threshold",
-                "0",
-            ])
-            .args(["--output_dir", &out_dir, "--device", device, "--infer_img"])
-            .arg(&picture)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
-        assert_eq!(
-            device == "gpu",
-            stderr(&out).contains("emulated GPU"),
-            "{}",
-            stderr(&out)
-        );
-        let json = dir
-            .join(out_dir)
-            .join(picture.with_extension("json").file_name().unwrap());
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
-        v["detections"].as_array().unwrap().clone()
-    };
-    let (cpu, gpu) = (detections("cpu"), detections("gpu"));
-    assert!(!cpu.is_empty(), "threshold 0 keeps what NMS keeps");
-    assert_eq!(gpu.len(), cpu.len(), "detection count");
-    for (k, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
-        let at = format!("detection {k}: emulated {g} vs cpu {c}");
-        assert_eq!(g["class"], c["class"], "{at}");
-        let number = |v: &serde_json::Value| v.as_f64().unwrap();
-        assert!(
-            (number(&g["score"]) - number(&c["score"])).abs() <= 1e-5,
-            "{at}"
-        );
-        let (gb, cb) = (g["bbox"].as_array().unwrap(), c["bbox"].as_array().unwrap());
-        for (p, q) in gb.iter().zip(cb) {
-            assert!((number(p) - number(q)).abs() <= 1e-2, "{at}");
-        }
-    }
+    infers_the_same_on_the_emulated_gpu(dir, config, &weights, 1e-5, 1e-2);
 }
 
 /// The loss terms of each step of a run's loss.csv.

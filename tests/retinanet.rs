@@ -3,7 +3,8 @@
 //! the small model of `configs/retinanet_demo.ron` on it (the "pretrained"
 //! checkpoint), then fine-tune on other classes with
 //! `finetune_exclude_pretrained_params=['retnet_cls_pred_fpn']`, evaluate
-//! (COCO mAP), infer, and train on the emulated GPU. Pictures are 128
+//! (COCO mAP), infer (on the CPU and the emulated GPU), and train on the
+//! emulated GPU. Pictures are 128
 //! pixels (one P7 cell) and runs a few steps long: whether the full demo's
 //! mAP rises is measured in docs/models.md, not here.
 
@@ -11,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 mod common;
 use common::{
-    assert_step_matches, evaluates_and_draws, loss_terms, run_ok as run, stderr, stdout,
-    synth_three_classes, train_on_emulated_gpu,
+    assert_step_matches, evaluates_and_draws, infers_the_same_on_the_emulated_gpu, loss_terms,
+    run_ok as run, stderr, stdout, synth_three_classes, train_on_emulated_gpu,
 };
 
 /// configs/retinanet_demo.ron on 128-pixel pictures in batches of two,
@@ -127,6 +128,10 @@ fn fine_tunes_with_the_seed_exclusion_then_evaluates_infers_and_trains_on_the_gp
 
     let final_weights = format!("weights={}", save_dir.join("model_final").display());
     evaluates_and_draws(dir, config, &final_weights);
+    // The detection output on the device (`Backend::retinanet_detect`):
+    // the CPU's detections (the convolutions add in another order: scores
+    // within 1e-5, box numbers within 1e-2 pixels).
+    infers_the_same_on_the_emulated_gpu(dir, config, &final_weights, 1e-5, 1e-2);
 
     // The same fine-tune on the emulated GPU: the first step's loss terms
     // are the CPU's up to the order of f32 sums (targets depend only on the

@@ -13,6 +13,7 @@
 //! - Weights are `[c_out, c_in / groups, kernel_h, kernel_w]`, as in Paddle.
 
 use crate::rcnn::{ProposalConfig, Proposals};
+use crate::retinanet::RetinaOutputConfig;
 use crate::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use crate::yolo::{Detection, NmsConfig, YoloConfig};
 
@@ -626,6 +627,65 @@ impl FocalLossGeom {
     }
 }
 
+/// One FPN level of RetinaNet's box loss, Paddle's `smooth_l1` as
+/// `RetinaHead.get_loss` applies it to the regression rows (core's
+/// `retinanet::box_loss`), in the dense form a device can hold: the deltas
+/// are the level's box output `[batch, 4 * anchors_per_cell, height,
+/// width]` (channel `4a + j` the `j`-th of anchor slot `a`'s `[dx, dy, dw,
+/// dh]`), `targets` `[batch * anchors, 4]` and `weights` `[batch *
+/// anchors]` one row per anchor in Paddle's order `n * (height * width *
+/// anchors_per_cell) + (h * width + w) * anchors_per_cell + a`: the
+/// anchor's regression target and its inside (= outside) weight, 1 for a
+/// foreground anchor and 0 for every other (Paddle's weight-0 "fake" rows
+/// add nothing either). With `d = weight * (delta - target)`, an element
+/// costs `weight * 0.5 * (sigma d)^2` where `|d| < 1 / sigma^2`, else
+/// `weight * (|d| - 0.5 / sigma^2)`, divided by `normalizer` (the batch's
+/// `ForegroundNumber`, as the focal loss's).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetinaBoxLossGeom {
+    pub batch: usize,
+    pub anchors_per_cell: usize,
+    pub height: usize,
+    pub width: usize,
+    pub sigma: f32,
+    pub normalizer: f32,
+}
+
+impl RetinaBoxLossGeom {
+    /// Anchors of the level over the batch: the rows of the targets.
+    pub fn anchors(&self) -> usize {
+        self.batch * self.height * self.width * self.anchors_per_cell
+    }
+
+    /// Elements of the deltas (and of the gradient and the losses).
+    pub fn deltas_len(&self) -> usize {
+        self.anchors() * 4
+    }
+
+    /// Checks the sizes are positive (an empty batch is allowed), `sigma`
+    /// and `normalizer` positive and finite; returns a message naming the
+    /// first that is not.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("anchors_per_cell", self.anchors_per_cell),
+            ("height", self.height),
+            ("width", self.width),
+        ] {
+            if value == 0 {
+                return Err(format!("retina_box_loss: {name} must be positive"));
+            }
+        }
+        for (name, value) in [("sigma", self.sigma), ("normalizer", self.normalizer)] {
+            if !(value > 0.0 && value.is_finite()) {
+                return Err(format!(
+                    "retina_box_loss: {name} must be positive and finite, got {value}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Mask R-CNN's mask loss over `rois` RoIs, Paddle's
 /// `sigmoid_cross_entropy_with_logits(ignore_index=-1, normalize=True)` as
 /// `MaskHead.get_loss` applies it (core's `rcnn::mask_loss`), in the compact
@@ -875,6 +935,24 @@ impl<Buf> RpnProposalInput<'_, Buf> {
     pub fn anchors(&self, anchors_per_cell: usize) -> usize {
         self.height * self.width * anchors_per_cell
     }
+}
+
+/// One FPN level's RetinaNet head outputs and anchors on a backend, the
+/// input of [`Backend::retinanet_detect`]. With `A` anchors per cell, `K`
+/// classes and `N` images:
+/// - `scores`: the sigmoid of the class logits, `[N, A * K, H, W]`, channel
+///   `a * K + k` class `k` of anchor `a`;
+/// - `deltas`: the box output, `[N, 4A, H, W]`, channel `4a + j` the `j`-th
+///   of anchor `a`'s `[dx, dy, dw, dh]`;
+/// - `anchors`: `[H * W * A, 4]`, anchor `a` of cell `(h, w)` at row `(h *
+///   W + w) * A + a` (the order of `anchor_generator`).
+#[derive(Debug)]
+pub struct RetinaLevelInput<'a, Buf> {
+    pub scores: &'a Buf,
+    pub deltas: &'a Buf,
+    pub anchors: &'a Buf,
+    pub height: usize,
+    pub width: usize,
 }
 
 /// RMSProp with L2 decay, as Paddle's `rmsprop` op (not centered) after an
@@ -1266,7 +1344,7 @@ pub trait Backend: Clone + Send + Sync + 'static {
         dx: &mut Self::Buffer,
     );
 
-    // ---- RetinaNet's classification loss ----
+    // ---- RetinaNet's losses ----
 
     /// Paddle's `sigmoid_focal_loss` over one level (see [`FocalLossGeom`]):
     /// `losses` gets each logit's loss (already divided by the normalizer),
@@ -1278,6 +1356,21 @@ pub trait Backend: Clone + Send + Sync + 'static {
         g: &FocalLossGeom,
         logits: &Self::Buffer,
         labels: &Self::Buffer,
+        grad: &mut Self::Buffer,
+        losses: &mut Self::Buffer,
+    );
+
+    /// RetinaNet's box loss over one level (see [`RetinaBoxLossGeom`]):
+    /// `losses` gets each delta's loss (already divided by the
+    /// normalizer), `grad` the gradient of their sum with respect to each
+    /// delta; both shaped as `deltas` and overwritten (0 off the
+    /// foreground).
+    fn retina_box_loss(
+        &self,
+        g: &RetinaBoxLossGeom,
+        deltas: &Self::Buffer,
+        targets: &Self::Buffer,
+        weights: &Self::Buffer,
         grad: &mut Self::Buffer,
         losses: &mut Self::Buffer,
     );
@@ -1344,6 +1437,24 @@ pub trait Backend: Clone + Send + Sync + 'static {
         anchors_per_cell: usize,
         im_info: &[[f32; 3]],
     ) -> Vec<Vec<Proposals>>;
+
+    // ---- RetinaNet's detections ----
+
+    /// Paddle's `retinanet_detection_output` (core's
+    /// `retinanet::retinanet_detection_output`) on each image of the
+    /// levels' outputs (lowest level first, `classes` classes per anchor):
+    /// each image's detections, best first, labels `1..=classes`, boxes in
+    /// the original picture's pixels. `im_info[n]` is image `n`'s `[resized
+    /// height, resized width, scale]`, and the batch of every level's
+    /// `scores` and `deltas`. Only the detections leave the device.
+    fn retinanet_detect(
+        &self,
+        cfg: &RetinaOutputConfig,
+        levels: &[RetinaLevelInput<'_, Self::Buffer>],
+        anchors_per_cell: usize,
+        classes: usize,
+        im_info: &[[f32; 3]],
+    ) -> Vec<Vec<Detection>>;
 
     // ---- Mask R-CNN's mask targets ----
 

@@ -10,9 +10,11 @@ use std::sync::{Arc, Mutex};
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, FcGeom, FocalLossGeom,
     GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom,
-    PoolGeom, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
+    PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput,
+    SgdStep,
 };
 use pulsefocus_core::rcnn::{ProposalConfig, Proposals};
+use pulsefocus_core::retinanet::RetinaOutputConfig;
 use pulsefocus_core::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::Backend;
@@ -483,6 +485,18 @@ impl Backend for GpuBackend {
         self.run(|gpu| gpu.sigmoid_focal_loss(g, logits, labels, grad, losses))
     }
 
+    fn retina_box_loss(
+        &self,
+        g: &RetinaBoxLossGeom,
+        deltas: &DeviceBuffer,
+        targets: &DeviceBuffer,
+        weights: &DeviceBuffer,
+        grad: &mut DeviceBuffer,
+        losses: &mut DeviceBuffer,
+    ) {
+        self.run(|gpu| gpu.retina_box_loss(g, deltas, targets, weights, grad, losses))
+    }
+
     fn mask_loss(
         &self,
         g: &MaskLossGeom,
@@ -615,6 +629,23 @@ impl Backend for GpuBackend {
                 .map(Some)
         })
         .unwrap_or_else(|| vec![vec![Proposals::default(); im_info.len()]; levels.len()])
+    }
+
+    /// Sorts, decode, NMS on the device (`ops::retinanet`); only the
+    /// detections are downloaded. After a failure every image has none.
+    fn retinanet_detect(
+        &self,
+        cfg: &RetinaOutputConfig,
+        levels: &[RetinaLevelInput<'_, DeviceBuffer>],
+        anchors_per_cell: usize,
+        classes: usize,
+        im_info: &[[f32; 3]],
+    ) -> Vec<Vec<Detection>> {
+        self.run(|gpu| {
+            gpu.retinanet_detect(cfg, levels, anchors_per_cell, classes, im_info)
+                .map(Some)
+        })
+        .unwrap_or_else(|| vec![Vec::new(); im_info.len()])
     }
 }
 

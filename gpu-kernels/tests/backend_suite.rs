@@ -188,6 +188,18 @@ fn mining_without_the_negative_ratio_is_caught() {
     checks::ssd_loss_matches(&Faulty(Fault::MinesEveryCandidate));
 }
 
+#[test]
+#[should_panic(expected = "retinanet_detect one level, 2 images, adaptive NMS, no cuts seed 1")]
+fn retinanet_thresholds_on_the_last_level_are_caught() {
+    checks::retinanet_detect_matches(&Faulty(Fault::ThresholdsEveryLevel));
+}
+
+#[test]
+#[should_panic(expected = "retina_box_loss RetinaNet P3")]
+fn a_box_loss_over_every_anchor_is_caught() {
+    checks::retina_box_loss_matches(&Faulty(Fault::RegressesEveryAnchor));
+}
+
 /// The real GPU, or None (printing why) on a machine without one.
 fn cuda() -> Option<pulsefocus_gpu::GpuBackend> {
     match pulsefocus_gpu::GpuBackend::open() {

@@ -66,6 +66,73 @@ pub fn evaluates_and_draws(dir: &Path, config: &str, weights: &str) {
     assert!(drawn.is_file(), "{drawn:?}");
 }
 
+/// `infer` of the first picture of `dataset/synth/JPEGImages` with
+/// `weights` (every detection, threshold 0) on the CPU and on the emulated
+/// GPU (`--device gpu`, which must say it ran there): the same detections,
+/// class for class in the same order, scores within `score_tolerance` and
+/// box numbers within `box_tolerance` pixels; and at least one.
+pub fn infers_the_same_on_the_emulated_gpu(
+    dir: &Path,
+    config: &str,
+    weights: &str,
+    score_tolerance: f64,
+    box_tolerance: f64,
+) {
+    let picture = std::fs::read_dir(dir.join("dataset/synth/JPEGImages"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let detections = |device: &str| -> Vec<serde_json::Value> {
+        let out_dir = format!("infer_{device}");
+        let out = pulsefocus()
+            .current_dir(dir)
+            .env("PULSEFOCUS_GPU_EMULATOR", "1")
+            .args([
+                "infer",
+                "-c",
+                config,
+                "-o",
+                weights,
+                "--draw_threshold",
+                "0",
+            ])
+            .args(["--output_dir", &out_dir, "--device", device, "--infer_img"])
+            .arg(&picture)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            device == "gpu",
+            stderr(&out).contains("emulated GPU"),
+            "{}",
+            stderr(&out)
+        );
+        let json = dir
+            .join(out_dir)
+            .join(picture.with_extension("json").file_name().unwrap());
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+        v["detections"].as_array().unwrap().clone()
+    };
+    let (cpu, gpu) = (detections("cpu"), detections("gpu"));
+    assert!(!cpu.is_empty(), "threshold 0 keeps what NMS keeps");
+    assert_eq!(gpu.len(), cpu.len(), "detection count");
+    for (k, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+        let at = format!("detection {k}: emulated {g} vs cpu {c}");
+        assert_eq!(g["class"], c["class"], "{at}");
+        let number = |v: &serde_json::Value| v.as_f64().unwrap();
+        assert!(
+            (number(&g["score"]) - number(&c["score"])).abs() <= score_tolerance,
+            "{at}"
+        );
+        let (gb, cb) = (g["bbox"].as_array().unwrap(), c["bbox"].as_array().unwrap());
+        for (p, q) in gb.iter().zip(cb) {
+            assert!((number(p) - number(q)).abs() <= box_tolerance, "{at}");
+        }
+    }
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

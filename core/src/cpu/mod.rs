@@ -14,6 +14,7 @@ pub mod mask_loss;
 pub mod mask_paste;
 pub mod polygon_masks;
 mod pool;
+pub mod retina_box_loss;
 pub mod rmsprop;
 pub mod roi_align;
 pub mod sigmoid_focal_loss;
@@ -21,9 +22,11 @@ pub mod sigmoid_focal_loss;
 use crate::backend::{
     Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom,
     GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom,
-    PoolGeom, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
+    PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput,
+    SgdStep,
 };
-use crate::rcnn::{ProposalConfig, Proposals};
+use crate::rcnn::{ImInfo, ProposalConfig, Proposals};
+use crate::retinanet::{retinanet_detection_output, RetinaOutputConfig};
 use crate::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
 use rayon::prelude::*;
@@ -406,6 +409,18 @@ impl Backend for CpuBackend {
         sigmoid_focal_loss::forward_backward(g, logits, labels, grad, losses);
     }
 
+    fn retina_box_loss(
+        &self,
+        g: &RetinaBoxLossGeom,
+        deltas: &Vec<f32>,
+        targets: &Vec<f32>,
+        weights: &Vec<f32>,
+        grad: &mut Vec<f32>,
+        losses: &mut Vec<f32>,
+    ) {
+        retina_box_loss::forward_backward(g, deltas, targets, weights, grad, losses);
+    }
+
     fn mask_loss(
         &self,
         g: &MaskLossGeom,
@@ -575,6 +590,58 @@ impl Backend for CpuBackend {
                         )
                     })
                     .collect()
+            })
+            .collect()
+    }
+
+    /// Core's `retinanet::retinanet_detection_output` per image, the
+    /// images in parallel.
+    fn retinanet_detect(
+        &self,
+        cfg: &RetinaOutputConfig,
+        levels: &[RetinaLevelInput<'_, Vec<f32>>],
+        anchors_per_cell: usize,
+        classes: usize,
+        im_info: &[[f32; 3]],
+    ) -> Vec<Vec<Detection>> {
+        let counts: Vec<usize> = levels
+            .iter()
+            .map(|l| l.height * l.width * anchors_per_cell)
+            .collect();
+        let anchors: Vec<Vec<[f32; 4]>> = levels
+            .iter()
+            .zip(&counts)
+            .map(|(l, &count)| quads(l.anchors, count))
+            .collect();
+        let anchors: Vec<&[[f32; 4]]> = anchors.iter().map(Vec::as_slice).collect();
+        let sizes: Vec<[usize; 2]> = levels.iter().map(|l| [l.height, l.width]).collect();
+        im_info
+            .par_iter()
+            .enumerate()
+            .map(|(n, &[height, width, scale])| {
+                let scores: Vec<&[f32]> = levels
+                    .iter()
+                    .zip(&counts)
+                    .map(|(l, &count)| &l.scores[n * count * classes..][..count * classes])
+                    .collect();
+                let deltas: Vec<&[f32]> = levels
+                    .iter()
+                    .zip(&counts)
+                    .map(|(l, &count)| &l.deltas[n * count * 4..][..count * 4])
+                    .collect();
+                retinanet_detection_output(
+                    &scores,
+                    &deltas,
+                    &sizes,
+                    anchors_per_cell,
+                    &anchors,
+                    ImInfo {
+                        height,
+                        width,
+                        scale,
+                    },
+                    cfg,
+                )
             })
             .collect()
     }

@@ -13,12 +13,14 @@
 //!    (`ConvUnit::swap_output`), so no level runs forward twice;
 //! 3. in training: the anchors of each level, `retinanet_target_assign` per
 //!    image on the host (it reads only the anchors and the ground truth),
-//!    the sigmoid focal loss on the device over each level's logits against
-//!    the uploaded labels, and the smooth-L1 box loss on the host over the
-//!    foreground anchors' downloaded deltas, both divided by the batch's
-//!    foreground count as `RetinaHead.get_loss` does;
+//!    then on the backend over each level's outputs against uploaded
+//!    per-anchor targets: the sigmoid focal loss over the logits and the
+//!    smooth-L1 box loss over the deltas (`Backend::sigmoid_focal_loss`,
+//!    `Backend::retina_box_loss`: only the two sums leave the device), both
+//!    divided by the batch's foreground count as `RetinaHead.get_loss` does;
 //! 4. in detection: the sigmoid of the logits on the device, then
-//!    `retinanet_detection_output` on the host.
+//!    `retinanet_detection_output` on the backend
+//!    (`Backend::retinanet_detect`: only the detections leave the device).
 //!
 //! The backward pass runs each level's two subnets down to the level's
 //! feature (their parameter gradients summed over the levels), then the
@@ -29,15 +31,14 @@ use super::fpn::FpnLinks;
 use super::network::ConvNet;
 use super::resnet::ResNetLinks;
 use super::retinanet::RetinaNetSpec;
-use crate::backend::{Backend, FocalLossGeom};
-use crate::box_coder::BoxXyxy;
+use crate::backend::{Backend, FocalLossGeom, RetinaBoxLossGeom, RetinaLevelInput};
 use crate::detector::{Detector, Losses};
 use crate::rcnn::anchors::{retina_anchors, Anchors};
 use crate::rcnn::rpn_target::ImInfo;
 use crate::rcnn::truth::{by_class_from_zero, image_infos, image_truths, train_on_zeros};
 use crate::retinanet::{
-    focal_normalizer, level_labels, retina_box_loss, retinanet_detection_output,
-    retinanet_target_assign, sigmoid_focal_loss, RetinaConfig, RetinaOutputConfig, RetinaTargets,
+    focal_normalizer, level_box_targets, level_labels, retina_box_loss, retinanet_target_assign,
+    sigmoid_focal_loss, RetinaConfig, RetinaOutputConfig, RetinaTargets,
 };
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth};
@@ -56,13 +57,17 @@ struct HeadLevel<B: Backend> {
     /// Per anchor (`[N, H * W * A]`): -1 ignored, 0 background, else the
     /// class (the focal loss's labels).
     labels: Tensor<B>,
+    /// Per anchor, the box loss's target (`[N * H * W * A, 4]`) and weight
+    /// (`[N * H * W * A]`: 1 foreground, else 0).
+    box_targets: [Tensor<B>; 2],
     /// Gradients of the class logits and of the box deltas.
     cls_grad: Tensor<B>,
     box_grad: Tensor<B>,
-    /// The box deltas (training) or the class scores and the deltas
-    /// (detection) on the host.
-    cls_host: Vec<f32>,
-    box_host: Vec<f32>,
+    /// At detection, the class scores (the sigmoid of the logits) and the
+    /// box deltas, kept for the detection output over all levels.
+    outputs: [Tensor<B>; 2],
+    /// The level's anchors `[H * W * A, 4]`.
+    anchors: Tensor<B>,
     /// The gradient of the level's feature, from both subnets.
     feature_grad: Tensor<B>,
 }
@@ -87,10 +92,8 @@ pub struct RetinaNetDetector<B: Backend> {
     head_param_sums: GradSums<B>,
     /// The box subnet's share of a level's feature gradient.
     feature_grad_part: Tensor<B>,
-    /// Per-logit focal losses, summed on the device; the class scores at
-    /// detection.
-    focal_losses: Tensor<B>,
-    scores: Tensor<B>,
+    /// Per-element losses of either loss, summed on the device.
+    element_losses: Tensor<B>,
     scratch: Scratch<B>,
     /// The anchors of the last levels' sizes, all levels one after another.
     anchors: Option<(Vec<[usize; 2]>, Anchors)>,
@@ -101,12 +104,6 @@ pub struct RetinaNetDetector<B: Backend> {
 /// rest.
 fn head_outputs<B: Backend>(head: &[ConvUnit<B>], split: usize) -> (&Tensor<B>, &Tensor<B>) {
     (head[split - 1].output(), head[head.len() - 1].output())
-}
-
-/// Image `n`'s part of a batch's host copy of an NCHW tensor.
-fn image_part(host: &[f32], n: usize, images: usize) -> &[f32] {
-    let per_image = host.len() / images;
-    &host[n * per_image..][..per_image]
 }
 
 /// Exchanges the outputs of the head's units below its two predictions
@@ -197,16 +194,16 @@ impl<B: Backend> RetinaNetDetector<B> {
                     labels: empty(),
                     cls_grad: empty(),
                     box_grad: empty(),
-                    cls_host: Vec::new(),
-                    box_host: Vec::new(),
+                    box_targets: [empty(), empty()],
+                    outputs: [empty(), empty()],
+                    anchors: empty(),
                     feature_grad: empty(),
                 })
                 .collect(),
             body_grads: spec.backbone.feature_maps.iter().map(|_| empty()).collect(),
             head_param_sums,
             feature_grad_part: empty(),
-            focal_losses: empty(),
-            scores: empty(),
+            element_losses: empty(),
             scratch: Scratch::new(backend),
             anchors: None,
             spec,
@@ -240,6 +237,15 @@ impl<B: Backend> RetinaNetDetector<B> {
         let sizes: Vec<[usize; 2]> = self.levels.iter().map(|l| l.size).collect();
         if self.anchors.as_ref().is_none_or(|(s, _)| *s != sizes) {
             let anchors = retina_anchors(&self.spec.head, &sizes);
+            let per_cell = self.spec.head.anchors_per_cell();
+            let mut first = 0;
+            for level in &mut self.levels {
+                let count = level.size[0] * level.size[1] * per_cell;
+                level.anchors.reshape_reuse(&backend, &[count, 4]);
+                let boxes = &anchors.boxes[first..][..count];
+                level.anchors.upload(&backend, boxes.as_flattened());
+                first += count;
+            }
             self.anchors = Some((sizes, anchors));
         }
     }
@@ -268,37 +274,25 @@ impl<B: Backend> RetinaNetDetector<B> {
         );
     }
 
-    /// The anchors of each level, lowest first.
-    fn level_anchors(&self) -> Vec<&[BoxXyxy]> {
-        let (_, anchors) = self
-            .anchors
-            .as_ref()
-            .expect("forward_features made the anchors");
-        let a = self.spec.head.anchors_per_cell();
-        let mut rest = &anchors.boxes[..];
-        self.levels
-            .iter()
-            .map(|level| {
-                let (this, next) = rest.split_at(level.size[0] * level.size[1] * a);
-                rest = next;
-                this
-            })
-            .collect()
-    }
-
-    /// Each level's focal-loss labels from each image's targets (anchors of
-    /// all levels one after another).
-    fn upload_labels(&mut self, targets: &[RetinaTargets]) {
+    /// Each level's focal-loss labels and box-loss targets from each
+    /// image's targets (anchors of all levels one after another).
+    fn upload_targets(&mut self, targets: &[RetinaTargets]) {
         let backend = self.net.backend().clone();
         let a = self.spec.head.anchors_per_cell();
         let mut first = 0;
         for level in &mut self.levels {
             let count = level.size[0] * level.size[1] * a;
-            let labels = level_labels(targets, first, count);
+            let rows = targets.len() * count;
+            level.labels.reshape_reuse(&backend, &[rows]);
             level
                 .labels
-                .reshape_reuse(&backend, &[targets.len(), count]);
-            backend.upload(&labels, level.labels.buf_mut());
+                .upload(&backend, &level_labels(targets, first, count));
+            let (boxes, weights) = level_box_targets(targets, first, count);
+            let [box_targets, box_weights] = &mut level.box_targets;
+            box_targets.reshape_reuse(&backend, &[rows, 4]);
+            box_targets.upload(&backend, &boxes);
+            box_weights.reshape_reuse(&backend, &[rows]);
+            box_weights.upload(&backend, &weights);
             first += count;
         }
     }
@@ -377,15 +371,17 @@ impl<B: Backend> RetinaNetDetector<B> {
                 l.activations
                     .iter()
                     .chain([&l.labels, &l.cls_grad, &l.box_grad, &l.feature_grad])
+                    .chain(&l.box_targets)
+                    .chain(&l.outputs)
+                    .chain([&l.anchors])
                     .map(|t| t.capacity_bytes(b))
                     .sum::<usize>()
-                    + 4 * (l.cls_host.capacity() + l.box_host.capacity())
             })
             .sum::<usize>();
         let tensors = self
             .body_grads
             .iter()
-            .chain([&self.feature_grad_part, &self.focal_losses, &self.scores])
+            .chain([&self.feature_grad_part, &self.element_losses])
             .map(|t| t.capacity_bytes(b))
             .sum::<usize>();
         self.net.planned_bytes()
@@ -453,14 +449,14 @@ impl<B: Backend> Detector<B> for RetinaNetDetector<B> {
             .collect();
         // Paddle divides both losses by the batch's foreground count.
         let fg_total = focal_normalizer(&targets);
-        self.upload_labels(&targets);
+        self.upload_targets(&targets);
 
-        // Each level: the head, its focal loss on the device, its box
-        // deltas to the host; then its activations out of the units (the
-        // last level's stay for the backward pass, which starts there).
+        // Each level: the head and both its losses on the device; then its
+        // activations out of the units (the last level's stay for the
+        // backward pass, which starts there).
         let batch = im_info.len();
         let a = self.spec.head.anchors_per_cell();
-        let mut loss_cls = 0.0;
+        let (mut loss_cls, mut loss_bbox) = (0.0, 0.0);
         for l in 0..self.levels.len() {
             self.forward_level(l);
             let [height, width] = self.levels[l].size;
@@ -482,24 +478,31 @@ impl<B: Backend> Detector<B> for RetinaNetDetector<B> {
                 &level.labels,
                 &geom,
                 &mut level.cls_grad,
-                &mut self.focal_losses,
+                &mut self.element_losses,
             );
-            level.box_host.resize(deltas.numel(), 0.0);
-            backend.download(deltas.buf(), &mut level.box_host);
-            level.box_grad.reshape_reuse(&backend, deltas.shape());
+            let box_geom = RetinaBoxLossGeom {
+                batch,
+                anchors_per_cell: a,
+                height,
+                width,
+                sigma: self.config.sigma,
+                normalizer: fg_total,
+            };
+            loss_bbox += retina_box_loss(
+                &backend,
+                deltas,
+                &level.box_targets[0],
+                &level.box_targets[1],
+                &box_geom,
+                &mut level.box_grad,
+                &mut self.element_losses,
+            );
             if l + 1 < self.levels.len() {
                 self.swap_level(l);
             }
         }
-
-        let sizes: Vec<[usize; 2]> = self.levels.iter().map(|l| l.size).collect();
-        let deltas: Vec<&[f32]> = self.levels.iter().map(|l| &l.box_host[..]).collect();
-        let boxes = retina_box_loss(&deltas, &sizes, a, &targets, self.config.sigma);
-        for (level, grad) in self.levels.iter_mut().zip(boxes.grads) {
-            backend.upload(&grad, level.box_grad.buf_mut());
-        }
         self.backward(image);
-        Losses::new(LOSS_NAMES, &[loss_cls as f32, boxes.loss])
+        Losses::new(LOSS_NAMES, &[loss_cls as f32, loss_bbox as f32])
     }
 
     fn detect(
@@ -511,20 +514,29 @@ impl<B: Backend> Detector<B> for RetinaNetDetector<B> {
         let backend = self.net.backend().clone();
         let im_info = image_infos(image, im_info);
         self.forward_features(image);
+        let split = self.subnet_len();
         for l in 0..self.levels.len() {
             self.forward_level(l);
-            let (cls, deltas) = head_outputs(&self.net.units[self.head_unit..], self.subnet_len());
-            self.scores.reshape_reuse(&backend, cls.shape());
-            backend.sigmoid_forward(cls.numel(), cls.buf(), self.scores.buf_mut());
-            let level = &mut self.levels[l];
-            level.cls_host.resize(cls.numel(), 0.0);
-            backend.download(self.scores.buf(), &mut level.cls_host);
-            level.box_host.resize(deltas.numel(), 0.0);
-            backend.download(deltas.buf(), &mut level.box_host);
+            // The scores into the level's tensor, the deltas swapped out of
+            // the box prediction (its next forward overwrites what it gets).
+            let head = &mut self.net.units[self.head_unit..];
+            let [scores, deltas] = &mut self.levels[l].outputs;
+            let logits = head[split - 1].output();
+            scores.reshape_reuse(&backend, logits.shape());
+            backend.sigmoid_forward(logits.numel(), logits.buf(), scores.buf_mut());
+            head[head.len() - 1].swap_output(deltas);
         }
-        let a = self.spec.head.anchors_per_cell();
-        let sizes: Vec<[usize; 2]> = self.levels.iter().map(|l| l.size).collect();
-        let anchors = self.level_anchors();
+        let levels: Vec<RetinaLevelInput<'_, B::Buffer>> = self
+            .levels
+            .iter()
+            .map(|level| RetinaLevelInput {
+                scores: level.outputs[0].buf(),
+                deltas: level.outputs[1].buf(),
+                anchors: level.anchors.buf(),
+                height: level.size[0],
+                width: level.size[1],
+            })
+            .collect();
         // Paddle 1.8's `retinanet_detection_output` layer hands the operator
         // an `nms_eta` of 1 whatever `RetinaOutputDecoder` says: adaptive
         // NMS never runs in PaddleDetection's RetinaNet.
@@ -532,36 +544,16 @@ impl<B: Backend> Detector<B> for RetinaNetDetector<B> {
             nms_eta: 1.0,
             ..self.config.output.clone()
         };
-        im_info
-            .iter()
-            .enumerate()
-            .map(|(n, &[height, width, scale])| {
-                let images = im_info.len();
-                let scores: Vec<&[f32]> = self
-                    .levels
-                    .iter()
-                    .map(|l| image_part(&l.cls_host, n, images))
-                    .collect();
-                let deltas: Vec<&[f32]> = self
-                    .levels
-                    .iter()
-                    .map(|l| image_part(&l.box_host, n, images))
-                    .collect();
-                let found = retinanet_detection_output(
-                    &scores,
-                    &deltas,
-                    &sizes,
-                    a,
-                    &anchors,
-                    ImInfo {
-                        height,
-                        width,
-                        scale,
-                    },
-                    &output,
-                );
-                by_class_from_zero(found)
-            })
+        backend
+            .retinanet_detect(
+                &output,
+                &levels,
+                self.spec.head.anchors_per_cell(),
+                self.spec.num_classes - 1,
+                &im_info,
+            )
+            .into_iter()
+            .map(by_class_from_zero)
             .collect()
     }
 
@@ -667,33 +659,31 @@ mod tests {
             let spec = RetinaNetSpec::small(3);
             let mut model = RetinaNetDetector::new(&cpu, spec, RetinaConfig::default(), seed);
             let image = image(&cpu, 2, 128, 64, seed + 100);
-            let run = |m: &mut RetinaNetDetector<CpuBackend>| {
+            // Each level's class logits and box deltas, on the host.
+            let run = |m: &mut RetinaNetDetector<CpuBackend>| -> Vec<Vec<f32>> {
                 m.forward_features(&image);
+                let mut outputs = Vec::new();
                 for l in 0..m.levels.len() {
                     m.forward_level(l);
                     let (cls, deltas) = head_outputs(&m.net.units[m.head_unit..], m.subnet_len());
-                    let level = &mut m.levels[l];
-                    level.cls_host = cls.to_host(&cpu);
-                    level.box_host = deltas.to_host(&cpu);
+                    outputs.extend([cls.to_host(&cpu), deltas.to_host(&cpu)]);
                     if l + 1 < m.levels.len() {
                         m.swap_level(l);
                     }
                 }
+                outputs
             };
-            run(&mut model);
-            let mut probes: Vec<Vec<f32>> = Vec::new();
-            for level in &mut model.levels {
-                for host in [&level.cls_host, &level.box_host] {
-                    probes.push(random_vec(seed + 200 + probes.len() as u64, host.len()));
-                }
-            }
+            let outputs = run(&mut model);
+            let probes: Vec<Vec<f32>> = outputs
+                .iter()
+                .enumerate()
+                .map(|(k, y)| random_vec(seed + 200 + k as u64, y.len()))
+                .collect();
             for (l, level) in model.levels.iter_mut().enumerate() {
                 let [h, w] = level.size;
-                let channels = |len: usize| len / (2 * h * w);
-                let cls_shape = [2, channels(level.cls_host.len()), h, w];
-                let box_shape = [2, channels(level.box_host.len()), h, w];
-                level.cls_grad = Tensor::from_host(&cpu, &cls_shape, &probes[2 * l]);
-                level.box_grad = Tensor::from_host(&cpu, &box_shape, &probes[2 * l + 1]);
+                let shape = |k: usize| [2, probes[k].len() / (2 * h * w), h, w];
+                level.cls_grad = Tensor::from_host(&cpu, &shape(2 * l), &probes[2 * l]);
+                level.box_grad = Tensor::from_host(&cpu, &shape(2 * l + 1), &probes[2 * l + 1]);
             }
             model.backward(&image);
             check_params(
@@ -703,10 +693,8 @@ mod tests {
                 &format!("seed {seed}"),
                 (1e-2, 0.2),
                 |m| {
-                    run(m);
-                    m.levels
+                    run(m)
                         .iter()
-                        .flat_map(|l| [&l.cls_host, &l.box_host])
                         .zip(&probes)
                         .map(|(y, r)| probe_loss(y, r))
                         .sum::<Probe>()

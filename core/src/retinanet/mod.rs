@@ -10,7 +10,7 @@ pub mod detection_output;
 pub mod focal_loss;
 pub mod target_assign;
 
-pub use box_loss::{retina_box_loss, RetinaBoxLoss};
+pub use box_loss::{level_box_targets, retina_box_loss};
 pub use config::{RetinaConfig, RetinaOutputConfig, RetinaTargetConfig};
 pub use detection_output::retinanet_detection_output;
 pub use focal_loss::{focal_normalizer, level_labels, sigmoid_focal_loss};

@@ -51,6 +51,8 @@ pub mod polygon_masks;
 pub mod pool;
 pub mod proposals;
 pub mod reduce;
+pub mod retina_box_loss;
+pub mod retinanet_detect;
 pub mod rmsprop;
 pub mod roi_align;
 pub mod sgd;

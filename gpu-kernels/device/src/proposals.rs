@@ -54,7 +54,7 @@ kernel! {
 /// with its `variance`, the log-sizes capped at `max_log_scale`: core's
 /// `box_coder::decode_proposal`, operation for operation.
 #[inline(always)]
-fn decode_proposal(
+pub(crate) fn decode_proposal(
     anchor: [f32; 4],
     variance: [f32; 4],
     deltas: [f32; 4],
@@ -76,7 +76,7 @@ fn decode_proposal(
 
 /// Row `row` of a `[rows, 4]` array.
 #[inline(always)]
-unsafe fn quad(rows: *const f32, row: u32) -> [f32; 4] {
+pub(crate) unsafe fn quad(rows: *const f32, row: u32) -> [f32; 4] {
     let q = rows.add(row as usize * 4);
     [*q, *q.add(1), *q.add(2), *q.add(3)]
 }

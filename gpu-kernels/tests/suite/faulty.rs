@@ -4,9 +4,11 @@
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom, GlobalPoolGeom,
     HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom, PoolGeom,
-    RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep, MASK_PASTE_FIELDS,
+    RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
+    MASK_PASTE_FIELDS,
 };
 use pulsefocus_core::rcnn::{ProposalConfig, Proposals};
+use pulsefocus_core::retinanet::RetinaOutputConfig;
 use pulsefocus_core::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
 use pulsefocus_core::{Backend, CpuBackend};
@@ -67,6 +69,12 @@ pub enum Fault {
     OverwritesInsteadOfAccumulating,
     /// `ssd_loss` mines every candidate: the `neg_pos_ratio` cap left out.
     MinesEveryCandidate,
+    /// `retinanet_detect` applies `score_thresh` on the last level too,
+    /// where Paddle keeps every positive score.
+    ThresholdsEveryLevel,
+    /// `retina_box_loss` regresses every anchor: the weights (the
+    /// foreground mask) taken as 1.
+    RegressesEveryAnchor,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -677,5 +685,43 @@ impl Backend for Faulty {
             grad_location,
             grad_confidence,
         )
+    }
+    fn retina_box_loss(
+        &self,
+        g: &RetinaBoxLossGeom,
+        deltas: &Vec<f32>,
+        targets: &Vec<f32>,
+        weights: &Vec<f32>,
+        grad: &mut Vec<f32>,
+        losses: &mut Vec<f32>,
+    ) {
+        let mut weights = weights.clone();
+        if self.0 == Fault::RegressesEveryAnchor {
+            weights[..g.anchors()].fill(1.0);
+        }
+        CPU.retina_box_loss(g, deltas, targets, &weights, grad, losses)
+    }
+    fn retinanet_detect(
+        &self,
+        cfg: &RetinaOutputConfig,
+        levels: &[RetinaLevelInput<'_, Vec<f32>>],
+        anchors_per_cell: usize,
+        classes: usize,
+        im_info: &[[f32; 3]],
+    ) -> Vec<Vec<Detection>> {
+        // The fault: the last level's scores at or below the threshold
+        // zeroed, which the reference's "above 0" there then drops.
+        let mut last_scores = levels.last().map(|l| l.scores.clone());
+        if let (Fault::ThresholdsEveryLevel, Some(scores)) = (self.0, last_scores.as_mut()) {
+            for s in scores.iter_mut().filter(|s| **s <= cfg.score_thresh) {
+                *s = 0.0;
+            }
+        }
+        let mut levels: Vec<RetinaLevelInput<'_, Vec<f32>>> =
+            levels.iter().map(|l| RetinaLevelInput { ..*l }).collect();
+        if let (Some(last), Some(scores)) = (levels.last_mut(), last_scores.as_ref()) {
+            last.scores = scores;
+        }
+        CPU.retinanet_detect(cfg, &levels, anchors_per_cell, classes, im_info)
     }
 }

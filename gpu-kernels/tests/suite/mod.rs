@@ -39,6 +39,8 @@ pub mod optim;
 pub mod polygon_masks;
 pub mod pool;
 pub mod proposals;
+pub mod retina_box_loss;
+pub mod retinanet_detect;
 pub mod roi_align;
 pub mod sigmoid_focal_loss;
 pub mod ssd_loss;
@@ -274,6 +276,7 @@ macro_rules! backend_tests {
             global_avg_pool_forward_matches,
             global_avg_pool_backward_matches,
             sigmoid_focal_loss_matches,
+            retina_box_loss_matches,
             mask_loss_matches,
             polygon_masks_matches,
             mask_paste_matches,
@@ -283,6 +286,7 @@ macro_rules! backend_tests {
             ssd_detect_matches,
             generate_proposals_matches,
             ssd_loss_matches,
+            retinanet_detect_matches,
         );
     };
     ($module:ident, $open:expr; $($check:ident),+ $(,)?) => {
@@ -334,6 +338,8 @@ pub mod checks {
         upsample2x_backward_matches, upsample2x_forward_matches,
     };
     pub use super::proposals::generate_proposals_matches;
+    pub use super::retina_box_loss::retina_box_loss_matches;
+    pub use super::retinanet_detect::retinanet_detect_matches;
     pub use super::roi_align::{roi_align_backward_matches, roi_align_forward_matches};
     pub use super::sigmoid_focal_loss::sigmoid_focal_loss_matches;
     pub use super::ssd_loss::ssd_loss_matches;
