@@ -111,6 +111,10 @@ pub const KERNELS: &[&str] = &[
     "nms_write",
     "proposal_keys",
     "proposal_decode",
+    "retina_box_loss",
+    "retina_keys",
+    "retina_decode",
+    "retina_write",
 ];
 
 /// The environment variable that makes `--device gpu|auto` open the
