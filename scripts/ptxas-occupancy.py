@@ -111,6 +111,7 @@ def block_sizes():
             "proposal_keys", "proposal_decode",
             "ssd_mining_keys", "ssd_select_negatives", "ssd_loss_rows",
             "proposal_keys", "proposal_decode", "retina_keys", "retina_decode", "retina_write",
+            "rcnn_decode", "rcnn_order_keys", "rcnn_write",
             "depthwise_conv2d_forward", "depthwise_conv2d_backward_data",
         ]),
         # ops::tiled: the tile engine, (BM / TM) * (BN / TN) threads.

@@ -12,7 +12,8 @@
 //!   `add`/`axpy`.
 //! - Weights are `[c_out, c_in / groups, kernel_h, kernel_w]`, as in Paddle.
 
-use crate::rcnn::{ProposalConfig, Proposals};
+use crate::box_coder::BoxXyxy;
+use crate::rcnn::{ProposalConfig, Proposals, RcnnConfig};
 use crate::retinanet::RetinaOutputConfig;
 use crate::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use crate::yolo::{Detection, NmsConfig, YoloConfig};
@@ -955,6 +956,24 @@ pub struct RetinaLevelInput<'a, Buf> {
     pub width: usize,
 }
 
+/// The RoIs [`Backend::rcnn_detect`] detects on, with where the box head's
+/// outputs of each are. Images are `counts.len()`.
+#[derive(Debug, Clone, Copy)]
+pub struct BoxHeadRois<'a> {
+    /// Every image's RoIs, image after image, each image's in Paddle's order
+    /// (which sets the order of ties), in the resized input's pixels.
+    pub boxes: &'a [BoxXyxy],
+    /// How many of `boxes` each image has.
+    pub counts: &'a [usize],
+    /// The row of `cls_score` and `bbox_pred` holding each RoI's outputs
+    /// (FPN's device order groups the RoIs by level).
+    pub rows: &'a [usize],
+    /// Each image's resize factor (`im_info[2]`).
+    pub scales: &'a [f32],
+    /// Each image's `im_shape` row: the original height and width, and 1.
+    pub im_shapes: &'a [[f32; 3]],
+}
+
 /// RMSProp with L2 decay, as Paddle's `rmsprop` op (not centered) after an
 /// L2Decay regulariser, which SSD trains with: `g = grad + decay * param`,
 /// `mean_square = rho * mean_square + (1 - rho) * g^2`,
@@ -1454,6 +1473,25 @@ pub trait Backend: Clone + Send + Sync + 'static {
         anchors_per_cell: usize,
         classes: usize,
         im_info: &[[f32; 3]],
+    ) -> Vec<Vec<Detection>>;
+
+    // ---- the R-CNN box head's detections ----
+
+    /// The Faster R-CNN box head's detection output (core's
+    /// `rcnn::bbox_head_detect`) of each image of `rois`: the class logits
+    /// `cls_score` (`[rows, C]`, `C = cfg.bbox_assigner.class_nums`)
+    /// softmaxed, each RoI decoded once per class from `bbox_pred` (`[rows,
+    /// 4C]`) with `bbox_reg_weights`, clipped to the image's original
+    /// picture, then `multiclass_nms` under `cfg.nms`. Each image's
+    /// detections grouped by class, a class's by RoI (Paddle's order), labels
+    /// `1..C`, boxes in the original picture's pixels. Only the detections
+    /// leave the device.
+    fn rcnn_detect(
+        &self,
+        cfg: &RcnnConfig,
+        rois: &BoxHeadRois<'_>,
+        cls_score: &Self::Buffer,
+        bbox_pred: &Self::Buffer,
     ) -> Vec<Vec<Detection>>;
 
     // ---- Mask R-CNN's mask targets ----

@@ -8,12 +8,12 @@
 use std::sync::{Arc, Mutex};
 
 use pulsefocus_core::backend::{
-    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, DeviceError, FcGeom, FocalLossGeom,
-    GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom,
-    PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput,
-    SgdStep,
+    Activation, BatchNormGeom, BoxHeadRois, ChannelCopy, Conv2dGeom, DeviceError, FcGeom,
+    FocalLossGeom, GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom,
+    PolygonMaskGeom, PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom,
+    RpnProposalInput, SgdStep,
 };
-use pulsefocus_core::rcnn::{ProposalConfig, Proposals};
+use pulsefocus_core::rcnn::{ProposalConfig, Proposals, RcnnConfig};
 use pulsefocus_core::retinanet::RetinaOutputConfig;
 use pulsefocus_core::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
@@ -629,6 +629,19 @@ impl Backend for GpuBackend {
                 .map(Some)
         })
         .unwrap_or_else(|| vec![vec![Proposals::default(); im_info.len()]; levels.len()])
+    }
+
+    /// Softmax, decode, NMS on the device (`ops::rcnn_detect`); only the
+    /// detections are downloaded. After a failure every image has none.
+    fn rcnn_detect(
+        &self,
+        cfg: &RcnnConfig,
+        rois: &BoxHeadRois<'_>,
+        cls_score: &DeviceBuffer,
+        bbox_pred: &DeviceBuffer,
+    ) -> Vec<Vec<Detection>> {
+        self.run(|gpu| gpu.rcnn_detect(cfg, rois, cls_score, bbox_pred).map(Some))
+            .unwrap_or_else(|| vec![Vec::new(); rois.counts.len()])
     }
 
     /// Sorts, decode, NMS on the device (`ops::retinanet`); only the

@@ -195,6 +195,12 @@ fn retinanet_thresholds_on_the_last_level_are_caught() {
 }
 
 #[test]
+#[should_panic(expected = "rcnn_detect 2 images, 4 classes, Paddle's settings seed 1")]
+fn rcnn_detections_by_score_are_caught() {
+    checks::rcnn_detect_matches(&Faulty(Fault::ListsByScore));
+}
+
+#[test]
 #[should_panic(expected = "retina_box_loss RetinaNet P3")]
 fn a_box_loss_over_every_anchor_is_caught() {
     checks::retina_box_loss_matches(&Faulty(Fault::RegressesEveryAnchor));

@@ -20,12 +20,12 @@ pub mod roi_align;
 pub mod sigmoid_focal_loss;
 
 use crate::backend::{
-    Activation, Backend, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom,
-    GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom,
-    PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput,
-    SgdStep,
+    Activation, Backend, BatchNormGeom, BoxHeadRois, ChannelCopy, Conv2dGeom, FcGeom,
+    FocalLossGeom, GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom,
+    PolygonMaskGeom, PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom,
+    RpnProposalInput, SgdStep,
 };
-use crate::rcnn::{ImInfo, ProposalConfig, Proposals};
+use crate::rcnn::{bbox_head_detect, ImInfo, ProposalConfig, Proposals, RcnnConfig};
 use crate::retinanet::{retinanet_detection_output, RetinaOutputConfig};
 use crate::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
@@ -590,6 +590,48 @@ impl Backend for CpuBackend {
                         )
                     })
                     .collect()
+            })
+            .collect()
+    }
+
+    /// Core's `rcnn::bbox_head_detect` per image, on its rows of the
+    /// outputs gathered into Paddle's order, the images in parallel.
+    fn rcnn_detect(
+        &self,
+        cfg: &RcnnConfig,
+        rois: &BoxHeadRois<'_>,
+        cls_score: &Vec<f32>,
+        bbox_pred: &Vec<f32>,
+    ) -> Vec<Vec<Detection>> {
+        let classes = cfg.bbox_assigner.class_nums;
+        let firsts: Vec<usize> = rois
+            .counts
+            .iter()
+            .scan(0, |first, &count| {
+                *first += count;
+                Some(*first - count)
+            })
+            .collect();
+        firsts
+            .par_iter()
+            .zip(rois.counts)
+            .enumerate()
+            .map(|(n, (&first, &count))| {
+                let rows = &rois.rows[first..first + count];
+                let gather = |outputs: &[f32], width: usize| -> Vec<f32> {
+                    rows.iter()
+                        .flat_map(|&r| &outputs[r * width..][..width])
+                        .copied()
+                        .collect()
+                };
+                bbox_head_detect(
+                    cfg,
+                    &rois.boxes[first..first + count],
+                    rois.scales[n],
+                    &rois.im_shapes[n],
+                    &gather(cls_score, classes),
+                    &gather(bbox_pred, 4 * classes),
+                )
             })
             .collect()
     }

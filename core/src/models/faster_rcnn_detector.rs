@@ -55,7 +55,7 @@ use super::network::ConvNet;
 use super::resnet::ResNetLinks;
 use std::ops::Range;
 
-use crate::backend::{Backend, RoiPolygons, RpnProposalInput};
+use crate::backend::{Backend, BoxHeadRois, RoiPolygons, RpnProposalInput};
 use crate::box_coder::BoxXyxy;
 use crate::data::rng::Rng;
 use crate::detector::{Detector, Losses};
@@ -68,8 +68,8 @@ use crate::rcnn::truth::{
     by_class_from_zero, image_infos, image_truths, train_on_zeros, ImageTruth,
 };
 use crate::rcnn::{
-    bbox_head_detect, bbox_head_loss, collect_fpn_proposals, generate_mask_labels,
-    generate_proposal_labels, paste_masks, FpnLevels, Pasted, RcnnConfig, RoiTargets, SampledRois,
+    bbox_head_loss, collect_fpn_proposals, generate_mask_labels, generate_proposal_labels,
+    paste_masks, FpnLevels, Pasted, RcnnConfig, RoiTargets, SampledRois,
 };
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth};
@@ -1346,7 +1346,6 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
             self.masks = vec![Vec::new(); im_info.len()];
             return vec![Vec::new(); im_info.len()];
         }
-        let classes = self.spec.num_classes;
         let found = if let Some(cascade) = &mut self.cascade {
             let body = &self.net.units[..self.rpn_unit];
             let features =
@@ -1373,26 +1372,31 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
                 self.rois.boxes.extend(proposals);
             }
             self.rois.upload(&backend);
-            self.forward_box_head();
-            let mut first = 0;
-            counts
+            self.forward_roi_head(false);
+            let (head_fcs, outputs) = self.net.fcs.split_at_mut(self.box_head.fc_count());
+            let x = self.box_head.output(head_fcs);
+            for fc in outputs.iter_mut() {
+                fc.forward(&backend, x);
+            }
+            let scales: Vec<f32> = im_info.iter().map(|info| info[2]).collect();
+            let im_shapes: Vec<[f32; 3]> = original_sizes
                 .iter()
-                .zip(&im_info)
-                .zip(original_sizes)
-                .map(|((&count, info), &[ow, oh])| {
-                    let rows = first..first + count;
-                    first += count;
-                    let found = bbox_head_detect(
-                        &self.config,
-                        &self.rois.boxes[rows.clone()],
-                        info[2],
-                        &[oh as f32, ow as f32, 1.0],
-                        &self.box_host[0][rows.start * classes..rows.end * classes],
-                        &self.box_host[1][rows.start * 4 * classes..rows.end * 4 * classes],
-                    );
-                    // Paddle lists a class's detections by RoI.
-                    by_class_from_zero(found)
-                })
+                .map(|&[ow, oh]| [oh as f32, ow as f32, 1.0])
+                .collect();
+            let rows = self.rois.device_rows();
+            let rois = BoxHeadRois {
+                boxes: &self.rois.boxes,
+                counts: &counts,
+                rows: &rows,
+                scales: &scales,
+                im_shapes: &im_shapes,
+            };
+            let [cls_score, bbox_pred] = [0, 1].map(|k| outputs[k].output().buf());
+            backend
+                .rcnn_detect(&self.config, &rois, cls_score, bbox_pred)
+                .into_iter()
+                // Paddle lists a class's detections by RoI.
+                .map(by_class_from_zero)
                 .collect()
         };
         if self.mask.is_some() {

@@ -97,6 +97,15 @@ impl<B: Backend> Rois<B> {
         }
     }
 
+    /// The device row of each RoI (Paddle's order).
+    pub fn device_rows(&self) -> Vec<usize> {
+        let mut rows: Vec<usize> = (0..self.boxes.len()).collect();
+        for (r, &i) in self.order.iter().enumerate() {
+            rows[i] = r;
+        }
+        rows
+    }
+
     /// Rows of `width` values in Paddle's order put in the device's (to
     /// upload).
     pub fn to_device_order(&self, values: &mut [f32], width: usize) {

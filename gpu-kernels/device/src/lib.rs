@@ -50,6 +50,7 @@ pub mod nms;
 pub mod polygon_masks;
 pub mod pool;
 pub mod proposals;
+pub mod rcnn_detect;
 pub mod reduce;
 pub mod retina_box_loss;
 pub mod retinanet_detect;

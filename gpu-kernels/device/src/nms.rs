@@ -475,17 +475,28 @@ pub(crate) mod emulated {
         bounds
     }
 
-    /// Multiclass NMS of `batch` images' decoded `boxes [N, M, 4]` and
-    /// `scores [N, M, classes]` through the kernels.
-    pub fn multiclass_nms(
+    /// Steps 1-5's results: the sorted candidates, each (image, class)'s
+    /// bounds, and the flags; the kept entries are those flagged `want`, at
+    /// most `capacity` per image.
+    pub(crate) struct Kept {
+        pub keys: DeviceBuf<u64>,
+        pub values: DeviceBuf<u32>,
+        pub bounds: DeviceBuf<u32>,
+        pub keep: DeviceBuf<u32>,
+        pub want: u32,
+        pub capacity: u32,
+    }
+
+    /// Steps 1-5 of `batch` images' `scores [N, M, classes]` with `boxes
+    /// [N, M, 4]`, or with `class_boxes` one box per entry (`[N, classes,
+    /// M, 4]`, entry order); None when nothing is a candidate.
+    pub(crate) fn kept(
         cfg: &NmsConfig,
         boxes: &DeviceBuf<f32>,
         scores: &DeviceBuf<f32>,
-        batch: usize,
-        classes: usize,
-    ) -> Vec<Vec<Detection>> {
-        let m = boxes.len() / 4 / batch;
-        let (batch, classes, m) = (batch as u32, classes as u32, m as u32);
+        [batch, classes, m]: [u32; 3],
+        class_boxes: bool,
+    ) -> Option<Kept> {
         let segments = batch * classes;
         let background = cfg.background_label.map_or(classes, |b| b as u32);
         // A block count that does not divide the entries evenly.
@@ -509,7 +520,7 @@ pub(crate) mod emulated {
         }
         let total = offsets[blocks as usize];
         if total == 0 {
-            return vec![Vec::new(); batch as usize];
+            return None;
         }
         let padded = total.next_power_of_two();
         let offsets = DeviceBuf::new(&offsets);
@@ -537,14 +548,17 @@ pub(crate) mod emulated {
         let overlaps = DeviceBuf::filled(padded as usize, f32::NAN);
         let top_k = cfg.nms_top_k.map_or(u32::MAX, |k| k.min(m as usize) as u32);
         let pixel = if cfg.normalized { 0.0 } else { 1.0 };
+        // One box per entry: `nms_suppress` reads row `v` with one class of
+        // one box per image.
+        let (box_classes, box_m) = if class_boxes { (1, 1) } else { (classes, m) };
         launch(Dim3::x(segments.min(3)), Dim3::x(NMS_THREADS), |c| unsafe {
             nms_suppress(
                 c,
                 values.ptr(),
                 segment_bounds.ptr(),
                 boxes.ptr(),
-                classes,
-                m,
+                box_classes,
+                box_m,
                 segments,
                 top_k,
                 cfg.nms_threshold,
@@ -590,6 +604,38 @@ pub(crate) mod emulated {
                 keep_top_k as u32
             }
             None => classes * top_k.min(m),
+        };
+        Some(Kept {
+            keys,
+            values,
+            bounds: segment_bounds,
+            keep,
+            want,
+            capacity,
+        })
+    }
+
+    /// Multiclass NMS of `batch` images' decoded `boxes [N, M, 4]` and
+    /// `scores [N, M, classes]` through the kernels.
+    pub fn multiclass_nms(
+        cfg: &NmsConfig,
+        boxes: &DeviceBuf<f32>,
+        scores: &DeviceBuf<f32>,
+        batch: usize,
+        classes: usize,
+    ) -> Vec<Vec<Detection>> {
+        let m = boxes.len() / 4 / batch;
+        let (batch, classes, m) = (batch as u32, classes as u32, m as u32);
+        let Some(Kept {
+            values,
+            bounds: segment_bounds,
+            keep,
+            want,
+            capacity,
+            ..
+        }) = kept(cfg, boxes, scores, [batch, classes, m], false)
+        else {
+            return vec![Vec::new(); batch as usize];
         };
         let detections = DeviceBuf::filled((batch * capacity.max(1) * 6) as usize, f32::NAN);
         let counts = DeviceBuf::filled(batch as usize, u32::MAX);

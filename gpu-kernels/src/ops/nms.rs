@@ -130,6 +130,18 @@ pub fn block_per_item(items: u32) -> LaunchShape {
     }
 }
 
+/// Steps 1-5's results on the device (see [`Gpu::kept_candidates`]): the
+/// sorted candidates (`keys`, `values`: a power of two of each), each
+/// (image, class)'s `bounds`, and the `keep` flags; the kept entries are
+/// those flagged `want`.
+pub(crate) struct KeptCandidates {
+    pub keys: DeviceBuffer<u64>,
+    pub values: DeviceBuffer<u32>,
+    pub bounds: DeviceBuffer<u32>,
+    pub keep: DeviceBuffer<u32>,
+    pub want: u32,
+}
+
 /// `nms_write`'s rows (`[class, score, x1, y1, x2, y2]`, `capacity` per
 /// image) as each image's detections: the first `counts[n]` rows of image `n`.
 pub fn detection_lists(rows: &[f32], counts: &[u32], capacity: usize) -> Vec<Vec<Detection>> {
@@ -172,8 +184,55 @@ impl Gpu {
         );
         need_len(NAME, "boxes", boxes.len(), box_len)?;
         need_len(NAME, "scores", scores.len(), score_len)?;
-        let segments = p.segments as usize;
+        let Some(KeptCandidates {
+            values,
+            bounds,
+            keep,
+            want,
+            ..
+        }) = self.kept_candidates(&p, nms, (boxes, box_len), (scores, score_len), false)?
+        else {
+            return Ok(vec![Vec::new(); batch]);
+        };
+        let (segments, n) = (p.segments as usize, values.len());
 
+        // Step 6: each image's detections, grouped by class, best first.
+        let rows = batch * p.capacity as usize * 6;
+        let mut detections = self.alloc::<f32>(rows.max(1))?;
+        let mut counts = self.alloc::<u32>(batch)?;
+        let mut args = KernelArgs::new();
+        args.input(&values, n)
+            .input(&bounds, segments + 1)
+            .input(&keep, n)
+            .input(boxes, box_len)
+            .input(scores, score_len)
+            .u32(p.batch)
+            .u32(p.classes)
+            .u32(p.boxes_per_image)
+            .u32(want)
+            .u32(p.capacity)
+            .output(&mut detections, rows)
+            .output(&mut counts, batch);
+        self.launch("nms_write", block_per_item(p.batch), &args)?;
+        let counts = self.download(&counts)?;
+        let rows = self.download(&detections)?;
+        Ok(detection_lists(&rows, &counts, p.capacity as usize))
+    }
+
+    /// Steps 1-5 of [`Gpu::multiclass_nms`] under plan `p`: the candidates
+    /// of `scores` (`[N, M, classes]`, its first `score_len` elements)
+    /// sorted, suppressed and (with a `keep_top_k`) cut, over `boxes`
+    /// (`[N, M, 4]`, or with `class_boxes` one box per entry, `[N, classes,
+    /// M, 4]`); None when nothing is a candidate.
+    pub(crate) fn kept_candidates(
+        &self,
+        p: &NmsPlan,
+        nms: &NmsConfig,
+        boxes: (&DeviceBuffer, usize),
+        (scores, score_len): (&DeviceBuffer, usize),
+        class_boxes: bool,
+    ) -> Result<Option<KeptCandidates>, GpuError> {
+        let classes = p.classes as usize;
         // Steps 1-3: the candidates, counted per block (the counts summed
         // here: the sort's length depends on them), compacted, sorted (each
         // (image, class)'s best first), and where each (image, class) starts.
@@ -201,7 +260,7 @@ impl Gpu {
         }
         let total = offsets[blocks];
         if total == 0 {
-            return Ok(vec![Vec::new(); batch]);
+            return Ok(None);
         }
         let padded = total.next_power_of_two();
         let n = padded as usize;
@@ -225,17 +284,24 @@ impl Gpu {
 
         // Step 4: suppression, one block per (image, class).
         let pixel = if nms.normalized { 0.0 } else { 1.0 };
+        // One box per entry: `nms_suppress` reads row `v` with one class of
+        // one box per image.
+        let (box_classes, box_m) = if class_boxes {
+            (1, 1)
+        } else {
+            (p.classes, p.boxes_per_image)
+        };
         let suppression = Suppression {
             segments: p.segments,
-            classes: p.classes,
-            boxes_per_image: p.boxes_per_image,
+            classes: box_classes,
+            boxes_per_image: box_m,
             top_k: p.top_k,
             iou_thresh: nms.nms_threshold,
             eta: 1.0,
             max_kept: u32::MAX,
             pixel,
         };
-        let mut keep = self.suppress(&suppression, &values, &bounds, (boxes, box_len))?;
+        let mut keep = self.suppress(&suppression, &values, &bounds, boxes)?;
 
         // Step 5: the best keep_top_k kept entries of each image.
         let want = match nms.keep_top_k {
@@ -256,7 +322,7 @@ impl Gpu {
                 let mut args = KernelArgs::new();
                 args.input(&keys2, n)
                     .input(&values2, n)
-                    .input(&image_bounds, batch + 1)
+                    .input(&image_bounds, p.batch as usize + 1)
                     .u32(padded)
                     .u32(p.capacity)
                     .output(&mut keep, n);
@@ -264,28 +330,13 @@ impl Gpu {
                 KEPT_TOP
             }
         };
-
-        // Step 6: each image's detections, grouped by class, best first.
-        let rows = batch * p.capacity as usize * 6;
-        let mut detections = self.alloc::<f32>(rows.max(1))?;
-        let mut counts = self.alloc::<u32>(batch)?;
-        let mut args = KernelArgs::new();
-        args.input(&values, n)
-            .input(&bounds, segments + 1)
-            .input(&keep, n)
-            .input(boxes, box_len)
-            .input(scores, score_len)
-            .u32(p.batch)
-            .u32(p.classes)
-            .u32(p.boxes_per_image)
-            .u32(want)
-            .u32(p.capacity)
-            .output(&mut detections, rows)
-            .output(&mut counts, batch);
-        self.launch("nms_write", block_per_item(p.batch), &args)?;
-        let counts = self.download(&counts)?;
-        let rows = self.download(&detections)?;
-        Ok(detection_lists(&rows, &counts, p.capacity as usize))
+        Ok(Some(KeptCandidates {
+            keys,
+            values,
+            bounds,
+            keep,
+            want,
+        }))
     }
 
     /// `nms_suppress`: the `keep` flags of every sorted position of

@@ -2,12 +2,12 @@
 //! of the kinds a GPU port makes, each of which some check must catch (the
 //! tests are in `backend_suite.rs`).
 use pulsefocus_core::backend::{
-    Activation, BatchNormGeom, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom, GlobalPoolGeom,
-    HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom, PoolGeom,
-    RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
-    MASK_PASTE_FIELDS,
+    Activation, BatchNormGeom, BoxHeadRois, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom,
+    GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom,
+    PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput,
+    SgdStep, MASK_PASTE_FIELDS,
 };
-use pulsefocus_core::rcnn::{ProposalConfig, Proposals};
+use pulsefocus_core::rcnn::{ProposalConfig, Proposals, RcnnConfig};
 use pulsefocus_core::retinanet::RetinaOutputConfig;
 use pulsefocus_core::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
@@ -75,6 +75,9 @@ pub enum Fault {
     /// `retina_box_loss` regresses every anchor: the weights (the
     /// foreground mask) taken as 1.
     RegressesEveryAnchor,
+    /// `rcnn_detect` lists each class's detections best first (the NMS
+    /// order), where Paddle lists them by RoI.
+    ListsByScore,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -700,6 +703,22 @@ impl Backend for Faulty {
             weights[..g.anchors()].fill(1.0);
         }
         CPU.retina_box_loss(g, deltas, targets, &weights, grad, losses)
+    }
+    fn rcnn_detect(
+        &self,
+        cfg: &RcnnConfig,
+        rois: &BoxHeadRois<'_>,
+        cls_score: &Vec<f32>,
+        bbox_pred: &Vec<f32>,
+    ) -> Vec<Vec<Detection>> {
+        let mut found = CPU.rcnn_detect(cfg, rois, cls_score, bbox_pred);
+        if self.0 == Fault::ListsByScore {
+            for image in &mut found {
+                // Stable: the class groups stay in order.
+                image.sort_by(|a, b| a.class.cmp(&b.class).then(b.score.total_cmp(&a.score)));
+            }
+        }
+        found
     }
     fn retinanet_detect(
         &self,

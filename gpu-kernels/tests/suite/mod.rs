@@ -39,6 +39,7 @@ pub mod optim;
 pub mod polygon_masks;
 pub mod pool;
 pub mod proposals;
+pub mod rcnn_detect;
 pub mod retina_box_loss;
 pub mod retinanet_detect;
 pub mod roi_align;
@@ -287,6 +288,7 @@ macro_rules! backend_tests {
             generate_proposals_matches,
             ssd_loss_matches,
             retinanet_detect_matches,
+            rcnn_detect_matches,
         );
     };
     ($module:ident, $open:expr; $($check:ident),+ $(,)?) => {
@@ -338,6 +340,7 @@ pub mod checks {
         upsample2x_backward_matches, upsample2x_forward_matches,
     };
     pub use super::proposals::generate_proposals_matches;
+    pub use super::rcnn_detect::rcnn_detect_matches;
     pub use super::retina_box_loss::retina_box_loss_matches;
     pub use super::retinanet_detect::retinanet_detect_matches;
     pub use super::roi_align::{roi_align_backward_matches, roi_align_forward_matches};
