@@ -415,9 +415,10 @@ impl<B: Backend> ResNetLinks<B> {
     /// when their backward does not read their output (an identity after a
     /// conv and a norm with running statistics: every affine channel). The
     /// block's sum then goes into the residual path's buffer, and only the
-    /// ReLU on it keeps an output. At 800 pixels that spares ResNet50's
-    /// frozen stem and res2 224 MiB (82 MiB shared), and C4's res5 on 512
-    /// RoIs 980 MiB of its 1764. Units whose batch norm uses batch
+    /// ReLU on it keeps an output. At 800 pixels ResNet50's frozen stem
+    /// and res2 hold 82 MiB shared instead of 224, and C4's res5 on 512
+    /// RoIs 392 MiB shared where its blocks' last units and sums held 980.
+    /// Units whose batch norm uses batch
     /// statistics keep their own outputs (their norm reads its input in
     /// backward), and their blocks' sums go through `sum`.
     pub fn forward(
