@@ -1,7 +1,10 @@
 //! Convolution forward / backward-data / backward-filter on the CPU backend at
-//! the real shapes of YOLOv3-MobileNetV1 (320x320 input, batch 8), reported as
-//! GFLOP/s (criterion's "elem/s" throughput counts floating-point operations),
-//! plus the `gemm` crate's peak on a large square product for comparison.
+//! the real shapes of YOLOv3-MobileNetV1 (320x320 input, batch 8) and at the
+//! 3x3 stride-1 shapes of VGG16-SSD300 (batch 8) and ResNet50-FPN / RetinaNet
+//! (batch 1), which run Winograd's F(2x2, 3x3), reported as GFLOP/s
+//! (criterion's "elem/s" throughput counts the direct convolution's
+//! floating-point operations, so Winograd can pass the GEMM's peak), plus the
+//! `gemm` crate's peak on a large square product for comparison.
 //!
 //! `cargo bench -p pulsefocus-benches --bench conv` (filter with a name, e.g.
 //! `-- dw512`). Threads: rayon's default (all cores) or `RAYON_NUM_THREADS`.
@@ -39,6 +42,24 @@ const SHAPES: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
     ("out1x1_256to75_40", 256, 75, 1, 1, 1, 40),
 ];
 
+/// (name, batch, c_in, c_out, height, width) of 3x3 stride-1 convolutions:
+/// VGG16's at 300 pixels (the first, from 3 channels, stays on im2col),
+/// ResNet50's middle convs, FPN's output and the RPN's conv at 800x1216, and
+/// the RetinaNet head's at 768.
+const STRIDE_1_3X3: &[(&str, usize, usize, usize, usize, usize)] = &[
+    ("vgg_conv1_2_64to64_300", 8, 64, 64, 300, 300),
+    ("vgg_conv2_1_64to128_150", 8, 64, 128, 150, 150),
+    ("vgg_conv3_2_256to256_75", 8, 256, 256, 75, 75),
+    ("vgg_conv4_2_512to512_38", 8, 512, 512, 38, 38),
+    ("vgg_conv5_2_512to512_19", 8, 512, 512, 19, 19),
+    ("res3_branch2b_128to128_100x152", 1, 128, 128, 100, 152),
+    ("res5_branch2b_512to512_25x38", 1, 512, 512, 25, 38),
+    ("fpn_p2_256to256_200x304", 1, 256, 256, 200, 304),
+    ("retina_head_256to256_96", 1, 256, 256, 96, 96),
+    ("retina_head_256to256_12", 1, 256, 256, 12, 12),
+    ("small_32to32_80", 8, 32, 32, 80, 80),
+];
+
 fn geom(c_in: usize, c_out: usize, k: usize, s: usize, groups: usize, size: usize) -> Conv2dGeom {
     Conv2dGeom {
         batch: BATCH,
@@ -59,9 +80,24 @@ fn geom(c_in: usize, c_out: usize, k: usize, s: usize, groups: usize, size: usiz
 }
 
 fn conv(c: &mut Criterion) {
+    let yolo = SHAPES
+        .iter()
+        .map(|&(name, c_in, c_out, k, s, groups, size)| {
+            (name, geom(c_in, c_out, k, s, groups, size))
+        });
+    let stride_1 = STRIDE_1_3X3
+        .iter()
+        .map(|&(name, batch, c_in, c_out, h, w)| {
+            let g = Conv2dGeom {
+                batch,
+                h_in: h,
+                w_in: w,
+                ..geom(c_in, c_out, 3, 1, 1, h)
+            };
+            (name, g)
+        });
     let b = CpuBackend::new();
-    for &(name, c_in, c_out, k, s, groups, size) in SHAPES {
-        let g = geom(c_in, c_out, k, s, groups, size);
+    for (name, g) in yolo.chain(stride_1) {
         let x = random_vec(1, g.input_len());
         let w = random_vec(2, g.weight_len());
         let dy = random_vec(3, g.output_len());

@@ -1,6 +1,8 @@
 //! Convolution on the CPU.
 //!
-//! Three paths, chosen by shape:
+//! Four paths, chosen by shape:
+//! - 3x3 stride 1 with enough channels: Winograd's F(2x2, 3x3)
+//!   (`super::winograd`), 2.25x fewer multiplications than im2col;
 //! - depthwise (one channel per group): a direct loop per plane; im2col would
 //!   turn it into thousands of tiny GEMMs.
 //! - 1x1 stride-1 unpadded on a large map: the image *is* the `[c_in, h*w]`
@@ -18,6 +20,7 @@
 //! stays under `MAX_COL_LEN` whatever the picture's size.
 
 use super::gemm::{sgemm, Operand};
+use super::winograd;
 use crate::backend::Conv2dGeom;
 use multiversion::multiversion;
 use rayon::prelude::*;
@@ -25,28 +28,28 @@ use std::ops::Range;
 
 /// Columns a GEMM should have to run near the machine's peak; smaller maps
 /// batch images until they reach it.
-const MIN_GEMM_COLUMNS: usize = 512;
+pub(super) const MIN_GEMM_COLUMNS: usize = 512;
 
 /// Most values an im2col matrix holds. Unrolled whole, FPN's 3x3 conv on
 /// P2 at 800 pixels (256 channels, 200x200) needs 368 MiB; in bands of
 /// output rows it needs 32 MiB, and a band of that size (3640 columns for
 /// that conv) still runs the GEMM at full speed.
 #[cfg(not(test))]
-const MAX_COL_LEN: usize = 8 << 20;
+pub(super) const MAX_COL_LEN: usize = 8 << 20;
 /// This crate's tests run small maps: a small cap makes every convolution
 /// they run with one image per GEMM (the direct-convolution checks, the
 /// layers' gradient checks, the models' parity with Paddle) go band by
 /// band, several bands to a map.
 #[cfg(test)]
-const MAX_COL_LEN: usize = 4096;
+pub(super) const MAX_COL_LEN: usize = 4096;
 
 /// Threads to split the batch over.
-fn workers(g: &Conv2dGeom) -> usize {
+pub(super) fn workers(g: &Conv2dGeom) -> usize {
     g.batch.min(rayon::current_num_threads()).max(1)
 }
 
 /// Threads each GEMM may use: all of them when there is only one worker.
-fn gemm_threads(g: &Conv2dGeom) -> usize {
+pub(super) fn gemm_threads(g: &Conv2dGeom) -> usize {
     if workers(g) == 1 {
         rayon::current_num_threads()
     } else {
@@ -54,7 +57,7 @@ fn gemm_threads(g: &Conv2dGeom) -> usize {
     }
 }
 
-fn images_per_worker(g: &Conv2dGeom) -> usize {
+pub(super) fn images_per_worker(g: &Conv2dGeom) -> usize {
     g.batch.div_ceil(workers(g))
 }
 
@@ -119,6 +122,9 @@ fn worker_workspace_len(g: &Conv2dGeom) -> usize {
 }
 
 pub fn workspace_len(g: &Conv2dGeom) -> usize {
+    if winograd::applies(g) {
+        return winograd::workspace_len(g);
+    }
     workers(g) * worker_workspace_len(g)
 }
 
@@ -395,6 +401,10 @@ pub fn forward(
     workspace: &mut [f32],
 ) {
     check_lengths(g, x.len(), w.len(), y.len(), workspace.len());
+    if winograd::applies(g) {
+        winograd::forward(g, x, w, bias, y, workspace);
+        return;
+    }
     if g.is_depthwise() {
         depthwise_forward(g, x, w, bias, y);
         return;
@@ -453,6 +463,10 @@ pub fn backward_data(
     workspace: &mut [f32],
 ) {
     check_lengths(g, dx.len(), w.len(), dy.len(), workspace.len());
+    if winograd::applies(g) {
+        winograd::backward_data(g, dy, w, dx, accumulate, workspace);
+        return;
+    }
     if g.is_depthwise() {
         depthwise_backward_data(g, dy, w, dx, accumulate);
         return;
@@ -526,6 +540,10 @@ pub fn backward_filter(
             "conv2d: bias gradient buffer too short"
         );
         super::elementwise::channel_sum(g.batch, g.c_out, plane, dy, dbias);
+    }
+    if winograd::applies(g) {
+        winograd::backward_filter(g, x, dy, dw, workspace);
+        return;
     }
     if g.is_depthwise() {
         depthwise_backward_filter(g, x, dy, dw);

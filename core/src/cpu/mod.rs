@@ -18,6 +18,7 @@ pub mod retina_box_loss;
 pub mod rmsprop;
 pub mod roi_align;
 pub mod sigmoid_focal_loss;
+mod winograd;
 
 use crate::backend::{
     Activation, Backend, BatchNormGeom, BoxHeadRois, ChannelCopy, Conv2dGeom, FcGeom,
