@@ -234,8 +234,8 @@ mod tests {
 
     /// The box's anchor is foreground of its class with a zero target,
     /// its neighbours (IoU 0) background; an image without boxes is all
-    /// background with `ForegroundNumber` 1. Nothing past the tensors is
-    /// written.
+    /// background with `ForegroundNumber` 1, in a batch with boxes or
+    /// without. Nothing past the tensors is written.
     #[test]
     fn a_box_on_an_anchor_and_an_image_without_boxes() {
         let gpu = gpu();
@@ -261,6 +261,12 @@ mod tests {
         assert_eq!(weights, want);
         assert!(targets[..96].iter().all(|&t| t == 0.0));
         assert_eq!(targets[96], 7.0);
+        // No box in the batch: nothing to match, all background.
+        let (fg_num, [labels, _, weights]) = run(&gpu, &images[1..], 48, [12, 48, 12]).unwrap();
+        assert_eq!(
+            (fg_num, labels, weights),
+            (vec![1.0], vec![0.0; 12], vec![0.0; 12])
+        );
         assert_eq!(run(&gpu, &[], 48, [0, 0, 0]).unwrap().0, Vec::<f32>::new());
     }
 }
