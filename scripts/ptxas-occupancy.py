@@ -111,16 +111,17 @@ def block_sizes():
             "proposal_keys", "proposal_decode",
             "ssd_mining_keys", "ssd_select_negatives", "ssd_loss_rows",
             "proposal_keys", "proposal_decode", "retina_keys", "retina_decode", "retina_write",
-            "rcnn_decode", "rcnn_order_keys", "rcnn_write",
+            "rcnn_decode", "rcnn_order_keys", "rcnn_write", "gt_best_overlaps", "retina_fg_num",
             "depthwise_conv2d_forward", "depthwise_conv2d_backward_data",
         ]),
         # ops::tiled: the tile engine, (BM / TM) * (BN / TN) threads.
         (tiled, ["gemm", "fc_forward", "conv2d_forward", "conv2d_backward_data", "conv2d_backward_filter"]),
-        # ops::block_per_item, Gpu::sum and ssd_match: block_reduce per block.
+        # ops::block_per_item, Gpu::sum, ssd_match and the matching of ops::retinanet_targets:
+        # block_reduce per block.
         (reduce, [
             "sum_blocks", "channel_sum", "batch_norm_train_forward",
             "batch_norm_train_backward", "depthwise_conv2d_backward_filter",
-            "l2_norm_backward_scale", "ssd_match",
+            "l2_norm_backward_scale", "ssd_match", "gt_best_overlap_blocks", "retina_target_rows",
         ]),
         # ops::nms: NMS_THREADS blocks (per span of entries, (image, class) or image).
         (rust_const(nms, "NMS_THREADS"), [

@@ -14,7 +14,7 @@
 
 use crate::box_coder::BoxXyxy;
 use crate::rcnn::{ProposalConfig, Proposals, RcnnConfig};
-use crate::retinanet::RetinaOutputConfig;
+use crate::retinanet::{RetinaOutputConfig, RetinaTargetConfig};
 use crate::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use crate::yolo::{Detection, NmsConfig, YoloConfig};
 
@@ -685,6 +685,80 @@ impl RetinaBoxLossGeom {
         }
         Ok(())
     }
+}
+
+/// One image's ground truth for [`Backend::retinanet_targets`]: boxes in
+/// original-image pixels (width `x2 - x1 + 1`), their classes from 1, and
+/// the image's `im_info` (`[resized height, resized width, scale]`; the
+/// boxes are scaled by `scale` into the anchors' pixels).
+#[derive(Debug, Clone, Copy)]
+pub struct RetinaTruth<'a> {
+    pub boxes: &'a [BoxXyxy],
+    pub classes: &'a [i32],
+    pub im_info: [f32; 3],
+}
+
+/// RetinaNet's target assignment over a batch (core's
+/// `retinanet::retinanet_target_assign` per image), the argument of
+/// [`Backend::retinanet_targets`] besides the levels' buffers
+/// ([`RetinaTargetLevel`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RetinaTargetsGeom<'a> {
+    pub config: &'a RetinaTargetConfig,
+    pub images: &'a [RetinaTruth<'a>],
+}
+
+impl RetinaTargetsGeom<'_> {
+    /// Checks the thresholds are finite, each image has one class (from 1)
+    /// per box and a positive finite scale; returns a message naming the
+    /// first that is not.
+    pub fn validate(&self) -> Result<(), String> {
+        let RetinaTargetConfig {
+            positive_overlap,
+            negative_overlap,
+        } = *self.config;
+        if !(positive_overlap.is_finite() && negative_overlap.is_finite()) {
+            return Err(format!(
+                "retinanet_targets: overlaps must be finite, got {positive_overlap} and {negative_overlap}"
+            ));
+        }
+        for (n, image) in self.images.iter().enumerate() {
+            if image.boxes.len() != image.classes.len() {
+                return Err(format!(
+                    "retinanet_targets: image {n} has {} boxes and {} classes",
+                    image.boxes.len(),
+                    image.classes.len()
+                ));
+            }
+            if let Some(class) = image.classes.iter().find(|&&c| c < 1) {
+                return Err(format!(
+                    "retinanet_targets: image {n}: class {class} (classes start at 1)"
+                ));
+            }
+            let scale = image.im_info[2];
+            if !(scale > 0.0 && scale.is_finite()) {
+                return Err(format!(
+                    "retinanet_targets: image {n}: scale must be positive and finite, got {scale}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One FPN level of [`Backend::retinanet_targets`], lowest level first:
+/// its `count` anchors per image `[count, 4]` (the order of
+/// `anchor_generator`), and the buffers the level's losses read, which the
+/// op overwrites for the batch's `N` images: `labels` `[N * count]` (see
+/// [`FocalLossGeom`]), `box_targets` `[N * count, 4]` and `box_weights` `[N
+/// * count]` (see [`RetinaBoxLossGeom`]; a row of weight 0 holds zeros).
+#[derive(Debug)]
+pub struct RetinaTargetLevel<'a, Buf> {
+    pub anchors: &'a Buf,
+    pub count: usize,
+    pub labels: &'a mut Buf,
+    pub box_targets: &'a mut Buf,
+    pub box_weights: &'a mut Buf,
 }
 
 /// Mask R-CNN's mask loss over `rois` RoIs, Paddle's
@@ -1393,6 +1467,18 @@ pub trait Backend: Clone + Send + Sync + 'static {
         grad: &mut Self::Buffer,
         losses: &mut Self::Buffer,
     );
+
+    /// Paddle's `retinanet_target_assign` of each image (see
+    /// [`RetinaTargetsGeom`]) against the anchors of all `levels` together,
+    /// written into each level's buffers; returns each image's
+    /// `ForegroundNumber` (its foreground rows, Paddle's weight-0 "fake"
+    /// ones included, plus one), which normalises both losses. Only the
+    /// ground truth goes to a device and only these numbers come back.
+    fn retinanet_targets(
+        &self,
+        g: &RetinaTargetsGeom<'_>,
+        levels: &mut [RetinaTargetLevel<'_, Self::Buffer>],
+    ) -> Vec<f32>;
 
     // ---- Mask R-CNN's mask loss ----
 

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, BoxHeadRois, ChannelCopy, Conv2dGeom, DeviceError, FcGeom,
     FocalLossGeom, GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom,
-    PolygonMaskGeom, PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom,
-    RpnProposalInput, SgdStep,
+    PolygonMaskGeom, PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RetinaTargetLevel,
+    RetinaTargetsGeom, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
 };
 use pulsefocus_core::rcnn::{ProposalConfig, Proposals, RcnnConfig};
 use pulsefocus_core::retinanet::RetinaOutputConfig;
@@ -495,6 +495,17 @@ impl Backend for GpuBackend {
         losses: &mut DeviceBuffer,
     ) {
         self.run(|gpu| gpu.retina_box_loss(g, deltas, targets, weights, grad, losses))
+    }
+
+    /// Matching and every anchor's row on the device
+    /// (`ops::retinanet_targets`); only the foreground counts come back.
+    /// After a failure there are none and the buffers are left as they were.
+    fn retinanet_targets(
+        &self,
+        g: &RetinaTargetsGeom<'_>,
+        levels: &mut [RetinaTargetLevel<'_, DeviceBuffer>],
+    ) -> Vec<f32> {
+        self.run(|gpu| gpu.retinanet_targets(g, levels))
     }
 
     fn mask_loss(

@@ -118,6 +118,10 @@ pub const KERNELS: &[&str] = &[
     "retina_keys",
     "retina_decode",
     "retina_write",
+    "gt_best_overlap_blocks",
+    "gt_best_overlaps",
+    "retina_target_rows",
+    "retina_fg_num",
 ];
 
 /// The environment variable that makes `--device gpu|auto` open the

@@ -206,6 +206,12 @@ fn a_box_loss_over_every_anchor_is_caught() {
     checks::retina_box_loss_matches(&Faulty(Fault::RegressesEveryAnchor));
 }
 
+#[test]
+#[should_panic(expected = "retinanet_targets P3-P7 on 128x192, 3 images seed 1")]
+fn ties_to_the_last_best_box_are_caught() {
+    checks::retinanet_targets_matches(&Faulty(Fault::LastBestBox));
+}
+
 /// The real GPU, or None (printing why) on a machine without one.
 fn cuda() -> Option<pulsefocus_gpu::GpuBackend> {
     match pulsefocus_gpu::GpuBackend::open() {

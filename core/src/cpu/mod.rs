@@ -23,11 +23,14 @@ mod winograd;
 use crate::backend::{
     Activation, Backend, BatchNormGeom, BoxHeadRois, ChannelCopy, Conv2dGeom, FcGeom,
     FocalLossGeom, GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom,
-    PolygonMaskGeom, PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom,
-    RpnProposalInput, SgdStep,
+    PolygonMaskGeom, PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RetinaTargetLevel,
+    RetinaTargetsGeom, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
 };
 use crate::rcnn::{bbox_head_detect, ImInfo, ProposalConfig, Proposals, RcnnConfig};
-use crate::retinanet::{retinanet_detection_output, RetinaOutputConfig};
+use crate::retinanet::{
+    level_box_targets, level_labels, retinanet_detection_output, retinanet_target_assign,
+    RetinaOutputConfig, RetinaTargets,
+};
 use crate::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
 use rayon::prelude::*;
@@ -420,6 +423,46 @@ impl Backend for CpuBackend {
         losses: &mut Vec<f32>,
     ) {
         retina_box_loss::forward_backward(g, deltas, targets, weights, grad, losses);
+    }
+
+    /// Core's `retinanet::retinanet_target_assign` per image (in parallel)
+    /// on the levels' anchors concatenated, laid out per level by
+    /// `level_labels` and `level_box_targets`.
+    fn retinanet_targets(
+        &self,
+        g: &RetinaTargetsGeom<'_>,
+        levels: &mut [RetinaTargetLevel<'_, Vec<f32>>],
+    ) -> Vec<f32> {
+        if let Err(msg) = g.validate() {
+            panic!("{msg}");
+        }
+        let anchors: Vec<[f32; 4]> = levels
+            .iter()
+            .flat_map(|l| quads(l.anchors, l.count))
+            .collect();
+        let targets: Vec<RetinaTargets> = g
+            .images
+            .par_iter()
+            .map(|image| {
+                let [height, width, scale] = image.im_info;
+                let info = ImInfo {
+                    height,
+                    width,
+                    scale,
+                };
+                retinanet_target_assign(&anchors, image.boxes, image.classes, info, g.config)
+            })
+            .collect();
+        let mut first = 0;
+        for level in levels {
+            let rows = targets.len() * level.count;
+            level.labels[..rows].copy_from_slice(&level_labels(&targets, first, level.count));
+            let (boxes, weights) = level_box_targets(&targets, first, level.count);
+            level.box_targets[..4 * rows].copy_from_slice(&boxes);
+            level.box_weights[..rows].copy_from_slice(&weights);
+            first += level.count;
+        }
+        targets.iter().map(|t| t.fg_num).collect()
     }
 
     fn mask_loss(

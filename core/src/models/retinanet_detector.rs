@@ -11,13 +11,15 @@
 //!    level's activations are swapped out of the shared units after its
 //!    forward pass and back in for its backward pass
 //!    (`ConvUnit::swap_output`), so no level runs forward twice;
-//! 3. in training: the anchors of each level, `retinanet_target_assign` per
-//!    image on the host (it reads only the anchors and the ground truth),
-//!    then on the backend over each level's outputs against uploaded
-//!    per-anchor targets: the sigmoid focal loss over the logits and the
-//!    smooth-L1 box loss over the deltas (`Backend::sigmoid_focal_loss`,
-//!    `Backend::retina_box_loss`: only the two sums leave the device), both
-//!    divided by the batch's foreground count as `RetinaHead.get_loss` does;
+//! 3. in training: `retinanet_target_assign` of every image on the backend
+//!    against the levels' anchors (`Backend::retinanet_targets`: only the
+//!    ground truth goes to a device, only each image's foreground count
+//!    comes back), which writes each level's per-anchor labels and box
+//!    targets; then over each level's outputs the sigmoid focal loss over
+//!    the logits and the smooth-L1 box loss over the deltas
+//!    (`Backend::sigmoid_focal_loss`, `Backend::retina_box_loss`: only the
+//!    two sums leave the device), both divided by the batch's foreground
+//!    count as `RetinaHead.get_loss` does;
 //! 4. in detection: the sigmoid of the logits on the device, then
 //!    `retinanet_detection_output` on the backend
 //!    (`Backend::retinanet_detect`: only the detections leave the device).
@@ -31,14 +33,15 @@ use super::fpn::FpnLinks;
 use super::network::ConvNet;
 use super::resnet::ResNetLinks;
 use super::retinanet::RetinaNetSpec;
-use crate::backend::{Backend, FocalLossGeom, RetinaBoxLossGeom, RetinaLevelInput};
+use crate::backend::{
+    Backend, FocalLossGeom, RetinaBoxLossGeom, RetinaLevelInput, RetinaTargetLevel,
+    RetinaTargetsGeom, RetinaTruth,
+};
 use crate::detector::{Detector, Losses};
-use crate::rcnn::anchors::{retina_anchors, Anchors};
-use crate::rcnn::rpn_target::ImInfo;
+use crate::rcnn::anchors::retina_anchors;
 use crate::rcnn::truth::{by_class_from_zero, image_infos, image_truths, train_on_zeros};
 use crate::retinanet::{
-    focal_normalizer, level_box_targets, level_labels, retina_box_loss, retinanet_target_assign,
-    sigmoid_focal_loss, RetinaConfig, RetinaOutputConfig, RetinaTargets,
+    focal_normalizer, retina_box_loss, sigmoid_focal_loss, RetinaConfig, RetinaOutputConfig,
 };
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth};
@@ -55,10 +58,10 @@ struct HeadLevel<B: Backend> {
     /// (the predictions' outputs are read before the next level runs).
     activations: Vec<Tensor<B>>,
     /// Per anchor (`[N, H * W * A]`): -1 ignored, 0 background, else the
-    /// class (the focal loss's labels).
+    /// class (the focal loss's labels), written by `retinanet_targets`.
     labels: Tensor<B>,
     /// Per anchor, the box loss's target (`[N * H * W * A, 4]`) and weight
-    /// (`[N * H * W * A]`: 1 foreground, else 0).
+    /// (`[N * H * W * A]`: 1 foreground, else 0), written with the labels.
     box_targets: [Tensor<B>; 2],
     /// Gradients of the class logits and of the box deltas.
     cls_grad: Tensor<B>,
@@ -95,8 +98,8 @@ pub struct RetinaNetDetector<B: Backend> {
     /// Per-element losses of either loss, summed on the device.
     element_losses: Tensor<B>,
     scratch: Scratch<B>,
-    /// The anchors of the last levels' sizes, all levels one after another.
-    anchors: Option<(Vec<[usize; 2]>, Anchors)>,
+    /// The levels' sizes the levels' anchors were made for.
+    anchor_sizes: Vec<[usize; 2]>,
 }
 
 /// The class logits and the box deltas of the level last run forward:
@@ -205,7 +208,7 @@ impl<B: Backend> RetinaNetDetector<B> {
             feature_grad_part: empty(),
             element_losses: empty(),
             scratch: Scratch::new(backend),
-            anchors: None,
+            anchor_sizes: Vec::new(),
             spec,
             config,
         }
@@ -235,7 +238,7 @@ impl<B: Backend> RetinaNetDetector<B> {
             level.size = [h, w];
         }
         let sizes: Vec<[usize; 2]> = self.levels.iter().map(|l| l.size).collect();
-        if self.anchors.as_ref().is_none_or(|(s, _)| *s != sizes) {
+        if self.anchor_sizes != sizes {
             let anchors = retina_anchors(&self.spec.head, &sizes);
             let per_cell = self.spec.head.anchors_per_cell();
             let mut first = 0;
@@ -246,7 +249,7 @@ impl<B: Backend> RetinaNetDetector<B> {
                 level.anchors.upload(&backend, boxes.as_flattened());
                 first += count;
             }
-            self.anchors = Some((sizes, anchors));
+            self.anchor_sizes = sizes;
         }
     }
 
@@ -274,27 +277,32 @@ impl<B: Backend> RetinaNetDetector<B> {
         );
     }
 
-    /// Each level's focal-loss labels and box-loss targets from each
-    /// image's targets (anchors of all levels one after another).
-    fn upload_targets(&mut self, targets: &[RetinaTargets]) {
+    /// Each level's focal-loss labels and box-loss targets for the images
+    /// of `g`, after `forward_features`; returns each image's foreground
+    /// count.
+    fn assign_targets(&mut self, g: &RetinaTargetsGeom<'_>) -> Vec<f32> {
         let backend = self.net.backend().clone();
         let a = self.spec.head.anchors_per_cell();
-        let mut first = 0;
-        for level in &mut self.levels {
-            let count = level.size[0] * level.size[1] * a;
-            let rows = targets.len() * count;
-            level.labels.reshape_reuse(&backend, &[rows]);
-            level
-                .labels
-                .upload(&backend, &level_labels(targets, first, count));
-            let (boxes, weights) = level_box_targets(targets, first, count);
-            let [box_targets, box_weights] = &mut level.box_targets;
-            box_targets.reshape_reuse(&backend, &[rows, 4]);
-            box_targets.upload(&backend, &boxes);
-            box_weights.reshape_reuse(&backend, &[rows]);
-            box_weights.upload(&backend, &weights);
-            first += count;
-        }
+        let mut levels: Vec<RetinaTargetLevel<'_, B::Buffer>> = self
+            .levels
+            .iter_mut()
+            .map(|level| {
+                let count = level.size[0] * level.size[1] * a;
+                let rows = g.images.len() * count;
+                let [box_targets, box_weights] = &mut level.box_targets;
+                level.labels.reshape_reuse(&backend, &[rows]);
+                box_targets.reshape_reuse(&backend, &[rows, 4]);
+                box_weights.reshape_reuse(&backend, &[rows]);
+                RetinaTargetLevel {
+                    anchors: level.anchors.buf(),
+                    count,
+                    labels: level.labels.buf_mut(),
+                    box_targets: box_targets.buf_mut(),
+                    box_weights: box_weights.buf_mut(),
+                }
+            })
+            .collect();
+        backend.retinanet_targets(g, &mut levels)
     }
 
     /// Backward from each level's uploaded gradients, after a training
@@ -426,30 +434,22 @@ impl<B: Backend> Detector<B> for RetinaNetDetector<B> {
         let im_info = image_infos(image, im_info);
         let truths = image_truths(truth, &im_info);
         self.forward_features(image);
-        let (_, anchors) = self
-            .anchors
-            .as_ref()
-            .expect("forward_features made the anchors");
-        let targets: Vec<RetinaTargets> = truths
+        let images: Vec<RetinaTruth<'_>> = truths
             .iter()
             .zip(&im_info)
-            .map(|(t, &[height, width, scale])| {
-                retinanet_target_assign(
-                    anchors,
-                    &t.boxes,
-                    &t.classes,
-                    ImInfo {
-                        height,
-                        width,
-                        scale,
-                    },
-                    &self.config.target,
-                )
+            .map(|(t, &im_info)| RetinaTruth {
+                boxes: &t.boxes,
+                classes: &t.classes,
+                im_info,
             })
             .collect();
+        let target_config = self.config.target.clone();
+        let g = RetinaTargetsGeom {
+            config: &target_config,
+            images: &images,
+        };
         // Paddle divides both losses by the batch's foreground count.
-        let fg_total = focal_normalizer(&targets);
-        self.upload_targets(&targets);
+        let fg_total = focal_normalizer(&self.assign_targets(&g));
 
         // Each level: the head and both its losses on the device; then its
         // activations out of the units (the last level's stay for the

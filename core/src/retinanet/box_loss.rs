@@ -21,9 +21,10 @@ use crate::tensor::Tensor;
 
 /// The level's box targets `[N * anchors, 4]` and weights `[N * anchors]`
 /// (see [`RetinaBoxLossGeom`]): for each image, its regression rows of
-/// anchors `first_anchor..first_anchor + anchors` (the level's, within the
-/// image's concatenated levels), in row order, so that a real row
-/// overwrites a fake one of the same anchor.
+/// weight 1 of anchors `first_anchor..first_anchor + anchors` (the
+/// level's, within the image's concatenated levels). The weight-0 "fake"
+/// rows add nothing to the loss, so they are left out: every other
+/// anchor's row is zeros of weight 0, as a device writes it.
 pub fn level_box_targets(
     targets: &[RetinaTargets],
     first_anchor: usize,
@@ -38,7 +39,7 @@ pub fn level_box_targets(
             .zip(&t.bbox_targets)
             .zip(&t.bbox_inside_weights);
         for ((&anchor, target), weight) in rows {
-            if (first_anchor..first_anchor + anchors).contains(&anchor) {
+            if weight[0] != 0.0 && (first_anchor..first_anchor + anchors).contains(&anchor) {
                 let row = n * anchors + anchor - first_anchor;
                 boxes[4 * row..][..4].copy_from_slice(target);
                 weights[row] = weight[0];
@@ -100,6 +101,7 @@ mod tests {
     use super::*;
     use crate::gradcheck::{check_gradient, random_vec, GradCheck, Probe, SEEDS};
     use crate::layers::test_util::cpu;
+    use crate::retinanet::focal_loss::tests::fg_nums;
     use crate::retinanet::focal_normalizer;
     use crate::retinanet::target_assign::paddle_fixture::paddle_case;
     use crate::CpuBackend;
@@ -143,11 +145,11 @@ mod tests {
     }
 
     #[test]
-    fn rows_become_one_target_per_anchor_the_real_row_last() {
+    fn real_rows_become_one_target_per_anchor() {
         let (_, targets) = case(1);
         let (boxes, weights) = level_box_targets(&targets, 0, 12);
         // Image 0: anchor 3's fake row, then its real one; anchor 7.
-        // Image 1: anchor 5 has only a fake row; anchor 0.
+        // Image 1: anchor 5 has only a fake row (left out); anchor 0.
         let mut want = vec![0.0; 24];
         for row in [3, 7, 12] {
             want[row] = 1.0;
@@ -155,7 +157,7 @@ mod tests {
         assert_eq!(weights, want);
         assert_eq!(boxes[4 * 3..][..4], targets[0].bbox_targets[1]);
         assert_eq!(boxes[4 * 12..][..4], targets[1].bbox_targets[1]);
-        assert_eq!(boxes[4 * 17..][..4], targets[1].bbox_targets[0]);
+        assert_eq!(boxes[4 * 17..][..4], [0.0; 4]);
         // The second level: anchors 12..16.
         let (_, weights) = level_box_targets(&targets, 12, 4);
         assert_eq!(weights, vec![0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]);
@@ -168,7 +170,7 @@ mod tests {
     fn gradient_matches_finite_differences_for_any_seed() {
         for seed in SEEDS {
             let (sizes, targets) = case(seed);
-            let normalizer = focal_normalizer(&targets);
+            let normalizer = focal_normalizer(&fg_nums(&targets));
             let mut first_anchor = 0;
             for (level, &[height, width]) in sizes.iter().enumerate() {
                 let g = RetinaBoxLossGeom {
@@ -216,7 +218,7 @@ mod tests {
     fn equals_paddles_loss_bbox_and_its_gradient() {
         let case = paddle_case();
         let targets = case.targets();
-        let normalizer = focal_normalizer(&targets);
+        let normalizer = focal_normalizer(&fg_nums(&targets));
         let a = case.anchors_per_cell;
         let (mut total, mut first_anchor) = (0.0f64, 0);
         let (mut worst, mut largest) = (0.0f32, 0.0f32);

@@ -24,9 +24,10 @@ pub fn level_labels(targets: &[RetinaTargets], first_anchor: usize, anchors: usi
 }
 
 /// `RetinaHead.get_loss`'s normaliser of both losses: the batch's
-/// `ForegroundNumber` summed, at least 1 (the focal loss kernel's clamp).
-pub fn focal_normalizer(targets: &[RetinaTargets]) -> f32 {
-    targets.iter().map(|t| t.fg_num).sum::<f32>().max(1.0)
+/// `ForegroundNumber` (one per image) summed, at least 1 (the focal loss
+/// kernel's clamp).
+pub fn focal_normalizer(fg_nums: &[f32]) -> f32 {
+    fg_nums.iter().sum::<f32>().max(1.0)
 }
 
 /// The level's summed loss (already divided by `geom.normalizer`);
@@ -70,12 +71,17 @@ pub fn sigmoid_focal_loss<B: Backend>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::gradcheck::{check_gradient, random_vec, GradCheck, Probe, SEEDS};
     use crate::layers::test_util::cpu;
     use crate::retinanet::target_assign::paddle_fixture::paddle_case;
     use crate::CpuBackend;
+
+    /// Each image's `ForegroundNumber`.
+    pub(crate) fn fg_nums(targets: &[RetinaTargets]) -> Vec<f32> {
+        targets.iter().map(|t| t.fg_num).collect()
+    }
 
     /// `(summed loss, gradient, losses)` on the CPU.
     fn run(g: &FocalLossGeom, x: &[f32], labels: &[f32]) -> (f64, Vec<f32>, Vec<f32>) {
@@ -149,7 +155,7 @@ mod tests {
     fn equals_paddles_loss_cls_and_its_gradient() {
         let case = paddle_case();
         let targets = case.targets();
-        let normalizer = focal_normalizer(&targets);
+        let normalizer = focal_normalizer(&fg_nums(&targets));
         let a = case.anchors_per_cell;
         let (mut total, mut first_anchor) = (0.0f64, 0);
         let (mut worst, mut largest) = (0.0f32, 0.0f32);

@@ -29,7 +29,7 @@
 
 use crate::box_coder::{box_to_delta, BoxXyxy};
 use crate::rcnn::rpn_target::match_anchors;
-use crate::rcnn::{Anchors, ImInfo};
+use crate::rcnn::ImInfo;
 use crate::retinanet::RetinaTargetConfig;
 
 /// The targets of one image's anchors (all levels concatenated, P3 first).
@@ -50,10 +50,11 @@ pub struct RetinaTargets {
     pub fg_num: f32,
 }
 
-/// The targets of one image with anchors `anchors`, ground truth
-/// `gt_boxes` (original-image pixels) of classes `gt_classes` (1-based).
+/// The targets of one image with anchors `boxes` (all levels'), ground
+/// truth `gt_boxes` (original-image pixels) of classes `gt_classes`
+/// (1-based).
 pub fn retinanet_target_assign(
-    anchors: &Anchors,
+    boxes: &[BoxXyxy],
     gt_boxes: &[BoxXyxy],
     gt_classes: &[i32],
     im_info: ImInfo,
@@ -64,7 +65,6 @@ pub fn retinanet_target_assign(
         gt_classes.len(),
         "retinanet_target_assign: one class per gt box"
     );
-    let boxes = &anchors.boxes;
     let gts: Vec<BoxXyxy> = gt_boxes
         .iter()
         .map(|b| b.map(|v| v * im_info.scale))
@@ -118,7 +118,7 @@ pub(crate) mod paddle_fixture {
     use super::*;
     use crate::fixtures::{floats, quads, read};
     use crate::models::rpn_head::AnchorGeneratorSpec;
-    use crate::rcnn::anchor_generator;
+    use crate::rcnn::{anchor_generator, Anchors};
 
     pub(crate) struct PaddleCase {
         pub json: serde_json::Value,
@@ -199,7 +199,7 @@ pub(crate) mod paddle_fixture {
                         .map(|&c| c as i32)
                         .collect();
                     retinanet_target_assign(
-                        &self.anchors,
+                        &self.anchors.boxes,
                         &quads(&self.json["gt_boxes"][n]),
                         &classes,
                         ImInfo {
@@ -238,17 +238,13 @@ mod tests {
     };
 
     /// A 10 x 10 grid of 10-pixel anchors (one per cell).
-    fn grid() -> Anchors {
-        let boxes: Vec<BoxXyxy> = (0..100)
+    fn grid() -> Vec<BoxXyxy> {
+        (0..100)
             .map(|i| {
                 let (x, y) = ((i % 10) as f32 * 10.0, (i / 10) as f32 * 10.0);
                 [x, y, x + 9.0, y + 9.0]
             })
-            .collect();
-        Anchors {
-            variances: vec![[1.0; 4]; boxes.len()],
-            boxes,
-        }
+            .collect()
     }
 
     /// A box on an anchor makes it foreground of the box's class with a

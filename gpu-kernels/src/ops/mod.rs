@@ -34,6 +34,7 @@ pub mod rcnn_detect;
 pub mod reduce;
 pub mod retina_box_loss;
 pub mod retinanet;
+pub mod retinanet_targets;
 pub mod rmsprop;
 pub mod roi_align;
 pub mod sgd;

@@ -4,8 +4,8 @@
 use pulsefocus_core::backend::{
     Activation, BatchNormGeom, BoxHeadRois, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom,
     GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom,
-    PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput,
-    SgdStep, MASK_PASTE_FIELDS,
+    PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RetinaTargetLevel, RetinaTargetsGeom,
+    RetinaTruth, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep, MASK_PASTE_FIELDS,
 };
 use pulsefocus_core::rcnn::{ProposalConfig, Proposals, RcnnConfig};
 use pulsefocus_core::retinanet::RetinaOutputConfig;
@@ -78,6 +78,9 @@ pub enum Fault {
     /// `rcnn_detect` lists each class's detections best first (the NMS
     /// order), where Paddle lists them by RoI.
     ListsByScore,
+    /// `retinanet_targets` gives an anchor whose best overlap ties between
+    /// boxes the last of them, where Paddle takes the first.
+    LastBestBox,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -703,6 +706,39 @@ impl Backend for Faulty {
             weights[..g.anchors()].fill(1.0);
         }
         CPU.retina_box_loss(g, deltas, targets, &weights, grad, losses)
+    }
+    fn retinanet_targets(
+        &self,
+        g: &RetinaTargetsGeom<'_>,
+        levels: &mut [RetinaTargetLevel<'_, Vec<f32>>],
+    ) -> Vec<f32> {
+        if self.0 != Fault::LastBestBox {
+            return CPU.retinanet_targets(g, levels);
+        }
+        // Each image's boxes in reverse: the first best is the last one.
+        let reversed: Vec<(Vec<[f32; 4]>, Vec<i32>)> = g
+            .images
+            .iter()
+            .map(|t| {
+                let boxes = t.boxes.iter().rev().copied().collect();
+                (boxes, t.classes.iter().rev().copied().collect())
+            })
+            .collect();
+        let images: Vec<RetinaTruth<'_>> = g
+            .images
+            .iter()
+            .zip(&reversed)
+            .map(|(t, (boxes, classes))| RetinaTruth {
+                boxes,
+                classes,
+                im_info: t.im_info,
+            })
+            .collect();
+        let g = RetinaTargetsGeom {
+            images: &images,
+            ..*g
+        };
+        CPU.retinanet_targets(&g, levels)
     }
     fn rcnn_detect(
         &self,

@@ -42,6 +42,7 @@ pub mod proposals;
 pub mod rcnn_detect;
 pub mod retina_box_loss;
 pub mod retinanet_detect;
+pub mod retinanet_targets;
 pub mod roi_align;
 pub mod sigmoid_focal_loss;
 pub mod ssd_loss;
@@ -288,6 +289,7 @@ macro_rules! backend_tests {
             generate_proposals_matches,
             ssd_loss_matches,
             retinanet_detect_matches,
+            retinanet_targets_matches,
             rcnn_detect_matches,
         );
     };
@@ -343,6 +345,7 @@ pub mod checks {
     pub use super::rcnn_detect::rcnn_detect_matches;
     pub use super::retina_box_loss::retina_box_loss_matches;
     pub use super::retinanet_detect::retinanet_detect_matches;
+    pub use super::retinanet_targets::retinanet_targets_matches;
     pub use super::roi_align::{roi_align_backward_matches, roi_align_forward_matches};
     pub use super::sigmoid_focal_loss::sigmoid_focal_loss_matches;
     pub use super::ssd_loss::ssd_loss_matches;
