@@ -121,6 +121,12 @@ fn worker_workspace_len(g: &Conv2dGeom) -> usize {
     }
 }
 
+/// Whether `g` runs Winograd's F(2x2, 3x3) here (its rounding differs from
+/// a direct sum's: the backend suite widens its bounds for it).
+pub fn runs_winograd(g: &Conv2dGeom) -> bool {
+    winograd::applies(g)
+}
+
 pub fn workspace_len(g: &Conv2dGeom) -> usize {
     if winograd::applies(g) {
         return winograd::workspace_len(g);

@@ -3,14 +3,32 @@
 //! taken in another order (GEMM tiles on the GPU, the `gemm` crate's on the
 //! CPU) with or without fused multiply-adds, so it is held to the rounding
 //! bound of such a sum ([`summation_bound`]), computed per element from the
-//! same convolution of the inputs' absolute values.
+//! same convolution of the inputs' absolute values. Where the CPU runs
+//! Winograd's F(2x2, 3x3) the bound is normwise ([`cpu_bound`]).
 use pulsefocus_core::backend::Conv2dGeom;
 use pulsefocus_core::Backend;
 
 use super::{
-    abs, assert_tail_kept, assert_unchanged, assert_within, buffer, cpu, garbage, input, read,
-    summation_bound, Rng, SEEDS, TAIL,
+    abs, assert_tail_kept, assert_unchanged, assert_within, buffer, cpu, garbage, input, max_abs,
+    read, summation_bound, Rng, SEEDS, TAIL,
 };
+
+/// The rounding bound of `g`'s results, sums of `terms` products, against
+/// the CPU's: per element ([`summation_bound`]), except where the CPU runs
+/// Winograd's F(2x2, 3x3). Each of its results is a combination of sums of
+/// transformed values (each input value a signed sum of up to 4 inputs,
+/// each filter value a weighted sum of up to 9 taps, each output or filter
+/// gradient a combination of up to 9 such sums), whose rounding errors are
+/// relative to the magnitudes of the whole tile or filter, not of the one
+/// result: the bound is normwise, 16 times the direct sum's at the largest
+/// envelope.
+fn cpu_bound(g: &Conv2dGeom, envelope: &[f32], terms: usize) -> Vec<f32> {
+    if !pulsefocus_core::cpu::conv::runs_winograd(g) {
+        return summation_bound(envelope, terms);
+    }
+    let largest = max_abs(envelope);
+    vec![largest * (16 * terms + 2) as f32 * f32::EPSILON; envelope.len()]
+}
 
 #[allow(clippy::too_many_arguments)]
 fn geom(
@@ -113,6 +131,17 @@ pub fn shapes() -> Vec<(&'static str, Conv2dGeom)> {
             "pointwise on a 3x3 map, wide",
             geom(2, 128, (3, 3), 64, (1, 1), (1, 1), (0, 0), (1, 1), 1),
         ),
+        // 3x3 stride 1 with 32+ channels: the CPU runs Winograd's F(2x2, 3x3)
+        // (odd sizes: ragged tiles; padding 0 and 2: the backward data pass
+        // pads by 2 and 0).
+        (
+            "3x3 stride 1, 32+ channels, odd size",
+            geom(2, 32, (9, 11), 40, (3, 3), (1, 1), (1, 1), (1, 1), 1),
+        ),
+        (
+            "3x3 stride 1, 32+ channels, padding 0 and 2",
+            geom(1, 33, (8, 7), 32, (3, 3), (1, 1), (0, 2), (1, 1), 1),
+        ),
         (
             "kernel as large as the padded input",
             geom(1, 2, (3, 4), 3, (5, 6), (1, 1), (1, 1), (1, 1), 1),
@@ -211,7 +240,7 @@ pub fn conv2d_forward_matches<B: Backend>(b: &B) {
             let envelope =
                 forward_run(&reference, &g, &abs(&x), &abs(&w), abs_bias.as_deref(), &y0);
             let terms = g.c_in_per_group() * g.kernel_h * g.kernel_w + 1;
-            let bound = summation_bound(&envelope[..g.output_len()], terms);
+            let bound = cpu_bound(&g, &envelope[..g.output_len()], terms);
             assert_within(&what, &got, &want, &bound);
             assert_tail_kept(&what, &got, g.output_len(), &y0);
         }
@@ -238,7 +267,7 @@ pub fn conv2d_backward_data_matches<B: Backend>(b: &B) {
             let envelope =
                 backward_data_run(&reference, &g, &abs(&dy), &abs(&w), &onto, accumulate);
             let terms = g.c_out_per_group() * g.kernel_h * g.kernel_w + usize::from(accumulate);
-            let bound = summation_bound(&envelope[..g.input_len()], terms);
+            let bound = cpu_bound(&g, &envelope[..g.input_len()], terms);
             assert_within(&what, &got, &want, &bound);
             assert_tail_kept(&what, &got, g.input_len(), &dx0);
         }
@@ -264,7 +293,7 @@ pub fn conv2d_backward_filter_matches<B: Backend>(b: &B) {
             let (env_dw, env_dbias) =
                 backward_filter_run(&reference, &g, &abs(&x), &abs(&dy), init, with_bias);
             let terms = g.batch * g.h_out() * g.w_out();
-            let bound = summation_bound(&env_dw[..g.weight_len()], terms);
+            let bound = cpu_bound(&g, &env_dw[..g.weight_len()], terms);
             assert_within(&format!("{what}: dw"), &dw, &want_dw, &bound);
             assert_tail_kept(&format!("{what}: dw"), &dw, g.weight_len(), init.0);
             if with_bias {
