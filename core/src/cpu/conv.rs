@@ -595,15 +595,24 @@ pub fn backward_filter(
         });
     // Sum the workers' partial gradients (`par_chunks` made one run per worker).
     let partial_at = col_len(g) + stage_len(g);
-    dw[..g.weight_len()]
-        .par_chunks_mut(4096)
+    sum_partials(
+        &workspace[..runs * wws],
+        wws,
+        partial_at,
+        &mut dw[..g.weight_len()],
+    );
+}
+
+/// `out[i]` = the sum over workers of `scratch[w * worker_len + at + i]`:
+/// each worker's partial weight gradient, `at` into its scratch.
+pub(super) fn sum_partials(scratch: &[f32], worker_len: usize, at: usize, out: &mut [f32]) {
+    let runs = scratch.len() / worker_len;
+    out.par_chunks_mut(4096)
         .enumerate()
         .for_each(|(chunk, out)| {
-            let start = chunk * 4096;
+            let start = at + chunk * 4096;
             for (i, o) in out.iter_mut().enumerate() {
-                *o = (0..runs)
-                    .map(|r| workspace[r * wws + partial_at + start + i])
-                    .sum();
+                *o = (0..runs).map(|r| scratch[r * worker_len + start + i]).sum();
             }
         });
 }

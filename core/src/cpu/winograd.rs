@@ -33,7 +33,9 @@
 //! images and band of tile rows in hand, so that each channel's transform
 //! writes one contiguous block and runs on its own thread.
 
-use super::conv::{gemm_threads, images_per_worker, workers, MAX_COL_LEN, MIN_GEMM_COLUMNS};
+use super::conv::{
+    gemm_threads, images_per_worker, sum_partials, workers, MAX_COL_LEN, MIN_GEMM_COLUMNS,
+};
 use super::gemm::{sgemm, Operand};
 use crate::backend::Conv2dGeom;
 use multiversion::multiversion;
@@ -229,16 +231,7 @@ pub(super) fn backward_filter(
             }
         });
     let partial_at = worker_len - TILE * g.c_in * g.c_out;
-    du.par_chunks_mut(4096)
-        .enumerate()
-        .for_each(|(chunk, out)| {
-            let start = chunk * 4096;
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = (0..runs)
-                    .map(|r| scratch[r * worker_len + partial_at + start + i])
-                    .sum();
-            }
-        });
+    sum_partials(&scratch[..runs * worker_len], worker_len, partial_at, du);
     // dg = G^T dU G for every filter.
     let du = &*du;
     dw[..g.weight_len()]
