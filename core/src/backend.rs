@@ -13,7 +13,9 @@
 //! - Weights are `[c_out, c_in / groups, kernel_h, kernel_w]`, as in Paddle.
 
 use crate::box_coder::BoxXyxy;
-use crate::rcnn::{ProposalConfig, Proposals, RcnnConfig};
+use crate::rcnn::{
+    ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad, RpnLevelOutput, RpnLoss, RpnTargets,
+};
 use crate::retinanet::RetinaOutputConfig;
 use crate::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use crate::yolo::{Detection, NmsConfig, YoloConfig};
@@ -1441,6 +1443,21 @@ pub trait Backend: Clone + Send + Sync + 'static {
     ) -> SsdLoss;
 
     // ---- the R-CNN region proposals ----
+
+    /// PaddleDetection's RPN loss over the batch and every level (core's
+    /// `rcnn::rpn_loss`, lowest level first): `targets[n]` are image `n`'s
+    /// sampled anchors (indices into its levels' anchors concatenated) and
+    /// foreground deltas, from the host; `grads` (one per level, shaped as
+    /// its outputs) get the gradient of `loss_rpn_cls + loss_rpn_bbox`,
+    /// overwritten, 0 off the sampled anchors. Only the two losses come
+    /// back.
+    fn rpn_loss(
+        &self,
+        levels: &[RpnLevelOutput<'_, Self::Buffer>],
+        anchors_per_cell: usize,
+        targets: &[RpnTargets],
+        grads: &mut [RpnLevelGrad<'_, Self::Buffer>],
+    ) -> RpnLoss;
 
     /// Paddle's `generate_proposals` (core's `rcnn::generate_proposals`)
     /// on each image of each level: `result[l][n]` are image `n`'s

@@ -13,7 +13,9 @@ use pulsefocus_core::backend::{
     PolygonMaskGeom, PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom,
     RpnProposalInput, SgdStep,
 };
-use pulsefocus_core::rcnn::{ProposalConfig, Proposals, RcnnConfig};
+use pulsefocus_core::rcnn::{
+    ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad, RpnLevelOutput, RpnLoss, RpnTargets,
+};
 use pulsefocus_core::retinanet::RetinaOutputConfig;
 use pulsefocus_core::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
@@ -612,6 +614,18 @@ impl Backend for GpuBackend {
                 grad_confidence,
             )
         })
+    }
+
+    /// The targets go up, the gradients are written on the device
+    /// (`ops::rpn_loss`); only the two sums come back.
+    fn rpn_loss(
+        &self,
+        levels: &[RpnLevelOutput<'_, DeviceBuffer>],
+        anchors_per_cell: usize,
+        targets: &[RpnTargets],
+        grads: &mut [RpnLevelGrad<'_, DeviceBuffer>],
+    ) -> RpnLoss {
+        self.run(|gpu| gpu.rpn_loss(levels, anchors_per_cell, targets, grads))
     }
 
     /// Sorts, decode, NMS on the device (`ops::proposals`); only the

@@ -118,6 +118,7 @@ pub const KERNELS: &[&str] = &[
     "retina_keys",
     "retina_decode",
     "retina_write",
+    "rpn_loss_rows",
 ];
 
 /// The environment variable that makes `--device gpu|auto` open the

@@ -206,6 +206,12 @@ fn a_box_loss_over_every_anchor_is_caught() {
     checks::retina_box_loss_matches(&Faulty(Fault::RegressesEveryAnchor));
 }
 
+#[test]
+#[should_panic(expected = "rpn_loss C4 one level, 15 anchors, 2 images seed 1: loss_rpn_bbox")]
+fn an_rpn_box_loss_over_the_foreground_count_is_caught() {
+    checks::rpn_loss_matches(&Faulty(Fault::DividesByForeground));
+}
+
 /// The real GPU, or None (printing why) on a machine without one.
 fn cuda() -> Option<pulsefocus_gpu::GpuBackend> {
     match pulsefocus_gpu::GpuBackend::open() {

@@ -25,7 +25,10 @@ use crate::backend::{
     PolygonMaskGeom, PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom,
     RpnProposalInput, SgdStep,
 };
-use crate::rcnn::{bbox_head_detect, ImInfo, ProposalConfig, Proposals, RcnnConfig};
+use crate::rcnn::{
+    bbox_head_detect, ImInfo, ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad, RpnLevelOutput,
+    RpnLoss, RpnTargets,
+};
 use crate::retinanet::{retinanet_detection_output, RetinaOutputConfig};
 use crate::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use crate::yolo::{detect, Detection, Head, NmsConfig, YoloConfig};
@@ -558,6 +561,16 @@ impl Backend for CpuBackend {
             &mut grad_location[..rows * 4],
             &mut grad_confidence[..rows * classes],
         )
+    }
+
+    fn rpn_loss(
+        &self,
+        levels: &[RpnLevelOutput<'_, Vec<f32>>],
+        anchors_per_cell: usize,
+        targets: &[RpnTargets],
+        grads: &mut [RpnLevelGrad<'_, Vec<f32>>],
+    ) -> RpnLoss {
+        crate::rcnn::rpn_loss(levels, anchors_per_cell, targets, grads)
     }
 
     /// Core's `rcnn::generate_proposals` per level and image, the images

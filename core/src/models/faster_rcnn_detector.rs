@@ -62,7 +62,7 @@ use crate::detector::{Detector, Losses};
 use crate::layers::{FullyConnected, GlobalAvgPool};
 use crate::params::ParamSpec;
 use crate::rcnn::anchors::{rpn_anchors, Anchors};
-use crate::rcnn::rpn_loss::{rpn_loss, RpnLevelGrad, RpnLevelOutput};
+use crate::rcnn::rpn_loss::{RpnLevelGrad, RpnLevelOutput};
 use crate::rcnn::rpn_target::{rpn_target_assign, ImInfo};
 use crate::rcnn::truth::{
     by_class_from_zero, image_infos, image_truths, train_on_zeros, ImageTruth,
@@ -95,14 +95,13 @@ const RPN_UNITS: usize = 3;
 /// size, the head's outputs as the proposals read them (the objectness
 /// probabilities and the deltas, kept on the device: the next level's run
 /// of the shared head overwrites its units' outputs) and its anchors and
-/// their variances there, the head's outputs on the host (training), and
-/// their gradients on the host and the device.
+/// their variances there, the head's logits as the loss reads them
+/// (training), and the gradients of the logits and the deltas.
 struct RpnLevel<B: Backend> {
     size: [usize; 2],
     outputs: [Tensor<B>; 2],
     anchors: [Tensor<B>; 2],
-    host: [Vec<f32>; 2],
-    host_grads: [Vec<f32>; 2],
+    logits: Tensor<B>,
     grads: [Tensor<B>; 2],
 }
 
@@ -629,8 +628,7 @@ impl<B: Backend> FasterRcnnDetector<B> {
                     size: [0, 0],
                     outputs: [empty(), empty()],
                     anchors: [empty(), empty()],
-                    host: Default::default(),
-                    host_grads: Default::default(),
+                    logits: empty(),
                     grads: [empty(), empty()],
                 })
                 .collect(),
@@ -659,10 +657,10 @@ impl<B: Backend> FasterRcnnDetector<B> {
     }
 
     /// The backbone, the pyramid and the RPN head on `image`; each level's
-    /// `outputs` are then those of the head, and with `download` (training)
-    /// its `host` outputs too, and the anchors (`self.anchors`, each
+    /// `outputs` are then those of the head, and in `training` its `logits`
+    /// too, and the anchors (`self.anchors`, each
     /// level's `anchors`) those of the features' sizes.
-    fn forward_rpn(&mut self, image: &Tensor<B>, download: bool) {
+    fn forward_rpn(&mut self, image: &Tensor<B>, training: bool) {
         let backend = self.net.backend().clone();
         let workspace = &mut self.scratch.workspace;
         let frozen = self.net.frozen_units();
@@ -683,11 +681,9 @@ impl<B: Backend> FasterRcnnDetector<B> {
             backend.sigmoid_forward(logits.numel(), logits.buf(), scores.buf_mut());
             level_deltas.reshape_reuse(&backend, deltas.shape());
             backend.copy(deltas.numel(), deltas.buf(), level_deltas.buf_mut());
-            if download {
-                for (host, out) in level.host.iter_mut().zip([logits, deltas]) {
-                    host.resize(out.numel(), 0.0);
-                    backend.download(out.buf(), host);
-                }
+            if training {
+                level.logits.reshape_reuse(&backend, logits.shape());
+                backend.copy(logits.numel(), logits.buf(), level.logits.buf_mut());
             }
             let (_, _, h, w) = x.nchw();
             level.size = [h, w];
@@ -789,20 +785,6 @@ impl<B: Backend> FasterRcnnDetector<B> {
         let (head_fcs, outputs) = self.net.fcs.split_at_mut(self.box_head.fc_count());
         let x = self.box_head.output(head_fcs);
         forward_box_outputs(&backend, outputs, x, &self.rois, &mut self.box_host);
-    }
-
-    /// Uploads the gradients of the RPN head's outputs (`levels[_].host_grads`).
-    fn upload_rpn_grads(&mut self) {
-        let backend = self.net.backend().clone();
-        let per_cell = self.spec.rpn.anchors_per_cell();
-        for level in &mut self.levels {
-            let [h, w] = level.size;
-            let batch = level.host[0].len() / (per_cell * h * w);
-            for (k, channels) in [per_cell, 4 * per_cell].into_iter().enumerate() {
-                level.grads[k].reshape_reuse(&backend, &[batch, channels, h, w]);
-                level.grads[k].upload(&backend, &level.host_grads[k]);
-            }
-        }
     }
 
     /// Uploads the gradients of the box head's outputs (`box_host_grads`,
@@ -1185,6 +1167,7 @@ impl<B: Backend> FasterRcnnDetector<B> {
             .levels
             .iter()
             .flat_map(|l| l.grads.iter().chain(&l.outputs).chain(&l.anchors))
+            .chain(self.levels.iter().map(|l| &l.logits))
             .chain(&self.level_grads)
             .chain(&self.body_grads)
             .chain(&self.box_grads)
@@ -1198,10 +1181,8 @@ impl<B: Backend> FasterRcnnDetector<B> {
             .map(|t| t.capacity_bytes(b))
             .sum::<usize>();
         let host = self
-            .levels
+            .box_host
             .iter()
-            .flat_map(|l| l.host.iter().chain(&l.host_grads))
-            .chain(&self.box_host)
             .chain(&self.box_host_grads)
             .map(|v| v.capacity() * 4)
             .sum::<usize>();
@@ -1281,36 +1262,37 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
                 )
             })
             .collect();
+        // On the backend: the targets go up, the gradients are written in
+        // place and only the two losses come back.
+        let backend = self.net.backend().clone();
         let (outputs, mut grads): (Vec<_>, Vec<_>) = self
             .levels
             .iter_mut()
             .map(|level| {
                 let [height, width] = level.size;
-                let host: &[Vec<f32>; 2] = &level.host;
-                let [cls, bbox] = &mut level.host_grads;
-                cls.resize(host[0].len(), 0.0);
-                bbox.resize(host[1].len(), 0.0);
+                let [cls, bbox] = &mut level.grads;
+                cls.reshape_reuse(&backend, level.logits.shape());
+                bbox.reshape_reuse(&backend, level.outputs[1].shape());
                 (
                     RpnLevelOutput {
                         height,
                         width,
-                        cls_logits: &host[0],
-                        bbox_pred: &host[1],
+                        cls_logits: level.logits.buf(),
+                        bbox_pred: level.outputs[1].buf(),
                     },
                     RpnLevelGrad {
-                        cls_logits: cls,
-                        bbox_pred: bbox,
+                        cls_logits: cls.buf_mut(),
+                        bbox_pred: bbox.buf_mut(),
                     },
                 )
             })
             .unzip();
-        let rpn = rpn_loss(
+        let rpn = backend.rpn_loss(
             &outputs,
             self.spec.rpn.anchors_per_cell(),
             &targets,
             &mut grads,
         );
-        self.upload_rpn_grads();
 
         let proposals = self.proposals(&im_info, true);
         let mut losses = vec![rpn.loss_rpn_cls, rpn.loss_rpn_bbox];
@@ -1620,9 +1602,9 @@ mod tests {
             run(&mut model);
             let mut probes: Vec<Vec<f32>> = Vec::new();
             for level in &mut model.levels {
-                for k in 0..2 {
-                    let probe = random_vec(seed + 200 + probes.len() as u64, level.host[k].len());
-                    level.host_grads[k] = probe.clone();
+                for (k, output) in [&level.logits, &level.outputs[1]].into_iter().enumerate() {
+                    let probe = random_vec(seed + 200 + probes.len() as u64, output.numel());
+                    level.grads[k] = Tensor::from_host(&cpu, output.shape(), &probe);
                     probes.push(probe);
                 }
             }
@@ -1639,7 +1621,6 @@ mod tests {
                 mask.logits_grad = Tensor::from_host(&cpu, &shape, &probe);
                 probes.push(probe);
             }
-            model.upload_rpn_grads();
             match &mut model.cascade {
                 None => model.upload_box_grads(),
                 Some(cascade) => cascade.upload_grads(&cpu),
@@ -1653,10 +1634,15 @@ mod tests {
                 (1e-2, 0.2),
                 |m| {
                     run(m);
-                    let rpn = m.levels.iter().flat_map(|l| &l.host);
+                    let rpn: Vec<Vec<f32>> = m
+                        .levels
+                        .iter()
+                        .flat_map(|l| [l.logits.to_host(&cpu), l.outputs[1].to_host(&cpu)])
+                        .collect();
                     let logits = mask_logits(m);
                     let mask = logits.iter();
-                    rpn.chain(box_outputs(m))
+                    rpn.iter()
+                        .chain(box_outputs(m))
                         .chain(mask)
                         .zip(&probes)
                         .map(|(y, r)| probe_loss(y, r))

@@ -106,3 +106,16 @@ pub fn abs(x: f32) -> f32 {
         x
     }
 }
+
+/// Paddle's smooth-L1 of one difference `d` (inside weight applied) with
+/// `sigma2 = sigma^2`: `(value, slope)`, `(0.5 sigma^2 d^2, sigma^2 d)`
+/// where `|d| < 1 / sigma^2`, else `(|d| - 0.5 / sigma^2, sign d)`; the
+/// expressions of core's `losses::smooth_l1`, so the emulator gives its bits.
+#[inline(always)]
+pub fn smooth_l1(d: f32, sigma2: f32) -> (f32, f32) {
+    if abs(d) < 1.0 / sigma2 {
+        (0.5 * sigma2 * d * d, sigma2 * d)
+    } else {
+        (abs(d) - 0.5 / sigma2, d.signum())
+    }
+}

@@ -110,6 +110,7 @@ host_entries! {
     retinanet_detect::retina_decode,
     retinanet_detect::retina_write,
     rmsprop::rmsprop,
+    rpn_loss::rpn_loss_rows,
     roi_align::roi_align_forward,
     roi_align::roi_align_backward,
     sgd::momentum_sgd,

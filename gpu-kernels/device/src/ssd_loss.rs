@@ -307,11 +307,7 @@ kernel! {
                 *loc_grad.add(k) = match target {
                     Some(target) => {
                         let d = *location.add(i * 4 + k) - target[k];
-                        let (value, slope) = if math::abs(d) < 1.0 {
-                            (0.5 * d * d, d)
-                        } else {
-                            (math::abs(d) - 0.5, d.signum())
-                        };
+                        let (value, slope) = math::smooth_l1(d, 1.0);
                         loc_loss += value;
                         loc_scale * slope
                     }

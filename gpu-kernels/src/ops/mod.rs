@@ -36,6 +36,7 @@ pub mod retina_box_loss;
 pub mod retinanet;
 pub mod rmsprop;
 pub mod roi_align;
+pub mod rpn_loss;
 pub mod sgd;
 pub mod sigmoid_focal_loss;
 pub mod ssd;

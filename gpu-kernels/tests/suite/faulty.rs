@@ -7,7 +7,9 @@ use pulsefocus_core::backend::{
     PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RmsPropStep, RoiAlignGeom, RpnProposalInput,
     SgdStep, MASK_PASTE_FIELDS,
 };
-use pulsefocus_core::rcnn::{ProposalConfig, Proposals, RcnnConfig};
+use pulsefocus_core::rcnn::{
+    ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad, RpnLevelOutput, RpnLoss, RpnTargets,
+};
 use pulsefocus_core::retinanet::RetinaOutputConfig;
 use pulsefocus_core::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
@@ -78,6 +80,9 @@ pub enum Fault {
     /// `rcnn_detect` lists each class's detections best first (the NMS
     /// order), where Paddle lists them by RoI.
     ListsByScore,
+    /// `rpn_loss` divides the box loss by the foreground anchors instead
+    /// of every sampled anchor.
+    DividesByForeground,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -645,6 +650,26 @@ impl Backend for Faulty {
             images,
             priors_count,
         )
+    }
+    fn rpn_loss(
+        &self,
+        levels: &[RpnLevelOutput<'_, Vec<f32>>],
+        anchors_per_cell: usize,
+        targets: &[RpnTargets],
+        grads: &mut [RpnLevelGrad<'_, Vec<f32>>],
+    ) -> RpnLoss {
+        let mut loss = CPU.rpn_loss(levels, anchors_per_cell, targets, grads);
+        let fg: usize = targets.iter().map(|t| t.fg.len()).sum();
+        let sampled: usize = targets.iter().map(|t| t.fg.len() + t.bg.len()).sum();
+        if self.0 == Fault::DividesByForeground && fg > 0 {
+            let factor = sampled as f32 / fg as f32;
+            loss.loss_rpn_bbox *= factor;
+            for (level, grad) in levels.iter().zip(grads) {
+                let len = 4 * targets.len() * anchors_per_cell * level.height * level.width;
+                grad.bbox_pred[..len].iter_mut().for_each(|g| *g *= factor);
+            }
+        }
+        loss
     }
     fn generate_proposals(
         &self,

@@ -43,6 +43,7 @@ pub mod rcnn_detect;
 pub mod retina_box_loss;
 pub mod retinanet_detect;
 pub mod roi_align;
+pub mod rpn_loss;
 pub mod sigmoid_focal_loss;
 pub mod ssd_loss;
 
@@ -289,6 +290,7 @@ macro_rules! backend_tests {
             ssd_loss_matches,
             retinanet_detect_matches,
             rcnn_detect_matches,
+            rpn_loss_matches,
         );
     };
     ($module:ident, $open:expr; $($check:ident),+ $(,)?) => {
@@ -344,6 +346,7 @@ pub mod checks {
     pub use super::retina_box_loss::retina_box_loss_matches;
     pub use super::retinanet_detect::retinanet_detect_matches;
     pub use super::roi_align::{roi_align_backward_matches, roi_align_forward_matches};
+    pub use super::rpn_loss::rpn_loss_matches;
     pub use super::sigmoid_focal_loss::sigmoid_focal_loss_matches;
     pub use super::ssd_loss::ssd_loss_matches;
 }
