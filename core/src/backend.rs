@@ -14,7 +14,8 @@
 
 use crate::box_coder::BoxXyxy;
 use crate::rcnn::{
-    ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad, RpnLevelOutput, RpnLoss, RpnTargets,
+    BBoxHeadLoss, BoxHeadLossArgs, ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad,
+    RpnLevelOutput, RpnLoss, RpnTargets,
 };
 use crate::retinanet::RetinaOutputConfig;
 use crate::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
@@ -1441,6 +1442,24 @@ pub trait Backend: Clone + Send + Sync + 'static {
         grad_location: &mut Self::Buffer,
         grad_confidence: &mut Self::Buffer,
     ) -> SsdLoss;
+
+    // ---- the R-CNN box head's loss ----
+
+    /// PaddleDetection's box head loss (core's
+    /// `rcnn::weighted_bbox_head_loss`, see [`BoxHeadLossArgs`]): softmax
+    /// cross-entropy and smooth-L1 (sigma 1, inside and outside weights),
+    /// each a mean over the RoIs times the loss weight. The targets come
+    /// from the host; `grad_cls_score` and `grad_bbox_pred`, shaped as the
+    /// outputs, get the gradients (overwritten). Only the two terms come
+    /// back.
+    fn bbox_head_loss(
+        &self,
+        args: &BoxHeadLossArgs<'_>,
+        cls_score: &Self::Buffer,
+        bbox_pred: &Self::Buffer,
+        grad_cls_score: &mut Self::Buffer,
+        grad_bbox_pred: &mut Self::Buffer,
+    ) -> BBoxHeadLoss;
 
     // ---- the R-CNN region proposals ----
 

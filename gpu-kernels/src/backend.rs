@@ -14,7 +14,8 @@ use pulsefocus_core::backend::{
     RpnProposalInput, SgdStep,
 };
 use pulsefocus_core::rcnn::{
-    ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad, RpnLevelOutput, RpnLoss, RpnTargets,
+    BBoxHeadLoss, BoxHeadLossArgs, ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad,
+    RpnLevelOutput, RpnLoss, RpnTargets,
 };
 use pulsefocus_core::retinanet::RetinaOutputConfig;
 use pulsefocus_core::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
@@ -613,6 +614,22 @@ impl Backend for GpuBackend {
                 grad_location,
                 grad_confidence,
             )
+        })
+    }
+
+    /// The targets go up (each RoI's weighted deltas only), the gradients
+    /// are written on the device (`ops::bbox_head_loss`); only the two
+    /// sums come back.
+    fn bbox_head_loss(
+        &self,
+        args: &BoxHeadLossArgs<'_>,
+        cls_score: &DeviceBuffer,
+        bbox_pred: &DeviceBuffer,
+        grad_cls_score: &mut DeviceBuffer,
+        grad_bbox_pred: &mut DeviceBuffer,
+    ) -> BBoxHeadLoss {
+        self.run(|gpu| {
+            gpu.bbox_head_loss(args, cls_score, bbox_pred, grad_cls_score, grad_bbox_pred)
         })
     }
 

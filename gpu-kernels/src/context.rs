@@ -119,6 +119,7 @@ pub const KERNELS: &[&str] = &[
     "retina_decode",
     "retina_write",
     "rpn_loss_rows",
+    "bbox_loss_rows",
 ];
 
 /// The environment variable that makes `--device gpu|auto` open the

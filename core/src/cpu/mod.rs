@@ -26,8 +26,8 @@ use crate::backend::{
     RpnProposalInput, SgdStep,
 };
 use crate::rcnn::{
-    bbox_head_detect, ImInfo, ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad, RpnLevelOutput,
-    RpnLoss, RpnTargets,
+    bbox_head_detect, bbox_head_loss_at_rows, BBoxHeadLoss, BoxHeadLossArgs, ImInfo,
+    ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad, RpnLevelOutput, RpnLoss, RpnTargets,
 };
 use crate::retinanet::{retinanet_detection_output, RetinaOutputConfig};
 use crate::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
@@ -561,6 +561,17 @@ impl Backend for CpuBackend {
             &mut grad_location[..rows * 4],
             &mut grad_confidence[..rows * classes],
         )
+    }
+
+    fn bbox_head_loss(
+        &self,
+        args: &BoxHeadLossArgs<'_>,
+        cls_score: &Vec<f32>,
+        bbox_pred: &Vec<f32>,
+        grad_cls_score: &mut Vec<f32>,
+        grad_bbox_pred: &mut Vec<f32>,
+    ) -> BBoxHeadLoss {
+        bbox_head_loss_at_rows(args, cls_score, bbox_pred, grad_cls_score, grad_bbox_pred)
     }
 
     fn rpn_loss(

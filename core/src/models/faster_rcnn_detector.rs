@@ -68,8 +68,8 @@ use crate::rcnn::truth::{
     by_class_from_zero, image_infos, image_truths, train_on_zeros, ImageTruth,
 };
 use crate::rcnn::{
-    bbox_head_loss, collect_fpn_proposals, generate_mask_labels, generate_proposal_labels,
-    paste_masks, FpnLevels, Pasted, RcnnConfig, RoiTargets, SampledRois,
+    collect_fpn_proposals, generate_mask_labels, generate_proposal_labels, paste_masks,
+    BoxHeadLossArgs, FpnLevels, Pasted, RcnnConfig, RoiTargets, SampledRois,
 };
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth};
@@ -405,11 +405,8 @@ pub struct FasterRcnnDetector<B: Backend> {
     rois: Rois<B>,
     extractor: RoiExtractor<B>,
     box_head: BoxHead<B>,
-    /// `cls_score`'s and `bbox_pred`'s outputs on the host in Paddle's
-    /// order of the RoIs, their gradients there, and on the device in the
-    /// device's order.
-    box_host: [Vec<f32>; 2],
-    box_host_grads: [Vec<f32>; 2],
+    /// The gradients of `cls_score`'s and `bbox_pred`'s outputs, in the
+    /// device's order of the RoIs.
     box_grads: [Tensor<B>; 2],
     /// Gradients on the way down: of the RoI head's output, of
     /// `conv_rpn`'s output, and a feature-sized part (the RoI features'
@@ -637,8 +634,6 @@ impl<B: Backend> FasterRcnnDetector<B> {
             rois: Rois::new(backend, roi_levels),
             extractor,
             box_head,
-            box_host: Default::default(),
-            box_host_grads: Default::default(),
             box_grads: [empty(), empty()],
             head_grad: empty(),
             head_grad_part: empty(),
@@ -777,28 +772,16 @@ impl<B: Backend> FasterRcnnDetector<B> {
     }
 
     /// RoIAlign, the RoI head and both fully connected layers on the RoIs
-    /// in `self.rois` (uploaded); their outputs are then on the host, in
-    /// Paddle's order.
+    /// in `self.rois` (uploaded); their outputs stay on the device, in its
+    /// order of the RoIs.
     fn forward_box_head(&mut self) {
         let backend = self.net.backend().clone();
         self.forward_roi_head(false);
         let (head_fcs, outputs) = self.net.fcs.split_at_mut(self.box_head.fc_count());
         let x = self.box_head.output(head_fcs);
-        forward_box_outputs(&backend, outputs, x, &self.rois, &mut self.box_host);
-    }
-
-    /// Uploads the gradients of the box head's outputs (`box_host_grads`,
-    /// Paddle's order).
-    fn upload_box_grads(&mut self) {
-        let backend = self.net.backend().clone();
-        let classes = self.spec.num_classes;
-        upload_box_output_grads(
-            &backend,
-            &self.rois,
-            &mut self.box_host_grads,
-            [classes, 4 * classes],
-            &mut self.box_grads,
-        );
+        for fc in outputs {
+            fc.forward(&backend, x);
+        }
     }
 
     /// The mask head on the RoIs in the mask branch's `rois` (uploaded):
@@ -949,25 +932,33 @@ impl<B: Backend> FasterRcnnDetector<B> {
         }
         self.rois.upload(&backend);
         self.forward_box_head();
-        for k in 0..2 {
-            let len = self.box_host[k].len();
-            self.box_host_grads[k].resize(len, 0.0);
-        }
-        let [grad_cls, grad_bbox] = &mut self.box_host_grads;
-        let boxes = bbox_head_loss(
-            &self.box_host[0],
-            &self.box_host[1],
+        // On the backend: the targets go up (in Paddle's order, with each
+        // RoI's device row), the gradients are written in the device's
+        // order, only the two terms come back.
+        let rows = self.rois.device_rows();
+        let args = BoxHeadLossArgs {
             classes,
-            &RoiTargets {
+            deltas: 4 * classes,
+            loss_weight: 1.0,
+            targets: RoiTargets {
                 labels: &labels,
                 bbox_targets: &bbox_targets,
                 bbox_inside_weights: &bbox_weights,
                 bbox_outside_weights: &bbox_weights,
             },
-            grad_cls,
-            grad_bbox,
+            rows: &rows,
+        };
+        let outputs = &self.net.fcs[self.box_head.fc_count()..];
+        let [grad_cls, grad_bbox] = &mut self.box_grads;
+        grad_cls.reshape_reuse(&backend, outputs[0].output().shape());
+        grad_bbox.reshape_reuse(&backend, outputs[1].output().shape());
+        let boxes = backend.bbox_head_loss(
+            &args,
+            outputs[0].output().buf(),
+            outputs[1].output().buf(),
+            grad_cls.buf_mut(),
+            grad_bbox.buf_mut(),
         );
-        self.upload_box_grads();
         vec![boxes.cls, boxes.bbox]
     }
 
@@ -1180,12 +1171,6 @@ impl<B: Backend> FasterRcnnDetector<B> {
             ])
             .map(|t| t.capacity_bytes(b))
             .sum::<usize>();
-        let host = self
-            .box_host
-            .iter()
-            .chain(&self.box_host_grads)
-            .map(|v| v.capacity() * 4)
-            .sum::<usize>();
         self.net.planned_bytes()
             + self.backbone.planned_bytes(b)
             + self.fpn.as_ref().map_or(0, |f| f.planned_bytes(b))
@@ -1197,7 +1182,6 @@ impl<B: Backend> FasterRcnnDetector<B> {
             + self.mask.as_ref().map_or(0, |m| m.planned_bytes(b))
             + self.cascade.as_ref().map_or(0, |c| c.planned_bytes(b))
             + tensors
-            + host
     }
 }
 
@@ -1518,24 +1502,35 @@ mod tests {
         }
     }
 
-    /// The box head's outputs on the host (`cls_score`'s, `bbox_pred`'s),
-    /// or every cascade stage's.
-    fn box_outputs(m: &FasterRcnnDetector<CpuBackend>) -> Vec<&Vec<f32>> {
+    /// The box head's outputs on the host (`cls_score`'s, `bbox_pred`'s,
+    /// in the device's order of the RoIs), or every cascade stage's.
+    fn box_outputs(m: &FasterRcnnDetector<CpuBackend>) -> Vec<Vec<f32>> {
         match &m.cascade {
-            None => m.box_host.iter().collect(),
-            Some(c) => c.stages.iter().flat_map(|s| &s.host).collect(),
+            None => m.net.fcs[m.box_head.fc_count()..]
+                .iter()
+                .map(|fc| fc.output().to_host(&CpuBackend::new()))
+                .collect(),
+            Some(c) => c.stages.iter().flat_map(|s| s.host.clone()).collect(),
         }
     }
 
-    /// Their gradients on the host, in the same order.
-    fn box_output_grads(m: &mut FasterRcnnDetector<CpuBackend>) -> Vec<&mut Vec<f32>> {
+    /// Sets the gradients of those outputs to `probes`, in the same order.
+    fn set_box_output_grads(m: &mut FasterRcnnDetector<CpuBackend>, probes: &[Vec<f32>]) {
+        let cpu = CpuBackend::new();
         match &mut m.cascade {
-            None => m.box_host_grads.iter_mut().collect(),
-            Some(c) => c
-                .stages
-                .iter_mut()
-                .flat_map(|s| &mut s.host_grads)
-                .collect(),
+            None => {
+                let outputs = &m.net.fcs[m.box_head.fc_count()..];
+                for ((grad, fc), probe) in m.box_grads.iter_mut().zip(outputs).zip(probes) {
+                    *grad = Tensor::from_host(&cpu, fc.output().shape(), probe);
+                }
+            }
+            Some(c) => {
+                let grads = c.stages.iter_mut().flat_map(|s| &mut s.host_grads);
+                for (grad, probe) in grads.zip(probes) {
+                    grad.clone_from(probe);
+                }
+                c.upload_grads(&cpu);
+            }
         }
     }
 
@@ -1608,22 +1603,19 @@ mod tests {
                     probes.push(probe);
                 }
             }
-            let lens: Vec<usize> = box_outputs(&model).iter().map(|y| y.len()).collect();
-            for (grad, len) in box_output_grads(&mut model).into_iter().zip(lens) {
-                let probe = random_vec(seed + 200 + probes.len() as u64, len);
-                *grad = probe.clone();
+            let mut box_probes = Vec::new();
+            for y in box_outputs(&model) {
+                let probe = random_vec(seed + 200 + probes.len() as u64, y.len());
+                box_probes.push(probe.clone());
                 probes.push(probe);
             }
+            set_box_output_grads(&mut model, &box_probes);
             if let Some(logits) = mask_logits(&model) {
                 let probe = random_vec(seed + 200 + probes.len() as u64, logits.len());
                 let mask = model.mask.as_mut().expect("a mask head");
                 let shape = [2, mask.num_classes, mask.resolution, mask.resolution];
                 mask.logits_grad = Tensor::from_host(&cpu, &shape, &probe);
                 probes.push(probe);
-            }
-            match &mut model.cascade {
-                None => model.upload_box_grads(),
-                Some(cascade) => cascade.upload_grads(&cpu),
             }
             model.backward(&image);
             check_params(
@@ -1634,18 +1626,14 @@ mod tests {
                 (1e-2, 0.2),
                 |m| {
                     run(m);
-                    let rpn: Vec<Vec<f32>> = m
+                    let rpn = m
                         .levels
                         .iter()
-                        .flat_map(|l| [l.logits.to_host(&cpu), l.outputs[1].to_host(&cpu)])
-                        .collect();
-                    let logits = mask_logits(m);
-                    let mask = logits.iter();
-                    rpn.iter()
-                        .chain(box_outputs(m))
-                        .chain(mask)
+                        .flat_map(|l| [l.logits.to_host(&cpu), l.outputs[1].to_host(&cpu)]);
+                    rpn.chain(box_outputs(m))
+                        .chain(mask_logits(m))
                         .zip(&probes)
-                        .map(|(y, r)| probe_loss(y, r))
+                        .map(|(y, r)| probe_loss(&y, r))
                         .sum::<Probe>()
                 },
             );

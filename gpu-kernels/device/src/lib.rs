@@ -36,6 +36,7 @@ pub mod registry;
 pub use grid::grid_stride;
 
 pub mod batch_norm;
+pub mod bbox_head_loss;
 pub mod concat;
 pub mod conv;
 pub mod elementwise;

@@ -119,3 +119,41 @@ pub fn smooth_l1(d: f32, sigma2: f32) -> (f32, f32) {
         (abs(d) - 0.5 / sigma2, d.signum())
     }
 }
+
+/// Core's `losses::softmax_cross_entropy` of one row of `classes` logits
+/// against `label`; with a non-null `grad`, `grad[c] = scale * (p_c -
+/// [c == label])`.
+///
+/// # Safety
+/// `logits` (and a non-null `grad`) hold `classes` values, `label < classes`.
+#[inline(always)]
+pub unsafe fn softmax_cross_entropy(
+    logits: *const f32,
+    classes: u32,
+    label: u32,
+    grad: *mut f32,
+    scale: f32,
+) -> f32 {
+    let mut max = f32::NEG_INFINITY;
+    let mut c = 0;
+    while c < classes as usize {
+        max = max.max(*logits.add(c));
+        c += 1;
+    }
+    let mut sum = 0.0;
+    let mut c = 0;
+    while c < classes as usize {
+        sum += exp(*logits.add(c) - max);
+        c += 1;
+    }
+    let log_sum = ln(sum);
+    if !grad.is_null() {
+        let mut c = 0;
+        while c < classes as usize {
+            let p = exp(*logits.add(c) - max - log_sum);
+            *grad.add(c) = scale * (p - if c == label as usize { 1.0 } else { 0.0 });
+            c += 1;
+        }
+    }
+    max + log_sum - *logits.add(label as usize)
+}

@@ -61,6 +61,7 @@ host_entries! {
     batch_norm::batch_norm_train_backward,
     batch_norm::batch_norm_eval_forward,
     batch_norm::batch_norm_eval_backward,
+    bbox_head_loss::bbox_loss_rows,
     concat::copy_channels,
     conv::conv2d_forward,
     conv::conv2d_backward_data,

@@ -16,6 +16,7 @@ pub use crate::driver::LaunchShape;
 use crate::DeviceBuffer;
 
 pub mod batch_norm;
+pub mod bbox_head_loss;
 pub mod concat;
 pub mod conv;
 pub mod elementwise;

@@ -8,7 +8,8 @@ use pulsefocus_core::backend::{
     SgdStep, MASK_PASTE_FIELDS,
 };
 use pulsefocus_core::rcnn::{
-    ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad, RpnLevelOutput, RpnLoss, RpnTargets,
+    BBoxHeadLoss, BoxHeadLossArgs, ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad,
+    RpnLevelOutput, RpnLoss, RpnTargets,
 };
 use pulsefocus_core::retinanet::RetinaOutputConfig;
 use pulsefocus_core::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
@@ -83,6 +84,9 @@ pub enum Fault {
     /// `rpn_loss` divides the box loss by the foreground anchors instead
     /// of every sampled anchor.
     DividesByForeground,
+    /// `bbox_head_loss` writes the weighted deltas' gradients only,
+    /// leaving the rest of the box gradient as it was (no zero fill).
+    KeepsUnweightedBoxGradients,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -650,6 +654,29 @@ impl Backend for Faulty {
             images,
             priors_count,
         )
+    }
+    fn bbox_head_loss(
+        &self,
+        args: &BoxHeadLossArgs<'_>,
+        cls_score: &Vec<f32>,
+        bbox_pred: &Vec<f32>,
+        grad_cls_score: &mut Vec<f32>,
+        grad_bbox_pred: &mut Vec<f32>,
+    ) -> BBoxHeadLoss {
+        let before = grad_bbox_pred.clone();
+        let loss = CPU.bbox_head_loss(args, cls_score, bbox_pred, grad_cls_score, grad_bbox_pred);
+        if self.0 == Fault::KeepsUnweightedBoxGradients {
+            let t = &args.targets;
+            for (r, &row) in args.rows.iter().enumerate() {
+                for c in 0..args.deltas {
+                    let k = r * args.deltas + c;
+                    if t.bbox_inside_weights[k] == 0.0 || t.bbox_outside_weights[k] == 0.0 {
+                        grad_bbox_pred[row * args.deltas + c] = before[row * args.deltas + c];
+                    }
+                }
+            }
+        }
+        loss
     }
     fn rpn_loss(
         &self,

@@ -23,6 +23,7 @@
 #![allow(dead_code)]
 
 pub mod batch_norm;
+pub mod bbox_head_loss;
 pub mod conv;
 pub mod conv_transpose;
 pub mod detect;
@@ -291,6 +292,7 @@ macro_rules! backend_tests {
             retinanet_detect_matches,
             rcnn_detect_matches,
             rpn_loss_matches,
+            bbox_head_loss_matches,
         );
     };
     ($module:ident, $open:expr; $($check:ident),+ $(,)?) => {
@@ -316,6 +318,7 @@ pub mod checks {
         batch_norm_forward_eval_in_place_matches, batch_norm_forward_eval_matches,
         batch_norm_forward_train_matches,
     };
+    pub use super::bbox_head_loss::bbox_head_loss_matches;
     pub use super::conv::{
         conv2d_backward_data_matches, conv2d_backward_filter_matches, conv2d_forward_matches,
     };
