@@ -259,24 +259,6 @@ pub(super) fn backward_box_outputs<B: Backend>(
     accumulate(backend, part, dx);
 }
 
-/// Uploads the gradients of `cls_score`'s and `bbox_pred`'s outputs
-/// (`host_grads`, Paddle's order of `rois`, rows `widths` wide) into
-/// `grads`, in the device's order.
-pub(super) fn upload_box_output_grads<B: Backend>(
-    backend: &B,
-    rois: &Rois<B>,
-    host_grads: &mut [Vec<f32>; 2],
-    widths: [usize; 2],
-    grads: &mut [Tensor<B>; 2],
-) {
-    let rows = rois.boxes.len();
-    for ((grad, width), device) in host_grads.iter_mut().zip(widths).zip(grads) {
-        rois.to_device_order(grad, width);
-        device.reshape_reuse(backend, &[rows, width]);
-        device.upload(backend, grad);
-    }
-}
-
 /// The features the heads read, lowest level first: the backbone's one
 /// feature (C4), or the pyramid's outputs P2..P6. `body` are the units
 /// before the RPN head's: the backbone's, then the pyramid's.
@@ -1502,35 +1484,28 @@ mod tests {
         }
     }
 
-    /// The box head's outputs on the host (`cls_score`'s, `bbox_pred`'s,
-    /// in the device's order of the RoIs), or every cascade stage's.
-    fn box_outputs(m: &FasterRcnnDetector<CpuBackend>) -> Vec<Vec<f32>> {
+    /// The box head's outputs (`cls_score`'s, `bbox_pred`'s, in the
+    /// device's order of the RoIs), or every cascade stage's.
+    fn box_outputs(m: &FasterRcnnDetector<CpuBackend>) -> Vec<&Tensor<CpuBackend>> {
         match &m.cascade {
             None => m.net.fcs[m.box_head.fc_count()..]
                 .iter()
-                .map(|fc| fc.output().to_host(&CpuBackend::new()))
+                .map(|fc| fc.output())
                 .collect(),
-            Some(c) => c.stages.iter().flat_map(|s| s.host.clone()).collect(),
+            Some(c) => c.outputs(&m.net.fcs),
         }
     }
 
     /// Sets the gradients of those outputs to `probes`, in the same order.
     fn set_box_output_grads(m: &mut FasterRcnnDetector<CpuBackend>, probes: &[Vec<f32>]) {
         let cpu = CpuBackend::new();
-        match &mut m.cascade {
-            None => {
-                let outputs = &m.net.fcs[m.box_head.fc_count()..];
-                for ((grad, fc), probe) in m.box_grads.iter_mut().zip(outputs).zip(probes) {
-                    *grad = Tensor::from_host(&cpu, fc.output().shape(), probe);
-                }
-            }
-            Some(c) => {
-                let grads = c.stages.iter_mut().flat_map(|s| &mut s.host_grads);
-                for (grad, probe) in grads.zip(probes) {
-                    grad.clone_from(probe);
-                }
-                c.upload_grads(&cpu);
-            }
+        let shapes: Vec<Vec<usize>> = box_outputs(m).iter().map(|y| y.shape().to_vec()).collect();
+        let grads: Vec<&mut Tensor<CpuBackend>> = match &mut m.cascade {
+            None => m.box_grads.iter_mut().collect(),
+            Some(c) => c.output_grads().collect(),
+        };
+        for ((grad, shape), probe) in grads.into_iter().zip(&shapes).zip(probes) {
+            *grad = Tensor::from_host(&cpu, shape, probe);
         }
     }
 
@@ -1605,7 +1580,7 @@ mod tests {
             }
             let mut box_probes = Vec::new();
             for y in box_outputs(&model) {
-                let probe = random_vec(seed + 200 + probes.len() as u64, y.len());
+                let probe = random_vec(seed + 200 + probes.len() as u64, y.numel());
                 box_probes.push(probe.clone());
                 probes.push(probe);
             }
@@ -1630,7 +1605,8 @@ mod tests {
                         .levels
                         .iter()
                         .flat_map(|l| [l.logits.to_host(&cpu), l.outputs[1].to_host(&cpu)]);
-                    rpn.chain(box_outputs(m))
+                    let boxes = box_outputs(m).into_iter().map(|y| y.to_host(&cpu));
+                    rpn.chain(boxes)
                         .chain(mask_logits(m))
                         .zip(&probes)
                         .map(|(y, r)| probe_loss(&y, r))
