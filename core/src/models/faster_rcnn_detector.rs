@@ -13,16 +13,18 @@
 //!    size); `generate_proposals` for every image and level on the backend
 //!    (`Backend::generate_proposals`: only the proposals leave the device),
 //!    then (FPN) `collect_fpn_proposals` on the host, the batch's best; in
-//!    training, on the host from the downloaded head outputs,
-//!    `rpn_target_assign` and the RPN loss over all levels (its gradients
-//!    uploaded for the backward pass), and `generate_proposal_labels`
-//!    samples the RoIs the box head learns from;
+//!    training, `rpn_target_assign` on the host (it needs only the anchors
+//!    and the ground truth) and the RPN loss over all levels on the
+//!    backend (`Backend::rpn_loss`: the sampled anchors go up, the
+//!    gradients are written in place, the two losses come back), and
+//!    `generate_proposal_labels` samples the RoIs the box head learns from;
 //! 4. RoIAlign of each RoI (`faster_rcnn_rois`: from res4, `14 x 14` at
 //!    1/16, or from the pyramid level its size picks, `7 x 7`), the RoI
 //!    head (res5 and a global average pool, or `fc6` and `fc7`), and the
 //!    two fully connected layers `cls_score` and `bbox_pred`;
-//! 5. on the host again: the box head's loss (gradients uploaded), or
-//!    `get_prediction`'s decode, clip and NMS.
+//! 5. the box head's loss on the backend (`Backend::bbox_head_loss`: the
+//!    RoIs' targets go up, the gradients are written in place), or
+//!    `get_prediction`'s decode, clip and NMS (`Backend::rcnn_detect`).
 //!
 //! Built `cascade`, it is Cascade R-CNN (FPN only): three box heads
 //! (`cascade_heads`), each with its own RoIAlign pass, take the place of
