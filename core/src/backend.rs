@@ -13,7 +13,10 @@
 //! - Weights are `[c_out, c_in / groups, kernel_h, kernel_w]`, as in Paddle.
 
 use crate::box_coder::BoxXyxy;
-use crate::rcnn::{ProposalConfig, Proposals, RcnnConfig};
+use crate::rcnn::{
+    BBoxHeadLoss, BoxHeadLossArgs, ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad,
+    RpnLevelOutput, RpnLoss, RpnTargets,
+};
 use crate::retinanet::{RetinaOutputConfig, RetinaTargetConfig};
 use crate::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use crate::yolo::{Detection, NmsConfig, YoloConfig};
@@ -1526,7 +1529,40 @@ pub trait Backend: Clone + Send + Sync + 'static {
         grad_confidence: &mut Self::Buffer,
     ) -> SsdLoss;
 
+    // ---- the R-CNN box head's loss ----
+
+    /// PaddleDetection's box head loss (core's
+    /// `rcnn::weighted_bbox_head_loss`, see [`BoxHeadLossArgs`]): softmax
+    /// cross-entropy and smooth-L1 (sigma 1, inside and outside weights),
+    /// each a mean over the RoIs times the loss weight. The targets come
+    /// from the host; `grad_cls_score` and `grad_bbox_pred`, shaped as the
+    /// outputs, get the gradients (overwritten). Only the two terms come
+    /// back.
+    fn bbox_head_loss(
+        &self,
+        args: &BoxHeadLossArgs<'_>,
+        cls_score: &Self::Buffer,
+        bbox_pred: &Self::Buffer,
+        grad_cls_score: &mut Self::Buffer,
+        grad_bbox_pred: &mut Self::Buffer,
+    ) -> BBoxHeadLoss;
+
     // ---- the R-CNN region proposals ----
+
+    /// PaddleDetection's RPN loss over the batch and every level (core's
+    /// `rcnn::rpn_loss`, lowest level first): `targets[n]` are image `n`'s
+    /// sampled anchors (indices into its levels' anchors concatenated) and
+    /// foreground deltas, from the host; `grads` (one per level, shaped as
+    /// its outputs) get the gradient of `loss_rpn_cls + loss_rpn_bbox`,
+    /// overwritten, 0 off the sampled anchors. Only the two losses come
+    /// back.
+    fn rpn_loss(
+        &self,
+        levels: &[RpnLevelOutput<'_, Self::Buffer>],
+        anchors_per_cell: usize,
+        targets: &[RpnTargets],
+        grads: &mut [RpnLevelGrad<'_, Self::Buffer>],
+    ) -> RpnLoss;
 
     /// Paddle's `generate_proposals` (core's `rcnn::generate_proposals`)
     /// on each image of each level: `result[l][n]` are image `n`'s

@@ -13,7 +13,10 @@ use pulsefocus_core::backend::{
     PolygonMaskGeom, PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RetinaTargetLevel,
     RetinaTargetsGeom, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
 };
-use pulsefocus_core::rcnn::{ProposalConfig, Proposals, RcnnConfig};
+use pulsefocus_core::rcnn::{
+    BBoxHeadLoss, BoxHeadLossArgs, ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad,
+    RpnLevelOutput, RpnLoss, RpnTargets,
+};
 use pulsefocus_core::retinanet::RetinaOutputConfig;
 use pulsefocus_core::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
@@ -623,6 +626,34 @@ impl Backend for GpuBackend {
                 grad_confidence,
             )
         })
+    }
+
+    /// The targets go up (each RoI's weighted deltas only), the gradients
+    /// are written on the device (`ops::bbox_head_loss`); only the two
+    /// sums come back.
+    fn bbox_head_loss(
+        &self,
+        args: &BoxHeadLossArgs<'_>,
+        cls_score: &DeviceBuffer,
+        bbox_pred: &DeviceBuffer,
+        grad_cls_score: &mut DeviceBuffer,
+        grad_bbox_pred: &mut DeviceBuffer,
+    ) -> BBoxHeadLoss {
+        self.run(|gpu| {
+            gpu.bbox_head_loss(args, cls_score, bbox_pred, grad_cls_score, grad_bbox_pred)
+        })
+    }
+
+    /// The targets go up, the gradients are written on the device
+    /// (`ops::rpn_loss`); only the two sums come back.
+    fn rpn_loss(
+        &self,
+        levels: &[RpnLevelOutput<'_, DeviceBuffer>],
+        anchors_per_cell: usize,
+        targets: &[RpnTargets],
+        grads: &mut [RpnLevelGrad<'_, DeviceBuffer>],
+    ) -> RpnLoss {
+        self.run(|gpu| gpu.rpn_loss(levels, anchors_per_cell, targets, grads))
     }
 
     /// Sorts, decode, NMS on the device (`ops::proposals`); only the

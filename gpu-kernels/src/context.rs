@@ -122,6 +122,8 @@ pub const KERNELS: &[&str] = &[
     "gt_best_overlaps",
     "retina_target_rows",
     "retina_fg_num",
+    "rpn_loss_rows",
+    "bbox_loss_rows",
 ];
 
 /// The environment variable that makes `--device gpu|auto` open the

@@ -212,6 +212,18 @@ fn ties_to_the_last_best_box_are_caught() {
     checks::retinanet_targets_matches(&Faulty(Fault::LastBestBox));
 }
 
+#[test]
+#[should_panic(expected = "rpn_loss C4 one level, 15 anchors, 2 images seed 1: loss_rpn_bbox")]
+fn an_rpn_box_loss_over_the_foreground_count_is_caught() {
+    checks::rpn_loss_matches(&Faulty(Fault::DividesByForeground));
+}
+
+#[test]
+#[should_panic(expected = "bbox_head_loss Faster R-CNN, 6 classes, 67 RoIs seed 1: bbox gradient")]
+fn box_gradients_left_unzeroed_are_caught() {
+    checks::bbox_head_loss_matches(&Faulty(Fault::KeepsUnweightedBoxGradients));
+}
+
 /// The real GPU, or None (printing why) on a machine without one.
 fn cuda() -> Option<pulsefocus_gpu::GpuBackend> {
     match pulsefocus_gpu::GpuBackend::open() {

@@ -26,7 +26,10 @@ use crate::backend::{
     PolygonMaskGeom, PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RetinaTargetLevel,
     RetinaTargetsGeom, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
 };
-use crate::rcnn::{bbox_head_detect, ImInfo, ProposalConfig, Proposals, RcnnConfig};
+use crate::rcnn::{
+    bbox_head_detect, bbox_head_loss_at_rows, BBoxHeadLoss, BoxHeadLossArgs, ImInfo,
+    ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad, RpnLevelOutput, RpnLoss, RpnTargets,
+};
 use crate::retinanet::{
     level_box_targets, level_labels, retinanet_detection_output, retinanet_target_assign,
     RetinaOutputConfig, RetinaTargets,
@@ -602,6 +605,27 @@ impl Backend for CpuBackend {
             &mut grad_location[..rows * 4],
             &mut grad_confidence[..rows * classes],
         )
+    }
+
+    fn bbox_head_loss(
+        &self,
+        args: &BoxHeadLossArgs<'_>,
+        cls_score: &Vec<f32>,
+        bbox_pred: &Vec<f32>,
+        grad_cls_score: &mut Vec<f32>,
+        grad_bbox_pred: &mut Vec<f32>,
+    ) -> BBoxHeadLoss {
+        bbox_head_loss_at_rows(args, cls_score, bbox_pred, grad_cls_score, grad_bbox_pred)
+    }
+
+    fn rpn_loss(
+        &self,
+        levels: &[RpnLevelOutput<'_, Vec<f32>>],
+        anchors_per_cell: usize,
+        targets: &[RpnTargets],
+        grads: &mut [RpnLevelGrad<'_, Vec<f32>>],
+    ) -> RpnLoss {
+        crate::rcnn::rpn_loss(levels, anchors_per_cell, targets, grads)
     }
 
     /// Core's `rcnn::generate_proposals` per level and image, the images

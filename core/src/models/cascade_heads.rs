@@ -28,7 +28,7 @@ use super::bbox_head::CLASS_AGNOSTIC_BOXES;
 use super::cascade_rcnn::{CascadeRcnnSpec, CascadeStageSpec};
 use super::conv_unit::Scratch;
 use super::faster_rcnn_detector::{
-    backward_box_outputs, forward_box_outputs, roi_extractor, upload_box_output_grads, BoxHead,
+    backward_box_outputs, forward_box_outputs, roi_extractor, BoxHead,
 };
 use super::faster_rcnn_rois::{RoiExtractor, Rois};
 use crate::backend::Backend;
@@ -37,8 +37,8 @@ use crate::data::rng::Rng;
 use crate::layers::FullyConnected;
 use crate::rcnn::truth::{by_class_from_zero, ImageTruth};
 use crate::rcnn::{
-    cascade_head_detect, generate_proposal_labels_with, refine_rois, weighted_bbox_head_loss,
-    BBoxAssignerConfig, LabelSwitches, RoiTargets, SampledRois,
+    cascade_head_detect, generate_proposal_labels_with, refine_rois, BBoxAssignerConfig,
+    BoxHeadLossArgs, LabelSwitches, RoiTargets, SampledRois,
 };
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, NmsConfig};
@@ -81,10 +81,10 @@ pub(super) struct CascadeStage<B: Backend> {
     /// Training: each image's labelled RoIs and their targets.
     sampled: Vec<SampledRois>,
     /// `cls_score`'s (`[R, classes]`) and `bbox_pred`'s (`[R, 8]`) outputs
-    /// on the host in Paddle's order of the RoIs, their gradients there, and
-    /// on the device in the device's order.
+    /// on the host in Paddle's order of the RoIs (the next stage's RoIs and
+    /// the detections are decoded there), and their gradients on the
+    /// device in the device's order.
     pub host: [Vec<f32>; 2],
-    pub host_grads: [Vec<f32>; 2],
     grads: [Tensor<B>; 2],
 }
 
@@ -104,9 +104,10 @@ impl<B: Backend> CascadeStage<B> {
             .collect()
     }
 
-    /// The stage's loss on its labelled RoIs after its forward, weighted:
-    /// `[loss_cls, loss_loc]`; the gradients are then in `host_grads`.
-    fn loss(&mut self, classes: usize) -> [f32; 2] {
+    /// The stage's loss on its labelled RoIs after its forward (`outputs`:
+    /// its `cls_score` and `bbox_pred`), weighted, on the backend:
+    /// `[loss_cls, loss_loc]`; the gradients are then in `grads`.
+    fn loss(&mut self, backend: &B, outputs: &[FullyConnected<B>], classes: usize) -> [f32; 2] {
         let concat = |part: fn(&SampledRois) -> &[f32]| -> Vec<f32> {
             self.sampled.iter().flat_map(part).copied().collect()
         };
@@ -118,45 +119,34 @@ impl<B: Backend> CascadeStage<B> {
             .collect();
         let bbox_targets = concat(|s| &s.bbox_targets);
         let bbox_weights = concat(|s| &s.bbox_inside_weights);
-        for (grad, out) in self.host_grads.iter_mut().zip(&self.host) {
-            grad.resize(out.len(), 0.0);
-        }
-        let [grad_cls, grad_bbox] = &mut self.host_grads;
-        let loss = weighted_bbox_head_loss(
-            &self.host[0],
-            &self.host[1],
+        let rows = self.rois.device_rows();
+        let args = BoxHeadLossArgs {
             classes,
-            &RoiTargets {
+            deltas: BOX_DELTAS,
+            loss_weight: self.spec.loss_weight,
+            targets: RoiTargets {
                 labels: &labels,
                 bbox_targets: &bbox_targets,
                 bbox_inside_weights: &bbox_weights,
                 bbox_outside_weights: &bbox_weights,
             },
-            self.spec.loss_weight,
-            grad_cls,
-            grad_bbox,
+            rows: &rows,
+        };
+        let [grad_cls, grad_bbox] = &mut self.grads;
+        grad_cls.reshape_reuse(backend, outputs[0].output().shape());
+        grad_bbox.reshape_reuse(backend, outputs[1].output().shape());
+        let loss = backend.bbox_head_loss(
+            &args,
+            outputs[0].output().buf(),
+            outputs[1].output().buf(),
+            grad_cls.buf_mut(),
+            grad_bbox.buf_mut(),
         );
         [loss.cls, loss.bbox]
     }
 
-    /// Uploads `host_grads` (Paddle's order) in the device's order.
-    fn upload_grads(&mut self, backend: &B, classes: usize) {
-        upload_box_output_grads(
-            backend,
-            &self.rois,
-            &mut self.host_grads,
-            [classes, BOX_DELTAS],
-            &mut self.grads,
-        );
-    }
-
     fn planned_bytes(&self, backend: &B) -> usize {
-        let host = self
-            .host
-            .iter()
-            .chain(&self.host_grads)
-            .map(|v| v.capacity() * 4)
-            .sum::<usize>();
+        let host = self.host.iter().map(|v| v.capacity() * 4).sum::<usize>();
         self.rois.planned_bytes(backend)
             + self.extractor.planned_bytes(backend)
             + self
@@ -222,7 +212,6 @@ impl<B: Backend> CascadeHeads<B> {
                     extractor,
                     sampled: Vec::new(),
                     host: Default::default(),
-                    host_grads: Default::default(),
                     grads: [empty(), empty()],
                 }
             })
@@ -310,9 +299,8 @@ impl<B: Backend> CascadeHeads<B> {
             }
             stage.rois.upload(backend);
             self.forward_stage(backend, k, trunk);
-            let stage = &mut self.stages[k];
-            losses.extend(stage.loss(self.classes));
-            stage.upload_grads(backend, self.classes);
+            let outputs = &trunk.fcs[k * STAGE_FCS..][self.head.fc_count()..STAGE_FCS];
+            losses.extend(self.stages[k].loss(backend, outputs, self.classes));
         }
         losses
     }
@@ -323,12 +311,22 @@ impl<B: Backend> CascadeHeads<B> {
         &self.stages.last().expect("three stages").sampled
     }
 
-    /// Uploads every stage's `host_grads` (tests set them by hand).
+    /// Every stage's `cls_score` and `bbox_pred` (among `fcs`) outputs on
+    /// the device, and their gradients there, stage after stage (tests set
+    /// the gradients by hand).
     #[cfg(test)]
-    pub fn upload_grads(&mut self, backend: &B) {
-        for stage in &mut self.stages {
-            stage.upload_grads(backend, self.classes);
-        }
+    pub fn outputs<'a>(&self, fcs: &'a [FullyConnected<B>]) -> Vec<&'a Tensor<B>> {
+        let first = self.head.fc_count();
+        let stages = fcs.chunks(STAGE_FCS).take(self.stages.len());
+        stages
+            .flat_map(|f| &f[first..])
+            .map(|fc| fc.output())
+            .collect()
+    }
+
+    #[cfg(test)]
+    pub fn output_grads(&mut self) -> impl Iterator<Item = &mut Tensor<B>> {
+        self.stages.iter_mut().flat_map(|s| &mut s.grads)
     }
 
     /// Each stage's layers from its outputs' uploaded gradients, after a

@@ -13,16 +13,18 @@
 //!    size); `generate_proposals` for every image and level on the backend
 //!    (`Backend::generate_proposals`: only the proposals leave the device),
 //!    then (FPN) `collect_fpn_proposals` on the host, the batch's best; in
-//!    training, on the host from the downloaded head outputs,
-//!    `rpn_target_assign` and the RPN loss over all levels (its gradients
-//!    uploaded for the backward pass), and `generate_proposal_labels`
-//!    samples the RoIs the box head learns from;
+//!    training, `rpn_target_assign` on the host (it needs only the anchors
+//!    and the ground truth) and the RPN loss over all levels on the
+//!    backend (`Backend::rpn_loss`: the sampled anchors go up, the
+//!    gradients are written in place, the two losses come back), and
+//!    `generate_proposal_labels` samples the RoIs the box head learns from;
 //! 4. RoIAlign of each RoI (`faster_rcnn_rois`: from res4, `14 x 14` at
 //!    1/16, or from the pyramid level its size picks, `7 x 7`), the RoI
 //!    head (res5 and a global average pool, or `fc6` and `fc7`), and the
 //!    two fully connected layers `cls_score` and `bbox_pred`;
-//! 5. on the host again: the box head's loss (gradients uploaded), or
-//!    `get_prediction`'s decode, clip and NMS.
+//! 5. the box head's loss on the backend (`Backend::bbox_head_loss`: the
+//!    RoIs' targets go up, the gradients are written in place), or
+//!    `get_prediction`'s decode, clip and NMS (`Backend::rcnn_detect`).
 //!
 //! Built `cascade`, it is Cascade R-CNN (FPN only): three box heads
 //! (`cascade_heads`), each with its own RoIAlign pass, take the place of
@@ -62,14 +64,14 @@ use crate::detector::{Detector, Losses};
 use crate::layers::{FullyConnected, GlobalAvgPool};
 use crate::params::ParamSpec;
 use crate::rcnn::anchors::{rpn_anchors, Anchors};
-use crate::rcnn::rpn_loss::{rpn_loss, RpnLevelGrad, RpnLevelOutput};
+use crate::rcnn::rpn_loss::{RpnLevelGrad, RpnLevelOutput};
 use crate::rcnn::rpn_target::{rpn_target_assign, ImInfo};
 use crate::rcnn::truth::{
     by_class_from_zero, image_infos, image_truths, train_on_zeros, ImageTruth,
 };
 use crate::rcnn::{
-    bbox_head_loss, collect_fpn_proposals, generate_mask_labels, generate_proposal_labels,
-    paste_masks, FpnLevels, Pasted, RcnnConfig, RoiTargets, SampledRois,
+    collect_fpn_proposals, generate_mask_labels, generate_proposal_labels, paste_masks,
+    BoxHeadLossArgs, FpnLevels, Pasted, RcnnConfig, RoiTargets, SampledRois,
 };
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth};
@@ -95,14 +97,13 @@ const RPN_UNITS: usize = 3;
 /// size, the head's outputs as the proposals read them (the objectness
 /// probabilities and the deltas, kept on the device: the next level's run
 /// of the shared head overwrites its units' outputs) and its anchors and
-/// their variances there, the head's outputs on the host (training), and
-/// their gradients on the host and the device.
+/// their variances there, the head's logits as the loss reads them
+/// (training), and the gradients of the logits and the deltas.
 struct RpnLevel<B: Backend> {
     size: [usize; 2],
     outputs: [Tensor<B>; 2],
     anchors: [Tensor<B>; 2],
-    host: [Vec<f32>; 2],
-    host_grads: [Vec<f32>; 2],
+    logits: Tensor<B>,
     grads: [Tensor<B>; 2],
 }
 
@@ -260,24 +261,6 @@ pub(super) fn backward_box_outputs<B: Backend>(
     accumulate(backend, part, dx);
 }
 
-/// Uploads the gradients of `cls_score`'s and `bbox_pred`'s outputs
-/// (`host_grads`, Paddle's order of `rois`, rows `widths` wide) into
-/// `grads`, in the device's order.
-pub(super) fn upload_box_output_grads<B: Backend>(
-    backend: &B,
-    rois: &Rois<B>,
-    host_grads: &mut [Vec<f32>; 2],
-    widths: [usize; 2],
-    grads: &mut [Tensor<B>; 2],
-) {
-    let rows = rois.boxes.len();
-    for ((grad, width), device) in host_grads.iter_mut().zip(widths).zip(grads) {
-        rois.to_device_order(grad, width);
-        device.reshape_reuse(backend, &[rows, width]);
-        device.upload(backend, grad);
-    }
-}
-
 /// The features the heads read, lowest level first: the backbone's one
 /// feature (C4), or the pyramid's outputs P2..P6. `body` are the units
 /// before the RPN head's: the backbone's, then the pyramid's.
@@ -406,11 +389,8 @@ pub struct FasterRcnnDetector<B: Backend> {
     rois: Rois<B>,
     extractor: RoiExtractor<B>,
     box_head: BoxHead<B>,
-    /// `cls_score`'s and `bbox_pred`'s outputs on the host in Paddle's
-    /// order of the RoIs, their gradients there, and on the device in the
-    /// device's order.
-    box_host: [Vec<f32>; 2],
-    box_host_grads: [Vec<f32>; 2],
+    /// The gradients of `cls_score`'s and `bbox_pred`'s outputs, in the
+    /// device's order of the RoIs.
     box_grads: [Tensor<B>; 2],
     /// Gradients on the way down: of the RoI head's output, of
     /// `conv_rpn`'s output, and a feature-sized part (the RoI features'
@@ -629,8 +609,7 @@ impl<B: Backend> FasterRcnnDetector<B> {
                     size: [0, 0],
                     outputs: [empty(), empty()],
                     anchors: [empty(), empty()],
-                    host: Default::default(),
-                    host_grads: Default::default(),
+                    logits: empty(),
                     grads: [empty(), empty()],
                 })
                 .collect(),
@@ -639,8 +618,6 @@ impl<B: Backend> FasterRcnnDetector<B> {
             rois: Rois::new(backend, roi_levels),
             extractor,
             box_head,
-            box_host: Default::default(),
-            box_host_grads: Default::default(),
             box_grads: [empty(), empty()],
             head_grad: empty(),
             head_grad_part: empty(),
@@ -659,10 +636,10 @@ impl<B: Backend> FasterRcnnDetector<B> {
     }
 
     /// The backbone, the pyramid and the RPN head on `image`; each level's
-    /// `outputs` are then those of the head, and with `download` (training)
-    /// its `host` outputs too, and the anchors (`self.anchors`, each
+    /// `outputs` are then those of the head, and in `training` its `logits`
+    /// too, and the anchors (`self.anchors`, each
     /// level's `anchors`) those of the features' sizes.
-    fn forward_rpn(&mut self, image: &Tensor<B>, download: bool) {
+    fn forward_rpn(&mut self, image: &Tensor<B>, training: bool) {
         let backend = self.net.backend().clone();
         let workspace = &mut self.scratch.workspace;
         let frozen = self.net.frozen_units();
@@ -683,11 +660,9 @@ impl<B: Backend> FasterRcnnDetector<B> {
             backend.sigmoid_forward(logits.numel(), logits.buf(), scores.buf_mut());
             level_deltas.reshape_reuse(&backend, deltas.shape());
             backend.copy(deltas.numel(), deltas.buf(), level_deltas.buf_mut());
-            if download {
-                for (host, out) in level.host.iter_mut().zip([logits, deltas]) {
-                    host.resize(out.numel(), 0.0);
-                    backend.download(out.buf(), host);
-                }
+            if training {
+                level.logits.reshape_reuse(&backend, logits.shape());
+                backend.copy(logits.numel(), logits.buf(), level.logits.buf_mut());
             }
             let (_, _, h, w) = x.nchw();
             level.size = [h, w];
@@ -781,42 +756,16 @@ impl<B: Backend> FasterRcnnDetector<B> {
     }
 
     /// RoIAlign, the RoI head and both fully connected layers on the RoIs
-    /// in `self.rois` (uploaded); their outputs are then on the host, in
-    /// Paddle's order.
+    /// in `self.rois` (uploaded); their outputs stay on the device, in its
+    /// order of the RoIs.
     fn forward_box_head(&mut self) {
         let backend = self.net.backend().clone();
         self.forward_roi_head(false);
         let (head_fcs, outputs) = self.net.fcs.split_at_mut(self.box_head.fc_count());
         let x = self.box_head.output(head_fcs);
-        forward_box_outputs(&backend, outputs, x, &self.rois, &mut self.box_host);
-    }
-
-    /// Uploads the gradients of the RPN head's outputs (`levels[_].host_grads`).
-    fn upload_rpn_grads(&mut self) {
-        let backend = self.net.backend().clone();
-        let per_cell = self.spec.rpn.anchors_per_cell();
-        for level in &mut self.levels {
-            let [h, w] = level.size;
-            let batch = level.host[0].len() / (per_cell * h * w);
-            for (k, channels) in [per_cell, 4 * per_cell].into_iter().enumerate() {
-                level.grads[k].reshape_reuse(&backend, &[batch, channels, h, w]);
-                level.grads[k].upload(&backend, &level.host_grads[k]);
-            }
+        for fc in outputs {
+            fc.forward(&backend, x);
         }
-    }
-
-    /// Uploads the gradients of the box head's outputs (`box_host_grads`,
-    /// Paddle's order).
-    fn upload_box_grads(&mut self) {
-        let backend = self.net.backend().clone();
-        let classes = self.spec.num_classes;
-        upload_box_output_grads(
-            &backend,
-            &self.rois,
-            &mut self.box_host_grads,
-            [classes, 4 * classes],
-            &mut self.box_grads,
-        );
     }
 
     /// The mask head on the RoIs in the mask branch's `rois` (uploaded):
@@ -967,25 +916,33 @@ impl<B: Backend> FasterRcnnDetector<B> {
         }
         self.rois.upload(&backend);
         self.forward_box_head();
-        for k in 0..2 {
-            let len = self.box_host[k].len();
-            self.box_host_grads[k].resize(len, 0.0);
-        }
-        let [grad_cls, grad_bbox] = &mut self.box_host_grads;
-        let boxes = bbox_head_loss(
-            &self.box_host[0],
-            &self.box_host[1],
+        // On the backend: the targets go up (in Paddle's order, with each
+        // RoI's device row), the gradients are written in the device's
+        // order, only the two terms come back.
+        let rows = self.rois.device_rows();
+        let args = BoxHeadLossArgs {
             classes,
-            &RoiTargets {
+            deltas: 4 * classes,
+            loss_weight: 1.0,
+            targets: RoiTargets {
                 labels: &labels,
                 bbox_targets: &bbox_targets,
                 bbox_inside_weights: &bbox_weights,
                 bbox_outside_weights: &bbox_weights,
             },
-            grad_cls,
-            grad_bbox,
+            rows: &rows,
+        };
+        let outputs = &self.net.fcs[self.box_head.fc_count()..];
+        let [grad_cls, grad_bbox] = &mut self.box_grads;
+        grad_cls.reshape_reuse(&backend, outputs[0].output().shape());
+        grad_bbox.reshape_reuse(&backend, outputs[1].output().shape());
+        let boxes = backend.bbox_head_loss(
+            &args,
+            outputs[0].output().buf(),
+            outputs[1].output().buf(),
+            grad_cls.buf_mut(),
+            grad_bbox.buf_mut(),
         );
-        self.upload_box_grads();
         vec![boxes.cls, boxes.bbox]
     }
 
@@ -1185,6 +1142,7 @@ impl<B: Backend> FasterRcnnDetector<B> {
             .levels
             .iter()
             .flat_map(|l| l.grads.iter().chain(&l.outputs).chain(&l.anchors))
+            .chain(self.levels.iter().map(|l| &l.logits))
             .chain(&self.level_grads)
             .chain(&self.body_grads)
             .chain(&self.box_grads)
@@ -1197,14 +1155,6 @@ impl<B: Backend> FasterRcnnDetector<B> {
             ])
             .map(|t| t.capacity_bytes(b))
             .sum::<usize>();
-        let host = self
-            .levels
-            .iter()
-            .flat_map(|l| l.host.iter().chain(&l.host_grads))
-            .chain(&self.box_host)
-            .chain(&self.box_host_grads)
-            .map(|v| v.capacity() * 4)
-            .sum::<usize>();
         self.net.planned_bytes()
             + self.backbone.planned_bytes(b)
             + self.fpn.as_ref().map_or(0, |f| f.planned_bytes(b))
@@ -1216,7 +1166,6 @@ impl<B: Backend> FasterRcnnDetector<B> {
             + self.mask.as_ref().map_or(0, |m| m.planned_bytes(b))
             + self.cascade.as_ref().map_or(0, |c| c.planned_bytes(b))
             + tensors
-            + host
     }
 }
 
@@ -1281,36 +1230,37 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
                 )
             })
             .collect();
+        // On the backend: the targets go up, the gradients are written in
+        // place and only the two losses come back.
+        let backend = self.net.backend().clone();
         let (outputs, mut grads): (Vec<_>, Vec<_>) = self
             .levels
             .iter_mut()
             .map(|level| {
                 let [height, width] = level.size;
-                let host: &[Vec<f32>; 2] = &level.host;
-                let [cls, bbox] = &mut level.host_grads;
-                cls.resize(host[0].len(), 0.0);
-                bbox.resize(host[1].len(), 0.0);
+                let [cls, bbox] = &mut level.grads;
+                cls.reshape_reuse(&backend, level.logits.shape());
+                bbox.reshape_reuse(&backend, level.outputs[1].shape());
                 (
                     RpnLevelOutput {
                         height,
                         width,
-                        cls_logits: &host[0],
-                        bbox_pred: &host[1],
+                        cls_logits: level.logits.buf(),
+                        bbox_pred: level.outputs[1].buf(),
                     },
                     RpnLevelGrad {
-                        cls_logits: cls,
-                        bbox_pred: bbox,
+                        cls_logits: cls.buf_mut(),
+                        bbox_pred: bbox.buf_mut(),
                     },
                 )
             })
             .unzip();
-        let rpn = rpn_loss(
+        let rpn = backend.rpn_loss(
             &outputs,
             self.spec.rpn.anchors_per_cell(),
             &targets,
             &mut grads,
         );
-        self.upload_rpn_grads();
 
         let proposals = self.proposals(&im_info, true);
         let mut losses = vec![rpn.loss_rpn_cls, rpn.loss_rpn_bbox];
@@ -1536,24 +1486,28 @@ mod tests {
         }
     }
 
-    /// The box head's outputs on the host (`cls_score`'s, `bbox_pred`'s),
-    /// or every cascade stage's.
-    fn box_outputs(m: &FasterRcnnDetector<CpuBackend>) -> Vec<&Vec<f32>> {
+    /// The box head's outputs (`cls_score`'s, `bbox_pred`'s, in the
+    /// device's order of the RoIs), or every cascade stage's.
+    fn box_outputs(m: &FasterRcnnDetector<CpuBackend>) -> Vec<&Tensor<CpuBackend>> {
         match &m.cascade {
-            None => m.box_host.iter().collect(),
-            Some(c) => c.stages.iter().flat_map(|s| &s.host).collect(),
+            None => m.net.fcs[m.box_head.fc_count()..]
+                .iter()
+                .map(|fc| fc.output())
+                .collect(),
+            Some(c) => c.outputs(&m.net.fcs),
         }
     }
 
-    /// Their gradients on the host, in the same order.
-    fn box_output_grads(m: &mut FasterRcnnDetector<CpuBackend>) -> Vec<&mut Vec<f32>> {
-        match &mut m.cascade {
-            None => m.box_host_grads.iter_mut().collect(),
-            Some(c) => c
-                .stages
-                .iter_mut()
-                .flat_map(|s| &mut s.host_grads)
-                .collect(),
+    /// Sets the gradients of those outputs to `probes`, in the same order.
+    fn set_box_output_grads(m: &mut FasterRcnnDetector<CpuBackend>, probes: &[Vec<f32>]) {
+        let cpu = CpuBackend::new();
+        let shapes: Vec<Vec<usize>> = box_outputs(m).iter().map(|y| y.shape().to_vec()).collect();
+        let grads: Vec<&mut Tensor<CpuBackend>> = match &mut m.cascade {
+            None => m.box_grads.iter_mut().collect(),
+            Some(c) => c.output_grads().collect(),
+        };
+        for ((grad, shape), probe) in grads.into_iter().zip(&shapes).zip(probes) {
+            *grad = Tensor::from_host(&cpu, shape, probe);
         }
     }
 
@@ -1620,29 +1574,25 @@ mod tests {
             run(&mut model);
             let mut probes: Vec<Vec<f32>> = Vec::new();
             for level in &mut model.levels {
-                for k in 0..2 {
-                    let probe = random_vec(seed + 200 + probes.len() as u64, level.host[k].len());
-                    level.host_grads[k] = probe.clone();
+                for (k, output) in [&level.logits, &level.outputs[1]].into_iter().enumerate() {
+                    let probe = random_vec(seed + 200 + probes.len() as u64, output.numel());
+                    level.grads[k] = Tensor::from_host(&cpu, output.shape(), &probe);
                     probes.push(probe);
                 }
             }
-            let lens: Vec<usize> = box_outputs(&model).iter().map(|y| y.len()).collect();
-            for (grad, len) in box_output_grads(&mut model).into_iter().zip(lens) {
-                let probe = random_vec(seed + 200 + probes.len() as u64, len);
-                *grad = probe.clone();
+            let mut box_probes = Vec::new();
+            for y in box_outputs(&model) {
+                let probe = random_vec(seed + 200 + probes.len() as u64, y.numel());
+                box_probes.push(probe.clone());
                 probes.push(probe);
             }
+            set_box_output_grads(&mut model, &box_probes);
             if let Some(logits) = mask_logits(&model) {
                 let probe = random_vec(seed + 200 + probes.len() as u64, logits.len());
                 let mask = model.mask.as_mut().expect("a mask head");
                 let shape = [2, mask.num_classes, mask.resolution, mask.resolution];
                 mask.logits_grad = Tensor::from_host(&cpu, &shape, &probe);
                 probes.push(probe);
-            }
-            model.upload_rpn_grads();
-            match &mut model.cascade {
-                None => model.upload_box_grads(),
-                Some(cascade) => cascade.upload_grads(&cpu),
             }
             model.backward(&image);
             check_params(
@@ -1653,13 +1603,15 @@ mod tests {
                 (1e-2, 0.2),
                 |m| {
                     run(m);
-                    let rpn = m.levels.iter().flat_map(|l| &l.host);
-                    let logits = mask_logits(m);
-                    let mask = logits.iter();
-                    rpn.chain(box_outputs(m))
-                        .chain(mask)
+                    let rpn = m
+                        .levels
+                        .iter()
+                        .flat_map(|l| [l.logits.to_host(&cpu), l.outputs[1].to_host(&cpu)]);
+                    let boxes = box_outputs(m).into_iter().map(|y| y.to_host(&cpu));
+                    rpn.chain(boxes)
+                        .chain(mask_logits(m))
                         .zip(&probes)
-                        .map(|(y, r)| probe_loss(y, r))
+                        .map(|(y, r)| probe_loss(&y, r))
                         .sum::<Probe>()
                 },
             );

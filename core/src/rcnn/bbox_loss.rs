@@ -153,6 +153,144 @@ pub fn weighted_bbox_head_loss(
     }
 }
 
+/// The box head's loss on a backend (`Backend::bbox_head_loss`): the
+/// outputs stay where the head wrote them, `cls_score` `[R, classes]` and
+/// `bbox_pred` `[R, deltas]` in the backend's row order (FPN's groups the
+/// RoIs by level), and the targets, from the host, in Paddle's.
+#[derive(Debug, Clone, Copy)]
+pub struct BoxHeadLossArgs<'a> {
+    pub classes: usize,
+    /// Deltas per RoI: `4 * classes`, or 8 class-agnostic (a cascade stage).
+    pub deltas: usize,
+    pub loss_weight: f32,
+    /// Paddle's order, rows of `deltas`.
+    pub targets: RoiTargets<'a>,
+    /// The row of the outputs holding each RoI's (Paddle's order): a
+    /// permutation of `0..R`.
+    pub rows: &'a [usize],
+}
+
+impl BoxHeadLossArgs<'_> {
+    pub fn rois(&self) -> usize {
+        self.targets.labels.len()
+    }
+
+    /// Checks the sizes, the labels, the targets' lengths, that `rows` is
+    /// a permutation and the output buffers (`lens`: `cls_score`,
+    /// `bbox_pred` and their gradients) are long enough; returns a message
+    /// naming the first that is not.
+    pub fn check(&self, lens: [usize; 4]) -> Result<(), String> {
+        let (rois, classes) = (self.rois(), self.classes);
+        if classes == 0 || ![4 * classes, 4 * CLASS_AGNOSTIC_BOXES].contains(&self.deltas) {
+            return Err(format!(
+                "bbox_head_loss: {} deltas a RoI with {classes} classes",
+                self.deltas
+            ));
+        }
+        if !self.loss_weight.is_finite() {
+            return Err(format!("bbox_head_loss: loss weight {}", self.loss_weight));
+        }
+        let t = &self.targets;
+        for (name, got) in [
+            ("bbox_targets", t.bbox_targets.len()),
+            ("bbox_inside_weights", t.bbox_inside_weights.len()),
+            ("bbox_outside_weights", t.bbox_outside_weights.len()),
+        ] {
+            if got != rois * self.deltas {
+                return Err(format!(
+                    "bbox_head_loss: {name} has {got} elements for {rois} RoIs of {} deltas",
+                    self.deltas
+                ));
+            }
+        }
+        if let Some((r, label)) = t
+            .labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| usize::try_from(l).map_or(true, |l| l >= classes))
+        {
+            return Err(format!(
+                "bbox_head_loss: RoI {r} has label {label} of {classes} classes"
+            ));
+        }
+        if self.rows.len() != rois {
+            return Err(format!(
+                "bbox_head_loss: {} rows for {rois} RoIs",
+                self.rows.len()
+            ));
+        }
+        let mut taken = vec![false; rois];
+        for (r, &row) in self.rows.iter().enumerate() {
+            match taken.get_mut(row) {
+                Some(seen) if !*seen => *seen = true,
+                _ => {
+                    return Err(format!(
+                        "bbox_head_loss: RoI {r} at row {row}: not a permutation of {rois} rows"
+                    ))
+                }
+            }
+        }
+        let names = ["cls_score", "bbox_pred", "grad_cls_score", "grad_bbox_pred"];
+        let wants = [rois * classes, rois * self.deltas];
+        for (k, (name, got)) in names.into_iter().zip(lens).enumerate() {
+            if got < wants[k % 2] {
+                return Err(format!(
+                    "bbox_head_loss: {name} has {got} elements, needs at least {}",
+                    wants[k % 2]
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`weighted_bbox_head_loss`] on outputs in a backend's row order (the
+/// CPU backend's `bbox_head_loss`): the rows gathered into Paddle's order,
+/// the gradients written back to the rows. Panics with
+/// [`BoxHeadLossArgs::check`]'s message on bad inputs.
+pub fn bbox_head_loss_at_rows(
+    args: &BoxHeadLossArgs,
+    cls_score: &[f32],
+    bbox_pred: &[f32],
+    grad_cls_score: &mut [f32],
+    grad_bbox_pred: &mut [f32],
+) -> BBoxHeadLoss {
+    let lens = [
+        cls_score.len(),
+        bbox_pred.len(),
+        grad_cls_score.len(),
+        grad_bbox_pred.len(),
+    ];
+    if let Err(msg) = args.check(lens) {
+        panic!("{msg}");
+    }
+    let (classes, deltas) = (args.classes, args.deltas);
+    let gather = |outputs: &[f32], width: usize| -> Vec<f32> {
+        let rows = args.rows.iter();
+        rows.flat_map(|&row| &outputs[row * width..][..width])
+            .copied()
+            .collect()
+    };
+    let (cls, bbox) = (gather(cls_score, classes), gather(bbox_pred, deltas));
+    let (mut grad_cls, mut grad_bbox) = (vec![0.0; cls.len()], vec![0.0; bbox.len()]);
+    let loss = weighted_bbox_head_loss(
+        &cls,
+        &bbox,
+        classes,
+        &args.targets,
+        args.loss_weight,
+        &mut grad_cls,
+        &mut grad_bbox,
+    );
+    for (r, &row) in args.rows.iter().enumerate() {
+        grad_cls_score[row * classes..][..classes]
+            .copy_from_slice(&grad_cls[r * classes..][..classes]);
+        grad_bbox_pred[row * deltas..][..deltas]
+            .copy_from_slice(&grad_bbox[r * deltas..][..deltas]);
+    }
+    loss
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,5 +549,78 @@ mod tests {
         want[4..8].fill(0.25);
         assert_eq!(grad_bbox, want);
         assert_eq!(grad_cls, [0.25, -0.25, -0.25, 0.25]);
+    }
+
+    /// On outputs in another row order: the same losses, each RoI's
+    /// gradients at its row, and bad inputs named.
+    #[test]
+    fn at_rows_reads_and_writes_each_rois_row() {
+        let (classes, rois) = (3, 4);
+        let deltas = 4 * classes;
+        let cls = random_vec(1, rois * classes);
+        let bbox = random_vec(2, rois * deltas);
+        let bbox_targets = random_vec(3, rois * deltas);
+        let labels = [1, 0, 2, 2];
+        let mut weights = vec![0.0; rois * deltas];
+        for (r, &l) in labels.iter().enumerate() {
+            weights[r * deltas + 4 * l as usize..][..4].fill(1.0);
+        }
+        let targets = RoiTargets {
+            labels: &labels,
+            bbox_targets: &bbox_targets,
+            bbox_inside_weights: &weights,
+            bbox_outside_weights: &weights,
+        };
+        let (mut want_cls, mut want_bbox) = (vec![0.0; cls.len()], vec![0.0; bbox.len()]);
+        let want = weighted_bbox_head_loss(
+            &cls,
+            &bbox,
+            classes,
+            &targets,
+            0.5,
+            &mut want_cls,
+            &mut want_bbox,
+        );
+        let rows = [2, 0, 3, 1];
+        let scatter = |values: &[f32], width: usize| {
+            let mut out = vec![0.0; values.len()];
+            for (r, &row) in rows.iter().enumerate() {
+                out[row * width..][..width].copy_from_slice(&values[r * width..][..width]);
+            }
+            out
+        };
+        let args = BoxHeadLossArgs {
+            classes,
+            deltas,
+            loss_weight: 0.5,
+            targets,
+            rows: &rows,
+        };
+        let (mut grad_cls, mut grad_bbox) = (vec![f32::NAN; cls.len()], vec![f32::NAN; bbox.len()]);
+        let got = bbox_head_loss_at_rows(
+            &args,
+            &scatter(&cls, classes),
+            &scatter(&bbox, deltas),
+            &mut grad_cls,
+            &mut grad_bbox,
+        );
+        assert_eq!(got, want);
+        assert_eq!(grad_cls, scatter(&want_cls, classes));
+        assert_eq!(grad_bbox, scatter(&want_bbox, deltas));
+        let lens = [cls.len(), bbox.len(), cls.len(), bbox.len()];
+        let twice = [2, 0, 2, 1];
+        let bad = BoxHeadLossArgs {
+            rows: &twice,
+            ..args
+        };
+        assert_eq!(
+            bad.check(lens).unwrap_err(),
+            "bbox_head_loss: RoI 2 at row 2: not a permutation of 4 rows"
+        );
+        assert_eq!(
+            args.check([cls.len(), bbox.len() - 1, cls.len(), bbox.len()])
+                .unwrap_err(),
+            "bbox_head_loss: bbox_pred has 47 elements, needs at least 48"
+        );
     }
 }

@@ -30,7 +30,10 @@ pub mod truth;
 
 pub use anchors::{anchor_generator, rpn_anchors, Anchors};
 pub use bbox_detect::bbox_head_detect;
-pub use bbox_loss::{bbox_head_loss, weighted_bbox_head_loss, BBoxHeadLoss, RoiTargets};
+pub use bbox_loss::{
+    bbox_head_loss, bbox_head_loss_at_rows, weighted_bbox_head_loss, BBoxHeadLoss, BoxHeadLossArgs,
+    RoiTargets,
+};
 pub use bbox_overlaps::bbox_overlap;
 pub use box_clip::box_clip;
 pub use cascade_detect::{cascade_head_detect, refine_rois};

@@ -19,31 +19,36 @@
 //!
 //! A batch with no sampled anchor has losses 0 (Paddle would divide by 0).
 
+//! A backend runs it as `Backend::rpn_loss` (the CPU's is [`rpn_loss`]): the
+//! targets are short lists (about 256 anchors an image), so a device takes
+//! them up and the outputs never come down.
+
 use crate::losses::smooth_l1;
 use crate::rcnn::rpn_target::RpnTargets;
 
 /// `RPNHead.get_loss`'s smooth-L1 sigma.
-const SIGMA: f32 = 3.0;
+pub const SIGMA: f32 = 3.0;
 
-/// One level's head outputs for the batch.
-#[derive(Debug, Clone, Copy)]
-pub struct RpnLevelOutput<'a> {
+/// One level's head outputs for the batch, in buffers of any backend
+/// (`Vec<f32>` on the CPU); a buffer may be longer than its tensor.
+#[derive(Debug)]
+pub struct RpnLevelOutput<'a, Buf: ?Sized> {
     pub height: usize,
     pub width: usize,
     /// `rpn_cls_logits`, `[N, A, H, W]`.
-    pub cls_logits: &'a [f32],
+    pub cls_logits: &'a Buf,
     /// `rpn_bbox_pred`, `[N, 4A, H, W]`.
-    pub bbox_pred: &'a [f32],
+    pub bbox_pred: &'a Buf,
 }
 
 /// The gradients of one level's outputs, same shapes.
 #[derive(Debug)]
-pub struct RpnLevelGrad<'a> {
-    pub cls_logits: &'a mut [f32],
-    pub bbox_pred: &'a mut [f32],
+pub struct RpnLevelGrad<'a, Buf: ?Sized> {
+    pub cls_logits: &'a mut Buf,
+    pub bbox_pred: &'a mut Buf,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct RpnLoss {
     pub loss_rpn_cls: f32,
     pub loss_rpn_bbox: f32,
@@ -51,7 +56,8 @@ pub struct RpnLoss {
 
 /// Where one anchor's outputs are: its level, its cell `h * W + w` there
 /// and its slot `a` in the cell.
-pub(crate) struct AnchorSite {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AnchorSite {
     pub level: usize,
     pub cell: usize,
     pub a: usize,
@@ -59,75 +65,133 @@ pub(crate) struct AnchorSite {
 
 impl AnchorSite {
     /// Anchor `anchor` of an image whose levels (concatenated in order)
-    /// have `cells[l]` cells of `anchors_per_cell` anchors each.
-    pub fn locate(anchor: usize, cells: &[usize], anchors_per_cell: usize) -> AnchorSite {
+    /// have `cells[l]` cells of `anchors_per_cell` anchors each; None past
+    /// the last level.
+    pub fn locate(anchor: usize, cells: &[usize], anchors_per_cell: usize) -> Option<AnchorSite> {
         let mut k = anchor;
         for (level, &count) in cells.iter().enumerate() {
             let count = count * anchors_per_cell;
             if k < count {
-                return AnchorSite {
+                return Some(AnchorSite {
                     level,
                     cell: k / anchors_per_cell,
                     a: k % anchors_per_cell,
-                };
+                });
             }
             k -= count;
         }
-        panic!("anchor {anchor} beyond the levels' anchors");
+        None
     }
+
+    /// Its logit in the level's `[N, A, H, W]` for image `n`, the level
+    /// having `cells` cells; its `j`-th delta is `delta(.., j)` in `[N,
+    /// 4A, H, W]`.
+    pub fn logit(&self, n: usize, anchors_per_cell: usize, cells: usize) -> usize {
+        (n * anchors_per_cell + self.a) * cells + self.cell
+    }
+
+    pub fn delta(&self, n: usize, anchors_per_cell: usize, cells: usize, j: usize) -> usize {
+        (n * 4 * anchors_per_cell + 4 * self.a + j) * cells + self.cell
+    }
+}
+
+/// Checks the loss's inputs, as every backend does before it touches them:
+/// a gradient per level, positive sizes, buffers (`len` gives a buffer's
+/// length) long enough for `targets.len()` images, one delta row per
+/// foreground anchor and each sampled anchor one of the image's, sampled
+/// once. Returns a message naming the first that is not.
+pub fn check_rpn_loss<Buf: ?Sized>(
+    levels: &[RpnLevelOutput<Buf>],
+    anchors_per_cell: usize,
+    targets: &[RpnTargets],
+    grads: &[RpnLevelGrad<Buf>],
+    len: impl Fn(&Buf) -> usize,
+) -> Result<(), String> {
+    if levels.len() != grads.len() {
+        return Err(format!(
+            "rpn_loss: {} levels and {} gradients",
+            levels.len(),
+            grads.len()
+        ));
+    }
+    if anchors_per_cell == 0 {
+        return Err("rpn_loss: anchors_per_cell must be positive".into());
+    }
+    let batch = targets.len();
+    for (l, (level, grad)) in levels.iter().zip(grads).enumerate() {
+        if level.height == 0 || level.width == 0 {
+            return Err(format!("rpn_loss: level {l} has no cell"));
+        }
+        let logits = batch * anchors_per_cell * level.height * level.width;
+        for (name, got, want) in [
+            ("cls_logits", len(level.cls_logits), logits),
+            ("bbox_pred", len(level.bbox_pred), 4 * logits),
+            ("cls gradient", len(grad.cls_logits), logits),
+            ("bbox gradient", len(grad.bbox_pred), 4 * logits),
+        ] {
+            if got < want {
+                return Err(format!(
+                    "rpn_loss: level {l} {name} has {got} elements, needs at least {want}"
+                ));
+            }
+        }
+    }
+    let anchors: usize =
+        levels.iter().map(|l| l.height * l.width).sum::<usize>() * anchors_per_cell;
+    let mut sampled = vec![usize::MAX; anchors];
+    for (n, t) in targets.iter().enumerate() {
+        if t.fg_deltas.len() != t.fg.len() {
+            return Err(format!(
+                "rpn_loss: image {n} has {} foreground anchors and {} delta rows",
+                t.fg.len(),
+                t.fg_deltas.len()
+            ));
+        }
+        for &k in t.fg.iter().chain(&t.bg) {
+            // `sampled[k] == n`: already sampled in this image (a device
+            // writes the gradients in parallel, so a twice-sampled anchor
+            // would be a race).
+            match sampled.get_mut(k) {
+                None => return Err(format!("rpn_loss: image {n}: anchor {k} of {anchors}")),
+                Some(seen) if *seen == n => {
+                    return Err(format!("rpn_loss: image {n}: anchor {k} sampled twice"))
+                }
+                Some(seen) => *seen = n,
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The loss of the batch whose image `n` has targets `targets[n]`, with
 /// `anchors_per_cell` anchors in every cell of every level. The gradient
 /// of `loss_rpn_cls + loss_rpn_bbox` is written to `grads` (one per level),
-/// zero where no sampled anchor is.
-pub fn rpn_loss(
-    levels: &[RpnLevelOutput],
+/// zero where no sampled anchor is. Panics with `check_rpn_loss`'s message
+/// on bad inputs.
+pub fn rpn_loss<Buf: AsRef<[f32]> + AsMut<[f32]> + ?Sized>(
+    levels: &[RpnLevelOutput<Buf>],
     anchors_per_cell: usize,
     targets: &[RpnTargets],
-    grads: &mut [RpnLevelGrad],
+    grads: &mut [RpnLevelGrad<Buf>],
 ) -> RpnLoss {
     let a_count = anchors_per_cell;
     let batch = targets.len();
-    assert_eq!(
-        levels.len(),
-        grads.len(),
-        "rpn_loss: one gradient per level"
-    );
-    for (level, grad) in levels.iter().zip(grads.iter_mut()) {
-        let cells = level.height * level.width;
-        assert_eq!(
-            level.cls_logits.len(),
-            batch * a_count * cells,
-            "rpn_loss: cls_logits shape"
-        );
-        assert_eq!(
-            level.bbox_pred.len(),
-            4 * level.cls_logits.len(),
-            "rpn_loss: bbox_pred shape"
-        );
-        assert_eq!(
-            grad.cls_logits.len(),
-            level.cls_logits.len(),
-            "rpn_loss: cls gradient shape"
-        );
-        assert_eq!(
-            grad.bbox_pred.len(),
-            level.bbox_pred.len(),
-            "rpn_loss: bbox gradient shape"
-        );
-        grad.cls_logits.fill(0.0);
-        grad.bbox_pred.fill(0.0);
+    if let Err(msg) = check_rpn_loss(levels, a_count, targets, grads, |b| b.as_ref().len()) {
+        panic!("{msg}");
     }
     let cells: Vec<usize> = levels.iter().map(|l| l.height * l.width).collect();
-    let site = |anchor: usize| AnchorSite::locate(anchor, &cells, a_count);
+    for (grad, &cells) in grads.iter_mut().zip(&cells) {
+        let len = batch * a_count * cells;
+        grad.cls_logits.as_mut()[..len].fill(0.0);
+        grad.bbox_pred.as_mut()[..4 * len].fill(0.0);
+    }
+    let site = |anchor: usize| {
+        AnchorSite::locate(anchor, &cells, a_count).expect("check_rpn_loss checked the anchors")
+    };
 
     let sampled: usize = targets.iter().map(|t| t.fg.len() + t.bg.len()).sum();
     if sampled == 0 {
-        return RpnLoss {
-            loss_rpn_cls: 0.0,
-            loss_rpn_bbox: 0.0,
-        };
+        return RpnLoss::default();
     }
     let norm = 1.0 / sampled as f32;
     let mut cls_sum = 0.0f64;
@@ -139,22 +203,20 @@ pub fn rpn_loss(
                 .chain(t.bg.iter().map(|&k| (k, 0.0)));
         for (anchor, label) in labelled {
             let s = site(anchor);
-            let cells = levels[s.level].height * levels[s.level].width;
-            let at = (n * a_count + s.a) * cells + s.cell;
-            let x = levels[s.level].cls_logits[at];
+            let at = s.logit(n, a_count, cells[s.level]);
+            let x = levels[s.level].cls_logits.as_ref()[at];
             // max(x, 0) - x z + ln(1 + e^-|x|), gradient sigmoid(x) - z.
             cls_sum += (x.max(0.0) - x * label + (-x.abs()).exp().ln_1p()) as f64;
-            grads[s.level].cls_logits[at] = norm * (1.0 / (1.0 + (-x).exp()) - label);
+            grads[s.level].cls_logits.as_mut()[at] = norm * (1.0 / (1.0 + (-x).exp()) - label);
         }
         for (&anchor, target) in t.fg.iter().zip(&t.fg_deltas) {
             let s = site(anchor);
-            let cells = levels[s.level].height * levels[s.level].width;
-            let at = |c: usize| ((n * 4 * a_count + 4 * s.a + c) * cells) + s.cell;
-            let pred = [0, 1, 2, 3].map(|c| levels[s.level].bbox_pred[at(c)]);
+            let at = |j: usize| s.delta(n, a_count, cells[s.level], j);
+            let pred = [0, 1, 2, 3].map(|j| levels[s.level].bbox_pred.as_ref()[at(j)]);
             let mut grad = [0.0; 4];
             bbox_sum += smooth_l1(&pred, target, None, SIGMA, &mut grad, norm) as f64;
-            for (c, g) in grad.into_iter().enumerate() {
-                grads[s.level].bbox_pred[at(c)] = g;
+            for (j, g) in grad.into_iter().enumerate() {
+                grads[s.level].bbox_pred.as_mut()[at(j)] = g;
             }
         }
     }
@@ -196,7 +258,7 @@ mod tests {
             a: usize,
             targets: &[RpnTargets],
         ) -> (RpnLoss, Vec<Vec<f32>>, Vec<Vec<f32>>) {
-            let levels: Vec<RpnLevelOutput> = (0..self.sizes.len())
+            let levels: Vec<RpnLevelOutput<Vec<f32>>> = (0..self.sizes.len())
                 .map(|l| RpnLevelOutput {
                     height: self.sizes[l][0],
                     width: self.sizes[l][1],
@@ -208,7 +270,7 @@ mod tests {
                 self.cls.iter().map(|c| vec![f32::NAN; c.len()]).collect();
             let mut gbbox: Vec<Vec<f32>> =
                 self.bbox.iter().map(|b| vec![f32::NAN; b.len()]).collect();
-            let mut grads: Vec<RpnLevelGrad> = gcls
+            let mut grads: Vec<RpnLevelGrad<Vec<f32>>> = gcls
                 .iter_mut()
                 .zip(gbbox.iter_mut())
                 .map(|(c, b)| RpnLevelGrad {

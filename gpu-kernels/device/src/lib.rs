@@ -36,6 +36,7 @@ pub mod registry;
 pub use grid::grid_stride;
 
 pub mod batch_norm;
+pub mod bbox_head_loss;
 pub mod concat;
 pub mod conv;
 pub mod elementwise;
@@ -57,6 +58,7 @@ pub mod retinanet_detect;
 pub mod retinanet_targets;
 pub mod rmsprop;
 pub mod roi_align;
+pub mod rpn_loss;
 pub mod sgd;
 pub mod sigmoid_focal_loss;
 pub mod ssd_decode;

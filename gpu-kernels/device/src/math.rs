@@ -106,3 +106,54 @@ pub fn abs(x: f32) -> f32 {
         x
     }
 }
+
+/// Paddle's smooth-L1 of one difference `d` (inside weight applied) with
+/// `sigma2 = sigma^2`: `(value, slope)`, `(0.5 sigma^2 d^2, sigma^2 d)`
+/// where `|d| < 1 / sigma^2`, else `(|d| - 0.5 / sigma^2, sign d)`; the
+/// expressions of core's `losses::smooth_l1`, so the emulator gives its bits.
+#[inline(always)]
+pub fn smooth_l1(d: f32, sigma2: f32) -> (f32, f32) {
+    if abs(d) < 1.0 / sigma2 {
+        (0.5 * sigma2 * d * d, sigma2 * d)
+    } else {
+        (abs(d) - 0.5 / sigma2, d.signum())
+    }
+}
+
+/// Core's `losses::softmax_cross_entropy` of one row of `classes` logits
+/// against `label`; with a non-null `grad`, `grad[c] = scale * (p_c -
+/// [c == label])`.
+///
+/// # Safety
+/// `logits` (and a non-null `grad`) hold `classes` values, `label < classes`.
+#[inline(always)]
+pub unsafe fn softmax_cross_entropy(
+    logits: *const f32,
+    classes: u32,
+    label: u32,
+    grad: *mut f32,
+    scale: f32,
+) -> f32 {
+    let mut max = f32::NEG_INFINITY;
+    let mut c = 0;
+    while c < classes as usize {
+        max = max.max(*logits.add(c));
+        c += 1;
+    }
+    let mut sum = 0.0;
+    let mut c = 0;
+    while c < classes as usize {
+        sum += exp(*logits.add(c) - max);
+        c += 1;
+    }
+    let log_sum = ln(sum);
+    if !grad.is_null() {
+        let mut c = 0;
+        while c < classes as usize {
+            let p = exp(*logits.add(c) - max - log_sum);
+            *grad.add(c) = scale * (p - if c == label as usize { 1.0 } else { 0.0 });
+            c += 1;
+        }
+    }
+    max + log_sum - *logits.add(label as usize)
+}

@@ -3,7 +3,7 @@
 //! expressions of core's `losses::smooth_l1` (the CPU backend's), so the
 //! emulator and the GPU give the CPU's bits (no transcendental function).
 //! Launch: grid-stride, any 1-D grid.
-use crate::{grid_stride, kernel};
+use crate::{grid_stride, kernel, math};
 
 kernel! {
     /// Delta `i` of `deltas` `[N, 4A, H, W]` (`len` of them, `cells` =
@@ -28,11 +28,7 @@ kernel! {
             let sigma2 = sigma * sigma;
             let scale = 1.0 / normalizer;
             let d = (*deltas.add(i) - target) * weight;
-            let (value, slope) = if d.abs() < 1.0 / sigma2 {
-                (0.5 * sigma2 * d * d, sigma2 * d)
-            } else {
-                (d.abs() - 0.5 / sigma2, d.signum())
-            };
+            let (value, slope) = math::smooth_l1(d, sigma2);
             *losses.add(i) = weight * value * scale;
             *grad.add(i) = scale * weight * weight * slope;
         });

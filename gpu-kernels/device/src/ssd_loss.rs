@@ -52,41 +52,6 @@ fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
     inter / (area_a + area_b - inter)
 }
 
-/// Core's `losses::softmax_cross_entropy` of one row of `classes` logits
-/// against `label`; with a non-null `grad`, `grad[c] = scale * (p_c -
-/// [c == label])`.
-#[inline(always)]
-unsafe fn softmax_cross_entropy(
-    logits: *const f32,
-    classes: u32,
-    label: u32,
-    grad: *mut f32,
-    scale: f32,
-) -> f32 {
-    let mut max = f32::NEG_INFINITY;
-    let mut c = 0;
-    while c < classes as usize {
-        max = max.max(*logits.add(c));
-        c += 1;
-    }
-    let mut sum = 0.0;
-    let mut c = 0;
-    while c < classes as usize {
-        sum += math::exp(*logits.add(c) - max);
-        c += 1;
-    }
-    let log_sum = math::ln(sum);
-    if !grad.is_null() {
-        let mut c = 0;
-        while c < classes as usize {
-            let p = math::exp(*logits.add(c) - max - log_sum);
-            *grad.add(c) = scale * (p - if c == label as usize { 1.0 } else { 0.0 });
-            c += 1;
-        }
-    }
-    max + log_sum - *logits.add(label as usize)
-}
-
 kernel! {
     /// Step 1, `REDUCE_THREADS` threads a block, blocks looping over the
     /// images. Image `n`'s boxes are rows `truth_first[n]..truth_first[n +
@@ -192,7 +157,7 @@ kernel! {
             let mut key = NOT_A_CANDIDATE;
             if i < rows as usize && *matched.add(i) == UNMATCHED && *overlaps.add(i) < neg_overlap {
                 let logits = confidence.add(i * classes as usize);
-                let loss = softmax_cross_entropy(logits, classes, background, core::ptr::null_mut(), 0.0);
+                let loss = math::softmax_cross_entropy(logits, classes, background, core::ptr::null_mut(), 0.0);
                 let image = i as u64 / priors_count as u64;
                 key = (image << 32) | descending_score_bits(loss) as u64;
             }
@@ -286,7 +251,7 @@ kernel! {
                 Some(*truth_labels.add(role as usize))
             };
             match label {
-                Some(label) => conf_loss = softmax_cross_entropy(logits, classes, label, conf_grad, conf_scale),
+                Some(label) => conf_loss = math::softmax_cross_entropy(logits, classes, label, conf_grad, conf_scale),
                 None => {
                     let mut c = 0;
                     while c < classes as usize {
@@ -307,11 +272,7 @@ kernel! {
                 *loc_grad.add(k) = match target {
                     Some(target) => {
                         let d = *location.add(i * 4 + k) - target[k];
-                        let (value, slope) = if math::abs(d) < 1.0 {
-                            (0.5 * d * d, d)
-                        } else {
-                            (math::abs(d) - 0.5, d.signum())
-                        };
+                        let (value, slope) = math::smooth_l1(d, 1.0);
                         loc_loss += value;
                         loc_scale * slope
                     }

@@ -16,6 +16,7 @@ pub use crate::driver::LaunchShape;
 use crate::DeviceBuffer;
 
 pub mod batch_norm;
+pub mod bbox_head_loss;
 pub mod concat;
 pub mod conv;
 pub mod elementwise;
@@ -37,6 +38,7 @@ pub mod retinanet;
 pub mod retinanet_targets;
 pub mod rmsprop;
 pub mod roi_align;
+pub mod rpn_loss;
 pub mod sgd;
 pub mod sigmoid_focal_loss;
 pub mod ssd;

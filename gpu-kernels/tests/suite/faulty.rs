@@ -7,7 +7,10 @@ use pulsefocus_core::backend::{
     PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RetinaTargetLevel, RetinaTargetsGeom,
     RetinaTruth, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep, MASK_PASTE_FIELDS,
 };
-use pulsefocus_core::rcnn::{ProposalConfig, Proposals, RcnnConfig};
+use pulsefocus_core::rcnn::{
+    BBoxHeadLoss, BoxHeadLossArgs, ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad,
+    RpnLevelOutput, RpnLoss, RpnTargets,
+};
 use pulsefocus_core::retinanet::RetinaOutputConfig;
 use pulsefocus_core::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
 use pulsefocus_core::yolo::{Detection, NmsConfig, YoloConfig};
@@ -81,6 +84,12 @@ pub enum Fault {
     /// `retinanet_targets` gives an anchor whose best overlap ties between
     /// boxes the last of them, where Paddle takes the first.
     LastBestBox,
+    /// `rpn_loss` divides the box loss by the foreground anchors instead
+    /// of every sampled anchor.
+    DividesByForeground,
+    /// `bbox_head_loss` writes the weighted deltas' gradients only,
+    /// leaving the rest of the box gradient as it was (no zero fill).
+    KeepsUnweightedBoxGradients,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -648,6 +657,49 @@ impl Backend for Faulty {
             images,
             priors_count,
         )
+    }
+    fn bbox_head_loss(
+        &self,
+        args: &BoxHeadLossArgs<'_>,
+        cls_score: &Vec<f32>,
+        bbox_pred: &Vec<f32>,
+        grad_cls_score: &mut Vec<f32>,
+        grad_bbox_pred: &mut Vec<f32>,
+    ) -> BBoxHeadLoss {
+        let before = grad_bbox_pred.clone();
+        let loss = CPU.bbox_head_loss(args, cls_score, bbox_pred, grad_cls_score, grad_bbox_pred);
+        if self.0 == Fault::KeepsUnweightedBoxGradients {
+            let t = &args.targets;
+            for (r, &row) in args.rows.iter().enumerate() {
+                for c in 0..args.deltas {
+                    let k = r * args.deltas + c;
+                    if t.bbox_inside_weights[k] == 0.0 || t.bbox_outside_weights[k] == 0.0 {
+                        grad_bbox_pred[row * args.deltas + c] = before[row * args.deltas + c];
+                    }
+                }
+            }
+        }
+        loss
+    }
+    fn rpn_loss(
+        &self,
+        levels: &[RpnLevelOutput<'_, Vec<f32>>],
+        anchors_per_cell: usize,
+        targets: &[RpnTargets],
+        grads: &mut [RpnLevelGrad<'_, Vec<f32>>],
+    ) -> RpnLoss {
+        let mut loss = CPU.rpn_loss(levels, anchors_per_cell, targets, grads);
+        let fg: usize = targets.iter().map(|t| t.fg.len()).sum();
+        let sampled: usize = targets.iter().map(|t| t.fg.len() + t.bg.len()).sum();
+        if self.0 == Fault::DividesByForeground && fg > 0 {
+            let factor = sampled as f32 / fg as f32;
+            loss.loss_rpn_bbox *= factor;
+            for (level, grad) in levels.iter().zip(grads) {
+                let len = 4 * targets.len() * anchors_per_cell * level.height * level.width;
+                grad.bbox_pred[..len].iter_mut().for_each(|g| *g *= factor);
+            }
+        }
+        loss
     }
     fn generate_proposals(
         &self,

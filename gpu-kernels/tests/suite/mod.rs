@@ -23,6 +23,7 @@
 #![allow(dead_code)]
 
 pub mod batch_norm;
+pub mod bbox_head_loss;
 pub mod conv;
 pub mod conv_transpose;
 pub mod detect;
@@ -44,6 +45,7 @@ pub mod retina_box_loss;
 pub mod retinanet_detect;
 pub mod retinanet_targets;
 pub mod roi_align;
+pub mod rpn_loss;
 pub mod sigmoid_focal_loss;
 pub mod ssd_loss;
 
@@ -291,6 +293,8 @@ macro_rules! backend_tests {
             retinanet_detect_matches,
             retinanet_targets_matches,
             rcnn_detect_matches,
+            rpn_loss_matches,
+            bbox_head_loss_matches,
         );
     };
     ($module:ident, $open:expr; $($check:ident),+ $(,)?) => {
@@ -316,6 +320,7 @@ pub mod checks {
         batch_norm_forward_eval_in_place_matches, batch_norm_forward_eval_matches,
         batch_norm_forward_train_matches,
     };
+    pub use super::bbox_head_loss::bbox_head_loss_matches;
     pub use super::conv::{
         conv2d_backward_data_matches, conv2d_backward_filter_matches, conv2d_forward_matches,
     };
@@ -347,6 +352,7 @@ pub mod checks {
     pub use super::retinanet_detect::retinanet_detect_matches;
     pub use super::retinanet_targets::retinanet_targets_matches;
     pub use super::roi_align::{roi_align_backward_matches, roi_align_forward_matches};
+    pub use super::rpn_loss::rpn_loss_matches;
     pub use super::sigmoid_focal_loss::sigmoid_focal_loss_matches;
     pub use super::ssd_loss::ssd_loss_matches;
 }
