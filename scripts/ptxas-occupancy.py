@@ -106,7 +106,7 @@ def block_sizes():
             "head_rows_forward", "head_rows_backward", "l2_norm_forward", "l2_norm_backward_data",
             "roi_align_forward", "roi_align_backward",
             "global_avg_pool_forward", "global_avg_pool_backward", "sigmoid_focal_loss", "retina_box_loss", "mask_loss",
-            "mask_paste", "polygon_masks",
+            "mask_paste", "polygon_masks", "rpn_loss_rows", "bbox_loss_rows",
             "yolo_decode", "ssd_decode", "softmax_rows", "bitonic_sort_step", "nms_bounds", "nms_rank_keys", "nms_keep_top",
             "proposal_keys", "proposal_decode",
             "ssd_mining_keys", "ssd_select_negatives", "ssd_loss_rows",
