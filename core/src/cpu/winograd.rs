@@ -28,14 +28,15 @@
 //! - filter: each step's adjoint: `dM = A dY A^T`, `dU[xi] = sum over tiles of
 //!   dM[xi] V[xi]^T` (16 GEMMs), `dg = G^T dU G`.
 //!
-//! Layouts: `U` is `[16][c_out][c_in]`; a worker's `V` is `[c_in][16][cols]`
-//! and its `M` (or `dM`) `[c_out][16][cols]`, `cols` being the tiles of the
-//! images and band of tile rows in hand, so that each channel's transform
-//! writes one contiguous block and runs on its own thread.
+//! Layouts: `U` (and `dU`) is `[16][c_out][c_in]`, a worker's `V` is
+//! `[c_in][16][cols]`, its `M` `[16][c_out][cols]` and its `dM`
+//! `[c_out][16][cols]`, `cols` being the tiles of the images and band of
+//! tile rows in hand: each channel's transform writes one contiguous block,
+//! and so does each of the 16 GEMMs, so that both run one task per block.
+//! The 16 GEMMs are single-threaded and run side by side, which splits the
+//! work with no synchronisation inside a product.
 
-use super::conv::{
-    gemm_threads, images_per_worker, sum_partials, workers, MAX_COL_LEN, MIN_GEMM_COLUMNS,
-};
+use super::conv::{images_per_worker, sum_partials, workers, MAX_COL_LEN, MIN_GEMM_COLUMNS};
 use super::gemm::{sgemm, Operand};
 use crate::backend::Conv2dGeom;
 use multiversion::multiversion;
@@ -184,7 +185,6 @@ pub(super) fn backward_filter(
     let ipw = images_per_worker(g);
     let runs = g.batch.div_ceil(ipw);
     let worker_len = plan.worker_len(g);
-    let threads = gemm_threads(g);
     // Each worker sums its run's gradient, in the Winograd domain, into the
     // last part of its scratch.
     scratch[..runs * worker_len]
@@ -217,15 +217,18 @@ pub(super) fn backward_filter(
                         band,
                         &mut dm[..TILE * g.c_out * cols],
                     );
-                    // dU[xi] [c_out x c_in] (+)= dM[xi] [c_out x cols] * V[xi]^T.
-                    for xi in 0..TILE {
-                        let lhs = Operand::new(&dm[xi * cols..], TILE * cols);
-                        let rhs = Operand::transposed(&v[xi * cols..], TILE * cols);
-                        let du_xi = &mut partial[xi * g.c_out * g.c_in..][..g.c_out * g.c_in];
-                        sgemm(
-                            g.c_out, g.c_in, cols, lhs, rhs, du_xi, g.c_in, !first, threads,
-                        );
-                    }
+                    // dU[xi] [c_out x c_in] (+)= dM[xi] [c_out x cols] * V[xi]^T:
+                    // 16 independent products, one task each.
+                    let (dm, v) = (&*dm, &*v);
+                    partial
+                        .par_chunks_mut(g.c_out * g.c_in)
+                        .enumerate()
+                        .for_each(|(xi, du_xi)| {
+                            let lhs = Operand::new(&dm[xi * cols..], TILE * cols);
+                            let rhs = Operand::transposed(&v[xi * cols..], TILE * cols);
+                            let (m, n) = (g.c_out, g.c_in);
+                            sgemm(m, n, cols, lhs, rhs, du_xi, n, !first, 1);
+                        });
                     first = false;
                 }
             }
@@ -332,7 +335,6 @@ fn convolve(
     let plan = Plan::new(g);
     let (in_image, out_image) = (g.c_in * g.h_in * g.w_in, g.c_out * g.h_out() * g.w_out());
     let ipw = images_per_worker(g);
-    let threads = gemm_threads(g);
     y[..g.output_len()]
         .par_chunks_mut(ipw * out_image)
         .zip(x[..g.input_len()].par_chunks(ipw * in_image))
@@ -350,23 +352,15 @@ fn convolve(
                     let v = &mut v[..TILE * g.c_in * cols];
                     let m = &mut m[..TILE * g.c_out * cols];
                     transform_input(g, &plan, x_chunk, images, band.clone(), v);
-                    // M[xi] [c_out x cols] = U[xi] [c_out x c_in] * V[xi] [c_in x cols].
-                    for xi in 0..TILE {
-                        let lhs = Operand::new(&u[xi * g.c_out * g.c_in..], g.c_in);
-                        let rhs = Operand::new(&v[xi * cols..], TILE * cols);
-                        let out = &mut m[xi * cols..];
-                        sgemm(
-                            g.c_out,
-                            cols,
-                            g.c_in,
-                            lhs,
-                            rhs,
-                            out,
-                            TILE * cols,
-                            false,
-                            threads,
-                        );
-                    }
+                    // M[xi] [c_out x cols] = U[xi] [c_out x c_in] * V[xi] [c_in x cols]:
+                    // 16 independent products, one task each.
+                    m.par_chunks_mut(g.c_out * cols)
+                        .enumerate()
+                        .for_each(|(xi, m_xi)| {
+                            let lhs = Operand::new(&u[xi * g.c_out * g.c_in..], g.c_in);
+                            let rhs = Operand::new(&v[xi * cols..], TILE * cols);
+                            sgemm(g.c_out, cols, g.c_in, lhs, rhs, m_xi, cols, false, 1);
+                        });
                     transform_output(g, &plan, m, images, band, bias, accumulate, y_chunk);
                 }
             }
@@ -511,19 +505,22 @@ fn transform_output(
         .enumerate()
         .for_each(|(p, y_plane)| {
             let (i, co) = (p / g.c_out, p % g.c_out);
-            let m_co = &m[co * TILE * cols..][..TILE * cols];
+            let m_co = &m[co * cols..];
             let base = bias.map_or(0.0, |b| b[co]);
             let mut t = vec![0.0f32; 4 * plan.tiles_w];
             for ty in band.clone() {
                 let at = tile_row_at(plan, &band, i, ty);
                 let tw = plan.tiles_w;
-                output_tile_row(g, tw, m_co, cols, at, ty, &mut t, base, accumulate, y_plane);
+                let xi_stride = g.c_out * cols;
+                output_tile_row(
+                    g, tw, m_co, xi_stride, at, ty, &mut t, base, accumulate, y_plane,
+                );
             }
         });
 }
 
 /// Output rows `2ty, 2ty + 1` (those inside the map) of one plane from the
-/// tiles' `M` at `m_co[xi * cols + at ..]`, using `t` (4 rows of `tiles_w`)
+/// tiles' `M` at `m_co[xi * xi_stride + at ..]`, using `t` (4 rows of `tiles_w`)
 /// as scratch.
 #[multiversion(targets = "simd")]
 #[allow(clippy::too_many_arguments)]
@@ -531,7 +528,7 @@ fn output_tile_row(
     g: &Conv2dGeom,
     tiles_w: usize,
     m_co: &[f32],
-    cols: usize,
+    xi_stride: usize,
     at: usize,
     ty: usize,
     t: &mut [f32],
@@ -540,7 +537,7 @@ fn output_tile_row(
     y_plane: &mut [f32],
 ) {
     let (h_out, w_out) = (g.h_out(), g.w_out());
-    let m = |xi: usize| &m_co[xi * cols + at..][..tiles_w];
+    let m = |xi: usize| &m_co[xi * xi_stride + at..][..tiles_w];
     for r in 0..2.min(h_out - 2 * ty) {
         // t[c] = (A^T M)[r][c] for each column c of the tiles.
         for c in 0..4 {
