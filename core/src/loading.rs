@@ -16,6 +16,18 @@
 //!    dtype (Paddle asserts equal dtypes; we convert and say so).
 //!
 //! Checkpoint tensors that no model parameter names are `unused`.
+//!
+//! One more rule comes from `tools/train.py`: a model that normalises with
+//! affine channels (`P_scale`, `P_offset` and no running statistics, as
+//! `norm_type: affine_channel` builds) loading a checkpoint trained with batch
+//! norms (`P_mean`, `P_variance` beside them, as ImageNet's
+//! `ResNet50_cos_pretrained`) folds the statistics into the pair
+//! (`checkpoint.py::load_and_fusebn`): `scale / sqrt(variance + 1e-5)` and
+//! `offset - mean * that`, and the statistics count as used. Paddle fuses
+//! only when no exclusion pattern is given and every affine channel has its
+//! statistics, else it loads the raw scales (a backbone whose features are
+//! off by its statistics); pulsefocus fuses each loaded pair whose
+//! statistics the checkpoint holds, with or without patterns.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -230,6 +242,19 @@ pub struct Converted {
     pub from: DType,
 }
 
+/// A loaded affine channel (`P_scale`, `P_offset`) whose batch-norm
+/// statistics (`P_mean`, `P_variance`) the checkpoint holds: loaded fused.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FusedNorm {
+    pub scale: String,
+    pub offset: String,
+    pub mean: String,
+    pub variance: String,
+}
+
+/// Paddle's epsilon in `load_and_fusebn` (its batch norms' default).
+pub const FUSE_EPSILON: f32 = 1e-5;
+
 /// One outcome per model parameter, each group in model order, plus the
 /// checkpoint's unused tensors sorted by name. Serialises to the `plan --json`
 /// schema.
@@ -244,6 +269,10 @@ pub struct LoadReport {
     /// Loaded parameters that were converted to f32 (not part of the JSON schema).
     #[serde(skip)]
     pub converted: Vec<Converted>,
+    /// Loaded affine channels that take the checkpoint's batch-norm
+    /// statistics folded in (not part of the JSON schema).
+    #[serde(skip)]
+    pub fused: Vec<FusedNorm>,
     /// No `pretrain_weights` was given: every parameter is `missing` by
     /// design, which the human report says in one line instead of warning.
     #[serde(skip)]
@@ -275,6 +304,7 @@ pub fn plan_loading(
         missing: Vec::new(),
         unused: Vec::new(),
         converted: Vec::new(),
+        fused: Vec::new(),
         without_checkpoint: false,
         checkpoint_warnings: Vec::new(),
     };
@@ -308,14 +338,56 @@ pub fn plan_loading(
     }
     let model_names: std::collections::HashSet<&str> =
         model.iter().map(|p| p.name.as_str()).collect();
+    report.fused = fused_norms(model, &report.loaded, &by_name);
+    let statistics: std::collections::HashSet<&str> = report
+        .fused
+        .iter()
+        .flat_map(|f| [f.mean.as_str(), f.variance.as_str()])
+        .collect();
     report.unused = checkpoint
         .iter()
-        .filter(|t| !model_names.contains(t.name.as_str()))
+        .filter(|t| !model_names.contains(t.name.as_str()) && !statistics.contains(t.name.as_str()))
         .map(|t| t.name.clone())
         .collect();
     report.unused.sort();
     report.unused.dedup();
     report
+}
+
+/// The model's affine channels (a `P_scale` and `P_offset` without `P_mean`)
+/// whose two parameters both load and whose statistics `P_mean` and
+/// `P_variance` the checkpoint holds in the scale's shape, in model order.
+fn fused_norms(
+    model: &[ParamSpec],
+    loaded: &[String],
+    checkpoint: &HashMap<&str, &TensorInfo>,
+) -> Vec<FusedNorm> {
+    let model_names: std::collections::HashSet<&str> =
+        model.iter().map(|p| p.name.as_str()).collect();
+    let loaded: std::collections::HashSet<&str> = loaded.iter().map(String::as_str).collect();
+    model
+        .iter()
+        .filter_map(|param| {
+            let prefix = param.name.strip_suffix("scale")?;
+            let name = |suffix: &str| format!("{prefix}{suffix}");
+            let fused = FusedNorm {
+                scale: param.name.clone(),
+                offset: name("offset"),
+                mean: name("mean"),
+                variance: name("variance"),
+            };
+            let affine = model_names.contains(fused.offset.as_str())
+                && !model_names.contains(fused.mean.as_str());
+            let both_load =
+                loaded.contains(fused.scale.as_str()) && loaded.contains(fused.offset.as_str());
+            let has_statistics = [&fused.mean, &fused.variance].iter().all(|n| {
+                checkpoint
+                    .get(n.as_str())
+                    .is_some_and(|t| t.shape == param.shape)
+            });
+            (affine && both_load && has_statistics).then_some(fused)
+        })
+        .collect()
 }
 
 impl LoadReport {
@@ -375,6 +447,14 @@ impl LoadReport {
             .unwrap();
         }
         write!(s, "; {} unused in checkpoint", self.unused.len()).unwrap();
+        if !self.fused.is_empty() {
+            write!(
+                s,
+                "; {} batch norms fused into affine channels",
+                self.fused.len()
+            )
+            .unwrap();
+        }
         s
     }
 
@@ -451,6 +531,19 @@ impl LoadReport {
             let rows = self.unused.iter().map(|n| vec![n.clone()]).collect();
             table(&mut out, "unused in checkpoint", &["tensor"], rows);
         }
+        if !self.fused.is_empty() {
+            let rows = self
+                .fused
+                .iter()
+                .map(|f| vec![f.scale.clone(), f.offset.clone()])
+                .collect();
+            table(
+                &mut out,
+                "batch-norm statistics fused into affine channels (scale / sqrt(variance + 1e-5), offset - mean * that)",
+                &["scale", "offset"],
+                rows,
+            );
+        }
         if !self.converted.is_empty() {
             let rows = self
                 .converted
@@ -511,19 +604,59 @@ pub fn plan_for_config(
 }
 
 /// Sets every `loaded` parameter of `model` from the checkpoint (converted to
-/// f32); the others keep their values.
+/// f32; the `fused` affine channels with their statistics folded in); the
+/// others keep their values.
 pub fn apply_loaded<B: Backend>(
     report: &LoadReport,
     checkpoint: &Checkpoint,
     model: &mut ConvNet<B>,
 ) -> Result<(), SetParamError> {
-    for name in &report.loaded {
-        let tensor = checkpoint
+    let values = |name: &str| {
+        checkpoint
             .get(name)
-            .expect("the report's loaded names come from this checkpoint");
-        model.set_param(name, &tensor.to_f32_vec())?;
+            .expect("the report's names come from this checkpoint")
+            .to_f32_vec()
+    };
+    let mut values_of: HashMap<&str, Vec<f32>> = HashMap::new();
+    for f in &report.fused {
+        let (scale, offset) = fuse_norm(
+            &values(&f.scale),
+            &values(&f.offset),
+            &values(&f.mean),
+            &values(&f.variance),
+        );
+        values_of.insert(&f.scale, scale);
+        values_of.insert(&f.offset, offset);
+    }
+    for name in &report.loaded {
+        match values_of.get(name.as_str()) {
+            Some(v) => model.set_param(name, v)?,
+            None => model.set_param(name, &values(name))?,
+        }
     }
     Ok(())
+}
+
+/// A batch norm's scale and offset with its statistics folded in: the
+/// affine channel that computes what the batch norm did at inference.
+fn fuse_norm(
+    scale: &[f32],
+    offset: &[f32],
+    mean: &[f32],
+    variance: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let fused_scale: Vec<f32> = scale
+        .iter()
+        .zip(variance)
+        .map(|(s, v)| s / (v + FUSE_EPSILON).sqrt())
+        .collect();
+    let fused_offset = offset
+        .iter()
+        .zip(mean)
+        .zip(&fused_scale)
+        .map(|((o, m), s)| o - m * s)
+        .collect();
+    (fused_scale, fused_offset)
 }
 
 /// The widest a table column gets: a longer cell overflows its line rather
@@ -734,6 +867,124 @@ mod tests {
             "no pretrain_weights: the model's 2 parameters keep their initial values \
              (training from scratch)\n"
         );
+    }
+
+    /// An affine channel whose batch-norm statistics the checkpoint holds
+    /// loads fused and uses them; a batch norm (its model has the
+    /// statistics) and an affine channel whose offset is excluded do not
+    /// fuse, and the latter's statistics stay unused.
+    #[test]
+    fn batch_norm_statistics_fuse_into_affine_channels() {
+        let model = [
+            spec("bn_conv1_scale", &[4]),
+            spec("bn_conv1_offset", &[4]),
+            spec("bn2a_scale", &[4]),
+            spec("bn2a_offset", &[4]),
+            spec("bn2a_mean", &[4]),
+            spec("bn2a_variance", &[4]),
+            spec("bn3a_scale", &[2]),
+            spec("bn3a_offset", &[2]),
+        ];
+        let checkpoint: Vec<TensorInfo> = ["bn_conv1", "bn2a", "bn3a"]
+            .iter()
+            .flat_map(|p| {
+                let n = if *p == "bn3a" { 2 } else { 4 };
+                ["scale", "offset", "mean", "variance"].map(|s| info(&format!("{p}_{s}"), &[n]))
+            })
+            .collect();
+        let r = plan_loading(&model, &checkpoint, &patterns(&["bn3a_offset"]));
+        assert_eq!(
+            r.fused,
+            [FusedNorm {
+                scale: "bn_conv1_scale".into(),
+                offset: "bn_conv1_offset".into(),
+                mean: "bn_conv1_mean".into(),
+                variance: "bn_conv1_variance".into(),
+            }]
+        );
+        assert_eq!(r.unused, ["bn3a_mean", "bn3a_variance"]);
+        assert!(r
+            .summary()
+            .ends_with("; 1 batch norms fused into affine channels"));
+        assert!(r.render().contains("bn_conv1_scale  bn_conv1_offset"));
+        // Statistics in another shape are not the channel's: `bn_conv1`
+        // loads unfused (`bn3a`, no longer excluded, fuses).
+        let mut other = checkpoint.clone();
+        other[2].shape = vec![5];
+        let r = plan_loading(&model, &other, &patterns(&[]));
+        let fused: Vec<&str> = r.fused.iter().map(|f| f.scale.as_str()).collect();
+        assert_eq!(fused, ["bn3a_scale"]);
+        assert_eq!(r.unused, ["bn_conv1_mean", "bn_conv1_variance"]);
+    }
+
+    /// A conv unit normalised by affine channels, loaded from the same unit
+    /// trained with batch norms, computes what the batch norm computes at
+    /// inference (running statistics) on any input.
+    #[test]
+    fn a_fused_affine_channel_computes_the_batch_norm() {
+        use crate::models::conv_unit::{
+            Activation, ConvUnitSpec, NameStyle, Norm, ParamAttr, WeightInit,
+        };
+        use crate::models::ConvNet;
+        use crate::tensor::Tensor;
+        let cpu = crate::CpuBackend::new();
+        let unit = |norm| ConvUnitSpec {
+            prefix: "conv1".into(),
+            style: NameStyle::ResNet,
+            in_channels: 3,
+            out_channels: 5,
+            kernel: 3,
+            stride: 1,
+            padding: None,
+            dilation: 1,
+            groups: 1,
+            norm,
+            activation: Activation::Relu,
+            init: WeightInit::ConvDefaultNormal,
+            weight: ParamAttr::DEFAULT,
+        };
+        let mut trained = ConvNet::new(&cpu, vec![unit(Norm::BatchNorm(ParamAttr::DEFAULT))], 3);
+        let mut rng = crate::data::rng::Rng::from_state(9);
+        for (name, low, high) in [
+            ("bn_conv1_scale", -2.0, 2.0),
+            ("bn_conv1_offset", -1.0, 1.0),
+            ("bn_conv1_mean", -1.0, 1.0),
+            ("bn_conv1_variance", 0.1, 3.0),
+        ] {
+            let values: Vec<f32> = (0..5).map(|_| rng.range_f32(low, high)).collect();
+            trained.set_param(name, &values).unwrap();
+        }
+        trained.set_training(false);
+        let checkpoint = trained.to_checkpoint();
+
+        let attr = ParamAttr {
+            decay: Some(0.0),
+            learning_rate: 0.0,
+            constant: None,
+        };
+        let mut affine = ConvNet::new(&cpu, vec![unit(Norm::AffineChannel(attr))], 4);
+        let specs: Vec<ParamSpec> = affine
+            .slots()
+            .iter()
+            .map(|s| s.param.spec.clone())
+            .collect();
+        let report = plan_loading(&specs, &TensorInfo::list(&checkpoint), &patterns(&[]));
+        assert_eq!(report.fused.len(), 1);
+        assert!(report.unused.is_empty() && report.missing.is_empty());
+        apply_loaded(&report, &checkpoint, &mut affine).unwrap();
+
+        let image: Vec<f32> = (0..3 * 6 * 7).map(|_| rng.range_f32(-1.0, 1.0)).collect();
+        let input = Tensor::from_host(&cpu, &[1, 3, 6, 7], &image);
+        let mut workspace = Tensor::zeros(&cpu, &[0]);
+        let expected = trained.units[0]
+            .forward(&cpu, &input, &mut workspace)
+            .to_host(&cpu);
+        let got = affine.units[0]
+            .forward(&cpu, &input, &mut workspace)
+            .to_host(&cpu);
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() <= 1e-5 * (1.0 + e.abs()), "{g} against {e}");
+        }
     }
 
     fn demo_config(overrides: &[&str]) -> (std::path::PathBuf, Config) {
