@@ -8,7 +8,9 @@
 #
 # Usage: scripts/ssd_finetune_demo.sh [WORKDIR]
 # Environment: PULSEFOCUS (default: target/release/pulsefocus, built if
-# missing), PRETRAIN_ITERS (1500), ITERS (1500).
+# missing), PRETRAIN_ITERS (1500), ITERS (1500), FULL_WIDTH (set to 1 for
+# ssd_mobilenet_v1_voc.ron's widths: the whole MobileNetV1 and its extra
+# blocks, on the demo's data and schedule).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +23,20 @@ iters=${ITERS:-1500}
 mkdir -p "$work"
 cd "$work"
 cp -r "$repo/configs" .
+demo=ssd_demo
+if [ "${FULL_WIDTH:-0}" = 1 ]; then
+    demo=ssd_full_demo
+    cat > configs/$demo.ron <<RON
+(
+    _BASE_: ["ssd_demo.ron"],
+    weights: "output/$demo/model_final",
+    MobileNet: (
+        conv_group_scale: 1,
+        extra_block_filters: [[256, 512], [128, 256], [128, 256], [64, 128]],
+    ),
+)
+RON
+fi
 "$bin" synth --out pretrain/dataset/synth --format voc --classes 6 --first-class 6 \
     --images 800 --seed 1
 "$bin" synth --out dataset/synth --format voc --classes 3 --images 300 --seed 2
@@ -29,7 +45,7 @@ cp -r "$repo/configs" .
 # weights, so with the backbone at the full learning rate.
 cat > pretrain/ssd_pretrain.ron <<RON
 (
-    _BASE_: ["../configs/ssd_demo.ron"],
+    _BASE_: ["../configs/$demo.ron"],
     num_classes: 7,
     max_iters: $pretrain_iters,
     snapshot_iter: $pretrain_iters,
@@ -41,16 +57,16 @@ checkpoint=$work/pretrain/output/ssd_pretrain/model_final
 
 # Where the fine-tune starts: the loading rules' model after a single step
 # (eval needs saved weights; one step at lr 1e-3 barely moves them).
-"$bin" train -c configs/ssd_demo.ron -o pretrain_weights="$checkpoint" \
+"$bin" train -c configs/$demo.ron -o pretrain_weights="$checkpoint" \
     "finetune_exclude_pretrained_params=['^conv2d_']" max_iters=1 save_dir=start
-"$bin" eval -c configs/ssd_demo.ron -o weights=start/ssd_demo/model_final
+"$bin" eval -c configs/$demo.ron -o weights=start/$demo/model_final
 
 # The fine-tune, as the issue's command with the demo's model and data.
-"$bin" plan -c configs/ssd_demo.ron -o pretrain_weights="$checkpoint" \
+"$bin" plan -c configs/$demo.ron -o pretrain_weights="$checkpoint" \
     "finetune_exclude_pretrained_params=['^conv2d_']"
-"$bin" train -c configs/ssd_demo.ron --eval -o pretrain_weights="$checkpoint" \
+"$bin" train -c configs/$demo.ron --eval -o pretrain_weights="$checkpoint" \
     "finetune_exclude_pretrained_params=['^conv2d_']" max_iters="$iters"
-"$bin" eval -c configs/ssd_demo.ron -o weights=output/ssd_demo/model_final
-"$bin" infer -c configs/ssd_demo.ron -o weights=output/ssd_demo/model_final \
-    --infer_dir dataset/synth/JPEGImages --output_dir output/ssd_demo/infer
+"$bin" eval -c configs/$demo.ron -o weights=output/$demo/model_final
+"$bin" infer -c configs/$demo.ron -o weights=output/$demo/model_final \
+    --infer_dir dataset/synth/JPEGImages --output_dir output/$demo/infer
 echo "work directory: $work"
