@@ -15,9 +15,18 @@
 # 0..2), evaluated (COCO mAP) before (the fine-tune's starting model:
 # everything loaded but the class prediction) and after, and run by `infer`.
 #
+# FULL=1 runs the shipped configs/retinanet_r50_fpn_1x.ron instead, the whole
+# ResNet50-FPN model, through configs/retinanet_r50_fpn_1x_synth.ron (only the
+# data, 256-pixel pictures, the class count and a short schedule change; see
+# scripts/synth_config.sh); its backbone is the ResNet50-FPN Faster R-CNN of
+# faster_rcnn_r50_fpn_1x.ron trained with batch norms on the six classes, or
+# BACKBONE, a checkpoint of it already made (scripts/rcnn_finetune_demo.sh
+# faster_rcnn_r50_fpn leaves one in WORKDIR/pretrain/output).
+#
 # Usage: scripts/retinanet_finetune_demo.sh [WORKDIR]
 # Environment: PULSEFOCUS (default: target/release/pulsefocus, built if
-# missing), BACKBONE_ITERS (600), PRETRAIN_ITERS (3000), ITERS (1500).
+# missing), BACKBONE_ITERS (600), PRETRAIN_ITERS (3000), ITERS (1500), FULL,
+# BACKBONE.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,25 +35,40 @@ bin=${PULSEFOCUS:-$repo/target/release/pulsefocus}
 backbone_iters=${BACKBONE_ITERS:-600}
 pretrain_iters=${PRETRAIN_ITERS:-3000}
 iters=${ITERS:-1500}
+backbone=${BACKBONE:+$(realpath -m "$BACKBONE")}
 [ -x "$bin" ] || cargo build --release -p pulsefocus --manifest-path "$repo/Cargo.toml"
 
 mkdir -p "$work"
 cd "$work"
 cp -r "$repo/configs" .
+demo=retinanet_demo backbone_config=faster_rcnn_fpn_demo backbone_norms=
+if [ "${FULL:-0}" = 1 ]; then
+    . "$repo/scripts/synth_config.sh"
+    demo=retinanet_r50_fpn_1x_synth backbone_config=faster_rcnn_r50_fpn_1x_synth
+    synth_config retinanet_r50_fpn_1x "$demo" 4 "$iters" 0.002
+    synth_config faster_rcnn_r50_fpn_1x "$backbone_config" 7 "$backbone_iters" 0.01
+    backbone_norms="ResNet.norm_type=bn ResNet.freeze_norm=false ResNet.freeze_at=0"
+fi
 "$bin" synth --out pretrain/dataset/synth --format both --classes 6 --first-class 6 \
     --images 600 --seed 1
 "$bin" synth --out dataset/synth --format coco --classes 3 --images 200 --seed 2
 
-# The backbone: the small FPN Faster R-CNN on the six classes (VOC layout).
-(cd pretrain && "$bin" train -c ../configs/faster_rcnn_fpn_demo.ron --seed 1 \
-    -o num_classes=7 max_iters="$backbone_iters" snapshot_iter="$backbone_iters" save_dir=backbone)
+# The backbone: the FPN Faster R-CNN on the six classes (the small one on
+# the VOC layout, the full one on COCO's), every norm trained.
+if [ -z "$backbone" ]; then
+    backbone=$work/pretrain/backbone/$backbone_config/model_final
+    # shellcheck disable=SC2086 # the norms are separate -o arguments
+    (cd pretrain && "$bin" train -c "../configs/$backbone_config.ron" --seed 1 \
+        -o num_classes=7 max_iters="$backbone_iters" snapshot_iter="$backbone_iters" \
+        save_dir=backbone $backbone_norms)
+fi
 
 # The checkpoint: the demo's RetinaNet on the six classes from that backbone.
 cat > pretrain/retinanet_pretrain.ron <<RON
 (
-    _BASE_: ["../configs/retinanet_demo.ron"],
+    _BASE_: ["../configs/$demo.ron"],
     num_classes: 7,
-    pretrain_weights: "backbone/faster_rcnn_fpn_demo/model_final",
+    pretrain_weights: "$backbone",
     max_iters: $pretrain_iters,
     snapshot_iter: 1000,
     LearningRate: (
@@ -62,15 +86,15 @@ exclude="finetune_exclude_pretrained_params=['retnet_cls_pred_fpn']"
 
 # Where the fine-tune starts: the loading rules' model after a single step at
 # the warm-up's first learning rate.
-"$bin" train -c configs/retinanet_demo.ron -o pretrain_weights="$checkpoint" "$exclude" \
+"$bin" train -c configs/$demo.ron -o pretrain_weights="$checkpoint" "$exclude" \
     max_iters=1 save_dir=start
-"$bin" eval -c configs/retinanet_demo.ron -o weights=start/retinanet_demo/model_final
+"$bin" eval -c configs/$demo.ron -o weights=start/$demo/model_final
 
 # The fine-tune, as the seed's table says for RetinaNet.
-"$bin" plan -c configs/retinanet_demo.ron -o pretrain_weights="$checkpoint" "$exclude"
-"$bin" train -c configs/retinanet_demo.ron --eval -o pretrain_weights="$checkpoint" \
+"$bin" plan -c configs/$demo.ron -o pretrain_weights="$checkpoint" "$exclude"
+"$bin" train -c configs/$demo.ron --eval -o pretrain_weights="$checkpoint" \
     "$exclude" max_iters="$iters"
-"$bin" eval -c configs/retinanet_demo.ron -o weights=output/retinanet_demo/model_final
-"$bin" infer -c configs/retinanet_demo.ron -o weights=output/retinanet_demo/model_final \
-    --infer_dir dataset/synth/JPEGImages --output_dir output/retinanet_demo/infer
+"$bin" eval -c configs/$demo.ron -o weights=output/$demo/model_final
+"$bin" infer -c configs/$demo.ron -o weights=output/$demo/model_final \
+    --infer_dir dataset/synth/JPEGImages --output_dir output/$demo/infer
 echo "work directory: $work"
