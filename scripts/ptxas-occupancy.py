@@ -110,7 +110,7 @@ def block_sizes():
             "yolo_decode", "ssd_decode", "softmax_rows", "bitonic_sort_step", "nms_bounds", "nms_rank_keys", "nms_keep_top",
             "proposal_keys", "proposal_decode",
             "ssd_mining_keys", "ssd_select_negatives", "ssd_loss_rows",
-            "proposal_keys", "proposal_decode", "retina_keys", "retina_decode", "retina_write",
+            "retina_decode", "retina_write",
             "rcnn_decode", "rcnn_order_keys", "rcnn_write", "gt_best_overlaps", "retina_fg_num",
             "depthwise_conv2d_forward", "depthwise_conv2d_backward_data",
         ]),
@@ -125,7 +125,8 @@ def block_sizes():
         ]),
         # ops::nms: NMS_THREADS blocks (per span of entries, (image, class) or image).
         (rust_const(nms, "NMS_THREADS"), [
-            "nms_count_candidates", "nms_compact_candidates", "nms_suppress", "nms_write",
+            "nms_count_candidates", "nms_compact_candidates", "retina_count_candidates",
+            "retina_compact_candidates", "nms_suppress", "nms_write",
         ]),
     ]
     return {kernel: threads for threads, kernels in groups for kernel in kernels}

@@ -29,7 +29,7 @@
 //!
 //! Every step is deterministic: the sort's order is total (entries are
 //! unique), and no two threads write one place.
-use crate::{grid_stride, kernel, shared_array};
+use crate::{grid_stride, kernel, shared_array, Ctx};
 
 /// The key of a non-candidate: sorts after every candidate.
 pub const NOT_A_CANDIDATE: u64 = u64::MAX;
@@ -82,6 +82,105 @@ fn piece(entries: u32, blocks: u32, block: u32, threads: u32, tid: u32) -> (u32,
     (from, (from + piece).min(block_to))
 }
 
+/// Step 1a for any layout of `entries` entries whose keys `key_of` gives:
+/// `counts[b]` = how many of block `b`'s span are candidates. `found` is a
+/// shared array of one `u32` per thread of the block.
+///
+/// # Safety
+/// `counts` holds one `u32` per block; `key_of` reads only valid entries.
+#[inline(always)]
+pub unsafe fn count_candidates(
+    ctx: &Ctx,
+    found: *mut u32,
+    entries: u32,
+    key_of: impl Fn(u32) -> u64,
+    counts: *mut u32,
+) {
+    let (tid, block) = (ctx.thread_x(), ctx.block_x());
+    let (from, to) = piece(entries, ctx.grid_dim_x(), block, ctx.block_dim_x(), tid);
+    let mut here = 0;
+    let mut v = from;
+    while v < to {
+        here += (key_of(v) != NOT_A_CANDIDATE) as u32;
+        v += 1;
+    }
+    *found.add(tid as usize) = here;
+    ctx.sync_threads();
+    if tid == 0 {
+        let mut total = 0;
+        let mut t = 0;
+        while t < ctx.block_dim_x() {
+            total += *found.add(t as usize);
+            t += 1;
+        }
+        *counts.add(block as usize) = total;
+    }
+}
+
+/// Step 1b, on the grid of [`count_candidates`]: each block's candidates,
+/// in entry order, from `offsets[b]` on (`offsets [blocks + 1]`: the counts
+/// summed before each block, then the total of these and any earlier
+/// spans) as `keys` and `values` (`value_base + v`); then `keys[total..
+/// padded]` = `NOT_A_CANDIDATE`, `values` their index (nothing when
+/// `padded` is 0). `before` is a shared array of one `u32` per thread.
+///
+/// # Safety
+/// As [`count_candidates`]; `keys` and `values` hold `padded` and every
+/// candidate's position.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub unsafe fn compact_candidates(
+    ctx: &Ctx,
+    before: *mut u32,
+    entries: u32,
+    key_of: impl Fn(u32) -> u64,
+    value_base: u32,
+    offsets: *const u32,
+    padded: u32,
+    keys: *mut u64,
+    values: *mut u32,
+) {
+    let (tid, block, threads) = (ctx.thread_x(), ctx.block_x(), ctx.block_dim_x());
+    let (from, to) = piece(entries, ctx.grid_dim_x(), block, threads, tid);
+    let mut here = 0;
+    let mut v = from;
+    while v < to {
+        here += (key_of(v) != NOT_A_CANDIDATE) as u32;
+        v += 1;
+    }
+    *before.add(tid as usize) = here;
+    ctx.sync_threads();
+    if tid == 0 {
+        let mut total = 0;
+        let mut t = 0;
+        while t < threads {
+            let count = *before.add(t as usize);
+            *before.add(t as usize) = total;
+            total += count;
+            t += 1;
+        }
+    }
+    ctx.sync_threads();
+    let mut out = *offsets.add(block as usize) + *before.add(tid as usize);
+    let mut v = from;
+    while v < to {
+        let key = key_of(v);
+        if key != NOT_A_CANDIDATE {
+            *keys.add(out as usize) = key;
+            *values.add(out as usize) = value_base + v;
+            out += 1;
+        }
+        v += 1;
+    }
+    let total = *offsets.add(ctx.grid_dim_x() as usize);
+    let mut i = total + block * threads + tid;
+    while i < padded {
+        *keys.add(i as usize) = NOT_A_CANDIDATE;
+        *values.add(i as usize) = i;
+        i += ctx.grid_dim_x() * threads;
+    }
+}
+
 kernel! {
     /// Step 1a, `NMS_THREADS` threads a block: `counts[b]` = how many of block
     /// `b`'s span of the `batch * classes * boxes_per_image` entries are
@@ -89,80 +188,21 @@ kernel! {
     pub fn nms_count_candidates(ctx, scores: *const f32, batch: u32, classes: u32, boxes_per_image: u32,
         score_thresh: f32, background: u32, counts: *mut u32) {
         let found = shared_array!(ctx, u32, NMS_THREADS as usize);
-        let (tid, block) = (ctx.thread_x(), ctx.block_x());
-        let entries = batch * classes * boxes_per_image;
-        let (from, to) = piece(entries, ctx.grid_dim_x(), block, ctx.block_dim_x(), tid);
-        let mut here = 0;
-        let mut v = from;
-        while v < to {
-            let key = candidate_key(scores, classes, boxes_per_image, score_thresh, background, v);
-            here += (key != NOT_A_CANDIDATE) as u32;
-            v += 1;
-        }
-        *found.add(tid as usize) = here;
-        ctx.sync_threads();
-        if tid == 0 {
-            let mut total = 0;
-            let mut t = 0;
-            while t < ctx.block_dim_x() {
-                total += *found.add(t as usize);
-                t += 1;
-            }
-            *counts.add(block as usize) = total;
-        }
+        let key_of = |v| candidate_key(scores, classes, boxes_per_image, score_thresh, background, v);
+        count_candidates(ctx, found, batch * classes * boxes_per_image, key_of, counts);
     }
 }
 
 kernel! {
-    /// Step 1b, the grid of `nms_count_candidates`: each block's candidates,
-    /// in entry order, from `offsets[b]` on (`offsets [blocks + 1]`: the
-    /// counts summed before each block, then the total) as `keys`/`values`;
-    /// then `keys[total..padded]` = `NOT_A_CANDIDATE`, `values` their index.
+    /// Step 1b, the grid of `nms_count_candidates`: its entries compacted by
+    /// [`compact_candidates`], values the entries.
     pub fn nms_compact_candidates(ctx, scores: *const f32, batch: u32, classes: u32, boxes_per_image: u32,
         score_thresh: f32, background: u32, offsets: *const u32, padded: u32,
         keys: *mut u64, values: *mut u32) {
         let before = shared_array!(ctx, u32, NMS_THREADS as usize);
-        let (tid, block, threads) = (ctx.thread_x(), ctx.block_x(), ctx.block_dim_x());
+        let key_of = |v| candidate_key(scores, classes, boxes_per_image, score_thresh, background, v);
         let entries = batch * classes * boxes_per_image;
-        let (from, to) = piece(entries, ctx.grid_dim_x(), block, threads, tid);
-        let mut here = 0;
-        let mut v = from;
-        while v < to {
-            let key = candidate_key(scores, classes, boxes_per_image, score_thresh, background, v);
-            here += (key != NOT_A_CANDIDATE) as u32;
-            v += 1;
-        }
-        *before.add(tid as usize) = here;
-        ctx.sync_threads();
-        if tid == 0 {
-            let mut total = 0;
-            let mut t = 0;
-            while t < threads {
-                let count = *before.add(t as usize);
-                *before.add(t as usize) = total;
-                total += count;
-                t += 1;
-            }
-        }
-        ctx.sync_threads();
-        let mut out = *offsets.add(block as usize) + *before.add(tid as usize);
-        let mut v = from;
-        while v < to {
-            let key = candidate_key(scores, classes, boxes_per_image, score_thresh, background, v);
-            if key != NOT_A_CANDIDATE {
-                *keys.add(out as usize) = key;
-                *values.add(out as usize) = v;
-                out += 1;
-            }
-            v += 1;
-        }
-        let total = *offsets.add(ctx.grid_dim_x() as usize);
-        let mut i = total + block * threads + tid;
-        while i < padded {
-            *keys.add(i as usize) = NOT_A_CANDIDATE;
-            *values.add(i as usize) = i;
-            i += ctx.grid_dim_x() * threads;
-        }
+        compact_candidates(ctx, before, entries, key_of, 0, offsets, padded, keys, values);
     }
 }
 

@@ -4,14 +4,18 @@
 //! bounds, the suppression and the ranking are `nms.rs`'s; the per-level
 //! ranking is `proposals.rs`'s with (anchor, class) pairs for anchors:
 //!
-//! 1. `retina_keys` (a launch per level): every (anchor, class) pair of
-//!    every image is an entry, entry `v` of segment `s = l * N + n` (level
-//!    `l`, image `n`) keyed `s << 32 | descending score` when its score is
-//!    above the level's threshold (0 on the last level), else not a
-//!    candidate; its value is `v`. A segment's entries are contiguous in
-//!    pair order (`(cell * A + a) * K + k`, Paddle's), so after
-//!    `bitonic_sort_step` and `nms_bounds` each segment's candidates are
-//!    best first, equal scores in pair order (the CPU's tie rule).
+//! 1. `retina_count_candidates`, then `retina_compact_candidates` (a launch
+//!    of each per level, the host summing the per-block counts of all
+//!    levels in between, as `nms.rs`'s step 1): every (anchor, class) pair
+//!    of every image is an entry `v`; it is a candidate when its score is
+//!    above the level's threshold (0 on the last level), keyed `s << 32 |
+//!    descending score` for its segment `s = l * N + n` (level `l`, image
+//!    `n`) and valued `v`, and only the candidates are written, so the sort
+//!    is as long as there are candidates, not pairs (at 800 pixels and 80
+//!    classes, about 1.6e7 pairs a picture). A segment's entries are
+//!    contiguous in pair order (`(cell * A + a) * K + k`, Paddle's), so
+//!    after `bitonic_sort_step` and `nms_bounds` each segment's candidates
+//!    are best first, equal scores in pair order (the CPU's tie rule).
 //! 2. `retina_decode` (a launch per level): the first `top_k` candidates of
 //!    each segment (`pre_nms_top_n`) decoded with their anchors' deltas,
 //!    divided by the image's scale and clipped to its picture into slot
@@ -26,40 +30,71 @@
 //!    order: the CPU's stable sort over its class-by-class survivors),
 //!    `nms_bounds` per image, and `retina_write` of each image's best
 //!    `keep_top_k`.
-use crate::nms::{descending_score_bits, NOT_A_CANDIDATE};
+use crate::nms::{
+    compact_candidates, count_candidates, descending_score_bits, NMS_THREADS, NOT_A_CANDIDATE,
+};
 use crate::proposals::{decode_proposal, quad};
-use crate::{grid_stride, kernel};
+use crate::{grid_stride, kernel, shared_array};
+
+/// Entry `e` of one level (laid out as in `retina_count_candidates`): its
+/// key `(first_segment + n) << 32 | descending score` when its score is
+/// above `threshold`, else not a candidate.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn retina_key(
+    scores: *const f32,
+    anchors_per_cell: u32,
+    classes: u32,
+    cells: u32,
+    first_segment: u32,
+    threshold: f32,
+    e: u32,
+) -> u64 {
+    let count = anchors_per_cell * classes * cells;
+    let (n, i) = (e / count, e % count);
+    let (anchor, k) = (i / classes, i % classes);
+    let (cell, a) = (anchor / anchors_per_cell, anchor % anchors_per_cell);
+    let channel = a * classes + k;
+    let score = *scores.add(((n * anchors_per_cell * classes + channel) * cells + cell) as usize);
+    if score > threshold {
+        (((first_segment + n) as u64) << 32) | descending_score_bits(score) as u64
+    } else {
+        NOT_A_CANDIDATE
+    }
+}
 
 kernel! {
-    /// Step 1 for one level of `images` images with `classes` classes per
-    /// anchor, `anchors_per_cell` anchors on each of `cells` cells: entry
-    /// `v = first_entry + n * count + i` (`count = cells * anchors_per_cell
-    /// * classes`, pair `i = (cell * anchors_per_cell + a) * classes + k`)
-    /// gets `keys[v] = (first_segment + n) << 32 | descending score` when
-    /// the score `scores[n, a * classes + k, cell]` (`[N, A * K, H, W]`) is
-    /// above `threshold`, else not a candidate; `values[v] = v`. Entries
-    /// from `first_entry + images * count` up to `end` are padding: not a
-    /// candidate, their index as value.
-    pub fn retina_keys(ctx, scores: *const f32, images: u32, anchors_per_cell: u32, classes: u32,
-        cells: u32, first_entry: u32, first_segment: u32, end: u32, threshold: f32,
-        keys: *mut u64, values: *mut u32) {
-        let count = anchors_per_cell * classes * cells;
-        grid_stride(ctx, end - first_entry, |e| {
-            let e = e as u32;
-            let mut key = NOT_A_CANDIDATE;
-            if e < images * count {
-                let (n, i) = (e / count, e % count);
-                let (anchor, k) = (i / classes, i % classes);
-                let (cell, a) = (anchor / anchors_per_cell, anchor % anchors_per_cell);
-                let channel = a * classes + k;
-                let score = *scores.add(((n * anchors_per_cell * classes + channel) * cells + cell) as usize);
-                if score > threshold {
-                    key = (((first_segment + n) as u64) << 32) | descending_score_bits(score) as u64;
-                }
-            }
-            *keys.add((first_entry + e) as usize) = key;
-            *values.add((first_entry + e) as usize) = first_entry + e;
-        });
+    /// Step 1a for one level of `images` images with `classes` classes per
+    /// anchor, `anchors_per_cell` anchors on each of `cells` cells, on
+    /// `NMS_THREADS` threads a block: level entry `e = n * count + i`
+    /// (`count = cells * anchors_per_cell * classes`, pair `i = (cell *
+    /// anchors_per_cell + a) * classes + k`) is a candidate when the score
+    /// `scores[n, a * classes + k, cell]` (`[N, A * K, H, W]`) is above
+    /// `threshold`; `counts[b]` = the candidates of block `b`'s span
+    /// (`nms::count_candidates`).
+    pub fn retina_count_candidates(ctx, scores: *const f32, images: u32, anchors_per_cell: u32,
+        classes: u32, cells: u32, threshold: f32, counts: *mut u32) {
+        let found = shared_array!(ctx, u32, NMS_THREADS as usize);
+        let key_of = |e| retina_key(scores, anchors_per_cell, classes, cells, 0, threshold, e);
+        let entries = images * anchors_per_cell * classes * cells;
+        count_candidates(ctx, found, entries, key_of, counts);
+    }
+}
+
+kernel! {
+    /// Step 1b, the grid of `retina_count_candidates`: the level's
+    /// candidates compacted (`nms::compact_candidates`) from `offsets` on,
+    /// keyed `(first_segment + n) << 32 | descending score`, valued by
+    /// their entry `first_entry + e` among every level's; the last level
+    /// pads `keys` to `padded` (0 for the others).
+    pub fn retina_compact_candidates(ctx, scores: *const f32, images: u32, anchors_per_cell: u32,
+        classes: u32, cells: u32, threshold: f32, first_entry: u32, first_segment: u32,
+        offsets: *const u32, padded: u32, keys: *mut u64, values: *mut u32) {
+        let before = shared_array!(ctx, u32, NMS_THREADS as usize);
+        let key_of =
+            |e| retina_key(scores, anchors_per_cell, classes, cells, first_segment, threshold, e);
+        let entries = images * anchors_per_cell * classes * cells;
+        compact_candidates(ctx, before, entries, key_of, first_entry, offsets, padded, keys, values);
     }
 }
 
@@ -168,6 +203,8 @@ mod tests {
 
     const GRID: Dim3 = Dim3::x(3);
     const BLOCK: Dim3 = Dim3::x(32);
+    /// Blocks of step 1: more than one, and spans that cut a level anywhere.
+    const COMPACT_BLOCKS: u32 = 3;
 
     /// One level: `(scores [N, A*K, H, W], deltas [N, 4A, H, W], anchors,
     /// H, W)`.
@@ -196,10 +233,6 @@ mod tests {
         if capacity == 0 {
             return vec![Vec::new(); im_info.len()];
         }
-        let total: u32 = counts.iter().sum::<u32>() * images;
-        let padded = total.next_power_of_two();
-        let keys = DeviceBuf::filled(padded as usize, 0u64);
-        let values = DeviceBuf::filled(padded as usize, 0u32);
         let bufs: Vec<[DeviceBuf<f32>; 3]> = levels
             .iter()
             .map(|l| {
@@ -211,26 +244,43 @@ mod tests {
             })
             .collect();
         let last = levels.len() - 1;
+        let threshold = |l: usize| if l == last { 0.0 } else { cfg.score_thresh };
+        let cells = |l: usize| counts[l] / (a as u32 * k);
+        // Step 1: each level's candidates counted per block, the counts
+        // summed over all levels, then compacted.
+        let compact = Dim3::x(COMPACT_BLOCKS);
+        let mut offsets = vec![0u32];
+        for (l, buf) in bufs.iter().enumerate() {
+            let found = DeviceBuf::filled(COMPACT_BLOCKS as usize, u32::MAX);
+            launch(compact, Dim3::x(NMS_THREADS), |c| unsafe {
+                let (scores, t) = (buf[0].ptr(), threshold(l));
+                retina_count_candidates(c, scores, images, a as u32, k, cells(l), t, found.ptr())
+            });
+            for count in found.to_vec() {
+                offsets.push(offsets[offsets.len() - 1] + count);
+            }
+        }
+        let padded = offsets[offsets.len() - 1].next_power_of_two();
+        let keys = DeviceBuf::filled(padded as usize, 0u64);
+        let values = DeviceBuf::filled(padded as usize, 0u32);
         let mut first = 0;
         for (l, &count) in counts.iter().enumerate() {
-            let end = if l == last {
-                padded
-            } else {
-                first + images * count
-            };
-            let threshold = if l == last { 0.0 } else { cfg.score_thresh };
-            launch_independent(GRID, BLOCK, |c| unsafe {
-                retina_keys(
+            let blocks = COMPACT_BLOCKS as usize;
+            let level_offsets = DeviceBuf::new(&offsets[l * blocks..=(l + 1) * blocks]);
+            let pad = if l == last { padded } else { 0 };
+            launch(compact, Dim3::x(NMS_THREADS), |c| unsafe {
+                retina_compact_candidates(
                     c,
                     bufs[l][0].ptr(),
                     images,
                     a as u32,
                     k,
-                    count / (a as u32 * k),
+                    cells(l),
+                    threshold(l),
                     first,
                     l as u32 * images,
-                    end,
-                    threshold,
+                    level_offsets.ptr(),
+                    pad,
                     keys.ptr(),
                     values.ptr(),
                 )

@@ -61,11 +61,16 @@ pub fn plan(
         boxes_per_image: boxes_per_image as u32,
         segments: (batch * classes) as u32,
         entries: entries as u32,
-        // About 16 entries a thread, at most 4096 blocks.
-        compact_blocks: entries.div_ceil(16 * NMS_THREADS as usize).clamp(1, 4096) as u32,
+        compact_blocks: compact_blocks(entries),
         top_k: top_k as u32,
         capacity: capacity as u32,
     })
+}
+
+/// The blocks (of `NMS_THREADS`) that count and compact the candidates of
+/// `entries` entries: about 16 entries a thread, at most 4096 blocks.
+pub(crate) fn compact_blocks(entries: usize) -> u32 {
+    entries.div_ceil(16 * NMS_THREADS as usize).clamp(1, 4096) as u32
 }
 
 /// The plan of an NMS of `[batch, boxes_per_image, classes]` under `nms`,

@@ -1,8 +1,8 @@
 //! Paddle's `retinanet_detection_output` on the device
 //! (`device/src/retinanet_detect.rs`) for every image of a batch at once,
 //! deciding exactly as core's `retinanet::retinanet_detection_output`: the
-//! (anchor, class) pairs above the threshold keyed and sorted per (level,
-//! image), the `pre_nms_top_n` best decoded and clipped, sorted again per
+//! (anchor, class) pairs above the threshold compacted, keyed and sorted
+//! per (level, image), the `pre_nms_top_n` best decoded and clipped, sorted again per
 //! (image, class), [`super::nms`]'s suppression (pixel IoU, `nms_eta`),
 //! each image's survivors ranked by score and the best `detections_per_im`
 //! written. What comes back: each image's detection rows and where each
@@ -11,8 +11,10 @@ use pulsefocus_core::backend::RetinaLevelInput;
 use pulsefocus_core::retinanet::RetinaOutputConfig;
 use pulsefocus_core::yolo::Detection;
 
-use super::nms::{detection_lists, Suppression};
-use super::{elementwise, fail, need_len, PlanError};
+use pulsefocus_gpu_device::nms::NMS_THREADS;
+
+use super::nms::{compact_blocks, detection_lists, Suppression};
+use super::{elementwise, fail, need_len, LaunchShape, PlanError};
 use crate::driver::KernelArgs;
 use crate::{DeviceBuffer, Gpu, GpuError};
 
@@ -32,7 +34,8 @@ pub struct RetinaDetectPlan {
     pub slots: u32,
     /// (level, image) pairs.
     pub segments: u32,
-    /// Entries of the first sort: every pair of every image.
+    /// Every pair of every image: the entries whose candidates the first
+    /// sort orders (their indices fit `u32`).
     pub entries: u32,
     /// Detection rows per image: `detections_per_im`, or every slot of the
     /// image when fewer.
@@ -130,35 +133,61 @@ impl Gpu {
         let last = levels.len() - 1;
 
         // Step 1: every pair above its level's threshold keyed by (level,
-        // image) and score, sorted; where each (level, image) starts.
-        let padded = p.entries.next_power_of_two();
-        let n = padded as usize;
-        let mut keys = self.alloc::<u64>(n)?;
-        let mut values = self.alloc::<u32>(n)?;
-        let mut first = 0;
+        // image) and score: the candidates counted per block (the counts of
+        // every level summed here: the sort's length depends on them),
+        // compacted, sorted; where each (level, image) starts.
+        let threshold = |l: usize| if l == last { 0.0 } else { cfg.score_thresh };
+        let compact = |count: u32| {
+            let blocks = compact_blocks((p.images * count) as usize);
+            let shape = LaunchShape {
+                grid: (blocks, 1, 1),
+                block: (NMS_THREADS, 1, 1),
+            };
+            (blocks as usize, shape)
+        };
+        let mut offsets = vec![0u32];
         for (l, level) in levels.iter().enumerate() {
             let count = p.counts[l];
-            let end = if l == last {
-                padded
-            } else {
-                first + p.images * count
-            };
-            // Paddle takes every positive score of the last level.
-            let threshold = if l == last { 0.0 } else { cfg.score_thresh };
+            let (blocks, shape) = compact(count);
+            let mut counts = self.alloc::<u32>(blocks)?;
             let mut args = KernelArgs::new();
             args.input(level.scores, (p.images * count) as usize)
                 .u32(p.images)
                 .u32(a)
                 .u32(p.classes)
                 .u32(count / per_cell)
+                .f32(threshold(l))
+                .output(&mut counts, blocks);
+            self.launch("retina_count_candidates", shape, &args)?;
+            for found in self.download(&counts)? {
+                offsets.push(offsets[offsets.len() - 1] + found);
+            }
+        }
+        let padded = offsets[offsets.len() - 1].next_power_of_two();
+        let n = padded as usize;
+        let mut keys = self.alloc::<u64>(n)?;
+        let mut values = self.alloc::<u32>(n)?;
+        let (mut first, mut first_block) = (0, 0);
+        for (l, level) in levels.iter().enumerate() {
+            let count = p.counts[l];
+            let (blocks, shape) = compact(count);
+            let level_offsets = self.upload(&offsets[first_block..=first_block + blocks])?;
+            let mut args = KernelArgs::new();
+            args.input(level.scores, (p.images * count) as usize)
+                .u32(p.images)
+                .u32(a)
+                .u32(p.classes)
+                .u32(count / per_cell)
+                .f32(threshold(l))
                 .u32(first)
                 .u32(l as u32 * p.images)
-                .u32(end)
-                .f32(threshold)
+                .input(&level_offsets, blocks + 1)
+                .u32(if l == last { padded } else { 0 })
                 .output(&mut keys, n)
                 .output(&mut values, n);
-            self.launch("retina_keys", elementwise(end - first), &args)?;
+            self.launch("retina_compact_candidates", shape, &args)?;
             first += p.images * count;
+            first_block += blocks;
         }
         self.bitonic_sort(&mut keys, &mut values)?;
         let level_bounds = self.bounds(&keys, p.segments)?;
