@@ -106,7 +106,7 @@ def block_sizes():
             "head_rows_forward", "head_rows_backward", "l2_norm_forward", "l2_norm_backward_data",
             "roi_align_forward", "roi_align_backward",
             "global_avg_pool_forward", "global_avg_pool_backward", "sigmoid_focal_loss", "retina_box_loss", "mask_loss",
-            "mask_paste", "polygon_masks", "rpn_loss_rows", "bbox_loss_rows",
+            "mask_paste", "polygon_masks", "rpn_loss_anchors", "rpn_anchor_candidates", "bbox_loss_rows",
             "yolo_decode", "ssd_decode", "softmax_rows", "bitonic_sort_step", "nms_bounds", "nms_rank_keys", "nms_keep_top",
             "proposal_keys", "proposal_decode",
             "ssd_mining_keys", "ssd_select_negatives", "ssd_loss_rows",
@@ -121,7 +121,7 @@ def block_sizes():
         (reduce, [
             "sum_blocks", "channel_sum", "batch_norm_train_forward",
             "batch_norm_train_backward", "depthwise_conv2d_backward_filter",
-            "l2_norm_backward_scale", "ssd_match", "gt_best_overlap_blocks", "retina_target_rows",
+            "l2_norm_backward_scale", "ssd_match", "gt_best_overlap_blocks", "retina_target_rows", "rpn_sample",
         ]),
         # ops::nms: NMS_THREADS blocks (per span of entries, (image, class) or image).
         (rust_const(nms, "NMS_THREADS"), [

@@ -14,8 +14,8 @@
 
 use crate::box_coder::BoxXyxy;
 use crate::rcnn::{
-    BBoxHeadLoss, BoxHeadLossArgs, ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad,
-    RpnLevelOutput, RpnLoss, RpnTargets,
+    rpn_target_assign, BBoxHeadLoss, BoxHeadLossArgs, Draw, ImInfo, ProposalConfig, Proposals,
+    RcnnConfig, RpnLevelGrad, RpnLevelOutput, RpnLoss, RpnTargetConfig, RpnTargets,
 };
 use crate::retinanet::{RetinaOutputConfig, RetinaTargetConfig};
 use crate::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
@@ -746,6 +746,105 @@ impl RetinaTargetsGeom<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// One image's ground truth for [`Backend::rpn_loss`]: boxes in
+/// original-image pixels (crowd boxes left out) and the image's `im_info`
+/// (`[resized height, resized width, scale]`; the boxes are scaled by
+/// `scale` into the anchors' pixels).
+#[derive(Debug, Clone, Copy)]
+pub struct RpnTruth<'a> {
+    pub boxes: &'a [BoxXyxy],
+    pub im_info: [f32; 3],
+}
+
+/// Faster R-CNN's RPN target assignment over a batch, the argument of
+/// [`Backend::rpn_loss`] besides the buffers: core's `rpn_target_assign`
+/// of each image `n`, its samples drawn with `Draw { seed, image: n }`.
+#[derive(Debug, Clone, Copy)]
+pub struct RpnTargetsGeom<'a> {
+    pub config: &'a RpnTargetConfig,
+    pub images: &'a [RpnTruth<'a>],
+    pub seed: u64,
+}
+
+impl RpnTargetsGeom<'_> {
+    /// Checks the settings and each image's `im_info` are finite (the
+    /// scale positive), and `anchors` has one buffer per level holding
+    /// its `height * width * anchors_per_cell` anchors (`len` gives a
+    /// buffer's length); returns a message naming the first that is not.
+    pub fn validate<Buf: ?Sized>(
+        &self,
+        anchors: &[&Buf],
+        levels: &[RpnLevelOutput<'_, Buf>],
+        anchors_per_cell: usize,
+        len: impl Fn(&Buf) -> usize,
+    ) -> Result<(), String> {
+        let c = self.config;
+        for (name, value) in [
+            ("fg_fraction", c.fg_fraction),
+            ("positive_overlap", c.positive_overlap),
+            ("negative_overlap", c.negative_overlap),
+            ("straddle_thresh", c.straddle_thresh),
+        ] {
+            if !value.is_finite() {
+                return Err(format!("rpn_loss: {name} must be finite, got {value}"));
+            }
+        }
+        for (n, image) in self.images.iter().enumerate() {
+            let [height, width, scale] = image.im_info;
+            if !(height.is_finite() && width.is_finite() && scale > 0.0 && scale.is_finite()) {
+                return Err(format!(
+                    "rpn_loss: image {n}: im_info must be finite with a positive scale, got {:?}",
+                    image.im_info
+                ));
+            }
+        }
+        if anchors.len() != levels.len() {
+            return Err(format!(
+                "rpn_loss: {} levels and {} anchor buffers",
+                levels.len(),
+                anchors.len()
+            ));
+        }
+        for (l, (&buf, level)) in anchors.iter().zip(levels).enumerate() {
+            let want = 4 * level.height * level.width * anchors_per_cell;
+            if len(buf) < want {
+                return Err(format!(
+                    "rpn_loss: level {l} anchors has {} elements, needs at least {want}",
+                    len(buf)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Each image's targets against `anchors` (every level's, one after
+    /// another): what every backend computes.
+    pub fn targets(&self, anchors: &[BoxXyxy]) -> Vec<RpnTargets> {
+        self.images
+            .iter()
+            .enumerate()
+            .map(|(n, image)| {
+                let [height, width, scale] = image.im_info;
+                rpn_target_assign(
+                    anchors,
+                    image.boxes,
+                    &vec![false; image.boxes.len()],
+                    ImInfo {
+                        height,
+                        width,
+                        scale,
+                    },
+                    self.config,
+                    Draw {
+                        seed: self.seed,
+                        image: n as u32,
+                    },
+                )
+            })
+            .collect()
     }
 }
 
@@ -1549,18 +1648,21 @@ pub trait Backend: Clone + Send + Sync + 'static {
 
     // ---- the R-CNN region proposals ----
 
-    /// PaddleDetection's RPN loss over the batch and every level (core's
-    /// `rcnn::rpn_loss`, lowest level first): `targets[n]` are image `n`'s
-    /// sampled anchors (indices into its levels' anchors concatenated) and
-    /// foreground deltas, from the host; `grads` (one per level, shaped as
-    /// its outputs) get the gradient of `loss_rpn_cls + loss_rpn_bbox`,
-    /// overwritten, 0 off the sampled anchors. Only the two losses come
-    /// back.
+    /// PaddleDetection's RPN target assignment and loss over the batch
+    /// and every level (core's `rpn_target_assign` of each image, see
+    /// [`RpnTargetsGeom`], then `rcnn::rpn_loss`, lowest level first):
+    /// `anchors[l]` are level `l`'s anchors `[height * width *
+    /// anchors_per_cell, 4]`, the targets drawn against all levels'
+    /// together; `grads` (one per level, shaped as its outputs) get the
+    /// gradient of `loss_rpn_cls + loss_rpn_bbox`, overwritten, 0 off the
+    /// sampled anchors. Only the ground truth goes to a device and only
+    /// the two losses come back.
     fn rpn_loss(
         &self,
+        g: &RpnTargetsGeom<'_>,
+        anchors: &[&Self::Buffer],
         levels: &[RpnLevelOutput<'_, Self::Buffer>],
         anchors_per_cell: usize,
-        targets: &[RpnTargets],
         grads: &mut [RpnLevelGrad<'_, Self::Buffer>],
     ) -> RpnLoss;
 

@@ -11,11 +11,11 @@ use pulsefocus_core::backend::{
     Activation, BatchNormGeom, BoxHeadRois, ChannelCopy, Conv2dGeom, DeviceError, FcGeom,
     FocalLossGeom, GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom,
     PolygonMaskGeom, PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RetinaTargetLevel,
-    RetinaTargetsGeom, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
+    RetinaTargetsGeom, RmsPropStep, RoiAlignGeom, RpnProposalInput, RpnTargetsGeom, SgdStep,
 };
 use pulsefocus_core::rcnn::{
     BBoxHeadLoss, BoxHeadLossArgs, ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad,
-    RpnLevelOutput, RpnLoss, RpnTargets,
+    RpnLevelOutput, RpnLoss,
 };
 use pulsefocus_core::retinanet::RetinaOutputConfig;
 use pulsefocus_core::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
@@ -644,16 +644,18 @@ impl Backend for GpuBackend {
         })
     }
 
-    /// The targets go up, the gradients are written on the device
-    /// (`ops::rpn_loss`); only the two sums come back.
+    /// The ground truth goes up, the targets are drawn and the gradients
+    /// written on the device (`ops::rpn_targets`, `ops::rpn_loss`); only
+    /// the sampled counts and the two sums come back.
     fn rpn_loss(
         &self,
+        g: &RpnTargetsGeom<'_>,
+        anchors: &[&DeviceBuffer],
         levels: &[RpnLevelOutput<'_, DeviceBuffer>],
         anchors_per_cell: usize,
-        targets: &[RpnTargets],
         grads: &mut [RpnLevelGrad<'_, DeviceBuffer>],
     ) -> RpnLoss {
-        self.run(|gpu| gpu.rpn_loss(levels, anchors_per_cell, targets, grads))
+        self.run(|gpu| gpu.rpn_loss(g, anchors, levels, anchors_per_cell, grads))
     }
 
     /// Sorts, decode, NMS on the device (`ops::proposals`); only the

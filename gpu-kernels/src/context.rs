@@ -123,7 +123,9 @@ pub const KERNELS: &[&str] = &[
     "gt_best_overlaps",
     "retina_target_rows",
     "retina_fg_num",
-    "rpn_loss_rows",
+    "rpn_loss_anchors",
+    "rpn_anchor_candidates",
+    "rpn_sample",
     "bbox_loss_rows",
 ];
 

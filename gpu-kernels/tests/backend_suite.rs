@@ -213,9 +213,19 @@ fn ties_to_the_last_best_box_are_caught() {
 }
 
 #[test]
-#[should_panic(expected = "rpn_loss C4 one level, 15 anchors, 2 images seed 1: loss_rpn_bbox")]
+#[should_panic(
+    expected = "rpn_loss C4 one level, 15 anchors, 2 images, random draw seed 1: loss_rpn_bbox"
+)]
 fn an_rpn_box_loss_over_the_foreground_count_is_caught() {
     checks::rpn_loss_matches(&Faulty(Fault::DividesByForeground));
+}
+
+#[test]
+#[should_panic(
+    expected = "rpn_loss C4 one level, 15 anchors, 2 images, random draw seed 1: loss_rpn_cls"
+)]
+fn rpn_samples_not_drawn_at_random_are_caught() {
+    checks::rpn_loss_matches(&Faulty(Fault::SamplesTheFirstOnes));
 }
 
 #[test]

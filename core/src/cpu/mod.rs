@@ -24,11 +24,11 @@ use crate::backend::{
     Activation, Backend, BatchNormGeom, BoxHeadRois, ChannelCopy, Conv2dGeom, FcGeom,
     FocalLossGeom, GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom,
     PolygonMaskGeom, PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RetinaTargetLevel,
-    RetinaTargetsGeom, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep,
+    RetinaTargetsGeom, RmsPropStep, RoiAlignGeom, RpnProposalInput, RpnTargetsGeom, SgdStep,
 };
 use crate::rcnn::{
     bbox_head_detect, bbox_head_loss_at_rows, BBoxHeadLoss, BoxHeadLossArgs, ImInfo,
-    ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad, RpnLevelOutput, RpnLoss, RpnTargets,
+    ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad, RpnLevelOutput, RpnLoss,
 };
 use crate::retinanet::{
     level_box_targets, level_labels, retinanet_detection_output, retinanet_target_assign,
@@ -618,14 +618,25 @@ impl Backend for CpuBackend {
         bbox_head_loss_at_rows(args, cls_score, bbox_pred, grad_cls_score, grad_bbox_pred)
     }
 
+    /// Core's `rpn_target_assign` of each image, then `rcnn::rpn_loss`.
     fn rpn_loss(
         &self,
+        g: &RpnTargetsGeom<'_>,
+        anchors: &[&Vec<f32>],
         levels: &[RpnLevelOutput<'_, Vec<f32>>],
         anchors_per_cell: usize,
-        targets: &[RpnTargets],
         grads: &mut [RpnLevelGrad<'_, Vec<f32>>],
     ) -> RpnLoss {
-        crate::rcnn::rpn_loss(levels, anchors_per_cell, targets, grads)
+        if let Err(msg) = g.validate(anchors, levels, anchors_per_cell, |b| b.len()) {
+            panic!("{msg}");
+        }
+        let boxes: Vec<[f32; 4]> = anchors
+            .iter()
+            .zip(levels)
+            .flat_map(|(buf, l)| quads(buf, l.height * l.width * anchors_per_cell))
+            .collect();
+        let targets = g.targets(&boxes);
+        crate::rcnn::rpn_loss(levels, anchors_per_cell, &targets, grads)
     }
 
     /// Core's `rcnn::generate_proposals` per level and image, the images

@@ -13,11 +13,12 @@
 //!    size); `generate_proposals` for every image and level on the backend
 //!    (`Backend::generate_proposals`: only the proposals leave the device),
 //!    then (FPN) `collect_fpn_proposals` on the host, the batch's best; in
-//!    training, `rpn_target_assign` on the host (it needs only the anchors
-//!    and the ground truth) and the RPN loss over all levels on the
-//!    backend (`Backend::rpn_loss`: the sampled anchors go up, the
-//!    gradients are written in place, the two losses come back), and
-//!    `generate_proposal_labels` samples the RoIs the box head learns from;
+//!    training, `rpn_target_assign` and the RPN loss over all levels on the
+//!    backend (`Backend::rpn_loss`: the ground truth and a seed drawn from
+//!    the detector's generator go up, the anchors are matched and sampled
+//!    where they live, the gradients are written in place, the two losses
+//!    come back), and `generate_proposal_labels` samples the RoIs the box
+//!    head learns from;
 //! 4. RoIAlign of each RoI (`faster_rcnn_rois`: from res4, `14 x 14` at
 //!    1/16, or from the pyramid level its size picks, `7 x 7`), the RoI
 //!    head (res5 and a global average pool, or `fc6` and `fc7`), and the
@@ -57,7 +58,9 @@ use super::network::ConvNet;
 use super::resnet::ResNetLinks;
 use std::ops::Range;
 
-use crate::backend::{Backend, BoxHeadRois, RoiPolygons, RpnProposalInput};
+use crate::backend::{
+    Backend, BoxHeadRois, RoiPolygons, RpnProposalInput, RpnTargetsGeom, RpnTruth,
+};
 use crate::box_coder::BoxXyxy;
 use crate::data::rng::Rng;
 use crate::detector::{Detector, Losses};
@@ -65,13 +68,12 @@ use crate::layers::{FullyConnected, GlobalAvgPool};
 use crate::params::ParamSpec;
 use crate::rcnn::anchors::{rpn_anchors, Anchors};
 use crate::rcnn::rpn_loss::{RpnLevelGrad, RpnLevelOutput};
-use crate::rcnn::rpn_target::{rpn_target_assign, ImInfo};
 use crate::rcnn::truth::{
     by_class_from_zero, image_infos, image_truths, train_on_zeros, ImageTruth,
 };
 use crate::rcnn::{
     collect_fpn_proposals, generate_mask_labels, generate_proposal_labels, paste_masks,
-    BoxHeadLossArgs, FpnLevels, Pasted, RcnnConfig, RoiTargets, SampledRois,
+    BoxHeadLossArgs, FpnLevels, ImInfo, Pasted, RcnnConfig, RoiTargets, SampledRois,
 };
 use crate::tensor::Tensor;
 use crate::yolo::{Detection, GroundTruth};
@@ -403,7 +405,8 @@ pub struct FasterRcnnDetector<B: Backend> {
     scratch: Scratch<B>,
     /// The anchors of the last feature sizes, the levels one after another.
     anchors: Option<(Vec<[usize; 2]>, Anchors)>,
-    /// Draws `rpn_target_assign`'s and `generate_proposal_labels`' samples.
+    /// Draws the RPN targets' seed (one a step) and
+    /// `generate_proposal_labels`' samples.
     rng: Rng,
     /// Mask R-CNN: the mask branch and the last `detect`'s masks.
     mask: Option<MaskBranch<B>>,
@@ -1210,55 +1213,48 @@ impl<B: Backend> Detector<B> for FasterRcnnDetector<B> {
         let truths = image_truths(truth, &im_info);
         self.forward_rpn(image, true);
 
-        // The RPN's loss over the batch and every level.
-        let (_, anchors) = self.anchors.as_ref().expect("forward_rpn made the anchors");
-        let targets: Vec<_> = truths
+        // The RPN's targets and loss over the batch and every level, on the
+        // backend: the ground truth goes up, the gradients are written in
+        // place and only the two losses come back.
+        let images: Vec<RpnTruth<'_>> = truths
             .iter()
             .zip(&im_info)
-            .map(|(t, &[height, width, scale])| {
-                rpn_target_assign(
-                    &anchors.boxes,
-                    &t.boxes,
-                    &vec![false; t.boxes.len()],
-                    ImInfo {
-                        height,
-                        width,
-                        scale,
-                    },
-                    &self.config.rpn_target,
-                    &mut self.rng,
-                )
+            .map(|(t, &im_info)| RpnTruth {
+                boxes: &t.boxes,
+                im_info,
             })
             .collect();
-        // On the backend: the targets go up, the gradients are written in
-        // place and only the two losses come back.
+        let g = RpnTargetsGeom {
+            config: &self.config.rpn_target,
+            images: &images,
+            seed: self.rng.next_u64(),
+        };
         let backend = self.net.backend().clone();
-        let (outputs, mut grads): (Vec<_>, Vec<_>) = self
-            .levels
-            .iter_mut()
-            .map(|level| {
-                let [height, width] = level.size;
-                let [cls, bbox] = &mut level.grads;
-                cls.reshape_reuse(&backend, level.logits.shape());
-                bbox.reshape_reuse(&backend, level.outputs[1].shape());
-                (
-                    RpnLevelOutput {
-                        height,
-                        width,
-                        cls_logits: level.logits.buf(),
-                        bbox_pred: level.outputs[1].buf(),
-                    },
-                    RpnLevelGrad {
-                        cls_logits: cls.buf_mut(),
-                        bbox_pred: bbox.buf_mut(),
-                    },
-                )
-            })
-            .unzip();
+        let mut anchors = Vec::with_capacity(self.levels.len());
+        let mut outputs = Vec::with_capacity(self.levels.len());
+        let mut grads = Vec::with_capacity(self.levels.len());
+        for level in &mut self.levels {
+            let [height, width] = level.size;
+            let [cls, bbox] = &mut level.grads;
+            cls.reshape_reuse(&backend, level.logits.shape());
+            bbox.reshape_reuse(&backend, level.outputs[1].shape());
+            anchors.push(level.anchors[0].buf());
+            outputs.push(RpnLevelOutput {
+                height,
+                width,
+                cls_logits: level.logits.buf(),
+                bbox_pred: level.outputs[1].buf(),
+            });
+            grads.push(RpnLevelGrad {
+                cls_logits: cls.buf_mut(),
+                bbox_pred: bbox.buf_mut(),
+            });
+        }
         let rpn = backend.rpn_loss(
+            &g,
+            &anchors,
             &outputs,
             self.spec.rpn.anchors_per_cell(),
-            &targets,
             &mut grads,
         );
 

@@ -49,4 +49,4 @@ pub use proposal_labels::{
 };
 pub use proposals::{generate_proposals, Proposals};
 pub use rpn_loss::{rpn_loss, RpnLevelGrad, RpnLevelOutput, RpnLoss};
-pub use rpn_target::{rpn_target_assign, ImInfo, RpnTargets};
+pub use rpn_target::{rpn_target_assign, sample_key, Draw, ImInfo, RpnTargets};

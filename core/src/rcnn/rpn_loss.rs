@@ -19,9 +19,9 @@
 //!
 //! A batch with no sampled anchor has losses 0 (Paddle would divide by 0).
 
-//! A backend runs it as `Backend::rpn_loss` (the CPU's is [`rpn_loss`]): the
-//! targets are short lists (about 256 anchors an image), so a device takes
-//! them up and the outputs never come down.
+//! A backend runs it as `Backend::rpn_loss` together with the targets (the
+//! CPU's is `rpn_target_assign` then [`rpn_loss`]): a device draws the
+//! targets itself from the ground truth, and the outputs never come down.
 
 use crate::losses::smooth_l1;
 use crate::rcnn::rpn_target::RpnTargets;
@@ -95,15 +95,14 @@ impl AnchorSite {
     }
 }
 
-/// Checks the loss's inputs, as every backend does before it touches them:
-/// a gradient per level, positive sizes, buffers (`len` gives a buffer's
-/// length) long enough for `targets.len()` images, one delta row per
-/// foreground anchor and each sampled anchor one of the image's, sampled
-/// once. Returns a message naming the first that is not.
+/// Checks the loss's buffers, as every backend does before it touches
+/// them: a gradient per level, positive sizes, buffers (`len` gives a
+/// buffer's length) long enough for `images` images. Returns a message
+/// naming the first that is not.
 pub fn check_rpn_loss<Buf: ?Sized>(
     levels: &[RpnLevelOutput<Buf>],
     anchors_per_cell: usize,
-    targets: &[RpnTargets],
+    images: usize,
     grads: &[RpnLevelGrad<Buf>],
     len: impl Fn(&Buf) -> usize,
 ) -> Result<(), String> {
@@ -117,12 +116,11 @@ pub fn check_rpn_loss<Buf: ?Sized>(
     if anchors_per_cell == 0 {
         return Err("rpn_loss: anchors_per_cell must be positive".into());
     }
-    let batch = targets.len();
     for (l, (level, grad)) in levels.iter().zip(grads).enumerate() {
         if level.height == 0 || level.width == 0 {
             return Err(format!("rpn_loss: level {l} has no cell"));
         }
-        let logits = batch * anchors_per_cell * level.height * level.width;
+        let logits = images * anchors_per_cell * level.height * level.width;
         for (name, got, want) in [
             ("cls_logits", len(level.cls_logits), logits),
             ("bbox_pred", len(level.bbox_pred), 4 * logits),
@@ -136,8 +134,12 @@ pub fn check_rpn_loss<Buf: ?Sized>(
             }
         }
     }
-    let anchors: usize =
-        levels.iter().map(|l| l.height * l.width).sum::<usize>() * anchors_per_cell;
+    Ok(())
+}
+
+/// Checks each image has one delta row per foreground anchor and each
+/// sampled anchor is one of the image's `anchors`, sampled once.
+fn check_targets(targets: &[RpnTargets], anchors: usize) -> Result<(), String> {
     let mut sampled = vec![usize::MAX; anchors];
     for (n, t) in targets.iter().enumerate() {
         if t.fg_deltas.len() != t.fg.len() {
@@ -148,9 +150,7 @@ pub fn check_rpn_loss<Buf: ?Sized>(
             ));
         }
         for &k in t.fg.iter().chain(&t.bg) {
-            // `sampled[k] == n`: already sampled in this image (a device
-            // writes the gradients in parallel, so a twice-sampled anchor
-            // would be a race).
+            // `sampled[k] == n`: already sampled in this image.
             match sampled.get_mut(k) {
                 None => return Err(format!("rpn_loss: image {n}: anchor {k} of {anchors}")),
                 Some(seen) if *seen == n => {
@@ -166,8 +166,8 @@ pub fn check_rpn_loss<Buf: ?Sized>(
 /// The loss of the batch whose image `n` has targets `targets[n]`, with
 /// `anchors_per_cell` anchors in every cell of every level. The gradient
 /// of `loss_rpn_cls + loss_rpn_bbox` is written to `grads` (one per level),
-/// zero where no sampled anchor is. Panics with `check_rpn_loss`'s message
-/// on bad inputs.
+/// zero where no sampled anchor is. Panics with `check_rpn_loss`'s or the
+/// targets' check's message on bad inputs.
 pub fn rpn_loss<Buf: AsRef<[f32]> + AsMut<[f32]> + ?Sized>(
     levels: &[RpnLevelOutput<Buf>],
     anchors_per_cell: usize,
@@ -176,10 +176,13 @@ pub fn rpn_loss<Buf: AsRef<[f32]> + AsMut<[f32]> + ?Sized>(
 ) -> RpnLoss {
     let a_count = anchors_per_cell;
     let batch = targets.len();
-    if let Err(msg) = check_rpn_loss(levels, a_count, targets, grads, |b| b.as_ref().len()) {
+    let cells: Vec<usize> = levels.iter().map(|l| l.height * l.width).collect();
+    let anchors = cells.iter().sum::<usize>() * a_count;
+    if let Err(msg) = check_rpn_loss(levels, a_count, batch, grads, |b| b.as_ref().len())
+        .and_then(|()| check_targets(targets, anchors))
+    {
         panic!("{msg}");
     }
-    let cells: Vec<usize> = levels.iter().map(|l| l.height * l.width).collect();
     for (grad, &cells) in grads.iter_mut().zip(&cells) {
         let len = batch * a_count * cells;
         grad.cls_logits.as_mut()[..len].fill(0.0);
@@ -229,13 +232,12 @@ pub fn rpn_loss<Buf: AsRef<[f32]> + AsMut<[f32]> + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::rng::Rng;
     use crate::fixtures::{floats, read};
     use crate::gradcheck::{check_gradient, random_vec, GradCheck, Probe, SEEDS};
     use crate::models::rpn_head::{AnchorGeneratorSpec, RpnHeadSpec, RpnLevels};
     use crate::rcnn::anchors::rpn_anchors;
     use crate::rcnn::rpn_target::paddle_fixture::paddle_case;
-    use crate::rcnn::rpn_target::{rpn_target_assign, ImInfo};
+    use crate::rcnn::rpn_target::{rpn_target_assign, Draw, ImInfo};
     use crate::rcnn::RpnTargetConfig;
 
     /// Outputs and gradient buffers of every level, owned.
@@ -374,7 +376,6 @@ mod tests {
             scale: 1.0,
         };
         for seed in SEEDS {
-            let mut rng = Rng::new(seed);
             let targets: Vec<RpnTargets> = (0..2)
                 .map(|n| {
                     let r = random_vec(seed * 10 + n, 8);
@@ -386,7 +387,11 @@ mod tests {
                             [x, y, x + w, y + h]
                         })
                         .collect();
-                    rpn_target_assign(&anchors, &gts, &[false, false], info, &config, &mut rng)
+                    let draw = Draw {
+                        seed,
+                        image: n as u32,
+                    };
+                    rpn_target_assign(&anchors, &gts, &[false, false], info, &config, draw)
                 })
                 .collect();
             assert!(targets.iter().all(|t| !t.fg.is_empty() && !t.bg.is_empty()));

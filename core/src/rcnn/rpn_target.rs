@@ -13,7 +13,8 @@
 //!    `positive_overlap`, and for every box the anchors whose overlap with
 //!    it is within 1e-5 of its best (even when that best is below
 //!    `negative_overlap`); at most `batch_size_per_im * fg_fraction` of
-//!    them are kept (reservoir sampling, or the first ones);
+//!    them are kept (a keyed random draw, see [`sample_key`], or the first
+//!    ones);
 //! 4. background candidates: anchors overlapping every box by less than
 //!    `negative_overlap`; `batch_size_per_im` minus the kept foreground are
 //!    kept the same way;
@@ -27,7 +28,6 @@
 //!    box (first best on ties), without weights.
 
 use crate::box_coder::{box_to_delta, BoxXyxy};
-use crate::data::rng::Rng;
 use crate::rcnn::bbox_overlaps::bbox_overlap;
 use crate::rcnn::RpnTargetConfig;
 
@@ -56,16 +56,43 @@ pub struct RpnTargets {
 /// Paddle's equality tolerance between an overlap and a box's best overlap.
 const BEST_OVERLAP_EPSILON: f32 = 1e-5;
 
+/// Which draw samples an image's anchors when `use_random`: the step's
+/// seed and the image's place in the batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Draw {
+    pub seed: u64,
+    pub image: u32,
+}
+
+/// The draws of [`sample_key`]: the foreground's and the background's are
+/// independent.
+pub const FOREGROUND_DRAW: u32 = 0;
+pub const BACKGROUND_DRAW: u32 = 1;
+
+/// The random key of anchor `anchor` in draw `which` (foreground or
+/// background) of `draw`: splitmix64's finaliser of the four mixed
+/// together, the high 32 bits. The candidates of the smallest keys (ties
+/// by anchor index) are kept, a uniform random subset that a device draws
+/// the same way without a sequential generator. The device crate has the
+/// same function (`rpn_targets::sample_key`), tested against this one.
+pub fn sample_key(draw: Draw, which: u32, anchor: u32) -> u32 {
+    let lane = (draw.image as u64) << 33 | (which as u64) << 32 | anchor as u64;
+    let mut z = draw.seed ^ lane.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) >> 32) as u32
+}
+
 /// The targets of one image whose anchors are `anchors` (all levels'),
 /// with ground truth `gt_boxes` in original-image pixels and `is_crowd`
-/// beside them. `rng` draws the samples when `config.use_random`.
+/// beside them. `draw` keys the samples when `config.use_random`.
 pub fn rpn_target_assign(
     anchors: &[BoxXyxy],
     gt_boxes: &[BoxXyxy],
     is_crowd: &[bool],
     im_info: ImInfo,
     config: &RpnTargetConfig,
-    rng: &mut Rng,
+    draw: Draw,
 ) -> RpnTargets {
     assert_eq!(
         gt_boxes.len(),
@@ -98,7 +125,10 @@ pub fn rpn_target_assign(
     let sampling = config.fg_fraction > 0.0 && config.batch_size_per_im > 0;
     if sampling {
         let fg_quota = (config.fg_fraction * config.batch_size_per_im as f32) as usize;
-        sample(&mut fg_candidates, fg_quota, config.use_random, rng);
+        let key = config
+            .use_random
+            .then_some((draw, FOREGROUND_DRAW, &inside[..]));
+        sample(&mut fg_candidates, fg_quota, key);
     }
     // -1 ignored, 0 background, 1 foreground, per inside anchor.
     let mut label = vec![-1i8; inside.len()];
@@ -110,7 +140,10 @@ pub fn rpn_target_assign(
         .collect();
     if sampling {
         let bg_quota = config.batch_size_per_im.saturating_sub(fg_candidates.len());
-        sample(&mut bg_candidates, bg_quota, config.use_random, rng);
+        let key = config
+            .use_random
+            .then_some((draw, BACKGROUND_DRAW, &inside[..]));
+        sample(&mut bg_candidates, bg_quota, key);
     }
     for &r in &bg_candidates {
         label[r] = 0;
@@ -195,24 +228,23 @@ pub(crate) fn match_anchors(
         .collect()
 }
 
-/// Keeps `quota` of `candidates`: a uniform random subset (in reservoir
-/// order, which the caller does not rely on) or the first ones.
+/// Keeps `quota` of `candidates` (rows of `inside`, ascending): those of
+/// the smallest keys (`sample_key` of the anchor `inside[r]` in draw
+/// `which`, ties by anchor index) when `key` is given, else the first
+/// ones. Either way the first ones of an order on the anchors, which a
+/// device selects without sorting (in the order left here, which the
+/// caller does not rely on).
 ///
 /// Paddle's reservoir draws the slot of item `i` in `[0, i)` from a copy of
 /// one `minstd_rand` made at every call, so its foreground and background
 /// draws repeat each other; neither quirk is kept, only the distribution's
 /// intent (every subset equally likely).
-fn sample(candidates: &mut Vec<usize>, quota: usize, use_random: bool, rng: &mut Rng) {
+fn sample(candidates: &mut Vec<usize>, quota: usize, key: Option<(Draw, u32, &[usize])>) {
     if candidates.len() <= quota {
         return;
     }
-    if use_random {
-        for i in quota..candidates.len() {
-            let slot = rng.below(i as u64 + 1) as usize;
-            if slot < quota {
-                candidates.swap(slot, i);
-            }
-        }
+    if let Some((draw, which, inside)) = key {
+        candidates.sort_by_key(|&r| (sample_key(draw, which, inside[r] as u32), inside[r]));
     }
     candidates.truncate(quota);
 }
@@ -297,7 +329,10 @@ pub(crate) mod paddle_fixture {
                         &self.is_crowd[i],
                         self.im_info[i],
                         &self.config,
-                        &mut Rng::from_state(0),
+                        Draw {
+                            seed: 0,
+                            image: i as u32,
+                        },
                     )
                 })
                 .collect()
@@ -331,6 +366,8 @@ mod tests {
             .collect()
     }
 
+    const DRAW: Draw = Draw { seed: 0, image: 0 };
+
     const FULL: ImInfo = ImInfo {
         height: 100.0,
         width: 100.0,
@@ -349,7 +386,7 @@ mod tests {
             &[false, true],
             FULL,
             &config(256, 0.5, false),
-            &mut Rng::from_state(0),
+            DRAW,
         );
         assert_eq!(t.fg, [11]);
         assert_eq!(t.fg_deltas, [[0.0; 4]]);
@@ -369,7 +406,7 @@ mod tests {
             &[false],
             info,
             &config(256, 0.5, false),
-            &mut Rng::from_state(0),
+            DRAW,
         );
         assert_eq!(t.fg, [22]);
     }
@@ -389,14 +426,7 @@ mod tests {
                 straddle_thresh,
                 ..config(256, 0.5, false)
             };
-            rpn_target_assign(
-                &anchors,
-                &gts,
-                &[false],
-                info,
-                &cfg,
-                &mut Rng::from_state(0),
-            )
+            rpn_target_assign(&anchors, &gts, &[false], info, &cfg, DRAW)
         };
         let t = run(0.0);
         assert_eq!(t.fg.len() + t.bg.len(), 64);
@@ -421,7 +451,7 @@ mod tests {
             &[false],
             FULL,
             &config(20, 0.5, false),
-            &mut Rng::from_state(0),
+            DRAW,
         );
         assert!(t.fg.is_empty());
         // 20 - 1 background kept: the first 19 anchors, 11 among them.
@@ -431,14 +461,7 @@ mod tests {
     #[test]
     fn without_boxes_every_anchor_is_background() {
         let anchors = grid();
-        let t = rpn_target_assign(
-            &anchors,
-            &[],
-            &[],
-            FULL,
-            &config(256, 0.5, false),
-            &mut Rng::from_state(0),
-        );
+        let t = rpn_target_assign(&anchors, &[], &[], FULL, &config(256, 0.5, false), DRAW);
         assert!(t.fg.is_empty());
         assert_eq!(t.bg.len(), 100);
     }
@@ -453,8 +476,10 @@ mod tests {
         let gts: Vec<BoxXyxy> = (0..10).map(|k| anchors[k * 11]).collect();
         let crowd = vec![false; gts.len()];
         let cfg = config(8, 0.5, true);
-        let draw =
-            |seed: u64| rpn_target_assign(&anchors, &gts, &crowd, FULL, &cfg, &mut Rng::new(seed));
+        let draw = |seed: u64| {
+            let draw = Draw { seed, image: 0 };
+            rpn_target_assign(&anchors, &gts, &crowd, FULL, &cfg, draw)
+        };
         let fg_candidates: Vec<usize> = (0..10).map(|k| k * 11).collect();
         let mut fg_count = [0usize; 100];
         let mut bg_count = [0usize; 100];
@@ -482,6 +507,41 @@ mod tests {
                 (bg_count[i] as f64 - 88.9).abs() < 5.0 * 9.2,
                 "{bg_count:?}"
             );
+        }
+    }
+
+    /// The keyed draw keeps exactly `min(quota, candidates)` of the
+    /// candidates, the same ones for the same seed and image, others for
+    /// another seed or image; without `use_random` the first ones.
+    #[test]
+    fn keyed_sampling_keeps_the_quota_and_follows_the_seed() {
+        let inside: Vec<usize> = (0..300).map(|i| 3 * i + 1).collect();
+        let keep = |count: usize, quota: usize, key: Option<(Draw, u32, &[usize])>| {
+            let mut candidates: Vec<usize> = (0..count).map(|r| 2 * r).collect();
+            sample(&mut candidates, quota, key);
+            candidates.sort_unstable();
+            candidates
+        };
+        let draw = |seed: u64, image: u32| Draw { seed, image };
+        for (count, quota) in [(0, 5), (3, 5), (5, 5), (40, 5), (150, 128), (150, 0)] {
+            let all: Vec<usize> = (0..count).map(|r| 2 * r).collect();
+            let one = keep(count, quota, Some((draw(9, 0), FOREGROUND_DRAW, &inside)));
+            assert_eq!(one.len(), quota.min(count), "{count} {quota}");
+            assert!(one.iter().all(|r| all.contains(r)));
+            assert!(one.windows(2).all(|w| w[0] < w[1]), "no candidate twice");
+            let again = keep(count, quota, Some((draw(9, 0), FOREGROUND_DRAW, &inside)));
+            assert_eq!(one, again);
+            assert_eq!(keep(count, quota, None), all[..quota.min(count)]);
+            if count > quota && quota > 0 {
+                for other in [
+                    (draw(10, 0), FOREGROUND_DRAW),
+                    (draw(9, 1), FOREGROUND_DRAW),
+                    (draw(9, 0), BACKGROUND_DRAW),
+                ] {
+                    let key = Some((other.0, other.1, &inside[..]));
+                    assert_ne!(one, keep(count, quota, key), "{other:?}");
+                }
+            }
         }
     }
 

@@ -25,8 +25,11 @@
 //! 4. `retina_fg_num`: each image's count plus one, Paddle's
 //!    `ForegroundNumber`.
 //!
-//! Steps 1, 2 and the [`match_anchor`] rule are not RetinaNet's own: they
-//! are `rpn_target_assign`'s matching too.
+//! Steps 1, 2, the [`match_anchor`] rule and [`box_to_delta`] are not
+//! RetinaNet's own: they are `rpn_target_assign`'s matching too
+//! (`rpn_targets.rs`), which also leaves out the anchors that straddle the
+//! image's border ([`inside_image`]; RetinaNet keeps all, a negative
+//! threshold).
 use crate::reduce::{block_reduce, REDUCE_THREADS};
 use crate::{grid_stride, kernel, math, shared_array};
 
@@ -38,8 +41,11 @@ pub const MATCH_BLOCK_ANCHORS: u32 = REDUCE_THREADS * 4;
 const BEST_OVERLAP_EPSILON: f32 = 1e-5;
 
 /// Row `row` of a `[rows, 4]` array.
+///
+/// # Safety
+/// The row exists.
 #[inline(always)]
-unsafe fn quad(rows: *const f32, row: u32) -> [f32; 4] {
+pub unsafe fn quad(rows: *const f32, row: u32) -> [f32; 4] {
     let q = rows.add(row as usize * 4);
     [*q, *q.add(1), *q.add(2), *q.add(3)]
 }
@@ -59,6 +65,16 @@ fn bbox_overlap(a: [f32; 4], b: [f32; 4]) -> f32 {
     inter / (area_a + area_b - inter)
 }
 
+/// Whether `anchor` counts for an image of `height` by `width` pixels:
+/// core's `rpn_target_assign` keeps the anchors within `straddle_thresh`
+/// of the border, all of them when it is negative.
+#[inline(always)]
+pub fn inside_image(anchor: [f32; 4], height: f32, width: f32, straddle_thresh: f32) -> bool {
+    let t = straddle_thresh;
+    t < 0.0
+        || (anchor[0] >= -t && anchor[1] >= -t && anchor[2] < width + t && anchor[3] < height + t)
+}
+
 /// The image and the block within the level of this block of a launch of
 /// `blocks` blocks per image.
 #[inline(always)]
@@ -72,19 +88,26 @@ kernel! {
     /// the level's `count` (`anchors` `[count, 4]`); for each of the image's
     /// boxes `g`, `partial[g * stride + block_offset + b]` = the largest
     /// IoU of those anchors with it (`f32::MIN` for none, the CPU's start).
+    /// Only the anchors [`inside_image`] of image `n` count, its height and
+    /// width `im_info[3 * n..]`.
     pub fn gt_best_overlap_blocks(ctx, anchors: *const f32, count: u32, truth_boxes: *const f32,
-        truth_first: *const u32, blocks: u32, stride: u32, block_offset: u32, partial: *mut f32) {
+        truth_first: *const u32, im_info: *const f32, straddle_thresh: f32, blocks: u32,
+        stride: u32, block_offset: u32, partial: *mut f32) {
         let scratch = shared_array!(ctx, f32, REDUCE_THREADS as usize);
         let (n, b) = image_and_block(ctx.block_x(), blocks);
         let start = b * MATCH_BLOCK_ANCHORS;
         let end = count.min(start + MATCH_BLOCK_ANCHORS);
+        let (height, width) = (*im_info.add(3 * n as usize), *im_info.add(3 * n as usize + 1));
         let mut g = *truth_first.add(n as usize);
         while g < *truth_first.add(n as usize + 1) {
             let gt = quad(truth_boxes, g);
             let mut best = f32::MIN;
             let mut a = start + ctx.thread_x();
             while a < end {
-                best = best.max(bbox_overlap(quad(anchors, a), gt));
+                let anchor = quad(anchors, a);
+                if inside_image(anchor, height, width, straddle_thresh) {
+                    best = best.max(bbox_overlap(anchor, gt));
+                }
                 a += REDUCE_THREADS;
             }
             // Exact whatever the order: a maximum rounds nothing.
@@ -160,7 +183,7 @@ pub unsafe fn match_anchor(
 /// Core's `box_coder::box_to_delta` of `anchor` to `gt` with weights
 /// `[1; 4]` (a division by 1 changes no bit, so it is left out).
 #[inline(always)]
-fn box_to_delta(anchor: [f32; 4], gt: [f32; 4]) -> [f32; 4] {
+pub fn box_to_delta(anchor: [f32; 4], gt: [f32; 4]) -> [f32; 4] {
     let (pw, ph) = (anchor[2] - anchor[0] + 1.0, anchor[3] - anchor[1] + 1.0);
     let (px, py) = (anchor[0] + pw / 2.0, anchor[1] + ph / 2.0);
     let (tw, th) = (gt[2] - gt[0] + 1.0, gt[3] - gt[1] + 1.0);
@@ -292,6 +315,8 @@ mod tests {
             DeviceBuf::new(&classes),
             DeviceBuf::new(&first),
         );
+        // No anchor straddles: RetinaNet keeps them all.
+        let im_info = DeviceBuf::filled(3 * truths.len(), 0.0f32);
         let anchors: Vec<DeviceBuf<f32>> =
             levels.iter().map(|l| DeviceBuf::new(&l.concat())).collect();
         let partial = DeviceBuf::filled((gts * stride) as usize, f32::NAN);
@@ -307,6 +332,8 @@ mod tests {
                         level.len() as u32,
                         tb.ptr(),
                         tf.ptr(),
+                        im_info.ptr(),
+                        -1.0,
                         blocks,
                         stride,
                         offset,

@@ -39,6 +39,7 @@ pub mod retinanet_targets;
 pub mod rmsprop;
 pub mod roi_align;
 pub mod rpn_loss;
+pub mod rpn_targets;
 pub mod sgd;
 pub mod sigmoid_focal_loss;
 pub mod ssd;

@@ -5,8 +5,10 @@
 //! straight into the buffers the level's losses read. What goes up: the
 //! ground truth (a table of boxes scaled into the anchors' pixels, classes,
 //! and where each image's start). What comes back: each image's
-//! `ForegroundNumber`.
+//! `ForegroundNumber`. The ground truth table and steps 1-2 (each box's
+//! best overlap) are shared with the RPN's targets (`ops::rpn_targets`).
 use pulsefocus_core::backend::{RetinaTargetLevel, RetinaTargetsGeom};
+use pulsefocus_core::box_coder::BoxXyxy;
 use pulsefocus_gpu_device::reduce::REDUCE_THREADS;
 use pulsefocus_gpu_device::retinanet_targets::MATCH_BLOCK_ANCHORS;
 
@@ -17,72 +19,93 @@ use crate::{DeviceBuffer, Gpu, GpuError};
 const NAME: &str = "retinanet_targets";
 
 /// `blocks` blocks of `REDUCE_THREADS`, for a level's steps 1 and 3.
-fn level_blocks(blocks: u32) -> LaunchShape {
+pub(crate) fn level_blocks(blocks: u32) -> LaunchShape {
     LaunchShape {
         grid: (blocks, 1, 1),
         block: (REDUCE_THREADS, 1, 1),
     }
 }
 
+/// One image's ground truth as steps 1 and 2 take it: boxes in original
+/// pixels and `im_info` (the boxes are scaled by its scale).
+pub(crate) struct Truth<'a> {
+    pub boxes: &'a [BoxXyxy],
+    pub im_info: [f32; 3],
+}
+
+/// A batch's ground truth on the device and each box's best overlap over
+/// every level's anchors (steps 1 and 2), where RetinaNet's targets and
+/// the RPN's (`ops::rpn_targets`) both start.
+pub(crate) struct BestOverlaps {
+    /// The boxes scaled into the anchors' pixels, `[gts, 4]`.
+    pub truth_boxes: DeviceBuffer,
+    /// Image `n`'s boxes are rows `truth_first[n]..truth_first[n + 1]`.
+    pub truth_first: DeviceBuffer<u32>,
+    /// Each image's `im_info`, `[images, 3]`.
+    pub im_info: DeviceBuffer,
+    /// Each box's best overlap, `[gts]`.
+    pub gt_max: DeviceBuffer,
+    pub gts: usize,
+    /// Each level's first column and blocks per image in the block tables
+    /// of `stride` columns.
+    pub offsets: Vec<(u32, u32)>,
+    pub stride: u32,
+}
+
 impl Gpu {
-    /// The targets of `g`'s images written into each level's `labels`,
-    /// `box_targets` and `box_weights` (overwritten, see
-    /// [`RetinaTargetLevel`]); returns each image's `ForegroundNumber`.
-    pub fn retinanet_targets(
+    /// Steps 1 and 2 for `images` against `levels` (each level's anchors
+    /// `[count, 4]` and `count`), the anchors outside an image by more than
+    /// `straddle_thresh` left out (none when it is negative). Errors name
+    /// `name`.
+    pub(crate) fn best_overlaps(
         &self,
-        g: &RetinaTargetsGeom<'_>,
-        levels: &mut [RetinaTargetLevel<'_, DeviceBuffer>],
-    ) -> Result<Vec<f32>, GpuError> {
-        g.validate().or_else(|message| fail(NAME, message))?;
-        let images = g.images.len();
-        if images == 0 {
-            return Ok(Vec::new());
-        }
+        name: &'static str,
+        images: &[Truth<'_>],
+        levels: &[(&DeviceBuffer, usize)],
+        straddle_thresh: f32,
+    ) -> Result<BestOverlaps, GpuError> {
         // The ground truth table, the boxes scaled as the CPU scales them.
-        let (mut boxes, mut classes, mut first) = (Vec::new(), Vec::new(), vec![0u32]);
-        for image in g.images {
+        let (mut boxes, mut first, mut im_info) = (Vec::new(), vec![0u32], Vec::new());
+        for image in images {
             let scale = image.im_info[2];
             boxes.extend(image.boxes.iter().flat_map(|b| b.map(|v| v * scale)));
-            classes.extend(image.classes.iter().map(|&c| c as f32));
-            first.push(index_count(NAME, "boxes", classes.len())?);
+            first.push(index_count(name, "boxes", boxes.len() / 4)?);
+            im_info.extend(image.im_info);
         }
-        let gts = classes.len();
+        let gts = boxes.len() / 4;
         // Each level's blocks per image, at its offset in the tables' rows.
         let mut offsets = Vec::with_capacity(levels.len());
         let mut stride = 0usize;
-        for level in levels.iter() {
-            let rows = images.saturating_mul(level.count);
-            index_count(NAME, "box_targets", rows.saturating_mul(4))?;
-            need_len(NAME, "anchors", level.anchors.len(), 4 * level.count)?;
-            need_len(NAME, "labels", level.labels.len(), rows)?;
-            need_len(NAME, "box_targets", level.box_targets.len(), 4 * rows)?;
-            need_len(NAME, "box_weights", level.box_weights.len(), rows)?;
+        for &(anchors, count) in levels {
+            index_count(name, "anchors", images.len().saturating_mul(4 * count))?;
+            need_len(name, "anchors", anchors.len(), 4 * count)?;
             // Below 2^30 anchors (the check above), so below 2^20 blocks.
-            let blocks = (level.count as u32).div_ceil(MATCH_BLOCK_ANCHORS);
+            let blocks = (count as u32).div_ceil(MATCH_BLOCK_ANCHORS);
             offsets.push((stride as u32, blocks));
             stride += blocks as usize;
         }
         // The block tables' rows are boxes and images, a column per block;
         // every index into them, `stride` and the offsets then fit u32.
-        let (box_table, image_table) = (gts * stride, images * stride);
-        index_count(NAME, "block partials", box_table.max(image_table))?;
+        let box_table = gts * stride;
+        index_count(name, "block partials", box_table.max(images.len() * stride))?;
         let stride = stride as u32;
         let truth_boxes = self.upload(&boxes)?;
-        let truth_classes = self.upload(&classes)?;
         let truth_first = self.upload(&first)?;
-        let images32 = images as u32;
+        let im_info = self.upload(&im_info)?;
+        let images32 = images.len() as u32;
 
-        // Steps 1-2: every box's best overlap over all levels' anchors.
         let mut partial = self.alloc::<f32>(box_table)?;
-        for (level, &(offset, blocks)) in levels.iter().zip(&offsets) {
+        for (&(anchors, count), &(offset, blocks)) in levels.iter().zip(&offsets) {
             if blocks == 0 {
                 continue;
             }
             let mut args = KernelArgs::new();
-            args.input(level.anchors, 4 * level.count)
-                .u32(level.count as u32)
+            args.input(anchors, 4 * count)
+                .u32(count as u32)
                 .input(&truth_boxes, boxes.len())
-                .input(&truth_first, images + 1)
+                .input(&truth_first, images.len() + 1)
+                .input(&im_info, 3 * images.len())
+                .f32(straddle_thresh)
                 .u32(blocks)
                 .u32(stride)
                 .u32(offset)
@@ -99,10 +122,63 @@ impl Gpu {
                 .output(&mut gt_max, gts);
             self.launch("gt_best_overlaps", elementwise(gts as u32), &args)?;
         }
+        Ok(BestOverlaps {
+            truth_boxes,
+            truth_first,
+            im_info,
+            gt_max,
+            gts,
+            offsets,
+            stride,
+        })
+    }
+
+    /// The targets of `g`'s images written into each level's `labels`,
+    /// `box_targets` and `box_weights` (overwritten, see
+    /// [`RetinaTargetLevel`]); returns each image's `ForegroundNumber`.
+    pub fn retinanet_targets(
+        &self,
+        g: &RetinaTargetsGeom<'_>,
+        levels: &mut [RetinaTargetLevel<'_, DeviceBuffer>],
+    ) -> Result<Vec<f32>, GpuError> {
+        g.validate().or_else(|message| fail(NAME, message))?;
+        let images = g.images.len();
+        if images == 0 {
+            return Ok(Vec::new());
+        }
+        for level in levels.iter() {
+            let rows = images.saturating_mul(level.count);
+            index_count(NAME, "box_targets", rows.saturating_mul(4))?;
+            need_len(NAME, "labels", level.labels.len(), rows)?;
+            need_len(NAME, "box_targets", level.box_targets.len(), 4 * rows)?;
+            need_len(NAME, "box_weights", level.box_weights.len(), rows)?;
+        }
+        let truths: Vec<Truth<'_>> = g
+            .images
+            .iter()
+            .map(|t| Truth {
+                boxes: t.boxes,
+                im_info: t.im_info,
+            })
+            .collect();
+        let anchors: Vec<(&DeviceBuffer, usize)> =
+            levels.iter().map(|l| (l.anchors, l.count)).collect();
+        // Steps 1-2: every box's best overlap over all levels' anchors
+        // (RetinaNet keeps the anchors over the border).
+        let m = self.best_overlaps(NAME, &truths, &anchors, -1.0)?;
+        let classes: Vec<f32> = g
+            .images
+            .iter()
+            .flat_map(|t| t.classes.iter().map(|&c| c as f32))
+            .collect();
+        let truth_classes = self.upload(&classes)?;
+        let (gts, stride) = (m.gts, m.stride);
+        let image_table = images * stride as usize;
+        let images32 = images as u32;
 
         // Steps 3-4: every anchor's row, then the foreground counts.
         let mut fg_partial = self.alloc::<u32>(image_table)?;
-        for (level, &(offset, blocks)) in levels.iter_mut().zip(&offsets) {
+        for (level, &(offset, blocks)) in levels.iter_mut().zip(&m.offsets) {
             if blocks == 0 {
                 continue;
             }
@@ -110,10 +186,10 @@ impl Gpu {
             let mut args = KernelArgs::new();
             args.input(level.anchors, 4 * level.count)
                 .u32(level.count as u32)
-                .input(&truth_boxes, boxes.len())
+                .input(&m.truth_boxes, 4 * gts)
                 .input(&truth_classes, gts)
-                .input(&truth_first, images + 1)
-                .input(&gt_max, gts)
+                .input(&m.truth_first, images + 1)
+                .input(&m.gt_max, gts)
                 .u32(blocks)
                 .f32(g.config.positive_overlap)
                 .f32(g.config.negative_overlap)

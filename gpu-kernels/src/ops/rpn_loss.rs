@@ -1,10 +1,11 @@
 //! PaddleDetection's RPN loss on the device (`device/src/rpn_loss.rs`,
-//! core's `rcnn::rpn_loss`). What goes up: per level, the sampled anchors'
-//! logit positions (foreground first) and the foreground deltas' targets,
-//! about 256 rows an image. The gradients are zeroed and written in place;
-//! what comes back is the block partials of the two loss sums.
-use pulsefocus_core::rcnn::rpn_loss::{check_rpn_loss, AnchorSite, SIGMA};
-use pulsefocus_core::rcnn::{RpnLevelGrad, RpnLevelOutput, RpnLoss, RpnTargets};
+//! core's `rcnn::rpn_loss`) on the targets `ops::rpn_targets` draws there:
+//! nothing goes up but the ground truth, and what comes back is each
+//! image's count of sampled anchors and the block partials of the two loss
+//! sums. The gradients are written in place, every position of them.
+use pulsefocus_core::backend::RpnTargetsGeom;
+use pulsefocus_core::rcnn::rpn_loss::{check_rpn_loss, SIGMA};
+use pulsefocus_core::rcnn::{RpnLevelGrad, RpnLevelOutput, RpnLoss};
 
 use super::{elementwise, fail, index_count};
 use crate::driver::KernelArgs;
@@ -12,95 +13,70 @@ use crate::{DeviceBuffer, Gpu, GpuError};
 
 const NAME: &str = "rpn_loss";
 
-/// One level's sampled rows as the kernel takes them: the logit position
-/// of each foreground anchor, then of each background anchor, and the
-/// foreground's targets, four a row.
-#[derive(Debug, Default)]
-struct LevelRows {
-    fg_sites: Vec<u32>,
-    bg_sites: Vec<u32>,
-    targets: Vec<f32>,
-}
-
 impl Gpu {
-    /// The loss of the batch whose image `n` has targets `targets[n]`,
-    /// with `anchors_per_cell` anchors in every cell of every level; the
+    /// The targets of `g`'s images against the levels' `anchors` (see
+    /// `Backend::rpn_loss`) and the loss of the batch, with
+    /// `anchors_per_cell` anchors in every cell of every level; the
     /// gradients (one per level, overwritten) as core's `rpn_loss`'s.
     pub fn rpn_loss(
         &self,
+        g: &RpnTargetsGeom<'_>,
+        anchors: &[&DeviceBuffer],
         levels: &[RpnLevelOutput<'_, DeviceBuffer>],
         anchors_per_cell: usize,
-        targets: &[RpnTargets],
         grads: &mut [RpnLevelGrad<'_, DeviceBuffer>],
     ) -> Result<RpnLoss, GpuError> {
-        check_rpn_loss(levels, anchors_per_cell, targets, grads, |b| b.len())
+        let images = g.images.len();
+        check_rpn_loss(levels, anchors_per_cell, images, grads, |b| b.len())
+            .and_then(|()| g.validate(anchors, levels, anchors_per_cell, |b| b.len()))
             .or_else(|message| fail(NAME, message))?;
-        let a_count = anchors_per_cell;
-        let cells: Vec<usize> = levels.iter().map(|l| l.height * l.width).collect();
-        let mut rows: Vec<LevelRows> = levels.iter().map(|_| LevelRows::default()).collect();
-        for (n, t) in targets.iter().enumerate() {
-            let site = |k: usize| {
-                AnchorSite::locate(k, &cells, a_count).expect("check_rpn_loss checked the anchors")
-            };
-            for (&k, target) in t.fg.iter().zip(&t.fg_deltas) {
-                let s = site(k);
-                let level = &mut rows[s.level];
-                // Below the logits' length, which index_count checks below.
-                level
-                    .fg_sites
-                    .push(s.logit(n, a_count, cells[s.level]) as u32);
-                level.targets.extend(target);
-            }
-            for &k in &t.bg {
-                let s = site(k);
-                rows[s.level]
-                    .bg_sites
-                    .push(s.logit(n, a_count, cells[s.level]) as u32);
-            }
+        if images == 0 {
+            return Ok(RpnLoss::default());
         }
-        let sampled: usize = rows
+        let a_count = anchors_per_cell;
+        let counts: Vec<usize> = levels
             .iter()
-            .map(|r| r.fg_sites.len() + r.bg_sites.len())
-            .sum();
+            .map(|l| l.height * l.width * a_count)
+            .collect();
+        for &count in &counts {
+            index_count(NAME, "bbox_pred", images.saturating_mul(4 * count))?;
+        }
+        let level_anchors: Vec<(&DeviceBuffer, usize)> = anchors
+            .iter()
+            .copied()
+            .zip(counts.iter().copied())
+            .collect();
+        let t = self.rpn_targets(g, &level_anchors)?;
+        let sampled: usize = t.sampled.iter().map(|&s| s as usize).sum();
         let norm = 1.0 / sampled.max(1) as f32;
+        let (rows, total) = (images * t.total, t.total as u32);
         let (mut cls_sum, mut bbox_sum) = (0.0f64, 0.0f64);
-        for (((level, grad), rows), &cells) in levels.iter().zip(grads).zip(rows).zip(&cells) {
-            let logits = targets.len() * a_count * cells;
-            index_count(NAME, "bbox_pred", 4 * logits)?;
-            self.fill(logits, grad.cls_logits, 0.0)?;
-            self.fill(4 * logits, grad.bbox_pred, 0.0)?;
-            let LevelRows {
-                fg_sites,
-                bg_sites,
-                targets: deltas,
-            } = rows;
-            let (fg_rows, count) = (fg_sites.len(), fg_sites.len() + bg_sites.len());
-            if count == 0 {
-                continue;
-            }
-            let sites = self.upload(&[fg_sites, bg_sites].concat())?;
-            let deltas = self.upload(&deltas)?;
-            let mut cls_losses = self.alloc::<f32>(count)?;
-            let mut bbox_losses = self.alloc::<f32>(count)?;
+        let mut first = 0u32;
+        for ((level, grad), &count) in levels.iter().zip(grads).zip(&counts) {
+            let logits = images * count;
+            let mut cls_losses = self.alloc::<f32>(logits)?;
+            let mut bbox_losses = self.alloc::<f32>(logits)?;
             let mut args = KernelArgs::new();
             args.input(level.cls_logits, logits)
                 .input(level.bbox_pred, 4 * logits)
-                .input(&sites, count)
-                .input(&deltas, 4 * fg_rows)
+                .input(&t.labels, rows)
+                .input(&t.deltas, 4 * rows)
                 .output(grad.cls_logits, logits)
                 .output(grad.bbox_pred, 4 * logits)
-                .output(&mut cls_losses, count)
-                .output(&mut bbox_losses, count);
-            // Rows, cells and anchors are below the logits' count (< 2^32).
-            args.u32(count as u32)
-                .u32(fg_rows as u32)
-                .u32(cells as u32)
+                .output(&mut cls_losses, logits)
+                .output(&mut bbox_losses, logits);
+            // Every count is below the logits' (< 2^32, checked above).
+            args.u32(images as u32)
+                .u32((level.height * level.width) as u32)
                 .u32(a_count as u32)
+                .u32(first)
+                .u32(total)
                 .f32(SIGMA * SIGMA)
                 .f32(norm);
-            self.launch("rpn_loss_rows", elementwise(count as u32), &args)?;
-            cls_sum += self.sum(count, &cls_losses, false)?;
-            bbox_sum += self.sum(count, &bbox_losses, false)?;
+            self.launch("rpn_loss_anchors", elementwise(logits as u32), &args)?;
+            cls_sum += self.sum(logits, &cls_losses, false)?;
+            bbox_sum += self.sum(logits, &bbox_losses, false)?;
+            first += count as u32;
         }
         if sampled == 0 {
             return Ok(RpnLoss::default());
@@ -116,28 +92,57 @@ impl Gpu {
 mod tests {
     use super::*;
     use crate::ops::testing::{down, gpu, up, values};
+    use pulsefocus_core::backend::RpnTruth;
     use pulsefocus_core::gradcheck::{check_gradient, GradCheck, Probe, SEEDS};
+    use pulsefocus_core::rcnn::RpnTargetConfig;
 
     /// Two levels of 2x3 and 1x2 cells, 2 anchors a cell (16 anchors an
     /// image), one image.
     const SIZES: [[usize; 2]; 2] = [[2, 3], [1, 2]];
 
-    fn targets() -> Vec<RpnTargets> {
-        vec![RpnTargets {
-            fg: vec![1, 13],
-            fg_deltas: vec![[0.3, -0.2, 1.5, 0.05], [-0.4, 0.1, 0.0, 0.9]],
-            bg: vec![0, 4, 7, 12, 15],
-        }]
+    /// Each level's anchors: cell `(h, w)` of a level of stride `s` has
+    /// anchors of `s` and `1.5 s` pixels at `(w s, h s)`.
+    fn anchors() -> Vec<Vec<f32>> {
+        SIZES
+            .iter()
+            .zip([10.0, 20.0])
+            .map(|(&[h, w], stride)| {
+                (0..h * w * 2)
+                    .flat_map(|k| {
+                        let (cell, a) = (k / 2, k % 2);
+                        let (x, y) = ((cell % w) as f32 * stride, (cell / w) as f32 * stride);
+                        let side = stride * (1.0 + 0.5 * a as f32);
+                        [x, y, x + side - 1.0, y + side - 1.0]
+                    })
+                    .collect()
+            })
+            .collect()
     }
+
+    /// Two boxes on anchors of both levels: foreground and background
+    /// anchors on each.
+    const BOXES: [[f32; 4]; 2] = [[10.0, 0.0, 19.0, 9.0], [20.0, 0.0, 49.0, 29.0]];
+
+    const CONFIG: RpnTargetConfig = RpnTargetConfig {
+        batch_size_per_im: 8,
+        fg_fraction: 0.5,
+        positive_overlap: 0.7,
+        negative_overlap: 0.3,
+        straddle_thresh: -1.0,
+        use_random: true,
+    };
 
     /// Each level's `[cls_logits, bbox_pred]` (or their gradients).
     type Levels = Vec<[Vec<f32>; 2]>;
 
-    /// `(loss, gradients)` on the device.
+    /// `(loss, gradients)` on the device, for an image of `im_info` with
+    /// `BOXES` and the levels' `anchors`.
     fn run(
         gpu: &Gpu,
         outputs: &[[Vec<f32>; 2]],
-        targets: &[RpnTargets],
+        anchors: &[Vec<f32>],
+        config: &RpnTargetConfig,
+        im_info: [f32; 3],
     ) -> Result<(RpnLoss, Levels), GpuError> {
         let up_outputs: Vec<[DeviceBuffer; 2]> = outputs
             .iter()
@@ -147,6 +152,7 @@ mod tests {
             .iter()
             .map(|[c, b]| [up(gpu, &vec![5.0; c.len()]), up(gpu, &vec![5.0; b.len()])])
             .collect();
+        let up_anchors: Vec<DeviceBuffer> = anchors.iter().map(|a| up(gpu, a)).collect();
         let levels: Vec<RpnLevelOutput<DeviceBuffer>> = up_outputs
             .iter()
             .zip(SIZES)
@@ -164,7 +170,17 @@ mod tests {
                 bbox_pred: b,
             })
             .collect();
-        let loss = gpu.rpn_loss(&levels, 2, targets, &mut grads)?;
+        let images = [RpnTruth {
+            boxes: &BOXES,
+            im_info,
+        }];
+        let g = RpnTargetsGeom {
+            config,
+            images: &images,
+            seed: 7,
+        };
+        let anchor_refs: Vec<&DeviceBuffer> = up_anchors.iter().collect();
+        let loss = gpu.rpn_loss(&g, &anchor_refs, &levels, 2, &mut grads)?;
         let grads = up_grads
             .iter()
             .map(|[c, b]| [down(gpu, c), down(gpu, b)])
@@ -185,46 +201,47 @@ mod tests {
             .collect()
     }
 
+    const IM_INFO: [f32; 3] = [60.0, 60.0, 1.0];
+
     #[test]
-    fn bad_targets_and_short_buffers_are_errors() {
+    fn bad_ground_truth_and_short_buffers_are_errors() {
         let gpu = gpu();
         let outs = outputs(1);
-        let mut bad = targets();
-        bad[0].bg.push(16);
-        let err = run(&gpu, &outs, &bad).unwrap_err();
+        let err = run(&gpu, &outs, &anchors(), &CONFIG, [60.0, 60.0, 0.0]).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "kernel rpn_loss: rpn_loss: image 0: anchor 16 of 16"
+            "kernel rpn_loss: rpn_loss: image 0: im_info must be finite with a positive scale, got [60.0, 60.0, 0.0]"
         );
-        let mut bad = targets();
-        bad[0].bg.push(13);
-        let err = run(&gpu, &outs, &bad).unwrap_err();
+        let mut short = anchors();
+        short[1].pop();
+        let err = run(&gpu, &outs, &short, &CONFIG, IM_INFO).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "kernel rpn_loss: rpn_loss: image 0: anchor 13 sampled twice"
+            "kernel rpn_loss: rpn_loss: level 1 anchors has 15 elements, needs at least 16"
         );
-        let mut bad = targets();
-        bad[0].fg_deltas.pop();
-        assert!(run(&gpu, &outs, &bad).is_err());
         let mut short = outs.clone();
         short[1][1].pop();
-        let err = run(&gpu, &short, &targets()).unwrap_err();
+        let err = run(&gpu, &short, &anchors(), &CONFIG, IM_INFO).unwrap_err();
         assert_eq!(
             err.to_string(),
             "kernel rpn_loss: rpn_loss: level 1 bbox_pred has 15 elements, needs at least 16"
         );
     }
 
-    /// No sampled anchor: losses 0 and zero gradients everywhere.
+    /// Every anchor over the border of the image with `straddle_thresh`
+    /// 0: nothing sampled, losses 0 and zero gradients everywhere.
     #[test]
     fn nothing_sampled_costs_nothing() {
         let gpu = gpu();
-        let none = [RpnTargets {
-            fg: vec![],
-            fg_deltas: vec![],
-            bg: vec![],
-        }];
-        let (loss, grads) = run(&gpu, &outputs(2), &none).unwrap();
+        let far: Vec<Vec<f32>> = anchors()
+            .iter()
+            .map(|a| a.iter().map(|v| v + 1000.0).collect())
+            .collect();
+        let inside_only = RpnTargetConfig {
+            straddle_thresh: 0.0,
+            ..CONFIG
+        };
+        let (loss, grads) = run(&gpu, &outputs(2), &far, &inside_only, IM_INFO).unwrap();
         assert_eq!(loss, RpnLoss::default());
         for [c, b] in grads {
             assert!(c.iter().chain(&b).all(|&g| g == 0.0));
@@ -232,19 +249,22 @@ mod tests {
     }
 
     /// Finite differences of the device's `loss_rpn_cls + loss_rpn_bbox`
-    /// against the device's gradients, on both levels' outputs.
+    /// against the device's gradients, on both levels' outputs (the
+    /// targets do not depend on them).
     #[test]
     fn gradient_matches_finite_differences() {
         let gpu = gpu();
         for seed in SEEDS {
             let outs = outputs(seed as u32);
-            let (_, grads) = run(&gpu, &outs, &targets()).unwrap();
+            let (_, grads) = run(&gpu, &outs, &anchors(), &CONFIG, IM_INFO).unwrap();
             for l in 0..2 {
                 for k in 0..2 {
                     let mut probe_outputs = outs.clone();
                     let mut at = |v: &[f32]| {
                         probe_outputs[l][k] = v.to_vec();
-                        let loss = run(&gpu, &probe_outputs, &targets()).unwrap().0;
+                        let loss = run(&gpu, &probe_outputs, &anchors(), &CONFIG, IM_INFO)
+                            .unwrap()
+                            .0;
                         let total = (loss.loss_rpn_cls + loss.loss_rpn_bbox) as f64;
                         Probe {
                             value: total,

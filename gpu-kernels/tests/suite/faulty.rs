@@ -5,11 +5,12 @@ use pulsefocus_core::backend::{
     Activation, BatchNormGeom, BoxHeadRois, ChannelCopy, Conv2dGeom, FcGeom, FocalLossGeom,
     GlobalPoolGeom, HeadOutput, HeadRows, L2NormGeom, MaskLossGeom, MaskPasteGeom, PolygonMaskGeom,
     PoolGeom, RetinaBoxLossGeom, RetinaLevelInput, RetinaTargetLevel, RetinaTargetsGeom,
-    RetinaTruth, RmsPropStep, RoiAlignGeom, RpnProposalInput, SgdStep, MASK_PASTE_FIELDS,
+    RetinaTruth, RmsPropStep, RoiAlignGeom, RpnProposalInput, RpnTargetsGeom, SgdStep,
+    MASK_PASTE_FIELDS,
 };
 use pulsefocus_core::rcnn::{
     BBoxHeadLoss, BoxHeadLossArgs, ProposalConfig, Proposals, RcnnConfig, RpnLevelGrad,
-    RpnLevelOutput, RpnLoss, RpnTargets,
+    RpnLevelOutput, RpnLoss, RpnTargetConfig,
 };
 use pulsefocus_core::retinanet::RetinaOutputConfig;
 use pulsefocus_core::ssd::{ImageTruth, SsdLoss, SsdLossConfig};
@@ -87,6 +88,8 @@ pub enum Fault {
     /// `rpn_loss` divides the box loss by the foreground anchors instead
     /// of every sampled anchor.
     DividesByForeground,
+    /// `rpn_loss` keeps the first candidates where the draw is random.
+    SamplesTheFirstOnes,
     /// `bbox_head_loss` writes the weighted deltas' gradients only,
     /// leaving the rest of the box gradient as it was (no zero fill).
     KeepsUnweightedBoxGradients,
@@ -683,12 +686,31 @@ impl Backend for Faulty {
     }
     fn rpn_loss(
         &self,
+        g: &RpnTargetsGeom<'_>,
+        anchors: &[&Vec<f32>],
         levels: &[RpnLevelOutput<'_, Vec<f32>>],
         anchors_per_cell: usize,
-        targets: &[RpnTargets],
         grads: &mut [RpnLevelGrad<'_, Vec<f32>>],
     ) -> RpnLoss {
-        let mut loss = CPU.rpn_loss(levels, anchors_per_cell, targets, grads);
+        let first_ones = RpnTargetConfig {
+            use_random: false,
+            ..*g.config
+        };
+        let g = &match self.0 {
+            Fault::SamplesTheFirstOnes => RpnTargetsGeom {
+                config: &first_ones,
+                ..*g
+            },
+            _ => *g,
+        };
+        let mut loss = CPU.rpn_loss(g, anchors, levels, anchors_per_cell, grads);
+        let boxes: Vec<[f32; 4]> = anchors
+            .iter()
+            .zip(levels)
+            .flat_map(|(a, l)| a[..4 * l.height * l.width * anchors_per_cell].chunks_exact(4))
+            .map(|q| [q[0], q[1], q[2], q[3]])
+            .collect();
+        let targets = g.targets(&boxes);
         let fg: usize = targets.iter().map(|t| t.fg.len()).sum();
         let sampled: usize = targets.iter().map(|t| t.fg.len() + t.bg.len()).sum();
         if self.0 == Fault::DividesByForeground && fg > 0 {
