@@ -29,7 +29,7 @@
 //!
 //! Every step is deterministic: the sort's order is total (entries are
 //! unique), and no two threads write one place.
-use crate::{grid_stride, kernel, shared_array, Ctx};
+use crate::{grid_stride, kernel, Ctx};
 
 /// The key of a non-candidate: sorts after every candidate.
 pub const NOT_A_CANDIDATE: u64 = u64::MAX;
@@ -82,16 +82,53 @@ fn piece(entries: u32, blocks: u32, block: u32, threads: u32, tid: u32) -> (u32,
     (from, (from + piece).min(block_to))
 }
 
+/// Shared scratch for [`block_exclusive_sum`] (`NMS_THREADS` threads a
+/// block); declare it once at the top of a kernel.
+macro_rules! scan_scratch {
+    ($ctx:ident) => {
+        $crate::shared_array!($ctx, u32, $crate::nms::NMS_THREADS as usize + 1)
+    };
+}
+pub(crate) use scan_scratch;
+
+/// Each thread's `count` summed over the block's threads before it, and the
+/// whole block's sum: thread 0 adds them up in order in `scratch` (one
+/// `u32` per thread and one more, from [`scan_scratch!`]). All threads must
+/// call it (it synchronises); the scratch may be used again by the next
+/// call.
+///
+/// # Safety
+/// `scratch` holds `block_dim_x() + 1` values.
+#[inline(always)]
+pub unsafe fn block_exclusive_sum(ctx: &Ctx, scratch: *mut u32, count: u32) -> (u32, u32) {
+    let (tid, threads) = (ctx.thread_x(), ctx.block_dim_x());
+    *scratch.add(tid as usize) = count;
+    ctx.sync_threads();
+    if tid == 0 {
+        let mut total = 0;
+        let mut t = 0;
+        while t < threads {
+            let here = *scratch.add(t as usize);
+            *scratch.add(t as usize) = total;
+            total += here;
+            t += 1;
+        }
+        *scratch.add(threads as usize) = total;
+    }
+    ctx.sync_threads();
+    (*scratch.add(tid as usize), *scratch.add(threads as usize))
+}
+
 /// Step 1a for any layout of `entries` entries whose keys `key_of` gives:
-/// `counts[b]` = how many of block `b`'s span are candidates. `found` is a
-/// shared array of one `u32` per thread of the block.
+/// `counts[b]` = how many of block `b`'s span are candidates. `scratch`
+/// comes from [`scan_scratch!`].
 ///
 /// # Safety
 /// `counts` holds one `u32` per block; `key_of` reads only valid entries.
 #[inline(always)]
 pub unsafe fn count_candidates(
     ctx: &Ctx,
-    found: *mut u32,
+    scratch: *mut u32,
     entries: u32,
     key_of: impl Fn(u32) -> u64,
     counts: *mut u32,
@@ -104,15 +141,8 @@ pub unsafe fn count_candidates(
         here += (key_of(v) != NOT_A_CANDIDATE) as u32;
         v += 1;
     }
-    *found.add(tid as usize) = here;
-    ctx.sync_threads();
+    let (_, total) = block_exclusive_sum(ctx, scratch, here);
     if tid == 0 {
-        let mut total = 0;
-        let mut t = 0;
-        while t < ctx.block_dim_x() {
-            total += *found.add(t as usize);
-            t += 1;
-        }
         *counts.add(block as usize) = total;
     }
 }
@@ -122,7 +152,7 @@ pub unsafe fn count_candidates(
 /// summed before each block, then the total of these and any earlier
 /// spans) as `keys` and `values` (`value_base + v`); then `keys[total..
 /// padded]` = `NOT_A_CANDIDATE`, `values` their index (nothing when
-/// `padded` is 0). `before` is a shared array of one `u32` per thread.
+/// `padded` is 0). `scratch` comes from [`scan_scratch!`].
 ///
 /// # Safety
 /// As [`count_candidates`]; `keys` and `values` hold `padded` and every
@@ -131,7 +161,7 @@ pub unsafe fn count_candidates(
 #[inline(always)]
 pub unsafe fn compact_candidates(
     ctx: &Ctx,
-    before: *mut u32,
+    scratch: *mut u32,
     entries: u32,
     key_of: impl Fn(u32) -> u64,
     value_base: u32,
@@ -148,20 +178,8 @@ pub unsafe fn compact_candidates(
         here += (key_of(v) != NOT_A_CANDIDATE) as u32;
         v += 1;
     }
-    *before.add(tid as usize) = here;
-    ctx.sync_threads();
-    if tid == 0 {
-        let mut total = 0;
-        let mut t = 0;
-        while t < threads {
-            let count = *before.add(t as usize);
-            *before.add(t as usize) = total;
-            total += count;
-            t += 1;
-        }
-    }
-    ctx.sync_threads();
-    let mut out = *offsets.add(block as usize) + *before.add(tid as usize);
+    let (before, _) = block_exclusive_sum(ctx, scratch, here);
+    let mut out = *offsets.add(block as usize) + before;
     let mut v = from;
     while v < to {
         let key = key_of(v);
@@ -187,9 +205,9 @@ kernel! {
     /// candidates (`background` is a class never reported, `classes` for none).
     pub fn nms_count_candidates(ctx, scores: *const f32, batch: u32, classes: u32, boxes_per_image: u32,
         score_thresh: f32, background: u32, counts: *mut u32) {
-        let found = shared_array!(ctx, u32, NMS_THREADS as usize);
+        let scratch = scan_scratch!(ctx);
         let key_of = |v| candidate_key(scores, classes, boxes_per_image, score_thresh, background, v);
-        count_candidates(ctx, found, batch * classes * boxes_per_image, key_of, counts);
+        count_candidates(ctx, scratch, batch * classes * boxes_per_image, key_of, counts);
     }
 }
 
@@ -199,10 +217,10 @@ kernel! {
     pub fn nms_compact_candidates(ctx, scores: *const f32, batch: u32, classes: u32, boxes_per_image: u32,
         score_thresh: f32, background: u32, offsets: *const u32, padded: u32,
         keys: *mut u64, values: *mut u32) {
-        let before = shared_array!(ctx, u32, NMS_THREADS as usize);
+        let scratch = scan_scratch!(ctx);
         let key_of = |v| candidate_key(scores, classes, boxes_per_image, score_thresh, background, v);
         let entries = batch * classes * boxes_per_image;
-        compact_candidates(ctx, before, entries, key_of, 0, offsets, padded, keys, values);
+        compact_candidates(ctx, scratch, entries, key_of, 0, offsets, padded, keys, values);
     }
 }
 
@@ -420,7 +438,7 @@ kernel! {
     pub fn nms_write(ctx, values: *const u32, bounds: *const u32, keep: *const u32,
         boxes: *const f32, scores: *const f32, batch: u32, classes: u32, boxes_per_image: u32,
         want: u32, capacity: u32, detections: *mut f32, counts: *mut u32) {
-        let offsets = shared_array!(ctx, u32, NMS_THREADS as usize);
+        let scratch = scan_scratch!(ctx);
         let tid = ctx.thread_x();
         let threads = ctx.block_dim_x();
         let mut n = ctx.block_x();
@@ -439,21 +457,10 @@ kernel! {
                 found += (*keep.add(p as usize) == want) as u32;
                 p += 1;
             }
-            *offsets.add(tid as usize) = found;
-            ctx.sync_threads();
+            let (mut out, total) = block_exclusive_sum(ctx, scratch, found);
             if tid == 0 {
-                let mut total = 0;
-                let mut t = 0;
-                while t < threads {
-                    let here = *offsets.add(t as usize);
-                    *offsets.add(t as usize) = total;
-                    total += here;
-                    t += 1;
-                }
                 *counts.add(n as usize) = total;
             }
-            ctx.sync_threads();
-            let mut out = *offsets.add(tid as usize);
             let mut p = from;
             while p < to {
                 if *keep.add(p as usize) == want && out < capacity {

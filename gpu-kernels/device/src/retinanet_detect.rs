@@ -31,10 +31,10 @@
 //!    `nms_bounds` per image, and `retina_write` of each image's best
 //!    `keep_top_k`.
 use crate::nms::{
-    compact_candidates, count_candidates, descending_score_bits, NMS_THREADS, NOT_A_CANDIDATE,
+    compact_candidates, count_candidates, descending_score_bits, scan_scratch, NOT_A_CANDIDATE,
 };
 use crate::proposals::{decode_proposal, quad};
-use crate::{grid_stride, kernel, shared_array};
+use crate::{grid_stride, kernel};
 
 /// Entry `e` of one level (laid out as in `retina_count_candidates`): its
 /// key `(first_segment + n) << 32 | descending score` when its score is
@@ -74,10 +74,10 @@ kernel! {
     /// (`nms::count_candidates`).
     pub fn retina_count_candidates(ctx, scores: *const f32, images: u32, anchors_per_cell: u32,
         classes: u32, cells: u32, threshold: f32, counts: *mut u32) {
-        let found = shared_array!(ctx, u32, NMS_THREADS as usize);
+        let scratch = scan_scratch!(ctx);
         let key_of = |e| retina_key(scores, anchors_per_cell, classes, cells, 0, threshold, e);
         let entries = images * anchors_per_cell * classes * cells;
-        count_candidates(ctx, found, entries, key_of, counts);
+        count_candidates(ctx, scratch, entries, key_of, counts);
     }
 }
 
@@ -90,11 +90,11 @@ kernel! {
     pub fn retina_compact_candidates(ctx, scores: *const f32, images: u32, anchors_per_cell: u32,
         classes: u32, cells: u32, threshold: f32, first_entry: u32, first_segment: u32,
         offsets: *const u32, padded: u32, keys: *mut u64, values: *mut u32) {
-        let before = shared_array!(ctx, u32, NMS_THREADS as usize);
+        let scratch = scan_scratch!(ctx);
         let key_of =
             |e| retina_key(scores, anchors_per_cell, classes, cells, first_segment, threshold, e);
         let entries = images * anchors_per_cell * classes * cells;
-        compact_candidates(ctx, before, entries, key_of, first_entry, offsets, padded, keys, values);
+        compact_candidates(ctx, scratch, entries, key_of, first_entry, offsets, padded, keys, values);
     }
 }
 
