@@ -338,7 +338,7 @@ pub fn plan_loading(
     }
     let model_names: std::collections::HashSet<&str> =
         model.iter().map(|p| p.name.as_str()).collect();
-    report.fused = fused_norms(model, &report.loaded, &by_name);
+    report.fused = fused_norms(model, &model_names, &report.loaded, &by_name);
     let statistics: std::collections::HashSet<&str> = report
         .fused
         .iter()
@@ -357,13 +357,13 @@ pub fn plan_loading(
 /// The model's affine channels (a `P_scale` and `P_offset` without `P_mean`)
 /// whose two parameters both load and whose statistics `P_mean` and
 /// `P_variance` the checkpoint holds in the scale's shape, in model order.
+/// `model_names` are `model`'s names.
 fn fused_norms(
     model: &[ParamSpec],
+    model_names: &std::collections::HashSet<&str>,
     loaded: &[String],
     checkpoint: &HashMap<&str, &TensorInfo>,
 ) -> Vec<FusedNorm> {
-    let model_names: std::collections::HashSet<&str> =
-        model.iter().map(|p| p.name.as_str()).collect();
     let loaded: std::collections::HashSet<&str> = loaded.iter().map(String::as_str).collect();
     model
         .iter()
