@@ -25,8 +25,8 @@
 # synthetic pictures at their 256 pixels instead of 800), the class count and
 # a schedule as short as the run. The checkpoint is the same model trained
 # with batch norms everywhere; the C4 config's affine channels load it with
-# the statistics fused. On two CPU cores a step of batch 2 takes about 3 s
-# (FPN); C4's res5 on 512 RoIs is far slower.
+# the statistics fused. On two CPU cores a step of batch 2 takes about 4 s
+# (FPN) and about 20 s (C4: res5 runs on each of 512 RoIs a picture).
 #
 # Usage: scripts/rcnn_finetune_demo.sh MODEL [WORKDIR]
 # Environment: PULSEFOCUS (default: target/release/pulsefocus, built if
