@@ -272,7 +272,7 @@ kernel! {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::emu::{launch, launch_independent, DeviceBuf, Dim3};
     use proptest::prelude::*;
@@ -425,15 +425,20 @@ mod tests {
         v.iter().map(|x| x.to_bits()).collect()
     }
 
-    /// An anchor or a box on a coarse pixel grid in a few sizes, so that
-    /// IoUs tie (between anchors and between boxes) and sit at the
-    /// thresholds.
-    fn grid_box((cell, w, h): (u8, u8, u8)) -> BoxXyxy {
-        let (x, y) = ((cell % 6) as f32 * 8.0, (cell / 6 % 6) as f32 * 8.0);
+    /// An anchor or a box on a coarse pixel grid of 6x6 cells from
+    /// `origin`, in a few sizes, so that IoUs tie (between anchors and
+    /// between boxes) and sit at the thresholds (and, from a negative
+    /// origin, some cross the image's border).
+    pub(crate) fn grid_box(origin: f32, (cell, w, h): (u8, u8, u8)) -> BoxXyxy {
+        let (x, y) = (
+            origin + (cell % 6) as f32 * 8.0,
+            origin + (cell / 6 % 6) as f32 * 8.0,
+        );
         [x, y, x + 7.0 + 4.0 * w as f32, y + 7.0 + 4.0 * h as f32]
     }
 
-    fn a_box() -> impl Strategy<Value = (u8, u8, u8)> {
+    /// A [`grid_box`]'s cell and size.
+    pub(crate) fn a_box() -> impl Strategy<Value = (u8, u8, u8)> {
         (0u8..36, 0u8..4, 0u8..4)
     }
 
@@ -453,10 +458,10 @@ mod tests {
             positive_overlap in prop_oneof![Just(0.5f32), 0.2f32..0.9],
             negative_overlap in prop_oneof![Just(0.4f32), 0.1f32..0.6],
         ) {
-            let mut levels: Vec<Vec<BoxXyxy>> = level_draws.iter().map(|l| l.iter().copied().map(grid_box).collect()).collect();
+            let mut levels: Vec<Vec<BoxXyxy>> = level_draws.iter().map(|l| l.iter().copied().map(|b| grid_box(0.0, b)).collect()).collect();
             if long_level {
                 // More anchors than a block takes: several blocks per level.
-                let long = (0..MATCH_BLOCK_ANCHORS as usize + 37).map(|i| grid_box(((i % 36) as u8, (i / 36 % 4) as u8, (i / 144 % 4) as u8)));
+                let long = (0..MATCH_BLOCK_ANCHORS as usize + 37).map(|i| grid_box(0.0, ((i % 36) as u8, (i / 36 % 4) as u8, (i / 144 % 4) as u8)));
                 levels.push(long.collect());
             }
             let truths: Vec<Truth> = box_draws
@@ -465,11 +470,11 @@ mod tests {
                     let mut boxes = Vec::new();
                     let mut classes = Vec::new();
                     for &(b, class, twice) in draws {
-                        boxes.push(grid_box(b));
+                        boxes.push(grid_box(0.0, b));
                         classes.push(class);
                         if twice {
                             // The same box again, another class: a tie.
-                            boxes.push(grid_box(b));
+                            boxes.push(grid_box(0.0, b));
                             classes.push(class % 3 + 1);
                         }
                     }

@@ -220,7 +220,10 @@ kernel! {
 mod tests {
     use super::*;
     use crate::emu::{launch, launch_independent, DeviceBuf, Dim3};
-    use crate::retinanet_targets::{gt_best_overlap_blocks, gt_best_overlaps, MATCH_BLOCK_ANCHORS};
+    use crate::retinanet_targets::tests::a_box;
+    use crate::retinanet_targets::{
+        self, gt_best_overlap_blocks, gt_best_overlaps, MATCH_BLOCK_ANCHORS,
+    };
     use proptest::prelude::*;
     use pulsefocus_core::box_coder::BoxXyxy;
     use pulsefocus_core::rcnn::{rpn_target_assign, Draw, ImInfo, RpnTargetConfig};
@@ -399,18 +402,10 @@ mod tests {
         v.iter().map(|x| x.to_bits()).collect()
     }
 
-    /// An anchor or a box on a coarse pixel grid in a few sizes, so that
-    /// IoUs tie and sit at the thresholds, some anchors over the border.
-    fn grid_box((cell, w, h): (u8, u8, u8)) -> BoxXyxy {
-        let (x, y) = (
-            (cell % 6) as f32 * 8.0 - 4.0,
-            (cell / 6 % 6) as f32 * 8.0 - 4.0,
-        );
-        [x, y, x + 7.0 + 4.0 * w as f32, y + 7.0 + 4.0 * h as f32]
-    }
-
-    fn a_box() -> impl Strategy<Value = (u8, u8, u8)> {
-        (0u8..36, 0u8..4, 0u8..4)
+    /// A grid box from 4 pixels outside the image: some anchors cross the
+    /// border, for the straddle filter.
+    fn grid_box(b: (u8, u8, u8)) -> BoxXyxy {
+        retinanet_targets::tests::grid_box(-4.0, b)
     }
 
     proptest! {

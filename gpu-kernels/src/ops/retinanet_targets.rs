@@ -26,13 +26,6 @@ pub(crate) fn level_blocks(blocks: u32) -> LaunchShape {
     }
 }
 
-/// One image's ground truth as steps 1 and 2 take it: boxes in original
-/// pixels and `im_info` (the boxes are scaled by its scale).
-pub(crate) struct Truth<'a> {
-    pub boxes: &'a [BoxXyxy],
-    pub im_info: [f32; 3],
-}
-
 /// A batch's ground truth on the device and each box's best overlap over
 /// every level's anchors (steps 1 and 2), where RetinaNet's targets and
 /// the RPN's (`ops::rpn_targets`) both start.
@@ -53,31 +46,33 @@ pub(crate) struct BestOverlaps {
 }
 
 impl Gpu {
-    /// Steps 1 and 2 for `images` against `levels` (each level's anchors
-    /// `[count, 4]` and `count`), the anchors outside an image by more than
-    /// `straddle_thresh` left out (none when it is negative). Errors name
-    /// `name`.
-    pub(crate) fn best_overlaps(
+    /// Steps 1 and 2 for `images` (each one's boxes in original pixels and
+    /// its `im_info`, whose scale takes the boxes to the anchors' pixels)
+    /// against `levels` (each level's anchors `[count, 4]` and `count`), the
+    /// anchors outside an image by more than `straddle_thresh` left out (none
+    /// when it is negative). Errors name `name`.
+    pub(crate) fn best_overlaps<'a>(
         &self,
         name: &'static str,
-        images: &[Truth<'_>],
+        images: impl ExactSizeIterator<Item = (&'a [BoxXyxy], [f32; 3])>,
         levels: &[(&DeviceBuffer, usize)],
         straddle_thresh: f32,
     ) -> Result<BestOverlaps, GpuError> {
         // The ground truth table, the boxes scaled as the CPU scales them.
+        let image_count = images.len();
         let (mut boxes, mut first, mut im_info) = (Vec::new(), vec![0u32], Vec::new());
-        for image in images {
-            let scale = image.im_info[2];
-            boxes.extend(image.boxes.iter().flat_map(|b| b.map(|v| v * scale)));
+        for (image_boxes, info) in images {
+            let scale = info[2];
+            boxes.extend(image_boxes.iter().flat_map(|b| b.map(|v| v * scale)));
             first.push(index_count(name, "boxes", boxes.len() / 4)?);
-            im_info.extend(image.im_info);
+            im_info.extend(info);
         }
         let gts = boxes.len() / 4;
         // Each level's blocks per image, at its offset in the tables' rows.
         let mut offsets = Vec::with_capacity(levels.len());
         let mut stride = 0usize;
         for &(anchors, count) in levels {
-            index_count(name, "anchors", images.len().saturating_mul(4 * count))?;
+            index_count(name, "anchors", image_count.saturating_mul(4 * count))?;
             need_len(name, "anchors", anchors.len(), 4 * count)?;
             // Below 2^30 anchors (the check above), so below 2^20 blocks.
             let blocks = (count as u32).div_ceil(MATCH_BLOCK_ANCHORS);
@@ -87,12 +82,12 @@ impl Gpu {
         // The block tables' rows are boxes and images, a column per block;
         // every index into them, `stride` and the offsets then fit u32.
         let box_table = gts * stride;
-        index_count(name, "block partials", box_table.max(images.len() * stride))?;
+        index_count(name, "block partials", box_table.max(image_count * stride))?;
         let stride = stride as u32;
         let truth_boxes = self.upload(&boxes)?;
         let truth_first = self.upload(&first)?;
         let im_info = self.upload(&im_info)?;
-        let images32 = images.len() as u32;
+        let images32 = image_count as u32;
 
         let mut partial = self.alloc::<f32>(box_table)?;
         for (&(anchors, count), &(offset, blocks)) in levels.iter().zip(&offsets) {
@@ -103,8 +98,8 @@ impl Gpu {
             args.input(anchors, 4 * count)
                 .u32(count as u32)
                 .input(&truth_boxes, boxes.len())
-                .input(&truth_first, images.len() + 1)
-                .input(&im_info, 3 * images.len())
+                .input(&truth_first, image_count + 1)
+                .input(&im_info, 3 * image_count)
                 .f32(straddle_thresh)
                 .u32(blocks)
                 .u32(stride)
@@ -153,19 +148,16 @@ impl Gpu {
             need_len(NAME, "box_targets", level.box_targets.len(), 4 * rows)?;
             need_len(NAME, "box_weights", level.box_weights.len(), rows)?;
         }
-        let truths: Vec<Truth<'_>> = g
-            .images
-            .iter()
-            .map(|t| Truth {
-                boxes: t.boxes,
-                im_info: t.im_info,
-            })
-            .collect();
         let anchors: Vec<(&DeviceBuffer, usize)> =
             levels.iter().map(|l| (l.anchors, l.count)).collect();
         // Steps 1-2: every box's best overlap over all levels' anchors
         // (RetinaNet keeps the anchors over the border).
-        let m = self.best_overlaps(NAME, &truths, &anchors, -1.0)?;
+        let m = self.best_overlaps(
+            NAME,
+            g.images.iter().map(|t| (t.boxes, t.im_info)),
+            &anchors,
+            -1.0,
+        )?;
         let classes: Vec<f32> = g
             .images
             .iter()

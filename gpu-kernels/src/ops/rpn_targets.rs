@@ -8,7 +8,7 @@
 //! labels and targets stay on the device for `ops::rpn_loss`.
 use pulsefocus_core::backend::RpnTargetsGeom;
 
-use super::retinanet_targets::{level_blocks, Truth};
+use super::retinanet_targets::level_blocks;
 use super::{elementwise, fail, index_count};
 use crate::driver::KernelArgs;
 use crate::{DeviceBuffer, Gpu, GpuError};
@@ -55,16 +55,13 @@ impl Gpu {
                 sampled: Vec::new(),
             });
         }
-        let truths: Vec<Truth<'_>> = g
-            .images
-            .iter()
-            .map(|t| Truth {
-                boxes: t.boxes,
-                im_info: t.im_info,
-            })
-            .collect();
         let c = g.config;
-        let m = self.best_overlaps(NAME, &truths, levels, c.straddle_thresh)?;
+        let m = self.best_overlaps(
+            NAME,
+            g.images.iter().map(|t| (t.boxes, t.im_info)),
+            levels,
+            c.straddle_thresh,
+        )?;
         let gts = m.gts;
 
         // Step 3: each anchor's candidacy and foreground target.
