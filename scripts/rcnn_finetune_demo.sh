@@ -27,10 +27,15 @@
 # with batch norms everywhere; the C4 config's affine channels load it with
 # the statistics fused. On two CPU cores a step of batch 2 takes about 4 s
 # (FPN) and about 20 s (C4: res5 runs on each of 512 RoIs a picture).
+# ROIS=N samples N RoIs a picture instead (`BBoxAssigner.batch_size_per_im`)
+# and keeps 300 proposals a picture at evaluation instead of 1000 (C4's
+# evaluation runs res5 on each), for a CPU; START=CHECKPOINT starts the
+# pretraining from a checkpoint (the FPN model's, for C4: its ResNet50 with
+# res5) instead of random weights.
 #
 # Usage: scripts/rcnn_finetune_demo.sh MODEL [WORKDIR]
 # Environment: PULSEFOCUS (default: target/release/pulsefocus, built if
-# missing), PRETRAIN_ITERS (1500), ITERS (1000).
+# missing), PRETRAIN_ITERS (1500), ITERS (1000), ROIS, START (full models).
 set -euo pipefail
 
 model=${1:?usage: scripts/rcnn_finetune_demo.sh faster_rcnn|mask_rcnn|cascade_rcnn|cascade_mask_rcnn|faster_rcnn_r50_fpn|faster_rcnn_r50 [WORKDIR]}
@@ -72,10 +77,13 @@ mkdir -p "$work"
 cd "$work"
 cp -r "$repo/configs" .
 . "$repo/scripts/synth_config.sh"
-pretrain_schedule=
+pretrain_schedule= cpu_fit= start=
 if [ -n "${full:-}" ]; then
     demo=${full}_synth
-    synth_config "$full" "$demo" 4 "$iters" 0.01
+    [ -z "${ROIS:-}" ] || cpu_fit="BBoxAssigner: (batch_size_per_im: $ROIS),
+    RPNHead: (test_proposal: (post_nms_top_n: 300)),"
+    [ -z "${START:-}" ] || start="pretrain_weights: \"$(realpath -m "$START")\","
+    synth_config "$full" "$demo" 4 "$iters" 0.01 "$cpu_fit"
     pretrain_schedule=$(schedule "$pretrain_iters" 0.01)
 fi
 "$bin" synth --out pretrain/dataset/synth --format "$format" --classes 6 --first-class 6 \
@@ -89,6 +97,7 @@ cat > "pretrain/${model}_pretrain.ron" <<RON
     num_classes: 7,
     max_iters: $pretrain_iters,
     snapshot_iter: $pretrain_iters,
+    $start
     $resnet
     $pretrain_schedule
 )

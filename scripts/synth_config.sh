@@ -16,7 +16,7 @@ schedule() {
 }
 
 synth_config() {
-    local base=$1 name=$2 classes=$3 iters=$4 base_lr=$5
+    local base=$1 name=$2 classes=$3 iters=$4 base_lr=$5 extra=${6:-}
     local transforms='NormalizeImage(is_channel_first: false, is_scale: true, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]),
             ResizeImage(target_size: 256, max_size: 256, interp: 1, use_cv2: true),
             Permute(to_bgr: false, channel_first: true),'
@@ -46,6 +46,7 @@ synth_config() {
         dataset: ImageFolder(anno_path: "dataset/synth/annotations/instances_val.json"),
         sample_transforms: [DecodeImage(to_rgb: true), $transforms],
     ),
+    $extra
 )
 RON
 }
