@@ -9,65 +9,28 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::{
     assert_step_matches, evaluates_and_draws, loss_terms, run_ok as run, stdout,
-    synth_three_classes, train_on_emulated_gpu,
+    synth_three_classes, train_on_emulated_gpu, write_rcnn_config, Layout, RcnnReaders,
 };
 
-/// `NAME` in `dir`: the demo config `demo` with pictures of 64 (train: 64
-/// or 96) on the short side, at most 128, three steps, and `readers` (the
-/// datasets, each reader's entries ending in a comma) on top.
-fn write_config(dir: &Path, name: &str, demo: &str, flip: &str, datasets: [String; 3]) -> PathBuf {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../configs")
-        .join(demo);
-    let transforms = |sizes: &str, flip: &str| {
-        format!(
-            r#"sample_transforms: [
-            DecodeImage(to_rgb: true),
-            {flip}
-            NormalizeImage(is_channel_first: false, is_scale: true, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]),
-            ResizeImage(target_size: {sizes}, max_size: 128, interp: 1, use_cv2: true),
-            Permute(to_bgr: false, channel_first: true),
-        ],"#
-        )
+/// configs/`demo` on the COCO dataset in dataset/synth at 64 pixels
+/// (training: 64 or 96, `flip` first), three steps.
+fn write_config(dir: &Path, name: &str, demo: &str, flip: &str) -> PathBuf {
+    let readers = RcnnReaders {
+        dataset: "dataset/synth",
+        layout: Layout::Coco,
+        train_sizes: "[64, 96]",
+        eval_size: "64",
+        max_size: 128,
+        flip,
     };
-    let [train, eval, test] = datasets;
-    let config = format!(
-        r#"(
-    _BASE_: ["{demo}"],
-    max_iters: 3,
-    snapshot_iter: 3,
-    log_iter: 1,
-    TrainReader: (dataset: {train}, {train_transforms}),
-    EvalReader: (dataset: {eval}, {eval_transforms}),
-    TestReader: (dataset: {test}, {eval_transforms}),
-)"#,
-        demo = demo.display(),
-        train_transforms = transforms("[64, 96]", flip),
-        eval_transforms = transforms("64", ""),
-    );
-    let path = dir.join(name);
-    std::fs::write(&path, config).unwrap();
-    path
+    let keys = "max_iters: 3, snapshot_iter: 3, log_iter: 1,";
+    write_rcnn_config(dir, name, demo, keys, &readers)
 }
 
 /// `synth` six pictures of 96 pixels, three classes, as a COCO dataset
 /// (with polygons).
 fn synth(dir: &Path) {
     synth_three_classes(dir, "dataset/synth", "coco", "0", "6", "96");
-}
-
-/// The three readers' datasets on `synth --format coco`'s dataset/synth.
-fn coco_readers() -> [String; 3] {
-    let coco = |anno: &str| {
-        format!(
-            r#"COCODataSet(dataset_dir: "dataset/synth", image_dir: "JPEGImages", anno_path: "annotations/{anno}")"#
-        )
-    };
-    [
-        coco("instances_train.json"),
-        coco("instances_val.json"),
-        r#"ImageFolder(anno_path: "dataset/synth/annotations/instances_val.json", use_default_label: false)"#.to_string(),
-    ]
 }
 
 /// Cascade R-CNN's loss.csv header: the RPN's two terms, then each stage's
@@ -85,7 +48,6 @@ fn cascade_trains_evaluates_infers_and_trains_on_the_emulated_gpu() {
         "cascade.ron",
         "cascade_rcnn_fpn_demo.ron",
         "RandomFlipImage(prob: 0.5),",
-        coco_readers(),
     );
     let config = config.to_str().unwrap();
     let plan = run(dir, &["plan", "-c", config]);
@@ -139,7 +101,6 @@ fn cascade_mask_trains_and_evaluates_boxes_and_masks() {
         "cascade_mask.ron",
         "cascade_mask_rcnn_fpn_demo.ron",
         "RandomFlipImage(prob: 0.5, is_mask_flip: true),",
-        coco_readers(),
     );
     let config = config.to_str().unwrap();
     run(dir, &["train", "-c", config]);

@@ -11,47 +11,22 @@ use std::path::{Path, PathBuf};
 
 mod common;
 use common::{
-    assert_step_matches, evaluates_and_draws, loss_terms, run_ok as run, stderr, stdout,
-    synth_three_classes, train_on_emulated_gpu,
+    assert_step_matches, evaluates_and_draws, loss_terms, pretrain_then_fine_tune,
+    synth_three_classes, train_on_emulated_gpu, write_rcnn_config, Layout, RcnnReaders,
 };
 
-/// configs/faster_rcnn_demo.ron on 64-pixel pictures (at most 96) in batches
-/// of two, every reader on `dataset`, with `keys` (top-level RON entries,
-/// each ending in a comma) on top.
+/// configs/faster_rcnn_demo.ron on `dataset` (VOC) at 64 pixels (at most
+/// 96), with `keys` on top.
 fn write_config(dir: &Path, name: &str, dataset: &str, keys: &str) -> PathBuf {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/faster_rcnn_demo.ron");
-    let voc = |anno: &str| {
-        format!(
-            r#"VOCDataSet(dataset_dir: "{dataset}", anno_path: "{anno}", use_default_label: false, label_list: "label_list.txt")"#
-        )
+    let readers = RcnnReaders {
+        dataset,
+        layout: Layout::Voc,
+        train_sizes: "64",
+        eval_size: "64",
+        max_size: 96,
+        flip: "RandomFlipImage(prob: 0.5),",
     };
-    let normalize = "NormalizeImage(is_channel_first: false, is_scale: true, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225])";
-    let to_network = "Permute(to_bgr: false, channel_first: true)";
-    let resize = "ResizeImage(target_size: 64, max_size: 96, interp: 1, use_cv2: true)";
-    let config = format!(
-        r#"(
-    _BASE_: ["{demo}"],
-    {keys}
-    TrainReader: (
-        dataset: {train},
-        sample_transforms: [DecodeImage(to_rgb: true), RandomFlipImage(prob: 0.5), {normalize}, {resize}, {to_network}],
-        batch_size: 2,
-    ),
-    EvalReader: (
-        dataset: {test},
-        sample_transforms: [DecodeImage(to_rgb: true), {normalize}, {resize}, {to_network}],
-    ),
-    TestReader: (
-        sample_transforms: [DecodeImage(to_rgb: true), {normalize}, {resize}, {to_network}],
-    ),
-)"#,
-        demo = demo.display(),
-        train = voc("trainval.txt"),
-        test = voc("test.txt"),
-    );
-    let path = dir.join(name);
-    std::fs::write(&path, config).unwrap();
-    path
+    write_rcnn_config(dir, name, "faster_rcnn_demo.ron", keys, &readers)
 }
 
 fn synth(dir: &Path, out: &str, first_class: &str) {
@@ -73,32 +48,20 @@ fn fine_tunes_with_the_seed_exclusion_then_evaluates_infers_and_trains_on_the_gp
     synth(dir, "dataset/other", "6");
     synth(dir, "dataset/synth", "0");
 
-    // The checkpoint to fine-tune from: the same model on three other classes.
-    let pretrain = write_config(
+    // The checkpoint: the same model on three other classes. Then the seed
+    // guide's command: everything loads but the box head's four tensors,
+    // which the two patterns name.
+    let fine_tune = pretrain_then_fine_tune(
         dir,
-        "pretrain.ron",
-        "dataset/other",
+        |name, dataset, keys| write_config(dir, name, dataset, keys),
         "max_iters: 2, snapshot_iter: 2, log_iter: 1,",
+        (
+            "faster_rcnn.ron",
+            "max_iters: 3, snapshot_iter: 3, log_iter: 1,",
+        ),
+        "['cls_score','bbox_pred']",
     );
-    run(dir, &["train", "-c", pretrain.to_str().unwrap()]);
-    let checkpoint = dir.join("output/pretrain/model_final");
-    let weights = format!("pretrain_weights={}", checkpoint.display());
-
-    // The seed guide's command: everything loads but the box head's four
-    // tensors, which the two patterns name.
-    let config = write_config(
-        dir,
-        "faster_rcnn.ron",
-        "dataset/synth",
-        "max_iters: 3, snapshot_iter: 3, log_iter: 1,",
-    );
-    let config = config.to_str().unwrap();
-    let exclude = "finetune_exclude_pretrained_params=['cls_score','bbox_pred']";
-    let trained = run(
-        dir,
-        &["train", "-c", config, "--eval", "-o", &weights, exclude],
-    );
-    let report = stdout(&trained) + &stderr(&trained);
+    let (config, report) = (fine_tune.config.as_str(), &fine_tune.report);
     assert!(report.contains("loaded 106/110 parameters"), "{report}");
     assert!(
         report.contains("excluded 2 by 'cls_score', 2 by 'bbox_pred'"),
@@ -129,8 +92,8 @@ fn fine_tunes_with_the_seed_exclusion_then_evaluates_infers_and_trains_on_the_gp
         config,
         &[
             "-o",
-            &weights,
-            exclude,
+            &fine_tune.overrides[0],
+            &fine_tune.overrides[1],
             "max_iters=1",
             "save_dir=output_gpu",
         ],

@@ -9,41 +9,22 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::{
     evaluates_and_draws, infers_the_same_on_the_emulated_gpu, loss_terms, run_ok as run,
-    synth_three_classes,
+    synth_three_classes, write_rcnn_config, Layout, RcnnReaders,
 };
 
-/// `fpn.ron` in `dir`: the FPN demo with pictures of 64 (train: 64 or 96)
-/// on the short side, at most 128, and three steps.
+/// configs/faster_rcnn_fpn_demo.ron on the VOC dataset in dataset/synth at
+/// 64 pixels (training: 64 or 96), three steps.
 fn write_config(dir: &Path) -> PathBuf {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/faster_rcnn_fpn_demo.ron");
-    let transforms = |sizes: &str, flip: &str| {
-        format!(
-            r#"sample_transforms: [
-            DecodeImage(to_rgb: true),
-            {flip}
-            NormalizeImage(is_channel_first: false, is_scale: true, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]),
-            ResizeImage(target_size: {sizes}, max_size: 128, interp: 1, use_cv2: true),
-            Permute(to_bgr: false, channel_first: true),
-        ],"#
-        )
+    let readers = RcnnReaders {
+        dataset: "dataset/synth",
+        layout: Layout::Voc,
+        train_sizes: "[64, 96]",
+        eval_size: "64",
+        max_size: 128,
+        flip: "RandomFlipImage(prob: 0.5),",
     };
-    let config = format!(
-        r#"(
-    _BASE_: ["{demo}"],
-    max_iters: 3,
-    snapshot_iter: 3,
-    log_iter: 1,
-    TrainReader: ({train}),
-    EvalReader: ({eval}),
-    TestReader: ({eval}),
-)"#,
-        demo = demo.display(),
-        train = transforms("[64, 96]", "RandomFlipImage(prob: 0.5),"),
-        eval = transforms("64", ""),
-    );
-    let path = dir.join("fpn.ron");
-    std::fs::write(&path, config).unwrap();
-    path
+    let keys = "max_iters: 3, snapshot_iter: 3, log_iter: 1,";
+    write_rcnn_config(dir, "fpn.ron", "faster_rcnn_fpn_demo.ron", keys, &readers)
 }
 
 #[test]

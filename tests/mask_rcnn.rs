@@ -13,59 +13,23 @@ use std::path::{Path, PathBuf};
 
 mod common;
 use common::{
-    assert_step_matches, loss_terms, run_ok as run, stderr, stdout, synth_three_classes,
-    train_on_emulated_gpu,
+    assert_step_matches, loss_terms, pretrain_then_fine_tune, run_ok as run, stdout,
+    synth_three_classes, train_on_emulated_gpu, write_rcnn_config, Layout, RcnnReaders,
 };
 
-/// configs/mask_rcnn_fpn_demo.ron on 64-pixel pictures (train: 64 or 96),
-/// every reader on the COCO dataset `dataset`, with `keys` (top-level RON
-/// entries, each ending in a comma) on top.
+/// configs/mask_rcnn_fpn_demo.ron on the COCO dataset `dataset` at 64
+/// pixels (training: 64 or 96, the masks flipped with the pictures), with
+/// `keys` on top.
 fn write_config(dir: &Path, name: &str, dataset: &str, keys: &str) -> PathBuf {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/mask_rcnn_fpn_demo.ron");
-    let coco = |anno: &str| {
-        format!(
-            r#"COCODataSet(dataset_dir: "{dataset}", image_dir: "JPEGImages", anno_path: "annotations/{anno}")"#
-        )
+    let readers = RcnnReaders {
+        dataset,
+        layout: Layout::Coco,
+        train_sizes: "[64, 96]",
+        eval_size: "64",
+        max_size: 128,
+        flip: "RandomFlipImage(prob: 0.5, is_mask_flip: true),",
     };
-    let transforms = |sizes: &str, flip: &str| {
-        format!(
-            r#"sample_transforms: [
-            DecodeImage(to_rgb: true),
-            {flip}
-            NormalizeImage(is_channel_first: false, is_scale: true, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]),
-            ResizeImage(target_size: {sizes}, max_size: 128, interp: 1, use_cv2: true),
-            Permute(to_bgr: false, channel_first: true),
-        ]"#
-        )
-    };
-    let config = format!(
-        r#"(
-    _BASE_: ["{demo}"],
-    {keys}
-    log_iter: 1,
-    TrainReader: (
-        dataset: {train},
-        {train_transforms},
-        batch_size: 2,
-    ),
-    EvalReader: (dataset: {test}, {eval_transforms}),
-    TestReader: (
-        dataset: ImageFolder(anno_path: "{dataset}/annotations/instances_val.json", use_default_label: false),
-        {eval_transforms},
-    ),
-)"#,
-        demo = demo.display(),
-        train = coco("instances_train.json"),
-        test = coco("instances_val.json"),
-        train_transforms = transforms(
-            "[64, 96]",
-            "RandomFlipImage(prob: 0.5, is_mask_flip: true),"
-        ),
-        eval_transforms = transforms("64", ""),
-    );
-    let path = dir.join(name);
-    std::fs::write(&path, config).unwrap();
-    path
+    write_rcnn_config(dir, name, "mask_rcnn_fpn_demo.ron", keys, &readers)
 }
 
 fn synth(dir: &Path, out: &str, first_class: &str) {
@@ -87,32 +51,20 @@ fn fine_tunes_with_the_seed_exclusion_then_evaluates_masks_infers_and_trains_on_
     synth(dir, "dataset/other", "6");
     synth(dir, "dataset/synth", "0");
 
-    // The checkpoint to fine-tune from: the same model on three other classes.
-    let pretrain = write_config(
+    // The checkpoint: the same model on three other classes. Then the seed
+    // guide's pattern: everything loads but the three class-dependent
+    // outputs (the box head's two and the mask logits).
+    let fine_tune = pretrain_then_fine_tune(
         dir,
-        "pretrain.ron",
-        "dataset/other",
-        "max_iters: 2, snapshot_iter: 2,",
+        |name, dataset, keys| write_config(dir, name, dataset, keys),
+        "max_iters: 2, snapshot_iter: 2, log_iter: 1,",
+        (
+            "mask_rcnn.ron",
+            "max_iters: 3, snapshot_iter: 3, log_iter: 1,",
+        ),
+        "['cls_score','bbox_pred','mask_fcn_logits']",
     );
-    run(dir, &["train", "-c", pretrain.to_str().unwrap()]);
-    let checkpoint = dir.join("output/pretrain/model_final");
-    let weights = format!("pretrain_weights={}", checkpoint.display());
-
-    // The seed guide's pattern: everything loads but the three
-    // class-dependent outputs (the box head's two and the mask logits).
-    let config = write_config(
-        dir,
-        "mask_rcnn.ron",
-        "dataset/synth",
-        "max_iters: 3, snapshot_iter: 3,",
-    );
-    let config = config.to_str().unwrap();
-    let exclude = "finetune_exclude_pretrained_params=['cls_score','bbox_pred','mask_fcn_logits']";
-    let trained = run(
-        dir,
-        &["train", "-c", config, "--eval", "-o", &weights, exclude],
-    );
-    let report = stdout(&trained) + &stderr(&trained);
+    let (config, report) = (fine_tune.config.as_str(), &fine_tune.report);
     assert!(
         report.contains("excluded 2 by 'cls_score', 2 by 'bbox_pred', 2 by 'mask_fcn_logits'"),
         "{report}"
@@ -202,8 +154,8 @@ fn fine_tunes_with_the_seed_exclusion_then_evaluates_masks_infers_and_trains_on_
         config,
         &[
             "-o",
-            &weights,
-            exclude,
+            &fine_tune.overrides[0],
+            &fine_tune.overrides[1],
             "max_iters=1",
             "save_dir=output_gpu",
         ],

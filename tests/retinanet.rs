@@ -13,47 +13,22 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::{
     assert_step_matches, evaluates_and_draws, infers_the_same_on_the_emulated_gpu, loss_terms,
-    run_ok as run, stderr, stdout, synth_three_classes, train_on_emulated_gpu,
+    pretrain_then_fine_tune, synth_three_classes, train_on_emulated_gpu, write_rcnn_config, Layout,
+    RcnnReaders,
 };
 
-/// configs/retinanet_demo.ron on 128-pixel pictures in batches of two,
-/// every reader on the COCO dataset `dataset`, with `keys` (top-level RON
-/// entries, each ending in a comma) on top.
+/// configs/retinanet_demo.ron on the COCO dataset `dataset` at 128 pixels,
+/// with `keys` on top.
 fn write_config(dir: &Path, name: &str, dataset: &str, keys: &str) -> PathBuf {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/retinanet_demo.ron");
-    let coco = |anno: &str| {
-        format!(
-            r#"COCODataSet(dataset_dir: "{dataset}", image_dir: "JPEGImages", anno_path: "annotations/{anno}")"#
-        )
+    let readers = RcnnReaders {
+        dataset,
+        layout: Layout::Coco,
+        train_sizes: "128",
+        eval_size: "128",
+        max_size: 128,
+        flip: "RandomFlipImage(prob: 0.5),",
     };
-    let normalize = "NormalizeImage(is_channel_first: false, is_scale: true, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225])";
-    let to_network = "Permute(to_bgr: false, channel_first: true)";
-    let resize = "ResizeImage(target_size: 128, max_size: 128, interp: 1, use_cv2: true)";
-    let config = format!(
-        r#"(
-    _BASE_: ["{demo}"],
-    {keys}
-    TrainReader: (
-        dataset: {train},
-        sample_transforms: [DecodeImage(to_rgb: true), RandomFlipImage(prob: 0.5), {normalize}, {resize}, {to_network}],
-        batch_size: 2,
-    ),
-    EvalReader: (
-        dataset: {test},
-        sample_transforms: [DecodeImage(to_rgb: true), {normalize}, {resize}, {to_network}],
-    ),
-    TestReader: (
-        dataset: ImageFolder(anno_path: "{dataset}/annotations/instances_val.json", use_default_label: false),
-        sample_transforms: [DecodeImage(to_rgb: true), {normalize}, {resize}, {to_network}],
-    ),
-)"#,
-        demo = demo.display(),
-        train = coco("instances_train.json"),
-        test = coco("instances_val.json"),
-    );
-    let path = dir.join(name);
-    std::fs::write(&path, config).unwrap();
-    path
+    write_rcnn_config(dir, name, "retinanet_demo.ron", keys, &readers)
 }
 
 fn synth(dir: &Path, out: &str, first_class: &str) {
@@ -72,32 +47,20 @@ fn fine_tunes_with_the_seed_exclusion_then_evaluates_infers_and_trains_on_the_gp
     synth(dir, "dataset/other", "6");
     synth(dir, "dataset/synth", "0");
 
-    // The checkpoint to fine-tune from: the same model on three other classes.
-    let pretrain = write_config(
+    // The checkpoint: the same model on three other classes. Then the seed
+    // guide's pattern: everything loads but the class prediction's two
+    // tensors (shared by every level, named after P3).
+    let fine_tune = pretrain_then_fine_tune(
         dir,
-        "pretrain.ron",
-        "dataset/other",
+        |name, dataset, keys| write_config(dir, name, dataset, keys),
         "max_iters: 2, snapshot_iter: 2, log_iter: 1,",
+        (
+            "retinanet.ron",
+            "max_iters: 3, snapshot_iter: 3, log_iter: 1,",
+        ),
+        "['retnet_cls_pred_fpn']",
     );
-    run(dir, &["train", "-c", pretrain.to_str().unwrap()]);
-    let checkpoint = dir.join("output/pretrain/model_final");
-    let weights = format!("pretrain_weights={}", checkpoint.display());
-
-    // The seed guide's pattern: everything loads but the class prediction's
-    // two tensors (shared by every level, named after P3).
-    let config = write_config(
-        dir,
-        "retinanet.ron",
-        "dataset/synth",
-        "max_iters: 3, snapshot_iter: 3, log_iter: 1,",
-    );
-    let config = config.to_str().unwrap();
-    let exclude = "finetune_exclude_pretrained_params=['retnet_cls_pred_fpn']";
-    let trained = run(
-        dir,
-        &["train", "-c", config, "--eval", "-o", &weights, exclude],
-    );
-    let report = stdout(&trained) + &stderr(&trained);
+    let (config, report) = (fine_tune.config.as_str(), &fine_tune.report);
     assert!(report.contains("loaded 126/128 parameters"), "{report}");
     assert!(
         report.contains("excluded 2 by 'retnet_cls_pred_fpn'"),
@@ -141,8 +104,8 @@ fn fine_tunes_with_the_seed_exclusion_then_evaluates_infers_and_trains_on_the_gp
         config,
         &[
             "-o",
-            &weights,
-            exclude,
+            &fine_tune.overrides[0],
+            &fine_tune.overrides[1],
             "max_iters=1",
             "save_dir=output_gpu",
         ],

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 mod common;
 use common::{
-    assert_step_matches, evaluates_and_draws, loss_terms, run_ok as run, stderr, stdout,
+    assert_step_matches, evaluates_and_draws, loss_terms, pretrain_then_fine_tune,
     synth_three_classes, train_on_emulated_gpu,
 };
 
@@ -86,31 +86,16 @@ fn fine_tunes_with_conv2d_excluded_then_evaluates_infers_and_trains_on_the_gpu()
     synth(dir, "dataset/other", "6");
     synth(dir, "dataset/synth", "0");
 
-    // The checkpoint to fine-tune from: the same model on three other classes.
-    let pretrain = write_config(
+    // The checkpoint: the same model on three other classes. Then
+    // everything loads but the 24 head tensors, which the pattern names.
+    let fine_tune = pretrain_then_fine_tune(
         dir,
-        "pretrain.ron",
-        "dataset/other",
+        |name, dataset, keys| write_config(dir, name, dataset, keys),
         "max_iters: 3, snapshot_iter: 3, log_iter: 1,",
+        ("ssd.ron", "max_iters: 4, snapshot_iter: 2, log_iter: 1,"),
+        "['^conv2d_']",
     );
-    run(dir, &["train", "-c", pretrain.to_str().unwrap()]);
-    let checkpoint = dir.join("output/pretrain/model_final");
-    let weights = format!("pretrain_weights={}", checkpoint.display());
-
-    // Everything loads but the 24 head tensors, which the pattern names.
-    let config = write_config(
-        dir,
-        "ssd.ron",
-        "dataset/synth",
-        "max_iters: 4, snapshot_iter: 2, log_iter: 1,",
-    );
-    let config = config.to_str().unwrap();
-    let exclude = "finetune_exclude_pretrained_params=['^conv2d_']";
-    let trained = run(
-        dir,
-        &["train", "-c", config, "--eval", "-o", &weights, exclude],
-    );
-    let report = stdout(&trained) + &stderr(&trained);
+    let (config, report) = (fine_tune.config.as_str(), &fine_tune.report);
     assert!(report.contains("loaded 175/199 parameters"), "{report}");
     assert!(report.contains("excluded 24 by '^conv2d_'"), "{report}");
     let save_dir = dir.join("output/ssd");
@@ -144,8 +129,8 @@ fn fine_tunes_with_conv2d_excluded_then_evaluates_infers_and_trains_on_the_gpu()
         config,
         &[
             "-o",
-            &weights,
-            exclude,
+            &fine_tune.overrides[0],
+            &fine_tune.overrides[1],
             "max_iters=2",
             "save_dir=output_gpu",
         ],

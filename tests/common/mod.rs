@@ -2,7 +2,7 @@
 // Each test file uses some of these helpers, not all.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The freshly built binary.
@@ -234,4 +234,145 @@ pub fn synth_three_classes(
             "3",
         ],
     );
+}
+
+/// A `pulsefocus synth` dataset's layout.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Layout {
+    Voc,
+    Coco,
+}
+
+/// The readers of an R-CNN-family test config ([`write_rcnn_config`]): the
+/// `layout` dataset `synth` wrote to `dataset`, ImageNet's normalisation,
+/// `ResizeImage` to `train_sizes` (one size or a RON list) in training and
+/// to `eval_size` at evaluation and inference, the longer side at most
+/// `max_size`, and `flip` (a transform and its comma, or nothing) first in
+/// training.
+pub struct RcnnReaders<'a> {
+    pub dataset: &'a str,
+    pub layout: Layout,
+    pub train_sizes: &'a str,
+    pub eval_size: &'a str,
+    pub max_size: u32,
+    pub flip: &'a str,
+}
+
+/// Writes `dir/name`, configs/`demo` with `keys` (top-level RON entries,
+/// each ending in a comma) and `readers` (batches of two in training); its
+/// path. The save directory is `output/` and `name` without `.ron`.
+pub fn write_rcnn_config(
+    dir: &Path,
+    name: &str,
+    demo: &str,
+    keys: &str,
+    readers: &RcnnReaders,
+) -> PathBuf {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs")
+        .join(demo);
+    let RcnnReaders {
+        dataset,
+        layout,
+        train_sizes,
+        eval_size,
+        max_size,
+        flip,
+    } = readers;
+    let (train, eval, test) = match layout {
+        Layout::Voc => {
+            let voc = |anno: &str| {
+                format!(
+                    r#"VOCDataSet(dataset_dir: "{dataset}", anno_path: "{anno}", use_default_label: false, label_list: "label_list.txt")"#
+                )
+            };
+            let names = format!(
+                r#"ImageFolder(anno_path: "{dataset}/label_list.txt", use_default_label: false)"#
+            );
+            (voc("trainval.txt"), voc("test.txt"), names)
+        }
+        Layout::Coco => {
+            let coco = |anno: &str| {
+                format!(
+                    r#"COCODataSet(dataset_dir: "{dataset}", image_dir: "JPEGImages", anno_path: "annotations/{anno}")"#
+                )
+            };
+            let names = format!(
+                r#"ImageFolder(anno_path: "{dataset}/annotations/instances_val.json", use_default_label: false)"#
+            );
+            (
+                coco("instances_train.json"),
+                coco("instances_val.json"),
+                names,
+            )
+        }
+    };
+    let transforms = |sizes: &str, flip: &str| {
+        format!(
+            r#"sample_transforms: [
+            DecodeImage(to_rgb: true),
+            {flip}
+            NormalizeImage(is_channel_first: false, is_scale: true, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]),
+            ResizeImage(target_size: {sizes}, max_size: {max_size}, interp: 1, use_cv2: true),
+            Permute(to_bgr: false, channel_first: true),
+        ],"#
+        )
+    };
+    let config = format!(
+        r#"(
+    _BASE_: ["{demo}"],
+    {keys}
+    TrainReader: (dataset: {train}, {train_transforms} batch_size: 2),
+    EvalReader: (dataset: {eval}, {eval_transforms}),
+    TestReader: (dataset: {test}, {eval_transforms}),
+)"#,
+        demo = demo.display(),
+        train_transforms = transforms(train_sizes, flip),
+        eval_transforms = transforms(eval_size, ""),
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// A fine-tune run by [`pretrain_then_fine_tune`].
+pub struct FineTuned {
+    /// The fine-tune's config file.
+    pub config: String,
+    /// `pretrain_weights=CHECKPOINT` and the exclusion, as `-o` took them.
+    pub overrides: [String; 2],
+    /// What the fine-tune printed (the load report among it).
+    pub report: String,
+}
+
+/// The seed guide's flow, shortened, on the `synth` datasets
+/// `dir/dataset/other` and `dir/dataset/synth` (three classes each, other
+/// ones): `write(name, dataset, keys)` writes a test config; the checkpoint
+/// is its model trained on `dataset/other` with `pretrain_keys`
+/// (`pretrain.ron`, saved in `output/pretrain`), then `train -c NAME --eval
+/// -o pretrain_weights=CHECKPOINT EXCLUDE` on `dataset/synth` with
+/// `fine_tune_keys`, which must succeed.
+pub fn pretrain_then_fine_tune(
+    dir: &Path,
+    write: impl Fn(&str, &str, &str) -> PathBuf,
+    pretrain_keys: &str,
+    (name, fine_tune_keys): (&str, &str),
+    exclude: &str,
+) -> FineTuned {
+    let pretrain = write("pretrain.ron", "dataset/other", pretrain_keys);
+    run_ok(dir, &["train", "-c", pretrain.to_str().unwrap()]);
+    let checkpoint = dir.join("output/pretrain/model_final");
+    let weights = format!("pretrain_weights={}", checkpoint.display());
+    let exclude = format!("finetune_exclude_pretrained_params={exclude}");
+    let config = write(name, "dataset/synth", fine_tune_keys);
+    let config = config.to_str().unwrap().to_string();
+    let trained = run_ok(
+        dir,
+        &["train", "-c", &config, "--eval", "-o", &weights, &exclude],
+    );
+    FineTuned {
+        config,
+        overrides: [weights, exclude],
+        report: stdout(&trained) + &stderr(&trained),
+    }
 }
