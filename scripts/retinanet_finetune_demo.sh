@@ -18,10 +18,15 @@
 # FULL=1 runs the shipped configs/retinanet_r50_fpn_1x.ron instead, the whole
 # ResNet50-FPN model, through configs/retinanet_r50_fpn_1x_synth.ron (only the
 # data, 256-pixel pictures, the class count and a short schedule change; see
-# scripts/synth_config.sh); its backbone is the ResNet50-FPN Faster R-CNN of
-# faster_rcnn_r50_fpn_1x.ron trained with batch norms on the six classes, or
-# BACKBONE, a checkpoint of it already made (scripts/rcnn_finetune_demo.sh
-# faster_rcnn_r50_fpn leaves one in WORKDIR/pretrain/output).
+# scripts/synth_config.sh); its backbone is the ResNet50 of the ResNet50-FPN
+# Faster R-CNN of faster_rcnn_r50_fpn_1x.ron trained with batch norms on the
+# six classes, or of BACKBONE, a checkpoint of it already made
+# (scripts/rcnn_finetune_demo.sh faster_rcnn_r50_fpn leaves one in
+# WORKDIR/pretrain/output). Only the ResNet: the pyramid starts fresh, as
+# from PaddleDetection's ImageNet ResNet. With the Faster R-CNN's trained
+# pyramid loaded as well, the class loss fell for 200 steps, came back to
+# where it started and the loss became NaN at step 335 (learning rate
+# 0.00125).
 #
 # Usage: scripts/retinanet_finetune_demo.sh [WORKDIR]
 # Environment: PULSEFOCUS (default: target/release/pulsefocus, built if
@@ -44,7 +49,7 @@ base_lr=${BASE_LR:-0.002}
 mkdir -p "$work"
 cd "$work"
 cp -r "$repo/configs" .
-demo=retinanet_demo backbone_config=faster_rcnn_fpn_demo backbone_norms=
+demo=retinanet_demo backbone_config=faster_rcnn_fpn_demo backbone_norms= backbone_only=
 if [ "${FULL:-0}" = 1 ]; then
     . "$repo/scripts/synth_config.sh"
     demo=retinanet_r50_fpn_1x_synth backbone_config=faster_rcnn_r50_fpn_1x_synth
@@ -52,6 +57,7 @@ if [ "${FULL:-0}" = 1 ]; then
     synth_config retinanet_r50_fpn_1x "$demo" 4 "$iters" "$base_lr"
     synth_config faster_rcnn_r50_fpn_1x "$backbone_config" 7 "$backbone_iters" 0.01
     backbone_norms="ResNet.norm_type=bn ResNet.freeze_norm=false ResNet.freeze_at=0"
+    backbone_only='finetune_exclude_pretrained_params: ["fpn_"],'
 fi
 "$bin" synth --out pretrain/dataset/synth --format both --classes 6 --first-class 6 \
     --images 600 --seed 1
@@ -73,6 +79,7 @@ cat > pretrain/retinanet_pretrain.ron <<RON
     _BASE_: ["../configs/$demo.ron"],
     num_classes: 7,
     pretrain_weights: "$backbone",
+    $backbone_only
     max_iters: $pretrain_iters,
     snapshot_iter: 1000,
     LearningRate: (
