@@ -23,10 +23,10 @@
 # six classes, or of BACKBONE, a checkpoint of it already made
 # (scripts/rcnn_finetune_demo.sh faster_rcnn_r50_fpn leaves one in
 # WORKDIR/pretrain/output). Only the ResNet: the pyramid starts fresh, as
-# from PaddleDetection's ImageNet ResNet. With the Faster R-CNN's trained
-# pyramid loaded as well, the class loss fell for 200 steps, came back to
-# where it started and the loss became NaN at step 335 (learning rate
-# 0.00125).
+# from PaddleDetection's ImageNet ResNet. The full-size pretraining does not
+# learn yet (issue 16, docs/models.md): its class loss falls, then collapses
+# back to the prior's level after single batches, where PaddleDetection's
+# own code on the same data keeps learning.
 #
 # Usage: scripts/retinanet_finetune_demo.sh [WORKDIR]
 # Environment: PULSEFOCUS (default: target/release/pulsefocus, built if
