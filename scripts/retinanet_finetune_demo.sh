@@ -23,16 +23,17 @@
 # six classes, or of BACKBONE, a checkpoint of it already made
 # (scripts/rcnn_finetune_demo.sh faster_rcnn_r50_fpn leaves one in
 # WORKDIR/pretrain/output). Only the ResNet: the pyramid starts fresh, as
-# from PaddleDetection's ImageNet ResNet. The full-size pretraining does not
-# learn yet (issue 16, docs/models.md): its class loss falls, then collapses
-# back to the prior's level after single batches, where PaddleDetection's
-# own code on the same data keeps learning.
+# from PaddleDetection's ImageNet ResNet. On this data the full model's
+# class loss jumps after some batches and a jump can undo hundreds of steps
+# (PaddleDetection's own code, replaying pulsefocus's batches from the same
+# weights, gives the same per-step losses: docs/models.md); a learning rate
+# of 0.001 after the warm-up kept it learning (docs/models.md has the run).
 #
 # Usage: scripts/retinanet_finetune_demo.sh [WORKDIR]
 # Environment: PULSEFOCUS (default: target/release/pulsefocus, built if
 # missing), BACKBONE_ITERS (600), PRETRAIN_ITERS (3000), ITERS (1500), FULL,
 # BACKBONE, BASE_LR (0.002; for FULL=1 0.00125, PaddleDetection's 0.01 for a
-# batch of 16 scaled to the batch of 2: at 0.002 the full model's class loss
+# batch of 16 scaled to the batch of 2; at 0.002 the full model's class loss
 # fell and came back to where it started within 300 steps).
 set -euo pipefail
 

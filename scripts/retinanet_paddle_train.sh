@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # PaddleDetection's own RetinaNet training on the data and checkpoint of
 # `FULL=1 scripts/retinanet_finetune_demo.sh`'s pretraining, for comparing
-# the loss curves (docs/models.md, "The full-size model does not learn here
-# yet"): retinanet_r50_fpn_1x.yml with the synthetic COCO data at 256
-# pixels, batch 2, learning rate 0.00125 with a warm-up of 200 steps, the
-# ResNet's batch norms frozen (`norm_type: bn`, so that a checkpoint trained
-# with batch norms loads its statistics; with exclusion patterns Paddle
-# would not fuse them into affine channels) and the pyramid left out of the
+# the loss curves (docs/models.md, "The full-size model, fine-tuned"; each
+# side draws its own picture order and starting weights):
+# retinanet_r50_fpn_1x.yml with the synthetic COCO data at 256 pixels,
+# batch 2, learning rate 0.00125 with a warm-up of 200 steps, the ResNet's
+# batch norms frozen (`norm_type: bn`, so that a checkpoint trained with
+# batch norms loads its statistics; with exclusion patterns Paddle would
+# not fuse them into affine channels) and the pyramid left out of the
 # checkpoint as the demo does.
 #
 # Needs ../shared/reference (ppdet-static and the environment ppdet18.sh
