@@ -26,8 +26,9 @@
 # from PaddleDetection's ImageNet ResNet. On this data the full model's
 # class loss jumps after some batches and a jump can undo hundreds of steps
 # (PaddleDetection's own code, replaying pulsefocus's batches from the same
-# weights, gives the same per-step losses: docs/models.md); a learning rate
-# of 0.001 after the warm-up kept it learning (docs/models.md has the run).
+# weights, gives the same per-step losses and jumps as well: docs/models.md);
+# a learning rate of 0.001 after the warm-up kept it learning
+# (docs/models.md has the run).
 #
 # Usage: scripts/retinanet_finetune_demo.sh [WORKDIR]
 # Environment: PULSEFOCUS (default: target/release/pulsefocus, built if
