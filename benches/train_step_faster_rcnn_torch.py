@@ -40,7 +40,6 @@ parameter write).
     python3 benches/train_step_faster_rcnn_torch.py --arch c4 \\
         --pulsefocus target/release/pulsefocus --rounds 2
 """
-import torch
 import torch.nn as nn
 from torchvision.models import resnet50
 from torchvision.models.detection import FasterRCNN
@@ -50,7 +49,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
 import torch_step
-from train_step_torch import synthetic_boxes
+import torchvision_step
 
 CONFIGS = {"fpn": "configs/faster_rcnn_r50_fpn_1x.ron", "c4": "configs/faster_rcnn_r50_1x.ron"}
 
@@ -89,33 +88,15 @@ def c4_model(num_classes, min_size):
 
 
 def main():
-    ap = torch_step.arguments(size=800, classes=81)
-    ap.set_defaults(batch=1, steps=2)
+    ap = torchvision_step.arguments()
     ap.add_argument("--arch", choices=sorted(CONFIGS), default="fpn")
-    ap.add_argument("--lr", type=float, default=0.0,
-                    help="learning rate of both sides (default 0: see the module's doc)")
     args = ap.parse_args()
     torch_step.setup(args)
     # min_size = the input's side: torchvision neither resizes nor pads it.
     model = (fpn_model if args.arch == "fpn" else c4_model)(args.classes, args.size).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4)
-    images = list(torch.rand(args.batch, 3, args.size, args.size))
-    cxcywh, labels = synthetic_boxes(args.batch, args.classes - 1)
-    x1y1 = (cxcywh[..., :2] - cxcywh[..., 2:] / 2) * args.size
-    x2y2 = x1y1 + cxcywh[..., 2:] * args.size - 1
-    targets = [{"boxes": torch.cat([x1y1[b], x2y2[b]], -1), "labels": labels[b] + 1}
-               for b in range(args.batch)]
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = sum(model(images, targets).values())
-        loss.backward()
-        opt.step()
-        return loss.item()
-
-    torch_step.compare(args, step, ["-c", CONFIGS[args.arch], "-o", f"num_classes={args.classes}",
-                                    f"LearningRate.base_lr={args.lr}"])
+    boxes, labels = torchvision_step.paddle_boxes(args)
+    targets = [{"boxes": b, "labels": l + 1} for b, l in zip(boxes, labels)]
+    torchvision_step.compare(args, model, targets, CONFIGS[args.arch])
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d
 
 import torch_step
-from train_step_torch import synthetic_boxes
+import torchvision_step
 
 CONFIG = "configs/mask_rcnn_r50_fpn_1x.ron"
 
@@ -46,36 +46,16 @@ def model(num_classes, min_size):
 
 
 def main():
-    ap = torch_step.arguments(size=800, classes=81)
-    ap.set_defaults(batch=1, steps=2)
-    ap.add_argument("--lr", type=float, default=0.0,
-                    help="learning rate of both sides (default 0: see the module's doc)")
-    args = ap.parse_args()
+    args = torchvision_step.arguments().parse_args()
     torch_step.setup(args)
     net = model(args.classes, args.size).train()
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4)
-    images = list(torch.rand(args.batch, 3, args.size, args.size))
-    cxcywh, labels = synthetic_boxes(args.batch, args.classes - 1)
-    x1y1 = (cxcywh[..., :2] - cxcywh[..., 2:] / 2) * args.size
-    x2y2 = x1y1 + cxcywh[..., 2:] * args.size - 1
     targets = []
-    for b in range(args.batch):
-        boxes = torch.cat([x1y1[b], x2y2[b]], -1)
+    for boxes, labels in zip(*torchvision_step.paddle_boxes(args)):
         masks = torch.zeros(len(boxes), args.size, args.size, dtype=torch.uint8)
         for k, (x1, y1, x2, y2) in enumerate(boxes.round().long().tolist()):
             masks[k, max(y1, 0):y2 + 1, max(x1, 0):x2 + 1] = 1
-        targets.append({"boxes": boxes, "labels": labels[b] + 1, "masks": masks})
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = sum(net(images, targets).values())
-        loss.backward()
-        opt.step()
-        return loss.item()
-
-    torch_step.compare(args, step, ["-c", CONFIG, "-o", f"num_classes={args.classes}",
-                                    f"LearningRate.base_lr={args.lr}"])
+        targets.append({"boxes": boxes, "labels": labels + 1, "masks": masks})
+    torchvision_step.compare(args, net, targets, CONFIG)
 
 
 if __name__ == "__main__":

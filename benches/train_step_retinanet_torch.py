@@ -27,7 +27,6 @@ first step's work (the update itself still runs).
     python3 benches/train_step_retinanet_torch.py \\
         --pulsefocus target/release/pulsefocus --rounds 2
 """
-import torch
 from torchvision.models import resnet50
 from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -36,7 +35,7 @@ from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 import torch_step
-from train_step_torch import synthetic_boxes
+import torchvision_step
 
 CONFIG = "configs/retinanet_r50_fpn_1x.ron"
 
@@ -54,32 +53,12 @@ def model(num_classes, min_size):
 
 
 def main():
-    ap = torch_step.arguments(size=800, classes=81)
-    ap.set_defaults(batch=1, steps=2)
-    ap.add_argument("--lr", type=float, default=0.0,
-                    help="learning rate of both sides (default 0: see the module's doc)")
-    args = ap.parse_args()
+    args = torchvision_step.arguments().parse_args()
     torch_step.setup(args)
     net = model(args.classes, args.size).train()
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=1e-4)
-    images = list(torch.rand(args.batch, 3, args.size, args.size))
-    cxcywh, labels = synthetic_boxes(args.batch, args.classes - 1)
-    x1y1 = (cxcywh[..., :2] - cxcywh[..., 2:] / 2) * args.size
-    x2y2 = x1y1 + cxcywh[..., 2:] * args.size - 1
     # torchvision's RetinaNet numbers the object classes from 0.
-    targets = [{"boxes": torch.cat([x1y1[b], x2y2[b]], -1), "labels": labels[b]}
-               for b in range(args.batch)]
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = sum(net(images, targets).values())
-        loss.backward()
-        opt.step()
-        return loss.item()
-
-    torch_step.compare(args, step, ["-c", CONFIG, "-o", f"num_classes={args.classes}",
-                                    f"LearningRate.base_lr={args.lr}"])
+    targets = [{"boxes": b, "labels": l} for b, l in zip(*torchvision_step.paddle_boxes(args))]
+    torchvision_step.compare(args, net, targets, CONFIG)
 
 
 if __name__ == "__main__":
