@@ -45,7 +45,8 @@ const SHAPES: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
 /// (name, batch, c_in, c_out, height, width) of 3x3 stride-1 convolutions:
 /// VGG16's at 300 pixels (the first, from 3 channels, stays on im2col),
 /// ResNet50's middle convs, FPN's output and the RPN's conv at 800x1216, and
-/// the RetinaNet head's at 768.
+/// the RetinaNet head's at 768 (P3's 96x96 and P6's 12x12) and on the two
+/// sides of Winograd's `MIN_TILES` (24x24 and 16x16: P5 at 768, P4 at 256).
 const STRIDE_1_3X3: &[(&str, usize, usize, usize, usize, usize)] = &[
     ("vgg_conv1_2_64to64_300", 8, 64, 64, 300, 300),
     ("vgg_conv2_1_64to128_150", 8, 64, 128, 150, 150),
@@ -56,6 +57,8 @@ const STRIDE_1_3X3: &[(&str, usize, usize, usize, usize, usize)] = &[
     ("res5_branch2b_512to512_25x38", 1, 512, 512, 25, 38),
     ("fpn_p2_256to256_200x304", 1, 256, 256, 200, 304),
     ("retina_head_256to256_96", 1, 256, 256, 96, 96),
+    ("retina_head_256to256_24", 1, 256, 256, 24, 24),
+    ("retina_head_256to256_16", 1, 256, 256, 16, 16),
     ("retina_head_256to256_12", 1, 256, 256, 12, 12),
     ("small_32to32_80", 8, 32, 32, 80, 80),
 ];

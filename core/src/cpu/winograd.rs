@@ -54,6 +54,19 @@ const MIN_CHANNELS: usize = 32;
 #[cfg(test)]
 const MIN_CHANNELS: usize = 1;
 
+/// Fewest 2x2 output blocks (over the batch) for which the GEMMs' savings
+/// pay for transforming every filter, a fixed cost per call: a 256-channel
+/// conv on a 16x16 map (64 blocks) runs 1.2-1.35x as fast through im2col in
+/// every pass, on 24x24 (144 blocks) 1.05-1.3x as fast through here
+/// (`benches/conv.rs`). Small maps are the deep stages and the upper
+/// pyramid levels of small pictures (RetinaNet at 256 pixels: res4, res5,
+/// P4-P7). The tests take even one block through here, as for
+/// `MIN_CHANNELS`.
+#[cfg(not(test))]
+const MIN_TILES: usize = 100;
+#[cfg(test)]
+const MIN_TILES: usize = 1;
+
 /// Values per 4x4 tile.
 const TILE: usize = 16;
 
@@ -71,6 +84,7 @@ pub(super) fn applies(g: &Conv2dGeom) -> bool {
         && g.pad_w <= 2
         && g.c_in >= MIN_CHANNELS
         && g.c_out >= MIN_CHANNELS
+        && g.batch * g.h_out().div_ceil(2) * g.w_out().div_ceil(2) >= MIN_TILES
 }
 
 /// The convolution whose output is `g`'s input gradient: `dy` in, `dx` out,
