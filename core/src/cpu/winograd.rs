@@ -84,7 +84,18 @@ pub(super) fn applies(g: &Conv2dGeom) -> bool {
         && g.pad_w <= 2
         && g.c_in >= MIN_CHANNELS
         && g.c_out >= MIN_CHANNELS
-        && g.batch * g.h_out().div_ceil(2) * g.w_out().div_ceil(2) >= MIN_TILES
+        && blocks(g) >= MIN_TILES
+}
+
+/// 2x2 output blocks over the batch.
+fn blocks(g: &Conv2dGeom) -> usize {
+    let (tiles_h, tiles_w) = tiles(g);
+    g.batch * tiles_h * tiles_w
+}
+
+/// 2x2 output blocks of one image: (rows, columns).
+fn tiles(g: &Conv2dGeom) -> (usize, usize) {
+    (g.h_out().div_ceil(2), g.w_out().div_ceil(2))
 }
 
 /// The convolution whose output is `g`'s input gradient: `dy` in, `dx` out,
@@ -114,7 +125,7 @@ struct Plan {
 
 impl Plan {
     fn new(g: &Conv2dGeom) -> Plan {
-        let (tiles_h, tiles_w) = (g.h_out().div_ceil(2), g.w_out().div_ceil(2));
+        let (tiles_h, tiles_w) = tiles(g);
         let images_per_gemm = MIN_GEMM_COLUMNS
             .div_ceil(tiles_h * tiles_w)
             .clamp(1, images_per_worker(g));
